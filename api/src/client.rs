@@ -1,0 +1,61 @@
+//! A JSON-RPC client over the daemon's Unix socket: WebSocket (for
+//! subscriptions) on a `UnixStream`, so calls and follows share one transport.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonrpsee::client_transport::ws::{Url, WsTransportClientBuilder};
+use jsonrpsee::core::client::{Client, ClientBuilder};
+use tokio::net::UnixStream;
+
+/// Why a connection to the daemon could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens on the socket (missing file or connection refused).
+    #[error("no daemon answers on {path}: {source}")]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket exists but we may not open it.
+    #[error("permission denied on {path}; ask to be added to the socket's group")]
+    PermissionDenied { path: PathBuf },
+    /// The WebSocket handshake failed.
+    #[error("handshake with the daemon on {path} failed: {message}")]
+    Handshake { path: PathBuf, message: String },
+}
+
+/// Connect to the daemon listening on `socket`.
+pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
+    let stream = UnixStream::connect(socket).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ConnectError::PermissionDenied {
+                path: socket.to_path_buf(),
+            }
+        } else {
+            ConnectError::NotRunning {
+                path: socket.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    // The host part is never resolved: the stream is already connected.
+    let url = Url::parse("ws://localhost/").map_err(|e| ConnectError::Handshake {
+        path: socket.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (sender, receiver) = WsTransportClientBuilder::default()
+        .max_request_size(16 * 1024 * 1024)
+        .max_response_size(64 * 1024 * 1024)
+        .build_with_stream(url, stream)
+        .await
+        .map_err(|e| ConnectError::Handshake {
+            path: socket.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(ClientBuilder::default()
+        .request_timeout(Duration::from_secs(120))
+        .max_buffer_capacity_per_subscription(4096)
+        .build_with_tokio(sender, receiver))
+}

@@ -1,0 +1,85 @@
+//! The JSON-RPC method trait. Method names are a contract; every method takes
+//! its parameters by name. `holdfastd` implements the generated
+//! `HoldfastServer`; `hfctl` and the tests call through `HoldfastClient`.
+
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
+use jsonrpsee::proc_macros::rpc;
+use serde_json::{Map, Value};
+
+use crate::types::{
+    CancelOutcome, DaemonInfo, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
+    WorkflowSummary,
+};
+
+#[rpc(server, client)]
+pub trait Holdfast {
+    /// Version, protocol number, pid, uptime, mode, paths and counts.
+    #[method(name = "daemon.info", param_kind = map)]
+    async fn daemon_info(&self) -> RpcResult<DaemonInfo>;
+
+    /// Queue one run of `target` (`chain`, `chain.process` or
+    /// `chain.process.activity`). Answers once the job is durably committed.
+    #[method(name = "job.submit", param_kind = map, with_extensions)]
+    async fn job_submit(
+        &self,
+        target: String,
+        params: Option<Map<String, Value>>,
+        tenant: Option<String>,
+        priority: Option<i32>,
+    ) -> RpcResult<SubmitResult>;
+
+    /// One job with its activities and attempts.
+    #[method(name = "job.get", param_kind = map)]
+    async fn job_get(&self, job_id: u64) -> RpcResult<Job>;
+
+    /// Recent jobs, newest first. `before` pages: pass the previous answer's
+    /// `next_before`.
+    #[method(name = "job.list", param_kind = map)]
+    async fn job_list(
+        &self,
+        state: Option<String>,
+        chain: Option<String>,
+        limit: Option<u32>,
+        before: Option<u64>,
+    ) -> RpcResult<JobList>;
+
+    /// Cancel queued or running jobs.
+    #[method(name = "job.cancel", param_kind = map, with_extensions)]
+    async fn job_cancel(&self, job_ids: Vec<u64>) -> RpcResult<Vec<CancelOutcome>>;
+
+    /// Read an attempt's log from `offset`. `activity` is `process.activity`
+    /// or `chain.process.activity`; without it the job must have exactly one
+    /// activity. Without `attempt`, the latest attempt.
+    #[method(name = "job.logs", param_kind = map)]
+    async fn job_logs(
+        &self,
+        job_id: u64,
+        activity: Option<String>,
+        attempt: Option<u32>,
+        offset: Option<u64>,
+        max_bytes: Option<u64>,
+    ) -> RpcResult<LogChunk>;
+
+    /// Follow an attempt's log: chunks as they are written, then a close
+    /// notification when the attempt has ended.
+    #[subscription(name = "job.follow_logs" => "job.log", unsubscribe = "job.unfollow_logs", item = LogChunk, param_kind = map)]
+    async fn job_follow_logs(
+        &self,
+        job_id: u64,
+        activity: Option<String>,
+        attempt: Option<u32>,
+        offset: Option<u64>,
+    ) -> SubscriptionResult;
+
+    /// Watch a job: its state after every change, ending with the terminal one.
+    #[subscription(name = "job.watch" => "job.changed", unsubscribe = "job.unwatch", item = Job, param_kind = map)]
+    async fn job_watch(&self, job_id: u64) -> SubscriptionResult;
+
+    /// Every chain, loaded or broken, with load errors.
+    #[method(name = "workflow.list", param_kind = map)]
+    async fn workflow_list(&self) -> RpcResult<Vec<WorkflowSummary>>;
+
+    /// One chain's parameters, processes and activities.
+    #[method(name = "workflow.get", param_kind = map)]
+    async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail>;
+}

@@ -1,0 +1,393 @@
+//! Types serialized on the wire. Timestamps are RFC 3339 strings in UTC;
+//! states are lowercase words. Only these types cross the socket: the daemon
+//! converts its own store and engine types at the RPC edge.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Answer of `daemon.info`: the handshake every hfctl command starts with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    /// `system` or `user`.
+    pub mode: String,
+    pub max_parallel: usize,
+    pub paths: DaemonPaths,
+    pub counts: DaemonCounts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonPaths {
+    pub config: String,
+    pub workflows_dir: String,
+    pub state_dir: String,
+    pub socket: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonCounts {
+    pub chains: usize,
+    pub broken_chains: usize,
+    pub queued_jobs: usize,
+    pub running_jobs: usize,
+    pub running_activities: usize,
+}
+
+/// Job states. `queued → running → succeeded | failed | cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+/// Activity states within a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityState {
+    Pending,
+    Running,
+    RetryWait,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl ActivityState {
+    pub const ALL: [ActivityState; 7] = [
+        ActivityState::Pending,
+        ActivityState::Running,
+        ActivityState::RetryWait,
+        ActivityState::Succeeded,
+        ActivityState::Failed,
+        ActivityState::Skipped,
+        ActivityState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityState::Pending => "pending",
+            ActivityState::Running => "running",
+            ActivityState::RetryWait => "retry_wait",
+            ActivityState::Succeeded => "succeeded",
+            ActivityState::Failed => "failed",
+            ActivityState::Skipped => "skipped",
+            ActivityState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActivityState> {
+        ActivityState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ActivityState::Succeeded
+                | ActivityState::Failed
+                | ActivityState::Skipped
+                | ActivityState::Cancelled
+        )
+    }
+}
+
+/// How one attempt ended (or `running` while it runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    /// Recorded, process not yet known to have exited.
+    Running,
+    /// Exit code 0.
+    Succeeded,
+    /// Non-zero exit code.
+    Failed,
+    /// Ended by a signal it did not receive from us.
+    Signaled,
+    /// Killed because its timeout (or the job's) expired.
+    Timeout,
+    /// Killed because the job was cancelled.
+    Cancelled,
+    /// The daemon stopped or died while it ran.
+    Interrupted,
+    /// The process could not be started, or its templates could not be rendered.
+    SpawnError,
+}
+
+impl AttemptState {
+    pub const ALL: [AttemptState; 8] = [
+        AttemptState::Running,
+        AttemptState::Succeeded,
+        AttemptState::Failed,
+        AttemptState::Signaled,
+        AttemptState::Timeout,
+        AttemptState::Cancelled,
+        AttemptState::Interrupted,
+        AttemptState::SpawnError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Running => "running",
+            AttemptState::Succeeded => "succeeded",
+            AttemptState::Failed => "failed",
+            AttemptState::Signaled => "signaled",
+            AttemptState::Timeout => "timeout",
+            AttemptState::Cancelled => "cancelled",
+            AttemptState::Interrupted => "interrupted",
+            AttemptState::SpawnError => "spawn_error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptState> {
+        AttemptState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Answer of `job.submit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResult {
+    pub job_id: u64,
+    pub state: JobState,
+}
+
+/// One job with its activity tree: answer of `job.get`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    /// `chain`, `chain.process` or `chain.process.activity`.
+    pub target: String,
+    pub chain: String,
+    pub state: JobState,
+    /// Number of alerts raised (activities that failed under `on_failure =
+    /// "continue"`, or `alert` messages).
+    pub alerts: u32,
+    pub params: Map<String, Value>,
+    pub tenant: Option<String>,
+    pub priority: i32,
+    /// The user name of the submitter (or `schedule:<chain>.<name>`).
+    pub submitted_by: String,
+    pub submitter_uid: Option<u32>,
+    pub submitter_pid: Option<u32>,
+    /// Content hash of the chain definition this job runs.
+    pub version: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Overall progress in percent, averaged over the job's activities.
+    pub progress: f64,
+    /// Why the job ended as it did, when that is not obvious from its
+    /// activities (for example `job timeout after 2h`).
+    pub reason: Option<String>,
+    pub retry_of: Option<u64>,
+    /// Outputs of each activity, keyed by `process.activity`.
+    pub outputs: Map<String, Value>,
+    pub activities: Vec<ActivityRun>,
+}
+
+/// One activity of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivityRun {
+    /// `chain.process.activity`.
+    pub path: String,
+    pub process: String,
+    pub activity: String,
+    pub state: ActivityState,
+    pub progress: Option<f64>,
+    pub progress_text: Option<String>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// One execution of an activity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub state: AttemptState,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Unique id of this failure, quoted in logs and the journal.
+    pub error_id: Option<String>,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Bytes of stdout and stderr kept in the attempt's log file.
+    pub log_bytes: u64,
+    /// Bytes dropped because the log cap was reached.
+    pub log_dropped: u64,
+}
+
+/// One row of `job.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub id: u64,
+    pub target: String,
+    pub chain: String,
+    pub state: JobState,
+    pub alerts: u32,
+    pub tenant: Option<String>,
+    pub priority: i32,
+    pub submitted_by: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub progress: f64,
+}
+
+/// Answer of `job.list`. Pass `next_before` back as `before` for the next page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobSummary>,
+    pub next_before: Option<u64>,
+}
+
+/// Outcome of cancelling one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelOutcome {
+    pub job_id: u64,
+    /// The job's state after the call (`cancelled` at once for a queued job,
+    /// still `running` while a running job's activities are being stopped).
+    pub state: Option<JobState>,
+    /// Why the job could not be cancelled, if it could not.
+    pub error: Option<String>,
+}
+
+/// A piece of an attempt's log (`job.logs` answer and `job.follow_logs` item).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// `chain.process.activity`.
+    pub activity: String,
+    pub attempt: u32,
+    /// Byte offset of `data` in the log file.
+    pub offset: u64,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// The bytes, decoded as UTF-8 with invalid sequences replaced.
+    pub data: String,
+    /// True when the attempt has ended and everything up to its end was sent.
+    pub complete: bool,
+    /// Bytes the daemon dropped because the log cap was reached.
+    pub dropped: u64,
+}
+
+/// One chain in `workflow.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowSummary {
+    pub name: String,
+    pub file: String,
+    /// `loaded` or `broken`. A broken file whose chain loaded before keeps
+    /// its last good version (`version` is set) and shows the error.
+    pub status: String,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub error: Option<LoadError>,
+}
+
+/// A workflow file that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => {
+                write!(f, "{}:{}:{}: {}", self.file, line, column, self.message)
+            }
+            (Some(line), None) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Answer of `workflow.get`: a chain as loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowDetail {
+    pub name: String,
+    pub file: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub max_parallel: Option<usize>,
+    pub concurrency: Option<usize>,
+    pub timeout_seconds: Option<f64>,
+    pub params: Vec<ParamInfo>,
+    pub processes: Vec<ProcessInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParamInfo {
+    pub name: String,
+    /// `string`, `int`, `float`, `bool`, `date`, `datetime` or `json`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub required: bool,
+    pub default: Option<Value>,
+    #[serde(rename = "enum")]
+    pub allowed: Option<Vec<Value>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub name: String,
+    /// `serial` or `parallel`.
+    pub mode: String,
+    pub after: Vec<String>,
+    pub activities: Vec<ActivityInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivityInfo {
+    pub name: String,
+    pub path: String,
+    /// The argv template, or `["/bin/sh", "-c", script]` for `shell`.
+    pub command: Vec<String>,
+    pub shell: bool,
+    pub timeout_seconds: Option<f64>,
+    pub retries: u32,
+    pub retry_delay_seconds: f64,
+    pub retry_backoff: f64,
+    pub max_retry_delay_seconds: Option<f64>,
+    pub on_failure: String,
+    pub working_dir: Option<String>,
+}

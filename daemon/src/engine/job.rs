@@ -1,0 +1,239 @@
+//! A job's runtime state inside the engine: which of its chain's activities
+//! it runs, what each is waiting on, and what is ready to start.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use holdfast_api::{ActivityState, FieldError, JobState};
+use holdfast_workflow::Chain;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::executor::KillReason;
+
+/// Why a job is being stopped before it finished by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Cancel,
+    Timeout,
+}
+
+/// One activity of a running job.
+#[derive(Debug, Default)]
+pub struct ActRun {
+    /// False for activities of the chain outside the job's target.
+    pub included: bool,
+    pub state: Option<ActivityState>,
+    /// Attempts made so far (the running one included).
+    pub attempts: u32,
+    pub interruptions: u32,
+    /// Included dependencies not yet finished.
+    pub waiting: usize,
+    /// Held while the attempt runs; sending on it stops the attempt.
+    pub kill: Option<oneshot::Sender<KillReason>>,
+    pub checkpoint: Option<Value>,
+    pub outputs: Map<String, Value>,
+    pub progress: Option<f64>,
+    pub progress_text: Option<String>,
+}
+
+impl ActRun {
+    pub fn state(&self) -> ActivityState {
+        self.state.unwrap_or(ActivityState::Pending)
+    }
+}
+
+/// A queued or running job.
+#[derive(Debug)]
+pub struct JobRun {
+    pub id: u64,
+    pub chain: Arc<Chain>,
+    pub target: String,
+    pub params: Map<String, Value>,
+    pub tenant: Option<String>,
+    pub priority: i32,
+    pub state: JobState,
+    pub alerts: u32,
+    pub started_at: Option<i64>,
+    pub acts: Vec<ActRun>,
+    /// For each activity, the activities that list it in their deps.
+    pub dependants: Vec<Vec<usize>>,
+    /// Activities whose dependencies are done, in chain order.
+    pub ready: BTreeSet<usize>,
+    pub running: usize,
+    /// Included activities not yet in a terminal state.
+    pub unfinished: usize,
+    /// An activity failed under `on_failure = "fail"`.
+    pub failed: bool,
+    pub stop: Option<Stop>,
+    /// Counted against its chain's `concurrency`.
+    pub admitted: bool,
+    pub timeout_timer: Option<tokio::task::AbortHandle>,
+}
+
+/// Which activities a target selects, checked against the chain.
+pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldError> {
+    let mut parts = target.splitn(3, '.');
+    let _chain = parts.next();
+    let process = parts.next();
+    let activity = parts.next();
+    let included: Vec<bool> = match (process, activity) {
+        (None, _) => vec![true; chain.activities.len()],
+        (Some(p), None) => {
+            if chain.process(p).is_none() {
+                return Err(FieldError {
+                    field: "target".into(),
+                    message: format!("chain {} has no process {p:?}", chain.name),
+                });
+            }
+            chain.activities.iter().map(|a| a.process == p).collect()
+        }
+        (Some(p), Some(a)) => {
+            if chain.activity(p, a).is_none() {
+                return Err(FieldError {
+                    field: "target".into(),
+                    message: format!("chain {} has no activity {p}.{a}", chain.name),
+                });
+            }
+            chain
+                .activities
+                .iter()
+                .map(|x| x.process == p && x.name == a)
+                .collect()
+        }
+    };
+    for (idx, activity) in chain.activities.iter().enumerate() {
+        if !included[idx] {
+            continue;
+        }
+        for &source in &activity.output_refs {
+            if !included[source] {
+                return Err(FieldError {
+                    field: "target".into(),
+                    message: format!(
+                        "{} uses outputs of {}, which target {target} does not run; submit a larger target",
+                        activity.path, chain.activities[source].path
+                    ),
+                });
+            }
+        }
+    }
+    Ok(included)
+}
+
+impl JobRun {
+    /// A new job in state `queued` with every included activity pending.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        chain: Arc<Chain>,
+        target: String,
+        included: &[bool],
+        params: Map<String, Value>,
+        tenant: Option<String>,
+        priority: i32,
+    ) -> JobRun {
+        let n = chain.activities.len();
+        let mut dependants = vec![Vec::new(); n];
+        for (idx, activity) in chain.activities.iter().enumerate() {
+            for &dep in &activity.deps {
+                if dep < n {
+                    dependants[dep].push(idx);
+                }
+            }
+        }
+        let acts = (0..n)
+            .map(|idx| ActRun {
+                included: included.get(idx).copied().unwrap_or(false),
+                ..ActRun::default()
+            })
+            .collect();
+        let mut job = JobRun {
+            id,
+            chain,
+            target,
+            params,
+            tenant,
+            priority,
+            state: JobState::Queued,
+            alerts: 0,
+            started_at: None,
+            acts,
+            dependants,
+            ready: BTreeSet::new(),
+            running: 0,
+            unfinished: 0,
+            failed: false,
+            stop: None,
+            admitted: false,
+            timeout_timer: None,
+        };
+        job.recount();
+        job
+    }
+
+    /// Recompute `waiting`, `unfinished` and `ready` from activity states.
+    pub fn recount(&mut self) {
+        self.unfinished = 0;
+        self.ready.clear();
+        for idx in 0..self.acts.len() {
+            if !self.acts[idx].included {
+                continue;
+            }
+            let waiting = self.chain.activities[idx]
+                .deps
+                .iter()
+                .filter(|&&d| self.acts[d].included && !self.releases_dependants(d))
+                .count();
+            let act = &mut self.acts[idx];
+            act.waiting = waiting;
+            if !act.state().is_terminal() {
+                self.unfinished += 1;
+            }
+            if act.state() == ActivityState::Pending && waiting == 0 {
+                self.ready.insert(idx);
+            }
+        }
+    }
+
+    /// True when activity `idx` is finished in a way that lets dependants run:
+    /// it succeeded, or failed under `on_failure = "continue"`.
+    pub fn releases_dependants(&self, idx: usize) -> bool {
+        match self.acts[idx].state() {
+            ActivityState::Succeeded => true,
+            ActivityState::Failed => {
+                self.chain.activities[idx].on_failure == holdfast_workflow::OnFailure::Continue
+            }
+            _ => false,
+        }
+    }
+
+    /// Outputs of the activities `idx` references, shaped for templates:
+    /// `{process: {activity: {key: value}}}`.
+    pub fn outputs_for(&self, idx: usize) -> Map<String, Value> {
+        let mut outputs = Map::new();
+        for &source in &self.chain.activities[idx].output_refs {
+            let activity = &self.chain.activities[source];
+            let entry = outputs
+                .entry(activity.process.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(map) = entry {
+                map.insert(
+                    activity.name.clone(),
+                    Value::Object(self.acts[source].outputs.clone()),
+                );
+            }
+        }
+        outputs
+    }
+
+    /// The state the job ends in once nothing is unfinished.
+    pub fn final_state(&self) -> JobState {
+        match self.stop {
+            Some(Stop::Cancel) => JobState::Cancelled,
+            Some(Stop::Timeout) => JobState::Failed,
+            None if self.failed => JobState::Failed,
+            None => JobState::Succeeded,
+        }
+    }
+}

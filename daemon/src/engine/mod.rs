@@ -1,0 +1,493 @@
+//! The engine: one task owns every queued and running job and reacts to a
+//! closed set of events (RPC commands, attempt reports, timers, shutdown).
+//!
+//! Each turn of the loop takes every event waiting, applies them to the
+//! in-memory state, collects the resulting writes and side effects, commits
+//! the writes in one transaction and only then carries out the effects
+//! (spawning processes, answering callers, waking watchers). So every
+//! transition is committed before it is acted on or reported, and writes are
+//! batched for free under load.
+
+mod job;
+mod recovery;
+mod run;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_api::{CancelOutcome, FieldError, JobState};
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::executor::{self, AttemptSpec, ExecEvent, KillReason, LogHub};
+use crate::registry::Registry;
+use crate::settings::Settings;
+use crate::store::{Store, StoreError, WriteOp};
+pub use job::JobRun;
+
+/// Who made a request, from the socket's peer credentials.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+    pub user: String,
+}
+
+/// A submission, as the RPC layer passes it on.
+#[derive(Debug)]
+pub struct SubmitRequest {
+    pub target: String,
+    pub params: Map<String, Value>,
+    pub tenant: Option<String>,
+    pub priority: i32,
+    pub caller: Caller,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("no chain named {0:?} is loaded; see `hfctl workflows`")]
+    UnknownChain(String),
+    #[error("invalid parameters")]
+    Invalid(Vec<FieldError>),
+    #[error("the job could not be stored: {0}")]
+    Unavailable(String),
+    #[error("the daemon is stopping and accepts no new jobs")]
+    ShuttingDown,
+}
+
+/// Counts for `daemon.info`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub queued_jobs: usize,
+    pub running_jobs: usize,
+    pub running_activities: usize,
+}
+
+/// The closed set of things the engine reacts to, besides attempt reports.
+#[derive(Debug)]
+pub enum Command {
+    Submit {
+        request: SubmitRequest,
+        reply: oneshot::Sender<Result<u64, SubmitError>>,
+    },
+    Cancel {
+        job_ids: Vec<u64>,
+        reply: oneshot::Sender<Vec<CancelOutcome>>,
+    },
+    Counts {
+        reply: oneshot::Sender<Counts>,
+    },
+    /// A retry delay expired.
+    RetryDue { job_id: u64, idx: usize, after: u32 },
+    /// A job's own timeout expired.
+    JobTimeout { job_id: u64 },
+    /// Re-try writes that failed earlier.
+    Flush,
+    /// Re-read the workflows directory.
+    Reload { reply: oneshot::Sender<()> },
+    /// Stop accepting work, interrupt running attempts, answer when all ended.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// The handle the RPC layer and `main` hold.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    pub registry: watch::Receiver<Arc<Registry>>,
+    /// A job id each time one of its states changed (after the commit).
+    pub changes: broadcast::Sender<u64>,
+    pub logs: LogHub,
+}
+
+impl EngineHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn submit(&self, request: SubmitRequest) -> Result<u64, SubmitError> {
+        self.ask(|reply| Command::Submit { request, reply })
+            .await
+            .unwrap_or(Err(SubmitError::ShuttingDown))
+    }
+
+    pub async fn cancel(&self, job_ids: Vec<u64>) -> Vec<CancelOutcome> {
+        self.ask(|reply| Command::Cancel { job_ids, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn counts(&self) -> Counts {
+        self.ask(|reply| Command::Counts { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Re-read the workflows directory; resolves once the new registry is in place.
+    pub async fn reload(&self) {
+        let _ = self.ask(|reply| Command::Reload { reply }).await;
+    }
+
+    /// Ask the engine to stop; resolves once every attempt has ended.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// A side effect, carried out only after the batch's writes committed.
+enum Effect {
+    Submitted(oneshot::Sender<Result<u64, SubmitError>>, u64),
+    Cancelled(oneshot::Sender<Vec<CancelOutcome>>, Vec<CancelOutcome>),
+    Spawn(Box<AttemptSpec>, oneshot::Receiver<KillReason>),
+    Kill(oneshot::Sender<KillReason>, KillReason),
+    Timer(Duration, Command),
+    JobTimer(u64, Duration),
+    Changed(u64),
+}
+
+/// A submission whose job row is being committed; it joins the engine's
+/// state only once that succeeded.
+struct PendingJob {
+    job: JobRun,
+    reply: oneshot::Sender<Result<u64, SubmitError>>,
+}
+
+pub struct Engine {
+    settings: Arc<Settings>,
+    store: Store,
+    registry: watch::Sender<Arc<Registry>>,
+    changes: broadcast::Sender<u64>,
+    hub: LogHub,
+    commands_tx: mpsc::Sender<Command>,
+    exec_tx: mpsc::Sender<ExecEvent>,
+
+    jobs: HashMap<u64, JobRun>,
+    /// Jobs waiting for their chain's `concurrency`, per chain.
+    queued: HashMap<String, BTreeSet<(Reverse<i32>, u64)>>,
+    admitted_per_chain: HashMap<String, usize>,
+    dirty_chains: HashSet<String>,
+    /// Admitted jobs with a ready activity and room under their
+    /// `max_parallel`, by priority then age.
+    ready_jobs: BTreeSet<(Reverse<i32>, u64)>,
+    /// Attempts running across all jobs.
+    running: usize,
+    next_job_id: u64,
+    error_counter: u64,
+    shutting_down: Option<Vec<oneshot::Sender<()>>>,
+
+    // The batch being built.
+    ops: Vec<WriteOp>,
+    durable: bool,
+    effects: Vec<Effect>,
+    pending_jobs: Vec<PendingJob>,
+    progress_dirty: HashSet<(u64, usize)>,
+}
+
+impl Engine {
+    /// Build the engine, resume what a previous daemon left unfinished, and
+    /// return it with its handle. Call [`Engine::run`] to start it.
+    pub fn start(
+        settings: Arc<Settings>,
+        store: Store,
+        registry: Registry,
+    ) -> Result<(Engine, EngineHandle, mpsc::Receiver<Command>, mpsc::Receiver<ExecEvent>), StoreError>
+    {
+        let (commands_tx, commands_rx) = mpsc::channel(1024);
+        let (exec_tx, exec_rx) = mpsc::channel(8192);
+        let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
+        let (changes, _) = broadcast::channel(4096);
+        let hub = LogHub::default();
+        let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
+        let mut engine = Engine {
+            settings,
+            store,
+            registry: registry_tx,
+            changes: changes.clone(),
+            hub: hub.clone(),
+            commands_tx: commands_tx.clone(),
+            exec_tx,
+            jobs: HashMap::new(),
+            queued: HashMap::new(),
+            admitted_per_chain: HashMap::new(),
+            dirty_chains: HashSet::new(),
+            ready_jobs: BTreeSet::new(),
+            running: 0,
+            next_job_id,
+            error_counter: 0,
+            shutting_down: None,
+            ops: Vec::new(),
+            durable: false,
+            effects: Vec::new(),
+            pending_jobs: Vec::new(),
+            progress_dirty: HashSet::new(),
+        };
+        engine.record_definitions();
+        engine.recover()?;
+        let handle = EngineHandle {
+            commands: commands_tx,
+            registry: registry_rx,
+            changes,
+            logs: hub,
+        };
+        Ok((engine, handle, commands_rx, exec_rx))
+    }
+
+    /// Store every loaded chain's definition so jobs can be pinned to it.
+    fn record_definitions(&mut self) {
+        let registry = self.registry.borrow().clone();
+        let now = crate::store::now_ms();
+        for entry in registry.entries.values() {
+            if let Some(chain) = &entry.chain {
+                self.ops.push(WriteOp::Definition {
+                    version: chain.version.clone(),
+                    chain: chain.name.clone(),
+                    file: chain.file.display().to_string(),
+                    source: chain.source.clone(),
+                    loaded_at: now,
+                });
+            }
+        }
+    }
+
+    /// The event loop. Returns after a shutdown has completed.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut exec: mpsc::Receiver<ExecEvent>,
+    ) {
+        // Writes from recovery, and the first scheduling round.
+        let mut more = true;
+        loop {
+            if !more {
+                tokio::select! {
+                    biased;
+                    Some(event) = exec.recv() => self.on_exec(event),
+                    Some(command) = commands.recv() => self.on_command(command),
+                    else => break,
+                }
+            }
+            // Take everything else already waiting, up to a bound so one
+            // turn stays short.
+            for _ in 0..1024 {
+                match exec.try_recv() {
+                    Ok(event) => self.on_exec(event),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..256 {
+                match commands.try_recv() {
+                    Ok(command) => self.on_command(command),
+                    Err(_) => break,
+                }
+            }
+            self.schedule();
+            more = self.commit().await;
+            if self.shutdown_complete() {
+                break;
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit { request, reply } => self.submit(request, reply),
+            Command::Cancel { job_ids, reply } => {
+                let outcomes = job_ids.into_iter().map(|id| self.cancel(id)).collect();
+                self.durable = true;
+                self.effects.push(Effect::Cancelled(reply, outcomes));
+            }
+            Command::Counts { reply } => {
+                let queued = self
+                    .jobs
+                    .values()
+                    .filter(|j| j.state == JobState::Queued)
+                    .count();
+                let _ = reply.send(Counts {
+                    queued_jobs: queued,
+                    running_jobs: self.jobs.len() - queued,
+                    running_activities: self.running,
+                });
+            }
+            Command::RetryDue { job_id, idx, after } => self.retry_due(job_id, idx, after),
+            Command::JobTimeout { job_id } => self.job_timeout(job_id),
+            Command::Flush => {}
+            Command::Reload { reply } => {
+                let previous = self.registry.borrow().clone();
+                let registry =
+                    crate::registry::load_dir(&self.settings.workflows_dir, Some(&previous));
+                tracing::info!(
+                    chains = registry.loaded_count(),
+                    broken = registry.broken_count(),
+                    "workflows reloaded"
+                );
+                self.registry.send_replace(Arc::new(registry));
+                self.record_definitions();
+                let _ = reply.send(());
+            }
+            Command::Shutdown { reply } => self.begin_shutdown(reply),
+        }
+    }
+
+    fn on_exec(&mut self, event: ExecEvent) {
+        match event {
+            ExecEvent::Started {
+                key,
+                pid,
+                start_time,
+            } => {
+                self.ops.push(WriteOp::AttemptPid {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    number: key.number,
+                    pid,
+                    pid_start: start_time,
+                });
+            }
+            ExecEvent::Control { key, message } => self.on_control(key, message),
+            ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
+        }
+    }
+
+    /// Commit the batch, then carry out its effects. Returns true when the
+    /// loop should go round again without waiting (new jobs joined).
+    async fn commit(&mut self) -> bool {
+        self.flush_progress();
+        let ops = std::mem::take(&mut self.ops);
+        let durable = std::mem::take(&mut self.durable);
+        let result = if ops.is_empty() {
+            Ok(())
+        } else {
+            self.store.write(ops.clone(), durable).await
+        };
+        match result {
+            Ok(()) => {
+                let joined = !self.pending_jobs.is_empty();
+                for pending in std::mem::take(&mut self.pending_jobs) {
+                    let id = pending.job.id;
+                    self.effects.push(Effect::Submitted(pending.reply, id));
+                    self.effects.push(Effect::Changed(id));
+                    self.enqueue(pending.job);
+                }
+                for effect in std::mem::take(&mut self.effects) {
+                    self.carry_out(effect);
+                }
+                joined
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
+                for pending in std::mem::take(&mut self.pending_jobs) {
+                    let _ = pending
+                        .reply
+                        .send(Err(SubmitError::Unavailable(store_message(&error))));
+                }
+                // Keep everything else and try again shortly: effects wait
+                // for their writes, so no process starts unrecorded.
+                let mut kept = ops;
+                kept.retain(|op| !matches!(op, WriteOp::InsertJob(_)));
+                kept.append(&mut self.ops);
+                self.ops = kept;
+                self.durable |= durable;
+                let tx = self.commands_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = tx.send(Command::Flush).await;
+                });
+                false
+            }
+        }
+    }
+
+    fn carry_out(&mut self, effect: Effect) {
+        match effect {
+            Effect::Submitted(reply, id) => {
+                let _ = reply.send(Ok(id));
+            }
+            Effect::Cancelled(reply, outcomes) => {
+                let _ = reply.send(outcomes);
+            }
+            Effect::Spawn(spec, kill) => {
+                executor::spawn(*spec, self.exec_tx.clone(), kill, self.hub.clone());
+            }
+            Effect::Kill(sender, reason) => {
+                let _ = sender.send(reason);
+            }
+            Effect::Timer(delay, command) => {
+                let tx = self.commands_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(command).await;
+                });
+            }
+            Effect::JobTimer(job_id, delay) => {
+                let tx = self.commands_tx.clone();
+                let handle = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Command::JobTimeout { job_id }).await;
+                });
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.timeout_timer = Some(handle.abort_handle());
+                } else {
+                    handle.abort();
+                }
+            }
+            Effect::Changed(id) => {
+                let _ = self.changes.send(id);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {
+        let waiters = self.shutting_down.get_or_insert_with(Vec::new);
+        waiters.push(reply);
+        tracing::info!(
+            running = self.running,
+            "stopping: interrupting running activities"
+        );
+        for job in self.jobs.values_mut() {
+            for act in &mut job.acts {
+                if let Some(kill) = act.kill.take() {
+                    self.effects.push(Effect::Kill(kill, KillReason::Shutdown));
+                }
+            }
+        }
+    }
+
+    fn shutdown_complete(&mut self) -> bool {
+        if self.running > 0 || !self.ops.is_empty() {
+            return false;
+        }
+        match self.shutting_down.take() {
+            Some(waiters) => {
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A fresh error id: unique per failure, quoted in logs and the journal.
+    fn error_id(&mut self) -> String {
+        self.error_counter += 1;
+        format!(
+            "E{:X}-{:04X}",
+            crate::store::now_ms(),
+            self.error_counter & 0xFFFF
+        )
+    }
+}
+
+fn store_message(error: &StoreError) -> String {
+    if error.is_unavailable() {
+        "the state directory cannot be written (disk full or read-only); try again when it can"
+            .to_string()
+    } else {
+        "the store rejected the write; see the daemon's log".to_string()
+    }
+}

@@ -1,0 +1,223 @@
+//! Start-up recovery: rebuild the engine's state from the jobs a previous
+//! daemon left queued or running.
+//!
+//! Attempts recorded as running belonged to a daemon that is gone. If their
+//! process group is still alive (same pid and same start time), it is killed
+//! first so two copies never run; then the attempt is marked `interrupted`
+//! and the activity runs again with its last checkpoint. An interruption does
+//! not use up a retry, but more than `max_interruptions` fail the activity.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_api::{ActivityState, AttemptState, JobState};
+use holdfast_workflow::{Chain, parse_chain};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::Engine;
+use super::job::{JobRun, resolve_target};
+use crate::executor::process_start_time;
+use crate::store::{self, StoreError, StoredJob, WriteOp};
+
+impl Engine {
+    pub(super) fn recover(&mut self) -> Result<(), StoreError> {
+        let stored = self.store.read_now(store::unfinished_jobs)?;
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let mut chains: HashMap<String, Option<Arc<Chain>>> = HashMap::new();
+        let mut resumed = 0;
+        for job in stored {
+            let chain = match chains.get(&job.version) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.pinned_chain(&job.version)?;
+                    chains.insert(job.version.clone(), c.clone());
+                    c
+                }
+            };
+            let Some(chain) = chain else {
+                tracing::error!(HF_JOB_ID = job.id, version = %job.version, "cannot resume job: its definition is missing or no longer valid");
+                self.ops.push(WriteOp::JobState {
+                    id: job.id,
+                    state: JobState::Failed.as_str(),
+                    started_at: None,
+                    finished_at: Some(store::now_ms()),
+                    reason: Some("its chain definition could not be re-read on restart".into()),
+                    alerts: job.alerts,
+                });
+                continue;
+            };
+            self.resume(job, chain);
+            resumed += 1;
+        }
+        tracing::info!(jobs = resumed, "resumed unfinished jobs");
+        Ok(())
+    }
+
+    /// The exact definition a job was submitted with.
+    fn pinned_chain(&self, version: &str) -> Result<Option<Arc<Chain>>, StoreError> {
+        if let Some(chain) = self
+            .registry
+            .borrow()
+            .entries
+            .values()
+            .filter_map(|e| e.chain.as_ref())
+            .find(|c| c.version == version)
+        {
+            return Ok(Some(chain.clone()));
+        }
+        let version = version.to_string();
+        let source = self
+            .store
+            .read_now(move |conn| store::definition_source(conn, &version))?;
+        Ok(source.and_then(|(file, text)| {
+            parse_chain(std::path::Path::new(&file), &text)
+                .ok()
+                .map(Arc::new)
+        }))
+    }
+
+    fn resume(&mut self, stored: StoredJob, chain: Arc<Chain>) {
+        let included = match resolve_target(&chain, &stored.target) {
+            Ok(i) => i,
+            Err(_) => {
+                let mut i = vec![false; chain.activities.len()];
+                for a in &stored.activities {
+                    if let Some(slot) = i.get_mut(a.idx) {
+                        *slot = true;
+                    }
+                }
+                i
+            }
+        };
+        let mut job = JobRun::new(
+            stored.id,
+            chain.clone(),
+            stored.target.clone(),
+            &included,
+            stored.params.clone(),
+            stored.tenant.clone(),
+            stored.priority,
+        );
+        job.state = stored.state;
+        job.alerts = stored.alerts;
+        job.started_at = stored.started_at;
+        let max_interruptions = self.settings.max_interruptions;
+        for sa in &stored.activities {
+            let Some(act) = job.acts.get_mut(sa.idx) else {
+                continue;
+            };
+            act.attempts = sa.attempts.last().map(|a| a.number).unwrap_or(0);
+            act.interruptions = sa.interruptions;
+            act.checkpoint = sa.checkpoint.clone();
+            act.outputs = sa.outputs.clone();
+            act.progress = sa.progress;
+            let mut state = sa.state;
+            for attempt in sa.attempts.iter().filter(|a| a.state == AttemptState::Running) {
+                kill_leftover(attempt.pid, attempt.pid_start);
+                act.interruptions += 1;
+                self.ops.push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
+                    job_id: stored.id,
+                    idx: sa.idx,
+                    number: attempt.number,
+                    state: AttemptState::Interrupted.as_str(),
+                    exit_code: None,
+                    signal: None,
+                    error_id: None,
+                    error: Some("the daemon stopped while it ran".into()),
+                    finished_at: store::now_ms(),
+                    log_bytes: 0,
+                    log_dropped: 0,
+                })));
+                tracing::warn!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, HF_ATTEMPT = attempt.number, "attempt interrupted by a daemon restart");
+            }
+            if matches!(state, ActivityState::Running | ActivityState::RetryWait) {
+                state = ActivityState::Pending;
+            }
+            if act.interruptions != sa.interruptions {
+                self.ops.push(WriteOp::ActivityInterruptions {
+                    job_id: stored.id,
+                    idx: sa.idx,
+                    interruptions: act.interruptions,
+                });
+            }
+            if state == ActivityState::Pending && act.interruptions > max_interruptions {
+                tracing::error!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, interruptions = act.interruptions, "activity interrupted too often; failing it");
+                state = ActivityState::Failed;
+                if chain.activities[sa.idx].on_failure == holdfast_workflow::OnFailure::Continue {
+                    job.alerts += 1;
+                } else {
+                    job.failed = true;
+                }
+            }
+            if state != sa.state {
+                self.ops.push(WriteOp::ActivityState {
+                    job_id: stored.id,
+                    idx: sa.idx,
+                    state: state.as_str(),
+                });
+            }
+            act.state = Some(state);
+            if state == ActivityState::Failed
+                && chain.activities[sa.idx].on_failure == holdfast_workflow::OnFailure::Fail
+            {
+                job.failed = true;
+            }
+        }
+        job.recount();
+        // Dependants of an activity that failed for good and were never
+        // marked (a crash between the two writes) are skipped now.
+        let failed: Vec<usize> = (0..job.acts.len())
+            .filter(|&i| {
+                job.acts[i].included
+                    && job.acts[i].state() == ActivityState::Failed
+                    && !job.releases_dependants(i)
+            })
+            .collect();
+        let id = job.id;
+        self.enqueue(job);
+        for idx in failed {
+            self.skip_dependants(id, idx);
+        }
+        if let Some(job) = self.jobs.get(&id) {
+            // A job already running keeps its place under its chain's
+            // concurrency: admit it at once.
+            if job.state == JobState::Running {
+                let chain = job.chain.name.clone();
+                let priority = job.priority;
+                if let Some(q) = self.queued.get_mut(&chain) {
+                    q.remove(&(std::cmp::Reverse(priority), id));
+                }
+                *self.admitted_per_chain.entry(chain).or_default() += 1;
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.admitted = true;
+                }
+                self.refresh(id);
+                self.finish_if_done(id);
+            }
+        }
+    }
+}
+
+/// Kill the process group of an attempt left by a dead daemon, if it is
+/// still the same process (pid and start time match), and wait briefly for
+/// it to go.
+fn kill_leftover(pid: Option<u32>, start: Option<u64>) {
+    let (Some(pid), Some(start)) = (pid, start) else {
+        return;
+    };
+    if pid == 0 || process_start_time(pid) != Some(start) {
+        return;
+    }
+    tracing::warn!(pid, "killing the process group left running by the previous daemon");
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    for _ in 0..100 {
+        if process_start_time(pid) != Some(start) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

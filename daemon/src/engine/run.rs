@@ -1,0 +1,664 @@
+//! The engine's transitions: submitting, admitting, starting activities,
+//! reacting to attempt ends and control messages, cancelling and finishing.
+
+use std::cmp::Reverse;
+
+use holdfast_api::{ActivityState, AttemptState, CancelOutcome, FieldError, JobState};
+use holdfast_workflow::params::{env_name, resolve_params, value_as_env};
+use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
+use holdfast_workflow::OnFailure;
+use tokio::sync::oneshot;
+
+use super::job::{JobRun, Stop, resolve_target};
+use super::{Command, Effect, Engine, PendingJob, SubmitError, SubmitRequest};
+use crate::executor::{
+    AttemptEnd, AttemptKey, AttemptSpec, CONTROL_FD, ControlMessage, KillReason, logs,
+};
+use crate::store::{self, NewJob, WriteOp};
+
+impl Engine {
+    pub(super) fn submit(
+        &mut self,
+        request: SubmitRequest,
+        reply: oneshot::Sender<Result<u64, SubmitError>>,
+    ) {
+        if self.shutting_down.is_some() {
+            let _ = reply.send(Err(SubmitError::ShuttingDown));
+            return;
+        }
+        let chain_name = request.target.split('.').next().unwrap_or_default();
+        let Some(chain) = self.registry.borrow().chain(chain_name).cloned() else {
+            let _ = reply.send(Err(SubmitError::UnknownChain(chain_name.to_string())));
+            return;
+        };
+        let mut problems: Vec<FieldError> = Vec::new();
+        let included = match resolve_target(&chain, &request.target) {
+            Ok(included) => Some(included),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let params = match resolve_params(&chain, &request.params) {
+            Ok(params) => Some(params),
+            Err(mut errors) => {
+                problems.append(&mut errors);
+                None
+            }
+        };
+        let (Some(included), Some(params)) = (included, params) else {
+            let _ = reply.send(Err(SubmitError::Invalid(problems)));
+            return;
+        };
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let job = JobRun::new(
+            id,
+            chain.clone(),
+            request.target.clone(),
+            &included,
+            params.clone(),
+            request.tenant.clone(),
+            request.priority,
+        );
+        self.ops.push(WriteOp::Definition {
+            version: chain.version.clone(),
+            chain: chain.name.clone(),
+            file: chain.file.display().to_string(),
+            source: chain.source.clone(),
+            loaded_at: store::now_ms(),
+        });
+        self.ops.push(WriteOp::InsertJob(Box::new(NewJob {
+            id,
+            target: request.target.clone(),
+            chain: chain.name.clone(),
+            version: chain.version.clone(),
+            params: serde_json::Value::Object(params).to_string(),
+            tenant: request.tenant,
+            priority: request.priority,
+            submitted_by: request.caller.user.clone(),
+            submitter_uid: Some(request.caller.uid),
+            submitter_gid: Some(request.caller.gid),
+            submitter_pid: request.caller.pid,
+            retry_of: None,
+            created_at: store::now_ms(),
+            activities: chain
+                .activities
+                .iter()
+                .enumerate()
+                .filter(|(idx, _)| included[*idx])
+                .map(|(idx, a)| (idx, a.path.clone()))
+                .collect(),
+        })));
+        self.durable = true;
+        tracing::info!(
+            HF_JOB_ID = id,
+            HF_CHAIN = %chain.name,
+            target = %request.target,
+            user = %request.caller.user,
+            "job submitted"
+        );
+        self.pending_jobs.push(PendingJob { job, reply });
+    }
+
+    /// Put a committed job into the queue of its chain.
+    pub(super) fn enqueue(&mut self, job: JobRun) {
+        let chain = job.chain.name.clone();
+        self.queued
+            .entry(chain.clone())
+            .or_default()
+            .insert((Reverse(job.priority), job.id));
+        self.dirty_chains.insert(chain);
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Admit queued jobs within their chains' `concurrency`, then start
+    /// ready activities within `max_parallel` (global and per job).
+    pub(super) fn schedule(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        for chain in std::mem::take(&mut self.dirty_chains) {
+            loop {
+                let Some(queue) = self.queued.get_mut(&chain) else {
+                    break;
+                };
+                let Some(&(prio, id)) = queue.first() else {
+                    self.queued.remove(&chain);
+                    break;
+                };
+                let admitted = self.admitted_per_chain.get(&chain).copied().unwrap_or(0);
+                let limit = self
+                    .jobs
+                    .get(&id)
+                    .and_then(|j| j.chain.concurrency)
+                    .unwrap_or(usize::MAX);
+                if admitted >= limit {
+                    break;
+                }
+                queue.remove(&(prio, id));
+                *self.admitted_per_chain.entry(chain.clone()).or_default() += 1;
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.admitted = true;
+                }
+                self.refresh(id);
+                self.finish_if_done(id);
+            }
+        }
+        while self.running < self.settings.max_parallel {
+            let Some(&(_, id)) = self.ready_jobs.first() else {
+                break;
+            };
+            let next = self.jobs.get_mut(&id).and_then(|j| j.ready.pop_first());
+            match next {
+                Some(idx) => self.start_activity(id, idx),
+                // Nothing ready after all: `refresh` below drops the job
+                // from `ready_jobs`, so the loop cannot spin.
+                None => {}
+            }
+            self.refresh(id);
+        }
+    }
+
+    /// Keep `ready_jobs` in step with one job's readiness and capacity.
+    pub(super) fn refresh(&mut self, id: u64) {
+        let Some(job) = self.jobs.get(&id) else {
+            self.ready_jobs.retain(|&(_, j)| j != id);
+            return;
+        };
+        let key = (Reverse(job.priority), id);
+        let room = job.running < job.chain.max_parallel.unwrap_or(usize::MAX);
+        if job.admitted && job.stop.is_none() && room && !job.ready.is_empty() {
+            self.ready_jobs.insert(key);
+        } else {
+            self.ready_jobs.remove(&key);
+        }
+    }
+
+    fn start_activity(&mut self, id: u64, idx: usize) {
+        let now = store::now_ms();
+        let settings = self.settings.clone();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let chain = job.chain.clone();
+        let activity = &chain.activities[idx];
+        let outputs = job.outputs_for(idx);
+        let act = &mut job.acts[idx];
+        act.attempts += 1;
+        act.state = Some(ActivityState::Running);
+        let number = act.attempts;
+        let key = AttemptKey {
+            job_id: id,
+            idx,
+            number,
+        };
+        if job.state == JobState::Queued {
+            job.state = JobState::Running;
+            job.started_at = Some(now);
+            self.ops.push(WriteOp::JobState {
+                id,
+                state: JobState::Running.as_str(),
+                started_at: Some(now),
+                finished_at: None,
+                reason: None,
+                alerts: job.alerts,
+            });
+            self.effects.push(Effect::Changed(id));
+            if let Some(timeout) = chain.timeout {
+                self.effects.push(Effect::JobTimer(id, timeout));
+            }
+        }
+        self.ops.push(WriteOp::InsertAttempt {
+            job_id: id,
+            idx,
+            number,
+            started_at: now,
+        });
+        self.ops.push(WriteOp::ActivityState {
+            job_id: id,
+            idx,
+            state: ActivityState::Running.as_str(),
+        });
+        job.running += 1;
+        self.running += 1;
+
+        let context = RenderContext {
+            params: job.params.clone(),
+            job: JobContext {
+                id,
+                chain: chain.name.clone(),
+                target: job.target.clone(),
+                tenant: job.tenant.clone(),
+                attempt: number,
+            },
+            outputs,
+        };
+        let rendered = match render_activity(activity, &context) {
+            Ok(r) => r,
+            Err(e) => {
+                // A template that cannot render will not render on a retry
+                // either: fail the activity at once.
+                tracing::error!(HF_JOB_ID = id, HF_ACTIVITY = %activity.path, error = %e, "cannot render the activity's command");
+                let end = AttemptEnd {
+                    state: AttemptState::SpawnError,
+                    exit_code: None,
+                    signal: None,
+                    error: Some(e.to_string()),
+                    log_bytes: 0,
+                    log_dropped: 0,
+                };
+                if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
+                    act.attempts = act.attempts.max(activity.retries + 1);
+                }
+                self.on_attempt_end(key, end);
+                return;
+            }
+        };
+        let job = &self.jobs[&id];
+        let act = &job.acts[idx];
+        let mut env = vec![
+            ("HF_JOB_ID".to_string(), id.to_string()),
+            ("HF_CHAIN".to_string(), chain.name.clone()),
+            ("HF_PROCESS".to_string(), activity.process.clone()),
+            ("HF_ACTIVITY".to_string(), activity.name.clone()),
+            ("HF_ATTEMPT".to_string(), number.to_string()),
+            (
+                "HF_TENANT".to_string(),
+                job.tenant.clone().unwrap_or_default(),
+            ),
+            (
+                "HF_PARAMS".to_string(),
+                serde_json::Value::Object(job.params.clone()).to_string(),
+            ),
+            ("HF_CONTROL_FD".to_string(), CONTROL_FD.to_string()),
+        ];
+        for (name, value) in &job.params {
+            env.push((env_name(name), value_as_env(value)));
+        }
+        if let Some(checkpoint) = &act.checkpoint {
+            env.push(("HF_CHECKPOINT".to_string(), checkpoint.to_string()));
+        }
+        env.extend(rendered.env);
+        let spec = AttemptSpec {
+            key,
+            path: activity.path.clone(),
+            argv: rendered.argv,
+            env,
+            working_dir: rendered.working_dir,
+            timeout: activity.timeout,
+            kill_grace: settings.kill_grace,
+            log_path: logs::log_path(&settings.logs_dir(), id, &activity.path, number),
+            log_max_bytes: settings.log_max_bytes,
+        };
+        let (kill_tx, kill_rx) = oneshot::channel();
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.acts[idx].kill = Some(kill_tx);
+        }
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "activity started");
+        self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
+        self.effects.push(Effect::Changed(id));
+    }
+
+    pub(super) fn on_attempt_end(&mut self, key: AttemptKey, end: AttemptEnd) {
+        let error_id = (end.state != AttemptState::Succeeded).then(|| self.error_id());
+        let now = store::now_ms();
+        let Some(job) = self.jobs.get_mut(&key.job_id) else {
+            return;
+        };
+        let chain = job.chain.clone();
+        let activity = &chain.activities[key.idx];
+        let act = &mut job.acts[key.idx];
+        if act.attempts != key.number || act.state() != ActivityState::Running {
+            return;
+        }
+        act.kill = None;
+        job.running -= 1;
+        self.running -= 1;
+        self.ops
+            .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
+                job_id: key.job_id,
+                idx: key.idx,
+                number: key.number,
+                state: end.state.as_str(),
+                exit_code: end.exit_code,
+                signal: end.signal,
+                error_id: error_id.clone(),
+                error: end.error.clone(),
+                finished_at: now,
+                log_bytes: end.log_bytes,
+                log_dropped: end.log_dropped,
+            })));
+        let fields = (
+            key.job_id,
+            chain.name.as_str(),
+            activity.process.as_str(),
+            activity.name.as_str(),
+            key.number,
+        );
+        let next = match end.state {
+            AttemptState::Succeeded => {
+                tracing::info!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, "activity succeeded");
+                ActivityState::Succeeded
+            }
+            AttemptState::Interrupted => {
+                act.interruptions += 1;
+                self.ops.push(WriteOp::ActivityInterruptions {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    interruptions: act.interruptions,
+                });
+                tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, "activity interrupted; it resumes when the daemon starts again");
+                ActivityState::Pending
+            }
+            _ if job.stop == Some(Stop::Cancel) => ActivityState::Cancelled,
+            _ if job.stop == Some(Stop::Timeout) => ActivityState::Failed,
+            _ if act.attempts <= activity.retries => {
+                let delay = activity.retry_delay_for(act.attempts);
+                tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), delay = %humantime::format_duration(delay), "activity failed; retrying");
+                self.effects.push(Effect::Timer(
+                    delay,
+                    Command::RetryDue {
+                        job_id: key.job_id,
+                        idx: key.idx,
+                        after: key.number,
+                    },
+                ));
+                ActivityState::RetryWait
+            }
+            _ => {
+                tracing::error!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), "activity failed");
+                ActivityState::Failed
+            }
+        };
+        self.set_activity_state(key.job_id, key.idx, next);
+        self.effects.push(Effect::Changed(key.job_id));
+        self.refresh(key.job_id);
+        self.finish_if_done(key.job_id);
+    }
+
+    /// Move one activity to `state` and apply what follows from it: release
+    /// or skip its dependants, count alerts, track what is unfinished.
+    fn set_activity_state(&mut self, id: u64, idx: usize, state: ActivityState) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let was_terminal = job.acts[idx].state().is_terminal();
+        job.acts[idx].state = Some(state);
+        self.ops.push(WriteOp::ActivityState {
+            job_id: id,
+            idx,
+            state: state.as_str(),
+        });
+        if state.is_terminal() && !was_terminal {
+            job.unfinished -= 1;
+        }
+        if state == ActivityState::Pending && job.acts[idx].waiting == 0 && job.stop.is_none() {
+            job.ready.insert(idx);
+        }
+        if !state.is_terminal() || was_terminal {
+            return;
+        }
+        let on_failure = job.chain.activities[idx].on_failure;
+        match state {
+            ActivityState::Failed if on_failure == OnFailure::Continue => {
+                job.alerts += 1;
+                self.release_dependants(id, idx);
+            }
+            ActivityState::Failed => {
+                job.failed = true;
+                self.skip_dependants(id, idx);
+            }
+            ActivityState::Succeeded => self.release_dependants(id, idx),
+            _ => {}
+        }
+    }
+
+    fn release_dependants(&mut self, id: u64, idx: usize) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        for d in job.dependants[idx].clone() {
+            let act = &mut job.acts[d];
+            if !act.included {
+                continue;
+            }
+            act.waiting = act.waiting.saturating_sub(1);
+            if act.waiting == 0 && act.state() == ActivityState::Pending && job.stop.is_none() {
+                job.ready.insert(d);
+            }
+        }
+    }
+
+    pub(super) fn skip_dependants(&mut self, id: u64, idx: usize) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let mut stack = job.dependants[idx].clone();
+        while let Some(d) = stack.pop() {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return;
+            };
+            let act = &job.acts[d];
+            if !act.included || act.state() != ActivityState::Pending {
+                continue;
+            }
+            stack.extend(job.dependants[d].iter().copied());
+            job.ready.remove(&d);
+            self.set_activity_state(id, d, ActivityState::Skipped);
+        }
+    }
+
+    pub(super) fn retry_due(&mut self, id: u64, idx: usize, after: u32) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let act = &job.acts[idx];
+        if act.state() != ActivityState::RetryWait || act.attempts != after {
+            return;
+        }
+        self.set_activity_state(id, idx, ActivityState::Pending);
+        self.refresh(id);
+    }
+
+    pub(super) fn cancel(&mut self, id: u64) -> CancelOutcome {
+        let Some(job) = self.jobs.get(&id) else {
+            return CancelOutcome {
+                job_id: id,
+                state: None,
+                error: Some(format!(
+                    "job {id} is not queued or running (finished, or does not exist)"
+                )),
+            };
+        };
+        if job.stop.is_some() {
+            return CancelOutcome {
+                job_id: id,
+                state: Some(job.state),
+                error: None,
+            };
+        }
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, "job cancel requested");
+        self.stop_job(id, Stop::Cancel, KillReason::Cancel);
+        let state = self
+            .jobs
+            .get(&id)
+            .map(|j| j.state)
+            .unwrap_or(JobState::Cancelled);
+        CancelOutcome {
+            job_id: id,
+            state: Some(state),
+            error: None,
+        }
+    }
+
+    pub(super) fn job_timeout(&mut self, id: u64) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.stop.is_some() {
+            return;
+        }
+        let timeout = job.chain.timeout.unwrap_or_default();
+        tracing::error!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, "job timeout after {}", humantime::format_duration(timeout));
+        self.ops.push(WriteOp::JobState {
+            id,
+            state: job.state.as_str(),
+            started_at: None,
+            finished_at: None,
+            reason: Some(format!(
+                "job timeout after {}",
+                humantime::format_duration(timeout)
+            )),
+            alerts: job.alerts,
+        });
+        self.stop_job(id, Stop::Timeout, KillReason::JobTimeout);
+    }
+
+    /// Stop a job: what has not started is cancelled (or failed, for a
+    /// timeout), running attempts are asked to stop.
+    fn stop_job(&mut self, id: u64, stop: Stop, reason: KillReason) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.stop = Some(stop);
+        job.ready.clear();
+        let not_started = if stop == Stop::Cancel {
+            ActivityState::Cancelled
+        } else {
+            ActivityState::Skipped
+        };
+        let mut to_set = Vec::new();
+        for (idx, act) in job.acts.iter_mut().enumerate() {
+            if !act.included {
+                continue;
+            }
+            match act.state() {
+                ActivityState::Pending | ActivityState::RetryWait => to_set.push(idx),
+                ActivityState::Running => {
+                    if let Some(kill) = act.kill.take() {
+                        self.effects.push(Effect::Kill(kill, reason));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for idx in to_set {
+            self.set_activity_state(id, idx, not_started);
+        }
+        self.durable = true;
+        self.effects.push(Effect::Changed(id));
+        self.refresh(id);
+        self.finish_if_done(id);
+    }
+
+    /// End the job if nothing of it is unfinished.
+    pub(super) fn finish_if_done(&mut self, id: u64) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.unfinished > 0 || job.running > 0 {
+            return;
+        }
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        let state = job.final_state();
+        let now = store::now_ms();
+        self.ops.push(WriteOp::JobState {
+            id,
+            state: state.as_str(),
+            started_at: None,
+            finished_at: Some(now),
+            reason: None,
+            alerts: job.alerts,
+        });
+        if let Some(timer) = &job.timeout_timer {
+            timer.abort();
+        }
+        let chain = job.chain.name.clone();
+        if job.admitted {
+            if let Some(n) = self.admitted_per_chain.get_mut(&chain) {
+                *n = n.saturating_sub(1);
+            }
+        } else if let Some(queue) = self.queued.get_mut(&chain) {
+            queue.remove(&(Reverse(job.priority), id));
+        }
+        self.dirty_chains.insert(chain.clone());
+        self.ready_jobs.remove(&(Reverse(job.priority), id));
+        match state {
+            JobState::Failed => {
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job finished: failed")
+            }
+            _ => {
+                tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job finished: {}", state.as_str())
+            }
+        }
+        self.effects.push(Effect::Changed(id));
+    }
+
+    pub(super) fn on_control(&mut self, key: AttemptKey, message: ControlMessage) {
+        let Some(job) = self.jobs.get_mut(&key.job_id) else {
+            return;
+        };
+        let Some(act) = job.acts.get_mut(key.idx) else {
+            return;
+        };
+        if act.attempts != key.number {
+            return;
+        }
+        match message {
+            ControlMessage::Progress { percent, text } => {
+                act.progress = Some(percent);
+                act.progress_text = text;
+                self.progress_dirty.insert((key.job_id, key.idx));
+            }
+            ControlMessage::Checkpoint(value) => {
+                self.ops.push(WriteOp::ActivityCheckpoint {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    checkpoint: value.to_string(),
+                });
+                act.checkpoint = Some(value);
+            }
+            ControlMessage::Output(map) => {
+                act.outputs.extend(map);
+                self.ops.push(WriteOp::ActivityOutputs {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    outputs: serde_json::Value::Object(act.outputs.clone()).to_string(),
+                });
+            }
+            ControlMessage::Alert(text) => {
+                job.alerts += 1;
+                tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %job.chain.activities[key.idx].path, HF_ATTEMPT = key.number, "alert: {text}");
+                self.ops.push(WriteOp::JobState {
+                    id: key.job_id,
+                    state: job.state.as_str(),
+                    started_at: None,
+                    finished_at: None,
+                    reason: None,
+                    alerts: job.alerts,
+                });
+            }
+        }
+        self.effects.push(Effect::Changed(key.job_id));
+    }
+
+    /// Write the latest progress of every activity that reported some in
+    /// this batch: one row update each, however many lines arrived.
+    pub(super) fn flush_progress(&mut self) {
+        for (job_id, idx) in std::mem::take(&mut self.progress_dirty) {
+            if let Some(act) = self.jobs.get(&job_id).and_then(|j| j.acts.get(idx))
+                && let Some(progress) = act.progress
+            {
+                self.ops.push(WriteOp::ActivityProgress {
+                    job_id,
+                    idx,
+                    progress,
+                    text: act.progress_text.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Runs one attempt of an activity as a child process: its own process
+//! group, stdout and stderr into a capped log file, the control channel on
+//! fd 3, timeout and kill handling. It reports to the engine through
+//! [`ExecEvent`]s and owns nothing the engine needs to look at.
+
+pub mod control;
+pub mod logs;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_api::AttemptState;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+pub use control::ControlMessage;
+pub use logs::{AttemptKey, LogHub};
+use logs::LogSink;
+
+/// The fd number activities find the control channel on.
+pub const CONTROL_FD: i32 = 3;
+
+/// Everything needed to run one attempt; rendered by the engine.
+#[derive(Debug, Clone)]
+pub struct AttemptSpec {
+    pub key: AttemptKey,
+    /// `chain.process.activity`, for messages.
+    pub path: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub log_path: PathBuf,
+    pub log_max_bytes: u64,
+}
+
+/// Why the engine asks an attempt to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    Cancel,
+    /// The job's own timeout expired.
+    JobTimeout,
+    /// The daemon is stopping; the attempt will be resumed.
+    Shutdown,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    pub state: AttemptState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub log_bytes: u64,
+    pub log_dropped: u64,
+}
+
+/// What an attempt reports to the engine.
+#[derive(Debug)]
+pub enum ExecEvent {
+    Started {
+        key: AttemptKey,
+        pid: u32,
+        start_time: Option<u64>,
+    },
+    Control {
+        key: AttemptKey,
+        message: ControlMessage,
+    },
+    Ended {
+        key: AttemptKey,
+        end: AttemptEnd,
+    },
+}
+
+/// Start the attempt in its own task. The engine keeps `kill` to stop it.
+pub fn spawn(
+    spec: AttemptSpec,
+    events: mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+    hub: LogHub,
+) {
+    tokio::spawn(async move {
+        let key = spec.key;
+        let end = run(spec, &events, kill, &hub).await;
+        hub.unregister(key);
+        let _ = events.send(ExecEvent::Ended { key, end }).await;
+    });
+}
+
+fn spawn_error(message: String) -> AttemptEnd {
+    AttemptEnd {
+        state: AttemptState::SpawnError,
+        exit_code: None,
+        signal: None,
+        error: Some(message),
+        log_bytes: 0,
+        log_dropped: 0,
+    }
+}
+
+async fn run(
+    spec: AttemptSpec,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+    hub: &LogHub,
+) -> AttemptEnd {
+    let key = spec.key;
+    let Some((program, args)) = spec.argv.split_first() else {
+        return spawn_error("empty command".into());
+    };
+    if let Some(dir) = spec.log_path.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return spawn_error(format!("cannot create log directory: {e}"));
+    }
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log_path)
+    {
+        Ok(f) => f,
+        Err(e) => return spawn_error(format!("cannot open log file: {e}")),
+    };
+    let sink = Arc::new(LogSink::new(file, spec.log_max_bytes, hub.register(key)));
+
+    let (control_read, control_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return spawn_error(format!("cannot create control pipe: {e}")),
+    };
+
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(dir) = &spec.working_dir {
+        command.current_dir(dir);
+    }
+    install_control_fd(&mut command, control_write.as_raw_fd());
+
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::debug!(activity = %spec.path, error = %e, "spawn failed");
+            sink.note(&format!("cannot start {program:?}: {e}"));
+            let mut end = spawn_error(format!("cannot start {program:?}: {e}"));
+            end.log_bytes = sink.written();
+            return end;
+        }
+    };
+    // The child has its copy; ours must go or the reader never sees EOF.
+    drop(control_write);
+    let pid = child.id().unwrap_or(0);
+    let _ = events
+        .send(ExecEvent::Started {
+            key,
+            pid,
+            start_time: process_start_time(pid),
+        })
+        .await;
+
+    let mut readers = tokio::task::JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        readers.spawn(logs::copy_stream(out, sink.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.spawn(logs::copy_stream(err, sink.clone()));
+    }
+    readers.spawn(read_control(
+        control_read,
+        key,
+        events.clone(),
+        sink.clone(),
+    ));
+
+    let pgid = Pid::from_raw(pid as i32);
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let kill_wait = async {
+        match kill.await {
+            Ok(reason) => reason,
+            // The engine dropped its handle: nobody will ask us to stop.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let timeout_wait = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+
+    let (status, stopped_for) = tokio::select! {
+        status = child.wait() => (status, None),
+        () = timeout_wait => {
+            sink.note(&format!("timeout after {}; stopping the process group", humantime::format_duration(spec.timeout.unwrap_or_default())));
+            (stop_group(&mut child, pgid, spec.kill_grace).await, Some(AttemptState::Timeout))
+        }
+        reason = kill_wait => {
+            let (state, why) = match reason {
+                KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
+                KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
+                KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
+            };
+            sink.note(&format!("{why}; stopping the process group"));
+            (stop_group(&mut child, pgid, spec.kill_grace).await, Some(state))
+        }
+    };
+    // Whatever the leader left behind in its group goes with it; this also
+    // closes pipes a lingering grandchild would hold open.
+    let _ = killpg(pgid, Signal::SIGKILL);
+
+    // Drain the pipes. A process that escaped the group (setsid) could hold
+    // them open forever, so the wait is bounded.
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        readers.abort_all();
+        sink.note("output pipes still open 5s after exit (a process left the group); stopped reading");
+    }
+
+    let mut end = match status {
+        Ok(status) => {
+            let exit_code = status.code();
+            let signal = status.signal();
+            let state = match (stopped_for, exit_code) {
+                (Some(state), _) => state,
+                (None, Some(0)) => AttemptState::Succeeded,
+                (None, Some(_)) => AttemptState::Failed,
+                (None, None) => AttemptState::Signaled,
+            };
+            let error = match state {
+                AttemptState::Succeeded => None,
+                AttemptState::Failed => Some(format!("exited with code {}", exit_code.unwrap_or(-1))),
+                AttemptState::Signaled => Some(format!(
+                    "killed by signal {}",
+                    signal.map(signal_name).unwrap_or_else(|| "?".into())
+                )),
+                AttemptState::Timeout => Some("timed out".to_string()),
+                AttemptState::Cancelled => Some("cancelled".to_string()),
+                AttemptState::Interrupted => Some("interrupted by daemon stop".to_string()),
+                _ => None,
+            };
+            AttemptEnd {
+                state,
+                exit_code,
+                signal,
+                error,
+                log_bytes: 0,
+                log_dropped: 0,
+            }
+        }
+        Err(e) => spawn_error(format!("cannot wait for the process: {e}")),
+    };
+    if sink.dropped() > 0 {
+        sink.note(&format!(
+            "log cap of {} bytes reached; {} bytes dropped",
+            spec.log_max_bytes,
+            sink.dropped()
+        ));
+    }
+    end.log_bytes = sink.written();
+    end.log_dropped = sink.dropped();
+    end
+}
+
+/// SIGTERM the group, wait up to `grace`, then SIGKILL it.
+async fn stop_group(
+    child: &mut tokio::process::Child,
+    pgid: Pid,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+/// Put the write end of the control pipe on fd 3 in the child.
+#[allow(unsafe_code)]
+fn install_control_fd(command: &mut tokio::process::Command, fd: i32) {
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (dup2, fcntl); it touches no heap or lock.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == CONTROL_FD {
+                // dup2 onto itself keeps O_CLOEXEC; clear it instead.
+                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if nix::libc::dup2(fd, CONTROL_FD) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Read control lines until EOF; malformed lines become warnings in the log.
+async fn read_control(
+    fd: OwnedFd,
+    key: AttemptKey,
+    events: mpsc::Sender<ExecEvent>,
+    sink: Arc<LogSink>,
+) {
+    let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(r) => r,
+        Err(e) => {
+            sink.note(&format!("control channel unavailable: {e}"));
+            return;
+        }
+    };
+    let mut reader = BufReader::new(receiver);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(control::MAX_LINE as u64 + 1);
+        match limited.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line.len() > control::MAX_LINE {
+            sink.note("control line longer than 256 KiB ignored");
+            // Skip the rest of the overlong line.
+            let mut rest = Vec::new();
+            if reader.read_until(b'\n', &mut rest).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\n');
+        if text.trim().is_empty() {
+            continue;
+        }
+        match control::parse_line(text) {
+            Ok(message) => {
+                if events
+                    .send(ExecEvent::Control { key, message })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Err(why) => sink.note(&format!("ignored control message: {why}")),
+        }
+    }
+}
+
+/// The start time of a process in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), used with the pid to recognise the same process after
+/// a restart even if the pid was reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume
+    // after the last ')'. Field 3 (state) is the first one after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `SIGTERM` for 15, or the number.
+pub fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| signal.to_string())
+}

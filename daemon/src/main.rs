@@ -1,0 +1,164 @@
+//! `holdfastd`: the HoldFast daemon. Parses flags, resolves settings, opens
+//! the store, loads workflows, binds the socket, recovers unfinished jobs,
+//! then runs the engine and the RPC server until SIGTERM.
+
+mod engine;
+mod executor;
+mod logging;
+mod registry;
+mod rpc;
+mod settings;
+mod store;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::settings::{Mode, Overrides, Settings};
+
+/// HoldFast batch-workflow daemon.
+#[derive(Debug, Parser)]
+#[command(name = "holdfastd", version, about)]
+struct Args {
+    /// Settings file (default /etc/holdfast/holdfast.toml, or the user's config dir).
+    #[arg(long, env = "HOLDFAST_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Socket to listen on.
+    #[arg(long, env = "HOLDFAST_SOCKET", value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
+    /// Directory for the database and logs.
+    #[arg(long, env = "HOLDFAST_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Directory of workflow files.
+    #[arg(long, env = "HOLDFAST_WORKFLOWS_DIR", value_name = "DIR")]
+    workflows_dir: Option<std::path::PathBuf>,
+    /// Use system paths (the default when run as root).
+    #[arg(long, conflicts_with = "user")]
+    system: bool,
+    /// Use the user's paths (the default when not root).
+    #[arg(long)]
+    user: bool,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("holdfastd")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("holdfastd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("holdfastd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        config: args.config,
+        socket: args.socket,
+        state_dir: args.state_dir,
+        workflows_dir: args.workflows_dir,
+        mode: if args.system {
+            Some(Mode::System)
+        } else if args.user {
+            Some(Mode::User)
+        } else {
+            None
+        },
+    };
+    let settings = Arc::new(Settings::load(&overrides)?);
+    let private = settings.mode == Mode::User;
+    std::fs::create_dir_all(settings.logs_dir())
+        .with_context(|| format!("cannot create state directory {}", settings.state_dir.display()))?;
+    if private {
+        let _ = std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700));
+    }
+
+    // Bind first: a second daemon must stop here, before it touches the
+    // first one's jobs.
+    let socket_mode = if private { 0o600 } else { 0o660 };
+    let listener = rpc::socket::bind(
+        &settings.socket,
+        socket_mode,
+        settings.socket_group.as_deref(),
+        private,
+    )?;
+
+    let store = store::Store::open(&settings.database())?;
+    let registry = registry::load_dir(&settings.workflows_dir, None);
+    tracing::info!(
+        chains = registry.loaded_count(),
+        broken = registry.broken_count(),
+        dir = %settings.workflows_dir.display(),
+        "workflows loaded"
+    );
+    let (engine, handle, commands, exec) =
+        engine::Engine::start(settings.clone(), store.clone(), registry)?;
+    let engine_task = tokio::spawn(engine.run(commands, exec));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rpc::RpcServer {
+        engine: handle.clone(),
+        store,
+        settings: settings.clone(),
+        started_at: store::now_ms(),
+    };
+    let server_task = tokio::spawn(rpc::socket::serve(listener, server, async {
+        let _ = stop_rx.await;
+    }));
+
+    tracing::info!(socket = %settings.socket.display(), mode = settings.mode.as_str(), pid = std::process::id(), "holdfastd ready");
+    let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading workflows");
+                handle.reload().await;
+            }
+        }
+    }
+
+    tracing::info!("stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(());
+    // Interrupt running activities (each gets SIGTERM, then SIGKILL after the
+    // kill grace) and record them; bounded so systemd's stop timeout is met.
+    let grace = settings.kill_grace + Duration::from_secs(5);
+    if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
+        tracing::warn!("activities did not stop in time; exiting anyway");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), engine_task).await;
+    let _ = std::fs::remove_file(&settings.socket);
+    tracing::info!("stopped");
+    Ok(())
+}

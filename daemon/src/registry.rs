@@ -1,0 +1,132 @@
+//! The chain registry: every workflow file of `workflows.d/`, loaded or
+//! broken. A broken file keeps the last good version of its chain (if any)
+//! and carries its errors so `hfctl workflows` can show them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use holdfast_api::LoadError;
+use holdfast_workflow::{Chain, load_file, parse};
+
+/// One chain name's entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub file: PathBuf,
+    /// The chain jobs are submitted against: the current file if it is valid,
+    /// else the last good version.
+    pub chain: Option<Arc<Chain>>,
+    /// Errors of the current file, if it is broken.
+    pub errors: Vec<LoadError>,
+}
+
+/// All chains by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    /// The submittable chain called `name`.
+    pub fn chain(&self, name: &str) -> Option<&Arc<Chain>> {
+        self.entries.get(name).and_then(|e| e.chain.as_ref())
+    }
+
+    pub fn loaded_count(&self) -> usize {
+        self.entries.values().filter(|e| e.chain.is_some()).count()
+    }
+
+    pub fn broken_count(&self) -> usize {
+        self.entries.values().filter(|e| !e.errors.is_empty()).count()
+    }
+}
+
+/// Load every workflow file of `dir`. `previous` supplies last good versions
+/// for files that are now broken. A missing directory is an empty registry.
+pub fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
+    let mut registry = Registry::default();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(read) => read
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(parse::is_workflow_file_name)
+            })
+            .map(|e| e.path())
+            .collect(),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the workflows directory");
+            }
+            Vec::new()
+        }
+    };
+    files.sort();
+    for file in files {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        match load_file(&file) {
+            Ok(chain) => {
+                if let Some(existing) = registry.entries.get(&chain.name) {
+                    let error = LoadError {
+                        file: file.display().to_string(),
+                        line: None,
+                        column: None,
+                        message: format!(
+                            "chain {:?} is already defined by {}",
+                            chain.name,
+                            existing.file.display()
+                        ),
+                    };
+                    tracing::error!(file = %file.display(), "{error}");
+                    registry.entries.insert(
+                        format!("{stem} (duplicate)"),
+                        Entry {
+                            name: stem,
+                            file,
+                            chain: None,
+                            errors: vec![error],
+                        },
+                    );
+                    continue;
+                }
+                registry.entries.insert(
+                    chain.name.clone(),
+                    Entry {
+                        name: chain.name.clone(),
+                        file,
+                        chain: Some(Arc::new(chain)),
+                        errors: Vec::new(),
+                    },
+                );
+            }
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!(file = %file.display(), "workflow file rejected: {error}");
+                }
+                let last_good = previous
+                    .and_then(|p| p.entries.values().find(|e| e.file == file))
+                    .and_then(|e| e.chain.clone());
+                let name = last_good
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or(stem);
+                registry.entries.insert(
+                    name.clone(),
+                    Entry {
+                        name,
+                        file,
+                        chain: last_good,
+                        errors,
+                    },
+                );
+            }
+        }
+    }
+    registry
+}

@@ -1,0 +1,36 @@
+//! `daemon.info`: the handshake (version, protocol), paths and counts.
+
+use holdfast_api::{DaemonCounts, DaemonInfo, DaemonPaths, PROTOCOL_VERSION};
+use jsonrpsee::core::RpcResult;
+
+use super::RpcServer;
+use crate::store::{now_ms, rfc3339};
+
+pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
+    let counts = server.engine.counts().await;
+    let registry = server.engine.registry.borrow().clone();
+    let settings = &server.settings;
+    Ok(DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        started_at: rfc3339(server.started_at),
+        uptime_seconds: ((now_ms() - server.started_at).max(0) / 1000) as u64,
+        mode: settings.mode.as_str().to_string(),
+        max_parallel: settings.max_parallel,
+        paths: DaemonPaths {
+            config: settings.config.display().to_string(),
+            workflows_dir: settings.workflows_dir.display().to_string(),
+            state_dir: settings.state_dir.display().to_string(),
+            socket: settings.socket.display().to_string(),
+            database: settings.database().display().to_string(),
+        },
+        counts: DaemonCounts {
+            chains: registry.loaded_count(),
+            broken_chains: registry.broken_count(),
+            queued_jobs: counts.queued_jobs,
+            running_jobs: counts.running_jobs,
+            running_activities: counts.running_activities,
+        },
+    })
+}

@@ -1,0 +1,155 @@
+//! The JSON-RPC surface: the `HoldfastServer` implementation, delegating
+//! each method to the file of the same name, and conversions between engine
+//! errors and JSON-RPC error objects.
+
+mod cancel;
+mod get;
+mod info;
+mod list;
+mod logs;
+pub mod socket;
+mod submit;
+mod watch;
+mod workflow;
+
+use std::sync::Arc;
+
+use holdfast_api::rpc::HoldfastServer;
+use holdfast_api::{
+    CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
+    WorkflowSummary,
+};
+use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{Extensions, PendingSubscriptionSink};
+use serde_json::{Map, Value};
+
+use crate::engine::{Caller, EngineHandle};
+use crate::settings::Settings;
+use crate::store::{AuditRow, Store, StoreError, WriteOp, now_ms};
+
+/// Shared by every connection.
+#[derive(Clone)]
+pub struct RpcServer {
+    pub engine: EngineHandle,
+    pub store: Store,
+    pub settings: Arc<Settings>,
+    pub started_at: i64,
+}
+
+/// A store failure as the caller sees it: no paths, no internals.
+pub(crate) fn store_error(error: StoreError) -> ErrorObjectOwned {
+    tracing::error!(%error, "store read failed");
+    if error.is_unavailable() {
+        ErrorCode::Unavailable.error("the daemon's store is unavailable; try again shortly")
+    } else {
+        ErrorObjectOwned::owned::<()>(-32603, "internal error reading the store", None)
+    }
+}
+
+/// The caller recorded for the connection, or an anonymous one if the
+/// request did not come through the socket (never happens in practice).
+pub(crate) fn caller(ext: &Extensions) -> Caller {
+    ext.get::<Caller>().cloned().unwrap_or(Caller {
+        uid: u32::MAX,
+        gid: u32::MAX,
+        pid: None,
+        user: "unknown".into(),
+    })
+}
+
+impl RpcServer {
+    /// Record a mutating call in the audit table.
+    pub(crate) async fn audit(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        target: Option<String>,
+        outcome: &str,
+        detail: Option<String>,
+    ) {
+        let row = AuditRow {
+            at: now_ms(),
+            uid: Some(caller.uid),
+            user: Some(caller.user.clone()),
+            pid: caller.pid,
+            method,
+            target,
+            outcome: outcome.to_string(),
+            detail,
+        };
+        if let Err(error) = self.store.write(vec![WriteOp::Audit(Box::new(row))], false).await {
+            tracing::error!(%error, method, "cannot write the audit row");
+        }
+    }
+}
+
+#[async_trait]
+impl HoldfastServer for RpcServer {
+    async fn daemon_info(&self) -> RpcResult<DaemonInfo> {
+        info::handle(self).await
+    }
+
+    async fn job_submit(
+        &self,
+        ext: &Extensions,
+        target: String,
+        params: Option<Map<String, Value>>,
+        tenant: Option<String>,
+        priority: Option<i32>,
+    ) -> RpcResult<SubmitResult> {
+        submit::handle(self, caller(ext), target, params, tenant, priority).await
+    }
+
+    async fn job_get(&self, job_id: u64) -> RpcResult<Job> {
+        get::handle(self, job_id).await
+    }
+
+    async fn job_list(
+        &self,
+        state: Option<String>,
+        chain: Option<String>,
+        limit: Option<u32>,
+        before: Option<u64>,
+    ) -> RpcResult<JobList> {
+        list::handle(self, state, chain, limit, before).await
+    }
+
+    async fn job_cancel(&self, ext: &Extensions, job_ids: Vec<u64>) -> RpcResult<Vec<CancelOutcome>> {
+        cancel::handle(self, caller(ext), job_ids).await
+    }
+
+    async fn job_logs(
+        &self,
+        job_id: u64,
+        activity: Option<String>,
+        attempt: Option<u32>,
+        offset: Option<u64>,
+        max_bytes: Option<u64>,
+    ) -> RpcResult<LogChunk> {
+        logs::handle(self, job_id, activity, attempt, offset, max_bytes).await
+    }
+
+    async fn job_follow_logs(
+        &self,
+        pending: PendingSubscriptionSink,
+        job_id: u64,
+        activity: Option<String>,
+        attempt: Option<u32>,
+        offset: Option<u64>,
+    ) -> SubscriptionResult {
+        logs::follow(self, pending, job_id, activity, attempt, offset).await
+    }
+
+    async fn job_watch(&self, pending: PendingSubscriptionSink, job_id: u64) -> SubscriptionResult {
+        watch::handle(self, pending, job_id).await
+    }
+
+    async fn workflow_list(&self) -> RpcResult<Vec<WorkflowSummary>> {
+        workflow::list(self)
+    }
+
+    async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail> {
+        workflow::get(self, &name)
+    }
+}

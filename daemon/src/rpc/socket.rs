@@ -1,0 +1,150 @@
+//! The Unix socket: binding it safely (replacing a stale socket, refusing to
+//! steal a live one), its permissions, and the accept loop that tags every
+//! connection with the caller's peer credentials before handing it to
+//! jsonrpsee (HTTP and WebSocket on the same socket).
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use jsonrpsee::server::{
+    HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
+};
+use tokio::net::UnixListener;
+use tower::Service;
+
+use super::RpcServer;
+use crate::engine::Caller;
+use holdfast_api::rpc::HoldfastServer;
+
+/// Why the socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another holdfastd is already serving on {0}; stop it first or pass --socket")]
+    InUse(PathBuf),
+    #[error("{path} exists and is not a socket; remove it or pass --socket")]
+    NotASocket { path: PathBuf },
+    #[error("cannot prepare socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
+    move |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Bind the socket at `path`. `mode` is applied to the socket file; in user
+/// mode the directory is made private to the user as well.
+pub fn bind(path: &Path, mode: u32, group: Option<&str>, private_dir: bool) -> Result<UnixListener, SocketError> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            if private_dir {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(dir))?;
+            }
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // A socket file: live if something answers, stale otherwise.
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(SocketError::InUse(path.to_path_buf())),
+                Err(_) => {
+                    tracing::info!(socket = %path.display(), "replacing a stale socket");
+                    std::fs::remove_file(path).map_err(io(path))?;
+                }
+            }
+        }
+        Ok(_) => {
+            return Err(SocketError::NotASocket {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    if let Some(group) = group {
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(g)) => {
+                if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
+                    tracing::warn!(socket = %path.display(), group, error = %e, "cannot give the socket to its group");
+                }
+            }
+            _ => {
+                tracing::warn!(group, "socket group does not exist; only the daemon's user can connect")
+            }
+        }
+    }
+    Ok(listener)
+}
+
+/// The caller behind a connection, from SO_PEERCRED.
+fn caller_of(stream: &tokio::net::UnixStream) -> Option<Caller> {
+    let cred = stream.peer_cred().ok()?;
+    let uid = cred.uid();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid:{uid}"));
+    Some(Caller {
+        uid,
+        gid: cred.gid(),
+        pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+        user,
+    })
+}
+
+/// Serve connections until `stopped` resolves; then let open connections
+/// finish their requests.
+pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Future<Output = ()>) {
+    let (stop_handle, server_handle) = stop_channel();
+    let config = ServerConfig::builder()
+        .max_request_body_size(server.settings.max_request_bytes)
+        .max_response_body_size(64 << 20)
+        .max_connections(server.settings.max_connections)
+        .max_subscriptions_per_connection(256)
+        .build();
+    let builder = Server::builder().set_config(config).to_service_builder();
+    let methods = server.into_rpc();
+    tokio::pin!(stopped);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of fds and the like: keep serving the others.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            },
+            () = &mut stopped => break,
+        };
+        let Some(caller) = caller_of(&stream) else {
+            tracing::warn!("connection without peer credentials refused");
+            continue;
+        };
+        let builder = builder.clone();
+        let methods = methods.clone();
+        let stop = stop_handle.clone();
+        let service = tower::service_fn(move |mut request: HttpRequest<_>| {
+            request.extensions_mut().insert(caller.clone());
+            let mut service = builder.clone().build(methods.clone(), stop.clone());
+            async move { service.call(request).await }
+        });
+        tokio::spawn(serve_with_graceful_shutdown(
+            stream,
+            service,
+            stop_handle.clone().shutdown(),
+        ));
+    }
+    let _ = server_handle.stop();
+}

@@ -1,0 +1,55 @@
+//! `job.submit`: hand the submission to the engine; answer once committed.
+
+use holdfast_api::{ErrorCode, FieldError, JobState, SubmitResult};
+use jsonrpsee::core::RpcResult;
+use serde_json::{Map, Value};
+
+use super::RpcServer;
+use crate::engine::{Caller, SubmitError, SubmitRequest};
+
+pub(super) async fn handle(
+    server: &RpcServer,
+    caller: Caller,
+    target: String,
+    params: Option<Map<String, Value>>,
+    tenant: Option<String>,
+    priority: Option<i32>,
+) -> RpcResult<SubmitResult> {
+    let request = SubmitRequest {
+        target: target.clone(),
+        params: params.unwrap_or_default(),
+        tenant,
+        priority: priority.unwrap_or(0),
+        caller: caller.clone(),
+    };
+    let result = server.engine.submit(request).await;
+    let (outcome, detail) = match &result {
+        Ok(id) => ("ok".to_string(), Some(format!("job {id}"))),
+        Err(e) => ("refused".to_string(), Some(e.to_string())),
+    };
+    server
+        .audit(&caller, "job.submit", Some(target.clone()), &outcome, detail)
+        .await;
+    match result {
+        Ok(job_id) => Ok(SubmitResult {
+            job_id,
+            state: JobState::Queued,
+        }),
+        Err(SubmitError::Invalid(fields)) => Err(ErrorCode::InvalidParameters.error_with(
+            format!("invalid parameters for {target}: {}", summary(&fields)),
+            fields,
+        )),
+        Err(e @ SubmitError::UnknownChain(_)) => Err(ErrorCode::NotFound.error(e.to_string())),
+        Err(e @ (SubmitError::Unavailable(_) | SubmitError::ShuttingDown)) => {
+            Err(ErrorCode::Unavailable.error(e.to_string()))
+        }
+    }
+}
+
+fn summary(fields: &[FieldError]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

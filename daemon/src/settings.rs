@@ -1,0 +1,326 @@
+//! Daemon settings: built-in defaults, overridden by the settings file,
+//! overridden by flags and environment. Also decides system or user mode and
+//! the paths that follow from it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the daemon runs: as the host's service or for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    System,
+    User,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::System => "system",
+            Mode::User => "user",
+        }
+    }
+}
+
+/// Errors reading or checking settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("settings file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot find the user's directories (is HOME set?); pass --state-dir, --socket and --workflows-dir")]
+    NoHome,
+}
+
+/// The settings file, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    workflows_dir: Option<PathBuf>,
+    max_parallel: Option<usize>,
+    kill_grace: Option<String>,
+    log_max_bytes: Option<Size>,
+    max_request_bytes: Option<Size>,
+    max_connections: Option<u32>,
+    max_interruptions: Option<u32>,
+    socket_group: Option<String>,
+}
+
+/// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(SizeText),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SizeText(u64);
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_size(&text).map(SizeText).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Size {
+    fn bytes(self) -> u64 {
+        match self {
+            Size::Bytes(b) => b,
+            Size::Text(SizeText(b)) => b,
+        }
+    }
+}
+
+/// Parse `512`, `64K`, `64M`, `2G` (powers of 1024; a trailing `B`/`iB` is
+/// accepted).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], t[i..].trim()),
+        None => (t, ""),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512, 64K, 64M or 2G"))?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        "T" | "t" => 1 << 40,
+        _ => return Err(format!("{text:?} has an unknown unit; use K, M, G or T")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Values given on the command line or in the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub workflows_dir: Option<PathBuf>,
+    pub mode: Option<Mode>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub workflows_dir: PathBuf,
+    pub max_parallel: usize,
+    pub kill_grace: Duration,
+    pub log_max_bytes: u64,
+    pub max_request_bytes: u32,
+    pub max_connections: u32,
+    pub max_interruptions: u32,
+    /// Group given the socket in system mode (when it exists).
+    pub socket_group: Option<String>,
+}
+
+impl Settings {
+    pub fn database(&self) -> PathBuf {
+        self.state_dir.join("holdfast.db")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// Resolve settings: defaults < file < overrides.
+    pub fn load(overrides: &Overrides) -> Result<Settings, SettingsError> {
+        let mode = overrides.mode.unwrap_or_else(|| {
+            if nix::unistd::geteuid().is_root() {
+                Mode::System
+            } else {
+                Mode::User
+            }
+        });
+        let defaults = DefaultPaths::for_mode(mode)?;
+        let config = overrides.config.clone().unwrap_or(defaults.config.clone());
+        let file = read_file(&config)?;
+        let kill_grace = match &file.kill_grace {
+            Some(text) => humantime::parse_duration(text).map_err(|e| SettingsError::Invalid {
+                path: config.clone(),
+                message: format!("kill_grace {text:?}: {e}"),
+            })?,
+            None => Duration::from_secs(10),
+        };
+        let max_parallel = file
+            .max_parallel
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if max_parallel == 0 {
+            return Err(SettingsError::Invalid {
+                path: config,
+                message: "max_parallel must be at least 1".into(),
+            });
+        }
+        Ok(Settings {
+            mode,
+            socket: overrides
+                .socket
+                .clone()
+                .or(file.socket)
+                .unwrap_or(defaults.socket),
+            state_dir: overrides
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or(defaults.state_dir),
+            workflows_dir: overrides
+                .workflows_dir
+                .clone()
+                .or(file.workflows_dir)
+                .unwrap_or(defaults.workflows_dir),
+            config,
+            max_parallel,
+            kill_grace,
+            log_max_bytes: file.log_max_bytes.map_or(64 << 20, Size::bytes),
+            max_request_bytes: file
+                .max_request_bytes
+                .map_or(1 << 20, |s| s.bytes().min(u32::MAX as u64) as u32),
+            max_connections: file.max_connections.unwrap_or(1024),
+            max_interruptions: file.max_interruptions.unwrap_or(3),
+            socket_group: match mode {
+                Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
+                Mode::User => file.socket_group,
+            },
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<SettingsFile, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SettingsFile::default()),
+        Err(source) => {
+            return Err(SettingsError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| {
+        let position = e
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("{line}:{column}: ")
+            })
+            .unwrap_or_default();
+        SettingsError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{position}{}", e.message()),
+        }
+    })
+}
+
+struct DefaultPaths {
+    config: PathBuf,
+    socket: PathBuf,
+    state_dir: PathBuf,
+    workflows_dir: PathBuf,
+}
+
+impl DefaultPaths {
+    fn for_mode(mode: Mode) -> Result<DefaultPaths, SettingsError> {
+        match mode {
+            Mode::System => Ok(DefaultPaths {
+                config: "/etc/holdfast/holdfast.toml".into(),
+                socket: "/run/holdfast/holdfast.sock".into(),
+                state_dir: "/var/lib/holdfast".into(),
+                workflows_dir: "/etc/holdfast/workflows.d".into(),
+            }),
+            Mode::User => {
+                let base = directories::BaseDirs::new().ok_or(SettingsError::NoHome)?;
+                let config_dir = base.config_dir().join("holdfast");
+                let state_dir = base
+                    .state_dir()
+                    .map(|d| d.join("holdfast"))
+                    .unwrap_or_else(|| base.data_local_dir().join("holdfast"));
+                let runtime = base
+                    .runtime_dir()
+                    .map(|d| d.join("holdfast"))
+                    .unwrap_or_else(|| state_dir.join("run"));
+                Ok(DefaultPaths {
+                    config: config_dir.join("holdfast.toml"),
+                    socket: runtime.join("holdfast.sock"),
+                    state_dir,
+                    workflows_dir: config_dir.join("workflows.d"),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn file_beats_defaults_and_flags_beat_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("holdfast.toml");
+        std::fs::write(
+            &config,
+            "max_parallel = 3\nkill_grace = \"2s\"\nlog_max_bytes = \"1M\"\nsocket = \"/from/file.sock\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load(&Overrides {
+            config: Some(config.clone()),
+            socket: Some("/from/flag.sock".into()),
+            state_dir: Some(dir.path().join("state")),
+            workflows_dir: Some(dir.path().join("w")),
+            mode: Some(Mode::User),
+        })
+        .expect("load");
+        assert_eq!(settings.max_parallel, 3);
+        assert_eq!(settings.kill_grace, Duration::from_secs(2));
+        assert_eq!(settings.log_max_bytes, 1 << 20);
+        assert_eq!(settings.socket, PathBuf::from("/from/flag.sock"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("holdfast.toml");
+        std::fs::write(&config, "max_parallel = 3\nbogus = 1\n").expect("write");
+        let err = Settings::load(&Overrides {
+            config: Some(config),
+            mode: Some(Mode::User),
+            ..Overrides::default()
+        })
+        .expect_err("must fail");
+        assert!(err.to_string().contains("2:1"), "{err}");
+    }
+}

@@ -1,0 +1,416 @@
+//! Read queries. Every query is indexed (by primary key, `jobs_by_state` or
+//! `jobs_by_chain`), so its cost does not grow with the job history.
+
+use holdfast_api::{
+    ActivityRun, ActivityState, Attempt, AttemptState, Job, JobList, JobState, JobSummary,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::StoreError;
+
+/// Render a store timestamp (ms since the epoch) as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_job_state(s: &str) -> JobState {
+    JobState::parse(s).unwrap_or(JobState::Failed)
+}
+
+fn json_object(text: Option<String>) -> Map<String, Value> {
+    match text.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// SQL for a job's overall progress, in percent: finished activities count
+/// as 100, running ones as their last reported figure.
+const PROGRESS_SQL: &str = "(SELECT COALESCE(AVG(CASE
+        WHEN a.state IN ('succeeded', 'failed', 'skipped', 'cancelled') THEN 100.0
+        ELSE COALESCE(a.progress, 0.0) END), 0.0)
+     FROM activities a WHERE a.job_id = jobs.id)";
+
+fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
+    let state: String = row.get("state")?;
+    Ok(JobSummary {
+        id: row.get::<_, i64>("id")? as u64,
+        target: row.get("target")?,
+        chain: row.get("chain")?,
+        state: parse_job_state(&state),
+        alerts: row.get("alerts")?,
+        tenant: row.get("tenant")?,
+        priority: row.get("priority")?,
+        submitted_by: row.get("submitted_by")?,
+        created_at: rfc3339(row.get("created_at")?),
+        started_at: row.get::<_, Option<i64>>("started_at")?.map(rfc3339),
+        finished_at: row.get::<_, Option<i64>>("finished_at")?.map(rfc3339),
+        progress: row.get("progress")?,
+    })
+}
+
+/// Filters of `job.list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<JobState>,
+    pub chain: Option<String>,
+    pub limit: u32,
+    pub before: Option<u64>,
+}
+
+/// Newest jobs first, one page.
+pub fn list_jobs(conn: &Connection, filter: &ListFilter) -> Result<JobList, StoreError> {
+    let limit = filter.limit.clamp(1, 1000);
+    let before = filter.before.map(|b| b as i64).unwrap_or(i64::MAX);
+    let mut sql = format!("SELECT jobs.*, {PROGRESS_SQL} AS progress FROM jobs WHERE id < ?1");
+    if filter.state.is_some() {
+        sql.push_str(" AND state = ?2");
+    }
+    if filter.chain.is_some() {
+        sql.push_str(" AND chain = ?3");
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?4");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let state = filter.state.map(|s| s.as_str());
+    let mut bound = stmt.raw_bind_parameter(1, before).map(|_| ());
+    if state.is_some() {
+        bound = bound.and(stmt.raw_bind_parameter(2, state));
+    }
+    if filter.chain.is_some() {
+        bound = bound.and(stmt.raw_bind_parameter(3, filter.chain.as_deref()));
+    }
+    bound.and(stmt.raw_bind_parameter(4, limit as i64))?;
+    let mut rows = stmt.raw_query();
+    let mut jobs = Vec::new();
+    while let Some(row) = rows.next()? {
+        jobs.push(summary_from_row(row)?);
+    }
+    let next_before = if jobs.len() == limit as usize {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(JobList { jobs, next_before })
+}
+
+/// One job with its activities and attempts, or None.
+pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
+    let sql = format!("SELECT jobs.*, {PROGRESS_SQL} AS progress FROM jobs WHERE id = ?1");
+    let head = conn
+        .prepare_cached(&sql)?
+        .query_row(params![id as i64], |row| {
+            let summary = summary_from_row(row)?;
+            Ok((
+                summary,
+                row.get::<_, String>("params")?,
+                row.get::<_, Option<u32>>("submitter_uid")?,
+                row.get::<_, Option<u32>>("submitter_pid")?,
+                row.get::<_, String>("version")?,
+                row.get::<_, Option<String>>("reason")?,
+                row.get::<_, Option<i64>>("retry_of")?,
+            ))
+        })
+        .optional()?;
+    let Some((summary, params_text, uid, pid, version, reason, retry_of)) = head else {
+        return Ok(None);
+    };
+
+    let mut activities: Vec<ActivityRun> = Vec::new();
+    let mut outputs = Map::new();
+    let mut index_of = std::collections::HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT idx, path, state, progress, progress_text, outputs
+             FROM activities WHERE job_id = ?1 ORDER BY idx",
+        )?;
+        let mut rows = stmt.query(params![id as i64])?;
+        while let Some(row) = rows.next()? {
+            let idx: i64 = row.get(0)?;
+            let path: String = row.get(1)?;
+            let state: String = row.get(2)?;
+            let mut parts = path.splitn(3, '.');
+            let _chain = parts.next();
+            let process = parts.next().unwrap_or_default().to_string();
+            let activity = parts.next().unwrap_or_default().to_string();
+            let produced = json_object(row.get(5)?);
+            if !produced.is_empty() {
+                outputs.insert(format!("{process}.{activity}"), Value::Object(produced));
+            }
+            index_of.insert(idx, activities.len());
+            activities.push(ActivityRun {
+                path,
+                process,
+                activity,
+                state: ActivityState::parse(&state).unwrap_or(ActivityState::Failed),
+                progress: row.get(3)?,
+                progress_text: row.get(4)?,
+                attempts: Vec::new(),
+            });
+        }
+    }
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT idx, number, state, pid, exit_code, signal, error_id, error, started_at,
+                    finished_at, log_bytes, log_dropped
+             FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
+        )?;
+        let mut rows = stmt.query(params![id as i64])?;
+        while let Some(row) = rows.next()? {
+            let idx: i64 = row.get(0)?;
+            let state: String = row.get(2)?;
+            let attempt = Attempt {
+                number: row.get(1)?,
+                state: AttemptState::parse(&state).unwrap_or(AttemptState::Failed),
+                pid: row.get(3)?,
+                exit_code: row.get(4)?,
+                signal: row.get(5)?,
+                error_id: row.get(6)?,
+                error: row.get(7)?,
+                started_at: rfc3339(row.get(8)?),
+                finished_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
+                log_bytes: row.get::<_, i64>(10)? as u64,
+                log_dropped: row.get::<_, i64>(11)? as u64,
+            };
+            if let Some(&i) = index_of.get(&idx) {
+                activities[i].attempts.push(attempt);
+            }
+        }
+    }
+
+    Ok(Some(Job {
+        id: summary.id,
+        target: summary.target,
+        chain: summary.chain,
+        state: summary.state,
+        alerts: summary.alerts,
+        params: json_object(Some(params_text)),
+        tenant: summary.tenant,
+        priority: summary.priority,
+        submitted_by: summary.submitted_by,
+        submitter_uid: uid,
+        submitter_pid: pid,
+        version,
+        created_at: summary.created_at,
+        started_at: summary.started_at,
+        finished_at: summary.finished_at,
+        progress: summary.progress,
+        reason,
+        retry_of: retry_of.map(|r| r as u64),
+        outputs,
+        activities,
+    }))
+}
+
+/// The job state alone (cheap; used by watchers).
+pub fn job_state(conn: &Connection, id: u64) -> Result<Option<JobState>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+        .query_row(params![id as i64], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(|s| parse_job_state(&s)))
+}
+
+/// The highest job id ever assigned (0 when none).
+pub fn max_job_id(conn: &Connection) -> Result<u64, StoreError> {
+    let id: Option<i64> = conn.query_row("SELECT MAX(id) FROM jobs", [], |r| r.get(0))?;
+    Ok(id.unwrap_or(0) as u64)
+}
+
+/// The text of a stored chain definition.
+pub fn definition_source(
+    conn: &Connection,
+    version: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT file, source FROM definitions WHERE version = ?1")?
+        .query_row(params![version], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// A job left unfinished by a previous daemon, as needed to resume it.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub id: u64,
+    pub target: String,
+    pub version: String,
+    pub params: Map<String, Value>,
+    pub tenant: Option<String>,
+    pub priority: i32,
+    pub state: JobState,
+    pub alerts: u32,
+    pub started_at: Option<i64>,
+    pub activities: Vec<StoredActivity>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredActivity {
+    pub idx: usize,
+    pub state: ActivityState,
+    pub checkpoint: Option<Value>,
+    pub outputs: Map<String, Value>,
+    pub interruptions: u32,
+    pub progress: Option<f64>,
+    pub attempts: Vec<StoredAttempt>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredAttempt {
+    pub number: u32,
+    pub state: AttemptState,
+    pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
+}
+
+/// Every queued or running job, oldest first, with activities and attempts.
+pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<StoredJob>, StoreError> {
+    let mut jobs = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT id, target, chain, version, params, tenant, priority, state, alerts, started_at
+         FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(7)?;
+        jobs.push(StoredJob {
+            id: row.get::<_, i64>(0)? as u64,
+            target: row.get(1)?,
+            version: row.get(3)?,
+            params: json_object(row.get(4)?),
+            tenant: row.get(5)?,
+            priority: row.get(6)?,
+            state: parse_job_state(&state),
+            alerts: row.get(8)?,
+            started_at: row.get(9)?,
+            activities: Vec::new(),
+        });
+    }
+    let mut act_stmt = conn.prepare(
+        "SELECT idx, state, checkpoint, outputs, interruptions, progress
+         FROM activities WHERE job_id = ?1 ORDER BY idx",
+    )?;
+    let mut att_stmt = conn.prepare(
+        "SELECT idx, number, state, pid, pid_start FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
+    )?;
+    for job in &mut jobs {
+        let mut rows = act_stmt.query(params![job.id as i64])?;
+        while let Some(row) = rows.next()? {
+            let state: String = row.get(1)?;
+            let checkpoint: Option<String> = row.get(2)?;
+            job.activities.push(StoredActivity {
+                idx: row.get::<_, i64>(0)? as usize,
+                state: ActivityState::parse(&state).unwrap_or(ActivityState::Pending),
+                checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
+                outputs: json_object(row.get(3)?),
+                interruptions: row.get(4)?,
+                progress: row.get(5)?,
+                attempts: Vec::new(),
+            });
+        }
+        let mut rows = att_stmt.query(params![job.id as i64])?;
+        while let Some(row) = rows.next()? {
+            let idx = row.get::<_, i64>(0)? as usize;
+            let state: String = row.get(2)?;
+            let attempt = StoredAttempt {
+                number: row.get(1)?,
+                state: AttemptState::parse(&state).unwrap_or(AttemptState::Failed),
+                pid: row.get(3)?,
+                pid_start: row.get::<_, Option<i64>>(4)?.map(|s| s as u64),
+            };
+            if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
+                a.attempts.push(attempt);
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// Where an attempt's log is, for `job.logs`.
+#[derive(Debug, Clone)]
+pub struct AttemptRef {
+    pub idx: usize,
+    pub path: String,
+    pub number: u32,
+    pub finished: bool,
+    pub log_dropped: u64,
+}
+
+/// Resolve `activity` (`process.activity`, `chain.process.activity`, or None
+/// when the job has one activity) and `attempt` (None: the latest) of a job.
+/// Err(message) when it does not resolve.
+pub fn find_attempt(
+    conn: &Connection,
+    job_id: u64,
+    activity: Option<&str>,
+    attempt: Option<u32>,
+) -> Result<Result<AttemptRef, String>, StoreError> {
+    let chain: Option<String> = conn
+        .prepare_cached("SELECT chain FROM jobs WHERE id = ?1")?
+        .query_row(params![job_id as i64], |r| r.get(0))
+        .optional()?;
+    let Some(chain) = chain else {
+        return Ok(Err(format!("job {job_id} does not exist")));
+    };
+    let mut stmt = conn.prepare_cached("SELECT idx, path FROM activities WHERE job_id = ?1")?;
+    let all: Vec<(i64, String)> = stmt
+        .query_map(params![job_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let chosen = match activity {
+        None if all.len() == 1 => all.first().cloned(),
+        None => {
+            return Ok(Err(format!(
+                "job {job_id} has {} activities; name one as process.activity",
+                all.len()
+            )));
+        }
+        Some(name) => {
+            let full = if name.starts_with(&format!("{chain}.")) && name.matches('.').count() == 2 {
+                name.to_string()
+            } else {
+                format!("{chain}.{name}")
+            };
+            all.iter().find(|(_, p)| *p == full).cloned()
+        }
+    };
+    let Some((idx, path)) = chosen else {
+        return Ok(Err(format!(
+            "job {job_id} has no activity {}",
+            activity.unwrap_or_default()
+        )));
+    };
+    let row: Option<(u32, Option<i64>, i64)> = match attempt {
+        Some(n) => conn
+            .prepare_cached(
+                "SELECT number, finished_at, log_dropped FROM attempts
+                 WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+            )?
+            .query_row(params![job_id as i64, idx, n], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?,
+        None => conn
+            .prepare_cached(
+                "SELECT number, finished_at, log_dropped FROM attempts
+                 WHERE job_id = ?1 AND idx = ?2 ORDER BY number DESC LIMIT 1",
+            )?
+            .query_row(params![job_id as i64, idx], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?,
+    };
+    let Some((number, finished_at, dropped)) = row else {
+        return Ok(Err(match attempt {
+            Some(n) => format!("{path} has no attempt {n}"),
+            None => format!("{path} has not started yet"),
+        }));
+    };
+    Ok(Ok(AttemptRef {
+        idx: idx as usize,
+        path,
+        number,
+        finished: finished_at.is_some(),
+        log_dropped: dropped as u64,
+    }))
+}

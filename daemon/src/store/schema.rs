@@ -1,0 +1,98 @@
+//! Embedded schema migrations. Migrations are only ever appended, never
+//! edited: a database made by any released version upgrades in place.
+
+use rusqlite_migration::{M, Migrations};
+
+/// Every migration, oldest first.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+/// Version 1: definitions, jobs, activities, attempts and audit.
+const V1: &str = r#"
+CREATE TABLE definitions (
+    version   TEXT PRIMARY KEY,
+    chain     TEXT NOT NULL,
+    file      TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    loaded_at INTEGER NOT NULL
+);
+
+CREATE TABLE jobs (
+    id            INTEGER PRIMARY KEY,
+    target        TEXT NOT NULL,
+    chain         TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    params        TEXT NOT NULL,
+    tenant        TEXT,
+    priority      INTEGER NOT NULL DEFAULT 0,
+    state         TEXT NOT NULL,
+    alerts        INTEGER NOT NULL DEFAULT 0,
+    reason        TEXT,
+    submitted_by  TEXT NOT NULL,
+    submitter_uid INTEGER,
+    submitter_gid INTEGER,
+    submitter_pid INTEGER,
+    retry_of      INTEGER,
+    created_at    INTEGER NOT NULL,
+    started_at    INTEGER,
+    finished_at   INTEGER
+);
+CREATE INDEX jobs_by_state ON jobs (state, id);
+CREATE INDEX jobs_by_chain ON jobs (chain, id);
+
+CREATE TABLE activities (
+    job_id        INTEGER NOT NULL,
+    idx           INTEGER NOT NULL,
+    path          TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    progress      REAL,
+    progress_text TEXT,
+    checkpoint    TEXT,
+    outputs       TEXT,
+    interruptions INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE attempts (
+    job_id      INTEGER NOT NULL,
+    idx         INTEGER NOT NULL,
+    number      INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    pid         INTEGER,
+    pid_start   INTEGER,
+    exit_code   INTEGER,
+    signal      INTEGER,
+    error_id    TEXT,
+    error       TEXT,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    log_bytes   INTEGER NOT NULL DEFAULT 0,
+    log_dropped INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx, number)
+) WITHOUT ROWID;
+CREATE INDEX attempts_running ON attempts (state) WHERE state = 'running';
+
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    uid     INTEGER,
+    user    TEXT,
+    pid     INTEGER,
+    method  TEXT NOT NULL,
+    target  TEXT,
+    outcome TEXT NOT NULL,
+    detail  TEXT
+);
+CREATE INDEX audit_by_time ON audit (at);
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(migrations().validate().is_ok());
+    }
+}

@@ -1,0 +1,301 @@
+//! Write operations: every change the daemon makes to the database, as data,
+//! so the engine can batch a whole round of transitions into one transaction.
+
+use rusqlite::{Transaction, params};
+
+use super::StoreError;
+
+/// A job as first committed by `job.submit`.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: u64,
+    pub target: String,
+    pub chain: String,
+    pub version: String,
+    pub params: String,
+    pub tenant: Option<String>,
+    pub priority: i32,
+    pub submitted_by: String,
+    pub submitter_uid: Option<u32>,
+    pub submitter_gid: Option<u32>,
+    pub submitter_pid: Option<u32>,
+    pub retry_of: Option<u64>,
+    pub created_at: i64,
+    /// `(index in the chain, chain.process.activity)` of every activity the
+    /// job runs.
+    pub activities: Vec<(usize, String)>,
+}
+
+/// How an attempt ended, as stored.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    pub job_id: u64,
+    pub idx: usize,
+    pub number: u32,
+    pub state: &'static str,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error_id: Option<String>,
+    pub error: Option<String>,
+    pub finished_at: i64,
+    pub log_bytes: u64,
+    pub log_dropped: u64,
+}
+
+/// An audit row: who called what, and how it went.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub at: i64,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub pid: Option<u32>,
+    pub method: &'static str,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// One change to the database.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Record a chain definition version (kept once per content hash).
+    Definition {
+        version: String,
+        chain: String,
+        file: String,
+        source: String,
+        loaded_at: i64,
+    },
+    InsertJob(Box<NewJob>),
+    JobState {
+        id: u64,
+        state: &'static str,
+        started_at: Option<i64>,
+        finished_at: Option<i64>,
+        reason: Option<String>,
+        alerts: u32,
+    },
+    ActivityState {
+        job_id: u64,
+        idx: usize,
+        state: &'static str,
+    },
+    ActivityProgress {
+        job_id: u64,
+        idx: usize,
+        progress: f64,
+        text: Option<String>,
+    },
+    ActivityCheckpoint {
+        job_id: u64,
+        idx: usize,
+        checkpoint: String,
+    },
+    ActivityOutputs {
+        job_id: u64,
+        idx: usize,
+        outputs: String,
+    },
+    ActivityInterruptions {
+        job_id: u64,
+        idx: usize,
+        interruptions: u32,
+    },
+    InsertAttempt {
+        job_id: u64,
+        idx: usize,
+        number: u32,
+        started_at: i64,
+    },
+    AttemptPid {
+        job_id: u64,
+        idx: usize,
+        number: u32,
+        pid: u32,
+        pid_start: Option<u64>,
+    },
+    AttemptEnd(Box<AttemptEnd>),
+    Audit(Box<AuditRow>),
+}
+
+impl WriteOp {
+    pub(super) fn apply(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        match self {
+            WriteOp::Definition {
+                version,
+                chain,
+                file,
+                source,
+                loaded_at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO definitions (version, chain, file, source, loaded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![version, chain, file, source, loaded_at])?;
+            }
+            WriteOp::InsertJob(job) => {
+                tx.prepare_cached(
+                    "INSERT INTO jobs (id, target, chain, version, params, tenant, priority, state,
+                        submitted_by, submitter_uid, submitter_gid, submitter_pid, retry_of, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?
+                .execute(params![
+                    job.id as i64,
+                    job.target,
+                    job.chain,
+                    job.version,
+                    job.params,
+                    job.tenant,
+                    job.priority,
+                    job.submitted_by,
+                    job.submitter_uid,
+                    job.submitter_gid,
+                    job.submitter_pid,
+                    job.retry_of.map(|r| r as i64),
+                    job.created_at,
+                ])?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO activities (job_id, idx, path, state) VALUES (?1, ?2, ?3, 'pending')",
+                )?;
+                for (idx, path) in &job.activities {
+                    insert.execute(params![job.id as i64, *idx as i64, path])?;
+                }
+            }
+            WriteOp::JobState {
+                id,
+                state,
+                started_at,
+                finished_at,
+                reason,
+                alerts,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = ?2, started_at = COALESCE(?3, started_at),
+                        finished_at = COALESCE(?4, finished_at), reason = COALESCE(?5, reason),
+                        alerts = ?6
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    *id as i64,
+                    state,
+                    started_at,
+                    finished_at,
+                    reason,
+                    alerts
+                ])?;
+            }
+            WriteOp::ActivityState { job_id, idx, state } => {
+                tx.prepare_cached("UPDATE activities SET state = ?3 WHERE job_id = ?1 AND idx = ?2")?
+                    .execute(params![*job_id as i64, *idx as i64, state])?;
+            }
+            WriteOp::ActivityProgress {
+                job_id,
+                idx,
+                progress,
+                text,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE activities SET progress = ?3, progress_text = ?4 WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, progress, text])?;
+            }
+            WriteOp::ActivityCheckpoint {
+                job_id,
+                idx,
+                checkpoint,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE activities SET checkpoint = ?3 WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, checkpoint])?;
+            }
+            WriteOp::ActivityOutputs {
+                job_id,
+                idx,
+                outputs,
+            } => {
+                tx.prepare_cached("UPDATE activities SET outputs = ?3 WHERE job_id = ?1 AND idx = ?2")?
+                    .execute(params![*job_id as i64, *idx as i64, outputs])?;
+            }
+            WriteOp::ActivityInterruptions {
+                job_id,
+                idx,
+                interruptions,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE activities SET interruptions = ?3 WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, interruptions])?;
+            }
+            WriteOp::InsertAttempt {
+                job_id,
+                idx,
+                number,
+                started_at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO attempts (job_id, idx, number, state, started_at)
+                     VALUES (?1, ?2, ?3, 'running', ?4)",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, number, started_at])?;
+            }
+            WriteOp::AttemptPid {
+                job_id,
+                idx,
+                number,
+                pid,
+                pid_start,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE attempts SET pid = ?4, pid_start = ?5
+                     WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+                )?
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    number,
+                    pid,
+                    pid_start.map(|s| s as i64)
+                ])?;
+            }
+            WriteOp::AttemptEnd(end) => {
+                tx.prepare_cached(
+                    "UPDATE attempts SET state = ?4, exit_code = ?5, signal = ?6, error_id = ?7,
+                        error = ?8, finished_at = ?9, log_bytes = ?10, log_dropped = ?11
+                     WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+                )?
+                .execute(params![
+                    end.job_id as i64,
+                    end.idx as i64,
+                    end.number,
+                    end.state,
+                    end.exit_code,
+                    end.signal,
+                    end.error_id,
+                    end.error,
+                    end.finished_at,
+                    end.log_bytes as i64,
+                    end.log_dropped as i64,
+                ])?;
+            }
+            WriteOp::Audit(row) => {
+                tx.prepare_cached(
+                    "INSERT INTO audit (at, uid, user, pid, method, target, outcome, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    row.at,
+                    row.uid,
+                    row.user,
+                    row.pid,
+                    row.method,
+                    row.target,
+                    row.outcome,
+                    row.detail
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! HoldFast's workflow files: parsing and validating chain files into the
+//! [`model`], checking submitted parameters, and rendering templates.
+//!
+//! One piece of code serves both the daemon (loading `workflows.d/`) and
+//! `hfctl validate` (checking files offline), so the two always agree.
+
+pub mod model;
+pub mod params;
+pub mod parse;
+pub mod template;
+
+pub use model::*;
+pub use parse::{load_file, parse_chain};

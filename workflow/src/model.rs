@@ -1,0 +1,216 @@
+//! The validated workflow model: what a chain file means once it has passed
+//! every check. The daemon's engine and hfctl both work on these types; the
+//! raw TOML shapes stay private to `parse`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+/// One chain: one workflow file, fully validated.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// `[chain].name`, or the file stem.
+    pub name: String,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Hex SHA-256 of `source`: the definition's version.
+    pub version: String,
+    /// The file's text, kept so a job can be re-read against the exact
+    /// definition it was submitted with.
+    pub source: String,
+    pub description: Option<String>,
+    /// Activities of one job running at once (None: bounded only by the daemon).
+    pub max_parallel: Option<usize>,
+    /// Jobs of this chain running at once (None: unbounded); more wait queued.
+    pub concurrency: Option<usize>,
+    /// Whole-job timeout.
+    pub timeout: Option<Duration>,
+    /// Declared parameters in file order.
+    pub params: IndexMap<String, ParamSpec>,
+    /// Processes in file order.
+    pub processes: Vec<Process>,
+    /// Every activity of every process, flattened: processes in file order,
+    /// activities in file order within each. Indices into this vector are
+    /// used throughout (`Process::activities`, `Activity::deps`).
+    pub activities: Vec<Activity>,
+    /// Schedule rules, parsed but evaluated by the daemon.
+    pub schedules: Vec<Schedule>,
+}
+
+impl Chain {
+    /// The activity at `process.activity`, if any.
+    pub fn activity(&self, process: &str, activity: &str) -> Option<&Activity> {
+        self.activities
+            .iter()
+            .find(|a| a.process == process && a.name == activity)
+    }
+
+    pub fn process(&self, name: &str) -> Option<&Process> {
+        self.processes.iter().find(|p| p.name == name)
+    }
+}
+
+/// One declared parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub kind: ParamKind,
+    pub required: bool,
+    /// Already checked against `kind` and `allowed`.
+    pub default: Option<Value>,
+    /// `enum = [...]`: the values allowed, already of `kind`.
+    pub allowed: Option<Vec<Value>>,
+    /// For strings: a regular expression the whole value must match.
+    pub pattern: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Int,
+    Float,
+    Bool,
+    /// `YYYY-MM-DD`, a real calendar date; kept as that string.
+    Date,
+    /// RFC 3339; kept as the string given.
+    DateTime,
+    /// Any JSON value.
+    Json,
+}
+
+impl ParamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamKind::String => "string",
+            ParamKind::Int => "int",
+            ParamKind::Float => "float",
+            ParamKind::Bool => "bool",
+            ParamKind::Date => "date",
+            ParamKind::DateTime => "datetime",
+            ParamKind::Json => "json",
+        }
+    }
+}
+
+/// A named stage: a group of activities run serially or in parallel.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub name: String,
+    pub mode: Mode,
+    /// Names of processes that must finish before this one starts.
+    pub after: Vec<String>,
+    /// Indices into `Chain::activities`, in file order.
+    pub activities: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serial,
+    Parallel,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Serial => "serial",
+            Mode::Parallel => "parallel",
+        }
+    }
+}
+
+/// One step: a command run as a child process. Every field has the chain's
+/// `[defaults]` already applied.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub process: String,
+    pub name: String,
+    /// `chain.process.activity`.
+    pub path: String,
+    /// Index of the owning process in `Chain::processes`.
+    pub process_index: usize,
+    pub program: Program,
+    /// Extra environment; values are templates.
+    pub env: IndexMap<String, String>,
+    /// A template too.
+    pub working_dir: Option<String>,
+    pub timeout: Option<Duration>,
+    /// Retries after the first attempt (so at most `retries + 1` attempts).
+    pub retries: u32,
+    pub retry_delay: Duration,
+    /// Multiplier applied to the delay per attempt.
+    pub retry_backoff: f64,
+    pub max_retry_delay: Option<Duration>,
+    pub on_failure: OnFailure,
+    /// `memory_max`, in bytes, where set.
+    pub memory_max: Option<u64>,
+    /// Indices into `Chain::activities` of the activities that must have
+    /// finished before this one starts: every activity of each `after`
+    /// process (transitively through the DAG is implied), plus the previous
+    /// activity of a serial process.
+    pub deps: Vec<usize>,
+    /// Indices of upstream activities whose outputs this activity's
+    /// templates reference (`outputs.<process>.<activity>`).
+    pub output_refs: Vec<usize>,
+}
+
+impl Activity {
+    /// Delay before retry number `retry` (1 for the first retry), with
+    /// backoff applied and capped by `max_retry_delay`.
+    pub fn retry_delay_for(&self, retry: u32) -> Duration {
+        let factor = self
+            .retry_backoff
+            .powi(retry.saturating_sub(1).min(64) as i32);
+        let secs = self.retry_delay.as_secs_f64() * factor;
+        let delay = if secs.is_finite() && secs < 1e9 {
+            Duration::from_secs_f64(secs.max(0.0))
+        } else {
+            Duration::from_secs(1_000_000_000)
+        };
+        match self.max_retry_delay {
+            Some(max) => delay.min(max),
+            None => delay,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// An argv; each element is a template. Never passed to a shell.
+    Command(Vec<String>),
+    /// A script run with `/bin/sh -c`; a template too.
+    Shell(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The job fails; dependants are skipped.
+    Fail,
+    /// The job goes on (dependants run) and ends with an alert.
+    Continue,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Fail => "fail",
+            OnFailure::Continue => "continue",
+        }
+    }
+}
+
+/// A `[schedule.<name>]` table. Its cron expression is checked by the
+/// daemon's scheduler, not here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: String,
+    pub timezone: Option<String>,
+    pub params: serde_json::Map<String, Value>,
+    pub tenants: Vec<String>,
+    pub catch_up: String,
+    pub overlap: String,
+    pub enabled: bool,
+}
