@@ -7,7 +7,7 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::{
-    CancelOutcome, DaemonInfo, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
+    AuditEntry, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
     WorkflowSummary,
 };
 
@@ -47,6 +47,13 @@ pub trait Holdfast {
     #[method(name = "job.cancel", param_kind = map, with_extensions)]
     async fn job_cancel(&self, job_ids: Vec<u64>) -> RpcResult<Vec<CancelOutcome>>;
 
+    /// Reprocess a finished job: a new job linked to it (`retry_of`), on the
+    /// same definition version, target and parameters, that re-runs what
+    /// failed, was cancelled or skipped and keeps what succeeded (with its
+    /// outputs). `from_start` re-runs everything.
+    #[method(name = "job.retry", param_kind = map, with_extensions)]
+    async fn job_retry(&self, job_id: u64, from_start: Option<bool>) -> RpcResult<SubmitResult>;
+
     /// Read an attempt's log from `offset`. `activity` is `process.activity`
     /// or `chain.process.activity`; without it the job must have exactly one
     /// activity. Without `attempt`, the latest attempt.
@@ -78,6 +85,10 @@ pub trait Holdfast {
     /// Every chain, loaded or broken, with load errors.
     #[method(name = "workflow.list", param_kind = map)]
     async fn workflow_list(&self) -> RpcResult<Vec<WorkflowSummary>>;
+
+    /// The audit trail, newest first.
+    #[method(name = "audit.list", param_kind = map)]
+    async fn audit_list(&self, limit: Option<u32>, before: Option<u64>) -> RpcResult<Vec<AuditEntry>>;
 
     /// One chain's parameters, processes and activities.
     #[method(name = "workflow.get", param_kind = map)]

@@ -391,3 +391,18 @@ pub struct ActivityInfo {
     pub on_failure: String,
     pub working_dir: Option<String>,
 }
+
+/// One row of the audit trail: who called what, when, and how it went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub at: String,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub pid: Option<u32>,
+    pub method: String,
+    pub target: Option<String>,
+    /// `ok` or `refused`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}

@@ -57,6 +57,8 @@ pub enum SubmitError {
     Unavailable(String),
     #[error("the daemon is stopping and accepts no new jobs")]
     ShuttingDown,
+    #[error("{0}")]
+    InvalidState(String),
 }
 
 /// Counts for `daemon.info`.
@@ -72,6 +74,13 @@ pub struct Counts {
 pub enum Command {
     Submit {
         request: SubmitRequest,
+        reply: oneshot::Sender<Result<u64, SubmitError>>,
+    },
+    /// Reprocess a finished job (read by the caller from the store).
+    Reprocess {
+        original: Box<crate::store::StoredJob>,
+        from_start: bool,
+        caller: Caller,
         reply: oneshot::Sender<Result<u64, SubmitError>>,
     },
     Cancel {
@@ -114,6 +123,22 @@ impl EngineHandle {
         self.ask(|reply| Command::Submit { request, reply })
             .await
             .unwrap_or(Err(SubmitError::ShuttingDown))
+    }
+
+    pub async fn reprocess(
+        &self,
+        original: crate::store::StoredJob,
+        from_start: bool,
+        caller: Caller,
+    ) -> Result<u64, SubmitError> {
+        self.ask(|reply| Command::Reprocess {
+            original: Box::new(original),
+            from_start,
+            caller,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(SubmitError::ShuttingDown))
     }
 
     pub async fn cancel(&self, job_ids: Vec<u64>) -> Vec<CancelOutcome> {
@@ -296,6 +321,12 @@ impl Engine {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Submit { request, reply } => self.submit(request, reply),
+            Command::Reprocess {
+                original,
+                from_start,
+                caller,
+                reply,
+            } => self.reprocess(*original, from_start, caller, reply),
             Command::Cancel { job_ids, reply } => {
                 let outcomes = job_ids.into_iter().map(|id| self.cancel(id)).collect();
                 self.durable = true;

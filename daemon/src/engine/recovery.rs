@@ -58,7 +58,7 @@ impl Engine {
     }
 
     /// The exact definition a job was submitted with.
-    fn pinned_chain(&self, version: &str) -> Result<Option<Arc<Chain>>, StoreError> {
+    pub(super) fn pinned_chain(&self, version: &str) -> Result<Option<Arc<Chain>>, StoreError> {
         if let Some(chain) = self
             .registry
             .borrow()

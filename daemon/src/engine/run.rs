@@ -10,11 +10,11 @@ use holdfast_workflow::OnFailure;
 use tokio::sync::oneshot;
 
 use super::job::{JobRun, Stop, resolve_target};
-use super::{Command, Effect, Engine, PendingJob, SubmitError, SubmitRequest};
+use super::{Caller, Command, Effect, Engine, PendingJob, SubmitError, SubmitRequest};
 use crate::executor::{
     AttemptEnd, AttemptKey, AttemptSpec, CONTROL_FD, ControlMessage, KillReason, logs,
 };
-use crate::store::{self, NewJob, WriteOp};
+use crate::store::{self, NewJob, StoredJob, WriteOp};
 
 impl Engine {
     pub(super) fn submit(
@@ -61,35 +61,7 @@ impl Engine {
             request.tenant.clone(),
             request.priority,
         );
-        self.ops.push(WriteOp::Definition {
-            version: chain.version.clone(),
-            chain: chain.name.clone(),
-            file: chain.file.display().to_string(),
-            source: chain.source.clone(),
-            loaded_at: store::now_ms(),
-        });
-        self.ops.push(WriteOp::InsertJob(Box::new(NewJob {
-            id,
-            target: request.target.clone(),
-            chain: chain.name.clone(),
-            version: chain.version.clone(),
-            params: serde_json::Value::Object(params).to_string(),
-            tenant: request.tenant,
-            priority: request.priority,
-            submitted_by: request.caller.user.clone(),
-            submitter_uid: Some(request.caller.uid),
-            submitter_gid: Some(request.caller.gid),
-            submitter_pid: request.caller.pid,
-            retry_of: None,
-            created_at: store::now_ms(),
-            activities: chain
-                .activities
-                .iter()
-                .enumerate()
-                .filter(|(idx, _)| included[*idx])
-                .map(|(idx, a)| (idx, a.path.clone()))
-                .collect(),
-        })));
+        self.record_new_job(&job, &request.caller, None);
         self.durable = true;
         tracing::info!(
             HF_JOB_ID = id,
@@ -98,6 +70,148 @@ impl Engine {
             user = %request.caller.user,
             "job submitted"
         );
+        self.pending_jobs.push(PendingJob { job, reply });
+    }
+
+    /// The writes that create a job: its definition version, its row and
+    /// one row per included activity.
+    fn record_new_job(&mut self, job: &JobRun, caller: &Caller, retry_of: Option<u64>) {
+        let chain = &job.chain;
+        self.ops.push(WriteOp::Definition {
+            version: chain.version.clone(),
+            chain: chain.name.clone(),
+            file: chain.file.display().to_string(),
+            source: chain.source.clone(),
+            loaded_at: store::now_ms(),
+        });
+        self.ops.push(WriteOp::InsertJob(Box::new(NewJob {
+            id: job.id,
+            target: job.target.clone(),
+            chain: chain.name.clone(),
+            version: chain.version.clone(),
+            params: serde_json::Value::Object(job.params.clone()).to_string(),
+            tenant: job.tenant.clone(),
+            priority: job.priority,
+            submitted_by: caller.user.clone(),
+            submitter_uid: Some(caller.uid),
+            submitter_gid: Some(caller.gid),
+            submitter_pid: caller.pid,
+            retry_of,
+            created_at: store::now_ms(),
+            activities: chain
+                .activities
+                .iter()
+                .enumerate()
+                .filter(|(idx, _)| job.acts[*idx].included)
+                .map(|(idx, a)| (idx, a.path.clone()))
+                .collect(),
+        })));
+        self.durable = true;
+    }
+
+    /// A new job from a finished one: same definition version, target and
+    /// parameters; what succeeded is kept with its outputs, the rest runs
+    /// again with its last checkpoint.
+    pub(super) fn reprocess(
+        &mut self,
+        original: StoredJob,
+        from_start: bool,
+        caller: Caller,
+        reply: oneshot::Sender<Result<u64, SubmitError>>,
+    ) {
+        let refuse = |reply: oneshot::Sender<Result<u64, SubmitError>>, message: String| {
+            let _ = reply.send(Err(SubmitError::InvalidState(message)));
+        };
+        if self.shutting_down.is_some() {
+            let _ = reply.send(Err(SubmitError::ShuttingDown));
+            return;
+        }
+        if !original.state.is_terminal() {
+            return refuse(
+                reply,
+                format!(
+                    "job {} is still {}; wait for it or cancel it first",
+                    original.id,
+                    original.state.as_str()
+                ),
+            );
+        }
+        let chain = match self.pinned_chain(&original.version) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => {
+                return refuse(
+                    reply,
+                    format!(
+                        "the definition job {} ran with is no longer readable",
+                        original.id
+                    ),
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(e.to_string())));
+                return;
+            }
+        };
+        let mut included = vec![false; chain.activities.len()];
+        for a in &original.activities {
+            if let Some(slot) = included.get_mut(a.idx) {
+                *slot = true;
+            }
+        }
+        let id = self.next_job_id;
+        let mut job = JobRun::new(
+            id,
+            chain,
+            original.target.clone(),
+            &included,
+            original.params.clone(),
+            original.tenant.clone(),
+            original.priority,
+        );
+        let mut carried = Vec::new();
+        for a in &original.activities {
+            let Some(act) = job.acts.get_mut(a.idx) else {
+                continue;
+            };
+            if !from_start && a.state == ActivityState::Succeeded {
+                act.state = Some(ActivityState::Succeeded);
+                act.outputs = a.outputs.clone();
+                act.progress = Some(100.0);
+                carried.push(WriteOp::ActivityState {
+                    job_id: id,
+                    idx: a.idx,
+                    state: ActivityState::Succeeded.as_str(),
+                });
+                if !a.outputs.is_empty() {
+                    carried.push(WriteOp::ActivityOutputs {
+                        job_id: id,
+                        idx: a.idx,
+                        outputs: serde_json::Value::Object(a.outputs.clone()).to_string(),
+                    });
+                }
+            } else if !from_start && let Some(checkpoint) = &a.checkpoint {
+                act.checkpoint = Some(checkpoint.clone());
+                carried.push(WriteOp::ActivityCheckpoint {
+                    job_id: id,
+                    idx: a.idx,
+                    checkpoint: checkpoint.to_string(),
+                });
+            }
+        }
+        job.recount();
+        if job.unfinished == 0 {
+            return refuse(
+                reply,
+                format!(
+                    "every activity of job {} succeeded; nothing to re-run (use --from-start)",
+                    original.id
+                ),
+            );
+        }
+        self.next_job_id += 1;
+        self.record_new_job(&job, &caller, Some(original.id));
+        self.ops.append(&mut carried);
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job submitted (reprocess)");
         self.pending_jobs.push(PendingJob { job, reply });
     }
 

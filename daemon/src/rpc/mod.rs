@@ -2,11 +2,13 @@
 //! each method to the file of the same name, and conversions between engine
 //! errors and JSON-RPC error objects.
 
+mod audit;
 mod cancel;
 mod get;
 mod info;
 mod list;
 mod logs;
+mod retry;
 pub mod socket;
 mod submit;
 mod watch;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
+    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
     WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
@@ -117,6 +119,19 @@ impl HoldfastServer for RpcServer {
 
     async fn job_cancel(&self, ext: &Extensions, job_ids: Vec<u64>) -> RpcResult<Vec<CancelOutcome>> {
         cancel::handle(self, caller(ext), job_ids).await
+    }
+
+    async fn job_retry(
+        &self,
+        ext: &Extensions,
+        job_id: u64,
+        from_start: Option<bool>,
+    ) -> RpcResult<SubmitResult> {
+        retry::handle(self, caller(ext), job_id, from_start.unwrap_or(false)).await
+    }
+
+    async fn audit_list(&self, limit: Option<u32>, before: Option<u64>) -> RpcResult<Vec<AuditEntry>> {
+        audit::handle(self, limit, before).await
     }
 
     async fn job_logs(

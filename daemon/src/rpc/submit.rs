@@ -40,6 +40,7 @@ pub(super) async fn handle(
             fields,
         )),
         Err(e @ SubmitError::UnknownChain(_)) => Err(ErrorCode::NotFound.error(e.to_string())),
+        Err(e @ SubmitError::InvalidState(_)) => Err(ErrorCode::InvalidState.error(e.to_string())),
         Err(e @ (SubmitError::Unavailable(_) | SubmitError::ShuttingDown)) => {
             Err(ErrorCode::Unavailable.error(e.to_string()))
         }

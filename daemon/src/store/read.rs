@@ -266,65 +266,110 @@ pub struct StoredAttempt {
 
 /// Every queued or running job, oldest first, with activities and attempts.
 pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<StoredJob>, StoreError> {
-    let mut jobs = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT id, target, chain, version, params, tenant, priority, state, alerts, started_at
-         FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let state: String = row.get(7)?;
-        jobs.push(StoredJob {
-            id: row.get::<_, i64>(0)? as u64,
-            target: row.get(1)?,
-            version: row.get(3)?,
-            params: json_object(row.get(4)?),
-            tenant: row.get(5)?,
-            priority: row.get(6)?,
-            state: parse_job_state(&state),
-            alerts: row.get(8)?,
-            started_at: row.get(9)?,
-            activities: Vec::new(),
-        });
-    }
-    let mut act_stmt = conn.prepare(
-        "SELECT idx, state, checkpoint, outputs, interruptions, progress
-         FROM activities WHERE job_id = ?1 ORDER BY idx",
-    )?;
-    let mut att_stmt = conn.prepare(
-        "SELECT idx, number, state, pid, pid_start FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
-    )?;
-    for job in &mut jobs {
-        let mut rows = act_stmt.query(params![job.id as i64])?;
-        while let Some(row) = rows.next()? {
-            let state: String = row.get(1)?;
-            let checkpoint: Option<String> = row.get(2)?;
-            job.activities.push(StoredActivity {
-                idx: row.get::<_, i64>(0)? as usize,
-                state: ActivityState::parse(&state).unwrap_or(ActivityState::Pending),
-                checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
-                outputs: json_object(row.get(3)?),
-                interruptions: row.get(4)?,
-                progress: row.get(5)?,
-                attempts: Vec::new(),
-            });
-        }
-        let mut rows = att_stmt.query(params![job.id as i64])?;
-        while let Some(row) = rows.next()? {
-            let idx = row.get::<_, i64>(0)? as usize;
-            let state: String = row.get(2)?;
-            let attempt = StoredAttempt {
-                number: row.get(1)?,
-                state: AttemptState::parse(&state).unwrap_or(AttemptState::Failed),
-                pid: row.get(3)?,
-                pid_start: row.get::<_, Option<i64>>(4)?.map(|s| s as u64),
-            };
-            if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
-                a.attempts.push(attempt);
-            }
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(job) = stored_job(conn, id as u64)? {
+            jobs.push(job);
         }
     }
     Ok(jobs)
+}
+
+/// One job with what is needed to resume or reprocess it.
+pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, StoreError> {
+    let job = conn
+        .prepare_cached(
+            "SELECT id, target, version, params, tenant, priority, state, alerts, started_at
+             FROM jobs WHERE id = ?1",
+        )?
+        .query_row(params![id as i64], |row| {
+            let state: String = row.get(6)?;
+            Ok(StoredJob {
+                id: row.get::<_, i64>(0)? as u64,
+                target: row.get(1)?,
+                version: row.get(2)?,
+                params: json_object(row.get(3)?),
+                tenant: row.get(4)?,
+                priority: row.get(5)?,
+                state: parse_job_state(&state),
+                alerts: row.get(7)?,
+                started_at: row.get(8)?,
+                activities: Vec::new(),
+            })
+        })
+        .optional()?;
+    let Some(mut job) = job else {
+        return Ok(None);
+    };
+    let mut act_stmt = conn.prepare_cached(
+        "SELECT idx, state, checkpoint, outputs, interruptions, progress
+         FROM activities WHERE job_id = ?1 ORDER BY idx",
+    )?;
+    let mut rows = act_stmt.query(params![job.id as i64])?;
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(1)?;
+        let checkpoint: Option<String> = row.get(2)?;
+        job.activities.push(StoredActivity {
+            idx: row.get::<_, i64>(0)? as usize,
+            state: ActivityState::parse(&state).unwrap_or(ActivityState::Pending),
+            checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
+            outputs: json_object(row.get(3)?),
+            interruptions: row.get(4)?,
+            progress: row.get(5)?,
+            attempts: Vec::new(),
+        });
+    }
+    let mut att_stmt = conn.prepare_cached(
+        "SELECT idx, number, state, pid, pid_start FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
+    )?;
+    let mut rows = att_stmt.query(params![job.id as i64])?;
+    while let Some(row) = rows.next()? {
+        let idx = row.get::<_, i64>(0)? as usize;
+        let state: String = row.get(2)?;
+        let attempt = StoredAttempt {
+            number: row.get(1)?,
+            state: AttemptState::parse(&state).unwrap_or(AttemptState::Failed),
+            pid: row.get(3)?,
+            pid_start: row.get::<_, Option<i64>>(4)?.map(|s| s as u64),
+        };
+        if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
+            a.attempts.push(attempt);
+        }
+    }
+    Ok(Some(job))
+}
+
+/// The audit trail, newest first.
+pub fn list_audit(
+    conn: &Connection,
+    limit: u32,
+    before: Option<u64>,
+) -> Result<Vec<holdfast_api::AuditEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, uid, user, pid, method, target, outcome, detail FROM audit
+         WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(
+        params![before.map_or(i64::MAX, |b| b as i64), limit.clamp(1, 10_000)],
+        |row| {
+            Ok(holdfast_api::AuditEntry {
+                id: row.get::<_, i64>(0)? as u64,
+                at: rfc3339(row.get(1)?),
+                uid: row.get(2)?,
+                user: row.get(3)?,
+                pid: row.get(4)?,
+                method: row.get(5)?,
+                target: row.get(6)?,
+                outcome: row.get(7)?,
+                detail: row.get(8)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Where an attempt's log is, for `job.logs`.

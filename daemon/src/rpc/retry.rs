@@ -1,0 +1,38 @@
+//! `job.retry`: reprocess a finished job as a new job linked to it.
+
+use holdfast_api::{ErrorCode, JobState, SubmitResult};
+use jsonrpsee::core::RpcResult;
+
+use super::{RpcServer, store_error};
+use crate::engine::{Caller, SubmitError};
+use crate::store;
+
+pub(super) async fn handle(
+    server: &RpcServer,
+    caller: Caller,
+    job_id: u64,
+    from_start: bool,
+) -> RpcResult<SubmitResult> {
+    let original = server
+        .store
+        .read(move |conn| store::stored_job(conn, job_id))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ErrorCode::NotFound.error(format!("job {job_id} does not exist")))?;
+    let result = server.engine.reprocess(original, from_start, caller.clone()).await;
+    let (outcome, detail) = match &result {
+        Ok(id) => ("ok", Some(format!("job {id}"))),
+        Err(e) => ("refused", Some(e.to_string())),
+    };
+    server
+        .audit(&caller, "job.retry", Some(format!("job {job_id}")), outcome, detail)
+        .await;
+    match result {
+        Ok(job_id) => Ok(SubmitResult {
+            job_id,
+            state: JobState::Queued,
+        }),
+        Err(e @ SubmitError::InvalidState(_)) => Err(ErrorCode::InvalidState.error(e.to_string())),
+        Err(e) => Err(ErrorCode::Unavailable.error(e.to_string())),
+    }
+}
