@@ -90,6 +90,11 @@ pub trait Holdfast {
     #[method(name = "audit.list", param_kind = map)]
     async fn audit_list(&self, limit: Option<u32>, before: Option<u64>) -> RpcResult<Vec<AuditEntry>>;
 
+    /// Re-read the workflows directory now (the daemon also does so when a
+    /// file changes, and on SIGHUP). Answers with the registry afterwards.
+    #[method(name = "config.reload", param_kind = map, with_extensions)]
+    async fn config_reload(&self) -> RpcResult<Vec<WorkflowSummary>>;
+
     /// One chain's parameters, processes and activities.
     #[method(name = "workflow.get", param_kind = map)]
     async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail>;

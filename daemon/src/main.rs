@@ -9,6 +9,7 @@ mod registry;
 mod rpc;
 mod settings;
 mod store;
+mod watcher;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
@@ -115,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (engine, handle, commands, exec) =
         engine::Engine::start(settings.clone(), store.clone(), registry)?;
     let engine_task = tokio::spawn(engine.run(commands, exec));
+    let _watcher = watcher::start(&settings.workflows_dir, handle.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rpc::RpcServer {

@@ -106,8 +106,15 @@ pub fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
                 );
             }
             Err(errors) => {
-                for error in &errors {
-                    tracing::error!(file = %file.display(), "workflow file rejected: {error}");
+                // Log a broken file once, not again on every reload while
+                // it stays broken the same way.
+                let already = previous
+                    .and_then(|p| p.entries.values().find(|e| e.file == file))
+                    .is_some_and(|e| e.errors == errors);
+                if !already {
+                    for error in &errors {
+                        tracing::error!(file = %file.display(), "workflow file rejected: {error}");
+                    }
                 }
                 let last_good = previous
                     .and_then(|p| p.entries.values().find(|e| e.file == file))

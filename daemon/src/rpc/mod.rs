@@ -164,6 +164,21 @@ impl HoldfastServer for RpcServer {
         workflow::list(self)
     }
 
+    async fn config_reload(&self, ext: &Extensions) -> RpcResult<Vec<WorkflowSummary>> {
+        self.engine.reload().await;
+        let listed = workflow::list(self)?;
+        let broken = listed.iter().filter(|w| w.error.is_some()).count();
+        self.audit(
+            &caller(ext),
+            "config.reload",
+            None,
+            "ok",
+            Some(format!("{} chains, {broken} broken", listed.len())),
+        )
+        .await;
+        Ok(listed)
+    }
+
     async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail> {
         workflow::get(self, &name)
     }
