@@ -173,24 +173,30 @@ impl Settings {
                 message: "max_parallel must be at least 1".into(),
             });
         }
+        // Relative paths are taken from the working directory at start, and
+        // kept absolute so `daemon.info` and log lines are unambiguous.
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
         Ok(Settings {
             mode,
             socket: overrides
                 .socket
                 .clone()
                 .or(file.socket)
+                .map(absolute)
                 .unwrap_or(defaults.socket),
             state_dir: overrides
                 .state_dir
                 .clone()
                 .or(file.state_dir)
+                .map(absolute)
                 .unwrap_or(defaults.state_dir),
             workflows_dir: overrides
                 .workflows_dir
                 .clone()
                 .or(file.workflows_dir)
+                .map(absolute)
                 .unwrap_or(defaults.workflows_dir),
-            config,
+            config: absolute(config),
             max_parallel,
             kill_grace,
             log_max_bytes: file.log_max_bytes.map_or(64 << 20, Size::bytes),
