@@ -1,1 +1,244 @@
-fn main() {}
+//! `hfctl`, the HoldFast command-line client: parses the command line, runs
+//! one command against the daemon's socket and turns how it ended into an
+//! exit code.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |---:|---|
+//! | 0 | success (with `--wait`/`--follow`: the job succeeded, alerts or not) |
+//! | 1 | any other error (a job that could not be cancelled, a workflow file that does not validate, a lost connection, ...) |
+//! | 2 | usage error (bad flags or arguments, `-p` without `=`) |
+//! | 3 | no daemon answers on the socket |
+//! | 4 | with `--wait`/`--follow`: the job ended `failed` |
+//! | 5 | with `--wait`/`--follow`: the job ended `cancelled` |
+//! | 6 | NOT_FOUND: no such job, chain, activity or log |
+//! | 7 | PERMISSION_DENIED, or the socket may not be opened |
+//! | 8 | INVALID_PARAMETERS: one line per bad field follows |
+//! | 9 | the daemon speaks another protocol version |
+//! | 10 | INVALID_STATE: the job's state does not allow the call |
+//! | 11 | UNAVAILABLE: the daemon cannot do this now |
+//!
+//! Errors go to stderr as one line starting `hfctl: ` (INVALID_PARAMETERS
+//! adds a line per field).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod daemon;
+mod error;
+mod output;
+mod socket;
+
+use cmd::Context;
+use error::{Error, Outcome};
+
+/// Submit, watch and inspect HoldFast jobs.
+#[derive(Debug, Parser)]
+#[command(name = "hfctl", version, about, max_term_width = 100)]
+struct Cli {
+    /// The daemon's socket [default: the user daemon's if it exists, else
+    /// /run/holdfast/holdfast.sock].
+    #[arg(long, global = true, env = "HOLDFAST_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print one JSON document for scripts instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Queue a job for a chain, process or activity.
+    Submit(cmd::submit::Args),
+    /// Recent jobs, or one job as a chain/process/activity tree.
+    Status(cmd::status::Args),
+    /// What is running now.
+    Ps(cmd::ps::Args),
+    /// Jobs by state and chain, a page at a time.
+    List(cmd::list::Args),
+    /// Cancel queued or running jobs.
+    Cancel(cmd::cancel::Args),
+    /// An attempt's stdout and stderr.
+    Logs(cmd::logs::Args),
+    /// Loaded and broken workflow definitions.
+    Workflows(cmd::workflows::Args),
+    /// A chain's parameters, processes and activities.
+    Describe(cmd::describe::Args),
+    /// The daemon's version, protocol, paths and counts.
+    Info(cmd::info::Args),
+    /// Check workflow files without a daemon.
+    Validate(cmd::validate::Args),
+    /// Reprocess a finished job: re-run what failed, keep what succeeded.
+    Retry(cmd::retry::Args),
+    /// Re-read the daemon's workflow files now.
+    Reload(cmd::reload::Args),
+    /// The audit trail of submissions, cancels, retries and reloads.
+    Audit(cmd::audit::Args),
+    /// Inside an activity: report progress, a checkpoint, outputs or an alert.
+    Emit(cmd::emit::Args),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context {
+        socket: cli.socket,
+        json: cli.json,
+        palette: output::Palette::detect(),
+    };
+    let result = match cli.command {
+        Command::Submit(args) => cmd::submit::run(&ctx, args).await,
+        Command::Status(args) => cmd::status::run(&ctx, args).await,
+        Command::Ps(args) => cmd::ps::run(&ctx, args).await,
+        Command::List(args) => cmd::list::run(&ctx, args).await,
+        Command::Cancel(args) => cmd::cancel::run(&ctx, args).await,
+        Command::Logs(args) => cmd::logs::run(&ctx, args).await,
+        Command::Workflows(args) => cmd::workflows::run(&ctx, args).await,
+        Command::Describe(args) => cmd::describe::run(&ctx, args).await,
+        Command::Info(args) => cmd::info::run(&ctx, args).await,
+        Command::Validate(args) => cmd::validate::run(&ctx, args),
+        Command::Retry(args) => cmd::retry::run(&ctx, args).await,
+        Command::Reload(args) => cmd::reload::run(&ctx, args).await,
+        Command::Audit(args) => cmd::audit::run(&ctx, args).await,
+        Command::Emit(args) => cmd::emit::run(args),
+    };
+    match result {
+        Ok(outcome) => ExitCode::from(outcome_code(outcome)),
+        Err(error) => {
+            let code = error_code(&error);
+            report(error);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn outcome_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::Failed => 1,
+        Outcome::JobFailed => 4,
+        Outcome::JobCancelled => 5,
+    }
+}
+
+fn error_code(error: &Error) -> u8 {
+    match error {
+        // A reader that went away (`hfctl logs 7 | head`) is not a failure.
+        Error::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Error::NotRunning { .. } => 3,
+        Error::NotFound { .. } => 6,
+        Error::PermissionDenied { .. } | Error::SocketPermission { .. } => 7,
+        Error::InvalidParameters { .. } => 8,
+        Error::ProtocolMismatch { .. } => 9,
+        Error::InvalidState { .. } => 10,
+        Error::Usage { .. } => 2,
+        Error::Unavailable { .. } => 11,
+        Error::Handshake { .. }
+        | Error::Rpc { .. }
+        | Error::ConnectionLost { .. }
+        | Error::Timeout { .. }
+        | Error::BadAnswer { .. }
+        | Error::WatchEnded { .. }
+        | Error::ReadFile { .. }
+        | Error::ParamsFile { .. }
+        | Error::Stdout(_) => 1,
+    }
+}
+
+fn report(error: Error) {
+    match error {
+        Error::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        // This line names hfctl itself; a prefix would say it twice.
+        Error::ProtocolMismatch { .. } => eprintln!("{error}"),
+        // `{:#}` appends each underlying cause after a colon.
+        other => eprintln!("hfctl: {:#}", anyhow::Error::from(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn param_without_equals_is_a_usage_error() {
+        let error = Cli::try_parse_from(["hfctl", "submit", "etl", "-p", "date"])
+            .expect_err("a parameter without '=' must be refused");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn params_keep_equals_signs_in_values() {
+        let cli = Cli::try_parse_from([
+            "hfctl",
+            "--json",
+            "submit",
+            "etl",
+            "-p",
+            "filter=a=b",
+            "--param",
+            "date=2026-11-23",
+            "--priority",
+            "-5",
+            "--socket",
+            "/tmp/hf.sock",
+        ])
+        .expect("a valid command line");
+        assert!(cli.json);
+        assert_eq!(cli.socket, Some(PathBuf::from("/tmp/hf.sock")));
+        let Command::Submit(args) = cli.command else {
+            panic!("expected submit");
+        };
+        assert_eq!(
+            args.param,
+            vec![
+                ("filter".to_string(), "a=b".to_string()),
+                ("date".to_string(), "2026-11-23".to_string())
+            ]
+        );
+        assert_eq!(args.priority, Some(-5));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_table() {
+        let socket = PathBuf::from("/run/holdfast/holdfast.sock");
+        assert_eq!(
+            error_code(&Error::NotRunning {
+                socket: socket.clone()
+            }),
+            3
+        );
+        assert_eq!(error_code(&Error::SocketPermission { socket }), 7);
+        assert_eq!(outcome_code(Outcome::JobFailed), 4);
+        assert_eq!(outcome_code(Outcome::JobCancelled), 5);
+        assert_eq!(
+            error_code(&Error::NotFound {
+                message: "job 9 does not exist".into()
+            }),
+            6
+        );
+    }
+
+    #[test]
+    fn not_running_is_one_clear_line() {
+        let error = Error::NotRunning {
+            socket: PathBuf::from("/run/holdfast/holdfast.sock"),
+        };
+        assert_eq!(
+            format!("hfctl: {:#}", anyhow::Error::from(error)),
+            "hfctl: no daemon answers on /run/holdfast/holdfast.sock; start one with 'holdfastd' (user mode) or 'systemctl start holdfast'"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! `hfctl describe CHAIN`: a chain's parameters, its processes in order and
+//! each activity's command and policies. `--json` prints the
+//! `WorkflowDetail`.
+
+use holdfast_api::rpc::HoldfastClient;
+use holdfast_api::{ActivityInfo, WorkflowDetail};
+
+use super::Context;
+use crate::error::{Error, Outcome};
+use crate::output::{self, Palette, Style, Table};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The chain's name.
+    pub chain: String,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
+    let daemon = ctx.connect().await?;
+    let detail = daemon.call(daemon.client.workflow_get(args.chain)).await?;
+    if ctx.json {
+        output::print_json(&detail)?;
+    } else {
+        output::print(&render(&detail, &ctx.palette))?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("chain", palette.paint(&detail.name, Some(Style::Bold))),
+        ("file", detail.file.clone()),
+        ("version", output::short_version(&detail.version)),
+    ];
+    if let Some(description) = &detail.description {
+        pairs.push(("description", description.clone()));
+    }
+    if let Some(n) = detail.max_parallel {
+        pairs.push(("max parallel", n.to_string()));
+    }
+    if let Some(n) = detail.concurrency {
+        pairs.push(("concurrency", n.to_string()));
+    }
+    if let Some(secs) = detail.timeout_seconds {
+        pairs.push(("timeout", output::seconds(secs)));
+    }
+    let mut out = output::fields(0, &pairs);
+
+    out.push_str("\nparameters:\n");
+    if detail.params.is_empty() {
+        out.push_str("  (none)\n");
+    } else {
+        let mut table =
+            Table::new(&["NAME", "TYPE", "REQUIRED", "DEFAULT", "ENUM", "DESCRIPTION"]).indent(2);
+        for param in &detail.params {
+            table.row(vec![
+                param.name.clone().into(),
+                param.kind.clone().into(),
+                if param.required { "yes" } else { "no" }.into(),
+                param
+                    .default
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), output::json_value)
+                    .into(),
+                param
+                    .allowed
+                    .as_ref()
+                    .map_or_else(
+                        || "-".to_string(),
+                        |values| {
+                            values
+                                .iter()
+                                .map(output::json_value)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                    )
+                    .into(),
+                param.description.clone().unwrap_or_default().into(),
+            ]);
+        }
+        out.push_str(&table.render(palette));
+    }
+
+    out.push_str("\nprocesses:\n");
+    for process in &detail.processes {
+        let mut line = format!(
+            "  {} ({})",
+            palette.paint(&process.name, Some(Style::Bold)),
+            process.mode
+        );
+        if !process.after.is_empty() {
+            line.push_str(&format!(" after {}", process.after.join(", ")));
+        }
+        out.push_str(&line);
+        out.push('\n');
+        let mut table =
+            Table::new(&["ACTIVITY", "TIMEOUT", "RETRIES", "ON FAILURE", "COMMAND"]).indent(4);
+        for activity in &process.activities {
+            table.row(vec![
+                activity.name.clone().into(),
+                activity
+                    .timeout_seconds
+                    .map_or_else(|| "-".to_string(), output::seconds)
+                    .into(),
+                retries(activity).into(),
+                activity.on_failure.clone().into(),
+                command_line(activity).into(),
+            ]);
+        }
+        out.push_str(&table.render(palette));
+    }
+    out
+}
+
+/// `3 (5.0s, x2, max 1m00s)`, or `0`.
+fn retries(activity: &ActivityInfo) -> String {
+    if activity.retries == 0 {
+        return "0".to_string();
+    }
+    let mut text = format!(
+        "{} ({}",
+        activity.retries,
+        output::seconds(activity.retry_delay_seconds)
+    );
+    if activity.retry_backoff != 1.0 {
+        text.push_str(&format!(", x{}", activity.retry_backoff));
+    }
+    if let Some(max) = activity.max_retry_delay_seconds {
+        text.push_str(&format!(", max {}", output::seconds(max)));
+    }
+    text.push(')');
+    text
+}
+
+/// The argv joined with spaces (arguments that would be ambiguous quoted);
+/// a `shell` activity as `sh -c '...'`.
+pub fn command_line(activity: &ActivityInfo) -> String {
+    if activity.shell {
+        let script = activity.command.last().map_or("", String::as_str);
+        return format!("sh -c {}", quote(script, true));
+    }
+    activity
+        .command
+        .iter()
+        .map(|arg| quote(arg, false))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Single-quote `arg` when `always`, or when it is empty or holds blanks or
+/// quotes; an inner `'` becomes `'\''` as in sh.
+fn quote(arg: &str, always: bool) -> String {
+    let needs = always
+        || arg.is_empty()
+        || arg
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '"' || c == '\\');
+    if needs {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    } else {
+        arg.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(command: &[&str], shell: bool) -> ActivityInfo {
+        ActivityInfo {
+            name: "a".into(),
+            path: "c.p.a".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            shell,
+            timeout_seconds: None,
+            retries: 3,
+            retry_delay_seconds: 5.0,
+            retry_backoff: 2.0,
+            max_retry_delay_seconds: Some(60.0),
+            on_failure: "fail".into(),
+            working_dir: None,
+        }
+    }
+
+    #[test]
+    fn commands_for_people() {
+        assert_eq!(
+            command_line(&activity(
+                &["python3", "x.py", "--date", "{{ params.date }}"],
+                false
+            )),
+            "python3 x.py --date '{{ params.date }}'"
+        );
+        assert_eq!(
+            command_line(&activity(&["/bin/sh", "-c", "cp /a/*.csv /b/"], true)),
+            "sh -c 'cp /a/*.csv /b/'"
+        );
+        assert_eq!(
+            command_line(&activity(&["/bin/sh", "-c", "echo 'hi'"], true)),
+            r"sh -c 'echo '\''hi'\'''"
+        );
+    }
+
+    #[test]
+    fn retry_policy() {
+        assert_eq!(retries(&activity(&["x"], false)), "3 (5.0s, x2, max 1m00s)");
+    }
+}

@@ -1,0 +1,156 @@
+//! `hfctl logs JOB [ACTIVITY]`: an attempt's captured stdout and stderr,
+//! paged through `job.logs`, or streamed with `-f` through the
+//! `job.follow_logs` subscription. Also the reading and following that
+//! `submit --follow` reuses.
+
+use holdfast_api::LogChunk;
+use holdfast_api::rpc::HoldfastClient;
+use jsonrpsee::core::client::SubscriptionCloseReason;
+
+use super::Context;
+use crate::daemon::Daemon;
+use crate::error::{Error, Outcome};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job.
+    pub job: u64,
+    /// `process.activity` or `chain.process.activity`; may be left out when
+    /// the job has a single activity.
+    pub activity: Option<String>,
+    /// Which attempt (1 is the first); the latest when not given.
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
+    /// Keep writing the log as it grows, until the attempt ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+/// How much to ask for per `job.logs` call.
+const PAGE_BYTES: u64 = 1 << 20;
+
+/// Resubscriptions in a row that brought nothing new before giving up.
+const MAX_STALLS: u32 = 5;
+
+pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
+    let daemon = ctx.connect().await?;
+    let mut dropped = 0;
+    if args.follow {
+        let json = ctx.json;
+        follow(&daemon, args.job, args.activity, args.attempt, |chunk| {
+            dropped = dropped.max(chunk.dropped);
+            if json {
+                output::print_json_line(&chunk)
+            } else {
+                output::print(&chunk.data)
+            }
+        })
+        .await?;
+    } else if ctx.json {
+        let mut chunks = Vec::new();
+        read_from(&daemon, args.job, args.activity, args.attempt, 0, |chunk| {
+            chunks.push(chunk);
+            Ok(())
+        })
+        .await?;
+        output::print_json(&chunks)?;
+    } else {
+        read_from(&daemon, args.job, args.activity, args.attempt, 0, |chunk| {
+            dropped = dropped.max(chunk.dropped);
+            output::print(&chunk.data)
+        })
+        .await?;
+    }
+    if dropped > 0 && !ctx.json {
+        eprintln!("hfctl: {dropped} bytes of this log were dropped at the daemon's log size cap");
+    }
+    Ok(Outcome::Success)
+}
+
+/// Page through an attempt's log from `offset` until it is complete or has
+/// nothing more for now, handing each chunk to `sink`.
+pub async fn read_from(
+    daemon: &Daemon,
+    job_id: u64,
+    mut activity: Option<String>,
+    mut attempt: Option<u32>,
+    mut offset: u64,
+    mut sink: impl FnMut(LogChunk) -> Result<(), Error>,
+) -> Result<(), Error> {
+    loop {
+        let chunk = daemon
+            .call(daemon.client.job_logs(
+                job_id,
+                activity.clone(),
+                attempt,
+                Some(offset),
+                Some(PAGE_BYTES),
+            ))
+            .await?;
+        // Stay on the attempt the first answer resolved, so a retry that
+        // starts meanwhile does not switch logs halfway.
+        activity = Some(chunk.activity.clone());
+        attempt = Some(chunk.attempt);
+        let done = chunk.complete || chunk.next_offset <= offset;
+        offset = chunk.next_offset;
+        sink(chunk)?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Follow an attempt's log until the attempt has ended and all of it was
+/// handed to `sink`. Chunks arrive in order without gaps: a subscription
+/// that fell behind or skipped is replaced by a new one from the last
+/// offset written.
+pub async fn follow(
+    daemon: &Daemon,
+    job_id: u64,
+    mut activity: Option<String>,
+    mut attempt: Option<u32>,
+    mut sink: impl FnMut(LogChunk) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut offset = 0;
+    let mut stalls = 0;
+    loop {
+        let mut subscription = daemon
+            .call(
+                daemon
+                    .client
+                    .job_follow_logs(job_id, activity.clone(), attempt, Some(offset)),
+            )
+            .await?;
+        let start = offset;
+        let mut gap = false;
+        while let Some(item) = subscription.next().await {
+            let chunk = item.map_err(|e| daemon.bad_item(e))?;
+            if chunk.offset != offset {
+                gap = true;
+                break;
+            }
+            activity = Some(chunk.activity.clone());
+            attempt = Some(chunk.attempt);
+            offset = chunk.next_offset;
+            let complete = chunk.complete;
+            sink(chunk)?;
+            if complete {
+                return Ok(());
+            }
+        }
+        let lagged = matches!(
+            subscription.close_reason(),
+            Some(SubscriptionCloseReason::Lagged)
+        );
+        if gap || lagged {
+            stalls = if offset == start { stalls + 1 } else { 0 };
+            if stalls < MAX_STALLS {
+                continue;
+            }
+        }
+        // The stream ended without its last chunk (the daemon closed it, or
+        // it kept skipping): read what is left directly.
+        return read_from(daemon, job_id, activity, attempt, offset, sink).await;
+    }
+}

@@ -1,0 +1,44 @@
+//! One module per command, each with its clap arguments and a `run`
+//! function; what they share (global flags, the connection) lives here.
+
+use std::path::PathBuf;
+
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::output::Palette;
+
+pub mod audit;
+pub mod cancel;
+pub mod describe;
+pub mod emit;
+pub mod info;
+pub mod list;
+pub mod logs;
+pub mod ps;
+pub mod reload;
+pub mod retry;
+pub mod status;
+pub mod submit;
+pub mod validate;
+pub mod workflows;
+
+/// What every command gets from the global flags.
+pub struct Context {
+    /// `--socket` or `HOLDFAST_SOCKET`; discovery happens only for commands
+    /// that talk to the daemon.
+    pub socket: Option<PathBuf>,
+    /// `--json`: one JSON document on stdout for scripts.
+    pub json: bool,
+    pub palette: Palette,
+}
+
+impl Context {
+    pub fn socket(&self) -> PathBuf {
+        crate::socket::discover(self.socket.as_deref())
+    }
+
+    /// Connect and check the protocol.
+    pub async fn connect(&self) -> Result<Daemon, Error> {
+        Daemon::connect(&self.socket()).await
+    }
+}

@@ -1,0 +1,54 @@
+//! `hfctl retry JOB [--from-start] [--wait]`: reprocess a finished job as a
+//! new job that keeps what succeeded (or re-runs everything).
+
+use holdfast_api::rpc::HoldfastClient;
+
+use super::Context;
+use crate::error::{Error, Outcome};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The finished job to reprocess.
+    #[arg(value_name = "JOB")]
+    pub job: u64,
+    /// Re-run every activity, not only those that did not succeed.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Wait for the new job to end; the exit code follows its outcome.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
+    let daemon = ctx.connect().await?;
+    let result = daemon
+        .call(daemon.client.job_retry(args.job, Some(args.from_start)))
+        .await?;
+    if args.wait {
+        if !ctx.json {
+            output::print(&format!(
+                "job {} queued (reprocessing job {})\n",
+                result.job_id, args.job
+            ))?;
+        }
+        let job = super::submit::watch(&daemon, result.job_id, |_| {}).await?;
+        if ctx.json {
+            output::print_json(&job)?;
+        } else {
+            output::print(&super::status::render_job(&job, &ctx.palette))?;
+        }
+        return Ok(super::submit::outcome_of(&job));
+    }
+    if ctx.json {
+        output::print_json(&result)?;
+    } else {
+        output::print(&format!(
+            "job {} {} (reprocessing job {})\n",
+            result.job_id,
+            result.state.as_str(),
+            args.job
+        ))?;
+    }
+    Ok(Outcome::Success)
+}

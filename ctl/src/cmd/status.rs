@@ -1,0 +1,247 @@
+//! `hfctl status [JOB]`: recent jobs as a table, or one job with its
+//! chain → process → activity tree. `--json` prints the `Job` of `job.get`
+//! as it came: that object is the scripting contract.
+
+use holdfast_api::rpc::HoldfastClient;
+use holdfast_api::{ActivityRun, Attempt, AttemptState, Job};
+
+use super::Context;
+use super::list::job_table;
+use crate::error::{Error, Outcome};
+use crate::output::{self, Align, Cell, Palette, Style, Table};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job to show; without it, the 20 most recent jobs.
+    pub job: Option<u64>,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
+    let daemon = ctx.connect().await?;
+    match args.job {
+        Some(job_id) => {
+            let job = daemon.call(daemon.client.job_get(job_id)).await?;
+            if ctx.json {
+                output::print_json(&job)?;
+            } else {
+                output::print(&render_job(&job, &ctx.palette))?;
+            }
+        }
+        None => {
+            let list = daemon
+                .call(daemon.client.job_list(None, None, Some(20), None))
+                .await?;
+            if ctx.json {
+                output::print_json(&list)?;
+            } else if list.jobs.is_empty() {
+                output::print("no jobs yet\n")?;
+            } else {
+                output::print(&job_table(&list.jobs, &ctx.palette))?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// One job for people: a header of fields, the activity tree, outputs and
+/// the errors of failed attempts.
+pub fn render_job(job: &Job, palette: &Palette) -> String {
+    let mut state = palette.paint(job.state.as_str(), Some(output::job_state_style(job.state)));
+    if !job.state.is_terminal() && job.started_at.is_some() {
+        state.push_str(&format!(" ({})", output::percent(job.progress)));
+    }
+    let alerts = if job.alerts > 0 {
+        palette.paint(&job.alerts.to_string(), Some(Style::Yellow))
+    } else {
+        "0".to_string()
+    };
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("job", job.id.to_string()),
+        ("target", job.target.clone()),
+        ("state", state),
+        ("alerts", alerts),
+    ];
+    if let Some(tenant) = &job.tenant {
+        pairs.push(("tenant", tenant.clone()));
+    }
+    if job.priority != 0 {
+        pairs.push(("priority", job.priority.to_string()));
+    }
+    if !job.params.is_empty() {
+        let params: Vec<String> = job
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", output::json_value(v)))
+            .collect();
+        pairs.push(("params", params.join(" ")));
+    }
+    pairs.push(("version", output::short_version(&job.version)));
+    pairs.push(("submitted by", job.submitted_by.clone()));
+    pairs.push(("created", output::time(&job.created_at)));
+    if let Some(started) = &job.started_at {
+        pairs.push(("started", output::time(started)));
+    }
+    if let Some(finished) = &job.finished_at {
+        pairs.push(("finished", output::time(finished)));
+    }
+    if job.started_at.is_some() {
+        pairs.push((
+            "duration",
+            output::elapsed_text(job.started_at.as_deref(), job.finished_at.as_deref()),
+        ));
+    }
+    if let Some(reason) = &job.reason {
+        pairs.push(("reason", reason.clone()));
+    }
+    if let Some(retry_of) = job.retry_of {
+        pairs.push(("retry of", format!("job {retry_of}")));
+    }
+    let mut out = output::fields(0, &pairs);
+
+    if !job.activities.is_empty() {
+        out.push('\n');
+        out.push_str(&activity_tree(job, palette));
+    }
+
+    if !job.outputs.is_empty() {
+        out.push_str("\noutputs:\n");
+        let pairs: Vec<(&str, String)> = job
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_string()))
+            .collect();
+        out.push_str(&output::fields(2, &pairs));
+    }
+
+    let errors = error_lines(&job.activities);
+    if !errors.is_empty() {
+        out.push_str("\nerrors:\n");
+        for line in errors {
+            out.push_str("  ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn activity_tree(job: &Job, palette: &Palette) -> String {
+    // Processes in the order their activities come (the daemon sends them in
+    // chain order), each with its activities.
+    let mut processes: Vec<(&str, Vec<&ActivityRun>)> = Vec::new();
+    for activity in &job.activities {
+        match processes.iter_mut().find(|(p, _)| *p == activity.process) {
+            Some((_, list)) => list.push(activity),
+            None => processes.push((&activity.process, vec![activity])),
+        }
+    }
+
+    let mut table = Table::new(&[
+        "ACTIVITY", "STATE", "ATTEMPTS", "LAST", "DURATION", "ERROR ID", "PROGRESS",
+    ])
+    .align(2, Align::Right);
+    table.row(vec![
+        Cell::styled(job.chain.clone(), Some(Style::Bold)),
+        Cell::styled(job.state.as_str(), Some(output::job_state_style(job.state))),
+    ]);
+    for (p, (process, activities)) in processes.iter().enumerate() {
+        let last_process = p + 1 == processes.len();
+        let (branch, stem) = if last_process {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        table.row(vec![format!("{branch}{process}").into()]);
+        for (a, activity) in activities.iter().enumerate() {
+            let twig = if a + 1 == activities.len() {
+                "└─ "
+            } else {
+                "├─ "
+            };
+            let last = activity.attempts.iter().max_by_key(|at| at.number);
+            table.row(vec![
+                format!("{stem}{twig}{}", activity.activity).into(),
+                Cell::styled(
+                    activity.state.as_str(),
+                    output::activity_state_style(activity.state),
+                ),
+                activity.attempts.len().to_string().into(),
+                last.map_or_else(String::new, attempt_end).into(),
+                last.map_or_else(String::new, |at| {
+                    output::elapsed_text(Some(&at.started_at), at.finished_at.as_deref())
+                })
+                .into(),
+                last.and_then(|at| at.error_id.clone())
+                    .unwrap_or_default()
+                    .into(),
+                progress(activity).into(),
+            ]);
+        }
+    }
+    table.render(palette)
+}
+
+/// How an attempt ended, in a few characters: `exit 1`, `SIGKILL`,
+/// `timeout`; `-` while it runs.
+pub fn attempt_end(attempt: &Attempt) -> String {
+    match (attempt.state, attempt.exit_code, attempt.signal) {
+        (AttemptState::Running, _, _) => "-".to_string(),
+        (AttemptState::Succeeded | AttemptState::Failed, Some(code), _) => format!("exit {code}"),
+        (AttemptState::Signaled, _, Some(signal)) => signal_name(signal),
+        (AttemptState::SpawnError, _, _) => "spawn error".to_string(),
+        (state, _, _) => state.as_str().to_string(),
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+/// `65% loading facts`, or empty when the activity never reported progress.
+pub fn progress(activity: &ActivityRun) -> String {
+    match (activity.progress, activity.progress_text.as_deref()) {
+        (Some(p), Some(text)) if !text.is_empty() => format!("{} {text}", output::percent(p)),
+        (Some(p), _) => output::percent(p),
+        (None, Some(text)) => text.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+/// One line per failed attempt that carries an error id or a message.
+fn error_lines(activities: &[ActivityRun]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for activity in activities {
+        let name = format!("{}.{}", activity.process, activity.activity);
+        for attempt in &activity.attempts {
+            if attempt.error_id.is_none() && attempt.error.is_none() {
+                continue;
+            }
+            let mut line = format!("{name} attempt {}", attempt.number);
+            if let Some(id) = &attempt.error_id {
+                line.push_str(&format!(" [{id}]"));
+            }
+            line.push_str(": ");
+            match &attempt.error {
+                Some(error) => line.push_str(error),
+                None => line.push_str(&attempt_end(attempt)),
+            }
+            lines.push(line);
+        }
+    }
+    lines
+}

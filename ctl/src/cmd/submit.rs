@@ -1,0 +1,343 @@
+//! `hfctl submit TARGET`: queue a job, and with `--wait` or `--follow`
+//! stay until it ends (streaming each activity's log with `--follow`) and
+//! exit by its outcome.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use holdfast_api::rpc::HoldfastClient;
+use holdfast_api::{Job, JobState};
+use jsonrpsee::core::client::SubscriptionCloseReason;
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+
+use super::Context;
+use super::status::render_job;
+use crate::daemon::Daemon;
+use crate::error::{Error, Outcome};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to run: `chain`, `chain.process` or `chain.process.activity`.
+    pub target: String,
+    /// A parameter, sent as a string; the daemon converts it to the declared
+    /// type. Repeat for more; overrides the same key from `--params`.
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub param: Vec<(String, String)>,
+    /// Parameters as a JSON object, from a file or `-` for stdin.
+    #[arg(long = "params", value_name = "FILE|-")]
+    pub params_file: Option<PathBuf>,
+    /// Run with this tenant's parameter set.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Queue priority: higher runs first.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Wait until the job ends, print its status and exit by its outcome.
+    #[arg(long)]
+    pub wait: bool,
+    /// Like --wait, and stream each activity's log as it runs, lines
+    /// prefixed `process.activity | ` (on stderr with --json, so stdout
+    /// keeps one JSON document).
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// Split `KEY=VALUE` at the first `=`: values may hold more of them.
+pub fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        Some(_) => Err(format!("'{text}' has no parameter name before '='")),
+        None => Err(format!("expected KEY=VALUE, got '{text}'")),
+    }
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
+    // Read local input before connecting: a bad file needs no daemon.
+    let mut params = match &args.params_file {
+        Some(path) => read_params(path)?,
+        None => Map::new(),
+    };
+    for (key, value) in args.param {
+        params.insert(key, Value::String(value));
+    }
+
+    let daemon = Arc::new(ctx.connect().await?);
+    let submitted = daemon
+        .call(daemon.client.job_submit(
+            args.target.clone(),
+            Some(params),
+            args.tenant,
+            args.priority,
+        ))
+        .await
+        .map_err(|e| e.for_target(&args.target))?;
+
+    if !ctx.json {
+        output::print(&format!(
+            "job {} {}\n",
+            submitted.job_id,
+            submitted.state.as_str()
+        ))?;
+    }
+    if !args.wait && !args.follow {
+        if ctx.json {
+            output::print_json(&submitted)?;
+        }
+        return Ok(Outcome::Success);
+    }
+
+    let job = if args.follow {
+        follow_job(&daemon, submitted.job_id, ctx.json).await?
+    } else {
+        watch(&daemon, submitted.job_id, |_| {}).await?
+    };
+    if ctx.json {
+        output::print_json(&job)?;
+    } else {
+        output::print(&render_job(&job, &ctx.palette))?;
+    }
+    Ok(outcome_of(&job))
+}
+
+/// With `--wait`, the job's end decides the exit code. Alerts do not: a job
+/// that succeeded with alerts still succeeded.
+pub fn outcome_of(job: &Job) -> Outcome {
+    match job.state {
+        JobState::Failed => Outcome::JobFailed,
+        JobState::Cancelled => Outcome::JobCancelled,
+        JobState::Succeeded | JobState::Queued | JobState::Running => Outcome::Success,
+    }
+}
+
+fn read_params(path: &Path) -> Result<Map<String, Value>, Error> {
+    let read_error = |source| Error::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(read_error)?
+    };
+    serde_json::from_str(&text).map_err(|source| Error::ParamsFile {
+        path: if path == Path::new("-") {
+            PathBuf::from("standard input")
+        } else {
+            path.to_path_buf()
+        },
+        source,
+    })
+}
+
+/// Follow `job_watch` until the job is terminal, calling `on_update` with
+/// every state seen, and return the terminal job.
+pub async fn watch(
+    daemon: &Daemon,
+    job_id: u64,
+    mut on_update: impl FnMut(&Job),
+) -> Result<Job, Error> {
+    loop {
+        // The daemon sends the current state first, then every change.
+        let mut subscription = daemon.call(daemon.client.job_watch(job_id)).await?;
+        while let Some(item) = subscription.next().await {
+            let job = item.map_err(|e| daemon.bad_item(e))?;
+            on_update(&job);
+            if job.state.is_terminal() {
+                return Ok(job);
+            }
+        }
+        // Closed before the end: the job may have ended in between.
+        let job = daemon.call(daemon.client.job_get(job_id)).await?;
+        on_update(&job);
+        if job.state.is_terminal() {
+            return Ok(job);
+        }
+        // Only a subscription that fell behind is worth opening again.
+        if !matches!(
+            subscription.close_reason(),
+            Some(SubscriptionCloseReason::Lagged)
+        ) {
+            return Err(Error::WatchEnded { job_id });
+        }
+    }
+}
+
+/// `--follow`: watch the job and follow the log of every attempt as it
+/// appears, each in its own task; return the terminal job once every log
+/// has been written to its end.
+async fn follow_job(daemon: &Arc<Daemon>, job_id: u64, json: bool) -> Result<Job, Error> {
+    let mut followed: HashSet<(String, u32)> = HashSet::new();
+    let mut tasks: JoinSet<(String, u32, Result<(), Error>)> = JoinSet::new();
+    let job = watch(daemon, job_id, |job| {
+        for activity in &job.activities {
+            for attempt in &activity.attempts {
+                if !followed.insert((activity.path.clone(), attempt.number)) {
+                    continue;
+                }
+                let daemon = Arc::clone(daemon);
+                let path = activity.path.clone();
+                let number = attempt.number;
+                let mut lines =
+                    Prefixed::new(format!("{}.{} | ", activity.process, activity.activity));
+                tasks.spawn(async move {
+                    let result = super::logs::follow(
+                        &daemon,
+                        job_id,
+                        Some(path.clone()),
+                        Some(number),
+                        |chunk| write_log_lines(lines.push(&chunk.data), json),
+                    )
+                    .await;
+                    let result = result.and_then(|()| write_log_lines(lines.finish(), json));
+                    (path, number, result)
+                });
+            }
+        }
+    })
+    .await?;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, _, Ok(()))) => {}
+            // The reader went away; main says nothing about that either.
+            Ok((_, _, Err(Error::Stdout(e)))) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            // A log that cannot be followed does not change the job's
+            // outcome: say so and go on.
+            Ok((path, number, Err(error))) => {
+                eprintln!("hfctl: cannot follow the log of {path} attempt {number}: {error}");
+            }
+            Err(error) => eprintln!("hfctl: a log follower stopped: {error}"),
+        }
+    }
+    Ok(job)
+}
+
+/// Cuts a log stream into lines, each with a prefix. A partial line waits
+/// for its end (or for the log's end).
+struct Prefixed {
+    prefix: String,
+    pending: String,
+}
+
+impl Prefixed {
+    fn new(prefix: String) -> Prefixed {
+        Prefixed {
+            prefix,
+            pending: String::new(),
+        }
+    }
+
+    /// Add data; the complete lines it ends, prefixed.
+    fn push(&mut self, data: &str) -> Option<String> {
+        self.pending.push_str(data);
+        let end = self.pending.rfind('\n')?;
+        let complete: String = self.pending.drain(..=end).collect();
+        Some(prefix_lines(&self.prefix, &complete))
+    }
+
+    /// The log has ended: what is left, as a last line.
+    fn finish(&mut self) -> Option<String> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.pending);
+        Some(prefix_lines(&self.prefix, &rest))
+    }
+}
+
+/// Write followed log lines: to stdout, or to stderr when stdout is kept for
+/// the final JSON document.
+fn write_log_lines(text: Option<String>, to_stderr: bool) -> Result<(), Error> {
+    let Some(text) = text else {
+        return Ok(());
+    };
+    if to_stderr {
+        // Nothing sensible is left to do when stderr is gone.
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        Ok(())
+    } else {
+        output::print(&text)
+    }
+}
+
+/// Every line of `text` with `prefix` in front, each ending in a newline.
+fn prefix_lines(prefix: &str, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + prefix.len() * 4);
+    for line in text.split_terminator('\n') {
+        out.push_str(prefix);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_param("date=2026-11-23"),
+            Ok(("date".into(), "2026-11-23".into()))
+        );
+        assert_eq!(
+            parse_param("filter=a=b=c"),
+            Ok(("filter".into(), "a=b=c".into()))
+        );
+        assert_eq!(parse_param("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("=x").is_err());
+    }
+
+    #[test]
+    fn lines_are_prefixed_and_partial_lines_wait() {
+        assert_eq!(
+            prefix_lines("load.facts | ", "a\nb\n"),
+            "load.facts | a\nload.facts | b\n"
+        );
+        assert_eq!(prefix_lines("p | ", "tail"), "p | tail\n");
+        assert_eq!(prefix_lines("p | ", "\n"), "p | \n");
+
+        let mut lines = Prefixed::new("p | ".into());
+        assert_eq!(lines.push("first pa"), None);
+        assert_eq!(lines.push("rt\nsecond"), Some("p | first part\n".into()));
+        assert_eq!(
+            lines.push("\nthird\nfou"),
+            Some("p | second\np | third\n".into())
+        );
+        assert_eq!(lines.finish(), Some("p | fou\n".into()));
+        assert_eq!(lines.finish(), None);
+    }
+
+    #[test]
+    fn outcome_follows_the_job_state_not_its_alerts() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": 1, "target": "c", "chain": "c", "state": "succeeded", "alerts": 3,
+            "params": {}, "tenant": null, "priority": 0, "submitted_by": "ana",
+            "submitter_uid": null, "submitter_pid": null, "version": "abc",
+            "created_at": "2026-11-23T14:02:11Z", "started_at": null, "finished_at": null,
+            "progress": 100.0, "reason": null, "retry_of": null, "outputs": {},
+            "activities": []
+        }))
+        .expect("a valid job");
+        assert_eq!(outcome_of(&job), Outcome::Success);
+        let failed = Job {
+            state: JobState::Failed,
+            ..job.clone()
+        };
+        assert_eq!(outcome_of(&failed), Outcome::JobFailed);
+        let cancelled = Job {
+            state: JobState::Cancelled,
+            ..job
+        };
+        assert_eq!(outcome_of(&cancelled), Outcome::JobCancelled);
+    }
+}

@@ -1,0 +1,108 @@
+//! A checked connection to the daemon: connect, then the `daemon.info`
+//! handshake that refuses to go on when the protocol numbers differ.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use holdfast_api::client::{ConnectError, connect};
+use holdfast_api::{DaemonInfo, PROTOCOL_VERSION};
+use jsonrpsee::core::client::{Client, ClientT, Error as ClientError};
+use jsonrpsee::core::params::ObjectParams;
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// A connection whose daemon speaks our protocol.
+pub struct Daemon {
+    pub client: Client,
+    pub socket: PathBuf,
+    pub info: DaemonInfo,
+}
+
+impl Daemon {
+    /// Connect to `socket` and check the protocol.
+    pub async fn connect(socket: &Path) -> Result<Daemon, Error> {
+        let client = open(socket).await?;
+        Daemon::handshake(client, socket).await
+    }
+
+    /// Like [`Daemon::connect`], but while nothing listens on the socket
+    /// (missing file or refused connection), try again until `wait` has
+    /// passed. Scripts that start a daemon use this to wait for it.
+    pub async fn connect_waiting(socket: &Path, wait: Duration) -> Result<Daemon, Error> {
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match open(socket).await {
+                Ok(client) => return Daemon::handshake(client, socket).await,
+                Err(error @ Error::NotRunning { .. }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(error);
+                    }
+                    // The last pause ends at the deadline, so the last try
+                    // happens right then.
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn handshake(client: Client, socket: &Path) -> Result<Daemon, Error> {
+        // Read the answer loosely first: a daemon of another protocol may
+        // answer with a different shape, and the protocol number is what
+        // must be reported then, not a decoding error.
+        let answer: Value = client
+            .request("daemon.info", ObjectParams::new())
+            .await
+            .map_err(|e| Error::from_client(socket, e))?;
+        let theirs = answer.get("protocol").and_then(Value::as_u64);
+        if theirs != Some(u64::from(PROTOCOL_VERSION)) {
+            return Err(Error::ProtocolMismatch {
+                socket: socket.to_path_buf(),
+                ours: PROTOCOL_VERSION,
+                theirs: theirs.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            });
+        }
+        let info = serde_json::from_value(answer).map_err(|source| Error::BadAnswer {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+        Ok(Daemon {
+            client,
+            socket: socket.to_path_buf(),
+            info,
+        })
+    }
+
+    /// Await one call and classify its error.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, Error> {
+        call.await.map_err(|e| Error::from_client(&self.socket, e))
+    }
+
+    /// Classify an error of a subscription item (a notification the client
+    /// could not decode).
+    pub fn bad_item(&self, source: serde_json::Error) -> Error {
+        Error::BadAnswer {
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+}
+
+async fn open(socket: &Path) -> Result<Client, Error> {
+    connect(socket).await.map_err(|e| match e {
+        ConnectError::NotRunning { path, .. } => Error::NotRunning { socket: path },
+        ConnectError::PermissionDenied { path } => Error::SocketPermission { socket: path },
+        ConnectError::Handshake { path, message } => Error::Handshake {
+            socket: path,
+            message,
+        },
+    })
+}

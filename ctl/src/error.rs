@@ -1,0 +1,256 @@
+//! What can go wrong in a command, and how a command that ran to its end
+//! turned out. `main` maps both to the documented exit codes.
+
+use std::path::PathBuf;
+
+use holdfast_api::ErrorCode;
+use holdfast_api::error::FieldError;
+use jsonrpsee::core::client::Error as ClientError;
+
+/// How a command that did not fail with an [`Error`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was done.
+    Success,
+    /// The command ran but part of it did not succeed (a job that could not
+    /// be cancelled, a workflow file that does not validate). It has already
+    /// said why on stderr.
+    Failed,
+    /// The waited-for job ended `failed`.
+    JobFailed,
+    /// The waited-for job ended `cancelled`.
+    JobCancelled,
+}
+
+/// Errors of hfctl's commands. Messages are lowercase and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no daemon answers on {}; start one with 'holdfastd' (user mode) or 'systemctl start holdfast'",
+        socket.display()
+    )]
+    NotRunning { socket: PathBuf },
+
+    #[error(
+        "permission denied on {}; ask an administrator to add you to the 'holdfast' group, then log in again",
+        socket.display()
+    )]
+    SocketPermission { socket: PathBuf },
+
+    #[error("the daemon on {} did not complete the handshake: {message}", socket.display())]
+    Handshake { socket: PathBuf, message: String },
+
+    /// Printed without the `hfctl: ` prefix: the line already starts with it.
+    #[error(
+        "hfctl speaks protocol {ours} but the daemon at {} speaks {theirs}; upgrade the older one",
+        socket.display()
+    )]
+    ProtocolMismatch {
+        socket: PathBuf,
+        ours: u32,
+        theirs: u32,
+    },
+
+    #[error("{message}")]
+    NotFound { message: String },
+
+    #[error("{message}")]
+    PermissionDenied { message: String },
+
+    #[error("{}", render_invalid_parameters(target.as_deref(), message, fields))]
+    InvalidParameters {
+        /// The submitted target, when the call was a submission.
+        target: Option<String>,
+        message: String,
+        fields: Vec<FieldError>,
+    },
+
+    #[error("{message}")]
+    InvalidState { message: String },
+
+    /// A command used where it cannot work, or with a bad value that clap
+    /// could not check (exit code 2, like clap's own usage errors).
+    #[error("{message}")]
+    Usage { message: String },
+
+    #[error("{message}")]
+    Unavailable { message: String },
+
+    /// A JSON-RPC error without an application code (unknown method, bad
+    /// request, internal error).
+    #[error("the daemon refused the call: {message} (code {code})")]
+    Rpc { code: i32, message: String },
+
+    #[error("the connection to the daemon on {} was lost", socket.display())]
+    ConnectionLost {
+        socket: PathBuf,
+        #[source]
+        source: ClientError,
+    },
+
+    #[error("the daemon on {} did not answer in time", socket.display())]
+    Timeout { socket: PathBuf },
+
+    #[error("the daemon on {} sent an answer hfctl does not understand", socket.display())]
+    BadAnswer {
+        socket: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error(
+        "the daemon stopped sending updates for job {job_id} before it ended; see 'hfctl status {job_id}'"
+    )]
+    WatchEnded { job_id: u64 },
+
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{} must hold a JSON object of parameters", path.display())]
+    ParamsFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("cannot write to standard output")]
+    Stdout(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Classify an error of a call to the daemon listening on `socket`.
+    pub fn from_client(socket: &std::path::Path, error: ClientError) -> Error {
+        match error {
+            ClientError::Call(object) => {
+                let message = object.message().to_string();
+                match ErrorCode::from_code(object.code()) {
+                    Some(ErrorCode::NotFound) => Error::NotFound { message },
+                    Some(ErrorCode::PermissionDenied) => Error::PermissionDenied { message },
+                    Some(ErrorCode::InvalidState) => Error::InvalidState { message },
+                    Some(ErrorCode::Unavailable) => Error::Unavailable { message },
+                    Some(ErrorCode::InvalidParameters) => {
+                        // A daemon that sends no usable field list still gets
+                        // its message shown.
+                        let fields = object
+                            .data()
+                            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                            .unwrap_or_default();
+                        Error::InvalidParameters {
+                            target: None,
+                            message,
+                            fields,
+                        }
+                    }
+                    None => Error::Rpc {
+                        code: object.code(),
+                        message,
+                    },
+                }
+            }
+            ClientError::RequestTimeout => Error::Timeout {
+                socket: socket.to_path_buf(),
+            },
+            ClientError::ParseError(source) => Error::BadAnswer {
+                socket: socket.to_path_buf(),
+                source,
+            },
+            other => Error::ConnectionLost {
+                socket: socket.to_path_buf(),
+                source: other,
+            },
+        }
+    }
+
+    /// Name the submitted target in an INVALID_PARAMETERS error.
+    pub fn for_target(self, submitted: &str) -> Error {
+        match self {
+            Error::InvalidParameters {
+                target: None,
+                message,
+                fields,
+            } => Error::InvalidParameters {
+                target: Some(submitted.to_string()),
+                message,
+                fields,
+            },
+            other => other,
+        }
+    }
+}
+
+fn render_invalid_parameters(target: Option<&str>, message: &str, fields: &[FieldError]) -> String {
+    let mut text = match target {
+        Some(target) => format!("invalid parameters for {target}:"),
+        None => "invalid parameters:".to_string(),
+    };
+    if fields.is_empty() {
+        text.push(' ');
+        text.push_str(message);
+    }
+    for field in fields {
+        text.push_str(&format!("\n  {}: {}", field.field, field.message));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_parameters_list_one_line_per_field() {
+        let error = Error::InvalidParameters {
+            target: Some("nightly-etl".into()),
+            message: "bad parameters".into(),
+            fields: vec![
+                FieldError {
+                    field: "date".into(),
+                    message: "required".into(),
+                },
+                FieldError {
+                    field: "mode".into(),
+                    message: "must be one of full, incremental".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "invalid parameters for nightly-etl:\n  date: required\n  mode: must be one of full, incremental"
+        );
+    }
+
+    #[test]
+    fn application_codes_are_classified() {
+        let socket = std::path::Path::new("/tmp/s");
+        let call = |code: ErrorCode| {
+            Error::from_client(
+                socket,
+                ClientError::Call(code.error("job 9 does not exist")),
+            )
+        };
+        assert!(matches!(call(ErrorCode::NotFound), Error::NotFound { .. }));
+        assert!(matches!(
+            call(ErrorCode::InvalidState),
+            Error::InvalidState { .. }
+        ));
+        let with_fields = Error::from_client(
+            socket,
+            ClientError::Call(ErrorCode::InvalidParameters.error_with(
+                "bad",
+                vec![FieldError {
+                    field: "date".into(),
+                    message: "required".into(),
+                }],
+            )),
+        )
+        .for_target("etl");
+        assert_eq!(
+            with_fields.to_string(),
+            "invalid parameters for etl:\n  date: required"
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! Output for people and for scripts: aligned tables, durations, times,
+//! state colours, and writing to stdout without panicking on a closed pipe.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, Utc};
+use holdfast_api::{ActivityState, JobState};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// A colour or emphasis for one piece of text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Green,
+    Red,
+    Yellow,
+    Dim,
+    Bold,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Green => "32",
+            Style::Red => "31",
+            Style::Yellow => "33",
+            Style::Dim => "2",
+            Style::Bold => "1",
+        }
+    }
+}
+
+/// Whether to colour what goes to stdout.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    enabled: bool,
+}
+
+impl Palette {
+    /// Colour only a terminal, and only when `NO_COLOR` is not set
+    /// (<https://no-color.org>: any non-empty value turns colour off).
+    pub fn detect() -> Palette {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Palette {
+            enabled: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn plain() -> Palette {
+        Palette { enabled: false }
+    }
+
+    pub fn paint(&self, text: &str, style: Option<Style>) -> String {
+        match style {
+            Some(style) if self.enabled && !text.is_empty() => {
+                format!("\x1b[{}m{text}\x1b[0m", style.code())
+            }
+            _ => text.to_string(),
+        }
+    }
+}
+
+pub fn job_state_style(state: JobState) -> Style {
+    match state {
+        JobState::Succeeded => Style::Green,
+        JobState::Failed => Style::Red,
+        JobState::Queued | JobState::Running => Style::Yellow,
+        JobState::Cancelled => Style::Dim,
+    }
+}
+
+pub fn activity_state_style(state: ActivityState) -> Option<Style> {
+    match state {
+        ActivityState::Succeeded => Some(Style::Green),
+        ActivityState::Failed => Some(Style::Red),
+        ActivityState::Running | ActivityState::RetryWait => Some(Style::Yellow),
+        ActivityState::Skipped | ActivityState::Cancelled => Some(Style::Dim),
+        ActivityState::Pending => None,
+    }
+}
+
+/// One table cell: its text, and a style applied after the text is padded
+/// (escape codes must not count towards the column width).
+#[derive(Debug, Clone)]
+pub struct Cell {
+    text: String,
+    style: Option<Style>,
+}
+
+impl Cell {
+    pub fn styled(text: impl Into<String>, style: Option<Style>) -> Cell {
+        Cell {
+            text: text.into(),
+            style,
+        }
+    }
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell { text, style: None }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Cell {
+        Cell::from(text.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// Columns aligned on the widest cell, two spaces apart, no trailing blanks.
+#[derive(Debug)]
+pub struct Table {
+    headers: Vec<String>,
+    align: Vec<Align>,
+    rows: Vec<Vec<Cell>>,
+    indent: usize,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            align: vec![Align::Left; headers.len()],
+            rows: Vec::new(),
+            indent: 0,
+        }
+    }
+
+    /// A table without a header line.
+    #[cfg(test)]
+    pub fn headless(columns: usize) -> Table {
+        Table {
+            headers: Vec::new(),
+            align: vec![Align::Left; columns],
+            rows: Vec::new(),
+            indent: 0,
+        }
+    }
+
+    pub fn align(mut self, column: usize, align: Align) -> Table {
+        if let Some(slot) = self.align.get_mut(column) {
+            *slot = align;
+        }
+        self
+    }
+
+    pub fn indent(mut self, spaces: usize) -> Table {
+        self.indent = spaces;
+        self
+    }
+
+    pub fn row(&mut self, cells: Vec<Cell>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self, palette: &Palette) -> String {
+        let columns = self.align.len();
+        let mut widths = vec![0; columns];
+        let header_cells: Vec<Cell> = self
+            .headers
+            .iter()
+            .map(|h| Cell::styled(h.clone(), Some(Style::Bold)))
+            .collect();
+        let all_rows = (!header_cells.is_empty())
+            .then_some(&header_cells)
+            .into_iter()
+            .chain(self.rows.iter());
+        for row in all_rows.clone() {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(width(&cell.text));
+            }
+        }
+        let mut out = String::new();
+        for row in all_rows {
+            let mut line = " ".repeat(self.indent);
+            // Trailing empty cells would only leave blanks at the line's end.
+            let used = row
+                .iter()
+                .rposition(|c| !c.text.is_empty())
+                .map_or(0, |i| i + 1);
+            for (i, cell) in row.iter().enumerate().take(used.min(columns)) {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = " ".repeat(widths[i] - width(&cell.text));
+                let last = i + 1 == used;
+                let painted = palette.paint(&cell.text, cell.style);
+                match self.align[i] {
+                    Align::Right => {
+                        line.push_str(&pad);
+                        line.push_str(&painted);
+                    }
+                    Align::Left => {
+                        line.push_str(&painted);
+                        if !last {
+                            line.push_str(&pad);
+                        }
+                    }
+                }
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Display width: one column per character. Good enough for names, paths
+/// and the box-drawing characters of trees.
+fn width(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    // Below this, one decimal still rounds to less than a minute.
+    if ms < 59_950 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    let secs = (ms + 500) / 1000;
+    if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if secs < 86_400 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600)
+    }
+}
+
+/// Seconds as sent on the wire (`timeout_seconds`) in the same format.
+pub fn seconds(secs: f64) -> String {
+    if secs.is_finite() && secs >= 0.0 {
+        duration(Duration::from_secs_f64(secs))
+    } else {
+        format!("{secs}s")
+    }
+}
+
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// An RFC 3339 time from the wire, in local time: `2026-11-23 14:02:11`.
+/// Text that does not parse is shown as it came.
+pub fn time(text: &str) -> String {
+    match parse_time(text) {
+        Some(t) => t
+            .with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// From `start` to `end`, or to now while there is no end.
+pub fn elapsed(start: Option<&str>, end: Option<&str>) -> Option<Duration> {
+    let start = parse_time(start?)?;
+    let end = match end {
+        Some(end) => parse_time(end)?,
+        None => Utc::now(),
+    };
+    (end - start).to_std().ok()
+}
+
+/// `elapsed` formatted, or `-`.
+pub fn elapsed_text(start: Option<&str>, end: Option<&str>) -> String {
+    elapsed(start, end).map_or_else(|| "-".to_string(), duration)
+}
+
+/// `65%`, without decimals.
+pub fn percent(value: f64) -> String {
+    format!("{:.0}%", value.clamp(0.0, 100.0))
+}
+
+/// Aligned `key: value` lines under an indent.
+pub fn fields(indent: usize, pairs: &[(&str, String)]) -> String {
+    let key_width = pairs.iter().map(|(k, _)| width(k) + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let key = format!("{key}:");
+        let _ = writeln!(
+            out,
+            "{}{key:<key_width$}  {value}",
+            " ".repeat(indent),
+            key_width = key_width
+        );
+    }
+    out
+}
+
+/// A JSON value for people: strings without quotes, the rest as JSON.
+pub fn json_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The first 12 characters of a content hash.
+pub fn short_version(version: &str) -> String {
+    version.chars().take(12).collect()
+}
+
+/// Write text to stdout.
+pub fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)
+}
+
+/// Write one JSON document (pretty, newline-terminated) to stdout.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Stdout(e.into()))?;
+    text.push('\n');
+    print(&text)
+}
+
+/// Write one JSON object on one line to stdout (for streams).
+pub fn print_json_line<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
+    let mut text = serde_json::to_string(value).map_err(|e| Error::Stdout(e.into()))?;
+    text.push('\n');
+    print(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(duration(ms(0)), "0ms");
+        assert_eq!(duration(ms(850)), "850ms");
+        assert_eq!(duration(ms(999)), "999ms");
+        assert_eq!(duration(ms(1000)), "1.0s");
+        assert_eq!(duration(ms(12_340)), "12.3s");
+        assert_eq!(duration(ms(59_940)), "59.9s");
+        assert_eq!(duration(ms(59_960)), "1m00s");
+        assert_eq!(duration(ms(245_000)), "4m05s");
+        assert_eq!(duration(ms(3_599_400)), "59m59s");
+        assert_eq!(
+            duration(Duration::from_secs(2 * 3600 + 3 * 60 + 59)),
+            "2h03m"
+        );
+        assert_eq!(
+            duration(Duration::from_secs(3 * 86_400 + 4 * 3600)),
+            "3d04h"
+        );
+        assert_eq!(seconds(1800.0), "30m00s");
+    }
+
+    #[test]
+    fn table_aligns_on_widest_cell() {
+        let mut table = Table::new(&["ID", "TARGET", "STATE"]).align(0, Align::Right);
+        table.row(vec!["7".into(), "nightly-etl".into(), "running".into()]);
+        table.row(vec!["1234".into(), "x".into(), "failed".into()]);
+        let text = table.render(&Palette::plain());
+        assert_eq!(
+            text,
+            "  ID  TARGET       STATE\n   7  nightly-etl  running\n1234  x            failed\n"
+        );
+    }
+
+    #[test]
+    fn table_counts_characters_and_trims_line_ends() {
+        let mut table = Table::headless(3);
+        table.row(vec!["├─ a".into(), "ok".into(), "".into()]);
+        table.row(vec!["b".into(), "".into(), "".into()]);
+        table.row(vec!["c".into(), "".into(), "x".into()]);
+        assert_eq!(
+            table.render(&Palette::plain()),
+            "├─ a  ok\nb\nc         x\n"
+        );
+    }
+
+    #[test]
+    fn colour_does_not_change_widths() {
+        let palette = Palette { enabled: true };
+        let mut table = Table::headless(2);
+        table.row(vec![Cell::styled("ok", Some(Style::Green)), "1".into()]);
+        table.row(vec!["long".into(), "2".into()]);
+        let text = table.render(&palette);
+        assert_eq!(text, "\x1b[32mok\x1b[0m    1\nlong  2\n");
+    }
+
+    #[test]
+    fn times_keep_unparsable_text() {
+        assert_eq!(time("yesterday"), "yesterday");
+        assert_eq!(
+            time("2026-11-23T14:02:11Z").len(),
+            "2026-11-23 14:02:11".len()
+        );
+        assert_eq!(
+            elapsed(Some("2026-11-23T14:02:11Z"), Some("2026-11-23T14:06:16.5Z")),
+            Some(Duration::from_millis(245_500))
+        );
+        assert_eq!(elapsed(None, None), None);
+    }
+
+    #[test]
+    fn aligned_fields() {
+        let text = fields(2, &[("id", "42".into()), ("submitted by", "ana".into())]);
+        assert_eq!(text, "  id:            42\n  submitted by:  ana\n");
+    }
+}

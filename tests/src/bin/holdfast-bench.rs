@@ -1,0 +1,380 @@
+//! `holdfast-bench`: measures the real daemon and CLI on this machine and
+//! prints medians, for BENCHMARKS.md. Build with `--release` and run
+//! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
+//! (scenarios: spawn, submit, status, throughput, startup; default all).
+//!
+//! Every scenario starts its own daemon in a temporary directory and waits
+//! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use holdfast_api::rpc::HoldfastClient;
+use holdfast_tests::{bin_path, hfctl_command};
+use tempfile::TempDir;
+
+const RUNS: usize = 5;
+
+fn main() -> Result<()> {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    let all = wanted.is_empty();
+    let want = |name: &str| all || wanted.iter().any(|w| w == name);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!("holdfast-bench: {} cores", std::thread::available_parallelism()?.get());
+    if want("spawn") {
+        spawn_vs_xargs()?;
+    }
+    if want("submit") {
+        separate_submits()?;
+    }
+    if want("throughput") {
+        runtime.block_on(submit_throughput())?;
+    }
+    if want("status") || want("startup") {
+        runtime.block_on(history(want("status"), want("startup")))?;
+    }
+    Ok(())
+}
+
+/// A daemon in a temp dir, without debug logging.
+struct Daemon {
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn new(settings: &str, workflows: &[(&str, String)]) -> Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("workflows.d"))?;
+        std::fs::write(dir.path().join("holdfast.toml"), settings)?;
+        for (name, text) in workflows {
+            std::fs::write(dir.path().join("workflows.d").join(name), text)?;
+        }
+        let mut daemon = Daemon { dir, child: None };
+        daemon.start()?;
+        Ok(daemon)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("hf.sock")
+    }
+
+    /// Start and wait for READY=1; returns the time it took.
+    fn start(&mut self) -> Result<Duration> {
+        let notify = self.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify);
+        let listener = UnixDatagram::bind(&notify)?;
+        listener.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let started = Instant::now();
+        let child = Command::new(bin_path("holdfastd"))
+            .arg("--user")
+            .arg("--config")
+            .arg(self.dir.path().join("holdfast.toml"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--workflows-dir")
+            .arg(self.dir.path().join("workflows.d"))
+            .env("NOTIFY_SOCKET", &notify)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("daemon.log"))?)
+            .spawn()
+            .context("cannot start holdfastd")?;
+        self.child = Some(child);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = listener.recv(&mut buf).context("holdfastd did not report READY=1")?;
+            if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+                return Ok(started.elapsed());
+            }
+        }
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    fn hfctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let out = hfctl_command(&self.socket()).args(args).output()?;
+        if !out.status.success() {
+            bail!(
+                "hfctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    }
+
+    async fn client(&self) -> Result<impl HoldfastClient + Send + Sync + 'static> {
+        Ok(holdfast_api::client::connect(&self.socket()).await?)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Wait until `job` is terminal, through `job.watch` (no polling).
+async fn wait_terminal(client: &(impl HoldfastClient + Sync), job: u64) -> Result<()> {
+    let mut sub = client.job_watch(job).await?;
+    while let Some(update) = sub.next().await {
+        if update?.state.is_terminal() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// (a) One job of 2,000 `sh -c true` activities at max_parallel 2, against
+/// `xargs -P2` running the same 2,000 commands.
+fn spawn_vs_xargs() -> Result<()> {
+    let mut chain = String::from("[chain]\nmax_parallel = 2\n[process.p]\nmode = \"parallel\"\n");
+    for i in 0..2000 {
+        chain.push_str(&format!(
+            "[process.p.activity.a{i}]\ncommand = [\"sh\", \"-c\", \"true\"]\n"
+        ));
+    }
+    let daemon = Daemon::new("max_parallel = 2\n", &[("many.toml", chain)])?;
+    let mut ours = Vec::new();
+    let mut xargs = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("seq 2000 | xargs -P2 -n1 sh -c true")
+            .status()?;
+        if !status.success() {
+            bail!("xargs failed");
+        }
+        xargs.push(secs(started.elapsed()));
+
+        let started = Instant::now();
+        daemon.hfctl(&["submit", "many", "--wait"])?;
+        ours.push(secs(started.elapsed()));
+    }
+    let (o, x) = (median(ours.clone()), median(xargs.clone()));
+    println!("spawn: 2000 activities, max_parallel 2: holdfast median {o:.3} s {ours:.3?}");
+    println!("spawn: xargs -P2, 2000 x sh -c true:      median {x:.3} s {xargs:.3?}");
+    println!("spawn: ratio holdfast/xargs {:.2}", o / x);
+    Ok(())
+}
+
+/// (b) 1,000 separate `hfctl submit` of a one-activity chain, until all are done.
+fn separate_submits() -> Result<()> {
+    let chain = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
+    let mut daemon = Daemon::new("max_parallel = 2\n", &[("one.toml", chain)])?;
+    let mut submit_each = Vec::new();
+    let mut all_done = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut last = String::new();
+        for _ in 0..1000 {
+            let out = daemon.hfctl(&["--json", "submit", "one"])?;
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let submitted = started.elapsed();
+        let id: u64 = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
+            .as_u64()
+            .context("submit --json has job_id")?;
+        daemon.hfctl(&["status", &id.to_string()])?;
+        // Jobs run in submission order at equal priority: when the last is
+        // done, wait for it through hfctl and check none is left.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let client = daemon.client().await?;
+            wait_terminal(&client, id).await?;
+            loop {
+                let running = client.job_list(Some("running".into()), None, Some(1), None).await?;
+                let queued = client.job_list(Some("queued".into()), None, Some(1), None).await?;
+                if running.jobs.is_empty() && queued.jobs.is_empty() {
+                    break;
+                }
+                if let Some(j) = running.jobs.first().or(queued.jobs.first()) {
+                    wait_terminal(&client, j.id).await?;
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        all_done.push(secs(started.elapsed()));
+        submit_each.push(secs(submitted) / 1000.0 * 1000.0);
+        daemon.stop()?;
+        std::fs::remove_dir_all(daemon.dir.path().join("state"))?;
+        daemon.start()?;
+    }
+    println!(
+        "submit: 1000 x `hfctl submit`: median {:.2} ms per submit {submit_each:.2?}",
+        median(submit_each.clone())
+    );
+    println!(
+        "submit: 1000 jobs submitted and all done: median {:.2} s {all_done:.2?}",
+        median(all_done.clone())
+    );
+    Ok(())
+}
+
+/// Durable submissions per second: one client, then 16 concurrent clients,
+/// against a chain whose jobs stay queued (concurrency 1 behind a long job),
+/// so only submission is measured.
+async fn submit_throughput() -> Result<()> {
+    let chain = "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
+        .to_string();
+    let daemon = Daemon::new("max_parallel = 2\n", &[("hold.toml", chain)])?;
+    let per_client = 500;
+    let mut single = Vec::new();
+    let mut multi = Vec::new();
+    for _ in 0..3 {
+        let client = daemon.client().await?;
+        let started = Instant::now();
+        for _ in 0..per_client {
+            client.job_submit("hold".into(), None, None, None).await?;
+        }
+        single.push(per_client as f64 / secs(started.elapsed()));
+
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(daemon.client().await?);
+        }
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in clients {
+            tasks.spawn(async move {
+                for _ in 0..per_client / 16 * 2 {
+                    client.job_submit("hold".into(), None, None, None).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        multi.push((16 * (per_client / 16 * 2)) as f64 / secs(started.elapsed()));
+    }
+    let (s, m) = (median(single.clone()), median(multi.clone()));
+    println!("throughput: 1 client:   median {s:.0} submits/s {single:.0?}");
+    println!("throughput: 16 clients: median {m:.0} submits/s {multi:.0?}");
+    println!("throughput: ratio 16/1 {:.2}", m / s);
+    Ok(())
+}
+
+/// (c) `hfctl status JOB` latency with 100,000 jobs in history, and the time
+/// from start to READY=1 with that history plus 1,000 queued jobs.
+async fn history(status: bool, startup: bool) -> Result<()> {
+    let one = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
+    let hold = "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
+        .to_string();
+    let mut daemon = Daemon::new(
+        "max_parallel = 2\n",
+        &[("one.toml", one), ("hold.toml", hold)],
+    )?;
+    let total = 100_000u64;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let clients = 16u64;
+    for _ in 0..clients {
+        let client = daemon.client().await?;
+        tasks.spawn(async move {
+            let mut last = 0;
+            for _ in 0..total / clients {
+                last = client.job_submit("one".into(), None, None, None).await?.job_id;
+            }
+            anyhow::Ok(last)
+        });
+    }
+    let mut last = 0;
+    while let Some(r) = tasks.join_next().await {
+        last = last.max(r??);
+    }
+    let client = daemon.client().await?;
+    wait_terminal(&client, last).await?;
+    loop {
+        let running = client.job_list(Some("running".into()), Some("one".into()), Some(1), None).await?;
+        let queued = client.job_list(Some("queued".into()), Some("one".into()), Some(1), None).await?;
+        match running.jobs.first().or(queued.jobs.first()) {
+            Some(j) => wait_terminal(&client, j.id).await?,
+            None => break,
+        }
+    }
+    println!(
+        "history: {total} jobs submitted and run in {:.1} s",
+        secs(started.elapsed())
+    );
+    if status {
+        let mut samples = Vec::new();
+        let probe = (total / 2).to_string();
+        for i in 0..101 {
+            let started = Instant::now();
+            let job = if i % 2 == 0 { probe.clone() } else { last.to_string() };
+            daemon.hfctl(&["status", &job])?;
+            samples.push(secs(started.elapsed()) * 1000.0);
+        }
+        let mut list = Vec::new();
+        for _ in 0..51 {
+            let started = Instant::now();
+            daemon.hfctl(&["list", "--limit", "20"])?;
+            list.push(secs(started.elapsed()) * 1000.0);
+        }
+        let mut info = Vec::new();
+        for _ in 0..51 {
+            let started = Instant::now();
+            daemon.hfctl(&["info"])?;
+            info.push(secs(started.elapsed()) * 1000.0);
+        }
+        println!(
+            "status: `hfctl status JOB` with {total} jobs: median {:.2} ms (p90 {:.2} ms)",
+            median(samples.clone()),
+            percentile(&mut samples, 0.9)
+        );
+        println!("status: `hfctl list --limit 20`: median {:.2} ms", median(list));
+        println!("status: `hfctl info` (baseline round trip): median {:.2} ms", median(info));
+    }
+    if startup {
+        for _ in 0..1000 {
+            client.job_submit("hold".into(), None, None, None).await?;
+        }
+        drop(client);
+        let mut samples = Vec::new();
+        for _ in 0..RUNS {
+            daemon.stop()?;
+            samples.push(secs(daemon.start()?) * 1000.0);
+        }
+        println!(
+            "startup: ready with {total} finished and 1000 queued jobs: median {:.0} ms {samples:.0?}",
+            median(samples.clone())
+        );
+    }
+    Ok(())
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
