@@ -88,7 +88,11 @@ pub trait Holdfast {
 
     /// The audit trail, newest first.
     #[method(name = "audit.list", param_kind = map)]
-    async fn audit_list(&self, limit: Option<u32>, before: Option<u64>) -> RpcResult<Vec<AuditEntry>>;
+    async fn audit_list(
+        &self,
+        limit: Option<u32>,
+        before: Option<u64>,
+    ) -> RpcResult<Vec<AuditEntry>>;
 
     /// Re-read the workflows directory now (the daemon also does so when a
     /// file changes, and on SIGHUP). Answers with the registry afterwards.

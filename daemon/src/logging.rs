@@ -13,8 +13,9 @@ pub fn init(verbosity: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},hyper=warn,jsonrpsee=warn,soketto=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default},hyper=warn,jsonrpsee=warn,soketto=warn"))
+    });
     // Under systemd, JOURNAL_STREAM says stderr already goes to the journal;
     // then log natively so fields survive.
     let journal = std::env::var_os("JOURNAL_STREAM")

@@ -89,10 +89,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let settings = Arc::new(Settings::load(&overrides)?);
     let private = settings.mode == Mode::User;
-    std::fs::create_dir_all(settings.logs_dir())
-        .with_context(|| format!("cannot create state directory {}", settings.state_dir.display()))?;
+    std::fs::create_dir_all(settings.logs_dir()).with_context(|| {
+        format!(
+            "cannot create state directory {}",
+            settings.state_dir.display()
+        )
+    })?;
     if private {
-        let _ = std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700));
+        let _ =
+            std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700));
     }
 
     // Bind first: a second daemon must stop here, before it touches the
@@ -131,7 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     tracing::info!(socket = %settings.socket.display(), mode = settings.mode.as_str(), pid = std::process::id(), "holdfastd ready");
     let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
 
@@ -155,7 +160,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Interrupt running activities (each gets SIGTERM, then SIGKILL after the
     // kill grace) and record them; bounded so systemd's stop timeout is met.
     let grace = settings.kill_grace + Duration::from_secs(5);
-    if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, handle.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("activities did not stop in time; exiting anyway");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;

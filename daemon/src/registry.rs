@@ -38,7 +38,10 @@ impl Registry {
     }
 
     pub fn broken_count(&self) -> usize {
-        self.entries.values().filter(|e| !e.errors.is_empty()).count()
+        self.entries
+            .values()
+            .filter(|e| !e.errors.is_empty())
+            .count()
     }
 }
 
@@ -119,10 +122,7 @@ pub fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
                 let last_good = previous
                     .and_then(|p| p.entries.values().find(|e| e.file == file))
                     .and_then(|e| e.chain.clone());
-                let name = last_good
-                    .as_ref()
-                    .map(|c| c.name.clone())
-                    .unwrap_or(stem);
+                let name = last_good.as_ref().map(|c| c.name.clone()).unwrap_or(stem);
                 registry.entries.insert(
                     name.clone(),
                     Entry {

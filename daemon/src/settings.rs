@@ -34,7 +34,9 @@ pub enum SettingsError {
     },
     #[error("settings file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("cannot find the user's directories (is HOME set?); pass --state-dir, --socket and --workflows-dir")]
+    #[error(
+        "cannot find the user's directories (is HOME set?); pass --state-dir, --socket and --workflows-dir"
+    )]
     NoHome,
 }
 
@@ -68,7 +70,9 @@ struct SizeText(u64);
 impl<'de> Deserialize<'de> for SizeText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_size(&text).map(SizeText).map_err(serde::de::Error::custom)
+        parse_size(&text)
+            .map(SizeText)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -214,3 +214,48 @@ pub struct Schedule {
     pub overlap: String,
     pub enabled: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(delay_secs: u64, backoff: f64, max_secs: Option<u64>) -> Activity {
+        Activity {
+            process: "p".to_string(),
+            name: "a".to_string(),
+            path: "c.p.a".to_string(),
+            process_index: 0,
+            program: Program::Command(vec!["true".to_string()]),
+            env: IndexMap::new(),
+            working_dir: None,
+            timeout: None,
+            retries: 5,
+            retry_delay: Duration::from_secs(delay_secs),
+            retry_backoff: backoff,
+            max_retry_delay: max_secs.map(Duration::from_secs),
+            on_failure: OnFailure::Fail,
+            memory_max: None,
+            deps: Vec::new(),
+            output_refs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn retry_delay_grows_by_backoff_and_is_capped() {
+        let a = activity(5, 2.0, Some(30));
+        let delays: Vec<u64> = (1..=5).map(|r| a.retry_delay_for(r).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 30, 30]);
+        // Retry 0 is treated like the first retry.
+        assert_eq!(a.retry_delay_for(0), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retry_delay_without_backoff_or_cap() {
+        let a = activity(3, 1.0, None);
+        assert_eq!(a.retry_delay_for(1), Duration::from_secs(3));
+        assert_eq!(a.retry_delay_for(50), Duration::from_secs(3));
+        // A huge backoff saturates instead of overflowing.
+        let a = activity(1, 1000.0, None);
+        assert_eq!(a.retry_delay_for(60), Duration::from_secs(1_000_000_000));
+    }
+}

@@ -26,7 +26,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         output::print_json(&entries)?;
         return Ok(Outcome::Success);
     }
-    let mut table = Table::new(&["ID", "TIME", "USER", "PID", "METHOD", "TARGET", "OUTCOME", "DETAIL"]);
+    let mut table = Table::new(&[
+        "ID", "TIME", "USER", "PID", "METHOD", "TARGET", "OUTCOME", "DETAIL",
+    ]);
     for e in &entries {
         table.row(vec![
             Cell::from(e.id.to_string()),

@@ -65,7 +65,8 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Usage {
-            message: "HF_CONTROL_FD is not set: `hfctl emit` works inside a HoldFast activity".into(),
+            message: "HF_CONTROL_FD is not set: `hfctl emit` works inside a HoldFast activity"
+                .into(),
         })?;
     if fd < 0 {
         return Err(Error::Usage {
@@ -113,6 +114,12 @@ mod tests {
             Ok("checkpoint {\"chunk\":150}\n".into())
         );
         assert!(line(&Message::Output { json: "[1]".into() }).is_err());
-        assert!(line(&Message::Progress { percent: 120.0, text: vec![] }).is_err());
+        assert!(
+            line(&Message::Progress {
+                percent: 120.0,
+                text: vec![]
+            })
+            .is_err()
+        );
     }
 }

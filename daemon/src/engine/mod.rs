@@ -91,15 +91,25 @@ pub enum Command {
         reply: oneshot::Sender<Counts>,
     },
     /// A retry delay expired.
-    RetryDue { job_id: u64, idx: usize, after: u32 },
+    RetryDue {
+        job_id: u64,
+        idx: usize,
+        after: u32,
+    },
     /// A job's own timeout expired.
-    JobTimeout { job_id: u64 },
+    JobTimeout {
+        job_id: u64,
+    },
     /// Re-try writes that failed earlier.
     Flush,
     /// Re-read the workflows directory.
-    Reload { reply: oneshot::Sender<()> },
+    Reload {
+        reply: oneshot::Sender<()>,
+    },
     /// Stop accepting work, interrupt running attempts, answer when all ended.
-    Shutdown { reply: oneshot::Sender<()> },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The handle the RPC layer and `main` hold.
@@ -220,8 +230,15 @@ impl Engine {
         settings: Arc<Settings>,
         store: Store,
         registry: Registry,
-    ) -> Result<(Engine, EngineHandle, mpsc::Receiver<Command>, mpsc::Receiver<ExecEvent>), StoreError>
-    {
+    ) -> Result<
+        (
+            Engine,
+            EngineHandle,
+            mpsc::Receiver<Command>,
+            mpsc::Receiver<ExecEvent>,
+        ),
+        StoreError,
+    > {
         let (commands_tx, commands_rx) = mpsc::channel(1024);
         let (exec_tx, exec_rx) = mpsc::channel(8192);
         let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));

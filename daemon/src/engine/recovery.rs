@@ -116,22 +116,27 @@ impl Engine {
             act.outputs = sa.outputs.clone();
             act.progress = sa.progress;
             let mut state = sa.state;
-            for attempt in sa.attempts.iter().filter(|a| a.state == AttemptState::Running) {
+            for attempt in sa
+                .attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Running)
+            {
                 kill_leftover(attempt.pid, attempt.pid_start);
                 act.interruptions += 1;
-                self.ops.push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
-                    job_id: stored.id,
-                    idx: sa.idx,
-                    number: attempt.number,
-                    state: AttemptState::Interrupted.as_str(),
-                    exit_code: None,
-                    signal: None,
-                    error_id: None,
-                    error: Some("the daemon stopped while it ran".into()),
-                    finished_at: store::now_ms(),
-                    log_bytes: 0,
-                    log_dropped: 0,
-                })));
+                self.ops
+                    .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
+                        job_id: stored.id,
+                        idx: sa.idx,
+                        number: attempt.number,
+                        state: AttemptState::Interrupted.as_str(),
+                        exit_code: None,
+                        signal: None,
+                        error_id: None,
+                        error: Some("the daemon stopped while it ran".into()),
+                        finished_at: store::now_ms(),
+                        log_bytes: 0,
+                        log_dropped: 0,
+                    })));
                 tracing::warn!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, HF_ATTEMPT = attempt.number, "attempt interrupted by a daemon restart");
             }
             if matches!(state, ActivityState::Running | ActivityState::RetryWait) {
@@ -212,7 +217,10 @@ fn kill_leftover(pid: Option<u32>, start: Option<u64>) {
     if pid == 0 || process_start_time(pid) != Some(start) {
         return;
     }
-    tracing::warn!(pid, "killing the process group left running by the previous daemon");
+    tracing::warn!(
+        pid,
+        "killing the process group left running by the previous daemon"
+    );
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     for _ in 0..100 {
         if process_start_time(pid) != Some(start) {

@@ -4,9 +4,9 @@
 use std::cmp::Reverse;
 
 use holdfast_api::{ActivityState, AttemptState, CancelOutcome, FieldError, JobState};
+use holdfast_workflow::OnFailure;
 use holdfast_workflow::params::{env_name, resolve_params, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
-use holdfast_workflow::OnFailure;
 use tokio::sync::oneshot;
 
 use super::job::{JobRun, Stop, resolve_target};
@@ -233,10 +233,7 @@ impl Engine {
             return;
         }
         for chain in std::mem::take(&mut self.dirty_chains) {
-            loop {
-                let Some(queue) = self.queued.get_mut(&chain) else {
-                    break;
-                };
+            while let Some(queue) = self.queued.get_mut(&chain) {
                 let Some(&(prio, id)) = queue.first() else {
                     self.queued.remove(&chain);
                     break;
@@ -264,11 +261,10 @@ impl Engine {
                 break;
             };
             let next = self.jobs.get_mut(&id).and_then(|j| j.ready.pop_first());
-            match next {
-                Some(idx) => self.start_activity(id, idx),
-                // Nothing ready after all: `refresh` below drops the job
-                // from `ready_jobs`, so the loop cannot spin.
-                None => {}
+            // Nothing ready after all: `refresh` below drops the job from
+            // `ready_jobs`, so the loop cannot spin.
+            if let Some(idx) = next {
+                self.start_activity(id, idx);
             }
             self.refresh(id);
         }
@@ -452,7 +448,14 @@ impl Engine {
         );
         let next = match end.state {
             AttemptState::Succeeded => {
-                tracing::info!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, "activity succeeded");
+                tracing::info!(
+                    HF_JOB_ID = fields.0,
+                    HF_CHAIN = fields.1,
+                    HF_PROCESS = fields.2,
+                    HF_ACTIVITY = fields.3,
+                    HF_ATTEMPT = fields.4,
+                    "activity succeeded"
+                );
                 ActivityState::Succeeded
             }
             AttemptState::Interrupted => {
@@ -462,7 +465,14 @@ impl Engine {
                     idx: key.idx,
                     interruptions: act.interruptions,
                 });
-                tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, "activity interrupted; it resumes when the daemon starts again");
+                tracing::warn!(
+                    HF_JOB_ID = fields.0,
+                    HF_CHAIN = fields.1,
+                    HF_PROCESS = fields.2,
+                    HF_ACTIVITY = fields.3,
+                    HF_ATTEMPT = fields.4,
+                    "activity interrupted; it resumes when the daemon starts again"
+                );
                 ActivityState::Pending
             }
             _ if job.stop == Some(Stop::Cancel) => ActivityState::Cancelled,
@@ -481,7 +491,16 @@ impl Engine {
                 ActivityState::RetryWait
             }
             _ => {
-                tracing::error!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), "activity failed");
+                tracing::error!(
+                    HF_JOB_ID = fields.0,
+                    HF_CHAIN = fields.1,
+                    HF_PROCESS = fields.2,
+                    HF_ACTIVITY = fields.3,
+                    HF_ATTEMPT = fields.4,
+                    HF_ERROR_ID = error_id.as_deref().unwrap_or(""),
+                    error = end.error.as_deref().unwrap_or(""),
+                    "activity failed"
+                );
                 ActivityState::Failed
             }
         };

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
@@ -28,8 +28,13 @@ pub fn log_path(logs_dir: &Path, job_id: u64, activity_path: &str, attempt: u32)
 }
 
 /// A capped sink shared by the stdout and stderr copiers of one attempt.
+///
+/// The file is created on the first byte: most activities of a large chain
+/// print nothing, and creating thousands of empty files costs more than
+/// running them.
 pub struct LogSink {
-    file: File,
+    path: PathBuf,
+    file: OnceLock<Option<File>>,
     cap: u64,
     written: AtomicU64,
     dropped: AtomicU64,
@@ -37,14 +42,33 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    pub fn new(file: File, cap: u64, notify: watch::Sender<u64>) -> LogSink {
+    pub fn new(path: PathBuf, cap: u64, notify: watch::Sender<u64>) -> LogSink {
         LogSink {
-            file,
+            path,
+            file: OnceLock::new(),
             cap,
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             notify,
         }
+    }
+
+    /// The log file, created (with its job directory) on first use. None if
+    /// it cannot be created; the bytes are then counted as dropped.
+    fn file(&self) -> Option<&File> {
+        self.file
+            .get_or_init(|| {
+                if let Some(dir) = self.path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "cannot create an attempt log"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Append what fits under the cap; count the rest as dropped.
@@ -60,23 +84,26 @@ impl LogSink {
         if granted > 0 {
             // A failed write (disk full, file removed) is counted as dropped:
             // the child must never block or die because its log cannot grow.
-            if (&self.file).write_all(&data[..granted as usize]).is_err() {
+            let written = self
+                .file()
+                .is_some_and(|mut f| f.write_all(&data[..granted as usize]).is_ok());
+            if !written {
                 self.dropped.fetch_add(granted, Ordering::Relaxed);
             }
-            self.notify.send_replace(self.written.load(Ordering::Acquire));
+            self.notify
+                .send_replace(self.written.load(Ordering::Acquire));
         }
         if granted < len {
             self.dropped.fetch_add(len - granted, Ordering::Relaxed);
         }
     }
 
-    /// A note from the daemon itself, written even past the cap.
+    /// A note from the daemon itself (a timeout, a malformed control line),
+    /// kept within the cap like the child's output: the file never grows
+    /// past `log_max_bytes`, and `written` counts every byte in it.
     pub fn note(&self, text: &str) {
         let line = format!("[holdfast] {text}\n");
-        if (&self.file).write_all(line.as_bytes()).is_ok() {
-            let total = self.written.fetch_add(line.len() as u64, Ordering::AcqRel);
-            self.notify.send_replace(total + line.len() as u64);
-        }
+        self.append(line.as_bytes());
     }
 
     pub fn written(&self) -> u64 {
@@ -137,9 +164,9 @@ mod tests {
     fn cap_drops_and_counts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.log");
-        let file = File::create(&path).expect("create");
         let (tx, _rx) = watch::channel(0);
-        let sink = LogSink::new(file, 10, tx);
+        let sink = LogSink::new(path.clone(), 10, tx);
+        assert!(!path.exists(), "no file before the first byte");
         sink.append(b"123456");
         sink.append(b"789012");
         assert_eq!(sink.written(), 10);

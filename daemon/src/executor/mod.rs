@@ -5,23 +5,23 @@
 
 pub mod control;
 pub mod logs;
+mod spawn;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_api::AttemptState;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 pub use control::ControlMessage;
-pub use logs::{AttemptKey, LogHub};
 use logs::LogSink;
+pub use logs::{AttemptKey, LogHub};
 
 /// The fd number activities find the control channel on.
 pub const CONTROL_FD: i32 = 3;
@@ -113,70 +113,64 @@ async fn run(
     hub: &LogHub,
 ) -> AttemptEnd {
     let key = spec.key;
-    let Some((program, args)) = spec.argv.split_first() else {
+    let Some(first) = spec.argv.first() else {
         return spawn_error("empty command".into());
     };
-    if let Some(dir) = spec.log_path.parent()
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        return spawn_error(format!("cannot create log directory: {e}"));
-    }
-    let file = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log_path)
-    {
-        Ok(f) => f,
-        Err(e) => return spawn_error(format!("cannot open log file: {e}")),
-    };
-    let sink = Arc::new(LogSink::new(file, spec.log_max_bytes, hub.register(key)));
+    let sink = Arc::new(LogSink::new(
+        spec.log_path.clone(),
+        spec.log_max_bytes,
+        hub.register(key),
+    ));
 
-    let (control_read, control_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+    let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).and_then(|output| {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map(|control| (output, control))
+    });
+    let ((output_read, output_write), (control_read, control_write)) = match pipes {
         Ok(p) => p,
-        Err(e) => return spawn_error(format!("cannot create control pipe: {e}")),
+        Err(e) => return spawn_error(format!("cannot create pipes: {e}")),
     };
-
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(dir) = &spec.working_dir {
-        command.current_dir(dir);
-    }
-    install_control_fd(&mut command, control_write.as_raw_fd());
-
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let env = match spawn::environment(&spec.env) {
+        Ok(env) => env,
+        Err(e) => return spawn_error(e.to_string()),
+    };
+    let program = spawn::Program {
+        argv: &spec.argv,
+        env,
+        working_dir: spec.working_dir.as_deref(),
+    };
+    let pid = match spawn::spawn(
+        &program,
+        output_write.as_raw_fd(),
+        control_write.as_raw_fd(),
+    ) {
+        Ok(pid) => pid,
         Err(e) => {
+            let message = spawn::describe(&e, first);
+            sink.note(&message);
             tracing::debug!(activity = %spec.path, error = %e, "spawn failed");
-            sink.note(&format!("cannot start {program:?}: {e}"));
-            let mut end = spawn_error(format!("cannot start {program:?}: {e}"));
+            let mut end = spawn_error(message);
             end.log_bytes = sink.written();
             return end;
         }
     };
-    // The child has its copy; ours must go or the reader never sees EOF.
+    // The child has its copies; ours must go or the readers never see EOF.
+    drop(output_write);
     drop(control_write);
-    let pid = child.id().unwrap_or(0);
+    let mut child = spawn::ChildWait::new(pid);
     let _ = events
         .send(ExecEvent::Started {
             key,
-            pid,
-            start_time: process_start_time(pid),
+            pid: pid.as_raw() as u32,
+            start_time: process_start_time(pid.as_raw() as u32),
         })
         .await;
 
     let mut readers = tokio::task::JoinSet::new();
-    if let Some(out) = child.stdout.take() {
-        readers.spawn(logs::copy_stream(out, sink.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.spawn(logs::copy_stream(err, sink.clone()));
+    match tokio::net::unix::pipe::Receiver::from_owned_fd(output_read) {
+        Ok(output) => {
+            readers.spawn(logs::copy_stream(output, sink.clone()));
+        }
+        Err(e) => sink.note(&format!("cannot read the output pipe: {e}")),
     }
     readers.spawn(read_control(
         control_read,
@@ -185,7 +179,7 @@ async fn run(
         sink.clone(),
     ));
 
-    let pgid = Pid::from_raw(pid as i32);
+    let pgid = pid;
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
     let kill_wait = async {
         match kill.await {
@@ -229,13 +223,18 @@ async fn run(
     .await;
     if drained.is_err() {
         readers.abort_all();
-        sink.note("output pipes still open 5s after exit (a process left the group); stopped reading");
+        sink.note(
+            "output pipes still open 5s after exit (a process left the group); stopped reading",
+        );
     }
 
     let mut end = match status {
         Ok(status) => {
-            let exit_code = status.code();
-            let signal = status.signal();
+            let (exit_code, signal) = match status {
+                WaitStatus::Exited(_, code) => (Some(code), None),
+                WaitStatus::Signaled(_, signal, _) => (None, Some(signal as i32)),
+                _ => (None, None),
+            };
             let state = match (stopped_for, exit_code) {
                 (Some(state), _) => state,
                 (None, Some(0)) => AttemptState::Succeeded,
@@ -244,7 +243,9 @@ async fn run(
             };
             let error = match state {
                 AttemptState::Succeeded => None,
-                AttemptState::Failed => Some(format!("exited with code {}", exit_code.unwrap_or(-1))),
+                AttemptState::Failed => {
+                    Some(format!("exited with code {}", exit_code.unwrap_or(-1)))
+                }
                 AttemptState::Signaled => Some(format!(
                     "killed by signal {}",
                     signal.map(signal_name).unwrap_or_else(|| "?".into())
@@ -266,11 +267,8 @@ async fn run(
         Err(e) => spawn_error(format!("cannot wait for the process: {e}")),
     };
     if sink.dropped() > 0 {
-        sink.note(&format!(
-            "log cap of {} bytes reached; {} bytes dropped",
-            spec.log_max_bytes,
-            sink.dropped()
-        ));
+        // The file is full; the count is recorded on the attempt instead.
+        tracing::debug!(activity = %spec.path, dropped = sink.dropped(), "log cap reached");
     }
     end.log_bytes = sink.written();
     end.log_dropped = sink.dropped();
@@ -279,10 +277,10 @@ async fn run(
 
 /// SIGTERM the group, wait up to `grace`, then SIGKILL it.
 async fn stop_group(
-    child: &mut tokio::process::Child,
+    child: &mut spawn::ChildWait,
     pgid: Pid,
     grace: Duration,
-) -> std::io::Result<std::process::ExitStatus> {
+) -> std::io::Result<WaitStatus> {
     let _ = killpg(pgid, Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,
@@ -290,26 +288,6 @@ async fn stop_group(
             let _ = killpg(pgid, Signal::SIGKILL);
             child.wait().await
         }
-    }
-}
-
-/// Put the write end of the control pipe on fd 3 in the child.
-#[allow(unsafe_code)]
-fn install_control_fd(command: &mut tokio::process::Command, fd: i32) {
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (dup2, fcntl); it touches no heap or lock.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == CONTROL_FD {
-                // dup2 onto itself keeps O_CLOEXEC; clear it instead.
-                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if nix::libc::dup2(fd, CONTROL_FD) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 

@@ -13,7 +13,11 @@ pub(super) async fn handle(
 ) -> RpcResult<Vec<CancelOutcome>> {
     let outcomes = server.engine.cancel(job_ids).await;
     for outcome in &outcomes {
-        let result = if outcome.error.is_none() { "ok" } else { "refused" };
+        let result = if outcome.error.is_none() {
+            "ok"
+        } else {
+            "refused"
+        };
         server
             .audit(
                 &caller,

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
-    WorkflowSummary,
+    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, SubmitResult,
+    WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -80,7 +80,11 @@ impl RpcServer {
             outcome: outcome.to_string(),
             detail,
         };
-        if let Err(error) = self.store.write(vec![WriteOp::Audit(Box::new(row))], false).await {
+        if let Err(error) = self
+            .store
+            .write(vec![WriteOp::Audit(Box::new(row))], false)
+            .await
+        {
             tracing::error!(%error, method, "cannot write the audit row");
         }
     }
@@ -117,7 +121,11 @@ impl HoldfastServer for RpcServer {
         list::handle(self, state, chain, limit, before).await
     }
 
-    async fn job_cancel(&self, ext: &Extensions, job_ids: Vec<u64>) -> RpcResult<Vec<CancelOutcome>> {
+    async fn job_cancel(
+        &self,
+        ext: &Extensions,
+        job_ids: Vec<u64>,
+    ) -> RpcResult<Vec<CancelOutcome>> {
         cancel::handle(self, caller(ext), job_ids).await
     }
 
@@ -130,7 +138,11 @@ impl HoldfastServer for RpcServer {
         retry::handle(self, caller(ext), job_id, from_start.unwrap_or(false)).await
     }
 
-    async fn audit_list(&self, limit: Option<u32>, before: Option<u64>) -> RpcResult<Vec<AuditEntry>> {
+    async fn audit_list(
+        &self,
+        limit: Option<u32>,
+        before: Option<u64>,
+    ) -> RpcResult<Vec<AuditEntry>> {
         audit::handle(self, limit, before).await
     }
 

@@ -19,13 +19,22 @@ pub(super) async fn handle(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ErrorCode::NotFound.error(format!("job {job_id} does not exist")))?;
-    let result = server.engine.reprocess(original, from_start, caller.clone()).await;
+    let result = server
+        .engine
+        .reprocess(original, from_start, caller.clone())
+        .await;
     let (outcome, detail) = match &result {
         Ok(id) => ("ok", Some(format!("job {id}"))),
         Err(e) => ("refused", Some(e.to_string())),
     };
     server
-        .audit(&caller, "job.retry", Some(format!("job {job_id}")), outcome, detail)
+        .audit(
+            &caller,
+            "job.retry",
+            Some(format!("job {job_id}")),
+            outcome,
+            detail,
+        )
         .await;
     match result {
         Ok(job_id) => Ok(SubmitResult {

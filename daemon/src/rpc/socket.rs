@@ -40,14 +40,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
 
 /// Bind the socket at `path`. `mode` is applied to the socket file; in user
 /// mode the directory is made private to the user as well.
-pub fn bind(path: &Path, mode: u32, group: Option<&str>, private_dir: bool) -> Result<UnixListener, SocketError> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-            if private_dir {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(io(dir))?;
-            }
+pub fn bind(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+    private_dir: bool,
+) -> Result<UnixListener, SocketError> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if private_dir {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
         }
     }
     match std::fs::symlink_metadata(path) {
@@ -78,7 +83,10 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>, private_dir: bool) -> R
                 }
             }
             _ => {
-                tracing::warn!(group, "socket group does not exist; only the daemon's user can connect")
+                tracing::warn!(
+                    group,
+                    "socket group does not exist; only the daemon's user can connect"
+                )
             }
         }
     }

@@ -28,7 +28,13 @@ pub(super) async fn handle(
         Err(e) => ("refused".to_string(), Some(e.to_string())),
     };
     server
-        .audit(&caller, "job.submit", Some(target.clone()), &outcome, detail)
+        .audit(
+            &caller,
+            "job.submit",
+            Some(target.clone()),
+            &outcome,
+            detail,
+        )
         .await;
     match result {
         Ok(job_id) => Ok(SubmitResult {

@@ -1,12 +1,22 @@
-//! `job.watch`: the job after every change, ending with its terminal state.
+//! `job.watch`: the job after its changes, ending with its terminal state.
+//!
+//! A job of thousands of activities changes thousands of times; sending the
+//! whole tree after each change would cost more than running it. So a full
+//! snapshot goes out at most every [`MIN_INTERVAL`], while the cheap state
+//! check after every change makes sure the terminal snapshot is sent at once.
+
+use std::time::Duration;
 
 use holdfast_api::ErrorCode;
 use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::SubscriptionResult;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 use super::RpcServer;
 use crate::store;
+
+const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 pub(super) async fn handle(
     server: &RpcServer,
@@ -15,39 +25,67 @@ pub(super) async fn handle(
 ) -> SubscriptionResult {
     // Subscribe before the first read so no change falls in between.
     let mut changes = server.engine.changes.subscribe();
-    let read = |server: &RpcServer| {
+    let snapshot = || {
         let store = server.store.clone();
         async move { store.read(move |conn| store::get_job(conn, job_id)).await }
     };
-    let Some(job) = read(server).await.map_err(|e| e.to_string())? else {
+    let Some(job) = snapshot().await.map_err(|e| e.to_string())? else {
         pending
             .reject(ErrorCode::NotFound.error(format!("job {job_id} does not exist")))
             .await;
         return Ok(());
     };
     let sink = pending.accept().await?;
-    let mut terminal = job.state.is_terminal();
+    if job.state.is_terminal() {
+        sink.send(serde_json::value::to_raw_value(&job)?).await?;
+        return Err(format!("job {job_id} finished").into());
+    }
     sink.send(serde_json::value::to_raw_value(&job)?).await?;
-    while !terminal {
-        let changed = tokio::select! {
-            r = changes.recv() => r,
+    let mut last_sent = Instant::now();
+    // A change seen but not yet sent as a snapshot.
+    let mut unsent = false;
+    loop {
+        let due = last_sent + MIN_INTERVAL;
+        let event = tokio::select! {
+            r = changes.recv() => Some(r),
+            () = tokio::time::sleep_until(due), if unsent => None,
             () = sink.closed() => return Ok(()),
         };
-        match changed {
-            Ok(id) if id != job_id => continue,
-            Ok(_) | Err(RecvError::Lagged(_)) => {
-                // Coalesce a burst of changes into one read.
-                while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-                    changes.try_recv()
-                {}
+        match event {
+            Some(Ok(id)) if id != job_id => continue,
+            Some(Ok(_)) | Some(Err(RecvError::Lagged(_))) => {
+                let state = server
+                    .store
+                    .read(move |conn| store::job_state(conn, job_id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match state {
+                    None => return Err(format!("job {job_id} was deleted").into()),
+                    Some(s) if s.is_terminal() => break,
+                    Some(_) if Instant::now() < due => {
+                        unsent = true;
+                        continue;
+                    }
+                    Some(_) => {}
+                }
             }
-            Err(RecvError::Closed) => return Err("the daemon is stopping".into()),
+            Some(Err(RecvError::Closed)) => return Err("the daemon is stopping".into()),
+            None => {}
         }
-        let Some(job) = read(server).await.map_err(|e| e.to_string())? else {
+        let Some(job) = snapshot().await.map_err(|e| e.to_string())? else {
             return Err(format!("job {job_id} was deleted").into());
         };
-        terminal = job.state.is_terminal();
+        let terminal = job.state.is_terminal();
         sink.send(serde_json::value::to_raw_value(&job)?).await?;
+        last_sent = Instant::now();
+        unsent = false;
+        if terminal {
+            return Err(format!("job {job_id} finished").into());
+        }
     }
+    let Some(job) = snapshot().await.map_err(|e| e.to_string())? else {
+        return Err(format!("job {job_id} was deleted").into());
+    };
+    sink.send(serde_json::value::to_raw_value(&job)?).await?;
     Err(format!("job {job_id} finished").into())
 }

@@ -156,7 +156,10 @@ impl Store {
 }
 
 impl ReaderPool {
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match conn {
             Some(c) => c,

@@ -354,7 +354,10 @@ pub fn list_audit(
          WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(
-        params![before.map_or(i64::MAX, |b| b as i64), limit.clamp(1, 10_000)],
+        params![
+            before.map_or(i64::MAX, |b| b as i64),
+            limit.clamp(1, 10_000)
+        ],
         |row| {
             Ok(holdfast_api::AuditEntry {
                 id: row.get::<_, i64>(0)? as u64,

@@ -186,8 +186,10 @@ impl WriteOp {
                 ])?;
             }
             WriteOp::ActivityState { job_id, idx, state } => {
-                tx.prepare_cached("UPDATE activities SET state = ?3 WHERE job_id = ?1 AND idx = ?2")?
-                    .execute(params![*job_id as i64, *idx as i64, state])?;
+                tx.prepare_cached(
+                    "UPDATE activities SET state = ?3 WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, state])?;
             }
             WriteOp::ActivityProgress {
                 job_id,
@@ -215,8 +217,10 @@ impl WriteOp {
                 idx,
                 outputs,
             } => {
-                tx.prepare_cached("UPDATE activities SET outputs = ?3 WHERE job_id = ?1 AND idx = ?2")?
-                    .execute(params![*job_id as i64, *idx as i64, outputs])?;
+                tx.prepare_cached(
+                    "UPDATE activities SET outputs = ?3 WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, outputs])?;
             }
             WriteOp::ActivityInterruptions {
                 job_id,
@@ -238,7 +242,12 @@ impl WriteOp {
                     "INSERT INTO attempts (job_id, idx, number, state, started_at)
                      VALUES (?1, ?2, ?3, 'running', ?4)",
                 )?
-                .execute(params![*job_id as i64, *idx as i64, number, started_at])?;
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    number,
+                    started_at
+                ])?;
             }
             WriteOp::AttemptPid {
                 job_id,

@@ -25,7 +25,10 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    println!("holdfast-bench: {} cores", std::thread::available_parallelism()?.get());
+    println!(
+        "holdfast-bench: {} cores",
+        std::thread::available_parallelism()?.get()
+    );
     if want("spawn") {
         spawn_vs_xargs()?;
     }
@@ -90,7 +93,9 @@ impl Daemon {
         self.child = Some(child);
         let mut buf = [0u8; 4096];
         loop {
-            let n = listener.recv(&mut buf).context("holdfastd did not report READY=1")?;
+            let n = listener
+                .recv(&mut buf)
+                .context("holdfastd did not report READY=1")?;
             if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
                 return Ok(started.elapsed());
             }
@@ -207,13 +212,19 @@ fn separate_submits() -> Result<()> {
         daemon.hfctl(&["status", &id.to_string()])?;
         // Jobs run in submission order at equal priority: when the last is
         // done, wait for it through hfctl and check none is left.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async {
             let client = daemon.client().await?;
             wait_terminal(&client, id).await?;
             loop {
-                let running = client.job_list(Some("running".into()), None, Some(1), None).await?;
-                let queued = client.job_list(Some("queued".into()), None, Some(1), None).await?;
+                let running = client
+                    .job_list(Some("running".into()), None, Some(1), None)
+                    .await?;
+                let queued = client
+                    .job_list(Some("queued".into()), None, Some(1), None)
+                    .await?;
                 if running.jobs.is_empty() && queued.jobs.is_empty() {
                     break;
                 }
@@ -244,8 +255,9 @@ fn separate_submits() -> Result<()> {
 /// against a chain whose jobs stay queued (concurrency 1 behind a long job),
 /// so only submission is measured.
 async fn submit_throughput() -> Result<()> {
-    let chain = "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
-        .to_string();
+    let chain =
+        "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
+            .to_string();
     let daemon = Daemon::new("max_parallel = 2\n", &[("hold.toml", chain)])?;
     let per_client = 500;
     let mut single = Vec::new();
@@ -288,8 +300,9 @@ async fn submit_throughput() -> Result<()> {
 /// from start to READY=1 with that history plus 1,000 queued jobs.
 async fn history(status: bool, startup: bool) -> Result<()> {
     let one = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
-    let hold = "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
-        .to_string();
+    let hold =
+        "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
+            .to_string();
     let mut daemon = Daemon::new(
         "max_parallel = 2\n",
         &[("one.toml", one), ("hold.toml", hold)],
@@ -303,7 +316,10 @@ async fn history(status: bool, startup: bool) -> Result<()> {
         tasks.spawn(async move {
             let mut last = 0;
             for _ in 0..total / clients {
-                last = client.job_submit("one".into(), None, None, None).await?.job_id;
+                last = client
+                    .job_submit("one".into(), None, None, None)
+                    .await?
+                    .job_id;
             }
             anyhow::Ok(last)
         });
@@ -315,8 +331,12 @@ async fn history(status: bool, startup: bool) -> Result<()> {
     let client = daemon.client().await?;
     wait_terminal(&client, last).await?;
     loop {
-        let running = client.job_list(Some("running".into()), Some("one".into()), Some(1), None).await?;
-        let queued = client.job_list(Some("queued".into()), Some("one".into()), Some(1), None).await?;
+        let running = client
+            .job_list(Some("running".into()), Some("one".into()), Some(1), None)
+            .await?;
+        let queued = client
+            .job_list(Some("queued".into()), Some("one".into()), Some(1), None)
+            .await?;
         match running.jobs.first().or(queued.jobs.first()) {
             Some(j) => wait_terminal(&client, j.id).await?,
             None => break,
@@ -331,7 +351,11 @@ async fn history(status: bool, startup: bool) -> Result<()> {
         let probe = (total / 2).to_string();
         for i in 0..101 {
             let started = Instant::now();
-            let job = if i % 2 == 0 { probe.clone() } else { last.to_string() };
+            let job = if i % 2 == 0 {
+                probe.clone()
+            } else {
+                last.to_string()
+            };
             daemon.hfctl(&["status", &job])?;
             samples.push(secs(started.elapsed()) * 1000.0);
         }
@@ -352,8 +376,14 @@ async fn history(status: bool, startup: bool) -> Result<()> {
             median(samples.clone()),
             percentile(&mut samples, 0.9)
         );
-        println!("status: `hfctl list --limit 20`: median {:.2} ms", median(list));
-        println!("status: `hfctl info` (baseline round trip): median {:.2} ms", median(info));
+        println!(
+            "status: `hfctl list --limit 20`: median {:.2} ms",
+            median(list)
+        );
+        println!(
+            "status: `hfctl info` (baseline round trip): median {:.2} ms",
+            median(info)
+        );
     }
     if startup {
         for _ in 0..1000 {

@@ -1,0 +1,480 @@
+//! The `TestDaemon` fixture: one real `holdfastd` in its own temporary
+//! directory, started with sd_notify readiness, driven through the real
+//! `hfctl` and the JSON-RPC client, and stopped when dropped.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use holdfast_api::Job;
+use holdfast_api::rpc::HoldfastClient;
+use nix::sys::signal::{Signal, kill};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::command::{
+    HFCTL_TIMEOUT, hfctl_command, holdfastd_command, pid_of, run_with_deadline, wait_child,
+};
+
+/// Replaced by the fixture's directory in workflow and settings text, so that
+/// activities can leave files the test reads afterwards.
+pub const DIR_PLACEHOLDER: &str = "@DIR@";
+/// Upper bound for waiting on a job to reach a state.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound for `holdfastd` to report `READY=1`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound for a graceful stop before the fixture kills the daemon.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much of the daemon's log is printed when a test fails.
+const LOG_TAIL_BYTES: usize = 24 * 1024;
+
+/// Watch `job_id` until `pred` holds: subscribe to `job.watch` first, then read
+/// the current state, so no change between the two is missed.
+pub async fn watch_job(
+    socket: &Path,
+    job_id: u64,
+    pred: &(dyn Fn(&Job) -> bool + Sync),
+) -> Result<Job, String> {
+    let client = holdfast_api::client::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut watch = client
+        .job_watch(job_id)
+        .await
+        .map_err(|e| format!("job.watch failed: {e}"))?;
+    let current = client
+        .job_get(job_id)
+        .await
+        .map_err(|e| format!("job.get failed: {e}"))?;
+    if pred(&current) {
+        return Ok(current);
+    }
+    let mut last_state = current.state;
+    loop {
+        match watch.next().await {
+            Some(Ok(job)) => {
+                if pred(&job) {
+                    return Ok(job);
+                }
+                last_state = job.state;
+            }
+            Some(Err(e)) => return Err(format!("job.watch sent an item that is not a Job: {e}")),
+            None => {
+                // The daemon closes the watch after the terminal state; the
+                // job as stored is the final word.
+                let job = client
+                    .job_get(job_id)
+                    .await
+                    .map_err(|e| format!("job.get after the watch ended failed: {e}"))?;
+                if pred(&job) {
+                    return Ok(job);
+                }
+                return Err(format!(
+                    "job.watch ended (last state {:?}, stored state {:?}) before the condition held",
+                    last_state, job.state
+                ));
+            }
+        }
+    }
+}
+
+/// One `holdfastd` in a temporary directory:
+///
+/// ```text
+/// <dir>/holdfast.toml    settings (absent unless given)
+/// <dir>/hf.sock          the RPC socket
+/// <dir>/state/           database and logs
+/// <dir>/workflows.d/     chain files
+/// <dir>/notify.sock      where READY=1 arrives
+/// <dir>/holdfastd.log    the daemon's stdout and stderr, printed when a test fails
+/// ```
+pub struct TestDaemon {
+    dir: TempDir,
+    socket: PathBuf,
+    notify: UnixDatagram,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// Start a daemon with default settings and these chain files
+    /// (`(file name, TOML text)`).
+    pub fn start(workflows: &[(&str, &str)]) -> TestDaemon {
+        TestDaemon::start_with("", workflows)
+    }
+
+    /// Start a daemon with this settings file text and these chain files.
+    pub fn start_with(settings: &str, workflows: &[(&str, &str)]) -> TestDaemon {
+        let settings = if settings.is_empty() {
+            None
+        } else {
+            Some(settings)
+        };
+        let mut daemon = TestDaemon::prepare(settings, workflows);
+        daemon.launch();
+        daemon
+    }
+
+    /// Lay out the directory without starting the daemon; `launch` starts it.
+    /// `None` leaves the settings file absent (built-in defaults).
+    pub fn prepare(settings: Option<&str>, workflows: &[(&str, &str)]) -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("hf-e2e-")
+            .tempdir()
+            .expect("a temporary directory can be created");
+        let root = dir.path().to_path_buf();
+        let place = |text: &str| text.replace(DIR_PLACEHOLDER, &root.to_string_lossy());
+        fs::create_dir_all(root.join("workflows.d")).expect("workflows.d can be created");
+        fs::create_dir_all(root.join("state")).expect("state dir can be created");
+        if let Some(settings) = settings {
+            fs::write(root.join("holdfast.toml"), place(settings))
+                .expect("settings can be written");
+        }
+        for (name, text) in workflows {
+            fs::write(root.join("workflows.d").join(name), place(text))
+                .expect("a workflow file can be written");
+        }
+        let notify =
+            UnixDatagram::bind(root.join("notify.sock")).expect("the notify socket can be bound");
+        TestDaemon {
+            socket: root.join("hf.sock"),
+            dir,
+            notify,
+            child: None,
+        }
+    }
+
+    /// Start the daemon and wait for `READY=1`; panics when it does not
+    /// become ready (the daemon's log is printed as the fixture is dropped).
+    pub fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("holdfastd did not start: {e}");
+        }
+    }
+
+    /// Start the daemon and wait for `READY=1`.
+    pub fn try_launch(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "the daemon is already running");
+        self.drain_notifications();
+        let log = self.open_log();
+        let mut cmd = holdfastd_command(
+            &self.config_path(),
+            &self.socket,
+            &self.state_dir(),
+            &self.workflows_dir(),
+        );
+        let xdg = self.dir().join("xdg");
+        cmd.env("NOTIFY_SOCKET", self.dir().join("notify.sock"))
+            .env("XDG_CONFIG_HOME", xdg.join("config"))
+            .env("XDG_STATE_HOME", xdg.join("state"))
+            .env("XDG_DATA_HOME", xdg.join("data"))
+            .env("XDG_CACHE_HOME", xdg.join("cache"))
+            .env("XDG_RUNTIME_DIR", xdg.join("runtime"))
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot spawn holdfastd: {e}"))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn open_log(&self) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("the daemon log file can be opened")
+    }
+
+    /// Drop notifications a previous run left (for example `STOPPING=1`).
+    fn drain_notifications(&self) {
+        let mut buf = [0u8; 4096];
+        self.notify
+            .set_nonblocking(true)
+            .expect("the notify socket can be made non-blocking");
+        while self.notify.recv(&mut buf).is_ok() {}
+        self.notify
+            .set_nonblocking(false)
+            .expect("the notify socket can be made blocking");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        self.notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    if text.lines().any(|line| line.trim() == "READY=1") {
+                        return Ok(());
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(format!("reading the notify socket failed: {e}")),
+            }
+            let child = self.child.as_mut().expect("the daemon was spawned");
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                self.child = None;
+                return Err(format!(
+                    "holdfastd exited with {status} before sending READY=1"
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "holdfastd sent no READY=1 within {READY_TIMEOUT:?}"
+                ));
+            }
+        }
+    }
+
+    /// The RPC socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The fixture's directory (what `@DIR@` was replaced by).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+
+    pub fn workflows_dir(&self) -> PathBuf {
+        self.dir().join("workflows.d")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("holdfast.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("holdfastd.log")
+    }
+
+    /// The daemon's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The end of the daemon's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read(self.log_path()).unwrap_or_default();
+        let start = log.len().saturating_sub(LOG_TAIL_BYTES);
+        format!(
+            "---- holdfastd log ({}, last {} bytes) ----\n{}\n---- end of holdfastd log ----",
+            self.log_path().display(),
+            log.len() - start,
+            String::from_utf8_lossy(&log[start..])
+        )
+    }
+
+    /// Run `hfctl --socket <socket> ARGS...`.
+    pub fn hfctl<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        let mut cmd = hfctl_command(&self.socket);
+        cmd.args(args);
+        run_with_deadline(cmd, HFCTL_TIMEOUT)
+    }
+
+    /// Start `hfctl --socket <socket> ARGS...` without waiting for it; collect
+    /// it with [`finish_child`].
+    pub fn hfctl_spawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Child {
+        let mut cmd = hfctl_command(&self.socket);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().expect("hfctl can be spawned")
+    }
+
+    /// Run `hfctl --socket <socket> --json ARGS...`, require success and parse
+    /// what it printed.
+    pub fn hfctl_json<S: AsRef<OsStr>>(&self, args: &[S]) -> Value {
+        let mut full: Vec<&OsStr> = vec![OsStr::new("--json")];
+        full.extend(args.iter().map(AsRef::as_ref));
+        let output = self.hfctl(&full);
+        let shown = describe_args(&full);
+        assert!(
+            output.status.success(),
+            "`hfctl {shown}` failed with {}\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`hfctl {shown}` printed something that is not one JSON document ({e}):\n{}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    /// Submit `target` with extra hfctl arguments (`-p K=V`, `--priority N`,
+    /// ...) and return the new job's id.
+    pub fn submit(&self, target: &str, extra: &[&str]) -> u64 {
+        let mut args = vec!["submit", target];
+        args.extend_from_slice(extra);
+        let answer = self.hfctl_json(&args);
+        assert_eq!(
+            answer["state"], "queued",
+            "a new job is reported queued: {answer}"
+        );
+        answer["job_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("`hfctl --json submit` printed no job_id: {answer}"))
+    }
+
+    /// `hfctl --json status JOB`, as printed.
+    pub fn status_value(&self, job_id: u64) -> Value {
+        self.hfctl_json(&["status", &job_id.to_string()])
+    }
+
+    /// `hfctl --json status JOB`, read as the wire `Job` type.
+    pub fn status(&self, job_id: u64) -> Job {
+        let value = self.status_value(job_id);
+        serde_json::from_value(value.clone()).unwrap_or_else(|e| {
+            panic!("`hfctl --json status {job_id}` is not a Job ({e}):\n{value:#}")
+        })
+    }
+
+    /// `hfctl logs JOB ACTIVITY [--attempt N]`, required to succeed.
+    pub fn logs(&self, job_id: u64, activity: &str, attempt: Option<u32>) -> String {
+        let mut args = vec!["logs".to_string(), job_id.to_string(), activity.to_string()];
+        if let Some(attempt) = attempt {
+            args.push("--attempt".to_string());
+            args.push(attempt.to_string());
+        }
+        let output = self.hfctl(&args);
+        assert!(
+            output.status.success(),
+            "`hfctl {}` failed with {}\nstderr: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Wait, through a `job.watch` subscription, until `pred` holds for the
+    /// job; returns the job as the watch reported it.
+    pub fn wait_for(&self, job_id: u64, what: &str, pred: impl Fn(&Job) -> bool + Sync) -> Job {
+        let socket = self.socket.clone();
+        let outcome = thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("cannot build a runtime: {e}"))?;
+                    runtime.block_on(async {
+                        match tokio::time::timeout(JOB_TIMEOUT, watch_job(&socket, job_id, &pred))
+                            .await
+                        {
+                            Ok(result) => result,
+                            Err(_) => Err(format!("timed out after {JOB_TIMEOUT:?}")),
+                        }
+                    })
+                })
+                .join()
+        });
+        match outcome {
+            Ok(Ok(job)) => job,
+            Ok(Err(e)) => {
+                let now = self.hfctl(&["--json", "status", &job_id.to_string()]);
+                panic!(
+                    "job {job_id} never became {what}: {e}\nits status now: {}",
+                    String::from_utf8_lossy(&now.stdout)
+                )
+            }
+            Err(_) => panic!("watching job {job_id} panicked"),
+        }
+    }
+
+    /// Wait until the job has finished and return `hfctl --json status JOB`.
+    pub fn wait_done(&self, job_id: u64) -> Job {
+        self.wait_for(job_id, "finished", |job| job.state.is_terminal());
+        self.status(job_id)
+    }
+
+    /// A JSON-RPC client (WebSocket over the socket). Use it inside a tokio
+    /// runtime.
+    pub async fn client(&self) -> impl HoldfastClient + use<> {
+        let socket = self.socket.clone();
+        connect(socket).await
+    }
+
+    /// Stop with SIGTERM and start again in the same directory.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(
+                status.success(),
+                "holdfastd did not stop cleanly on SIGTERM: {status}"
+            );
+        }
+        self.launch();
+    }
+
+    /// Send SIGTERM and wait for the daemon to exit (killing it if it does
+    /// not within the grace the fixture allows).
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the daemon is running");
+        let _ = kill(pid_of(child.id()), Signal::SIGTERM);
+        let (status, killed) = wait_child(&mut child, STOP_TIMEOUT);
+        let status = status.expect("the daemon can be waited for");
+        assert!(
+            !killed,
+            "holdfastd did not exit within {STOP_TIMEOUT:?} of SIGTERM"
+        );
+        status
+    }
+
+    /// Kill the daemon with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        let _ = kill(pid_of(child.id()), Signal::SIGKILL);
+        let _ = child.wait();
+    }
+}
+
+async fn connect(socket: PathBuf) -> impl HoldfastClient {
+    match holdfast_api::client::connect(&socket).await {
+        Ok(client) => client,
+        Err(e) => panic!(
+            "cannot connect a JSON-RPC client to {}: {e}",
+            socket.display()
+        ),
+    }
+}
+
+fn describe_args(args: &[&OsStr]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(pid_of(child.id()), Signal::SIGTERM);
+            let (_, killed) = wait_child(&mut child, STOP_TIMEOUT);
+            if killed {
+                eprintln!("holdfastd ignored SIGTERM for {STOP_TIMEOUT:?} and was killed");
+            }
+        }
+        if thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Looking at processes through `/proc`, to check that what the daemon
+//! killed is really gone.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+/// State letter and process group of a process, from `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or
+    // parentheses, so the fields are counted from the last ')'.
+    let after = &text[text.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// True while `pid` exists and is not a zombie waiting to be reaped.
+pub fn is_alive(pid: i32) -> bool {
+    matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// Live (not zombie) processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| matches!(stat(pid), Some((state, pgrp)) if pgrp == pgid && state != 'Z' && state != 'X'))
+        .collect()
+}
+
+/// Wait up to `within` for `pid` to die (a SIGKILLed process needs a moment
+/// to finish exiting); false if it is still alive then.
+pub fn gone_within(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if !is_alive(pid) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait up to `within` for every member of process group `pgid` to die;
+/// returns the survivors.
+pub fn group_gone_within(pgid: i32, within: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let members = group_members(pgid);
+        if members.is_empty() || Instant::now() > deadline {
+            return members;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,352 @@
+//! Processes and activities on their way into a [`Chain`](crate::model::Chain):
+//! programs, inherited settings, `after` and its cycles, each activity's
+//! dependencies, and the template checks that need all of them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use indexmap::IndexMap;
+
+use super::raw::{Named, RawProcessEntry, RawProgram, Span};
+use super::references::{Owner, Scope};
+use super::values::Settings;
+use super::{Diagnostics, check_name, graph};
+use crate::model::{Activity, Mode, ParamSpec, Process, Program};
+
+/// A template written in an activity, with where.
+pub(super) struct Site {
+    field: String,
+    text: String,
+    span: Span,
+}
+
+pub(super) struct ProcessDraft {
+    pub process: Process,
+    span: Span,
+    /// `after` as written, with where.
+    after: Vec<(String, Span)>,
+    after_span: Option<Span>,
+}
+
+/// Processes and activities on their way to a [`Chain`].
+#[derive(Default)]
+pub(super) struct Draft {
+    pub processes: Vec<ProcessDraft>,
+    pub activities: Vec<Activity>,
+    /// Per activity, the templates it writes itself (not inherited).
+    sites: Vec<Vec<Site>>,
+}
+
+impl Draft {
+    pub fn add_process(
+        &mut self,
+        chain: &str,
+        entry: Named<RawProcessEntry>,
+        defaults: &Settings,
+        diagnostics: &mut Diagnostics<'_>,
+    ) {
+        check_name("process", &entry.name, &entry.name_span, diagnostics);
+        let readable = entry.value.as_ref().is_some_and(|e| e.activities.is_some());
+        let RawProcessEntry {
+            process,
+            activities,
+        } = entry.value.unwrap_or(RawProcessEntry {
+            process: None,
+            activities: None,
+        });
+        let mut mode = Mode::Serial;
+        let mut after = Vec::new();
+        let mut after_span = None;
+        if let Some(raw) = process {
+            if let Some(m) = raw.mode {
+                match m.get_ref().as_str() {
+                    "serial" => mode = Mode::Serial,
+                    "parallel" => mode = Mode::Parallel,
+                    other => diagnostics.error(
+                        &m.span(),
+                        format!("mode must be \"serial\" or \"parallel\"; got {other:?}"),
+                    ),
+                }
+            }
+            if let Some(list) = raw.after {
+                after_span = Some(list.span());
+                after = list
+                    .into_inner()
+                    .into_iter()
+                    .map(|n| (n.get_ref().clone(), n.span()))
+                    .collect();
+            }
+        }
+        let activities = activities.unwrap_or_default();
+        // When the activities could not be read, that error is the one to
+        // fix; "no activities" would only repeat it.
+        if activities.is_empty() && readable {
+            diagnostics.error(
+                &entry.span,
+                format!(
+                    "process {:?} has no activities; add a [process.{}.activity.<name>] table",
+                    entry.name, entry.name
+                ),
+            );
+        }
+        let process_index = self.processes.len();
+        let mut indices = Vec::new();
+        for activity in activities {
+            check_name("activity", &activity.name, &activity.name_span, diagnostics);
+            let Some(raw) = activity.value else {
+                continue;
+            };
+            let (program, settings) = raw.into_parts();
+            let settings = defaults.overridden(settings, false, diagnostics);
+            let mut sites = Vec::new();
+            let program = build_program(&activity.span, program, &mut sites, diagnostics);
+            for (name, value) in &settings.env {
+                if !value.from_defaults {
+                    sites.push(Site {
+                        field: format!("env.{name}"),
+                        text: value.text.clone(),
+                        span: value.span.clone(),
+                    });
+                }
+            }
+            if let Some(dir) = settings.working_dir.as_ref().filter(|d| !d.from_defaults) {
+                sites.push(Site {
+                    field: "working_dir".to_string(),
+                    text: dir.text.clone(),
+                    span: dir.span.clone(),
+                });
+            }
+            indices.push(self.activities.len());
+            self.sites.push(sites);
+            self.activities.push(Activity {
+                path: format!("{chain}.{}.{}", entry.name, activity.name),
+                process: entry.name.clone(),
+                name: activity.name,
+                process_index,
+                program,
+                env: settings
+                    .env
+                    .into_iter()
+                    .map(|(name, value)| (name, value.text))
+                    .collect(),
+                working_dir: settings.working_dir.map(|d| d.text),
+                timeout: settings.timeout,
+                retries: settings.retries,
+                retry_delay: settings.retry_delay,
+                retry_backoff: settings.retry_backoff,
+                max_retry_delay: settings.max_retry_delay,
+                on_failure: settings.on_failure,
+                memory_max: settings.memory_max,
+                deps: Vec::new(),
+                output_refs: Vec::new(),
+            });
+        }
+        self.processes.push(ProcessDraft {
+            process: Process {
+                name: entry.name,
+                mode,
+                after: after.iter().map(|(name, _)| name.clone()).collect(),
+                activities: indices,
+            },
+            span: entry.span,
+            after,
+            after_span,
+        });
+    }
+
+    /// Resolves `after`, reports its cycles and fills `Activity::deps`.
+    pub fn link(&mut self, diagnostics: &mut Diagnostics<'_>) {
+        let index: HashMap<&str, usize> = self
+            .processes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.process.name.as_str(), i))
+            .collect();
+        let mut edges: Vec<Vec<usize>> = Vec::new();
+        for draft in &self.processes {
+            let mut waits_for = Vec::new();
+            for (name, span) in &draft.after {
+                match index.get(name.as_str()) {
+                    Some(_) if *name == draft.process.name => {
+                        diagnostics.error(span, format!("process {name:?} cannot run after itself"))
+                    }
+                    Some(&i) => {
+                        if !waits_for.contains(&i) {
+                            waits_for.push(i);
+                        }
+                    }
+                    None => diagnostics.error(
+                        span,
+                        format!(
+                            "after names unknown process {name:?}; processes: {}",
+                            self.processes
+                                .iter()
+                                .map(|p| p.process.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                }
+            }
+            edges.push(waits_for);
+        }
+        for cycle in graph::cycles(&edges) {
+            let first = &self.processes[cycle[0]];
+            let names: Vec<&str> = cycle
+                .iter()
+                .chain(cycle.first())
+                .map(|&i| self.processes[i].process.name.as_str())
+                .collect();
+            diagnostics.error(
+                first.after_span.as_ref().unwrap_or(&first.span),
+                format!(
+                    "after forms a cycle: {} (each process runs after the next)",
+                    names.join(" -> ")
+                ),
+            );
+        }
+        for (p, draft) in self.processes.iter().enumerate() {
+            let upstream: Vec<usize> = edges[p]
+                .iter()
+                .flat_map(|&q| self.processes[q].process.activities.iter().copied())
+                .collect();
+            for (position, &a) in draft.process.activities.iter().enumerate() {
+                let mut deps = upstream.clone();
+                if draft.process.mode == Mode::Serial && position > 0 {
+                    deps.push(draft.process.activities[position - 1]);
+                }
+                deps.sort_unstable();
+                deps.dedup();
+                self.activities[a].deps = deps;
+            }
+        }
+    }
+
+    /// Checks every template against what exists when it renders, and
+    /// fills `Activity::output_refs`.
+    pub fn check_templates(
+        &mut self,
+        params: &IndexMap<String, ParamSpec>,
+        defaults: &Settings,
+        diagnostics: &mut Diagnostics<'_>,
+    ) {
+        let deps: Vec<Vec<usize>> = self.activities.iter().map(|a| a.deps.clone()).collect();
+        let upstream = graph::upstream(&deps);
+        let scope = Scope {
+            params,
+            activities: self
+                .activities
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ((a.process.as_str(), a.name.as_str()), i))
+                .collect(),
+        };
+        let mut none = BTreeSet::new();
+        for (name, value) in &defaults.env {
+            let field = format!("env.{name}");
+            scope.check(
+                &Owner::Defaults,
+                &field,
+                &value.text,
+                &value.span,
+                &mut none,
+                diagnostics,
+            );
+        }
+        if let Some(dir) = &defaults.working_dir {
+            scope.check(
+                &Owner::Defaults,
+                "working_dir",
+                &dir.text,
+                &dir.span,
+                &mut none,
+                diagnostics,
+            );
+        }
+        let mut refs = Vec::with_capacity(self.activities.len());
+        for (i, activity) in self.activities.iter().enumerate() {
+            let owner = Owner::Activity {
+                path: &activity.path,
+                process: &activity.process,
+                upstream: &upstream[i],
+            };
+            let mut output_refs = BTreeSet::new();
+            for site in &self.sites[i] {
+                scope.check(
+                    &owner,
+                    &site.field,
+                    &site.text,
+                    &site.span,
+                    &mut output_refs,
+                    diagnostics,
+                );
+            }
+            refs.push(output_refs);
+        }
+        for (activity, output_refs) in self.activities.iter_mut().zip(refs) {
+            activity.output_refs = output_refs.into_iter().collect();
+        }
+    }
+}
+
+/// `command` (an argv of templates) or `shell` (a script, never a template).
+fn build_program(
+    activity_span: &Span,
+    raw: RawProgram,
+    sites: &mut Vec<Site>,
+    diagnostics: &mut Diagnostics<'_>,
+) -> Program {
+    match (raw.command, raw.shell) {
+        (Some(command), None) => {
+            let argv = command.get_ref();
+            match argv.first() {
+                None => diagnostics.error(
+                    &command.span(),
+                    "command is empty; give the program and its arguments, like [\"/usr/bin/env\", \"true\"]",
+                ),
+                Some(program) if program.get_ref().is_empty() => {
+                    diagnostics.error(&program.span(), "the program name (command[0]) is empty");
+                }
+                Some(_) => {}
+            }
+            for (i, arg) in argv.iter().enumerate() {
+                sites.push(Site {
+                    field: format!("command[{i}]"),
+                    text: arg.get_ref().clone(),
+                    span: arg.span(),
+                });
+            }
+            Program::Command(argv.iter().map(|a| a.get_ref().clone()).collect())
+        }
+        (None, Some(shell)) => {
+            let script = shell.get_ref();
+            if script.trim().is_empty() {
+                diagnostics.error(&shell.span(), "shell script is empty");
+            }
+            if script.contains("{{") || script.contains("{%") {
+                // Splicing values into shell text would let a parameter
+                // inject shell code.
+                diagnostics.error(
+                    &shell.span(),
+                    "shell scripts are not templates, so values are never spliced into them: \
+                     read parameters from $HF_PARAM_<NAME>, or set a templated value in env \
+                     and use that variable",
+                );
+            }
+            Program::Shell(script.clone())
+        }
+        (Some(command), Some(_)) => {
+            diagnostics.error(
+                &command.span(),
+                "give either command (an argv) or shell (a script), not both",
+            );
+            Program::Command(Vec::new())
+        }
+        (None, None) => {
+            diagnostics.error(
+                activity_span,
+                "the activity has nothing to run; add command (an argv) or shell (a script)",
+            );
+            Program::Command(Vec::new())
+        }
+    }
+}

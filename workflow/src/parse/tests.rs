@@ -1,0 +1,889 @@
+//! Tests of chain file parsing and validation.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{Mode, OnFailure, Program};
+
+/// The example of DESIGN.md's "Workflow file" section.
+const DESIGN_EXAMPLE: &str = r#"# workflows.d/nightly-etl.toml
+[chain]
+description = "Nightly warehouse load"
+max_parallel = 4            # activities of one job running at once
+concurrency = 1             # jobs of this chain running at once; more wait in the queue
+timeout = "2h"              # whole job
+
+[params.date]
+type = "date"
+required = true
+description = "Business date to load"
+
+[params.mode]
+type = "string"
+enum = ["full", "incremental"]
+default = "incremental"
+
+[defaults]
+timeout = "30m"
+retries = 3
+retry_delay = "5s"
+retry_backoff = 2.0
+on_failure = "fail"
+env = { PGHOST = "db1" }
+
+[schedule.nightly]
+cron = "0 4 * * *"
+timezone = "America/Bogota"
+params = { mode = "full" }
+tenants = ["afinia", "air-e"]
+catch_up = "latest"
+overlap = "skip"
+
+[process.extract]
+mode = "parallel"
+
+[process.extract.activity.orders]
+command = ["python3", "/opt/etl/extract.py", "--source", "oro", "--date", "{{ params.date }}"]
+
+[process.extract.activity.csv]
+shell = "cp /srv/in/*.csv /srv/stage/"
+timeout = "5m"
+
+[process.load]
+after = ["extract"]
+mode = "serial"
+
+[process.load.activity.facts]
+command = ["/opt/etl/load", "--rows-from", "{{ outputs.extract.orders.rows }}"]
+memory_max = "512M"
+"#;
+
+fn parse(source: &str) -> Result<Chain, Vec<LoadError>> {
+    parse_chain(Path::new("/etc/holdfast/workflows.d/test.toml"), source)
+}
+
+/// The errors as `line:column: message`, for exact comparisons.
+fn errors(source: &str) -> Vec<String> {
+    parse(source)
+        .map(|_| ())
+        .unwrap_err()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.file, "/etc/holdfast/workflows.d/test.toml");
+            match (e.line, e.column) {
+                (Some(line), Some(column)) => format!("{line}:{column}: {}", e.message),
+                _ => format!("-: {}", e.message),
+            }
+        })
+        .collect()
+}
+
+fn one_error(source: &str) -> String {
+    let mut all = errors(source);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all.remove(0)
+}
+
+/// A minimal valid body to append processes to.
+const PROCESS: &str = "[process.p.activity.a]\ncommand = [\"true\"]\n";
+
+#[test]
+fn design_example_parses_with_defaults_applied() {
+    let chain = parse_chain(
+        Path::new("/etc/holdfast/workflows.d/nightly-etl.toml"),
+        DESIGN_EXAMPLE,
+    )
+    .unwrap();
+    assert_eq!(chain.name, "nightly-etl");
+    assert_eq!(chain.description.as_deref(), Some("Nightly warehouse load"));
+    assert_eq!(chain.max_parallel, Some(4));
+    assert_eq!(chain.concurrency, Some(1));
+    assert_eq!(chain.timeout, Some(Duration::from_secs(7200)));
+    assert_eq!(chain.source, DESIGN_EXAMPLE);
+    assert_eq!(chain.version.len(), 64);
+    assert!(
+        chain
+            .version
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+
+    assert_eq!(chain.params.keys().collect::<Vec<_>>(), ["date", "mode"]);
+    let date = &chain.params["date"];
+    assert_eq!(date.kind, ParamKind::Date);
+    assert!(date.required);
+    assert_eq!(date.description.as_deref(), Some("Business date to load"));
+    let mode = &chain.params["mode"];
+    assert_eq!(mode.default, Some(json!("incremental")));
+    assert_eq!(
+        mode.allowed,
+        Some(vec![json!("full"), json!("incremental")])
+    );
+
+    let names: Vec<(&str, Mode, &[usize])> = chain
+        .processes
+        .iter()
+        .map(|p| (p.name.as_str(), p.mode, p.activities.as_slice()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("extract", Mode::Parallel, &[0, 1][..]),
+            ("load", Mode::Serial, &[2][..])
+        ]
+    );
+    assert_eq!(chain.processes[1].after, ["extract"]);
+
+    let paths: Vec<&str> = chain.activities.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "nightly-etl.extract.orders",
+            "nightly-etl.extract.csv",
+            "nightly-etl.load.facts"
+        ]
+    );
+    let [orders, csv, facts] = &chain.activities[..] else {
+        panic!("three activities expected");
+    };
+    assert_eq!(orders.process_index, 0);
+    assert_eq!(facts.process_index, 1);
+    assert_eq!(
+        orders.program,
+        Program::Command(
+            [
+                "python3",
+                "/opt/etl/extract.py",
+                "--source",
+                "oro",
+                "--date",
+                "{{ params.date }}"
+            ]
+            .map(String::from)
+            .to_vec()
+        )
+    );
+    assert_eq!(
+        csv.program,
+        Program::Shell("cp /srv/in/*.csv /srv/stage/".to_string())
+    );
+    assert_eq!(orders.timeout, Some(Duration::from_secs(1800)));
+    assert_eq!(csv.timeout, Some(Duration::from_secs(300)));
+    for activity in &chain.activities {
+        assert_eq!(activity.retries, 3);
+        assert_eq!(activity.retry_delay, Duration::from_secs(5));
+        assert_eq!(activity.retry_backoff, 2.0);
+        assert_eq!(activity.max_retry_delay, None);
+        assert_eq!(activity.on_failure, OnFailure::Fail);
+        assert_eq!(activity.env.get("PGHOST").map(String::as_str), Some("db1"));
+        assert_eq!(activity.working_dir, None);
+    }
+    assert_eq!(orders.memory_max, None);
+    assert_eq!(facts.memory_max, Some(512 * 1024 * 1024));
+
+    assert!(orders.deps.is_empty());
+    assert!(csv.deps.is_empty());
+    assert_eq!(facts.deps, [0, 1]);
+    assert!(orders.output_refs.is_empty());
+    assert_eq!(facts.output_refs, [0]);
+
+    assert_eq!(
+        chain.schedules,
+        [Schedule {
+            name: "nightly".to_string(),
+            cron: "0 4 * * *".to_string(),
+            timezone: Some("America/Bogota".to_string()),
+            params: json!({"mode": "full"}).as_object().unwrap().clone(),
+            tenants: vec!["afinia".to_string(), "air-e".to_string()],
+            catch_up: "latest".to_string(),
+            overlap: "skip".to_string(),
+            enabled: true,
+        }]
+    );
+}
+
+#[test]
+fn processes_and_activities_keep_file_order() {
+    let chain = parse(
+        r#"
+[process.zeta.activity.second]
+command = ["true"]
+[process.zeta.activity.first]
+command = ["true"]
+[process.alpha]
+mode = "parallel"
+[process.alpha.activity.b]
+command = ["true"]
+[process.alpha.activity.a]
+command = ["true"]
+[process.alpha.activity.c]
+command = ["true"]
+[process.mid.activity.only]
+shell = "true"
+"#,
+    )
+    .unwrap();
+    let processes: Vec<&str> = chain.processes.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(processes, ["zeta", "alpha", "mid"]);
+    let activities: Vec<&str> = chain.activities.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(activities, ["second", "first", "b", "a", "c", "only"]);
+    assert_eq!(chain.processes[1].activities, [2, 3, 4]);
+    // Serial: each waits for the one before; parallel and unrelated: none.
+    let deps: Vec<&[usize]> = chain.activities.iter().map(|a| a.deps.as_slice()).collect();
+    assert_eq!(deps, [&[][..], &[0], &[], &[], &[], &[]]);
+    // Defaults without [defaults].
+    let a = &chain.activities[0];
+    assert_eq!(a.retries, 0);
+    assert_eq!(a.retry_delay, Duration::from_secs(1));
+    assert_eq!(a.retry_backoff, 1.0);
+    assert_eq!(a.timeout, None);
+    assert_eq!(chain.name, "test");
+}
+
+#[test]
+fn deps_are_direct_after_plus_serial_predecessor() {
+    let chain = parse(
+        r#"
+[process.a.activity.one]
+command = ["true"]
+[process.a.activity.two]
+command = ["true"]
+[process.b]
+after = ["a"]
+[process.b.activity.one]
+command = ["true"]
+[process.b.activity.two]
+command = ["true"]
+[process.c]
+after = ["b", "a", "b"]
+mode = "parallel"
+[process.c.activity.one]
+command = ["true"]
+"#,
+    )
+    .unwrap();
+    let deps: Vec<&[usize]> = chain.activities.iter().map(|a| a.deps.as_slice()).collect();
+    assert_eq!(deps, [&[][..], &[0], &[0, 1], &[0, 1, 2], &[0, 1, 2, 3]]);
+}
+
+#[test]
+fn unknown_key_has_line_and_column() {
+    let source = "[process.p]\nmode = \"serial\"\n  bogus = 1\n[process.p.activity.a]\ncommand = [\"true\"]\n";
+    assert_eq!(
+        one_error(source),
+        "3:3: unknown key `bogus`, expected one of `mode`, `after`, `description`, `activity`"
+    );
+    let source = "[process.p.activity.a]\ncommand = [\"true\"]\nretry = 2\n";
+    assert_eq!(
+        one_error(source),
+        "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
+         `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
+         `working_dir`, `memory_max`"
+    );
+    assert_eq!(
+        one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
+        "3:2: unknown key \"chains\" at the top level; expected [chain], [params.<name>], \
+         [defaults], [schedule.<name>] or [process.<name>]"
+    );
+}
+
+#[test]
+fn several_shape_errors_are_reported_together() {
+    let source = r#"
+[params.date]
+typ = "date"
+
+[defaults]
+retries = "three"
+
+[process.p.activity.a]
+command = ["true"]
+tiemout = "5m"
+
+[process.q.activity.b]
+shell = 5
+"#;
+    assert_eq!(
+        errors(source),
+        [
+            "3:1: unknown key `typ`, expected one of `type`, `required`, `default`, `enum`, \
+             `pattern`, `description`",
+            "6:11: invalid type: string \"three\", expected an integer",
+            "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
+             `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
+             `on_failure`, `env`, `working_dir`, `memory_max`",
+            "13:9: invalid type: integer `5`, expected a string",
+        ]
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    assert_eq!(
+        one_error("[process.p.activity.a]\ncommand = = [\"true\"]\n"),
+        "2:11: extra `=`, expected nothing"
+    );
+}
+
+#[test]
+fn bad_names() {
+    let source = r#"
+[params.Date]
+type = "date"
+[process.Load.activity.a]
+command = ["true"]
+[process.p.activity._x]
+command = ["true"]
+"#;
+    let rule = "use lowercase letters, digits, \"_\" and \"-\", starting with a letter or digit";
+    assert_eq!(
+        errors(source),
+        [
+            format!("2:9: invalid parameter name \"Date\": {rule}"),
+            format!("4:10: invalid process name \"Load\": {rule}"),
+            format!("6:21: invalid activity name \"_x\": {rule}"),
+        ]
+    );
+    let e = parse_chain(Path::new("/x/Nightly ETL.toml"), PROCESS).unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].line, e[0].column), (None, None));
+    assert!(
+        e[0].message
+            .starts_with("the chain is named after the file, and \"Nightly ETL\"")
+    );
+    let chain = parse_chain(
+        Path::new("/x/Nightly ETL.toml"),
+        &format!("[chain]\nname = \"nightly\"\n{PROCESS}"),
+    )
+    .unwrap();
+    assert_eq!(chain.name, "nightly");
+    assert_eq!(
+        one_error(&format!("[chain]\nname = \"a.b\"\n{PROCESS}")),
+        format!("2:8: invalid chain name \"a.b\": {rule}")
+    );
+}
+
+#[test]
+fn after_cycles_are_named() {
+    let source = r#"
+[process.a]
+after = ["c"]
+[process.a.activity.x]
+command = ["true"]
+[process.b]
+after = ["a"]
+[process.b.activity.x]
+command = ["true"]
+[process.c]
+after = ["b"]
+[process.c.activity.x]
+command = ["true"]
+"#;
+    assert_eq!(
+        one_error(source),
+        "3:9: after forms a cycle: a -> c -> b -> a (each process runs after the next)"
+    );
+}
+
+#[test]
+fn after_must_name_other_existing_processes() {
+    let source = r#"
+[process.extract.activity.x]
+command = ["true"]
+[process.load]
+after = ["extrac", "load"]
+[process.load.activity.x]
+command = ["true"]
+"#;
+    assert_eq!(
+        errors(source),
+        [
+            "5:10: after names unknown process \"extrac\"; processes: extract, load",
+            "5:20: process \"load\" cannot run after itself",
+        ]
+    );
+}
+
+#[test]
+fn chain_and_processes_need_content() {
+    assert_eq!(
+        errors("[chain]\ndescription = \"x\"\n"),
+        [
+            "-: the chain has no process; add a [process.<name>] table with at least one \
+          [process.<name>.activity.<name>]"
+        ]
+    );
+    assert_eq!(
+        one_error(&format!("{PROCESS}[process.empty]\nmode = \"parallel\"\n")),
+        "3:1: process \"empty\" has no activities; add a [process.empty.activity.<name>] table"
+    );
+}
+
+#[test]
+fn programs_need_exactly_one_of_command_and_shell() {
+    assert_eq!(
+        one_error("[process.p.activity.a]\ncommand = [\"true\"]\nshell = \"true\"\n"),
+        "2:11: give either command (an argv) or shell (a script), not both"
+    );
+    assert_eq!(
+        one_error("[process.p.activity.a]\ntimeout = \"5s\"\n"),
+        "1:1: the activity has nothing to run; add command (an argv) or shell (a script)"
+    );
+    assert_eq!(
+        one_error("[process.p.activity.a]\ncommand = []\n"),
+        "2:11: command is empty; give the program and its arguments, like [\"/usr/bin/env\", \"true\"]"
+    );
+}
+
+#[test]
+fn shell_scripts_cannot_hold_templates() {
+    assert_eq!(
+        one_error("[process.p.activity.a]\nshell = \"echo {{ params.date }}\"\n"),
+        "2:9: shell scripts are not templates, so values are never spliced into them: read \
+         parameters from $HF_PARAM_<NAME>, or set a templated value in env and use that variable"
+    );
+    // `${#x}` is shell syntax, not a template comment.
+    parse("[process.p.activity.a]\nshell = 'x=ab; echo ${#x}'\n").unwrap();
+}
+
+#[test]
+fn templates_must_reference_declared_params() {
+    let source = r#"
+[params.date]
+type = "date"
+[params.dry-run]
+type = "bool"
+[process.p.activity.a]
+command = ["run", "{{ params.dat }}", "{{ params.dry-run }}", "{{ params['dry-run'] }}"]
+env = { WHO = "{{ job.user }}", WHAT = "{{ thing }}" }
+working_dir = "{{ params.date"
+"#;
+    assert_eq!(
+        errors(source),
+        [
+            "7:19: activity test.p.a: command[1] references unknown parameter \"dat\"; declared: date, dry-run",
+            "7:39: activity test.p.a: command[2] references unknown parameter \"dry\"; declared: date, dry-run; a name with \"-\" is written params[\"dry-run\"]",
+            "7:39: activity test.p.a: command[2] references unknown variable \"run\"; templates can use params.<name>, job.<field> and outputs.<process>.<activity>.<key>",
+            "8:15: activity test.p.a: env.WHO references unknown job field \"user\"; available: id, chain, target, tenant, attempt",
+            "8:40: activity test.p.a: env.WHAT references unknown variable \"thing\"; templates can use params.<name>, job.<field> and outputs.<process>.<activity>.<key>",
+            "9:15: activity test.p.a: working_dir is not a valid template: syntax error: unexpected end of input, expected end of variable block",
+        ]
+    );
+    let chain = parse(
+        "[process.p.activity.a]\ncommand = [\"{{ job.id }}-{{ job.tenant }}-{{ range(2) | join }}\"]\n",
+    )
+    .unwrap();
+    assert!(chain.activities[0].output_refs.is_empty());
+}
+
+#[test]
+fn templates_may_only_read_upstream_outputs() {
+    let source = r#"
+[process.extract]
+mode = "parallel"
+[process.extract.activity.orders]
+command = ["true"]
+[process.extract.activity.csv]
+command = ["x", "{{ outputs.extract.orders.rows }}"]
+[process.load.activity.facts]
+command = ["x", "{{ outputs.extract.orders.rows }}", "{{ outputs.report.mail.id }}", "{{ outputs.extract }}"]
+[process.report]
+after = ["load"]
+[process.report.activity.mail]
+command = ["x", "{{ outputs.load.facts.n }}", "{{ outputs.extract.csv.n }}"]
+"#;
+    assert_eq!(
+        errors(source),
+        [
+            "7:17: activity test.extract.csv: command[1] references outputs of extract.orders, which does not run before it; only earlier activities of a serial process run before it",
+            "9:17: activity test.load.facts: command[1] references outputs of extract.orders, which does not run before it; list its process in this process's after",
+            "9:54: activity test.load.facts: command[2] references outputs of report.mail, which does not run before it; list its process in this process's after",
+            "9:86: activity test.load.facts: command[3] references outputs.extract without naming an activity; write outputs.<process>.<activity>.<key>",
+            "13:47: activity test.report.mail: command[2] references outputs of extract.csv, which does not run before it; list its process in this process's after",
+        ]
+    );
+}
+
+#[test]
+fn output_refs_follow_transitive_upstream() {
+    let source = r#"
+[process.extract.activity.orders]
+command = ["true"]
+[process.load]
+after = ["extract"]
+[process.load.activity.facts]
+command = ["true"]
+[process.load.activity.check]
+command = ["x", "{{ outputs.load.facts.n }}"]
+[process.report]
+after = ["load"]
+[process.report.activity.mail]
+command = ["x", "{{ outputs.extract.orders.rows }}", "{{ outputs.load.facts.n | int }}"]
+env = { ROWS = "{{ outputs.extract.orders.rows }}" }
+"#;
+    let chain = parse(source).unwrap();
+    assert_eq!(chain.activities[2].output_refs, [1]);
+    assert_eq!(chain.activities[3].output_refs, [0, 1]);
+    assert_eq!(
+        one_error(&format!(
+            "{PROCESS}[process.q.activity.b]\ncommand = [\"{{{{ outputs.p.nope.x }}}}\"]\n"
+        )),
+        "4:12: activity test.q.b: command[0] references outputs of p.nope, but the chain has no such activity"
+    );
+}
+
+#[test]
+fn defaults_templates_are_checked_once_and_cannot_read_outputs() {
+    let source = r#"
+[defaults]
+env = { DAY = "{{ params.day }}", ROWS = "{{ outputs.p.a.rows }}" }
+[process.p.activity.a]
+command = ["true"]
+[process.p.activity.b]
+command = ["true"]
+"#;
+    assert_eq!(
+        errors(source),
+        [
+            "3:15: [defaults]: env.DAY references unknown parameter \"day\"; the chain declares no parameters",
+            "3:42: [defaults]: env.ROWS references outputs of p.a, but [defaults] apply to every activity; set this on the activities that run after it",
+        ]
+    );
+}
+
+#[test]
+fn env_is_merged_over_defaults() {
+    let source = r#"
+[defaults]
+env = { A = "1", B = "2" }
+working_dir = "/srv"
+[process.p.activity.a]
+command = ["true"]
+env = { B = "override", C = "3" }
+working_dir = "/tmp/{{ job.id }}"
+[process.p.activity.b]
+command = ["true"]
+"#;
+    let chain = parse(source).unwrap();
+    let env = |i: usize| -> Vec<(String, String)> {
+        chain.activities[i]
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        env(0),
+        [pair("A", "1"), pair("B", "override"), pair("C", "3")]
+    );
+    assert_eq!(env(1), [pair("A", "1"), pair("B", "2")]);
+    assert_eq!(
+        chain.activities[0].working_dir.as_deref(),
+        Some("/tmp/{{ job.id }}")
+    );
+    assert_eq!(chain.activities[1].working_dir.as_deref(), Some("/srv"));
+    assert_eq!(
+        one_error(&format!("{PROCESS}env = {{ HF_JOB_ID = \"1\" }}\n")),
+        "3:9: env name \"HF_JOB_ID\" is reserved: the daemon sets the HF_ variables itself"
+    );
+}
+
+#[test]
+fn settings_values_are_checked() {
+    let source = r#"
+[chain]
+max_parallel = 0
+timeout = "soon"
+[defaults]
+retries = -1
+retry_backoff = 0.5
+on_failure = "ignore"
+memory_max = "1.5G"
+timeout = "0s"
+[process.p.activity.a]
+command = ["true"]
+retry_delay = "2h 30m"
+max_retry_delay = "10x"
+"#;
+    assert_eq!(
+        errors(source),
+        [
+            "3:16: max_parallel must be at least 1; got 0",
+            "4:11: timeout: invalid duration \"soon\" (expected number at 0); write it like \"30s\", \"5m\", \"2h\" or \"1h 30m\"",
+            "6:11: retries must be a whole number from 0 to 4294967295; got -1",
+            "7:17: retry_backoff must be a number of at least 1.0; got 0.5",
+            "8:14: on_failure must be \"fail\" or \"continue\"; got \"ignore\"",
+            "9:14: memory_max: invalid size \"1.5G\"; write bytes, or a number with K, M, G or T (powers of 1024) like \"512M\"",
+            "10:11: timeout must be longer than 0s",
+            "14:19: max_retry_delay: invalid duration \"10x\" (unknown time unit \"x\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write it like \"30s\", \"5m\", \"2h\" or \"1h 30m\"",
+        ]
+    );
+    let chain = parse(&format!(
+        "[defaults]\nretry_delay = \"1h 30m\"\nmemory_max = 1048576\nmax_retry_delay = \"10m\"\non_failure = \"continue\"\n{PROCESS}"
+    ))
+    .unwrap();
+    let a = &chain.activities[0];
+    assert_eq!(a.retry_delay, Duration::from_secs(5400));
+    assert_eq!(a.memory_max, Some(1 << 20));
+    assert_eq!(a.max_retry_delay, Some(Duration::from_secs(600)));
+    assert_eq!(a.on_failure, OnFailure::Continue);
+}
+
+#[test]
+fn param_declarations_are_checked() {
+    let source = r#"
+[params.a]
+type = "text"
+[params.b]
+type = "int"
+default = "5"
+[params.c]
+type = "date"
+default = "2024-02-30"
+[params.d]
+type = "string"
+enum = ["x", 1]
+default = "z"
+[params.e]
+type = "int"
+pattern = "[0-9]+"
+[params.f]
+type = "string"
+pattern = "("
+[params.g]
+type = "string"
+enum = []
+[params.h]
+type = "string"
+pattern = "[a-z]+"
+enum = ["ok", "NO"]
+"#;
+    assert_eq!(
+        errors(&format!("{source}{PROCESS}")),
+        [
+            "3:8: unknown parameter type \"text\"; use string, int, float, bool, date, datetime or json",
+            "6:11: default: expected an integer, got \"5\"",
+            "9:11: default: expected a date YYYY-MM-DD, got \"2024-02-30\"",
+            "12:14: enum value: expected a string, got 1",
+            "13:11: default: must be one of \"x\"; got \"z\"",
+            "16:11: pattern applies to string parameters only; e is int",
+            "19:11: invalid pattern: found open group without closing ')'",
+            "22:8: enum must list at least one value",
+            "26:15: enum value: must match the pattern \"[a-z]+\"; got \"NO\"",
+        ]
+    );
+}
+
+#[test]
+fn param_values_of_every_type_in_files() {
+    let source = r#"
+[params.s]
+type = "string"
+default = "x"
+[params.i]
+type = "int"
+default = 5
+[params.f]
+type = "float"
+default = 2
+enum = [1, 2.5, 2]
+[params.b]
+type = "bool"
+default = true
+[params.d]
+type = "date"
+default = 2024-02-29
+[params.d2]
+type = "date"
+default = "2024-02-29"
+[params.t]
+type = "datetime"
+default = 2024-05-01T04:00:00Z
+[params.j]
+type = "json"
+default = { a = [1, "x"] }
+"#;
+    let chain = parse(&format!("{source}{PROCESS}")).unwrap();
+    let defaults: Vec<serde_json::Value> = chain
+        .params
+        .values()
+        .map(|p| p.default.clone().unwrap())
+        .collect();
+    assert_eq!(
+        defaults,
+        [
+            json!("x"),
+            json!(5),
+            json!(2.0),
+            json!(true),
+            json!("2024-02-29"),
+            json!("2024-02-29"),
+            json!("2024-05-01T04:00:00Z"),
+            json!({"a": [1, "x"]}),
+        ]
+    );
+    assert_eq!(
+        chain.params["f"].allowed,
+        Some(vec![json!(1.0), json!(2.5), json!(2.0)])
+    );
+    assert_eq!(
+        one_error(&format!(
+            "[params.t]\ntype = \"datetime\"\ndefault = 2024-05-01T04:00:00\n{PROCESS}"
+        )),
+        "3:11: default: expected an RFC 3339 date-time like 2024-05-01T04:00:00Z, got \"2024-05-01T04:00:00\""
+    );
+    assert_eq!(
+        one_error(&format!(
+            "[params.b]\ntype = \"bool\"\ndefault = \"true\"\n{PROCESS}"
+        )),
+        "3:11: default: expected true or false, got \"true\""
+    );
+}
+
+#[test]
+fn param_names_must_not_share_an_environment_variable() {
+    assert_eq!(
+        one_error(&format!(
+            "[params.dry-run]\ntype = \"bool\"\n[params.dry_run]\ntype = \"bool\"\n{PROCESS}"
+        )),
+        "3:9: parameters \"dry-run\" and \"dry_run\" would both be passed as HF_PARAM_DRY_RUN; rename one"
+    );
+}
+
+#[test]
+fn schedules_are_checked() {
+    let source = r#"
+[params.date]
+type = "date"
+required = true
+[params.n]
+type = "int"
+[schedule.daily]
+cron = "0 4 * * *"
+params = { n = "x", zzz = 1 }
+catch_up = "sometimes"
+overlap = "replace"
+[schedule.hourly]
+cron = "0 * * * *"
+params = { n = "5", date = "2024-01-01" }
+enabled = false
+[schedule.per-tenant]
+cron = "0 * * * *"
+tenants = ["air-e"]
+"#;
+    assert_eq!(
+        errors(&format!("{source}{PROCESS}")),
+        [
+            "7:1: schedule \"daily\" does not give the required parameter \"date\"; add it to params",
+            "9:16: parameter \"n\": expected an integer, got \"x\"",
+            "9:21: parameter \"zzz\": unknown parameter; declared: date, n",
+            "10:12: catch_up must be one of \"latest\", \"none\", \"all\"; got \"sometimes\"",
+            "11:11: overlap must be one of \"skip\", \"queue\", \"allow\"; got \"replace\"",
+        ]
+    );
+    let source = source
+        .replace("n = \"x\", zzz = 1", "date = \"2024-01-01\"")
+        .replace("sometimes", "all")
+        .replace("replace", "queue");
+    let chain = parse(&format!("{source}{PROCESS}")).unwrap();
+    let hourly = &chain.schedules[1];
+    assert_eq!(hourly.params["n"], json!(5));
+    assert!(!hourly.enabled);
+    assert_eq!(hourly.catch_up, "latest");
+    assert_eq!(hourly.overlap, "skip");
+    assert_eq!(chain.schedules[0].catch_up, "all");
+    assert_eq!(chain.schedules[2].tenants, ["air-e"]);
+    assert_eq!(
+        one_error(&format!("[schedule.x]\ntimezone = \"UTC\"\n{PROCESS}")),
+        "1:1: missing key `cron`"
+    );
+}
+
+#[test]
+fn load_file_reads_or_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("daily.toml");
+    fs::write(&path, PROCESS).unwrap();
+    let chain = load_file(&path).unwrap();
+    assert_eq!(chain.name, "daily");
+    assert_eq!(chain.file, path);
+
+    let missing = dir.path().join("missing.toml");
+    let errors = load_file(&missing).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, missing.display().to_string());
+    assert_eq!((errors[0].line, errors[0].column), (None, None));
+    assert!(
+        errors[0].message.starts_with("cannot read the file: "),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn columns_count_characters() {
+    assert_eq!(line_column("aé\nxé y", "aé\nxé ".len()), (2, 4));
+    assert_eq!(line_column("abc", 0), (1, 1));
+    assert_eq!(line_column("abc\n", 99), (2, 1));
+    // An offset inside a character is moved back to its start.
+    assert_eq!(line_column("é", 1), (1, 1));
+    assert_eq!(
+        one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
+        "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
+         `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
+         `working_dir`, `memory_max`"
+    );
+}
+
+#[test]
+fn workflow_file_names() {
+    for good in ["nightly.toml", "a-b_c.toml", "X.toml"] {
+        assert!(is_workflow_file_name(good), "{good}");
+    }
+    for bad in [
+        ".toml",
+        ".hidden.toml",
+        "nightly.toml~",
+        ".nightly.toml.swp",
+        "#nightly.toml#",
+        "nightly.toml.dpkg-new",
+        "nightly.dpkg-dist.toml",
+        "nightly.ucf-old.toml",
+        "nightly.toml.tmp",
+        "nightly.yaml",
+        "nightly",
+    ] {
+        assert!(!is_workflow_file_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn names() {
+    for good in ["a", "0", "nightly-etl", "a_b-9"] {
+        assert!(valid_name(good), "{good}");
+    }
+    for bad in ["", "-a", "_a", "A", "a.b", "a b", "é"] {
+        assert!(!valid_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn sections_must_be_tables() {
+    assert_eq!(
+        errors("[process.p]\nactivity = 5\n[defaults]\nenv = 3\n"),
+        [
+            "2:12: process.p.activity must hold named tables, like [process.p.activity.<name>]",
+            "4:7: invalid type: integer `3`, expected a table",
+        ]
+    );
+    assert_eq!(
+        one_error(&format!("chain = 1\n{PROCESS}")),
+        "1:9: invalid type: integer `1`, expected a table"
+    );
+}
