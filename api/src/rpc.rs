@@ -7,8 +7,8 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::{
-    AuditEntry, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, SubmitResult, WorkflowDetail,
-    WorkflowSummary,
+    AuditEntry, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, SubmitResult,
+    TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 
 #[rpc(server, client)]
@@ -27,6 +27,16 @@ pub trait Holdfast {
         tenant: Option<String>,
         priority: Option<i32>,
     ) -> RpcResult<SubmitResult>;
+
+    /// Check a submission and return what it would run, creating no job
+    /// (`hfctl submit --dry-run`). Same parameters and errors as `job.submit`.
+    #[method(name = "job.plan", param_kind = map, with_extensions)]
+    async fn job_plan(
+        &self,
+        target: String,
+        params: Option<Map<String, Value>>,
+        tenant: Option<String>,
+    ) -> RpcResult<Plan>;
 
     /// One job with its activities and attempts.
     #[method(name = "job.get", param_kind = map)]
@@ -85,6 +95,10 @@ pub trait Holdfast {
     /// Every chain, loaded or broken, with load errors.
     #[method(name = "workflow.list", param_kind = map)]
     async fn workflow_list(&self) -> RpcResult<Vec<WorkflowSummary>>;
+
+    /// Every tenant file, loaded or broken.
+    #[method(name = "tenant.list", param_kind = map)]
+    async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>>;
 
     /// The audit trail, newest first.
     #[method(name = "audit.list", param_kind = map)]

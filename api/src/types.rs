@@ -355,6 +355,9 @@ pub struct WorkflowDetail {
     pub timeout_seconds: Option<f64>,
     pub params: Vec<ParamInfo>,
     pub processes: Vec<ProcessInfo>,
+    /// Tenants whose files allow this chain.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,4 +411,52 @@ pub struct AuditEntry {
     /// `ok` or `refused`.
     pub outcome: String,
     pub detail: Option<String>,
+}
+
+/// One tenant in `tenant.list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantSummary {
+    pub name: String,
+    pub file: String,
+    /// `loaded` or `broken` (a broken file keeps its last good version).
+    pub status: String,
+    pub description: Option<String>,
+    /// Chains it may run; None means every chain.
+    pub chains: Option<Vec<String>>,
+    pub groups: Vec<String>,
+    pub params: Map<String, Value>,
+    pub error: Option<LoadError>,
+}
+
+/// What a submission would do, without doing it: answer of `job.plan`
+/// (`hfctl submit --dry-run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub target: String,
+    pub chain: String,
+    pub version: String,
+    pub tenant: Option<String>,
+    /// Parameters after defaults, tenant values and the submitted ones.
+    pub params: Map<String, Value>,
+    /// Activities grouped in the order they could run: every activity of a
+    /// wave depends only on activities of earlier waves.
+    pub waves: Vec<Vec<PlannedActivity>>,
+}
+
+/// One activity of a plan, as it would be started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedActivity {
+    pub path: String,
+    /// Rendered argv. An argument that uses an upstream activity's output is
+    /// shown as its template, since the output does not exist yet.
+    pub argv: Vec<String>,
+    /// The variables the chain sets (`env`), with values of names that look
+    /// secret (PASSWORD, TOKEN, SECRET, KEY, ...) masked, plus the `HF_*`
+    /// variables.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub timeout_seconds: Option<f64>,
+    pub retries: u32,
+    pub memory_max: Option<u64>,
+    pub depends_on: Vec<String>,
 }

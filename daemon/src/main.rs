@@ -2,6 +2,7 @@
 //! the store, loads workflows, binds the socket, recovers unfinished jobs,
 //! then runs the engine and the RPC server until SIGTERM.
 
+mod access;
 mod engine;
 mod executor;
 mod logging;
@@ -38,6 +39,9 @@ struct Args {
     /// Directory of workflow files.
     #[arg(long, env = "HOLDFAST_WORKFLOWS_DIR", value_name = "DIR")]
     workflows_dir: Option<std::path::PathBuf>,
+    /// Directory of tenant files.
+    #[arg(long, env = "HOLDFAST_TENANTS_DIR", value_name = "DIR")]
+    tenants_dir: Option<std::path::PathBuf>,
     /// Use system paths (the default when run as root).
     #[arg(long, conflicts_with = "user")]
     system: bool,
@@ -79,6 +83,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         socket: args.socket,
         state_dir: args.state_dir,
         workflows_dir: args.workflows_dir,
+        tenants_dir: args.tenants_dir,
         mode: if args.system {
             Some(Mode::System)
         } else if args.user {
@@ -111,17 +116,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
 
     let store = store::Store::open(&settings.database())?;
-    let registry = registry::load_dir(&settings.workflows_dir, None);
+    let registry = registry::load(&settings.workflows_dir, &settings.tenants_dir, None);
     tracing::info!(
         chains = registry.loaded_count(),
         broken = registry.broken_count(),
+        tenants = registry.tenants.len(),
         dir = %settings.workflows_dir.display(),
         "workflows loaded"
     );
     let (engine, handle, commands, exec) =
         engine::Engine::start(settings.clone(), store.clone(), registry)?;
     let engine_task = tokio::spawn(engine.run(commands, exec));
-    let _watcher = watcher::start(&settings.workflows_dir, handle.clone());
+    let _watcher = watcher::start(
+        &[&settings.workflows_dir, &settings.tenants_dir],
+        handle.clone(),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rpc::RpcServer {

@@ -1,12 +1,14 @@
-//! The chain registry: every workflow file of `workflows.d/`, loaded or
-//! broken. A broken file keeps the last good version of its chain (if any)
-//! and carries its errors so `hfctl workflows` can show them.
+//! The registry: every workflow file of `workflows.d/` and tenant file of
+//! `tenants.d/`, loaded or broken. A broken file keeps the last good version
+//! of its chain or tenant (if any) and carries its errors so `hfctl
+//! workflows` and `hfctl tenants` can show them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use holdfast_api::LoadError;
+use holdfast_workflow::tenant::{Tenant, load_tenant};
 use holdfast_workflow::{Chain, load_file, parse};
 
 /// One chain name's entry.
@@ -21,10 +23,21 @@ pub struct Entry {
     pub errors: Vec<LoadError>,
 }
 
-/// All chains by name.
+/// One tenant file's entry.
+#[derive(Debug, Clone)]
+pub struct TenantEntry {
+    pub name: String,
+    pub file: PathBuf,
+    /// The current file if valid, else the last good version.
+    pub tenant: Option<Arc<Tenant>>,
+    pub errors: Vec<LoadError>,
+}
+
+/// All chains and tenants by name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     pub entries: BTreeMap<String, Entry>,
+    pub tenants: BTreeMap<String, TenantEntry>,
 }
 
 impl Registry {
@@ -43,12 +56,31 @@ impl Registry {
             .filter(|e| !e.errors.is_empty())
             .count()
     }
+
+    /// The usable tenant called `name`.
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(name).and_then(|e| e.tenant.as_ref())
+    }
+
+    /// Tenants that may run `chain`, by name.
+    pub fn tenants_for(&self, chain: &str) -> Vec<String> {
+        self.tenants
+            .values()
+            .filter(|e| e.tenant.as_ref().is_some_and(|t| t.may_run(chain)))
+            .map(|e| e.name.clone())
+            .collect()
+    }
 }
 
-/// Load every workflow file of `dir`. `previous` supplies last good versions
-/// for files that are now broken. A missing directory is an empty registry.
-pub fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
-    let mut registry = Registry::default();
+/// Load chains from `workflows_dir` and tenants from `tenants_dir`.
+pub fn load(workflows_dir: &Path, tenants_dir: &Path, previous: Option<&Registry>) -> Registry {
+    let mut registry = load_dir(workflows_dir, previous);
+    registry.tenants = load_tenants(tenants_dir, previous);
+    registry
+}
+
+/// The `*.toml` files of `dir`, sorted; a missing directory has none.
+fn files_of(dir: &Path, what: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(read) => read
             .filter_map(|e| e.ok())
@@ -61,12 +93,55 @@ pub fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
             .collect(),
         Err(e) => {
             if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot read the workflows directory");
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the {what} directory");
             }
             Vec::new()
         }
     };
     files.sort();
+    files
+}
+
+fn load_tenants(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, TenantEntry> {
+    let mut tenants = BTreeMap::new();
+    for file in files_of(dir, "tenants") {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let before = previous.and_then(|p| p.tenants.get(&name));
+        let entry = match load_tenant(&file) {
+            Ok(tenant) => TenantEntry {
+                name: name.clone(),
+                file,
+                tenant: Some(Arc::new(tenant)),
+                errors: Vec::new(),
+            },
+            Err(errors) => {
+                if !before.is_some_and(|b| b.errors == errors) {
+                    for error in &errors {
+                        tracing::error!(file = %file.display(), "tenant file rejected: {error}");
+                    }
+                }
+                TenantEntry {
+                    name: name.clone(),
+                    file,
+                    tenant: before.and_then(|b| b.tenant.clone()),
+                    errors,
+                }
+            }
+        };
+        tenants.insert(name, entry);
+    }
+    tenants
+}
+
+/// Load every workflow file of `dir`. `previous` supplies last good versions
+/// for files that are now broken. A missing directory is an empty registry.
+fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
+    let mut registry = Registry::default();
+    let files = files_of(dir, "workflows");
     for file in files {
         let stem = file
             .file_stem()

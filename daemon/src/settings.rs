@@ -47,6 +47,7 @@ struct SettingsFile {
     socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     workflows_dir: Option<PathBuf>,
+    tenants_dir: Option<PathBuf>,
     max_parallel: Option<usize>,
     kill_grace: Option<String>,
     log_max_bytes: Option<Size>,
@@ -119,6 +120,7 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub workflows_dir: Option<PathBuf>,
+    pub tenants_dir: Option<PathBuf>,
     pub mode: Option<Mode>,
 }
 
@@ -130,6 +132,7 @@ pub struct Settings {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub workflows_dir: PathBuf,
+    pub tenants_dir: PathBuf,
     pub max_parallel: usize,
     pub kill_grace: Duration,
     pub log_max_bytes: u64,
@@ -200,6 +203,12 @@ impl Settings {
                 .or(file.workflows_dir)
                 .map(absolute)
                 .unwrap_or(defaults.workflows_dir),
+            tenants_dir: overrides
+                .tenants_dir
+                .clone()
+                .or(file.tenants_dir)
+                .map(absolute)
+                .unwrap_or(defaults.tenants_dir),
             config: absolute(config),
             max_parallel,
             kill_grace,
@@ -250,6 +259,7 @@ struct DefaultPaths {
     socket: PathBuf,
     state_dir: PathBuf,
     workflows_dir: PathBuf,
+    tenants_dir: PathBuf,
 }
 
 impl DefaultPaths {
@@ -260,6 +270,7 @@ impl DefaultPaths {
                 socket: "/run/holdfast/holdfast.sock".into(),
                 state_dir: "/var/lib/holdfast".into(),
                 workflows_dir: "/etc/holdfast/workflows.d".into(),
+                tenants_dir: "/etc/holdfast/tenants.d".into(),
             }),
             Mode::User => {
                 let base = directories::BaseDirs::new().ok_or(SettingsError::NoHome)?;
@@ -277,6 +288,7 @@ impl DefaultPaths {
                     socket: runtime.join("holdfast.sock"),
                     state_dir,
                     workflows_dir: config_dir.join("workflows.d"),
+                    tenants_dir: config_dir.join("tenants.d"),
                 })
             }
         }

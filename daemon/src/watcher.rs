@@ -1,5 +1,5 @@
-//! Watches the workflows directory and asks the engine to reload when a
-//! workflow file is created, changed, renamed or removed.
+//! Watches the workflows and tenants directories and asks the engine to
+//! reload when a file there is created, changed, renamed or removed.
 //!
 //! The directory is watched, not the files, so editors that save through a
 //! temporary file and a rename are seen. Access events (the daemon's own
@@ -39,11 +39,7 @@ fn relevant(kind: &EventKind, paths: &[PathBuf]) -> bool {
 
 /// Start watching `dir`. A directory that cannot be watched is logged and
 /// left to `hfctl reload` and SIGHUP.
-pub fn start(dir: &Path, engine: EngineHandle) -> Option<Watcher> {
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the workflows directory; not watching it");
-        return None;
-    }
+pub fn start(dirs: &[&Path], engine: EngineHandle) -> Option<Watcher> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let handler = move |result: DebounceEventResult| match result {
         Ok(events) => {
@@ -65,16 +61,23 @@ pub fn start(dir: &Path, engine: EngineHandle) -> Option<Watcher> {
             return None;
         }
     };
-    if let Err(e) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the workflows directory; use `hfctl reload` or SIGHUP");
-        return None;
+    for dir in dirs {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the directory; not watching it");
+            continue;
+        }
+        match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "watching for changes"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the directory; use `hfctl reload` or SIGHUP")
+            }
+        }
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             engine.reload().await;
         }
     });
-    tracing::info!(dir = %dir.display(), "watching workflow files");
     Some(Watcher {
         _debouncer: debouncer,
     })

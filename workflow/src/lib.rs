@@ -4,10 +4,12 @@
 //! One piece of code serves both the daemon (loading `workflows.d/`) and
 //! `hfctl validate` (checking files offline), so the two always agree.
 
+pub mod cron;
 pub mod model;
 pub mod params;
 pub mod parse;
 pub mod template;
+pub mod tenant;
 
 pub use model::*;
 pub use parse::{load_file, parse_chain};

@@ -44,6 +44,14 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
     if let Some(secs) = detail.timeout_seconds {
         pairs.push(("timeout", output::seconds(secs)));
     }
+    pairs.push((
+        "tenants",
+        if detail.tenants.is_empty() {
+            "-".to_string()
+        } else {
+            detail.tenants.join(", ")
+        },
+    ));
     let mut out = output::fields(0, &pairs);
 
     out.push_str("\nparameters:\n");
@@ -140,9 +148,12 @@ pub fn command_line(activity: &ActivityInfo) -> String {
         let script = activity.command.last().map_or("", String::as_str);
         return format!("sh -c {}", quote(script, true));
     }
-    activity
-        .command
-        .iter()
+    argv_line(&activity.command)
+}
+
+/// An argv joined with spaces, ambiguous arguments quoted as sh would read them.
+pub fn argv_line(argv: &[String]) -> String {
+    argv.iter()
         .map(|arg| quote(arg, false))
         .collect::<Vec<_>>()
         .join(" ")

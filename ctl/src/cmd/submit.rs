@@ -44,6 +44,11 @@ pub struct Args {
     /// keeps one JSON document).
     #[arg(long)]
     pub follow: bool,
+    /// Check everything and show what would run (resolved parameters, the
+    /// activities in waves, each rendered argv and environment with secrets
+    /// masked), creating no job.
+    #[arg(long, conflicts_with_all = ["wait", "follow"])]
+    pub dry_run: bool,
 }
 
 /// Split `KEY=VALUE` at the first `=`: values may hold more of them.
@@ -66,6 +71,22 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     }
 
     let daemon = Arc::new(ctx.connect().await?);
+    if args.dry_run {
+        let plan = daemon
+            .call(
+                daemon
+                    .client
+                    .job_plan(args.target.clone(), Some(params), args.tenant),
+            )
+            .await
+            .map_err(|e| e.for_target(&args.target))?;
+        if ctx.json {
+            output::print_json(&plan)?;
+        } else {
+            output::print(&render_plan(&plan))?;
+        }
+        return Ok(Outcome::Success);
+    }
     let submitted = daemon
         .call(daemon.client.job_submit(
             args.target.clone(),
@@ -101,6 +122,54 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         output::print(&render_job(&job, &ctx.palette))?;
     }
     Ok(outcome_of(&job))
+}
+
+/// A dry run for people: parameters, then each wave's activities with the
+/// command and environment they would get.
+fn render_plan(plan: &holdfast_api::Plan) -> String {
+    let mut out = format!(
+        "dry run of {} (chain {} version {}){}: no job created\n",
+        plan.target,
+        plan.chain,
+        output::short_version(&plan.version),
+        plan.tenant
+            .as_deref()
+            .map(|t| format!(", tenant {t}"))
+            .unwrap_or_default()
+    );
+    out.push_str("parameters:\n");
+    for (key, value) in &plan.params {
+        out.push_str(&format!("  {key} = {}\n", output::json_value(value)));
+    }
+    for (n, wave) in plan.waves.iter().enumerate() {
+        out.push_str(&format!("wave {}:\n", n + 1));
+        for activity in wave {
+            out.push_str(&format!("  {}\n", activity.path));
+            out.push_str(&format!(
+                "    argv: {}\n",
+                super::describe::argv_line(&activity.argv)
+            ));
+            if let Some(dir) = &activity.working_dir {
+                out.push_str(&format!("    working dir: {dir}\n"));
+            }
+            let limits = [
+                activity
+                    .timeout_seconds
+                    .map(|t| format!("timeout {}", output::seconds(t))),
+                Some(format!("retries {}", activity.retries)),
+                activity.memory_max.map(|m| format!("memory_max {m} bytes")),
+            ];
+            let limits: Vec<String> = limits.into_iter().flatten().collect();
+            out.push_str(&format!("    limits: {}\n", limits.join(", ")));
+            if !activity.depends_on.is_empty() {
+                out.push_str(&format!("    after: {}\n", activity.depends_on.join(", ")));
+            }
+            for (key, value) in &activity.env {
+                out.push_str(&format!("    env {key}={value}\n"));
+            }
+        }
+    }
+    out
 }
 
 /// With `--wait`, the job's end decides the exit code. Alerts do not: a job

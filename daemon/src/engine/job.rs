@@ -9,7 +9,10 @@ use holdfast_workflow::Chain;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use super::{Caller, SubmitError};
 use crate::executor::KillReason;
+use crate::registry::Registry;
+use holdfast_workflow::params::resolve_layered;
 
 /// Why a job is being stopped before it finished by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,74 @@ pub struct JobRun {
     /// Counted against its chain's `concurrency`.
     pub admitted: bool,
     pub timeout_timer: Option<tokio::task::AbortHandle>,
+}
+
+/// A submission checked against the registry: the chain, the activities
+/// the target selects, and the resolved parameters.
+pub struct Prepared {
+    pub chain: Arc<Chain>,
+    pub included: Vec<bool>,
+    pub params: Map<String, Value>,
+}
+
+/// Check a submission: the chain exists, the target names part of it, the
+/// tenant exists, may run the chain and may be used by the caller, and the
+/// parameters (chain defaults < tenant < submitted) are valid. Every field
+/// problem is reported at once.
+pub fn prepare(
+    registry: &Registry,
+    target: &str,
+    params: &Map<String, Value>,
+    tenant: Option<&str>,
+    caller: &Caller,
+) -> Result<Prepared, SubmitError> {
+    let chain_name = target.split('.').next().unwrap_or_default();
+    let Some(chain) = registry.chain(chain_name).cloned() else {
+        return Err(SubmitError::UnknownChain(chain_name.to_string()));
+    };
+    let mut problems: Vec<FieldError> = Vec::new();
+    let included = resolve_target(&chain, target)
+        .map_err(|e| problems.push(e))
+        .ok();
+    let tenant_params = match tenant {
+        None => None,
+        Some(name) => match registry.tenant(name) {
+            None => {
+                problems.push(FieldError {
+                    field: "tenant".into(),
+                    message: format!("no tenant named {name:?}; see `hfctl tenants`"),
+                });
+                None
+            }
+            Some(t) if !t.may_run(&chain.name) => {
+                problems.push(FieldError {
+                    field: "tenant".into(),
+                    message: format!("tenant {name} may not run chain {}", chain.name),
+                });
+                None
+            }
+            Some(t) => {
+                if !crate::access::may_submit_for(caller, &t.groups) {
+                    return Err(SubmitError::PermissionDenied(format!(
+                        "submitting for tenant {name} is limited to members of {}",
+                        t.groups.join(", ")
+                    )));
+                }
+                Some(&t.params)
+            }
+        },
+    };
+    let params = resolve_layered(&chain, tenant_params, None, params)
+        .map_err(|mut e| problems.append(&mut e))
+        .ok();
+    match (included, params) {
+        (Some(included), Some(params)) if problems.is_empty() => Ok(Prepared {
+            chain,
+            included,
+            params,
+        }),
+        _ => Err(SubmitError::Invalid(problems)),
+    }
 }
 
 /// Which activities a target selects, checked against the chain.

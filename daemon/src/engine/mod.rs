@@ -8,7 +8,7 @@
 //! transition is committed before it is acted on or reported, and writes are
 //! batched for free under load.
 
-mod job;
+pub mod job;
 mod recovery;
 mod run;
 
@@ -59,6 +59,8 @@ pub enum SubmitError {
     ShuttingDown,
     #[error("{0}")]
     InvalidState(String),
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 /// Counts for `daemon.info`.
@@ -366,8 +368,11 @@ impl Engine {
             Command::Flush => {}
             Command::Reload { reply } => {
                 let previous = self.registry.borrow().clone();
-                let registry =
-                    crate::registry::load_dir(&self.settings.workflows_dir, Some(&previous));
+                let registry = crate::registry::load(
+                    &self.settings.workflows_dir,
+                    &self.settings.tenants_dir,
+                    Some(&previous),
+                );
                 tracing::info!(
                     chains = registry.loaded_count(),
                     broken = registry.broken_count(),

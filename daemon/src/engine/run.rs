@@ -3,13 +3,13 @@
 
 use std::cmp::Reverse;
 
-use holdfast_api::{ActivityState, AttemptState, CancelOutcome, FieldError, JobState};
+use holdfast_api::{ActivityState, AttemptState, CancelOutcome, JobState};
 use holdfast_workflow::OnFailure;
-use holdfast_workflow::params::{env_name, resolve_params, value_as_env};
+use holdfast_workflow::params::{env_name, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
 use tokio::sync::oneshot;
 
-use super::job::{JobRun, Stop, resolve_target};
+use super::job::{JobRun, Stop, prepare};
 use super::{Caller, Command, Effect, Engine, PendingJob, SubmitError, SubmitRequest};
 use crate::executor::{
     AttemptEnd, AttemptKey, AttemptSpec, CONTROL_FD, ControlMessage, KillReason, logs,
@@ -26,29 +26,26 @@ impl Engine {
             let _ = reply.send(Err(SubmitError::ShuttingDown));
             return;
         }
-        let chain_name = request.target.split('.').next().unwrap_or_default();
-        let Some(chain) = self.registry.borrow().chain(chain_name).cloned() else {
-            let _ = reply.send(Err(SubmitError::UnknownChain(chain_name.to_string())));
-            return;
+        let prepared = {
+            let registry = self.registry.borrow();
+            prepare(
+                &registry,
+                &request.target,
+                &request.params,
+                request.tenant.as_deref(),
+                &request.caller,
+            )
         };
-        let mut problems: Vec<FieldError> = Vec::new();
-        let included = match resolve_target(&chain, &request.target) {
-            Ok(included) => Some(included),
+        let super::job::Prepared {
+            chain,
+            included,
+            params,
+        } = match prepared {
+            Ok(p) => p,
             Err(e) => {
-                problems.push(e);
-                None
+                let _ = reply.send(Err(e));
+                return;
             }
-        };
-        let params = match resolve_params(&chain, &request.params) {
-            Ok(params) => Some(params),
-            Err(mut errors) => {
-                problems.append(&mut errors);
-                None
-            }
-        };
-        let (Some(included), Some(params)) = (included, params) else {
-            let _ = reply.send(Err(SubmitError::Invalid(problems)));
-            return;
         };
         let id = self.next_job_id;
         self.next_job_id += 1;

@@ -8,9 +8,11 @@ mod get;
 mod info;
 mod list;
 mod logs;
+mod plan;
 mod retry;
 pub mod socket;
 mod submit;
+mod tenant;
 mod watch;
 mod workflow;
 
@@ -18,8 +20,8 @@ use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, SubmitResult,
-    WorkflowDetail, WorkflowSummary,
+    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, SubmitResult,
+    TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -46,6 +48,30 @@ pub(crate) fn store_error(error: StoreError) -> ErrorObjectOwned {
         ErrorCode::Unavailable.error("the daemon's store is unavailable; try again shortly")
     } else {
         ErrorObjectOwned::owned::<()>(-32603, "internal error reading the store", None)
+    }
+}
+
+/// A refused submission as a JSON-RPC error.
+pub(crate) fn submit_error(target: &str, error: crate::engine::SubmitError) -> ErrorObjectOwned {
+    use crate::engine::SubmitError;
+    match error {
+        SubmitError::Invalid(fields) => {
+            let summary = fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            ErrorCode::InvalidParameters.error_with(
+                format!("invalid parameters for {target}: {summary}"),
+                fields,
+            )
+        }
+        e @ SubmitError::UnknownChain(_) => ErrorCode::NotFound.error(e.to_string()),
+        e @ SubmitError::InvalidState(_) => ErrorCode::InvalidState.error(e.to_string()),
+        e @ SubmitError::PermissionDenied(_) => ErrorCode::PermissionDenied.error(e.to_string()),
+        e @ (SubmitError::Unavailable(_) | SubmitError::ShuttingDown) => {
+            ErrorCode::Unavailable.error(e.to_string())
+        }
     }
 }
 
@@ -105,6 +131,20 @@ impl HoldfastServer for RpcServer {
         priority: Option<i32>,
     ) -> RpcResult<SubmitResult> {
         submit::handle(self, caller(ext), target, params, tenant, priority).await
+    }
+
+    async fn job_plan(
+        &self,
+        ext: &Extensions,
+        target: String,
+        params: Option<Map<String, Value>>,
+        tenant: Option<String>,
+    ) -> RpcResult<Plan> {
+        plan::handle(self, caller(ext), target, params, tenant).await
+    }
+
+    async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>> {
+        tenant::list(self)
     }
 
     async fn job_get(&self, job_id: u64) -> RpcResult<Job> {

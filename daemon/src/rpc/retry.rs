@@ -3,8 +3,8 @@
 use holdfast_api::{ErrorCode, JobState, SubmitResult};
 use jsonrpsee::core::RpcResult;
 
-use super::{RpcServer, store_error};
-use crate::engine::{Caller, SubmitError};
+use super::{RpcServer, store_error, submit_error};
+use crate::engine::Caller;
 use crate::store;
 
 pub(super) async fn handle(
@@ -41,7 +41,6 @@ pub(super) async fn handle(
             job_id,
             state: JobState::Queued,
         }),
-        Err(e @ SubmitError::InvalidState(_)) => Err(ErrorCode::InvalidState.error(e.to_string())),
-        Err(e) => Err(ErrorCode::Unavailable.error(e.to_string())),
+        Err(e) => Err(submit_error(&format!("job {job_id}"), e)),
     }
 }

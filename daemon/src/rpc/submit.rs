@@ -1,11 +1,11 @@
 //! `job.submit`: hand the submission to the engine; answer once committed.
 
-use holdfast_api::{ErrorCode, FieldError, JobState, SubmitResult};
+use holdfast_api::{JobState, SubmitResult};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
-use super::RpcServer;
-use crate::engine::{Caller, SubmitError, SubmitRequest};
+use super::{RpcServer, submit_error};
+use crate::engine::{Caller, SubmitRequest};
 
 pub(super) async fn handle(
     server: &RpcServer,
@@ -41,22 +41,6 @@ pub(super) async fn handle(
             job_id,
             state: JobState::Queued,
         }),
-        Err(SubmitError::Invalid(fields)) => Err(ErrorCode::InvalidParameters.error_with(
-            format!("invalid parameters for {target}: {}", summary(&fields)),
-            fields,
-        )),
-        Err(e @ SubmitError::UnknownChain(_)) => Err(ErrorCode::NotFound.error(e.to_string())),
-        Err(e @ SubmitError::InvalidState(_)) => Err(ErrorCode::InvalidState.error(e.to_string())),
-        Err(e @ (SubmitError::Unavailable(_) | SubmitError::ShuttingDown)) => {
-            Err(ErrorCode::Unavailable.error(e.to_string()))
-        }
+        Err(e) => Err(submit_error(&target, e)),
     }
-}
-
-fn summary(fields: &[FieldError]) -> String {
-    fields
-        .iter()
-        .map(|f| format!("{}: {}", f.field, f.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -58,6 +58,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                 description: p.description.clone(),
             })
             .collect(),
+        tenants: registry.tenants_for(&chain.name),
         processes: chain
             .processes
             .iter()

@@ -1,0 +1,31 @@
+//! `tenant.list`: every tenant file, loaded or broken.
+
+use holdfast_api::TenantSummary;
+use jsonrpsee::core::RpcResult;
+
+use super::RpcServer;
+
+pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<TenantSummary>> {
+    let registry = server.engine.registry.borrow().clone();
+    Ok(registry
+        .tenants
+        .values()
+        .map(|entry| {
+            let tenant = entry.tenant.as_deref();
+            TenantSummary {
+                name: entry.name.clone(),
+                file: entry.file.display().to_string(),
+                status: if entry.errors.is_empty() {
+                    "loaded".into()
+                } else {
+                    "broken".into()
+                },
+                description: tenant.and_then(|t| t.description.clone()),
+                chains: tenant.and_then(|t| t.chains.clone()),
+                groups: tenant.map(|t| t.groups.clone()).unwrap_or_default(),
+                params: tenant.map(|t| t.params.clone()).unwrap_or_default(),
+                error: entry.errors.first().cloned(),
+            }
+        })
+        .collect())
+}

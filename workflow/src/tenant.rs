@@ -1,0 +1,168 @@
+//! Tenant files (`tenants.d/<name>.toml`): a company's parameter values, the
+//! chains it may run and the Unix groups that may submit for it.
+//!
+//! ```toml
+//! description = "Afinia"
+//! chains = ["nightly-etl"]     # omitted: every chain
+//! groups = ["etl-afinia"]      # omitted: anyone who may submit
+//! [params]
+//! company = "AF"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use holdfast_api::LoadError;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::parse::{line_column, valid_name};
+
+/// One tenant, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    /// The file stem.
+    pub name: String,
+    pub file: PathBuf,
+    pub description: Option<String>,
+    /// Chains this tenant may run; None means every chain.
+    pub chains: Option<Vec<String>>,
+    /// Unix groups whose members may submit for this tenant; empty means no
+    /// restriction beyond the socket's own access rules.
+    pub groups: Vec<String>,
+    /// Parameter values. Keys a chain does not declare are ignored for that
+    /// chain, since one tenant serves many chains.
+    pub params: Map<String, Value>,
+}
+
+impl Tenant {
+    pub fn may_run(&self, chain: &str) -> bool {
+        self.chains
+            .as_ref()
+            .is_none_or(|chains| chains.iter().any(|c| c == chain || c == "*"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    description: Option<String>,
+    chains: Option<Vec<String>>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    params: toml::Table,
+}
+
+fn error(file: &Path, source: &str, offset: Option<usize>, message: String) -> LoadError {
+    let (line, column) = match offset {
+        Some(at) => {
+            let (l, c) = line_column(source, at);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    LoadError {
+        file: file.display().to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Parse one tenant file's text.
+pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>> {
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut errors = Vec::new();
+    if !valid_name(&name) {
+        errors.push(error(
+            file,
+            source,
+            None,
+            format!(
+                "invalid tenant name {name:?} (the file name): use lowercase letters, digits, \"_\" and \"-\""
+            ),
+        ));
+    }
+    let raw: RawTenant = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let message = e.message().replace("field", "key");
+            errors.push(error(file, source, e.span().map(|s| s.start), message));
+            return Err(errors);
+        }
+    };
+    let params = match serde_json::to_value(&raw.params) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    for chain in raw.chains.iter().flatten() {
+        if chain != "*" && !valid_name(chain) {
+            errors.push(error(
+                file,
+                source,
+                None,
+                format!("invalid chain name {chain:?} in chains"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Tenant {
+        name,
+        file: file.to_path_buf(),
+        description: raw.description,
+        chains: raw.chains,
+        groups: raw.groups,
+        params,
+    })
+}
+
+/// Read and parse one tenant file.
+pub fn load_tenant(path: &Path) -> Result<Tenant, Vec<LoadError>> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        vec![LoadError {
+            file: path.display().to_string(),
+            line: None,
+            column: None,
+            message: format!("cannot read the file: {e}"),
+        }]
+    })?;
+    parse_tenant(path, &source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_tenant() {
+        let t = parse_tenant(
+            Path::new("/t/afinia.toml"),
+            "description = \"Afinia\"\nchains = [\"nightly-etl\"]\ngroups = [\"etl\"]\n[params]\ncompany = \"AF\"\nlimit = 5\n",
+        )
+        .expect("valid");
+        assert_eq!(t.name, "afinia");
+        assert!(t.may_run("nightly-etl"));
+        assert!(!t.may_run("other"));
+        assert_eq!(t.params.get("limit"), Some(&Value::from(5)));
+    }
+
+    #[test]
+    fn unknown_key_has_a_position() {
+        let errors = parse_tenant(Path::new("/t/x.toml"), "description = \"x\"\nbogus = 1\n")
+            .expect_err("unknown key");
+        assert_eq!(errors[0].line, Some(2));
+        assert_eq!(errors[0].column, Some(1));
+    }
+
+    #[test]
+    fn no_chains_means_every_chain() {
+        let t = parse_tenant(Path::new("/t/x.toml"), "").expect("valid");
+        assert!(t.may_run("anything"));
+    }
+}
