@@ -16,7 +16,7 @@ pub fn is_admin(caller: &Caller) -> bool {
 /// or listed member).
 pub fn in_group(caller: &Caller, group: &str) -> bool {
     match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => g.gid.as_raw() == caller.gid || g.mem.iter().any(|m| *m == caller.user),
+        Ok(Some(g)) => g.gid.as_raw() == caller.gid || g.mem.contains(&caller.user),
         _ => false,
     }
 }
