@@ -323,6 +323,7 @@ mod tests {
             socket: Some("/from/flag.sock".into()),
             state_dir: Some(dir.path().join("state")),
             workflows_dir: Some(dir.path().join("w")),
+            tenants_dir: None,
             mode: Some(Mode::User),
         })
         .expect("load");

@@ -242,6 +242,33 @@ pub(crate) fn show(value: &Value) -> String {
     }
 }
 
+/// Resolve parameters from every layer, lowest first: the chain's defaults,
+/// then the tenant's values (keys the chain does not declare are skipped:
+/// one tenant file serves many chains), then a schedule's, then the
+/// submitted ones. Every problem is reported at once, as by
+/// [`resolve_params`].
+pub fn resolve_layered(
+    chain: &Chain,
+    tenant: Option<&Map<String, Value>>,
+    schedule: Option<&Map<String, Value>>,
+    submitted: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<FieldError>> {
+    let mut combined = Map::new();
+    if let Some(tenant) = tenant {
+        for (key, value) in tenant {
+            if chain.params.contains_key(key) {
+                combined.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    for layer in schedule.into_iter().chain(std::iter::once(submitted)) {
+        for (key, value) in layer {
+            combined.insert(key.clone(), value.clone());
+        }
+    }
+    resolve_params(chain, &combined)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -469,31 +496,4 @@ command = ["true"]
         assert_eq!(value_as_env(&json!(true)), "true");
         assert_eq!(value_as_env(&json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
     }
-}
-
-/// Resolve parameters from every layer, lowest first: the chain's defaults,
-/// then the tenant's values (keys the chain does not declare are skipped:
-/// one tenant file serves many chains), then a schedule's, then the
-/// submitted ones. Every problem is reported at once, as by
-/// [`resolve_params`].
-pub fn resolve_layered(
-    chain: &Chain,
-    tenant: Option<&Map<String, Value>>,
-    schedule: Option<&Map<String, Value>>,
-    submitted: &Map<String, Value>,
-) -> Result<Map<String, Value>, Vec<FieldError>> {
-    let mut combined = Map::new();
-    if let Some(tenant) = tenant {
-        for (key, value) in tenant {
-            if chain.params.contains_key(key) {
-                combined.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    for layer in schedule.into_iter().chain(std::iter::once(submitted)) {
-        for (key, value) in layer {
-            combined.insert(key.clone(), value.clone());
-        }
-    }
-    resolve_params(chain, &combined)
 }
