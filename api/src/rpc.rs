@@ -96,6 +96,12 @@ pub trait Holdfast {
     #[method(name = "workflow.list", param_kind = map)]
     async fn workflow_list(&self) -> RpcResult<Vec<WorkflowSummary>>;
 
+    /// An OpenRPC document describing every method, built at run time so
+    /// that `job.submit` carries a JSON Schema of each loaded chain's
+    /// parameters.
+    #[method(name = "rpc.discover", param_kind = map)]
+    async fn discover(&self) -> RpcResult<Value>;
+
     /// Every tenant file, loaded or broken.
     #[method(name = "tenant.list", param_kind = map)]
     async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>>;

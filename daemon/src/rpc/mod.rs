@@ -4,6 +4,7 @@
 
 mod audit;
 mod cancel;
+mod discover;
 mod get;
 mod info;
 mod list;
@@ -141,6 +142,10 @@ impl HoldfastServer for RpcServer {
         tenant: Option<String>,
     ) -> RpcResult<Plan> {
         plan::handle(self, caller(ext), target, params, tenant).await
+    }
+
+    async fn discover(&self) -> RpcResult<Value> {
+        Ok(discover::handle(self))
     }
 
     async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>> {

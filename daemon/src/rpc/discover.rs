@@ -1,0 +1,332 @@
+//! `rpc.discover`: an OpenRPC 1.2 document of the API, built from the
+//! registry at call time so each loaded chain's parameters appear as a JSON
+//! Schema (for generated clients and forms).
+
+use holdfast_workflow::{Chain, ParamKind};
+use serde_json::{Map, Value, json};
+
+use super::RpcServer;
+
+/// (name, summary, params as (name, required, schema), result schema).
+type MethodSpec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, bool, &'static str)],
+    &'static str,
+);
+
+/// The methods, their named parameters and result schemas. Schemas are
+/// JSON text, `$ref`s point into `components.schemas`.
+const METHODS: &[MethodSpec] = &[
+    (
+        "daemon.info",
+        "Version, protocol number, pid, uptime, mode, paths and counts.",
+        &[],
+        r##"{"$ref":"#/components/schemas/DaemonInfo"}"##,
+    ),
+    (
+        "job.submit",
+        "Queue one run of a target; answers once the job is durably committed.",
+        &[
+            (
+                "target",
+                true,
+                r#"{"type":"string","description":"chain, chain.process or chain.process.activity"}"#,
+            ),
+            (
+                "params",
+                false,
+                r#"{"type":"object","description":"parameters by name; see x-chain-params for each chain's schema"}"#,
+            ),
+            ("tenant", false, r#"{"type":"string"}"#),
+            (
+                "priority",
+                false,
+                r#"{"type":"integer","description":"higher runs first"}"#,
+            ),
+        ],
+        r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
+    ),
+    (
+        "job.plan",
+        "Check a submission and return what it would run, creating no job.",
+        &[
+            ("target", true, r#"{"type":"string"}"#),
+            ("params", false, r#"{"type":"object"}"#),
+            ("tenant", false, r#"{"type":"string"}"#),
+        ],
+        r#"{"type":"object","description":"target, chain, version, tenant, params and waves of planned activities"}"#,
+    ),
+    (
+        "job.get",
+        "One job with its activities and attempts.",
+        &[("job_id", true, r#"{"type":"integer","minimum":1}"#)],
+        r##"{"$ref":"#/components/schemas/Job"}"##,
+    ),
+    (
+        "job.list",
+        "Recent jobs, newest first, filtered and paged.",
+        &[
+            (
+                "state",
+                false,
+                r#"{"type":"string","enum":["queued","running","succeeded","failed","cancelled"]}"#,
+            ),
+            ("chain", false, r#"{"type":"string"}"#),
+            (
+                "limit",
+                false,
+                r#"{"type":"integer","minimum":1,"maximum":1000}"#,
+            ),
+            (
+                "before",
+                false,
+                r#"{"type":"integer","description":"next_before of the previous page"}"#,
+            ),
+        ],
+        r#"{"type":"object","properties":{"jobs":{"type":"array"},"next_before":{"type":["integer","null"]}}}"#,
+    ),
+    (
+        "job.cancel",
+        "Cancel queued or running jobs.",
+        &[(
+            "job_ids",
+            true,
+            r#"{"type":"array","items":{"type":"integer"}}"#,
+        )],
+        r#"{"type":"array","items":{"type":"object","properties":{"job_id":{"type":"integer"},"state":{"type":["string","null"]},"error":{"type":["string","null"]}}}}"#,
+    ),
+    (
+        "job.retry",
+        "Reprocess a finished job, keeping what succeeded unless from_start.",
+        &[
+            ("job_id", true, r#"{"type":"integer"}"#),
+            ("from_start", false, r#"{"type":"boolean"}"#),
+        ],
+        r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
+    ),
+    (
+        "job.logs",
+        "Read an attempt's log from an offset.",
+        &[
+            ("job_id", true, r#"{"type":"integer"}"#),
+            (
+                "activity",
+                false,
+                r#"{"type":"string","description":"process.activity or chain.process.activity"}"#,
+            ),
+            ("attempt", false, r#"{"type":"integer"}"#),
+            ("offset", false, r#"{"type":"integer"}"#),
+            ("max_bytes", false, r#"{"type":"integer"}"#),
+        ],
+        r##"{"$ref":"#/components/schemas/LogChunk"}"##,
+    ),
+    (
+        "job.follow_logs",
+        "Subscription (WebSocket): an attempt's log as it is written; notifications job.log; ends with a close notification.",
+        &[
+            ("job_id", true, r#"{"type":"integer"}"#),
+            ("activity", false, r#"{"type":"string"}"#),
+            ("attempt", false, r#"{"type":"integer"}"#),
+            ("offset", false, r#"{"type":"integer"}"#),
+        ],
+        r#"{"type":"string","description":"subscription id"}"#,
+    ),
+    (
+        "job.watch",
+        "Subscription (WebSocket): the job after its changes (notifications job.changed), ending with its terminal state.",
+        &[("job_id", true, r#"{"type":"integer"}"#)],
+        r#"{"type":"string","description":"subscription id"}"#,
+    ),
+    (
+        "workflow.list",
+        "Every chain, loaded or broken, with load errors.",
+        &[],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "workflow.get",
+        "One chain's parameters, processes and activities.",
+        &[("name", true, r#"{"type":"string"}"#)],
+        r#"{"type":"object"}"#,
+    ),
+    (
+        "tenant.list",
+        "Every tenant, loaded or broken.",
+        &[],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "config.reload",
+        "Re-read workflow and tenant files now.",
+        &[],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "audit.list",
+        "The audit trail, newest first.",
+        &[
+            ("limit", false, r#"{"type":"integer"}"#),
+            ("before", false, r#"{"type":"integer"}"#),
+        ],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "rpc.discover",
+        "This document.",
+        &[],
+        r#"{"type":"object"}"#,
+    ),
+];
+
+const COMPONENTS: &str = r#"{
+  "DaemonInfo": {"type": "object", "required": ["version", "protocol", "pid", "mode"], "properties": {
+    "version": {"type": "string"}, "protocol": {"type": "integer"}, "pid": {"type": "integer"},
+    "started_at": {"type": "string", "format": "date-time"}, "uptime_seconds": {"type": "integer"},
+    "mode": {"type": "string", "enum": ["system", "user"]}, "max_parallel": {"type": "integer"},
+    "paths": {"type": "object"}, "counts": {"type": "object"}}},
+  "SubmitResult": {"type": "object", "required": ["job_id", "state"], "properties": {
+    "job_id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued"]}}},
+  "Job": {"type": "object", "required": ["id", "target", "chain", "state", "activities"], "properties": {
+    "id": {"type": "integer"}, "target": {"type": "string"}, "chain": {"type": "string"},
+    "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+    "alerts": {"type": "integer"}, "params": {"type": "object"}, "tenant": {"type": ["string", "null"]},
+    "submitted_by": {"type": "string"}, "version": {"type": "string"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "started_at": {"type": ["string", "null"], "format": "date-time"},
+    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+    "progress": {"type": "number"}, "outputs": {"type": "object"},
+    "activities": {"type": "array", "items": {"type": "object", "properties": {
+      "path": {"type": "string"},
+      "state": {"type": "string", "enum": ["pending", "running", "retry_wait", "succeeded", "failed", "skipped", "cancelled"]},
+      "progress": {"type": ["number", "null"]},
+      "attempts": {"type": "array", "items": {"type": "object", "properties": {
+        "number": {"type": "integer"},
+        "state": {"type": "string", "enum": ["running", "succeeded", "failed", "signaled", "timeout", "cancelled", "interrupted", "spawn_error"]},
+        "exit_code": {"type": ["integer", "null"]}, "signal": {"type": ["integer", "null"]},
+        "error_id": {"type": ["string", "null"]}}}}}}}}},
+  "LogChunk": {"type": "object", "properties": {
+    "activity": {"type": "string"}, "attempt": {"type": "integer"}, "offset": {"type": "integer"},
+    "next_offset": {"type": "integer"}, "data": {"type": "string"}, "complete": {"type": "boolean"},
+    "dropped": {"type": "integer"}}}
+}"#;
+
+/// The JSON Schema of one chain's parameters.
+pub fn params_schema(chain: &Chain) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for spec in chain.params.values() {
+        let mut schema = match spec.kind {
+            ParamKind::String => json!({"type": "string"}),
+            ParamKind::Int => json!({"type": "integer"}),
+            ParamKind::Float => json!({"type": "number"}),
+            ParamKind::Bool => json!({"type": "boolean"}),
+            ParamKind::Date => json!({"type": "string", "format": "date"}),
+            ParamKind::DateTime => json!({"type": "string", "format": "date-time"}),
+            ParamKind::Json => json!({}),
+        };
+        if let Value::Object(map) = &mut schema {
+            if let Some(d) = &spec.description {
+                map.insert("description".into(), json!(d));
+            }
+            if let Some(d) = &spec.default {
+                map.insert("default".into(), d.clone());
+            }
+            if let Some(values) = &spec.allowed {
+                map.insert("enum".into(), json!(values));
+            }
+            if let Some(p) = &spec.pattern {
+                map.insert("pattern".into(), json!(format!("^(?:{p})$")));
+            }
+        }
+        if spec.required && spec.default.is_none() {
+            required.push(json!(spec.name));
+        }
+        properties.insert(spec.name.clone(), schema);
+    }
+    json!({
+        "type": "object",
+        "title": format!("{} parameters", chain.name),
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+pub(super) fn handle(server: &RpcServer) -> Value {
+    let registry = server.engine.registry.borrow().clone();
+    let mut chain_params = Map::new();
+    let mut schemas = match parse(COMPONENTS) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for entry in registry.entries.values() {
+        if let Some(chain) = &entry.chain {
+            let name = format!("params.{}", chain.name);
+            schemas.insert(name.clone(), params_schema(chain));
+            chain_params.insert(
+                chain.name.clone(),
+                json!({"$ref": format!("#/components/schemas/{name}")}),
+            );
+        }
+    }
+    let methods: Vec<Value> = METHODS
+        .iter()
+        .map(|(name, summary, params, result)| {
+            let mut method = json!({
+                "name": name,
+                "summary": summary,
+                "paramStructure": "by-name",
+                "params": params.iter().map(|(p, required, schema)| json!({
+                    "name": p,
+                    "required": required,
+                    "schema": parse(schema),
+                })).collect::<Vec<_>>(),
+                "result": {"name": "result", "schema": parse(result)},
+            });
+            if *name == "job.submit" || *name == "job.plan" {
+                method["x-chain-params"] = Value::Object(chain_params.clone());
+            }
+            method
+        })
+        .collect();
+    json!({
+        "openrpc": "1.2.6",
+        "info": {
+            "title": "HoldFast",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!("HoldFast daemon JSON-RPC API, protocol {}", holdfast_api::PROTOCOL_VERSION),
+        },
+        "methods": methods,
+        "components": {
+            "schemas": schemas,
+            "errors": {
+                "NOT_FOUND": {"code": -32001, "message": "not found"},
+                "INVALID_PARAMETERS": {"code": -32002, "message": "invalid parameters; data lists each field"},
+                "PERMISSION_DENIED": {"code": -32003, "message": "permission denied"},
+                "INVALID_STATE": {"code": -32004, "message": "invalid state"},
+                "UNAVAILABLE": {"code": -32005, "message": "unavailable"},
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_schemas_parse() {
+        assert!(parse(COMPONENTS).is_object());
+        for (name, _, params, result) in METHODS {
+            assert!(parse(result).is_object(), "{name} result");
+            for (p, _, schema) in *params {
+                assert!(parse(schema).is_object(), "{name}.{p}");
+            }
+        }
+    }
+}
