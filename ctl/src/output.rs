@@ -285,6 +285,21 @@ pub fn elapsed_text(start: Option<&str>, end: Option<&str>) -> String {
 }
 
 /// `65%`, without decimals.
+/// A byte count for people: `512 B`, `1.5 KiB`, `64.0 MiB`, `1.0 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 pub fn percent(value: f64) -> String {
     format!("{:.0}%", value.clamp(0.0, 100.0))
 }
@@ -343,6 +358,13 @@ pub fn print_json_line<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_for_people() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(1 << 30), "1.0 GiB");
+    }
 
     #[test]
     fn durations() {

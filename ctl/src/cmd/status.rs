@@ -122,6 +122,29 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
             out.push('\n');
         }
     }
+
+    let capped: Vec<String> = job
+        .activities
+        .iter()
+        .flat_map(|a| {
+            a.attempts.iter().filter(|t| t.log_dropped > 0).map(move |t| {
+                format!(
+                    "  {}.{} attempt {}: {} kept, {} dropped\n",
+                    a.process,
+                    a.activity,
+                    t.number,
+                    output::bytes(t.log_bytes),
+                    output::bytes(t.log_dropped)
+                )
+            })
+        })
+        .collect();
+    if !capped.is_empty() {
+        out.push_str("\nlogs over the cap (log_max_bytes):\n");
+        for line in capped {
+            out.push_str(&line);
+        }
+    }
     out
 }
 
