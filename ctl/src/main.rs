@@ -73,6 +73,8 @@ enum Command {
     Info(cmd::info::Args),
     /// Check workflow files without a daemon.
     Validate(cmd::validate::Args),
+    /// Try a cron expression without a daemon: when it fires next.
+    Cron(cmd::cron::Args),
     /// Reprocess a finished job: re-run what failed, keep what succeeded.
     Retry(cmd::retry::Args),
     /// Re-read the daemon's workflow files now.
@@ -102,6 +104,7 @@ async fn main() -> ExitCode {
         Command::Describe(args) => cmd::describe::run(&ctx, args).await,
         Command::Info(args) => cmd::info::run(&ctx, args).await,
         Command::Validate(args) => cmd::validate::run(&ctx, args),
+        Command::Cron(args) => cmd::cron::run(&ctx, args),
         Command::Retry(args) => cmd::retry::run(&ctx, args).await,
         Command::Reload(args) => cmd::reload::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,

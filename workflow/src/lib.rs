@@ -11,5 +11,6 @@ pub mod parse;
 pub mod template;
 pub mod tenant;
 
+pub use cron::{CatchUp, CronRule, Overlap};
 pub use model::*;
 pub use parse::{load_file, parse_chain};

@@ -8,6 +8,8 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::cron::{CatchUp, CronRule, Overlap};
+
 /// One chain: one workflow file, fully validated.
 #[derive(Debug, Clone)]
 pub struct Chain {
@@ -201,18 +203,37 @@ impl OnFailure {
     }
 }
 
-/// A `[schedule.<name>]` table. Its cron expression is checked by the
-/// daemon's scheduler, not here.
+/// A `[schedule.<name>]` table, with its cron rule already parsed and
+/// checked (expression and zone); the daemon evaluates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub name: String,
-    pub cron: String,
+    /// `cron` in `timezone`; `rule.expression()` is the text as written.
+    pub rule: CronRule,
+    /// The IANA zone the rule is read in; None for the host's zone.
     pub timezone: Option<String>,
+    /// Already checked against the chain's parameters.
     pub params: serde_json::Map<String, Value>,
+    /// One job per tenant on each fire; empty for a single job.
     pub tenants: Vec<String>,
-    pub catch_up: String,
-    pub overlap: String,
+    /// What to run of the fires missed while the daemon was down.
+    pub catch_up: CatchUp,
+    /// With `catch_up = "all"`, the most missed fires run (the newest).
+    /// At least 1; 10 unless the file says otherwise.
+    pub max_catch_up: usize,
+    /// What to do when a fire comes while this schedule's last job runs.
+    pub overlap: Overlap,
     pub enabled: bool,
+}
+
+impl Schedule {
+    /// `max_catch_up` when the file does not set it.
+    pub const DEFAULT_MAX_CATCH_UP: usize = 10;
+
+    /// The cron expression as written.
+    pub fn cron(&self) -> &str {
+        self.rule.expression()
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod graph;
 mod processes;
 mod raw;
 mod references;
+mod schedules;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -26,10 +27,11 @@ use indexmap::IndexMap;
 use sha2::{Digest, Sha256};
 use toml::de::DeTable;
 
-use crate::model::{Chain, ParamKind, ParamSpec, Schedule};
+use crate::model::{Chain, ParamKind, ParamSpec};
 use crate::params::{self, Strictness};
 use processes::Draft;
-use raw::{Named, RawChain, RawFile, RawParam, RawSchedule, Span};
+use raw::{Named, RawChain, RawFile, RawParam, Span};
+use schedules::build_schedules;
 use values::{Settings, duration, positive, to_json};
 
 /// Reads and validates one chain file.
@@ -345,118 +347,4 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         }
     }
     Some(spec)
-}
-
-fn build_schedules(
-    raw: Vec<Named<RawSchedule>>,
-    declared: &IndexMap<String, ParamSpec>,
-    diagnostics: &mut Diagnostics<'_>,
-) -> Vec<Schedule> {
-    let mut schedules = Vec::new();
-    for entry in raw {
-        check_name("schedule", &entry.name, &entry.name_span, diagnostics);
-        let Some(schedule) = entry.value else {
-            continue;
-        };
-        if schedule.cron.get_ref().trim().is_empty() {
-            diagnostics.error(&schedule.cron.span(), "cron is empty");
-        }
-        let choice = |value: Option<toml::Spanned<String>>,
-                      key: &str,
-                      choices: &[&str],
-                      diagnostics: &mut Diagnostics<'_>| {
-            let Some(value) = value else {
-                return choices[0].to_string();
-            };
-            if !choices.contains(&value.get_ref().as_str()) {
-                diagnostics.error(
-                    &value.span(),
-                    format!(
-                        "{key} must be one of {}; got {:?}",
-                        choices
-                            .iter()
-                            .map(|c| format!("{c:?}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        value.get_ref()
-                    ),
-                );
-            }
-            value.into_inner()
-        };
-        // The first choice is the default.
-        let catch_up = choice(
-            schedule.catch_up,
-            "catch_up",
-            &["latest", "none", "all"],
-            diagnostics,
-        );
-        let overlap = choice(
-            schedule.overlap,
-            "overlap",
-            &["skip", "queue", "allow"],
-            diagnostics,
-        );
-        for tenant in &schedule.tenants {
-            check_name("tenant", tenant.get_ref(), &tenant.span(), diagnostics);
-        }
-        // A schedule's parameters are checked as a submission would be, so a
-        // bad one shows now rather than at 4 a.m.
-        let mut params = serde_json::Map::new();
-        for (name, value) in schedule.params.into_iter().flatten() {
-            let Some(spec) = declared.get(name.get_ref()) else {
-                diagnostics.error(
-                    &name.span(),
-                    format!(
-                        "parameter {:?}: {}",
-                        name.get_ref(),
-                        params::unknown_parameter_message(declared.keys())
-                    ),
-                );
-                continue;
-            };
-            match to_json(value.get_ref())
-                .and_then(|json| params::check_value(spec, &json, Strictness::Submitted))
-            {
-                Ok(json) => {
-                    params.insert(name.into_inner(), json);
-                }
-                Err(message) => diagnostics.error(
-                    &value.span(),
-                    format!("parameter {:?}: {message}", name.get_ref()),
-                ),
-            }
-        }
-        // Tenants may supply parameters of their own; without tenants the
-        // schedule alone must satisfy the required ones.
-        if schedule.tenants.is_empty() && diagnostics.shape_errors == 0 {
-            for spec in declared.values() {
-                if spec.required && spec.default.is_none() && !params.contains_key(&spec.name) {
-                    diagnostics.error(
-                        &entry.span,
-                        format!(
-                            "schedule {:?} does not give the required parameter {:?}; add it to \
-                             params",
-                            entry.name, spec.name
-                        ),
-                    );
-                }
-            }
-        }
-        schedules.push(Schedule {
-            name: entry.name,
-            cron: schedule.cron.into_inner(),
-            timezone: schedule.timezone,
-            params,
-            tenants: schedule
-                .tenants
-                .into_iter()
-                .map(|t| t.into_inner())
-                .collect(),
-            catch_up,
-            overlap,
-            enabled: schedule.enabled.unwrap_or(true),
-        });
-    }
-    schedules
 }

@@ -9,6 +9,7 @@ use crate::output::Palette;
 
 pub mod audit;
 pub mod cancel;
+pub mod cron;
 pub mod describe;
 pub mod emit;
 pub mod info;

@@ -127,16 +127,19 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
         .activities
         .iter()
         .flat_map(|a| {
-            a.attempts.iter().filter(|t| t.log_dropped > 0).map(move |t| {
-                format!(
-                    "  {}.{} attempt {}: {} kept, {} dropped\n",
-                    a.process,
-                    a.activity,
-                    t.number,
-                    output::bytes(t.log_bytes),
-                    output::bytes(t.log_dropped)
-                )
-            })
+            a.attempts
+                .iter()
+                .filter(|t| t.log_dropped > 0)
+                .map(move |t| {
+                    format!(
+                        "  {}.{} attempt {}: {} kept, {} dropped\n",
+                        a.process,
+                        a.activity,
+                        t.number,
+                        output::bytes(t.log_bytes),
+                        output::bytes(t.log_dropped)
+                    )
+                })
         })
         .collect();
     if !capped.is_empty() {

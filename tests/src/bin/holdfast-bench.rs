@@ -87,7 +87,12 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &notify)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("daemon.log"))?)
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("daemon.log"))?,
+            )
             .spawn()
             .context("cannot start holdfastd")?;
         self.child = Some(child);
@@ -307,7 +312,11 @@ async fn history(status: bool, startup: bool) -> Result<()> {
         "max_parallel = 2\n",
         &[("one.toml", one), ("hold.toml", hold)],
     )?;
-    let total = 100_000u64;
+    // HOLDFAST_BENCH_HISTORY shrinks the history for a quick check.
+    let total: u64 = std::env::var("HOLDFAST_BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let clients = 16u64;

@@ -58,11 +58,12 @@ pub(super) struct RawSettings {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSchedule {
     pub cron: Spanned<String>,
-    pub timezone: Option<String>,
+    pub timezone: Option<Spanned<String>>,
     pub params: Option<IndexMap<Spanned<String>, Spanned<toml::Value>>>,
     #[serde(default)]
     pub tenants: Vec<Spanned<String>>,
     pub catch_up: Option<Spanned<String>>,
+    pub max_catch_up: Option<Spanned<i64>>,
     pub overlap: Option<Spanned<String>>,
     pub enabled: Option<bool>,
 }

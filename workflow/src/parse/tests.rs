@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::model::{Mode, OnFailure, Program};
+use crate::cron::{CatchUp, CronRule, Overlap};
+use crate::model::{Mode, OnFailure, Program, Schedule};
 
 /// The example of DESIGN.md's "Workflow file" section.
 const DESIGN_EXAMPLE: &str = r#"# workflows.d/nightly-etl.toml
@@ -196,15 +197,19 @@ fn design_example_parses_with_defaults_applied() {
         chain.schedules,
         [Schedule {
             name: "nightly".to_string(),
-            cron: "0 4 * * *".to_string(),
+            rule: CronRule::parse("0 4 * * *", Some("America/Bogota")).unwrap(),
             timezone: Some("America/Bogota".to_string()),
             params: json!({"mode": "full"}).as_object().unwrap().clone(),
             tenants: vec!["afinia".to_string(), "air-e".to_string()],
-            catch_up: "latest".to_string(),
-            overlap: "skip".to_string(),
+            catch_up: CatchUp::Latest,
+            max_catch_up: 10,
+            overlap: Overlap::Skip,
             enabled: true,
         }]
     );
+    let schedule = &chain.schedules[0];
+    assert_eq!(schedule.cron(), "0 4 * * *");
+    assert_eq!(schedule.rule.zone_name(), "America/Bogota");
 }
 
 #[test]
@@ -783,7 +788,7 @@ tenants = ["air-e"]
             "7:1: schedule \"daily\" does not give the required parameter \"date\"; add it to params",
             "9:16: parameter \"n\": expected an integer, got \"x\"",
             "9:21: parameter \"zzz\": unknown parameter; declared: date, n",
-            "10:12: catch_up must be one of \"latest\", \"none\", \"all\"; got \"sometimes\"",
+            "10:12: catch_up must be one of \"none\", \"latest\", \"all\"; got \"sometimes\"",
             "11:11: overlap must be one of \"skip\", \"queue\", \"allow\"; got \"replace\"",
         ]
     );
@@ -795,13 +800,80 @@ tenants = ["air-e"]
     let hourly = &chain.schedules[1];
     assert_eq!(hourly.params["n"], json!(5));
     assert!(!hourly.enabled);
-    assert_eq!(hourly.catch_up, "latest");
-    assert_eq!(hourly.overlap, "skip");
-    assert_eq!(chain.schedules[0].catch_up, "all");
+    assert_eq!(hourly.catch_up, CatchUp::Latest);
+    assert_eq!(hourly.overlap, Overlap::Skip);
+    assert_eq!(hourly.max_catch_up, 10);
+    assert_eq!(hourly.timezone, None);
+    assert_eq!(hourly.rule.zone_name(), "local");
+    assert_eq!(chain.schedules[0].catch_up, CatchUp::All);
+    assert_eq!(chain.schedules[0].overlap, Overlap::Queue);
     assert_eq!(chain.schedules[2].tenants, ["air-e"]);
     assert_eq!(
         one_error(&format!("[schedule.x]\ntimezone = \"UTC\"\n{PROCESS}")),
         "1:1: missing key `cron`"
+    );
+}
+
+#[test]
+fn schedule_rules_are_checked_where_they_are_written() {
+    // Both the expression and the zone are reported, each at its value.
+    assert_eq!(
+        errors(&format!(
+            "[schedule.x]\ncron = \"0 25 * * *\"\ntimezone = \"Europe/Berlín\"\n{PROCESS}"
+        )),
+        [
+            "2:8: invalid hour field \"25\" in cron expression \"0 25 * * *\": number out of \
+             bounds; use 0-23",
+            "3:12: unknown time zone \"Europe/Berlín\"; use an IANA name like \"Europe/Berlin\" \
+             or \"UTC\"",
+        ]
+    );
+    assert_eq!(
+        one_error(&format!("[schedule.x]\ncron = \"\"\n{PROCESS}")),
+        "2:8: the cron expression is empty; write 5 fields (minute hour day-of-month month \
+         day-of-week) like \"0 4 * * *\""
+    );
+    assert_eq!(
+        one_error(&format!("[schedule.x]\ncron = \"0 4 * *\"\n{PROCESS}")),
+        "2:8: cron expression \"0 4 * *\" has 4 fields; write 5 (minute hour day-of-month \
+         month day-of-week), or 6 with seconds first"
+    );
+    assert_eq!(
+        one_error(&format!(
+            "[schedule.x]\ncron = \"0 4 * * *\"\ntimezone = \"america/bogota\"\n{PROCESS}"
+        )),
+        "3:12: unknown time zone \"america/bogota\"; did you mean \"America/Bogota\"?"
+    );
+    assert_eq!(
+        one_error(&format!("[schedule.x]\ncron = \"0 0 30 2 *\"\n{PROCESS}")),
+        "2:8: cron expression \"0 0 30 2 *\" never fires: no date matches its day-of-month, \
+         month and day-of-week fields"
+    );
+    let chain = parse(&format!(
+        "[schedule.x]\ncron = \"*/10 0 4 * * MON-FRI\"\ntimezone = \"Asia/Tokyo\"\n{PROCESS}"
+    ))
+    .unwrap();
+    let rule = &chain.schedules[0].rule;
+    assert_eq!(rule.expression(), "*/10 0 4 * * MON-FRI");
+    assert_eq!(rule.zone_name(), "Asia/Tokyo");
+}
+
+#[test]
+fn max_catch_up_is_at_least_one() {
+    let schedule = |value: &str| {
+        format!(
+            "[schedule.x]\ncron = \"@daily\"\ncatch_up = \"all\"\nmax_catch_up = {value}\n{PROCESS}"
+        )
+    };
+    let chain = parse(&schedule("3")).unwrap();
+    assert_eq!(chain.schedules[0].max_catch_up, 3);
+    assert_eq!(
+        one_error(&schedule("0")),
+        "4:16: max_catch_up must be at least 1; got 0"
+    );
+    assert_eq!(
+        one_error(&schedule("\"3\"")),
+        "4:16: invalid type: string \"3\", expected an integer"
     );
 }
 
