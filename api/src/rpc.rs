@@ -7,8 +7,8 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::{
-    AuditEntry, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, SubmitResult,
-    TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 
 #[rpc(server, client)]
@@ -101,6 +101,22 @@ pub trait Holdfast {
     /// parameters.
     #[method(name = "rpc.discover", param_kind = map)]
     async fn discover(&self) -> RpcResult<Value>;
+
+    /// Every schedule of every loaded chain, with its next and last fire.
+    #[method(name = "schedule.list", param_kind = map)]
+    async fn schedule_list(&self) -> RpcResult<Vec<ScheduleInfo>>;
+
+    /// Stop a schedule from firing until resumed (kept across restarts).
+    #[method(name = "schedule.pause", param_kind = map, with_extensions)]
+    async fn schedule_pause(&self, name: String) -> RpcResult<ScheduleInfo>;
+
+    /// Let a paused schedule fire again; fires missed while paused are not run.
+    #[method(name = "schedule.resume", param_kind = map, with_extensions)]
+    async fn schedule_resume(&self, name: String) -> RpcResult<ScheduleInfo>;
+
+    /// Fire a schedule now (its jobs as a fire would submit them).
+    #[method(name = "schedule.trigger", param_kind = map, with_extensions)]
+    async fn schedule_trigger(&self, name: String) -> RpcResult<ScheduleInfo>;
 
     /// Every tenant file, loaded or broken.
     #[method(name = "tenant.list", param_kind = map)]

@@ -460,3 +460,26 @@ pub struct PlannedActivity {
     pub memory_max: Option<u64>,
     pub depends_on: Vec<String>,
 }
+
+/// One schedule in `schedule.list` (and the answer of `schedule.*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub chain: String,
+    pub name: String,
+    pub cron: String,
+    /// IANA zone, or `local` for the host's.
+    pub timezone: String,
+    pub enabled: bool,
+    pub paused: bool,
+    /// `none`, `latest` or `all`.
+    pub catch_up: String,
+    /// `skip`, `queue` or `allow`.
+    pub overlap: String,
+    pub tenants: Vec<String>,
+    /// Next fire as RFC 3339 in the rule's zone; None when paused or disabled.
+    pub next_fire: Option<String>,
+    /// Fires at or before this instant have been handled.
+    pub last_handled: String,
+    pub last_job: Option<u64>,
+    pub last_job_state: Option<JobState>,
+}

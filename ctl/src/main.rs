@@ -79,6 +79,10 @@ enum Command {
     Retry(cmd::retry::Args),
     /// Re-read the daemon's workflow files now.
     Reload(cmd::reload::Args),
+    /// Every schedule, its next fire and its last job.
+    Schedules(cmd::schedules::Args),
+    /// Pause, resume or trigger one schedule (CHAIN.NAME).
+    Schedule(cmd::schedule::Args),
     /// The audit trail of submissions, cancels, retries and reloads.
     Audit(cmd::audit::Args),
     /// Inside an activity: report progress, a checkpoint, outputs or an alert.
@@ -107,6 +111,8 @@ async fn main() -> ExitCode {
         Command::Cron(args) => cmd::cron::run(&ctx, args),
         Command::Retry(args) => cmd::retry::run(&ctx, args).await,
         Command::Reload(args) => cmd::reload::run(&ctx, args).await,
+        Command::Schedules(args) => cmd::schedules::run(&ctx, args).await,
+        Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),
     };

@@ -18,6 +18,8 @@ pub mod logs;
 pub mod ps;
 pub mod reload;
 pub mod retry;
+pub mod schedule;
+pub mod schedules;
 pub mod status;
 pub mod submit;
 pub mod validate;

@@ -84,12 +84,13 @@ pub struct Prepared {
 
 /// Check a submission: the chain exists, the target names part of it, the
 /// tenant exists, may run the chain and may be used by the caller, and the
-/// parameters (chain defaults < tenant < submitted) are valid. Every field
+/// parameters (chain defaults < tenant < schedule < submitted) are valid. Every field
 /// problem is reported at once.
 pub fn prepare(
     registry: &Registry,
     target: &str,
     params: &Map<String, Value>,
+    schedule: Option<&Map<String, Value>>,
     tenant: Option<&str>,
     caller: &Caller,
 ) -> Result<Prepared, SubmitError> {
@@ -129,7 +130,7 @@ pub fn prepare(
             }
         },
     };
-    let params = resolve_layered(&chain, tenant_params, None, params)
+    let params = resolve_layered(&chain, tenant_params, schedule, params)
         .map_err(|mut e| problems.append(&mut e))
         .ok();
     match (included, params) {

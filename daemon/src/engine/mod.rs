@@ -11,6 +11,7 @@
 pub mod job;
 mod recovery;
 mod run;
+mod schedules;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -26,6 +27,7 @@ use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, WriteOp};
 pub use job::JobRun;
+pub use schedules::{ScheduleAction, ScheduleView};
 
 /// Who made a request, from the socket's peer credentials.
 #[derive(Debug, Clone)]
@@ -108,6 +110,17 @@ pub enum Command {
     Reload {
         reply: oneshot::Sender<()>,
     },
+    /// The scheduler's timer expired: run what is due.
+    ScheduleTick,
+    Schedules {
+        reply: oneshot::Sender<Vec<ScheduleView>>,
+    },
+    ScheduleControl {
+        chain: String,
+        name: String,
+        action: ScheduleAction,
+        reply: oneshot::Sender<Result<ScheduleView, String>>,
+    },
     /// Stop accepting work, interrupt running attempts, answer when all ended.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -165,6 +178,28 @@ impl EngineHandle {
             .unwrap_or_default()
     }
 
+    pub async fn schedules(&self) -> Vec<ScheduleView> {
+        self.ask(|reply| Command::Schedules { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn schedule_control(
+        &self,
+        chain: String,
+        name: String,
+        action: ScheduleAction,
+    ) -> Result<ScheduleView, String> {
+        self.ask(|reply| Command::ScheduleControl {
+            chain,
+            name,
+            action,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err("the daemon is stopping".into()))
+    }
+
     /// Re-read the workflows directory; resolves once the new registry is in place.
     pub async fn reload(&self) {
         let _ = self.ask(|reply| Command::Reload { reply }).await;
@@ -185,6 +220,10 @@ enum Effect {
     Timer(Duration, Command),
     JobTimer(u64, Duration),
     Changed(u64),
+    ScheduleChanged(
+        oneshot::Sender<Result<ScheduleView, String>>,
+        Result<ScheduleView, String>,
+    ),
 }
 
 /// A submission whose job row is being committed; it joins the engine's
@@ -216,6 +255,8 @@ pub struct Engine {
     next_job_id: u64,
     error_counter: u64,
     shutting_down: Option<Vec<oneshot::Sender<()>>>,
+    schedules: std::collections::BTreeMap<(String, String), schedules::ScheduleRun>,
+    schedule_timer: Option<tokio::task::AbortHandle>,
 
     // The batch being built.
     ops: Vec<WriteOp>,
@@ -264,6 +305,8 @@ impl Engine {
             next_job_id,
             error_counter: 0,
             shutting_down: None,
+            schedules: std::collections::BTreeMap::new(),
+            schedule_timer: None,
             ops: Vec::new(),
             durable: false,
             effects: Vec::new(),
@@ -272,6 +315,8 @@ impl Engine {
         };
         engine.record_definitions();
         engine.recover()?;
+        let stored = schedules::load_states(&engine.store)?;
+        engine.sync_schedules(Some(stored));
         let handle = EngineHandle {
             commands: commands_tx,
             registry: registry_rx,
@@ -380,7 +425,23 @@ impl Engine {
                 );
                 self.registry.send_replace(Arc::new(registry));
                 self.record_definitions();
+                self.sync_schedules(None);
                 let _ = reply.send(());
+            }
+            Command::ScheduleTick => self.schedule_tick(),
+            Command::Schedules { reply } => {
+                let _ = reply.send(self.schedule_views());
+            }
+            Command::ScheduleControl {
+                chain,
+                name,
+                action,
+                reply,
+            } => {
+                // Answered after the commit, like every other change.
+                let result = self.schedule_control(&chain, &name, action);
+                self.durable = true;
+                self.effects.push(Effect::ScheduleChanged(reply, result));
             }
             Command::Shutdown { reply } => self.begin_shutdown(reply),
         }
@@ -490,6 +551,9 @@ impl Engine {
             }
             Effect::Changed(id) => {
                 let _ = self.changes.send(id);
+            }
+            Effect::ScheduleChanged(reply, result) => {
+                let _ = reply.send(result);
             }
         }
     }

@@ -32,6 +32,7 @@ impl Engine {
                 &registry,
                 &request.target,
                 &request.params,
+                None,
                 request.tenant.as_deref(),
                 &request.caller,
             )
@@ -72,7 +73,7 @@ impl Engine {
 
     /// The writes that create a job: its definition version, its row and
     /// one row per included activity.
-    fn record_new_job(&mut self, job: &JobRun, caller: &Caller, retry_of: Option<u64>) {
+    pub(super) fn record_new_job(&mut self, job: &JobRun, caller: &Caller, retry_of: Option<u64>) {
         let chain = &job.chain;
         self.ops.push(WriteOp::Definition {
             version: chain.version.clone(),
@@ -725,6 +726,7 @@ impl Engine {
             }
         }
         self.effects.push(Effect::Changed(id));
+        self.schedule_job_finished(id);
     }
 
     pub(super) fn on_control(&mut self, key: AttemptKey, message: ControlMessage) {

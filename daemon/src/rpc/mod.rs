@@ -11,6 +11,7 @@ mod list;
 mod logs;
 mod plan;
 mod retry;
+mod schedule;
 pub mod socket;
 mod submit;
 mod tenant;
@@ -21,15 +22,15 @@ use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, SubmitResult,
-    TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{Extensions, PendingSubscriptionSink};
 use serde_json::{Map, Value};
 
-use crate::engine::{Caller, EngineHandle};
+use crate::engine::{Caller, EngineHandle, ScheduleAction};
 use crate::settings::Settings;
 use crate::store::{AuditRow, Store, StoreError, WriteOp, now_ms};
 
@@ -146,6 +147,22 @@ impl HoldfastServer for RpcServer {
 
     async fn discover(&self) -> RpcResult<Value> {
         Ok(discover::handle(self))
+    }
+
+    async fn schedule_list(&self) -> RpcResult<Vec<ScheduleInfo>> {
+        schedule::list(self).await
+    }
+
+    async fn schedule_pause(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+        schedule::control(self, caller(ext), name, ScheduleAction::Pause).await
+    }
+
+    async fn schedule_resume(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+        schedule::control(self, caller(ext), name, ScheduleAction::Resume).await
+    }
+
+    async fn schedule_trigger(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+        schedule::control(self, caller(ext), name, ScheduleAction::Trigger).await
     }
 
     async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>> {

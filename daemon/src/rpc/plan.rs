@@ -40,6 +40,7 @@ pub(super) async fn handle(
         &registry,
         &target,
         &params.unwrap_or_default(),
+        None,
         tenant.as_deref(),
         &caller,
     )

@@ -462,3 +462,30 @@ pub fn find_attempt(
         log_dropped: dropped as u64,
     }))
 }
+
+/// A schedule's stored state.
+#[derive(Debug, Clone)]
+pub struct StoredSchedule {
+    pub paused: bool,
+    pub last_fire: Option<i64>,
+    pub last_job: Option<u64>,
+}
+
+/// Every stored schedule state, keyed by (chain, name).
+pub fn schedule_states(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<(String, String), StoredSchedule>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT chain, name, paused, last_fire, last_job FROM schedules")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+            StoredSchedule {
+                paused: r.get(2)?,
+                last_fire: r.get(3)?,
+                last_job: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

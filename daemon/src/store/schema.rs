@@ -5,7 +5,7 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 /// Version 1: definitions, jobs, activities, attempts and audit.
@@ -87,6 +87,21 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_time ON audit (at);
 "#;
 
+/// Version 2: schedule state (so a restart neither fires twice nor misses)
+/// and the simulation mark on jobs.
+const V2: &str = r#"
+CREATE TABLE schedules (
+    chain     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    paused    INTEGER NOT NULL DEFAULT 0,
+    last_fire INTEGER,
+    last_job  INTEGER,
+    PRIMARY KEY (chain, name)
+) WITHOUT ROWID;
+
+ALTER TABLE jobs ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +109,36 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
+    }
+
+    /// A database made by version 1 upgrades in place and keeps its jobs.
+    #[test]
+    fn upgrades_a_version_1_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).expect("open");
+            Migrations::new(vec![M::up(V1)])
+                .to_latest(&mut conn)
+                .expect("version 1");
+            conn.execute(
+                "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by, created_at)
+                 VALUES (7, 'c', 'c', 'v', '{}', 'succeeded', 'alice', 1)",
+                [],
+            )
+            .expect("insert");
+        }
+        let store = crate::store::Store::open(&path).expect("upgrade");
+        let job = store
+            .read_now(|conn| crate::store::get_job(conn, 7))
+            .expect("read")
+            .expect("job kept");
+        assert_eq!(job.submitted_by, "alice");
+        let simulated: i64 = store
+            .read_now(|conn| {
+                Ok(conn.query_row("SELECT simulated FROM jobs WHERE id = 7", [], |r| r.get(0))?)
+            })
+            .expect("new column");
+        assert_eq!(simulated, 0);
     }
 }

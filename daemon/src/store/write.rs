@@ -116,6 +116,19 @@ pub enum WriteOp {
     },
     AttemptEnd(Box<AttemptEnd>),
     Audit(Box<AuditRow>),
+    /// A schedule's state: paused, the last instant handled, its last job.
+    Schedule {
+        chain: String,
+        name: String,
+        paused: bool,
+        last_fire: i64,
+        last_job: Option<u64>,
+    },
+    /// Forget the state of a schedule that no longer exists.
+    ScheduleRemoved {
+        chain: String,
+        name: String,
+    },
 }
 
 impl WriteOp {
@@ -287,6 +300,31 @@ impl WriteOp {
                     end.log_bytes as i64,
                     end.log_dropped as i64,
                 ])?;
+            }
+            WriteOp::Schedule {
+                chain,
+                name,
+                paused,
+                last_fire,
+                last_job,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO schedules (chain, name, paused, last_fire, last_job)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (chain, name) DO UPDATE SET paused = ?3, last_fire = ?4,
+                        last_job = COALESCE(?5, last_job)",
+                )?
+                .execute(params![
+                    chain,
+                    name,
+                    paused,
+                    last_fire,
+                    last_job.map(|j| j as i64)
+                ])?;
+            }
+            WriteOp::ScheduleRemoved { chain, name } => {
+                tx.prepare_cached("DELETE FROM schedules WHERE chain = ?1 AND name = ?2")?
+                    .execute(params![chain, name])?;
             }
             WriteOp::Audit(row) => {
                 tx.prepare_cached(

@@ -1,0 +1,374 @@
+//! Schedules: cron rules from chain files that submit jobs.
+//!
+//! Their state (paused, the last instant handled, the last job) is kept in
+//! SQLite, so a restart neither fires twice nor silently misses a fire
+//! beyond what the rule's `catch_up` policy allows. One timer task sleeps
+//! until the earliest next fire and is re-armed whenever a schedule, a
+//! pause or the registry changes; the sleep is capped at five minutes so a
+//! wall-clock jump (NTP, suspend) is noticed, since timers run on the
+//! monotonic clock. A wake-up only re-evaluates; it never polls for work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use holdfast_workflow::{CatchUp, Chain, Overlap, Schedule, cron::due_fires};
+use serde_json::Map;
+use tokio::sync::oneshot;
+
+use super::job::{JobRun, prepare};
+use super::{Caller, Command, Engine, PendingJob};
+use crate::store::{self, StoredSchedule, WriteOp};
+
+/// Longest the scheduler sleeps without re-evaluating.
+const MAX_SLEEP: Duration = Duration::from_secs(300);
+
+/// One schedule's runtime state.
+#[derive(Debug)]
+pub struct ScheduleRun {
+    pub chain: Arc<Chain>,
+    pub schedule: Schedule,
+    pub paused: bool,
+    /// The last instant handled: fires at or before it never run again.
+    pub last: DateTime<Utc>,
+    /// Jobs of the most recent fire (one per tenant).
+    pub last_jobs: Vec<u64>,
+    /// A fire that waits for the previous jobs (`overlap = "queue"`).
+    pub waiting: bool,
+}
+
+/// What `schedule.list` shows of one schedule.
+#[derive(Debug, Clone)]
+pub struct ScheduleView {
+    pub chain: String,
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub enabled: bool,
+    pub paused: bool,
+    pub catch_up: CatchUp,
+    pub overlap: Overlap,
+    pub tenants: Vec<String>,
+    pub next_fire: Option<DateTime<Utc>>,
+    pub last_handled: DateTime<Utc>,
+    pub last_job: Option<u64>,
+}
+
+/// What an operator can do to a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleAction {
+    Pause,
+    Resume,
+    Trigger,
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Engine {
+    /// Bring schedules in line with the registry: new ones start from now
+    /// (or their stored state), removed ones are forgotten, changed rules
+    /// keep their state.
+    pub(super) fn sync_schedules(
+        &mut self,
+        stored: Option<HashMap<(String, String), StoredSchedule>>,
+    ) {
+        let now = Utc::now();
+        let registry = self.registry.borrow().clone();
+        let mut next: BTreeMap<(String, String), ScheduleRun> = BTreeMap::new();
+        for chain in registry.entries.values().filter_map(|e| e.chain.clone()) {
+            for schedule in &chain.schedules {
+                let key = (chain.name.clone(), schedule.name.clone());
+                let run = match self.schedules.remove(&key) {
+                    Some(mut run) => {
+                        run.chain = chain.clone();
+                        run.schedule = schedule.clone();
+                        run
+                    }
+                    None => {
+                        let saved = stored.as_ref().and_then(|s| s.get(&key));
+                        let last = saved
+                            .and_then(|s| s.last_fire)
+                            .map(ms_to_time)
+                            .unwrap_or(now);
+                        if saved.is_none() {
+                            self.ops.push(WriteOp::Schedule {
+                                chain: key.0.clone(),
+                                name: key.1.clone(),
+                                paused: false,
+                                last_fire: last.timestamp_millis(),
+                                last_job: None,
+                            });
+                        }
+                        ScheduleRun {
+                            chain: chain.clone(),
+                            schedule: schedule.clone(),
+                            paused: saved.is_some_and(|s| s.paused),
+                            last,
+                            last_jobs: saved.and_then(|s| s.last_job).into_iter().collect(),
+                            waiting: false,
+                        }
+                    }
+                };
+                next.insert(key, run);
+            }
+        }
+        for (chain, name) in std::mem::take(&mut self.schedules).into_keys() {
+            self.ops.push(WriteOp::ScheduleRemoved { chain, name });
+        }
+        if let Some(stored) = stored {
+            for key in stored.into_keys() {
+                if !next.contains_key(&key) {
+                    self.ops.push(WriteOp::ScheduleRemoved {
+                        chain: key.0,
+                        name: key.1,
+                    });
+                }
+            }
+        }
+        self.schedules = next;
+        self.arm_schedule_timer();
+    }
+
+    /// Sleep until the earliest next fire (at most [`MAX_SLEEP`]).
+    pub(super) fn arm_schedule_timer(&mut self) {
+        if let Some(timer) = self.schedule_timer.take() {
+            timer.abort();
+        }
+        let now = Utc::now();
+        let next = self
+            .schedules
+            .values()
+            .filter(|r| r.schedule.enabled && !r.paused)
+            .filter_map(|r| r.schedule.rule.next_after(r.last.max(now)))
+            .min();
+        let Some(next) = next else {
+            return;
+        };
+        let delay = (next - now).to_std().unwrap_or_default().min(MAX_SLEEP);
+        let tx = self.commands_tx.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Command::ScheduleTick).await;
+        });
+        self.schedule_timer = Some(task.abort_handle());
+    }
+
+    /// Run what is due, per each rule's catch-up policy, then re-arm.
+    pub(super) fn schedule_tick(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let now = Utc::now();
+        let keys: Vec<(String, String)> = self.schedules.keys().cloned().collect();
+        for key in keys {
+            let Some(run) = self.schedules.get_mut(&key) else {
+                continue;
+            };
+            if !run.schedule.enabled || run.paused {
+                continue;
+            }
+            let due = due_fires(
+                &run.schedule.rule,
+                run.last,
+                now,
+                run.schedule.catch_up,
+                run.schedule.max_catch_up,
+            );
+            run.last = run.last.max(now);
+            let last_fire = run.last.timestamp_millis();
+            self.ops.push(WriteOp::Schedule {
+                chain: key.0.clone(),
+                name: key.1.clone(),
+                paused: false,
+                last_fire,
+                last_job: None,
+            });
+            for fire in due {
+                tracing::info!(HF_CHAIN = %key.0, schedule = %key.1, fire = %fire.to_rfc3339(), "schedule fires");
+                self.fire(&key, false);
+            }
+        }
+        self.arm_schedule_timer();
+    }
+
+    /// Submit the jobs of one fire, honouring `overlap` unless `manual`.
+    fn fire(&mut self, key: &(String, String), manual: bool) {
+        let Some(run) = self.schedules.get(key) else {
+            return;
+        };
+        let in_flight = run.last_jobs.iter().any(|id| {
+            self.jobs.contains_key(id) || self.pending_jobs.iter().any(|p| p.job.id == *id)
+        });
+        if in_flight && !manual {
+            match run.schedule.overlap {
+                Overlap::Skip => {
+                    tracing::warn!(HF_CHAIN = %key.0, schedule = %key.1, "fire skipped: the previous job of this schedule is still running (overlap = \"skip\")");
+                    return;
+                }
+                Overlap::Queue => {
+                    tracing::info!(HF_CHAIN = %key.0, schedule = %key.1, "fire waits for the previous job (overlap = \"queue\")");
+                    if let Some(run) = self.schedules.get_mut(key) {
+                        run.waiting = true;
+                    }
+                    return;
+                }
+                Overlap::Allow => {}
+            }
+        }
+        let chain = run.chain.clone();
+        let schedule = run.schedule.clone();
+        let tenants: Vec<Option<String>> = if schedule.tenants.is_empty() {
+            vec![None]
+        } else {
+            schedule.tenants.iter().cloned().map(Some).collect()
+        };
+        let caller = Caller {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            pid: None,
+            user: format!("schedule:{}.{}", key.0, key.1),
+        };
+        let mut started = Vec::new();
+        for tenant in tenants {
+            let prepared = {
+                let registry = self.registry.borrow();
+                prepare(
+                    &registry,
+                    &chain.name,
+                    &Map::new(),
+                    Some(&schedule.params),
+                    tenant.as_deref(),
+                    &caller,
+                )
+            };
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), error = %e, "scheduled job refused");
+                    continue;
+                }
+            };
+            let id = self.next_job_id;
+            self.next_job_id += 1;
+            let job = JobRun::new(
+                id,
+                prepared.chain,
+                chain.name.clone(),
+                &prepared.included,
+                prepared.params,
+                tenant.clone(),
+                0,
+            );
+            self.record_new_job(&job, &caller, None);
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), "job submitted by schedule");
+            // Nobody waits for the answer of a scheduled submission.
+            let (reply, _) = oneshot::channel();
+            self.pending_jobs.push(PendingJob { job, reply });
+            started.push(id);
+        }
+        if let Some(run) = self.schedules.get_mut(key) {
+            run.last_jobs = started.clone();
+            run.waiting = false;
+            self.ops.push(WriteOp::Schedule {
+                chain: key.0.clone(),
+                name: key.1.clone(),
+                paused: run.paused,
+                last_fire: run.last.timestamp_millis(),
+                last_job: started.last().copied(),
+            });
+        }
+    }
+
+    /// A job ended: a schedule waiting on it (`overlap = "queue"`) fires now.
+    pub(super) fn schedule_job_finished(&mut self, id: u64) {
+        let waiting: Vec<(String, String)> = self
+            .schedules
+            .iter()
+            .filter(|(_, r)| r.waiting && r.last_jobs.contains(&id))
+            .filter(|(_, r)| {
+                !r.last_jobs
+                    .iter()
+                    .any(|j| *j != id && self.jobs.contains_key(j))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            self.fire(&key, true);
+        }
+    }
+
+    /// Pause, resume or trigger a schedule named `chain.name`.
+    pub(super) fn schedule_control(
+        &mut self,
+        chain: &str,
+        name: &str,
+        action: ScheduleAction,
+    ) -> Result<ScheduleView, String> {
+        let key = (chain.to_string(), name.to_string());
+        let Some(run) = self.schedules.get_mut(&key) else {
+            return Err(format!("no schedule {chain}.{name}; see `hfctl schedules`"));
+        };
+        match action {
+            ScheduleAction::Pause => run.paused = true,
+            ScheduleAction::Resume => {
+                // Fires missed while paused are not caught up: a pause is a
+                // decision, not downtime.
+                run.paused = false;
+                run.last = run.last.max(Utc::now());
+            }
+            ScheduleAction::Trigger => {}
+        }
+        self.ops.push(WriteOp::Schedule {
+            chain: key.0.clone(),
+            name: key.1.clone(),
+            paused: run.paused,
+            last_fire: run.last.timestamp_millis(),
+            last_job: None,
+        });
+        self.durable = true;
+        tracing::info!(HF_CHAIN = %chain, schedule = %name, action = ?action, "schedule changed");
+        if action == ScheduleAction::Trigger {
+            self.fire(&key, true);
+        }
+        self.arm_schedule_timer();
+        self.schedule_views()
+            .into_iter()
+            .find(|v| v.chain == chain && v.name == name)
+            .ok_or_else(|| "schedule vanished".to_string())
+    }
+
+    pub(super) fn schedule_views(&self) -> Vec<ScheduleView> {
+        let now = Utc::now();
+        self.schedules
+            .iter()
+            .map(|((chain, name), run)| ScheduleView {
+                chain: chain.clone(),
+                name: name.clone(),
+                cron: run.schedule.rule.expression().to_string(),
+                timezone: run.schedule.rule.zone_name(),
+                enabled: run.schedule.enabled,
+                paused: run.paused,
+                catch_up: run.schedule.catch_up,
+                overlap: run.schedule.overlap,
+                tenants: run.schedule.tenants.clone(),
+                next_fire: if run.schedule.enabled && !run.paused {
+                    run.schedule.rule.next_after(run.last.max(now))
+                } else {
+                    None
+                },
+                last_handled: run.last,
+                last_job: run.last_jobs.last().copied(),
+            })
+            .collect()
+    }
+}
+
+/// Read stored schedule states at start.
+pub(super) fn load_states(
+    store: &store::Store,
+) -> Result<HashMap<(String, String), StoredSchedule>, store::StoreError> {
+    store.read_now(store::schedule_states)
+}

@@ -1,0 +1,85 @@
+//! `schedule.list`, `schedule.pause`, `schedule.resume`, `schedule.trigger`.
+
+use holdfast_api::{ErrorCode, ScheduleInfo};
+use jsonrpsee::core::RpcResult;
+
+use super::{RpcServer, store_error};
+use crate::engine::{Caller, ScheduleAction, ScheduleView};
+use crate::store;
+
+async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo> {
+    let last_job_state = match view.last_job {
+        Some(id) => server
+            .store
+            .read(move |conn| store::job_state(conn, id))
+            .await
+            .map_err(store_error)?,
+        None => None,
+    };
+    let zone =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Ok(ScheduleInfo {
+        chain: view.chain,
+        name: view.name,
+        cron: view.cron,
+        timezone: view.timezone,
+        enabled: view.enabled,
+        paused: view.paused,
+        catch_up: view.catch_up.as_str().into(),
+        overlap: view.overlap.as_str().into(),
+        tenants: view.tenants,
+        next_fire: view.next_fire.map(zone),
+        last_handled: zone(view.last_handled),
+        last_job: view.last_job,
+        last_job_state,
+    })
+}
+
+pub(super) async fn list(server: &RpcServer) -> RpcResult<Vec<ScheduleInfo>> {
+    let mut out = Vec::new();
+    for view in server.engine.schedules().await {
+        out.push(info(server, view).await?);
+    }
+    Ok(out)
+}
+
+pub(super) async fn control(
+    server: &RpcServer,
+    caller: Caller,
+    name: String,
+    action: ScheduleAction,
+) -> RpcResult<ScheduleInfo> {
+    let method = match action {
+        ScheduleAction::Pause => "schedule.pause",
+        ScheduleAction::Resume => "schedule.resume",
+        ScheduleAction::Trigger => "schedule.trigger",
+    };
+    let Some((chain, schedule)) = name.split_once('.') else {
+        let message = format!("name schedules as CHAIN.NAME, got {name:?}");
+        server
+            .audit(
+                &caller,
+                method,
+                Some(name.clone()),
+                "refused",
+                Some(message.clone()),
+            )
+            .await;
+        return Err(ErrorCode::NotFound.error(message));
+    };
+    let result = server
+        .engine
+        .schedule_control(chain.to_string(), schedule.to_string(), action)
+        .await;
+    let (outcome, detail) = match &result {
+        Ok(view) => ("ok", view.last_job.map(|j| format!("last job {j}"))),
+        Err(e) => ("refused", Some(e.clone())),
+    };
+    server
+        .audit(&caller, method, Some(name), outcome, detail)
+        .await;
+    match result {
+        Ok(view) => info(server, view).await,
+        Err(message) => Err(ErrorCode::NotFound.error(message)),
+    }
+}
