@@ -19,6 +19,8 @@ pub trait Holdfast {
 
     /// Queue one run of `target` (`chain`, `chain.process` or
     /// `chain.process.activity`). Answers once the job is durably committed.
+    /// `simulate`: run it through the engine with every activity replaced by
+    /// its `[simulate]` stand-in (a no-op that succeeds by default).
     #[method(name = "job.submit", param_kind = map, with_extensions)]
     async fn job_submit(
         &self,
@@ -26,6 +28,7 @@ pub trait Holdfast {
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
         priority: Option<i32>,
+        simulate: Option<bool>,
     ) -> RpcResult<SubmitResult>;
 
     /// Check a submission and return what it would run, creating no job

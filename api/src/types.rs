@@ -219,6 +219,9 @@ pub struct Job {
     /// activities (for example `job timeout after 2h`).
     pub reason: Option<String>,
     pub retry_of: Option<u64>,
+    /// Run with every activity replaced by its `[simulate]` stand-in.
+    #[serde(default)]
+    pub simulated: bool,
     /// Outputs of each activity, keyed by `process.activity`.
     pub outputs: Map<String, Value>,
     pub activities: Vec<ActivityRun>,
@@ -271,6 +274,8 @@ pub struct JobSummary {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub progress: f64,
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 /// Answer of `job.list`. Pass `next_before` back as `before` for the next page.

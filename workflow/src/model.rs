@@ -156,6 +156,18 @@ pub struct Activity {
     /// Indices of upstream activities whose outputs this activity's
     /// templates reference (`outputs.<process>.<activity>`).
     pub output_refs: Vec<usize>,
+    /// How the activity behaves in a simulated job (`[...simulate]`); None
+    /// means a no-op that succeeds at once.
+    pub simulate: Option<Simulate>,
+}
+
+/// An activity's stand-in for simulated jobs: nothing is run, the attempt
+/// just ends this way after `duration`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Simulate {
+    pub exit_code: i32,
+    pub duration: Duration,
+    pub outputs: serde_json::Map<String, Value>,
 }
 
 impl Activity {
@@ -258,6 +270,7 @@ mod tests {
             memory_max: None,
             deps: Vec::new(),
             output_refs: Vec::new(),
+            simulate: None,
         }
     }
 

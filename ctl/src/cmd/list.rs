@@ -95,7 +95,14 @@ pub fn job_table(jobs: &[JobSummary], palette: &Palette) -> String {
         table.row(vec![
             job.id.to_string().into(),
             target.into(),
-            Cell::styled(job.state.as_str(), Some(output::job_state_style(job.state))),
+            Cell::styled(
+                if job.simulated {
+                    format!("{} (sim)", job.state.as_str())
+                } else {
+                    job.state.as_str().to_string()
+                },
+                Some(output::job_state_style(job.state)),
+            ),
             progress.into(),
             alerts,
             job.submitted_by.clone().into(),

@@ -61,6 +61,12 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
         ("state", state),
         ("alerts", alerts),
     ];
+    if job.simulated {
+        pairs.push((
+            "simulated",
+            "yes: activities were replaced by their [simulate] stand-ins".to_string(),
+        ));
+    }
     if let Some(tenant) = &job.tenant {
         pairs.push(("tenant", tenant.clone()));
     }

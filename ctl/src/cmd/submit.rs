@@ -49,6 +49,11 @@ pub struct Args {
     /// masked), creating no job.
     #[arg(long, conflicts_with_all = ["wait", "follow"])]
     pub dry_run: bool,
+    /// Run a simulated job: every activity is replaced by its `[simulate]`
+    /// stand-in (a no-op that succeeds, unless the file says otherwise), so
+    /// failure paths, retries and alerts can be rehearsed without touching data.
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 /// Split `KEY=VALUE` at the first `=`: values may hold more of them.
@@ -93,6 +98,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             Some(params),
             args.tenant,
             args.priority,
+            Some(args.simulate),
         ))
         .await
         .map_err(|e| e.for_target(&args.target))?;

@@ -55,6 +55,8 @@ pub struct JobRun {
     pub params: Map<String, Value>,
     pub tenant: Option<String>,
     pub priority: i32,
+    /// Activities are replaced by their `[simulate]` stand-ins.
+    pub simulated: bool,
     pub state: JobState,
     pub alerts: u32,
     pub started_at: Option<i64>,
@@ -227,6 +229,7 @@ impl JobRun {
             params,
             tenant,
             priority,
+            simulated: false,
             state: JobState::Queued,
             alerts: 0,
             started_at: None,

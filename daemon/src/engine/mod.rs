@@ -45,6 +45,7 @@ pub struct SubmitRequest {
     pub params: Map<String, Value>,
     pub tenant: Option<String>,
     pub priority: i32,
+    pub simulate: bool,
     pub caller: Caller,
 }
 

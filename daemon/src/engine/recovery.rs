@@ -105,6 +105,7 @@ impl Engine {
         job.state = stored.state;
         job.alerts = stored.alerts;
         job.started_at = stored.started_at;
+        job.simulated = stored.simulated;
         let max_interruptions = self.settings.max_interruptions;
         for sa in &stored.activities {
             let Some(act) = job.acts.get_mut(sa.idx) else {

@@ -50,7 +50,7 @@ impl Engine {
         };
         let id = self.next_job_id;
         self.next_job_id += 1;
-        let job = JobRun::new(
+        let mut job = JobRun::new(
             id,
             chain.clone(),
             request.target.clone(),
@@ -59,6 +59,7 @@ impl Engine {
             request.tenant.clone(),
             request.priority,
         );
+        job.simulated = request.simulate;
         self.record_new_job(&job, &request.caller, None);
         self.durable = true;
         tracing::info!(
@@ -95,6 +96,7 @@ impl Engine {
             submitter_gid: Some(caller.gid),
             submitter_pid: caller.pid,
             retry_of,
+            simulated: job.simulated,
             created_at: store::now_ms(),
             activities: chain
                 .activities
@@ -166,6 +168,8 @@ impl Engine {
             original.tenant.clone(),
             original.priority,
         );
+        // A reprocess of a simulated job is simulated too.
+        job.simulated = original.simulated;
         let mut carried = Vec::new();
         for a in &original.activities {
             let Some(act) = job.acts.get_mut(a.idx) else {
@@ -363,7 +367,9 @@ impl Engine {
                 return;
             }
         };
-        let job = &self.jobs[&id];
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
         let act = &job.acts[idx];
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
@@ -398,6 +404,9 @@ impl Engine {
             kill_grace: settings.kill_grace,
             log_path: logs::log_path(&settings.logs_dir(), id, &activity.path, number),
             log_max_bytes: settings.log_max_bytes,
+            simulated: job
+                .simulated
+                .then(|| activity.simulate.clone().unwrap_or_default()),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {

@@ -39,6 +39,9 @@ pub struct AttemptSpec {
     pub kill_grace: Duration,
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
+    /// Set for simulated jobs: nothing is run, the attempt ends as this
+    /// stand-in says.
+    pub simulated: Option<holdfast_workflow::Simulate>,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -89,10 +92,72 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let key = spec.key;
-        let end = run(spec, &events, kill, &hub).await;
+        let end = match spec.simulated.clone() {
+            Some(simulate) => run_simulated(&spec, simulate, &events, kill, &hub).await,
+            None => run(spec, &events, kill, &hub).await,
+        };
         hub.unregister(key);
         let _ = events.send(ExecEvent::Ended { key, end }).await;
     });
+}
+
+/// A simulated attempt: wait `duration` (or until stopped), report the
+/// stand-in's outputs, end with its exit code. The log says what happened.
+async fn run_simulated(
+    spec: &AttemptSpec,
+    simulate: holdfast_workflow::Simulate,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+    hub: &LogHub,
+) -> AttemptEnd {
+    let sink = LogSink::new(
+        spec.log_path.clone(),
+        spec.log_max_bytes,
+        hub.register(spec.key),
+    );
+    sink.note(&format!(
+        "simulated: would run {:?}; ends with exit code {} after {}",
+        spec.argv,
+        simulate.exit_code,
+        humantime::format_duration(simulate.duration)
+    ));
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(simulate.duration) => None,
+        reason = kill => reason.ok(),
+    };
+    let (state, exit_code, error) = match stopped {
+        Some(KillReason::Cancel) => (AttemptState::Cancelled, None, Some("cancelled".to_string())),
+        Some(KillReason::JobTimeout) => {
+            (AttemptState::Timeout, None, Some("timed out".to_string()))
+        }
+        Some(KillReason::Shutdown) => (
+            AttemptState::Interrupted,
+            None,
+            Some("interrupted by daemon stop".to_string()),
+        ),
+        None if simulate.exit_code == 0 => (AttemptState::Succeeded, Some(0), None),
+        None => (
+            AttemptState::Failed,
+            Some(simulate.exit_code),
+            Some(format!("simulated exit code {}", simulate.exit_code)),
+        ),
+    };
+    if stopped.is_none() && !simulate.outputs.is_empty() {
+        let _ = events
+            .send(ExecEvent::Control {
+                key: spec.key,
+                message: ControlMessage::Output(simulate.outputs),
+            })
+            .await;
+    }
+    AttemptEnd {
+        state,
+        exit_code,
+        signal: None,
+        error,
+        log_bytes: sink.written(),
+        log_dropped: sink.dropped(),
+    }
 }
 
 fn spawn_error(message: String) -> AttemptEnd {

@@ -131,8 +131,18 @@ impl HoldfastServer for RpcServer {
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
         priority: Option<i32>,
+        simulate: Option<bool>,
     ) -> RpcResult<SubmitResult> {
-        submit::handle(self, caller(ext), target, params, tenant, priority).await
+        submit::handle(
+            self,
+            caller(ext),
+            target,
+            params,
+            tenant,
+            priority,
+            simulate.unwrap_or(false),
+        )
+        .await
     }
 
     async fn job_plan(

@@ -14,12 +14,14 @@ pub(super) async fn handle(
     params: Option<Map<String, Value>>,
     tenant: Option<String>,
     priority: Option<i32>,
+    simulate: bool,
 ) -> RpcResult<SubmitResult> {
     let request = SubmitRequest {
         target: target.clone(),
         params: params.unwrap_or_default(),
         tenant,
         priority: priority.unwrap_or(0),
+        simulate,
         caller: caller.clone(),
     };
     let result = server.engine.submit(request).await;

@@ -49,6 +49,7 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
         started_at: row.get::<_, Option<i64>>("started_at")?.map(rfc3339),
         finished_at: row.get::<_, Option<i64>>("finished_at")?.map(rfc3339),
         progress: row.get("progress")?,
+        simulated: row.get("simulated")?,
     })
 }
 
@@ -199,6 +200,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         progress: summary.progress,
         reason,
         retry_of: retry_of.map(|r| r as u64),
+        simulated: summary.simulated,
         outputs,
         activities,
     }))
@@ -242,6 +244,7 @@ pub struct StoredJob {
     pub state: JobState,
     pub alerts: u32,
     pub started_at: Option<i64>,
+    pub simulated: bool,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -283,7 +286,8 @@ pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<StoredJob>, StoreError> 
 pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, StoreError> {
     let job = conn
         .prepare_cached(
-            "SELECT id, target, version, params, tenant, priority, state, alerts, started_at
+            "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
+                    simulated
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -298,6 +302,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                 state: parse_job_state(&state),
                 alerts: row.get(7)?,
                 started_at: row.get(8)?,
+                simulated: row.get(9)?,
                 activities: Vec::new(),
             })
         })

@@ -20,6 +20,7 @@ pub struct NewJob {
     pub submitter_gid: Option<u32>,
     pub submitter_pid: Option<u32>,
     pub retry_of: Option<u64>,
+    pub simulated: bool,
     pub created_at: i64,
     /// `(index in the chain, chain.process.activity)` of every activity the
     /// job runs.
@@ -150,8 +151,9 @@ impl WriteOp {
             WriteOp::InsertJob(job) => {
                 tx.prepare_cached(
                     "INSERT INTO jobs (id, target, chain, version, params, tenant, priority, state,
-                        submitted_by, submitter_uid, submitter_gid, submitter_pid, retry_of, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13)",
+                        submitted_by, submitter_uid, submitter_gid, submitter_pid, retry_of, created_at,
+                        simulated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )?
                 .execute(params![
                     job.id as i64,
@@ -167,6 +169,7 @@ impl WriteOp {
                     job.submitter_pid,
                     job.retry_of.map(|r| r as i64),
                     job.created_at,
+                    job.simulated,
                 ])?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO activities (job_id, idx, path, state) VALUES (?1, ?2, ?3, 'pending')",

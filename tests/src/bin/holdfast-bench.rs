@@ -271,7 +271,9 @@ async fn submit_throughput() -> Result<()> {
         let client = daemon.client().await?;
         let started = Instant::now();
         for _ in 0..per_client {
-            client.job_submit("hold".into(), None, None, None).await?;
+            client
+                .job_submit("hold".into(), None, None, None, None)
+                .await?;
         }
         single.push(per_client as f64 / secs(started.elapsed()));
 
@@ -284,7 +286,9 @@ async fn submit_throughput() -> Result<()> {
         for client in clients {
             tasks.spawn(async move {
                 for _ in 0..per_client / 16 * 2 {
-                    client.job_submit("hold".into(), None, None, None).await?;
+                    client
+                        .job_submit("hold".into(), None, None, None, None)
+                        .await?;
                 }
                 anyhow::Ok(())
             });
@@ -326,7 +330,7 @@ async fn history(status: bool, startup: bool) -> Result<()> {
             let mut last = 0;
             for _ in 0..total / clients {
                 last = client
-                    .job_submit("one".into(), None, None, None)
+                    .job_submit("one".into(), None, None, None, None)
                     .await?
                     .job_id;
             }
@@ -396,7 +400,9 @@ async fn history(status: bool, startup: bool) -> Result<()> {
     }
     if startup {
         for _ in 0..1000 {
-            client.job_submit("hold".into(), None, None, None).await?;
+            client
+                .job_submit("hold".into(), None, None, None, None)
+                .await?;
         }
         drop(client);
         let mut samples = Vec::new();

@@ -6,11 +6,39 @@ use std::collections::{BTreeSet, HashMap};
 
 use indexmap::IndexMap;
 
-use super::raw::{Named, RawProcessEntry, RawProgram, Span};
+use super::raw::{Named, RawProcessEntry, RawProgram, RawSimulate, Span};
 use super::references::{Owner, Scope};
 use super::values::Settings;
 use super::{Diagnostics, check_name, graph};
-use crate::model::{Activity, Mode, ParamSpec, Process, Program};
+use crate::model::{Activity, Mode, ParamSpec, Process, Program, Simulate};
+
+/// Check a `simulate` table.
+fn simulate(raw: RawSimulate, diagnostics: &mut Diagnostics<'_>) -> Option<Simulate> {
+    let mut out = Simulate::default();
+    let mut ok = true;
+    if let Some(code) = raw.exit_code {
+        match i32::try_from(*code.get_ref()) {
+            Ok(c) if (0..=255).contains(&c) => out.exit_code = c,
+            _ => {
+                diagnostics.error(&code.span(), "simulate.exit_code must be from 0 to 255");
+                ok = false;
+            }
+        }
+    }
+    if let Some(text) = &raw.duration {
+        match super::values::duration("simulate.duration", text, true, diagnostics) {
+            Some(d) => out.duration = d,
+            None => ok = false,
+        }
+    }
+    if let Some(table) = raw.outputs {
+        match super::values::to_json(&toml::Value::Table(table)) {
+            Ok(serde_json::Value::Object(map)) => out.outputs = map,
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
 
 /// A template written in an activity, with where.
 pub(super) struct Site {
@@ -92,9 +120,13 @@ impl Draft {
         let mut indices = Vec::new();
         for activity in activities {
             check_name("activity", &activity.name, &activity.name_span, diagnostics);
-            let Some(raw) = activity.value else {
+            let Some(mut raw) = activity.value else {
                 continue;
             };
+            let simulate = raw
+                .simulate
+                .take()
+                .and_then(|s| simulate(s.into_inner(), diagnostics));
             let (program, settings) = raw.into_parts();
             let settings = defaults.overridden(settings, false, diagnostics);
             let mut sites = Vec::new();
@@ -138,6 +170,7 @@ impl Draft {
                 memory_max: settings.memory_max,
                 deps: Vec::new(),
                 output_refs: Vec::new(),
+                simulate,
             });
         }
         self.processes.push(ProcessDraft {

@@ -102,6 +102,16 @@ pub(super) struct RawActivity {
     pub env: Option<IndexMap<Spanned<String>, Spanned<String>>>,
     pub working_dir: Option<Spanned<String>>,
     pub memory_max: Option<Spanned<toml::Value>>,
+    pub simulate: Option<Spanned<RawSimulate>>,
+}
+
+/// `[process.<p>.activity.<a>.simulate]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSimulate {
+    pub exit_code: Option<Spanned<i64>>,
+    pub duration: Option<Spanned<String>>,
+    pub outputs: Option<toml::Table>,
 }
 
 /// An activity's program keys.
