@@ -7,6 +7,7 @@ mod engine;
 mod executor;
 mod logging;
 mod registry;
+mod retention;
 mod rpc;
 mod settings;
 mod store;
@@ -127,6 +128,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (engine, handle, commands, exec) =
         engine::Engine::start(settings.clone(), store.clone(), registry)?;
     let engine_task = tokio::spawn(engine.run(commands, exec));
+    retention::start(
+        store.clone(),
+        settings.logs_dir(),
+        retention::Policy {
+            retention: settings.retention,
+            retention_jobs: settings.retention_jobs,
+            audit_retention: settings.audit_retention,
+        },
+    );
     let _watcher = watcher::start(
         &[&settings.workflows_dir, &settings.tenants_dir],
         handle.clone(),

@@ -55,6 +55,9 @@ struct SettingsFile {
     max_connections: Option<u32>,
     max_interruptions: Option<u32>,
     socket_group: Option<String>,
+    retention: Option<String>,
+    retention_jobs: Option<u64>,
+    audit_retention: Option<String>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -141,6 +144,12 @@ pub struct Settings {
     pub max_interruptions: u32,
     /// Group given the socket in system mode (when it exists).
     pub socket_group: Option<String>,
+    /// Finished jobs older than this are deleted (with their logs).
+    pub retention: Duration,
+    /// At most this many finished jobs are kept, newest first.
+    pub retention_jobs: Option<u64>,
+    /// Audit rows older than this are deleted.
+    pub audit_retention: Duration,
 }
 
 impl Settings {
@@ -171,6 +180,23 @@ impl Settings {
             })?,
             None => Duration::from_secs(10),
         };
+        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            Some(text) => humantime::parse_duration(text).map_err(|e| SettingsError::Invalid {
+                path: config.clone(),
+                message: format!("{key} {text:?}: {e}"),
+            }),
+            None => Ok(default),
+        };
+        let retention = duration(
+            "retention",
+            &file.retention,
+            Duration::from_secs(30 * 86_400),
+        )?;
+        let audit_retention = duration(
+            "audit_retention",
+            &file.audit_retention,
+            Duration::from_secs(365 * 86_400),
+        )?;
         let max_parallel = file
             .max_parallel
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -218,6 +244,9 @@ impl Settings {
                 .map_or(1 << 20, |s| s.bytes().min(u32::MAX as u64) as u32),
             max_connections: file.max_connections.unwrap_or(1024),
             max_interruptions: file.max_interruptions.unwrap_or(3),
+            retention,
+            retention_jobs: file.retention_jobs,
+            audit_retention,
             socket_group: match mode {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,

@@ -125,6 +125,10 @@ pub enum WriteOp {
         last_fire: i64,
         last_job: Option<u64>,
     },
+    /// Delete finished jobs with their activities and attempts (retention).
+    DeleteJobs(Vec<u64>),
+    /// Delete audit rows by id (retention).
+    DeleteAudit(Vec<i64>),
     /// Forget the state of a schedule that no longer exists.
     ScheduleRemoved {
         chain: String,
@@ -324,6 +328,24 @@ impl WriteOp {
                     last_fire,
                     last_job.map(|j| j as i64)
                 ])?;
+            }
+            WriteOp::DeleteJobs(ids) => {
+                let mut jobs = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+                let mut activities =
+                    tx.prepare_cached("DELETE FROM activities WHERE job_id = ?1")?;
+                let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
+                for id in ids {
+                    let id = *id as i64;
+                    attempts.execute(params![id])?;
+                    activities.execute(params![id])?;
+                    jobs.execute(params![id])?;
+                }
+            }
+            WriteOp::DeleteAudit(ids) => {
+                let mut delete = tx.prepare_cached("DELETE FROM audit WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute(params![id])?;
+                }
             }
             WriteOp::ScheduleRemoved { chain, name } => {
                 tx.prepare_cached("DELETE FROM schedules WHERE chain = ?1 AND name = ?2")?
