@@ -369,6 +369,7 @@ mod tests {
             memory_max: None,
             deps: vec![0],
             output_refs: vec![0],
+            simulate: None,
         }
     }
 
