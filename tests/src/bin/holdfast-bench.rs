@@ -1,7 +1,8 @@
 //! `holdfast-bench`: measures the real daemon and CLI on this machine and
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
-//! (scenarios: spawn, submit, status, throughput, startup; default all).
+//! (scenarios: spawn, submit, throughput, reload, status, startup; default
+//! all).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
 //! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
@@ -37,6 +38,9 @@ fn main() -> Result<()> {
     }
     if want("throughput") {
         runtime.block_on(submit_throughput())?;
+    }
+    if want("reload") {
+        runtime.block_on(reload_latency())?;
     }
     if want("status") || want("startup") {
         runtime.block_on(history(want("status"), want("startup")))?;
@@ -415,6 +419,52 @@ async fn history(status: bool, startup: bool) -> Result<()> {
             median(samples.clone())
         );
     }
+    Ok(())
+}
+
+/// Reload latency: 500 chain files; one is replaced by a rename (as editors
+/// save); time until `workflow.get` answers with the new version. The check
+/// loop pauses 1 ms between calls, which bounds the resolution.
+async fn reload_latency() -> Result<()> {
+    let chain = |i: usize, marker: &str| {
+        format!(
+            "[chain]\ndescription = \"{marker}\"\n[params.day]\ntype = \"date\"\ndefault = \"2026-01-01\"\n\
+             [process.extract]\nmode = \"parallel\"\n\
+             [process.extract.activity.a]\ncommand = [\"echo\", \"{{{{ params.day }}}}\", \"{i}\"]\n\
+             [process.extract.activity.b]\nshell = \"echo b\"\n\
+             [process.load]\nafter = [\"extract\"]\n[process.load.activity.c]\ncommand = [\"true\"]\n"
+        )
+    };
+    let files: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("c{i:03}.toml"), chain(i, "v0")))
+        .collect();
+    let named: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let daemon = Daemon::new("max_parallel = 2\n", &named)?;
+    let client = daemon.client().await?;
+    let dir = daemon.dir.path().join("workflows.d");
+    let mut samples = Vec::new();
+    for run in 1..=11 {
+        let marker = format!("v{run}");
+        let tmp = dir.join(".c250.toml.tmp");
+        std::fs::write(&tmp, chain(250, &marker))?;
+        let started = Instant::now();
+        std::fs::rename(&tmp, dir.join("c250.toml"))?;
+        loop {
+            let detail = client.workflow_get("c250".into()).await?;
+            if detail.description.as_deref() == Some(marker.as_str()) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the new definition did not appear within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(secs(started.elapsed()) * 1000.0);
+    }
+    println!(
+        "reload: rename to new definition answerable, 500 files: median {:.0} ms {samples:.0?}",
+        median(samples.clone())
+    );
     Ok(())
 }
 
