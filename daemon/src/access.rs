@@ -1,10 +1,15 @@
 //! Who may do what, decided from the caller's peer credentials (never from
 //! anything the client sends).
 //!
-//! Today: root and the daemon's own user may do everything; a tenant with
-//! `groups` may be submitted for only by members of those groups.
+//! - Root and the daemon's own user may do everything.
+//! - Members of a settings `operator_groups` group may also cancel and
+//!   reprocess anyone's jobs, operate schedules and reload the configuration.
+//! - Everyone who can open the socket (its mode and group decide that) may
+//!   read, submit (within a chain's `allow` and a tenant's `groups`), and
+//!   cancel or reprocess their own jobs.
 
 use crate::engine::Caller;
+use crate::settings::Settings;
 
 /// True for callers that bypass every restriction: root and the daemon's
 /// own user.
@@ -21,7 +26,55 @@ pub fn in_group(caller: &Caller, group: &str) -> bool {
     }
 }
 
+/// Admins and members of an operator group.
+pub fn is_operator(caller: &Caller, settings: &Settings) -> bool {
+    is_admin(caller) || settings.operator_groups.iter().any(|g| in_group(caller, g))
+}
+
 /// May `caller` submit for a tenant restricted to `groups`?
 pub fn may_submit_for(caller: &Caller, groups: &[String]) -> bool {
     groups.is_empty() || is_admin(caller) || groups.iter().any(|g| in_group(caller, g))
+}
+
+/// May `caller` submit a chain whose `allow` list is `allow`?
+pub fn may_submit_chain(caller: &Caller, allow: &[String]) -> bool {
+    allow.is_empty()
+        || is_admin(caller)
+        || allow.iter().any(|entry| match entry.split_once(':') {
+            Some(("user", name)) => name == caller.user,
+            Some(("group", name)) => in_group(caller, name),
+            _ => false,
+        })
+}
+
+/// May `caller` cancel or reprocess a job submitted by `owner_uid`?
+pub fn may_manage_job(caller: &Caller, owner_uid: Option<u32>, settings: &Settings) -> bool {
+    owner_uid == Some(caller.uid) || is_operator(caller, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(uid: u32, user: &str) -> Caller {
+        Caller {
+            uid,
+            gid: 65534,
+            pid: None,
+            user: user.into(),
+        }
+    }
+
+    #[test]
+    fn chain_allow_lists() {
+        let alice = caller(4242, "alice");
+        assert!(may_submit_chain(&alice, &[]));
+        assert!(may_submit_chain(&alice, &["user:alice".into()]));
+        assert!(!may_submit_chain(&alice, &["user:bob".into()]));
+        assert!(!may_submit_chain(
+            &alice,
+            &["group:no-such-group-here".into()]
+        ));
+        assert!(may_submit_chain(&caller(0, "root"), &["user:bob".into()]));
+    }
 }

@@ -58,6 +58,8 @@ struct SettingsFile {
     retention: Option<String>,
     retention_jobs: Option<u64>,
     audit_retention: Option<String>,
+    #[serde(default)]
+    operator_groups: Vec<String>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -150,6 +152,9 @@ pub struct Settings {
     pub retention_jobs: Option<u64>,
     /// Audit rows older than this are deleted.
     pub audit_retention: Duration,
+    /// Members may cancel or reprocess anyone's jobs, operate schedules and
+    /// reload the configuration.
+    pub operator_groups: Vec<String>,
 }
 
 impl Settings {
@@ -247,6 +252,7 @@ impl Settings {
             retention,
             retention_jobs: file.retention_jobs,
             audit_retention,
+            operator_groups: file.operator_groups,
             socket_group: match mode {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,

@@ -39,6 +39,9 @@ pub struct Chain {
     pub activities: Vec<Activity>,
     /// Schedule rules, parsed but evaluated by the daemon.
     pub schedules: Vec<Schedule>,
+    /// Who may submit this chain (`group:NAME`, `user:NAME`); empty means
+    /// anyone allowed on the socket. Root and the daemon's user always may.
+    pub allow: Vec<String>,
 }
 
 impl Chain {

@@ -183,6 +183,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         max_parallel: None,
         concurrency: None,
         timeout: None,
+        allow: Vec::new(),
     });
     let name = chain_name(file, &header, diagnostics);
     let params = build_params(raw.params, diagnostics);
@@ -204,6 +205,19 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         draft.check_templates(&params, &defaults, diagnostics);
     }
     let schedules = build_schedules(raw.schedules, &params, diagnostics);
+    let mut allow = Vec::new();
+    for entry in &header.allow {
+        match entry.get_ref().split_once(':') {
+            Some(("group" | "user", who)) if !who.is_empty() => allow.push(entry.get_ref().clone()),
+            _ => diagnostics.error(
+                &entry.span(),
+                format!(
+                    "allow entries are \"group:NAME\" or \"user:NAME\", got {:?}",
+                    entry.get_ref()
+                ),
+            ),
+        }
+    }
 
     Chain {
         name,
@@ -227,6 +241,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         processes: draft.processes.into_iter().map(|p| p.process).collect(),
         activities: draft.activities,
         schedules,
+        allow,
     }
 }
 

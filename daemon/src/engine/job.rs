@@ -100,6 +100,13 @@ pub fn prepare(
     let Some(chain) = registry.chain(chain_name).cloned() else {
         return Err(SubmitError::UnknownChain(chain_name.to_string()));
     };
+    if !crate::access::may_submit_chain(caller, &chain.allow) {
+        return Err(SubmitError::PermissionDenied(format!(
+            "chain {} may be submitted only by {}",
+            chain.name,
+            chain.allow.join(", ")
+        )));
+    }
     let mut problems: Vec<FieldError> = Vec::new();
     let included = resolve_target(&chain, target)
         .map_err(|e| problems.push(e))

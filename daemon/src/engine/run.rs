@@ -152,6 +152,14 @@ impl Engine {
                 return;
             }
         };
+        if !crate::access::may_submit_chain(&caller, &chain.allow) {
+            let _ = reply.send(Err(SubmitError::PermissionDenied(format!(
+                "chain {} may be submitted only by {}",
+                chain.name,
+                chain.allow.join(", ")
+            ))));
+            return;
+        }
         let mut included = vec![false; chain.activities.len()];
         for a in &original.activities {
             if let Some(slot) = included.get_mut(a.idx) {

@@ -249,6 +249,13 @@ impl HoldfastServer for RpcServer {
     }
 
     async fn config_reload(&self, ext: &Extensions) -> RpcResult<Vec<WorkflowSummary>> {
+        let who = caller(ext);
+        if !crate::access::is_operator(&who, &self.settings) {
+            let message = "reloading is for root, the daemon's user and operator_groups members";
+            self.audit(&who, "config.reload", None, "refused", Some(message.into()))
+                .await;
+            return Err(ErrorCode::PermissionDenied.error(message));
+        }
         self.engine.reload().await;
         let listed = workflow::list(self)?;
         let broken = listed.iter().filter(|w| w.error.is_some()).count();

@@ -19,6 +19,21 @@ pub(super) async fn handle(
         .await
         .map_err(store_error)?
         .ok_or_else(|| ErrorCode::NotFound.error(format!("job {job_id} does not exist")))?;
+    if !crate::access::may_manage_job(&caller, original.submitter_uid, &server.settings) {
+        let message = format!(
+            "job {job_id} belongs to another user; only its submitter or an operator may reprocess it"
+        );
+        server
+            .audit(
+                &caller,
+                "job.retry",
+                Some(format!("job {job_id}")),
+                "refused",
+                Some(message.clone()),
+            )
+            .await;
+        return Err(ErrorCode::PermissionDenied.error(message));
+    }
     let result = server
         .engine
         .reprocess(original, from_start, caller.clone())

@@ -54,6 +54,21 @@ pub(super) async fn control(
         ScheduleAction::Resume => "schedule.resume",
         ScheduleAction::Trigger => "schedule.trigger",
     };
+    if !crate::access::is_operator(&caller, &server.settings) {
+        let message =
+            "operating schedules is for root, the daemon's user and operator_groups members"
+                .to_string();
+        server
+            .audit(
+                &caller,
+                method,
+                Some(name.clone()),
+                "refused",
+                Some(message.clone()),
+            )
+            .await;
+        return Err(ErrorCode::PermissionDenied.error(message));
+    }
     let Some((chain, schedule)) = name.split_once('.') else {
         let message = format!("name schedules as CHAIN.NAME, got {name:?}");
         server

@@ -245,6 +245,7 @@ pub struct StoredJob {
     pub alerts: u32,
     pub started_at: Option<i64>,
     pub simulated: bool,
+    pub submitter_uid: Option<u32>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -287,7 +288,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
     let job = conn
         .prepare_cached(
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
-                    simulated
+                    simulated, submitter_uid
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -303,6 +304,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                 alerts: row.get(7)?,
                 started_at: row.get(8)?,
                 simulated: row.get(9)?,
+                submitter_uid: row.get(10)?,
                 activities: Vec::new(),
             })
         })
@@ -493,4 +495,17 @@ pub fn schedule_states(
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Who submitted each of `ids` (None for an unknown job), for permission
+/// checks.
+pub fn job_owners(conn: &Connection, ids: &[u64]) -> Result<Vec<Option<Option<u32>>>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT submitter_uid FROM jobs WHERE id = ?1")?;
+    ids.iter()
+        .map(|id| {
+            Ok(stmt
+                .query_row(params![*id as i64], |r| r.get::<_, Option<u32>>(0))
+                .optional()?)
+        })
+        .collect()
 }

@@ -23,6 +23,9 @@ pub(super) struct RawChain {
     pub max_parallel: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,
     pub timeout: Option<Spanned<String>>,
+    /// Who may submit this chain: `group:NAME` or `user:NAME` entries.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
