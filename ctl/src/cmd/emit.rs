@@ -16,14 +16,21 @@ pub struct Args {
 pub enum Message {
     /// Report progress: a percentage from 0 to 100 and an optional text.
     Progress {
+        #[arg(allow_negative_numbers = true)]
         percent: f64,
         #[arg(trailing_var_arg = true)]
         text: Vec<String>,
     },
     /// Save a checkpoint (JSON), handed back in HF_CHECKPOINT on the next attempt.
-    Checkpoint { json: String },
+    Checkpoint {
+        #[arg(value_name = "JSON")]
+        value: String,
+    },
     /// Add outputs (a JSON object) for downstream templates and the job result.
-    Output { json: String },
+    Output {
+        #[arg(value_name = "JSON")]
+        value: String,
+    },
     /// Raise an alert: the job ends "with alerts" even if everything succeeds.
     Alert {
         #[arg(required = true, trailing_var_arg = true)]
@@ -45,12 +52,12 @@ pub fn line(message: &Message) -> Result<String, String> {
                 format!("progress {percent} {text}\n")
             })
         }
-        Message::Checkpoint { json } => {
+        Message::Checkpoint { value } => {
             let value: serde_json::Value =
-                serde_json::from_str(json).map_err(|e| format!("checkpoint is not JSON: {e}"))?;
+                serde_json::from_str(value).map_err(|e| format!("checkpoint is not JSON: {e}"))?;
             Ok(format!("checkpoint {value}\n"))
         }
-        Message::Output { json } => match serde_json::from_str::<serde_json::Value>(json) {
+        Message::Output { value } => match serde_json::from_str::<serde_json::Value>(value) {
             Ok(value @ serde_json::Value::Object(_)) => Ok(format!("output {value}\n")),
             Ok(_) => Err("output must be a JSON object".into()),
             Err(e) => Err(format!("output is not JSON: {e}")),
@@ -109,11 +116,16 @@ mod tests {
         );
         assert_eq!(
             line(&Message::Checkpoint {
-                json: r#"{"chunk": 150}"#.into()
+                value: r#"{"chunk": 150}"#.into()
             }),
             Ok("checkpoint {\"chunk\":150}\n".into())
         );
-        assert!(line(&Message::Output { json: "[1]".into() }).is_err());
+        assert!(
+            line(&Message::Output {
+                value: "[1]".into()
+            })
+            .is_err()
+        );
         assert!(
             line(&Message::Progress {
                 percent: 120.0,

@@ -38,6 +38,9 @@ pub struct ActRun {
     pub outputs: Map<String, Value>,
     pub progress: Option<f64>,
     pub progress_text: Option<String>,
+    /// The last failure cannot be cured by trying again (a template that
+    /// cannot render): skip the retries.
+    pub no_retry: bool,
 }
 
 impl ActRun {

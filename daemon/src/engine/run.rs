@@ -306,6 +306,7 @@ impl Engine {
         let outputs = job.outputs_for(idx);
         let act = &mut job.acts[idx];
         act.attempts += 1;
+        act.no_retry = false;
         act.state = Some(ActivityState::Running);
         let number = act.attempts;
         let key = AttemptKey {
@@ -369,7 +370,7 @@ impl Engine {
                     log_dropped: 0,
                 };
                 if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
-                    act.attempts = act.attempts.max(activity.retries + 1);
+                    act.no_retry = true;
                 }
                 self.on_attempt_end(key, end);
                 return;
@@ -492,7 +493,7 @@ impl Engine {
             }
             _ if job.stop == Some(Stop::Cancel) => ActivityState::Cancelled,
             _ if job.stop == Some(Stop::Timeout) => ActivityState::Failed,
-            _ if act.attempts <= activity.retries => {
+            _ if act.attempts <= activity.retries && !act.no_retry => {
                 let delay = activity.retry_delay_for(act.attempts);
                 tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), delay = %humantime::format_duration(delay), "activity failed; retrying");
                 self.effects.push(Effect::Timer(
