@@ -401,6 +401,24 @@ pub struct ActivityInfo {
     pub max_retry_delay_seconds: Option<f64>,
     pub on_failure: String,
     pub working_dir: Option<String>,
+    /// The user it runs as, when not the daemon's.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Resource caps and how this host enforces each.
+    #[serde(default)]
+    pub limits: Vec<LimitInfo>,
+}
+
+/// One resource cap of an activity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitInfo {
+    /// `memory_max`, `nofile`, `tasks_max` or `cpu_weight`.
+    pub name: String,
+    pub value: String,
+    /// What enforces it here, e.g. `rlimit RLIMIT_AS (address space)`.
+    pub mechanism: String,
 }
 
 /// One row of the audit trail: who called what, when, and how it went.

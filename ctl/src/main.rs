@@ -29,6 +29,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod daemon;
+mod docs;
 mod error;
 mod output;
 mod socket;
@@ -87,6 +88,9 @@ enum Command {
     Audit(cmd::audit::Args),
     /// Inside an activity: report progress, a checkpoint, outputs or an alert.
     Emit(cmd::emit::Args),
+    /// Write the man pages and shell completions (used when packaging).
+    #[command(hide = true)]
+    GenerateDocs(docs::Args),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -115,6 +119,7 @@ async fn main() -> ExitCode {
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),
+        Command::GenerateDocs(args) => return docs::run(&args),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome_code(outcome)),

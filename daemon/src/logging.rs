@@ -2,9 +2,48 @@
 //! `HF_JOB_ID` become journal fields), stderr otherwise. `-v` and `RUST_LOG`
 //! set the level.
 
+use std::os::fd::AsFd;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Where log lines should go, before checking that the journal answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Journal,
+    Stderr,
+}
+
+/// `HOLDFAST_LOG=journal|stderr` decides; otherwise the journal is wanted
+/// when stderr is the journal stream systemd connected (`JOURNAL_STREAM`
+/// names stderr's device and inode), so a daemon run from a terminal, or by
+/// a test with stderr in a file, keeps its log where it was started.
+fn wanted(
+    setting: Option<&str>,
+    journal_stream: Option<&str>,
+    stderr: Option<(u64, u64)>,
+) -> Wanted {
+    match setting {
+        Some("journal") => return Wanted::Journal,
+        Some("stderr") => return Wanted::Stderr,
+        _ => {}
+    }
+    let parsed = journal_stream.and_then(|v| {
+        let (dev, ino) = v.split_once(':')?;
+        Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))
+    });
+    match (parsed, stderr) {
+        (Some(stream), Some(stderr)) if stream == stderr => Wanted::Journal,
+        _ => Wanted::Stderr,
+    }
+}
+
+/// stderr's device and inode, as `JOURNAL_STREAM` spells them.
+fn stderr_identity() -> Option<(u64, u64)> {
+    let stat = nix::sys::stat::fstat(std::io::stderr().as_fd()).ok()?;
+    Some((stat.st_dev, stat.st_ino))
+}
 
 /// Install the global subscriber. `verbosity` counts `-v` flags.
 pub fn init(verbosity: u8) {
@@ -16,15 +55,29 @@ pub fn init(verbosity: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{default},hyper=warn,jsonrpsee=warn,soketto=warn"))
     });
-    // Under systemd, JOURNAL_STREAM says stderr already goes to the journal;
-    // then log natively so fields survive.
-    let journal = std::env::var_os("JOURNAL_STREAM")
-        .and_then(|_| tracing_journald::layer().ok())
-        .map(|layer| {
-            layer
-                .with_field_prefix(None)
-                .with_syslog_identifier("holdfastd".into())
-        });
+    let setting = std::env::var("HOLDFAST_LOG").ok();
+    let journal_stream = std::env::var("JOURNAL_STREAM").ok();
+    let wanted = wanted(
+        setting.as_deref(),
+        journal_stream.as_deref(),
+        stderr_identity(),
+    );
+    // `layer()` sends an empty datagram to /run/systemd/journal/socket and
+    // fails unless journald is there to receive it.
+    let journal = match wanted {
+        Wanted::Journal => match tracing_journald::layer() {
+            Ok(layer) => Some(
+                layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("holdfastd".into()),
+            ),
+            Err(error) => {
+                eprintln!("holdfastd: the journal does not answer ({error}); logging to stderr");
+                None
+            }
+        },
+        Wanted::Stderr => None,
+    };
     match journal {
         Some(layer) => {
             let _ = tracing_subscriber::registry()
@@ -42,5 +95,37 @@ pub fn init(verbosity: u8) {
                 )
                 .try_init();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_only_when_stderr_is_the_journal_stream() {
+        assert_eq!(
+            wanted(None, Some("8:1234"), Some((8, 1234))),
+            Wanted::Journal
+        );
+        assert_eq!(wanted(None, Some("8:1234"), Some((8, 99))), Wanted::Stderr);
+        assert_eq!(wanted(None, None, Some((8, 1234))), Wanted::Stderr);
+        assert_eq!(
+            wanted(None, Some("garbage"), Some((8, 1234))),
+            Wanted::Stderr
+        );
+    }
+
+    #[test]
+    fn the_setting_wins() {
+        assert_eq!(wanted(Some("journal"), None, None), Wanted::Journal);
+        assert_eq!(
+            wanted(Some("stderr"), Some("8:1234"), Some((8, 1234))),
+            Wanted::Stderr
+        );
+        assert_eq!(
+            wanted(Some("auto"), Some("8:1"), Some((8, 1))),
+            Wanted::Journal
+        );
     }
 }

@@ -3,14 +3,17 @@
 //! then runs the engine and the RPC server until SIGTERM.
 
 mod access;
+mod docs;
 mod engine;
 mod executor;
 mod logging;
 mod registry;
 mod retention;
 mod rpc;
+mod run_as;
 mod settings;
 mod store;
+mod systemd;
 mod watcher;
 
 use std::os::unix::fs::PermissionsExt;
@@ -52,10 +55,29 @@ struct Args {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Write holdfastd's man page and shell completions under DIR, then exit
+    /// (used when packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_docs: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_docs {
+        return match docs::generate(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "holdfastd: cannot write the docs under {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // Before any thread exists: take what systemd passed out of the
+    // environment, so activities do not inherit it.
+    let systemd = systemd::Systemd::from_env();
     logging::init(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,7 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, systemd)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -78,7 +100,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     let overrides = Overrides {
         config: args.config,
         socket: args.socket,
@@ -93,7 +115,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None
         },
     };
-    let settings = Arc::new(Settings::load(&overrides)?);
+    let mut settings = Settings::load(&overrides)?;
+    // Socket activation: serve the socket holdfast.socket passed, whatever
+    // path the settings name.
+    let activated = systemd.take_listener()?;
+    if let Some(path) = activated
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf))
+    {
+        settings.socket = path;
+    }
+    let settings = Arc::new(settings);
+    let notifier = systemd.notifier();
     let private = settings.mode == Mode::User;
     std::fs::create_dir_all(settings.logs_dir()).with_context(|| {
         format!(
@@ -107,17 +141,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Bind first: a second daemon must stop here, before it touches the
-    // first one's jobs.
+    // first one's jobs. (With socket activation systemd runs only one.)
     let socket_mode = if private { 0o600 } else { 0o660 };
-    let listener = rpc::socket::bind(
-        &settings.socket,
-        socket_mode,
-        settings.socket_group.as_deref(),
-        private,
-    )?;
+    let owns_socket_file = activated.is_none();
+    let listener = match activated {
+        Some(listener) => {
+            tracing::info!(socket = %settings.socket.display(), "serving the socket passed by systemd");
+            listener.set_nonblocking(true)?;
+            tokio::net::UnixListener::from_std(listener)?
+        }
+        None => rpc::socket::bind(
+            &settings.socket,
+            socket_mode,
+            settings.socket_group.as_deref(),
+            private,
+        )?,
+    };
 
     let store = store::Store::open(&settings.database())?;
-    let registry = registry::load(&settings.workflows_dir, &settings.tenants_dir, None);
+    notifier.watchdog();
+    notifier.status("recovering unfinished jobs");
+    let registry = registry::load(&settings, None);
     tracing::info!(
         chains = registry.loaded_count(),
         broken = registry.broken_count(),
@@ -154,10 +198,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }));
 
     tracing::info!(socket = %settings.socket.display(), mode = settings.mode.as_str(), pid = std::process::id(), "holdfastd ready");
-    let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
-    ]);
+    notifier.ready(&handle.counts().await);
+    let _heartbeat = systemd.start_heartbeat(handle.clone());
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -168,13 +210,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading workflows");
+                notifier.reloading();
                 handle.reload().await;
+                notifier.reloaded();
             }
         }
     }
 
     tracing::info!("stopping");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    notifier.stopping();
     let _ = stop_tx.send(());
     // Interrupt running activities (each gets SIGTERM, then SIGKILL after the
     // kill grace) and record them; bounded so systemd's stop timeout is met.
@@ -187,7 +231,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), engine_task).await;
-    let _ = std::fs::remove_file(&settings.socket);
+    // A socket passed by systemd stays: holdfast.socket keeps listening on it.
+    if owns_socket_file {
+        let _ = std::fs::remove_file(&settings.socket);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,6 +11,8 @@ use holdfast_api::LoadError;
 use holdfast_workflow::tenant::{Tenant, load_tenant};
 use holdfast_workflow::{Chain, load_file, parse};
 
+use crate::settings::Settings;
+
 /// One chain name's entry.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -73,9 +75,9 @@ impl Registry {
 }
 
 /// Load chains from `workflows_dir` and tenants from `tenants_dir`.
-pub fn load(workflows_dir: &Path, tenants_dir: &Path, previous: Option<&Registry>) -> Registry {
-    let mut registry = load_dir(workflows_dir, previous);
-    registry.tenants = load_tenants(tenants_dir, previous);
+pub fn load(settings: &Settings, previous: Option<&Registry>) -> Registry {
+    let mut registry = load_dir(&settings.workflows_dir, previous, settings);
+    registry.tenants = load_tenants(&settings.tenants_dir, previous);
     registry
 }
 
@@ -139,7 +141,7 @@ fn load_tenants(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, Ten
 
 /// Load every workflow file of `dir`. `previous` supplies last good versions
 /// for files that are now broken. A missing directory is an empty registry.
-fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
+fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Registry {
     let mut registry = Registry::default();
     let files = files_of(dir, "workflows");
     for file in files {
@@ -148,7 +150,17 @@ fn load_dir(dir: &Path, previous: Option<&Registry>) -> Registry {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        match load_file(&file) {
+        // A chain this daemon cannot run as its file asks (run-as users) is
+        // refused like an invalid file.
+        let loaded = load_file(&file).and_then(|chain| {
+            let errors = crate::run_as::check_chain(&chain, settings);
+            if errors.is_empty() {
+                Ok(chain)
+            } else {
+                Err(errors)
+            }
+        });
+        match loaded {
             Ok(chain) => {
                 if let Some(existing) = registry.entries.get(&chain.name) {
                     let error = LoadError {

@@ -60,6 +60,9 @@ struct SettingsFile {
     audit_retention: Option<String>,
     #[serde(default)]
     operator_groups: Vec<String>,
+    #[serde(default)]
+    run_as_allowed: Vec<String>,
+    run_as_default: Option<String>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -155,6 +158,10 @@ pub struct Settings {
     /// Members may cancel or reprocess anyone's jobs, operate schedules and
     /// reload the configuration.
     pub operator_groups: Vec<String>,
+    /// Users activities may name in `user` (`root` only if listed).
+    pub run_as_allowed: Vec<String>,
+    /// Who activities that name no user run as, in system mode as root.
+    pub run_as_default: Option<String>,
 }
 
 impl Settings {
@@ -253,6 +260,11 @@ impl Settings {
             retention_jobs: file.retention_jobs,
             audit_retention,
             operator_groups: file.operator_groups,
+            run_as_allowed: file.run_as_allowed,
+            run_as_default: match mode {
+                Mode::System => Some(file.run_as_default.unwrap_or_else(|| "holdfast".into())),
+                Mode::User => file.run_as_default,
+            },
             socket_group: match mode {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,

@@ -151,6 +151,15 @@ pub struct Activity {
     pub on_failure: OnFailure,
     /// `memory_max`, in bytes, where set.
     pub memory_max: Option<u64>,
+    /// Run as this user (and its primary group unless `group` is set).
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Most open files.
+    pub nofile: Option<u64>,
+    /// Most processes and threads.
+    pub tasks_max: Option<u64>,
+    /// CPU share relative to 100 (cgroup `cpu.weight` scale).
+    pub cpu_weight: Option<u32>,
     /// Indices into `Chain::activities` of the activities that must have
     /// finished before this one starts: every activity of each `after`
     /// process (transitively through the DAG is implied), plus the previous
@@ -274,6 +283,11 @@ mod tests {
             deps: Vec::new(),
             output_refs: Vec::new(),
             simulate: None,
+            user: None,
+            group: None,
+            nofile: None,
+            tasks_max: None,
+            cpu_weight: None,
         }
     }
 

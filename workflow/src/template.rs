@@ -370,6 +370,11 @@ mod tests {
             deps: vec![0],
             output_refs: vec![0],
             simulate: None,
+            user: None,
+            group: None,
+            nofile: None,
+            tasks_max: None,
+            cpu_weight: None,
         }
     }
 

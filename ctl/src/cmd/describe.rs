@@ -117,6 +117,25 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
             ]);
         }
         out.push_str(&table.render(palette));
+        for activity in &process.activities {
+            if let Some(user) = &activity.user {
+                out.push_str(&format!(
+                    "    {} runs as {user}{}\n",
+                    activity.name,
+                    activity
+                        .group
+                        .as_deref()
+                        .map(|g| format!(" (group {g})"))
+                        .unwrap_or_default()
+                ));
+            }
+            for limit in &activity.limits {
+                out.push_str(&format!(
+                    "    {} {} = {}: enforced by {}\n",
+                    activity.name, limit.name, limit.value, limit.mechanism
+                ));
+            }
+        }
     }
     out
 }
@@ -191,6 +210,9 @@ mod tests {
             max_retry_delay_seconds: Some(60.0),
             on_failure: "fail".into(),
             working_dir: None,
+            user: None,
+            group: None,
+            limits: Vec::new(),
         }
     }
 

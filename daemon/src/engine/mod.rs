@@ -179,6 +179,12 @@ impl EngineHandle {
             .unwrap_or_default()
     }
 
+    /// The counts, answered by the engine loop itself; None once it has
+    /// stopped. The systemd watchdog is fed only when this answers.
+    pub async fn probe(&self) -> Option<Counts> {
+        self.ask(|reply| Command::Counts { reply }).await
+    }
+
     pub async fn schedules(&self) -> Vec<ScheduleView> {
         self.ask(|reply| Command::Schedules { reply })
             .await
@@ -414,11 +420,7 @@ impl Engine {
             Command::Flush => {}
             Command::Reload { reply } => {
                 let previous = self.registry.borrow().clone();
-                let registry = crate::registry::load(
-                    &self.settings.workflows_dir,
-                    &self.settings.tenants_dir,
-                    Some(&previous),
-                );
+                let registry = crate::registry::load(&self.settings, Some(&previous));
                 tracing::info!(
                     chains = registry.loaded_count(),
                     broken = registry.broken_count(),

@@ -376,6 +376,25 @@ impl Engine {
                 return;
             }
         };
+        let identity = match crate::run_as::user_for(activity, &settings) {
+            None => None,
+            Some(user) => match crate::run_as::resolve(user, activity.group.as_deref()) {
+                Ok(identity) => Some(identity),
+                Err(message) => {
+                    tracing::error!(HF_JOB_ID = id, HF_ACTIVITY = %activity.path, %message, "cannot run the activity as its user");
+                    let end = AttemptEnd {
+                        state: AttemptState::SpawnError,
+                        exit_code: None,
+                        signal: None,
+                        error: Some(message),
+                        log_bytes: 0,
+                        log_dropped: 0,
+                    };
+                    self.on_attempt_end(key, end);
+                    return;
+                }
+            },
+        };
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -416,6 +435,8 @@ impl Engine {
             simulated: job
                 .simulated
                 .then(|| activity.simulate.clone().unwrap_or_default()),
+            identity,
+            limits: crate::run_as::Limits::of(activity),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {

@@ -42,6 +42,9 @@ pub struct AttemptSpec {
     /// Set for simulated jobs: nothing is run, the attempt ends as this
     /// stand-in says.
     pub simulated: Option<holdfast_workflow::Simulate>,
+    /// Run as this user instead of the daemon's.
+    pub identity: Option<crate::run_as::Identity>,
+    pub limits: crate::run_as::Limits,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -194,7 +197,12 @@ async fn run(
         Ok(p) => p,
         Err(e) => return spawn_error(format!("cannot create pipes: {e}")),
     };
-    let env = match spawn::environment(&spec.env) {
+    // Another user gets a clean environment of its own, not the daemon's.
+    let env = match &spec.identity {
+        Some(id) => spawn::clean_environment(id, &spec.env),
+        None => spawn::environment(&spec.env),
+    };
+    let env = match env {
         Ok(env) => env,
         Err(e) => return spawn_error(e.to_string()),
     };
@@ -203,11 +211,24 @@ async fn run(
         env,
         working_dir: spec.working_dir.as_deref(),
     };
-    let pid = match spawn::spawn(
-        &program,
-        output_write.as_raw_fd(),
-        control_write.as_raw_fd(),
-    ) {
+    // Switching users and setting caps need steps in the child before exec:
+    // those activities fork; all others take the cheaper posix_spawn.
+    let spawned = if spec.identity.is_some() || !spec.limits.is_empty() {
+        spawn::spawn_forked(
+            &program,
+            &output_write,
+            control_write.as_raw_fd(),
+            spec.identity.as_ref(),
+            spec.limits,
+        )
+    } else {
+        spawn::spawn(
+            &program,
+            output_write.as_raw_fd(),
+            control_write.as_raw_fd(),
+        )
+    };
+    let pid = match spawned {
         Ok(pid) => pid,
         Err(e) => {
             let message = spawn::describe(&e, first);

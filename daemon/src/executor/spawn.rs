@@ -61,6 +61,39 @@ pub fn environment(overrides: &[(String, String)]) -> io::Result<Vec<CString>> {
         .collect()
 }
 
+/// A fresh environment for `identity`: HOME, USER, LOGNAME, SHELL and a
+/// standard PATH (plus LANG if the daemon has one), then `overrides`.
+pub fn clean_environment(
+    identity: &crate::run_as::Identity,
+    overrides: &[(String, String)],
+) -> io::Result<Vec<CString>> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("HOME".into(), identity.home.display().to_string()),
+        ("USER".into(), identity.name.clone()),
+        ("LOGNAME".into(), identity.name.clone()),
+        ("SHELL".into(), "/bin/sh".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+    ];
+    if let Ok(lang) = std::env::var("LANG") {
+        vars.push(("LANG".into(), lang));
+    }
+    for (key, value) in overrides {
+        match vars.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => vars.push((key.clone(), value.clone())),
+        }
+    }
+    vars.into_iter()
+        .map(|(k, v)| {
+            CString::new(format!("{k}={v}"))
+                .map_err(|_| invalid("an environment value contains a NUL byte"))
+        })
+        .collect()
+}
+
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message.to_string())
 }
@@ -266,4 +299,101 @@ impl ChildWait {
         self.status = Some(status);
         Ok(status)
     }
+}
+
+/// Start the child through `fork`, for activities that switch users or set
+/// caps: those steps must run in the child before `exec`, which
+/// `posix_spawn` cannot do. Returns the pid; wait with [`ChildWait`].
+#[allow(unsafe_code)]
+pub fn spawn_forked(
+    program: &Program<'_>,
+    output: &OwnedFd,
+    control: RawFd,
+    identity: Option<&crate::run_as::Identity>,
+    limits: crate::run_as::Limits,
+) -> io::Result<Pid> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::process::CommandExt;
+
+    let (first, rest) = program
+        .argv
+        .split_first()
+        .ok_or_else(|| invalid("empty command"))?;
+    let mut command = std::process::Command::new(first);
+    command.args(rest).env_clear();
+    for kv in &program.env {
+        let bytes = kv.to_bytes();
+        if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
+            command.env(
+                OsStr::from_bytes(&bytes[..eq]),
+                OsStr::from_bytes(&bytes[eq + 1..]),
+            );
+        }
+    }
+    match (program.working_dir, identity) {
+        (Some(dir), _) => {
+            command.current_dir(dir);
+        }
+        (None, Some(id)) if id.home.is_dir() => {
+            command.current_dir(&id.home);
+        }
+        (None, Some(_)) => {
+            command.current_dir("/");
+        }
+        (None, None) => {}
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(output.try_clone()?))
+        .stderr(std::process::Stdio::from(output.try_clone()?))
+        .process_group(0);
+    let switch = identity.map(|id| (id.uid, id.gid, id.groups.clone()));
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (dup2, fcntl, setrlimit,
+    // setpriority, setgroups, setgid, setuid) on values prepared before the
+    // fork; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if control == 3 {
+                if libc::fcntl(control, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(control, 3) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let set = |resource, value: Option<u64>| -> io::Result<()> {
+                if let Some(v) = value {
+                    let limit = libc::rlimit {
+                        rlim_cur: v as libc::rlim_t,
+                        rlim_max: v as libc::rlim_t,
+                    };
+                    if libc::setrlimit(resource, &limit) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            };
+            set(libc::RLIMIT_AS, limits.address_space)?;
+            set(libc::RLIMIT_NOFILE, limits.open_files)?;
+            set(libc::RLIMIT_NPROC, limits.processes)?;
+            if let Some(nice) = limits.nice {
+                // Lowering nice below 0 needs privilege; a refusal leaves
+                // the default rather than failing the activity.
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            }
+            if let Some((uid, gid, groups)) = &switch {
+                if libc::setgroups(groups.len(), groups.as_ptr()) == -1
+                    || libc::setgid(*gid) == -1
+                    || libc::setuid(*uid) == -1
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    // The pid is waited for through a pidfd like every other attempt; the
+    // std handle neither waits nor kills when dropped.
+    Ok(Pid::from_raw(child.id() as i32))
 }

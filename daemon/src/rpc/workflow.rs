@@ -89,6 +89,16 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             max_retry_delay_seconds: a.max_retry_delay.map(secs),
                             on_failure: a.on_failure.as_str().into(),
                             working_dir: a.working_dir.clone(),
+                            user: crate::run_as::user_for(a, &server.settings).map(str::to_string),
+                            group: a.group.clone(),
+                            limits: crate::run_as::mechanisms(a)
+                                .into_iter()
+                                .map(|(name, value, mechanism)| holdfast_api::LimitInfo {
+                                    name,
+                                    value,
+                                    mechanism,
+                                })
+                                .collect(),
                         }
                     })
                     .collect(),

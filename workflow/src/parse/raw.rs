@@ -55,6 +55,11 @@ pub(super) struct RawSettings {
     pub env: Option<IndexMap<Spanned<String>, Spanned<String>>>,
     pub working_dir: Option<Spanned<String>>,
     pub memory_max: Option<Spanned<toml::Value>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub nofile: Option<Spanned<i64>>,
+    pub tasks_max: Option<Spanned<i64>>,
+    pub cpu_weight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +110,11 @@ pub(super) struct RawActivity {
     pub env: Option<IndexMap<Spanned<String>, Spanned<String>>>,
     pub working_dir: Option<Spanned<String>>,
     pub memory_max: Option<Spanned<toml::Value>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub nofile: Option<Spanned<i64>>,
+    pub tasks_max: Option<Spanned<i64>>,
+    pub cpu_weight: Option<Spanned<i64>>,
     pub simulate: Option<Spanned<RawSimulate>>,
 }
 
@@ -140,6 +150,11 @@ impl RawActivity {
                 env: self.env,
                 working_dir: self.working_dir,
                 memory_max: self.memory_max,
+                user: self.user,
+                group: self.group,
+                nofile: self.nofile,
+                tasks_max: self.tasks_max,
+                cpu_weight: self.cpu_weight,
             },
         )
     }

@@ -32,6 +32,11 @@ pub(super) struct Settings {
     pub env: IndexMap<String, Located>,
     pub working_dir: Option<Located>,
     pub memory_max: Option<u64>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub nofile: Option<u64>,
+    pub tasks_max: Option<u64>,
+    pub cpu_weight: Option<u32>,
 }
 
 impl Default for Settings {
@@ -48,6 +53,11 @@ impl Default for Settings {
             env: IndexMap::new(),
             working_dir: None,
             memory_max: None,
+            user: None,
+            group: None,
+            nofile: None,
+            tasks_max: None,
+            cpu_weight: None,
         }
     }
 }
@@ -138,8 +148,60 @@ impl Settings {
                 Err(message) => diagnostics.error(&size.span(), message),
             }
         }
+        for (key, value, slot) in [
+            ("user", &raw.user, &mut out.user),
+            ("group", &raw.group, &mut out.group),
+        ] {
+            if let Some(name) = value {
+                if unix_name(name.get_ref()) {
+                    *slot = Some(name.get_ref().clone());
+                } else {
+                    diagnostics.error(
+                        &name.span(),
+                        format!("{key} {:?} is not a valid Unix name", name.get_ref()),
+                    );
+                }
+            }
+        }
+        for (key, value, slot, max) in [
+            ("nofile", &raw.nofile, &mut out.nofile, 1u64 << 20),
+            ("tasks_max", &raw.tasks_max, &mut out.tasks_max, 1u64 << 22),
+        ] {
+            if let Some(n) = value {
+                match u64::try_from(*n.get_ref()) {
+                    Ok(v) if (1..=max).contains(&v) => *slot = Some(v),
+                    _ => diagnostics.error(
+                        &n.span(),
+                        format!(
+                            "{key} must be a whole number from 1 to {max}; got {}",
+                            n.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some(weight) = &raw.cpu_weight {
+            match u32::try_from(*weight.get_ref()) {
+                Ok(w) if (1..=10_000).contains(&w) => out.cpu_weight = Some(w),
+                _ => diagnostics.error(
+                    &weight.span(),
+                    format!(
+                        "cpu_weight must be from 1 to 10000 (100 is normal); got {}",
+                        weight.get_ref()
+                    ),
+                ),
+            }
+        }
         out
     }
+}
+
+/// A user or group name as useradd accepts it.
+fn unix_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
 }
 
 /// A duration like `"30s"`, `"5m"`, `"2h"` or `"1h 30m"`.

@@ -1,0 +1,148 @@
+//! hfctl's man pages (hfctl.1 and one hfctl-COMMAND.1 per command) and its
+//! bash, zsh and fish completions, rendered from the clap definition that
+//! parses its command line, so they cannot drift from it. The hidden
+//! `hfctl generate-docs DIR` writes them; packaging/build-deb runs it. What
+//! clap does not know (exit codes, environment, files) is added here.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{Roff, bold, roman};
+
+/// Arguments of `hfctl generate-docs`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory to write `man/` and `completions/{bash,zsh,fish}/` into.
+    pub dir: PathBuf,
+}
+
+/// Extra sections of hfctl.1: (heading, [(term, text)]).
+type Section = (&'static str, &'static [(&'static str, &'static str)]);
+
+/// The exit codes, as documented at the top of main.rs (keep the two in step).
+const EXIT_STATUS: &[(&str, &str)] = &[
+    (
+        "0",
+        "Success (with --wait or --follow: the job succeeded, alerts or not).",
+    ),
+    (
+        "1",
+        "Any other error (a job that could not be cancelled, a workflow file that does not validate, a lost connection, ...).",
+    ),
+    ("2", "Usage error (bad flags or arguments)."),
+    ("3", "No daemon answers on the socket."),
+    ("4", "With --wait or --follow: the job ended failed."),
+    ("5", "With --wait or --follow: the job ended cancelled."),
+    ("6", "NOT_FOUND: no such job, chain, activity or log."),
+    ("7", "PERMISSION_DENIED, or the socket may not be opened."),
+    ("8", "INVALID_PARAMETERS: one line per bad field follows."),
+    ("9", "The daemon speaks another protocol version."),
+    (
+        "10",
+        "INVALID_STATE: the job's state does not allow the call.",
+    ),
+    ("11", "UNAVAILABLE: the daemon cannot do this now."),
+];
+
+const SECTIONS: &[Section] = &[
+    ("EXIT STATUS", EXIT_STATUS),
+    (
+        "ENVIRONMENT",
+        &[
+            ("HOLDFAST_SOCKET", "The daemon's socket, as --socket."),
+            ("NO_COLOR", "When set and not empty, no colours."),
+        ],
+    ),
+    (
+        "FILES",
+        &[
+            (
+                "/run/holdfast/holdfast.sock",
+                "The system daemon's socket (mode 0660, group holdfast: members of the group may use hfctl).",
+            ),
+            (
+                "$XDG_RUNTIME_DIR/holdfast/holdfast.sock",
+                "A user-mode daemon's socket; used when it exists and no socket is given.",
+            ),
+        ],
+    ),
+    ("SEE ALSO", &[("", "holdfastd(8), journalctl(1)")]),
+];
+
+/// `hfctl generate-docs DIR`.
+pub fn run(args: &Args) -> ExitCode {
+    match generate(&args.dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "hfctl: cannot write the docs under {}: {e}",
+                args.dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate(dir: &Path) -> std::io::Result<()> {
+    let command = crate::Cli::command();
+    let man_dir = dir.join("man");
+    std::fs::create_dir_all(&man_dir)?;
+    // One page per visible command (hfctl-submit.1, ...), then hfctl.1 again
+    // with the sections clap does not know.
+    clap_mangen::generate_to(command.clone(), &man_dir)?;
+    let man = clap_mangen::Man::new(command.clone().disable_help_subcommand(true));
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    render_sections(&mut page, SECTIONS)?;
+    std::fs::write(man_dir.join(man.get_filename()), page)?;
+
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let out = dir.join("completions").join(shell.to_string());
+        std::fs::create_dir_all(&out)?;
+        clap_complete::generate_to(shell, &mut command.clone(), "hfctl", &out)?;
+    }
+    Ok(())
+}
+
+fn render_sections(out: &mut Vec<u8>, sections: &[Section]) -> std::io::Result<()> {
+    let mut roff = Roff::new();
+    for (heading, items) in sections {
+        roff.control("SH", [*heading]);
+        for (term, text) in *items {
+            if term.is_empty() {
+                roff.control("PP", []);
+            } else {
+                roff.control("TP", []);
+                roff.text([bold(*term)]);
+            }
+            roff.text([roman(*text)]);
+        }
+    }
+    roff.to_writer(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn writes_a_page_per_command_and_completions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::generate(dir.path()).expect("generate");
+        let man = dir.path().join("man");
+        let page = std::fs::read_to_string(man.join("hfctl.1")).expect("hfctl.1");
+        assert!(page.contains("EXIT STATUS"), "{page}");
+        assert!(!page.contains("generate\\-docs"), "hidden command leaked");
+        for command in ["submit", "status", "logs", "reload", "emit"] {
+            let path = man.join(format!("hfctl-{command}.1"));
+            assert!(path.is_file(), "{} missing", path.display());
+        }
+        assert!(!man.join("hfctl-generate-docs.1").exists());
+        for file in ["bash/hfctl.bash", "zsh/_hfctl", "fish/hfctl.fish"] {
+            let path = dir.path().join("completions").join(file);
+            let text = std::fs::read_to_string(&path).expect("completion file");
+            assert!(text.contains("submit"), "{}", path.display());
+            assert!(!text.contains("generate-docs"), "hidden command in {file}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Running activities as another user, and the per-activity resource caps.
+//!
+//! A chain (through `[defaults]`) or an activity may name a `user` and
+//! `group`. Only users listed in the settings' `run_as_allowed` may be named,
+//! `root` only if listed explicitly, and only a daemon running as root can
+//! switch: otherwise the chain is refused when it is loaded, never run as the
+//! daemon's own user by surprise. A system-mode daemon running as root runs
+//! activities that name no user as `run_as_default` (`holdfast`), never as
+//! root unless that is allowed and asked for.
+//!
+//! Caps are enforced with rlimits set in the child before `exec`:
+//! `memory_max` → RLIMIT_AS (address space, which over-counts what a
+//! process really uses), `nofile` → RLIMIT_NOFILE, `tasks_max` →
+//! RLIMIT_NPROC (which the kernel counts per user, not per activity), and
+//! `cpu_weight` → a nice value. cgroup v2 enforcement is not implemented.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use holdfast_api::LoadError;
+use holdfast_workflow::{Activity, Chain};
+use nix::unistd::{Gid, Group, Uid, User};
+
+use crate::settings::{Mode, Settings};
+
+/// Who an activity runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+}
+
+/// The caps of one activity, as rlimit values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub address_space: Option<u64>,
+    pub open_files: Option<u64>,
+    pub processes: Option<u64>,
+    pub nice: Option<i32>,
+}
+
+impl Limits {
+    pub fn of(activity: &Activity) -> Limits {
+        Limits {
+            address_space: activity.memory_max,
+            open_files: activity.nofile,
+            processes: activity.tasks_max,
+            nice: activity.cpu_weight.map(nice_for_weight),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// A cgroup-style CPU weight (100 normal, 1..10000) as a nice value: each
+/// nice step is about 1.25x CPU share, so weight = 100 / 1.25^nice.
+pub fn nice_for_weight(weight: u32) -> i32 {
+    let ratio = f64::from(weight.max(1)) / 100.0;
+    let nice = -(ratio.ln() / 1.25f64.ln());
+    nice.round().clamp(-20.0, 19.0) as i32
+}
+
+/// How each cap of `activity` is enforced on this host, for `describe`.
+pub fn mechanisms(activity: &Activity) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    if let Some(m) = activity.memory_max {
+        out.push((
+            "memory_max".into(),
+            m.to_string(),
+            "rlimit RLIMIT_AS (address space)".into(),
+        ));
+    }
+    if let Some(n) = activity.nofile {
+        out.push((
+            "nofile".into(),
+            n.to_string(),
+            "rlimit RLIMIT_NOFILE".into(),
+        ));
+    }
+    if let Some(n) = activity.tasks_max {
+        out.push((
+            "tasks_max".into(),
+            n.to_string(),
+            "rlimit RLIMIT_NPROC (per user)".into(),
+        ));
+    }
+    if let Some(w) = activity.cpu_weight {
+        out.push((
+            "cpu_weight".into(),
+            w.to_string(),
+            format!("nice {}", nice_for_weight(w)),
+        ));
+    }
+    out
+}
+
+/// Look up `user` (and `group`, else the user's primary group) with its
+/// supplementary groups.
+pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, String> {
+    let account = User::from_name(user)
+        .map_err(|e| format!("cannot look up user {user:?}: {e}"))?
+        .ok_or_else(|| format!("user {user:?} does not exist on this host"))?;
+    let gid = match group {
+        Some(name) => {
+            Group::from_name(name)
+                .map_err(|e| format!("cannot look up group {name:?}: {e}"))?
+                .ok_or_else(|| format!("group {name:?} does not exist on this host"))?
+                .gid
+        }
+        None => account.gid,
+    };
+    let cname = CString::new(user).map_err(|_| "user name contains a NUL byte".to_string())?;
+    let groups = nix::unistd::getgrouplist(&cname, gid)
+        .map_err(|e| format!("cannot list the groups of {user:?}: {e}"))?;
+    Ok(Identity {
+        name: user.to_string(),
+        uid: account.uid.as_raw(),
+        gid: gid.as_raw(),
+        groups: groups.into_iter().map(Gid::as_raw).collect(),
+        home: account.dir,
+    })
+}
+
+fn switching() -> bool {
+    Uid::effective().is_root()
+}
+
+/// The user an activity runs as, if not the daemon's own.
+pub fn user_for<'a>(activity: &'a Activity, settings: &'a Settings) -> Option<&'a str> {
+    match &activity.user {
+        Some(user) => Some(user),
+        None if settings.mode == Mode::System && switching() => settings.run_as_default.as_deref(),
+        None => None,
+    }
+}
+
+/// Check, when a chain is loaded, that every activity can run as who it
+/// names on this daemon. Errors name the file and the activity.
+pub fn check_chain(chain: &Chain, settings: &Settings) -> Vec<LoadError> {
+    let mut errors = Vec::new();
+    let error = |message: String| LoadError {
+        file: chain.file.display().to_string(),
+        line: None,
+        column: None,
+        message,
+    };
+    for activity in &chain.activities {
+        let Some(user) = user_for(activity, settings) else {
+            if activity.group.is_some() {
+                errors.push(error(format!(
+                    "{}: group is set without user; name the user too",
+                    activity.path
+                )));
+            }
+            continue;
+        };
+        let named = activity.user.is_some();
+        if named && !switching() {
+            errors.push(error(format!(
+                "{}: runs as {user:?}, but holdfastd runs as uid {} and cannot switch users; \
+                 run the daemon as root or remove user",
+                activity.path,
+                Uid::effective()
+            )));
+            continue;
+        }
+        if named && !settings.run_as_allowed.iter().any(|u| u == user) {
+            errors.push(error(format!(
+                "{}: user {user:?} is not in the daemon's run_as_allowed setting",
+                activity.path
+            )));
+            continue;
+        }
+        if let Err(message) = resolve(user, activity.group.as_deref()) {
+            errors.push(error(format!("{}: {message}", activity.path)));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_map_to_nice_values() {
+        assert_eq!(nice_for_weight(100), 0);
+        assert!(nice_for_weight(10) > 0);
+        assert!(nice_for_weight(1000) < 0);
+        assert_eq!(nice_for_weight(1), 19.min(nice_for_weight(1)));
+    }
+
+    #[test]
+    fn root_resolves() {
+        let id = resolve("root", None).expect("root exists");
+        assert_eq!(id.uid, 0);
+        assert!(resolve("no-such-user-here", None).is_err());
+    }
+}
