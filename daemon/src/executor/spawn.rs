@@ -381,13 +381,12 @@ pub fn spawn_forked(
                 // the default rather than failing the activity.
                 libc::setpriority(libc::PRIO_PROCESS, 0, nice);
             }
-            if let Some((uid, gid, groups)) = &switch {
-                if libc::setgroups(groups.len(), groups.as_ptr()) == -1
+            if let Some((uid, gid, groups)) = &switch
+                && (libc::setgroups(groups.len(), groups.as_ptr()) == -1
                     || libc::setgid(*gid) == -1
-                    || libc::setuid(*uid) == -1
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                    || libc::setuid(*uid) == -1)
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
