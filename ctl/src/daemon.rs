@@ -30,12 +30,18 @@ impl Daemon {
     /// Like [`Daemon::connect`], but while nothing listens on the socket
     /// (missing file or refused connection), try again until `wait` has
     /// passed. Scripts that start a daemon use this to wait for it.
-    pub async fn connect_waiting(socket: &Path, wait: Duration) -> Result<Daemon, Error> {
+    /// `socket` is asked again before every try, so a socket found by
+    /// discovery (the user daemon's) is picked up once the daemon creates it.
+    pub async fn connect_waiting(
+        socket: impl Fn() -> PathBuf,
+        wait: Duration,
+    ) -> Result<Daemon, Error> {
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(10);
         loop {
-            match open(socket).await {
-                Ok(client) => return Daemon::handshake(client, socket).await,
+            let socket = socket();
+            match open(&socket).await {
+                Ok(client) => return Daemon::handshake(client, &socket).await,
                 Err(error @ Error::NotRunning { .. }) => {
                     let now = Instant::now();
                     if now >= deadline {

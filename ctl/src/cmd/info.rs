@@ -26,8 +26,8 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let socket = ctx.socket();
-    let daemon = Daemon::connect_waiting(&socket, Duration::from_secs_f64(args.wait)).await?;
+    let daemon =
+        Daemon::connect_waiting(|| ctx.socket(), Duration::from_secs_f64(args.wait)).await?;
     if ctx.json {
         output::print_json(&daemon.info)?;
     } else {
