@@ -117,12 +117,26 @@ impl Engine {
             act.outputs = sa.outputs.clone();
             act.progress = sa.progress;
             let mut state = sa.state;
+            let activity_def = &chain.activities[sa.idx];
+            let leftovers: Vec<Leftover> = sa
+                .attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Running)
+                .map(|a| Leftover {
+                    job_id: stored.id,
+                    process: activity_def.process.clone(),
+                    activity: activity_def.name.clone(),
+                    attempt: a.number,
+                    pid: a.pid,
+                    pid_start: a.pid_start,
+                })
+                .collect();
+            kill_leftovers(&leftovers);
             for attempt in sa
                 .attempts
                 .iter()
                 .filter(|a| a.state == AttemptState::Running)
             {
-                kill_leftover(attempt.pid, attempt.pid_start);
                 act.interruptions += 1;
                 self.ops
                     .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
@@ -208,23 +222,114 @@ impl Engine {
     }
 }
 
-/// Kill the process group of an attempt left by a dead daemon, if it is
-/// still the same process (pid and start time match), and wait briefly for
-/// it to go.
-fn kill_leftover(pid: Option<u32>, start: Option<u64>) {
-    let (Some(pid), Some(start)) = (pid, start) else {
-        return;
-    };
-    if pid == 0 || process_start_time(pid) != Some(start) {
+/// An attempt a dead daemon left `running`.
+pub(super) struct Leftover {
+    pub job_id: u64,
+    pub process: String,
+    pub activity: String,
+    pub attempt: u32,
+    pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields resume after the command name's last ')' with field 3.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_string)
+}
+
+/// Alive and not a zombie waiting for its parent.
+fn running(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Kill what attempts left by a dead daemon still have running, so two
+/// copies never run at once. Processes are found two ways: the recorded
+/// pid when its start time still matches, and every process whose
+/// environment carries the attempt's `HF_JOB_ID`, `HF_PROCESS`,
+/// `HF_ACTIVITY` and `HF_ATTEMPT` (activities and their children inherit
+/// them). The second finds attempts whose pid was not committed before the
+/// crash, and groups whose leader has already exited. Each process found
+/// has its whole process group killed. Waits up to a second for them to go
+/// (a zombie counts as gone).
+pub(super) fn kill_leftovers(leftovers: &[Leftover]) {
+    if leftovers.is_empty() {
         return;
     }
-    tracing::warn!(
-        pid,
-        "killing the process group left running by the previous daemon"
-    );
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let me = std::process::id();
+    let wanted: std::collections::HashSet<(String, String, String, String)> = leftovers
+        .iter()
+        .map(|l| {
+            (
+                l.job_id.to_string(),
+                l.process.clone(),
+                l.activity.clone(),
+                l.attempt.to_string(),
+            )
+        })
+        .collect();
+    let mut victims: Vec<u32> = leftovers
+        .iter()
+        .filter_map(|l| match (l.pid, l.pid_start) {
+            (Some(pid), Some(start)) if pid > 1 && process_start_time(pid) == Some(start) => {
+                Some(pid)
+            }
+            _ => None,
+        })
+        .collect();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let mut key = (String::new(), String::new(), String::new(), String::new());
+            for var in environ.split(|&b| b == 0) {
+                let var = String::from_utf8_lossy(var);
+                if let Some(v) = var.strip_prefix("HF_JOB_ID=") {
+                    key.0 = v.to_string();
+                } else if let Some(v) = var.strip_prefix("HF_PROCESS=") {
+                    key.1 = v.to_string();
+                } else if let Some(v) = var.strip_prefix("HF_ACTIVITY=") {
+                    key.2 = v.to_string();
+                } else if let Some(v) = var.strip_prefix("HF_ATTEMPT=") {
+                    key.3 = v.to_string();
+                }
+            }
+            if wanted.contains(&key) {
+                victims.push(pid);
+            }
+        }
+    }
+    victims.sort_unstable();
+    victims.dedup();
+    let own_group = nix::unistd::getpgrp().as_raw();
+    for &pid in &victims {
+        tracing::warn!(pid, "killing a process left running by the previous daemon");
+        if let Some(pgid) = stat_field(pid, 5).and_then(|g| g.parse::<i32>().ok())
+            && pgid > 1
+            && pgid != own_group
+        {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
     for _ in 0..100 {
-        if process_start_time(pid) != Some(start) {
+        if !victims.iter().any(|&pid| running(pid)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -17,8 +17,20 @@ pub(super) async fn handle(
         .store
         .read(move |conn| store::stored_job(conn, job_id))
         .await
-        .map_err(store_error)?
-        .ok_or_else(|| ErrorCode::NotFound.error(format!("job {job_id} does not exist")))?;
+        .map_err(store_error)?;
+    let Some(original) = original else {
+        let message = format!("job {job_id} does not exist");
+        server
+            .audit(
+                &caller,
+                "job.retry",
+                Some(format!("job {job_id}")),
+                "refused",
+                Some(message.clone()),
+            )
+            .await;
+        return Err(ErrorCode::NotFound.error(message));
+    };
     if !crate::access::may_manage_job(&caller, original.submitter_uid, &server.settings) {
         let message = format!(
             "job {job_id} belongs to another user; only its submitter or an operator may reprocess it"

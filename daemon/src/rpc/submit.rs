@@ -27,7 +27,21 @@ pub(super) async fn handle(
     let result = server.engine.submit(request).await;
     let (outcome, detail) = match &result {
         Ok(id) => ("ok".to_string(), Some(format!("job {id}"))),
-        Err(e) => ("refused".to_string(), Some(e.to_string())),
+        // The same words the caller gets, field by field.
+        Err(e) => (
+            "refused".to_string(),
+            Some(match e {
+                crate::engine::SubmitError::Invalid(fields) => format!(
+                    "invalid parameters: {}",
+                    fields
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                other => other.to_string(),
+            }),
+        ),
     };
     server
         .audit(
