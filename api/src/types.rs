@@ -24,6 +24,8 @@ pub struct DaemonInfo {
 pub struct DaemonPaths {
     pub config: String,
     pub workflows_dir: String,
+    #[serde(default)]
+    pub tenants_dir: String,
     pub state_dir: String,
     pub socket: String,
     pub database: String,

@@ -18,6 +18,8 @@ mod schedules;
 mod tests;
 mod values;
 
+pub(crate) use values::to_json as toml_to_json;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;

@@ -95,9 +95,15 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
             return Err(errors);
         }
     };
-    let params = match serde_json::to_value(&raw.params) {
+    // The same conversion chain files use, so a TOML date (`day =
+    // 2024-01-01`) means the same in both.
+    let params = match crate::parse::toml_to_json(&toml::Value::Table(raw.params)) {
         Ok(Value::Object(map)) => map,
-        _ => Map::new(),
+        Ok(_) => Map::new(),
+        Err(message) => {
+            errors.push(error(file, source, None, format!("[params]: {message}")));
+            Map::new()
+        }
     };
     for chain in raw.chains.iter().flatten() {
         if chain != "*" && !valid_name(chain) {

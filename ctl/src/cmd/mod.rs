@@ -21,6 +21,7 @@ pub mod retry;
 pub mod schedule;
 pub mod schedules;
 pub mod status;
+pub mod tenants;
 pub mod submit;
 pub mod validate;
 pub mod workflows;

@@ -324,6 +324,7 @@ impl Engine {
         engine.recover()?;
         let stored = schedules::load_states(&engine.store)?;
         engine.sync_schedules(Some(stored));
+        engine.startup_catch_up();
         let handle = EngineHandle {
             commands: commands_tx,
             registry: registry_rx,
@@ -428,7 +429,12 @@ impl Engine {
                 );
                 self.registry.send_replace(Arc::new(registry));
                 self.record_definitions();
-                self.sync_schedules(None);
+                // A schedule that comes back (its file moved away and back)
+                // picks up its stored state, pause included.
+                let stored = schedules::load_states(&self.store)
+                    .map_err(|error| tracing::warn!(%error, "cannot read schedule states"))
+                    .ok();
+                self.sync_schedules(stored);
                 let _ = reply.send(());
             }
             Command::ScheduleTick => self.schedule_tick(),

@@ -115,21 +115,30 @@ impl Engine {
                 next.insert(key, run);
             }
         }
-        for (chain, name) in std::mem::take(&mut self.schedules).into_keys() {
-            self.ops.push(WriteOp::ScheduleRemoved { chain, name });
-        }
-        if let Some(stored) = stored {
-            for key in stored.into_keys() {
-                if !next.contains_key(&key) {
-                    self.ops.push(WriteOp::ScheduleRemoved {
-                        chain: key.0,
-                        name: key.1,
-                    });
-                }
-            }
-        }
+        // State of schedules that disappeared is kept: a file moved away and
+        // back (or saved by a slow rename) must not lose its pause.
         self.schedules = next;
         self.arm_schedule_timer();
+    }
+
+    /// After a start: schedules with `catch_up = "none"` skip what was
+    /// missed while the daemon was down; the others run what their policy
+    /// allows at once instead of at their next fire.
+    pub(super) fn startup_catch_up(&mut self) {
+        let now = Utc::now();
+        for ((chain, name), run) in &mut self.schedules {
+            if run.schedule.catch_up == CatchUp::None && run.last < now {
+                run.last = now;
+                self.ops.push(WriteOp::Schedule {
+                    chain: chain.clone(),
+                    name: name.clone(),
+                    paused: run.paused,
+                    last_fire: now.timestamp_millis(),
+                    last_job: None,
+                });
+            }
+        }
+        self.schedule_tick();
     }
 
     /// Sleep until the earliest next fire (at most [`MAX_SLEEP`]).
@@ -287,7 +296,7 @@ impl Engine {
         let waiting: Vec<(String, String)> = self
             .schedules
             .iter()
-            .filter(|(_, r)| r.waiting && r.last_jobs.contains(&id))
+            .filter(|(_, r)| r.waiting && !r.paused && r.last_jobs.contains(&id))
             .filter(|(_, r)| {
                 !r.last_jobs
                     .iter()
@@ -312,7 +321,10 @@ impl Engine {
             return Err(format!("no schedule {chain}.{name}; see `hfctl schedules`"));
         };
         match action {
-            ScheduleAction::Pause => run.paused = true,
+            ScheduleAction::Pause => {
+                run.paused = true;
+                run.waiting = false;
+            }
             ScheduleAction::Resume => {
                 // Fires missed while paused are not caught up: a pause is a
                 // decision, not downtime.

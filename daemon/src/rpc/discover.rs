@@ -44,6 +44,11 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"integer","description":"higher runs first"}"#,
             ),
+            (
+                "simulate",
+                false,
+                r#"{"type":"boolean","description":"replace every activity by its [simulate] stand-in"}"#,
+            ),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),
@@ -155,6 +160,30 @@ const METHODS: &[MethodSpec] = &[
         "Every tenant, loaded or broken.",
         &[],
         r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "schedule.list",
+        "Every schedule with its next and last fire.",
+        &[],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "schedule.pause",
+        "Stop a schedule from firing until resumed.",
+        &[("name", true, r#"{"type":"string","description":"chain.schedule"}"#)],
+        r#"{"type":"object"}"#,
+    ),
+    (
+        "schedule.resume",
+        "Let a paused schedule fire again; fires missed while paused are not run.",
+        &[("name", true, r#"{"type":"string","description":"chain.schedule"}"#)],
+        r#"{"type":"object"}"#,
+    ),
+    (
+        "schedule.trigger",
+        "Fire a schedule now.",
+        &[("name", true, r#"{"type":"string","description":"chain.schedule"}"#)],
+        r#"{"type":"object"}"#,
     ),
     (
         "config.reload",

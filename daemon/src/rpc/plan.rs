@@ -84,6 +84,9 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
                 Program::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
             };
             let mut env: Vec<(String, String)> = vec![
+                ("HF_JOB_ID".into(), "(assigned at submit)".into()),
+                ("HF_ATTEMPT".into(), "1".into()),
+                ("HF_CONTROL_FD".into(), "3".into()),
                 ("HF_CHAIN".into(), chain.name.clone()),
                 ("HF_PROCESS".into(), activity.process.clone()),
                 ("HF_ACTIVITY".into(), activity.name.clone()),
@@ -121,12 +124,18 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         }
         planned.push(out);
     }
+    let mut shown = params;
+    for (name, value) in &mut shown {
+        if looks_secret(name) {
+            *value = Value::String("***".into());
+        }
+    }
     Plan {
         target: target.to_string(),
         chain: chain.name.clone(),
         version: chain.version.clone(),
         tenant,
-        params,
+        params: shown,
         waves: planned,
     }
 }

@@ -129,11 +129,6 @@ pub enum WriteOp {
     DeleteJobs(Vec<u64>),
     /// Delete audit rows by id (retention).
     DeleteAudit(Vec<i64>),
-    /// Forget the state of a schedule that no longer exists.
-    ScheduleRemoved {
-        chain: String,
-        name: String,
-    },
 }
 
 impl WriteOp {
@@ -346,10 +341,6 @@ impl WriteOp {
                 for id in ids {
                     delete.execute(params![id])?;
                 }
-            }
-            WriteOp::ScheduleRemoved { chain, name } => {
-                tx.prepare_cached("DELETE FROM schedules WHERE chain = ?1 AND name = ?2")?
-                    .execute(params![chain, name])?;
             }
             WriteOp::Audit(row) => {
                 tx.prepare_cached(

@@ -305,7 +305,7 @@ fn check_env_name(name: &str) -> Result<(), String> {
 
 /// A TOML value as JSON. TOML dates and times become their text, which is
 /// what the `date` and `datetime` parameter types hold.
-pub(super) fn to_json(value: &toml::Value) -> Result<Value, String> {
+pub(crate) fn to_json(value: &toml::Value) -> Result<Value, String> {
     Ok(match value {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(n) => Value::from(*n),
