@@ -91,9 +91,51 @@ fn environment() -> &'static Environment<'static> {
         env.set_keep_trailing_newline(true);
         env.set_formatter(format_value);
         env.add_filter("tojson", to_json);
+        // A template is written by an operator but rendered inside the
+        // daemon's engine, so its work is bounded: fuel caps the
+        // instructions one render may run (loops included), and the builtins
+        // that expand or materialise whole sequences in a single step (a
+        // `[0] * 10**12 | list`, say) are not offered at all.
+        env.set_fuel(Some(RENDER_FUEL));
+        for name in EXPANDING_FILTERS {
+            env.remove_filter(name);
+        }
         env
     })
 }
+
+/// Instructions one render may run.
+pub const RENDER_FUEL: u64 = 100_000;
+
+/// Sequences longer than this are not written out by a template.
+const MAX_WRITTEN_ITEMS: usize = 10_000;
+
+/// Builtin filters that walk or build a whole sequence inside one
+/// instruction, where fuel cannot stop them.
+const EXPANDING_FILTERS: [&str; 22] = [
+    "list",
+    "join",
+    "batch",
+    "slice",
+    "sort",
+    "reverse",
+    "unique",
+    "map",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
+    "sum",
+    "min",
+    "max",
+    "groupby",
+    "dictsort",
+    "items",
+    "last",
+    "chain",
+    "zip",
+    "wordcount",
+];
 
 /// Writes values the way `HF_PARAM_*` shows them: none as nothing, lists and
 /// maps as compact JSON, everything else as text.
@@ -104,7 +146,13 @@ fn format_value(
 ) -> Result<(), minijinja::Error> {
     match value.kind() {
         ValueKind::None => Ok(()),
-        ValueKind::Seq | ValueKind::Map => {
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            if value.len().is_none_or(|n| n > MAX_WRITTEN_ITEMS) {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("a sequence of more than {MAX_WRITTEN_ITEMS} items cannot be written"),
+                ));
+            }
             let text = to_json(value)?;
             out.write_str(&text)
                 .map_err(|_| minijinja::Error::from(ErrorKind::WriteFailure))
@@ -116,6 +164,14 @@ fn format_value(
 /// The `tojson` filter: minijinja ships one only behind a feature the
 /// workspace does not enable, and serde_json is here anyway.
 fn to_json(value: &minijinja::Value) -> Result<String, minijinja::Error> {
+    if matches!(value.kind(), ValueKind::Seq | ValueKind::Iterable)
+        && value.len().is_none_or(|n| n > MAX_WRITTEN_ITEMS)
+    {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("a sequence of more than {MAX_WRITTEN_ITEMS} items cannot be written"),
+        ));
+    }
     serde_json::to_string(value).map_err(|e| {
         minijinja::Error::new(
             ErrorKind::InvalidOperation,
@@ -511,5 +567,33 @@ mod tests {
                 .is_empty()
         );
         assert!(referenced_variables("{% if %}").is_err());
+    }
+
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let ctx = RenderContext {
+            params: Map::new(),
+            job: JobContext {
+                id: 1,
+                chain: "c".into(),
+                target: "c".into(),
+                tenant: None,
+                attempt: 1,
+            },
+            outputs: Map::new(),
+        };
+        let started = std::time::Instant::now();
+        for template in [
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "{{ ([0] * 1000000000000) | list | length }}",
+            "{{ ([\"xxxxxxxxxx\"] * 1000000000) | join }}",
+            "{{ [0] * 1000000000000 }}",
+        ] {
+            assert!(
+                render(template, &ctx).is_err(),
+                "{template} must not render"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }

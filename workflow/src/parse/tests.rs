@@ -288,7 +288,7 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `simulate`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
@@ -321,7 +321,8 @@ shell = 5
             "6:11: invalid type: string \"three\", expected an integer",
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
-             `on_failure`, `env`, `working_dir`, `memory_max`",
+             `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
+             `cpu_weight`, `simulate`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -909,7 +910,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `simulate`"
     );
 }
 
