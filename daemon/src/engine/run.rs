@@ -437,6 +437,7 @@ impl Engine {
                 .then(|| activity.simulate.clone().unwrap_or_default()),
             identity,
             limits: crate::run_as::Limits::of(activity),
+            journal: chain.journal,
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {
@@ -729,6 +730,27 @@ impl Engine {
         };
         if job.unfinished > 0 || job.running > 0 {
             return;
+        }
+        // Progress reported in this batch is written before the job leaves
+        // memory; `flush_progress` would no longer find it.
+        let dirty: Vec<usize> = self
+            .progress_dirty
+            .iter()
+            .filter(|(j, _)| *j == id)
+            .map(|(_, idx)| *idx)
+            .collect();
+        for idx in dirty {
+            self.progress_dirty.remove(&(id, idx));
+            if let Some(act) = self.jobs.get(&id).and_then(|j| j.acts.get(idx))
+                && let Some(progress) = act.progress
+            {
+                self.ops.push(WriteOp::ActivityProgress {
+                    job_id: id,
+                    idx,
+                    progress,
+                    text: act.progress_text.clone(),
+                });
+            }
         }
         let Some(job) = self.jobs.remove(&id) else {
             return;

@@ -45,6 +45,8 @@ pub struct AttemptSpec {
     /// Run as this user instead of the daemon's.
     pub identity: Option<crate::run_as::Identity>,
     pub limits: crate::run_as::Limits,
+    /// Also forward output lines to the journal (the chain's `journal`).
+    pub journal: bool,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -254,7 +256,10 @@ async fn run(
     let mut readers = tokio::task::JoinSet::new();
     match tokio::net::unix::pipe::Receiver::from_owned_fd(output_read) {
         Ok(output) => {
-            readers.spawn(logs::copy_stream(output, sink.clone()));
+            let forward = spec
+                .journal
+                .then(|| logs::JournalForward::new(key, &spec.path));
+            readers.spawn(logs::copy_stream(output, sink.clone(), forward));
         }
         Err(e) => sink.note(&format!("cannot read the output pipe: {e}")),
     }
@@ -402,9 +407,8 @@ async fn read_control(
         }
         if line.len() > control::MAX_LINE {
             sink.note("control line longer than 256 KiB ignored");
-            // Skip the rest of the overlong line.
-            let mut rest = Vec::new();
-            if reader.read_until(b'\n', &mut rest).await.is_err() {
+            // Skip the rest of the overlong line without holding it.
+            if !skip_line(&mut reader).await {
                 break;
             }
             continue;
@@ -425,6 +429,24 @@ async fn read_control(
                 }
             }
             Err(why) => sink.note(&format!("ignored control message: {why}")),
+        }
+    }
+}
+
+/// Discard input up to and including the next newline, a buffer at a time.
+/// False at end of input or on an error.
+async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> bool {
+    loop {
+        let (found, used) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(at) => (true, at + 1),
+                None => (false, buf.len()),
+            },
+        };
+        reader.consume(used);
+        if found {
+            return true;
         }
     }
 }

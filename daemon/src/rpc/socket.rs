@@ -16,6 +16,9 @@ use super::RpcServer;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 
+/// Longest time one HTTP request (or WebSocket upgrade) may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why the socket could not be bound.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -146,7 +149,15 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         let service = tower::service_fn(move |mut request: HttpRequest<_>| {
             request.extensions_mut().insert(caller.clone());
             let mut service = builder.clone().build(methods.clone(), stop.clone());
-            async move { service.call(request).await }
+            // A request whose body never completes would hold one of the
+            // connection permits forever; every call (and a WebSocket
+            // upgrade) answers well within this.
+            async move {
+                match tokio::time::timeout(REQUEST_TIMEOUT, service.call(request)).await {
+                    Ok(result) => result,
+                    Err(_) => Err("request not completed in time".into()),
+                }
+            }
         });
         tokio::spawn(serve_with_graceful_shutdown(
             stream,

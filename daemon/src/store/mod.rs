@@ -95,8 +95,16 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        configure(&conn)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let named = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        configure(&conn).map_err(|e| match e {
+            StoreError::Sqlite(source) => named(source),
+            other => other,
+        })?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(named)?;
         schema::migrations()
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate {
