@@ -1,7 +1,7 @@
 //! hfctl's man pages (hfctl.1 and one hfctl-COMMAND.1 per command) and its
 //! bash, zsh and fish completions, rendered from the clap definition that
-//! parses its command line, so they cannot drift from it. The hidden
-//! `hfctl generate-docs DIR` writes them; packaging/build-deb runs it. What
+//! parses its command line, so they cannot drift from it.
+//! `hfctl --generate-docs DIR` writes them; packaging/build-deb runs it. What
 //! clap does not know (exit codes, environment, files) is added here.
 
 use std::path::{Path, PathBuf};
@@ -11,11 +11,15 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::roff::{Roff, bold, roman};
 
-/// Arguments of `hfctl generate-docs`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Directory to write `man/` and `completions/{bash,zsh,fish}/` into.
-    pub dir: PathBuf,
+/// The directory of `hfctl --generate-docs DIR`, the packaging step's entry.
+/// It is kept out of the clap definition so that no man page or completion
+/// mentions it.
+pub fn requested() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next(), args.next()) {
+        (Some(flag), Some(dir), None) if flag == "--generate-docs" => Some(dir.into()),
+        _ => None,
+    }
 }
 
 /// Extra sections of hfctl.1: (heading, [(term, text)]).
@@ -71,15 +75,12 @@ const SECTIONS: &[Section] = &[
     ("SEE ALSO", &[("", "holdfastd(8), journalctl(1)")]),
 ];
 
-/// `hfctl generate-docs DIR`.
-pub fn run(args: &Args) -> ExitCode {
-    match generate(&args.dir) {
+/// Write `man/` and `completions/{bash,zsh,fish}/` under `dir`.
+pub fn run(dir: &Path) -> ExitCode {
+    match generate(dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!(
-                "hfctl: cannot write the docs under {}: {e}",
-                args.dir.display()
-            );
+            eprintln!("hfctl: cannot write the docs under {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }
@@ -94,8 +95,14 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     clap_mangen::generate_to(command.clone(), &man_dir)?;
     let man = clap_mangen::Man::new(command.clone().disable_help_subcommand(true));
     let mut page = Vec::new();
-    man.render(&mut page)?;
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    man.render_subcommands_section(&mut page)?;
     render_sections(&mut page, SECTIONS)?;
+    man.render_version_section(&mut page)?;
     std::fs::write(man_dir.join(man.get_filename()), page)?;
 
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
@@ -132,17 +139,16 @@ mod tests {
         let man = dir.path().join("man");
         let page = std::fs::read_to_string(man.join("hfctl.1")).expect("hfctl.1");
         assert!(page.contains("EXIT STATUS"), "{page}");
-        assert!(!page.contains("generate\\-docs"), "hidden command leaked");
+        assert!(!page.contains("generate\\-docs"), "packaging entry leaked");
         for command in ["submit", "status", "logs", "reload", "emit"] {
             let path = man.join(format!("hfctl-{command}.1"));
             assert!(path.is_file(), "{} missing", path.display());
         }
-        assert!(!man.join("hfctl-generate-docs.1").exists());
         for file in ["bash/hfctl.bash", "zsh/_hfctl", "fish/hfctl.fish"] {
             let path = dir.path().join("completions").join(file);
             let text = std::fs::read_to_string(&path).expect("completion file");
             assert!(text.contains("submit"), "{}", path.display());
-            assert!(!text.contains("generate-docs"), "hidden command in {file}");
+            assert!(!text.contains("generate-docs"), "packaging entry in {file}");
         }
     }
 }

@@ -82,19 +82,21 @@ enum Command {
     Reload(cmd::reload::Args),
     /// Every schedule, its next fire and its last job.
     Schedules(cmd::schedules::Args),
+    /// Tenant files: chains, groups, parameters and load errors.
+    Tenants(cmd::tenants::Args),
     /// Pause, resume or trigger one schedule (CHAIN.NAME).
     Schedule(cmd::schedule::Args),
     /// The audit trail of submissions, cancels, retries and reloads.
     Audit(cmd::audit::Args),
     /// Inside an activity: report progress, a checkpoint, outputs or an alert.
     Emit(cmd::emit::Args),
-    /// Write the man pages and shell completions (used when packaging).
-    #[command(hide = true)]
-    GenerateDocs(docs::Args),
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    if let Some(dir) = docs::requested() {
+        return docs::run(&dir);
+    }
     let cli = Cli::parse();
     let ctx = Context {
         socket: cli.socket,
@@ -116,10 +118,10 @@ async fn main() -> ExitCode {
         Command::Retry(args) => cmd::retry::run(&ctx, args).await,
         Command::Reload(args) => cmd::reload::run(&ctx, args).await,
         Command::Schedules(args) => cmd::schedules::run(&ctx, args).await,
+        Command::Tenants(args) => cmd::tenants::run(&ctx, args).await,
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),
-        Command::GenerateDocs(args) => return docs::run(&args),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome_code(outcome)),

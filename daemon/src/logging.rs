@@ -3,10 +3,20 @@
 //! set the level.
 
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Set once the journal layer is installed.
+static TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// True when log lines go to the journal (so forwarding activities' output
+/// there makes sense).
+pub fn to_journal() -> bool {
+    TO_JOURNAL.load(Ordering::Relaxed)
+}
 
 /// Where log lines should go, before checking that the journal answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +90,11 @@ pub fn init(verbosity: u8) {
     };
     match journal {
         Some(layer) => {
-            let _ = tracing_subscriber::registry()
+            let installed = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
                 .try_init();
+            TO_JOURNAL.store(installed.is_ok(), Ordering::Relaxed);
         }
         None => {
             let _ = tracing_subscriber::registry()

@@ -55,16 +55,11 @@ struct Args {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Write holdfastd's man page and shell completions under DIR, then exit
-    /// (used when packaging).
-    #[arg(long, value_name = "DIR", hide = true)]
-    generate_docs: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Some(dir) = &args.generate_docs {
-        return match docs::generate(dir) {
+    if let Some(dir) = docs::requested() {
+        return match docs::generate(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!(
@@ -75,6 +70,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let args = Args::parse();
     // Before any thread exists: take what systemd passed out of the
     // environment, so activities do not inherit it.
     let systemd = systemd::Systemd::from_env();

@@ -59,7 +59,12 @@ impl Systemd {
             address: std::env::var_os("NOTIFY_SOCKET").and_then(|s| notify_address(&s)),
         };
         let watchdog = sd_notify::watchdog_enabled();
-        remove_from_environment(&["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]);
+        remove_from_environment(&[
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_FDNAMES",
+        ]);
         Systemd {
             notifier,
             watchdog,
@@ -80,9 +85,7 @@ impl Systemd {
     /// time the engine answers; until the engine has stopped. Nothing to do
     /// (and no task) when systemd is not listening.
     pub fn start_heartbeat(&self, engine: EngineHandle) -> Option<tokio::task::JoinHandle<()>> {
-        if self.notifier.address.is_none() {
-            return None;
-        }
+        self.notifier.address.as_ref()?;
         let period = self
             .watchdog
             .map_or(STATUS_PERIOD, |w| (w / 3).min(STATUS_PERIOD));

@@ -2,7 +2,7 @@
 //! directory, started with sd_notify readiness, driven through the real
 //! `hfctl` and the JSON-RPC client, and stopped when dropped.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
@@ -18,12 +18,15 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::command::{
-    HFCTL_TIMEOUT, hfctl_command, holdfastd_command, pid_of, run_with_deadline, wait_child,
+    HFCTL_TIMEOUT, bin_dir, hfctl_command, holdfastd_command, pid_of, run_with_deadline, wait_child,
 };
 
 /// Replaced by the fixture's directory in workflow and settings text, so that
 /// activities can leave files the test reads afterwards.
 pub const DIR_PLACEHOLDER: &str = "@DIR@";
+/// Replaced by the directory holding `holdfastd` and `hfctl` (see
+/// [`bin_dir`]), so that an activity can put `hfctl` on its `PATH`.
+pub const BIN_PLACEHOLDER: &str = "@BIN@";
 /// Upper bound for waiting on a job to reach a state.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for `holdfastd` to report `READY=1`.
@@ -90,6 +93,7 @@ pub async fn watch_job(
 /// <dir>/hf.sock          the RPC socket
 /// <dir>/state/           database and logs
 /// <dir>/workflows.d/     chain files
+/// <dir>/tenants.d/       tenant files
 /// <dir>/notify.sock      where READY=1 arrives
 /// <dir>/holdfastd.log    the daemon's stdout and stderr, printed when a test fails
 /// ```
@@ -98,6 +102,8 @@ pub struct TestDaemon {
     socket: PathBuf,
     notify: UnixDatagram,
     child: Option<Child>,
+    /// Extra environment for the daemon (and so for its activities).
+    env: Vec<(OsString, OsString)>,
 }
 
 impl TestDaemon {
@@ -127,8 +133,9 @@ impl TestDaemon {
             .tempdir()
             .expect("a temporary directory can be created");
         let root = dir.path().to_path_buf();
-        let place = |text: &str| text.replace(DIR_PLACEHOLDER, &root.to_string_lossy());
+        let place = |text: &str| place_in(text, &root);
         fs::create_dir_all(root.join("workflows.d")).expect("workflows.d can be created");
+        fs::create_dir_all(root.join("tenants.d")).expect("tenants.d can be created");
         fs::create_dir_all(root.join("state")).expect("state dir can be created");
         if let Some(settings) = settings {
             fs::write(root.join("holdfast.toml"), place(settings))
@@ -145,7 +152,45 @@ impl TestDaemon {
             dir,
             notify,
             child: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Give the daemon started by the next `launch` (and the activities it
+    /// runs, which inherit its environment) `key=value`.
+    pub fn set_env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        let key = key.into();
+        let value = value.into();
+        match self.env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((key, value)),
+        }
+    }
+
+    /// `text` with `@DIR@` and `@BIN@` replaced, as chain files are written.
+    pub fn place(&self, text: &str) -> String {
+        place_in(text, self.dir())
+    }
+
+    /// Write (or overwrite) a chain file in place, placeholders replaced.
+    pub fn write_workflow(&self, name: &str, text: &str) {
+        fs::write(self.workflows_dir().join(name), self.place(text))
+            .expect("a workflow file can be written");
+    }
+
+    /// Save a chain file the way editors do: write a temporary file next to
+    /// it, then rename it over the old one.
+    pub fn save_workflow_by_rename(&self, name: &str, text: &str) {
+        let temporary = self.workflows_dir().join(format!(".{name}.tmp-save"));
+        fs::write(&temporary, self.place(text)).expect("a temporary file can be written");
+        fs::rename(&temporary, self.workflows_dir().join(name))
+            .expect("the temporary file can be renamed over the chain file");
+    }
+
+    /// Send `signal` to the running daemon.
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("the daemon is running");
+        kill(pid_of(child.id()), signal).expect("the daemon can be signalled");
     }
 
     /// Start the daemon and wait for `READY=1`; panics when it does not
@@ -167,6 +212,7 @@ impl TestDaemon {
             &self.state_dir(),
             &self.workflows_dir(),
         );
+        cmd.arg("--tenants-dir").arg(self.tenants_dir());
         let xdg = self.dir().join("xdg");
         cmd.env("NOTIFY_SOCKET", self.dir().join("notify.sock"))
             .env("XDG_CONFIG_HOME", xdg.join("config"))
@@ -174,6 +220,7 @@ impl TestDaemon {
             .env("XDG_DATA_HOME", xdg.join("data"))
             .env("XDG_CACHE_HOME", xdg.join("cache"))
             .env("XDG_RUNTIME_DIR", xdg.join("runtime"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         let child = cmd
@@ -255,6 +302,20 @@ impl TestDaemon {
 
     pub fn workflows_dir(&self) -> PathBuf {
         self.dir().join("workflows.d")
+    }
+
+    /// The tenant files directory (`--tenants-dir`).
+    pub fn tenants_dir(&self) -> PathBuf {
+        self.dir().join("tenants.d")
+    }
+
+    /// Write (or overwrite) `tenants.d/<name>.toml`, placeholders replaced.
+    pub fn write_tenant(&self, name: &str, text: &str) {
+        fs::write(
+            self.tenants_dir().join(format!("{name}.toml")),
+            self.place(text),
+        )
+        .expect("a tenant file can be written");
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -368,6 +429,18 @@ impl TestDaemon {
     /// Wait, through a `job.watch` subscription, until `pred` holds for the
     /// job; returns the job as the watch reported it.
     pub fn wait_for(&self, job_id: u64, what: &str, pred: impl Fn(&Job) -> bool + Sync) -> Job {
+        self.wait_for_within(job_id, what, JOB_TIMEOUT, pred)
+    }
+
+    /// [`TestDaemon::wait_for`] with its own upper bound, for conditions
+    /// that must hold quickly (so a hang fails fast).
+    pub fn wait_for_within(
+        &self,
+        job_id: u64,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Job) -> bool + Sync,
+    ) -> Job {
         let socket = self.socket.clone();
         let outcome = thread::scope(|scope| {
             scope
@@ -377,11 +450,10 @@ impl TestDaemon {
                         .build()
                         .map_err(|e| format!("cannot build a runtime: {e}"))?;
                     runtime.block_on(async {
-                        match tokio::time::timeout(JOB_TIMEOUT, watch_job(&socket, job_id, &pred))
-                            .await
+                        match tokio::time::timeout(within, watch_job(&socket, job_id, &pred)).await
                         {
                             Ok(result) => result,
-                            Err(_) => Err(format!("timed out after {JOB_TIMEOUT:?}")),
+                            Err(_) => Err(format!("timed out after {within:?}")),
                         }
                     })
                 })
@@ -445,6 +517,12 @@ impl TestDaemon {
         let _ = kill(pid_of(child.id()), Signal::SIGKILL);
         let _ = child.wait();
     }
+}
+
+/// `text` with `@DIR@` replaced by `dir` and `@BIN@` by [`bin_dir`].
+fn place_in(text: &str, dir: &Path) -> String {
+    text.replace(DIR_PLACEHOLDER, &dir.to_string_lossy())
+        .replace(BIN_PLACEHOLDER, &bin_dir().to_string_lossy())
 }
 
 async fn connect(socket: PathBuf) -> impl HoldfastClient {

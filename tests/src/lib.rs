@@ -5,10 +5,12 @@
 pub mod command;
 pub mod daemon;
 pub mod http;
+pub mod poll;
 pub mod process;
 
 pub use command::{
     HFCTL_TIMEOUT, bin_dir, bin_path, finish_child, finish_child_output, hfctl_command,
     holdfastd_command, run_with_deadline,
 };
-pub use daemon::{DIR_PLACEHOLDER, JOB_TIMEOUT, TestDaemon, watch_job};
+pub use daemon::{BIN_PLACEHOLDER, DIR_PLACEHOLDER, JOB_TIMEOUT, TestDaemon, watch_job};
+pub use poll::eventually;

@@ -60,3 +60,21 @@ pub fn group_gone_within(pgid: i32, within: Duration) -> Vec<i32> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Live (not zombie) processes whose environment holds `key=value`, read
+/// from `/proc/<pid>/environ` (processes of other users are not readable
+/// and are skipped).
+pub fn with_environment(key: &str, value: &str) -> Vec<i32> {
+    let wanted = format!("{key}={value}").into_bytes();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|&b| b == 0).any(|var| var == wanted))
+        })
+        .filter(|&pid| is_alive(pid))
+        .collect()
+}

@@ -42,6 +42,9 @@ pub struct Chain {
     /// Who may submit this chain (`group:NAME`, `user:NAME`); empty means
     /// anyone allowed on the socket. Root and the daemon's user always may.
     pub allow: Vec<String>,
+    /// `journal = true`: the activities' output lines also go to the journal
+    /// (rate-limited), with the job's fields.
+    pub journal: bool,
 }
 
 impl Chain {

@@ -186,6 +186,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         concurrency: None,
         timeout: None,
         allow: Vec::new(),
+        journal: false,
     });
     let name = chain_name(file, &header, diagnostics);
     let params = build_params(raw.params, diagnostics);
@@ -244,6 +245,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         activities: draft.activities,
         schedules,
         allow,
+        journal: header.journal,
     }
 }
 

@@ -594,6 +594,6 @@ mod tests {
                 "{template} must not render"
             );
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -21,8 +21,8 @@ pub mod retry;
 pub mod schedule;
 pub mod schedules;
 pub mod status;
-pub mod tenants;
 pub mod submit;
+pub mod tenants;
 pub mod validate;
 pub mod workflows;
 

@@ -325,6 +325,7 @@ impl Engine {
                 reason: None,
                 alerts: job.alerts,
             });
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
                 self.effects.push(Effect::JobTimer(id, timeout));
@@ -360,7 +361,7 @@ impl Engine {
             Err(e) => {
                 // A template that cannot render will not render on a retry
                 // either: fail the activity at once.
-                tracing::error!(HF_JOB_ID = id, HF_ACTIVITY = %activity.path, error = %e, "cannot render the activity's command");
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, error = %e, "cannot render the activity's command");
                 let end = AttemptEnd {
                     state: AttemptState::SpawnError,
                     exit_code: None,

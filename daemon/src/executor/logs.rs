@@ -1,5 +1,7 @@
 //! Attempt log files: stdout and stderr copied into one capped file, and a
-//! hub that lets `job.follow_logs` wake up when a live log grows.
+//! hub that lets `job.follow_logs` wake up when a live log grows. Chains
+//! with `journal = true` also have their output lines forwarded to the
+//! journal, within a shared rate limit.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -116,13 +118,161 @@ impl LogSink {
 }
 
 /// Copy a child's stream into the sink until EOF. Reads never stop, even
-/// past the cap, so a child writing a gigabyte is never stalled.
-pub async fn copy_stream(mut stream: impl AsyncRead + Unpin, sink: Arc<LogSink>) {
+/// past the cap, so a child writing a gigabyte is never stalled. With
+/// `forward`, complete lines also go to the journal.
+pub async fn copy_stream(
+    mut stream: impl AsyncRead + Unpin,
+    sink: Arc<LogSink>,
+    forward: Option<JournalForward>,
+) {
+    // Forwarding only makes sense when the daemon logs to the journal;
+    // otherwise the lines would land in its own stderr.
+    let mut forward = forward.filter(|_| crate::logging::to_journal());
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => sink.append(&buf[..n]),
+            Ok(n) => {
+                sink.append(&buf[..n]);
+                if let Some(forward) = &mut forward {
+                    forward.push(&buf[..n]);
+                }
+            }
+        }
+    }
+    if let Some(forward) = forward {
+        forward.finish();
+    }
+}
+
+/// Longest output line forwarded to the journal; longer ones are cut.
+const JOURNAL_LINE_MAX: usize = 4096;
+/// Output lines forwarded per second, all attempts together. journald's
+/// default limit is 10,000 messages per 30 s for the whole service; this
+/// keeps chatty jobs well below it, so the daemon's own messages are never
+/// the ones dropped.
+const JOURNAL_LINES_PER_SECOND: u32 = 100;
+
+/// The shared budget of forwarded lines: a count per one-second window.
+/// Approximate at the window's edge, which is all a flood guard needs.
+struct LineBudget {
+    window: AtomicU64,
+    used: AtomicU64,
+}
+
+impl LineBudget {
+    const fn new() -> LineBudget {
+        LineBudget {
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// May one more line go out in second `now` of the daemon's life?
+    fn take(&self, now: u64, limit: u32) -> bool {
+        let window = self.window.load(Ordering::Acquire);
+        if window != now
+            && self
+                .window
+                .compare_exchange(window, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Release);
+        }
+        self.used.fetch_add(1, Ordering::AcqRel) < u64::from(limit)
+    }
+}
+
+static JOURNAL_BUDGET: LineBudget = LineBudget::new();
+
+fn seconds_since_start() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
+}
+
+/// Forwards one attempt's output lines to the journal (a chain's
+/// `journal = true`) with the job's fields, within the shared budget.
+pub struct JournalForward {
+    job_id: u64,
+    chain: String,
+    process: String,
+    activity: String,
+    attempt: u32,
+    partial: Vec<u8>,
+    dropped: u64,
+}
+
+impl JournalForward {
+    /// `path` is `chain.process.activity` (names never contain dots).
+    pub fn new(key: AttemptKey, path: &str) -> JournalForward {
+        let mut parts = path.splitn(3, '.');
+        let mut next = || parts.next().unwrap_or_default().to_string();
+        JournalForward {
+            job_id: key.job_id,
+            chain: next(),
+            process: next(),
+            activity: next(),
+            attempt: key.number,
+            partial: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            if self.partial.len() < JOURNAL_LINE_MAX {
+                let room = JOURNAL_LINE_MAX - self.partial.len();
+                self.partial.extend_from_slice(&rest[..end.min(room)]);
+            }
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+            rest = &rest[end + 1..];
+        }
+        let room = JOURNAL_LINE_MAX.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+
+    fn emit(&mut self, line: &[u8]) {
+        if !JOURNAL_BUDGET.take(seconds_since_start(), JOURNAL_LINES_PER_SECOND) {
+            self.dropped += 1;
+            return;
+        }
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(
+            target: "holdfastd::output",
+            HF_JOB_ID = self.job_id,
+            HF_CHAIN = %self.chain,
+            HF_PROCESS = %self.process,
+            HF_ACTIVITY = %self.activity,
+            HF_ATTEMPT = self.attempt,
+            "{}",
+            line.trim_end_matches('\r')
+        );
+    }
+
+    /// The stream ended: forward a last unterminated line, and say how many
+    /// lines the budget held back.
+    fn finish(mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+        }
+        if self.dropped > 0 {
+            tracing::warn!(
+                HF_JOB_ID = self.job_id,
+                HF_CHAIN = %self.chain,
+                HF_PROCESS = %self.process,
+                HF_ACTIVITY = %self.activity,
+                HF_ATTEMPT = self.attempt,
+                dropped = self.dropped,
+                "{} output lines were not forwarded to the journal (over {JOURNAL_LINES_PER_SECOND} a second); `hfctl logs` has them all",
+                self.dropped
+            );
         }
     }
 }
@@ -159,6 +309,46 @@ impl LogHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_budget_resets_each_second() {
+        let budget = LineBudget::new();
+        assert!(budget.take(7, 2));
+        assert!(budget.take(7, 2));
+        assert!(!budget.take(7, 2), "a third line in the same second");
+        assert!(budget.take(8, 2), "a new second, a new budget");
+    }
+
+    #[test]
+    fn forwarding_splits_lines_and_keeps_the_fields() {
+        let key = AttemptKey {
+            job_id: 42,
+            idx: 0,
+            number: 2,
+        };
+        let mut forward = JournalForward::new(key, "etl.load.facts");
+        assert_eq!(
+            (
+                forward.chain.as_str(),
+                forward.process.as_str(),
+                forward.activity.as_str()
+            ),
+            ("etl", "load", "facts")
+        );
+        forward.push(b"one\ntw");
+        assert_eq!(forward.partial, b"tw");
+        forward.push(b"o\nthree");
+        assert_eq!(forward.partial, b"three");
+        let long = vec![b'x'; JOURNAL_LINE_MAX * 2];
+        forward.push(&long);
+        assert_eq!(
+            forward.partial.len(),
+            JOURNAL_LINE_MAX,
+            "long lines are cut"
+        );
+        forward.push(b"\n");
+        assert!(forward.partial.is_empty());
+    }
 
     #[test]
     fn cap_drops_and_counts() {

@@ -170,19 +170,31 @@ const METHODS: &[MethodSpec] = &[
     (
         "schedule.pause",
         "Stop a schedule from firing until resumed.",
-        &[("name", true, r#"{"type":"string","description":"chain.schedule"}"#)],
+        &[(
+            "name",
+            true,
+            r#"{"type":"string","description":"chain.schedule"}"#,
+        )],
         r#"{"type":"object"}"#,
     ),
     (
         "schedule.resume",
         "Let a paused schedule fire again; fires missed while paused are not run.",
-        &[("name", true, r#"{"type":"string","description":"chain.schedule"}"#)],
+        &[(
+            "name",
+            true,
+            r#"{"type":"string","description":"chain.schedule"}"#,
+        )],
         r#"{"type":"object"}"#,
     ),
     (
         "schedule.trigger",
         "Fire a schedule now.",
-        &[("name", true, r#"{"type":"string","description":"chain.schedule"}"#)],
+        &[(
+            "name",
+            true,
+            r#"{"type":"string","description":"chain.schedule"}"#,
+        )],
         r#"{"type":"object"}"#,
     ),
     (

@@ -3,12 +3,23 @@
 //! client and raw HTTP on the Unix socket.
 
 mod activity;
+mod audit;
 mod cancel;
+mod chaos;
 mod cli;
+mod config;
+mod control;
+mod durability;
 mod failure;
+mod faults;
 mod logs;
+mod outputs;
 mod params;
+mod reload;
+mod reprocess;
 mod restart;
 mod rpc;
 mod run;
+mod schedules;
 mod support;
+mod systemd;

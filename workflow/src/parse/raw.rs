@@ -26,6 +26,9 @@ pub(super) struct RawChain {
     /// Who may submit this chain: `group:NAME` or `user:NAME` entries.
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
+    /// Also forward the activities' output lines to the journal.
+    #[serde(default)]
+    pub journal: bool,
 }
 
 #[derive(Deserialize)]
