@@ -501,7 +501,7 @@ pub struct ScheduleInfo {
     /// `skip`, `queue` or `allow`.
     pub overlap: String,
     pub tenants: Vec<String>,
-    /// Next fire as RFC 3339 in the rule's zone; None when paused or disabled.
+    /// Next fire as RFC 3339 in UTC; None when paused or disabled.
     pub next_fire: Option<String>,
     /// Fires at or before this instant have been handled.
     pub last_handled: String,

@@ -162,6 +162,18 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         });
         match loaded {
             Ok(chain) => {
+                // A broken file listed under this name (its stem) steps
+                // aside for the valid chain, keyed by its file instead.
+                if let Some(existing) = registry.entries.get(&chain.name)
+                    && existing.chain.is_none()
+                    && existing.file != file
+                    && let Some(broken) = registry.entries.remove(&chain.name)
+                {
+                    registry.entries.insert(
+                        format!("{} ({})", broken.name, broken.file.display()),
+                        broken,
+                    );
+                }
                 if let Some(existing) = registry.entries.get(&chain.name) {
                     let error = LoadError {
                         file: file.display().to_string(),
@@ -210,8 +222,14 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                     .and_then(|p| p.entries.values().find(|e| e.file == file))
                     .and_then(|e| e.chain.clone());
                 let name = last_good.as_ref().map(|c| c.name.clone()).unwrap_or(stem);
+                // Never hide a valid chain of the same name from another file.
+                let key = if registry.entries.contains_key(&name) {
+                    format!("{name} ({})", file.display())
+                } else {
+                    name.clone()
+                };
                 registry.entries.insert(
-                    name.clone(),
+                    key,
                     Entry {
                         name,
                         file,

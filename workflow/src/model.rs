@@ -209,7 +209,8 @@ impl Activity {
 pub enum Program {
     /// An argv; each element is a template. Never passed to a shell.
     Command(Vec<String>),
-    /// A script run with `/bin/sh -c`; a template too.
+    /// A script run with `/bin/sh -c`. Never a template: values reach it
+    /// through the environment.
     Shell(String),
 }
 

@@ -146,6 +146,12 @@ fn format_value(
 ) -> Result<(), minijinja::Error> {
     match value.kind() {
         ValueKind::None => Ok(()),
+        // As in HF_PARAM_*: `true`/`false`, not Python's spelling.
+        ValueKind::Bool => {
+            let text = if value.is_true() { "true" } else { "false" };
+            out.write_str(text)
+                .map_err(|_| minijinja::Error::from(ErrorKind::WriteFailure))
+        }
         ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
             if value.len().is_none_or(|n| n > MAX_WRITTEN_ITEMS) {
                 return Err(minijinja::Error::new(

@@ -15,7 +15,12 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<Outcome, Error> {
     let chains = daemon.call(daemon.client.config_reload()).await?;
     if ctx.json {
         output::print_json(&chains)?;
-        return Ok(Outcome::Success);
+        let broken = chains.iter().any(|c| c.error.is_some());
+        return Ok(if broken {
+            Outcome::Failed
+        } else {
+            Outcome::Success
+        });
     }
     let broken: Vec<_> = chains.iter().filter(|c| c.error.is_some()).collect();
     output::print(&format!(

@@ -131,7 +131,7 @@ impl Engine {
                     pid_start: a.pid_start,
                 })
                 .collect();
-            kill_leftovers(&leftovers);
+            kill_leftovers(&leftovers, &self.settings.database().display().to_string());
             for attempt in sa
                 .attempts
                 .iter()
@@ -251,13 +251,13 @@ fn running(pid: u32) -> bool {
 /// Kill what attempts left by a dead daemon still have running, so two
 /// copies never run at once. Processes are found two ways: the recorded
 /// pid when its start time still matches, and every process whose
-/// environment carries the attempt's `HF_JOB_ID`, `HF_PROCESS`,
-/// `HF_ACTIVITY` and `HF_ATTEMPT` (activities and their children inherit
-/// them). The second finds attempts whose pid was not committed before the
+/// environment carries this daemon's `HF_DAEMON` (its database path) and the
+/// attempt's `HF_JOB_ID`, `HF_PROCESS`, `HF_ACTIVITY` and `HF_ATTEMPT`
+/// (activities and their children inherit them). The second finds attempts whose pid was not committed before the
 /// crash, and groups whose leader has already exited. Each process found
 /// has its whole process group killed. Waits up to a second for them to go
 /// (a zombie counts as gone).
-pub(super) fn kill_leftovers(leftovers: &[Leftover]) {
+pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
     if leftovers.is_empty() {
         return;
     }
@@ -298,9 +298,12 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover]) {
                 continue;
             };
             let mut key = (String::new(), String::new(), String::new(), String::new());
+            let mut ours = false;
             for var in environ.split(|&b| b == 0) {
                 let var = String::from_utf8_lossy(var);
-                if let Some(v) = var.strip_prefix("HF_JOB_ID=") {
+                if let Some(v) = var.strip_prefix("HF_DAEMON=") {
+                    ours = v == daemon;
+                } else if let Some(v) = var.strip_prefix("HF_JOB_ID=") {
                     key.0 = v.to_string();
                 } else if let Some(v) = var.strip_prefix("HF_PROCESS=") {
                     key.1 = v.to_string();
@@ -310,7 +313,7 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover]) {
                     key.3 = v.to_string();
                 }
             }
-            if wanted.contains(&key) {
+            if ours && wanted.contains(&key) {
                 victims.push(pid);
             }
         }

@@ -415,6 +415,12 @@ impl Engine {
                 serde_json::Value::Object(job.params.clone()).to_string(),
             ),
             ("HF_CONTROL_FD".to_string(), CONTROL_FD.to_string()),
+            // Which daemon started it: recovery kills leftovers of its own
+            // jobs only, never those of another daemon on the host.
+            (
+                "HF_DAEMON".to_string(),
+                settings.database().display().to_string(),
+            ),
         ];
         for (name, value) in &job.params {
             env.push((env_name(name), value_as_env(value)));
@@ -516,7 +522,11 @@ impl Engine {
             }
             _ if job.stop == Some(Stop::Cancel) => ActivityState::Cancelled,
             _ if job.stop == Some(Stop::Timeout) => ActivityState::Failed,
-            _ if act.attempts <= activity.retries && !act.no_retry => {
+            // Interrupted attempts (daemon stops and crashes) do not count
+            // against `retries`.
+            _ if act.attempts.saturating_sub(act.interruptions) <= activity.retries
+                && !act.no_retry =>
+            {
                 let delay = activity.retry_delay_for(act.attempts);
                 tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), delay = %humantime::format_duration(delay), "activity failed; retrying");
                 self.effects.push(Effect::Timer(
