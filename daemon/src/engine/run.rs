@@ -362,14 +362,7 @@ impl Engine {
                 // A template that cannot render will not render on a retry
                 // either: fail the activity at once.
                 tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, error = %e, "cannot render the activity's command");
-                let end = AttemptEnd {
-                    state: AttemptState::SpawnError,
-                    exit_code: None,
-                    signal: None,
-                    error: Some(e.to_string()),
-                    log_bytes: 0,
-                    log_dropped: 0,
-                };
+                let end = AttemptEnd::spawn_error(e.to_string());
                 if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
                     act.no_retry = true;
                 }
@@ -382,16 +375,8 @@ impl Engine {
             Some(user) => match crate::run_as::resolve(user, activity.group.as_deref()) {
                 Ok(identity) => Some(identity),
                 Err(message) => {
-                    tracing::error!(HF_JOB_ID = id, HF_ACTIVITY = %activity.path, %message, "cannot run the activity as its user");
-                    let end = AttemptEnd {
-                        state: AttemptState::SpawnError,
-                        exit_code: None,
-                        signal: None,
-                        error: Some(message),
-                        log_bytes: 0,
-                        log_dropped: 0,
-                    };
-                    self.on_attempt_end(key, end);
+                    tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot run the activity as its user");
+                    self.on_attempt_end(key, AttemptEnd::spawn_error(message));
                     return;
                 }
             },
@@ -752,16 +737,7 @@ impl Engine {
             .collect();
         for idx in dirty {
             self.progress_dirty.remove(&(id, idx));
-            if let Some(act) = self.jobs.get(&id).and_then(|j| j.acts.get(idx))
-                && let Some(progress) = act.progress
-            {
-                self.ops.push(WriteOp::ActivityProgress {
-                    job_id: id,
-                    idx,
-                    progress,
-                    text: act.progress_text.clone(),
-                });
-            }
+            self.write_progress(id, idx);
         }
         let Some(job) = self.jobs.remove(&id) else {
             return;
@@ -853,16 +829,21 @@ impl Engine {
     /// this batch: one row update each, however many lines arrived.
     pub(super) fn flush_progress(&mut self) {
         for (job_id, idx) in std::mem::take(&mut self.progress_dirty) {
-            if let Some(act) = self.jobs.get(&job_id).and_then(|j| j.acts.get(idx))
-                && let Some(progress) = act.progress
-            {
-                self.ops.push(WriteOp::ActivityProgress {
-                    job_id,
-                    idx,
-                    progress,
-                    text: act.progress_text.clone(),
-                });
-            }
+            self.write_progress(job_id, idx);
+        }
+    }
+
+    /// Queue the write of one activity's latest progress.
+    fn write_progress(&mut self, job_id: u64, idx: usize) {
+        if let Some(act) = self.jobs.get(&job_id).and_then(|j| j.acts.get(idx))
+            && let Some(progress) = act.progress
+        {
+            self.ops.push(WriteOp::ActivityProgress {
+                job_id,
+                idx,
+                progress,
+                text: act.progress_text.clone(),
+            });
         }
     }
 }

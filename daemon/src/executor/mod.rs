@@ -165,14 +165,18 @@ async fn run_simulated(
     }
 }
 
-fn spawn_error(message: String) -> AttemptEnd {
-    AttemptEnd {
-        state: AttemptState::SpawnError,
-        exit_code: None,
-        signal: None,
-        error: Some(message),
-        log_bytes: 0,
-        log_dropped: 0,
+impl AttemptEnd {
+    /// An attempt that never got a process (bad template, unknown user,
+    /// spawn failure).
+    pub fn spawn_error(message: String) -> AttemptEnd {
+        AttemptEnd {
+            state: AttemptState::SpawnError,
+            exit_code: None,
+            signal: None,
+            error: Some(message),
+            log_bytes: 0,
+            log_dropped: 0,
+        }
     }
 }
 
@@ -184,7 +188,7 @@ async fn run(
 ) -> AttemptEnd {
     let key = spec.key;
     let Some(first) = spec.argv.first() else {
-        return spawn_error("empty command".into());
+        return AttemptEnd::spawn_error("empty command".into());
     };
     let sink = Arc::new(LogSink::new(
         spec.log_path.clone(),
@@ -197,7 +201,7 @@ async fn run(
     });
     let ((output_read, output_write), (control_read, control_write)) = match pipes {
         Ok(p) => p,
-        Err(e) => return spawn_error(format!("cannot create pipes: {e}")),
+        Err(e) => return AttemptEnd::spawn_error(format!("cannot create pipes: {e}")),
     };
     // Another user gets a clean environment of its own, not the daemon's.
     let env = match &spec.identity {
@@ -206,7 +210,7 @@ async fn run(
     };
     let env = match env {
         Ok(env) => env,
-        Err(e) => return spawn_error(e.to_string()),
+        Err(e) => return AttemptEnd::spawn_error(e.to_string()),
     };
     let program = spawn::Program {
         argv: &spec.argv,
@@ -236,7 +240,7 @@ async fn run(
             let message = spawn::describe(&e, first);
             sink.note(&message);
             tracing::debug!(activity = %spec.path, error = %e, "spawn failed");
-            let mut end = spawn_error(message);
+            let mut end = AttemptEnd::spawn_error(message);
             end.log_bytes = sink.written();
             return end;
         }
@@ -355,7 +359,7 @@ async fn run(
                 log_dropped: 0,
             }
         }
-        Err(e) => spawn_error(format!("cannot wait for the process: {e}")),
+        Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
     };
     if sink.dropped() > 0 {
         // The file is full; the count is recorded on the attempt instead.
