@@ -100,7 +100,8 @@ fn debian_package_under_systemd() {
         return;
     }
 
-    let deb = build_package();
+    let package = VisiblePackage::new(build_package());
+    let deb = &package.path;
     let built = began.elapsed();
     let holdfast_user_existed = user_exists("holdfast");
     fs::write(
@@ -520,11 +521,45 @@ fn build_package() -> PathBuf {
         "build-deb did not print the package's path: {}",
         stdout(&output)
     );
-    assert!(
-        !deb.starts_with("/tmp"),
-        "the package must not be under /tmp"
-    );
     deb
+}
+
+/// The package where the inner systemd can see it. Its namespace mounts
+/// fresh /tmp, /var/tmp and /run, so a package built in a checkout under one
+/// of those (a clone in /tmp, say) is copied out first and removed on drop.
+struct VisiblePackage {
+    path: PathBuf,
+    copied: bool,
+}
+
+impl VisiblePackage {
+    fn new(deb: PathBuf) -> VisiblePackage {
+        let hidden = ["/tmp", "/var/tmp", "/run"]
+            .iter()
+            .any(|dir| deb.starts_with(dir));
+        if !hidden {
+            return VisiblePackage {
+                path: deb,
+                copied: false,
+            };
+        }
+        let name = deb.file_name().expect("the package has a file name");
+        let dir = PathBuf::from(format!("/var/cache/holdfast-e2e-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("a staging directory outside /tmp can be made");
+        let path = dir.join(name);
+        fs::copy(&deb, &path).expect("the package can be copied out of /tmp");
+        VisiblePackage { path, copied: true }
+    }
+}
+
+impl Drop for VisiblePackage {
+    fn drop(&mut self) {
+        if self.copied
+            && let Some(dir) = self.path.parent()
+        {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// systemd as PID 1 of a private PID and mount namespace.
