@@ -18,6 +18,10 @@ pub struct DaemonInfo {
     pub max_parallel: usize,
     pub paths: DaemonPaths,
     pub counts: DaemonCounts,
+    /// How attempts are confined: `cgroup <dir> (memory, pids, cpu)`, or
+    /// why there are no cgroups and caps use rlimits.
+    #[serde(default)]
+    pub confinement: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,10 +157,13 @@ pub enum AttemptState {
     Interrupted,
     /// The process could not be started, or its templates could not be rendered.
     SpawnError,
+    /// Killed by the kernel's OOM killer for going over its `memory_max`
+    /// (cgroup enforcement only).
+    Oom,
 }
 
 impl AttemptState {
-    pub const ALL: [AttemptState; 8] = [
+    pub const ALL: [AttemptState; 9] = [
         AttemptState::Running,
         AttemptState::Succeeded,
         AttemptState::Failed,
@@ -165,6 +172,7 @@ impl AttemptState {
         AttemptState::Cancelled,
         AttemptState::Interrupted,
         AttemptState::SpawnError,
+        AttemptState::Oom,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -177,6 +185,7 @@ impl AttemptState {
             AttemptState::Cancelled => "cancelled",
             AttemptState::Interrupted => "interrupted",
             AttemptState::SpawnError => "spawn_error",
+            AttemptState::Oom => "oom",
         }
     }
 

@@ -105,10 +105,26 @@ impl Daemon {
 async fn open(socket: &Path) -> Result<Client, Error> {
     connect(socket).await.map_err(|e| match e {
         ConnectError::NotRunning { path, .. } => Error::NotRunning { socket: path },
-        ConnectError::PermissionDenied { path } => Error::SocketPermission { socket: path },
+        ConnectError::PermissionDenied { path } => Error::SocketPermission {
+            group: socket_group(&path),
+            socket: path,
+        },
         ConnectError::Handshake { path, message } => Error::Handshake {
             socket: path,
             message,
         },
     })
+}
+
+/// The name of the group that may open `socket` (its file's group), for the
+/// refusal message; `holdfast` when it cannot be read (the directory itself
+/// may be closed to the caller).
+fn socket_group(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(socket)
+        .ok()
+        .and_then(|meta| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid())).ok()?
+        })
+        .map_or_else(|| "holdfast".to_string(), |group| group.name)
 }

@@ -32,10 +32,10 @@ pub enum Error {
     NotRunning { socket: PathBuf },
 
     #[error(
-        "permission denied on {}; ask an administrator to add you to the 'holdfast' group, then log in again",
+        "permission denied on {}; ask an administrator to add you to the '{group}' group, then log in again",
         socket.display()
     )]
-    SocketPermission { socket: PathBuf },
+    SocketPermission { socket: PathBuf, group: String },
 
     #[error("the daemon on {} did not complete the handshake: {message}", socket.display())]
     Handshake { socket: PathBuf, message: String },

@@ -236,7 +236,13 @@ mod tests {
             }),
             3
         );
-        assert_eq!(error_code(&Error::SocketPermission { socket }), 7);
+        assert_eq!(
+            error_code(&Error::SocketPermission {
+                socket,
+                group: "holdfast".into()
+            }),
+            7
+        );
         assert_eq!(outcome_code(Outcome::JobFailed), 4);
         assert_eq!(outcome_code(Outcome::JobCancelled), 5);
         assert_eq!(

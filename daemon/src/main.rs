@@ -3,6 +3,8 @@
 //! then runs the engine and the RPC server until SIGTERM.
 
 mod access;
+mod caps;
+mod cgroup;
 mod docs;
 mod engine;
 mod executor;

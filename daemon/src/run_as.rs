@@ -7,12 +7,7 @@
 //! daemon's own user by surprise. A system-mode daemon running as root runs
 //! activities that name no user as `run_as_default` (`holdfast`), never as
 //! root unless that is allowed and asked for.
-//!
-//! Caps are enforced with rlimits set in the child before `exec`:
-//! `memory_max` → RLIMIT_AS (address space, which over-counts what a
-//! process really uses), `nofile` → RLIMIT_NOFILE, `tasks_max` →
-//! RLIMIT_NPROC (which the kernel counts per user, not per activity), and
-//! `cpu_weight` → a nice value. cgroup v2 enforcement is not implemented.
+//! (The per-activity caps are in [`crate::caps`].)
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -31,72 +26,6 @@ pub struct Identity {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub home: PathBuf,
-}
-
-/// The caps of one activity, as rlimit values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub address_space: Option<u64>,
-    pub open_files: Option<u64>,
-    pub processes: Option<u64>,
-    pub nice: Option<i32>,
-}
-
-impl Limits {
-    pub fn of(activity: &Activity) -> Limits {
-        Limits {
-            address_space: activity.memory_max,
-            open_files: activity.nofile,
-            processes: activity.tasks_max,
-            nice: activity.cpu_weight.map(nice_for_weight),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-}
-
-/// A cgroup-style CPU weight (100 normal, 1..10000) as a nice value: each
-/// nice step is about 1.25x CPU share, so weight = 100 / 1.25^nice.
-pub fn nice_for_weight(weight: u32) -> i32 {
-    let ratio = f64::from(weight.max(1)) / 100.0;
-    let nice = -(ratio.ln() / 1.25f64.ln());
-    nice.round().clamp(-20.0, 19.0) as i32
-}
-
-/// How each cap of `activity` is enforced on this host, for `describe`.
-pub fn mechanisms(activity: &Activity) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    if let Some(m) = activity.memory_max {
-        out.push((
-            "memory_max".into(),
-            m.to_string(),
-            "rlimit RLIMIT_AS (address space)".into(),
-        ));
-    }
-    if let Some(n) = activity.nofile {
-        out.push((
-            "nofile".into(),
-            n.to_string(),
-            "rlimit RLIMIT_NOFILE".into(),
-        ));
-    }
-    if let Some(n) = activity.tasks_max {
-        out.push((
-            "tasks_max".into(),
-            n.to_string(),
-            "rlimit RLIMIT_NPROC (per user)".into(),
-        ));
-    }
-    if let Some(w) = activity.cpu_weight {
-        out.push((
-            "cpu_weight".into(),
-            w.to_string(),
-            format!("nice {}", nice_for_weight(w)),
-        ));
-    }
-    out
 }
 
 /// Look up `user` (and `group`, else the user's primary group) with its
@@ -186,14 +115,6 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> Vec<LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weights_map_to_nice_values() {
-        assert_eq!(nice_for_weight(100), 0);
-        assert!(nice_for_weight(10) > 0);
-        assert!(nice_for_weight(1000) < 0);
-        assert_eq!(nice_for_weight(1), 19.min(nice_for_weight(1)));
-    }
 
     #[test]
     fn root_resolves() {

@@ -63,6 +63,7 @@ struct SettingsFile {
     #[serde(default)]
     run_as_allowed: Vec<String>,
     run_as_default: Option<String>,
+    cgroup: Option<String>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -94,32 +95,7 @@ impl Size {
     }
 }
 
-/// Parse `512`, `64K`, `64M`, `2G` (powers of 1024; a trailing `B`/`iB` is
-/// accepted).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&t[..i], t[i..].trim()),
-        None => (t, ""),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 512, 64K, 64M or 2G"))?;
-    let factor: u64 = match unit {
-        "" => 1,
-        "K" | "k" => 1 << 10,
-        "M" | "m" => 1 << 20,
-        "G" | "g" => 1 << 30,
-        "T" | "t" => 1 << 40,
-        _ => return Err(format!("{text:?} has an unknown unit; use K, M, G or T")),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
+pub use holdfast_workflow::parse_size;
 
 /// Values given on the command line or in the environment.
 #[derive(Debug, Default, Clone)]
@@ -162,6 +138,8 @@ pub struct Settings {
     pub run_as_allowed: Vec<String>,
     /// Who activities that name no user run as, in system mode as root.
     pub run_as_default: Option<String>,
+    /// Where attempts get their cgroups (see [`crate::cgroup`]).
+    pub cgroup: crate::cgroup::CgroupSetting,
 }
 
 impl Settings {
@@ -218,6 +196,15 @@ impl Settings {
                 message: "max_parallel must be at least 1".into(),
             });
         }
+        let cgroup = match &file.cgroup {
+            Some(text) => crate::cgroup::CgroupSetting::parse(text).map_err(|message| {
+                SettingsError::Invalid {
+                    path: config.clone(),
+                    message,
+                }
+            })?,
+            None => crate::cgroup::CgroupSetting::Auto,
+        };
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -269,6 +256,7 @@ impl Settings {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,
             },
+            cgroup,
         })
     }
 }
@@ -345,16 +333,6 @@ impl DefaultPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("M").is_err());
-    }
 
     #[test]
     fn file_beats_defaults_and_flags_beat_file() {

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod http;
 pub mod poll;
 pub mod process;
+pub mod users;
 
 pub use command::{
     HFCTL_TIMEOUT, bin_dir, bin_path, finish_child, finish_child_output, hfctl_command,

@@ -8,9 +8,11 @@ pub mod cron;
 pub mod model;
 pub mod params;
 pub mod parse;
+mod size;
 pub mod template;
 pub mod tenant;
 
 pub use cron::{CatchUp, CronRule, Overlap};
 pub use model::*;
 pub use parse::{load_file, parse_chain};
+pub use size::parse_size;

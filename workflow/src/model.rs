@@ -163,6 +163,8 @@ pub struct Activity {
     pub tasks_max: Option<u64>,
     /// CPU share relative to 100 (cgroup `cpu.weight` scale).
     pub cpu_weight: Option<u32>,
+    /// Most CPU time per period, in percent of one CPU (`cpu_quota = "150%"`).
+    pub cpu_quota: Option<u32>,
     /// Indices into `Chain::activities` of the activities that must have
     /// finished before this one starts: every activity of each `after`
     /// process (transitively through the DAG is implied), plus the previous
@@ -292,6 +294,7 @@ mod tests {
             nofile: None,
             tasks_max: None,
             cpu_weight: None,
+            cpu_quota: None,
         }
     }
 

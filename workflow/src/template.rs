@@ -437,6 +437,7 @@ mod tests {
             nofile: None,
             tasks_max: None,
             cpu_weight: None,
+            cpu_quota: None,
         }
     }
 

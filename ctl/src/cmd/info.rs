@@ -69,6 +69,7 @@ fn render(info: &DaemonInfo, palette: &Palette) -> String {
         ("state", info.paths.state_dir.clone()),
         ("database", info.paths.database.clone()),
         ("socket", info.paths.socket.clone()),
+        ("confinement", info.confinement.clone()),
         ("chains", chains),
         (
             "jobs",

@@ -242,6 +242,8 @@ struct PendingJob {
 
 pub struct Engine {
     settings: Arc<Settings>,
+    /// The daemon's cgroup subtree, when attempts get cgroups.
+    cgroups: Option<Arc<crate::cgroup::Cgroups>>,
     store: Store,
     registry: watch::Sender<Arc<Registry>>,
     changes: broadcast::Sender<u64>,
@@ -295,7 +297,10 @@ impl Engine {
         let (changes, _) = broadcast::channel(4096);
         let hub = LogHub::default();
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
+        // Before recovery: attempt cgroups an earlier daemon left are killed.
+        let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
         let mut engine = Engine {
+            cgroups,
             settings,
             store,
             registry: registry_tx,

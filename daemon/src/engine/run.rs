@@ -428,7 +428,8 @@ impl Engine {
                 .simulated
                 .then(|| activity.simulate.clone().unwrap_or_default()),
             identity,
-            limits: crate::run_as::Limits::of(activity),
+            caps: crate::caps::plan(activity, self.cgroups.as_ref().map(|c| c.controllers())).0,
+            cgroups: self.cgroups.clone(),
             journal: chain.journal,
         };
         let (kill_tx, kill_rx) = oneshot::channel();

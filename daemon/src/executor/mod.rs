@@ -7,7 +7,7 @@ pub mod control;
 pub mod logs;
 mod spawn;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,10 @@ pub struct AttemptSpec {
     pub simulated: Option<holdfast_workflow::Simulate>,
     /// Run as this user instead of the daemon's.
     pub identity: Option<crate::run_as::Identity>,
-    pub limits: crate::run_as::Limits,
+    /// The caps, split between the attempt's cgroup and rlimits.
+    pub caps: crate::caps::Plan,
+    /// The daemon's cgroup subtree, when attempts get cgroups.
+    pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
     /// Also forward output lines to the journal (the chain's `journal`).
     pub journal: bool,
 }
@@ -217,29 +220,43 @@ async fn run(
         env,
         working_dir: spec.working_dir.as_deref(),
     };
-    // Switching users and setting caps need steps in the child before exec:
-    // those activities fork; all others take the cheaper posix_spawn.
-    let spawned = if spec.identity.is_some() || !spec.limits.is_empty() {
-        spawn::spawn_forked(
-            &program,
-            &output_write,
-            control_write.as_raw_fd(),
-            spec.identity.as_ref(),
-            spec.limits,
-        )
-    } else {
-        spawn::spawn(
-            &program,
-            output_write.as_raw_fd(),
-            control_write.as_raw_fd(),
-        )
+    let cgroup = match &spec.cgroups {
+        Some(cgroups) => {
+            let name = format!("{}-{}-{}", key.job_id, key.idx, key.number);
+            match cgroups.create(&name, &spec.caps.cgroup) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    let message = format!("cannot set up the attempt's cgroup: {e}");
+                    sink.note(&message);
+                    let mut end = AttemptEnd::spawn_error(message);
+                    end.log_bytes = sink.written();
+                    return end;
+                }
+            }
+        }
+        None => None,
     };
+    let spawned = spawn::spawn(
+        &program,
+        output_write.as_fd(),
+        control_write.as_fd(),
+        &spawn::ChildSetup {
+            identity: spec.identity.as_ref(),
+            rlimits: spec.caps.rlimits,
+            cgroup_procs: cgroup
+                .as_ref()
+                .and_then(crate::cgroup::AttemptCgroup::procs_fd),
+        },
+    );
     let pid = match spawned {
         Ok(pid) => pid,
         Err(e) => {
             let message = spawn::describe(&e, first);
             sink.note(&message);
             tracing::debug!(activity = %spec.path, error = %e, "spawn failed");
+            if let Some(cgroup) = cgroup {
+                tokio::spawn(cgroup.remove());
+            }
             let mut end = AttemptEnd::spawn_error(message);
             end.log_bytes = sink.written();
             return end;
@@ -294,7 +311,7 @@ async fn run(
         status = child.wait() => (status, None),
         () = timeout_wait => {
             sink.note(&format!("timeout after {}; stopping the process group", humantime::format_duration(spec.timeout.unwrap_or_default())));
-            (stop_group(&mut child, pgid, spec.kill_grace).await, Some(AttemptState::Timeout))
+            (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(AttemptState::Timeout))
         }
         reason = kill_wait => {
             let (state, why) = match reason {
@@ -303,12 +320,16 @@ async fn run(
                 KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
             };
             sink.note(&format!("{why}; stopping the process group"));
-            (stop_group(&mut child, pgid, spec.kill_grace).await, Some(state))
+            (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(state))
         }
     };
-    // Whatever the leader left behind in its group goes with it; this also
-    // closes pipes a lingering grandchild would hold open.
+    // Whatever the leader left behind goes with it; this also closes pipes
+    // a lingering grandchild would hold open. The cgroup reaches processes
+    // that left the group too.
     let _ = killpg(pgid, Signal::SIGKILL);
+    if let Some(cgroup) = &cgroup {
+        cgroup.kill();
+    }
 
     // Drain the pipes. A process that escaped the group (setsid) could hold
     // them open forever, so the wait is bounded.
@@ -330,9 +351,11 @@ async fn run(
                 WaitStatus::Signaled(_, signal, _) => (None, Some(signal as i32)),
                 _ => (None, None),
             };
+            let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
             let state = match (stopped_for, exit_code) {
                 (Some(state), _) => state,
                 (None, Some(0)) => AttemptState::Succeeded,
+                (None, _) if oom_killed => AttemptState::Oom,
                 (None, Some(_)) => AttemptState::Failed,
                 (None, None) => AttemptState::Signaled,
             };
@@ -344,6 +367,14 @@ async fn run(
                 AttemptState::Signaled => Some(format!(
                     "killed by signal {}",
                     signal.map(signal_name).unwrap_or_else(|| "?".into())
+                )),
+                AttemptState::Oom => Some(format!(
+                    "killed by the OOM killer: memory_max of {} reached",
+                    spec.caps
+                        .cgroup
+                        .memory_max
+                        .map(|b| format!("{} MiB", b >> 20))
+                        .unwrap_or_else(|| "its cgroup".into())
                 )),
                 AttemptState::Timeout => Some("timed out".to_string()),
                 AttemptState::Cancelled => Some("cancelled".to_string()),
@@ -367,20 +398,28 @@ async fn run(
     }
     end.log_bytes = sink.written();
     end.log_dropped = sink.dropped();
+    if let Some(cgroup) = cgroup {
+        tokio::spawn(cgroup.remove());
+    }
     end
 }
 
-/// SIGTERM the group, wait up to `grace`, then SIGKILL it.
+/// SIGTERM the group, wait up to `grace`, then SIGKILL it (and everything
+/// in the attempt's cgroup).
 async fn stop_group(
     child: &mut spawn::ChildWait,
     pgid: Pid,
     grace: Duration,
+    cgroup: Option<&crate::cgroup::AttemptCgroup>,
 ) -> std::io::Result<WaitStatus> {
     let _ = killpg(pgid, Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
             let _ = killpg(pgid, Signal::SIGKILL);
+            if let Some(cgroup) = cgroup {
+                cgroup.kill();
+            }
             child.wait().await
         }
     }

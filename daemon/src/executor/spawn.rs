@@ -1,18 +1,20 @@
-//! Starting a child with `posix_spawn` and waiting for it through a pidfd.
+//! Starting a child with `clone(CLONE_VM | CLONE_VFORK)` and waiting for it
+//! through a pidfd.
 //!
 //! `fork` copies the daemon's page tables and then takes a copy-on-write
 //! fault (with a TLB shootdown across the runtime's threads) for every page
 //! either side touches; with thousands of short activities that was most of
-//! the daemon's CPU. glibc's `posix_spawn` uses `clone(CLONE_VM |
-//! CLONE_VFORK)`, which copies nothing. Its file actions put the output pipe
-//! on fds 1 and 2, the control pipe on fd 3 and `/dev/null` on fd 0, make the
-//! child a process-group leader and reset signal dispositions and the mask
-//! (the Rust runtime ignores SIGPIPE, which children must not inherit).
+//! the daemon's CPU. A CLONE_VM child copies nothing, as glibc's
+//! `posix_spawn` does; doing the clone here lets the child also join its
+//! cgroup, set rlimits and switch users before `exec` (see [`spawn`]). The
+//! child gets the output pipe on fds 1 and 2, the control pipe on fd 3 and
+//! `/dev/null` on fd 0, becomes a process-group leader and has its signal
+//! dispositions and mask reset (the Rust runtime ignores SIGPIPE, which
+//! children must not inherit).
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CString, OsStr};
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -125,17 +127,66 @@ fn resolve(program: &str, env: &[CString], working_dir: Option<&str>) -> io::Res
     Err(io::Error::from(io::ErrorKind::NotFound))
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
+/// What the child does between the clone and `exec`, besides its fds.
+pub struct ChildSetup<'a> {
+    /// Switch to this user (uid, gid, supplementary groups).
+    pub identity: Option<&'a crate::run_as::Identity>,
+    pub rlimits: crate::caps::Rlimits,
+    /// `cgroup.procs` of the attempt's cgroup, to join before anything else.
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
 }
 
-/// Start the child. `output` goes to fds 1 and 2, `control` to fd 3.
+/// Everything the child reads, prepared before the clone: until `exec` the
+/// child runs in the daemon's memory (CLONE_VM) and must not allocate, take
+/// a lock or call anything but plain system calls.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ChildPlan {
+    path: *const libc::c_char,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+    /// Null for "stay where the daemon is".
+    cwd: *const libc::c_char,
+    dev_null: libc::c_int,
+    output: libc::c_int,
+    control: libc::c_int,
+    /// -1 without a cgroup.
+    cgroup_procs: libc::c_int,
+    rlimits: [(libc::c_int, u64); 3],
+    rlimit_count: usize,
+    nice: Option<libc::c_int>,
+    switch: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: *const libc::gid_t,
+    group_count: usize,
+    /// Set by the child when a step fails; 0 after a successful `exec`.
+    error: libc::c_int,
+}
+
+/// Stack of the child until `exec`: the steps above need little.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Start the child: `/dev/null` on fd 0, `output` on fds 1 and 2, `control`
+/// on fd 3, its own process group, default signal dispositions and an
+/// empty mask, then the `setup` steps and `exec`.
+///
+/// Like glibc's `posix_spawn`, this uses `clone(CLONE_VM | CLONE_VFORK)`:
+/// the daemon's page tables are not copied (a `fork` of the multi-threaded
+/// daemon cost ~1.4 ms per attempt, most of the daemon's CPU with many
+/// short activities), and the daemon's thread waits until the child has
+/// called `exec`. Unlike `posix_spawn` (before glibc 2.38's cgroup
+/// attribute, which Debian 12 lacks) it can join a cgroup, set rlimits and
+/// switch users on the way. Users are switched with raw system calls: glibc's
+/// `setuid` would try to change the credentials of every thread it knows,
+/// which in a CLONE_VM child are the daemon's.
 #[allow(unsafe_code)]
-pub fn spawn(program: &Program<'_>, output: RawFd, control: RawFd) -> io::Result<Pid> {
+pub fn spawn(
+    program: &Program<'_>,
+    output: BorrowedFd<'_>,
+    control: BorrowedFd<'_>,
+    setup: &ChildSetup<'_>,
+) -> io::Result<Pid> {
     let first = program
         .argv
         .first()
@@ -148,89 +199,173 @@ pub fn spawn(program: &Program<'_>, output: RawFd, control: RawFd) -> io::Result
         .iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| invalid("an argument contains a NUL byte")))
         .collect::<io::Result<_>>()?;
-    let cwd = program
-        .working_dir
-        .map(|d| CString::new(d.as_bytes()).map_err(|_| invalid("NUL byte in working_dir")))
-        .transpose()?;
+    let cwd = match (program.working_dir, setup.identity) {
+        (Some(dir), _) => Some(dir.as_bytes().to_vec()),
+        (None, Some(id)) if id.home.is_dir() => Some(id.home.as_os_str().as_bytes().to_vec()),
+        (None, Some(_)) => Some(b"/".to_vec()),
+        (None, None) => None,
+    }
+    .map(|d| CString::new(d).map_err(|_| invalid("NUL byte in working_dir")))
+    .transpose()?;
     let mut argv_ptrs: Vec<*mut libc::c_char> =
         argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_ptrs.push(std::ptr::null_mut());
     let mut env_ptrs: Vec<*mut libc::c_char> =
         program.env.iter().map(|e| e.as_ptr().cast_mut()).collect();
     env_ptrs.push(std::ptr::null_mut());
-    let dev_null: &CStr = c"/dev/null";
 
-    // SAFETY: the attribute and file-action objects are initialised before
-    // use and destroyed on every path; every pointer handed to libc points
-    // into a CString or vector that outlives the call.
-    unsafe {
-        let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
-        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
-        let mut actions = actions.assume_init();
-        let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
-        if let Err(e) = check(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
-            libc::posix_spawn_file_actions_destroy(&mut actions);
-            return Err(e);
+    // Copies numbered 3 or more (even with the daemon's stdio closed), so
+    // that no dup2 onto 0..=2 overwrites another's source; fd 3 is handled
+    // in the child.
+    let dev_null = std::fs::File::open("/dev/null")?;
+    let dev_null = dev_null.as_fd().try_clone_to_owned()?;
+    let output = output.try_clone_to_owned()?;
+    let control = control.try_clone_to_owned()?;
+    let cgroup_procs = setup
+        .cgroup_procs
+        .map(|fd| fd.try_clone_to_owned())
+        .transpose()?;
+
+    let limits = setup.rlimits;
+    let mut rlimits = [(0, 0); 3];
+    let mut rlimit_count = 0;
+    for (resource, value) in [
+        (libc::RLIMIT_AS, limits.address_space),
+        (libc::RLIMIT_NOFILE, limits.open_files),
+        (libc::RLIMIT_NPROC, limits.processes),
+    ] {
+        if let Some(v) = value {
+            rlimits[rlimit_count] = (resource as libc::c_int, v);
+            rlimit_count += 1;
         }
-        let mut attr = attr.assume_init();
-        let result = (|| {
-            if let Some(cwd) = &cwd {
-                check(libc::posix_spawn_file_actions_addchdir_np(
-                    &mut actions,
-                    cwd.as_ptr(),
-                ))?;
-            }
-            check(libc::posix_spawn_file_actions_addopen(
-                &mut actions,
-                0,
-                dev_null.as_ptr(),
-                libc::O_RDONLY,
-                0,
-            ))?;
-            check(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                output,
-                1,
-            ))?;
-            check(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                output,
-                2,
-            ))?;
-            // dup2 onto itself clears close-on-exec (glibc follows POSIX 2017).
-            check(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                control,
-                3,
-            ))?;
+    }
+    let mut plan = ChildPlan {
+        path: path.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: env_ptrs.as_ptr(),
+        cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        dev_null: dev_null.as_raw_fd(),
+        output: output.as_raw_fd(),
+        control: control.as_raw_fd(),
+        cgroup_procs: cgroup_procs.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+        rlimits,
+        rlimit_count,
+        nice: limits.nice,
+        switch: setup.identity.is_some(),
+        uid: setup.identity.map_or(0, |id| id.uid),
+        gid: setup.identity.map_or(0, |id| id.gid),
+        groups: setup
+            .identity
+            .map_or(std::ptr::null(), |id| id.groups.as_ptr()),
+        group_count: setup.identity.map_or(0, |id| id.groups.len()),
+        error: 0,
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
 
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
-            check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
-            check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
-            check(libc::posix_spawnattr_setflags(
-                &mut attr,
-                (libc::POSIX_SPAWN_SETPGROUP
-                    | libc::POSIX_SPAWN_SETSIGDEF
-                    | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short,
-            ))?;
-            let mut pid: libc::pid_t = 0;
-            check(libc::posix_spawn(
-                &mut pid,
-                path.as_ptr(),
-                &actions,
-                &attr,
-                argv_ptrs.as_ptr(),
-                env_ptrs.as_ptr(),
-            ))?;
-            Ok(Pid::from_raw(pid))
-        })();
-        libc::posix_spawnattr_destroy(&mut attr);
-        libc::posix_spawn_file_actions_destroy(&mut actions);
-        result
+    // SAFETY: the plan, the strings and pointer arrays it points into and
+    // the stack all outlive the call, and the daemon's thread is suspended
+    // (CLONE_VFORK) until the child has exec'd or exited, so the child's
+    // reads and its one write (`error`) never race with this thread. All
+    // signals are blocked around the clone so that no handler of the
+    // daemon's runs on the child's stack; the child resets them before
+    // unblocking.
+    let (pid, error) = unsafe {
+        let top = stack.as_mut_ptr().add(CHILD_STACK);
+        let top = top.sub(top as usize % 16);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        let pid = libc::clone(
+            child_main,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut plan).cast(),
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        if pid == -1 {
+            return Err(clone_error);
+        }
+        (pid, std::ptr::read_volatile(&raw const plan.error))
+    };
+    drop(stack);
+    if error != 0 {
+        // The child exited without exec: reap it and report why.
+        let _ = waitpid(Pid::from_raw(pid), None);
+        return Err(io::Error::from_raw_os_error(error));
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// The child, between the clone and `exec`. Plain system calls only.
+#[allow(unsafe_code)]
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the plan `spawn` passed, alive and not touched by
+    // the suspended parent; every pointer in it is valid until exec. The
+    // calls below are single system calls that affect only this process.
+    unsafe {
+        let plan = arg.cast::<ChildPlan>();
+        let fail = |plan: *mut ChildPlan| -> libc::c_int {
+            (*plan).error = *libc::__errno_location();
+            libc::_exit(127)
+        };
+        // Default dispositions (the daemon ignores SIGPIPE and handles
+        // others; handlers are not shared, CLONE_SIGHAND is not set).
+        for signal in 1..libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        let p: ChildPlan = *plan;
+        // Join the attempt's cgroup first, while still the daemon's user,
+        // so that nothing the child starts is ever outside it.
+        if p.cgroup_procs >= 0 && libc::write(p.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            return fail(plan);
+        }
+        // dup2 onto itself would keep close-on-exec: clear it instead.
+        let control = if p.control == 3 {
+            libc::fcntl(3, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(p.control, 3)
+        };
+        if libc::dup2(p.dev_null, 0) == -1
+            || libc::dup2(p.output, 1) == -1
+            || libc::dup2(p.output, 2) == -1
+            || control == -1
+            || libc::setpgid(0, 0) == -1
+        {
+            return fail(plan);
+        }
+        for &(resource, value) in &p.rlimits[..p.rlimit_count] {
+            let limit = libc::rlimit {
+                rlim_cur: value as libc::rlim_t,
+                rlim_max: value as libc::rlim_t,
+            };
+            if libc::setrlimit(resource as _, &limit) == -1 {
+                return fail(plan);
+            }
+        }
+        if let Some(nice) = p.nice {
+            // Lowering nice below 0 needs privilege; a refusal leaves the
+            // default rather than failing the activity.
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+        }
+        if !p.cwd.is_null() && libc::chdir(p.cwd) == -1 {
+            return fail(plan);
+        }
+        if p.switch
+            && (libc::syscall(libc::SYS_setgroups, p.group_count, p.groups) == -1
+                || libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) == -1
+                || libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) == -1)
+        {
+            return fail(plan);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(p.path, p.argv.cast(), p.envp.cast());
+        fail(plan)
     }
 }
 
@@ -299,100 +434,4 @@ impl ChildWait {
         self.status = Some(status);
         Ok(status)
     }
-}
-
-/// Start the child through `fork`, for activities that switch users or set
-/// caps: those steps must run in the child before `exec`, which
-/// `posix_spawn` cannot do. Returns the pid; wait with [`ChildWait`].
-#[allow(unsafe_code)]
-pub fn spawn_forked(
-    program: &Program<'_>,
-    output: &OwnedFd,
-    control: RawFd,
-    identity: Option<&crate::run_as::Identity>,
-    limits: crate::run_as::Limits,
-) -> io::Result<Pid> {
-    use std::os::unix::ffi::OsStrExt as _;
-    use std::os::unix::process::CommandExt;
-
-    let (first, rest) = program
-        .argv
-        .split_first()
-        .ok_or_else(|| invalid("empty command"))?;
-    let mut command = std::process::Command::new(first);
-    command.args(rest).env_clear();
-    for kv in &program.env {
-        let bytes = kv.to_bytes();
-        if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
-            command.env(
-                OsStr::from_bytes(&bytes[..eq]),
-                OsStr::from_bytes(&bytes[eq + 1..]),
-            );
-        }
-    }
-    match (program.working_dir, identity) {
-        (Some(dir), _) => {
-            command.current_dir(dir);
-        }
-        (None, Some(id)) if id.home.is_dir() => {
-            command.current_dir(&id.home);
-        }
-        (None, Some(_)) => {
-            command.current_dir("/");
-        }
-        (None, None) => {}
-    }
-    command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(output.try_clone()?))
-        .stderr(std::process::Stdio::from(output.try_clone()?))
-        .process_group(0);
-    let switch = identity.map(|id| (id.uid, id.gid, id.groups.clone()));
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (dup2, fcntl, setrlimit,
-    // setpriority, setgroups, setgid, setuid) on values prepared before the
-    // fork; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if control == 3 {
-                if libc::fcntl(control, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(control, 3) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            let set = |resource, value: Option<u64>| -> io::Result<()> {
-                if let Some(v) = value {
-                    let limit = libc::rlimit {
-                        rlim_cur: v as libc::rlim_t,
-                        rlim_max: v as libc::rlim_t,
-                    };
-                    if libc::setrlimit(resource, &limit) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            };
-            set(libc::RLIMIT_AS, limits.address_space)?;
-            set(libc::RLIMIT_NOFILE, limits.open_files)?;
-            set(libc::RLIMIT_NPROC, limits.processes)?;
-            if let Some(nice) = limits.nice {
-                // Lowering nice below 0 needs privilege; a refusal leaves
-                // the default rather than failing the activity.
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-            }
-            if let Some((uid, gid, groups)) = &switch
-                && (libc::setgroups(groups.len(), groups.as_ptr()) == -1
-                    || libc::setgid(*gid) == -1
-                    || libc::setuid(*uid) == -1)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn()?;
-    // The pid is waited for through a pidfd like every other attempt; the
-    // std handle neither waits nor kills when dropped.
-    Ok(Pid::from_raw(child.id() as i32))
 }

@@ -20,7 +20,7 @@ type MethodSpec = (
 const METHODS: &[MethodSpec] = &[
     (
         "daemon.info",
-        "Version, protocol number, pid, uptime, mode, paths and counts.",
+        "Version, protocol number, pid, uptime, mode, paths, counts and how attempts are confined.",
         &[],
         r##"{"$ref":"#/components/schemas/DaemonInfo"}"##,
     ),
@@ -225,7 +225,7 @@ const COMPONENTS: &str = r#"{
     "version": {"type": "string"}, "protocol": {"type": "integer"}, "pid": {"type": "integer"},
     "started_at": {"type": "string", "format": "date-time"}, "uptime_seconds": {"type": "integer"},
     "mode": {"type": "string", "enum": ["system", "user"]}, "max_parallel": {"type": "integer"},
-    "paths": {"type": "object"}, "counts": {"type": "object"}}},
+    "paths": {"type": "object"}, "counts": {"type": "object"}, "confinement": {"type": "string"}}},
   "SubmitResult": {"type": "object", "required": ["job_id", "state"], "properties": {
     "job_id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued"]}}},
   "Job": {"type": "object", "required": ["id", "target", "chain", "state", "activities"], "properties": {
@@ -243,7 +243,7 @@ const COMPONENTS: &str = r#"{
       "progress": {"type": ["number", "null"]},
       "attempts": {"type": "array", "items": {"type": "object", "properties": {
         "number": {"type": "integer"},
-        "state": {"type": "string", "enum": ["running", "succeeded", "failed", "signaled", "timeout", "cancelled", "interrupted", "spawn_error"]},
+        "state": {"type": "string", "enum": ["running", "succeeded", "failed", "signaled", "timeout", "cancelled", "interrupted", "spawn_error", "oom"]},
         "exit_code": {"type": ["integer", "null"]}, "signal": {"type": ["integer", "null"]},
         "error_id": {"type": ["string", "null"]}}}}}}}}},
   "LogChunk": {"type": "object", "properties": {

@@ -33,5 +33,6 @@ pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
             running_jobs: counts.running_jobs,
             running_activities: counts.running_activities,
         },
+        confinement: crate::cgroup::host().describe(),
     })
 }

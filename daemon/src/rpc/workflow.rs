@@ -38,6 +38,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
         }));
     };
     let secs = |d: std::time::Duration| d.as_secs_f64();
+    let controllers = crate::cgroup::host().cgroups().map(|c| c.controllers());
     Ok(WorkflowDetail {
         name: chain.name.clone(),
         file: chain.file.display().to_string(),
@@ -91,12 +92,13 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             working_dir: a.working_dir.clone(),
                             user: crate::run_as::user_for(a, &server.settings).map(str::to_string),
                             group: a.group.clone(),
-                            limits: crate::run_as::mechanisms(a)
+                            limits: crate::caps::plan(a, controllers)
+                                .1
                                 .into_iter()
-                                .map(|(name, value, mechanism)| holdfast_api::LimitInfo {
-                                    name,
-                                    value,
-                                    mechanism,
+                                .map(|m| holdfast_api::LimitInfo {
+                                    name: m.name.to_string(),
+                                    value: m.value,
+                                    mechanism: m.how,
                                 })
                                 .collect(),
                         }

@@ -1,7 +1,7 @@
 //! `holdfast-bench`: measures the real daemon and CLI on this machine and
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
-//! (scenarios: spawn, submit, throughput, reload, status, startup; default
+//! (scenarios: spawn, cgroup, submit, throughput, reload, status, startup; default
 //! all).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
@@ -32,6 +32,9 @@ fn main() -> Result<()> {
     );
     if want("spawn") {
         spawn_vs_xargs()?;
+    }
+    if want("cgroup") {
+        spawn_with_cgroups()?;
     }
     if want("submit") {
         separate_submits()?;
@@ -198,6 +201,77 @@ fn spawn_vs_xargs() -> Result<()> {
     println!("spawn: 2000 activities, max_parallel 2: holdfast median {o:.3} s {ours:.3?}");
     println!("spawn: xargs -P2, 2000 x sh -c true:      median {x:.3} s {xargs:.3?}");
     println!("spawn: ratio holdfast/xargs {:.2}", o / x);
+    Ok(())
+}
+
+/// The spawn scenario with each attempt in its own cgroup (fork + exec,
+/// mkdir, cgroup.kill, rmdir) against the same daemon settings without
+/// cgroups, alternating. Needs root and a cgroup v2 mount.
+fn spawn_with_cgroups() -> Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let Some(mount) = mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        (after.split_whitespace().next()? == "cgroup2")
+            .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
+    }) else {
+        println!("cgroup: skipped, no cgroup v2 mount");
+        return Ok(());
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    let parent = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_matches('/')
+        .to_string();
+    let base = mount
+        .join(parent)
+        .join(format!("holdfast-bench-{}", std::process::id()));
+    let mut chain = String::from("[chain]\nmax_parallel = 2\n[process.p]\nmode = \"parallel\"\n");
+    for i in 0..2000 {
+        chain.push_str(&format!(
+            "[process.p.activity.a{i}]\ncommand = [\"sh\", \"-c\", \"true\"]\n"
+        ));
+    }
+    let plain = Daemon::new(
+        "max_parallel = 2\ncgroup = \"off\"\n",
+        &[("many.toml", chain.clone())],
+    )?;
+    let confined = Daemon::new(
+        &format!("max_parallel = 2\ncgroup = \"{}\"\n", base.display()),
+        &[("many.toml", chain)],
+    )?;
+    let info = confined.hfctl(&["info"])?;
+    println!(
+        "cgroup: {}",
+        String::from_utf8_lossy(&info.stdout)
+            .lines()
+            .find(|l| l.contains("confinement"))
+            .unwrap_or("(no confinement line)")
+            .trim()
+    );
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        plain.hfctl(&["submit", "many", "--wait"])?;
+        without.push(secs(started.elapsed()));
+        let started = Instant::now();
+        confined.hfctl(&["submit", "many", "--wait"])?;
+        with.push(secs(started.elapsed()));
+    }
+    drop(confined);
+    // What the daemon left (its holdfastd leaf when it had to move
+    // processes; attempt cgroups are removed as they end).
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&base);
+    let (w, o) = (median(with.clone()), median(without.clone()));
+    println!("cgroup: 2000 activities, a cgroup each: median {w:.3} s {with:.3?}");
+    println!("cgroup: 2000 activities, no cgroups:    median {o:.3} s {without:.3?}");
+    println!("cgroup: ratio with/without {:.2}", w / o);
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod activity;
 mod audit;
 mod cancel;
+mod cgroups;
 mod chaos;
 mod cli;
 mod config;
@@ -23,3 +24,4 @@ mod run;
 mod schedules;
 mod support;
 mod systemd;
+mod users;

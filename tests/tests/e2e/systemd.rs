@@ -52,7 +52,7 @@ const HELLO: &str = r#"
 journal = true
 
 [process.main.activity.greet]
-shell = "echo hello from $HF_ACTIVITY"
+shell = "echo hello from $HF_ACTIVITY; grep '^0::' /proc/self/cgroup"
 "#;
 /// More output than the journal forwarding lets through in a second.
 const CHATTY: &str = r#"
@@ -181,6 +181,24 @@ fn debian_package_under_systemd() {
     let hello: Job = serde_json::from_slice(&submitted.stdout).expect("a Job");
     assert_eq!(hello.state, JobState::Succeeded, "{hello:#?}");
     assert_eq!(hello.submitted_by, MEMBER);
+    // Delegate=yes: the daemon runs each attempt in a child cgroup of the
+    // service's (the controllers granted depend on the host).
+    let info: Value = serde_json::from_str(&ns.ok(&["hfctl", "--json", "info"])).expect("info");
+    let confinement = info["confinement"].as_str().unwrap_or_default();
+    eprintln!("systemd test: confinement: {confinement}");
+    assert!(
+        confinement.starts_with("cgroup per attempt under ")
+            && confinement.contains("/system.slice/holdfast.service ("),
+        "the delegated service cgroup is used: {confinement}"
+    );
+    let log = ns.ok(&["hfctl", "logs", &hello.id.to_string(), "main.greet"]);
+    assert!(
+        log.contains(&format!(
+            "0::/system.slice/holdfast.service/attempt-{}-0-1",
+            hello.id
+        )),
+        "the attempt ran in its own cgroup: {log}"
+    );
     let refused = ns.as_user(OUTSIDER, &["hfctl", "info"]);
     assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
     assert!(

@@ -173,6 +173,7 @@ impl Draft {
                 nofile: settings.nofile,
                 tasks_max: settings.tasks_max,
                 cpu_weight: settings.cpu_weight,
+                cpu_quota: settings.cpu_quota,
                 deps: Vec::new(),
                 output_refs: Vec::new(),
                 simulate,

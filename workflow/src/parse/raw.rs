@@ -63,6 +63,7 @@ pub(super) struct RawSettings {
     pub nofile: Option<Spanned<i64>>,
     pub tasks_max: Option<Spanned<i64>>,
     pub cpu_weight: Option<Spanned<i64>>,
+    pub cpu_quota: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +119,7 @@ pub(super) struct RawActivity {
     pub nofile: Option<Spanned<i64>>,
     pub tasks_max: Option<Spanned<i64>>,
     pub cpu_weight: Option<Spanned<i64>>,
+    pub cpu_quota: Option<Spanned<String>>,
     pub simulate: Option<Spanned<RawSimulate>>,
 }
 
@@ -158,6 +160,7 @@ impl RawActivity {
                 nofile: self.nofile,
                 tasks_max: self.tasks_max,
                 cpu_weight: self.cpu_weight,
+                cpu_quota: self.cpu_quota,
             },
         )
     }

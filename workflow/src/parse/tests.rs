@@ -288,7 +288,7 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
@@ -322,7 +322,7 @@ shell = 5
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `simulate`",
+             `cpu_weight`, `cpu_quota`, `simulate`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -625,7 +625,7 @@ max_retry_delay = "10x"
             "6:11: retries must be a whole number from 0 to 4294967295; got -1",
             "7:17: retry_backoff must be a number of at least 1.0; got 0.5",
             "8:14: on_failure must be \"fail\" or \"continue\"; got \"ignore\"",
-            "9:14: memory_max: invalid size \"1.5G\"; write bytes, or a number with K, M, G or T (powers of 1024) like \"512M\"",
+            "9:14: memory_max: invalid size \"1.5G\"; write bytes, or a number with K, M, G or T (powers of 1024) like \"512M\" or \"2GiB\"",
             "10:11: timeout must be longer than 0s",
             "14:19: max_retry_delay: invalid duration \"10x\" (unknown time unit \"x\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write it like \"30s\", \"5m\", \"2h\" or \"1h 30m\"",
         ]
@@ -639,6 +639,26 @@ max_retry_delay = "10x"
     assert_eq!(a.memory_max, Some(1 << 20));
     assert_eq!(a.max_retry_delay, Some(Duration::from_secs(600)));
     assert_eq!(a.on_failure, OnFailure::Continue);
+}
+
+#[test]
+fn cpu_quota_is_a_percentage() {
+    let chain = parse(&format!(
+        "[defaults]\ncpu_quota = \"150%\"\nmemory_max = \"64mib\"\n{PROCESS}"
+    ))
+    .unwrap();
+    assert_eq!(chain.activities[0].cpu_quota, Some(150));
+    assert_eq!(chain.activities[0].memory_max, Some(64 << 20));
+    for bad in ["150", "0%", "1.5%", "x%", "200000%"] {
+        assert_eq!(
+            one_error(&format!("[defaults]\ncpu_quota = \"{bad}\"\n{PROCESS}")),
+            format!(
+                "2:13: cpu_quota must be a percentage of one CPU from 1% to 100000%, like \"50%\" \
+                 or \"200%\"; got \"{bad}\""
+            ),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
@@ -910,7 +930,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`"
     );
 }
 

@@ -37,6 +37,7 @@ pub(super) struct Settings {
     pub nofile: Option<u64>,
     pub tasks_max: Option<u64>,
     pub cpu_weight: Option<u32>,
+    pub cpu_quota: Option<u32>,
 }
 
 impl Default for Settings {
@@ -58,6 +59,7 @@ impl Default for Settings {
             nofile: None,
             tasks_max: None,
             cpu_weight: None,
+            cpu_quota: None,
         }
     }
 }
@@ -192,8 +194,34 @@ impl Settings {
                 ),
             }
         }
+        if let Some(quota) = &raw.cpu_quota {
+            match cpu_quota(quota.get_ref()) {
+                Some(percent) => out.cpu_quota = Some(percent),
+                None => diagnostics.error(
+                    &quota.span(),
+                    format!(
+                        "cpu_quota must be a percentage of one CPU from 1% to 100000%, \
+                         like \"50%\" or \"200%\"; got {:?}",
+                        quota.get_ref()
+                    ),
+                ),
+            }
+        }
         out
     }
+}
+
+/// `cpu_quota`: `"50%"` (half a CPU) .. `"400%"` (four CPUs), as systemd's
+/// `CPUQuota=` reads it.
+fn cpu_quota(text: &str) -> Option<u32> {
+    let digits = text.trim().strip_suffix('%')?.trim_end();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse::<u32>()
+        .ok()
+        .filter(|p| (1..=100_000).contains(p))
 }
 
 /// A user or group name as useradd accepts it.
@@ -253,7 +281,7 @@ pub(super) fn positive(
 pub(super) fn memory_size(value: &toml::Value) -> Result<u64, String> {
     let bytes = match value {
         toml::Value::Integer(n) => u64::try_from(*n).ok(),
-        toml::Value::String(text) => parse_size(text),
+        toml::Value::String(text) => crate::parse_size(text).ok(),
         _ => None,
     };
     match bytes {
@@ -261,23 +289,9 @@ pub(super) fn memory_size(value: &toml::Value) -> Result<u64, String> {
         Some(bytes) => Ok(bytes),
         None => Err(format!(
             "memory_max: invalid size {value}; write bytes, or a number with K, M, G or T \
-             (powers of 1024) like \"512M\""
+             (powers of 1024) like \"512M\" or \"2GiB\""
         )),
     }
-}
-
-fn parse_size(text: &str) -> Option<u64> {
-    let (digits, unit) = match text.char_indices().last()? {
-        (at, 'K') => (&text[..at], 1u64 << 10),
-        (at, 'M') => (&text[..at], 1 << 20),
-        (at, 'G') => (&text[..at], 1 << 30),
-        (at, 'T') => (&text[..at], 1 << 40),
-        _ => (text, 1),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// Environment names an activity may set. `HF_` is the daemon's own
@@ -340,15 +354,7 @@ mod tests {
         assert_eq!(size("1T".into()), Ok(1 << 40));
         assert_eq!(size("4096".into()), Ok(4096));
         assert_eq!(size(toml::Value::Integer(1_000_000)), Ok(1_000_000));
-        for bad in [
-            "",
-            "M",
-            "5X",
-            "1.5G",
-            "-1M",
-            "512MB",
-            "99999999999999999999T",
-        ] {
+        for bad in ["", "M", "5X", "1.5G", "-1M", "99999999999999999999T"] {
             assert!(size(bad.into()).is_err(), "{bad}");
         }
         assert_eq!(
@@ -357,7 +363,7 @@ mod tests {
         );
         assert_eq!(
             size("5X".into()),
-            Err("memory_max: invalid size \"5X\"; write bytes, or a number with K, M, G or T (powers of 1024) like \"512M\"".to_string())
+            Err("memory_max: invalid size \"5X\"; write bytes, or a number with K, M, G or T (powers of 1024) like \"512M\" or \"2GiB\"".to_string())
         );
     }
 
