@@ -208,6 +208,134 @@ pub(crate) fn referenced_variables(template: &str) -> Result<BTreeSet<String>, S
         .collect())
 }
 
+/// The filters and tests `template` applies that this environment does not
+/// offer (the withheld builtins, misspellings), as messages. Found by a small
+/// scan of its expression blocks, each name then checked against the
+/// environment itself, so the answer is the one rendering would give.
+pub(crate) fn unavailable_names(template: &str) -> Vec<String> {
+    if !has_template_syntax(template) {
+        return Vec::new();
+    }
+    let env = environment();
+    let (filters, tests) = applied_names(template);
+    let mut problems = Vec::new();
+    for name in filters {
+        let probe = format!("{{{{ none | {name} }}}}");
+        if env
+            .render_str(&probe, ())
+            .is_err_and(|e| e.kind() == ErrorKind::UnknownFilter)
+        {
+            let why = if EXPANDING_FILTERS.contains(&name.as_str()) {
+                "is withheld because it expands a whole sequence in one step"
+            } else {
+                "does not exist"
+            };
+            problems.push(format!("filter `{name}`, which {why}"));
+        }
+    }
+    for name in tests {
+        let probe = format!("{{{{ none is {name} }}}}");
+        if env
+            .render_str(&probe, ())
+            .is_err_and(|e| e.kind() == ErrorKind::UnknownTest)
+        {
+            problems.push(format!("test `{name}`, which does not exist"));
+        }
+    }
+    problems
+}
+
+/// Names after `|` (filters, also `{% filter name %}`) and after `is` /
+/// `is not` (tests) inside `{{ }}` and `{% %}` blocks; string literals and
+/// comments are skipped.
+fn applied_names(template: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let bytes = template.as_bytes();
+    let (mut filters, mut tests) = (BTreeSet::new(), BTreeSet::new());
+    let ident = |at: usize| -> (usize, &str) {
+        let mut i = at;
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        (i, &template[start..i])
+    };
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        let close: &[u8] = match &bytes[i..i + 2] {
+            b"{{" => b"}}",
+            b"{%" => b"%}",
+            b"{#" => {
+                i = template[i..]
+                    .find("#}")
+                    .map_or(bytes.len(), |at| i + at + 2);
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let statement = close == b"%}";
+        i += 2;
+        let mut first_word = true;
+        while i < bytes.len() && !bytes[i..].starts_with(close) {
+            match bytes[i] {
+                quote @ (b'"' | b'\'') => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != quote {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                b'|' => {
+                    let (end, name) = ident(i + 1);
+                    if !name.is_empty() {
+                        filters.insert(name.to_string());
+                    }
+                    i = end.max(i + 1);
+                }
+                b if b.is_ascii_alphabetic() || b == b'_' => {
+                    let (end, word) = ident(i);
+                    if word == "is" {
+                        let (after, next) = ident(end);
+                        let (after, name) = if next == "not" {
+                            ident(after)
+                        } else {
+                            (after, next)
+                        };
+                        if !name.is_empty() {
+                            tests.insert(name.to_string());
+                        }
+                        i = after;
+                    } else if statement && first_word && word == "filter" {
+                        let (after, name) = ident(end);
+                        if !name.is_empty() {
+                            filters.insert(name.to_string());
+                        }
+                        i = after;
+                    } else {
+                        i = end;
+                    }
+                    first_word = false;
+                    continue;
+                }
+                _ => i += 1,
+            }
+            if !bytes
+                .get(i.saturating_sub(1))
+                .is_some_and(u8::is_ascii_whitespace)
+            {
+                first_word = false;
+            }
+        }
+        i += 2;
+    }
+    (filters, tests)
+}
+
 /// Renders one template against `ctx`.
 pub fn render(template: &str, ctx: &RenderContext) -> Result<String, TemplateError> {
     if !has_template_syntax(template) {
@@ -574,6 +702,29 @@ mod tests {
                 .is_empty()
         );
         assert!(referenced_variables("{% if %}").is_err());
+    }
+
+    #[test]
+    fn unavailable_filters_and_tests_are_named() {
+        assert_eq!(
+            unavailable_names("{{ params.xs | join(',') }} {{ params.a|upper }}"),
+            ["filter `join`, which is withheld because it expands a whole sequence in one step"]
+        );
+        assert_eq!(
+            unavailable_names("{% if params.a is not frobbed %}x{% endif %}{{ 'a|sort' }}"),
+            ["test `frobbed`, which does not exist"]
+        );
+        assert_eq!(
+            unavailable_names("{% filter upperr %}x{% endfilter %}{# |sort #}"),
+            ["filter `upperr`, which does not exist"]
+        );
+        assert!(
+            unavailable_names(
+                "{{ params.a | default('x') | replace('a', 'b') | tojson }}{% if x is defined %}{% endif %}"
+            )
+            .is_empty()
+        );
+        assert!(unavailable_names("a | join, no template syntax").is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use super::Diagnostics;
 use super::raw::Span;
 use crate::model::ParamSpec;
-use crate::template::referenced_variables;
+use crate::template::{referenced_variables, unavailable_names};
 
 const JOB_FIELDS: [&str; 5] = ["id", "chain", "target", "tenant", "attempt"];
 
@@ -66,6 +66,12 @@ impl Scope<'_> {
                 return;
             }
         };
+        for problem in unavailable_names(template) {
+            diagnostics.error(
+                span,
+                format!("{}: {field} uses {problem}", owner.describe()),
+            );
+        }
         for reference in &references {
             if let Err(problem) = self.check_reference(owner, reference, output_refs) {
                 diagnostics.error(

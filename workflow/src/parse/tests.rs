@@ -481,10 +481,22 @@ working_dir = "{{ params.date"
         ]
     );
     let chain = parse(
-        "[process.p.activity.a]\ncommand = [\"{{ job.id }}-{{ job.tenant }}-{{ range(2) | join }}\"]\n",
+        "[process.p.activity.a]\ncommand = [\"{{ job.id }}-{{ job.tenant }}-{{ range(2) | first }}\"]\n",
     )
     .unwrap();
     assert!(chain.activities[0].output_refs.is_empty());
+    // Withheld and unknown filters and tests are load errors, not run-time
+    // surprises.
+    assert_eq!(
+        errors(
+            "[process.p.activity.a]\ncommand = [\"{{ range(2) | join }}{% if job.id is evenish %}{% endif %}\"]\n"
+        ),
+        [
+            "2:12: activity test.p.a: command[0] uses filter `join`, which is withheld because it \
+             expands a whole sequence in one step",
+            "2:12: activity test.p.a: command[0] uses test `evenish`, which does not exist",
+        ]
+    );
 }
 
 #[test]
