@@ -138,6 +138,7 @@ impl Engine {
                 .filter(|a| a.state == AttemptState::Running)
             {
                 act.interruptions += 1;
+                let error_id = self.error_id();
                 self.ops
                     .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
                         job_id: stored.id,
@@ -146,7 +147,7 @@ impl Engine {
                         state: AttemptState::Interrupted.as_str(),
                         exit_code: None,
                         signal: None,
-                        error_id: None,
+                        error_id: Some(error_id),
                         error: Some("the daemon stopped while it ran".into()),
                         finished_at: store::now_ms(),
                         log_bytes: 0,
@@ -171,6 +172,17 @@ impl Engine {
                     job.alerts += 1;
                 } else {
                     job.failed = true;
+                    self.ops.push(WriteOp::JobState {
+                        id: stored.id,
+                        state: job.state.as_str(),
+                        started_at: None,
+                        finished_at: None,
+                        reason: Some(format!(
+                            "activity {} was interrupted {} times (max_interruptions = {max_interruptions})",
+                            chain.activities[sa.idx].path, act.interruptions
+                        )),
+                        alerts: job.alerts,
+                    });
                 }
             }
             if state != sa.state {

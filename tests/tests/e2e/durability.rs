@@ -364,6 +364,15 @@ shell = "touch @DIR@/next-ran"
         "two interruptions with max_interruptions = 1 fail the activity without a third \
          attempt, retries or not: {fragile:#?}"
     );
+    assert!(
+        fragile.attempts.iter().all(|a| a.error_id.is_some()),
+        "interrupted attempts get error ids: {fragile:#?}"
+    );
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("activity fragile.p.fragile was interrupted 2 times (max_interruptions = 1)"),
+        "{job:#?}"
+    );
     let next = activity(&job, "q.next");
     assert_eq!(next.state, ActivityState::Skipped, "{next:#?}");
     assert!(!daemon.dir().join("next-ran").exists());
