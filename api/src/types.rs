@@ -335,7 +335,11 @@ pub struct WorkflowSummary {
     pub status: String,
     pub version: Option<String>,
     pub description: Option<String>,
+    /// The first of `errors`.
     pub error: Option<LoadError>,
+    /// Every problem found in the file, in order.
+    #[serde(default)]
+    pub errors: Vec<LoadError>,
 }
 
 /// A workflow file that could not be loaded.

@@ -43,13 +43,20 @@ fn render(workflows: &[WorkflowSummary], palette: &Palette) -> String {
                 .map_or_else(|| "-".to_string(), output::short_version)
                 .into(),
             workflow.file.clone().into(),
-            workflow
-                .error
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-                .into(),
+            error_cell(workflow).into(),
         ]);
     }
     table.render(palette)
+}
+
+/// The first error, and how many more there are (all of them: `hfctl
+/// validate FILE` or `--json`).
+fn error_cell(workflow: &WorkflowSummary) -> String {
+    let Some(first) = &workflow.error else {
+        return String::new();
+    };
+    match workflow.errors.len() {
+        0 | 1 => first.to_string(),
+        n => format!("{first} (and {} more)", n - 1),
+    }
 }

@@ -24,6 +24,7 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<WorkflowSummary>> {
             version: entry.chain.as_ref().map(|c| c.version.clone()),
             description: entry.chain.as_ref().and_then(|c| c.description.clone()),
             error: entry.errors.first().cloned(),
+            errors: entry.errors.clone(),
         })
         .collect())
 }

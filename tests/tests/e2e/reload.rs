@@ -113,6 +113,11 @@ fn the_watcher_sees_new_renamed_broken_and_deleted_files() {
     );
     let error = entry.error.clone().expect("a broken chain shows its error");
     assert_eq!(
+        entry.errors.first(),
+        Some(&error),
+        "`errors` lists every problem, the first being `error`: {entry:#?}"
+    );
+    assert_eq!(
         (error.line, error.column),
         (Some(6), Some(1)),
         "the error points at the unknown key: {error:#?}"
