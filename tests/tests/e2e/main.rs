@@ -13,6 +13,7 @@ mod control;
 mod durability;
 mod failure;
 mod faults;
+mod hostile;
 mod logs;
 mod outputs;
 mod params;
