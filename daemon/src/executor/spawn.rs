@@ -337,7 +337,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(plan);
         }
-        for &(resource, value) in &p.rlimits[..p.rlimit_count] {
+        for &(resource, value) in p.rlimits.iter().take(p.rlimit_count) {
             let limit = libc::rlimit {
                 rlim_cur: value as libc::rlim_t,
                 rlim_max: value as libc::rlim_t,
