@@ -1,6 +1,8 @@
 //! `holdfastd`: the HoldFast daemon. Parses flags, resolves settings, opens
 //! the store, loads workflows, binds the socket, recovers unfinished jobs,
-//! then runs the engine and the RPC server until SIGTERM.
+//! then runs the engine and the RPC server until SIGTERM. On a read-only
+//! state directory it serves reads and holds the engine back until the
+//! directory is writable, then starts it.
 
 mod access;
 mod caps;
@@ -127,12 +129,18 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let notifier = systemd.notifier();
     let private = settings.mode == Mode::User;
-    std::fs::create_dir_all(settings.logs_dir()).with_context(|| {
-        format!(
-            "cannot create state directory {}",
-            settings.state_dir.display()
-        )
-    })?;
+    if let Err(error) = std::fs::create_dir_all(settings.logs_dir()) {
+        // On a read-only file system (see below) what is there is served
+        // as it is.
+        if !store::read_only::on_read_only_file_system(&settings.database()) {
+            return Err(error).with_context(|| {
+                format!(
+                    "cannot create state directory {}",
+                    settings.state_dir.display()
+                )
+            });
+        }
+    }
     if private {
         let _ =
             std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700));
@@ -156,9 +164,11 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         )?,
     };
 
-    let store = store::Store::open(&settings.database())?;
-    notifier.watchdog();
-    notifier.status("recovering unfinished jobs");
+    // On a read-only file system the store opens for reads only and the
+    // engine is held back: nothing it does could be recorded. The socket
+    // serves reads, and the engine starts (recovery included) once the
+    // state directory is writable.
+    let store = store::Store::open_at_start(&settings.database())?;
     let registry = registry::load(&settings, None);
     tracing::info!(
         chains = registry.loaded_count(),
@@ -167,9 +177,138 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         dir = %settings.workflows_dir.display(),
         "workflows loaded"
     );
-    let (engine, handle, commands, exec) =
-        engine::Engine::start(settings.clone(), store.clone(), registry)?;
-    let engine_task = tokio::spawn(engine.run(commands, exec));
+    let held = store.is_read_only().then(|| {
+        format!(
+            "state directory {} is on a read-only file system; holdfastd serves reads only until it is writable",
+            settings.state_dir.display()
+        )
+    });
+    let (handle, wiring) = engine::wire(registry, held);
+    let mut phase = match handle.held() {
+        None => Phase::Running(start_engine(&settings, &store, wiring, &handle, &notifier)?),
+        Some(reason) => {
+            tracing::warn!(
+                state_dir = %settings.state_dir.display(),
+                "the state directory is on a read-only file system: serving reads only; submissions and other changes are refused until it is writable, then the engine starts by itself"
+            );
+            notifier.status(&reason);
+            Phase::Held(wiring)
+        }
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rpc::RpcServer {
+        engine: handle.clone(),
+        store: store.clone(),
+        settings: settings.clone(),
+        started_at: store::now_ms(),
+    };
+    let server_task = tokio::spawn(rpc::socket::serve(listener, server, async {
+        let _ = stop_rx.await;
+    }));
+
+    tracing::info!(socket = %settings.socket.display(), mode = settings.mode.as_str(), pid = std::process::id(), read_only = store.is_read_only(), "holdfastd ready");
+    match handle.held() {
+        Some(reason) => notifier.ready_with(&reason),
+        None => notifier.ready(&handle.counts().await),
+    }
+    let _heartbeat = systemd.start_heartbeat(handle.clone());
+
+    let writable_store = store.clone();
+    let until_writable = async move { writable_store.until_writable().await };
+    tokio::pin!(until_writable);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                if let Phase::Held(_) = phase {
+                    tracing::info!("SIGHUP: the workflows are read again when the engine starts");
+                    continue;
+                }
+                tracing::info!("SIGHUP: reloading workflows");
+                notifier.reloading();
+                handle.reload().await;
+                notifier.reloaded();
+            }
+            () = &mut until_writable, if matches!(phase, Phase::Held(_)) => {
+                phase = match phase {
+                    Phase::Held(wiring) => {
+                        tracing::info!(state_dir = %settings.state_dir.display(), "the state directory is writable again: starting the engine");
+                        if let Err(error) = std::fs::create_dir_all(settings.logs_dir()) {
+                            tracing::warn!(%error, dir = %settings.logs_dir().display(), "cannot create the log directory");
+                        }
+                        let previous = handle.registry.borrow().clone();
+                        wiring.set_registry(registry::load(&settings, Some(&previous)));
+                        let running = start_engine(&settings, &store, wiring, &handle, &notifier)?;
+                        notifier.status("state directory writable again: engine started");
+                        tracing::info!("engine started: submissions are accepted again");
+                        Phase::Running(running)
+                    }
+                    running @ Phase::Running(_) => running,
+                };
+            }
+        }
+    }
+
+    tracing::info!("stopping");
+    notifier.stopping();
+    let _ = stop_tx.send(());
+    if let Phase::Running(running) = phase {
+        // Interrupt running activities (each gets SIGTERM, then SIGKILL after
+        // the kill grace) and record them; bounded so systemd's stop timeout
+        // is met.
+        let grace = settings.kill_grace + Duration::from_secs(5);
+        if tokio::time::timeout(grace, handle.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("activities did not stop in time; exiting anyway");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), running.engine).await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
+    }
+    // A socket passed by systemd stays: holdfast.socket keeps listening on it.
+    if owns_socket_file {
+        let _ = std::fs::remove_file(&settings.socket);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Whether the engine runs: exactly one of the two, and only ever from
+/// held to running.
+enum Phase {
+    /// The state directory is read-only: the engine's side of its channels,
+    /// kept for when it is writable.
+    Held(engine::Wiring),
+    Running(Running),
+}
+
+/// What runs once the engine does.
+struct Running {
+    engine: tokio::task::JoinHandle<()>,
+    _watcher: Option<watcher::Watcher>,
+}
+
+/// Start the engine on a writable store: recover unfinished jobs, run its
+/// loop, and start what goes with it (retention, the workflow watcher).
+fn start_engine(
+    settings: &Arc<Settings>,
+    store: &store::Store,
+    wiring: engine::Wiring,
+    handle: &engine::EngineHandle,
+    notifier: &systemd::Notifier,
+) -> anyhow::Result<Running> {
+    notifier.watchdog();
+    notifier.status("recovering unfinished jobs");
+    let (engine, commands, exec) = engine::Engine::start(settings.clone(), store.clone(), wiring)?;
+    let engine = tokio::spawn(engine.run(commands, exec));
     retention::start(
         store.clone(),
         settings.logs_dir(),
@@ -179,60 +318,12 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
             audit_retention: settings.audit_retention,
         },
     );
-    let _watcher = watcher::start(
+    let watcher = watcher::start(
         &[&settings.workflows_dir, &settings.tenants_dir],
         handle.clone(),
     );
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rpc::RpcServer {
-        engine: handle.clone(),
-        store,
-        settings: settings.clone(),
-        started_at: store::now_ms(),
-    };
-    let server_task = tokio::spawn(rpc::socket::serve(listener, server, async {
-        let _ = stop_rx.await;
-    }));
-
-    tracing::info!(socket = %settings.socket.display(), mode = settings.mode.as_str(), pid = std::process::id(), "holdfastd ready");
-    notifier.ready(&handle.counts().await);
-    let _heartbeat = systemd.start_heartbeat(handle.clone());
-
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading workflows");
-                notifier.reloading();
-                handle.reload().await;
-                notifier.reloaded();
-            }
-        }
-    }
-
-    tracing::info!("stopping");
-    notifier.stopping();
-    let _ = stop_tx.send(());
-    // Interrupt running activities (each gets SIGTERM, then SIGKILL after the
-    // kill grace) and record them; bounded so systemd's stop timeout is met.
-    let grace = settings.kill_grace + Duration::from_secs(5);
-    if tokio::time::timeout(grace, handle.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("activities did not stop in time; exiting anyway");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), engine_task).await;
-    // A socket passed by systemd stays: holdfast.socket keeps listening on it.
-    if owns_socket_file {
-        let _ = std::fs::remove_file(&settings.socket);
-    }
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Running {
+        engine,
+        _watcher: watcher,
+    })
 }

@@ -8,7 +8,9 @@
 //!
 //! The watchdog is fed only when the engine loop answers a probe (the same
 //! request `daemon.info` makes for its counts), so what systemd restarts is a
-//! wedged engine, not merely a dead process.
+//! wedged engine, not merely a dead process. While the engine is held back
+//! (a read-only state directory) there is no loop to probe: `STATUS=` says
+//! why and the watchdog is fed, since the socket is served.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -103,6 +105,14 @@ async fn heartbeat(notifier: Notifier, engine: EngineHandle, period: Duration, w
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if let Some(reason) = engine.held() {
+            let mut states = vec![NotifyState::Status(&reason)];
+            if watchdog {
+                states.push(NotifyState::Watchdog);
+            }
+            notifier.send(&states);
+            continue;
+        }
         match tokio::time::timeout(period, engine.probe()).await {
             Ok(Some(counts)) => {
                 let status = status_line(&counts);
@@ -167,10 +177,15 @@ impl Notifier {
 
     /// Startup is done: the socket is served and recovery has finished.
     pub fn ready(&self, counts: &Counts) {
-        let status = status_line(counts);
+        self.ready_with(&status_line(counts));
+    }
+
+    /// Startup is done, with this status (the engine is held back: the
+    /// socket is served, for reads).
+    pub fn ready_with(&self, status: &str) {
         self.send(&[
             NotifyState::Ready,
-            NotifyState::Status(&status),
+            NotifyState::Status(status),
             NotifyState::Watchdog,
         ]);
     }

@@ -7,6 +7,11 @@
 //! (spawning processes, answering callers, waking watchers). So every
 //! transition is committed before it is acted on or reported, and writes are
 //! batched for free under load.
+//!
+//! The channels to the engine ([`wire`]) exist before the engine does: a
+//! daemon whose state directory is read-only serves reads through its
+//! [`EngineHandle`] while the engine is held back, and starts the engine
+//! later with the same channels.
 
 pub mod job;
 mod recovery;
@@ -136,10 +141,70 @@ pub struct EngineHandle {
     /// A job id each time one of its states changed (after the commit).
     pub changes: broadcast::Sender<u64>,
     pub logs: LogHub,
+    /// Why the engine is held back from starting; None from the moment its
+    /// loop runs.
+    held: watch::Receiver<Option<Arc<str>>>,
+}
+
+/// The engine's side of the channels [`wire`] makes; [`Engine::start`]
+/// takes it.
+pub struct Wiring {
+    commands_tx: mpsc::Sender<Command>,
+    commands_rx: mpsc::Receiver<Command>,
+    registry: watch::Sender<Arc<Registry>>,
+    changes: broadcast::Sender<u64>,
+    hub: LogHub,
+    held: watch::Sender<Option<Arc<str>>>,
+}
+
+/// Make the channels between the engine and everyone else, with the
+/// workflows loaded so far. `held` says why the engine will not start now
+/// (None when it is about to).
+pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) {
+    let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
+    let (changes, _) = broadcast::channel(4096);
+    let hub = LogHub::default();
+    let (held_tx, held_rx) = watch::channel(held.map(Arc::from));
+    let handle = EngineHandle {
+        commands: commands_tx.clone(),
+        registry: registry_rx,
+        changes: changes.clone(),
+        logs: hub.clone(),
+        held: held_rx,
+    };
+    let wiring = Wiring {
+        commands_tx,
+        commands_rx,
+        registry: registry_tx,
+        changes,
+        hub,
+        held: held_tx,
+    };
+    (handle, wiring)
+}
+
+impl Wiring {
+    /// Replace the workflows the handle shows, before the engine starts
+    /// (once it runs, it reloads them itself).
+    pub fn set_registry(&self, registry: Registry) {
+        self.registry.send_replace(Arc::new(registry));
+    }
 }
 
 impl EngineHandle {
+    /// Why the engine is held back from starting (the state directory is
+    /// read-only), or None once it runs. It never goes back to held.
+    pub fn held(&self) -> Option<Arc<str>> {
+        self.held.borrow().clone()
+    }
+
+    /// Ask the engine loop; None when it is held back (nothing would
+    /// answer yet) or has stopped.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        if self.held.borrow().is_some() {
+            return None;
+        }
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.ok()?;
         rx.await.ok()
@@ -250,6 +315,7 @@ pub struct Engine {
     hub: LogHub,
     commands_tx: mpsc::Sender<Command>,
     exec_tx: mpsc::Sender<ExecEvent>,
+    held: watch::Sender<Option<Arc<str>>>,
 
     jobs: HashMap<u64, JobRun>,
     /// Jobs waiting for their chain's `concurrency`, per chain.
@@ -276,26 +342,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Build the engine, resume what a previous daemon left unfinished, and
-    /// return it with its handle. Call [`Engine::run`] to start it.
+    /// Build the engine on `wiring`, with the workflows it holds, resume
+    /// what a previous daemon left unfinished, and return it. Call
+    /// [`Engine::run`] to start it.
     pub fn start(
         settings: Arc<Settings>,
         store: Store,
-        registry: Registry,
-    ) -> Result<
-        (
-            Engine,
-            EngineHandle,
-            mpsc::Receiver<Command>,
-            mpsc::Receiver<ExecEvent>,
-        ),
-        StoreError,
-    > {
-        let (commands_tx, commands_rx) = mpsc::channel(1024);
+        wiring: Wiring,
+    ) -> Result<(Engine, mpsc::Receiver<Command>, mpsc::Receiver<ExecEvent>), StoreError> {
+        let Wiring {
+            commands_tx,
+            commands_rx,
+            registry: registry_tx,
+            changes,
+            hub,
+            held,
+        } = wiring;
         let (exec_tx, exec_rx) = mpsc::channel(8192);
-        let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
-        let (changes, _) = broadcast::channel(4096);
-        let hub = LogHub::default();
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
@@ -304,10 +367,11 @@ impl Engine {
             settings,
             store,
             registry: registry_tx,
-            changes: changes.clone(),
-            hub: hub.clone(),
-            commands_tx: commands_tx.clone(),
+            changes,
+            hub,
+            commands_tx,
             exec_tx,
+            held,
             jobs: HashMap::new(),
             queued: HashMap::new(),
             admitted_per_chain: HashMap::new(),
@@ -330,13 +394,7 @@ impl Engine {
         let stored = schedules::load_states(&engine.store)?;
         engine.sync_schedules(Some(stored));
         engine.startup_catch_up();
-        let handle = EngineHandle {
-            commands: commands_tx,
-            registry: registry_rx,
-            changes,
-            logs: hub,
-        };
-        Ok((engine, handle, commands_rx, exec_rx))
+        Ok((engine, commands_rx, exec_rx))
     }
 
     /// Store every loaded chain's definition so jobs can be pinned to it.
@@ -362,6 +420,9 @@ impl Engine {
         mut commands: mpsc::Receiver<Command>,
         mut exec: mpsc::Receiver<ExecEvent>,
     ) {
+        // From here on commands are answered: the handle stops saying the
+        // engine is held back, and callers may send.
+        self.held.send_replace(None);
         // Writes from recovery, and the first scheduling round.
         let mut more = true;
         loop {

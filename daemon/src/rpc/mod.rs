@@ -1,6 +1,10 @@
 //! The JSON-RPC surface: the `HoldfastServer` implementation, delegating
 //! each method to the file of the same name, and conversions between engine
 //! errors and JSON-RPC error objects.
+//!
+//! While the engine is held back (the daemon started on a read-only state
+//! directory) every method that changes state is refused here with
+//! UNAVAILABLE, before it reaches the engine; reads go on, from the store.
 
 mod audit;
 mod cancel;
@@ -89,6 +93,23 @@ pub(crate) fn caller(ext: &Extensions) -> Caller {
 }
 
 impl RpcServer {
+    /// Let a call that changes state through only when the engine runs;
+    /// while it is held back (the state directory is read-only), refuse it
+    /// with UNAVAILABLE and the reason. Such a refusal cannot be audited
+    /// (nothing can be written), so it is logged. The engine is never held
+    /// back again once it runs, so a call let through reaches a running
+    /// engine, and one refused got the read-only answer.
+    fn writable(&self, method: &'static str, ext: &Extensions) -> RpcResult<()> {
+        match self.engine.held() {
+            None => Ok(()),
+            Some(reason) => {
+                let who = caller(ext);
+                tracing::info!(method, user = %who.user, uid = who.uid, "refused: {reason}");
+                Err(ErrorCode::Unavailable.error(reason.to_string()))
+            }
+        }
+    }
+
     /// Record a mutating call in the audit table.
     pub(crate) async fn audit(
         &self,
@@ -133,6 +154,7 @@ impl HoldfastServer for RpcServer {
         priority: Option<i32>,
         simulate: Option<bool>,
     ) -> RpcResult<SubmitResult> {
+        self.writable("job.submit", ext)?;
         submit::handle(
             self,
             caller(ext),
@@ -164,14 +186,17 @@ impl HoldfastServer for RpcServer {
     }
 
     async fn schedule_pause(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+        self.writable("schedule.pause", ext)?;
         schedule::control(self, caller(ext), name, ScheduleAction::Pause).await
     }
 
     async fn schedule_resume(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+        self.writable("schedule.resume", ext)?;
         schedule::control(self, caller(ext), name, ScheduleAction::Resume).await
     }
 
     async fn schedule_trigger(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+        self.writable("schedule.trigger", ext)?;
         schedule::control(self, caller(ext), name, ScheduleAction::Trigger).await
     }
 
@@ -198,6 +223,7 @@ impl HoldfastServer for RpcServer {
         ext: &Extensions,
         job_ids: Vec<u64>,
     ) -> RpcResult<Vec<CancelOutcome>> {
+        self.writable("job.cancel", ext)?;
         cancel::handle(self, caller(ext), job_ids).await
     }
 
@@ -207,6 +233,7 @@ impl HoldfastServer for RpcServer {
         job_id: u64,
         from_start: Option<bool>,
     ) -> RpcResult<SubmitResult> {
+        self.writable("job.retry", ext)?;
         retry::handle(self, caller(ext), job_id, from_start.unwrap_or(false)).await
     }
 
@@ -249,6 +276,7 @@ impl HoldfastServer for RpcServer {
     }
 
     async fn config_reload(&self, ext: &Extensions) -> RpcResult<Vec<WorkflowSummary>> {
+        self.writable("config.reload", ext)?;
         let who = caller(ext);
         if !crate::access::is_operator(&who, &self.settings) {
             let message = "reloading is for root, the daemon's user and operator_groups members";

@@ -36,6 +36,11 @@ async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo>
 }
 
 pub(super) async fn list(server: &RpcServer) -> RpcResult<Vec<ScheduleInfo>> {
+    // Schedules live in the engine: none runs, and none can be shown, while
+    // it is held back.
+    if let Some(reason) = server.engine.held() {
+        return Err(ErrorCode::Unavailable.error(format!("schedules are not running: {reason}")));
+    }
     let mut out = Vec::new();
     for view in server.engine.schedules().await {
         out.push(info(server, view).await?);

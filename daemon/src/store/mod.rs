@@ -7,13 +7,18 @@
 //! survives power loss; engine transitions commit with `NORMAL`, which is
 //! durable against a crash of the daemon (the WAL is in the OS's hands) and
 //! fsyncs at checkpoints.
+//!
+//! A store opened on a read-only file system has readers and no writer
+//! (`read_only.rs`); [`Store::make_writable`] gives it one in place, so every
+//! clone (the RPC layer's, the engine's) writes from then on.
 
 mod read;
+pub mod read_only;
 pub mod schema;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -45,6 +50,22 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(
+        "database {path} is on a read-only file system; nothing can be written until it is writable"
+    )]
+    ReadOnly { path: PathBuf },
+    #[error(
+        "database {path} does not exist and cannot be created on a read-only file system; make the state directory writable"
+    )]
+    MissingOnReadOnly { path: PathBuf },
+    #[error(
+        "database {path} needs schema version {needed} but has {found}, and it cannot be changed on a read-only file system; make the state directory writable"
+    )]
+    SchemaOnReadOnly {
+        path: PathBuf,
+        found: i64,
+        needed: usize,
+    },
 }
 
 impl StoreError {
@@ -52,7 +73,7 @@ impl StoreError {
     /// read-only, I/O error), as opposed to a bug.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::WriterGone => true,
+            StoreError::WriterGone | StoreError::ReadOnly { .. } => true,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DiskFull
@@ -76,13 +97,38 @@ struct WriteRequest {
 /// Cheap to clone; every clone talks to the same writer and reader pool.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::Sender<WriteRequest>,
-    readers: Arc<ReaderPool>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    /// Held shared by every read for the whole of its query, and exclusively
+    /// by [`Store::make_writable`] while it swaps read-only connections for a
+    /// writer: so no read on a read-only connection (which may not see a
+    /// writer's locks, see `read_only.rs`) overlaps a write.
+    access: RwLock<Access>,
+}
+
+/// The connections of one mode: a writer and readers, or readers alone.
+struct Access {
+    /// None while the database is on a read-only file system.
+    writer: Option<mpsc::Sender<WriteRequest>>,
+    readers: ReaderPool,
 }
 
 struct ReaderPool {
     path: PathBuf,
+    kind: ReaderKind,
     idle: Mutex<Vec<Connection>>,
+}
+
+/// How the pool opens a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderKind {
+    /// Read-only connections beside the writer.
+    Normal,
+    /// A read-only file system: see `read_only.rs`.
+    ReadOnly(read_only::Opening),
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,38 +137,101 @@ impl Store {
     /// Open (creating if needed) the database at `path`, apply migrations and
     /// start the writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let named = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        configure(&conn).map_err(|e| match e {
-            StoreError::Sqlite(source) => named(source),
-            other => other,
-        })?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(named)?;
-        schema::migrations()
-            .to_latest(&mut conn)
-            .map_err(|source| StoreError::Migrate {
+        let writer = open_writer(path)?;
+        Ok(Store::with(path, Some(writer), ReaderKind::Normal))
+    }
+
+    /// Open the database at `path` for a daemon's start: read-write, or
+    /// read-only when the file system holding it is mounted read-only (see
+    /// [`Store::is_read_only`]). Any other failure is an error.
+    pub fn open_at_start(path: &Path) -> Result<Store, StoreError> {
+        if !read_only::on_read_only_file_system(path) {
+            match Store::open(path) {
+                Ok(store) => return Ok(store),
+                // Remounted read-only between the check and the open?
+                Err(error) if read_only::on_read_only_file_system(path) => {
+                    tracing::debug!(%error, "the database cannot be opened for writing");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Store::open_read_only(path)
+    }
+
+    /// Open an existing database for reading only, on a file system that
+    /// cannot be written. Its schema must be the one this build writes.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let (conn, opening) = read_only::open(path)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let (tx, rx) = mpsc::channel::<WriteRequest>();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(StoreError::Thread)?;
-        Ok(Store {
-            writer: tx,
-            readers: Arc::new(ReaderPool {
+        let needed = schema::latest();
+        if usize::try_from(found) != Ok(needed) {
+            return Err(StoreError::SchemaOnReadOnly {
                 path: path.to_path_buf(),
-                idle: Mutex::new(Vec::new()),
+                found,
+                needed,
+            });
+        }
+        let store = Store::with(path, None, ReaderKind::ReadOnly(opening));
+        store.access().readers.put_back(conn);
+        Ok(store)
+    }
+
+    fn with(path: &Path, writer: Option<mpsc::Sender<WriteRequest>>, kind: ReaderKind) -> Store {
+        Store {
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                access: RwLock::new(Access {
+                    writer,
+                    readers: ReaderPool {
+                        path: path.to_path_buf(),
+                        kind,
+                        idle: Mutex::new(Vec::new()),
+                    },
+                }),
             }),
-        })
+        }
+    }
+
+    /// True while the store has no writer (its file system was read-only).
+    pub fn is_read_only(&self) -> bool {
+        self.access().writer.is_none()
+    }
+
+    /// Give a read-only store its writer: open the database for writing,
+    /// apply migrations and start the writer thread, then read through
+    /// ordinary connections. Waits for reads in flight on the read-only
+    /// connections, and holds new ones until done. A no-op on a store that
+    /// already writes; on failure the store stays read-only. Blocking.
+    pub fn make_writable(&self) -> Result<(), StoreError> {
+        let mut access = self
+            .shared
+            .access
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if access.writer.is_some() {
+            return Ok(());
+        }
+        // Close the read-only connections before the writer opens: SQLite
+        // shares one mapping of the WAL index per database file within a
+        // process, and one mapped read-only would leave the writer unable to
+        // write. (On failure they reopen as they are needed.)
+        access.readers.close();
+        let writer = open_writer(&self.shared.path)?;
+        access.writer = Some(writer);
+        access.readers.kind = ReaderKind::Normal;
+        Ok(())
+    }
+
+    fn access(&self) -> std::sync::RwLockReadGuard<'_, Access> {
+        self.shared
+            .access
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Commit `ops` in one transaction (possibly grouped with other callers'
@@ -131,8 +240,13 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
+        let Some(writer) = self.access().writer.clone() else {
+            return Err(StoreError::ReadOnly {
+                path: self.shared.path.clone(),
+            });
+        };
         let (reply, rx) = oneshot::channel();
-        self.writer
+        writer
             .send(WriteRequest {
                 ops,
                 durable,
@@ -148,8 +262,8 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || pool.with(f))
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_now(f))
             .await
             .map_err(|_| StoreError::WriterGone)?
     }
@@ -159,8 +273,39 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.readers.with(f)
+        self.access().readers.with(f)
     }
+}
+
+/// Open the database at `path` for writing, apply migrations and start the
+/// writer thread.
+fn open_writer(path: &Path) -> Result<mpsc::Sender<WriteRequest>, StoreError> {
+    let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let named = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    configure(&conn).map_err(|e| match e {
+        StoreError::Sqlite(source) => named(source),
+        other => other,
+    })?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(named)?;
+    schema::migrations()
+        .to_latest(&mut conn)
+        .map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let (tx, rx) = mpsc::channel::<WriteRequest>();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer_loop(conn, rx))
+        .map_err(StoreError::Thread)?;
+    Ok(tx)
 }
 
 impl ReaderPool {
@@ -171,22 +316,38 @@ impl ReaderPool {
         let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match conn {
             Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&c)?;
-                c
-            }
+            None => self.connect()?,
         };
         let result = f(&conn);
+        self.put_back(conn);
+        result
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = match self.kind {
+            ReaderKind::Normal => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?,
+            ReaderKind::ReadOnly(opening) => read_only::connect(&self.path, opening)?,
+        };
+        configure(&conn)?;
+        Ok(conn)
+    }
+
+    /// Close every idle connection.
+    fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < 8
         {
             idle.push(conn);
         }
-        result
     }
 }
 

@@ -3,9 +3,18 @@
 
 use rusqlite_migration::{M, Migrations};
 
+/// Every migration's SQL, oldest first.
+const ALL: [&str; 2] = [V1, V2];
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(ALL.iter().map(|sql| M::up(sql)).collect())
+}
+
+/// The schema version this build writes (SQLite's `user_version` once
+/// every migration is applied).
+pub const fn latest() -> usize {
+    ALL.len()
 }
 
 /// Version 1: definitions, jobs, activities, attempts and audit.

@@ -797,8 +797,38 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
     drop(daemon);
 }
 
+/// Files in the state directory, for the log of a test.
+fn state_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The refusal `output` is UNAVAILABLE and says the state directory is
+/// read-only.
+fn refused_as_read_only(output: &Output, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_UNAVAILABLE),
+        "{what} on a read-only state directory is UNAVAILABLE: {}",
+        shown(output)
+    );
+    let message = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(
+        message.contains("read-only") || message.contains("read only"),
+        "the refusal of {what} says the state directory is read-only: {}",
+        shown(output)
+    );
+}
+
 #[test]
-#[ignore = "not built: holdfastd does not start on a read-only state directory (it now names the database file in its error); serving reads from a read-only store is not implemented"]
 fn a_read_only_state_directory_refuses_submissions() {
     let Some(tmpfs) = Tmpfs::mount("8m") else {
         return;
@@ -806,12 +836,28 @@ fn a_read_only_state_directory_refuses_submissions() {
     let mut daemon = daemon_on(&tmpfs);
     let earlier: Vec<u64> = (0..3).map(|_| daemon.submit("quick", &[])).collect();
     all_present_and_done(&daemon, &earlier);
+    // A job running when the daemon stops: it is interrupted, and the engine
+    // started once the directory is writable must resume it.
+    let interrupted = daemon.submit("waiter", &[]);
+    eventually(
+        Duration::from_secs(20),
+        "the waiter writes its first line",
+        || {
+            let log = daemon.logs(interrupted, "p.wait", None);
+            if log.contains("waiting") {
+                Ok(())
+            } else {
+                Err(format!("log so far: {log:?}"))
+            }
+        },
+    );
 
     // Linux refuses to remount read-only while a file there is open for
     // writing, as the database is: try, and if refused (the usual case),
     // restart the daemon on the read-only file system instead.
     let live = tmpfs.remount("ro");
-    if !live.status.success() {
+    let restarted = !live.status.success();
+    if restarted {
         eprintln!(
             "remounting read-only under the running daemon is refused ({}); restarting it on the read-only state directory",
             String::from_utf8_lossy(&live.stderr).trim()
@@ -820,25 +866,32 @@ fn a_read_only_state_directory_refuses_submissions() {
         assert!(status.success(), "the daemon stops cleanly: {status}");
         let ro = tmpfs.remount("ro");
         assert!(ro.status.success(), "remount ro: {}", shown(&ro));
+        eprintln!(
+            "read-only state directory holds {:?}",
+            state_files(tmpfs.path())
+        );
         if let Err(e) = daemon.try_launch() {
             panic!("the daemon does not start on a read-only state directory: {e}");
         }
     }
     let refused = try_submit(&daemon).expect_err("a read-only state directory takes no job");
     eprintln!("read-only: {}", shown(&refused));
-    assert_eq!(
-        refused.status.code(),
-        Some(EXIT_UNAVAILABLE),
-        "a submission to a read-only state directory is UNAVAILABLE: {}",
-        shown(&refused)
-    );
-    let message = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    refused_as_read_only(&refused, "a submission");
+    let mut known = earlier.clone();
+    known.push(interrupted);
+    reads_still_work(&daemon, &known);
     assert!(
-        message.contains("read-only") || message.contains("read only"),
-        "the refusal says the state directory is read-only: {}",
-        shown(&refused)
+        daemon
+            .logs(interrupted, "p.wait", Some(1))
+            .contains("waiting"),
+        "the log of an earlier attempt is read"
     );
-    reads_still_work(&daemon, &earlier);
+    if restarted {
+        // Nothing that changes state gets through, not even to say that a
+        // finished job cannot be cancelled.
+        let cancel = daemon.hfctl(&["cancel", &earlier[0].to_string()]);
+        refused_as_read_only(&cancel, "a cancel");
+    }
 
     let rw = tmpfs.remount("rw");
     assert!(rw.status.success(), "remount rw: {}", shown(&rw));
@@ -850,5 +903,16 @@ fn a_read_only_state_directory_refuses_submissions() {
     let mut all = earlier;
     all.push(after);
     all_present_and_done(&daemon, &all);
+    fs::write(daemon.dir().join("go"), "").expect("the go file can be written");
+    let waiter = daemon.wait_done(interrupted);
+    assert_eq!(waiter.state, JobState::Succeeded, "{waiter:#?}");
+    if restarted {
+        let attempts = &activity(&waiter, "p.wait").attempts;
+        assert_eq!(
+            attempts.first().map(|a| a.state),
+            Some(AttemptState::Interrupted),
+            "the stop interrupted the first attempt and the late start ran it again: {attempts:#?}"
+        );
+    }
     drop(daemon);
 }
