@@ -17,11 +17,15 @@ pub fn is_admin(caller: &Caller) -> bool {
     caller.uid == 0 || caller.uid == nix::unistd::geteuid().as_raw()
 }
 
-/// True when the caller belongs to the Unix group `group` (as primary group
-/// or listed member).
+/// True when the caller belongs to the Unix group `group`: its process's
+/// primary or supplementary group (from the peer credentials), or a member
+/// listed in the group database.
 pub fn in_group(caller: &Caller, group: &str) -> bool {
     match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => g.gid.as_raw() == caller.gid || g.mem.contains(&caller.user),
+        Ok(Some(g)) => {
+            let gid = g.gid.as_raw();
+            gid == caller.gid || caller.groups.contains(&gid) || g.mem.contains(&caller.user)
+        }
         _ => false,
     }
 }
@@ -60,6 +64,7 @@ mod tests {
         Caller {
             uid,
             gid: 65534,
+            groups: Vec::new(),
             pid: None,
             user: user.into(),
         }

@@ -148,7 +148,11 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
 
     // Bind first: a second daemon must stop here, before it touches the
     // first one's jobs. (With socket activation systemd runs only one.)
-    let socket_mode = if private { 0o600 } else { 0o660 };
+    // A user-mode daemon is private to its user unless the settings name a
+    // socket_group to share it with (whose members must also be able to
+    // reach the socket's directory).
+    let shared = settings.socket_group.is_some();
+    let socket_mode = if private && !shared { 0o600 } else { 0o660 };
     let owns_socket_file = activated.is_none();
     let listener = match activated {
         Some(listener) => {
@@ -160,7 +164,7 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
             &settings.socket,
             socket_mode,
             settings.socket_group.as_deref(),
-            private,
+            private && !shared,
         )?,
     };
 

@@ -275,11 +275,32 @@ impl Account {
     /// Run `hfctl --socket SOCKET ARGS...` as this user (its uid, primary
     /// gid and supplementary groups), in a small clean environment.
     pub fn hfctl<S: AsRef<OsStr>>(&self, socket: &Path, args: &[S]) -> Output {
+        self.hfctl_in_groups(socket, None, args)
+    }
+
+    /// Like [`Account::hfctl`], but with exactly the supplementary groups
+    /// `groups` (as `newgrp` or a service's `SupplementaryGroups=` would
+    /// give), whatever the group database says; `None` for the user's own.
+    pub fn hfctl_in_groups<S: AsRef<OsStr>>(
+        &self,
+        socket: &Path,
+        groups: Option<&[u32]>,
+        args: &[S],
+    ) -> Output {
         let mut cmd = Command::new(tool("setpriv").unwrap_or_else(|e| panic!("{e}")));
         cmd.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--init-groups")
-            .arg("--")
+            .arg(format!("--regid={}", self.gid));
+        match groups {
+            None => cmd.arg("--init-groups"),
+            Some(list) => cmd.arg(format!(
+                "--groups={}",
+                list.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+        };
+        cmd.arg("--")
             .arg(hfctl_for_everyone())
             .arg("--socket")
             .arg(socket)

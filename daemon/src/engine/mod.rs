@@ -39,6 +39,9 @@ pub use schedules::{ScheduleAction, ScheduleView};
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups of the connecting process (SO_PEERGROUPS), as
+    /// they were when it connected; empty where the kernel cannot tell.
+    pub groups: Vec<u32>,
     pub pid: Option<u32>,
     pub user: String,
 }

@@ -237,6 +237,7 @@ impl Engine {
         let caller = Caller {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
+            groups: Vec::new(),
             pid: None,
             user: format!("schedule:{}.{}", key.0, key.1),
         };

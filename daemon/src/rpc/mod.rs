@@ -87,6 +87,7 @@ pub(crate) fn caller(ext: &Extensions) -> Caller {
     ext.get::<Caller>().cloned().unwrap_or(Caller {
         uid: u32::MAX,
         gid: u32::MAX,
+        groups: Vec::new(),
         pid: None,
         user: "unknown".into(),
     })

@@ -108,9 +108,56 @@ fn caller_of(stream: &tokio::net::UnixStream) -> Option<Caller> {
     Some(Caller {
         uid,
         gid: cred.gid(),
+        groups: peer_groups(stream),
         pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
         user,
     })
+}
+
+/// The connecting process's supplementary groups (SO_PEERGROUPS, Linux
+/// 4.13+), so a group gained with `newgrp`, `sg` or a service's
+/// `SupplementaryGroups=` counts as the socket's permissions do. Empty when
+/// the kernel cannot tell.
+#[allow(unsafe_code)]
+fn peer_groups(stream: &tokio::net::UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    // The generic value; the architectures that number socket options
+    // differently (sparc, parisc, mips, alpha) are not targets here.
+    const SO_PEERGROUPS: nix::libc::c_int = 59;
+    if !cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    )) {
+        return Vec::new();
+    }
+    let mut groups: Vec<nix::libc::gid_t> = vec![0; 64];
+    for _ in 0..2 {
+        let mut len = (groups.len() * size_of::<nix::libc::gid_t>()) as nix::libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes and outlives the call; the
+        // kernel writes at most `len` bytes and sets `len` to what it needs.
+        let rc = unsafe {
+            nix::libc::getsockopt(
+                stream.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / size_of::<nix::libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return groups;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(nix::libc::ERANGE) {
+            break;
+        }
+        groups.resize(count.max(groups.len() * 2), 0);
+    }
+    Vec::new()
 }
 
 /// Serve connections until `stopped` resolves; then let open connections

@@ -340,8 +340,25 @@ fn a_chains_allow_list_decides_who_submits_it() {
     );
     let by_root = daemon.submit("etl-only", &[]);
     let by_group_only = etl.submit(socket, "etl-only", &[]);
+    // A group the process holds but the group database does not list for
+    // the user (newgrp, sg, SupplementaryGroups=) counts: it comes with the
+    // peer credentials (SO_PEERGROUPS).
+    let gained = member.hfctl_in_groups(
+        socket,
+        Some(&[group_id(SOCKET_GROUP), group_id(CHAIN_GROUP)]),
+        &["--json", "submit", "etl-only"],
+    );
+    assert!(
+        gained.status.success(),
+        "a member holding hft-etl in its process may submit: {}",
+        String::from_utf8_lossy(&gained.stderr)
+    );
+    let by_gained_group = serde_json::from_slice::<serde_json::Value>(&gained.stdout)
+        .ok()
+        .and_then(|v| v["job_id"].as_u64())
+        .expect("submit --json prints the job id");
 
-    for job_id in [by_group, by_name, by_root, by_group_only] {
+    for job_id in [by_group, by_name, by_root, by_group_only, by_gained_group] {
         let job = daemon.wait_done(job_id);
         assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     }
@@ -355,6 +372,7 @@ fn a_chains_allow_list_decides_who_submits_it() {
             audited(member, "job.submit", Some("restricted"), "refused"),
             audited(operator, "job.submit", Some("etl-only"), "refused"),
             audited(etl, "job.submit", Some("etl-only"), "ok"),
+            audited(member, "job.submit", Some("etl-only"), "ok"),
         ],
     );
 }
@@ -758,4 +776,53 @@ shell = "id -u"
 fn toml_literal(text: &str) -> String {
     assert!(!text.contains("'''"), "a literal string cannot hold '''");
     format!("'''\n{text}'''")
+}
+
+#[test]
+fn a_user_mode_daemon_shares_its_socket_only_when_socket_group_is_set() {
+    let Some(accounts) =
+        accounts_or_skip("a_user_mode_daemon_shares_its_socket_only_when_socket_group_is_set")
+    else {
+        return;
+    };
+    let (member, outsider) = (&accounts.member, &accounts.outsider);
+    for shared in [false, true] {
+        let settings = if shared {
+            format!("socket_group = \"{SOCKET_GROUP}\"\n")
+        } else {
+            String::new()
+        };
+        let daemon = TestDaemon::start_with(&settings, &[("open.toml", OPEN)]);
+        // The fixture's directory is private; open it for passing through,
+        // as a shared socket's directory must be.
+        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711))
+            .expect("open the fixture directory");
+        let meta = fs::metadata(daemon.socket()).expect("the socket exists");
+        if shared {
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o660,
+                "shared socket mode"
+            );
+            assert_eq!(meta.gid(), group_id(SOCKET_GROUP), "shared socket group");
+            succeeded(
+                &member.hfctl(daemon.socket(), &["info"]),
+                "a socket_group member talking to a shared user-mode daemon",
+            );
+        } else {
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o600,
+                "private socket mode"
+            );
+            refused(
+                &member.hfctl(daemon.socket(), &["info"]),
+                "a group member talking to a private user-mode daemon",
+            );
+        }
+        refused(
+            &outsider.hfctl(daemon.socket(), &["info"]),
+            "an outsider talking to a user-mode daemon",
+        );
+    }
 }
