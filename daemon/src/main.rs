@@ -101,6 +101,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
+    // Signals are taken before anything else, so a stop that arrives while
+    // the daemon starts (even right after READY=1) waits for the loop below
+    // and stops it gracefully, instead of killing it with its activities
+    // left running.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let overrides = Overrides {
         config: args.config,
         socket: args.socket,
@@ -221,9 +228,6 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     let writable_store = store.clone();
     let until_writable = async move { writable_store.until_writable().await };
     tokio::pin!(until_writable);
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,

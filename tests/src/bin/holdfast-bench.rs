@@ -105,9 +105,30 @@ impl Daemon {
         self.child = Some(child);
         let mut buf = [0u8; 4096];
         loop {
-            let n = listener
-                .recv(&mut buf)
-                .context("holdfastd did not report READY=1")?;
+            let n = match listener.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let exited = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten())
+                        .map_or_else(|| "still running".to_string(), |s| s.to_string());
+                    let log = std::fs::read_to_string(self.dir.path().join("daemon.log"))
+                        .unwrap_or_default();
+                    let tail: String = log
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    bail!(
+                        "holdfastd did not report READY=1 ({e}); it is {exited}; its log ends:\n{tail}"
+                    );
+                }
+            };
             if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
                 return Ok(started.elapsed());
             }

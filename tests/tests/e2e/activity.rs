@@ -83,6 +83,9 @@ echo "region=$HF_PARAM_REGION"
 echo "count=$HF_PARAM_COUNT"
 echo "control=$HF_CONTROL_FD"
 echo "params=$HF_PARAMS"
+extra=""; n=4
+while [ $n -lt 1024 ]; do [ -e /proc/$$/fd/$n ] && extra="$extra $n"; n=$((n+1)); done
+echo "extra_fds=$extra"
 '''
 "#;
     let daemon = TestDaemon::start(&[("envcheck.toml", chain)]);
@@ -98,6 +101,11 @@ echo "params=$HF_PARAMS"
             .to_string()
     };
     assert_eq!(value("job"), job_id.to_string());
+    assert_eq!(
+        value("extra_fds"),
+        "",
+        "an activity holds fds 0-3 only, none of the daemon's (nor any the daemon inherited)"
+    );
     assert_eq!(value("chain"), "envcheck");
     assert_eq!(value("process"), "stage");
     assert_eq!(value("activity"), "show");

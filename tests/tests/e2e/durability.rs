@@ -437,3 +437,39 @@ while [ ! -e @DIR@/leader-may-exit ]; do sleep 0.02; done
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
 }
+
+#[test]
+fn a_stop_right_after_ready_is_graceful() {
+    // SIGTERM the moment READY=1 arrives, while the resumed activity is
+    // being started: the daemon must stop through its graceful path (exit
+    // 0, the attempt recorded interrupted), never die of the signal with
+    // its activity left running.
+    let chain = r#"
+[process.p.activity.long]
+command = ["sleep", "300"]
+"#;
+    let mut daemon = TestDaemon::start(&[("long.toml", chain)]);
+    let job_id = daemon.submit("long", &[]);
+    daemon.wait_for(job_id, "the activity runs", |job| {
+        activity(job, "p.long").state == ActivityState::Running
+    });
+    for round in 0..20 {
+        let status = daemon.stop();
+        assert!(
+            status.success(),
+            "round {round}: the daemon did not stop gracefully: {status}\n{}",
+            daemon.log_tail()
+        );
+        daemon.launch();
+    }
+    let job = daemon.status(job_id);
+    let long = activity(&job, "p.long");
+    assert!(
+        long.attempts
+            .iter()
+            .rev()
+            .skip(1)
+            .all(|a| a.state == AttemptState::Interrupted),
+        "every stopped attempt is recorded interrupted: {long:#?}"
+    );
+}
