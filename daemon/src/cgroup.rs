@@ -156,9 +156,11 @@ static HOST: OnceLock<Availability> = OnceLock::new();
 
 /// What this daemon settled at start; `Unavailable` before [`setup`] ran.
 pub fn host() -> Availability {
-    HOST.get()
-        .cloned()
-        .unwrap_or_else(|| Availability::Unavailable("not set up yet".into()))
+    HOST.get().cloned().unwrap_or_else(|| {
+        Availability::Unavailable(
+            "decided when the engine starts (the state directory is read-only)".into(),
+        )
+    })
 }
 
 /// Decide at start whether attempts get cgroups, take the subtree over and
@@ -168,10 +170,10 @@ pub fn setup(setting: &CgroupSetting) -> Availability {
     let outcome = match setting {
         CgroupSetting::Off => Availability::Unavailable("cgroup = \"off\" in the settings".into()),
         CgroupSetting::Auto => match delegated_own_cgroup() {
-            Ok(base) => take(&base, true),
+            Ok(base) => take(&base),
             Err(why) => Availability::Unavailable(why),
         },
-        CgroupSetting::Path(base) => take(base, false),
+        CgroupSetting::Path(base) => take(base),
     };
     match &outcome {
         Availability::Active(c) => tracing::info!(
@@ -192,8 +194,8 @@ pub fn setup(setting: &CgroupSetting) -> Availability {
     outcome
 }
 
-fn take(base: &Path, own: bool) -> Availability {
-    match Cgroups::take(base, own) {
+fn take(base: &Path) -> Availability {
+    match Cgroups::take(base) {
         Ok(c) => Availability::Active(Arc::new(c)),
         Err(e) => Availability::Unavailable(e.to_string()),
     }
@@ -264,7 +266,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 impl Cgroups {
     /// Take `base` over: move its processes to the daemon's leaf, remove
     /// leftover attempt cgroups, enable the controllers it was granted.
-    fn take(base: &Path, own: bool) -> Result<Cgroups, CgroupError> {
+    fn take(base: &Path) -> Result<Cgroups, CgroupError> {
         if !base.exists() {
             fs::create_dir(base).map_err(io_error("create the cgroup", base))?;
         }
@@ -277,20 +279,26 @@ impl Cgroups {
                 base.display()
             )));
         }
+        // The daemon lives in the subtree's leaf: cgroup v2 lets a cgroup
+        // hand controllers to children only without processes of its own,
+        // and moving an attempt's child between two cgroups needs write
+        // access to their common ancestor, which this tests once, here.
         let procs = base.join("cgroup.procs");
         let resident = fs::read_to_string(&procs).map_err(io_error("read", &procs))?;
-        if own || !resident.trim().is_empty() {
-            let leaf = base.join(DAEMON_LEAF);
-            if !leaf.exists() {
-                fs::create_dir(&leaf).map_err(io_error("create the cgroup", &leaf))?;
-            }
-            let target = leaf.join("cgroup.procs");
-            for pid in resident.split_whitespace() {
-                match fs::write(&target, pid) {
-                    // Gone since the list was read.
-                    Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
-                    other => other.map_err(io_error("move a process into", &leaf))?,
-                }
+        let leaf = base.join(DAEMON_LEAF);
+        if !leaf.exists() {
+            fs::create_dir(&leaf).map_err(io_error("create the cgroup", &leaf))?;
+        }
+        let target = leaf.join("cgroup.procs");
+        let daemon = std::process::id().to_string();
+        let movers = resident
+            .split_whitespace()
+            .chain(std::iter::once(daemon.as_str()));
+        for pid in movers {
+            match fs::write(&target, pid) {
+                // Gone since the list was read.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
+                other => other.map_err(io_error("move a process into", &leaf))?,
             }
         }
         let leftovers = remove_leftovers(base);

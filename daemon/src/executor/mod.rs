@@ -7,7 +7,7 @@ pub mod control;
 pub mod logs;
 mod spawn;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,11 +215,6 @@ async fn run(
         Ok(env) => env,
         Err(e) => return AttemptEnd::spawn_error(e.to_string()),
     };
-    let program = spawn::Program {
-        argv: &spec.argv,
-        env,
-        working_dir: spec.working_dir.as_deref(),
-    };
     let cgroup = match &spec.cgroups {
         Some(cgroups) => {
             let name = format!("{}-{}-{}", key.job_id, key.idx, key.number);
@@ -236,24 +231,42 @@ async fn run(
         }
         None => None,
     };
-    let spawned = spawn::spawn(
-        &program,
-        output_write.as_fd(),
-        control_write.as_fd(),
-        &spawn::ChildSetup {
-            identity: spec.identity.as_ref(),
-            rlimits: spec.caps.rlimits,
-            cgroup_procs: cgroup
-                .as_ref()
-                .and_then(crate::cgroup::AttemptCgroup::procs_fd),
+    let cgroup_procs = match cgroup
+        .as_ref()
+        .and_then(crate::cgroup::AttemptCgroup::procs_fd)
+    {
+        Some(fd) => match fd.try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                return AttemptEnd::spawn_error(format!("cannot set up the attempt's cgroup: {e}"));
+            }
         },
-    );
+        None => None,
+    };
+    let request = spawn::Request {
+        argv: spec.argv.clone(),
+        env,
+        working_dir: spec.working_dir.clone(),
+        identity: spec.identity.clone(),
+        rlimits: spec.caps.rlimits,
+        output: output_write,
+        control: control_write,
+        cgroup_procs,
+    };
+    // The start waits for the child's exec (and its cgroup join and chdir,
+    // which can be slow): on a blocking thread, not a runtime worker. The
+    // request, with the daemon's copies of the pipes' write ends, is
+    // dropped there, so the readers see EOF when the child exits.
+    let spawned = tokio::task::spawn_blocking(move || {
+        spawn::spawn(&request).map_err(|e| spawn::describe(&e, &request))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("cannot start {first:?}: {e}")));
     let pid = match spawned {
         Ok(pid) => pid,
-        Err(e) => {
-            let message = spawn::describe(&e, first);
+        Err(message) => {
             sink.note(&message);
-            tracing::debug!(activity = %spec.path, error = %e, "spawn failed");
+            tracing::debug!(activity = %spec.path, error = %message, "spawn failed");
             if let Some(cgroup) = cgroup {
                 tokio::spawn(cgroup.remove());
             }
@@ -262,9 +275,6 @@ async fn run(
             return end;
         }
     };
-    // The child has its copies; ours must go or the readers never see EOF.
-    drop(output_write);
-    drop(control_write);
     let mut child = spawn::ChildWait::new(pid);
     let _ = events
         .send(ExecEvent::Started {

@@ -24,20 +24,109 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
-/// What to run.
-pub struct Program<'a> {
-    pub argv: &'a [String],
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!(
+    "the child switches users with raw setgroups/setresgid/setresuid system calls, which take \
+     16-bit ids on 32-bit targets; only 64-bit targets are supported"
+);
+
+/// What to run and how. Owned, so that the start can run on a blocking
+/// thread (see [`spawn`]).
+pub struct Request {
+    pub argv: Vec<String>,
     /// Complete environment, `KEY=VALUE`.
     pub env: Vec<CString>,
-    pub working_dir: Option<&'a str>,
+    pub working_dir: Option<String>,
+    /// Switch to this user (uid, gid, supplementary groups).
+    pub identity: Option<crate::run_as::Identity>,
+    pub rlimits: crate::caps::Rlimits,
+    /// Becomes fds 1 and 2.
+    pub output: OwnedFd,
+    /// Becomes fd 3.
+    pub control: OwnedFd,
+    /// `cgroup.procs` of the attempt's cgroup, to join before anything else.
+    pub cgroup_procs: Option<OwnedFd>,
+}
+
+/// The step of a start that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before the child exists: finding the program, preparing its data.
+    Prepare,
+    Cgroup,
+    Descriptors,
+    Limits,
+    WorkingDir,
+    User,
+    Exec,
+}
+
+impl Stage {
+    const ALL: [Stage; 7] = [
+        Stage::Prepare,
+        Stage::Cgroup,
+        Stage::Descriptors,
+        Stage::Limits,
+        Stage::WorkingDir,
+        Stage::User,
+        Stage::Exec,
+    ];
+
+    fn code(self) -> libc::c_int {
+        Stage::ALL.iter().position(|s| *s == self).unwrap_or(0) as libc::c_int
+    }
+
+    fn from_code(code: libc::c_int) -> Stage {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Stage::ALL.get(i).copied())
+            .unwrap_or(Stage::Exec)
+    }
+}
+
+/// Why a child could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage:?}: {source}")]
+pub struct SpawnError {
+    pub stage: Stage,
+    #[source]
+    pub source: io::Error,
+}
+
+impl SpawnError {
+    fn prepare(source: io::Error) -> SpawnError {
+        SpawnError {
+            stage: Stage::Prepare,
+            source,
+        }
+    }
 }
 
 /// Why a child could not be started, in words for the attempt's error.
-pub fn describe(error: &io::Error, program: &str) -> String {
-    match error.kind() {
-        io::ErrorKind::NotFound => format!("command not found: {program:?}"),
-        io::ErrorKind::PermissionDenied => format!("permission denied running {program:?}"),
-        _ => format!("cannot start {program:?}: {error}"),
+pub fn describe(error: &SpawnError, request: &Request) -> String {
+    let program = request.argv.first().map_or("", String::as_str);
+    let source = &error.source;
+    match error.stage {
+        Stage::Prepare | Stage::Exec => match source.kind() {
+            io::ErrorKind::NotFound => format!("command not found: {program:?}"),
+            io::ErrorKind::PermissionDenied => format!("permission denied running {program:?}"),
+            _ => format!("cannot start {program:?}: {source}"),
+        },
+        Stage::Cgroup => format!("cannot join the attempt's cgroup: {source}"),
+        Stage::Descriptors => format!("cannot set up the child's file descriptors: {source}"),
+        Stage::Limits => format!("cannot apply the activity's rlimits: {source}"),
+        Stage::WorkingDir => format!(
+            "cannot enter the working directory {:?}: {source}",
+            request
+                .working_dir
+                .as_deref()
+                .or_else(|| request.identity.as_ref().and_then(|id| id.home.to_str()))
+                .unwrap_or("/")
+        ),
+        Stage::User => format!(
+            "cannot switch to user {:?}: {source}",
+            request.identity.as_ref().map_or("", |id| id.name.as_str())
+        ),
     }
 }
 
@@ -127,15 +216,6 @@ fn resolve(program: &str, env: &[CString], working_dir: Option<&str>) -> io::Res
     Err(io::Error::from(io::ErrorKind::NotFound))
 }
 
-/// What the child does between the clone and `exec`, besides its fds.
-pub struct ChildSetup<'a> {
-    /// Switch to this user (uid, gid, supplementary groups).
-    pub identity: Option<&'a crate::run_as::Identity>,
-    pub rlimits: crate::caps::Rlimits,
-    /// `cgroup.procs` of the attempt's cgroup, to join before anything else.
-    pub cgroup_procs: Option<BorrowedFd<'a>>,
-}
-
 /// Everything the child reads, prepared before the clone: until `exec` the
 /// child runs in the daemon's memory (CLONE_VM) and must not allocate, take
 /// a lock or call anything but plain system calls.
@@ -160,6 +240,8 @@ struct ChildPlan {
     gid: libc::gid_t,
     groups: *const libc::gid_t,
     group_count: usize,
+    /// The step the child is at ([`Stage::code`]).
+    stage: libc::c_int,
     /// Set by the child when a step fails; 0 after a successful `exec`.
     error: libc::c_int,
 }
@@ -169,7 +251,10 @@ const CHILD_STACK: usize = 64 * 1024;
 
 /// Start the child: `/dev/null` on fd 0, `output` on fds 1 and 2, `control`
 /// on fd 3, its own process group, default signal dispositions and an
-/// empty mask, then the `setup` steps and `exec`.
+/// empty mask, then the request's cgroup, rlimits, working directory and
+/// user, and `exec`. The calling thread waits until the child has called
+/// `exec` (a slow `chdir` or cgroup join included): call it from a blocking
+/// thread, not a runtime worker.
 ///
 /// Like glibc's `posix_spawn`, this uses `clone(CLONE_VM | CLONE_VFORK)`:
 /// the daemon's page tables are not copied (a `fork` of the multi-threaded
@@ -181,52 +266,53 @@ const CHILD_STACK: usize = 64 * 1024;
 /// `setuid` would try to change the credentials of every thread it knows,
 /// which in a CLONE_VM child are the daemon's.
 #[allow(unsafe_code)]
-pub fn spawn(
-    program: &Program<'_>,
-    output: BorrowedFd<'_>,
-    control: BorrowedFd<'_>,
-    setup: &ChildSetup<'_>,
-) -> io::Result<Pid> {
-    let first = program
+pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
+    let first = request
         .argv
         .first()
-        .ok_or_else(|| invalid("empty command"))?;
-    let path = resolve(first, &program.env, program.working_dir)?;
+        .ok_or_else(|| SpawnError::prepare(invalid("empty command")))?;
+    let path = resolve(first, &request.env, request.working_dir.as_deref())
+        .map_err(SpawnError::prepare)?;
     let path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| invalid("NUL byte in the command"))?;
-    let argv: Vec<CString> = program
+        .map_err(|_| SpawnError::prepare(invalid("NUL byte in the command")))?;
+    let argv: Vec<CString> = request
         .argv
         .iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| invalid("an argument contains a NUL byte")))
-        .collect::<io::Result<_>>()?;
-    let cwd = match (program.working_dir, setup.identity) {
+        .collect::<io::Result<_>>()
+        .map_err(SpawnError::prepare)?;
+    let cwd = match (request.working_dir.as_deref(), request.identity.as_ref()) {
         (Some(dir), _) => Some(dir.as_bytes().to_vec()),
         (None, Some(id)) if id.home.is_dir() => Some(id.home.as_os_str().as_bytes().to_vec()),
         (None, Some(_)) => Some(b"/".to_vec()),
         (None, None) => None,
     }
     .map(|d| CString::new(d).map_err(|_| invalid("NUL byte in working_dir")))
-    .transpose()?;
+    .transpose()
+    .map_err(SpawnError::prepare)?;
     let mut argv_ptrs: Vec<*mut libc::c_char> =
         argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_ptrs.push(std::ptr::null_mut());
     let mut env_ptrs: Vec<*mut libc::c_char> =
-        program.env.iter().map(|e| e.as_ptr().cast_mut()).collect();
+        request.env.iter().map(|e| e.as_ptr().cast_mut()).collect();
     env_ptrs.push(std::ptr::null_mut());
 
-    // Copies numbered 3 or more (even with the daemon's stdio closed), so
-    // that no dup2 onto 0..=2 overwrites another's source; fd 3 is handled
-    // in the child.
-    let dev_null = std::fs::File::open("/dev/null")?;
-    let dev_null = dev_null.as_fd().try_clone_to_owned()?;
-    let output = output.try_clone_to_owned()?;
-    let control = control.try_clone_to_owned()?;
-    let cgroup_procs = setup
+    // Copies numbered 4 or more (even with the daemon's stdio closed), so
+    // that no dup2 onto 0..=3 overwrites another's source.
+    let dev_null = std::fs::File::open("/dev/null").map_err(SpawnError::prepare)?;
+    let dev_null = dup_above_3(dev_null.as_fd()).map_err(SpawnError::prepare)?;
+    let output = dup_above_3(request.output.as_fd()).map_err(SpawnError::prepare)?;
+    let control = dup_above_3(request.control.as_fd()).map_err(SpawnError::prepare)?;
+    let cgroup_procs = request
         .cgroup_procs
-        .map(|fd| fd.try_clone_to_owned())
-        .transpose()?;
+        .as_ref()
+        .map(|fd| dup_above_3(fd.as_fd()))
+        .transpose()
+        .map_err(SpawnError::prepare)?;
 
-    let limits = setup.rlimits;
+    // A cap at or above the daemon's own hard limit is already met (and
+    // could not be raised without privilege): only lower ones are set.
+    let limits = request.rlimits;
     let mut rlimits = [(0, 0); 3];
     let mut rlimit_count = 0;
     for (resource, value) in [
@@ -234,11 +320,14 @@ pub fn spawn(
         (libc::RLIMIT_NOFILE, limits.open_files),
         (libc::RLIMIT_NPROC, limits.processes),
     ] {
-        if let Some(v) = value {
-            rlimits[rlimit_count] = (resource as libc::c_int, v);
-            rlimit_count += 1;
+        let Some(v) = value else { continue };
+        if hard_limit(resource).is_some_and(|hard| v >= hard) {
+            continue;
         }
+        rlimits[rlimit_count] = (resource as libc::c_int, v);
+        rlimit_count += 1;
     }
+    let identity = request.identity.as_ref();
     let mut plan = ChildPlan {
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
@@ -251,15 +340,18 @@ pub fn spawn(
         rlimits,
         rlimit_count,
         nice: limits.nice,
-        switch: setup.identity.is_some(),
-        uid: setup.identity.map_or(0, |id| id.uid),
-        gid: setup.identity.map_or(0, |id| id.gid),
-        groups: setup
-            .identity
-            .map_or(std::ptr::null(), |id| id.groups.as_ptr()),
-        group_count: setup.identity.map_or(0, |id| id.groups.len()),
+        switch: identity.is_some(),
+        uid: identity.map_or(0, |id| id.uid),
+        gid: identity.map_or(0, |id| id.gid),
+        groups: identity.map_or(std::ptr::null(), |id| id.groups.as_ptr()),
+        group_count: identity.map_or(0, |id| id.groups.len()),
+        stage: Stage::Prepare.code(),
         error: 0,
     };
+    // Changing credentials marks the memory the child shares with the
+    // daemon as not dumpable; the daemon's setting is put back after.
+    // SAFETY: prctl with PR_GET_DUMPABLE takes no pointers.
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
     let mut stack = vec![0u8; CHILD_STACK];
 
     // SAFETY: the plan, the strings and pointer arrays it points into and
@@ -269,7 +361,7 @@ pub fn spawn(
     // signals are blocked around the clone so that no handler of the
     // daemon's runs on the child's stack; the child resets them before
     // unblocking.
-    let (pid, error) = unsafe {
+    let (pid, stage, error) = unsafe {
         let top = stack.as_mut_ptr().add(CHILD_STACK);
         let top = top.sub(top as usize % 16);
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -284,18 +376,50 @@ pub fn spawn(
         );
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-        if pid == -1 {
-            return Err(clone_error);
+        if identity.is_some() && dumpable == 1 {
+            libc::prctl(libc::PR_SET_DUMPABLE, 1);
         }
-        (pid, std::ptr::read_volatile(&raw const plan.error))
+        if pid == -1 {
+            return Err(SpawnError::prepare(clone_error));
+        }
+        (
+            pid,
+            std::ptr::read_volatile(&raw const plan.stage),
+            std::ptr::read_volatile(&raw const plan.error),
+        )
     };
     drop(stack);
     if error != 0 {
         // The child exited without exec: reap it and report why.
         let _ = waitpid(Pid::from_raw(pid), None);
-        return Err(io::Error::from_raw_os_error(error));
+        return Err(SpawnError {
+            stage: Stage::from_code(stage),
+            source: io::Error::from_raw_os_error(error),
+        });
     }
     Ok(Pid::from_raw(pid))
+}
+
+/// A close-on-exec copy of `fd` numbered 4 or more.
+#[allow(unsafe_code)]
+fn dup_above_3(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let copy = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(4))?;
+    // SAFETY: fcntl returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// The hard limit of `resource` for the daemon; `None` for unlimited or
+/// unknown.
+#[allow(unsafe_code)]
+fn hard_limit(resource: libc::__rlimit_resource_t) -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`, which outlives the
+    // call.
+    let rc = unsafe { libc::getrlimit(resource, &mut limit) };
+    (rc == 0 && limit.rlim_max != libc::RLIM_INFINITY).then_some(limit.rlim_max)
 }
 
 /// The child, between the clone and `exec`. Plain system calls only.
@@ -310,9 +434,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             (*plan).error = *libc::__errno_location();
             libc::_exit(127)
         };
+        let at = |plan: *mut ChildPlan, stage: Stage| (*plan).stage = stage.code();
         // Default dispositions (the daemon ignores SIGPIPE and handles
         // others; handlers are not shared, CLONE_SIGHAND is not set).
-        for signal in 1..libc::SIGRTMAX() {
+        for signal in 1..=libc::SIGRTMAX() {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 libc::signal(signal, libc::SIG_DFL);
             }
@@ -320,23 +445,21 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let p: ChildPlan = *plan;
         // Join the attempt's cgroup first, while still the daemon's user,
         // so that nothing the child starts is ever outside it.
+        at(plan, Stage::Cgroup);
         if p.cgroup_procs >= 0 && libc::write(p.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
             return fail(plan);
         }
-        // dup2 onto itself would keep close-on-exec: clear it instead.
-        let control = if p.control == 3 {
-            libc::fcntl(3, libc::F_SETFD, 0)
-        } else {
-            libc::dup2(p.control, 3)
-        };
+        // Every source is numbered 4 or more (see `dup_above_3`).
+        at(plan, Stage::Descriptors);
         if libc::dup2(p.dev_null, 0) == -1
             || libc::dup2(p.output, 1) == -1
             || libc::dup2(p.output, 2) == -1
-            || control == -1
+            || libc::dup2(p.control, 3) == -1
             || libc::setpgid(0, 0) == -1
         {
             return fail(plan);
         }
+        at(plan, Stage::Limits);
         for &(resource, value) in p.rlimits.iter().take(p.rlimit_count) {
             let limit = libc::rlimit {
                 rlim_cur: value as libc::rlim_t,
@@ -351,9 +474,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // default rather than failing the activity.
             libc::setpriority(libc::PRIO_PROCESS, 0, nice);
         }
+        at(plan, Stage::WorkingDir);
         if !p.cwd.is_null() && libc::chdir(p.cwd) == -1 {
             return fail(plan);
         }
+        at(plan, Stage::User);
         if p.switch
             && (libc::syscall(libc::SYS_setgroups, p.group_count, p.groups) == -1
                 || libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) == -1
@@ -368,6 +493,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        at(plan, Stage::Exec);
         libc::execve(p.path, p.argv.cast(), p.envp.cast());
         fail(plan)
     }

@@ -79,18 +79,16 @@ pub fn bind(
     let listener = UnixListener::bind(path).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
     if let Some(group) = group {
-        match nix::unistd::Group::from_name(group) {
-            Ok(Some(g)) => {
-                if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
-                    tracing::warn!(socket = %path.display(), group, error = %e, "cannot give the socket to its group");
-                }
-            }
-            _ => {
-                tracing::warn!(
-                    group,
-                    "socket group does not exist; only the daemon's user can connect"
-                )
-            }
+        let given = match nix::unistd::Group::from_name(group) {
+            Ok(Some(g)) => nix::unistd::chown(path, None, Some(g.gid))
+                .map_err(|e| format!("cannot give the socket to group {group}: {e}")),
+            _ => Err(format!("socket group {group} does not exist")),
+        };
+        // Never left open to whatever group the file happened to get.
+        if let Err(why) = given {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(path))?;
+            tracing::warn!(socket = %path.display(), "{why}; only the daemon's user can connect");
         }
     }
     Ok(listener)

@@ -210,3 +210,52 @@ retry_delay = "10ms"
         "error ids must be unique per failure: {ids:?}"
     );
 }
+
+#[test]
+fn a_start_that_fails_says_which_step_failed() {
+    let chain = r#"
+[chain]
+max_parallel = 3
+
+[defaults]
+retries = 0
+
+[process.p]
+mode = "parallel"
+
+[process.p.activity.missing]
+command = ["/nonexistent/holdfast-test-program"]
+
+[process.p.activity.nowhere]
+command = ["true"]
+working_dir = "/nonexistent/holdfast-test-dir"
+
+[process.p.activity.fine]
+command = ["true"]
+"#;
+    let daemon = TestDaemon::start(&[("starts.toml", chain)]);
+    let job_id = daemon.submit("starts", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let error_of = |path: &str| {
+        let a = activity(&job, path);
+        assert_eq!(a.attempts.len(), 1, "a failed start is not retried: {a:#?}");
+        assert_eq!(a.attempts[0].state, AttemptState::SpawnError, "{a:#?}");
+        a.attempts[0].error.clone().unwrap_or_default()
+    };
+    assert_eq!(
+        error_of("p.missing"),
+        "command not found: \"/nonexistent/holdfast-test-program\""
+    );
+    let nowhere = error_of("p.nowhere");
+    assert!(
+        nowhere
+            .starts_with("cannot enter the working directory \"/nonexistent/holdfast-test-dir\": "),
+        "{nowhere}"
+    );
+    assert_eq!(
+        activity(&job, "p.fine").state,
+        ActivityState::Succeeded,
+        "{job:#?}"
+    );
+}
