@@ -189,3 +189,27 @@ async fn workflows_list_loaded_and_broken_chains() {
         shown(&submit)
     );
 }
+
+#[test]
+fn a_socket_group_that_does_not_exist_leaves_the_socket_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = TestDaemon::start_with("socket_group = \"holdfast-no-such-group\"\n", &[]);
+    let mode = std::fs::metadata(daemon.socket())
+        .expect("the socket exists")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "a socket that cannot be given to its group is not left open to another"
+    );
+    assert!(
+        daemon.log_tail().contains(
+            "socket group holdfast-no-such-group does not exist; only the daemon's user can connect"
+        ),
+        "the fallback is logged:\n{}",
+        daemon.log_tail()
+    );
+    let info = daemon.hfctl(&["info"]);
+    assert!(info.status.success(), "the owner still connects");
+}
