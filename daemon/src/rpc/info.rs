@@ -7,7 +7,18 @@ use super::RpcServer;
 use crate::store::{now_ms, rfc3339};
 
 pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
-    let counts = server.engine.counts().await;
+    let mut counts = server.engine.counts().await;
+    if server.engine.held().is_some() {
+        // No engine to ask: what the database says (unfinished work waits
+        // for the state directory to be writable).
+        if let Ok((queued, running, attempts)) =
+            server.store.read(crate::store::stored_counts).await
+        {
+            counts.queued_jobs = queued;
+            counts.running_jobs = running;
+            counts.running_activities = attempts;
+        }
+    }
     let registry = server.engine.registry.borrow().clone();
     let settings = &server.settings;
     Ok(DaemonInfo {

@@ -215,6 +215,20 @@ pub fn job_state(conn: &Connection, id: u64) -> Result<Option<JobState>, StoreEr
         .map(|s| parse_job_state(&s)))
 }
 
+/// Queued jobs, running jobs and running attempts as stored (indexed), for
+/// `daemon.info` while the engine is held back and cannot count its own.
+pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreError> {
+    let count = |sql: &str| -> Result<usize, StoreError> {
+        let n: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    };
+    Ok((
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")?,
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'running'")?,
+        count("SELECT COUNT(*) FROM attempts WHERE state = 'running'")?,
+    ))
+}
+
 /// The highest job id ever assigned (0 when none).
 pub fn max_job_id(conn: &Connection) -> Result<u64, StoreError> {
     let id: Option<i64> = conn.query_row("SELECT MAX(id) FROM jobs", [], |r| r.get(0))?;

@@ -887,6 +887,13 @@ fn a_read_only_state_directory_refuses_submissions() {
         "the log of an earlier attempt is read"
     );
     if restarted {
+        // Without an engine, the counts come from the database: the
+        // interrupted job still waits to run.
+        let info = daemon.hfctl_json(&["info"]);
+        assert_eq!(
+            info["counts"]["running_jobs"], 1,
+            "daemon.info counts the stored unfinished job: {info}"
+        );
         // Nothing that changes state gets through, not even to say that a
         // finished job cannot be cancelled.
         let cancel = daemon.hfctl(&["cancel", &earlier[0].to_string()]);
