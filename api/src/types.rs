@@ -212,6 +212,10 @@ pub struct Job {
     /// Number of alerts raised (activities that failed under `on_failure =
     /// "continue"`, or `alert` messages).
     pub alerts: u32,
+    /// What the latest alert said (an `alert` control message, or the
+    /// error of an activity that failed under `on_failure = "continue"`).
+    #[serde(default)]
+    pub last_alert: Option<String>,
     pub params: Map<String, Value>,
     pub tenant: Option<String>,
     pub priority: i32,

@@ -50,10 +50,13 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
     if !job.state.is_terminal() && job.started_at.is_some() {
         state.push_str(&format!(" ({})", output::percent(job.progress)));
     }
-    let alerts = if job.alerts > 0 {
-        palette.paint(&job.alerts.to_string(), Some(Style::Yellow))
-    } else {
-        "0".to_string()
+    let alerts = match (job.alerts, &job.last_alert) {
+        (0, _) => "0".to_string(),
+        (n, Some(last)) => format!(
+            "{} (last: {last})",
+            palette.paint(&n.to_string(), Some(Style::Yellow))
+        ),
+        (n, None) => palette.paint(&n.to_string(), Some(Style::Yellow)),
     };
     let mut pairs: Vec<(&str, String)> = vec![
         ("job", job.id.to_string()),

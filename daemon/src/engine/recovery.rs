@@ -170,6 +170,15 @@ impl Engine {
                 state = ActivityState::Failed;
                 if chain.activities[sa.idx].on_failure == holdfast_workflow::OnFailure::Continue {
                     job.alerts += 1;
+                    self.ops.push(WriteOp::JobAlert {
+                        id: stored.id,
+                        alerts: job.alerts,
+                        text: format!(
+                            "{} was interrupted {} times (max_interruptions = {max_interruptions}); \
+                             the job goes on (on_failure = \"continue\")",
+                            chain.activities[sa.idx].path, act.interruptions
+                        ),
+                    });
                 } else {
                     job.failed = true;
                     self.ops.push(WriteOp::JobState {

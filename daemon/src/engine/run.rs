@@ -16,6 +16,9 @@ use crate::executor::{
 };
 use crate::store::{self, NewJob, StoredJob, WriteOp};
 
+/// How much of an alert's text the job keeps (`last_alert`).
+const MAX_ALERT_CHARS: usize = 1000;
+
 impl Engine {
     pub(super) fn submit(
         &mut self,
@@ -571,6 +574,14 @@ impl Engine {
         match state {
             ActivityState::Failed if on_failure == OnFailure::Continue => {
                 job.alerts += 1;
+                self.ops.push(WriteOp::JobAlert {
+                    id,
+                    alerts: job.alerts,
+                    text: format!(
+                        "{} failed; the job goes on (on_failure = \"continue\")",
+                        job.chain.activities[idx].path
+                    ),
+                });
                 self.release_dependants(id, idx);
             }
             ActivityState::Failed => {
@@ -812,14 +823,15 @@ impl Engine {
             }
             ControlMessage::Alert(text) => {
                 job.alerts += 1;
-                tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %job.chain.activities[key.idx].path, HF_ATTEMPT = key.number, "alert: {text}");
-                self.ops.push(WriteOp::JobState {
+                let path = &job.chain.activities[key.idx].path;
+                tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, HF_ATTEMPT = key.number, "alert: {text}");
+                // The whole text is in the log and the journal; the job
+                // keeps the start of it.
+                let kept: String = text.chars().take(MAX_ALERT_CHARS).collect();
+                self.ops.push(WriteOp::JobAlert {
                     id: key.job_id,
-                    state: job.state.as_str(),
-                    started_at: None,
-                    finished_at: None,
-                    reason: None,
                     alerts: job.alerts,
+                    text: format!("{path}: {kept}"),
                 });
             }
         }

@@ -112,10 +112,11 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 row.get::<_, String>("version")?,
                 row.get::<_, Option<String>>("reason")?,
                 row.get::<_, Option<i64>>("retry_of")?,
+                row.get::<_, Option<String>>("last_alert")?,
             ))
         })
         .optional()?;
-    let Some((summary, params_text, uid, pid, version, reason, retry_of)) = head else {
+    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert)) = head else {
         return Ok(None);
     };
 
@@ -187,6 +188,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         chain: summary.chain,
         state: summary.state,
         alerts: summary.alerts,
+        last_alert,
         params: json_object(Some(params_text)),
         tenant: summary.tenant,
         priority: summary.priority,

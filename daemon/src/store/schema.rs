@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 2] = [V1, V2];
+const ALL: [&str; 3] = [V1, V2, V3];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -109,6 +109,11 @@ CREATE TABLE schedules (
 ) WITHOUT ROWID;
 
 ALTER TABLE jobs ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Version 3: the text of a job's latest alert (the count was there).
+const V3: &str = r#"
+ALTER TABLE jobs ADD COLUMN last_alert TEXT;
 "#;
 
 #[cfg(test)]

@@ -76,6 +76,12 @@ pub enum WriteOp {
         reason: Option<String>,
         alerts: u32,
     },
+    /// An alert: the new count and what it said.
+    JobAlert {
+        id: u64,
+        alerts: u32,
+        text: String,
+    },
     ActivityState {
         job_id: u64,
         idx: usize,
@@ -199,6 +205,10 @@ impl WriteOp {
                     reason,
                     alerts
                 ])?;
+            }
+            WriteOp::JobAlert { id, alerts, text } => {
+                tx.prepare_cached("UPDATE jobs SET alerts = ?2, last_alert = ?3 WHERE id = ?1")?
+                    .execute(params![*id as i64, alerts, text])?;
             }
             WriteOp::ActivityState { job_id, idx, state } => {
                 tx.prepare_cached(

@@ -5,7 +5,7 @@ use holdfast_api::{ActivityState, JobState};
 use holdfast_tests::TestDaemon;
 use serde_json::{Value, json};
 
-use crate::support::activity;
+use crate::support::{activity, shown};
 
 #[test]
 fn templates_render_params_job_id_and_upstream_outputs() {
@@ -145,6 +145,18 @@ echo done
         "an alert does not fail the job: {job:#?}"
     );
     assert_eq!(job.alerts, 1, "{job:#?}");
+    assert_eq!(
+        job.last_alert.as_deref(),
+        Some("signal.p.a: stock below threshold"),
+        "the job keeps what the alert said: {job:#?}"
+    );
+    let status = daemon.hfctl(&["status", &job_id.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout)
+            .contains("(last: signal.p.a: stock below threshold)"),
+        "hfctl status shows the last alert: {}",
+        shown(&status)
+    );
     let a = activity(&job, "p.a");
     assert_eq!(a.state, ActivityState::Succeeded, "{a:#?}");
     assert_eq!(

@@ -113,6 +113,11 @@ shell = "touch @DIR@/next-$HF_JOB_ID"
         job.alerts >= 1,
         "a tolerated failure raises an alert: {job:#?}"
     );
+    assert_eq!(
+        job.last_alert.as_deref(),
+        Some("lenient.first.flaky failed; the job goes on (on_failure = \"continue\")"),
+        "{job:#?}"
+    );
     assert_eq!(activity(&job, "first.flaky").state, ActivityState::Failed);
     assert_eq!(
         activity(&job, "second.next").state,
