@@ -231,7 +231,7 @@ const COMPONENTS: &str = r#"{
   "Job": {"type": "object", "required": ["id", "target", "chain", "state", "activities"], "properties": {
     "id": {"type": "integer"}, "target": {"type": "string"}, "chain": {"type": "string"},
     "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
-    "alerts": {"type": "integer"}, "params": {"type": "object"}, "tenant": {"type": ["string", "null"]},
+    "alerts": {"type": "integer"}, "last_alert": {"type": ["string", "null"]}, "params": {"type": "object"}, "tenant": {"type": ["string", "null"]},
     "submitted_by": {"type": "string"}, "version": {"type": "string"},
     "created_at": {"type": "string", "format": "date-time"},
     "started_at": {"type": ["string", "null"], "format": "date-time"},
