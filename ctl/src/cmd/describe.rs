@@ -130,9 +130,14 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
                 ));
             }
             for limit in &activity.limits {
+                let how = if limit.mechanism.starts_with("not enforced") {
+                    limit.mechanism.clone()
+                } else {
+                    format!("enforced by {}", limit.mechanism)
+                };
                 out.push_str(&format!(
-                    "    {} {} = {}: enforced by {}\n",
-                    activity.name, limit.name, limit.value, limit.mechanism
+                    "    {} {} = {}: {how}\n",
+                    activity.name, limit.name, limit.value
                 ));
             }
         }
