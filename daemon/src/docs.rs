@@ -20,7 +20,8 @@ const SECTIONS: &[Section] = &[
             "",
             "holdfastd keeps chains (workflow definitions), jobs, activities and their attempts in \
              one SQLite database, runs activities as child processes (each in its own process \
-             group) and answers JSON-RPC 2.0 on a Unix socket; hfctl(1) is its client. It is \
+             group, and in its own cgroup where the daemon owns a delegated cgroup v2 subtree) \
+             and answers JSON-RPC 2.0 on a Unix socket; hfctl(1) is its client. It is \
              normally run by systemd as holdfast.service, as the holdfast user, in system mode.",
         )],
     ),
@@ -46,12 +47,19 @@ const SECTIONS: &[Section] = &[
             (
                 "Readiness",
                 "With NOTIFY_SOCKET set, READY=1 is sent once the socket is served and unfinished \
-                 jobs are recovered; STATUS= carries the running and queued counts.",
+                 jobs are recovered (on a read-only state directory: once reads are served; jobs \
+                 resume when it is writable); STATUS= carries the running and queued counts.",
             ),
             (
                 "Watchdog",
                 "With WatchdogSec= set, WATCHDOG=1 is sent each time the engine loop answers a \
                  probe, so a wedged engine is restarted.",
+            ),
+            (
+                "Delegate=yes",
+                "The cgroup setting auto uses the service's delegated cgroup: the daemon moves to \
+                 its holdfastd/ leaf and runs each attempt in attempt-JOB-INDEX-N with the caps \
+                 the granted controllers can enforce; hfctl info shows what was granted.",
             ),
             (
                 "Socket activation",
