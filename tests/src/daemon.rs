@@ -251,39 +251,12 @@ impl TestDaemon {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        self.notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    if text.lines().any(|line| line.trim() == "READY=1") {
-                        return Ok(());
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(format!("reading the notify socket failed: {e}")),
-            }
-            let child = self.child.as_mut().expect("the daemon was spawned");
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                self.child = None;
-                return Err(format!(
-                    "holdfastd exited with {status} before sending READY=1"
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "holdfastd sent no READY=1 within {READY_TIMEOUT:?}"
-                ));
-            }
+        let child = self.child.as_mut().expect("the daemon was spawned");
+        let result = wait_for_ready(&self.notify, child);
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            self.child = None;
         }
+        result
     }
 
     /// The RPC socket.
@@ -520,6 +493,43 @@ impl TestDaemon {
 }
 
 /// `text` with `@DIR@` replaced by `dir` and `@BIN@` by [`bin_dir`].
+/// Wait on `notify` (the daemon's NOTIFY_SOCKET) for `READY=1` from
+/// `child`, for up to [`READY_TIMEOUT`]; an error says what happened
+/// instead (it exited, nothing came).
+pub(crate) fn wait_for_ready(notify: &UnixDatagram, child: &mut Child) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    loop {
+        match notify.recv(&mut buf) {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                if text.lines().any(|line| line.trim() == "READY=1") {
+                    return Ok(());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(format!("reading the notify socket failed: {e}")),
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "holdfastd exited with {status} before sending READY=1"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "holdfastd sent no READY=1 within {READY_TIMEOUT:?}"
+            ));
+        }
+    }
+}
+
 fn place_in(text: &str, dir: &Path) -> String {
     text.replace(DIR_PLACEHOLDER, &dir.to_string_lossy())
         .replace(BIN_PLACEHOLDER, &bin_dir().to_string_lossy())

@@ -2,6 +2,7 @@
 //! fixture that runs the real `holdfastd` in a temporary directory, and helpers
 //! that drive it with the real `hfctl`, the JSON-RPC client and raw HTTP.
 
+pub mod cgroup;
 pub mod command;
 pub mod daemon;
 pub mod http;

@@ -24,7 +24,7 @@ use nix::unistd::{Group, User};
 use serde_json::Value;
 
 use crate::command::{HFCTL_TIMEOUT, bin_path, pid_of, run_with_deadline, wait_child};
-use crate::daemon::TestDaemon;
+use crate::daemon::{TestDaemon, wait_for_ready};
 
 /// `HOLDFAST_USERS_TEST=required`: a machine where the accounts cannot be
 /// made fails the tests instead of skipping them.
@@ -40,8 +40,6 @@ pub const EXTRA_GROUP: &str = "hft-data";
 /// The `PATH` given to commands run as a test user and to the system daemon.
 pub const STANDARD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Upper bound for the system daemon to report `READY=1`.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upper bound for the system daemon to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long account tools are retried while another process holds the
@@ -424,32 +422,12 @@ impl SystemDaemon {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        self.notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    if text.lines().any(|line| line.trim() == "READY=1") {
-                        return Ok(());
-                    }
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("reading the notify socket failed: {e}")),
-            }
-            let child = self.child.as_mut().expect("the daemon was spawned");
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                self.child = None;
-                return Err(format!("it exited with {status} before sending READY=1"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no READY=1 within {READY_TIMEOUT:?}"));
-            }
+        let child = self.child.as_mut().expect("the daemon was spawned");
+        let result = wait_for_ready(&self.notify, child);
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            self.child = None;
         }
+        result
     }
 }
 

@@ -229,25 +229,12 @@ fn spawn_vs_xargs() -> Result<()> {
 /// mkdir, cgroup.kill, rmdir) against the same daemon settings without
 /// cgroups, alternating. Needs root and a cgroup v2 mount.
 fn spawn_with_cgroups() -> Result<()> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let Some(mount) = mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        (after.split_whitespace().next()? == "cgroup2")
-            .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-    }) else {
+    let Some((base, _)) =
+        holdfast_tests::cgroup::child_of_own(&format!("holdfast-bench-{}", std::process::id()))
+    else {
         println!("cgroup: skipped, no cgroup v2 mount");
         return Ok(());
     };
-    let own = std::fs::read_to_string("/proc/self/cgroup")?;
-    let parent = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .trim_matches('/')
-        .to_string();
-    let base = mount
-        .join(parent)
-        .join(format!("holdfast-bench-{}", std::process::id()));
     let mut chain = String::from("[chain]\nmax_parallel = 2\n[process.p]\nmode = \"parallel\"\n");
     for i in 0..2000 {
         chain.push_str(&format!(

@@ -42,23 +42,12 @@ impl TestCgroup {
         if !nix::unistd::geteuid().is_root() {
             return skip("creating a cgroup needs root".into());
         }
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let Some(mount) = mountinfo.lines().find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            (after.split_whitespace().next()? == "cgroup2")
-                .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-        }) else {
+        let Some((dir, relative)) = holdfast_tests::cgroup::child_of_own(&format!(
+            "holdfast-test-{}-{name}",
+            std::process::id()
+        )) else {
             return skip("no cgroup v2 file system is mounted".into());
         };
-        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let parent = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or("/")
-            .trim_end_matches('/')
-            .to_string();
-        let relative = format!("{parent}/holdfast-test-{}-{name}", std::process::id());
-        let dir = mount.join(relative.trim_start_matches('/'));
         if let Err(e) = fs::create_dir(&dir) {
             return skip(format!("cannot create {}: {e}", dir.display()));
         }

@@ -13,7 +13,7 @@ use holdfast_tests::http::rpc_call;
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::{Map, Value, json};
 
-use crate::support::{activity, shown};
+use crate::support::{activity, discovered_methods, shown};
 
 /// The watcher applies a change within a second of a save; this leaves a
 /// margin.
@@ -1335,20 +1335,7 @@ const API_METHODS: &[(&str, &[&str])] = &[
 fn rpc_discover_describes_every_method_and_parameter_the_daemon_answers() {
     let daemon = TestDaemon::start(&[("discovered.toml", DISCOVERED)]);
     let doc = discover(&daemon);
-    let described: BTreeMap<String, BTreeSet<String>> = doc["methods"]
-        .as_array()
-        .expect("methods")
-        .iter()
-        .map(|m| {
-            let params = m["params"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["name"].as_str().map(String::from))
-                .collect();
-            (m["name"].as_str().unwrap_or_default().to_string(), params)
-        })
-        .collect();
+    let described = discovered_methods(&doc);
     let mut problems = Vec::new();
     for (name, params) in API_METHODS {
         // The daemon answers the method over HTTP (subscriptions need a

@@ -8,13 +8,15 @@
 //! error code, the daemon stays up and logs no panic, and ordinary work
 //! goes on afterwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use holdfast_api::JobState;
 use holdfast_tests::TestDaemon;
 use holdfast_tests::http::rpc_raw;
 use holdfast_tests::process::is_alive;
 use serde_json::{Value, json};
+
+use crate::support::discovered_methods;
 
 const CHAIN: &str = r#"
 [params.day]
@@ -93,19 +95,8 @@ fn hostile_parameters_get_clean_errors_and_the_daemon_stays_up() {
         daemon.socket(),
         r#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#,
     );
-    let methods: BTreeMap<String, Vec<String>> = discovered["result"]["methods"]
-        .as_array()
-        .expect("rpc.discover lists methods")
-        .iter()
-        .map(|m| {
-            let params = m["params"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["name"].as_str().map(String::from))
-                .collect();
-            (m["name"].as_str().unwrap_or_default().to_string(), params)
-        })
+    let methods: BTreeMap<String, BTreeSet<String>> = discovered_methods(&discovered["result"])
+        .into_iter()
         // Subscriptions need a WebSocket; over HTTP they are refused.
         .filter(|(name, _)| name != "job.watch" && name != "job.follow_logs")
         .collect();

@@ -1,11 +1,13 @@
 //! Small helpers shared by the end-to-end tests: finding an activity in a
-//! job and reading the timestamp files activities leave behind.
+//! job, reading the timestamp files activities leave behind, and the
+//! methods an `rpc.discover` document lists.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Output;
 
 use holdfast_api::{ActivityRun, Job};
+use serde_json::Value;
 
 /// The activity `process.activity` of a job; panics with the job when absent.
 pub fn activity<'a>(job: &'a Job, path: &str) -> &'a ActivityRun {
@@ -90,4 +92,23 @@ pub fn stale_socket(path: &Path) {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Each method an OpenRPC document (the `result` of `rpc.discover`) lists,
+/// with the names of its parameters.
+pub fn discovered_methods(doc: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    doc["methods"]
+        .as_array()
+        .unwrap_or_else(|| panic!("rpc.discover lists no methods: {doc}"))
+        .iter()
+        .map(|m| {
+            let params = m["params"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str().map(String::from))
+                .collect();
+            (m["name"].as_str().unwrap_or_default().to_string(), params)
+        })
+        .collect()
 }
