@@ -61,6 +61,26 @@ pub fn group_gone_within(pgid: i32, within: Duration) -> Vec<i32> {
     }
 }
 
+/// Live (not zombie) processes whose environment sets `key`, with its value,
+/// from one pass over `/proc` (processes of other users are skipped).
+pub fn environment_values(key: &str) -> Vec<(i32, String)> {
+    let prefix = format!("{key}=").into_bytes();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let value = environ
+                .split(|&b| b == 0)
+                .find_map(|var| var.strip_prefix(prefix.as_slice()))?;
+            Some((pid, String::from_utf8_lossy(value).into_owned()))
+        })
+        .filter(|&(pid, _)| is_alive(pid))
+        .collect()
+}
+
 /// Live (not zombie) processes whose environment holds `key=value`, read
 /// from `/proc/<pid>/environ` (processes of other users are not readable
 /// and are skipped).
