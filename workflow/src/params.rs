@@ -12,6 +12,33 @@ use serde_json::{Map, Value};
 
 use crate::model::{Chain, ParamKind, ParamSpec};
 
+/// What a secret value is shown as, to everyone.
+pub const MASK: &str = "***";
+
+/// `params` with the value of every secret parameter of `chain` replaced by
+/// [`MASK`]: what answers, the audit, `HF_PARAMS` and the stored job show.
+pub fn masked(chain: &Chain, params: &Map<String, Value>) -> Map<String, Value> {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let shown = match chain.params.get(name) {
+                Some(spec) => spec.shown(value).into_owned(),
+                None => value.clone(),
+            };
+            (name.clone(), shown)
+        })
+        .collect()
+}
+
+/// The values of `params` that belong to secret parameters of `chain`.
+pub fn secret_values(chain: &Chain, params: &Map<String, Value>) -> Map<String, Value> {
+    params
+        .iter()
+        .filter(|(name, _)| chain.params.get(*name).is_some_and(|spec| spec.secret))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
 /// Checks `submitted` against the chain's declared parameters and returns
 /// every declared parameter that has a value (submitted or default).
 ///
@@ -32,6 +59,9 @@ pub fn resolve_params(
                     resolved.insert(name.clone(), value);
                     None
                 }
+                // A refusal is answered, logged and audited: it never
+                // quotes a secret.
+                Err(message) if spec.secret => Some(message.replace(&show(value), MASK)),
                 Err(message) => Some(message),
             },
             None => match &spec.default {

@@ -324,6 +324,7 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         allowed: None,
         pattern: None,
         description: raw.description,
+        secret: raw.secret.as_ref().is_some_and(|s| *s.get_ref()),
     };
     if let Some(pattern) = raw.pattern {
         if kind != ParamKind::String {
@@ -360,6 +361,18 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         spec.allowed = Some(values);
     }
     if let Some(default) = raw.default {
+        if spec.secret {
+            // A value written in the chain file is readable by whoever reads
+            // the file, and would be everybody's default.
+            diagnostics.error(
+                &default.span(),
+                format!(
+                    "{name} is secret, so it has no default in the chain file; give it from a \
+                     tenant, a schedule or the submission"
+                ),
+            );
+            return Some(spec);
+        }
         match checked(&spec, "default", &default) {
             Ok(value) => spec.default = Some(value),
             Err((span, message)) => diagnostics.error(&span, message),

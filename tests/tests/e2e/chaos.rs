@@ -478,7 +478,8 @@ fn check_activity(
                 .push(context(format!("last attempt ended {:?}", last.state)));
         }
         for attempt in earlier {
-            if attempt.state != AttemptState::Interrupted && attempt.state != AttemptState::Succeeded
+            if attempt.state != AttemptState::Interrupted
+                && attempt.state != AttemptState::Succeeded
             {
                 findings.other.push(context(format!(
                     "attempt {} ended {:?}",

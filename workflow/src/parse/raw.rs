@@ -43,6 +43,9 @@ pub(super) struct RawParam {
     pub allowed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub pattern: Option<Spanned<String>>,
     pub description: Option<String>,
+    /// `secret = true`: never shown, never in argv (see `ParamSpec::secret`).
+    #[serde(default)]
+    pub secret: Option<Spanned<bool>>,
 }
 
 /// `[defaults]`, and the same keys when an activity overrides them.
