@@ -8,6 +8,7 @@ pub mod cron;
 pub mod model;
 pub mod params;
 pub mod parse;
+pub mod secret;
 mod size;
 pub mod template;
 pub mod tenant;
