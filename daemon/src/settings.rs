@@ -147,6 +147,11 @@ impl Settings {
         self.state_dir.join("holdfast.db")
     }
 
+    /// The key that seals secret parameter values (`crate::secrets`).
+    pub fn secrets_key(&self) -> PathBuf {
+        self.state_dir.join("secrets.key")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }

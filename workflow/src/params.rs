@@ -5,6 +5,8 @@
 //! The load-time checks of defaults and `enum` values in `parse` use the same
 //! functions, so a default can never be a value a submission would refuse.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, NaiveDate};
 use holdfast_api::error::FieldError;
 use regex_lite::Regex;
@@ -30,12 +32,34 @@ pub fn masked(chain: &Chain, params: &Map<String, Value>) -> Map<String, Value> 
         .collect()
 }
 
-/// The values of `params` that belong to secret parameters of `chain`.
-pub fn secret_values(chain: &Chain, params: &Map<String, Value>) -> Map<String, Value> {
+/// The values of `params` that are secret: those of parameters `chain`
+/// declares secret, and those named in `also` (a tenant's `[secrets]`).
+pub fn secret_values(
+    chain: &Chain,
+    params: &Map<String, Value>,
+    also: &BTreeSet<String>,
+) -> Map<String, Value> {
     params
         .iter()
-        .filter(|(name, _)| chain.params.get(*name).is_some_and(|spec| spec.secret))
+        .filter(|(name, _)| {
+            also.contains(*name) || chain.params.get(*name).is_some_and(|spec| spec.secret)
+        })
         .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// `params` with every value whose name is in `secret` shown as [`MASK`].
+pub fn masked_names(params: &Map<String, Value>, secret: &BTreeSet<String>) -> Map<String, Value> {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let shown = if secret.contains(name) {
+                Value::String(MASK.to_string())
+            } else {
+                value.clone()
+            };
+            (name.clone(), shown)
+        })
         .collect()
 }
 
@@ -50,6 +74,16 @@ pub fn resolve_params(
     chain: &Chain,
     submitted: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
+    resolve_hiding(chain, submitted, &BTreeSet::new())
+}
+
+/// [`resolve_params`], with the values of the parameters named in `hidden`
+/// (beside those the chain declares secret) never quoted in a refusal.
+fn resolve_hiding(
+    chain: &Chain,
+    submitted: &Map<String, Value>,
+    hidden: &BTreeSet<String>,
+) -> Result<Map<String, Value>, Vec<FieldError>> {
     let mut resolved = Map::new();
     let mut errors = Vec::new();
     for (name, spec) in &chain.params {
@@ -61,7 +95,9 @@ pub fn resolve_params(
                 }
                 // A refusal is answered, logged and audited: it never
                 // quotes a secret.
-                Err(message) if spec.secret => Some(message.replace(&show(value), MASK)),
+                Err(message) if spec.secret || hidden.contains(name) => {
+                    Some(message.replace(&show(value), MASK))
+                }
                 Err(message) => Some(message),
             },
             None => match &spec.default {
@@ -280,14 +316,19 @@ pub(crate) fn show(value: &Value) -> String {
 pub fn resolve_layered(
     chain: &Chain,
     tenant: Option<&Map<String, Value>>,
+    tenant_secrets: Option<&Map<String, Value>>,
     schedule: Option<&Map<String, Value>>,
     submitted: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
     let mut combined = Map::new();
-    if let Some(tenant) = tenant {
-        for (key, value) in tenant {
+    let mut hidden = BTreeSet::new();
+    for (layer, secret) in [(tenant, false), (tenant_secrets, true)] {
+        for (key, value) in layer.into_iter().flatten() {
             if chain.params.contains_key(key) {
                 combined.insert(key.clone(), value.clone());
+                if secret {
+                    hidden.insert(key.clone());
+                }
             }
         }
     }
@@ -296,7 +337,7 @@ pub fn resolve_layered(
             combined.insert(key.clone(), value.clone());
         }
     }
-    resolve_params(chain, &combined)
+    resolve_hiding(chain, &combined, &hidden)
 }
 
 #[cfg(test)]

@@ -143,7 +143,10 @@ mod tests {
         let file = SecretSource::File(dir.path().join("erp"));
         assert_eq!(file.read(None), Ok(Value::from("hunter2")));
         let credential = SecretSource::Credential("erp".into());
-        assert_eq!(credential.read(Some(dir.path())), Ok(Value::from("hunter2")));
+        assert_eq!(
+            credential.read(Some(dir.path())),
+            Ok(Value::from("hunter2"))
+        );
         let missing = credential.read(None).expect_err("no credentials directory");
         assert!(missing.contains("LoadCredential=erp"), "{missing}");
         let absent = SecretSource::File(dir.path().join("nope"))

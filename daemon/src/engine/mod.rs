@@ -319,6 +319,9 @@ pub struct Engine {
     commands_tx: mpsc::Sender<Command>,
     exec_tx: mpsc::Sender<ExecEvent>,
     held: watch::Sender<Option<Arc<str>>>,
+    /// Seals jobs' secret parameter values; the error says why secrets
+    /// cannot be kept (jobs without secrets run regardless).
+    secrets: Result<Arc<crate::secrets::Sealer>, String>,
 
     jobs: HashMap<u64, JobRun>,
     /// Jobs waiting for their chain's `concurrency`, per chain.
@@ -365,7 +368,14 @@ impl Engine {
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
+        let secrets = crate::secrets::Sealer::open_or_create(&settings.secrets_key())
+            .map(Arc::new)
+            .map_err(|e| {
+                tracing::error!(error = %e, "jobs with secret parameters cannot be run");
+                e.to_string()
+            });
         let mut engine = Engine {
+            secrets,
             cgroups,
             settings,
             store,

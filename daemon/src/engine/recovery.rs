@@ -50,7 +50,22 @@ impl Engine {
                 });
                 continue;
             };
-            self.resume(job, chain);
+            let (params, secret) = match self.stored_params(&job) {
+                Ok(found) => found,
+                Err(message) => {
+                    tracing::error!(HF_JOB_ID = job.id, %message, "cannot resume job");
+                    self.ops.push(WriteOp::JobState {
+                        id: job.id,
+                        state: JobState::Failed.as_str(),
+                        started_at: None,
+                        finished_at: Some(store::now_ms()),
+                        reason: Some(message),
+                        alerts: job.alerts,
+                    });
+                    continue;
+                }
+            };
+            self.resume(job, chain, params, secret);
             resumed += 1;
         }
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
@@ -80,7 +95,13 @@ impl Engine {
         }))
     }
 
-    fn resume(&mut self, stored: StoredJob, chain: Arc<Chain>) {
+    fn resume(
+        &mut self,
+        stored: StoredJob,
+        chain: Arc<Chain>,
+        params: serde_json::Map<String, serde_json::Value>,
+        secret: std::collections::BTreeSet<String>,
+    ) {
         let included = match resolve_target(&chain, &stored.target) {
             Ok(i) => i,
             Err(_) => {
@@ -98,10 +119,11 @@ impl Engine {
             chain.clone(),
             stored.target.clone(),
             &included,
-            stored.params.clone(),
+            params,
             stored.tenant.clone(),
             stored.priority,
         );
+        job.secret = secret;
         job.state = stored.state;
         job.alerts = stored.alerts;
         job.started_at = stored.started_at;

@@ -2,6 +2,7 @@
 //! reacting to attempt ends and control messages, cancelling and finishing.
 
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 
 use holdfast_api::{ActivityState, AttemptState, CancelOutcome, JobState};
 use holdfast_workflow::OnFailure;
@@ -44,6 +45,7 @@ impl Engine {
             chain,
             included,
             params,
+            secret,
         } = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -63,7 +65,11 @@ impl Engine {
             request.priority,
         );
         job.simulated = request.simulate;
-        self.record_new_job(&job, &request.caller, None);
+        job.secret = secret;
+        if let Err(e) = self.record_new_job(&job, &request.caller, None) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.durable = true;
         tracing::info!(
             HF_JOB_ID = id,
@@ -77,7 +83,34 @@ impl Engine {
 
     /// The writes that create a job: its definition version, its row and
     /// one row per included activity.
-    pub(super) fn record_new_job(&mut self, job: &JobRun, caller: &Caller, retry_of: Option<u64>) {
+    ///
+    /// Secret values are sealed into a row of their own and the stored
+    /// parameters show them as `***`; when they cannot be sealed nothing is
+    /// recorded and the submission is refused.
+    pub(super) fn record_new_job(
+        &mut self,
+        job: &JobRun,
+        caller: &Caller,
+        retry_of: Option<u64>,
+    ) -> Result<(), SubmitError> {
+        let secrets = if job.secret.is_empty() {
+            None
+        } else {
+            let values: serde_json::Map<String, serde_json::Value> = job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            let sealer = self.secrets.as_ref().map_err(|e| {
+                SubmitError::Unavailable(format!("secret parameters cannot be kept: {e}"))
+            })?;
+            Some(
+                sealer
+                    .seal(job.id, &values)
+                    .map_err(|e| SubmitError::Unavailable(e.to_string()))?,
+            )
+        };
         let chain = &job.chain;
         self.ops.push(WriteOp::Definition {
             version: chain.version.clone(),
@@ -91,7 +124,8 @@ impl Engine {
             target: job.target.clone(),
             chain: chain.name.clone(),
             version: chain.version.clone(),
-            params: serde_json::Value::Object(job.params.clone()).to_string(),
+            params: serde_json::Value::Object(job.shown_params()).to_string(),
+            secrets,
             tenant: job.tenant.clone(),
             priority: job.priority,
             submitted_by: caller.user.clone(),
@@ -110,6 +144,27 @@ impl Engine {
                 .collect(),
         })));
         self.durable = true;
+        Ok(())
+    }
+
+    /// A stored job's parameters with its sealed secret values put back,
+    /// and the names of those values.
+    pub(super) fn stored_params(
+        &self,
+        stored: &StoredJob,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, BTreeSet<String>), String> {
+        let mut params = stored.params.clone();
+        let Some(sealed) = &stored.secrets else {
+            return Ok((params, BTreeSet::new()));
+        };
+        let sealer = self
+            .secrets
+            .as_ref()
+            .map_err(|e| format!("its secret parameters cannot be read: {e}"))?;
+        let values = sealer.open(stored.id, sealed).map_err(|e| e.to_string())?;
+        let names = values.keys().cloned().collect();
+        params.extend(values);
+        Ok((params, names))
     }
 
     /// A new job from a finished one: same definition version, target and
@@ -169,16 +224,21 @@ impl Engine {
                 *slot = true;
             }
         }
+        let (params, secret) = match self.stored_params(&original) {
+            Ok(found) => found,
+            Err(message) => return refuse(reply, format!("job {}: {message}", original.id)),
+        };
         let id = self.next_job_id;
         let mut job = JobRun::new(
             id,
             chain,
             original.target.clone(),
             &included,
-            original.params.clone(),
+            params,
             original.tenant.clone(),
             original.priority,
         );
+        job.secret = secret;
         // A reprocess of a simulated job is simulated too.
         job.simulated = original.simulated;
         let mut carried = Vec::new();
@@ -222,7 +282,10 @@ impl Engine {
             );
         }
         self.next_job_id += 1;
-        self.record_new_job(&job, &caller, Some(original.id));
+        if let Err(e) = self.record_new_job(&job, &caller, Some(original.id)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.ops.append(&mut carried);
         tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job submitted (reprocess)");
         self.pending_jobs.push(PendingJob { job, reply });
@@ -398,9 +461,10 @@ impl Engine {
                 "HF_TENANT".to_string(),
                 job.tenant.clone().unwrap_or_default(),
             ),
+            // Secrets travel only in their own HF_PARAM_<NAME>.
             (
                 "HF_PARAMS".to_string(),
-                serde_json::Value::Object(job.params.clone()).to_string(),
+                serde_json::Value::Object(job.shown_params()).to_string(),
             ),
             ("HF_CONTROL_FD".to_string(), CONTROL_FD.to_string()),
             // Which daemon started it: recovery kills leftovers of its own
@@ -434,6 +498,12 @@ impl Engine {
             caps: crate::caps::plan(activity, self.cgroups.as_ref().map(|c| c.controllers())).0,
             cgroups: self.cgroups.clone(),
             journal: chain.journal,
+            secrets: job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(_, value)| value_as_env(value))
+                .collect(),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {

@@ -50,6 +50,8 @@ pub struct AttemptSpec {
     pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
     /// Also forward output lines to the journal (the chain's `journal`).
     pub journal: bool,
+    /// The job's secret values, masked in the captured output.
+    pub secrets: Vec<String>,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -290,7 +292,8 @@ async fn run(
             let forward = spec
                 .journal
                 .then(|| logs::JournalForward::new(key, &spec.path));
-            readers.spawn(logs::copy_stream(output, sink.clone(), forward));
+            let masker = crate::mask::StreamMasker::new(spec.secrets.iter().cloned());
+            readers.spawn(logs::copy_stream(output, sink.clone(), forward, masker));
         }
         Err(e) => sink.note(&format!("cannot read the output pipe: {e}")),
     }

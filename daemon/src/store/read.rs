@@ -262,6 +262,8 @@ pub struct StoredJob {
     pub started_at: Option<i64>,
     pub simulated: bool,
     pub submitter_uid: Option<u32>,
+    /// Sealed secret parameter values (`params` shows them as `***`).
+    pub secrets: Option<Vec<u8>>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -304,7 +306,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
     let job = conn
         .prepare_cached(
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
-                    simulated, submitter_uid
+                    simulated, submitter_uid,
+                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id)
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -321,6 +324,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                 started_at: row.get(8)?,
                 simulated: row.get(9)?,
                 submitter_uid: row.get(10)?,
+                secrets: row.get(11)?,
                 activities: Vec::new(),
             })
         })

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 3] = [V1, V2, V3];
+const ALL: [&str; 4] = [V1, V2, V3, V4];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -114,6 +114,15 @@ ALTER TABLE jobs ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
 /// Version 3: the text of a job's latest alert (the count was there).
 const V3: &str = r#"
 ALTER TABLE jobs ADD COLUMN last_alert TEXT;
+"#;
+
+/// Version 4: secret parameter values, sealed, apart from `jobs.params`
+/// (which shows them as `***`); see `crate::secrets`.
+const V4: &str = r#"
+CREATE TABLE job_secrets (
+    job_id INTEGER PRIMARY KEY,
+    sealed BLOB NOT NULL
+);
 "#;
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod restart;
 mod rpc;
 mod run;
 mod schedules;
+mod secrets;
 mod support;
 mod systemd;
 mod users;

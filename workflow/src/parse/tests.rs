@@ -1082,5 +1082,8 @@ shell = "true"
     let shown = params::masked(&chain, &resolved);
     assert_eq!(shown["pin"], "***");
     assert_eq!(shown["code"], "***");
-    assert_eq!(params::secret_values(&chain, &resolved).len(), 2);
+    assert_eq!(
+        params::secret_values(&chain, &resolved, &Default::default()).len(),
+        2
+    );
 }
