@@ -76,7 +76,9 @@ pub const MAX_ENVIRONMENT_STRING: usize = 32 * 4096;
 /// Whether a variable `name` with a value of `value_bytes` bytes can be put
 /// in a program's environment.
 pub fn fits_environment(name: &str, value_bytes: usize) -> bool {
-    name.len() + 1 + value_bytes + 1 <= MAX_ENVIRONMENT_STRING
+    // `NAME`, `=`, the value and the NUL.
+    let string = name.len() + 1 + value_bytes + 1;
+    string <= MAX_ENVIRONMENT_STRING
 }
 
 /// The parameters must reach every activity: each in its `HF_PARAM_<NAME>`

@@ -186,7 +186,9 @@ impl Gate {
     }
 
     fn admit_alert(&mut self, now: Instant) -> Result<(), Refusal> {
-        let elapsed = now.saturating_duration_since(self.alert_refill).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.alert_refill)
+            .as_secs_f64();
         self.alert_refill = now;
         self.alert_tokens =
             (self.alert_tokens + elapsed * ALERTS_PER_SECOND).min(f64::from(ALERT_BURST));

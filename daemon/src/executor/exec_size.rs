@@ -17,7 +17,7 @@ use nix::libc;
 fn total_limit(stack: Option<u64>) -> usize {
     const CAP: usize = 6 << 20;
     let quarter = stack.map_or(CAP, |s| usize::try_from(s / 4).unwrap_or(CAP));
-    quarter.min(CAP).max(MAX_ENVIRONMENT_STRING)
+    quarter.clamp(MAX_ENVIRONMENT_STRING, CAP)
 }
 
 /// The daemon's soft stack limit; `None` for unlimited or unknown.

@@ -146,7 +146,10 @@ fn an_output_and_checkpoint_flood_keeps_memory_bounded_and_status_answering() {
         .lines()
         .filter(|l| l.starts_with("[holdfast] output refused: "))
         .count();
-    assert_eq!(refused, 298, "one note per refused output line:\n{first:.2000}");
+    assert_eq!(
+        refused, 298,
+        "one note per refused output line:\n{first:.2000}"
+    );
     let second = daemon.logs(job_id, "p.flood", Some(2));
     assert!(
         second.lines().any(|l| l == r#"checkpoint={"chunk":999,"#),
@@ -290,7 +293,12 @@ fn a_string_parameter_too_large_for_the_environment_is_refused_at_submit() {
         "job.submit",
         json!({"target": "blob", "params": {"blob": "b".repeat(200 * 1024)}}),
     );
-    assert_eq!(answer["error"]["code"], -32002, "{:.1000}", answer.to_string());
+    assert_eq!(
+        answer["error"]["code"],
+        -32002,
+        "{:.1000}",
+        answer.to_string()
+    );
     let data = &answer["error"]["data"];
     assert_eq!(data[0]["field"], "blob", "{data}");
     let message = data[0]["message"].as_str().unwrap_or_default();
