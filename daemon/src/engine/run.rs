@@ -440,6 +440,7 @@ impl Engine {
             caps: crate::caps::plan(activity, self.cgroups.as_ref().map(|c| c.controllers())).0,
             cgroups: self.cgroups.clone(),
             journal: chain.journal,
+            outputs: act.outputs.clone(),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {

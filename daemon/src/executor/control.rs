@@ -98,6 +98,11 @@ fn truncate_alert(text: &str) -> String {
     }
 }
 
+/// The size of `"key":value,` in an object's compact JSON.
+fn member_size(key: &str, value: &Value) -> usize {
+    Value::String(key.to_string()).to_string().len() + value.to_string().len() + 2
+}
+
 /// Why the gate refused a message; the text goes to the attempt's log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
@@ -125,15 +130,23 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(now: Instant) -> Gate {
-        Gate {
+    /// A gate for an attempt of an activity that has `outputs` from
+    /// earlier attempts: they stay and count against the cap.
+    pub fn new(now: Instant, outputs: &Map<String, Value>) -> Gate {
+        let mut gate = Gate {
             outputs: HashMap::new(),
             output_bytes: 2,
             alert_tokens: f64::from(ALERT_BURST),
             alert_refill: now,
             alerts_dropped: 0,
             alerts_dropped_total: 0,
+        };
+        for (key, value) in outputs {
+            let size = member_size(key, value);
+            gate.output_bytes += size;
+            gate.outputs.insert(key.clone(), size);
         }
+        gate
     }
 
     /// Let `message` through, or say why not.
@@ -162,8 +175,7 @@ impl Gate {
         let mut bytes = self.output_bytes;
         let mut keys = self.outputs.len();
         for (key, value) in map {
-            // `"key":value` and a comma.
-            let size = Value::String(key.clone()).to_string().len() + value.to_string().len() + 2;
+            let size = member_size(key, value);
             match self.outputs.get(key) {
                 Some(old) => bytes = bytes - old + size,
                 None => {
@@ -258,7 +270,7 @@ mod tests {
     #[test]
     fn outputs_past_the_cap_are_refused_and_replacing_a_key_is_counted_once() {
         let now = Instant::now();
-        let mut gate = Gate::new(now);
+        let mut gate = Gate::new(now, &Map::new());
         let big = "y".repeat(MAX_OUTPUT_BYTES / 2);
         let first = ControlMessage::Output(Map::from_iter([("a".to_string(), json!(big))]));
         // The same key again replaces the value; the size does not add up.
@@ -270,19 +282,25 @@ mod tests {
         let small = ControlMessage::Output(Map::from_iter([("c".to_string(), json!(1))]));
         assert_eq!(gate.admit(&small, now), Ok(()));
 
-        let mut gate = Gate::new(now);
+        let mut gate = Gate::new(now, &Map::new());
         for n in 0..MAX_OUTPUT_KEYS {
             let one = ControlMessage::Output(Map::from_iter([(format!("k{n}"), json!(n))]));
             assert_eq!(gate.admit(&one, now), Ok(()), "key {n}");
         }
         let more = ControlMessage::Output(Map::from_iter([("last".to_string(), json!(0))]));
         assert!(matches!(gate.admit(&more, now), Err(Refusal::Note(_))));
+
+        // Outputs of an earlier attempt stay, so they count.
+        let earlier = Map::from_iter([("a".to_string(), json!(big))]);
+        let mut gate = Gate::new(now, &earlier);
+        assert!(matches!(gate.admit(&second, now), Err(Refusal::Note(_))));
+        assert_eq!(gate.admit(&first, now), Ok(()));
     }
 
     #[test]
     fn checkpoints_must_fit_in_the_environment() {
         let now = Instant::now();
-        let mut gate = Gate::new(now);
+        let mut gate = Gate::new(now, &Map::new());
         let fits = ControlMessage::Checkpoint(json!("z".repeat(100 * 1024)));
         assert_eq!(gate.admit(&fits, now), Ok(()));
         let too_big = ControlMessage::Checkpoint(json!("z".repeat(128 * 1024)));
@@ -292,7 +310,7 @@ mod tests {
     #[test]
     fn alerts_pass_in_a_burst_then_at_the_rate() {
         let start = Instant::now();
-        let mut gate = Gate::new(start);
+        let mut gate = Gate::new(start, &Map::new());
         let alert = ControlMessage::Alert("a".into());
         for _ in 0..ALERT_BURST {
             assert_eq!(gate.admit(&alert, start), Ok(()));

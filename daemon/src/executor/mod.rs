@@ -57,6 +57,9 @@ pub struct AttemptSpec {
     pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
     /// Also forward output lines to the journal (the chain's `journal`).
     pub journal: bool,
+    /// The activity's outputs from earlier attempts, which stay and count
+    /// against the cap on outputs.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -311,9 +314,11 @@ async fn run(
         }
         Err(e) => sink.note(&format!("cannot read the output pipe: {e}")),
     }
+    let gate = control::Gate::new(std::time::Instant::now(), &spec.outputs);
     readers.spawn(read_control(
         control_read,
         key,
+        gate,
         events.clone(),
         sink.clone(),
     ));
@@ -457,6 +462,7 @@ async fn stop_group(
 async fn read_control(
     fd: OwnedFd,
     key: AttemptKey,
+    mut gate: control::Gate,
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
 ) {
@@ -469,7 +475,6 @@ async fn read_control(
     };
     let mut reader = BufReader::new(receiver);
     let mut line = Vec::new();
-    let mut gate = control::Gate::new(std::time::Instant::now());
     let budget = Arc::new(tokio::sync::Semaphore::new(CONTROL_IN_FLIGHT_KIB as usize));
     loop {
         line.clear();
