@@ -17,6 +17,16 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
+/// VmHWM (peak resident memory) of a process, in KiB; 0 when unknown.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// True while `pid` exists and is not a zombie waiting to be reaped.
 pub fn is_alive(pid: i32) -> bool {
     matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')

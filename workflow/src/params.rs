@@ -125,10 +125,66 @@ fn resolve_hiding(
         }
     }
     if errors.is_empty() {
+        errors = check_deliverable(&resolved);
+    }
+    if errors.is_empty() {
         Ok(resolved)
     } else {
         Err(errors)
     }
+}
+
+/// The most one environment string (`NAME=value` and its NUL) may take:
+/// Linux refuses to start a program with a longer one (`MAX_ARG_STRLEN`,
+/// 32 pages) with "Argument list too long".
+pub const MAX_ENVIRONMENT_STRING: usize = 32 * 4096;
+
+/// Whether a variable `name` with a value of `value_bytes` bytes can be put
+/// in a program's environment.
+pub fn fits_environment(name: &str, value_bytes: usize) -> bool {
+    // `NAME`, `=`, the value and the NUL.
+    let string = name.len() + 1 + value_bytes + 1;
+    string <= MAX_ENVIRONMENT_STRING
+}
+
+/// The parameters must reach every activity: each in its `HF_PARAM_<NAME>`
+/// and all of them in `HF_PARAMS`, each variable within
+/// [`MAX_ENVIRONMENT_STRING`]. A value too large for that would be accepted
+/// and then fail every attempt, so it is refused here, naming the parameter
+/// (for `HF_PARAMS`, the largest one).
+fn check_deliverable(resolved: &Map<String, Value>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut largest: Option<(&String, usize)> = None;
+    for (name, value) in resolved {
+        let bytes = value_as_env(value).len();
+        if largest.is_none_or(|(_, most)| bytes > most) {
+            largest = Some((name, bytes));
+        }
+        let variable = env_name(name);
+        if !fits_environment(&variable, bytes) {
+            errors.push(FieldError {
+                field: name.clone(),
+                message: format!(
+                    "value of {bytes} bytes is too large for {variable}: one environment variable \
+                     holds at most 128 KiB; pass a file path instead"
+                ),
+            });
+        }
+    }
+    let all = Value::Object(resolved.clone()).to_string().len();
+    if errors.is_empty()
+        && !fits_environment("HF_PARAMS", all)
+        && let Some((name, bytes)) = largest
+    {
+        errors.push(FieldError {
+            field: name.clone(),
+            message: format!(
+                "the parameters together take {all} bytes in HF_PARAMS (this one {bytes}), more \
+                 than the 128 KiB one environment variable holds; pass file paths instead of data"
+            ),
+        });
+    }
+    errors
 }
 
 /// The environment variable carrying a parameter: `HF_PARAM_<NAME>`,
@@ -556,6 +612,33 @@ command = ["true"]
                 message: "unknown parameter; this chain declares no parameters".to_string(),
             }]
         );
+    }
+
+    #[test]
+    fn values_too_large_for_the_environment_are_refused_by_name() {
+        let near = "x".repeat(MAX_ENVIRONMENT_STRING - 100);
+        let errors = field_errors(json!({"date": "2026-11-22", "code": format!("AB{near}")}));
+        // Refused by its pattern first: only digits after the letters.
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let digits = "1".repeat(MAX_ENVIRONMENT_STRING);
+        let errors = field_errors(json!({"date": "2026-11-22", "code": format!("AB{digits}")}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "code");
+        assert!(errors[0].1.contains("HF_PARAM_CODE"), "{errors:?}");
+
+        // Each fits alone, together they do not fit in HF_PARAMS.
+        let half = "1".repeat(MAX_ENVIRONMENT_STRING / 2);
+        let errors = field_errors(json!({
+            "date": "2026-11-22",
+            "code": format!("AB{half}"),
+            "payload": {"data": format!("{half}0")},
+        }));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "payload", "the largest is named: {errors:?}");
+        assert!(errors[0].1.contains("HF_PARAMS"), "{errors:?}");
+
+        let fits = "1".repeat(MAX_ENVIRONMENT_STRING / 4);
+        assert!(submit(json!({"date": "2026-11-22", "code": format!("AB{fits}")})).is_ok());
     }
 
     #[test]

@@ -345,6 +345,10 @@ pub struct Engine {
     effects: Vec<Effect>,
     pending_jobs: Vec<PendingJob>,
     progress_dirty: HashSet<(u64, usize)>,
+    /// Activities whose checkpoint, or outputs, changed in this batch: only
+    /// the last value is written, as for progress.
+    checkpoint_dirty: HashSet<(u64, usize)>,
+    outputs_dirty: HashSet<(u64, usize)>,
 }
 
 impl Engine {
@@ -401,6 +405,8 @@ impl Engine {
             effects: Vec::new(),
             pending_jobs: Vec::new(),
             progress_dirty: HashSet::new(),
+            checkpoint_dirty: HashSet::new(),
+            outputs_dirty: HashSet::new(),
         };
         engine.record_definitions();
         engine.recover()?;
@@ -550,7 +556,11 @@ impl Engine {
                     pid_start: start_time,
                 });
             }
-            ExecEvent::Control { key, message } => self.on_control(key, message),
+            ExecEvent::Control { key, message, held } => {
+                self.on_control(key, message);
+                // The attempt's reader may send more.
+                drop(held);
+            }
             ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
         }
     }

@@ -3,10 +3,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use holdfast_api::{ActivityState, AttemptState, CancelOutcome, JobState};
 use holdfast_workflow::OnFailure;
-use holdfast_workflow::params::{env_name, value_as_env};
+use holdfast_workflow::params::{env_name, fits_environment, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
 use tokio::sync::oneshot;
 
@@ -16,9 +17,6 @@ use crate::executor::{
     AttemptEnd, AttemptKey, AttemptSpec, CONTROL_FD, ControlMessage, KillReason, logs,
 };
 use crate::store::{self, NewJob, StoredJob, WriteOp};
-
-/// How much of an alert's text the job keeps (`last_alert`).
-const MAX_ALERT_CHARS: usize = 1000;
 
 impl Engine {
     pub(super) fn submit(
@@ -478,7 +476,15 @@ impl Engine {
             env.push((env_name(name), value_as_env(value)));
         }
         if let Some(checkpoint) = &act.checkpoint {
-            env.push(("HF_CHECKPOINT".to_string(), checkpoint.to_string()));
+            let checkpoint = checkpoint.to_string();
+            // Checkpoints that cannot be delivered are refused at fd 3; one
+            // stored by an older daemon is left out rather than failing
+            // every attempt with "Argument list too long".
+            if fits_environment("HF_CHECKPOINT", checkpoint.len()) {
+                env.push(("HF_CHECKPOINT".to_string(), checkpoint));
+            } else {
+                tracing::warn!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, bytes = checkpoint.len(), "checkpoint too large for HF_CHECKPOINT; the attempt starts without it");
+            }
         }
         env.extend(rendered.env);
         let spec = AttemptSpec {
@@ -504,6 +510,7 @@ impl Engine {
                 .filter(|(name, _)| job.secret.contains(*name))
                 .map(|(_, value)| value_as_env(value))
                 .collect(),
+            outputs: act.outputs.clone(),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {
@@ -821,6 +828,15 @@ impl Engine {
             self.progress_dirty.remove(&(id, idx));
             self.write_progress(id, idx);
         }
+        // So are checkpoints and outputs.
+        let dirty: Vec<usize> = (self.checkpoint_dirty.iter())
+            .chain(&self.outputs_dirty)
+            .filter(|(j, _)| *j == id)
+            .map(|(_, idx)| *idx)
+            .collect();
+        for idx in dirty {
+            self.write_control(id, idx);
+        }
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
@@ -875,44 +891,69 @@ impl Engine {
                 act.progress_text = text;
                 self.progress_dirty.insert((key.job_id, key.idx));
             }
+            // Written once per batch, the last value (`flush_progress`).
             ControlMessage::Checkpoint(value) => {
-                self.ops.push(WriteOp::ActivityCheckpoint {
-                    job_id: key.job_id,
-                    idx: key.idx,
-                    checkpoint: value.to_string(),
-                });
                 act.checkpoint = Some(value);
+                self.checkpoint_dirty.insert((key.job_id, key.idx));
             }
             ControlMessage::Output(map) => {
                 act.outputs.extend(map);
-                self.ops.push(WriteOp::ActivityOutputs {
-                    job_id: key.job_id,
-                    idx: key.idx,
-                    outputs: serde_json::Value::Object(act.outputs.clone()).to_string(),
-                });
+                self.outputs_dirty.insert((key.job_id, key.idx));
             }
             ControlMessage::Alert(text) => {
                 job.alerts += 1;
                 let path = &job.chain.activities[key.idx].path;
+                // The text was cut to its start and alerts are rate-limited
+                // at fd 3 (`control::Gate`), so neither the log nor the
+                // journal nor `last_alert` grows with what an activity sends.
                 tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, HF_ATTEMPT = key.number, "alert: {text}");
-                // The whole text is in the log and the journal; the job
-                // keeps the start of it.
-                let kept: String = text.chars().take(MAX_ALERT_CHARS).collect();
                 self.ops.push(WriteOp::JobAlert {
                     id: key.job_id,
                     alerts: job.alerts,
-                    text: format!("{path}: {kept}"),
+                    text: format!("{path}: {text}"),
                 });
             }
         }
         self.effects.push(Effect::Changed(key.job_id));
     }
 
-    /// Write the latest progress of every activity that reported some in
-    /// this batch: one row update each, however many lines arrived.
+    /// Write the latest progress, checkpoint and outputs of every activity
+    /// that reported some in this batch: one row update each, however many
+    /// lines arrived.
     pub(super) fn flush_progress(&mut self) {
         for (job_id, idx) in std::mem::take(&mut self.progress_dirty) {
             self.write_progress(job_id, idx);
+        }
+        let dirty: HashSet<(u64, usize)> = (self.checkpoint_dirty.iter())
+            .chain(&self.outputs_dirty)
+            .copied()
+            .collect();
+        for (job_id, idx) in dirty {
+            self.write_control(job_id, idx);
+        }
+    }
+
+    /// Queue the write of one activity's latest checkpoint and outputs,
+    /// whichever changed.
+    fn write_control(&mut self, job_id: u64, idx: usize) {
+        let checkpoint = self.checkpoint_dirty.remove(&(job_id, idx));
+        let outputs = self.outputs_dirty.remove(&(job_id, idx));
+        let Some(act) = self.jobs.get(&job_id).and_then(|j| j.acts.get(idx)) else {
+            return;
+        };
+        if checkpoint && let Some(value) = &act.checkpoint {
+            self.ops.push(WriteOp::ActivityCheckpoint {
+                job_id,
+                idx,
+                checkpoint: value.to_string(),
+            });
+        }
+        if outputs {
+            self.ops.push(WriteOp::ActivityOutputs {
+                job_id,
+                idx,
+                outputs: serde_json::Value::Object(act.outputs.clone()).to_string(),
+            });
         }
     }
 

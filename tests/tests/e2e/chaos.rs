@@ -371,7 +371,13 @@ fn kill_9_at_random_moments_loses_no_job_and_runs_no_attempt_twice() {
         }
     }
 
-    let jobs: Vec<Job> = all.iter().map(|&id| daemon.wait_done(id)).collect();
+    // Long soaks leave hundreds of jobs to run at the end; the bound grows
+    // with the rounds (scripts/chaos bounds the whole run).
+    let drain = Duration::from_secs(60 + 5 * u64::from(rounds));
+    let jobs: Vec<Job> = all
+        .iter()
+        .map(|&id| daemon.wait_for_within(id, "finished", drain, |job| job.state.is_terminal()))
+        .collect();
     let events = read_events(&dir.join("events"), &mut findings);
     let mut attempts_seen = 0;
     for job in &jobs {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{AttemptState, JobState};
+use holdfast_tests::process::peak_rss_kib;
 use holdfast_tests::{TestDaemon, eventually, hfctl_command, run_with_deadline};
 
 use crate::support::{activity, shown};
@@ -464,16 +465,6 @@ retries = 0
          without a newline to its control channel"
     );
     info_within(&daemon, RESPONSIVE);
-}
-
-/// VmHWM (peak resident memory) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod control;
 mod durability;
 mod failure;
 mod faults;
+mod flood;
 mod hostile;
 mod logs;
 mod outputs;
