@@ -115,14 +115,25 @@ pub fn describe(error: &SpawnError, request: &Request) -> String {
         Stage::Cgroup => format!("cannot join the attempt's cgroup: {source}"),
         Stage::Descriptors => format!("cannot set up the child's file descriptors: {source}"),
         Stage::Limits => format!("cannot apply the activity's rlimits: {source}"),
-        Stage::WorkingDir => format!(
-            "cannot enter the working directory {:?}: {source}",
-            request
+        Stage::WorkingDir => {
+            let dir = request
                 .working_dir
                 .as_deref()
                 .or_else(|| request.identity.as_ref().and_then(|id| id.home.to_str()))
-                .unwrap_or("/")
-        ),
+                .unwrap_or("/");
+            let who = request
+                .identity
+                .as_ref()
+                .map(|id| format!(" as user {}", id.name))
+                .unwrap_or_default();
+            let why = match source.kind() {
+                io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                io::ErrorKind::NotFound => "no such directory".to_string(),
+                io::ErrorKind::NotADirectory => "not a directory".to_string(),
+                _ => source.to_string(),
+            };
+            format!("cannot enter the working directory {dir:?}{who}: {why}")
+        }
         Stage::User => format!(
             "cannot switch to user {:?}: {source}",
             request.identity.as_ref().map_or("", |id| id.name.as_str())
@@ -251,8 +262,8 @@ const CHILD_STACK: usize = 64 * 1024;
 
 /// Start the child: `/dev/null` on fd 0, `output` on fds 1 and 2, `control`
 /// on fd 3, its own process group, default signal dispositions and an
-/// empty mask, then the request's cgroup, rlimits, working directory and
-/// user, and `exec`. The calling thread waits until the child has called
+/// empty mask, then the request's cgroup, rlimits, user and (as that user)
+/// working directory, and `exec`. The calling thread waits until the child has called
 /// `exec` (a slow `chdir` or cgroup join included): call it from a blocking
 /// thread, not a runtime worker.
 ///
@@ -474,16 +485,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // default rather than failing the activity.
             libc::setpriority(libc::PRIO_PROCESS, 0, nice);
         }
-        at(plan, Stage::WorkingDir);
-        if !p.cwd.is_null() && libc::chdir(p.cwd) == -1 {
-            return fail(plan);
-        }
         at(plan, Stage::User);
         if p.switch
             && (libc::syscall(libc::SYS_setgroups, p.group_count, p.groups) == -1
                 || libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) == -1
                 || libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) == -1)
         {
+            return fail(plan);
+        }
+        // Only now, as the target user: `working_dir` is a template a
+        // submitter steers, so the kernel must check the access as the user
+        // the activity runs as, never as the daemon.
+        at(plan, Stage::WorkingDir);
+        if !p.cwd.is_null() && libc::chdir(p.cwd) == -1 {
             return fail(plan);
         }
         // Nothing else the daemon holds reaches the program, not even a

@@ -93,7 +93,11 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             working_dir: a.working_dir.clone(),
                             user: crate::run_as::user_for(a, &server.settings).map(str::to_string),
                             group: a.group.clone(),
-                            limits: crate::caps::plan(a, controllers)
+                            limits: crate::caps::plan(
+                                a,
+                                controllers,
+                                crate::run_as::runs_as_root(a, &server.settings),
+                            )
                                 .1
                                 .into_iter()
                                 .map(|m| holdfast_api::LimitInfo {
