@@ -229,13 +229,19 @@ mod tests {
             .iter()
             .find(|m| m.name == "tasks_max")
             .expect("tasks_max listed");
-        assert!(tasks.how.starts_with("not enforced (no cgroup;"), "{tasks:?}");
+        assert!(
+            tasks.how.starts_with("not enforced (no cgroup;"),
+            "{tasks:?}"
+        );
         let (plan, how) = super::plan(&capped(), None, false);
         assert_eq!(plan.rlimits.processes, Some(50));
         let tasks = how
             .iter()
             .find(|m| m.name == "tasks_max")
             .expect("tasks_max listed");
-        assert!(tasks.how.contains("every process of the activity's user"), "{tasks:?}");
+        assert!(
+            tasks.how.contains("every process of the activity's user"),
+            "{tasks:?}"
+        );
     }
 }

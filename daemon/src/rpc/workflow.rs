@@ -61,6 +61,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
             })
             .collect(),
         tenants: registry.tenants_for(&chain.name),
+        max_priority: chain.max_priority,
         processes: chain
             .processes
             .iter()
@@ -98,14 +99,14 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                                 controllers,
                                 crate::run_as::runs_as_root(a, &server.settings),
                             )
-                                .1
-                                .into_iter()
-                                .map(|m| holdfast_api::LimitInfo {
-                                    name: m.name.to_string(),
-                                    value: m.value,
-                                    mechanism: m.how,
-                                })
-                                .collect(),
+                            .1
+                            .into_iter()
+                            .map(|m| holdfast_api::LimitInfo {
+                                name: m.name.to_string(),
+                                value: m.value,
+                                mechanism: m.how,
+                            })
+                            .collect(),
                         }
                     })
                     .collect(),

@@ -134,10 +134,7 @@ shell = "id -g"
             (Some(line), Some(column)),
             "{chain}: the error points at the group key: {error:#?}"
         );
-        assert!(
-            error.file.ends_with(&format!("{chain}.toml")),
-            "{error:#?}"
-        );
+        assert!(error.file.ends_with(&format!("{chain}.toml")), "{error:#?}");
         let submitted = daemon.hfctl(&["submit", chain]);
         assert_eq!(
             submitted.status.code(),
@@ -337,7 +334,10 @@ command = ["true"]
     let text = String::from_utf8_lossy(&output.stdout);
     let line_of = |name: &str| {
         text.lines()
-            .find(|l| l.trim_start().starts_with(&format!("{name} tasks_max = 20:")))
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{name} tasks_max = 20:"))
+            })
             .unwrap_or_else(|| panic!("describe lists {name}'s tasks_max:\n{text}"))
             .trim()
             .to_string()
@@ -391,7 +391,11 @@ cgroup = "off"
     let (member, operator) = (&accounts.member, &accounts.operator);
     let top = i32::MAX.to_string();
 
-    for (chain, priority, bound) in [("plain", "1", "0"), ("plain", &top, "0"), ("bounded", "6", "5")] {
+    for (chain, priority, bound) in [
+        ("plain", "1", "0"),
+        ("plain", &top, "0"),
+        ("bounded", "6", "5"),
+    ] {
         let output = member.hfctl(socket, &["submit", chain, "--priority", priority]);
         assert_eq!(
             output.status.code(),
@@ -405,6 +409,14 @@ cgroup = "off"
             "the refusal names the priority field and the bound: {stderr}"
         );
     }
+    let described = member.hfctl(socket, &["describe", "bounded"]);
+    assert!(
+        String::from_utf8_lossy(&described.stdout)
+            .lines()
+            .any(|l| l.starts_with("max priority:") && l.ends_with(" 5 (operators: any)")),
+        "describe shows the bound: {}",
+        shown(&described)
+    );
     let mut made = Vec::new();
     for (who, chain, priority) in [
         (member, "plain", "0"),
@@ -424,15 +436,14 @@ cgroup = "off"
     }
 
     let entries = audit(&daemon);
-    let refusals: Vec<_> = entries
-        .iter()
-        .filter(|e| e.outcome == "refused")
-        .collect();
+    let refusals: Vec<_> = entries.iter().filter(|e| e.outcome == "refused").collect();
     assert_eq!(refusals.len(), 3, "{entries:#?}");
     assert!(
         refusals.iter().all(|e| e.uid == Some(member.uid)
             && e.method == "job.submit"
-            && e.detail.as_deref().is_some_and(|d| d.contains("priority: "))),
+            && e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("priority: "))),
         "every refusal is the member's, with the field: {refusals:#?}"
     );
     let jobs: holdfast_api::JobList =
