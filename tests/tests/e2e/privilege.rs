@@ -208,12 +208,14 @@ shell = "id -g"
 }
 
 /// Proves that `working_dir` is entered as the activity's user, not as the
-/// daemon: a submitter steering it (through a parameter) into another
-/// user's 0750 directory gets a spawn error saying the user may not enter
-/// it, and nothing runs there; the daemon's own activity enters the same
-/// directory, and the run-as user enters one open to it. Before the fix
-/// the child changed directory as root, then switched users, and ran
-/// inside the private directory.
+/// daemon: a submitter steering it (through a parameter) to a directory
+/// open to all but inside another user's 0750 directory gets a spawn error
+/// saying the user may not enter it, and nothing runs there; the daemon's
+/// own activity enters the same directory, and the run-as user enters the
+/// same layout under a 0755 directory. Before the fix the child changed
+/// directory as root, then switched users: already inside, it read the
+/// file by a relative path, past the 0750 directory the kernel never
+/// checked.
 #[test]
 fn working_dir_is_entered_as_the_activitys_user() {
     let Some(user) = run_as_or_skip("working_dir_is_entered_as_the_activitys_user") else {
@@ -250,20 +252,30 @@ shell = "pwd; cat secret"
     let private = daemon.dir().join("private");
     let open = daemon.dir().join("open");
     for (dir, mode) in [(&private, 0o750), (&open, 0o755)] {
-        fs::create_dir(dir).expect("create the directory");
-        fs::write(dir.join("secret"), "the secret\n").expect("write the file");
-        fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o644))
+        let inner = dir.join("inner");
+        fs::create_dir_all(&inner).expect("create the directories");
+        fs::write(inner.join("secret"), "the secret\n").expect("write the file");
+        fs::set_permissions(inner.join("secret"), fs::Permissions::from_mode(0o644))
             .expect("chmod the file");
-        chown(dir, owner);
-        chown(&dir.join("secret"), owner);
+        fs::set_permissions(&inner, fs::Permissions::from_mode(0o755))
+            .expect("chmod the inner directory");
+        for path in [dir.clone(), inner.clone(), inner.join("secret")] {
+            chown(&path, owner);
+        }
         fs::set_permissions(dir, fs::Permissions::from_mode(mode)).expect("chmod the directory");
     }
     daemon.launch();
 
-    let dir_param = |dir: &Path| format!("dir={}", dir.display());
+    let dir_param = |dir: &Path| format!("dir={}", dir.join("inner").display());
     let job_id = daemon.submit("steered", &["-p", &dir_param(&private)]);
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    assert!(
+        !daemon
+            .logs(job_id, "p.as-user", None)
+            .contains("the secret"),
+        "the run-as user did not read the file"
+    );
     let refused = activity(&job, "p.as-user");
     let attempt = &refused.attempts[0];
     assert_eq!(attempt.state, AttemptState::SpawnError, "{refused:#?}");
@@ -272,16 +284,15 @@ shell = "pwd; cat secret"
         error,
         format!(
             "cannot enter the working directory {:?} as user {}: permission denied",
-            private.display().to_string(),
+            private.join("inner").display().to_string(),
             user.name
         )
     );
     assert_eq!(attempt.pid, None, "nothing ran: {attempt:#?}");
     // The daemon (root) could enter it: the refusal is the user's.
-    let control = daemon.logs(job_id, "p.as-daemon", None);
     assert_eq!(
-        control,
-        format!("{}\nthe secret\n", private.display()),
+        daemon.logs(job_id, "p.as-daemon", None),
+        format!("{}\nthe secret\n", private.join("inner").display()),
         "the daemon's own activity entered the directory"
     );
 
@@ -290,8 +301,8 @@ shell = "pwd; cat secret"
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     assert_eq!(
         daemon.logs(job_id, "p.as-user", None),
-        format!("{}\nthe secret\n", open.display()),
-        "a directory open to the user is entered"
+        format!("{}\nthe secret\n", open.join("inner").display()),
+        "the same layout open to the user is entered"
     );
 }
 
