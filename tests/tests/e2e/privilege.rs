@@ -135,6 +135,13 @@ shell = "id -g"
             "{chain}: the error points at the group key: {error:#?}"
         );
         assert!(error.file.ends_with(&format!("{chain}.toml")), "{error:#?}");
+        let listed = daemon.hfctl(&["workflows"]);
+        let located = format!("{chain}.toml:{line}:{column}: {chain}.p.a: group ");
+        assert!(
+            String::from_utf8_lossy(&listed.stdout).contains(&located),
+            "`hfctl workflows` shows {located:?}: {}",
+            shown(&listed)
+        );
         let submitted = daemon.hfctl(&["submit", chain]);
         assert_eq!(
             submitted.status.code(),
