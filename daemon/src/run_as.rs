@@ -60,6 +60,12 @@ pub enum RunAsError {
     )]
     RootGroup { group: String },
     #[error(
+        "user {user:?} has root's group (gid 0) among its groups; a run-as activity gets it \
+         only when the daemon's run_as_groups setting lists that group ({group:?}), so list it \
+         or take the user out of the group"
+    )]
+    RootGroupMember { user: String, group: String },
+    #[error(
         "group {group:?} is not one of user {user:?}'s groups; name one of them, or list the \
          group in the daemon's run_as_groups setting"
     )]
@@ -69,7 +75,8 @@ pub enum RunAsError {
 /// Look up `user` (and `group`, else the user's primary group) with its
 /// supplementary groups. A `group` must be one of the user's own (primary
 /// or supplementary, as the group database says now) or listed in
-/// `run_as_groups`; gid 0 only if listed. Called at load and again before
+/// `run_as_groups`; gid 0 only if listed, whether named in `group` or
+/// given by the group database to a user other than root. Called at load and again before
 /// every spawn, so a membership removed since the load counts.
 pub fn resolve(
     user: &str,
@@ -93,6 +100,20 @@ pub fn resolve(
             source,
         }
     })?;
+    // Root's group reaches a user other than root only by choice, even
+    // when the group database gives it.
+    if !account.uid.is_root() && own.iter().any(|g| g.as_raw() == 0) {
+        let name = Group::from_gid(Gid::from_raw(0))
+            .ok()
+            .flatten()
+            .map_or_else(|| "root".to_string(), |g| g.name);
+        if !run_as_groups.contains(&name) {
+            return Err(RunAsError::RootGroupMember {
+                user: user.to_string(),
+                group: name,
+            });
+        }
+    }
     let gid = match group {
         None => account.gid,
         Some(name) => {

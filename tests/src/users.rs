@@ -139,6 +139,13 @@ pub fn privilege_account() -> Result<&'static Account, String> {
     }))
 }
 
+/// A user of one privilege test alone, in no group but its own, without a
+/// home; made on first use (after [`accounts`]).
+pub fn lone_account(name: &str) -> Result<Account, String> {
+    accounts()?;
+    Ok(ensure_user(name, &[], false))
+}
+
 /// Add `user` to `group`, or take it out, in the group database.
 pub fn set_membership(user: &str, group: &str, member: bool) {
     if listed_in(group, user) == member {

@@ -49,15 +49,17 @@ fn position_of(text: &str, needle: &str) -> (usize, usize) {
     (before.matches('\n').count() + 1, at - line_start + 1)
 }
 
-/// Puts a membership taken away by a test back, even when the test fails.
-struct Regain<'a> {
+/// Puts a membership a test changed back as it was, even when the test
+/// fails.
+struct Restore<'a> {
     user: &'a str,
     group: &'a str,
+    member: bool,
 }
 
-impl Drop for Regain<'_> {
+impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        users::set_membership(self.user, self.group, true);
+        users::set_membership(self.user, self.group, self.member);
     }
 }
 
@@ -163,6 +165,64 @@ shell = "id -g"
     }
 }
 
+/// Proves that root's group reaches a run-as user other than root only
+/// when `run_as_groups` lists it, even when the group database gives it:
+/// a chain for a user the database puts in group `root` is refused at load
+/// (the error at its `user` key), and loads and runs with gid 0 among its
+/// groups once the setting lists `root`. Before the fix it loaded and ran
+/// with gid 0 whatever the settings said.
+#[test]
+fn roots_group_from_the_group_database_needs_run_as_groups() {
+    let test = "roots_group_from_the_group_database_needs_run_as_groups";
+    if run_as_or_skip(test).is_none() {
+        return;
+    }
+    let user = users::lone_account("hft-priv-zero").unwrap_or_else(|e| panic!("{test}: {e}"));
+    let _restore = Restore {
+        user: &user.name,
+        group: "root",
+        member: false,
+    };
+    users::set_membership(&user.name, "root", true);
+    let chain = r#"
+[process.p.activity.a]
+user = "hft-priv-zero"
+shell = "id -G"
+"#;
+    let daemon = TestDaemon::start_with(
+        r#"run_as_allowed = ["hft-priv-zero"]"#,
+        &[("zero.toml", chain)],
+    );
+    let summary = workflow(&daemon, "zero");
+    let error = summary
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("zero is refused at load: {summary:#?}"));
+    let (line, column) = position_of(chain, "user =");
+    assert!(
+        error.message.contains("gid 0") && error.message.contains("run_as_groups"),
+        "{error:#?}"
+    );
+    assert_eq!(
+        (error.line, error.column),
+        (Some(line), Some(column)),
+        "{error:#?}"
+    );
+    drop(daemon);
+
+    let daemon = TestDaemon::start_with(
+        "run_as_allowed = [\"hft-priv-zero\"]\nrun_as_groups = [\"root\"]\n",
+        &[("zero.toml", chain)],
+    );
+    let job_id = daemon.submit("zero", &[]);
+    assert_eq!(daemon.wait_done(job_id).state, JobState::Succeeded);
+    let groups = daemon.logs(job_id, "p.a", None);
+    assert!(
+        groups.split_whitespace().any(|g| g == "0"),
+        "listed, root's group is kept: {groups}"
+    );
+}
+
 /// Proves that the group check is made again at every spawn: a chain that
 /// loaded while its user was in the group it names fails its next start
 /// with a spawn error once the membership is gone, and runs again once it
@@ -191,9 +251,10 @@ shell = "id -g"
     assert_eq!(daemon.wait_done(job_id).state, JobState::Succeeded);
     assert_eq!(daemon.logs(job_id, "p.a", None).trim(), gid);
 
-    let regain = Regain {
+    let regain = Restore {
         user: &user.name,
         group: PRIVILEGE_GROUP,
+        member: true,
     };
     users::set_membership(&user.name, PRIVILEGE_GROUP, false);
     let job_id = daemon.submit("member", &[]);
