@@ -16,7 +16,6 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -200,31 +199,32 @@ fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message.to_string())
 }
 
-/// Find `program` the way a shell would, with the child's `PATH`.
-fn resolve(program: &str, env: &[CString], working_dir: Option<&str>) -> io::Result<PathBuf> {
+/// Where the child looks for `program`, in order: the program itself when
+/// it holds a `/` (relative to `working_dir`), else each directory of the
+/// child's `PATH`. Nothing is looked at here: the child tries them with
+/// `execve`, as `execvp` does, after switching users, so a directory the
+/// activity's user may not search is never searched for it with the
+/// daemon's rights.
+fn candidates(program: &str, env: &[CString], working_dir: Option<&str>) -> Vec<PathBuf> {
     if program.contains('/') {
         let path = Path::new(program);
-        return Ok(match working_dir {
+        return vec![match working_dir {
             Some(dir) if path.is_relative() => Path::new(dir).join(path),
             _ => path.to_path_buf(),
-        });
+        }];
     }
     let path_var = env
         .iter()
         .find_map(|kv| kv.to_bytes().strip_prefix(b"PATH="))
         .map(|p| p.to_vec())
         .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
-    for dir in path_var.split(|&b| b == b':') {
-        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
-        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
-        if let Ok(meta) = std::fs::metadata(&candidate)
-            && meta.is_file()
-            && meta.permissions().mode() & 0o111 != 0
-        {
-            return Ok(candidate);
-        }
-    }
-    Err(io::Error::from(io::ErrorKind::NotFound))
+    path_var
+        .split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            Path::new(OsStr::from_bytes(dir)).join(program)
+        })
+        .collect()
 }
 
 /// Everything the child reads, prepared before the clone: until `exec` the
@@ -233,7 +233,9 @@ fn resolve(program: &str, env: &[CString], working_dir: Option<&str>) -> io::Res
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct ChildPlan {
-    path: *const libc::c_char,
+    /// Paths to try with `execve`, in order ([`candidates`]).
+    paths: *const *const libc::c_char,
+    path_count: usize,
     argv: *const *mut libc::c_char,
     envp: *const *mut libc::c_char,
     /// Null for "stay where the daemon is".
@@ -263,7 +265,8 @@ const CHILD_STACK: usize = 64 * 1024;
 /// Start the child: `/dev/null` on fd 0, `output` on fds 1 and 2, `control`
 /// on fd 3, its own process group, default signal dispositions and an
 /// empty mask, then the request's cgroup, rlimits, user and (as that user)
-/// working directory, and `exec`. The calling thread waits until the child has called
+/// working directory, and `exec` of the first candidate that can be run
+/// (see [`candidates`]). The calling thread waits until the child has called
 /// `exec` (a slow `chdir` or cgroup join included): call it from a blocking
 /// thread, not a runtime worker.
 ///
@@ -282,10 +285,12 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
         .argv
         .first()
         .ok_or_else(|| SpawnError::prepare(invalid("empty command")))?;
-    let path = resolve(first, &request.env, request.working_dir.as_deref())
-        .map_err(SpawnError::prepare)?;
-    let path = CString::new(path.as_os_str().as_bytes())
+    let paths: Vec<CString> = candidates(first, &request.env, request.working_dir.as_deref())
+        .into_iter()
+        .map(|path| CString::new(path.as_os_str().as_bytes()))
+        .collect::<Result<_, _>>()
         .map_err(|_| SpawnError::prepare(invalid("NUL byte in the command")))?;
+    let path_ptrs: Vec<*const libc::c_char> = paths.iter().map(|p| p.as_ptr()).collect();
     let argv: Vec<CString> = request
         .argv
         .iter()
@@ -340,7 +345,8 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
     }
     let identity = request.identity.as_ref();
     let mut plan = ChildPlan {
-        path: path.as_ptr(),
+        paths: path_ptrs.as_ptr(),
+        path_count: path_ptrs.len(),
         argv: argv_ptrs.as_ptr(),
         envp: env_ptrs.as_ptr(),
         cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
@@ -507,8 +513,23 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // As execvp: a candidate that is missing (or under something that
+        // is not a directory) is skipped; a refused one is remembered, so
+        // that "permission denied" wins over "not found" at the end.
         at(plan, Stage::Exec);
-        libc::execve(p.path, p.argv.cast(), p.envp.cast());
+        let mut denied = false;
+        *libc::__errno_location() = libc::ENOENT;
+        for i in 0..p.path_count {
+            libc::execve(*p.paths.add(i), p.argv.cast(), p.envp.cast());
+            match *libc::__errno_location() {
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                libc::EACCES => denied = true,
+                _ => return fail(plan),
+            }
+        }
+        if denied {
+            *libc::__errno_location() = libc::EACCES;
+        }
         fail(plan)
     }
 }

@@ -374,6 +374,84 @@ shell = "pwd; cat secret"
     );
 }
 
+/// Proves that a command name is looked up in `PATH` as the activity's
+/// user, as `execvp` would: with a `PATH` (steered by a parameter) whose
+/// first directory holds the program but lies inside another user's 0750
+/// directory, the run-as user runs the program of the next directory,
+/// and a name found nowhere it may look is refused as "permission denied",
+/// whether or not it exists behind the closed directory, so the error
+/// tells nothing about what is there. Before, the daemon searched `PATH`
+/// as root, picked the program the user could not reach, and the start
+/// failed.
+#[test]
+fn path_lookup_is_made_as_the_activitys_user() {
+    if run_as_or_skip("path_lookup_is_made_as_the_activitys_user").is_none() {
+        return;
+    }
+    let owner = &accounts_or_skip("path_lookup_is_made_as_the_activitys_user")
+        .expect("the accounts exist")
+        .member;
+    let chain = r#"
+[params.path]
+type = "string"
+[params.program]
+type = "string"
+
+[process.p.activity.a]
+user = "hft-priv"
+env = { PATH = "{{ params.path }}" }
+command = ["{{ params.program }}"]
+"#;
+    let mut daemon = TestDaemon::prepare(
+        Some(r#"run_as_allowed = ["hft-priv"]"#),
+        &[("lookup.toml", chain)],
+    );
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711))
+        .expect("open the fixture directory");
+    let closed = daemon.dir().join("closed");
+    let open = daemon.dir().join("open");
+    for (dir, mode, word) in [(&closed, 0o750, "closed"), (&open, 0o755, "open")] {
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).expect("create the directories");
+        let program = bin.join("hft-probe");
+        fs::write(&program, format!("#!/bin/sh\necho {word}\n")).expect("write the program");
+        fs::set_permissions(&program, fs::Permissions::from_mode(0o755))
+            .expect("chmod the program");
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod bin");
+        for path in [dir.clone(), bin, program] {
+            chown(&path, owner);
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).expect("chmod the directory");
+    }
+    daemon.launch();
+
+    let path = format!(
+        "path={}:{}",
+        closed.join("bin").display(),
+        open.join("bin").display()
+    );
+    let job_id = daemon.submit("lookup", &["-p", &path, "-p", "program=hft-probe"]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(daemon.logs(job_id, "p.a", None), "open\n");
+
+    let only_closed = format!("path={}", closed.join("bin").display());
+    for program in ["hft-probe", "hft-no-such-program"] {
+        let job_id = daemon.submit(
+            "lookup",
+            &["-p", &only_closed, "-p", &format!("program={program}")],
+        );
+        let job = daemon.wait_done(job_id);
+        let attempt = &activity(&job, "p.a").attempts[0];
+        assert_eq!(attempt.state, AttemptState::SpawnError, "{attempt:#?}");
+        assert_eq!(
+            attempt.error.as_deref(),
+            Some(format!("permission denied running {program:?}").as_str()),
+            "the same answer whether {program} exists behind the closed directory or not"
+        );
+    }
+}
+
 fn chown(path: &Path, owner: &Account) {
     nix::unistd::chown(
         path,
