@@ -76,8 +76,9 @@ pub enum RunAsError {
 /// supplementary groups. A `group` must be one of the user's own (primary
 /// or supplementary, as the group database says now) or listed in
 /// `run_as_groups`; gid 0 only if listed, whether named in `group` or
-/// given by the group database to a user other than root. Called at load and again before
-/// every spawn, so a membership removed since the load counts.
+/// given by the group database to a user other than root. Called at load
+/// and again before every spawn, so a membership removed since the load
+/// counts.
 pub fn resolve(
     user: &str,
     group: Option<&str>,

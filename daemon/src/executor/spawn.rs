@@ -50,13 +50,14 @@ pub struct Request {
 /// The step of a start that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Before the child exists: finding the program, preparing its data.
+    /// Before the child exists: preparing its data.
     Prepare,
     Cgroup,
     Descriptors,
     Limits,
     WorkingDir,
     User,
+    /// Finding the program in `PATH` (as the activity's user) and `exec`.
     Exec,
 }
 
