@@ -382,6 +382,10 @@ pub struct WorkflowDetail {
     /// Tenants whose files allow this chain.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// `[chain].max_priority` as written; None means 0. Bounds submitters
+    /// outside the operator groups.
+    #[serde(default)]
+    pub max_priority: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

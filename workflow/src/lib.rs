@@ -15,5 +15,5 @@ pub mod tenant;
 
 pub use cron::{CatchUp, CronRule, Overlap};
 pub use model::*;
-pub use parse::{load_file, parse_chain};
+pub use parse::{load_file, parse_chain, setting_position};
 pub use size::parse_size;

@@ -46,6 +46,10 @@ pub struct Chain {
     /// `journal = true`: the activities' output lines also go to the journal
     /// (rate-limited), with the job's fields.
     pub journal: bool,
+    /// The highest `priority` a submitter who is not an operator may ask
+    /// for; None means 0. Operators, root and the daemon's user (and so
+    /// schedules) are not bounded.
+    pub max_priority: Option<i32>,
 }
 
 impl Chain {

@@ -10,6 +10,7 @@
 //! mistake in other words.
 
 mod graph;
+mod locate;
 mod processes;
 mod raw;
 mod references;
@@ -18,6 +19,7 @@ mod schedules;
 mod tests;
 mod values;
 
+pub use locate::setting_position;
 pub(crate) use values::to_json as toml_to_json;
 
 use std::collections::HashMap;
@@ -187,6 +189,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         timeout: None,
         allow: Vec::new(),
         journal: false,
+        max_priority: None,
     });
     let name = chain_name(file, &header, diagnostics);
     let params = build_params(raw.params, diagnostics);
@@ -246,6 +249,16 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         schedules,
         allow,
         journal: header.journal,
+        max_priority: header.max_priority.and_then(|n| {
+            i32::try_from(*n.get_ref())
+                .map_err(|_| {
+                    diagnostics.error(
+                        &n.span(),
+                        format!("max_priority must fit in 32 bits; got {}", n.get_ref()),
+                    )
+                })
+                .ok()
+        }),
     }
 }
 

@@ -436,9 +436,14 @@ impl Engine {
         };
         let identity = match crate::run_as::user_for(activity, &settings) {
             None => None,
-            Some(user) => match crate::run_as::resolve(user, activity.group.as_deref()) {
+            Some(user) => match crate::run_as::resolve(
+                user,
+                activity.group.as_deref(),
+                &settings.run_as_groups,
+            ) {
                 Ok(identity) => Some(identity),
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot run the activity as its user");
                     self.on_attempt_end(key, AttemptEnd::spawn_error(message));
                     return;
@@ -500,8 +505,13 @@ impl Engine {
             simulated: job
                 .simulated
                 .then(|| activity.simulate.clone().unwrap_or_default()),
+            caps: crate::caps::plan(
+                activity,
+                self.cgroups.as_ref().map(|c| c.controllers()),
+                crate::run_as::identity_is_root(identity.as_ref()),
+            )
+            .0,
             identity,
-            caps: crate::caps::plan(activity, self.cgroups.as_ref().map(|c| c.controllers())).0,
             cgroups: self.cgroups.clone(),
             journal: chain.journal,
             secrets: job

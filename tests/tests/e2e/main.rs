@@ -18,6 +18,7 @@ mod hostile;
 mod logs;
 mod outputs;
 mod params;
+mod privilege;
 mod reload;
 mod reprocess;
 mod restart;

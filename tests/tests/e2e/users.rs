@@ -108,7 +108,7 @@ const DAEMON_ONLY: &str = "secret-of-the-daemon";
 const DAEMON_PATH_MARK: &str = "/nonexistent/hft-daemon-path";
 
 /// The accounts, or `None` after saying why the test cannot run here.
-fn accounts_or_skip(test: &str) -> Option<&'static Accounts> {
+pub(crate) fn accounts_or_skip(test: &str) -> Option<&'static Accounts> {
     match users::accounts() {
         Ok(accounts) => Some(accounts),
         Err(reason) => {
@@ -203,7 +203,7 @@ fn audited<'a>(
 }
 
 /// `hfctl --json audit`, read by root.
-fn audit(daemon: &TestDaemon) -> Vec<AuditEntry> {
+pub(crate) fn audit(daemon: &TestDaemon) -> Vec<AuditEntry> {
     let value = daemon.hfctl_json(&["audit", "--limit", "1000"]);
     serde_json::from_value(value.clone())
         .unwrap_or_else(|e| panic!("`hfctl --json audit` is not a list of entries ({e}): {value}"))

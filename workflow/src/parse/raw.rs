@@ -29,6 +29,8 @@ pub(super) struct RawChain {
     /// Also forward the activities' output lines to the journal.
     #[serde(default)]
     pub journal: bool,
+    /// The highest `priority` a submitter outside the operators may ask for.
+    pub max_priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
