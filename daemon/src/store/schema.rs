@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 3] = [V1, V2, V3];
+const ALL: [&str; 4] = [V1, V2, V3, V4];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -114,6 +114,17 @@ ALTER TABLE jobs ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
 /// Version 3: the text of a job's latest alert (the count was there).
 const V3: &str = r#"
 ALTER TABLE jobs ADD COLUMN last_alert TEXT;
+"#;
+
+/// Version 4: the highest job id ever assigned, kept apart from `jobs` so
+/// that retention deleting the newest jobs never lets an id be given out
+/// twice. Seeded from the jobs already there.
+const V4: &str = r#"
+CREATE TABLE job_id_high_water (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    last_id   INTEGER NOT NULL
+);
+INSERT INTO job_id_high_water (singleton, last_id) SELECT 1, COALESCE(MAX(id), 0) FROM jobs;
 "#;
 
 #[cfg(test)]

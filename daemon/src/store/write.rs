@@ -182,6 +182,12 @@ impl WriteOp {
                 for (idx, path) in &job.activities {
                     insert.execute(params![job.id as i64, *idx as i64, path])?;
                 }
+                // In the submission's own transaction: the id is never
+                // given out again, even once retention deleted the job.
+                tx.prepare_cached(
+                    "UPDATE job_id_high_water SET last_id = MAX(last_id, ?1) WHERE singleton = 1",
+                )?
+                .execute(params![job.id as i64])?;
             }
             WriteOp::JobState {
                 id,
