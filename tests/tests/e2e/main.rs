@@ -14,6 +14,7 @@ mod durability;
 mod failure;
 mod faults;
 mod hostile;
+mod integrity;
 mod logs;
 mod outputs;
 mod params;
