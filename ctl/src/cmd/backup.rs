@@ -77,7 +77,8 @@ async fn receive(daemon: &Daemon, file: &mut File, path: &Path) -> Result<u64, E
             size,
         });
     }
-    file.sync_all().map_err(|source| write_error(path, source))?;
+    file.sync_all()
+        .map_err(|source| write_error(path, source))?;
     Ok(size)
 }
 

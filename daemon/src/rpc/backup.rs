@@ -70,7 +70,8 @@ pub(super) async fn handle(
         offset += bytes.len() as u64;
         sink.send(serde_json::value::to_raw_value(&chunk)?).await?;
         if complete {
-            return Ok(());
+            // The close notification, as the other subscriptions end.
+            return Err("backup complete".into());
         }
     }
 }

@@ -30,7 +30,9 @@ pub enum LockError {
         "state directory {dir} is in use by another holdfastd (pid {pid}); stop that daemon first, or give this one another state directory"
     )]
     Held { dir: PathBuf, pid: String },
-    #[error("cannot open the lock file {path}: {source}; check the state directory's owner and mode")]
+    #[error(
+        "cannot open the lock file {path}: {source}; check the state directory's owner and mode"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -110,4 +112,26 @@ pub fn acquire(dir: &Path) -> Result<Option<StateLock>, LockError> {
         }
     }
     Ok(Some(StateLock { _file: file }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second lock on the same directory (another open file, as another
+    /// daemon would have) is refused with the holder's pid, and the lock is
+    /// free again once the holder drops it.
+    #[test]
+    fn a_second_lock_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = acquire(dir.path())
+            .expect("lock")
+            .expect("a writable directory");
+        match acquire(dir.path()) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("the second lock must be refused: {other:?}"),
+        }
+        drop(first);
+        assert!(acquire(dir.path()).expect("free again").is_some());
+    }
 }

@@ -58,8 +58,9 @@ fn holding(job: &holdfast_api::Job, path: &str, text: &str) -> bool {
 
 /// Job ids and states in the database file at `path`, opened on its own.
 fn stored_jobs(path: &Path) -> Vec<(u64, String)> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap_or_else(|e| panic!("{} opens as a database: {e}", path.display()));
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("{} opens as a database: {e}", path.display()));
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("the integrity check runs");
@@ -82,9 +83,7 @@ fn stored_jobs(path: &Path) -> Vec<(u64, String)> {
 fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
     let daemon = TestDaemon::start(&[("hold.toml", HOLD)]);
     let job_id = daemon.submit("hold", &[]);
-    let running = daemon.wait_for(job_id, "holding", |job| {
-        holding(job, "p.hold", "holding")
-    });
+    let running = daemon.wait_for(job_id, "holding", |job| holding(job, "p.hold", "holding"));
     let attempt_pid = activity(&running, "p.hold").attempts[0].pid;
     let first = daemon.pid().expect("the first daemon runs");
 
@@ -146,14 +145,22 @@ fn after_sigterm_the_database_file_alone_holds_every_job() {
     let state = daemon.state_dir();
     let wal = state.join("holdfast.db-wal");
     let wal_len = fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    assert_eq!(wal_len, 0, "{} is empty or absent after a stop", wal.display());
+    assert_eq!(
+        wal_len,
+        0,
+        "{} is empty or absent after a stop",
+        wal.display()
+    );
     let copy_dir = daemon.dir().join("copy");
     fs::create_dir(&copy_dir).expect("the copy directory can be made");
     let copy = copy_dir.join("holdfast.db");
     fs::copy(state.join("holdfast.db"), &copy).expect("the database file can be copied");
     let jobs = stored_jobs(&copy);
     let expected: Vec<(u64, String)> = ids.iter().map(|&id| (id, "succeeded".into())).collect();
-    assert_eq!(jobs, expected, "the copy of holdfast.db alone has every job");
+    assert_eq!(
+        jobs, expected,
+        "the copy of holdfast.db alone has every job"
+    );
 }
 
 /// `hfctl backup FILE` while jobs run writes a consistent database (it
@@ -179,7 +186,11 @@ fn hfctl_backup_while_jobs_run_is_a_consistent_copy() {
         let out = holdfast_tests::finish_child_output(child, Duration::from_secs(60));
         assert!(out.status.success(), "{}", shown(&out));
     }
-    let mode = fs::metadata(&file).expect("the copy exists").permissions().mode() & 0o777;
+    let mode = fs::metadata(&file)
+        .expect("the copy exists")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "the copy is private to the caller");
     let jobs = stored_jobs(&file);
     for id in &acknowledged {
@@ -251,18 +262,24 @@ run_as_default = "hft-runas"
     );
     assert!(output.status.success(), "{}", shown(&output));
     let meta = fs::metadata(&operator_file).expect("the operator's copy exists");
-    assert_eq!(meta.uid(), accounts.operator.uid, "hfctl wrote it as the operator");
+    assert_eq!(
+        meta.uid(),
+        accounts.operator.uid,
+        "hfctl wrote it as the operator"
+    );
     assert!(stored_jobs(&operator_file).iter().any(|(id, _)| *id == job));
 
     let forbidden = PathBuf::from(format!("/etc/hft-backup-probe-{}", std::process::id()));
-    let output = accounts.operator.hfctl(
-        daemon.socket(),
-        &["backup".as_ref(), forbidden.as_os_str()],
-    );
+    let output = accounts
+        .operator
+        .hfctl(daemon.socket(), &["backup".as_ref(), forbidden.as_os_str()]);
     let created = forbidden.exists();
     let _ = fs::remove_file(&forbidden);
     assert!(!output.status.success(), "{}", shown(&output));
-    assert!(!created, "nothing was written under /etc on the operator's behalf");
+    assert!(
+        !created,
+        "nothing was written under /etc on the operator's behalf"
+    );
 }
 
 /// Ids come from a durable high-water mark: after retention deleted the
@@ -337,7 +354,11 @@ impl ByHand {
         let mut buf = [0u8; 4096];
         loop {
             match notify.recv(&mut buf) {
-                Ok(n) if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") => {
+                Ok(n)
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == "READY=1") =>
+                {
                     break;
                 }
                 Ok(_) => {}
@@ -345,9 +366,16 @@ impl ByHand {
                 Err(e) => panic!("reading the notify socket failed: {e}"),
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("holdfastd exited with {status} before READY=1\n{}", daemon.log_tail());
+                panic!(
+                    "holdfastd exited with {status} before READY=1\n{}",
+                    daemon.log_tail()
+                );
             }
-            assert!(Instant::now() < deadline, "no READY=1 within 20s\n{}", daemon.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "no READY=1 within 20s\n{}",
+                daemon.log_tail()
+            );
         }
         ByHand { child: Some(child) }
     }
