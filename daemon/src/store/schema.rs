@@ -165,5 +165,17 @@ mod tests {
             })
             .expect("new column");
         assert_eq!(simulated, 0);
+        // Version 4 seeds the high-water mark from the jobs there, and it
+        // stays when they are deleted.
+        assert_eq!(store.read_now(crate::store::max_job_id).expect("max"), 7);
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute("DELETE FROM jobs", [])
+            .expect("delete");
+        assert_eq!(
+            store.read_now(crate::store::max_job_id).expect("max"),
+            7,
+            "a deleted job's id is not given out again"
+        );
     }
 }

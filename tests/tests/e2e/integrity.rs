@@ -19,6 +19,7 @@ use holdfast_tests::{TestDaemon, bin_path, eventually, holdfastd_command, run_wi
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::faults::{Tmpfs, daemon_on};
 use crate::support::{activity, shown};
 
 /// How long a process SIGKILLed by the daemon may take to finish dying.
@@ -86,7 +87,27 @@ fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
     let running = daemon.wait_for(job_id, "holding", |job| holding(job, "p.hold", "holding"));
     let attempt_pid = activity(&running, "p.hold").attempts[0].pid;
     let first = daemon.pid().expect("the first daemon runs");
+    let line = second_daemon_refused(&daemon, first);
+    assert!(
+        line.contains(&daemon.state_dir().display().to_string()),
+        "the line names the state directory: {line}"
+    );
 
+    let now = daemon.status(job_id);
+    let hold = activity(&now, "p.hold");
+    assert_eq!(hold.attempts.len(), 1, "{now:#?}");
+    assert_eq!(hold.attempts[0].state, AttemptState::Running, "{now:#?}");
+    assert_eq!(hold.attempts[0].pid, attempt_pid, "{now:#?}");
+    fs::write(daemon.dir().join("release"), "").expect("the flag can be written");
+    let done = daemon.wait_done(job_id);
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    assert_eq!(activity(&done, "p.hold").attempts.len(), 1, "{done:#?}");
+}
+
+/// The second daemon's one line naming `pid`, from a run of `holdfastd`
+/// on the state directory of `daemon` with its own socket; it must have
+/// exited non-zero without binding that socket.
+fn second_daemon_refused(daemon: &TestDaemon, pid: u32) -> String {
     let other_socket = daemon.dir().join("other.sock");
     let second = run_with_deadline(
         holdfastd_command(
@@ -101,32 +122,73 @@ fn a_second_daemon_on_the_same_state_directory_exits_naming_the_first() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     let naming: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains(&format!("pid {first}")))
+        .filter(|l| l.contains(&format!("pid {pid}")))
         .collect();
     assert_eq!(
         naming.len(),
         1,
-        "one line names the first daemon's pid {first}: {}",
+        "one line names the first daemon's pid {pid}: {}",
         shown(&second)
-    );
-    assert!(
-        naming[0].contains(&daemon.state_dir().display().to_string()),
-        "the line names the state directory: {naming:?}"
     );
     assert!(
         !other_socket.exists(),
         "the second daemon stopped before binding its socket"
     );
+    naming[0].to_string()
+}
 
-    let now = daemon.status(job_id);
-    let hold = activity(&now, "p.hold");
-    assert_eq!(hold.attempts.len(), 1, "{now:#?}");
-    assert_eq!(hold.attempts[0].state, AttemptState::Running, "{now:#?}");
-    assert_eq!(hold.attempts[0].pid, attempt_pid, "{now:#?}");
-    fs::write(daemon.dir().join("release"), "").expect("the flag can be written");
-    let done = daemon.wait_done(job_id);
-    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
-    assert_eq!(activity(&done, "p.hold").attempts.len(), 1, "{done:#?}");
+/// On a read-only state directory without a lock file (none can be
+/// created), the daemon serves reads; once the directory is writable it
+/// takes the lock before its engine starts, so from then on a second daemon
+/// is refused as usual.
+#[test]
+fn a_read_only_state_directory_without_a_lock_file_is_locked_once_writable() {
+    let Some(tmpfs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let mut daemon = daemon_on(&tmpfs);
+    let earlier = daemon.submit("quick", &[]);
+    assert_eq!(daemon.wait_done(earlier).state, JobState::Succeeded);
+    let status = daemon.stop();
+    assert!(status.success(), "the daemon stops cleanly: {status}");
+    let lock = tmpfs.path().join("holdfast.lock");
+    fs::remove_file(&lock).expect("the lock file can be removed");
+    let ro = tmpfs.remount("ro");
+    assert!(ro.status.success(), "remount ro: {}", shown(&ro));
+
+    daemon.launch();
+    assert_eq!(
+        daemon.status(earlier).state,
+        JobState::Succeeded,
+        "reads are served"
+    );
+    assert!(
+        !lock.exists(),
+        "no lock file can be created on a read-only file system"
+    );
+
+    let rw = tmpfs.remount("rw");
+    assert!(rw.status.success(), "remount rw: {}", shown(&rw));
+    eventually(
+        Duration::from_secs(10),
+        "a submission succeeds once the state directory is writable",
+        || {
+            let output = daemon.hfctl(&["--json", "submit", "quick"]);
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(shown(&output))
+            }
+        },
+    );
+    let pid = daemon.pid().expect("the daemon runs");
+    let held = fs::read_to_string(&lock).expect("the lock file exists once writable");
+    assert_eq!(
+        held.trim(),
+        pid.to_string(),
+        "the lock file names the daemon"
+    );
+    second_daemon_refused(&daemon, pid);
 }
 
 /// After SIGTERM the WAL has been checkpointed into the database: the
