@@ -165,6 +165,9 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     // system without a lock file there is none yet; it is taken before the
     // engine starts.
     let mut state_lock = store::lock::acquire(&settings.state_dir)?;
+    if state_lock.is_some() {
+        store::Store::remove_stale_snapshots(&settings.state_dir);
+    }
 
     // Bind first: a second daemon must stop here, before it touches the
     // first one's jobs. (With socket activation systemd runs only one.)

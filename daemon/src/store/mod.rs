@@ -148,6 +148,8 @@ enum ReaderKind {
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How backup snapshots in the state directory are named.
+const SNAPSHOT_PREFIX: &str = ".backup-";
 
 impl Store {
     /// Open (creating if needed) the database at `path`, apply migrations and
@@ -304,6 +306,29 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Remove backup snapshots a daemon that died while making one left in
+    /// `dir` (see [`Store::snapshot`]). Call only while holding the state
+    /// directory's lock, so no other daemon is making one.
+    pub fn remove_stale_snapshots(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".db") {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "removed a backup snapshot left by an earlier daemon")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, path = %entry.path().display(), "cannot remove a backup snapshot left by an earlier daemon")
+                    }
+                }
+            }
+        }
+    }
+
     /// A consistent copy of the database, as an open file already unlinked
     /// from `dir` (so a crash leaves nothing behind): `VACUUM INTO` on a
     /// read connection, one read transaction, so it holds exactly what was
@@ -311,7 +336,7 @@ impl Store {
     pub async fn snapshot(&self, dir: &Path) -> Result<std::fs::File, StoreError> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!(".backup-{}-{n}.db", std::process::id()));
+        let path = dir.join(format!("{SNAPSHOT_PREFIX}{}-{n}.db", std::process::id()));
         let target = path.clone();
         let made = self
             .read(move |conn| {

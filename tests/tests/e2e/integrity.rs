@@ -228,10 +228,11 @@ fn after_sigterm_the_database_file_alone_holds_every_job() {
 /// `hfctl backup FILE` while jobs run writes a consistent database (it
 /// passes SQLite's integrity check) with every job acknowledged before the
 /// call, into a new file of mode 0600; an existing file is never
-/// overwritten.
+/// overwritten. The daemon's own snapshot does not stay in the state
+/// directory, not even after a crash.
 #[test]
 fn hfctl_backup_while_jobs_run_is_a_consistent_copy() {
-    let daemon = TestDaemon::start(&[("hold.toml", HOLD), ("quick.toml", QUICK)]);
+    let mut daemon = TestDaemon::start(&[("hold.toml", HOLD), ("quick.toml", QUICK)]);
     let held = daemon.submit("hold", &[]);
     daemon.wait_for(held, "holding", |job| holding(job, "p.hold", "holding"));
     let mut acknowledged = vec![held];
@@ -274,6 +275,21 @@ fn hfctl_backup_while_jobs_run_is_a_consistent_copy() {
         "the existing copy was left as it was"
     );
     fs::write(daemon.dir().join("release"), "").expect("the flag can be written");
+
+    // The daemon's snapshot was removed at once; one a crash left behind is
+    // removed at the next start.
+    let snapshots = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .expect("the state directory can be read")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with(".backup-"))
+            .collect()
+    };
+    let state = daemon.state_dir();
+    assert!(snapshots(&state).is_empty(), "{:?}", snapshots(&state));
+    fs::write(state.join(".backup-1-0.db"), "left by a crash").expect("a stale snapshot");
+    daemon.restart();
+    assert!(snapshots(&state).is_empty(), "{:?}", snapshots(&state));
 }
 
 /// A backup holds every job's parameters: a socket member is refused (exit
