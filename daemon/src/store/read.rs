@@ -231,9 +231,15 @@ pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreEr
     ))
 }
 
-/// The highest job id ever assigned (0 when none).
+/// The highest job id ever assigned (0 when none): the durable high-water
+/// mark, which outlives the jobs retention deletes.
 pub fn max_job_id(conn: &Connection) -> Result<u64, StoreError> {
-    let id: Option<i64> = conn.query_row("SELECT MAX(id) FROM jobs", [], |r| r.get(0))?;
+    let id: Option<i64> = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM jobs), 0),
+                    COALESCE((SELECT last_id FROM job_id_high_water WHERE singleton = 1), 0))",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(id.unwrap_or(0) as u64)
 }
 

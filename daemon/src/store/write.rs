@@ -189,6 +189,12 @@ impl WriteOp {
                     tx.prepare_cached("INSERT INTO job_secrets (job_id, sealed) VALUES (?1, ?2)")?
                         .execute(params![job.id as i64, sealed])?;
                 }
+                // In the submission's own transaction: the id is never
+                // given out again, even once retention deleted the job.
+                tx.prepare_cached(
+                    "UPDATE job_id_high_water SET last_id = MAX(last_id, ?1) WHERE singleton = 1",
+                )?
+                .execute(params![job.id as i64])?;
             }
             WriteOp::JobState {
                 id,

@@ -15,6 +15,7 @@ mod failure;
 mod faults;
 mod flood;
 mod hostile;
+mod integrity;
 mod logs;
 mod outputs;
 mod params;
