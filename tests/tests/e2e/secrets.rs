@@ -46,6 +46,10 @@ printf 'split=%s' "$(printf '%s' "$HF_PARAM_DB_PASSWORD" | cut -c1-$half)"
 sleep 0.2
 printf '%s end\n' "$(printf '%s' "$HF_PARAM_DB_PASSWORD" | cut -c$(( half + 1 ))-)"
 echo "params=$HF_PARAMS"
+echo "alert login with $HF_PARAM_API_KEY refused" >&3
+echo "progress 50 connected to $DB_URL" >&3
+printf 'output {"conn": "%s"}\n' "$DB_URL" >&3
+echo "bogus $HF_PARAM_API_KEY" >&3
 touch @DIR@/started.$HF_JOB_ID
 while [ ! -e @DIR@/go ]; do sleep 0.05; done
 '''
@@ -206,6 +210,14 @@ fn a_secret_reaches_the_activity_environment_and_nothing_else() {
     assert!(log.contains(r#""api_key":"***""#), "{log}");
     assert!(log.contains(r#""db_password":"***""#), "{log}");
     assert_eq!(job.params["api_key"], "***", "{job:#?}");
+    // What it said on the control channel is shown masked too.
+    let shown_job = serde_json::to_string(&job).expect("json");
+    assert!(shown_job.contains("login with *** refused"), "{shown_job}");
+    assert!(
+        shown_job.contains("postgres://etl:***@db1/dw"),
+        "{shown_job}"
+    );
+    assert!(log.contains("ignored control message"), "{log}");
     assert_eq!(job.params["host"], "db1", "{job:#?}");
 
     // A refusal does not quote the value.
