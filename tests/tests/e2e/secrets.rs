@@ -318,3 +318,67 @@ working_dir = "/srv/{{ params.token }}"
     let submitted = daemon.hfctl(&["submit", "leaky", "-p", "token=x"]);
     assert!(!submitted.status.success(), "{}", shown(&submitted));
 }
+
+/// `secret_file("name")`: a 0600 file holding the value, whose path (not
+/// the value) may go into argv, removed when the attempt ends; a call on a
+/// parameter that is not secret, or without a quoted name, is refused.
+#[test]
+fn secret_file_hands_a_secret_over_in_a_private_file() {
+    let chain = r#"
+[params.pw]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+command = ["sh", "-c", 'echo "$1" > @DIR@/path; stat -c "%a" "$1"; sha256sum < "$1" > @DIR@/pw.sha', "x", "{{ secret_file('pw') }}"]
+"#;
+    let daemon = TestDaemon::start(&[("files.toml", chain)]);
+    let dir = daemon.dir().to_path_buf();
+    let id = daemon.submit(
+        "files",
+        &["--params", &{
+            let file = dir.join("params.json");
+            std::fs::write(&file, format!(r#"{{"pw": "{SUBMITTED}"}}"#)).expect("params file");
+            file.display().to_string()
+        }],
+    );
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let log = daemon.logs(id, "p.a", None);
+    assert!(log.starts_with("600"), "{log}");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    assert_eq!(read("pw.sha"), sha256(SUBMITTED));
+    let path = read("path");
+    let path = path.trim();
+    assert!(path.ends_with(&format!("secrets/{id}-0-1/pw")), "{path}");
+    assert!(
+        !Path::new(path).exists(),
+        "the secret file outlived its attempt"
+    );
+    assert_nowhere(&daemon, &[]);
+
+    let refused = TestDaemon::start(&[(
+        "bad.toml",
+        r#"
+[params.plain]
+type = "string"
+[params.pw]
+type = "string"
+secret = true
+[process.p.activity.a]
+command = ["cat", "{{ secret_file('plain') }}", "{{ secret_file(params.pw) }}"]
+"#,
+    )]);
+    let path = refused.workflows_dir().join("bad.toml");
+    let output = refused.hfctl(&["validate", &path.display().to_string()]);
+    let said = shown(&output);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("secret_file(\"plain\") reads a parameter that is not secret"),
+        "{said}"
+    );
+    assert!(
+        said.contains("secret_file takes the parameter's name in quotes"),
+        "{said}"
+    );
+}
