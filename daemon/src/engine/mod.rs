@@ -372,6 +372,8 @@ impl Engine {
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
+        // No attempt runs yet: secret files a crashed daemon left go now.
+        crate::secret_files::clear(&settings.socket);
         let secrets = crate::secrets::Sealer::open_or_create(&settings.secrets_key())
             .map(Arc::new)
             .map_err(|e| {

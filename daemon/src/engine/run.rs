@@ -419,6 +419,11 @@ impl Engine {
                 attempt: number,
             },
             outputs,
+            secret_dir: (!activity.secret_files.is_empty()).then(|| {
+                crate::secret_files::attempt_dir(&settings.socket, key)
+                    .display()
+                    .to_string()
+            }),
         };
         let rendered = match render_activity(activity, &context) {
             Ok(r) => r,
@@ -453,6 +458,11 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        if let Err(message) = write_secret_files(job, activity, key, &settings, identity.as_ref()) {
+            tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot start the activity");
+            self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+            return;
+        }
         let act = &job.acts[idx];
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
@@ -546,6 +556,12 @@ impl Engine {
         act.kill = None;
         job.running -= 1;
         self.running -= 1;
+        if !activity.secret_files.is_empty() {
+            crate::secret_files::remove(&crate::secret_files::attempt_dir(
+                &self.settings.socket,
+                key,
+            ));
+        }
         self.ops
             .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
                 job_id: key.job_id,
@@ -980,4 +996,33 @@ impl Engine {
             });
         }
     }
+}
+
+/// The files `secret_file("name")` names for this attempt, written before
+/// it starts (removed in `on_attempt_end`).
+fn write_secret_files(
+    job: &JobRun,
+    activity: &holdfast_workflow::Activity,
+    key: AttemptKey,
+    settings: &crate::settings::Settings,
+    identity: Option<&crate::run_as::Identity>,
+) -> Result<(), String> {
+    if activity.secret_files.is_empty() {
+        return Ok(());
+    }
+    let mut files = Vec::with_capacity(activity.secret_files.len());
+    for name in &activity.secret_files {
+        let Some(value) = job.params.get(name) else {
+            return Err(format!(
+                "secret parameter {name:?} has no value in this job, so secret_file({name:?}) \
+                 has nothing to hold: submit it"
+            ));
+        };
+        files.push((name.clone(), value_as_env(value)));
+    }
+    crate::secret_files::write(
+        &crate::secret_files::attempt_dir(&settings.socket, key),
+        &files,
+        identity,
+    )
 }

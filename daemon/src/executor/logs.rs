@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::mask::StreamMasker;
+use crate::mask::{Masker, StreamMasker};
 use tokio::sync::watch;
 
 /// Identifies one attempt.
@@ -43,6 +43,9 @@ pub struct LogSink {
     written: AtomicU64,
     dropped: AtomicU64,
     notify: watch::Sender<u64>,
+    /// Secret values masked in the daemon's own notes (which may quote
+    /// what the activity sent on the control channel).
+    masker: Masker,
 }
 
 impl LogSink {
@@ -54,7 +57,14 @@ impl LogSink {
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             notify,
+            masker: Masker::new([]),
         }
+    }
+
+    /// The same sink, masking these secrets in its notes.
+    pub fn masking(mut self, masker: Masker) -> LogSink {
+        self.masker = masker;
+        self
     }
 
     /// The log file, created (with its job directory) on first use. None if
@@ -106,7 +116,7 @@ impl LogSink {
     /// kept within the cap like the child's output: the file never grows
     /// past `log_max_bytes`, and `written` counts every byte in it.
     pub fn note(&self, text: &str) {
-        let line = format!("[holdfast] {text}\n");
+        let line = format!("[holdfast] {}\n", self.masker.mask(text));
         self.append(line.as_bytes());
     }
 

@@ -209,11 +209,11 @@ async fn run(
     let Some(first) = spec.argv.first() else {
         return AttemptEnd::spawn_error("empty command".into());
     };
-    let sink = Arc::new(LogSink::new(
-        spec.log_path.clone(),
-        spec.log_max_bytes,
-        hub.register(key),
-    ));
+    let masker = crate::mask::Masker::new(spec.secrets.iter().cloned());
+    let sink = Arc::new(
+        LogSink::new(spec.log_path.clone(), spec.log_max_bytes, hub.register(key))
+            .masking(masker.clone()),
+    );
 
     let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).and_then(|output| {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map(|control| (output, control))
@@ -324,6 +324,7 @@ async fn run(
         gate,
         events.clone(),
         sink.clone(),
+        masker,
     ));
 
     let pgid = pid;
@@ -468,6 +469,7 @@ async fn read_control(
     mut gate: control::Gate,
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
+    masker: crate::mask::Masker,
 ) {
     let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(r) => r,
@@ -500,7 +502,9 @@ async fn read_control(
             continue;
         }
         let message = match control::parse_line(text) {
-            Ok(message) => message,
+            // What an activity reports (alerts, progress text, outputs) is
+            // shown to others: secrets in it are masked like its output.
+            Ok(message) => masker.mask_control(message),
             Err(why) => {
                 sink.note(&format!("ignored control message: {why}"));
                 continue;
