@@ -14,6 +14,7 @@
 //! later with the same channels.
 
 pub mod job;
+mod policy;
 mod recovery;
 mod run;
 mod schedules;

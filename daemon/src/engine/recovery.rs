@@ -50,6 +50,10 @@ impl Engine {
                 });
                 continue;
             };
+            if let Err(reason) = self.may_resume(&job, &chain) {
+                self.refuse_resume(&job, &chain, &reason);
+                continue;
+            }
             self.resume(job, chain);
             resumed += 1;
         }

@@ -155,12 +155,9 @@ impl Engine {
                 return;
             }
         };
-        if !crate::access::may_submit_chain(&caller, &chain.allow) {
-            let _ = reply.send(Err(SubmitError::PermissionDenied(format!(
-                "chain {} may be submitted only by {}",
-                chain.name,
-                chain.allow.join(", ")
-            ))));
+        // The pinned definition runs only if today's policy still allows it.
+        if let Err(message) = self.may_still_run(&chain, original.tenant.as_deref(), &caller) {
+            let _ = reply.send(Err(SubmitError::PermissionDenied(message)));
             return;
         }
         let mut included = vec![false; chain.activities.len()];
