@@ -29,6 +29,19 @@ impl Engine {
             let _ = reply.send(Err(SubmitError::ShuttingDown));
             return;
         }
+        if let Some(key) = &request.request_id {
+            match self.earlier_request(&request, key) {
+                Ok(super::request::Earlier::None) => {}
+                Ok(super::request::Earlier::Job(id)) => {
+                    let _ = reply.send(Ok(id));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let prepared = {
             let registry = self.registry.borrow();
             prepare(
@@ -64,6 +77,9 @@ impl Engine {
         );
         job.simulated = request.simulate;
         self.record_new_job(&job, &request.caller, None);
+        if let Some(key) = &request.request_id {
+            self.record_request(id, &request, key);
+        }
         self.durable = true;
         tracing::info!(
             HF_JOB_ID = id,

@@ -49,6 +49,11 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"boolean","description":"replace every activity by its [simulate] stand-in"}"#,
             ),
+            (
+                "request_id",
+                false,
+                r#"{"type":"string","minLength":1,"maxLength":128,"description":"client idempotency key: the same key from the same uid answers with the first job"}"#,
+            ),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),

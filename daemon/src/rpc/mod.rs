@@ -154,6 +154,7 @@ impl HoldfastServer for RpcServer {
         tenant: Option<String>,
         priority: Option<i32>,
         simulate: Option<bool>,
+        request_id: Option<String>,
     ) -> RpcResult<SubmitResult> {
         self.writable("job.submit", ext)?;
         submit::handle(
@@ -164,6 +165,7 @@ impl HoldfastServer for RpcServer {
             tenant,
             priority,
             simulate.unwrap_or(false),
+            request_id,
         )
         .await
     }

@@ -217,6 +217,23 @@ pub fn job_state(conn: &Connection, id: u64) -> Result<Option<JobState>, StoreEr
         .map(|s| parse_job_state(&s)))
 }
 
+/// The job `uid` submitted with client key `request_id`, with the request
+/// (JSON) it came with.
+pub fn job_by_request(
+    conn: &Connection,
+    uid: u32,
+    request_id: &str,
+) -> Result<Option<(u64, Option<String>)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, request FROM jobs WHERE submitter_uid = ?1 AND request_id = ?2",
+        )?
+        .query_row(params![uid, request_id], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })
+        .optional()?)
+}
+
 /// Queued jobs, running jobs and running attempts as stored (indexed), for
 /// `daemon.info` while the engine is held back and cannot count its own.
 pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreError> {

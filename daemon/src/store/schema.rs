@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 3] = [V1, V2, V3];
+const ALL: [&str; 4] = [V1, V2, V3, V4];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -114,6 +114,17 @@ ALTER TABLE jobs ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
 /// Version 3: the text of a job's latest alert (the count was there).
 const V3: &str = r#"
 ALTER TABLE jobs ADD COLUMN last_alert TEXT;
+"#;
+
+/// Version 4: a submission's client idempotency key (`request_id`, unique
+/// per submitter uid) and the request it came with, and why an attempt's
+/// log could not be created.
+const V4: &str = r#"
+ALTER TABLE jobs ADD COLUMN request_id TEXT;
+ALTER TABLE jobs ADD COLUMN request TEXT;
+CREATE UNIQUE INDEX jobs_by_request ON jobs (submitter_uid, request_id)
+    WHERE request_id IS NOT NULL;
+ALTER TABLE attempts ADD COLUMN log_error TEXT;
 "#;
 
 #[cfg(test)]
