@@ -13,6 +13,7 @@ mod get;
 mod info;
 mod list;
 mod logs;
+mod named_params;
 mod plan;
 mod retry;
 mod schedule;
