@@ -486,6 +486,14 @@ impl Engine {
                 log_bytes: end.log_bytes,
                 log_dropped: end.log_dropped,
             })));
+        if let Some(error) = &end.log_error {
+            self.ops.push(WriteOp::AttemptLogError {
+                job_id: key.job_id,
+                idx: key.idx,
+                number: key.number,
+                error: error.clone(),
+            });
+        }
         let fields = (
             key.job_id,
             chain.name.as_str(),

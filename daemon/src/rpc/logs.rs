@@ -60,6 +60,7 @@ fn chunk(at: &AttemptRef, offset: u64, data: &[u8], size: u64, finished: bool) -
         data: String::from_utf8_lossy(data).into_owned(),
         complete: finished && next_offset >= size,
         dropped: at.log_dropped,
+        log_error: at.log_error.clone(),
     }
 }
 

@@ -423,6 +423,8 @@ pub struct AttemptRef {
     pub number: u32,
     pub finished: bool,
     pub log_dropped: u64,
+    /// Why the attempt's log file could not be created, if it could not.
+    pub log_error: Option<String>,
 }
 
 /// Resolve `activity` (`process.activity`, `chain.process.activity`, or None
@@ -468,27 +470,27 @@ pub fn find_attempt(
             activity.unwrap_or_default()
         )));
     };
-    let row: Option<(u32, Option<i64>, i64)> = match attempt {
+    let row: Option<(u32, Option<i64>, i64, Option<String>)> = match attempt {
         Some(n) => conn
             .prepare_cached(
-                "SELECT number, finished_at, log_dropped FROM attempts
+                "SELECT number, finished_at, log_dropped, log_error FROM attempts
                  WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
             )?
             .query_row(params![job_id as i64, idx, n], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
         None => conn
             .prepare_cached(
-                "SELECT number, finished_at, log_dropped FROM attempts
+                "SELECT number, finished_at, log_dropped, log_error FROM attempts
                  WHERE job_id = ?1 AND idx = ?2 ORDER BY number DESC LIMIT 1",
             )?
             .query_row(params![job_id as i64, idx], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
     };
-    let Some((number, finished_at, dropped)) = row else {
+    let Some((number, finished_at, dropped, log_error)) = row else {
         return Ok(Err(match attempt {
             Some(n) => format!("{path} has no attempt {n}"),
             None => format!("{path} has not started yet"),
@@ -500,6 +502,7 @@ pub fn find_attempt(
         number,
         finished: finished_at.is_some(),
         log_dropped: dropped as u64,
+        log_error,
     }))
 }
 
