@@ -53,7 +53,10 @@ impl Engine {
                 return Err(format!("tenant {name} no longer exists"));
             };
             if !t.may_run(&chain.name) {
-                return Err(format!("tenant {name} may no longer run chain {}", chain.name));
+                return Err(format!(
+                    "tenant {name} may no longer run chain {}",
+                    chain.name
+                ));
             }
             if !crate::access::may_submit_for(caller, &t.groups) {
                 return Err(format!(

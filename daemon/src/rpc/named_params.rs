@@ -94,7 +94,10 @@ where
         }
     }
 
-    fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+    fn batch<'a>(
+        &self,
+        mut batch: Batch<'a>,
+    ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
         for entry in batch.iter_mut() {
             let refused = match entry {
                 Ok(BatchEntry::Call(request)) => unknown_names(request)
@@ -166,7 +169,11 @@ mod tests {
             &serde_json::json!({"target": "c", "prority": 5, "params": {"x": 1}}),
         )
         .expect("raw");
-        let request = Request::borrowed("job.submit", Some(&*params), jsonrpsee::types::Id::Number(1));
+        let request = Request::borrowed(
+            "job.submit",
+            Some(&*params),
+            jsonrpsee::types::Id::Number(1),
+        );
         assert_eq!(unknown_names(&request), Some(vec!["prority".to_string()]));
         let error = refusal("job.submit", &["prority".to_string()]);
         assert_eq!(error.code(), INVALID_PARAMS_CODE);

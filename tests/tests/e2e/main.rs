@@ -17,6 +17,7 @@ mod hostile;
 mod logs;
 mod outputs;
 mod params;
+mod policy;
 mod reload;
 mod reprocess;
 mod restart;

@@ -108,7 +108,7 @@ const DAEMON_ONLY: &str = "secret-of-the-daemon";
 const DAEMON_PATH_MARK: &str = "/nonexistent/hft-daemon-path";
 
 /// The accounts, or `None` after saying why the test cannot run here.
-fn accounts_or_skip(test: &str) -> Option<&'static Accounts> {
+pub(crate) fn accounts_or_skip(test: &str) -> Option<&'static Accounts> {
     match users::accounts() {
         Ok(accounts) => Some(accounts),
         Err(reason) => {
@@ -140,7 +140,7 @@ fn access_daemon() -> SystemDaemon {
 
 /// `output` is a refusal: exit 7, nothing on stdout, one line on stderr.
 /// Returns that line.
-fn refused(output: &Output, what: &str) -> String {
+pub(crate) fn refused(output: &Output, what: &str) -> String {
     assert_eq!(
         output.status.code(),
         Some(7),
@@ -163,7 +163,7 @@ fn refused(output: &Output, what: &str) -> String {
 }
 
 /// [`refused`] by the daemon (PERMISSION_DENIED), not by the socket's mode.
-fn denied(output: &Output, what: &str) -> String {
+pub(crate) fn denied(output: &Output, what: &str) -> String {
     let line = refused(output, what);
     assert!(
         !line.contains("permission denied on"),
@@ -203,7 +203,7 @@ fn audited<'a>(
 }
 
 /// `hfctl --json audit`, read by root.
-fn audit(daemon: &TestDaemon) -> Vec<AuditEntry> {
+pub(crate) fn audit(daemon: &TestDaemon) -> Vec<AuditEntry> {
     let value = daemon.hfctl_json(&["audit", "--limit", "1000"]);
     serde_json::from_value(value.clone())
         .unwrap_or_else(|e| panic!("`hfctl --json audit` is not a list of entries ({e}): {value}"))
@@ -238,7 +238,7 @@ fn assert_audited(daemon: &TestDaemon, expected: &[Audited<'_>]) {
 }
 
 /// How audit rows name a job.
-fn job_target(job_id: u64) -> String {
+pub(crate) fn job_target(job_id: u64) -> String {
     format!("job {job_id}")
 }
 
