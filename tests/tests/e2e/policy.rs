@@ -302,6 +302,97 @@ fn a_resumed_job_that_may_no_longer_run_fails_and_starts_nothing() {
     );
 }
 
+/// Runs until stopped; the chain group may submit it.
+const GROUP_HOLDS: &str = r#"
+[chain]
+allow = ["group:hft-etl"]
+
+[process.p.activity.hold]
+command = ["sleep", "300"]
+"#;
+
+/// [`GROUP_HOLDS`] with its `allow` list narrowed to one user.
+const GROUP_HOLDS_TIGHTENED: &str = r#"
+[chain]
+allow = ["user:hft-operator"]
+
+[process.p.activity.hold]
+command = ["sleep", "300"]
+"#;
+
+/// After a crash, jobs resume as their submitter, whose groups are looked
+/// up in the user database (there is no connection to ask): a job of a
+/// chain whose `allow` still names the submitter's group resumes, one whose
+/// `allow` was narrowed meanwhile fails with the reason, audited under the
+/// submitter's uid.
+#[test]
+fn resuming_checks_the_submitters_groups_against_the_current_allow() {
+    let Some(accounts) =
+        accounts_or_skip("resuming_checks_the_submitters_groups_against_the_current_allow")
+    else {
+        return;
+    };
+    // Two files with the same text would share one definition version.
+    let narrowed_text = format!("# narrowed\n{GROUP_HOLDS}");
+    let mut daemon = SystemDaemon::start(
+        SYSTEM_SETTINGS,
+        &[
+            ("kept.toml", GROUP_HOLDS),
+            ("narrowed.toml", &narrowed_text),
+        ],
+        &[],
+    );
+    let etl = &accounts.etl_member;
+    let kept = etl.submit(daemon.socket(), "kept", &[]);
+    let narrowed = etl.submit(daemon.socket(), "narrowed", &[]);
+    for job_id in [kept, narrowed] {
+        daemon.wait_for(job_id, "running with its pid recorded", |job| {
+            job.activities
+                .first()
+                .and_then(|a| a.attempts.first())
+                .is_some_and(|t| t.pid.is_some())
+        });
+    }
+
+    daemon.kill9();
+    daemon.write_workflow("narrowed.toml", GROUP_HOLDS_TIGHTENED);
+    daemon.launch();
+
+    let job = daemon.wait_done(narrowed);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    assert!(
+        job.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("user:hft-operator")),
+        "the job says the current allow refuses it: {job:#?}"
+    );
+    assert_eq!(activity(&job, "p.hold").attempts.len(), 1, "{job:#?}");
+    let resumed = daemon.wait_for(kept, "running its second attempt", |job| {
+        job.state == JobState::Running
+            && job
+                .activities
+                .first()
+                .is_some_and(|a| a.attempts.len() == 2 && a.state == ActivityState::Running)
+    });
+    assert_eq!(resumed.submitter_uid, Some(etl.uid), "{resumed:#?}");
+    refusal_audited(
+        &daemon,
+        "job.resume",
+        &job_target(narrowed),
+        etl.uid,
+        "user:hft-operator",
+    );
+    let refusals = audit(&daemon)
+        .into_iter()
+        .filter(|e| e.outcome == "refused")
+        .count();
+    assert_eq!(refusals, 1, "only the narrowed job was refused");
+
+    let cancel = daemon.hfctl(&["cancel", &kept.to_string()]);
+    assert!(cancel.status.success(), "{}", shown(&cancel));
+    assert_eq!(daemon.wait_done(kept).state, JobState::Cancelled);
+}
+
 /// The same `request_id` again (even after a restart) answers with the
 /// first job and makes no second one; the same key with another request is
 /// refused as INVALID_PARAMETERS naming `request_id`.
