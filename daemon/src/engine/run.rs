@@ -155,7 +155,10 @@ impl Engine {
                 ),
             );
         }
-        let chain = match self.pinned_chain(&original.version) {
+        let chain = match self.pinned_chain(
+            &original.version,
+            super::recovery::chain_of(&original.target),
+        ) {
             Ok(Some(chain)) => chain,
             Ok(None) => {
                 return refuse(
