@@ -4,6 +4,8 @@
 //! different request is refused.
 
 use holdfast_api::FieldError;
+use holdfast_workflow::Chain;
+use holdfast_workflow::params::masked;
 use serde_json::{Value, json};
 
 use super::{Engine, SubmitError, SubmitRequest};
@@ -18,11 +20,16 @@ pub(super) enum Earlier {
 }
 
 /// The parts of a submission that make it the same request, as stored with
-/// the job.
-pub(super) fn fingerprint(request: &SubmitRequest) -> Value {
+/// the job. Values of the chain's `secret` parameters are masked: they are
+/// never stored outside `job_secrets`, so they are not compared either.
+pub(super) fn fingerprint(request: &SubmitRequest, chain: Option<&Chain>) -> Value {
+    let params = match chain {
+        Some(chain) => masked(chain, &request.params),
+        None => request.params.clone(),
+    };
     json!({
         "target": request.target,
-        "params": request.params,
+        "params": params,
         "tenant": request.tenant,
         "priority": request.priority,
         "simulate": request.simulate,
@@ -56,9 +63,14 @@ impl Engine {
         let Some((job_id, stored)) = found else {
             return Ok(Earlier::None);
         };
+        let chain = self
+            .registry
+            .borrow()
+            .chain(super::recovery::chain_of(&request.target))
+            .cloned();
         let same = stored
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-            .is_some_and(|earlier| earlier == fingerprint(request));
+            .is_some_and(|earlier| earlier == fingerprint(request, chain.as_deref()));
         if same {
             Ok(Earlier::Job(job_id))
         } else {
@@ -74,12 +86,18 @@ impl Engine {
     }
 
     /// Record `key` with the job `job_id` just made from `request`.
-    pub(super) fn record_request(&mut self, job_id: u64, request: &SubmitRequest, key: &str) {
+    pub(super) fn record_request(
+        &mut self,
+        job_id: u64,
+        request: &SubmitRequest,
+        chain: &Chain,
+        key: &str,
+    ) {
         self.ops.push(WriteOp::JobRequest {
             job_id,
             uid: request.caller.uid,
             request_id: key.to_string(),
-            request: fingerprint(request).to_string(),
+            request: fingerprint(request, Some(chain)).to_string(),
         });
     }
 }
