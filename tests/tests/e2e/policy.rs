@@ -560,3 +560,68 @@ fn hfctl_logs_says_why_a_log_is_empty() {
         shown(&output)
     );
 }
+
+/// A chain with a secret parameter, for the idempotency-key test.
+const SECRET_PARAM: &str = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.p.activity.use]
+shell = 'test -n "$HF_PARAM_TOKEN"'
+"#;
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for entry in fs::read_dir(dir).expect("a readable directory").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else if let Ok(bytes) = fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+}
+
+/// The request kept with a `request_id` never holds a secret parameter's
+/// value: it is masked there, as everywhere else outside `job_secrets`, so
+/// it is not compared either (the same key with another secret value
+/// answers with the first job).
+#[test]
+fn a_request_id_keeps_no_secret_value() {
+    const SECRET: &str = "tok-5e6b1d0c-not-for-the-store";
+    let daemon = TestDaemon::start(&[("secret.toml", SECRET_PARAM)]);
+    let submit = |value: &str| {
+        let param = format!("token={value}");
+        daemon.hfctl_json(&[
+            "submit",
+            "secret",
+            "-p",
+            &param,
+            "--request-id",
+            "with-secret",
+        ])["job_id"]
+            .as_u64()
+            .expect("a job id")
+    };
+    let first = submit(SECRET);
+    assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
+    assert_eq!(submit(SECRET), first);
+    assert_eq!(
+        submit("another-value"),
+        first,
+        "secret values are not compared"
+    );
+    assert_eq!(jobs(&daemon).jobs.len(), 1);
+
+    let mut files = Vec::new();
+    files_under(&daemon.state_dir(), &mut files);
+    assert!(!files.is_empty(), "the state directory has the database");
+    for (path, bytes) in &files {
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{} holds the secret value",
+            path.display()
+        );
+    }
+}
