@@ -14,7 +14,9 @@
 //! later with the same channels.
 
 pub mod job;
+mod policy;
 mod recovery;
+mod request;
 mod run;
 mod schedules;
 
@@ -55,6 +57,8 @@ pub struct SubmitRequest {
     pub priority: i32,
     pub simulate: bool,
     pub caller: Caller,
+    /// The client's idempotency key (`request_id`), if it sent one.
+    pub request_id: Option<String>,
 }
 
 /// Why a submission was refused.

@@ -28,6 +28,19 @@ impl Engine {
             let _ = reply.send(Err(SubmitError::ShuttingDown));
             return;
         }
+        if let Some(key) = &request.request_id {
+            match self.earlier_request(&request, key) {
+                Ok(super::request::Earlier::None) => {}
+                Ok(super::request::Earlier::Job(id)) => {
+                    let _ = reply.send(Ok(id));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let prepared = {
             let registry = self.registry.borrow();
             prepare(
@@ -67,6 +80,9 @@ impl Engine {
         if let Err(e) = self.record_new_job(&job, &request.caller, None) {
             let _ = reply.send(Err(e));
             return;
+        }
+        if let Some(key) = &request.request_id {
+            self.record_request(id, &request, &chain, key);
         }
         self.durable = true;
         tracing::info!(
@@ -192,7 +208,10 @@ impl Engine {
                 ),
             );
         }
-        let chain = match self.pinned_chain(&original.version) {
+        let chain = match self.pinned_chain(
+            &original.version,
+            super::recovery::chain_of(&original.target),
+        ) {
             Ok(Some(chain)) => chain,
             Ok(None) => {
                 return refuse(
@@ -208,12 +227,9 @@ impl Engine {
                 return;
             }
         };
-        if !crate::access::may_submit_chain(&caller, &chain.allow) {
-            let _ = reply.send(Err(SubmitError::PermissionDenied(format!(
-                "chain {} may be submitted only by {}",
-                chain.name,
-                chain.allow.join(", ")
-            ))));
+        // The pinned definition runs only if today's policy still allows it.
+        if let Err(message) = self.may_still_run(&chain, original.tenant.as_deref(), &caller) {
+            let _ = reply.send(Err(SubmitError::PermissionDenied(message)));
             return;
         }
         let mut included = vec![false; chain.activities.len()];
@@ -576,6 +592,14 @@ impl Engine {
                 log_bytes: end.log_bytes,
                 log_dropped: end.log_dropped,
             })));
+        if let Some(error) = &end.log_error {
+            self.ops.push(WriteOp::AttemptLogError {
+                job_id: key.job_id,
+                idx: key.idx,
+                number: key.number,
+                error: error.clone(),
+            });
+        }
         let fields = (
             key.job_id,
             chain.name.as_str(),

@@ -38,7 +38,8 @@ pub fn log_path(logs_dir: &Path, job_id: u64, activity_path: &str, attempt: u32)
 /// running them.
 pub struct LogSink {
     path: PathBuf,
-    file: OnceLock<Option<File>>,
+    /// The file, or why it could not be created.
+    file: OnceLock<Result<File, String>>,
     cap: u64,
     written: AtomicU64,
     dropped: AtomicU64,
@@ -68,7 +69,8 @@ impl LogSink {
     }
 
     /// The log file, created (with its job directory) on first use. None if
-    /// it cannot be created; the bytes are then counted as dropped.
+    /// it cannot be created; the bytes are then counted as dropped and
+    /// [`LogSink::create_error`] says why.
     fn file(&self) -> Option<&File> {
         self.file
             .get_or_init(|| {
@@ -79,10 +81,18 @@ impl LogSink {
                     .create(true)
                     .append(true)
                     .open(&self.path)
-                    .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "cannot create an attempt log"))
-                    .ok()
+                    .map_err(|e| {
+                        tracing::warn!(path = %self.path.display(), error = %e, "cannot create an attempt log");
+                        e.to_string()
+                    })
             })
             .as_ref()
+            .ok()
+    }
+
+    /// Why the log file could not be created, if creating it failed.
+    pub fn create_error(&self) -> Option<String> {
+        self.file.get().and_then(|f| f.as_ref().err().cloned())
     }
 
     /// Append what fits under the cap; count the rest as dropped.

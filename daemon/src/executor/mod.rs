@@ -83,6 +83,8 @@ pub struct AttemptEnd {
     pub error: Option<String>,
     pub log_bytes: u64,
     pub log_dropped: u64,
+    /// Why the log file could not be created, if it could not.
+    pub log_error: Option<String>,
 }
 
 /// What an attempt reports to the engine.
@@ -181,6 +183,7 @@ async fn run_simulated(
         error,
         log_bytes: sink.written(),
         log_dropped: sink.dropped(),
+        log_error: sink.create_error(),
     }
 }
 
@@ -195,6 +198,7 @@ impl AttemptEnd {
             error: Some(message),
             log_bytes: 0,
             log_dropped: 0,
+            log_error: None,
         }
     }
 }
@@ -424,6 +428,7 @@ async fn run(
                 error,
                 log_bytes: 0,
                 log_dropped: 0,
+                log_error: None,
             }
         }
         Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
@@ -434,6 +439,7 @@ async fn run(
     }
     end.log_bytes = sink.written();
     end.log_dropped = sink.dropped();
+    end.log_error = sink.create_error();
     if let Some(cgroup) = cgroup {
         tokio::spawn(cgroup.remove());
     }

@@ -14,6 +14,7 @@ mod get;
 mod info;
 mod list;
 mod logs;
+mod named_params;
 mod plan;
 mod retry;
 mod schedule;
@@ -155,6 +156,7 @@ impl HoldfastServer for RpcServer {
         tenant: Option<String>,
         priority: Option<i32>,
         simulate: Option<bool>,
+        request_id: Option<String>,
     ) -> RpcResult<SubmitResult> {
         self.writable("job.submit", ext)?;
         submit::handle(
@@ -165,6 +167,7 @@ impl HoldfastServer for RpcServer {
             tenant,
             priority,
             simulate.unwrap_or(false),
+            request_id,
         )
         .await
     }

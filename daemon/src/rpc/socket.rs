@@ -6,6 +6,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{
     HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
 };
@@ -13,6 +14,7 @@ use tokio::net::UnixListener;
 use tower::Service;
 
 use super::RpcServer;
+use super::named_params::NamedParams;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 
@@ -168,7 +170,10 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         .max_connections(server.settings.max_connections)
         .max_subscriptions_per_connection(256)
         .build();
-    let builder = Server::builder().set_config(config).to_service_builder();
+    let builder = Server::builder()
+        .set_config(config)
+        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(NamedParams::new))
+        .to_service_builder();
     let methods = server.into_rpc();
     tokio::pin!(stopped);
     loop {
