@@ -30,6 +30,8 @@ pub struct DaemonPaths {
     pub workflows_dir: String,
     #[serde(default)]
     pub tenants_dir: String,
+    #[serde(default)]
+    pub connections_dir: String,
     pub state_dir: String,
     pub socket: String,
     pub database: String,

@@ -453,6 +453,16 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        let registry = self.registry.borrow().clone();
+        let connections = match crate::connections::for_attempt(&registry, activity, job.tenant.as_deref()) {
+            Ok(connections) => connections,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot give the activity its connections");
+                self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+                return;
+            }
+        };
         let act = &job.acts[idx];
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
@@ -492,6 +502,7 @@ impl Engine {
             }
         }
         env.extend(rendered.env);
+        env.extend(connections.env);
         let spec = AttemptSpec {
             key,
             path: activity.path.clone(),
@@ -519,6 +530,7 @@ impl Engine {
                 .iter()
                 .filter(|(name, _)| job.secret.contains(*name))
                 .map(|(_, value)| value_as_env(value))
+                .chain(connections.secrets)
                 .collect(),
             outputs: act.outputs.clone(),
         };
