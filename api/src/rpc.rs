@@ -7,7 +7,7 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::{
-    AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    AuditEntry, BackupChunk, CancelOutcome, ConnectionSummary, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 
@@ -149,4 +149,9 @@ pub trait Holdfast {
     /// names.
     #[subscription(name = "store.backup" => "store.backup_chunk", unsubscribe = "store.backup_cancel", item = BackupChunk, param_kind = map, with_extensions)]
     async fn store_backup(&self) -> SubscriptionResult;
+
+    /// Every connection profile, loaded or broken, and the chains using
+    /// it. Fields (hosts, ports) only for operators; secret values never.
+    #[method(name = "connection.list", param_kind = map, with_extensions)]
+    async fn connection_list(&self) -> RpcResult<Vec<ConnectionSummary>>;
 }

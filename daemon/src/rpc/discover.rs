@@ -224,6 +224,12 @@ const METHODS: &[MethodSpec] = &[
         &[],
         r#"{"type":"object"}"#,
     ),
+    (
+        "connection.list",
+        "Every connection profile, loaded or broken, with the chains using it; fields only for operators, secret values never.",
+        &[],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
 ];
 
 const COMPONENTS: &str = r#"{

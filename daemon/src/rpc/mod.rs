@@ -9,6 +9,7 @@
 mod audit;
 mod backup;
 mod cancel;
+mod connection;
 mod discover;
 mod get;
 mod info;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
@@ -310,5 +311,9 @@ impl HoldfastServer for RpcServer {
         ext: &Extensions,
     ) -> SubscriptionResult {
         backup::handle(self, pending, ext).await
+    }
+
+    async fn connection_list(&self, ext: &Extensions) -> RpcResult<Vec<ConnectionSummary>> {
+        connection::list(self, &caller(ext))
     }
 }
