@@ -390,3 +390,38 @@ fn a_profiles_allow_decides_who_submits_and_operators_see_hosts() {
         assert!(!shown.contains("pw-in-the-file"), "{shown}");
     }
 }
+
+/// The shipped examples (the chain using a connection, the profile, the
+/// tenant with its commented mapping) pass `hfctl validate`, and a daemon
+/// loading them lists the profile as used by the example chain.
+#[test]
+fn the_shipped_examples_validate_and_load() {
+    let etc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .join("etc");
+    let profile = etc.join("connections.d/erp.toml");
+    let chain = etc.join("workflows.d/erp-export.toml");
+    let read = |path: &Path| std::fs::read_to_string(path).expect("the example is readable");
+    let daemon = TestDaemon::start(&[("erp-export.toml", &read(&chain))]);
+    daemon.write_connection("erp", &read(&profile));
+    daemon.write_tenant("afinia", &read(&etc.join("tenants.d/afinia.toml")));
+    let checked = daemon.hfctl(&[
+        "validate",
+        &chain.display().to_string(),
+        &profile.display().to_string(),
+    ]);
+    assert!(checked.status.success(), "{}", shown(&checked));
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("ok (connection erp)"),
+        "{}",
+        shown(&checked)
+    );
+    daemon.hfctl_json(&["reload"]);
+    let listed = connections(&daemon);
+    let erp = named(&listed, "erp");
+    assert_eq!(erp["status"], "loaded", "{erp}");
+    assert_eq!(erp["used_by"], json!(["erp-export"]), "{erp}");
+    let tenants = daemon.hfctl_json(&["tenants"]);
+    assert_eq!(tenants[0]["status"], "loaded", "{tenants}");
+}
