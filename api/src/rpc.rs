@@ -6,8 +6,9 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
+use crate::types::ConnectionSummary;
 use crate::types::{
-    AuditEntry, BackupChunk, CancelOutcome, ConnectionSummary, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 

@@ -38,6 +38,11 @@ pub enum ConnectionError {
          restore tenants.d/{0}.toml"
     )]
     TenantGone(String),
+    #[error(
+        "{name} would be set by two connections (names and fields that upper-case alike, \
+         like erp-a.host and erp.a_host); rename a field or a connection"
+    )]
+    Clash { name: String },
 }
 
 /// What one attempt gets from its connections.
@@ -50,14 +55,16 @@ pub struct AttemptConnections {
 }
 
 /// The connections of `activity` for a job of `tenant`, resolved against
-/// the registry as it is now, secret fields read now.
+/// the registry as it is now, secret fields read now. A simulated attempt
+/// starts no process and gets none (nothing is read).
 pub fn for_attempt(
     registry: &Registry,
     activity: &Activity,
     tenant: Option<&str>,
+    simulated: bool,
 ) -> Result<AttemptConnections, ConnectionError> {
     let mut out = AttemptConnections::default();
-    if activity.connections.is_empty() {
+    if activity.connections.is_empty() || simulated {
         return Ok(out);
     }
     let tenant = match tenant {
@@ -83,18 +90,23 @@ pub fn for_attempt(
             out.env.push((env_name(used, field), value_as_env(value)));
         }
         for (field, source) in &connection.secrets {
-            let value = source
-                .read(credentials.as_deref())
-                .map_err(|message| ConnectionError::Secret {
-                    used: used.clone(),
-                    profile: profile.to_string(),
-                    field: field.clone(),
-                    message,
-                })?;
+            let value =
+                source
+                    .read(credentials.as_deref())
+                    .map_err(|message| ConnectionError::Secret {
+                        used: used.clone(),
+                        profile: profile.to_string(),
+                        field: field.clone(),
+                        message,
+                    })?;
             let value = value_as_env(&value);
             out.env.push((env_name(used, field), value.clone()));
             out.secrets.push(value);
         }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    if let Some((name, _)) = out.env.iter().find(|(name, _)| !names.insert(name)) {
+        return Err(ConnectionError::Clash { name: name.clone() });
     }
     Ok(out)
 }
@@ -144,4 +156,83 @@ pub fn check_submit(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use holdfast_workflow::connection::parse_connection;
+
+    use super::*;
+    use crate::registry::ConnectionEntry;
+
+    fn registry(profiles: &[(&str, &str)]) -> Registry {
+        let mut registry = Registry::default();
+        for (name, text) in profiles {
+            let file = Path::new("/c").join(format!("{name}.toml"));
+            registry.connections.insert(
+                name.to_string(),
+                ConnectionEntry {
+                    name: name.to_string(),
+                    file: file.clone(),
+                    connection: Some(Arc::new(parse_connection(&file, text).unwrap())),
+                    errors: Vec::new(),
+                },
+            );
+        }
+        registry
+    }
+
+    fn activity(connections: &str) -> Activity {
+        let source =
+            format!("[process.p.activity.a]\ncommand = [\"true\"]\nconnections = {connections}\n");
+        holdfast_workflow::parse_chain(Path::new("c.toml"), &source)
+            .unwrap()
+            .activities
+            .remove(0)
+    }
+
+    #[test]
+    fn fields_become_variables_and_secrets_are_listed() {
+        let registry = registry(&[(
+            "erp",
+            "[connection]\nkind = \"pg\"\nhost = \"db\"\nport = 5432\npassword = \"pw\"\n",
+        )]);
+        let got = for_attempt(&registry, &activity("[\"erp\"]"), None, false).unwrap();
+        assert_eq!(
+            got.env,
+            [
+                ("HF_CONN_ERP_KIND".to_string(), "pg".to_string()),
+                ("HF_CONN_ERP_HOST".to_string(), "db".to_string()),
+                ("HF_CONN_ERP_PORT".to_string(), "5432".to_string()),
+                ("HF_CONN_ERP_PASSWORD".to_string(), "pw".to_string()),
+            ]
+        );
+        assert_eq!(got.secrets, ["pw"]);
+        let simulated = for_attempt(&registry, &activity("[\"erp\"]"), None, true).unwrap();
+        assert!(simulated.env.is_empty());
+    }
+
+    #[test]
+    fn names_that_upper_case_alike_are_refused() {
+        let registry = registry(&[
+            ("erp", "[connection]\nkind = \"x\"\na_host = \"one\"\n"),
+            ("erp-a", "[connection]\nkind = \"x\"\nhost = \"two\"\n"),
+        ]);
+        let error =
+            for_attempt(&registry, &activity("[\"erp\", \"erp-a\"]"), None, false).unwrap_err();
+        assert!(
+            matches!(&error, ConnectionError::Clash { name } if name == "HF_CONN_ERP_A_HOST"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_profile_is_named() {
+        let error = for_attempt(&registry(&[]), &activity("[\"erp\"]"), None, false).unwrap_err();
+        assert!(error.to_string().contains("no profile \"erp\""), "{error}");
+    }
 }

@@ -103,10 +103,7 @@ pub fn load(settings: &Settings, previous: Option<&Registry>) -> Registry {
 
 /// Every profile of `dir`, like tenants: a broken file keeps its last good
 /// version and is logged once.
-fn load_connections(
-    dir: &Path,
-    previous: Option<&Registry>,
-) -> BTreeMap<String, ConnectionEntry> {
+fn load_connections(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, ConnectionEntry> {
     let mut connections = BTreeMap::new();
     for file in files_of(dir, "connections") {
         let name = file

@@ -192,7 +192,10 @@ pub fn parse_connection(file: &Path, source: &str) -> Result<Connection, Vec<Loa
         match key.as_str() {
             "kind" => match value {
                 toml::Value::String(s) if !s.is_empty() => kind = Some(s),
-                _ => errors.at(value_at, "kind must be a non-empty string, like \"postgres\""),
+                _ => errors.at(
+                    value_at,
+                    "kind must be a non-empty string, like \"postgres\"",
+                ),
             },
             "description" => match value {
                 toml::Value::String(s) => description = Some(s),
@@ -364,8 +367,9 @@ mod tests {
             [(Some(3), Some(17)), (Some(4), Some(3)), (Some(5), Some(8))],
             "{errors:?}"
         );
-        let errors = parse("[connection]\nhost = \"a\"\npassword = \"b\"\npassword_file = \"/b\"\n")
-            .expect_err("invalid");
+        let errors =
+            parse("[connection]\nhost = \"a\"\npassword = \"b\"\npassword_file = \"/b\"\n")
+                .expect_err("invalid");
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].message.contains("given twice"), "{errors:?}");
         assert!(errors[1].message.contains("no kind"), "{errors:?}");

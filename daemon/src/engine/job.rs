@@ -152,7 +152,14 @@ pub fn prepare(
     };
     if let Some(included) = &included {
         let tenant = tenant.and_then(|name| registry.tenant(name)).map(|t| &**t);
-        crate::connections::check_submit(registry, &chain, included, tenant, caller, &mut problems)?;
+        crate::connections::check_submit(
+            registry,
+            &chain,
+            included,
+            tenant,
+            caller,
+            &mut problems,
+        )?;
     }
     let params = resolve_layered(
         &chain,

@@ -454,7 +454,12 @@ impl Engine {
             return;
         };
         let registry = self.registry.borrow().clone();
-        let connections = match crate::connections::for_attempt(&registry, activity, job.tenant.as_deref()) {
+        let connections = match crate::connections::for_attempt(
+            &registry,
+            activity,
+            job.tenant.as_deref(),
+            job.simulated,
+        ) {
             Ok(connections) => connections,
             Err(e) => {
                 let message = e.to_string();

@@ -36,7 +36,11 @@ pub(super) fn list(server: &RpcServer, caller: &Caller) -> RpcResult<Vec<Connect
                 kind: connection.map(|c| c.kind.clone()),
                 description: connection.and_then(|c| c.description.clone()),
                 fields: connection.filter(|_| operator).map(|c| {
-                    let mut shown = c.fields.clone().into_iter().collect::<serde_json::Map<_, _>>();
+                    let mut shown = c
+                        .fields
+                        .clone()
+                        .into_iter()
+                        .collect::<serde_json::Map<_, _>>();
                     for name in &secrets {
                         shown.insert(name.clone(), Value::from(MASK));
                     }

@@ -26,9 +26,10 @@ mod workflow;
 
 use std::sync::Arc;
 
+use holdfast_api::ConnectionSummary;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};

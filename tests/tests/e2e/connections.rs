@@ -77,7 +77,8 @@ fn written(dir: &Path, job: u64, attempt: u32) -> String {
 
 /// `hfctl --json connections` as root, by name.
 fn connections(daemon: &TestDaemon) -> Vec<Value> {
-    daemon.hfctl_json(&["connections"])
+    daemon
+        .hfctl_json(&["connections"])
         .as_array()
         .cloned()
         .unwrap_or_else(|| panic!("hfctl connections prints a list"))
@@ -165,11 +166,15 @@ fn a_profile_reaches_the_activity_and_an_edit_reaches_the_next_attempt() {
     // Edit the profile (host and password) while the first attempt runs.
     std::fs::write(dir.join("erp2.pw"), format!("{SECOND_PASSWORD}\n")).expect("password file");
     daemon.write_connection("erp", &profile("db2", "erp", "erp2.pw"));
-    eventually(Duration::from_secs(20), "the watcher reloaded the profile", || {
-        let listed = connections(&daemon);
-        let host = named(&listed, "erp")["fields"]["host"].clone();
-        (host == "db2").then_some(()).ok_or(host)
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the watcher reloaded the profile",
+        || {
+            let listed = connections(&daemon);
+            let host = named(&listed, "erp")["fields"]["host"].clone();
+            (host == "db2").then_some(()).ok_or(host)
+        },
+    );
     std::fs::write(dir.join("go"), "").expect("go");
     let done = daemon.wait_done(job);
     assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
@@ -236,7 +241,9 @@ fn tenants_map_a_connection_to_their_own_profiles() {
     assert_eq!(refused.status.code(), Some(8), "{}", shown(&refused));
     let said = shown(&refused);
     assert!(
-        said.contains("connections") && said.contains("erp") && said.contains("connections.d/erp.toml"),
+        said.contains("connections")
+            && said.contains("erp")
+            && said.contains("connections.d/erp.toml"),
         "{said}"
     );
 
@@ -291,7 +298,10 @@ fn broken_and_missing_profiles_are_reported() {
     assert_eq!(erp["status"], "broken", "{erp}");
     assert_eq!(erp["errors"][0]["line"], 8, "{erp}");
     assert_eq!(erp["errors"][0]["column"], 11, "{erp}");
-    assert_eq!(erp["fields"]["host"], "db1", "the last good version stays: {erp}");
+    assert_eq!(
+        erp["fields"]["host"], "db1",
+        "the last good version stays: {erp}"
+    );
     let table = daemon.hfctl(&["connections"]);
     assert!(
         String::from_utf8_lossy(&table.stdout).contains("erp.toml:8:11"),
@@ -300,18 +310,26 @@ fn broken_and_missing_profiles_are_reported() {
     );
     let checked = daemon.hfctl(&["validate", &path.display().to_string()]);
     assert!(!checked.status.success(), "{}", shown(&checked));
-    assert!(shown(&checked).contains("erp.toml:8:11"), "{}", shown(&checked));
+    assert!(
+        shown(&checked).contains("erp.toml:8:11"),
+        "{}",
+        shown(&checked)
+    );
 
     // Gone between submission and the attempt that needs it.
     daemon.write_connection("erp", &good);
     daemon.hfctl_json(&["reload"]);
     let job = daemon.submit("two", &[]);
-    eventually(Duration::from_secs(30), "the first activity started", || {
-        dir.join(format!("first.{job}"))
-            .exists()
-            .then_some(())
-            .ok_or("not yet")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the first activity started",
+        || {
+            dir.join(format!("first.{job}"))
+                .exists()
+                .then_some(())
+                .ok_or("not yet")
+        },
+    );
     std::fs::remove_file(&path).expect("profile removed");
     daemon.hfctl_json(&["reload"]);
     std::fs::write(dir.join("go"), "").expect("go");
@@ -344,7 +362,8 @@ command = ["true"]
 /// an operator the hosts and a member only names, and neither the password.
 #[test]
 fn a_profiles_allow_decides_who_submits_and_operators_see_hosts() {
-    let Some(accounts) = accounts_or_skip("a_profiles_allow_decides_who_submits_and_operators_see_hosts")
+    let Some(accounts) =
+        accounts_or_skip("a_profiles_allow_decides_who_submits_and_operators_see_hosts")
     else {
         return;
     };
@@ -377,7 +396,10 @@ fn a_profiles_allow_decides_who_submits_and_operators_see_hosts() {
     );
 
     let as_operator = operator.hfctl_json(socket, &["connections"]);
-    assert_eq!(as_operator[0]["fields"]["host"], "dw.internal", "{as_operator}");
+    assert_eq!(
+        as_operator[0]["fields"]["host"], "dw.internal",
+        "{as_operator}"
+    );
     assert_eq!(as_operator[0]["fields"]["password"], "***", "{as_operator}");
     let as_member = member.hfctl_json(socket, &["connections"]);
     assert_eq!(as_member[0]["name"], "warehouse", "{as_member}");
@@ -385,7 +407,10 @@ fn a_profiles_allow_decides_who_submits_and_operators_see_hosts() {
     assert_eq!(as_member[0]["secrets"], json!(["password"]), "{as_member}");
     let table = member.hfctl(socket, &["connections"]);
     let text = String::from_utf8_lossy(&table.stdout).to_string();
-    assert!(text.contains("warehouse") && !text.contains("dw.internal"), "{text}");
+    assert!(
+        text.contains("warehouse") && !text.contains("dw.internal"),
+        "{text}"
+    );
     for shown in [as_operator.to_string(), as_member.to_string(), text] {
         assert!(!shown.contains("pw-in-the-file"), "{shown}");
     }

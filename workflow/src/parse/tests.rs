@@ -1098,7 +1098,9 @@ fn connections_come_from_defaults_unless_the_activity_names_its_own() {
     assert_eq!(chain.activities[1].connections, ["crm", "erp"]);
     assert_eq!(
         errors("[process.p.activity.a]\ncommand = [\"true\"]\nconnections = [\"ERP\"]\n"),
-        ["3:16: invalid connection name \"ERP\": use lowercase letters, digits, \"_\" and \"-\", \
-          starting with a letter or digit"]
+        [
+            "3:16: invalid connection name \"ERP\": use lowercase letters, digits, \"_\" and \"-\", \
+          starting with a letter or digit"
+        ]
     );
 }
