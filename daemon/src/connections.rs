@@ -158,6 +158,20 @@ pub fn check_submit(
     Ok(())
 }
 
+/// The check of a reprocess (`job.retry`): the profiles' `allow` as they
+/// are now, through the job's tenant; a profile missing now is left to the
+/// attempt's start, which says so.
+pub fn check_reprocess(
+    registry: &Registry,
+    chain: &Chain,
+    included: &[bool],
+    tenant: Option<&str>,
+    caller: &Caller,
+) -> Result<(), SubmitError> {
+    let tenant = tenant.and_then(|name| registry.tenant(name)).map(|t| &**t);
+    check_submit(registry, chain, included, tenant, caller, &mut Vec::new())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -222,6 +222,18 @@ impl Engine {
                 *slot = true;
             }
         }
+        // A reprocess uses the connection profiles again: their `allow` as
+        // it is now. A profile missing now is the attempt's business.
+        if let Err(e) = crate::connections::check_reprocess(
+            &self.registry.borrow(),
+            &chain,
+            &included,
+            original.tenant.as_deref(),
+            &caller,
+        ) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let (params, secret) = match self.stored_params(&original) {
             Ok(found) => found,
             Err(message) => return refuse(reply, format!("job {}: {message}", original.id)),

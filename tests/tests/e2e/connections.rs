@@ -358,8 +358,10 @@ command = ["true"]
 "#;
 
 /// With real users: a profile's `allow` refuses a member outside it (exit
-/// 7, audited) and admits a member of its group; `hfctl connections` shows
-/// an operator the hosts and a member only names, and neither the password.
+/// 7, audited), at submission and at a reprocess of a job the member ran
+/// before the profile was restricted, and admits a member of its group;
+/// `hfctl connections` shows an operator the hosts and a member only
+/// names, and neither the password.
 #[test]
 fn a_profiles_allow_decides_who_submits_and_operators_see_hosts() {
     let Some(accounts) =
@@ -368,14 +370,22 @@ fn a_profiles_allow_decides_who_submits_and_operators_see_hosts() {
         return;
     };
     let daemon = SystemDaemon::start(ACCESS_SETTINGS, &[("uses.toml", USES_RESTRICTED)], &[]);
-    daemon.write_connection(
-        "warehouse",
-        "[connection]\nkind = \"postgres\"\nhost = \"dw.internal\"\npassword = \"pw-in-the-file\"\n\
-         allow = [\"group:hft-etl\"]\n",
-    );
+    let open = "[connection]\nkind = \"postgres\"\nhost = \"dw.internal\"\npassword = \"pw-in-the-file\"\n";
+    daemon.write_connection("warehouse", open);
     daemon.hfctl_json(&["reload"]);
     let socket = daemon.socket();
     let (member, etl, operator) = (&accounts.member, &accounts.etl_member, &accounts.operator);
+    let before = member.submit(socket, "uses", &[]);
+    assert_eq!(daemon.wait_done(before).state, JobState::Succeeded);
+    daemon.write_connection("warehouse", &format!("{open}allow = [\"group:hft-etl\"]\n"));
+    daemon.hfctl_json(&["reload"]);
+    let reprocess = member.hfctl(socket, &["retry", &before.to_string(), "--from-start"]);
+    assert_eq!(reprocess.status.code(), Some(7), "{}", shown(&reprocess));
+    assert!(
+        shown(&reprocess).contains("connection warehouse"),
+        "{}",
+        shown(&reprocess)
+    );
 
     let refused = member.hfctl(socket, &["submit", "uses"]);
     assert_eq!(refused.status.code(), Some(7), "{}", shown(&refused));
