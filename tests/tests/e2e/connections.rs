@@ -271,8 +271,9 @@ shell = "echo $HF_CONN_ERP_HOST"
 
 /// A broken profile is listed `broken` with file:line:column and keeps its
 /// last good version; `hfctl validate` checks a profile file like the
-/// daemon; a profile gone by an attempt's start fails that attempt with a
-/// spawn error naming it (and no password).
+/// daemon; a profile gone by an attempt's start, or whose password file
+/// cannot be read then, fails that attempt with a spawn error naming it
+/// (and no password).
 #[test]
 fn broken_and_missing_profiles_are_reported() {
     let daemon = TestDaemon::start(&[("two.toml", TWO_STEPS)]);
@@ -343,6 +344,20 @@ fn broken_and_missing_profiles_are_reported() {
         "{error}"
     );
     assert!(!format!("{done:?}").contains("pw-not-shown"));
+
+    // Back, but its password file is gone.
+    daemon.write_connection("erp", &profile("db1", "erp", "gone.pw"));
+    daemon.hfctl_json(&["reload"]);
+    let job = daemon.submit("two", &[]);
+    let done = daemon.wait_done(job);
+    let attempt = &crate::support::activity(&done, "p.second").attempts[0];
+    assert_eq!(attempt.state, AttemptState::SpawnError, "{done:#?}");
+    let error = attempt.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("connection erp (profile erp): password: cannot read secret file")
+            && error.contains("gone.pw"),
+        "{error}"
+    );
 }
 
 const ACCESS_SETTINGS: &str = r#"
