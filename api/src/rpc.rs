@@ -11,6 +11,7 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
+use crate::types::ConnectionSummary;
 use crate::types::{
     AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
@@ -157,4 +158,9 @@ pub trait Holdfast {
     /// names.
     #[subscription(name = "store.backup" => "store.backup_chunk", unsubscribe = "store.backup_cancel", item = BackupChunk, param_kind = map, with_extensions)]
     async fn store_backup(&self) -> SubscriptionResult;
+
+    /// Every connection profile, loaded or broken, and the chains using
+    /// it. Fields (hosts, ports) only for operators; secret values never.
+    #[method(name = "connection.list", param_kind = map, with_extensions)]
+    async fn connection_list(&self) -> RpcResult<Vec<ConnectionSummary>>;
 }

@@ -30,6 +30,8 @@ pub struct DaemonPaths {
     pub workflows_dir: String,
     #[serde(default)]
     pub tenants_dir: String,
+    #[serde(default)]
+    pub connections_dir: String,
     pub state_dir: String,
     pub socket: String,
     pub database: String,
@@ -437,6 +439,10 @@ pub struct ActivityInfo {
     /// Resource caps and how this host enforces each.
     #[serde(default)]
     pub limits: Vec<LimitInfo>,
+    /// Connections it uses, by the names the chain gives them (a tenant
+    /// may map a name to its own profile); never their fields.
+    #[serde(default)]
+    pub connections: Vec<String>,
 }
 
 /// One resource cap of an activity.
@@ -568,4 +574,29 @@ impl BackupChunk {
             .decode(&self.data)
             .ok()
     }
+}
+
+/// One connection profile in `connection.list`. Secret values are never
+/// sent: secret fields are named, their values shown as `***`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionSummary {
+    pub name: String,
+    pub file: String,
+    /// `loaded` or `broken` (a broken file keeps its last good version).
+    pub status: String,
+    pub kind: Option<String>,
+    pub description: Option<String>,
+    /// The fields (`host`, `port`, ...) with each secret one as `***`; None
+    /// when the caller may not see them (only root, the daemon's user and
+    /// operator_groups members may).
+    pub fields: Option<Map<String, Value>>,
+    /// Names of the secret fields.
+    pub secrets: Vec<String>,
+    /// Who may submit chains using it; empty means anyone.
+    pub allow: Vec<String>,
+    /// Chains whose jobs use it: `chain`, or `chain (tenant NAME)` when a
+    /// tenant's `[connections]` maps a chain's name to it.
+    pub used_by: Vec<String>,
+    /// Errors of the current file, if it is broken.
+    pub errors: Vec<LoadError>,
 }

@@ -84,6 +84,8 @@ enum Command {
     Schedules(cmd::schedules::Args),
     /// Tenant files: chains, groups, parameters and load errors.
     Tenants(cmd::tenants::Args),
+    /// Connection profiles, the chains using them and load errors.
+    Connections(cmd::connections::Args),
     /// Pause, resume or trigger one schedule (CHAIN.NAME).
     Schedule(cmd::schedule::Args),
     /// The audit trail of submissions, cancels, retries and reloads.
@@ -121,6 +123,7 @@ async fn main() -> ExitCode {
         Command::Reload(args) => cmd::reload::run(&ctx, args).await,
         Command::Schedules(args) => cmd::schedules::run(&ctx, args).await,
         Command::Tenants(args) => cmd::tenants::run(&ctx, args).await,
+        Command::Connections(args) => cmd::connections::run(&ctx, args).await,
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),

@@ -7,6 +7,7 @@
 mod access;
 mod caps;
 mod cgroup;
+mod connections;
 mod docs;
 mod engine;
 mod executor;
@@ -53,6 +54,9 @@ struct Args {
     /// Directory of tenant files.
     #[arg(long, env = "HOLDFAST_TENANTS_DIR", value_name = "DIR")]
     tenants_dir: Option<std::path::PathBuf>,
+    /// Directory of connection profiles.
+    #[arg(long, env = "HOLDFAST_CONNECTIONS_DIR", value_name = "DIR")]
+    connections_dir: Option<std::path::PathBuf>,
     /// Use system paths (the default when run as root).
     #[arg(long, conflicts_with = "user")]
     system: bool,
@@ -122,6 +126,7 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         workflows_dir: args.workflows_dir,
         tenants_dir: args.tenants_dir,
+        connections_dir: args.connections_dir,
         mode: if args.system {
             Some(Mode::System)
         } else if args.user {
@@ -371,7 +376,11 @@ fn start_engine(
         },
     );
     let watcher = watcher::start(
-        &[&settings.workflows_dir, &settings.tenants_dir],
+        &[
+            &settings.workflows_dir,
+            &settings.tenants_dir,
+            &settings.connections_dir,
+        ],
         handle.clone(),
     );
     Ok(Running {

@@ -1,5 +1,5 @@
-//! The registry: every workflow file of `workflows.d/` and tenant file of
-//! `tenants.d/`, loaded or broken. A broken file keeps the last good version
+//! The registry: every workflow file of `workflows.d/`, tenant file of
+//! `tenants.d/` and connection profile of `connections.d/`, loaded or broken. A broken file keeps the last good version
 //! of its chain or tenant (if any) and carries its errors so `hfctl
 //! workflows` and `hfctl tenants` can show them.
 
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use holdfast_api::LoadError;
+use holdfast_workflow::connection::{Connection, load_connection};
 use holdfast_workflow::tenant::{Tenant, load_tenant};
 use holdfast_workflow::{Chain, load_file, parse};
 
@@ -35,11 +36,22 @@ pub struct TenantEntry {
     pub errors: Vec<LoadError>,
 }
 
-/// All chains and tenants by name.
+/// One connection profile file's entry.
+#[derive(Debug, Clone)]
+pub struct ConnectionEntry {
+    pub name: String,
+    pub file: PathBuf,
+    /// The current file if valid, else the last good version.
+    pub connection: Option<Arc<Connection>>,
+    pub errors: Vec<LoadError>,
+}
+
+/// All chains, tenants and connection profiles by name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     pub entries: BTreeMap<String, Entry>,
     pub tenants: BTreeMap<String, TenantEntry>,
+    pub connections: BTreeMap<String, ConnectionEntry>,
 }
 
 impl Registry {
@@ -64,6 +76,13 @@ impl Registry {
         self.tenants.get(name).and_then(|e| e.tenant.as_ref())
     }
 
+    /// The usable connection profile called `name`.
+    pub fn connection(&self, name: &str) -> Option<&Arc<Connection>> {
+        self.connections
+            .get(name)
+            .and_then(|e| e.connection.as_ref())
+    }
+
     /// Tenants that may run `chain`, by name.
     pub fn tenants_for(&self, chain: &str) -> Vec<String> {
         self.tenants
@@ -78,7 +97,43 @@ impl Registry {
 pub fn load(settings: &Settings, previous: Option<&Registry>) -> Registry {
     let mut registry = load_dir(&settings.workflows_dir, previous, settings);
     registry.tenants = load_tenants(&settings.tenants_dir, previous);
+    registry.connections = load_connections(&settings.connections_dir, previous);
     registry
+}
+
+/// Every profile of `dir`, like tenants: a broken file keeps its last good
+/// version and is logged once.
+fn load_connections(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, ConnectionEntry> {
+    let mut connections = BTreeMap::new();
+    for file in files_of(dir, "connections") {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let before = previous.and_then(|p| p.connections.get(&name));
+        let (connection, errors) = match load_connection(&file) {
+            Ok(connection) => (Some(Arc::new(connection)), Vec::new()),
+            Err(errors) => {
+                if !before.is_some_and(|b| b.errors == errors) {
+                    for error in &errors {
+                        tracing::error!(file = %file.display(), "connection file rejected: {error}");
+                    }
+                }
+                (before.and_then(|b| b.connection.clone()), errors)
+            }
+        };
+        connections.insert(
+            name.clone(),
+            ConnectionEntry {
+                name,
+                file,
+                connection,
+                errors,
+            },
+        );
+    }
+    connections
 }
 
 /// The `*.toml` files of `dir`, sorted; a missing directory has none.

@@ -48,6 +48,7 @@ struct SettingsFile {
     state_dir: Option<PathBuf>,
     workflows_dir: Option<PathBuf>,
     tenants_dir: Option<PathBuf>,
+    connections_dir: Option<PathBuf>,
     max_parallel: Option<usize>,
     kill_grace: Option<String>,
     log_max_bytes: Option<Size>,
@@ -107,6 +108,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub workflows_dir: Option<PathBuf>,
     pub tenants_dir: Option<PathBuf>,
+    pub connections_dir: Option<PathBuf>,
     pub mode: Option<Mode>,
 }
 
@@ -119,6 +121,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub workflows_dir: PathBuf,
     pub tenants_dir: PathBuf,
+    /// Connection profiles (`connections.d/`).
+    pub connections_dir: PathBuf,
     pub max_parallel: usize,
     pub kill_grace: Duration,
     pub log_max_bytes: u64,
@@ -244,6 +248,12 @@ impl Settings {
                 .or(file.tenants_dir)
                 .map(absolute)
                 .unwrap_or(defaults.tenants_dir),
+            connections_dir: overrides
+                .connections_dir
+                .clone()
+                .or(file.connections_dir)
+                .map(absolute)
+                .unwrap_or(defaults.connections_dir),
             config: absolute(config),
             max_parallel,
             kill_grace,
@@ -306,6 +316,7 @@ struct DefaultPaths {
     state_dir: PathBuf,
     workflows_dir: PathBuf,
     tenants_dir: PathBuf,
+    connections_dir: PathBuf,
 }
 
 impl DefaultPaths {
@@ -317,6 +328,7 @@ impl DefaultPaths {
                 state_dir: "/var/lib/holdfast".into(),
                 workflows_dir: "/etc/holdfast/workflows.d".into(),
                 tenants_dir: "/etc/holdfast/tenants.d".into(),
+                connections_dir: "/etc/holdfast/connections.d".into(),
             }),
             Mode::User => {
                 let base = directories::BaseDirs::new().ok_or(SettingsError::NoHome)?;
@@ -335,6 +347,7 @@ impl DefaultPaths {
                     state_dir,
                     workflows_dir: config_dir.join("workflows.d"),
                     tenants_dir: config_dir.join("tenants.d"),
+                    connections_dir: config_dir.join("connections.d"),
                 })
             }
         }
@@ -360,6 +373,7 @@ mod tests {
             state_dir: Some(dir.path().join("state")),
             workflows_dir: Some(dir.path().join("w")),
             tenants_dir: None,
+            connections_dir: None,
             mode: Some(Mode::User),
         })
         .expect("load");

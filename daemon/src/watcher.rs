@@ -1,4 +1,4 @@
-//! Watches the workflows and tenants directories and asks the engine to
+//! Watches the workflows, tenants and connections directories and asks the engine to
 //! reload when a file there is created, changed, renamed or removed.
 //!
 //! The directory is watched, not the files, so editors that save through a

@@ -94,6 +94,7 @@ pub async fn watch_job(
 /// <dir>/state/           database and logs
 /// <dir>/workflows.d/     chain files
 /// <dir>/tenants.d/       tenant files
+/// <dir>/connections.d/   connection profiles
 /// <dir>/notify.sock      where READY=1 arrives
 /// <dir>/holdfastd.log    the daemon's stdout and stderr, printed when a test fails
 /// ```
@@ -136,6 +137,7 @@ impl TestDaemon {
         let place = |text: &str| place_in(text, &root);
         fs::create_dir_all(root.join("workflows.d")).expect("workflows.d can be created");
         fs::create_dir_all(root.join("tenants.d")).expect("tenants.d can be created");
+        fs::create_dir_all(root.join("connections.d")).expect("connections.d can be created");
         fs::create_dir_all(root.join("state")).expect("state dir can be created");
         if let Some(settings) = settings {
             fs::write(root.join("holdfast.toml"), place(settings))
@@ -213,6 +215,7 @@ impl TestDaemon {
             &self.workflows_dir(),
         );
         cmd.arg("--tenants-dir").arg(self.tenants_dir());
+        cmd.arg("--connections-dir").arg(self.connections_dir());
         let xdg = self.dir().join("xdg");
         cmd.env("NOTIFY_SOCKET", self.dir().join("notify.sock"))
             .env("XDG_CONFIG_HOME", xdg.join("config"))
@@ -289,6 +292,21 @@ impl TestDaemon {
             self.place(text),
         )
         .expect("a tenant file can be written");
+    }
+
+    /// The connection profiles directory (`--connections-dir`).
+    pub fn connections_dir(&self) -> PathBuf {
+        self.dir().join("connections.d")
+    }
+
+    /// Write (or overwrite) `connections.d/<name>.toml`, placeholders
+    /// replaced.
+    pub fn write_connection(&self, name: &str, text: &str) {
+        fs::write(
+            self.connections_dir().join(format!("{name}.toml")),
+            self.place(text),
+        )
+        .expect("a connection file can be written");
     }
 
     pub fn config_path(&self) -> PathBuf {

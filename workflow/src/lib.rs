@@ -4,6 +4,7 @@
 //! One piece of code serves both the daemon (loading `workflows.d/`) and
 //! `hfctl validate` (checking files offline), so the two always agree.
 
+pub mod connection;
 pub mod cron;
 pub mod model;
 pub mod params;

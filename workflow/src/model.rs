@@ -187,6 +187,10 @@ pub struct Activity {
     pub cpu_weight: Option<u32>,
     /// Most CPU time per period, in percent of one CPU (`cpu_quota = "150%"`).
     pub cpu_quota: Option<u32>,
+    /// Connection profiles it uses, by the names the chain knows them by
+    /// (`connections = ["erp"]`); a tenant may map a name to its own
+    /// profile. Given as `HF_CONN_<NAME>_<FIELD>` at each attempt's start.
+    pub connections: Vec<String>,
     /// Indices into `Chain::activities` of the activities that must have
     /// finished before this one starts: every activity of each `after`
     /// process (transitively through the DAG is implied), plus the previous
@@ -322,6 +326,7 @@ mod tests {
             tasks_max: None,
             cpu_weight: None,
             cpu_quota: None,
+            connections: Vec::new(),
         }
     }
 

@@ -629,6 +629,7 @@ mod tests {
             tasks_max: None,
             cpu_weight: None,
             cpu_quota: None,
+            connections: Vec::new(),
         }
     }
 

@@ -9,6 +9,8 @@
 //! company = "AF"
 //! [secrets]                    # values never shown; see `crate::secret`
 //! db_password = { file = "/etc/holdfast/secrets/afinia-db.pw" }
+//! [connections]                # a chain's `erp` is this tenant's `erp-afinia`
+//! erp = "erp-afinia"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +42,9 @@ pub struct Tenant {
     /// shown as `***` everywhere, and secret in every job they fill, whether
     /// or not the chain declares the parameter `secret`.
     pub secrets: IndexMap<String, SecretSource>,
+    /// `[connections]`: the connection profile this tenant's jobs use for a
+    /// name a chain uses. A name not listed is the profile of that name.
+    pub connections: IndexMap<String, String>,
 }
 
 impl Tenant {
@@ -47,6 +52,12 @@ impl Tenant {
         self.chains
             .as_ref()
             .is_none_or(|chains| chains.iter().any(|c| c == chain || c == "*"))
+    }
+
+    /// The profile this tenant's jobs use for the connection a chain calls
+    /// `used`: its `[connections]` mapping, else the profile of that name.
+    pub fn connection_profile<'a>(&'a self, used: &'a str) -> &'a str {
+        self.connections.get(used).map_or(used, String::as_str)
     }
 }
 
@@ -61,6 +72,8 @@ struct RawTenant {
     params: toml::Table,
     #[serde(default)]
     secrets: toml::Table,
+    #[serde(default)]
+    connections: IndexMap<String, String>,
 }
 
 fn error(file: &Path, source: &str, offset: Option<usize>, message: String) -> LoadError {
@@ -137,6 +150,19 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
             )),
         }
     }
+    for (used, profile) in &raw.connections {
+        if !valid_name(used) || !valid_name(profile) {
+            errors.push(error(
+                file,
+                source,
+                None,
+                format!(
+                    "[connections] {used} = {profile:?}: connection names use lowercase \
+                     letters, digits, \"_\" and \"-\""
+                ),
+            ));
+        }
+    }
     for chain in raw.chains.iter().flatten() {
         if chain != "*" && !valid_name(chain) {
             errors.push(error(
@@ -158,6 +184,7 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
         groups: raw.groups,
         params,
         secrets,
+        connections: raw.connections,
     })
 }
 
@@ -215,6 +242,17 @@ mod tests {
         )
         .expect_err("duplicate and bad source");
         assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn connections_map_names_to_profiles() {
+        let t = parse_tenant(
+            Path::new("/t/afinia.toml"),
+            "[connections]\nerp = \"erp-afinia\"\n",
+        )
+        .expect("valid");
+        assert_eq!(t.connections["erp"], "erp-afinia");
+        assert!(parse_tenant(Path::new("/t/x.toml"), "[connections]\nerp = \"../x\"\n").is_err());
     }
 
     #[test]

@@ -132,6 +132,13 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
                         .unwrap_or_default()
                 ));
             }
+            if !activity.connections.is_empty() {
+                out.push_str(&format!(
+                    "    {} uses connections {}\n",
+                    activity.name,
+                    activity.connections.join(", ")
+                ));
+            }
             for limit in &activity.limits {
                 let how = if limit.mechanism.starts_with("not enforced") {
                     limit.mechanism.clone()
@@ -221,6 +228,7 @@ mod tests {
             user: None,
             group: None,
             limits: Vec::new(),
+            connections: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::output::Palette;
 pub mod audit;
 pub mod backup;
 pub mod cancel;
+pub mod connections;
 pub mod cron;
 pub mod describe;
 pub mod emit;

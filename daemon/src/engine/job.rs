@@ -150,6 +150,17 @@ pub fn prepare(
             }
         },
     };
+    if let Some(included) = &included {
+        let tenant = tenant.and_then(|name| registry.tenant(name)).map(|t| &**t);
+        crate::connections::check_submit(
+            registry,
+            &chain,
+            included,
+            tenant,
+            caller,
+            &mut problems,
+        )?;
+    }
     let params = resolve_layered(
         &chain,
         tenant_params,

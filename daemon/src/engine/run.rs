@@ -238,6 +238,18 @@ impl Engine {
                 *slot = true;
             }
         }
+        // A reprocess uses the connection profiles again: their `allow` as
+        // it is now. A profile missing now is the attempt's business.
+        if let Err(e) = crate::connections::check_reprocess(
+            &self.registry.borrow(),
+            &chain,
+            &included,
+            original.tenant.as_deref(),
+            &caller,
+        ) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let (params, secret) = match self.stored_params(&original) {
             Ok(found) => found,
             Err(message) => return refuse(reply, format!("job {}: {message}", original.id)),
@@ -479,6 +491,21 @@ impl Engine {
             self.on_attempt_end(key, AttemptEnd::spawn_error(message));
             return;
         }
+        let registry = self.registry.borrow().clone();
+        let connections = match crate::connections::for_attempt(
+            &registry,
+            activity,
+            job.tenant.as_deref(),
+            job.simulated,
+        ) {
+            Ok(connections) => connections,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot give the activity its connections");
+                self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+                return;
+            }
+        };
         let act = &job.acts[idx];
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
@@ -518,6 +545,7 @@ impl Engine {
             }
         }
         env.extend(rendered.env);
+        env.extend(connections.env);
         let spec = AttemptSpec {
             key,
             path: activity.path.clone(),
@@ -545,6 +573,7 @@ impl Engine {
                 .iter()
                 .filter(|(name, _)| job.secret.contains(*name))
                 .map(|(_, value)| value_as_env(value))
+                .chain(connections.secrets)
                 .collect(),
             outputs: act.outputs.clone(),
         };

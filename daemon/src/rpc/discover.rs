@@ -229,6 +229,12 @@ const METHODS: &[MethodSpec] = &[
         &[],
         r#"{"type":"object"}"#,
     ),
+    (
+        "connection.list",
+        "Every connection profile, loaded or broken, with the chains using it; fields only for operators, secret values never.",
+        &[],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
 ];
 
 /// The named parameters `method` takes, or None for a method this document

@@ -33,6 +33,7 @@ pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
             config: settings.config.display().to_string(),
             workflows_dir: settings.workflows_dir.display().to_string(),
             tenants_dir: settings.tenants_dir.display().to_string(),
+            connections_dir: settings.connections_dir.display().to_string(),
             state_dir: settings.state_dir.display().to_string(),
             socket: settings.socket.display().to_string(),
             database: settings.database().display().to_string(),

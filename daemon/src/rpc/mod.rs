@@ -9,6 +9,7 @@
 mod audit;
 mod backup;
 mod cancel;
+mod connection;
 mod discover;
 mod get;
 mod info;
@@ -26,6 +27,7 @@ mod workflow;
 
 use std::sync::Arc;
 
+use holdfast_api::ConnectionSummary;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
     AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
@@ -313,5 +315,9 @@ impl HoldfastServer for RpcServer {
         ext: &Extensions,
     ) -> SubscriptionResult {
         backup::handle(self, pending, ext).await
+    }
+
+    async fn connection_list(&self, ext: &Extensions) -> RpcResult<Vec<ConnectionSummary>> {
+        connection::list(self, &caller(ext))
     }
 }

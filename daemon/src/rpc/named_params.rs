@@ -140,6 +140,7 @@ mod tests {
             state_dir: Some(dir.path().join("state")),
             workflows_dir: Some(dir.path().join("w")),
             tenants_dir: None,
+            connections_dir: None,
             mode: Some(Mode::User),
         })
         .expect("settings");

@@ -107,6 +107,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                                 mechanism: m.how,
                             })
                             .collect(),
+                            connections: a.connections.clone(),
                         }
                     })
                     .collect(),

@@ -1337,6 +1337,7 @@ const API_METHODS: &[(&str, &[&str])] = &[
     ("audit.list", &["limit", "before"]),
     ("config.reload", &[]),
     ("store.backup", &[]),
+    ("connection.list", &[]),
 ];
 
 #[test]

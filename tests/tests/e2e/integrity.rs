@@ -416,6 +416,8 @@ impl ByHand {
             .arg(daemon.workflows_dir())
             .arg("--tenants-dir")
             .arg(daemon.tenants_dir())
+            .arg("--connections-dir")
+            .arg(daemon.connections_dir())
             .arg("-v")
             .env_clear()
             .env("PATH", STANDARD_PATH)

@@ -9,6 +9,7 @@ mod cgroups;
 mod chaos;
 mod cli;
 mod config;
+mod connections;
 mod control;
 mod durability;
 mod failure;

@@ -127,7 +127,8 @@ fn every_surface(daemon: &TestDaemon, jobs: &[u64]) -> Vec<(String, Vec<u8>)> {
     surfaces
 }
 
-fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+/// Every file under `dir` (recursively) with its bytes.
+pub(crate) fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

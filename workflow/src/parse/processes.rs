@@ -175,6 +175,7 @@ impl Draft {
                 tasks_max: settings.tasks_max,
                 cpu_weight: settings.cpu_weight,
                 cpu_quota: settings.cpu_quota,
+                connections: settings.connections,
                 deps: Vec::new(),
                 output_refs: Vec::new(),
                 secret_files: Vec::new(),

@@ -69,6 +69,7 @@ pub(super) struct RawSettings {
     pub tasks_max: Option<Spanned<i64>>,
     pub cpu_weight: Option<Spanned<i64>>,
     pub cpu_quota: Option<Spanned<String>>,
+    pub connections: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +126,7 @@ pub(super) struct RawActivity {
     pub tasks_max: Option<Spanned<i64>>,
     pub cpu_weight: Option<Spanned<i64>>,
     pub cpu_quota: Option<Spanned<String>>,
+    pub connections: Option<Vec<Spanned<String>>>,
     pub simulate: Option<Spanned<RawSimulate>>,
 }
 
@@ -166,6 +168,7 @@ impl RawActivity {
                 tasks_max: self.tasks_max,
                 cpu_weight: self.cpu_weight,
                 cpu_quota: self.cpu_quota,
+                connections: self.connections,
             },
         )
     }

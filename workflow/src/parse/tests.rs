@@ -288,7 +288,7 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
@@ -322,7 +322,7 @@ shell = 5
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `cpu_quota`, `simulate`",
+             `cpu_weight`, `cpu_quota`, `connections`, `simulate`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -942,7 +942,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`"
     );
 }
 
@@ -1109,4 +1109,21 @@ shell = "true"
         "{found:#?}"
     );
     assert!(!found[0].contains("in-the-file"), "{found:#?}");
+}
+
+#[test]
+fn connections_come_from_defaults_unless_the_activity_names_its_own() {
+    let source = "[defaults]\nconnections = [\"erp\"]\n\
+                  [process.p.activity.a]\ncommand = [\"true\"]\n\
+                  [process.p.activity.b]\ncommand = [\"true\"]\nconnections = [\"crm\", \"erp\"]\n";
+    let chain = parse_chain(Path::new("c.toml"), source).expect("the chain parses");
+    assert_eq!(chain.activities[0].connections, ["erp"]);
+    assert_eq!(chain.activities[1].connections, ["crm", "erp"]);
+    assert_eq!(
+        errors("[process.p.activity.a]\ncommand = [\"true\"]\nconnections = [\"ERP\"]\n"),
+        [
+            "3:16: invalid connection name \"ERP\": use lowercase letters, digits, \"_\" and \"-\", \
+          starting with a letter or digit"
+        ]
+    );
 }

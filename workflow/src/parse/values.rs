@@ -38,6 +38,8 @@ pub(super) struct Settings {
     pub tasks_max: Option<u64>,
     pub cpu_weight: Option<u32>,
     pub cpu_quota: Option<u32>,
+    /// Connection names; an activity's own list replaces `[defaults]`'.
+    pub connections: Vec<String>,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             tasks_max: None,
             cpu_weight: None,
             cpu_quota: None,
+            connections: Vec::new(),
         }
     }
 }
@@ -192,6 +195,23 @@ impl Settings {
                         weight.get_ref()
                     ),
                 ),
+            }
+        }
+        if let Some(names) = raw.connections {
+            out.connections.clear();
+            for name in names {
+                if super::valid_name(name.get_ref()) {
+                    out.connections.push(name.into_inner());
+                } else {
+                    diagnostics.error(
+                        &name.span(),
+                        format!(
+                            "invalid connection name {:?}: {}",
+                            name.get_ref(),
+                            super::NAME_RULE
+                        ),
+                    );
+                }
             }
         }
         if let Some(quota) = &raw.cpu_quota {
