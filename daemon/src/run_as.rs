@@ -28,24 +28,67 @@ pub struct Identity {
     pub home: PathBuf,
 }
 
+/// Why an activity's user or group could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The account is missing or unusable; trying again will not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The lookup failed because file descriptors ran out (the user
+    /// database could not be opened): it says nothing about the account.
+    #[error("cannot look up {what}: the daemon is out of file descriptors")]
+    OutOfFiles { what: String },
+}
+
+impl From<String> for ResolveError {
+    fn from(message: String) -> ResolveError {
+        ResolveError::Refused(message)
+    }
+}
+
+/// True when this process cannot open a file right now for lack of file
+/// descriptors. glibc's lookups report an unreadable user database as "no
+/// such entry", so a miss is only believed when this is false.
+fn out_of_files() -> bool {
+    std::fs::File::open("/dev/null").is_err_and(|e| {
+        crate::executor::is_out_of_files(e.raw_os_error())
+    })
+}
+
+/// A lookup error, or a miss that may be one, as a [`ResolveError`].
+fn lookup_failed(what: String, message: String) -> ResolveError {
+    if out_of_files() {
+        ResolveError::OutOfFiles { what }
+    } else {
+        ResolveError::Refused(message)
+    }
+}
+
 /// Look up `user` (and `group`, else the user's primary group) with its
 /// supplementary groups.
-pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, String> {
+pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, ResolveError> {
     let account = User::from_name(user)
-        .map_err(|e| format!("cannot look up user {user:?}: {e}"))?
-        .ok_or_else(|| format!("user {user:?} does not exist on this host"))?;
+        .map_err(|e| lookup_failed(format!("user {user:?}"), format!("cannot look up user {user:?}: {e}")))?
+        .ok_or_else(|| lookup_failed(format!("user {user:?}"), format!("user {user:?} does not exist on this host")))?;
     let gid = match group {
         Some(name) => {
             Group::from_name(name)
-                .map_err(|e| format!("cannot look up group {name:?}: {e}"))?
-                .ok_or_else(|| format!("group {name:?} does not exist on this host"))?
+                .map_err(|e| lookup_failed(format!("group {name:?}"), format!("cannot look up group {name:?}: {e}")))?
+                .ok_or_else(|| lookup_failed(format!("group {name:?}"), format!("group {name:?} does not exist on this host")))?
                 .gid
         }
         None => account.gid,
     };
     let cname = CString::new(user).map_err(|_| "user name contains a NUL byte".to_string())?;
     let groups = nix::unistd::getgrouplist(&cname, gid)
-        .map_err(|e| format!("cannot list the groups of {user:?}: {e}"))?;
+        .map_err(|e| lookup_failed(format!("the groups of {user:?}"), format!("cannot list the groups of {user:?}: {e}")))?;
+    // A group database that could not be opened reads as no groups: never
+    // start an activity with a partial list.
+    if out_of_files() {
+        return Err(ResolveError::OutOfFiles {
+            what: format!("the groups of {user:?}"),
+        });
+    }
     Ok(Identity {
         name: user.to_string(),
         uid: account.uid.as_raw(),
