@@ -50,9 +50,8 @@ impl From<String> for ResolveError {
 /// descriptors. glibc's lookups report an unreadable user database as "no
 /// such entry", so a miss is only believed when this is false.
 fn out_of_files() -> bool {
-    std::fs::File::open("/dev/null").is_err_and(|e| {
-        crate::executor::is_out_of_files(e.raw_os_error())
-    })
+    std::fs::File::open("/dev/null")
+        .is_err_and(|e| crate::executor::is_out_of_files(e.raw_os_error()))
 }
 
 /// A lookup error, or a miss that may be one, as a [`ResolveError`].
@@ -68,20 +67,44 @@ fn lookup_failed(what: String, message: String) -> ResolveError {
 /// supplementary groups.
 pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, ResolveError> {
     let account = User::from_name(user)
-        .map_err(|e| lookup_failed(format!("user {user:?}"), format!("cannot look up user {user:?}: {e}")))?
-        .ok_or_else(|| lookup_failed(format!("user {user:?}"), format!("user {user:?} does not exist on this host")))?;
+        .map_err(|e| {
+            lookup_failed(
+                format!("user {user:?}"),
+                format!("cannot look up user {user:?}: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            lookup_failed(
+                format!("user {user:?}"),
+                format!("user {user:?} does not exist on this host"),
+            )
+        })?;
     let gid = match group {
         Some(name) => {
             Group::from_name(name)
-                .map_err(|e| lookup_failed(format!("group {name:?}"), format!("cannot look up group {name:?}: {e}")))?
-                .ok_or_else(|| lookup_failed(format!("group {name:?}"), format!("group {name:?} does not exist on this host")))?
+                .map_err(|e| {
+                    lookup_failed(
+                        format!("group {name:?}"),
+                        format!("cannot look up group {name:?}: {e}"),
+                    )
+                })?
+                .ok_or_else(|| {
+                    lookup_failed(
+                        format!("group {name:?}"),
+                        format!("group {name:?} does not exist on this host"),
+                    )
+                })?
                 .gid
         }
         None => account.gid,
     };
     let cname = CString::new(user).map_err(|_| "user name contains a NUL byte".to_string())?;
-    let groups = nix::unistd::getgrouplist(&cname, gid)
-        .map_err(|e| lookup_failed(format!("the groups of {user:?}"), format!("cannot list the groups of {user:?}: {e}")))?;
+    let groups = nix::unistd::getgrouplist(&cname, gid).map_err(|e| {
+        lookup_failed(
+            format!("the groups of {user:?}"),
+            format!("cannot list the groups of {user:?}: {e}"),
+        )
+    })?;
     // A group database that could not be opened reads as no groups: never
     // start an activity with a partial list.
     if out_of_files() {

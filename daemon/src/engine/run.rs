@@ -524,7 +524,15 @@ impl Engine {
             // using up a retry.
             _ if end.transient => {
                 act.deferred += 1;
-                tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, error = end.error.as_deref().unwrap_or(""), "activity could not start; trying again shortly");
+                tracing::warn!(
+                    HF_JOB_ID = fields.0,
+                    HF_CHAIN = fields.1,
+                    HF_PROCESS = fields.2,
+                    HF_ACTIVITY = fields.3,
+                    HF_ATTEMPT = fields.4,
+                    error = end.error.as_deref().unwrap_or(""),
+                    "activity could not start; trying again shortly"
+                );
                 self.effects.push(Effect::Timer(
                     TRANSIENT_DELAY,
                     Command::RetryDue {
@@ -537,7 +545,10 @@ impl Engine {
             }
             // Interrupted attempts (daemon stops and crashes) do not count
             // against `retries`.
-            _ if act.attempts.saturating_sub(act.interruptions + act.deferred) <= activity.retries
+            _ if act
+                .attempts
+                .saturating_sub(act.interruptions + act.deferred)
+                <= activity.retries
                 && !act.no_retry =>
             {
                 let delay = activity.retry_delay_for(act.attempts);

@@ -73,9 +73,8 @@ fn open_files_limit() -> u64 {
 /// more than the open-file limit leaves after the reserve for the daemon,
 /// its activities and the administrators' extra room.
 pub fn connection_cap(open_files: u64, max_parallel: usize, configured: u32) -> usize {
-    let reserve = RESERVE_FILES
-        + FILES_PER_ACTIVITY.saturating_mul(max_parallel as u64)
-        + ADMIN_ROOM as u64;
+    let reserve =
+        RESERVE_FILES + FILES_PER_ACTIVITY.saturating_mul(max_parallel as u64) + ADMIN_ROOM as u64;
     let room = open_files.saturating_sub(reserve).max(open_files / 4);
     room.min(u64::from(configured)).max(1) as usize
 }
@@ -84,11 +83,8 @@ impl Limits {
     /// Caps from the settings and the daemon's open-file limit now.
     pub fn new(settings: &Settings) -> Limits {
         let open_files = open_files_limit();
-        let connections = connection_cap(
-            open_files,
-            settings.max_parallel,
-            settings.max_connections,
-        );
+        let connections =
+            connection_cap(open_files, settings.max_parallel, settings.max_connections);
         tracing::info!(
             open_files,
             connections,
@@ -230,7 +226,9 @@ mod tests {
             limits.connect(1003, false),
             Err(Refused::Full { .. })
         ));
-        let admin = limits.connect(0, true).expect("root has room beyond the cap");
+        let admin = limits
+            .connect(0, true)
+            .expect("root has room beyond the cap");
         drop((a, b, c, admin));
         assert!(limits.connect(1000, false).is_ok());
         assert_eq!(limits.counts().connections, 1);

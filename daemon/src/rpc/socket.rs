@@ -170,8 +170,7 @@ const MESSAGE_BUFFER: u32 = 16;
 /// First and longest pause of the accept loop when the daemon or the system
 /// is out of file descriptors (the pending connection stays in the backlog,
 /// so retrying at once would spin).
-const ACCEPT_BACKOFF: (Duration, Duration) =
-    (Duration::from_millis(10), Duration::from_secs(1));
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 /// At most one warning of each kind per this long; the others are counted
 /// into the next one.
 const WARN_EVERY: Duration = Duration::from_secs(10);

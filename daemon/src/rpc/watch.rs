@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use holdfast_api::ErrorCode;
-use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use jsonrpsee::core::SubscriptionResult;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 

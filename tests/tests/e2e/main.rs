@@ -10,6 +10,7 @@ mod chaos;
 mod cli;
 mod config;
 mod control;
+mod dos;
 mod durability;
 mod failure;
 mod faults;

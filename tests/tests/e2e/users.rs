@@ -108,7 +108,7 @@ const DAEMON_ONLY: &str = "secret-of-the-daemon";
 const DAEMON_PATH_MARK: &str = "/nonexistent/hft-daemon-path";
 
 /// The accounts, or `None` after saying why the test cannot run here.
-fn accounts_or_skip(test: &str) -> Option<&'static Accounts> {
+pub(crate) fn accounts_or_skip(test: &str) -> Option<&'static Accounts> {
     match users::accounts() {
         Ok(accounts) => Some(accounts),
         Err(reason) => {
