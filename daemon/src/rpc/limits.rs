@@ -230,8 +230,11 @@ mod tests {
             .connect(0, true)
             .expect("root has room beyond the cap");
         drop((a, b, c, admin));
-        assert!(limits.connect(1000, false).is_ok());
+        let again = limits.connect(1000, false).expect("slots come back");
         assert_eq!(limits.counts().connections, 1);
+        drop(again);
+        assert_eq!(limits.counts().connections, 0);
+        assert!(limits.counts().by_user.is_empty());
     }
 
     #[test]
