@@ -13,6 +13,7 @@ use jsonrpsee::server::{
     HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
 };
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
 use tower::Service;
 
 use super::RpcServer;
@@ -198,15 +199,46 @@ impl Throttled {
     }
 }
 
-/// Turn a refused client away with an HTTP 503 carrying the reason, if its
-/// socket takes it at once (never waiting on the client), then close.
-fn turn_away(stream: tokio::net::UnixStream, why: &str) {
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{why}",
-        why.len()
-    );
-    let _ = stream.try_write(response.as_bytes());
+/// Refused clients answered at once; past that, a refused connection is
+/// closed without an answer. Each holds a descriptor for at most
+/// [`TURN_AWAY_WITHIN`], out of the reserve the connection cap leaves.
+const TURNING_AWAY: usize = 32;
+/// How long a refused client has to send its request head and take the
+/// answer.
+const TURN_AWAY_WITHIN: Duration = Duration::from_secs(1);
+/// Most of a refused client's request head that is read.
+const TURN_AWAY_HEAD: usize = 16 << 10;
+
+/// Turn a refused client away with an HTTP 503 carrying the reason. Its
+/// request head is read first (closing a socket with unread data resets
+/// it, and the client would see a broken pipe instead of the reason), all
+/// within [`TURN_AWAY_WITHIN`], and at most [`TURNING_AWAY`] at once.
+fn turn_away(mut stream: tokio::net::UnixStream, why: String, answering: &Arc<Semaphore>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(slot) = Arc::clone(answering).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{why}",
+            why.len()
+        );
+        let answer = async {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while head.len() < TURN_AWAY_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        };
+        let _ = tokio::time::timeout(TURN_AWAY_WITHIN, answer).await;
+    });
 }
 
 /// Serve connections until `stopped` resolves; then let open connections
@@ -234,6 +266,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut accept_failures = Throttled::default();
     let mut refusals = Throttled::default();
+    let answering = Arc::new(Semaphore::new(TURNING_AWAY));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -277,7 +310,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                 if let Some(unlogged) = refusals.due() {
                     tracing::warn!(uid = caller.uid, user = %caller.user, unlogged, "connection refused: {refused}");
                 }
-                turn_away(stream, &refused.to_string());
+                turn_away(stream, refused.to_string(), &answering);
                 continue;
             }
         };
