@@ -99,6 +99,12 @@ impl Limits {
         }
     }
 
+    /// The overall connection cap in use (administrators get
+    /// [`ADMIN_ROOM`] more).
+    pub fn connection_cap(&self) -> usize {
+        self.connections
+    }
+
     fn counts(&self) -> MutexGuard<'_, Counts> {
         // The counters stay consistent even if a holder panicked.
         self.counts

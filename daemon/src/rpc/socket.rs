@@ -252,14 +252,17 @@ fn turn_away(mut stream: tokio::net::UnixStream, why: String, answering: &Arc<Se
 /// [`WARN_EVERY`].
 pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Future<Output = ()>) {
     let (stop_handle, server_handle) = stop_channel();
+    let limits = Arc::new(Limits::new(&server.settings));
+    // jsonrpsee's own count (requests in flight and WebSocket connections)
+    // never refuses what `limits` let in, administrators' room included.
+    let served = limits.connection_cap() + super::limits::ADMIN_ROOM;
     let config = ServerConfig::builder()
         .max_request_body_size(server.settings.max_request_bytes)
         .max_response_body_size(64 << 20)
-        .max_connections(server.settings.max_connections)
+        .max_connections(u32::try_from(served).unwrap_or(u32::MAX))
         .max_subscriptions_per_connection(256)
         .set_message_buffer_capacity(MESSAGE_BUFFER)
         .build();
-    let limits = Arc::new(Limits::new(&server.settings));
     let builder = Server::builder().set_config(config).to_service_builder();
     let methods = server.into_rpc();
     tokio::pin!(stopped);
