@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{AttemptState, Job, JobState};
 use holdfast_tests::users::{self, Account, STANDARD_PATH, SystemDaemon};
-use holdfast_tests::{TestDaemon, eventually, finish_child, hfctl_command, run_with_deadline};
+use holdfast_tests::{
+    TestDaemon, eventually, finish_child, finish_child_output, hfctl_command, run_with_deadline,
+};
 
 use crate::faults::open_fds;
 use crate::support::{activity, shown};
@@ -93,6 +95,20 @@ fn info_answers(socket: &Path) {
     );
 }
 
+/// A command that runs what follows it as `account` (uid, primary gid and
+/// supplementary groups) in a small clean environment.
+fn as_user(account: &Account) -> Command {
+    let mut cmd = Command::new(users::tool("setpriv").unwrap_or_else(|e| panic!("{e}")));
+    cmd.arg(format!("--reuid={}", account.uid))
+        .arg(format!("--regid={}", account.gid))
+        .arg("--init-groups")
+        .arg("--")
+        .env_clear()
+        .env("PATH", STANDARD_PATH)
+        .env("HOME", &account.home);
+    cmd
+}
+
 /// Open `count` connections to `socket` as `account` and keep them open,
 /// sending nothing, until the returned child's stdin is closed. Returns once
 /// every connection is made (the kernel queues what the daemon has not
@@ -111,19 +127,12 @@ $| = 1;
 print scalar(@held), "\n";
 <STDIN>;
 "#;
-    let setpriv = users::tool("setpriv").unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(setpriv)
-        .arg(format!("--reuid={}", account.uid))
-        .arg(format!("--regid={}", account.gid))
-        .arg("--init-groups")
-        .arg("--")
+    let mut child = as_user(account)
         .arg(users::tool("perl").unwrap_or_else(|e| panic!("{e}")))
         .arg("-e")
         .arg(SCRIPT)
         .arg(socket)
         .arg(count.to_string())
-        .env_clear()
-        .env("PATH", STANDARD_PATH)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -455,4 +464,88 @@ fn followers_that_never_read_cannot_grow_the_daemon() {
     let job_id = daemon.submit("quick", &[]);
     assert_eq!(daemon.wait_done(job_id).state, JobState::Succeeded);
     drop(followers);
+}
+
+/// An activity that runs until the test creates `@DIR@/go`.
+const UNTIL_GO: &str = r#"
+[process.p.activity.wait]
+shell = "echo started; until [ -e @DIR@/go ]; do sleep 0.05; done"
+timeout = "60s"
+"#;
+
+/// One user may hold `max_subscriptions_per_user` follows and watches (2
+/// here): a third is refused with the reason, while root and another user
+/// still follow, and the slots come back when the follows end. Before the
+/// cap, one user could open subscriptions until the daemon's memory ran out.
+#[test]
+fn subscriptions_of_one_user_are_capped() {
+    let Some(accounts) = accounts_or_skip("subscriptions_of_one_user_are_capped") else {
+        return;
+    };
+    let settings = "socket_group = \"hft-sock\"\nrun_as_default = \"hft-runas\"\n\
+                    max_subscriptions_per_user = 2\n";
+    let daemon = SystemDaemon::start(
+        settings,
+        &[("wait.toml", UNTIL_GO), ("quick.toml", QUICK)],
+        &[],
+    );
+    let finished = daemon.submit("quick", &[]);
+    assert_eq!(daemon.wait_done(finished).state, JobState::Succeeded);
+    let running = daemon.submit("wait", &[]);
+    let socket = daemon.socket();
+    let running_id = running.to_string();
+    let finished_id = finished.to_string();
+
+    // Two follows of the running job take the member's two slots; each is
+    // in once it has passed on the activity's first line.
+    let followers: Vec<Child> = (0..2)
+        .map(|_| {
+            let mut child = as_user(&accounts.member)
+                .arg(users::hfctl_for_everyone())
+                .args(["--socket".as_ref(), socket.as_os_str()])
+                .args(["logs", "-f", &running_id, "p.wait"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("hfctl can be run as the member");
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().expect("stdout is piped"))
+                .read_line(&mut line)
+                .expect("the follow's output can be read");
+            assert_eq!(line, "started\n", "the follow passes on the log");
+            child
+        })
+        .collect();
+    // A third (of a finished job, which would end at once if let through)
+    // is refused, with the reason.
+    let follow_finished =
+        |account: &Account| account.hfctl(daemon.socket(), &["logs", "-f", &finished_id, "p.a"]);
+    let third = follow_finished(&accounts.member);
+    assert!(
+        !third.status.success()
+            && String::from_utf8_lossy(&third.stderr).contains("max_subscriptions_per_user"),
+        "a third follow by the same user must be refused, and say why: {}",
+        shown(&third)
+    );
+    // Root and another user still follow.
+    let other = follow_finished(&accounts.etl_member);
+    assert!(other.status.success(), "another user: {}", shown(&other));
+    let mut cmd = hfctl_command(daemon.socket());
+    cmd.args(["logs", "-f", &finished_id, "p.a"]);
+    let root = run_with_deadline(cmd, RESPONSIVE);
+    assert!(root.status.success(), "root: {}", shown(&root));
+
+    // The follows end with the job, and the slots come back.
+    fs::write(daemon.dir().join("go"), "").expect("the go file can be written");
+    for follower in followers {
+        let output = finish_child_output(follower, RESPONSIVE);
+        assert!(output.status.success(), "a follow: {}", shown(&output));
+    }
+    assert_eq!(daemon.wait_done(running).state, JobState::Succeeded);
+    let again = follow_finished(&accounts.member);
+    assert!(
+        again.status.success(),
+        "the member after its follows ended: {}",
+        shown(&again)
+    );
 }
