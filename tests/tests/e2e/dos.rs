@@ -1,8 +1,8 @@
 //! Denial of service by a socket member: one user holding idle connections
-//! by the hundred, the daemon running out of file descriptors, and log
-//! followers that never read. Each time the others must still be served,
-//! jobs must still run, and the daemon must neither flood its log, spin,
-//! nor grow without bound.
+//! by the hundred or more subscriptions than its share, the daemon running
+//! out of file descriptors, and log followers that never read. Each time
+//! the others must still be served, jobs must still run, and the daemon
+//! must neither flood its log, spin, nor grow without bound.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
