@@ -7,7 +7,7 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::{
-    AuditEntry, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 
@@ -141,4 +141,12 @@ pub trait Holdfast {
     /// One chain's parameters, processes and activities.
     #[method(name = "workflow.get", param_kind = map)]
     async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail>;
+
+    /// A consistent copy of the whole database (every job's parameters
+    /// included), for root, the daemon's user and operator_groups members.
+    /// The daemon snapshots it and streams the bytes; the caller writes
+    /// them, with its own rights, so the daemon never writes a file a caller
+    /// names.
+    #[subscription(name = "store.backup" => "store.backup_chunk", unsubscribe = "store.backup_cancel", item = BackupChunk, param_kind = map, with_extensions)]
+    async fn store_backup(&self) -> SubscriptionResult;
 }

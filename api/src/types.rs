@@ -382,6 +382,10 @@ pub struct WorkflowDetail {
     /// Tenants whose files allow this chain.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// `[chain].max_priority` as written; None means 0. Bounds submitters
+    /// outside the operator groups.
+    #[serde(default)]
+    pub max_priority: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -524,4 +528,39 @@ pub struct ScheduleInfo {
     pub last_handled: String,
     pub last_job: Option<u64>,
     pub last_job_state: Option<JobState>,
+}
+
+/// A piece of a database copy (`store.backup` item). The daemon makes one
+/// consistent snapshot and sends it in order; the caller writes the bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupChunk {
+    /// Byte offset of `data` in the copy.
+    pub offset: u64,
+    /// The copy's whole size in bytes.
+    pub size: u64,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub data: String,
+    /// True on the last chunk: everything up to `size` was sent.
+    pub complete: bool,
+}
+
+impl BackupChunk {
+    /// A chunk of `bytes` at `offset` of a copy of `size` bytes.
+    pub fn new(offset: u64, size: u64, bytes: &[u8], complete: bool) -> BackupChunk {
+        use base64::Engine;
+        BackupChunk {
+            offset,
+            size,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            complete,
+        }
+    }
+
+    /// The chunk's bytes; `None` when `data` is not base64.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .ok()
+    }
 }

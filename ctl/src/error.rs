@@ -119,6 +119,23 @@ pub enum Error {
 
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
+
+    #[error("cannot write {}; choose a new file in a directory you can write", path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the daemon on {} ended the backup after {received} of {size} bytes; nothing was kept, try again",
+        socket.display()
+    )]
+    BackupIncomplete {
+        socket: PathBuf,
+        received: u64,
+        size: u64,
+    },
 }
 
 impl Error {

@@ -90,6 +90,8 @@ enum Command {
     Audit(cmd::audit::Args),
     /// Inside an activity: report progress, a checkpoint, outputs or an alert.
     Emit(cmd::emit::Args),
+    /// Write a consistent copy of the daemon's database to a new file (operators only).
+    Backup(cmd::backup::Args),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -122,6 +124,7 @@ async fn main() -> ExitCode {
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),
+        Command::Backup(args) => cmd::backup::run(&ctx, args).await,
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome_code(outcome)),
@@ -162,6 +165,8 @@ fn error_code(error: &Error) -> u8 {
         | Error::WatchEnded { .. }
         | Error::ReadFile { .. }
         | Error::ParamsFile { .. }
+        | Error::WriteFile { .. }
+        | Error::BackupIncomplete { .. }
         | Error::Stdout(_) => 1,
     }
 }

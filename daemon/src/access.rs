@@ -6,7 +6,8 @@
 //!   reprocess anyone's jobs, operate schedules and reload the configuration.
 //! - Everyone who can open the socket (its mode and group decide that) may
 //!   read, submit (within a chain's `allow` and a tenant's `groups`), and
-//!   cancel or reprocess their own jobs.
+//!   cancel or reprocess their own jobs, at a priority no higher than the
+//!   chain's `max_priority` (0 unless the chain says otherwise).
 
 use crate::engine::Caller;
 use crate::settings::Settings;
@@ -49,6 +50,19 @@ pub fn may_submit_chain(caller: &Caller, allow: &[String]) -> bool {
             Some(("group", name)) => in_group(caller, name),
             _ => false,
         })
+}
+
+/// The highest priority `caller` may give a job of a chain whose
+/// `max_priority` is `chain_max`: no bound (None) for operators, root and
+/// the daemon's user (schedules submit as the daemon); the chain's bound,
+/// 0 when it sets none, for everyone else, so a member cannot jump the
+/// queue.
+pub fn max_priority(caller: &Caller, settings: &Settings, chain_max: Option<i32>) -> Option<i32> {
+    if is_operator(caller, settings) {
+        None
+    } else {
+        Some(chain_max.unwrap_or(0))
+    }
 }
 
 /// May `caller` cancel or reprocess a job submitted by `owner_uid`?

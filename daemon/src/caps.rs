@@ -8,7 +8,7 @@
 //! | cap          | cgroup v2                         | fallback                                        |
 //! |--------------|-----------------------------------|-------------------------------------------------|
 //! | `memory_max` | `memory.max` (+ swap 0, OOM group) | RLIMIT_AS (address space: over-counts)          |
-//! | `tasks_max`  | `pids.max`                        | RLIMIT_NPROC (counted per user, not per attempt) |
+//! | `tasks_max`  | `pids.max`                        | RLIMIT_NPROC (counted per user, not per attempt; not enforced for root) |
 //! | `cpu_weight` | `cpu.weight`                      | a nice value                                     |
 //! | `cpu_quota`  | `cpu.max`                         | none: not enforced, and describe says so        |
 //! | `nofile`     | —                                 | RLIMIT_NOFILE (always)                          |
@@ -42,8 +42,13 @@ pub struct Mechanism {
 }
 
 /// Split `activity`'s caps between the cgroup (`controllers`, `None`
-/// without cgroups) and rlimits.
-pub fn plan(activity: &Activity, controllers: Option<Controllers>) -> (Plan, Vec<Mechanism>) {
+/// without cgroups) and rlimits. `as_root`: the activity runs with uid 0,
+/// which the kernel exempts from RLIMIT_NPROC.
+pub fn plan(
+    activity: &Activity,
+    controllers: Option<Controllers>,
+    as_root: bool,
+) -> (Plan, Vec<Mechanism>) {
     let on = controllers.unwrap_or_default();
     let mut plan = Plan::default();
     let mut how = Vec::new();
@@ -75,12 +80,28 @@ pub fn plan(activity: &Activity, controllers: Option<Controllers>) -> (Plan, Vec
         if on.pids {
             plan.cgroup.tasks_max = Some(tasks);
             note("tasks_max", tasks.to_string(), "cgroup pids.max".into());
+        } else if as_root {
+            // The kernel never applies RLIMIT_NPROC to root: setting it
+            // would only pretend.
+            note(
+                "tasks_max",
+                tasks.to_string(),
+                format!(
+                    "not enforced ({}; the kernel does not apply RLIMIT_NPROC to root): \
+                     delegate the pids controller or run the activity as another user",
+                    missing("pids")
+                ),
+            );
         } else {
             plan.rlimits.processes = Some(tasks);
             note(
                 "tasks_max",
                 tasks.to_string(),
-                format!("rlimit RLIMIT_NPROC, per user ({})", missing("pids")),
+                format!(
+                    "rlimit RLIMIT_NPROC, which counts every process of the activity's user, \
+                     not only this attempt's ({})",
+                    missing("pids")
+                ),
             );
         }
     }
@@ -153,7 +174,7 @@ mod tests {
             cpu: true,
             pids: true,
         };
-        let (plan, how) = plan(&capped(), Some(all));
+        let (plan, how) = plan(&capped(), Some(all), false);
         assert_eq!(
             plan.cgroup,
             CgroupLimits {
@@ -182,7 +203,7 @@ mod tests {
             pids: true,
             ..Controllers::default()
         };
-        let (plan, how) = plan(&capped(), Some(pids_only));
+        let (plan, how) = plan(&capped(), Some(pids_only), false);
         assert_eq!(plan.cgroup.tasks_max, Some(50));
         assert_eq!(plan.cgroup.memory_max, None);
         assert_eq!(plan.rlimits.address_space, Some(64 << 20));
@@ -192,11 +213,35 @@ mod tests {
             .find(|m| m.name == "cpu_quota")
             .expect("cpu_quota listed");
         assert_eq!(quota.how, "not enforced (no cpu controller delegated)");
-        let (_, how) = super::plan(&capped(), None);
+        let (_, how) = super::plan(&capped(), None, false);
         let memory = how
             .iter()
             .find(|m| m.name == "memory_max")
             .expect("memory_max listed");
         assert_eq!(memory.how, "rlimit RLIMIT_AS, address space (no cgroup)");
+    }
+
+    #[test]
+    fn root_gets_no_pretend_process_limit() {
+        let (plan, how) = plan(&capped(), None, true);
+        assert_eq!(plan.rlimits.processes, None);
+        let tasks = how
+            .iter()
+            .find(|m| m.name == "tasks_max")
+            .expect("tasks_max listed");
+        assert!(
+            tasks.how.starts_with("not enforced (no cgroup;"),
+            "{tasks:?}"
+        );
+        let (plan, how) = super::plan(&capped(), None, false);
+        assert_eq!(plan.rlimits.processes, Some(50));
+        let tasks = how
+            .iter()
+            .find(|m| m.name == "tasks_max")
+            .expect("tasks_max listed");
+        assert!(
+            tasks.how.contains("every process of the activity's user"),
+            "{tasks:?}"
+        );
     }
 }

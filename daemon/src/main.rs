@@ -11,10 +11,12 @@ mod docs;
 mod engine;
 mod executor;
 mod logging;
+mod mask;
 mod registry;
 mod retention;
 mod rpc;
 mod run_as;
+mod secrets;
 mod settings;
 mod store;
 mod systemd;
@@ -93,8 +95,13 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args, systemd)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("holdfastd: {e:#}");
+            // One line, wherever it goes: the journal gets it as a log
+            // entry, a terminal or file as plain text.
+            if logging::to_journal() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("holdfastd: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -136,7 +143,9 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let notifier = systemd.notifier();
     let private = settings.mode == Mode::User;
-    if let Err(error) = std::fs::create_dir_all(settings.logs_dir()) {
+    // 0700 whatever the umask: the database and the logs hold every job's
+    // parameters and output.
+    if let Err(error) = store::private::create_dir(&settings.logs_dir()) {
         // On a read-only file system (see below) what is there is served
         // as it is.
         if !store::read_only::on_read_only_file_system(&settings.database()) {
@@ -151,6 +160,15 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     if private {
         let _ =
             std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    // One daemon per state directory, taken before the socket is bound and
+    // before anything touches the database: a second daemon (even on another
+    // socket) stops here, naming the first one's pid. On a read-only file
+    // system without a lock file there is none yet; it is taken before the
+    // engine starts.
+    let mut state_lock = store::lock::acquire(&settings.state_dir)?;
+    if state_lock.is_some() {
+        store::Store::remove_stale_snapshots(&settings.state_dir);
     }
 
     // Bind first: a second daemon must stop here, before it touches the
@@ -174,6 +192,18 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
             private && !shared,
         )?,
     };
+
+    // Everything created from here on (the database, its WAL, attempt logs,
+    // and what activities create) is private unless made otherwise.
+    store::private::restrict_umask();
+    let database = settings.database();
+    store::private::warn_if_open(&[
+        &settings.state_dir,
+        &settings.logs_dir(),
+        &database,
+        &database.with_extension("db-wal"),
+        &database.with_extension("db-shm"),
+    ]);
 
     // On a read-only file system the store opens for reads only and the
     // engine is held back: nothing it does could be recorded. The socket
@@ -246,7 +276,10 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
                 phase = match phase {
                     Phase::Held(wiring) => {
                         tracing::info!(state_dir = %settings.state_dir.display(), "the state directory is writable again: starting the engine");
-                        if let Err(error) = std::fs::create_dir_all(settings.logs_dir()) {
+                        if state_lock.is_none() {
+                            state_lock = store::lock::acquire(&settings.state_dir)?;
+                        }
+                        if let Err(error) = store::private::create_dir(&settings.logs_dir()) {
                             tracing::warn!(%error, dir = %settings.logs_dir().display(), "cannot create the log directory");
                         }
                         let previous = handle.registry.borrow().clone();
@@ -278,6 +311,14 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), running.engine).await;
+        // After the last write: the WAL goes into the database, so a copy
+        // of `holdfast.db` alone (or a lost `-wal`) has every job.
+        match store.checkpoint().await {
+            Ok(()) => tracing::debug!("database checkpointed"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot checkpoint the database at stop; its -wal file holds the newest changes, keep it with the database")
+            }
+        }
     } else {
         let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
     }
@@ -286,6 +327,8 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&settings.socket);
     }
     tracing::info!("stopped");
+    // The lock is released last, once nothing more is written.
+    drop(state_lock);
     Ok(())
 }
 

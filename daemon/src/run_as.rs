@@ -6,7 +6,9 @@
 //! switch: otherwise the chain is refused when it is loaded, never run as the
 //! daemon's own user by surprise. A system-mode daemon running as root runs
 //! activities that name no user as `run_as_default` (`holdfast`), never as
-//! root unless that is allowed and asked for.
+//! root unless that is allowed and asked for. A `group` must be one of the
+//! user's own groups or listed in `run_as_groups` (root's group only if
+//! listed), checked at load and again before every spawn.
 //! (The per-activity caps are in [`crate::caps`].)
 
 use std::ffi::CString;
@@ -28,95 +30,156 @@ pub struct Identity {
     pub home: PathBuf,
 }
 
-/// Why an activity's user or group could not be resolved.
+/// Why an activity cannot run as who it names.
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// The account is missing or unusable; trying again will not help.
-    #[error("{0}")]
-    Refused(String),
-    /// The lookup failed because file descriptors ran out (the user
-    /// database could not be opened): it says nothing about the account.
-    #[error("cannot look up {what}: the daemon is out of file descriptors")]
-    OutOfFiles { what: String },
-}
-
-impl From<String> for ResolveError {
-    fn from(message: String) -> ResolveError {
-        ResolveError::Refused(message)
-    }
+pub enum RunAsError {
+    #[error("cannot look up user {user:?}: {source}")]
+    LookUpUser {
+        user: String,
+        source: nix::errno::Errno,
+    },
+    #[error("user {user:?} does not exist on this host")]
+    NoSuchUser { user: String },
+    #[error("cannot look up group {group:?}: {source}")]
+    LookUpGroup {
+        group: String,
+        source: nix::errno::Errno,
+    },
+    #[error("group {group:?} does not exist on this host")]
+    NoSuchGroup { group: String },
+    #[error("user name {user:?} contains a NUL byte")]
+    NulInName { user: String },
+    #[error("cannot list the groups of {user:?}: {source}")]
+    ListGroups {
+        user: String,
+        source: nix::errno::Errno,
+    },
+    #[error(
+        "group {group:?} (gid 0) is root's; a run-as activity gets it only when the daemon's \
+         run_as_groups setting lists it"
+    )]
+    RootGroup { group: String },
+    #[error(
+        "user {user:?} has root's group (gid 0) among its groups; a run-as activity gets it \
+         only when the daemon's run_as_groups setting lists that group ({group:?}), so list it \
+         or take the user out of the group"
+    )]
+    RootGroupMember { user: String, group: String },
+    #[error(
+        "group {group:?} is not one of user {user:?}'s groups; name one of them, or list the \
+         group in the daemon's run_as_groups setting"
+    )]
+    NotUsersGroup { user: String, group: String },
+    /// The user or group database could not be read for lack of file
+    /// descriptors: this says nothing about the account, and passes.
+    #[error("cannot look up user {user:?}: the daemon is out of file descriptors")]
+    OutOfFiles { user: String },
 }
 
 /// True when this process cannot open a file right now for lack of file
-/// descriptors. glibc's lookups report an unreadable user database as "no
-/// such entry", so a miss is only believed when this is false.
+/// descriptors (EMFILE, ENFILE).
 fn out_of_files() -> bool {
     std::fs::File::open("/dev/null")
         .is_err_and(|e| crate::executor::is_out_of_files(e.raw_os_error()))
 }
 
-/// A lookup error, or a miss that may be one, as a [`ResolveError`].
-fn lookup_failed(what: String, message: String) -> ResolveError {
+/// Look up `user` (and `group`, else the user's primary group) with its
+/// supplementary groups. A `group` must be one of the user's own (primary
+/// or supplementary, as the group database says now) or listed in
+/// `run_as_groups`; gid 0 only if listed, whether named in `group` or
+/// given by the group database to a user other than root. Called at load
+/// and again before every spawn, so a membership removed since the load
+/// counts.
+pub fn resolve(
+    user: &str,
+    group: Option<&str>,
+    run_as_groups: &[String],
+) -> Result<Identity, RunAsError> {
+    let resolved = look_up(user, group, run_as_groups);
+    // glibc reads a user or group database it cannot open for lack of file
+    // descriptors as "no such entry" (or a shorter group list): while they
+    // are out, no answer is believed, and the caller tries again later.
     if out_of_files() {
-        ResolveError::OutOfFiles { what }
-    } else {
-        ResolveError::Refused(message)
+        return Err(RunAsError::OutOfFiles {
+            user: user.to_string(),
+        });
     }
+    resolved
 }
 
-/// Look up `user` (and `group`, else the user's primary group) with its
-/// supplementary groups.
-pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, ResolveError> {
+/// [`resolve`]'s lookups and checks.
+fn look_up(
+    user: &str,
+    group: Option<&str>,
+    run_as_groups: &[String],
+) -> Result<Identity, RunAsError> {
     let account = User::from_name(user)
-        .map_err(|e| {
-            lookup_failed(
-                format!("user {user:?}"),
-                format!("cannot look up user {user:?}: {e}"),
-            )
+        .map_err(|source| RunAsError::LookUpUser {
+            user: user.to_string(),
+            source,
         })?
-        .ok_or_else(|| {
-            lookup_failed(
-                format!("user {user:?}"),
-                format!("user {user:?} does not exist on this host"),
-            )
+        .ok_or_else(|| RunAsError::NoSuchUser {
+            user: user.to_string(),
         })?;
-    let gid = match group {
-        Some(name) => {
-            Group::from_name(name)
-                .map_err(|e| {
-                    lookup_failed(
-                        format!("group {name:?}"),
-                        format!("cannot look up group {name:?}: {e}"),
-                    )
-                })?
-                .ok_or_else(|| {
-                    lookup_failed(
-                        format!("group {name:?}"),
-                        format!("group {name:?} does not exist on this host"),
-                    )
-                })?
-                .gid
-        }
-        None => account.gid,
-    };
-    let cname = CString::new(user).map_err(|_| "user name contains a NUL byte".to_string())?;
-    let groups = nix::unistd::getgrouplist(&cname, gid).map_err(|e| {
-        lookup_failed(
-            format!("the groups of {user:?}"),
-            format!("cannot list the groups of {user:?}: {e}"),
-        )
+    let cname = CString::new(user).map_err(|_| RunAsError::NulInName {
+        user: user.to_string(),
     })?;
-    // A group database that could not be opened reads as no groups: never
-    // start an activity with a partial list.
-    if out_of_files() {
-        return Err(ResolveError::OutOfFiles {
-            what: format!("the groups of {user:?}"),
-        });
+    let own = nix::unistd::getgrouplist(&cname, account.gid).map_err(|source| {
+        RunAsError::ListGroups {
+            user: user.to_string(),
+            source,
+        }
+    })?;
+    // Root's group reaches a user other than root only by choice, even
+    // when the group database gives it.
+    if !account.uid.is_root() && own.iter().any(|g| g.as_raw() == 0) {
+        let name = Group::from_gid(Gid::from_raw(0))
+            .ok()
+            .flatten()
+            .map_or_else(|| "root".to_string(), |g| g.name);
+        if !run_as_groups.contains(&name) {
+            return Err(RunAsError::RootGroupMember {
+                user: user.to_string(),
+                group: name,
+            });
+        }
+    }
+    let gid = match group {
+        None => account.gid,
+        Some(name) => {
+            let gid = Group::from_name(name)
+                .map_err(|source| RunAsError::LookUpGroup {
+                    group: name.to_string(),
+                    source,
+                })?
+                .ok_or_else(|| RunAsError::NoSuchGroup {
+                    group: name.to_string(),
+                })?
+                .gid;
+            let listed = run_as_groups.iter().any(|g| g == name);
+            if gid.as_raw() == 0 && !listed {
+                return Err(RunAsError::RootGroup {
+                    group: name.to_string(),
+                });
+            }
+            if !listed && !own.contains(&gid) {
+                return Err(RunAsError::NotUsersGroup {
+                    user: user.to_string(),
+                    group: name.to_string(),
+                });
+            }
+            gid
+        }
+    };
+    let mut groups: Vec<u32> = own.into_iter().map(Gid::as_raw).collect();
+    if !groups.contains(&gid.as_raw()) {
+        groups.push(gid.as_raw());
     }
     Ok(Identity {
         name: user.to_string(),
         uid: account.uid.as_raw(),
         gid: gid.as_raw(),
-        groups: groups.into_iter().map(Gid::as_raw).collect(),
+        groups,
         home: account.dir,
     })
 }
@@ -134,45 +197,77 @@ pub fn user_for<'a>(activity: &'a Activity, settings: &'a Settings) -> Option<&'
     }
 }
 
+/// True when the activity's processes run with uid 0: as the daemon's own
+/// user while that is root, or as a user whose uid is 0.
+pub fn runs_as_root(activity: &Activity, settings: &Settings) -> bool {
+    match user_for(activity, settings) {
+        None => Uid::effective().is_root(),
+        Some(user) => User::from_name(user).is_ok_and(|u| u.is_some_and(|u| u.uid.is_root())),
+    }
+}
+
+/// True when an activity started with `identity` (`None`: the daemon's
+/// own user) runs with uid 0.
+pub fn identity_is_root(identity: Option<&Identity>) -> bool {
+    identity.map_or_else(|| Uid::effective().is_root(), |id| id.uid == 0)
+}
+
 /// Check, when a chain is loaded, that every activity can run as who it
-/// names on this daemon. Errors name the file and the activity.
+/// names on this daemon. Errors name the file, the position of the `user`
+/// or `group` key at fault (in the activity or in `[defaults]`) and the
+/// activity.
 pub fn check_chain(chain: &Chain, settings: &Settings) -> Vec<LoadError> {
     let mut errors = Vec::new();
-    let error = |message: String| LoadError {
-        file: chain.file.display().to_string(),
-        line: None,
-        column: None,
-        message,
+    let error = |activity: &Activity, key: &str, message: String| {
+        let at = holdfast_workflow::setting_position(chain, activity, key);
+        LoadError {
+            file: chain.file.display().to_string(),
+            line: at.map(|(line, _)| line),
+            column: at.map(|(_, column)| column),
+            message: format!("{}: {message}", activity.path),
+        }
     };
     for activity in &chain.activities {
         let Some(user) = user_for(activity, settings) else {
             if activity.group.is_some() {
-                errors.push(error(format!(
-                    "{}: group is set without user; name the user too",
-                    activity.path
-                )));
+                errors.push(error(
+                    activity,
+                    "group",
+                    "group is set without user; name the user too".into(),
+                ));
             }
             continue;
         };
         let named = activity.user.is_some();
         if named && !switching() {
-            errors.push(error(format!(
-                "{}: runs as {user:?}, but holdfastd runs as uid {} and cannot switch users; \
-                 run the daemon as root or remove user",
-                activity.path,
-                Uid::effective()
-            )));
+            errors.push(error(
+                activity,
+                "user",
+                format!(
+                    "runs as {user:?}, but holdfastd runs as uid {} and cannot switch users; \
+                     run the daemon as root or remove user",
+                    Uid::effective()
+                ),
+            ));
             continue;
         }
         if named && !settings.run_as_allowed.iter().any(|u| u == user) {
-            errors.push(error(format!(
-                "{}: user {user:?} is not in the daemon's run_as_allowed setting",
-                activity.path
-            )));
+            errors.push(error(
+                activity,
+                "user",
+                format!("user {user:?} is not in the daemon's run_as_allowed setting"),
+            ));
             continue;
         }
-        if let Err(message) = resolve(user, activity.group.as_deref()) {
-            errors.push(error(format!("{}: {message}", activity.path)));
+        if let Err(e) = resolve(user, activity.group.as_deref(), &settings.run_as_groups) {
+            let key = match e {
+                RunAsError::LookUpGroup { .. }
+                | RunAsError::NoSuchGroup { .. }
+                | RunAsError::RootGroup { .. }
+                | RunAsError::NotUsersGroup { .. } => "group",
+                _ => "user",
+            };
+            errors.push(error(activity, key, e.to_string()));
         }
     }
     errors
@@ -184,8 +279,23 @@ mod tests {
 
     #[test]
     fn root_resolves() {
-        let id = resolve("root", None).expect("root exists");
+        let id = resolve("root", None, &[]).expect("root exists");
         assert_eq!(id.uid, 0);
-        assert!(resolve("no-such-user-here", None).is_err());
+        assert!(resolve("no-such-user-here", None, &[]).is_err());
+    }
+
+    #[test]
+    fn root_group_only_when_listed() {
+        let Ok(Some(root)) = Group::from_gid(Gid::from_raw(0)) else {
+            return;
+        };
+        // Named explicitly, gid 0 is refused even for root itself.
+        assert!(matches!(
+            resolve("root", Some(&root.name), &[]),
+            Err(RunAsError::RootGroup { .. })
+        ));
+        let id = resolve("root", Some(&root.name), std::slice::from_ref(&root.name))
+            .expect("listed in run_as_groups");
+        assert_eq!(id.gid, 0);
     }
 }

@@ -65,6 +65,8 @@ struct SettingsFile {
     #[serde(default)]
     run_as_allowed: Vec<String>,
     run_as_default: Option<String>,
+    #[serde(default)]
+    run_as_groups: Vec<String>,
     cgroup: Option<String>,
 }
 
@@ -145,6 +147,9 @@ pub struct Settings {
     pub run_as_allowed: Vec<String>,
     /// Who activities that name no user run as, in system mode as root.
     pub run_as_default: Option<String>,
+    /// Groups a run-as activity may name in `group` besides its user's own
+    /// (root's group only if listed).
+    pub run_as_groups: Vec<String>,
     /// Where attempts get their cgroups (see [`crate::cgroup`]).
     pub cgroup: crate::cgroup::CgroupSetting,
 }
@@ -152,6 +157,11 @@ pub struct Settings {
 impl Settings {
     pub fn database(&self) -> PathBuf {
         self.state_dir.join("holdfast.db")
+    }
+
+    /// The key that seals secret parameter values (`crate::secrets`).
+    pub fn secrets_key(&self) -> PathBuf {
+        self.state_dir.join("secrets.key")
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -261,6 +271,7 @@ impl Settings {
                 Mode::System => Some(file.run_as_default.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.run_as_default,
             },
+            run_as_groups: file.run_as_groups,
             socket_group: match mode {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,

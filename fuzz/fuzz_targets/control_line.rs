@@ -7,7 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 
 // The parser lives in the daemon's binary crate, which cannot be imported;
-// it depends only on serde_json, so the file itself is compiled in here.
+// it depends only on serde_json and holdfast-workflow, so the file itself
+// is compiled in here.
 #[allow(dead_code)]
 #[path = "../../daemon/src/executor/control.rs"]
 mod control;

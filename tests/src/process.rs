@@ -17,6 +17,16 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
+/// VmHWM (peak resident memory) of a process, in KiB; 0 when unknown.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// True while `pid` exists and is not a zombie waiting to be reaped.
 pub fn is_alive(pid: i32) -> bool {
     matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
@@ -59,6 +69,26 @@ pub fn group_gone_within(pgid: i32, within: Duration) -> Vec<i32> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Live (not zombie) processes whose environment sets `key`, with its value,
+/// from one pass over `/proc` (processes of other users are skipped).
+pub fn environment_values(key: &str) -> Vec<(i32, String)> {
+    let prefix = format!("{key}=").into_bytes();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let value = environ
+                .split(|&b| b == 0)
+                .find_map(|var| var.strip_prefix(prefix.as_slice()))?;
+            Some((pid, String::from_utf8_lossy(value).into_owned()))
+        })
+        .filter(|&(pid, _)| is_alive(pid))
+        .collect()
 }
 
 /// Live (not zombie) processes whose environment holds `key=value`, read

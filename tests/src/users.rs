@@ -37,6 +37,9 @@ pub const OPERATOR_GROUP: &str = "hft-ops";
 pub const CHAIN_GROUP: &str = "hft-etl";
 /// Supplementary group of the run-as user.
 pub const EXTRA_GROUP: &str = "hft-data";
+/// Supplementary group of [`privilege_account`], which a test takes away
+/// and gives back.
+pub const PRIVILEGE_GROUP: &str = "hft-priv-data";
 /// The `PATH` given to commands run as a test user and to the system daemon.
 pub const STANDARD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -121,6 +124,40 @@ fn create_accounts() -> Accounts {
         outsider: ensure_user("hft-outsider", &[], false),
         run_as: ensure_user("hft-runas", &[EXTRA_GROUP], true),
     }
+}
+
+/// The run-as user of the privilege tests alone (`hft-priv`, with a home
+/// and [`PRIVILEGE_GROUP`]), so that a test changing its memberships races
+/// no other test. Made on first use, like [`accounts`]; a membership a
+/// failed run left removed is given back.
+pub fn privilege_account() -> Result<&'static Account, String> {
+    accounts()?;
+    static ACCOUNT: OnceLock<Account> = OnceLock::new();
+    Ok(ACCOUNT.get_or_init(|| {
+        account_tool("groupadd", &["--force", "--system", PRIVILEGE_GROUP]);
+        ensure_user("hft-priv", &[PRIVILEGE_GROUP], true)
+    }))
+}
+
+/// A user of one privilege test alone, in no group but its own, without a
+/// home; made on first use (after [`accounts`]).
+pub fn lone_account(name: &str) -> Result<Account, String> {
+    accounts()?;
+    Ok(ensure_user(name, &[], false))
+}
+
+/// Add `user` to `group`, or take it out, in the group database.
+pub fn set_membership(user: &str, group: &str, member: bool) {
+    if listed_in(group, user) == member {
+        return;
+    }
+    let flag = if member { "--add" } else { "--delete" };
+    account_tool("gpasswd", &[flag, user, group]);
+    assert_eq!(
+        listed_in(group, user),
+        member,
+        "gpasswd changed {user}'s membership of {group}"
+    );
 }
 
 /// Make `name` (or reuse it) with exactly the test groups `groups` among

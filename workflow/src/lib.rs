@@ -8,11 +8,12 @@ pub mod cron;
 pub mod model;
 pub mod params;
 pub mod parse;
+pub mod secret;
 mod size;
 pub mod template;
 pub mod tenant;
 
 pub use cron::{CatchUp, CronRule, Overlap};
 pub use model::*;
-pub use parse::{load_file, parse_chain};
+pub use parse::{load_file, parse_chain, setting_position};
 pub use size::parse_size;

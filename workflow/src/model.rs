@@ -2,6 +2,7 @@
 //! every check. The daemon's engine and hfctl both work on these types; the
 //! raw TOML shapes stay private to `parse`.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub struct Chain {
     /// `journal = true`: the activities' output lines also go to the journal
     /// (rate-limited), with the job's fields.
     pub journal: bool,
+    /// The highest `priority` a submitter who is not an operator may ask
+    /// for; None means 0. Operators, root and the daemon's user (and so
+    /// schedules) are not bounded.
+    pub max_priority: Option<i32>,
 }
 
 impl Chain {
@@ -73,6 +78,23 @@ pub struct ParamSpec {
     /// For strings: a regular expression the whole value must match.
     pub pattern: Option<String>,
     pub description: Option<String>,
+    /// `secret = true`: the value is a credential. It is shown as `***`
+    /// everywhere (answers, the audit, refusals, `HF_PARAMS`), kept out of
+    /// the job's stored parameters, and reaches the activity only through
+    /// its environment (`HF_PARAM_<NAME>`): a template that would put it in
+    /// `command` or `working_dir` is a load error.
+    pub secret: bool,
+}
+
+impl ParamSpec {
+    /// How a value of this parameter may be shown to anyone.
+    pub fn shown<'a>(&self, value: &'a Value) -> Cow<'a, Value> {
+        if self.secret {
+            Cow::Owned(Value::String(crate::params::MASK.to_string()))
+        } else {
+            Cow::Borrowed(value)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

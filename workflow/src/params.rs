@@ -5,12 +5,63 @@
 //! The load-time checks of defaults and `enum` values in `parse` use the same
 //! functions, so a default can never be a value a submission would refuse.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, NaiveDate};
 use holdfast_api::error::FieldError;
 use regex_lite::Regex;
 use serde_json::{Map, Value};
 
 use crate::model::{Chain, ParamKind, ParamSpec};
+
+/// What a secret value is shown as, to everyone.
+pub const MASK: &str = "***";
+
+/// `params` with the value of every secret parameter of `chain` replaced by
+/// [`MASK`]: what answers, the audit, `HF_PARAMS` and the stored job show.
+pub fn masked(chain: &Chain, params: &Map<String, Value>) -> Map<String, Value> {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let shown = match chain.params.get(name) {
+                Some(spec) => spec.shown(value).into_owned(),
+                None => value.clone(),
+            };
+            (name.clone(), shown)
+        })
+        .collect()
+}
+
+/// The values of `params` that are secret: those of parameters `chain`
+/// declares secret, and those named in `also` (a tenant's `[secrets]`).
+pub fn secret_values(
+    chain: &Chain,
+    params: &Map<String, Value>,
+    also: &BTreeSet<String>,
+) -> Map<String, Value> {
+    params
+        .iter()
+        .filter(|(name, _)| {
+            also.contains(*name) || chain.params.get(*name).is_some_and(|spec| spec.secret)
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// `params` with every value whose name is in `secret` shown as [`MASK`].
+pub fn masked_names(params: &Map<String, Value>, secret: &BTreeSet<String>) -> Map<String, Value> {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let shown = if secret.contains(name) {
+                Value::String(MASK.to_string())
+            } else {
+                value.clone()
+            };
+            (name.clone(), shown)
+        })
+        .collect()
+}
 
 /// Checks `submitted` against the chain's declared parameters and returns
 /// every declared parameter that has a value (submitted or default).
@@ -23,6 +74,16 @@ pub fn resolve_params(
     chain: &Chain,
     submitted: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
+    resolve_hiding(chain, submitted, &BTreeSet::new())
+}
+
+/// [`resolve_params`], with the values of the parameters named in `hidden`
+/// (beside those the chain declares secret) never quoted in a refusal.
+fn resolve_hiding(
+    chain: &Chain,
+    submitted: &Map<String, Value>,
+    hidden: &BTreeSet<String>,
+) -> Result<Map<String, Value>, Vec<FieldError>> {
     let mut resolved = Map::new();
     let mut errors = Vec::new();
     for (name, spec) in &chain.params {
@@ -31,6 +92,11 @@ pub fn resolve_params(
                 Ok(value) => {
                     resolved.insert(name.clone(), value);
                     None
+                }
+                // A refusal is answered, logged and audited: it never
+                // quotes a secret.
+                Err(message) if spec.secret || hidden.contains(name) => {
+                    Some(message.replace(&show(value), MASK))
                 }
                 Err(message) => Some(message),
             },
@@ -59,10 +125,66 @@ pub fn resolve_params(
         }
     }
     if errors.is_empty() {
+        errors = check_deliverable(&resolved);
+    }
+    if errors.is_empty() {
         Ok(resolved)
     } else {
         Err(errors)
     }
+}
+
+/// The most one environment string (`NAME=value` and its NUL) may take:
+/// Linux refuses to start a program with a longer one (`MAX_ARG_STRLEN`,
+/// 32 pages) with "Argument list too long".
+pub const MAX_ENVIRONMENT_STRING: usize = 32 * 4096;
+
+/// Whether a variable `name` with a value of `value_bytes` bytes can be put
+/// in a program's environment.
+pub fn fits_environment(name: &str, value_bytes: usize) -> bool {
+    // `NAME`, `=`, the value and the NUL.
+    let string = name.len() + 1 + value_bytes + 1;
+    string <= MAX_ENVIRONMENT_STRING
+}
+
+/// The parameters must reach every activity: each in its `HF_PARAM_<NAME>`
+/// and all of them in `HF_PARAMS`, each variable within
+/// [`MAX_ENVIRONMENT_STRING`]. A value too large for that would be accepted
+/// and then fail every attempt, so it is refused here, naming the parameter
+/// (for `HF_PARAMS`, the largest one).
+fn check_deliverable(resolved: &Map<String, Value>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut largest: Option<(&String, usize)> = None;
+    for (name, value) in resolved {
+        let bytes = value_as_env(value).len();
+        if largest.is_none_or(|(_, most)| bytes > most) {
+            largest = Some((name, bytes));
+        }
+        let variable = env_name(name);
+        if !fits_environment(&variable, bytes) {
+            errors.push(FieldError {
+                field: name.clone(),
+                message: format!(
+                    "value of {bytes} bytes is too large for {variable}: one environment variable \
+                     holds at most 128 KiB; pass a file path instead"
+                ),
+            });
+        }
+    }
+    let all = Value::Object(resolved.clone()).to_string().len();
+    if errors.is_empty()
+        && !fits_environment("HF_PARAMS", all)
+        && let Some((name, bytes)) = largest
+    {
+        errors.push(FieldError {
+            field: name.clone(),
+            message: format!(
+                "the parameters together take {all} bytes in HF_PARAMS (this one {bytes}), more \
+                 than the 128 KiB one environment variable holds; pass file paths instead of data"
+            ),
+        });
+    }
+    errors
 }
 
 /// The environment variable carrying a parameter: `HF_PARAM_<NAME>`,
@@ -250,14 +372,19 @@ pub(crate) fn show(value: &Value) -> String {
 pub fn resolve_layered(
     chain: &Chain,
     tenant: Option<&Map<String, Value>>,
+    tenant_secrets: Option<&Map<String, Value>>,
     schedule: Option<&Map<String, Value>>,
     submitted: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
     let mut combined = Map::new();
-    if let Some(tenant) = tenant {
-        for (key, value) in tenant {
+    let mut hidden = BTreeSet::new();
+    for (layer, secret) in [(tenant, false), (tenant_secrets, true)] {
+        for (key, value) in layer.into_iter().flatten() {
             if chain.params.contains_key(key) {
                 combined.insert(key.clone(), value.clone());
+                if secret {
+                    hidden.insert(key.clone());
+                }
             }
         }
     }
@@ -266,7 +393,7 @@ pub fn resolve_layered(
             combined.insert(key.clone(), value.clone());
         }
     }
-    resolve_params(chain, &combined)
+    resolve_hiding(chain, &combined, &hidden)
 }
 
 #[cfg(test)]
@@ -485,6 +612,33 @@ command = ["true"]
                 message: "unknown parameter; this chain declares no parameters".to_string(),
             }]
         );
+    }
+
+    #[test]
+    fn values_too_large_for_the_environment_are_refused_by_name() {
+        let near = "x".repeat(MAX_ENVIRONMENT_STRING - 100);
+        let errors = field_errors(json!({"date": "2026-11-22", "code": format!("AB{near}")}));
+        // Refused by its pattern first: only digits after the letters.
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let digits = "1".repeat(MAX_ENVIRONMENT_STRING);
+        let errors = field_errors(json!({"date": "2026-11-22", "code": format!("AB{digits}")}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "code");
+        assert!(errors[0].1.contains("HF_PARAM_CODE"), "{errors:?}");
+
+        // Each fits alone, together they do not fit in HF_PARAMS.
+        let half = "1".repeat(MAX_ENVIRONMENT_STRING / 2);
+        let errors = field_errors(json!({
+            "date": "2026-11-22",
+            "code": format!("AB{half}"),
+            "payload": {"data": format!("{half}0")},
+        }));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "payload", "the largest is named: {errors:?}");
+        assert!(errors[0].1.contains("HF_PARAMS"), "{errors:?}");
+
+        let fits = "1".repeat(MAX_ENVIRONMENT_STRING / 4);
+        assert!(submit(json!({"date": "2026-11-22", "code": format!("AB{fits}")})).is_ok());
     }
 
     #[test]

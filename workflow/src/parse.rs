@@ -10,6 +10,7 @@
 //! mistake in other words.
 
 mod graph;
+mod locate;
 mod processes;
 mod raw;
 mod references;
@@ -18,6 +19,7 @@ mod schedules;
 mod tests;
 mod values;
 
+pub use locate::setting_position;
 pub(crate) use values::to_json as toml_to_json;
 
 use std::collections::HashMap;
@@ -187,6 +189,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         timeout: None,
         allow: Vec::new(),
         journal: false,
+        max_priority: None,
     });
     let name = chain_name(file, &header, diagnostics);
     let params = build_params(raw.params, diagnostics);
@@ -246,6 +249,16 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         schedules,
         allow,
         journal: header.journal,
+        max_priority: header.max_priority.and_then(|n| {
+            i32::try_from(*n.get_ref())
+                .map_err(|_| {
+                    diagnostics.error(
+                        &n.span(),
+                        format!("max_priority must fit in 32 bits; got {}", n.get_ref()),
+                    )
+                })
+                .ok()
+        }),
     }
 }
 
@@ -324,6 +337,7 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         allowed: None,
         pattern: None,
         description: raw.description,
+        secret: raw.secret.as_ref().is_some_and(|s| *s.get_ref()),
     };
     if let Some(pattern) = raw.pattern {
         if kind != ParamKind::String {
@@ -360,6 +374,18 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         spec.allowed = Some(values);
     }
     if let Some(default) = raw.default {
+        if spec.secret {
+            // A value written in the chain file is readable by whoever reads
+            // the file, and would be everybody's default.
+            diagnostics.error(
+                &default.span(),
+                format!(
+                    "{name} is secret, so it has no default in the chain file; give it from a \
+                     tenant, a schedule or the submission"
+                ),
+            );
+            return Some(spec);
+        }
         match checked(&spec, "default", &default) {
             Ok(value) => spec.default = Some(value),
             Err((span, message)) => diagnostics.error(&span, message),

@@ -7,6 +7,8 @@
 //! groups = ["etl-afinia"]      # omitted: anyone who may submit
 //! [params]
 //! company = "AF"
+//! [secrets]                    # values never shown; see `crate::secret`
+//! db_password = { file = "/etc/holdfast/secrets/afinia-db.pw" }
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::parse::{line_column, valid_name};
+use crate::secret::SecretSource;
+use indexmap::IndexMap;
 
 /// One tenant, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +36,10 @@ pub struct Tenant {
     /// Parameter values. Keys a chain does not declare are ignored for that
     /// chain, since one tenant serves many chains.
     pub params: Map<String, Value>,
+    /// Secret parameter values (`[secrets]`): read when a job is prepared,
+    /// shown as `***` everywhere, and secret in every job they fill, whether
+    /// or not the chain declares the parameter `secret`.
+    pub secrets: IndexMap<String, SecretSource>,
 }
 
 impl Tenant {
@@ -51,6 +59,8 @@ struct RawTenant {
     groups: Vec<String>,
     #[serde(default)]
     params: toml::Table,
+    #[serde(default)]
+    secrets: toml::Table,
 }
 
 fn error(file: &Path, source: &str, offset: Option<usize>, message: String) -> LoadError {
@@ -105,6 +115,28 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
             Map::new()
         }
     };
+    let mut secrets = IndexMap::new();
+    for (name, value) in &raw.secrets {
+        if params.contains_key(name) {
+            errors.push(error(
+                file,
+                source,
+                None,
+                format!("{name} is in both [params] and [secrets]; keep it in [secrets] only"),
+            ));
+        }
+        match SecretSource::from_toml(value) {
+            Ok(secret) => {
+                secrets.insert(name.clone(), secret);
+            }
+            Err(message) => errors.push(error(
+                file,
+                source,
+                None,
+                format!("[secrets] {name}: {message}"),
+            )),
+        }
+    }
     for chain in raw.chains.iter().flatten() {
         if chain != "*" && !valid_name(chain) {
             errors.push(error(
@@ -125,6 +157,7 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
         chains: raw.chains,
         groups: raw.groups,
         params,
+        secrets,
     })
 }
 
@@ -164,6 +197,24 @@ mod tests {
             .expect_err("unknown key");
         assert_eq!(errors[0].line, Some(2));
         assert_eq!(errors[0].column, Some(1));
+    }
+
+    #[test]
+    fn secrets_are_kept_apart_from_params() {
+        let t = parse_tenant(
+            Path::new("/t/x.toml"),
+            "[params]\nhost = \"db\"\n[secrets]\npw = { file = \"/etc/pw\" }\npin = 1234\n",
+        )
+        .expect("valid");
+        assert!(!t.params.contains_key("pw"));
+        assert_eq!(t.secrets["pw"], SecretSource::File("/etc/pw".into()));
+        assert_eq!(t.secrets["pin"], SecretSource::Value(Value::from(1234)));
+        let errors = parse_tenant(
+            Path::new("/t/x.toml"),
+            "[params]\npw = \"a\"\n[secrets]\npw = \"b\"\nkey = { path = \"/x\" }\n",
+        )
+        .expect_err("duplicate and bad source");
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]

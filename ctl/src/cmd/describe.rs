@@ -44,6 +44,9 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
     if let Some(secs) = detail.timeout_seconds {
         pairs.push(("timeout", output::seconds(secs)));
     }
+    if let Some(n) = detail.max_priority {
+        pairs.push(("max priority", format!("{n} (operators: any)")));
+    }
     pairs.push((
         "tenants",
         if detail.tenants.is_empty() {

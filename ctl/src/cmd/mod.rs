@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::output::Palette;
 
 pub mod audit;
+pub mod backup;
 pub mod cancel;
 pub mod cron;
 pub mod describe;

@@ -59,6 +59,9 @@ pub struct JobRun {
     pub chain: Arc<Chain>,
     pub target: String,
     pub params: Map<String, Value>,
+    /// Names of the parameters whose values are secret: shown as `***`,
+    /// stored sealed, given to activities only in their environment.
+    pub secret: BTreeSet<String>,
     pub tenant: Option<String>,
     pub priority: i32,
     /// Activities are replaced by their `[simulate]` stand-ins.
@@ -88,6 +91,9 @@ pub struct Prepared {
     pub chain: Arc<Chain>,
     pub included: Vec<bool>,
     pub params: Map<String, Value>,
+    /// The parameters whose values are secret: declared `secret` by the
+    /// chain, or filled from the tenant's `[secrets]`.
+    pub secret: BTreeSet<String>,
 }
 
 /// Check a submission: the chain exists, the target names part of it, the
@@ -117,6 +123,7 @@ pub fn prepare(
     let included = resolve_target(&chain, target)
         .map_err(|e| problems.push(e))
         .ok();
+    let mut tenant_secrets: Option<Map<String, Value>> = None;
     let tenant_params = match tenant {
         None => None,
         Some(name) => match registry.tenant(name) {
@@ -141,21 +148,66 @@ pub fn prepare(
                         t.groups.join(", ")
                     )));
                 }
+                tenant_secrets = Some(read_tenant_secrets(t, &chain, &mut problems));
                 Some(&t.params)
             }
         },
     };
-    let params = resolve_layered(&chain, tenant_params, schedule, params)
-        .map_err(|mut e| problems.append(&mut e))
-        .ok();
+    let params = resolve_layered(
+        &chain,
+        tenant_params,
+        tenant_secrets.as_ref(),
+        schedule,
+        params,
+    )
+    .map_err(|mut e| problems.append(&mut e))
+    .ok();
     match (included, params) {
         (Some(included), Some(params)) if problems.is_empty() => Ok(Prepared {
+            secret: holdfast_workflow::params::secret_values(
+                &chain,
+                &params,
+                &tenant_secrets
+                    .map(|s| s.keys().cloned().collect())
+                    .unwrap_or_default(),
+            )
+            .keys()
+            .cloned()
+            .collect(),
             chain,
             included,
             params,
         }),
         _ => Err(SubmitError::Invalid(problems)),
     }
+}
+
+/// The tenant's `[secrets]` for the parameters `chain` declares, read now
+/// (files and credentials), so an edited secret file reaches the next job.
+/// A secret that cannot be read is a problem of the submission, named
+/// without its value.
+fn read_tenant_secrets(
+    tenant: &holdfast_workflow::tenant::Tenant,
+    chain: &Chain,
+    problems: &mut Vec<FieldError>,
+) -> Map<String, Value> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let mut values = Map::new();
+    for (name, source) in &tenant.secrets {
+        if !chain.params.contains_key(name) {
+            continue;
+        }
+        match source.read(credentials.as_deref()) {
+            Ok(value) => {
+                values.insert(name.clone(), value);
+            }
+            Err(message) => problems.push(FieldError {
+                field: name.clone(),
+                message: format!("tenant {}: {message}", tenant.name),
+            }),
+        }
+    }
+    values
 }
 
 /// Which activities a target selects, checked against the chain.
@@ -209,6 +261,11 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
 }
 
 impl JobRun {
+    /// The parameters as anyone may see them: secrets as `***`.
+    pub fn shown_params(&self) -> Map<String, Value> {
+        holdfast_workflow::params::masked_names(&self.params, &self.secret)
+    }
+
     /// A new job in state `queued` with every included activity pending.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -240,6 +297,7 @@ impl JobRun {
             chain,
             target,
             params,
+            secret: BTreeSet::new(),
             tenant,
             priority,
             simulated: false,

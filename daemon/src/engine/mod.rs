@@ -319,6 +319,9 @@ pub struct Engine {
     commands_tx: mpsc::Sender<Command>,
     exec_tx: mpsc::Sender<ExecEvent>,
     held: watch::Sender<Option<Arc<str>>>,
+    /// Seals jobs' secret parameter values; the error says why secrets
+    /// cannot be kept (jobs without secrets run regardless).
+    secrets: Result<Arc<crate::secrets::Sealer>, String>,
 
     jobs: HashMap<u64, JobRun>,
     /// Jobs waiting for their chain's `concurrency`, per chain.
@@ -342,6 +345,10 @@ pub struct Engine {
     effects: Vec<Effect>,
     pending_jobs: Vec<PendingJob>,
     progress_dirty: HashSet<(u64, usize)>,
+    /// Activities whose checkpoint, or outputs, changed in this batch: only
+    /// the last value is written, as for progress.
+    checkpoint_dirty: HashSet<(u64, usize)>,
+    outputs_dirty: HashSet<(u64, usize)>,
 }
 
 impl Engine {
@@ -365,7 +372,14 @@ impl Engine {
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
+        let secrets = crate::secrets::Sealer::open_or_create(&settings.secrets_key())
+            .map(Arc::new)
+            .map_err(|e| {
+                tracing::error!(error = %e, "jobs with secret parameters cannot be run");
+                e.to_string()
+            });
         let mut engine = Engine {
+            secrets,
             cgroups,
             settings,
             store,
@@ -391,6 +405,8 @@ impl Engine {
             effects: Vec::new(),
             pending_jobs: Vec::new(),
             progress_dirty: HashSet::new(),
+            checkpoint_dirty: HashSet::new(),
+            outputs_dirty: HashSet::new(),
         };
         engine.record_definitions();
         engine.recover()?;
@@ -540,7 +556,11 @@ impl Engine {
                     pid_start: start_time,
                 });
             }
-            ExecEvent::Control { key, message } => self.on_control(key, message),
+            ExecEvent::Control { key, message, held } => {
+                self.on_control(key, message);
+                // The attempt's reader may send more.
+                drop(held);
+            }
             ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
         }
     }

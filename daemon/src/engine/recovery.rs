@@ -50,7 +50,22 @@ impl Engine {
                 });
                 continue;
             };
-            self.resume(job, chain);
+            let (params, secret) = match self.stored_params(&job) {
+                Ok(found) => found,
+                Err(message) => {
+                    tracing::error!(HF_JOB_ID = job.id, %message, "cannot resume job");
+                    self.ops.push(WriteOp::JobState {
+                        id: job.id,
+                        state: JobState::Failed.as_str(),
+                        started_at: None,
+                        finished_at: Some(store::now_ms()),
+                        reason: Some(message),
+                        alerts: job.alerts,
+                    });
+                    continue;
+                }
+            };
+            self.resume(job, chain, params, secret);
             resumed += 1;
         }
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
@@ -80,7 +95,13 @@ impl Engine {
         }))
     }
 
-    fn resume(&mut self, stored: StoredJob, chain: Arc<Chain>) {
+    fn resume(
+        &mut self,
+        stored: StoredJob,
+        chain: Arc<Chain>,
+        params: serde_json::Map<String, serde_json::Value>,
+        secret: std::collections::BTreeSet<String>,
+    ) {
         let included = match resolve_target(&chain, &stored.target) {
             Ok(i) => i,
             Err(_) => {
@@ -98,10 +119,11 @@ impl Engine {
             chain.clone(),
             stored.target.clone(),
             &included,
-            stored.params.clone(),
+            params,
             stored.tenant.clone(),
             stored.priority,
         );
+        job.secret = secret;
         job.state = stored.state;
         job.alerts = stored.alerts;
         job.started_at = stored.started_at;
@@ -264,6 +286,22 @@ fn stat_field(pid: u32, n: usize) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The process group of an attempt whose leader (`pid`, started at
+/// `start`) has exited: `Some((pgid, start))` when the group can only be
+/// the attempt's. Each attempt leads its own group, so the group's id is the
+/// leader's pid. While the leader lives (the same start time) the pid check
+/// finds it; a live process with that pid but another start time means the
+/// pid was given out again, which Linux does only once no group uses it, so
+/// the group is someone else's. With no process of that pid, a group of that
+/// id is still the attempt's; its members started after the leader did,
+/// which is checked too.
+fn orphaned_group(pid: u32, start: u64) -> Option<(u32, u64)> {
+    if pid <= 1 || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return None;
+    }
+    Some((pid, start))
+}
+
 /// Alive and not a zombie waiting for its parent.
 fn running(pid: u32) -> bool {
     stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
@@ -275,9 +313,15 @@ fn running(pid: u32) -> bool {
 /// environment carries this daemon's `HF_DAEMON` (its database path) and the
 /// attempt's `HF_JOB_ID`, `HF_PROCESS`, `HF_ACTIVITY` and `HF_ATTEMPT`
 /// (activities and their children inherit them). The second finds attempts whose pid was not committed before the
-/// crash, and groups whose leader has already exited. Each process found
-/// has its whole process group killed. Waits up to a second for them to go
-/// (a zombie counts as gone).
+/// crash, and groups whose leader has already exited. A third way finds
+/// what cleaned its environment (`env -i`) in a group whose leader has
+/// exited: every member of the recorded leader's process group that started
+/// no earlier than the leader did (see [`orphaned_group`]). Each process
+/// found has its whole process group killed. Waits up to a second for them
+/// to go (a zombie counts as gone).
+///
+/// Without cgroups a process that leaves the group (`setsid`) and cleans its
+/// environment is not found; only an attempt's cgroup holds on to it.
 pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
     if leftovers.is_empty() {
         return;
@@ -303,6 +347,10 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
             _ => None,
         })
         .collect();
+    let groups: Vec<(u32, u64)> = leftovers
+        .iter()
+        .filter_map(|l| orphaned_group(l.pid?, l.pid_start?))
+        .collect();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -313,6 +361,16 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
                 continue;
             };
             if pid == me {
+                continue;
+            }
+            if !groups.is_empty()
+                && let Some(group) = stat_field(pid, 5).and_then(|g| g.parse::<u32>().ok())
+                && let Some(started) = process_start_time(pid)
+                && groups
+                    .iter()
+                    .any(|&(pgid, leader_start)| pgid == group && started >= leader_start)
+            {
+                victims.push(pid);
                 continue;
             }
             let Ok(environ) = std::fs::read(entry.path().join("environ")) else {

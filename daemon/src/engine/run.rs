@@ -2,10 +2,12 @@
 //! reacting to attempt ends and control messages, cancelling and finishing.
 
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use holdfast_api::{ActivityState, AttemptState, CancelOutcome, JobState};
 use holdfast_workflow::OnFailure;
-use holdfast_workflow::params::{env_name, value_as_env};
+use holdfast_workflow::params::{env_name, fits_environment, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
 use tokio::sync::oneshot;
 
@@ -15,9 +17,6 @@ use crate::executor::{
     AttemptEnd, AttemptKey, AttemptSpec, CONTROL_FD, ControlMessage, KillReason, logs,
 };
 use crate::store::{self, NewJob, StoredJob, WriteOp};
-
-/// How much of an alert's text the job keeps (`last_alert`).
-const MAX_ALERT_CHARS: usize = 1000;
 
 /// How long an activity that could not start for lack of file descriptors
 /// waits before it is tried again.
@@ -48,6 +47,7 @@ impl Engine {
             chain,
             included,
             params,
+            secret,
         } = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -67,7 +67,11 @@ impl Engine {
             request.priority,
         );
         job.simulated = request.simulate;
-        self.record_new_job(&job, &request.caller, None);
+        job.secret = secret;
+        if let Err(e) = self.record_new_job(&job, &request.caller, None) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.durable = true;
         tracing::info!(
             HF_JOB_ID = id,
@@ -81,7 +85,34 @@ impl Engine {
 
     /// The writes that create a job: its definition version, its row and
     /// one row per included activity.
-    pub(super) fn record_new_job(&mut self, job: &JobRun, caller: &Caller, retry_of: Option<u64>) {
+    ///
+    /// Secret values are sealed into a row of their own and the stored
+    /// parameters show them as `***`; when they cannot be sealed nothing is
+    /// recorded and the submission is refused.
+    pub(super) fn record_new_job(
+        &mut self,
+        job: &JobRun,
+        caller: &Caller,
+        retry_of: Option<u64>,
+    ) -> Result<(), SubmitError> {
+        let secrets = if job.secret.is_empty() {
+            None
+        } else {
+            let values: serde_json::Map<String, serde_json::Value> = job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            let sealer = self.secrets.as_ref().map_err(|e| {
+                SubmitError::Unavailable(format!("secret parameters cannot be kept: {e}"))
+            })?;
+            Some(
+                sealer
+                    .seal(job.id, &values)
+                    .map_err(|e| SubmitError::Unavailable(e.to_string()))?,
+            )
+        };
         let chain = &job.chain;
         self.ops.push(WriteOp::Definition {
             version: chain.version.clone(),
@@ -95,7 +126,8 @@ impl Engine {
             target: job.target.clone(),
             chain: chain.name.clone(),
             version: chain.version.clone(),
-            params: serde_json::Value::Object(job.params.clone()).to_string(),
+            params: serde_json::Value::Object(job.shown_params()).to_string(),
+            secrets,
             tenant: job.tenant.clone(),
             priority: job.priority,
             submitted_by: caller.user.clone(),
@@ -114,6 +146,27 @@ impl Engine {
                 .collect(),
         })));
         self.durable = true;
+        Ok(())
+    }
+
+    /// A stored job's parameters with its sealed secret values put back,
+    /// and the names of those values.
+    pub(super) fn stored_params(
+        &self,
+        stored: &StoredJob,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, BTreeSet<String>), String> {
+        let mut params = stored.params.clone();
+        let Some(sealed) = &stored.secrets else {
+            return Ok((params, BTreeSet::new()));
+        };
+        let sealer = self
+            .secrets
+            .as_ref()
+            .map_err(|e| format!("its secret parameters cannot be read: {e}"))?;
+        let values = sealer.open(stored.id, sealed).map_err(|e| e.to_string())?;
+        let names = values.keys().cloned().collect();
+        params.extend(values);
+        Ok((params, names))
     }
 
     /// A new job from a finished one: same definition version, target and
@@ -173,16 +226,21 @@ impl Engine {
                 *slot = true;
             }
         }
+        let (params, secret) = match self.stored_params(&original) {
+            Ok(found) => found,
+            Err(message) => return refuse(reply, format!("job {}: {message}", original.id)),
+        };
         let id = self.next_job_id;
         let mut job = JobRun::new(
             id,
             chain,
             original.target.clone(),
             &included,
-            original.params.clone(),
+            params,
             original.tenant.clone(),
             original.priority,
         );
+        job.secret = secret;
         // A reprocess of a simulated job is simulated too.
         job.simulated = original.simulated;
         let mut carried = Vec::new();
@@ -226,7 +284,10 @@ impl Engine {
             );
         }
         self.next_job_id += 1;
-        self.record_new_job(&job, &caller, Some(original.id));
+        if let Err(e) = self.record_new_job(&job, &caller, Some(original.id)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.ops.append(&mut carried);
         tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job submitted (reprocess)");
         self.pending_jobs.push(PendingJob { job, reply });
@@ -379,9 +440,13 @@ impl Engine {
         };
         let identity = match crate::run_as::user_for(activity, &settings) {
             None => None,
-            Some(user) => match crate::run_as::resolve(user, activity.group.as_deref()) {
+            Some(user) => match crate::run_as::resolve(
+                user,
+                activity.group.as_deref(),
+                &settings.run_as_groups,
+            ) {
                 Ok(identity) => Some(identity),
-                Err(e @ crate::run_as::ResolveError::OutOfFiles { .. }) => {
+                Err(e @ crate::run_as::RunAsError::OutOfFiles { .. }) => {
                     self.on_attempt_end(key, AttemptEnd::out_of_files(e.to_string()));
                     return;
                 }
@@ -407,9 +472,10 @@ impl Engine {
                 "HF_TENANT".to_string(),
                 job.tenant.clone().unwrap_or_default(),
             ),
+            // Secrets travel only in their own HF_PARAM_<NAME>.
             (
                 "HF_PARAMS".to_string(),
-                serde_json::Value::Object(job.params.clone()).to_string(),
+                serde_json::Value::Object(job.shown_params()).to_string(),
             ),
             ("HF_CONTROL_FD".to_string(), CONTROL_FD.to_string()),
             // Which daemon started it: recovery kills leftovers of its own
@@ -423,7 +489,15 @@ impl Engine {
             env.push((env_name(name), value_as_env(value)));
         }
         if let Some(checkpoint) = &act.checkpoint {
-            env.push(("HF_CHECKPOINT".to_string(), checkpoint.to_string()));
+            let checkpoint = checkpoint.to_string();
+            // Checkpoints that cannot be delivered are refused at fd 3; one
+            // stored by an older daemon is left out rather than failing
+            // every attempt with "Argument list too long".
+            if fits_environment("HF_CHECKPOINT", checkpoint.len()) {
+                env.push(("HF_CHECKPOINT".to_string(), checkpoint));
+            } else {
+                tracing::warn!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, bytes = checkpoint.len(), "checkpoint too large for HF_CHECKPOINT; the attempt starts without it");
+            }
         }
         env.extend(rendered.env);
         let spec = AttemptSpec {
@@ -439,10 +513,22 @@ impl Engine {
             simulated: job
                 .simulated
                 .then(|| activity.simulate.clone().unwrap_or_default()),
+            caps: crate::caps::plan(
+                activity,
+                self.cgroups.as_ref().map(|c| c.controllers()),
+                crate::run_as::identity_is_root(identity.as_ref()),
+            )
+            .0,
             identity,
-            caps: crate::caps::plan(activity, self.cgroups.as_ref().map(|c| c.controllers())).0,
             cgroups: self.cgroups.clone(),
             journal: chain.journal,
+            secrets: job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(_, value)| value_as_env(value))
+                .collect(),
+            outputs: act.outputs.clone(),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {
@@ -786,6 +872,15 @@ impl Engine {
             self.progress_dirty.remove(&(id, idx));
             self.write_progress(id, idx);
         }
+        // So are checkpoints and outputs.
+        let dirty: Vec<usize> = (self.checkpoint_dirty.iter())
+            .chain(&self.outputs_dirty)
+            .filter(|(j, _)| *j == id)
+            .map(|(_, idx)| *idx)
+            .collect();
+        for idx in dirty {
+            self.write_control(id, idx);
+        }
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
@@ -840,44 +935,69 @@ impl Engine {
                 act.progress_text = text;
                 self.progress_dirty.insert((key.job_id, key.idx));
             }
+            // Written once per batch, the last value (`flush_progress`).
             ControlMessage::Checkpoint(value) => {
-                self.ops.push(WriteOp::ActivityCheckpoint {
-                    job_id: key.job_id,
-                    idx: key.idx,
-                    checkpoint: value.to_string(),
-                });
                 act.checkpoint = Some(value);
+                self.checkpoint_dirty.insert((key.job_id, key.idx));
             }
             ControlMessage::Output(map) => {
                 act.outputs.extend(map);
-                self.ops.push(WriteOp::ActivityOutputs {
-                    job_id: key.job_id,
-                    idx: key.idx,
-                    outputs: serde_json::Value::Object(act.outputs.clone()).to_string(),
-                });
+                self.outputs_dirty.insert((key.job_id, key.idx));
             }
             ControlMessage::Alert(text) => {
                 job.alerts += 1;
                 let path = &job.chain.activities[key.idx].path;
+                // The text was cut to its start and alerts are rate-limited
+                // at fd 3 (`control::Gate`), so neither the log nor the
+                // journal nor `last_alert` grows with what an activity sends.
                 tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, HF_ATTEMPT = key.number, "alert: {text}");
-                // The whole text is in the log and the journal; the job
-                // keeps the start of it.
-                let kept: String = text.chars().take(MAX_ALERT_CHARS).collect();
                 self.ops.push(WriteOp::JobAlert {
                     id: key.job_id,
                     alerts: job.alerts,
-                    text: format!("{path}: {kept}"),
+                    text: format!("{path}: {text}"),
                 });
             }
         }
         self.effects.push(Effect::Changed(key.job_id));
     }
 
-    /// Write the latest progress of every activity that reported some in
-    /// this batch: one row update each, however many lines arrived.
+    /// Write the latest progress, checkpoint and outputs of every activity
+    /// that reported some in this batch: one row update each, however many
+    /// lines arrived.
     pub(super) fn flush_progress(&mut self) {
         for (job_id, idx) in std::mem::take(&mut self.progress_dirty) {
             self.write_progress(job_id, idx);
+        }
+        let dirty: HashSet<(u64, usize)> = (self.checkpoint_dirty.iter())
+            .chain(&self.outputs_dirty)
+            .copied()
+            .collect();
+        for (job_id, idx) in dirty {
+            self.write_control(job_id, idx);
+        }
+    }
+
+    /// Queue the write of one activity's latest checkpoint and outputs,
+    /// whichever changed.
+    fn write_control(&mut self, job_id: u64, idx: usize) {
+        let checkpoint = self.checkpoint_dirty.remove(&(job_id, idx));
+        let outputs = self.outputs_dirty.remove(&(job_id, idx));
+        let Some(act) = self.jobs.get(&job_id).and_then(|j| j.acts.get(idx)) else {
+            return;
+        };
+        if checkpoint && let Some(value) = &act.checkpoint {
+            self.ops.push(WriteOp::ActivityCheckpoint {
+                job_id,
+                idx,
+                checkpoint: value.to_string(),
+            });
+        }
+        if outputs {
+            self.ops.push(WriteOp::ActivityOutputs {
+                job_id,
+                idx,
+                outputs: serde_json::Value::Object(act.outputs.clone()).to_string(),
+            });
         }
     }
 

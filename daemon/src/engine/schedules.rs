@@ -263,7 +263,7 @@ impl Engine {
             };
             let id = self.next_job_id;
             self.next_job_id += 1;
-            let job = JobRun::new(
+            let mut job = JobRun::new(
                 id,
                 prepared.chain,
                 chain.name.clone(),
@@ -272,7 +272,11 @@ impl Engine {
                 tenant.clone(),
                 0,
             );
-            self.record_new_job(&job, &caller, None);
+            job.secret = prepared.secret;
+            if let Err(e) = self.record_new_job(&job, &caller, None) {
+                tracing::error!(HF_CHAIN = %key.0, schedule = %key.1, error = %e, "scheduled job refused");
+                continue;
+            }
             tracing::info!(HF_JOB_ID = id, HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), "job submitted by schedule");
             // Nobody waits for the answer of a scheduled submission.
             let (reply, _) = oneshot::channel();

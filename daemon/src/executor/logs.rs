@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::mask::StreamMasker;
 use tokio::sync::watch;
 
 /// Identifies one attempt.
@@ -124,21 +126,38 @@ pub async fn copy_stream(
     mut stream: impl AsyncRead + Unpin,
     sink: Arc<LogSink>,
     forward: Option<JournalForward>,
+    mut masker: Option<StreamMasker>,
 ) {
     // Forwarding only makes sense when the daemon logs to the journal;
     // otherwise the lines would land in its own stderr.
     let mut forward = forward.filter(|_| crate::logging::to_journal());
     let mut buf = vec![0u8; 64 * 1024];
+    let mut masked = Vec::new();
+    let deliver = |data: &[u8], forward: &mut Option<JournalForward>| {
+        sink.append(data);
+        if let Some(forward) = forward {
+            forward.push(data);
+        }
+    };
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                sink.append(&buf[..n]);
-                if let Some(forward) = &mut forward {
-                    forward.push(&buf[..n]);
+            Ok(n) => match &mut masker {
+                // Secrets are masked before the bytes reach the log, its
+                // followers or the journal.
+                Some(masker) => {
+                    masked.clear();
+                    masker.push(&buf[..n], &mut masked);
+                    deliver(&masked, &mut forward);
                 }
-            }
+                None => deliver(&buf[..n], &mut forward),
+            },
         }
+    }
+    if let Some(masker) = &mut masker {
+        masked.clear();
+        masker.finish(&mut masked);
+        deliver(&masked, &mut forward);
     }
     if let Some(forward) = forward {
         forward.finish();

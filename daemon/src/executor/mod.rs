@@ -4,6 +4,7 @@
 //! [`ExecEvent`]s and owns nothing the engine needs to look at.
 
 pub mod control;
+mod exec_size;
 pub mod logs;
 mod spawn;
 
@@ -25,6 +26,12 @@ pub use logs::{AttemptKey, LogHub};
 
 /// The fd number activities find the control channel on.
 pub const CONTROL_FD: i32 = 3;
+
+/// Control-line bytes of one attempt that may wait for the engine at once,
+/// in KiB. The reader waits when they are all taken, so a slow engine turn
+/// (a slow disk) holds the activity back instead of queuing its messages
+/// in the daemon's memory.
+const CONTROL_IN_FLIGHT_KIB: u32 = 1024;
 
 /// Everything needed to run one attempt; rendered by the engine.
 #[derive(Debug, Clone)]
@@ -50,6 +57,11 @@ pub struct AttemptSpec {
     pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
     /// Also forward output lines to the journal (the chain's `journal`).
     pub journal: bool,
+    /// The job's secret values, masked in the captured output.
+    pub secrets: Vec<String>,
+    /// The activity's outputs from earlier attempts, which stay and count
+    /// against the cap on outputs.
+    pub outputs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -88,6 +100,9 @@ pub enum ExecEvent {
     Control {
         key: AttemptKey,
         message: ControlMessage,
+        /// The message's share of its attempt's in-flight budget, given back
+        /// when the engine drops the event.
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Ended {
         key: AttemptKey,
@@ -159,6 +174,7 @@ async fn run_simulated(
             .send(ExecEvent::Control {
                 key: spec.key,
                 message: ControlMessage::Output(simulate.outputs),
+                held: None,
             })
             .await;
     }
@@ -243,6 +259,12 @@ async fn run(
         Ok(env) => env,
         Err(e) => return AttemptEnd::spawn_error(e.to_string()),
     };
+    if let Err(message) = exec_size::check(&spec.argv, &env) {
+        sink.note(&message);
+        let mut end = AttemptEnd::spawn_error(message);
+        end.log_bytes = sink.written();
+        return end;
+    }
     let cgroup = match &spec.cgroups {
         Some(cgroups) => {
             let name = format!("{}-{}-{}", key.job_id, key.idx, key.number);
@@ -325,13 +347,16 @@ async fn run(
             let forward = spec
                 .journal
                 .then(|| logs::JournalForward::new(key, &spec.path));
-            readers.spawn(logs::copy_stream(output, sink.clone(), forward));
+            let masker = crate::mask::StreamMasker::new(spec.secrets.iter().cloned());
+            readers.spawn(logs::copy_stream(output, sink.clone(), forward, masker));
         }
         Err(e) => sink.note(&format!("cannot read the output pipe: {e}")),
     }
+    let gate = control::Gate::new(std::time::Instant::now(), &spec.outputs);
     readers.spawn(read_control(
         control_read,
         key,
+        gate,
         events.clone(),
         sink.clone(),
     ));
@@ -471,10 +496,12 @@ async fn stop_group(
     }
 }
 
-/// Read control lines until EOF; malformed lines become warnings in the log.
+/// Read control lines until EOF; malformed lines become warnings in the log,
+/// and so do messages the attempt's [`control::Gate`] refuses.
 async fn read_control(
     fd: OwnedFd,
     key: AttemptKey,
+    mut gate: control::Gate,
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
 ) {
@@ -487,6 +514,7 @@ async fn read_control(
     };
     let mut reader = BufReader::new(receiver);
     let mut line = Vec::new();
+    let budget = Arc::new(tokio::sync::Semaphore::new(CONTROL_IN_FLIGHT_KIB as usize));
     loop {
         line.clear();
         let mut limited = (&mut reader).take(control::MAX_LINE as u64 + 1);
@@ -507,18 +535,40 @@ async fn read_control(
         if text.trim().is_empty() {
             continue;
         }
-        match control::parse_line(text) {
-            Ok(message) => {
-                if events
-                    .send(ExecEvent::Control { key, message })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+        let message = match control::parse_line(text) {
+            Ok(message) => message,
+            Err(why) => {
+                sink.note(&format!("ignored control message: {why}"));
+                continue;
             }
-            Err(why) => sink.note(&format!("ignored control message: {why}")),
+        };
+        match gate.admit(&message, std::time::Instant::now()) {
+            Ok(()) => {}
+            Err(control::Refusal::Note(why)) => {
+                sink.note(&why);
+                continue;
+            }
+            Err(control::Refusal::Quiet) => continue,
         }
+        // A line is at most 256 KiB, well within the budget.
+        let kib = (line.len() / 1024 + 1).min(CONTROL_IN_FLIGHT_KIB as usize) as u32;
+        let Ok(held) = budget.clone().acquire_many_owned(kib).await else {
+            break;
+        };
+        let event = ExecEvent::Control {
+            key,
+            message,
+            held: Some(held),
+        };
+        if events.send(event).await.is_err() {
+            break;
+        }
+    }
+    if gate.alerts_dropped_total > 0 {
+        sink.note(&format!(
+            "{} alerts dropped by the rate limit",
+            gate.alerts_dropped_total
+        ));
     }
 }
 

@@ -16,7 +16,6 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -51,13 +50,14 @@ pub struct Request {
 /// The step of a start that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Before the child exists: finding the program, preparing its data.
+    /// Before the child exists: preparing its data.
     Prepare,
     Cgroup,
     Descriptors,
     Limits,
     WorkingDir,
     User,
+    /// Finding the program in `PATH` (as the activity's user) and `exec`.
     Exec,
 }
 
@@ -115,14 +115,25 @@ pub fn describe(error: &SpawnError, request: &Request) -> String {
         Stage::Cgroup => format!("cannot join the attempt's cgroup: {source}"),
         Stage::Descriptors => format!("cannot set up the child's file descriptors: {source}"),
         Stage::Limits => format!("cannot apply the activity's rlimits: {source}"),
-        Stage::WorkingDir => format!(
-            "cannot enter the working directory {:?}: {source}",
-            request
+        Stage::WorkingDir => {
+            let dir = request
                 .working_dir
                 .as_deref()
                 .or_else(|| request.identity.as_ref().and_then(|id| id.home.to_str()))
-                .unwrap_or("/")
-        ),
+                .unwrap_or("/");
+            let who = request
+                .identity
+                .as_ref()
+                .map(|id| format!(" as user {}", id.name))
+                .unwrap_or_default();
+            let why = match source.kind() {
+                io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                io::ErrorKind::NotFound => "no such directory".to_string(),
+                io::ErrorKind::NotADirectory => "not a directory".to_string(),
+                _ => source.to_string(),
+            };
+            format!("cannot enter the working directory {dir:?}{who}: {why}")
+        }
         Stage::User => format!(
             "cannot switch to user {:?}: {source}",
             request.identity.as_ref().map_or("", |id| id.name.as_str())
@@ -189,31 +200,32 @@ fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message.to_string())
 }
 
-/// Find `program` the way a shell would, with the child's `PATH`.
-fn resolve(program: &str, env: &[CString], working_dir: Option<&str>) -> io::Result<PathBuf> {
+/// Where the child looks for `program`, in order: the program itself when
+/// it holds a `/` (relative to `working_dir`), else each directory of the
+/// child's `PATH`. Nothing is looked at here: the child tries them with
+/// `execve`, as `execvp` does, after switching users, so a directory the
+/// activity's user may not search is never searched for it with the
+/// daemon's rights.
+fn candidates(program: &str, env: &[CString], working_dir: Option<&str>) -> Vec<PathBuf> {
     if program.contains('/') {
         let path = Path::new(program);
-        return Ok(match working_dir {
+        return vec![match working_dir {
             Some(dir) if path.is_relative() => Path::new(dir).join(path),
             _ => path.to_path_buf(),
-        });
+        }];
     }
     let path_var = env
         .iter()
         .find_map(|kv| kv.to_bytes().strip_prefix(b"PATH="))
         .map(|p| p.to_vec())
         .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
-    for dir in path_var.split(|&b| b == b':') {
-        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
-        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
-        if let Ok(meta) = std::fs::metadata(&candidate)
-            && meta.is_file()
-            && meta.permissions().mode() & 0o111 != 0
-        {
-            return Ok(candidate);
-        }
-    }
-    Err(io::Error::from(io::ErrorKind::NotFound))
+    path_var
+        .split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            Path::new(OsStr::from_bytes(dir)).join(program)
+        })
+        .collect()
 }
 
 /// Everything the child reads, prepared before the clone: until `exec` the
@@ -222,7 +234,9 @@ fn resolve(program: &str, env: &[CString], working_dir: Option<&str>) -> io::Res
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct ChildPlan {
-    path: *const libc::c_char,
+    /// Paths to try with `execve`, in order ([`candidates`]).
+    paths: *const *const libc::c_char,
+    path_count: usize,
     argv: *const *mut libc::c_char,
     envp: *const *mut libc::c_char,
     /// Null for "stay where the daemon is".
@@ -251,8 +265,9 @@ const CHILD_STACK: usize = 64 * 1024;
 
 /// Start the child: `/dev/null` on fd 0, `output` on fds 1 and 2, `control`
 /// on fd 3, its own process group, default signal dispositions and an
-/// empty mask, then the request's cgroup, rlimits, working directory and
-/// user, and `exec`. The calling thread waits until the child has called
+/// empty mask, then the request's cgroup, rlimits, user and (as that user)
+/// working directory, and `exec` of the first candidate that can be run
+/// (see [`candidates`]). The calling thread waits until the child has called
 /// `exec` (a slow `chdir` or cgroup join included): call it from a blocking
 /// thread, not a runtime worker.
 ///
@@ -271,10 +286,12 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
         .argv
         .first()
         .ok_or_else(|| SpawnError::prepare(invalid("empty command")))?;
-    let path = resolve(first, &request.env, request.working_dir.as_deref())
-        .map_err(SpawnError::prepare)?;
-    let path = CString::new(path.as_os_str().as_bytes())
+    let paths: Vec<CString> = candidates(first, &request.env, request.working_dir.as_deref())
+        .into_iter()
+        .map(|path| CString::new(path.as_os_str().as_bytes()))
+        .collect::<Result<_, _>>()
         .map_err(|_| SpawnError::prepare(invalid("NUL byte in the command")))?;
+    let path_ptrs: Vec<*const libc::c_char> = paths.iter().map(|p| p.as_ptr()).collect();
     let argv: Vec<CString> = request
         .argv
         .iter()
@@ -329,7 +346,8 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
     }
     let identity = request.identity.as_ref();
     let mut plan = ChildPlan {
-        path: path.as_ptr(),
+        paths: path_ptrs.as_ptr(),
+        path_count: path_ptrs.len(),
         argv: argv_ptrs.as_ptr(),
         envp: env_ptrs.as_ptr(),
         cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
@@ -474,16 +492,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // default rather than failing the activity.
             libc::setpriority(libc::PRIO_PROCESS, 0, nice);
         }
-        at(plan, Stage::WorkingDir);
-        if !p.cwd.is_null() && libc::chdir(p.cwd) == -1 {
-            return fail(plan);
-        }
         at(plan, Stage::User);
         if p.switch
             && (libc::syscall(libc::SYS_setgroups, p.group_count, p.groups) == -1
                 || libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) == -1
                 || libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) == -1)
         {
+            return fail(plan);
+        }
+        // Only now, as the target user: `working_dir` is a template a
+        // submitter steers, so the kernel must check the access as the user
+        // the activity runs as, never as the daemon.
+        at(plan, Stage::WorkingDir);
+        if !p.cwd.is_null() && libc::chdir(p.cwd) == -1 {
             return fail(plan);
         }
         // Nothing else the daemon holds reaches the program, not even a
@@ -493,8 +514,23 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // As execvp: a candidate that is missing (or under something that
+        // is not a directory) is skipped; a refused one is remembered, so
+        // that "permission denied" wins over "not found" at the end.
         at(plan, Stage::Exec);
-        libc::execve(p.path, p.argv.cast(), p.envp.cast());
+        let mut denied = false;
+        *libc::__errno_location() = libc::ENOENT;
+        for i in 0..p.path_count {
+            libc::execve(*p.paths.add(i), p.argv.cast(), p.envp.cast());
+            match *libc::__errno_location() {
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                libc::EACCES => denied = true,
+                _ => return fail(plan),
+            }
+        }
+        if denied {
+            *libc::__errno_location() = libc::EACCES;
+        }
         fail(plan)
     }
 }

@@ -144,6 +144,12 @@ const METHODS: &[MethodSpec] = &[
         r#"{"type":"string","description":"subscription id"}"#,
     ),
     (
+        "store.backup",
+        "Subscription (WebSocket), operators only: a consistent copy of the database in order (notifications store.backup_chunk, base64), the last one marked complete; the caller writes the file.",
+        &[],
+        r#"{"type":"string","description":"subscription id"}"#,
+    ),
+    (
         "workflow.list",
         "Every chain, loaded or broken, with load errors.",
         &[],

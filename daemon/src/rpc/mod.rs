@@ -7,6 +7,7 @@
 //! UNAVAILABLE, before it reaches the engine; reads go on, from the store.
 
 mod audit;
+mod backup;
 mod cancel;
 mod discover;
 mod get;
@@ -340,5 +341,13 @@ impl HoldfastServer for RpcServer {
 
     async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail> {
         workflow::get(self, &name)
+    }
+
+    async fn store_backup(
+        &self,
+        pending: PendingSubscriptionSink,
+        ext: &Extensions,
+    ) -> SubscriptionResult {
+        backup::handle(self, pending, ext).await
     }
 }

@@ -2,7 +2,7 @@
 //! `job.submit` does and show what it would run, without creating a job.
 
 use holdfast_api::{Plan, PlannedActivity};
-use holdfast_workflow::params::{env_name, value_as_env};
+use holdfast_workflow::params::{MASK, env_name, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render};
 use holdfast_workflow::{Chain, Program};
 use jsonrpsee::core::RpcResult;
@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::{RpcServer, submit_error};
 use crate::engine::Caller;
 use crate::engine::job::{Prepared, prepare};
+use crate::mask::Masker;
 
 /// Names whose values are masked in a plan.
 const SECRET_WORDS: [&str; 7] = [
@@ -59,7 +60,16 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         chain,
         included,
         params,
+        secret,
     } = prepared;
+    // Secret values are never shown, nor any text they were templated into
+    // (`DB_URL=postgres://u:***@db/x`).
+    let masker = Masker::new(
+        params
+            .iter()
+            .filter(|(name, _)| secret.contains(*name))
+            .map(|(_, value)| value_as_env(value)),
+    );
     let context = RenderContext {
         params: params.clone(),
         job: JobContext {
@@ -100,7 +110,9 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
             }
             for (name, value) in &mut env {
                 if looks_secret(name) {
-                    *value = "***".into();
+                    *value = MASK.into();
+                } else {
+                    *value = masker.mask(value).into_owned();
                 }
             }
             out.push(PlannedActivity {
@@ -124,10 +136,10 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         }
         planned.push(out);
     }
-    let mut shown = params;
+    let mut shown = holdfast_workflow::params::masked_names(&params, &secret);
     for (name, value) in &mut shown {
         if looks_secret(name) {
-            *value = Value::String("***".into());
+            *value = Value::String(MASK.into());
         }
     }
     Plan {

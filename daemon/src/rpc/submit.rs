@@ -1,11 +1,11 @@
 //! `job.submit`: hand the submission to the engine; answer once committed.
 
-use holdfast_api::{JobState, SubmitResult};
+use holdfast_api::{FieldError, JobState, SubmitResult};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
 use super::{RpcServer, submit_error};
-use crate::engine::{Caller, SubmitRequest};
+use crate::engine::{Caller, SubmitError, SubmitRequest};
 
 pub(super) async fn handle(
     server: &RpcServer,
@@ -24,14 +24,17 @@ pub(super) async fn handle(
         simulate,
         caller: caller.clone(),
     };
-    let result = server.engine.submit(request).await;
+    let result = match priority_refusal(server, &caller, &target, request.priority) {
+        Some(refusal) => Err(refusal),
+        None => server.engine.submit(request).await,
+    };
     let (outcome, detail) = match &result {
         Ok(id) => ("ok".to_string(), Some(format!("job {id}"))),
         // The same words the caller gets, field by field.
         Err(e) => (
             "refused".to_string(),
             Some(match e {
-                crate::engine::SubmitError::Invalid(fields) => format!(
+                SubmitError::Invalid(fields) => format!(
                     "invalid parameters: {}",
                     fields
                         .iter()
@@ -59,4 +62,33 @@ pub(super) async fn handle(
         }),
         Err(e) => Err(submit_error(&target, e)),
     }
+}
+
+/// A priority above what the caller may ask for on this chain (see
+/// [`crate::access::max_priority`]), as a field error. An unknown chain is
+/// left to the engine, which says so.
+fn priority_refusal(
+    server: &RpcServer,
+    caller: &Caller,
+    target: &str,
+    priority: i32,
+) -> Option<SubmitError> {
+    let chain_name = target.split('.').next().unwrap_or_default();
+    let chain_max = server
+        .engine
+        .registry
+        .borrow()
+        .chain(chain_name)?
+        .max_priority;
+    let bound = crate::access::max_priority(caller, &server.settings, chain_max)?;
+    (priority > bound).then(|| {
+        SubmitError::Invalid(vec![FieldError {
+            field: "priority".into(),
+            message: format!(
+                "{priority} is above {bound}, the highest chain {chain_name} allows for \
+                 submitters outside operator_groups; submit with --priority {bound} or lower, \
+                 or ask an operator"
+            ),
+        }])
+    })
 }

@@ -1,6 +1,7 @@
 //! `tenant.list`: every tenant file, loaded or broken.
 
 use holdfast_api::TenantSummary;
+use holdfast_workflow::params::MASK;
 use jsonrpsee::core::RpcResult;
 
 use super::RpcServer;
@@ -23,7 +24,16 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<TenantSummary>> {
                 description: tenant.and_then(|t| t.description.clone()),
                 chains: tenant.and_then(|t| t.chains.clone()),
                 groups: tenant.map(|t| t.groups.clone()).unwrap_or_default(),
-                params: tenant.map(|t| t.params.clone()).unwrap_or_default(),
+                // `[secrets]` are listed by name, never by value.
+                params: tenant
+                    .map(|t| {
+                        let mut shown = t.params.clone();
+                        for name in t.secrets.keys() {
+                            shown.insert(name.clone(), MASK.into());
+                        }
+                        shown
+                    })
+                    .unwrap_or_default(),
                 error: entry.errors.first().cloned(),
             }
         })

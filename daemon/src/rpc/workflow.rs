@@ -61,6 +61,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
             })
             .collect(),
         tenants: registry.tenants_for(&chain.name),
+        max_priority: chain.max_priority,
         processes: chain
             .processes
             .iter()
@@ -93,15 +94,19 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             working_dir: a.working_dir.clone(),
                             user: crate::run_as::user_for(a, &server.settings).map(str::to_string),
                             group: a.group.clone(),
-                            limits: crate::caps::plan(a, controllers)
-                                .1
-                                .into_iter()
-                                .map(|m| holdfast_api::LimitInfo {
-                                    name: m.name.to_string(),
-                                    value: m.value,
-                                    mechanism: m.how,
-                                })
-                                .collect(),
+                            limits: crate::caps::plan(
+                                a,
+                                controllers,
+                                crate::run_as::runs_as_root(a, &server.settings),
+                            )
+                            .1
+                            .into_iter()
+                            .map(|m| holdfast_api::LimitInfo {
+                                name: m.name.to_string(),
+                                value: m.value,
+                                mechanism: m.how,
+                            })
+                            .collect(),
                         }
                     })
                     .collect(),

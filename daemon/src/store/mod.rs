@@ -12,6 +12,8 @@
 //! (`read_only.rs`); [`Store::make_writable`] gives it one in place, so every
 //! clone (the RPC layer's, the engine's) writes from then on.
 
+pub mod lock;
+pub mod private;
 mod read;
 pub mod read_only;
 pub mod schema;
@@ -50,6 +52,12 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("cannot open the database snapshot {path}: {source}")]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "database {path} is on a read-only file system; nothing can be written until it is writable"
     )]
@@ -94,6 +102,14 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// What the writer thread is asked to do.
+enum Request {
+    Write(WriteRequest),
+    /// Copy the WAL into the database and truncate it (a graceful stop), so
+    /// that `holdfast.db` alone holds everything committed.
+    Checkpoint(oneshot::Sender<Result<(), StoreError>>),
+}
+
 /// Cheap to clone; every clone talks to the same writer and reader pool.
 #[derive(Clone)]
 pub struct Store {
@@ -112,7 +128,7 @@ struct Shared {
 /// The connections of one mode: a writer and readers, or readers alone.
 struct Access {
     /// None while the database is on a read-only file system.
-    writer: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<mpsc::Sender<Request>>,
     readers: ReaderPool,
 }
 
@@ -132,6 +148,8 @@ enum ReaderKind {
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How backup snapshots in the state directory are named.
+const SNAPSHOT_PREFIX: &str = ".backup-";
 
 impl Store {
     /// Open (creating if needed) the database at `path`, apply migrations and
@@ -181,7 +199,7 @@ impl Store {
         Ok(store)
     }
 
-    fn with(path: &Path, writer: Option<mpsc::Sender<WriteRequest>>, kind: ReaderKind) -> Store {
+    fn with(path: &Path, writer: Option<mpsc::Sender<Request>>, kind: ReaderKind) -> Store {
         Store {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
@@ -247,11 +265,31 @@ impl Store {
         };
         let (reply, rx) = oneshot::channel();
         writer
-            .send(WriteRequest {
+            .send(Request::Write(WriteRequest {
                 ops,
                 durable,
                 reply,
-            })
+            }))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// At a graceful stop, after the last write: checkpoint the WAL into the
+    /// database and truncate it, so a copy of `holdfast.db` alone (or a lost
+    /// `-wal` file) loses nothing. Idle read connections are closed first so
+    /// none holds back the checkpoint. A no-op on a read-only store.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let writer = {
+            let access = self.access();
+            access.readers.close();
+            access.writer.clone()
+        };
+        let Some(writer) = writer else {
+            return Ok(());
+        };
+        let (reply, rx) = oneshot::channel();
+        writer
+            .send(Request::Checkpoint(reply))
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -268,6 +306,58 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Remove backup snapshots a daemon that died while making one left in
+    /// `dir` (see [`Store::snapshot`]). Call only while holding the state
+    /// directory's lock, so no other daemon is making one.
+    pub fn remove_stale_snapshots(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".db") {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "removed a backup snapshot left by an earlier daemon")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, path = %entry.path().display(), "cannot remove a backup snapshot left by an earlier daemon")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A consistent copy of the database, as an open file already unlinked
+    /// from `dir` (so a crash leaves nothing behind): `VACUUM INTO` on a
+    /// read connection, one read transaction, so it holds exactly what was
+    /// committed when it began, with no WAL beside it.
+    pub async fn snapshot(&self, dir: &Path) -> Result<std::fs::File, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{SNAPSHOT_PREFIX}{}-{n}.db", std::process::id()));
+        let target = path.clone();
+        let made = self
+            .read(move |conn| {
+                conn.execute("VACUUM INTO ?1", [target.to_string_lossy().as_ref()])?;
+                Ok(())
+            })
+            .await;
+        let opened = made.and_then(|()| {
+            std::fs::File::open(&path).map_err(|source| StoreError::Snapshot {
+                path: path.clone(),
+                source,
+            })
+        });
+        if let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, path = %path.display(), "cannot remove a database snapshot");
+        }
+        opened
+    }
+
     /// A read on the calling thread (start-up and recovery only).
     pub fn read_now<T>(
         &self,
@@ -279,7 +369,7 @@ impl Store {
 
 /// Open the database at `path` for writing, apply migrations and start the
 /// writer thread.
-fn open_writer(path: &Path) -> Result<mpsc::Sender<WriteRequest>, StoreError> {
+fn open_writer(path: &Path) -> Result<mpsc::Sender<Request>, StoreError> {
     let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
         source,
@@ -300,7 +390,7 @@ fn open_writer(path: &Path) -> Result<mpsc::Sender<WriteRequest>, StoreError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let (tx, rx) = mpsc::channel::<WriteRequest>();
+    let (tx, rx) = mpsc::channel::<Request>();
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer_loop(conn, rx))
@@ -361,13 +451,30 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 /// The writer thread: take every request waiting, apply them in one
 /// transaction, answer all. A failed batch is retried request by request so
 /// one bad request cannot fail the others.
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>) {
     let mut synchronous_full = None;
-    while let Ok(first) = rx.recv() {
+    // A checkpoint asked for while a batch was gathered runs after it.
+    let mut checkpoint: Option<oneshot::Sender<Result<(), StoreError>>> = None;
+    loop {
+        if let Some(reply) = checkpoint.take() {
+            let _ = reply.send(truncate_wal(&conn));
+        }
+        let first = match rx.recv() {
+            Ok(Request::Write(req)) => req,
+            Ok(Request::Checkpoint(reply)) => {
+                checkpoint = Some(reply);
+                continue;
+            }
+            Err(_) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < 256 {
             match rx.try_recv() {
-                Ok(req) => batch.push(req),
+                Ok(Request::Write(req)) => batch.push(req),
+                Ok(Request::Checkpoint(reply)) => {
+                    checkpoint = Some(reply);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -398,6 +505,23 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteRequest>) {
             }
         }
     }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`: every frame of the WAL copied into
+/// the database (fsynced) and the WAL emptied. SQLite answers `busy = 1`
+/// when a reader kept it from finishing; that is an error here.
+fn truncate_wal(conn: &Connection) -> Result<(), StoreError> {
+    let (busy, _, _): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("a reader kept the checkpoint from finishing".into()),
+        )));
+    }
+    Ok(())
 }
 
 fn apply<'a>(

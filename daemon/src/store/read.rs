@@ -231,9 +231,15 @@ pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreEr
     ))
 }
 
-/// The highest job id ever assigned (0 when none).
+/// The highest job id ever assigned (0 when none): the durable high-water
+/// mark, which outlives the jobs retention deletes.
 pub fn max_job_id(conn: &Connection) -> Result<u64, StoreError> {
-    let id: Option<i64> = conn.query_row("SELECT MAX(id) FROM jobs", [], |r| r.get(0))?;
+    let id: Option<i64> = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM jobs), 0),
+                    COALESCE((SELECT last_id FROM job_id_high_water WHERE singleton = 1), 0))",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(id.unwrap_or(0) as u64)
 }
 
@@ -262,6 +268,8 @@ pub struct StoredJob {
     pub started_at: Option<i64>,
     pub simulated: bool,
     pub submitter_uid: Option<u32>,
+    /// Sealed secret parameter values (`params` shows them as `***`).
+    pub secrets: Option<Vec<u8>>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -304,7 +312,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
     let job = conn
         .prepare_cached(
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
-                    simulated, submitter_uid
+                    simulated, submitter_uid,
+                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id)
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -321,6 +330,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                 started_at: row.get(8)?,
                 simulated: row.get(9)?,
                 submitter_uid: row.get(10)?,
+                secrets: row.get(11)?,
                 activities: Vec::new(),
             })
         })

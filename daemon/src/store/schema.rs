@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 3] = [V1, V2, V3];
+const ALL: [&str; 5] = [V1, V2, V3, V4, V5];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -116,6 +116,26 @@ const V3: &str = r#"
 ALTER TABLE jobs ADD COLUMN last_alert TEXT;
 "#;
 
+/// Version 4: the highest job id ever assigned, kept apart from `jobs` so
+/// that retention deleting the newest jobs never lets an id be given out
+/// twice. Seeded from the jobs already there.
+const V4: &str = r#"
+CREATE TABLE job_id_high_water (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    last_id   INTEGER NOT NULL
+);
+INSERT INTO job_id_high_water (singleton, last_id) SELECT 1, COALESCE(MAX(id), 0) FROM jobs;
+"#;
+
+/// Version 5: secret parameter values, sealed, apart from `jobs.params`
+/// (which shows them as `***`); see `crate::secrets`.
+const V5: &str = r#"
+CREATE TABLE job_secrets (
+    job_id INTEGER PRIMARY KEY,
+    sealed BLOB NOT NULL
+);
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +174,17 @@ mod tests {
             })
             .expect("new column");
         assert_eq!(simulated, 0);
+        // Version 4 seeds the high-water mark from the jobs there, and it
+        // stays when they are deleted.
+        assert_eq!(store.read_now(crate::store::max_job_id).expect("max"), 7);
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute("DELETE FROM jobs", [])
+            .expect("delete");
+        assert_eq!(
+            store.read_now(crate::store::max_job_id).expect("max"),
+            7,
+            "a deleted job's id is not given out again"
+        );
     }
 }

@@ -22,6 +22,9 @@ pub struct NewJob {
     pub retry_of: Option<u64>,
     pub simulated: bool,
     pub created_at: i64,
+    /// The job's secret parameter values, sealed (`crate::secrets`); the
+    /// `params` text holds `***` for them.
+    pub secrets: Option<Vec<u8>>,
     /// `(index in the chain, chain.process.activity)` of every activity the
     /// job runs.
     pub activities: Vec<(usize, String)>,
@@ -182,6 +185,16 @@ impl WriteOp {
                 for (idx, path) in &job.activities {
                     insert.execute(params![job.id as i64, *idx as i64, path])?;
                 }
+                if let Some(sealed) = &job.secrets {
+                    tx.prepare_cached("INSERT INTO job_secrets (job_id, sealed) VALUES (?1, ?2)")?
+                        .execute(params![job.id as i64, sealed])?;
+                }
+                // In the submission's own transaction: the id is never
+                // given out again, even once retention deleted the job.
+                tx.prepare_cached(
+                    "UPDATE job_id_high_water SET last_id = MAX(last_id, ?1) WHERE singleton = 1",
+                )?
+                .execute(params![job.id as i64])?;
             }
             WriteOp::JobState {
                 id,
@@ -339,8 +352,10 @@ impl WriteOp {
                 let mut activities =
                     tx.prepare_cached("DELETE FROM activities WHERE job_id = ?1")?;
                 let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
+                let mut secrets = tx.prepare_cached("DELETE FROM job_secrets WHERE job_id = ?1")?;
                 for id in ids {
                     let id = *id as i64;
+                    secrets.execute(params![id])?;
                     attempts.execute(params![id])?;
                     activities.execute(params![id])?;
                     jobs.execute(params![id])?;

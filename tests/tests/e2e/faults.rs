@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{AttemptState, JobState};
+use holdfast_tests::process::peak_rss_kib;
 use holdfast_tests::{TestDaemon, eventually, hfctl_command, run_with_deadline};
 
 use crate::support::{activity, shown};
@@ -466,16 +467,6 @@ retries = 0
     info_within(&daemon, RESPONSIVE);
 }
 
-/// VmHWM (peak resident memory) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn the_log_directory_deleted_under_the_daemon() {
     let chain = r#"
@@ -553,14 +544,14 @@ retries = 0
 
 /// A small tmpfs mounted on a fresh directory, unmounted (and the directory
 /// removed) when dropped, whatever happened in between.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: PathBuf,
 }
 
 impl Tmpfs {
     /// Mount one, or say why not and return None: it needs root and a
     /// kernel that lets this process mount.
-    fn mount(size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!(
                 "SKIPPED: mounting a tmpfs needs root; run the suite as root to test a full or read-only state directory"
@@ -596,12 +587,12 @@ impl Tmpfs {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 
     /// `mount -o remount,<options>`.
-    fn remount(&self, options: &str) -> Output {
+    pub(crate) fn remount(&self, options: &str) -> Output {
         Command::new("mount")
             .args(["-o", &format!("remount,{options}")])
             .arg(&self.dir)
@@ -640,7 +631,7 @@ retries = 0
 
 /// A daemon whose state directory is `tmpfs` (the fixture's `state` made a
 /// link to it), with the quick chain.
-fn daemon_on(tmpfs: &Tmpfs) -> TestDaemon {
+pub(crate) fn daemon_on(tmpfs: &Tmpfs) -> TestDaemon {
     let mut daemon = TestDaemon::prepare(None, &[("quick.toml", QUICK), ("waiter.toml", WAITER)]);
     let state = daemon.state_dir();
     fs::remove_dir(&state).expect("the fixture's empty state directory can be removed");

@@ -203,7 +203,7 @@ fn audited<'a>(
 }
 
 /// `hfctl --json audit`, read by root.
-fn audit(daemon: &TestDaemon) -> Vec<AuditEntry> {
+pub(crate) fn audit(daemon: &TestDaemon) -> Vec<AuditEntry> {
     let value = daemon.hfctl_json(&["audit", "--limit", "1000"]);
     serde_json::from_value(value.clone())
         .unwrap_or_else(|e| panic!("`hfctl --json audit` is not a list of entries ({e}): {value}"))

@@ -29,6 +29,8 @@ pub(super) struct RawChain {
     /// Also forward the activities' output lines to the journal.
     #[serde(default)]
     pub journal: bool,
+    /// The highest `priority` a submitter outside the operators may ask for.
+    pub max_priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +45,9 @@ pub(super) struct RawParam {
     pub allowed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub pattern: Option<Spanned<String>>,
     pub description: Option<String>,
+    /// `secret = true`: never shown, never in argv (see `ParamSpec::secret`).
+    #[serde(default)]
+    pub secret: Option<Spanned<bool>>,
 }
 
 /// `[defaults]`, and the same keys when an activity overrides them.

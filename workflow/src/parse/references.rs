@@ -72,13 +72,50 @@ impl Scope<'_> {
                 format!("{}: {field} uses {problem}", owner.describe()),
             );
         }
+        // `env` values reach only the activity's environment; everything
+        // else a template renders (argv elements, the working directory)
+        // is visible in /proc to every local user.
+        let visible = !field.starts_with("env.");
         for reference in &references {
+            if visible && let Some(problem) = self.secret_in(reference) {
+                diagnostics.error(
+                    span,
+                    format!(
+                        "{}: {field} would show {problem} to every local user (in /proc and \
+                         ps); secrets reach an activity only through its environment: read \
+                         $HF_PARAM_<NAME>, or set env.NAME = \"{{{{ params.<name> }}}}\" and \
+                         use that variable",
+                        owner.describe()
+                    ),
+                );
+            }
             if let Err(problem) = self.check_reference(owner, reference, output_refs) {
                 diagnostics.error(
                     span,
                     format!("{}: {field} references {problem}", owner.describe()),
                 );
             }
+        }
+    }
+
+    /// The secret parameter a reference would render, if any: `params.x`
+    /// of a secret `x`, or `params` itself while any parameter is secret.
+    fn secret_in(&self, reference: &str) -> Option<String> {
+        let mut segments = reference.split('.');
+        if segments.next() != Some("params") {
+            return None;
+        }
+        match segments.next() {
+            Some(name) => self
+                .params
+                .get(name)
+                .filter(|spec| spec.secret)
+                .map(|_| format!("the secret parameter {name:?}")),
+            None => self
+                .params
+                .values()
+                .find(|spec| spec.secret)
+                .map(|spec| format!("every parameter, and {:?} is secret", spec.name)),
         }
     }
 

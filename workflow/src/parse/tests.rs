@@ -317,7 +317,7 @@ shell = 5
         errors(source),
         [
             "3:1: unknown key `typ`, expected one of `type`, `required`, `default`, `enum`, \
-             `pattern`, `description`",
+             `pattern`, `description`, `secret`",
             "6:11: invalid type: string \"three\", expected an integer",
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
@@ -990,5 +990,100 @@ fn sections_must_be_tables() {
     assert_eq!(
         one_error(&format!("chain = 1\n{PROCESS}")),
         "1:9: invalid type: integer `1`, expected a table"
+    );
+}
+
+#[test]
+fn secret_params_never_reach_argv_or_working_dir() {
+    let source = r#"
+[params.db_password]
+type = "string"
+secret = true
+[params.token]
+type = "string"
+secret = true
+default = "abc"
+[process.p.activity.a]
+command = ["load", "--password={{ params.db_password }}", "{{ params['db_password'] }}", "{{ params | tojson }}"]
+env = { PGPASSWORD = "{{ params.db_password }}" }
+working_dir = "/srv/{{ params.db_password }}"
+"#;
+    let found = errors(source);
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert!(
+        found[0].starts_with("8:11: token is secret, so it has no default"),
+        "{found:#?}"
+    );
+    for (error, field) in
+        found[1..]
+            .iter()
+            .zip(["command[1]", "command[2]", "command[3]", "working_dir"])
+    {
+        assert!(
+            error.contains(&format!("activity test.p.a: {field} would show"))
+                && error.contains("secrets reach an activity only through its environment"),
+            "{field}: {found:#?}"
+        );
+    }
+    assert!(
+        found[3].contains("every parameter, and \"db_password\" is secret"),
+        "{found:#?}"
+    );
+
+    // Through env only, it loads, and the spec says it is secret.
+    let chain = parse(
+        r#"
+[params.db_password]
+type = "string"
+secret = true
+[process.p.activity.a]
+command = ["load", "--host={{ params.host }}"]
+env = { PGPASSWORD = "{{ params.db_password }}" }
+[params.host]
+type = "string"
+default = "db1"
+"#,
+    )
+    .expect("a secret used through env loads");
+    assert!(chain.params["db_password"].secret);
+    assert!(!chain.params["host"].secret);
+}
+
+#[test]
+fn a_refused_secret_is_not_quoted() {
+    let chain = parse(
+        r#"
+[params.pin]
+type = "int"
+secret = true
+[params.code]
+type = "string"
+pattern = "[A-Z]+"
+secret = true
+[process.p.activity.a]
+shell = "true"
+"#,
+    )
+    .expect("loads");
+    let submitted: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"pin": "REALKEY-123", "code": "REALKEY-456"}"#).expect("json");
+    let errors = params::resolve_params(&chain, &submitted).expect_err("refused");
+    let text = format!("{errors:?}");
+    assert!(!text.contains("REALKEY"), "{text}");
+    assert!(text.contains("expected an integer, got ***"), "{text}");
+    assert!(
+        text.contains("must match the pattern \\\"[A-Z]+\\\"; got ***"),
+        "{text}"
+    );
+
+    let good: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"pin": "1234", "code": "ABC"}"#).expect("json");
+    let resolved = params::resolve_params(&chain, &good).expect("accepted");
+    let shown = params::masked(&chain, &resolved);
+    assert_eq!(shown["pin"], "***");
+    assert_eq!(shown["code"], "***");
+    assert_eq!(
+        params::secret_values(&chain, &resolved, &Default::default()).len(),
+        2
     );
 }
