@@ -129,7 +129,8 @@ pub struct Settings {
     /// Connections one uid may hold at once (root and the daemon's user
     /// are not counted against it).
     pub max_connections_per_user: u32,
-    /// `job.follow_logs` and `job.watch` subscriptions one uid may hold.
+    /// `job.follow_logs`, `job.watch` and `store.backup` subscriptions one
+    /// uid may hold.
     pub max_subscriptions_per_user: u32,
     pub max_interruptions: u32,
     /// Group given the socket in system mode (when it exists).

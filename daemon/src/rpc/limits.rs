@@ -1,8 +1,8 @@
 //! What socket members may hold at once: connections (overall, sized from
 //! the daemon's open-file limit so that accepting can never starve the
 //! activities, the store and the log of file descriptors; and per uid) and
-//! `job.follow_logs` / `job.watch` subscriptions per uid. Each is a permit
-//! that gives its slot back when dropped.
+//! subscriptions (`job.follow_logs`, `job.watch`, `store.backup`) per uid.
+//! Each is a permit that gives its slot back when dropped.
 //!
 //! Root and the daemon's own user are trusted: no per-uid cap, and a few
 //! connections beyond the overall one, so an administrator still gets in
@@ -36,7 +36,7 @@ pub enum Refused {
     )]
     User { uid: u32, cap: usize },
     #[error(
-        "uid {uid} holds {cap} log follows and watches already (max_subscriptions_per_user); \
+        "uid {uid} holds {cap} subscriptions already (max_subscriptions_per_user); \
          end some of them first"
     )]
     Subscriptions { uid: u32, cap: usize },

@@ -348,6 +348,13 @@ impl HoldfastServer for RpcServer {
         pending: PendingSubscriptionSink,
         ext: &Extensions,
     ) -> SubscriptionResult {
+        let _slot = match subscription_slot(ext) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                pending.reject(refused).await;
+                return Ok(());
+            }
+        };
         backup::handle(self, pending, ext).await
     }
 }
