@@ -304,7 +304,9 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             () = &mut stopped => break,
         };
         let Some(caller) = caller_of(&stream) else {
-            tracing::warn!("connection without peer credentials refused");
+            if let Some(unlogged) = refusals.due() {
+                tracing::warn!(unlogged, "connection without peer credentials refused");
+            }
             continue;
         };
         let permit = match limits.connect(caller.uid, crate::access::is_admin(&caller)) {
