@@ -2,6 +2,11 @@
 //! its parameters by name. `holdfastd` implements the generated
 //! `HoldfastServer`; `hfctl` and the tests call through `HoldfastClient`.
 
+// `job.submit` takes six named parameters; the server method jsonrpsee
+// generates from it adds `self` and the extensions, and lint attributes on
+// the trait do not reach the generated code.
+#![allow(clippy::too_many_arguments)]
+
 use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
@@ -21,6 +26,8 @@ pub trait Holdfast {
     /// `chain.process.activity`). Answers once the job is durably committed.
     /// `simulate`: run it through the engine with every activity replaced by
     /// its `[simulate]` stand-in (a no-op that succeeds by default).
+    /// `request_id`: a client idempotency key; the same key from the same
+    /// uid answers with the first job instead of making another.
     #[method(name = "job.submit", param_kind = map, with_extensions)]
     async fn job_submit(
         &self,
@@ -29,6 +36,7 @@ pub trait Holdfast {
         tenant: Option<String>,
         priority: Option<i32>,
         simulate: Option<bool>,
+        request_id: Option<String>,
     ) -> RpcResult<SubmitResult>;
 
     /// Check a submission and return what it would run, creating no job

@@ -327,6 +327,11 @@ pub struct LogChunk {
     pub complete: bool,
     /// Bytes the daemon dropped because the log cap was reached.
     pub dropped: u64,
+    /// Why the log file could not be created (the output was then lost, and
+    /// counted in `dropped`); absent when it was created or nothing was
+    /// written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
 }
 
 /// One chain in `workflow.list`.

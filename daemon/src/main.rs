@@ -16,6 +16,7 @@ mod registry;
 mod retention;
 mod rpc;
 mod run_as;
+mod secret_files;
 mod secrets;
 mod settings;
 mod store;

@@ -9,6 +9,9 @@
 use std::borrow::Cow;
 
 use holdfast_workflow::params::MASK;
+use serde_json::{Map, Value};
+
+use crate::executor::control::ControlMessage;
 
 /// Masks a fixed set of secret values in a stream of bytes.
 #[derive(Debug, Clone)]
@@ -106,6 +109,52 @@ impl Masker {
             None => Cow::Borrowed(text),
         }
     }
+
+    /// Every string in `value` (keys too) masked.
+    pub fn mask_json(&self, value: &mut Value) {
+        if self.0.is_none() {
+            return;
+        }
+        match value {
+            Value::String(text) => {
+                if let Cow::Owned(masked) = self.mask(text) {
+                    *text = masked;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.mask_json(v)),
+            Value::Object(map) => self.mask_map(map),
+            _ => {}
+        }
+    }
+
+    fn mask_map(&self, map: &mut Map<String, Value>) {
+        let entries = std::mem::take(map);
+        for (key, mut value) in entries {
+            self.mask_json(&mut value);
+            map.insert(self.mask(&key).into_owned(), value);
+        }
+    }
+
+    /// A control message with the secrets in what others will see masked:
+    /// alert and progress text, output keys and values. A checkpoint is
+    /// the activity's own resume data, handed back to it unchanged.
+    pub fn mask_control(&self, message: ControlMessage) -> ControlMessage {
+        if self.0.is_none() {
+            return message;
+        }
+        match message {
+            ControlMessage::Alert(text) => ControlMessage::Alert(self.mask(&text).into_owned()),
+            ControlMessage::Progress { percent, text } => ControlMessage::Progress {
+                percent,
+                text: text.map(|t| self.mask(&t).into_owned()),
+            },
+            ControlMessage::Output(mut map) => {
+                self.mask_map(&mut map);
+                ControlMessage::Output(map)
+            }
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +199,23 @@ mod tests {
             "x***y ***"
         );
         assert!(StreamMasker::new([String::new()]).is_none());
+    }
+
+    #[test]
+    fn control_messages_are_masked_but_checkpoints_are_not() {
+        let masker = Masker::new(["s3cr3t".to_string()]);
+        let alert = masker.mask_control(ControlMessage::Alert("login s3cr3t failed".into()));
+        assert!(matches!(alert, ControlMessage::Alert(t) if t == "login *** failed"));
+        let output: Map<String, Value> =
+            serde_json::from_str(r#"{"url": "u:s3cr3t@h", "s3cr3t": [1, "s3cr3t"]}"#).unwrap();
+        let ControlMessage::Output(shown) = masker.mask_control(ControlMessage::Output(output))
+        else {
+            panic!("still an output");
+        };
+        assert_eq!(
+            Value::Object(shown).to_string(),
+            r#"{"***":[1,"***"],"url":"u:***@h"}"#
+        );
     }
 
     #[test]

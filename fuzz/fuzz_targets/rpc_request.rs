@@ -50,6 +50,7 @@ impl HoldfastServer for Refuser {
         _tenant: Option<String>,
         _priority: Option<i32>,
         _simulate: Option<bool>,
+        _request_id: Option<String>,
     ) -> RpcResult<SubmitResult> {
         let _ = target.len();
         refuse()

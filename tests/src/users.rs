@@ -420,6 +420,27 @@ impl SystemDaemon {
             .expect("the fixture directory can be opened to other users");
         let notify_path = daemon.dir().join("system-notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("the notify socket can be bound");
+        let mut started = SystemDaemon {
+            child: None,
+            notify,
+            daemon,
+        };
+        started.launch();
+        started
+    }
+
+    /// Start the daemon in its directory and wait for `READY=1`.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "the daemon is already running");
+        // Drop what a previous run left (a killed daemon's last status).
+        self.notify
+            .set_nonblocking(true)
+            .expect("the notify socket can be made non-blocking");
+        while self.notify.recv(&mut [0u8; 4096]).is_ok() {}
+        self.notify
+            .set_nonblocking(false)
+            .expect("the notify socket can be made blocking");
+        let daemon = &self.daemon;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -440,22 +461,23 @@ impl SystemDaemon {
             .arg("-v")
             .env_clear()
             .env("PATH", STANDARD_PATH)
-            .env("NOTIFY_SOCKET", &notify_path)
+            .env("NOTIFY_SOCKET", daemon.dir().join("system-notify.sock"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file can be shared"))
             .stderr(log);
-        let child = cmd.spawn().expect("holdfastd can be spawned");
-        let mut started = SystemDaemon {
-            child: Some(child),
-            notify,
-            daemon,
-        };
-        // A panic here drops `started`: the daemon is stopped and its log
+        self.child = Some(cmd.spawn().expect("holdfastd can be spawned"));
+        // A panic here drops `self`: the daemon is stopped and its log
         // printed.
-        if let Err(e) = started.wait_ready() {
+        if let Err(e) = self.wait_ready() {
             panic!("holdfastd --system did not start: {e}");
         }
-        started
+    }
+
+    /// Kill the daemon with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        let _ = kill(pid_of(child.id()), Signal::SIGKILL);
+        let _ = child.wait();
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {

@@ -195,6 +195,10 @@ pub struct Activity {
     /// Indices of upstream activities whose outputs this activity's
     /// templates reference (`outputs.<process>.<activity>`).
     pub output_refs: Vec<usize>,
+    /// Secret parameters its templates read through `secret_file("name")`:
+    /// each is written to a 0600 file of the activity's user for the
+    /// attempt's lifetime.
+    pub secret_files: Vec<String>,
     /// How the activity behaves in a simulated job (`[...simulate]`); None
     /// means a no-op that succeeds at once.
     pub simulate: Option<Simulate>,
@@ -310,6 +314,7 @@ mod tests {
             memory_max: None,
             deps: Vec::new(),
             output_refs: Vec::new(),
+            secret_files: Vec::new(),
             simulate: None,
             user: None,
             group: None,

@@ -43,6 +43,9 @@ pub struct RenderContext {
     /// `{"process": {"activity": {key: value}}}` for the upstream activities
     /// the template references.
     pub outputs: Map<String, Value>,
+    /// Where this attempt's secret files are (`secret_file("name")` renders
+    /// `<dir>/<name>`); None where there are none (a plan).
+    pub secret_dir: Option<String>,
 }
 
 /// An activity's program with every template rendered, ready to spawn.
@@ -91,6 +94,7 @@ fn environment() -> &'static Environment<'static> {
         env.set_keep_trailing_newline(true);
         env.set_formatter(format_value);
         env.add_filter("tojson", to_json);
+        env.add_function("secret_file", secret_file);
         // A template is written by an operator but rendered inside the
         // daemon's engine, so its work is bounded: fuel caps the
         // instructions one render may run (loops included), and the builtins
@@ -184,6 +188,62 @@ fn to_json(value: &minijinja::Value) -> Result<String, minijinja::Error> {
             format!("cannot write the value as JSON: {e}"),
         )
     })
+}
+
+/// The context variable holding the attempt's secret directory; not a name
+/// templates can use (load-time checks allow only params, job, outputs).
+const SECRET_DIR_VAR: &str = "__hf_secret_dir";
+
+/// `secret_file("name")`: the path of the file holding secret parameter
+/// `name` for this attempt. The daemon writes the file (mode 0600, owned by
+/// the activity's user) before the start and removes it when the attempt
+/// ends; the path, unlike the value, may appear anywhere, argv included.
+fn secret_file(state: &State, name: &str) -> Result<String, minijinja::Error> {
+    let dir = state
+        .lookup(SECRET_DIR_VAR)
+        .filter(|v| !v.is_undefined() && !v.is_none());
+    match dir {
+        Some(dir) => Ok(format!("{dir}/{name}")),
+        None => Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "secret files exist only while an attempt runs",
+        )),
+    }
+}
+
+/// The parameter names of every `secret_file("...")` call in `template`.
+/// Each call must name its parameter as a quoted literal, so the daemon
+/// knows at load which files an activity needs.
+pub(crate) fn secret_file_calls(template: &str) -> Result<BTreeSet<String>, String> {
+    const CALL: &str = "secret_file(";
+    let mut names = BTreeSet::new();
+    let mut rest = template;
+    while let Some(at) = rest.find(CALL) {
+        rest = rest[at + CALL.len()..].trim_start();
+        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'');
+        let parsed = quote.and_then(|q| {
+            let body = &rest[1..];
+            let end = body.find(q)?;
+            let name = &body[..end];
+            let after = body[end + 1..].trim_start();
+            after
+                .starts_with(')')
+                .then(|| (name.to_string(), &after[1..]))
+        });
+        match parsed {
+            Some((name, after)) if !name.is_empty() => {
+                names.insert(name);
+                rest = after;
+            }
+            _ => {
+                return Err(
+                    "secret_file takes the parameter's name in quotes, like secret_file(\"db_password\")"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// The variables `template` looks up, as dotted paths (`params.date`,
@@ -384,6 +444,7 @@ fn context_value(ctx: &RenderContext) -> minijinja::Value {
         params => minijinja::Value::from_serialize(&ctx.params),
         job => minijinja::Value::from_serialize(&ctx.job),
         outputs => minijinja::Value::from_serialize(&ctx.outputs),
+        __hf_secret_dir => ctx.secret_dir.clone(),
     }
 }
 
@@ -538,6 +599,7 @@ mod tests {
                 attempt: 2,
             },
             outputs,
+            secret_dir: None,
         }
     }
 
@@ -559,6 +621,7 @@ mod tests {
             memory_max: None,
             deps: vec![0],
             output_refs: vec![0],
+            secret_files: Vec::new(),
             simulate: None,
             user: None,
             group: None,
@@ -739,6 +802,7 @@ mod tests {
                 attempt: 1,
             },
             outputs: Map::new(),
+            secret_dir: None,
         };
         let started = std::time::Instant::now();
         for template in [

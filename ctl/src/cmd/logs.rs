@@ -35,11 +35,11 @@ const MAX_STALLS: u32 = 5;
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = ctx.connect().await?;
-    let mut dropped = 0;
+    let mut seen = Seen::default();
     if args.follow {
         let json = ctx.json;
         follow(&daemon, args.job, args.activity, args.attempt, |chunk| {
-            dropped = dropped.max(chunk.dropped);
+            seen.add(&chunk);
             if json {
                 output::print_json_line(&chunk)
             } else {
@@ -57,15 +57,55 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         output::print_json(&chunks)?;
     } else {
         read_from(&daemon, args.job, args.activity, args.attempt, 0, |chunk| {
-            dropped = dropped.max(chunk.dropped);
+            seen.add(&chunk);
             output::print(&chunk.data)
         })
         .await?;
     }
-    if dropped > 0 && !ctx.json {
-        eprintln!("hfctl: {dropped} bytes of this log were dropped at the daemon's log size cap");
+    if !ctx.json
+        && let Some(note) = seen.note()
+    {
+        eprintln!("hfctl: {note}");
     }
     Ok(Outcome::Success)
+}
+
+/// What the chunks of one log said about it, for the note after it.
+#[derive(Default)]
+struct Seen {
+    bytes: u64,
+    dropped: u64,
+    complete: bool,
+    log_error: Option<String>,
+}
+
+impl Seen {
+    fn add(&mut self, chunk: &LogChunk) {
+        self.bytes += chunk.data.len() as u64;
+        self.dropped = self.dropped.max(chunk.dropped);
+        self.complete |= chunk.complete;
+        if chunk.log_error.is_some() {
+            self.log_error.clone_from(&chunk.log_error);
+        }
+    }
+
+    /// Why the log is empty or short, when it is: the file could not be
+    /// created, output went past the cap, or the attempt printed nothing.
+    fn note(&self) -> Option<String> {
+        if let Some(reason) = &self.log_error {
+            return Some(format!(
+                "the daemon could not create this attempt's log ({reason});                  its {} bytes of output were not kept",
+                self.dropped
+            ));
+        }
+        if self.dropped > 0 {
+            return Some(format!(
+                "{} bytes of this log were dropped at the daemon's log size cap",
+                self.dropped
+            ));
+        }
+        (self.bytes == 0 && self.complete).then(|| "this attempt printed no output".to_string())
+    }
 }
 
 /// Page through an attempt's log from `offset` until it is complete or has

@@ -54,6 +54,11 @@ pub struct Args {
     /// failure paths, retries and alerts can be rehearsed without touching data.
     #[arg(long)]
     pub simulate: bool,
+    /// A key of your choosing (up to 128 characters) that makes submitting
+    /// safe to repeat: the same key again answers with the job it first made
+    /// instead of queueing another, and is refused if the rest differs.
+    #[arg(long, value_name = "KEY")]
+    pub request_id: Option<String>,
 }
 
 /// Split `KEY=VALUE` at the first `=`: values may hold more of them.
@@ -99,6 +104,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             args.tenant,
             args.priority,
             Some(args.simulate),
+            args.request_id,
         ))
         .await
         .map_err(|e| e.for_target(&args.target))?;

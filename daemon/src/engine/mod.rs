@@ -14,7 +14,9 @@
 //! later with the same channels.
 
 pub mod job;
+mod policy;
 mod recovery;
+mod request;
 mod run;
 mod schedules;
 
@@ -55,6 +57,8 @@ pub struct SubmitRequest {
     pub priority: i32,
     pub simulate: bool,
     pub caller: Caller,
+    /// The client's idempotency key (`request_id`), if it sent one.
+    pub request_id: Option<String>,
 }
 
 /// Why a submission was refused.
@@ -372,6 +376,8 @@ impl Engine {
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
+        // No attempt runs yet: secret files a crashed daemon left go now.
+        crate::secret_files::clear(&settings.socket);
         let secrets = crate::secrets::Sealer::open_or_create(&settings.secrets_key())
             .map(Arc::new)
             .map_err(|e| {

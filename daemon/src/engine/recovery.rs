@@ -27,14 +27,15 @@ impl Engine {
         if stored.is_empty() {
             return Ok(());
         }
-        let mut chains: HashMap<String, Option<Arc<Chain>>> = HashMap::new();
+        let mut chains: HashMap<(String, String), Option<Arc<Chain>>> = HashMap::new();
         let mut resumed = 0;
         for job in stored {
-            let chain = match chains.get(&job.version) {
+            let key = (job.version.clone(), chain_of(&job.target).to_string());
+            let chain = match chains.get(&key) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.pinned_chain(&job.version)?;
-                    chains.insert(job.version.clone(), c.clone());
+                    let c = self.pinned_chain(&key.0, &key.1)?;
+                    chains.insert(key, c.clone());
                     c
                 }
             };
@@ -50,6 +51,10 @@ impl Engine {
                 });
                 continue;
             };
+            if let Err(reason) = self.may_resume(&job, &chain) {
+                self.refuse_resume(&job, &chain, &reason);
+                continue;
+            }
             let (params, secret) = match self.stored_params(&job) {
                 Ok(found) => found,
                 Err(message) => {
@@ -72,15 +77,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The exact definition a job was submitted with.
-    pub(super) fn pinned_chain(&self, version: &str) -> Result<Option<Arc<Chain>>, StoreError> {
+    /// The exact definition a job of chain `name` was submitted with. Two
+    /// files with the same text share a version (and the stored row names
+    /// the first), so the name is matched too, and a stored text is read as
+    /// the job's own chain's file.
+    pub(super) fn pinned_chain(
+        &self,
+        version: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Chain>>, StoreError> {
         if let Some(chain) = self
             .registry
             .borrow()
             .entries
             .values()
             .filter_map(|e| e.chain.as_ref())
-            .find(|c| c.version == version)
+            .find(|c| c.version == version && c.name == name)
         {
             return Ok(Some(chain.clone()));
         }
@@ -89,8 +101,15 @@ impl Engine {
             .store
             .read_now(move |conn| store::definition_source(conn, &version))?;
         Ok(source.and_then(|(file, text)| {
-            parse_chain(std::path::Path::new(&file), &text)
+            let file = std::path::Path::new(&file);
+            let file = if file.file_stem().is_some_and(|stem| stem == name) {
+                file.to_path_buf()
+            } else {
+                file.with_file_name(format!("{name}.toml"))
+            };
+            parse_chain(&file, &text)
                 .ok()
+                .filter(|c| c.name == name)
                 .map(Arc::new)
         }))
     }
@@ -263,6 +282,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// The chain a target (`chain`, `chain.process`, ...) belongs to.
+pub(super) fn chain_of(target: &str) -> &str {
+    target.split('.').next().unwrap_or_default()
 }
 
 /// An attempt a dead daemon left `running`.

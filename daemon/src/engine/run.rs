@@ -32,6 +32,19 @@ impl Engine {
             let _ = reply.send(Err(SubmitError::ShuttingDown));
             return;
         }
+        if let Some(key) = &request.request_id {
+            match self.earlier_request(&request, key) {
+                Ok(super::request::Earlier::None) => {}
+                Ok(super::request::Earlier::Job(id)) => {
+                    let _ = reply.send(Ok(id));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let prepared = {
             let registry = self.registry.borrow();
             prepare(
@@ -71,6 +84,9 @@ impl Engine {
         if let Err(e) = self.record_new_job(&job, &request.caller, None) {
             let _ = reply.send(Err(e));
             return;
+        }
+        if let Some(key) = &request.request_id {
+            self.record_request(id, &request, &chain, key);
         }
         self.durable = true;
         tracing::info!(
@@ -196,7 +212,10 @@ impl Engine {
                 ),
             );
         }
-        let chain = match self.pinned_chain(&original.version) {
+        let chain = match self.pinned_chain(
+            &original.version,
+            super::recovery::chain_of(&original.target),
+        ) {
             Ok(Some(chain)) => chain,
             Ok(None) => {
                 return refuse(
@@ -212,12 +231,9 @@ impl Engine {
                 return;
             }
         };
-        if !crate::access::may_submit_chain(&caller, &chain.allow) {
-            let _ = reply.send(Err(SubmitError::PermissionDenied(format!(
-                "chain {} may be submitted only by {}",
-                chain.name,
-                chain.allow.join(", ")
-            ))));
+        // The pinned definition runs only if today's policy still allows it.
+        if let Err(message) = self.may_still_run(&chain, original.tenant.as_deref(), &caller) {
+            let _ = reply.send(Err(SubmitError::PermissionDenied(message)));
             return;
         }
         let mut included = vec![false; chain.activities.len()];
@@ -423,6 +439,11 @@ impl Engine {
                 attempt: number,
             },
             outputs,
+            secret_dir: (!activity.secret_files.is_empty()).then(|| {
+                crate::secret_files::attempt_dir(&settings.socket, key)
+                    .display()
+                    .to_string()
+            }),
         };
         let rendered = match render_activity(activity, &context) {
             Ok(r) => r,
@@ -461,6 +482,11 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        if let Err(message) = write_secret_files(job, activity, key, &settings, identity.as_ref()) {
+            tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot start the activity");
+            self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+            return;
+        }
         let act = &job.acts[idx];
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
@@ -554,6 +580,12 @@ impl Engine {
         act.kill = None;
         job.running -= 1;
         self.running -= 1;
+        if !activity.secret_files.is_empty() {
+            crate::secret_files::remove(&crate::secret_files::attempt_dir(
+                &self.settings.socket,
+                key,
+            ));
+        }
         self.ops
             .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
                 job_id: key.job_id,
@@ -568,6 +600,14 @@ impl Engine {
                 log_bytes: end.log_bytes,
                 log_dropped: end.log_dropped,
             })));
+        if let Some(error) = &end.log_error {
+            self.ops.push(WriteOp::AttemptLogError {
+                job_id: key.job_id,
+                idx: key.idx,
+                number: key.number,
+                error: error.clone(),
+            });
+        }
         let fields = (
             key.job_id,
             chain.name.as_str(),
@@ -1014,4 +1054,33 @@ impl Engine {
             });
         }
     }
+}
+
+/// The files `secret_file("name")` names for this attempt, written before
+/// it starts (removed in `on_attempt_end`).
+fn write_secret_files(
+    job: &JobRun,
+    activity: &holdfast_workflow::Activity,
+    key: AttemptKey,
+    settings: &crate::settings::Settings,
+    identity: Option<&crate::run_as::Identity>,
+) -> Result<(), String> {
+    if activity.secret_files.is_empty() {
+        return Ok(());
+    }
+    let mut files = Vec::with_capacity(activity.secret_files.len());
+    for name in &activity.secret_files {
+        let Some(value) = job.params.get(name) else {
+            return Err(format!(
+                "secret parameter {name:?} has no value in this job, so secret_file({name:?}) \
+                 has nothing to hold: submit it"
+            ));
+        };
+        files.push((name.clone(), value_as_env(value)));
+    }
+    crate::secret_files::write(
+        &crate::secret_files::attempt_dir(&settings.socket, key),
+        &files,
+        identity,
+    )
 }

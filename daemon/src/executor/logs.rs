@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::mask::StreamMasker;
+use crate::mask::{Masker, StreamMasker};
 use tokio::sync::watch;
 
 /// Identifies one attempt.
@@ -38,11 +38,15 @@ pub fn log_path(logs_dir: &Path, job_id: u64, activity_path: &str, attempt: u32)
 /// running them.
 pub struct LogSink {
     path: PathBuf,
-    file: OnceLock<Option<File>>,
+    /// The file, or why it could not be created.
+    file: OnceLock<Result<File, String>>,
     cap: u64,
     written: AtomicU64,
     dropped: AtomicU64,
     notify: watch::Sender<u64>,
+    /// Secret values masked in the daemon's own notes (which may quote
+    /// what the activity sent on the control channel).
+    masker: Masker,
 }
 
 impl LogSink {
@@ -54,11 +58,19 @@ impl LogSink {
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             notify,
+            masker: Masker::new([]),
         }
     }
 
+    /// The same sink, masking these secrets in its notes.
+    pub fn masking(mut self, masker: Masker) -> LogSink {
+        self.masker = masker;
+        self
+    }
+
     /// The log file, created (with its job directory) on first use. None if
-    /// it cannot be created; the bytes are then counted as dropped.
+    /// it cannot be created; the bytes are then counted as dropped and
+    /// [`LogSink::create_error`] says why.
     fn file(&self) -> Option<&File> {
         self.file
             .get_or_init(|| {
@@ -69,10 +81,18 @@ impl LogSink {
                     .create(true)
                     .append(true)
                     .open(&self.path)
-                    .map_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "cannot create an attempt log"))
-                    .ok()
+                    .map_err(|e| {
+                        tracing::warn!(path = %self.path.display(), error = %e, "cannot create an attempt log");
+                        e.to_string()
+                    })
             })
             .as_ref()
+            .ok()
+    }
+
+    /// Why the log file could not be created, if creating it failed.
+    pub fn create_error(&self) -> Option<String> {
+        self.file.get().and_then(|f| f.as_ref().err().cloned())
     }
 
     /// Append what fits under the cap; count the rest as dropped.
@@ -106,7 +126,7 @@ impl LogSink {
     /// kept within the cap like the child's output: the file never grows
     /// past `log_max_bytes`, and `written` counts every byte in it.
     pub fn note(&self, text: &str) {
-        let line = format!("[holdfast] {text}\n");
+        let line = format!("[holdfast] {}\n", self.masker.mask(text));
         self.append(line.as_bytes());
     }
 

@@ -87,6 +87,8 @@ pub struct AttemptEnd {
     /// system out of file descriptors): the engine requeues the activity
     /// without using up a retry.
     pub transient: bool,
+    /// Why the log file could not be created, if it could not.
+    pub log_error: Option<String>,
 }
 
 /// What an attempt reports to the engine.
@@ -186,6 +188,7 @@ async fn run_simulated(
         log_bytes: sink.written(),
         log_dropped: sink.dropped(),
         transient: false,
+        log_error: sink.create_error(),
     }
 }
 
@@ -201,6 +204,7 @@ impl AttemptEnd {
             log_bytes: 0,
             log_dropped: 0,
             transient: false,
+            log_error: None,
         }
     }
 
@@ -234,11 +238,11 @@ async fn run(
     let Some(first) = spec.argv.first() else {
         return AttemptEnd::spawn_error("empty command".into());
     };
-    let sink = Arc::new(LogSink::new(
-        spec.log_path.clone(),
-        spec.log_max_bytes,
-        hub.register(key),
-    ));
+    let masker = crate::mask::Masker::new(spec.secrets.iter().cloned());
+    let sink = Arc::new(
+        LogSink::new(spec.log_path.clone(), spec.log_max_bytes, hub.register(key))
+            .masking(masker.clone()),
+    );
 
     let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).and_then(|output| {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map(|control| (output, control))
@@ -359,6 +363,7 @@ async fn run(
         gate,
         events.clone(),
         sink.clone(),
+        masker,
     ));
 
     let pgid = pid;
@@ -459,6 +464,7 @@ async fn run(
                 log_bytes: 0,
                 log_dropped: 0,
                 transient: false,
+                log_error: None,
             }
         }
         Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
@@ -469,6 +475,7 @@ async fn run(
     }
     end.log_bytes = sink.written();
     end.log_dropped = sink.dropped();
+    end.log_error = sink.create_error();
     if let Some(cgroup) = cgroup {
         tokio::spawn(cgroup.remove());
     }
@@ -504,6 +511,7 @@ async fn read_control(
     mut gate: control::Gate,
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
+    masker: crate::mask::Masker,
 ) {
     let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(r) => r,
@@ -536,7 +544,9 @@ async fn read_control(
             continue;
         }
         let message = match control::parse_line(text) {
-            Ok(message) => message,
+            // What an activity reports (alerts, progress text, outputs) is
+            // shown to others: secrets in it are masked like its output.
+            Ok(message) => masker.mask_control(message),
             Err(why) => {
                 sink.note(&format!("ignored control message: {why}"));
                 continue;

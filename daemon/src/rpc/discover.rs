@@ -49,6 +49,11 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"boolean","description":"replace every activity by its [simulate] stand-in"}"#,
             ),
+            (
+                "request_id",
+                false,
+                r#"{"type":"string","minLength":1,"maxLength":128,"description":"client idempotency key: the same key from the same uid answers with the first job"}"#,
+            ),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),
@@ -226,6 +231,16 @@ const METHODS: &[MethodSpec] = &[
     ),
 ];
 
+/// The named parameters `method` takes, or None for a method this document
+/// does not describe. The named-parameter check (`named_params`) reads this
+/// same table, so what is described and what is accepted cannot drift.
+pub(super) fn param_names(method: &str) -> Option<Vec<&'static str>> {
+    METHODS
+        .iter()
+        .find(|(name, ..)| *name == method)
+        .map(|(_, _, params, _)| params.iter().map(|(name, ..)| *name).collect())
+}
+
 const COMPONENTS: &str = r#"{
   "DaemonInfo": {"type": "object", "required": ["version", "protocol", "pid", "mode"], "properties": {
     "version": {"type": "string"}, "protocol": {"type": "integer"}, "pid": {"type": "integer"},
@@ -233,7 +248,7 @@ const COMPONENTS: &str = r#"{
     "mode": {"type": "string", "enum": ["system", "user"]}, "max_parallel": {"type": "integer"},
     "paths": {"type": "object"}, "counts": {"type": "object"}, "confinement": {"type": "string"}}},
   "SubmitResult": {"type": "object", "required": ["job_id", "state"], "properties": {
-    "job_id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued"]}}},
+    "job_id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"], "description": "queued for a new job; a repeated request_id answers with the first job's state now"}}},
   "Job": {"type": "object", "required": ["id", "target", "chain", "state", "activities"], "properties": {
     "id": {"type": "integer"}, "target": {"type": "string"}, "chain": {"type": "string"},
     "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},

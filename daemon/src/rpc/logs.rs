@@ -70,6 +70,7 @@ fn chunk(at: &AttemptRef, offset: u64, data: &[u8], size: u64, finished: bool) -
         data: String::from_utf8_lossy(data).into_owned(),
         complete: finished && next_offset >= size,
         dropped: at.log_dropped,
+        log_error: at.log_error.clone(),
     }
 }
 
@@ -89,8 +90,12 @@ pub(super) async fn handle(
     let at = resolve(server, job_id, activity, attempt)
         .await?
         .map_err(|m| ErrorCode::NotFound.error(m))?;
-    let path = file_of(server, job_id, &at);
     let offset = offset.unwrap_or(0);
+    if at.log_error.is_some() {
+        // There is no file to read; the chunk says why.
+        return Ok(chunk(&at, offset, &[], offset, at.finished));
+    }
+    let path = file_of(server, job_id, &at);
     let max = max_bytes.unwrap_or(DEFAULT_CHUNK).clamp(1, MAX_CHUNK);
     let (data, size) = tokio::task::spawn_blocking(move || read_at(&path, offset, max))
         .await

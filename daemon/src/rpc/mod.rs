@@ -15,6 +15,7 @@ mod info;
 mod limits;
 mod list;
 mod logs;
+mod named_params;
 mod plan;
 mod retry;
 mod schedule;
@@ -174,6 +175,7 @@ impl HoldfastServer for RpcServer {
         tenant: Option<String>,
         priority: Option<i32>,
         simulate: Option<bool>,
+        request_id: Option<String>,
     ) -> RpcResult<SubmitResult> {
         self.writable("job.submit", ext)?;
         submit::handle(
@@ -184,6 +186,7 @@ impl HoldfastServer for RpcServer {
             tenant,
             priority,
             simulate.unwrap_or(false),
+            request_id,
         )
         .await
     }

@@ -80,6 +80,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
             attempt: 1,
         },
         outputs: Map::new(),
+        secret_dir: None,
     };
     let waves = waves(&chain, &included);
     let mut planned: Vec<Vec<PlannedActivity>> = Vec::new();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{
     HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
 };
@@ -18,6 +19,7 @@ use tower::Service;
 
 use super::RpcServer;
 use super::limits::Limits;
+use super::named_params::NamedParams;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 
@@ -263,7 +265,10 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         .max_subscriptions_per_connection(256)
         .set_message_buffer_capacity(MESSAGE_BUFFER)
         .build();
-    let builder = Server::builder().set_config(config).to_service_builder();
+    let builder = Server::builder()
+        .set_config(config)
+        .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(NamedParams::new))
+        .to_service_builder();
     let methods = server.into_rpc();
     tokio::pin!(stopped);
     let mut backoff = ACCEPT_BACKOFF.0;

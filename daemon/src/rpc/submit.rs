@@ -1,12 +1,33 @@
 //! `job.submit`: hand the submission to the engine; answer once committed.
 
-use holdfast_api::{FieldError, JobState, SubmitResult};
+use holdfast_api::{ErrorCode, FieldError, JobState, SubmitResult};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
-use super::{RpcServer, submit_error};
+use super::{RpcServer, store_error, submit_error};
 use crate::engine::{Caller, SubmitError, SubmitRequest};
+use crate::store;
 
+/// Longest `request_id` accepted, in characters.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// A `request_id` is 1 to 128 characters with no control characters.
+fn check_request_id(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("request_id is empty; leave it out or give a key".into());
+    }
+    if key.chars().count() > MAX_REQUEST_ID_CHARS {
+        return Err(format!(
+            "request_id is longer than {MAX_REQUEST_ID_CHARS} characters; use a shorter key"
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err("request_id contains control characters; use printable text".into());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn handle(
     server: &RpcServer,
     caller: Caller,
@@ -15,7 +36,20 @@ pub(super) async fn handle(
     tenant: Option<String>,
     priority: Option<i32>,
     simulate: bool,
+    request_id: Option<String>,
 ) -> RpcResult<SubmitResult> {
+    if let Some(key) = &request_id
+        && let Err(message) = check_request_id(key)
+    {
+        return Err(ErrorCode::InvalidParameters.error_with(
+            format!("invalid parameters for {target}: request_id: {message}"),
+            vec![FieldError {
+                field: "request_id".into(),
+                message,
+            }],
+        ));
+    }
+    let keyed = request_id.is_some();
     let request = SubmitRequest {
         target: target.clone(),
         params: params.unwrap_or_default(),
@@ -23,6 +57,7 @@ pub(super) async fn handle(
         priority: priority.unwrap_or(0),
         simulate,
         caller: caller.clone(),
+        request_id,
     };
     let result = match priority_refusal(server, &caller, &target, request.priority) {
         Some(refusal) => Err(refusal),
@@ -56,6 +91,16 @@ pub(super) async fn handle(
         )
         .await;
     match result {
+        // A repeated key answers with the first job, as it is now.
+        Ok(job_id) if keyed => {
+            let state = server
+                .store
+                .read(move |conn| store::job_state(conn, job_id))
+                .await
+                .map_err(store_error)?
+                .unwrap_or(JobState::Queued);
+            Ok(SubmitResult { job_id, state })
+        }
         Ok(job_id) => Ok(SubmitResult {
             job_id,
             state: JobState::Queued,

@@ -217,6 +217,23 @@ pub fn job_state(conn: &Connection, id: u64) -> Result<Option<JobState>, StoreEr
         .map(|s| parse_job_state(&s)))
 }
 
+/// The job `uid` submitted with client key `request_id`, with the request
+/// (JSON) it came with.
+pub fn job_by_request(
+    conn: &Connection,
+    uid: u32,
+    request_id: &str,
+) -> Result<Option<(u64, Option<String>)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, request FROM jobs WHERE submitter_uid = ?1 AND request_id = ?2",
+        )?
+        .query_row(params![uid, request_id], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })
+        .optional()?)
+}
+
 /// Queued jobs, running jobs and running attempts as stored (indexed), for
 /// `daemon.info` while the engine is held back and cannot count its own.
 pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreError> {
@@ -416,6 +433,8 @@ pub struct AttemptRef {
     pub number: u32,
     pub finished: bool,
     pub log_dropped: u64,
+    /// Why the attempt's log file could not be created, if it could not.
+    pub log_error: Option<String>,
 }
 
 /// Resolve `activity` (`process.activity`, `chain.process.activity`, or None
@@ -461,27 +480,27 @@ pub fn find_attempt(
             activity.unwrap_or_default()
         )));
     };
-    let row: Option<(u32, Option<i64>, i64)> = match attempt {
+    let row: Option<(u32, Option<i64>, i64, Option<String>)> = match attempt {
         Some(n) => conn
             .prepare_cached(
-                "SELECT number, finished_at, log_dropped FROM attempts
+                "SELECT number, finished_at, log_dropped, log_error FROM attempts
                  WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
             )?
             .query_row(params![job_id as i64, idx, n], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
         None => conn
             .prepare_cached(
-                "SELECT number, finished_at, log_dropped FROM attempts
+                "SELECT number, finished_at, log_dropped, log_error FROM attempts
                  WHERE job_id = ?1 AND idx = ?2 ORDER BY number DESC LIMIT 1",
             )?
             .query_row(params![job_id as i64, idx], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
     };
-    let Some((number, finished_at, dropped)) = row else {
+    let Some((number, finished_at, dropped, log_error)) = row else {
         return Ok(Err(match attempt {
             Some(n) => format!("{path} has no attempt {n}"),
             None => format!("{path} has not started yet"),
@@ -493,6 +512,7 @@ pub fn find_attempt(
         number,
         finished: finished_at.is_some(),
         log_dropped: dropped as u64,
+        log_error,
     }))
 }
 

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 5] = [V1, V2, V3, V4, V5];
+const ALL: [&str; 6] = [V1, V2, V3, V4, V5, V6];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -134,6 +134,17 @@ CREATE TABLE job_secrets (
     job_id INTEGER PRIMARY KEY,
     sealed BLOB NOT NULL
 );
+"#;
+
+/// Version 6: a submission's client idempotency key (`request_id`, unique
+/// per submitter uid) and the request it came with, and why an attempt's
+/// log could not be created.
+const V6: &str = r#"
+ALTER TABLE jobs ADD COLUMN request_id TEXT;
+ALTER TABLE jobs ADD COLUMN request TEXT;
+CREATE UNIQUE INDEX jobs_by_request ON jobs (submitter_uid, request_id)
+    WHERE request_id IS NOT NULL;
+ALTER TABLE attempts ADD COLUMN log_error TEXT;
 "#;
 
 #[cfg(test)]

@@ -71,6 +71,21 @@ pub enum WriteOp {
         loaded_at: i64,
     },
     InsertJob(Box<NewJob>),
+    /// The client idempotency key of a job just inserted, with the request
+    /// (JSON) it came with.
+    JobRequest {
+        job_id: u64,
+        uid: u32,
+        request_id: String,
+        request: String,
+    },
+    /// Why an attempt's log file could not be created.
+    AttemptLogError {
+        job_id: u64,
+        idx: usize,
+        number: u32,
+        error: String,
+    },
     JobState {
         id: u64,
         state: &'static str,
@@ -366,6 +381,26 @@ impl WriteOp {
                 for id in ids {
                     delete.execute(params![id])?;
                 }
+            }
+            WriteOp::JobRequest {
+                job_id,
+                uid: _,
+                request_id,
+                request,
+            } => {
+                tx.prepare_cached("UPDATE jobs SET request_id = ?2, request = ?3 WHERE id = ?1")?
+                    .execute(params![*job_id as i64, request_id, request])?;
+            }
+            WriteOp::AttemptLogError {
+                job_id,
+                idx,
+                number,
+                error,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE attempts SET log_error = ?4 WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, number, error])?;
             }
             WriteOp::Audit(row) => {
                 tx.prepare_cached(

@@ -1303,7 +1303,14 @@ const API_METHODS: &[(&str, &[&str])] = &[
     ("daemon.info", &[]),
     (
         "job.submit",
-        &["target", "params", "tenant", "priority", "simulate"],
+        &[
+            "target",
+            "params",
+            "tenant",
+            "priority",
+            "simulate",
+            "request_id",
+        ],
     ),
     ("job.plan", &["target", "params", "tenant"]),
     ("job.get", &["job_id"]),

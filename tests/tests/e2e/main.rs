@@ -20,6 +20,7 @@ mod integrity;
 mod logs;
 mod outputs;
 mod params;
+mod policy;
 mod privilege;
 mod reload;
 mod reprocess;

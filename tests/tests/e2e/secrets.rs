@@ -46,6 +46,10 @@ printf 'split=%s' "$(printf '%s' "$HF_PARAM_DB_PASSWORD" | cut -c1-$half)"
 sleep 0.2
 printf '%s end\n' "$(printf '%s' "$HF_PARAM_DB_PASSWORD" | cut -c$(( half + 1 ))-)"
 echo "params=$HF_PARAMS"
+echo "alert login with $HF_PARAM_API_KEY refused" >&3
+echo "progress 50 connected to $DB_URL" >&3
+printf 'output {"conn": "%s"}\n' "$DB_URL" >&3
+echo "bogus $HF_PARAM_API_KEY" >&3
 touch @DIR@/started.$HF_JOB_ID
 while [ ! -e @DIR@/go ]; do sleep 0.05; done
 '''
@@ -206,6 +210,14 @@ fn a_secret_reaches_the_activity_environment_and_nothing_else() {
     assert!(log.contains(r#""api_key":"***""#), "{log}");
     assert!(log.contains(r#""db_password":"***""#), "{log}");
     assert_eq!(job.params["api_key"], "***", "{job:#?}");
+    // What it said on the control channel is shown masked too.
+    let shown_job = serde_json::to_string(&job).expect("json");
+    assert!(shown_job.contains("login with *** refused"), "{shown_job}");
+    assert!(
+        shown_job.contains("postgres://etl:***@db1/dw"),
+        "{shown_job}"
+    );
+    assert!(log.contains("ignored control message"), "{log}");
     assert_eq!(job.params["host"], "db1", "{job:#?}");
 
     // A refusal does not quote the value.
@@ -305,4 +317,68 @@ working_dir = "/srv/{{ params.token }}"
     assert!(listed.to_string().contains("broken"), "{listed}");
     let submitted = daemon.hfctl(&["submit", "leaky", "-p", "token=x"]);
     assert!(!submitted.status.success(), "{}", shown(&submitted));
+}
+
+/// `secret_file("name")`: a 0600 file holding the value, whose path (not
+/// the value) may go into argv, removed when the attempt ends; a call on a
+/// parameter that is not secret, or without a quoted name, is refused.
+#[test]
+fn secret_file_hands_a_secret_over_in_a_private_file() {
+    let chain = r#"
+[params.pw]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+command = ["sh", "-c", 'echo "$1" > @DIR@/path; stat -c "%a" "$1"; sha256sum < "$1" > @DIR@/pw.sha', "x", "{{ secret_file('pw') }}"]
+"#;
+    let daemon = TestDaemon::start(&[("files.toml", chain)]);
+    let dir = daemon.dir().to_path_buf();
+    let id = daemon.submit(
+        "files",
+        &["--params", &{
+            let file = dir.join("params.json");
+            std::fs::write(&file, format!(r#"{{"pw": "{SUBMITTED}"}}"#)).expect("params file");
+            file.display().to_string()
+        }],
+    );
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let log = daemon.logs(id, "p.a", None);
+    assert!(log.starts_with("600"), "{log}");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    assert_eq!(read("pw.sha"), sha256(SUBMITTED));
+    let path = read("path");
+    let path = path.trim();
+    assert!(path.ends_with(&format!("secrets/{id}-0-1/pw")), "{path}");
+    assert!(
+        !Path::new(path).exists(),
+        "the secret file outlived its attempt"
+    );
+    assert_nowhere(&daemon, &[]);
+
+    let refused = TestDaemon::start(&[(
+        "bad.toml",
+        r#"
+[params.plain]
+type = "string"
+[params.pw]
+type = "string"
+secret = true
+[process.p.activity.a]
+command = ["cat", "{{ secret_file('plain') }}", "{{ secret_file(params.pw) }}"]
+"#,
+    )]);
+    let path = refused.workflows_dir().join("bad.toml");
+    let output = refused.hfctl(&["validate", &path.display().to_string()]);
+    let said = shown(&output);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("secret_file(\"plain\") reads a parameter that is not secret"),
+        "{said}"
+    );
+    assert!(
+        said.contains("secret_file takes the parameter's name in quotes"),
+        "{said}"
+    );
 }

@@ -70,6 +70,25 @@ const SLOW: &str = r#"
 [process.main.activity.slow]
 shell = "echo attempt $HF_ATTEMPT; sleep 3"
 "#;
+/// Uses a secret a tenant takes from a systemd credential; its output goes
+/// to the journal too, masked.
+const SECRET: &str = r#"
+[chain]
+journal = true
+
+[params.token]
+type = "string"
+secret = true
+
+[process.main.activity.use]
+shell = 'printf "%s" "$HF_PARAM_TOKEN" | sha256sum; echo "token=$HF_PARAM_TOKEN"'
+"#;
+const SECRET_TENANT: &str = r#"
+[secrets]
+token = { credential = "e2e-token" }
+"#;
+/// The credential's value, which must show nowhere but in the activity.
+const CREDENTIAL_VALUE: &str = "hf-credential-5e1f0c";
 const ADDED: &str = r#"
 [process.main.activity.noop]
 command = ["true"]
@@ -303,6 +322,19 @@ fn debian_package_under_systemd() {
         "-c",
         "printf '[Service]\\nWatchdogSec=2s\\n' > /run/systemd/system/holdfast.service.d/watchdog.conf",
     ]);
+    // The restarted daemon also gets a credential (docs/secrets.md).
+    let credential = work.join("e2e-token");
+    fs::write(&credential, format!("{CREDENTIAL_VALUE}\n")).expect("write the credential");
+    // (/run is the namespace's own: written from inside it.)
+    ns.ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "printf '[Service]\\nLoadCredential=e2e-token:%s\\n' '{}' \
+             > /run/systemd/system/holdfast.service.d/credential.conf",
+            credential.display()
+        ),
+    ]);
     ns.ok(&["systemctl", "daemon-reload"]);
     let queued = ns.as_user(MEMBER, &["hfctl", "--json", "submit", "e2e-slow"]);
     assert!(queued.status.success(), "{}", stderr(&queued));
@@ -380,6 +412,75 @@ fn debian_package_under_systemd() {
             && watched.contains(pid_after.trim()),
         "the watchdog restarted or stopped the daemon: {watched}"
     );
+
+    // A secret from a systemd credential reaches the activity (its hash is
+    // in the log) and shows nowhere: not in answers, the log, the journal
+    // (whose forwarded output is masked) or the database.
+    fs::create_dir_all("/etc/holdfast/tenants.d").expect("tenants.d");
+    fs::write("/etc/holdfast/tenants.d/e2e-cred.toml", SECRET_TENANT).expect("write tenant");
+    fs::write(Path::new(WORKFLOWS).join("e2e-secret.toml"), SECRET).expect("write chain");
+    wait_for_chains(&ns, &["e2e-secret"]);
+    eventually(WAIT, "the tenant loaded", || {
+        let text = ns.ok(&["hfctl", "--json", "tenants"]);
+        if text.contains("e2e-cred") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    let submitted = ns.as_user(
+        MEMBER,
+        &[
+            "hfctl",
+            "--json",
+            "submit",
+            "e2e-secret",
+            "--tenant",
+            "e2e-cred",
+            "--wait",
+        ],
+    );
+    assert!(
+        submitted.status.success(),
+        "{}{}",
+        stdout(&submitted),
+        stderr(&submitted)
+    );
+    let secret_job: Job = serde_json::from_slice(&submitted.stdout).expect("a Job");
+    assert_eq!(secret_job.state, JobState::Succeeded, "{secret_job:#?}");
+    let log = ns.ok(&["hfctl", "logs", &secret_job.id.to_string(), "main.use"]);
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(CREDENTIAL_VALUE.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert!(log.contains(&digest) && log.contains("token=***"), "{log}");
+    wait_for_journal(&ns, secret_job.id, "token=***");
+    let mut surfaces = vec![
+        (
+            "journal",
+            ns.ok(&["journalctl", "-o", "json", "--no-pager"]),
+        ),
+        (
+            "status",
+            ns.ok(&["hfctl", "--json", "status", &secret_job.id.to_string()]),
+        ),
+        ("audit", ns.ok(&["hfctl", "--json", "audit"])),
+        ("tenants", ns.ok(&["hfctl", "--json", "tenants"])),
+        ("log", log),
+    ];
+    for file in ["holdfast.db", "holdfast.db-wal"] {
+        let bytes = fs::read(Path::new("/var/lib/holdfast").join(file)).unwrap_or_default();
+        surfaces.push((file, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    for (surface, text) in surfaces {
+        assert!(
+            !text.contains(CREDENTIAL_VALUE),
+            "{surface} shows the credential's value"
+        );
+    }
 
     // Socket activation: with the service stopped and holdfast.socket
     // listening, the first hfctl call starts the daemon on that socket.

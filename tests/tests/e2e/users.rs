@@ -140,7 +140,7 @@ fn access_daemon() -> SystemDaemon {
 
 /// `output` is a refusal: exit 7, nothing on stdout, one line on stderr.
 /// Returns that line.
-fn refused(output: &Output, what: &str) -> String {
+pub(crate) fn refused(output: &Output, what: &str) -> String {
     assert_eq!(
         output.status.code(),
         Some(7),
@@ -163,7 +163,7 @@ fn refused(output: &Output, what: &str) -> String {
 }
 
 /// [`refused`] by the daemon (PERMISSION_DENIED), not by the socket's mode.
-fn denied(output: &Output, what: &str) -> String {
+pub(crate) fn denied(output: &Output, what: &str) -> String {
     let line = refused(output, what);
     assert!(
         !line.contains("permission denied on"),
@@ -238,7 +238,7 @@ fn assert_audited(daemon: &TestDaemon, expected: &[Audited<'_>]) {
 }
 
 /// How audit rows name a job.
-fn job_target(job_id: u64) -> String {
+pub(crate) fn job_target(job_id: u64) -> String {
     format!("job {job_id}")
 }
 

@@ -11,6 +11,7 @@ use super::references::{Owner, Scope};
 use super::values::Settings;
 use super::{Diagnostics, check_name, graph};
 use crate::model::{Activity, Mode, ParamSpec, Process, Program, Simulate};
+use crate::template::secret_file_calls;
 
 /// Check a `simulate` table.
 fn simulate(raw: RawSimulate, diagnostics: &mut Diagnostics<'_>) -> Option<Simulate> {
@@ -176,6 +177,7 @@ impl Draft {
                 cpu_quota: settings.cpu_quota,
                 deps: Vec::new(),
                 output_refs: Vec::new(),
+                secret_files: Vec::new(),
                 simulate,
             });
         }
@@ -302,7 +304,14 @@ impl Draft {
             );
         }
         let mut refs = Vec::with_capacity(self.activities.len());
+        let mut files = Vec::with_capacity(self.activities.len());
         for (i, activity) in self.activities.iter().enumerate() {
+            let mut secret_files = BTreeSet::new();
+            for site in &self.sites[i] {
+                // Errors in the calls are reported by `Scope::check`.
+                secret_files.extend(secret_file_calls(&site.text).unwrap_or_default());
+            }
+            files.push(secret_files.into_iter().collect::<Vec<_>>());
             let owner = Owner::Activity {
                 path: &activity.path,
                 process: &activity.process,
@@ -321,8 +330,11 @@ impl Draft {
             }
             refs.push(output_refs);
         }
-        for (activity, output_refs) in self.activities.iter_mut().zip(refs) {
+        for ((activity, output_refs), secret_files) in
+            self.activities.iter_mut().zip(refs).zip(files)
+        {
             activity.output_refs = output_refs.into_iter().collect();
+            activity.secret_files = secret_files;
         }
     }
 }

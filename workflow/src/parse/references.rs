@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use super::Diagnostics;
 use super::raw::Span;
 use crate::model::ParamSpec;
-use crate::template::{referenced_variables, unavailable_names};
+use crate::template::{referenced_variables, secret_file_calls, unavailable_names};
 
 const JOB_FIELDS: [&str; 5] = ["id", "chain", "target", "tenant", "attempt"];
 
@@ -66,6 +66,30 @@ impl Scope<'_> {
                 return;
             }
         };
+        match secret_file_calls(template) {
+            Err(message) => {
+                diagnostics.error(span, format!("{}: {field}: {message}", owner.describe()))
+            }
+            Ok(names) => {
+                for name in names {
+                    let problem = match self.params.get(&name) {
+                        Some(spec) if spec.secret => continue,
+                        Some(_) => {
+                            "reads a parameter that is not secret; declare it \
+                                    secret = true, or use its value directly"
+                        }
+                        None => "names no declared parameter",
+                    };
+                    diagnostics.error(
+                        span,
+                        format!(
+                            "{}: {field}: secret_file({name:?}) {problem}",
+                            owner.describe()
+                        ),
+                    );
+                }
+            }
+        }
         for problem in unavailable_names(template) {
             diagnostics.error(
                 span,

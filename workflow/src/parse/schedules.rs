@@ -50,6 +50,18 @@ pub(super) fn build_schedules(
                 );
                 continue;
             };
+            if spec.secret {
+                // The chain file is readable by whoever reads the chain.
+                diagnostics.error(
+                    &value.span(),
+                    format!(
+                        "parameter {:?} is secret, so a schedule cannot hold its value in the \
+                         chain file; give it from a tenant's [secrets] (schedule tenants)",
+                        name.get_ref()
+                    ),
+                );
+                continue;
+            }
             match to_json(value.get_ref())
                 .and_then(|json| params::check_value(spec, &json, Strictness::Submitted))
             {

@@ -1087,3 +1087,26 @@ shell = "true"
         2
     );
 }
+
+#[test]
+fn a_schedule_cannot_hold_a_secret_value() {
+    let source = r#"
+[params.pw]
+type = "string"
+secret = true
+[schedule.nightly]
+cron = "0 4 * * *"
+tenants = ["afinia"]
+params = { pw = "in-the-file" }
+[process.p.activity.a]
+shell = "true"
+"#;
+    let found = errors(source);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .starts_with("8:17: parameter \"pw\" is secret, so a schedule cannot hold its value"),
+        "{found:#?}"
+    );
+    assert!(!found[0].contains("in-the-file"), "{found:#?}");
+}

@@ -1,0 +1,181 @@
+//! Today's policy for a job pinned to an older definition: before a
+//! reprocess (`job.retry`) or a resume after a restart runs anything, the
+//! pinned chain is checked again against the current settings (who
+//! activities may run as), the chain's `allow` (the pinned one, and the
+//! current one while the chain is still loaded) and the tenant's current
+//! `groups`. A resumed job that no longer passes fails without starting
+//! anything.
+
+use std::ffi::CString;
+
+use holdfast_api::{ActivityState, AttemptState, JobState};
+use holdfast_workflow::Chain;
+use nix::unistd::{Gid, Uid, User};
+
+use super::recovery::{Leftover, kill_leftovers};
+use super::{Caller, Engine};
+use crate::store::{self, AuditRow, StoredJob, WriteOp};
+
+impl Engine {
+    /// Check that `caller` may still run `chain` (a job's pinned
+    /// definition) for `tenant` under today's settings and files. The error
+    /// says what refuses it.
+    pub(super) fn may_still_run(
+        &self,
+        chain: &Chain,
+        tenant: Option<&str>,
+        caller: &Caller,
+    ) -> Result<(), String> {
+        let run_as = crate::run_as::check_chain(chain, &self.settings);
+        if !run_as.is_empty() {
+            let reasons: Vec<String> = run_as.into_iter().map(|e| e.message).collect();
+            return Err(format!(
+                "chain {} may no longer run as its definition asks: {}",
+                chain.name,
+                reasons.join("; ")
+            ));
+        }
+        let registry = self.registry.borrow();
+        // The stricter of the two: the pinned `allow` and, while the chain
+        // is loaded, its current one.
+        let current = registry.chain(&chain.name);
+        for allow in std::iter::once(&chain.allow).chain(current.map(|c| &c.allow)) {
+            if !crate::access::may_submit_chain(caller, allow) {
+                return Err(format!(
+                    "chain {} may now be submitted only by {}",
+                    chain.name,
+                    allow.join(", ")
+                ));
+            }
+        }
+        if let Some(name) = tenant {
+            let Some(t) = registry.tenant(name) else {
+                return Err(format!("tenant {name} no longer exists"));
+            };
+            if !t.may_run(&chain.name) {
+                return Err(format!(
+                    "tenant {name} may no longer run chain {}",
+                    chain.name
+                ));
+            }
+            if !crate::access::may_submit_for(caller, &t.groups) {
+                return Err(format!(
+                    "submitting for tenant {name} is now limited to members of {}",
+                    t.groups.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Check a job about to be resumed against today's policy, as its
+    /// submitter (there is no peer credential at resume: their groups are
+    /// looked up now in the user database).
+    pub(super) fn may_resume(&self, job: &StoredJob, chain: &Chain) -> Result<(), String> {
+        let submitter = submitter(job.submitter_uid);
+        self.may_still_run(chain, job.tenant.as_deref(), &submitter)
+    }
+
+    /// Fail a job that may no longer run instead of resuming it: what a dead
+    /// daemon left running is killed and marked interrupted, nothing is
+    /// started, every unfinished activity is skipped, and the refusal is
+    /// audited.
+    pub(super) fn refuse_resume(&mut self, job: &StoredJob, chain: &Chain, reason: &str) {
+        tracing::error!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, %reason, "job not resumed: today's policy refuses it");
+        let now = store::now_ms();
+        for activity in &job.activities {
+            let Some(definition) = chain.activities.get(activity.idx) else {
+                continue;
+            };
+            let running: Vec<Leftover> = activity
+                .attempts
+                .iter()
+                .filter(|a| a.state == AttemptState::Running)
+                .map(|a| Leftover {
+                    job_id: job.id,
+                    process: definition.process.clone(),
+                    activity: definition.name.clone(),
+                    attempt: a.number,
+                    pid: a.pid,
+                    pid_start: a.pid_start,
+                })
+                .collect();
+            kill_leftovers(&running, &self.settings.database().display().to_string());
+            for attempt in &running {
+                let error_id = self.error_id();
+                self.ops
+                    .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
+                        job_id: job.id,
+                        idx: activity.idx,
+                        number: attempt.attempt,
+                        state: AttemptState::Interrupted.as_str(),
+                        exit_code: None,
+                        signal: None,
+                        error_id: Some(error_id),
+                        error: Some("the daemon stopped while it ran".into()),
+                        finished_at: now,
+                        log_bytes: 0,
+                        log_dropped: 0,
+                    })));
+            }
+            if !activity.state.is_terminal() {
+                self.ops.push(WriteOp::ActivityState {
+                    job_id: job.id,
+                    idx: activity.idx,
+                    state: ActivityState::Skipped.as_str(),
+                });
+            }
+        }
+        let reason = format!("not resumed after a restart: {reason}");
+        self.ops.push(WriteOp::JobState {
+            id: job.id,
+            state: JobState::Failed.as_str(),
+            started_at: None,
+            finished_at: Some(now),
+            reason: Some(reason.clone()),
+            alerts: job.alerts,
+        });
+        let submitter = submitter(job.submitter_uid);
+        self.ops.push(WriteOp::Audit(Box::new(AuditRow {
+            at: now,
+            uid: Some(submitter.uid),
+            user: Some(submitter.user),
+            pid: None,
+            method: "job.resume",
+            target: Some(format!("job {}", job.id)),
+            outcome: "refused".into(),
+            detail: Some(reason),
+        })));
+        self.durable = true;
+    }
+}
+
+/// A job's submitter as today's user database has them: name, primary
+/// group and supplementary groups. A uid no longer in the database keeps
+/// only its number (it matches no `user:` or `group:` entry); a job without
+/// a recorded uid (made before uids were recorded) counts as nobody's.
+fn submitter(uid: Option<u32>) -> Caller {
+    let uid = uid.unwrap_or(u32::MAX);
+    let account = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+    let (user, gid, groups) = match account {
+        Some(account) => {
+            let groups = CString::new(account.name.clone())
+                .ok()
+                .and_then(|name| nix::unistd::getgrouplist(&name, account.gid).ok())
+                .unwrap_or_default();
+            (
+                account.name,
+                account.gid.as_raw(),
+                groups.into_iter().map(Gid::as_raw).collect(),
+            )
+        }
+        None => (format!("uid:{uid}"), u32::MAX, Vec::new()),
+    };
+    Caller {
+        uid,
+        gid,
+        groups,
+        pid: None,
+        user,
+    }
+}
