@@ -454,6 +454,11 @@ fn followers_that_never_read_cannot_grow_the_daemon() {
     }
     peak = peak.max(rss(pid));
     let grown = peak.saturating_sub(baseline);
+    eprintln!(
+        "RSS {} MB before, peak {} MB with {CONNECTIONS}x{JOBS} silent followers",
+        baseline >> 20,
+        peak >> 20
+    );
     assert!(
         grown < 48 << 20,
         "RSS grew by {} MB (from {} MB) with {CONNECTIONS}x{JOBS} silent followers",
