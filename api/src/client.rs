@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jsonrpsee::client_transport::ws::{Url, WsTransportClientBuilder};
+use jsonrpsee::client_transport::ws::{Url, WsHandshakeError, WsTransportClientBuilder};
 use jsonrpsee::core::client::{Client, ClientBuilder};
 use tokio::net::UnixStream;
 
@@ -52,7 +52,15 @@ pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
         .await
         .map_err(|e| ConnectError::Handshake {
             path: socket.to_path_buf(),
-            message: e.to_string(),
+            message: match e {
+                // The daemon's answer over its connection caps.
+                WsHandshakeError::Rejected { status_code: 503 } => {
+                    "it serves as many connections as it may (overall, or for this user); \
+                     close idle clients or try again later"
+                        .to_string()
+                }
+                e => e.to_string(),
+            },
         })?;
     Ok(ClientBuilder::default()
         .request_timeout(Duration::from_secs(120))

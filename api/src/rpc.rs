@@ -91,7 +91,7 @@ pub trait Holdfast {
 
     /// Follow an attempt's log: chunks as they are written, then a close
     /// notification when the attempt has ended.
-    #[subscription(name = "job.follow_logs" => "job.log", unsubscribe = "job.unfollow_logs", item = LogChunk, param_kind = map)]
+    #[subscription(name = "job.follow_logs" => "job.log", unsubscribe = "job.unfollow_logs", item = LogChunk, param_kind = map, with_extensions)]
     async fn job_follow_logs(
         &self,
         job_id: u64,
@@ -101,7 +101,7 @@ pub trait Holdfast {
     ) -> SubscriptionResult;
 
     /// Watch a job: its state after every change, ending with the terminal one.
-    #[subscription(name = "job.watch" => "job.changed", unsubscribe = "job.unwatch", item = Job, param_kind = map)]
+    #[subscription(name = "job.watch" => "job.changed", unsubscribe = "job.unwatch", item = Job, param_kind = map, with_extensions)]
     async fn job_watch(&self, job_id: u64) -> SubscriptionResult;
 
     /// Every chain, loaded or broken, with load errors.

@@ -70,6 +70,17 @@ pub enum RunAsError {
          group in the daemon's run_as_groups setting"
     )]
     NotUsersGroup { user: String, group: String },
+    /// The user or group database could not be read for lack of file
+    /// descriptors: this says nothing about the account, and passes.
+    #[error("cannot look up user {user:?}: the daemon is out of file descriptors")]
+    OutOfFiles { user: String },
+}
+
+/// True when this process cannot open a file right now for lack of file
+/// descriptors (EMFILE, ENFILE).
+fn out_of_files() -> bool {
+    std::fs::File::open("/dev/null")
+        .is_err_and(|e| crate::executor::is_out_of_files(e.raw_os_error()))
 }
 
 /// Look up `user` (and `group`, else the user's primary group) with its
@@ -80,6 +91,24 @@ pub enum RunAsError {
 /// and again before every spawn, so a membership removed since the load
 /// counts.
 pub fn resolve(
+    user: &str,
+    group: Option<&str>,
+    run_as_groups: &[String],
+) -> Result<Identity, RunAsError> {
+    let resolved = look_up(user, group, run_as_groups);
+    // glibc reads a user or group database it cannot open for lack of file
+    // descriptors as "no such entry" (or a shorter group list): while they
+    // are out, no answer is believed, and the caller tries again later.
+    if out_of_files() {
+        return Err(RunAsError::OutOfFiles {
+            user: user.to_string(),
+        });
+    }
+    resolved
+}
+
+/// [`resolve`]'s lookups and checks.
+fn look_up(
     user: &str,
     group: Option<&str>,
     run_as_groups: &[String],

@@ -54,6 +54,8 @@ struct SettingsFile {
     log_max_bytes: Option<Size>,
     max_request_bytes: Option<Size>,
     max_connections: Option<u32>,
+    max_connections_per_user: Option<u32>,
+    max_subscriptions_per_user: Option<u32>,
     max_interruptions: Option<u32>,
     socket_group: Option<String>,
     retention: Option<String>,
@@ -128,6 +130,12 @@ pub struct Settings {
     pub log_max_bytes: u64,
     pub max_request_bytes: u32,
     pub max_connections: u32,
+    /// Connections one uid may hold at once (root and the daemon's user
+    /// are not counted against it).
+    pub max_connections_per_user: u32,
+    /// `job.follow_logs`, `job.watch` and `store.backup` subscriptions one
+    /// uid may hold.
+    pub max_subscriptions_per_user: u32,
     pub max_interruptions: u32,
     /// Group given the socket in system mode (when it exists).
     pub socket_group: Option<String>,
@@ -262,6 +270,8 @@ impl Settings {
                 .max_request_bytes
                 .map_or(1 << 20, |s| s.bytes().min(u32::MAX as u64) as u32),
             max_connections: file.max_connections.unwrap_or(1024),
+            max_connections_per_user: file.max_connections_per_user.unwrap_or(64),
+            max_subscriptions_per_user: file.max_subscriptions_per_user.unwrap_or(64),
             max_interruptions: file.max_interruptions.unwrap_or(3),
             retention,
             retention_jobs: file.retention_jobs,

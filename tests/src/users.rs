@@ -105,7 +105,7 @@ fn preconditions() -> Result<(), String> {
 }
 
 /// The absolute path of a system tool.
-fn tool(name: &str) -> Result<PathBuf, String> {
+pub fn tool(name: &str) -> Result<PathBuf, String> {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         .iter()
         .map(|dir| Path::new(dir).join(name))

@@ -30,6 +30,9 @@ pub struct ActRun {
     /// Attempts made so far (the running one included).
     pub attempts: u32,
     pub interruptions: u32,
+    /// Attempts that could not start for lack of file descriptors; like
+    /// interruptions they do not use up a retry (kept in memory only).
+    pub deferred: u32,
     /// Included dependencies not yet finished.
     pub waiting: usize,
     /// Held while the attempt runs; sending on it stops the attempt.

@@ -18,6 +18,10 @@ use crate::executor::{
 };
 use crate::store::{self, NewJob, StoredJob, WriteOp};
 
+/// How long an activity that could not start for lack of file descriptors
+/// waits before it is tried again.
+const TRANSIENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Engine {
     pub(super) fn submit(
         &mut self,
@@ -475,6 +479,10 @@ impl Engine {
                 &settings.run_as_groups,
             ) {
                 Ok(identity) => Some(identity),
+                Err(e @ crate::run_as::RunAsError::OutOfFiles { .. }) => {
+                    self.on_attempt_end(key, AttemptEnd::out_of_files(e.to_string()));
+                    return;
+                }
                 Err(e) => {
                     let message = e.to_string();
                     tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot run the activity as its user");
@@ -667,9 +675,35 @@ impl Engine {
             }
             _ if job.stop == Some(Stop::Cancel) => ActivityState::Cancelled,
             _ if job.stop == Some(Stop::Timeout) => ActivityState::Failed,
+            // Out of file descriptors: start it again shortly, without
+            // using up a retry.
+            _ if end.transient => {
+                act.deferred += 1;
+                tracing::warn!(
+                    HF_JOB_ID = fields.0,
+                    HF_CHAIN = fields.1,
+                    HF_PROCESS = fields.2,
+                    HF_ACTIVITY = fields.3,
+                    HF_ATTEMPT = fields.4,
+                    error = end.error.as_deref().unwrap_or(""),
+                    "activity could not start; trying again shortly"
+                );
+                self.effects.push(Effect::Timer(
+                    TRANSIENT_DELAY,
+                    Command::RetryDue {
+                        job_id: key.job_id,
+                        idx: key.idx,
+                        after: key.number,
+                    },
+                ));
+                ActivityState::RetryWait
+            }
             // Interrupted attempts (daemon stops and crashes) do not count
             // against `retries`.
-            _ if act.attempts.saturating_sub(act.interruptions) <= activity.retries
+            _ if act
+                .attempts
+                .saturating_sub(act.interruptions + act.deferred)
+                <= activity.retries
                 && !act.no_retry =>
             {
                 let delay = activity.retry_delay_for(act.attempts);

@@ -83,6 +83,10 @@ pub struct AttemptEnd {
     pub error: Option<String>,
     pub log_bytes: u64,
     pub log_dropped: u64,
+    /// The attempt could not start for a passing reason (the daemon or the
+    /// system out of file descriptors): the engine requeues the activity
+    /// without using up a retry.
+    pub transient: bool,
     /// Why the log file could not be created, if it could not.
     pub log_error: Option<String>,
 }
@@ -183,6 +187,7 @@ async fn run_simulated(
         error,
         log_bytes: sink.written(),
         log_dropped: sink.dropped(),
+        transient: false,
         log_error: sink.create_error(),
     }
 }
@@ -198,9 +203,29 @@ impl AttemptEnd {
             error: Some(message),
             log_bytes: 0,
             log_dropped: 0,
+            transient: false,
             log_error: None,
         }
     }
+
+    /// An attempt that could not start because file descriptors ran out:
+    /// it says so, and the activity is tried again shortly.
+    pub fn out_of_files(message: String) -> AttemptEnd {
+        AttemptEnd {
+            transient: true,
+            ..AttemptEnd::spawn_error(format!(
+                "{message} (out of file descriptors; the activity is tried again shortly \
+                 without using up a retry)"
+            ))
+        }
+    }
+}
+
+/// True for an error number saying that the daemon (EMFILE) or the whole
+/// system (ENFILE) has run out of file descriptors: a passing condition,
+/// not a fault of the activity.
+pub fn is_out_of_files(errno: Option<i32>) -> bool {
+    matches!(errno, Some(nix::libc::EMFILE | nix::libc::ENFILE))
 }
 
 async fn run(
@@ -224,6 +249,9 @@ async fn run(
     });
     let ((output_read, output_write), (control_read, control_write)) = match pipes {
         Ok(p) => p,
+        Err(e) if is_out_of_files(Some(e as i32)) => {
+            return AttemptEnd::out_of_files(format!("cannot create pipes: {e}"));
+        }
         Err(e) => return AttemptEnd::spawn_error(format!("cannot create pipes: {e}")),
     };
     // Another user gets a clean environment of its own, not the daemon's.
@@ -284,19 +312,26 @@ async fn run(
     // request, with the daemon's copies of the pipes' write ends, is
     // dropped there, so the readers see EOF when the child exits.
     let spawned = tokio::task::spawn_blocking(move || {
-        spawn::spawn(&request).map_err(|e| spawn::describe(&e, &request))
+        spawn::spawn(&request).map_err(|e| {
+            let transient = is_out_of_files(e.source.raw_os_error());
+            (spawn::describe(&e, &request), transient)
+        })
     })
     .await
-    .unwrap_or_else(|e| Err(format!("cannot start {first:?}: {e}")));
+    .unwrap_or_else(|e| Err((format!("cannot start {first:?}: {e}"), false)));
     let pid = match spawned {
         Ok(pid) => pid,
-        Err(message) => {
+        Err((message, transient)) => {
             sink.note(&message);
             tracing::debug!(activity = %spec.path, error = %message, "spawn failed");
             if let Some(cgroup) = cgroup {
                 tokio::spawn(cgroup.remove());
             }
-            let mut end = AttemptEnd::spawn_error(message);
+            let mut end = if transient {
+                AttemptEnd::out_of_files(message)
+            } else {
+                AttemptEnd::spawn_error(message)
+            };
             end.log_bytes = sink.written();
             return end;
         }
@@ -428,6 +463,7 @@ async fn run(
                 error,
                 log_bytes: 0,
                 log_dropped: 0,
+                transient: false,
                 log_error: None,
             }
         }

@@ -1,5 +1,12 @@
 //! `job.logs` and the `job.follow_logs` subscription: reading an attempt's
 //! log file by offset, and streaming it as it grows.
+//!
+//! A follower is fed only as fast as it reads: each chunk waits for room in
+//! its connection's bounded message queue before the next one is read from
+//! the file, so a client that never reads costs the daemon at most that
+//! queue and one chunk per subscription, however much the log grows (the
+//! rest stays in the file, and the follower gets it, nothing skipped, once
+//! it reads again).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -15,6 +22,9 @@ use crate::store::{self, AttemptRef};
 
 const DEFAULT_CHUNK: u64 = 1 << 20;
 const MAX_CHUNK: u64 = 16 << 20;
+/// Largest chunk a follower is sent at once: with the connection's queue of
+/// a few such messages, what a follower that does not read can pin.
+const FOLLOW_CHUNK: u64 = 64 << 10;
 
 async fn resolve(
     server: &RpcServer,
@@ -152,7 +162,7 @@ pub(super) async fn follow(
         let mut growth = server.engine.logs.watch(key);
         let live = growth.is_some();
         let p = path.clone();
-        let (data, size) = tokio::task::spawn_blocking(move || read_at(&p, offset, DEFAULT_CHUNK))
+        let (data, size) = tokio::task::spawn_blocking(move || read_at(&p, offset, FOLLOW_CHUNK))
             .await
             .map_err(|_| "log read failed".to_string())?
             .map_err(|e| e.to_string())?;
@@ -160,6 +170,8 @@ pub(super) async fn follow(
             let piece = chunk(&at, offset, &data, size, false);
             offset = piece.next_offset;
             let message = serde_json::value::to_raw_value(&piece)?;
+            // Waits while the connection's queue is full (the client does
+            // not read): no more of the file is read meanwhile.
             sink.send(message).await?;
             continue;
         }

@@ -13,6 +13,7 @@ mod connection;
 mod discover;
 mod get;
 mod info;
+mod limits;
 mod list;
 mod logs;
 mod named_params;
@@ -95,6 +96,24 @@ pub(crate) fn caller(ext: &Extensions) -> Caller {
         pid: None,
         user: "unknown".into(),
     })
+}
+
+/// A subscription slot of the caller's uid (see [`limits::Limits`]), held
+/// for as long as the subscription lasts, or the refusal to reject it with.
+/// `None` when the request did not come through the socket (nothing to
+/// count against).
+fn subscription_slot(ext: &Extensions) -> Result<Option<limits::Permit>, ErrorObjectOwned> {
+    let Some(limits) = ext.get::<Arc<limits::Limits>>() else {
+        return Ok(None);
+    };
+    let who = caller(ext);
+    match limits.subscribe(who.uid, crate::access::is_admin(&who)) {
+        Ok(permit) => Ok(Some(permit)),
+        Err(refused) => {
+            tracing::debug!(uid = who.uid, user = %who.user, "subscription refused: {refused}");
+            Err(ErrorCode::Unavailable.error(refused.to_string()))
+        }
+    }
 }
 
 impl RpcServer {
@@ -266,15 +285,35 @@ impl HoldfastServer for RpcServer {
     async fn job_follow_logs(
         &self,
         pending: PendingSubscriptionSink,
+        ext: &Extensions,
         job_id: u64,
         activity: Option<String>,
         attempt: Option<u32>,
         offset: Option<u64>,
     ) -> SubscriptionResult {
+        let _slot = match subscription_slot(ext) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                pending.reject(refused).await;
+                return Ok(());
+            }
+        };
         logs::follow(self, pending, job_id, activity, attempt, offset).await
     }
 
-    async fn job_watch(&self, pending: PendingSubscriptionSink, job_id: u64) -> SubscriptionResult {
+    async fn job_watch(
+        &self,
+        pending: PendingSubscriptionSink,
+        ext: &Extensions,
+        job_id: u64,
+    ) -> SubscriptionResult {
+        let _slot = match subscription_slot(ext) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                pending.reject(refused).await;
+                return Ok(());
+            }
+        };
         watch::handle(self, pending, job_id).await
     }
 
@@ -314,6 +353,13 @@ impl HoldfastServer for RpcServer {
         pending: PendingSubscriptionSink,
         ext: &Extensions,
     ) -> SubscriptionResult {
+        let _slot = match subscription_slot(ext) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                pending.reject(refused).await;
+                return Ok(());
+            }
+        };
         backup::handle(self, pending, ext).await
     }
 

@@ -1,25 +1,30 @@
 //! The Unix socket: binding it safely (replacing a stale socket, refusing to
 //! steal a live one), its permissions, and the accept loop that tags every
 //! connection with the caller's peer credentials before handing it to
-//! jsonrpsee (HTTP and WebSocket on the same socket).
+//! jsonrpsee (HTTP and WebSocket on the same socket), within the caps of
+//! [`Limits`].
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{
     HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
 };
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
 use tower::Service;
 
 use super::RpcServer;
+use super::limits::Limits;
 use super::named_params::NamedParams;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 
 /// Longest time one HTTP request (or WebSocket upgrade) may take.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -160,15 +165,105 @@ fn peer_groups(stream: &tokio::net::UnixStream) -> Vec<u32> {
     Vec::new()
 }
 
+/// Messages (responses and subscription notifications) queued per
+/// connection before its subscriptions wait for the client to read: with
+/// log chunks of at most 64 KiB this bounds what a client that never reads
+/// can make the daemon hold.
+const MESSAGE_BUFFER: u32 = 16;
+/// First and longest pause of the accept loop when the daemon or the system
+/// is out of file descriptors (the pending connection stays in the backlog,
+/// so retrying at once would spin).
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// At most one warning of each kind per this long; the others are counted
+/// into the next one.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning that may repeat many times a second (a refused connection, a
+/// failed accept): logged at most once per [`WARN_EVERY`], with how many
+/// were not logged since.
+#[derive(Debug, Default)]
+struct Throttled {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Throttled {
+    /// `Some(unlogged since the last warning)` when this one is to be
+    /// logged.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + WARN_EVERY) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// Refused clients answered at once; past that, a refused connection is
+/// closed without an answer. Each holds a descriptor for at most
+/// [`TURN_AWAY_WITHIN`], out of the reserve the connection cap leaves.
+const TURNING_AWAY: usize = 32;
+/// How long a refused client has to send its request head and take the
+/// answer.
+const TURN_AWAY_WITHIN: Duration = Duration::from_secs(1);
+/// Most of a refused client's request head that is read.
+const TURN_AWAY_HEAD: usize = 16 << 10;
+
+/// Turn a refused client away with an HTTP 503 carrying the reason. Its
+/// request head is read first (closing a socket with unread data resets
+/// it, and the client would see a broken pipe instead of the reason), all
+/// within [`TURN_AWAY_WITHIN`], and at most [`TURNING_AWAY`] at once.
+fn turn_away(mut stream: tokio::net::UnixStream, why: String, answering: &Arc<Semaphore>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(slot) = Arc::clone(answering).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{why}",
+            why.len()
+        );
+        let answer = async {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while head.len() < TURN_AWAY_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        };
+        let _ = tokio::time::timeout(TURN_AWAY_WITHIN, answer).await;
+    });
+}
+
 /// Serve connections until `stopped` resolves; then let open connections
 /// finish their requests.
+///
+/// Every connection holds a slot of [`Limits`] while it is open, so idle
+/// connections cannot use up the daemon's file descriptors: over the cap
+/// a connection is accepted (to take it off the backlog), answered 503
+/// and closed. When `accept` itself fails for lack of file descriptors the
+/// loop backs off instead of spinning, and says so at most every
+/// [`WARN_EVERY`].
 pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Future<Output = ()>) {
     let (stop_handle, server_handle) = stop_channel();
+    let limits = Arc::new(Limits::new(&server.settings));
+    // jsonrpsee's own count (requests in flight and WebSocket connections)
+    // never refuses what `limits` let in, administrators' room included.
+    let served = limits.connection_cap() + super::limits::ADMIN_ROOM;
     let config = ServerConfig::builder()
         .max_request_body_size(server.settings.max_request_bytes)
         .max_response_body_size(64 << 20)
-        .max_connections(server.settings.max_connections)
+        .max_connections(u32::try_from(served).unwrap_or(u32::MAX))
         .max_subscriptions_per_connection(256)
+        .set_message_buffer_capacity(MESSAGE_BUFFER)
         .build();
     let builder = Server::builder()
         .set_config(config)
@@ -176,28 +271,72 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         .to_service_builder();
     let methods = server.into_rpc();
     tokio::pin!(stopped);
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut accept_failures = Throttled::default();
+    let mut refusals = Throttled::default();
+    let answering = Arc::new(Semaphore::new(TURNING_AWAY));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    stream
+                }
                 Err(e) => {
-                    // Out of fds and the like: keep serving the others.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::task::yield_now().await;
+                    let exhausted = crate::executor::is_out_of_files(e.raw_os_error())
+                        || matches!(e.raw_os_error(), Some(nix::libc::ENOBUFS | nix::libc::ENOMEM));
+                    if let Some(unlogged) = accept_failures.due() {
+                        if exhausted {
+                            tracing::warn!(error = %e, unlogged, "cannot accept connections: out of file descriptors or memory; pausing accepts");
+                        } else {
+                            tracing::warn!(error = %e, unlogged, "accept failed");
+                        }
+                    }
+                    if !exhausted {
+                        // One connection's problem (ECONNABORTED and the
+                        // like): go on with the next.
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut stopped => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
                     continue;
                 }
             },
             () = &mut stopped => break,
         };
         let Some(caller) = caller_of(&stream) else {
-            tracing::warn!("connection without peer credentials refused");
+            if let Some(unlogged) = refusals.due() {
+                tracing::warn!(unlogged, "connection without peer credentials refused");
+            }
             continue;
+        };
+        let permit = match limits.connect(caller.uid, crate::access::is_admin(&caller)) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                if let Some(unlogged) = refusals.due() {
+                    tracing::warn!(uid = caller.uid, user = %caller.user, unlogged, "connection refused: {refused}");
+                }
+                turn_away(stream, refused.to_string(), &answering);
+                continue;
+            }
         };
         let builder = builder.clone();
         let methods = methods.clone();
         let stop = stop_handle.clone();
+        let limits = Arc::clone(&limits);
+        // The slot is held by this connection's service (dropped when hyper
+        // is done with the connection) and by the request extensions, which
+        // a WebSocket connection keeps for as long as it lives after the
+        // upgrade; it is given back when both are gone.
+        let permit = Arc::new(permit);
         let service = tower::service_fn(move |mut request: HttpRequest<_>| {
             request.extensions_mut().insert(caller.clone());
+            request.extensions_mut().insert(Arc::clone(&limits));
+            request.extensions_mut().insert(Arc::clone(&permit));
             let mut service = builder.clone().build(methods.clone(), stop.clone());
             // A request whose body never completes would hold one of the
             // connection permits forever; every call (and a WebSocket

@@ -4,12 +4,17 @@
 //! whole tree after each change would cost more than running it. So a full
 //! snapshot goes out at most every [`MIN_INTERVAL`], while the cheap state
 //! check after every change makes sure the terminal snapshot is sent at once.
+//!
+//! A watcher that does not read is not sent more snapshots than its
+//! connection's queue has room for: while the queue is half full, a due
+//! snapshot is put off (the next one supersedes it, so nothing is lost but
+//! intermediate states), and only the terminal snapshot waits for room.
 
 use std::time::Duration;
 
 use holdfast_api::ErrorCode;
-use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::SubscriptionResult;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
@@ -17,6 +22,13 @@ use super::RpcServer;
 use crate::store;
 
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
+
+/// True while the connection's message queue is at least half full: the
+/// client is not keeping up, so a snapshot that a later one supersedes is
+/// better not queued.
+fn backlogged(sink: &SubscriptionSink) -> bool {
+    sink.max_capacity() - sink.capacity() >= (sink.max_capacity() / 2).max(1)
+}
 
 pub(super) async fn handle(
     server: &RpcServer,
@@ -71,6 +83,12 @@ pub(super) async fn handle(
             }
             Some(Err(RecvError::Closed)) => return Err("the daemon is stopping".into()),
             None => {}
+        }
+        if backlogged(&sink) {
+            // Look again when the next snapshot would be due.
+            last_sent = Instant::now();
+            unsent = true;
+            continue;
         }
         let Some(job) = snapshot().await.map_err(|e| e.to_string())? else {
             return Err(format!("job {job_id} was deleted").into());

@@ -51,7 +51,7 @@ fn info_within(daemon: &TestDaemon, within: Duration) -> Duration {
 }
 
 /// Open file descriptors of a process.
-fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
