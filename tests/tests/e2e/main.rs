@@ -22,6 +22,7 @@ mod params;
 mod privilege;
 mod reload;
 mod reprocess;
+mod review_findings;
 mod restart;
 mod rpc;
 mod run;

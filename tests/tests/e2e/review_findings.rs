@@ -1,0 +1,222 @@
+//! Findings of the security review of the merged privilege, control-channel,
+//! data and secret-parameter work: each test shows one hole and fails until
+//! it is closed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use holdfast_api::JobState;
+use holdfast_tests::TestDaemon;
+use holdfast_tests::http::rpc_call;
+use serde_json::{Value, json};
+
+fn holds(bytes: &[u8], text: &str) -> bool {
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+/// Every file under `dir` (database, WAL, logs) that holds `text`.
+fn files_holding(dir: &Path, text: &str, found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_holding(&path, text, found);
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && holds(&bytes, text)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+}
+
+/// A tenant's `[secrets]` make a parameter secret "whether or not the chain
+/// declares it secret", but the load-time rule that keeps secrets out of
+/// argv and working_dir only knows the chain's own `secret = true`. A
+/// member allowed to use the tenant reads the tenant's secret in the plan
+/// (`hfctl submit --dry-run`), in the log of a simulated job, and every
+/// local user reads it in /proc/PID/cmdline while the job runs.
+#[test]
+fn a_tenant_secret_for_an_undeclared_parameter_reaches_argv_and_the_plan() {
+    const SECRET: &str = "TenantArgv-S3cret-5521";
+    let chain = r#"
+[params.pw]
+type = "string"
+
+[process.p.activity.a]
+command = ["/bin/sh", "-c", "exit 0", "--password={{ params.pw }}"]
+working_dir = "/tmp/{{ params.pw }}"
+"#;
+    let daemon = TestDaemon::start(&[("leaky.toml", chain)]);
+    daemon.write_tenant(
+        "acme",
+        &format!("description = \"acme\"\n[secrets]\npw = \"{SECRET}\"\n"),
+    );
+    daemon.hfctl_json(&["reload"]);
+
+    let plan = rpc_call(
+        daemon.socket(),
+        "job.plan",
+        json!({"target": "leaky", "tenant": "acme"}),
+    );
+    // Either the chain is refused (the parameter reaches argv) or the plan
+    // masks it; it must not show it.
+    assert!(
+        !plan.to_string().contains(SECRET),
+        "job.plan shows the tenant's secret: {plan}"
+    );
+
+    let simulated = daemon.hfctl(&["--json", "submit", "leaky", "--tenant", "acme", "--simulate"]);
+    if simulated.status.success() {
+        let id = serde_json::from_slice::<Value>(&simulated.stdout).expect("json")["job_id"]
+            .as_u64()
+            .expect("job id");
+        daemon.wait_done(id);
+        let log = daemon.logs(id, "p.a", None);
+        assert!(
+            !log.contains(SECRET),
+            "the simulated attempt's log shows the tenant's secret: {log}"
+        );
+        let status = daemon.status_value(id).to_string();
+        assert!(!status.contains(SECRET), "{status}");
+    }
+}
+
+/// `job.plan` masks every occurrence of a secret value inside any other
+/// value, including the caller's own parameters: whoever may use a tenant
+/// learns whether a guess equals its secret (many guesses per call, no job
+/// created, nothing audited). The same happens in captured output.
+#[test]
+fn plan_masking_confirms_guesses_of_a_tenant_secret() {
+    let chain = r#"
+[params.pin]
+type = "string"
+secret = true
+
+[params.note]
+type = "string"
+default = "-"
+
+[process.p.activity.a]
+env = { PIN = "{{ params.pin }}" }
+shell = "true"
+"#;
+    let daemon = TestDaemon::start(&[("guess.toml", chain)]);
+    daemon.write_tenant(
+        "acme",
+        "description = \"acme\"\n[secrets]\npin = \"4711\"\n",
+    );
+    daemon.hfctl_json(&["reload"]);
+    let shown_note = |note: &str| -> String {
+        let plan = rpc_call(
+            daemon.socket(),
+            "job.plan",
+            json!({"target": "guess", "tenant": "acme", "params": {"note": note}}),
+        );
+        let env = plan["result"]["waves"][0][0]["env"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{plan}"))
+            .clone();
+        env.iter()
+            .find(|pair| pair[0] == "HF_PARAM_NOTE")
+            .and_then(|pair| pair[1].as_str())
+            .unwrap_or_else(|| panic!("{plan}"))
+            .to_string()
+    };
+    let right = shown_note("guess 4711 end");
+    let wrong = shown_note("guess 4712 end");
+    assert_eq!(
+        right.replace("4711", "GUESS"),
+        wrong.replace("4712", "GUESS"),
+        "a right guess is answered differently from a wrong one ({right:?} vs {wrong:?}): \
+         the plan is an oracle for the tenant's secret"
+    );
+}
+
+/// Captured stdout/stderr is masked, but what an activity sends on fd 3 is
+/// not: progress text, outputs, checkpoints and alerts reach job.get, the
+/// database and the daemon log in clear, and the control parser quotes a
+/// malformed line's first word in the attempt log.
+#[test]
+fn control_channel_values_are_not_masked() {
+    const SECRET: &str = "fd3-secret-8812";
+    let chain = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+shell = '''
+echo "progress 50 connecting with $HF_PARAM_TOKEN" >&3
+echo "output {\"conn\": \"db:$HF_PARAM_TOKEN\"}" >&3
+echo "checkpoint \"$HF_PARAM_TOKEN\"" >&3
+echo "alert login failed for $HF_PARAM_TOKEN" >&3
+echo "$HF_PARAM_TOKEN" >&3
+'''
+"#;
+    let daemon = TestDaemon::start(&[("emit.toml", chain)]);
+    let id = daemon.submit("emit", &["-p", &format!("token={SECRET}")]);
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let mut leaks = Vec::new();
+    let status = daemon.status_value(id).to_string();
+    if status.contains(SECRET) {
+        leaks.push(format!("job.get: {status}"));
+    }
+    let log = daemon.logs(id, "p.a", None);
+    if log.contains(SECRET) {
+        leaks.push(format!("attempt log: {log}"));
+    }
+    let mut files = Vec::new();
+    files_holding(&daemon.state_dir(), SECRET, &mut files);
+    if !files.is_empty() {
+        leaks.push(format!("files: {files:?}"));
+    }
+    if std::fs::read(daemon.log_path()).is_ok_and(|b| holds(&b, SECRET)) {
+        leaks.push("the daemon log".into());
+    }
+    assert!(leaks.is_empty(), "the secret leaks through fd 3: {leaks:#?}");
+}
+
+/// A schedule may give a secret parameter (the refusal of a default says
+/// so), but the value is then in the chain file, quoted in load errors that
+/// every socket member reads with `hfctl workflows`, and kept in clear in
+/// the database's `definitions` table, so the sealed `job_secrets` row
+/// protects nothing from a reader of the database file.
+#[test]
+fn a_secret_given_by_a_schedule_is_quoted_and_stored_in_clear() {
+    const BAD: &str = "Sched-BAD-Secret";
+    const GOOD: &str = "sched-good-secret-3141";
+    let chain = |value: &str| {
+        format!(
+            r#"
+[params.token]
+type = "string"
+secret = true
+pattern = "[a-z0-9-]+"
+
+[process.p.activity.a]
+shell = "true"
+
+[schedule.nightly]
+cron = "0 3 * * *"
+params = {{ token = "{value}" }}
+"#
+        )
+    };
+    let daemon = TestDaemon::start(&[("sched.toml", &chain(BAD))]);
+    let listed = daemon.hfctl_json(&["workflows"]).to_string();
+    assert!(
+        !listed.contains(BAD),
+        "hfctl workflows quotes the schedule's secret: {listed}"
+    );
+    daemon.write_workflow("sched.toml", &chain(GOOD));
+    daemon.hfctl_json(&["reload"]);
+    // A job of the chain pins its definition (source included).
+    let _ = daemon.hfctl(&["submit", "sched", "-p", "token=given-at-submit"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut files = Vec::new();
+    files_holding(&daemon.state_dir(), GOOD, &mut files);
+    assert!(
+        files.is_empty(),
+        "the schedule's secret is in clear in {files:?}"
+    );
+}
