@@ -2,6 +2,7 @@
 //! data and secret-parameter work: each test shows one hole and fails until
 //! it is closed.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -218,5 +219,115 @@ params = {{ token = "{value}" }}
     assert!(
         files.is_empty(),
         "the schedule's secret is in clear in {files:?}"
+    );
+}
+
+/// A `type = "json"` secret is masked as its whole compact JSON text only.
+/// A template that takes one field of it (`{{ params.creds.password }}`,
+/// the natural way to use a structured credential) renders that field in
+/// clear in the plan of anyone allowed on the tenant, and the activity's
+/// output shows it unmasked.
+#[test]
+fn the_fields_of_a_json_secret_are_not_masked() {
+    const INNER: &str = "JsonInner-Pw-4242";
+    let chain = r#"
+[params.creds]
+type = "json"
+secret = true
+
+[process.p.activity.a]
+env = { DB_LOGIN = "{{ params.creds.password }}" }
+shell = 'echo "login $DB_LOGIN"'
+"#;
+    let daemon = TestDaemon::start(&[("jsec.toml", chain)]);
+    let file = daemon.dir().join("creds.json");
+    std::fs::write(
+        &file,
+        format!("{{\"user\":\"etl\",\"password\":\"{INNER}\"}}\n"),
+    )
+    .expect("secret file");
+    daemon.write_tenant(
+        "acme",
+        &format!(
+            "description = \"acme\"\n[secrets]\ncreds = {{ file = \"{}\" }}\n",
+            file.display()
+        ),
+    );
+    daemon.hfctl_json(&["reload"]);
+    let plan = rpc_call(
+        daemon.socket(),
+        "job.plan",
+        json!({"target": "jsec", "tenant": "acme"}),
+    );
+    assert!(plan.get("result").is_some(), "{plan}");
+    let id = daemon.submit("jsec", &["--tenant", "acme"]);
+    daemon.wait_done(id);
+    let log = daemon.logs(id, "p.a", None);
+    let mut leaks = Vec::new();
+    if plan.to_string().contains(INNER) {
+        leaks.push(format!("job.plan: {plan}"));
+    }
+    if log.contains(INNER) {
+        leaks.push(format!("attempt log: {log}"));
+    }
+    assert!(leaks.is_empty(), "a field of the json secret leaks: {leaks:#?}");
+}
+
+/// Wait up to `within` for `child`; kill it and say so if it is still
+/// running then.
+fn finished_within(mut child: std::process::Child, within: Duration) -> bool {
+    let began = std::time::Instant::now();
+    while began.elapsed() < within {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// A tenant's `{ file = ... }` secret is read with a blocking `open` and
+/// `read` inside the engine's loop (and in the `job.plan` handler, on a
+/// runtime worker) at every submission. When the path is a FIFO (or a file
+/// on a hung network mount) one submission by any member allowed on the
+/// tenant stops the whole daemon: even `hfctl list` gets no answer until
+/// something writes to the FIFO.
+#[test]
+fn a_secret_file_that_blocks_wedges_the_daemon() {
+    let chain = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+shell = "true"
+"#;
+    let daemon = TestDaemon::start(&[("fifo.toml", chain)]);
+    let fifo = daemon.dir().join("token.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    daemon.write_tenant(
+        "acme",
+        &format!(
+            "description = \"acme\"\n[secrets]\ntoken = {{ file = \"{}\" }}\n",
+            fifo.display()
+        ),
+    );
+    daemon.hfctl_json(&["reload"]);
+    let submit = daemon.hfctl_spawn(&["submit", "fifo", "--tenant", "acme"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = daemon.hfctl_spawn(&["list"]);
+    let answered = finished_within(list, Duration::from_secs(5));
+    // Unblock the daemon before asserting, so the fixture can stop it.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"x\n"));
+    finished_within(submit, Duration::from_secs(5));
+    assert!(
+        answered,
+        "hfctl list got no answer within 5 s while a submission read a FIFO secret"
     );
 }
