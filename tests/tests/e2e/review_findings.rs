@@ -384,3 +384,33 @@ shell = 'printf "%s" "$DB_URL" > @DIR@/connected.$HF_JOB_ID'
         "the tenant's secret went to the submitter's host: {sent}"
     );
 }
+
+/// "Every value the daemon accepts can be delivered" (ARCHITECTURE.md), but
+/// a string parameter holding a NUL (`"\u0000"` in JSON) is accepted at
+/// submit and every attempt then fails with "an environment value contains
+/// a NUL byte": the size check is the only one made.
+#[test]
+fn a_parameter_with_a_nul_is_accepted_but_never_delivered() {
+    let chain = r#"
+[params.note]
+type = "string"
+
+[process.p.activity.a]
+shell = "true"
+"#;
+    let daemon = TestDaemon::start(&[("nul.toml", chain)]);
+    let answer = rpc_call(
+        daemon.socket(),
+        "job.submit",
+        json!({"target": "nul", "params": {"note": "a\u{0}b"}}),
+    );
+    let Some(id) = answer["result"]["job_id"].as_u64() else {
+        return; // refused at submit: fine
+    };
+    let job = daemon.wait_done(id);
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "an accepted parameter could not be delivered: {job:#?}"
+    );
+}
