@@ -512,3 +512,37 @@ shell = "sleep 300"
          reused the id {pid} of the interrupted attempt's group"
     );
 }
+
+/// The load-time rule "a secret never reaches argv or working_dir" looks
+/// for references to `params.<secret>` (or `params`), but minijinja's
+/// `debug()` global (the `debug` feature is enabled) renders the whole
+/// context without referencing a variable: the chain loads, the plan shows
+/// the tenant's secret in argv to every member allowed on the tenant, and
+/// the running command line shows it to every local user.
+#[test]
+fn debug_in_a_command_renders_secrets_into_argv() {
+    const SECRET: &str = "Debug-Tenant-Secret-919";
+    let chain = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+command = ["/bin/echo", "{{ debug() }}"]
+"#;
+    let daemon = TestDaemon::start(&[("dbg.toml", chain)]);
+    daemon.write_tenant(
+        "acme",
+        &format!("description = \"acme\"\n[secrets]\ntoken = \"{SECRET}\"\n"),
+    );
+    daemon.hfctl_json(&["reload"]);
+    let plan = rpc_call(
+        daemon.socket(),
+        "job.plan",
+        json!({"target": "dbg", "tenant": "acme"}),
+    );
+    assert!(
+        !plan.to_string().contains(SECRET),
+        "the plan shows the secret through debug(): {plan}"
+    );
+}
