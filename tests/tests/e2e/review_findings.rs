@@ -546,3 +546,37 @@ command = ["/bin/echo", "{{ debug() }}"]
         "the plan shows the secret through debug(): {plan}"
     );
 }
+
+/// `secrets.key` is not in the database copy `hfctl backup` makes, and a
+/// daemon that starts without it makes a new key in silence: every
+/// unfinished job with secrets is then failed at recovery ("cannot be
+/// opened"), and every sealed row of the old key can no longer be opened
+/// by retries either, though `job_secrets` says secrets were kept.
+#[test]
+fn a_missing_secrets_key_is_replaced_and_unfinished_jobs_fail() {
+    let chain = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+shell = "sleep 300"
+"#;
+    let mut daemon = TestDaemon::start(&[("slong.toml", chain)]);
+    let id = daemon.submit("slong", &["-p", "token=kept-secret"]);
+    daemon.wait_for(id, "the activity runs", |job| job.state == JobState::Running);
+    daemon.stop();
+    let key = daemon.state_dir().join("secrets.key");
+    std::fs::rename(&key, daemon.dir().join("secrets.key.elsewhere")).expect("key moved");
+    if daemon.try_launch().is_err() {
+        return; // refusing to start without the key is a fix
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let job = daemon.status(id);
+    assert_ne!(
+        job.state,
+        JobState::Failed,
+        "the job was failed because a new secrets key was made: {:?}",
+        job.reason
+    );
+}
