@@ -65,7 +65,14 @@ working_dir = "/tmp/{{ params.pw }}"
         "job.plan shows the tenant's secret: {plan}"
     );
 
-    let simulated = daemon.hfctl(&["--json", "submit", "leaky", "--tenant", "acme", "--simulate"]);
+    let simulated = daemon.hfctl(&[
+        "--json",
+        "submit",
+        "leaky",
+        "--tenant",
+        "acme",
+        "--simulate",
+    ]);
     if simulated.status.success() {
         let id = serde_json::from_slice::<Value>(&simulated.stdout).expect("json")["job_id"]
             .as_u64()
@@ -174,7 +181,10 @@ echo "$HF_PARAM_TOKEN" >&3
     if std::fs::read(daemon.log_path()).is_ok_and(|b| holds(&b, SECRET)) {
         leaks.push("the daemon log".into());
     }
-    assert!(leaks.is_empty(), "the secret leaks through fd 3: {leaks:#?}");
+    assert!(
+        leaks.is_empty(),
+        "the secret leaks through fd 3: {leaks:#?}"
+    );
 }
 
 /// A schedule may give a secret parameter (the refusal of a default says
@@ -270,7 +280,10 @@ shell = 'echo "login $DB_LOGIN"'
     if log.contains(INNER) {
         leaks.push(format!("attempt log: {log}"));
     }
-    assert!(leaks.is_empty(), "a field of the json secret leaks: {leaks:#?}");
+    assert!(
+        leaks.is_empty(),
+        "a field of the json secret leaks: {leaks:#?}"
+    );
 }
 
 /// Wait up to `within` for `child`; kill it and say so if it is still
@@ -377,8 +390,8 @@ shell = 'printf "%s" "$DB_URL" > @DIR@/connected.$HF_JOB_ID'
         .as_u64()
         .expect("job id");
     daemon.wait_done(id);
-    let sent = std::fs::read_to_string(daemon.dir().join(format!("connected.{id}")))
-        .unwrap_or_default();
+    let sent =
+        std::fs::read_to_string(daemon.dir().join(format!("connected.{id}"))).unwrap_or_default();
     assert!(
         !(sent.contains(SECRET) && sent.contains("attacker.example")),
         "the tenant's secret went to the submitter's host: {sent}"
@@ -490,12 +503,14 @@ shell = "sleep 300"
     daemon.kill9();
     let group = nix::unistd::Pid::from_raw(pid as i32);
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    holdfast_tests::eventually(Duration::from_secs(10), "the attempt's group is gone", || {
-        match nix::sys::signal::killpg(group, None) {
+    holdfast_tests::eventually(
+        Duration::from_secs(10),
+        "the attempt's group is gone",
+        || match nix::sys::signal::killpg(group, None) {
             Err(nix::errno::Errno::ESRCH) => Ok(()),
             _ => Err("still there"),
-        }
-    });
+        },
+    );
     let Some(victim) = unrelated_group_with_id(pid) else {
         eprintln!("skipped: pid {pid} could not be had again");
         return;
@@ -503,8 +518,8 @@ shell = "sleep 300"
     daemon.launch();
     std::thread::sleep(Duration::from_millis(1500));
     let victim_pid = nix::unistd::Pid::from_raw(victim as i32);
-    let alive = std::fs::read_to_string(format!("/proc/{victim}/stat"))
-        .is_ok_and(|s| !s.contains(") Z "));
+    let alive =
+        std::fs::read_to_string(format!("/proc/{victim}/stat")).is_ok_and(|s| !s.contains(") Z "));
     let _ = nix::sys::signal::kill(victim_pid, nix::sys::signal::Signal::SIGKILL);
     assert!(
         alive,
@@ -564,7 +579,9 @@ shell = "sleep 300"
 "#;
     let mut daemon = TestDaemon::start(&[("slong.toml", chain)]);
     let id = daemon.submit("slong", &["-p", "token=kept-secret"]);
-    daemon.wait_for(id, "the activity runs", |job| job.state == JobState::Running);
+    daemon.wait_for(id, "the activity runs", |job| {
+        job.state == JobState::Running
+    });
     daemon.stop();
     let key = daemon.state_dir().join("secrets.key");
     std::fs::rename(&key, daemon.dir().join("secrets.key.elsewhere")).expect("key moved");
