@@ -25,6 +25,7 @@ mod policy;
 mod privilege;
 mod reload;
 mod reprocess;
+mod review_findings;
 mod restart;
 mod rpc;
 mod run;
