@@ -406,6 +406,10 @@ pub struct ParamInfo {
     #[serde(rename = "enum")]
     pub allowed: Option<Vec<Value>>,
     pub description: Option<String>,
+    /// Declared `secret = true`: its value is never shown, and goes to
+    /// hfctl on stdin or in a file (`--params`), not on its command line.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -110,6 +110,21 @@ impl Masker {
         }
     }
 
+    /// Does any string in `value` (keys too) hold a secret?
+    pub fn holds_secret(&self, value: &Value) -> bool {
+        if self.0.is_none() {
+            return false;
+        }
+        match value {
+            Value::String(text) => matches!(self.mask(text), Cow::Owned(_)),
+            Value::Array(items) => items.iter().any(|v| self.holds_secret(v)),
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| matches!(self.mask(k), Cow::Owned(_)) || self.holds_secret(v)),
+            _ => false,
+        }
+    }
+
     /// Every string in `value` (keys too) masked.
     pub fn mask_json(&self, value: &mut Value) {
         if self.0.is_none() {
@@ -137,7 +152,8 @@ impl Masker {
 
     /// A control message with the secrets in what others will see masked:
     /// alert and progress text, output keys and values. A checkpoint is
-    /// the activity's own resume data, handed back to it unchanged.
+    /// the activity's own resume data, handed back to it as sent, so one
+    /// holding a secret is refused instead (`holds_secret`).
     pub fn mask_control(&self, message: ControlMessage) -> ControlMessage {
         if self.0.is_none() {
             return message;

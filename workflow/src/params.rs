@@ -156,7 +156,17 @@ fn check_deliverable(resolved: &Map<String, Value>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut largest: Option<(&String, usize)> = None;
     for (name, value) in resolved {
-        let bytes = value_as_env(value).len();
+        let text = value_as_env(value);
+        if text.contains('\0') {
+            // An environment string ends at its first NUL: execve refuses it.
+            errors.push(FieldError {
+                field: name.clone(),
+                message: "contains a NUL character, which no environment variable can hold"
+                    .to_string(),
+            });
+            continue;
+        }
+        let bytes = text.len();
         if largest.is_none_or(|(_, most)| bytes > most) {
             largest = Some((name, bytes));
         }

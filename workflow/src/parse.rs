@@ -339,6 +339,20 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         description: raw.description,
         secret: raw.secret.as_ref().is_some_and(|s| *s.get_ref()),
     };
+    if let Some(secret) = raw.secret.as_ref().filter(|s| *s.get_ref())
+        && kind != ParamKind::String
+    {
+        // A structured secret would be masked as its whole text only, and
+        // its fields, used one by one, would show.
+        diagnostics.error(
+            &secret.span(),
+            format!(
+                "a secret parameter is a string ({name} is {}); keep a structured credential \
+                 as a string the activity parses, or as several secret parameters",
+                kind.as_str()
+            ),
+        );
+    }
     if let Some(pattern) = raw.pattern {
         if kind != ParamKind::String {
             diagnostics.error(

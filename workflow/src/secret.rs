@@ -58,7 +58,10 @@ impl SecretSource {
                 ),
             };
         }
-        crate::parse::toml_to_json(value).map(SecretSource::Value)
+        match value {
+            toml::Value::String(text) => Ok(SecretSource::Value(Value::String(text.clone()))),
+            _ => Err("a secret's value is a string (write it in quotes)".to_string()),
+        }
     }
 
     /// The secret's value now. Errors say where it was looked for, never
@@ -81,12 +84,30 @@ impl SecretSource {
     }
 }
 
+/// `O_NONBLOCK` on Linux (all architectures HoldFast builds for).
+const O_NONBLOCK: i32 = 0o4000;
+
 /// A secret file's text without its trailing newline, refused when it is
 /// larger than [`MAX_SECRET_BYTES`] or not UTF-8.
 fn read_secret_file(path: &Path) -> Result<String, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO (or a device) would otherwise block the daemon in
+    // open or read; only a regular file is accepted.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
         .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "secret file {} is not a regular file",
+            path.display()
+        ));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -132,6 +153,7 @@ mod tests {
             Ok(SecretSource::Credential("erp".into()))
         );
         assert!(source("{ file = \"relative\" }").is_err());
+        assert!(source("1234").is_err(), "not a string");
         assert!(source("{ credential = \"../x\" }").is_err());
         assert!(source("{ file = \"/a\", credential = \"b\" }").is_err());
     }

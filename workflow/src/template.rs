@@ -246,6 +246,27 @@ pub(crate) fn secret_file_calls(template: &str) -> Result<BTreeSet<String>, Stri
     Ok(names)
 }
 
+/// Does `template` read any of the parameters named in `names`: by name,
+/// through the whole `params` object, through `debug()` (which shows the
+/// whole context) or through `secret_file(...)`? A template that does not
+/// parse counts as reading them.
+pub fn reads_any_param(template: &str, names: &BTreeSet<String>) -> bool {
+    if names.is_empty() || !has_template_syntax(template) {
+        return false;
+    }
+    if template.contains("debug(") || template.contains("secret_file(") {
+        return true;
+    }
+    match referenced_variables(template) {
+        Ok(references) => references.iter().any(|reference| {
+            let mut segments = reference.split('.');
+            segments.next() == Some("params")
+                && segments.next().is_none_or(|name| names.contains(name))
+        }),
+        Err(_) => true,
+    }
+}
+
 /// The variables `template` looks up, as dotted paths (`params.date`,
 /// `outputs.extract.orders.rows`), without minijinja's own globals such as
 /// `range`. An error is the syntax error's description.

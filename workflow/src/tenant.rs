@@ -230,12 +230,12 @@ mod tests {
     fn secrets_are_kept_apart_from_params() {
         let t = parse_tenant(
             Path::new("/t/x.toml"),
-            "[params]\nhost = \"db\"\n[secrets]\npw = { file = \"/etc/pw\" }\npin = 1234\n",
+            "[params]\nhost = \"db\"\n[secrets]\npw = { file = \"/etc/pw\" }\npin = \"1234\"\n",
         )
         .expect("valid");
         assert!(!t.params.contains_key("pw"));
         assert_eq!(t.secrets["pw"], SecretSource::File("/etc/pw".into()));
-        assert_eq!(t.secrets["pin"], SecretSource::Value(Value::from(1234)));
+        assert_eq!(t.secrets["pin"], SecretSource::Value(Value::from("1234")));
         let errors = parse_tenant(
             Path::new("/t/x.toml"),
             "[params]\npw = \"a\"\n[secrets]\npw = \"b\"\nkey = { path = \"/x\" }\n",

@@ -66,7 +66,12 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
         for param in &detail.params {
             table.row(vec![
                 param.name.clone().into(),
-                param.kind.clone().into(),
+                if param.secret {
+                    format!("{} (secret)", param.kind)
+                } else {
+                    param.kind.clone()
+                }
+                .into(),
                 if param.required { "yes" } else { "no" }.into(),
                 param
                     .default

@@ -148,7 +148,11 @@ pub fn prepare(
                         t.groups.join(", ")
                     )));
                 }
-                tenant_secrets = Some(read_tenant_secrets(t, &chain, &mut problems));
+                let secrets = read_tenant_secrets(t, &chain, &mut problems);
+                if !secrets.is_empty() {
+                    locked_by_tenant(t, &chain, params, &mut problems);
+                }
+                tenant_secrets = Some(secrets);
                 Some(&t.params)
             }
         },
@@ -205,7 +209,20 @@ fn read_tenant_secrets(
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let mut values = Map::new();
     for (name, source) in &tenant.secrets {
-        if !chain.params.contains_key(name) {
+        let Some(spec) = chain.params.get(name) else {
+            continue;
+        };
+        if !spec.secret {
+            // Only a parameter declared secret is kept out of argv and
+            // working_dir at load; another would show the value there.
+            problems.push(FieldError {
+                field: name.clone(),
+                message: format!(
+                    "tenant {} gives it from [secrets], but chain {} does not declare it \
+                     secret; add secret = true to [params.{name}]",
+                    tenant.name, chain.name
+                ),
+            });
             continue;
         }
         match source.read(credentials.as_deref()) {
@@ -219,6 +236,33 @@ fn read_tenant_secrets(
         }
     }
     values
+}
+
+/// A tenant that lends a job its secrets also decides where they go: the
+/// values it sets (`[params]`, `[secrets]`) cannot be overridden by a
+/// submission (say, pointing `db_host` at another server); whoever may
+/// change them edits the tenant's file. Each override is a problem of its
+/// own.
+fn locked_by_tenant(
+    tenant: &holdfast_workflow::tenant::Tenant,
+    chain: &Chain,
+    submitted: &Map<String, Value>,
+    problems: &mut Vec<FieldError>,
+) {
+    for name in submitted.keys() {
+        if chain.params.contains_key(name)
+            && (tenant.params.contains_key(name) || tenant.secrets.contains_key(name))
+        {
+            problems.push(FieldError {
+                field: name.clone(),
+                message: format!(
+                    "set by tenant {}, which lends this job its secrets, so it cannot be \
+                     overridden; change it in the tenant's file",
+                    tenant.name
+                ),
+            });
+        }
+    }
 }
 
 /// Which activities a target selects, checked against the chain.

@@ -378,7 +378,19 @@ impl Engine {
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
         // No attempt runs yet: secret files a crashed daemon left go now.
         crate::secret_files::clear(&settings.socket);
-        let secrets = crate::secrets::Sealer::open_or_create(&settings.secrets_key())
+        // A missing key is made anew only while nothing was sealed with
+        // the old one: otherwise every job keeping secrets would fail.
+        let key = settings.secrets_key();
+        if !key.exists() {
+            let sealed = store.read_now(crate::store::sealed_jobs)?;
+            if sealed > 0 {
+                return Err(StoreError::SecretsKeyMissing {
+                    path: key,
+                    jobs: sealed,
+                });
+            }
+        }
+        let secrets = crate::secrets::Sealer::open_or_create(&key)
             .map(Arc::new)
             .map_err(|e| {
                 tracing::error!(error = %e, "jobs with secret parameters cannot be run");

@@ -546,6 +546,13 @@ async fn read_control(
         let message = match control::parse_line(text) {
             // What an activity reports (alerts, progress text, outputs) is
             // shown to others: secrets in it are masked like its output.
+            Ok(ControlMessage::Checkpoint(value)) if masker.holds_secret(&value) => {
+                sink.note(
+                    "checkpoint refused: it holds a secret value, and checkpoints are stored and \
+                     shown; keep secrets out of checkpoints (the previous one stays)",
+                );
+                continue;
+            }
             Ok(message) => masker.mask_control(message),
             Err(why) => {
                 sink.note(&format!("ignored control message: {why}"));

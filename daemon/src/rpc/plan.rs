@@ -3,7 +3,7 @@
 
 use holdfast_api::{Plan, PlannedActivity};
 use holdfast_workflow::params::{MASK, env_name, value_as_env};
-use holdfast_workflow::template::{JobContext, RenderContext, render};
+use holdfast_workflow::template::{JobContext, RenderContext, reads_any_param, render};
 use holdfast_workflow::{Chain, Program};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use super::{RpcServer, submit_error};
 use crate::engine::Caller;
 use crate::engine::job::{Prepared, prepare};
-use crate::mask::Masker;
 
 /// Names whose values are masked in a plan.
 const SECRET_WORDS: [&str; 7] = [
@@ -62,14 +61,10 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         params,
         secret,
     } = prepared;
-    // Secret values are never shown, nor any text they were templated into
-    // (`DB_URL=postgres://u:***@db/x`).
-    let masker = Masker::new(
-        params
-            .iter()
-            .filter(|(name, _)| secret.contains(*name))
-            .map(|(_, value)| value_as_env(value)),
-    );
+    // Secret values are never shown, nor rendered into anything: a value
+    // whose template reads a secret is shown as its template
+    // (`DB_URL=postgres://u:{{ params.pw }}@db/x`). Masking rendered text
+    // instead would tell a caller whether a value of theirs holds a secret.
     let context = RenderContext {
         params: params.clone(),
         job: JobContext {
@@ -104,16 +99,24 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
                 ("HF_TENANT".into(), tenant.clone().unwrap_or_default()),
             ];
             for (name, value) in &params {
-                env.push((env_name(name), value_as_env(value)));
+                let shown = if secret.contains(name) {
+                    MASK.to_string()
+                } else {
+                    value_as_env(value)
+                };
+                env.push((env_name(name), shown));
             }
             for (name, value) in &activity.env {
-                env.push((name.clone(), render_or_keep(value, &context)));
+                let shown = if reads_any_param(value, &secret) {
+                    value.clone()
+                } else {
+                    render_or_keep(value, &context)
+                };
+                env.push((name.clone(), shown));
             }
             for (name, value) in &mut env {
                 if looks_secret(name) {
                     *value = MASK.into();
-                } else {
-                    *value = masker.mask(value).into_owned();
                 }
             }
             out.push(PlannedActivity {

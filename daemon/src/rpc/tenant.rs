@@ -8,6 +8,19 @@ use super::RpcServer;
 
 pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<TenantSummary>> {
     let registry = server.engine.registry.borrow().clone();
+    // A value a loaded chain declares secret is masked even when the
+    // tenant file keeps it under [params] instead of [secrets].
+    let secret: std::collections::BTreeSet<&str> = registry
+        .entries
+        .values()
+        .filter_map(|e| e.chain.as_ref())
+        .flat_map(|c| {
+            c.params
+                .values()
+                .filter(|p| p.secret)
+                .map(|p| p.name.as_str())
+        })
+        .collect();
     Ok(registry
         .tenants
         .values()
@@ -28,6 +41,11 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<TenantSummary>> {
                 params: tenant
                     .map(|t| {
                         let mut shown = t.params.clone();
+                        for (name, value) in shown.iter_mut() {
+                            if secret.contains(name.as_str()) {
+                                *value = MASK.into();
+                            }
+                        }
                         for name in t.secrets.keys() {
                             shown.insert(name.clone(), MASK.into());
                         }

@@ -58,6 +58,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                 default: p.default.clone(),
                 allowed: p.allowed.clone(),
                 description: p.description.clone(),
+                secret: p.secret,
             })
             .collect(),
         tenants: registry.tenants_for(&chain.name),

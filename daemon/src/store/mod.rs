@@ -52,6 +52,12 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(
+        "{path} is missing, but {jobs} jobs keep secret parameters sealed with it; restore it \
+         (it is not part of hfctl backup: keep it beside your backups), or move the database \
+         aside to start afresh"
+    )]
+    SecretsKeyMissing { path: PathBuf, jobs: u64 },
     #[error("cannot open the database snapshot {path}: {source}")]
     Snapshot {
         path: PathBuf,

@@ -555,3 +555,10 @@ pub fn job_owners(conn: &Connection, ids: &[u64]) -> Result<Vec<Option<Option<u3
         })
         .collect()
 }
+
+/// How many jobs keep sealed secret parameters.
+pub fn sealed_jobs(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM job_secrets", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64)
+}

@@ -100,6 +100,21 @@ impl Scope<'_> {
         // else a template renders (argv elements, the working directory)
         // is visible in /proc to every local user.
         let visible = !field.starts_with("env.");
+        // `debug()` renders the whole context, secrets included, without
+        // naming a variable.
+        if visible
+            && template.contains("debug(")
+            && let Some(spec) = self.params.values().find(|spec| spec.secret)
+        {
+            diagnostics.error(
+                span,
+                format!(
+                    "{}: {field} calls debug(), which shows every parameter, and {:?} is secret",
+                    owner.describe(),
+                    spec.name
+                ),
+            );
+        }
         for reference in &references {
             if visible && let Some(problem) = self.secret_in(reference) {
                 diagnostics.error(
