@@ -383,3 +383,42 @@ command = ["cat", "{{ secret_file('plain') }}", "{{ secret_file(params.pw) }}"]
         "{said}"
     );
 }
+
+/// `{ credential = "name" }` reads `$CREDENTIALS_DIRECTORY/name`, as
+/// systemd's `LoadCredential=` provides it (the systemd test does the same
+/// under a real systemd where its credentials are readable).
+#[test]
+fn a_tenant_secret_comes_from_the_credentials_directory() {
+    let chain = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.p.activity.a]
+shell = 'printf "%s" "$HF_PARAM_TOKEN" | sha256sum > @DIR@/token.sha'
+"#;
+    let mut daemon = TestDaemon::prepare(None, &[("cred.toml", chain)]);
+    let credentials = daemon.dir().join("credentials");
+    std::fs::create_dir_all(&credentials).expect("credentials dir");
+    std::fs::write(credentials.join("acme-token"), format!("{SUBMITTED}\n")).expect("credential");
+    daemon.set_env("CREDENTIALS_DIRECTORY", credentials.as_os_str());
+    daemon.write_tenant(
+        "acme",
+        "[secrets]\ntoken = { credential = \"acme-token\" }\n",
+    );
+    daemon.launch();
+    let id = daemon.submit("cred", &["--tenant", "acme"]);
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let sha = std::fs::read_to_string(daemon.dir().join("token.sha")).unwrap_or_default();
+    assert_eq!(sha, sha256(SUBMITTED));
+    assert_eq!(job.params["token"], "***", "{job:#?}");
+
+    // A credential that is not there is a refusal naming it, not a value.
+    daemon.write_tenant("acme", "[secrets]\ntoken = { credential = \"absent\" }\n");
+    let _ = daemon.hfctl(&["reload"]);
+    let refused = daemon.hfctl(&["submit", "cred", "--tenant", "acme"]);
+    let said = shown(&refused);
+    assert_eq!(refused.status.code(), Some(8), "{said}");
+    assert!(said.contains("absent"), "{said}");
+}

