@@ -23,6 +23,7 @@ mod outputs;
 mod params;
 mod policy;
 mod privilege;
+mod recovery_reuse;
 mod reload;
 mod reprocess;
 mod restart;
