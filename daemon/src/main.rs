@@ -212,6 +212,7 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         &database,
         &database.with_extension("db-wal"),
         &database.with_extension("db-shm"),
+        &settings.secrets_key(),
     ]);
 
     // On a read-only file system the store opens for reads only and the

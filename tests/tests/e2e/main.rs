@@ -31,6 +31,7 @@ mod rpc;
 mod run;
 mod schedules;
 mod secrets;
+mod secrets_key;
 mod socket_umask;
 mod support;
 mod systemd;
