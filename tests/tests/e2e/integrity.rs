@@ -394,12 +394,18 @@ pub(crate) struct ByHand {
 
 impl ByHand {
     fn start(daemon: &TestDaemon) -> ByHand {
-        ByHand::start_as(daemon, "022", daemon.socket())
+        ByHand::start_as(daemon, "022", daemon.socket(), &[])
     }
 
-    /// [`ByHand::start`] with umask `umask` (octal digits) and the socket
-    /// at `socket`.
-    pub(crate) fn start_as(daemon: &TestDaemon, umask: &str, socket: &Path) -> ByHand {
+    /// [`ByHand::start`] with umask `umask` (octal digits), the socket at
+    /// `socket`, and `sh` run through `wrapper` (a program and its
+    /// arguments, none for no wrapper).
+    pub(crate) fn start_as(
+        daemon: &TestDaemon,
+        umask: &str,
+        socket: &Path,
+        wrapper: &[&str],
+    ) -> ByHand {
         let notify_path = daemon.dir().join("by-hand-notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("the notify socket can be bound");
         let log = fs::OpenOptions::new()
@@ -407,7 +413,14 @@ impl ByHand {
             .append(true)
             .open(daemon.log_path())
             .expect("the daemon log can be opened");
-        let mut cmd = Command::new("/bin/sh");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("/bin/sh");
+                cmd
+            }
+            None => Command::new("/bin/sh"),
+        };
         cmd.arg("-c")
             .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
             .arg(bin_path("holdfastd"))
