@@ -539,3 +539,36 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn leftover(owner: Option<u32>, started_at: Option<i64>) -> Leftover {
+        Leftover {
+            job_id: 1,
+            process: "p".into(),
+            activity: "a".into(),
+            attempt: 1,
+            pid: Some(12345),
+            pid_start: Some(1),
+            owner,
+            started_at,
+        }
+    }
+
+    #[test]
+    fn a_pid_is_trusted_only_for_an_attempt_of_this_boot_with_a_known_user() {
+        let boot = boot_time_ms();
+        assert!(boot.is_some(), "/proc/stat has btime");
+        let now = store::now_ms();
+        assert!(pid_trusted(&leftover(Some(0), Some(now)), boot));
+        assert!(
+            !pid_trusted(&leftover(Some(0), Some(boot.unwrap() - 60_000)), boot),
+            "an attempt that started before this boot"
+        );
+        assert!(!pid_trusted(&leftover(None, Some(now)), boot), "no user");
+        assert!(!pid_trusted(&leftover(Some(0), None), boot), "no start");
+    }
+}
