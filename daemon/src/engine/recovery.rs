@@ -432,8 +432,11 @@ fn running(pid: u32) -> bool {
 /// crash, and groups whose leader has already exited. A third way finds
 /// what cleaned its environment (`env -i`) in a group whose leader has
 /// exited: every member of the recorded leader's process group that started
-/// no earlier than the leader did (see [`orphaned_group`]). Each process
-/// found has its whole process group killed. Waits up to a second for them
+/// no earlier than the leader did (see [`orphaned_group`] and
+/// [`group_member`]). The first and third ways trust a recorded pid only
+/// for an attempt of this boot with a known user ([`pid_trusted`]) and hit
+/// only processes of that user. Each process found has its whole process
+/// group killed. Waits up to a second for them
 /// to go (a zombie counts as gone).
 ///
 /// Without cgroups a process that leaves the group (`setsid`) and cleans its
