@@ -167,6 +167,12 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         let _ =
             std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700));
     }
+    // Everything created from here on (the socket, the database, its WAL,
+    // attempt logs, and what activities create) is private unless made
+    // otherwise: a socket bound under a loose umask could be connected to
+    // by anyone until its chmod. The socket's directory is made with its
+    // own mode so group members can still reach the socket.
+    store::private::restrict_umask();
     // One daemon per state directory, taken before the socket is bound and
     // before anything touches the database: a second daemon (even on another
     // socket) stops here, naming the first one's pid. On a read-only file
@@ -199,9 +205,6 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         )?,
     };
 
-    // Everything created from here on (the database, its WAL, attempt logs,
-    // and what activities create) is private unless made otherwise.
-    store::private::restrict_umask();
     let database = settings.database();
     store::private::warn_if_open(&[
         &settings.state_dir,
@@ -209,6 +212,7 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         &database,
         &database.with_extension("db-wal"),
         &database.with_extension("db-shm"),
+        &settings.secrets_key(),
     ]);
 
     // On a read-only file system the store opens for reads only and the

@@ -37,6 +37,16 @@ pub enum SecretsError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the secrets key {path} is refused: {why}; whoever can replace or read it can read every \
+         secret parameter, so make it a regular file owned by the daemon's user (uid {uid}) with \
+         mode 0600, or restore it from a backup"
+    )]
+    UnsafeKey {
+        path: PathBuf,
+        why: String,
+        uid: u32,
+    },
     #[error("the secrets key {path} is not {KEY_BYTES} bytes; restore it from a backup")]
     BadKey { path: PathBuf },
     #[error("no randomness from the kernel: {0}")]
@@ -63,15 +73,9 @@ impl Sealer {
     /// The key at `path`, made (32 random bytes, mode 0600, never replaced)
     /// when there is none.
     pub fn open_or_create(path: &Path) -> Result<Sealer, SecretsError> {
-        let key = match std::fs::read(path) {
-            Ok(key) => key,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
-            Err(source) => {
-                return Err(SecretsError::ReadKey {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
+        let key = match read_key(path)? {
+            Some(key) => key,
+            None => create_key(path)?,
         };
         if key.len() != KEY_BYTES {
             return Err(SecretsError::BadKey {
@@ -130,6 +134,55 @@ impl Sealer {
             _ => Err(bad()),
         }
     }
+}
+
+/// The key file's bytes, opened without following a symlink (`O_NOFOLLOW`)
+/// and without blocking on a FIFO (`O_NONBLOCK`); refused unless it is a
+/// regular file owned by the daemon's uid that neither its group nor others
+/// can read or write (0600). None when there is none yet.
+fn read_key(path: &Path) -> Result<Option<Vec<u8>>, SecretsError> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = nix::unistd::Uid::effective().as_raw();
+    let unsafe_key = |why: String| SecretsError::UnsafeKey {
+        path: path.to_path_buf(),
+        why,
+        uid,
+    };
+    let read_error = |source| SecretsError::ReadKey {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(unsafe_key("it is a symbolic link".into()));
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.file_type().is_file() {
+        return Err(unsafe_key("it is not a regular file".into()));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_key(format!("it is owned by uid {}", meta.uid())));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o7077 != 0 {
+        return Err(unsafe_key(format!("it is mode {mode:04o}")));
+    }
+    let mut key = Vec::with_capacity(KEY_BYTES);
+    // One byte more than a key, to tell a longer file.
+    (&mut file)
+        .take(KEY_BYTES as u64 + 1)
+        .read_to_end(&mut key)
+        .map_err(read_error)?;
+    Ok(Some(key))
 }
 
 /// Writes a new random key with `O_EXCL` and mode 0600, synced, so two
@@ -192,10 +245,39 @@ mod tests {
     }
 
     #[test]
+    fn a_key_that_is_not_the_daemons_private_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |path: &Path, why: &str| match Sealer::open_or_create(path) {
+            Err(e @ SecretsError::UnsafeKey { .. }) => {
+                assert!(e.to_string().contains(why), "{e}");
+            }
+            other => panic!("{} accepted or wrongly refused: {other:?}", path.display()),
+        };
+        let target = dir.path().join("target.key");
+        std::fs::write(&target, [1u8; KEY_BYTES]).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        refused(&link, "symbolic link");
+        // A FIFO is refused at once rather than waited on.
+        let fifo = dir.path().join("fifo.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        refused(&fifo, "not a regular file");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        refused(&target, "mode 0640");
+        if nix::unistd::Uid::effective().is_root() {
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+            nix::unistd::chown(&target, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            refused(&target, "owned by uid 65534");
+        }
+    }
+
+    #[test]
     fn a_short_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.key");
         std::fs::write(&path, b"short").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             Sealer::open_or_create(&path),
             Err(SecretsError::BadKey { .. })

@@ -91,14 +91,7 @@ impl Engine {
                 .attempts
                 .iter()
                 .filter(|a| a.state == AttemptState::Running)
-                .map(|a| Leftover {
-                    job_id: job.id,
-                    process: definition.process.clone(),
-                    activity: definition.name.clone(),
-                    attempt: a.number,
-                    pid: a.pid,
-                    pid_start: a.pid_start,
-                })
+                .map(|a| self.leftover(job.id, activity.idx, definition, a))
                 .collect();
             kill_leftovers(&running, &self.settings.database().display().to_string());
             for attempt in &running {

@@ -163,14 +163,7 @@ impl Engine {
                 .attempts
                 .iter()
                 .filter(|a| a.state == AttemptState::Running)
-                .map(|a| Leftover {
-                    job_id: stored.id,
-                    process: activity_def.process.clone(),
-                    activity: activity_def.name.clone(),
-                    attempt: a.number,
-                    pid: a.pid,
-                    pid_start: a.pid_start,
-                })
+                .map(|a| self.leftover(stored.id, sa.idx, activity_def, a))
                 .collect();
             kill_leftovers(&leftovers, &self.settings.database().display().to_string());
             for attempt in sa
@@ -297,6 +290,88 @@ pub(super) struct Leftover {
     pub attempt: u32,
     pub pid: Option<u32>,
     pub pid_start: Option<u64>,
+    /// The uid the attempt's processes ran as (the activity's run-as user,
+    /// or the daemon's own); None when it cannot be told, and then the
+    /// recorded pid and group are not trusted.
+    pub owner: Option<u32>,
+    /// When the attempt started (ms since the epoch), to tell an attempt of
+    /// an earlier boot, whose pid and group ids mean nothing now.
+    pub started_at: Option<i64>,
+}
+
+impl Engine {
+    /// The [`Leftover`] for a stored `running` attempt of activity `idx`.
+    pub(super) fn leftover(
+        &self,
+        job_id: u64,
+        idx: usize,
+        activity: &holdfast_workflow::Activity,
+        attempt: &store::StoredAttempt,
+    ) -> Leftover {
+        let owner = match crate::run_as::user_for(activity, &self.settings) {
+            None => Some(nix::unistd::Uid::effective().as_raw()),
+            Some(user) => nix::unistd::User::from_name(user)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw()),
+        };
+        let number = attempt.number;
+        let started_at = self
+            .store
+            .read_now(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT started_at FROM attempts WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+                        rusqlite::params![job_id as i64, idx as i64, number],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .ok())
+            })
+            .ok()
+            .flatten();
+        Leftover {
+            job_id,
+            process: activity.process.clone(),
+            activity: activity.name.clone(),
+            attempt: number,
+            pid: attempt.pid,
+            pid_start: attempt.pid_start,
+            owner,
+            started_at,
+        }
+    }
+}
+
+/// This boot's start, in ms since the epoch (`btime` of `/proc/stat`).
+fn boot_time_ms() -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(secs * 1000)
+}
+
+/// True when the recorded pid of `leftover` may still name its process or
+/// group: the attempt started during this boot (pids and start times start
+/// over at each boot) and the uid it ran as is known.
+fn pid_trusted(leftover: &Leftover, boot_ms: Option<i64>) -> bool {
+    leftover.owner.is_some()
+        && matches!((leftover.started_at, boot_ms), (Some(at), Some(boot)) if at >= boot)
+}
+
+/// The real uid of `pid` (first field of `Uid:` in `/proc/PID/status`).
+fn real_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
@@ -311,19 +386,36 @@ fn stat_field(pid: u32, n: usize) -> Option<String> {
 }
 
 /// The process group of an attempt whose leader (`pid`, started at
-/// `start`) has exited: `Some((pgid, start))` when the group can only be
-/// the attempt's. Each attempt leads its own group, so the group's id is the
-/// leader's pid. While the leader lives (the same start time) the pid check
-/// finds it; a live process with that pid but another start time means the
-/// pid was given out again, which Linux does only once no group uses it, so
-/// the group is someone else's. With no process of that pid, a group of that
-/// id is still the attempt's; its members started after the leader did,
-/// which is checked too.
+/// `start`) has exited: `Some((pgid, start))` when a group of that id may
+/// still be the attempt's. Each attempt leads its own group, so the group's
+/// id is the leader's pid. While the leader lives (the same start time) the
+/// pid check finds it; a live process with that pid but another start time
+/// means the pid was given out again, which Linux does only once no group
+/// uses it, so the group is someone else's. With no process of that pid, a
+/// group of that id may be the attempt's or, once the pid was given out
+/// again and its new owner left, someone else's: each member is checked by
+/// [`group_member`] before it is killed.
 fn orphaned_group(pid: u32, start: u64) -> Option<(u32, u64)> {
     if pid <= 1 || std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return None;
     }
     Some((pid, start))
+}
+
+/// True when `pid` can be a member of an attempt's group `pgid` whose
+/// leader started at `leader_start` and ran as `owner`: it is in that
+/// group, started no earlier than the leader, runs as `owner`, and its
+/// session is not led by its own group. An attempt's group is made with
+/// `setpgid` inside the daemon's session, so its session id is never the
+/// group's id; a group made by `setsid` (a double-forked daemon that took
+/// the same id after the pid was given out again) has session id == group
+/// id and is left alone.
+fn group_member(pid: u32, pgid: u32, leader_start: u64, owner: u32) -> bool {
+    let field = |n| stat_field(pid, n).and_then(|v| v.parse::<u32>().ok());
+    field(5) == Some(pgid)
+        && field(6).is_some_and(|sid| sid != pgid)
+        && process_start_time(pid).is_some_and(|started| started >= leader_start)
+        && real_uid(pid) == Some(owner)
 }
 
 /// Alive and not a zombie waiting for its parent.
@@ -340,8 +432,11 @@ fn running(pid: u32) -> bool {
 /// crash, and groups whose leader has already exited. A third way finds
 /// what cleaned its environment (`env -i`) in a group whose leader has
 /// exited: every member of the recorded leader's process group that started
-/// no earlier than the leader did (see [`orphaned_group`]). Each process
-/// found has its whole process group killed. Waits up to a second for them
+/// no earlier than the leader did (see [`orphaned_group`] and
+/// [`group_member`]). The first and third ways trust a recorded pid only
+/// for an attempt of this boot with a known user ([`pid_trusted`]) and hit
+/// only processes of that user. Each process found has its whole process
+/// group killed. Waits up to a second for them
 /// to go (a zombie counts as gone).
 ///
 /// Without cgroups a process that leaves the group (`setsid`) and cleans its
@@ -362,18 +457,27 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
             )
         })
         .collect();
-    let mut victims: Vec<u32> = leftovers
+    let boot = boot_time_ms();
+    let trusted: Vec<&Leftover> = leftovers.iter().filter(|l| pid_trusted(l, boot)).collect();
+    let mut victims: Vec<u32> = trusted
         .iter()
-        .filter_map(|l| match (l.pid, l.pid_start) {
-            (Some(pid), Some(start)) if pid > 1 && process_start_time(pid) == Some(start) => {
+        .filter_map(|l| match (l.pid, l.pid_start, l.owner) {
+            (Some(pid), Some(start), Some(owner))
+                if pid > 1
+                    && process_start_time(pid) == Some(start)
+                    && real_uid(pid) == Some(owner) =>
+            {
                 Some(pid)
             }
             _ => None,
         })
         .collect();
-    let groups: Vec<(u32, u64)> = leftovers
+    let groups: Vec<(u32, u64, u32)> = trusted
         .iter()
-        .filter_map(|l| orphaned_group(l.pid?, l.pid_start?))
+        .filter_map(|l| {
+            let (pgid, start) = orphaned_group(l.pid?, l.pid_start?)?;
+            Some((pgid, start, l.owner?))
+        })
         .collect();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -387,12 +491,9 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
             if pid == me {
                 continue;
             }
-            if !groups.is_empty()
-                && let Some(group) = stat_field(pid, 5).and_then(|g| g.parse::<u32>().ok())
-                && let Some(started) = process_start_time(pid)
-                && groups
-                    .iter()
-                    .any(|&(pgid, leader_start)| pgid == group && started >= leader_start)
+            if groups
+                .iter()
+                .any(|&(pgid, start, owner)| group_member(pid, pgid, start, owner))
             {
                 victims.push(pid);
                 continue;
@@ -439,5 +540,38 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn leftover(owner: Option<u32>, started_at: Option<i64>) -> Leftover {
+        Leftover {
+            job_id: 1,
+            process: "p".into(),
+            activity: "a".into(),
+            attempt: 1,
+            pid: Some(12345),
+            pid_start: Some(1),
+            owner,
+            started_at,
+        }
+    }
+
+    #[test]
+    fn a_pid_is_trusted_only_for_an_attempt_of_this_boot_with_a_known_user() {
+        let boot = boot_time_ms();
+        assert!(boot.is_some(), "/proc/stat has btime");
+        let now = store::now_ms();
+        assert!(pid_trusted(&leftover(Some(0), Some(now)), boot));
+        assert!(
+            !pid_trusted(&leftover(Some(0), Some(boot.unwrap() - 60_000)), boot),
+            "an attempt that started before this boot"
+        );
+        assert!(!pid_trusted(&leftover(None, Some(now)), boot), "no user");
+        assert!(!pid_trusted(&leftover(Some(0), None), boot), "no start");
     }
 }

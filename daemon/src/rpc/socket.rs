@@ -48,23 +48,42 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
     }
 }
 
+/// Create the socket's missing directories with their mode set explicitly
+/// (whatever the umask): 0700 when `private_dir` (user mode), else 0755 so
+/// members of the socket's group can reach it. A directory that exists
+/// keeps its mode.
+pub fn create_dir(path: &Path, private_dir: bool) -> Result<(), SocketError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mode = if private_dir { 0o700 } else { 0o755 };
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                    .map_err(io(d))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(d)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Bind the socket at `path`. `mode` is applied to the socket file; in user
-/// mode the directory is made private to the user as well.
+/// mode the directory is made private to the user as well. The caller has
+/// set the umask to 0077 (see `store::private::restrict_umask`), so the
+/// socket is created 0700 or tighter and is never reachable by anyone the
+/// configured mode and group do not let in, not even until its `chmod`.
 pub fn bind(
     path: &Path,
     mode: u32,
     group: Option<&str>,
     private_dir: bool,
 ) -> Result<UnixListener, SocketError> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        if private_dir {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(dir))?;
-        }
-    }
+    create_dir(path, private_dir)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             // A socket file: live if something answers, stale otherwise.
@@ -84,20 +103,21 @@ pub fn bind(
         Err(_) => {}
     }
     let listener = UnixListener::bind(path).map_err(io(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    // The group first, then the mode: never open to whatever group the file
+    // happened to get, not even for a moment.
+    let mut mode = mode;
     if let Some(group) = group {
         let given = match nix::unistd::Group::from_name(group) {
             Ok(Some(g)) => nix::unistd::chown(path, None, Some(g.gid))
                 .map_err(|e| format!("cannot give the socket to group {group}: {e}")),
             _ => Err(format!("socket group {group} does not exist")),
         };
-        // Never left open to whatever group the file happened to get.
         if let Err(why) = given {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io(path))?;
+            mode = 0o600;
             tracing::warn!(socket = %path.display(), "{why}; only the daemon's user can connect");
         }
     }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
     Ok(listener)
 }
 

@@ -388,12 +388,24 @@ fn a_job_id_is_never_given_out_twice_after_retention() {
 /// A daemon started by hand in system mode, through `sh` with umask 022
 /// (what a login shell has), with its readiness read from its own notify
 /// socket. Stopped with SIGTERM when dropped.
-struct ByHand {
+pub(crate) struct ByHand {
     child: Option<Child>,
 }
 
 impl ByHand {
     fn start(daemon: &TestDaemon) -> ByHand {
+        ByHand::start_as(daemon, "022", daemon.socket(), &[])
+    }
+
+    /// [`ByHand::start`] with umask `umask` (octal digits), the socket at
+    /// `socket`, and `sh` run through `wrapper` (a program and its
+    /// arguments, none for no wrapper).
+    pub(crate) fn start_as(
+        daemon: &TestDaemon,
+        umask: &str,
+        socket: &Path,
+        wrapper: &[&str],
+    ) -> ByHand {
         let notify_path = daemon.dir().join("by-hand-notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("the notify socket can be bound");
         let log = fs::OpenOptions::new()
@@ -401,15 +413,22 @@ impl ByHand {
             .append(true)
             .open(daemon.log_path())
             .expect("the daemon log can be opened");
-        let mut cmd = Command::new("/bin/sh");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("/bin/sh");
+                cmd
+            }
+            None => Command::new("/bin/sh"),
+        };
         cmd.arg("-c")
-            .arg("umask 022 && exec \"$0\" \"$@\"")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
             .arg(bin_path("holdfastd"))
             .arg("--system")
             .arg("--config")
             .arg(daemon.config_path())
             .arg("--socket")
-            .arg(daemon.socket())
+            .arg(socket)
             .arg("--state-dir")
             .arg(daemon.state_dir())
             .arg("--workflows-dir")
