@@ -32,6 +32,19 @@ pub struct JobContext {
     /// Renders as an empty string when the job has no tenant.
     pub tenant: Option<String>,
     pub attempt: u32,
+    /// For a handler's activities: the outcome it answers.
+    #[serde(flatten)]
+    pub outcome: Option<JobOutcome>,
+}
+
+/// What a handler sees of the job it answers: `job.state`, `job.failed`
+/// (the failed activities' paths) and `job.errors` (one object per failed
+/// activity: `path`, `error_id`, `error`, `error_tail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobOutcome {
+    pub state: String,
+    pub failed: Vec<String>,
+    pub errors: Vec<Value>,
 }
 
 /// Everything a template can see.
@@ -597,6 +610,7 @@ mod tests {
                 target: "nightly-etl".to_string(),
                 tenant: None,
                 attempt: 2,
+                outcome: None,
             },
             outputs,
             secret_dir: None,
@@ -623,6 +637,8 @@ mod tests {
             output_refs: vec![0],
             secret_files: Vec::new(),
             simulate: None,
+            handler: None,
+            undoes: Vec::new(),
             user: None,
             group: None,
             nofile: None,
@@ -800,6 +816,7 @@ mod tests {
                 target: "c".into(),
                 tenant: None,
                 attempt: 1,
+                outcome: None,
             },
             outputs: Map::new(),
             secret_dir: None,

@@ -41,6 +41,19 @@ pub struct ActRun {
     /// The last failure cannot be cured by trying again (a template that
     /// cannot render): skip the retries.
     pub no_retry: bool,
+    /// The running attempt's `error <text>`, if it sent one.
+    pub error_message: Option<String>,
+    /// What the last failed attempt said, for handlers' `job.errors`.
+    pub last_error: Option<ActError>,
+}
+
+/// What one failed attempt said.
+#[derive(Debug, Clone, Default)]
+pub struct ActError {
+    pub error_id: String,
+    pub error: Option<String>,
+    pub error_tail: Option<String>,
+    pub error_message: Option<String>,
 }
 
 impl ActRun {
@@ -77,6 +90,15 @@ pub struct JobRun {
     /// An activity failed under `on_failure = "fail"`.
     pub failed: bool,
     pub stop: Option<Stop>,
+    /// The outcome its handlers answer, decided (and committed) once the
+    /// job's own graph is done; the job ends in it whatever they do.
+    pub outcome: Option<JobState>,
+    /// Handler activities not yet in a terminal state (part of
+    /// `unfinished`).
+    pub handlers_unfinished: usize,
+    /// The handlers are being stopped (a second cancel, `kill_grace` after
+    /// a cancel, or the job's timeout while they run).
+    pub handlers_stop: Option<Stop>,
     /// Counted against its chain's `concurrency`.
     pub admitted: bool,
     pub timeout_timer: Option<tokio::task::AbortHandle>,
@@ -238,7 +260,13 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
                 .collect()
         }
     };
+    let mut included = included;
     for (idx, activity) in chain.activities.iter().enumerate() {
+        // A job's handlers answer whatever part of the chain it runs.
+        if activity.handler.is_some() {
+            included[idx] = true;
+            continue;
+        }
         if !included[idx] {
             continue;
         }
@@ -308,6 +336,9 @@ impl JobRun {
             unfinished: 0,
             failed: false,
             stop: None,
+            outcome: None,
+            handlers_unfinished: 0,
+            handlers_stop: None,
             admitted: false,
             timeout_timer: None,
         };
@@ -318,6 +349,7 @@ impl JobRun {
     /// Recompute `waiting`, `unfinished` and `ready` from activity states.
     pub fn recount(&mut self) {
         self.unfinished = 0;
+        self.handlers_unfinished = 0;
         self.ready.clear();
         for idx in 0..self.acts.len() {
             if !self.acts[idx].included {
@@ -332,8 +364,11 @@ impl JobRun {
             act.waiting = waiting;
             if !act.state().is_terminal() {
                 self.unfinished += 1;
+                if self.chain.activities[idx].handler.is_some() {
+                    self.handlers_unfinished += 1;
+                }
             }
-            if act.state() == ActivityState::Pending && waiting == 0 {
+            if act.state() == ActivityState::Pending && waiting == 0 && self.may_start(idx) {
                 self.ready.insert(idx);
             }
         }
@@ -372,6 +407,9 @@ impl JobRun {
 
     /// The state the job ends in once nothing is unfinished.
     pub fn final_state(&self) -> JobState {
+        if let Some(outcome) = self.outcome {
+            return outcome;
+        }
         match self.stop {
             Some(Stop::Cancel) => JobState::Cancelled,
             Some(Stop::Timeout) => JobState::Failed,

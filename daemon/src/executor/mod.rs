@@ -85,6 +85,8 @@ pub struct AttemptEnd {
     pub log_dropped: u64,
     /// Why the log file could not be created, if it could not.
     pub log_error: Option<String>,
+    /// For an attempt that did not succeed: the last lines of its output.
+    pub error_tail: Option<String>,
 }
 
 /// What an attempt reports to the engine.
@@ -184,6 +186,7 @@ async fn run_simulated(
         log_bytes: sink.written(),
         log_dropped: sink.dropped(),
         log_error: sink.create_error(),
+        error_tail: (state != AttemptState::Succeeded).then(|| sink.tail()).flatten(),
     }
 }
 
@@ -199,6 +202,7 @@ impl AttemptEnd {
             log_bytes: 0,
             log_dropped: 0,
             log_error: None,
+            error_tail: None,
         }
     }
 }
@@ -429,6 +433,7 @@ async fn run(
                 log_bytes: 0,
                 log_dropped: 0,
                 log_error: None,
+                error_tail: None,
             }
         }
         Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
@@ -440,6 +445,9 @@ async fn run(
     end.log_bytes = sink.written();
     end.log_dropped = sink.dropped();
     end.log_error = sink.create_error();
+    if end.state != AttemptState::Succeeded {
+        end.error_tail = sink.tail();
+    }
     if let Some(cgroup) = cgroup {
         tokio::spawn(cgroup.remove());
     }

@@ -112,6 +112,7 @@ const METHODS: &[MethodSpec] = &[
         &[
             ("job_id", true, r#"{"type":"integer"}"#),
             ("from_start", false, r#"{"type":"boolean"}"#),
+            ("from", false, r#"{"type":"string"}"#),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),

@@ -78,6 +78,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
             target: target.to_string(),
             tenant: tenant.clone(),
             attempt: 1,
+            outcome: None,
         },
         outputs: Map::new(),
         secret_dir: None,

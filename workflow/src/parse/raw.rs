@@ -126,6 +126,8 @@ pub(super) struct RawActivity {
     pub cpu_weight: Option<Spanned<i64>>,
     pub cpu_quota: Option<Spanned<String>>,
     pub simulate: Option<Spanned<RawSimulate>>,
+    /// A handler activity's `undoes`: activities or processes it rolls back.
+    pub undoes: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[process.<p>.activity.<a>.simulate]`.
@@ -196,6 +198,8 @@ pub(super) struct RawFile {
     pub defaults: Option<RawSettings>,
     pub schedules: Vec<Named<RawSchedule>>,
     pub processes: Vec<Named<RawProcessEntry>>,
+    /// `[handler.<kind>]`, read like processes.
+    pub handlers: Vec<Named<RawProcessEntry>>,
 }
 
 /// Reads the document's top-level tables, reporting shape errors (unknown
@@ -216,7 +220,13 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
             }
             "process" => {
                 file.processes = read_named(value, "process", diagnostics, |name, value, d| {
-                    Some(read_process(name, value, d))
+                    Some(read_process("process", name, value, d))
+                })
+                .unwrap_or_default();
+            }
+            "handler" => {
+                file.handlers = read_named(value, "handler", diagnostics, |name, value, d| {
+                    Some(read_process("handler", name, value, d))
                 })
                 .unwrap_or_default();
             }
@@ -224,7 +234,7 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
                 &key.span(),
                 format!(
                     "unknown key {other:?} at the top level; expected [chain], [params.<name>], \
-                     [defaults], [schedule.<name>] or [process.<name>]"
+                     [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
                 ),
             ),
         }
@@ -233,13 +243,14 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
 }
 
 fn read_process(
+    section: &str,
     name: &str,
     value: Spanned<DeValue<'_>>,
     diagnostics: &mut Diagnostics<'_>,
 ) -> RawProcessEntry {
     let span = value.span();
     let DeValue::Table(mut table) = value.into_inner() else {
-        diagnostics.shape_error(&span, "a process must be a table, like [process.<name>]");
+        diagnostics.shape_error(&span, format!("{section}.{name} must be a table, like [{section}.<name>]"));
         return RawProcessEntry {
             process: None,
             activities: None,
@@ -248,7 +259,7 @@ fn read_process(
     let activities = match table.remove("activity") {
         Some(activities) => read_named(
             activities,
-            &format!("process.{name}.activity"),
+            &format!("{section}.{name}.activity"),
             diagnostics,
             read_table,
         ),
