@@ -14,6 +14,7 @@ mod durability;
 mod failure;
 mod faults;
 mod flood;
+mod handlers;
 mod hostile;
 mod integrity;
 mod logs;

@@ -1110,3 +1110,70 @@ shell = "true"
     );
     assert!(!found[0].contains("in-the-file"), "{found:#?}");
 }
+
+const WITH_HANDLERS: &str = r#"
+[process.load.activity.facts]
+command = ["true"]
+
+[process.upload]
+after = ["load"]
+
+[process.upload.activity.send]
+command = ["true"]
+
+[handler.on_failure.activity.rollback]
+command = ["echo", "{{ job.state }}", "{{ job.failed | tojson }}", "{{ outputs.load.facts.rows | default(0) }}"]
+undoes = ["load.facts", "upload"]
+
+[handler.on_exit.activity.note]
+command = ["true"]
+"#;
+
+#[test]
+fn handlers_are_processes_that_see_the_outcome_and_undo() {
+    let chain = parse(WITH_HANDLERS).unwrap();
+    let rollback = chain.activity("on_failure", "rollback").unwrap();
+    assert_eq!(rollback.handler, Some(crate::model::HandlerKind::OnFailure));
+    assert_eq!(rollback.path, "test.on_failure.rollback");
+    assert!(rollback.deps.is_empty(), "a handler waits for no process");
+    let undone: Vec<&str> = (rollback.undoes.iter())
+        .map(|&i| chain.activities[i].path.as_str())
+        .collect();
+    assert_eq!(undone, ["test.load.facts", "test.upload.send"]);
+    let exit = chain.process("on_exit").unwrap();
+    assert_eq!(exit.handler, Some(crate::model::HandlerKind::OnExit));
+}
+
+#[test]
+fn handler_mistakes_are_located() {
+    let source = r#"
+[process.load.activity.facts]
+command = ["echo", "{{ job.state }}"]
+undoes = ["load"]
+
+[process.on_exit.activity.x]
+command = ["true"]
+
+[handler.on_error.activity.x]
+command = ["true"]
+
+[handler.on_failure]
+after = ["load"]
+
+[handler.on_failure.activity.rollback]
+command = ["true"]
+undoes = ["lod.facts"]
+"#;
+    let errors = errors(source);
+    let expected = [
+        "3:20: activity test.load.facts: command[1] references job.state, which only handlers ([handler.<kind>]) see: the job has no outcome before they run",
+        "4:10: undoes belongs to handler activities ([handler.<kind>.activity.<name>]); remove it",
+        "6:10: process name \"on_exit\" is kept for [handler.on_exit]; rename the process",
+        "9:10: unknown handler \"on_error\"; handlers are on_failure, on_success, on_cancel, on_exit",
+        "13:9: a handler runs once the whole job is done, so it takes no after; remove it",
+        "17:11: activity test.on_failure.rollback: undoes names \"lod.facts\", which is no process or process.activity of the chain; processes: load, on_exit",
+    ];
+    for want in expected {
+        assert!(errors.iter().any(|e| e == want), "missing {want:?} in {errors:#?}");
+    }
+}
