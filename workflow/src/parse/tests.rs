@@ -288,12 +288,12 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`, `undoes`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
         "3:2: unknown key \"chains\" at the top level; expected [chain], [params.<name>], \
-         [defaults], [schedule.<name>] or [process.<name>]"
+         [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
     );
 }
 
@@ -322,7 +322,7 @@ shell = 5
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `cpu_quota`, `simulate`",
+             `cpu_weight`, `cpu_quota`, `simulate`, `undoes`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -942,7 +942,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `simulate`, `undoes`"
     );
 }
 
