@@ -446,3 +446,28 @@ fn error_tail_and_error_message_are_shown_by_status() {
     assert!(text.contains("said: ORA-01555 seen by ***"), "{text}");
     assert!(!text.contains("hf-pw-81723"), "{text}");
 }
+
+/// The example chain `etc/workflows.d/rollback-demo.toml` loads and runs as
+/// its comment says: a failed upload is rolled back, the retry loads again.
+#[test]
+fn the_rollback_example_runs_as_documented() {
+    let example = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/workflows.d/rollback-demo.toml"),
+    )
+    .unwrap();
+    let daemon = TestDaemon::start(&[("rollback-demo.toml", &example)]);
+    let dir = daemon.dir().join("demo");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("remote-down"), "").unwrap();
+    let param = format!("dir={}", dir.display());
+    let id = daemon.submit("rollback-demo", &["-p", &param]);
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    assert!(lines(&dir.join("table")).is_empty(), "rolled back");
+    let send = &activity(&job, "upload.send").attempts[0];
+    assert_eq!(send.error_message.as_deref(), Some("remote down"), "{send:#?}");
+    fs::remove_file(dir.join("remote-down")).unwrap();
+    let again = retry_wait(&daemon, id, &[]);
+    assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
+    assert_eq!(lines(&dir.join("uploaded")), ["row1", "row2"]);
+}
