@@ -160,7 +160,6 @@ impl JobRun {
 impl Engine {
     /// Once nothing of the job's own graph is left: decide its outcome and
     /// which handlers answer it, and commit that before any of them starts.
-    /// Returns false when there is nothing to decide (no handler left).
     pub(super) fn decide_handlers(&mut self, id: u64) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
@@ -173,7 +172,9 @@ impl Engine {
         }
         let outcome = job.decided_outcome();
         job.outcome = Some(outcome);
-        let answering = handler_for(outcome);
+        // A job cancelled while queued never ran: there is nothing to
+        // answer, so no handler runs.
+        let answering = (job.state != JobState::Queued).then(|| handler_for(outcome));
         self.ops.push(WriteOp::JobOutcome {
             id,
             outcome: outcome.as_str(),
@@ -183,7 +184,9 @@ impl Engine {
         let skipped: Vec<usize> = (job.chain.activities.iter().enumerate())
             .filter(|(i, a)| {
                 job.acts[*i].included
-                    && a.handler.is_some_and(|k| k != answering && k != HandlerKind::OnExit)
+                    && a.handler.is_some_and(|k| {
+                        answering.is_none_or(|answering| k != answering && k != HandlerKind::OnExit)
+                    })
                     && !job.acts[*i].state().is_terminal()
             })
             .map(|(i, _)| i)
@@ -191,7 +194,7 @@ impl Engine {
         for idx in skipped {
             self.set_activity_state(id, idx, ActivityState::Skipped);
         }
-        if outcome == JobState::Cancelled {
+        if outcome == JobState::Cancelled && answering.is_some() {
             // A cancelled job's handlers get `kill_grace` to clean up.
             self.effects.push(Effect::Timer(
                 self.settings.kill_grace,

@@ -471,3 +471,60 @@ fn the_rollback_example_runs_as_documented() {
     assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
     assert_eq!(lines(&dir.join("uploaded")), ["row1", "row2"]);
 }
+
+const QUEUED: &str = r#"
+[chain]
+concurrency = 1
+
+[process.work.activity.hold]
+shell = "touch @DIR@/holding-$HF_JOB_ID; while [ ! -e @DIR@/go ]; do sleep 0.05; done"
+
+[handler.on_cancel.activity.clean]
+shell = "touch @DIR@/cancel-$HF_JOB_ID"
+
+[handler.on_exit.activity.note]
+shell = "touch @DIR@/exit-$HF_JOB_ID"
+"#;
+
+/// A job cancelled while queued ran nothing, so its handlers are skipped;
+/// a dry run lists handlers after the job's own activities, on_exit last.
+#[test]
+fn a_job_cancelled_while_queued_runs_no_handler_and_plans_list_handlers_last() {
+    let daemon = TestDaemon::start(&[("q.toml", QUEUED)]);
+    let dir = daemon.dir().to_path_buf();
+    let first = daemon.submit("q", &[]);
+    wait_file(&dir.join(format!("holding-{first}")));
+    let second = daemon.submit("q", &[]);
+    let cancel = daemon.hfctl(&["cancel", &second.to_string()]);
+    assert!(cancel.status.success(), "{}", shown(&cancel));
+    let job = daemon.wait_done(second);
+    assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
+    for path in ["on_cancel.clean", "on_exit.note"] {
+        assert_eq!(activity(&job, path).state, ActivityState::Skipped, "{job:#?}");
+    }
+    fs::write(dir.join("go"), "").unwrap();
+    assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
+    assert!(dir.join(format!("exit-{first}")).exists());
+    assert!(!dir.join(format!("cancel-{first}")).exists());
+    assert!(!dir.join(format!("exit-{second}")).exists());
+    assert!(!dir.join(format!("cancel-{second}")).exists());
+
+    let plan = daemon.hfctl_json(&["submit", "q", "--dry-run"]);
+    let waves: Vec<Vec<String>> = plan["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["path"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        waves,
+        [["q.work.hold"], ["q.on_cancel.clean"], ["q.on_exit.note"]],
+        "{plan:#}"
+    );
+}
