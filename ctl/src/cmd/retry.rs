@@ -27,7 +27,11 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = ctx.connect().await?;
     let result = daemon
-        .call(daemon.client.job_retry(args.job, Some(args.from_start), args.from.clone()))
+        .call(
+            daemon
+                .client
+                .job_retry(args.job, Some(args.from_start), args.from.clone()),
+        )
         .await?;
     if args.wait {
         if !ctx.json {

@@ -46,7 +46,9 @@ impl JobRun {
                 None => false,
                 Some(_) if self.handlers_stop.is_some() => false,
                 Some(outcome) if kind == handler_for(outcome) => true,
-                Some(outcome) => kind == HandlerKind::OnExit && self.handler_done(handler_for(outcome)),
+                Some(outcome) => {
+                    kind == HandlerKind::OnExit && self.handler_done(handler_for(outcome))
+                }
             },
         }
     }
@@ -78,9 +80,8 @@ impl JobRun {
     /// The outcome once the graph is done. A job whose activities were
     /// cancelled by a stop the daemon did not live to finish ends cancelled.
     fn decided_outcome(&self) -> JobState {
-        let cancelled = (self.chain.activities.iter().enumerate()).any(|(i, a)| {
-            a.handler.is_none() && self.acts[i].state() == ActivityState::Cancelled
-        });
+        let cancelled = (self.chain.activities.iter().enumerate())
+            .any(|(i, a)| a.handler.is_none() && self.acts[i].state() == ActivityState::Cancelled);
         match self.final_state() {
             JobState::Succeeded if cancelled => JobState::Cancelled,
             state => state,
@@ -116,7 +117,7 @@ impl JobRun {
 
     /// Activity `idx`s of process `name` and of everything after it, for
     /// `job.retry --from`.
-    pub fn from_process(&self, name: &str) -> Result<Vec<bool>, String> {
+    pub fn rerun_from(&self, name: &str) -> Result<Vec<bool>, String> {
         if self.chain.process(name).is_none_or(|p| p.handler.is_some()) {
             let known: Vec<&str> = (self.chain.processes.iter())
                 .filter(|p| p.handler.is_none())

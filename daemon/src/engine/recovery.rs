@@ -158,7 +158,10 @@ impl Engine {
             act.checkpoint = sa.checkpoint.clone();
             act.outputs = sa.outputs.clone();
             act.progress = sa.progress;
-            act.last_error = sa.attempts.last().and_then(super::handlers::error_of_stored);
+            act.last_error = sa
+                .attempts
+                .last()
+                .and_then(super::handlers::error_of_stored);
             let mut state = sa.state;
             let activity_def = &chain.activities[sa.idx];
             let leftovers: Vec<Leftover> = sa

@@ -258,7 +258,7 @@ impl Engine {
         job.secret = secret;
         // A reprocess of a simulated job is simulated too.
         job.simulated = original.simulated;
-        let rerun = match from.as_deref().map(|p| job.from_process(p)) {
+        let rerun = match from.as_deref().map(|p| job.rerun_from(p)) {
             None => vec![false; job.acts.len()],
             Some(Ok(rerun)) => rerun,
             Some(Err(message)) => return refuse(reply, message),
@@ -454,9 +454,7 @@ impl Engine {
                 target: job.target.clone(),
                 tenant: job.tenant.clone(),
                 attempt: number,
-                outcome: activity
-                    .handler
-                    .and_then(|_| job.outcome_context()),
+                outcome: activity.handler.and_then(|_| job.outcome_context()),
             },
             outputs,
             secret_dir: (!activity.secret_files.is_empty()).then(|| {

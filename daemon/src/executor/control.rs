@@ -44,7 +44,10 @@ const CHECKPOINT_VARIABLE: &str = "HF_CHECKPOINT";
 /// One parsed control message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlMessage {
-    Progress { percent: f64, text: Option<String> },
+    Progress {
+        percent: f64,
+        text: Option<String>,
+    },
     Checkpoint(Value),
     Output(Map<String, Value>),
     Alert(String),

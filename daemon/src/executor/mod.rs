@@ -186,7 +186,9 @@ async fn run_simulated(
         log_bytes: sink.written(),
         log_dropped: sink.dropped(),
         log_error: sink.create_error(),
-        error_tail: (state != AttemptState::Succeeded).then(|| sink.tail()).flatten(),
+        error_tail: (state != AttemptState::Succeeded)
+            .then(|| sink.tail())
+            .flatten(),
     }
 }
 

@@ -117,7 +117,8 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
             ))
         })
         .optional()?;
-    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert, outcome)) = head
+    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert, outcome)) =
+        head
     else {
         return Ok(None);
     };

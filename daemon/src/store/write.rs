@@ -110,9 +110,15 @@ pub enum WriteOp {
         state: &'static str,
     },
     /// The outcome a job's handlers answer, decided once its graph is done.
-    JobOutcome { id: u64, outcome: &'static str },
+    JobOutcome {
+        id: u64,
+        outcome: &'static str,
+    },
     /// A handler that `undoes` this activity succeeded.
-    ActivityUndone { job_id: u64, idx: usize },
+    ActivityUndone {
+        job_id: u64,
+        idx: usize,
+    },
     ActivityProgress {
         job_id: u64,
         idx: usize,

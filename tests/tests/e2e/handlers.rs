@@ -60,30 +60,45 @@ undoes = ["load"]
 fn a_rollback_handler_undoes_the_load_and_retry_loads_again() {
     let daemon = TestDaemon::start(&[("etl.toml", ROLLBACK)]);
     let dir = daemon.dir().to_path_buf();
-    fs::write(dir.join("upload-broken"), "").unwrap();
+    fs::write(dir.join("upload-broken"), "").expect("the test directory is writable");
 
     let first = daemon.submit("etl", &[]);
     let job = daemon.wait_done(first);
     assert_eq!(job.state, JobState::Failed, "{job:#?}");
     let rollback = activity(&job, "on_failure.rollback");
     assert_eq!(rollback.state, ActivityState::Succeeded, "{rollback:#?}");
-    assert_eq!(rollback.handler.as_deref(), Some("on_failure"), "{rollback:#?}");
+    assert_eq!(
+        rollback.handler.as_deref(),
+        Some("on_failure"),
+        "{rollback:#?}"
+    );
     let facts = activity(&job, "load.facts");
     assert_eq!(facts.state, ActivityState::Succeeded, "{facts:#?}");
     assert!(facts.undone, "the rollback undid the load: {facts:#?}");
-    assert!(lines(&dir.join("table")).is_empty(), "the rollback emptied the table");
+    assert!(
+        lines(&dir.join("table")).is_empty(),
+        "the rollback emptied the table"
+    );
     let text = daemon.hfctl(&["status", &first.to_string()]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("handlers:"), "{text}");
     assert!(text.contains("succeeded (undone)"), "{text}");
 
-    fs::remove_file(dir.join("upload-broken")).unwrap();
+    fs::remove_file(dir.join("upload-broken")).expect("the test directory is writable");
     let again = retry_wait(&daemon, first, &[]);
     assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
     let facts = activity(&again, "load.facts");
-    assert_eq!(facts.attempts.len(), 1, "the undone load ran again: {facts:#?}");
+    assert_eq!(
+        facts.attempts.len(),
+        1,
+        "the undone load ran again: {facts:#?}"
+    );
     assert_eq!(lines(&dir.join("load-runs")).len(), 2);
-    assert_eq!(lines(&dir.join("table")), ["row1", "row2"], "the table holds the rows");
+    assert_eq!(
+        lines(&dir.join("table")),
+        ["row1", "row2"],
+        "the table holds the rows"
+    );
     assert_eq!(lines(&dir.join("uploaded")), ["row1", "row2"]);
     let rollback = activity(&again, "on_failure.rollback");
     assert_eq!(
@@ -173,11 +188,16 @@ fn a_handler_sees_state_failed_paths_errors_and_outputs() {
         ["failed", "sees.load.facts", r#"["sees.load.facts"]"#, "42"],
         "{job:#?}"
     );
-    let errors: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(daemon.dir().join("errors.json")).unwrap())
-            .unwrap();
+    let errors: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(daemon.dir().join("errors.json"))
+            .expect("the handler wrote errors.json"),
+    )
+    .expect("job.errors renders as JSON");
     let facts = activity(&job, "load.facts");
-    let error_id = facts.attempts[0].error_id.clone().unwrap();
+    let error_id = facts.attempts[0]
+        .error_id
+        .clone()
+        .expect("a failure has an error id");
     assert_eq!(errors[0]["path"], "sees.load.facts", "{errors}");
     assert_eq!(errors[0]["error_id"], error_id.as_str(), "{errors}");
     assert!(
@@ -266,20 +286,26 @@ fn a_handler_interrupted_by_kill9_resumes_and_ends_once() {
     });
     daemon.kill9();
     daemon.restart();
-    eventually(Duration::from_secs(20), "the handler started again", || {
-        match lines(&dir.join("clean-runs")).len() {
+    eventually(
+        Duration::from_secs(20),
+        "the handler started again",
+        || match lines(&dir.join("clean-runs")).len() {
             2 => Ok(()),
             n => Err(format!("{n} lines")),
-        }
-    });
-    fs::write(dir.join("go"), "").unwrap();
+        },
+    );
+    fs::write(dir.join("go"), "").expect("the test directory is writable");
     let job = daemon.wait_done(id);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     assert_eq!(lines(&dir.join("clean-runs")), ["start", "start", "end"]);
     assert_eq!(lines(&dir.join("note-runs")), ["note"]);
     assert_eq!(lines(&dir.join("work-runs")), ["run"]);
     let clean = activity(&job, "on_success.clean");
-    assert_eq!(clean.attempts[0].state, AttemptState::Interrupted, "{clean:#?}");
+    assert_eq!(
+        clean.attempts[0].state,
+        AttemptState::Interrupted,
+        "{clean:#?}"
+    );
     assert_eq!(clean.state, ActivityState::Succeeded, "{clean:#?}");
 }
 
@@ -295,9 +321,13 @@ shell = "touch @DIR@/failure"
 "#;
 
 fn wait_file(path: &Path) {
-    eventually(Duration::from_secs(20), &format!("{} exists", path.display()), || {
-        if path.exists() { Ok(()) } else { Err("absent") }
-    });
+    eventually(
+        Duration::from_secs(20),
+        &format!("{} exists", path.display()),
+        || {
+            if path.exists() { Ok(()) } else { Err("absent") }
+        },
+    );
 }
 
 /// A cancel stops the job's activities, then runs on_cancel (which sees
@@ -312,7 +342,10 @@ fn a_cancel_runs_on_cancel() {
     assert!(cancel.status.success(), "{}", shown(&cancel));
     let job = daemon.wait_done(id);
     assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
-    assert_eq!(activity(&job, "on_cancel.clean").state, ActivityState::Succeeded);
+    assert_eq!(
+        activity(&job, "on_cancel.clean").state,
+        ActivityState::Succeeded
+    );
     assert_eq!(lines(&dir.join("cancel-seen")), ["cancelled"]);
     assert!(dir.join("cleaned").exists());
     assert!(!dir.join("failure").exists());
@@ -338,7 +371,10 @@ fn a_second_cancel_stops_the_handlers() {
     });
     assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
     let job = daemon.status(id);
-    assert_eq!(activity(&job, "on_cancel.clean").state, ActivityState::Cancelled);
+    assert_eq!(
+        activity(&job, "on_cancel.clean").state,
+        ActivityState::Cancelled
+    );
     assert!(!dir.join("cleaned").exists());
 }
 
@@ -387,10 +423,18 @@ fn retry_from_reruns_that_process_and_what_follows() {
     let id = daemon.submit("stages", &[]);
     assert_eq!(daemon.wait_done(id).state, JobState::Succeeded);
     let plain = daemon.hfctl(&["retry", &id.to_string()]);
-    assert!(!plain.status.success(), "nothing to re-run: {}", shown(&plain));
+    assert!(
+        !plain.status.success(),
+        "nothing to re-run: {}",
+        shown(&plain)
+    );
     let unknown = daemon.hfctl(&["retry", &id.to_string(), "--from", "lod"]);
     assert!(!unknown.status.success(), "{}", shown(&unknown));
-    assert!(shown(&unknown).contains("no process \"lod\""), "{}", shown(&unknown));
+    assert!(
+        shown(&unknown).contains("no process \"lod\""),
+        "{}",
+        shown(&unknown)
+    );
 
     let again = retry_wait(&daemon, id, &["--from", "load"]);
     assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
@@ -454,19 +498,23 @@ fn the_rollback_example_runs_as_documented() {
     let example = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/workflows.d/rollback-demo.toml"),
     )
-    .unwrap();
+    .expect("the example chain is readable");
     let daemon = TestDaemon::start(&[("rollback-demo.toml", &example)]);
     let dir = daemon.dir().join("demo");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("remote-down"), "").unwrap();
+    fs::create_dir_all(&dir).expect("the test directory is writable");
+    fs::write(dir.join("remote-down"), "").expect("the test directory is writable");
     let param = format!("dir={}", dir.display());
     let id = daemon.submit("rollback-demo", &["-p", &param]);
     let job = daemon.wait_done(id);
     assert_eq!(job.state, JobState::Failed, "{job:#?}");
     assert!(lines(&dir.join("table")).is_empty(), "rolled back");
     let send = &activity(&job, "upload.send").attempts[0];
-    assert_eq!(send.error_message.as_deref(), Some("remote down"), "{send:#?}");
-    fs::remove_file(dir.join("remote-down")).unwrap();
+    assert_eq!(
+        send.error_message.as_deref(),
+        Some("remote down"),
+        "{send:#?}"
+    );
+    fs::remove_file(dir.join("remote-down")).expect("the test directory is writable");
     let again = retry_wait(&daemon, id, &[]);
     assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
     assert_eq!(lines(&dir.join("uploaded")), ["row1", "row2"]);
@@ -500,9 +548,13 @@ fn a_job_cancelled_while_queued_runs_no_handler_and_plans_list_handlers_last() {
     let job = daemon.wait_done(second);
     assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
     for path in ["on_cancel.clean", "on_exit.note"] {
-        assert_eq!(activity(&job, path).state, ActivityState::Skipped, "{job:#?}");
+        assert_eq!(
+            activity(&job, path).state,
+            ActivityState::Skipped,
+            "{job:#?}"
+        );
     }
-    fs::write(dir.join("go"), "").unwrap();
+    fs::write(dir.join("go"), "").expect("the test directory is writable");
     assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
     assert!(dir.join(format!("exit-{first}")).exists());
     assert!(!dir.join(format!("cancel-{first}")).exists());
@@ -512,13 +564,13 @@ fn a_job_cancelled_while_queued_runs_no_handler_and_plans_list_handlers_last() {
     let plan = daemon.hfctl_json(&["submit", "q", "--dry-run"]);
     let waves: Vec<Vec<String>> = plan["waves"]
         .as_array()
-        .unwrap()
+        .expect("waves is an array")
         .iter()
         .map(|w| {
             w.as_array()
-                .unwrap()
+                .expect("a wave is an array")
                 .iter()
-                .map(|a| a["path"].as_str().unwrap().to_string())
+                .map(|a| a["path"].as_str().expect("a path").to_string())
                 .collect()
         })
         .collect();

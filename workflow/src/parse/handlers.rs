@@ -44,7 +44,12 @@ pub(super) fn resolve_undoes(draft: &mut Draft, diagnostics: &mut Diagnostics<'_
         for entry in list.get_ref() {
             match find(draft, entry.get_ref()) {
                 Ok(found) => undoes.extend(found),
-                Err(message) => error(diagnostics, &entry.span(), &draft.activities[i].path, &message),
+                Err(message) => error(
+                    diagnostics,
+                    &entry.span(),
+                    &draft.activities[i].path,
+                    &message,
+                ),
             }
         }
         undoes.sort_unstable();

@@ -77,22 +77,24 @@ impl Draft {
         defaults: &Settings,
         diagnostics: &mut Diagnostics<'_>,
     ) {
-        match handler {
-            None => {
-                check_name("process", &entry.name, &entry.name_span, diagnostics);
-                if HandlerKind::parse(&entry.name).is_some() {
-                    diagnostics.error(
-                        &entry.name_span,
-                        format!(
-                            "process name {:?} is kept for [handler.{}]; rename the process",
-                            entry.name, entry.name
-                        ),
-                    );
-                }
+        // A handler's name is its kind, checked by `handlers::add_handlers`.
+        if handler.is_none() {
+            check_name("process", &entry.name, &entry.name_span, diagnostics);
+            if HandlerKind::parse(&entry.name).is_some() {
+                diagnostics.error(
+                    &entry.name_span,
+                    format!(
+                        "process name {:?} is kept for [handler.{}]; rename the process",
+                        entry.name, entry.name
+                    ),
+                );
             }
-            Some(_) => {}
         }
-        let section = if handler.is_some() { "handler" } else { "process" };
+        let section = if handler.is_some() {
+            "handler"
+        } else {
+            "process"
+        };
         let readable = entry.value.as_ref().is_some_and(|e| e.activities.is_some());
         let RawProcessEntry {
             process,

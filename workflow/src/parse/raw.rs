@@ -250,7 +250,10 @@ fn read_process(
 ) -> RawProcessEntry {
     let span = value.span();
     let DeValue::Table(mut table) = value.into_inner() else {
-        diagnostics.shape_error(&span, format!("{section}.{name} must be a table, like [{section}.<name>]"));
+        diagnostics.shape_error(
+            &span,
+            format!("{section}.{name} must be a table, like [{section}.<name>]"),
+        );
         return RawProcessEntry {
             process: None,
             activities: None,

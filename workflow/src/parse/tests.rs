@@ -1174,6 +1174,9 @@ undoes = ["lod.facts"]
         "17:11: activity test.on_failure.rollback: undoes names \"lod.facts\", which is no process or process.activity of the chain; processes: load, on_exit",
     ];
     for want in expected {
-        assert!(errors.iter().any(|e| e == want), "missing {want:?} in {errors:#?}");
+        assert!(
+            errors.iter().any(|e| e == want),
+            "missing {want:?} in {errors:#?}"
+        );
     }
 }
