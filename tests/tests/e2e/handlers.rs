@@ -457,14 +457,14 @@ retries = 0
 shell = '''
 for i in $(seq 1 50); do echo "line $i"; done
 echo "login with $HF_PARAM_PASSWORD refused" >&2
-echo "error ORA-01555 seen by $HF_PARAM_PASSWORD" >&3
+@BIN@/hfctl emit error ORA-01555 seen by "$HF_PARAM_PASSWORD"
 echo "ORA-01555: snapshot too old"
 exit 1
 '''
 "#;
 
 /// A failed attempt keeps the last 20 lines of its output, secrets masked,
-/// as `error_tail`, and what it said with `error <text>` (masked too);
+/// as `error_tail`, and what it said with `hfctl emit error` (masked too);
 /// `hfctl status` shows both, so the cause is seen without the log.
 #[test]
 fn error_tail_and_error_message_are_shown_by_status() {
