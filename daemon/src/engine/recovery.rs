@@ -148,6 +148,14 @@ impl Engine {
         job.started_at = stored.started_at;
         job.simulated = stored.simulated;
         job.outcome = stored.outcome;
+        if stored.outcome == Some(JobState::Cancelled) {
+            // A cancelled job's handlers get `kill_grace` again after a
+            // restart, as they did before it.
+            self.effects.push(super::Effect::Timer(
+                self.settings.kill_grace,
+                super::Command::HandlersDue { job_id: stored.id },
+            ));
+        }
         let max_interruptions = self.settings.max_interruptions;
         for sa in &stored.activities {
             let Some(act) = job.acts.get_mut(sa.idx) else {

@@ -580,3 +580,33 @@ fn a_job_cancelled_while_queued_runs_no_handler_and_plans_list_handlers_last() {
         "{plan:#}"
     );
 }
+
+/// A daemon killed while on_cancel runs resumes it after a restart, still
+/// bounded by `kill_grace`: the committed outcome says the job was
+/// cancelled.
+#[test]
+fn on_cancel_resumed_after_kill9_is_still_bounded_by_kill_grace() {
+    let mut daemon = TestDaemon::start_with(
+        "kill_grace = \"2s\"\n",
+        &[("c.toml", &CANCEL.replace("@SLEEP@", "60"))],
+    );
+    let dir = daemon.dir().to_path_buf();
+    let id = daemon.submit("c", &[]);
+    wait_file(&dir.join("holding"));
+    let cancel = daemon.hfctl(&["cancel", &id.to_string()]);
+    assert!(cancel.status.success(), "{}", shown(&cancel));
+    wait_file(&dir.join("cleaning"));
+    daemon.kill9();
+    fs::remove_file(dir.join("cleaning")).expect("the test directory is writable");
+    daemon.restart();
+    wait_file(&dir.join("cleaning"));
+    let job = daemon.wait_for_within(id, "finished", Duration::from_secs(15), |j| {
+        j.state.is_terminal()
+    });
+    assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
+    let job = daemon.status(id);
+    let clean = activity(&job, "on_cancel.clean");
+    assert_eq!(clean.state, ActivityState::Cancelled, "{clean:#?}");
+    assert_eq!(clean.attempts.len(), 2, "{clean:#?}");
+    assert!(!dir.join("cleaned").exists());
+}
