@@ -125,10 +125,15 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
         ));
     }
     if !handlers.is_empty() {
-        out.push_str("\nhandlers:\n");
+        // Headed by the outcome they answer.
+        let outcome = job.outcome.unwrap_or(job.state);
+        out.push('\n');
         out.push_str(&activity_tree(
             Cell::styled("handlers", Some(Style::Bold)),
-            String::new().into(),
+            Cell::styled(
+                format!("for {}", outcome.as_str()),
+                Some(output::job_state_style(outcome)),
+            ),
             &handlers,
             palette,
         ));

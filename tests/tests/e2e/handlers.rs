@@ -81,7 +81,10 @@ fn a_rollback_handler_undoes_the_load_and_retry_loads_again() {
     );
     let text = daemon.hfctl(&["status", &first.to_string()]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("handlers:"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("handlers") && l.contains("for failed")),
+        "{text}"
+    );
     assert!(text.contains("succeeded (undone)"), "{text}");
 
     fs::remove_file(dir.join("upload-broken")).expect("the test directory is writable");
