@@ -835,4 +835,17 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(10));
     }
+
+    /// A handler gets every activity of the job in `outputs`, so a key an
+    /// activity did not produce can fall back to a default.
+    #[test]
+    fn a_missing_output_key_can_fall_back_to_a_default() {
+        let mut ctx = ctx();
+        ctx.outputs
+            .insert("load".into(), serde_json::json!({"facts": {}}));
+        assert_eq!(
+            render("{{ outputs.load.facts.rows | default(0) }}", &ctx).unwrap(),
+            "0"
+        );
+    }
 }

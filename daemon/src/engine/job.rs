@@ -390,7 +390,19 @@ impl JobRun {
     /// `{process: {activity: {key: value}}}`.
     pub fn outputs_for(&self, idx: usize) -> Map<String, Value> {
         let mut outputs = Map::new();
-        for &source in &self.chain.activities[idx].output_refs {
+        // A handler sees every activity of the job, with or without outputs,
+        // so `outputs.p.a.key | default(...)` works for one that made none.
+        let every: Vec<usize>;
+        let sources = if self.chain.activities[idx].handler.is_some() {
+            every = (self.chain.activities.iter().enumerate())
+                .filter(|(i, a)| a.handler.is_none() && self.acts[*i].included)
+                .map(|(i, _)| i)
+                .collect();
+            &every
+        } else {
+            &self.chain.activities[idx].output_refs
+        };
+        for &source in sources {
             let activity = &self.chain.activities[source];
             let entry = outputs
                 .entry(activity.process.clone())

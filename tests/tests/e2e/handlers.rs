@@ -82,7 +82,8 @@ fn a_rollback_handler_undoes_the_load_and_retry_loads_again() {
     let text = daemon.hfctl(&["status", &first.to_string()]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.lines().any(|l| l.starts_with("handlers") && l.contains("for failed")),
+        text.lines()
+            .any(|l| l.starts_with("handlers") && l.contains("for failed")),
         "{text}"
     );
     assert!(text.contains("succeeded (undone)"), "{text}");
@@ -169,16 +170,16 @@ after = ["extract"]
 shell = "echo connecting; echo 'ORA-01555: snapshot too old'; exit 1"
 
 [handler.on_failure.activity.report]
-env = { FAILED = "{{ job.failed | tojson }}", ERRORS = "{{ job.errors | tojson }}", ROWS = "{{ outputs.extract.orders.rows }}" }
+env = { FAILED = "{{ job.failed | tojson }}", ERRORS = "{{ job.errors | tojson }}", ROWS = "{{ outputs.extract.orders.rows }}", LOADED = "{{ outputs.load.facts.rows | default(7) }}" }
 shell = '''
-printf '%s\n' "$HF_JOB_STATE" "$HF_FAILED" "$FAILED" "$ROWS" > @DIR@/seen
+printf '%s\n' "$HF_JOB_STATE" "$HF_FAILED" "$FAILED" "$ROWS" "$LOADED" > @DIR@/seen
 printf '%s' "$ERRORS" > @DIR@/errors.json
 '''
 "#;
 
 /// A handler sees the outcome: the state, the failed activities' paths,
 /// their error ids with the last lines of their output, and the outputs
-/// produced so far.
+/// produced so far (with a default for one that was not).
 #[test]
 fn a_handler_sees_state_failed_paths_errors_and_outputs() {
     let daemon = TestDaemon::start(&[("sees.toml", SEES)]);
@@ -188,7 +189,13 @@ fn a_handler_sees_state_failed_paths_errors_and_outputs() {
     let seen = lines(&daemon.dir().join("seen"));
     assert_eq!(
         seen,
-        ["failed", "sees.load.facts", r#"["sees.load.facts"]"#, "42"],
+        [
+            "failed",
+            "sees.load.facts",
+            r#"["sees.load.facts"]"#,
+            "42",
+            "7"
+        ],
         "{job:#?}"
     );
     let errors: serde_json::Value = serde_json::from_str(
