@@ -202,6 +202,7 @@ impl Engine {
                 Command::HandlersDue { job_id: id },
             ));
         }
+        self.effects.push(Effect::Changed(id));
         self.open_handlers(id);
     }
 
