@@ -620,3 +620,34 @@ fn on_cancel_resumed_after_kill9_is_still_bounded_by_kill_grace() {
     assert_eq!(clean.attempts.len(), 2, "{clean:#?}");
     assert!(!dir.join("cleaned").exists());
 }
+
+/// A handler's activity runs as its `user`, like any activity, with the
+/// outcome in its environment. Needs real users (`HOLDFAST_USERS_TEST`).
+#[test]
+fn a_handler_runs_as_its_user() {
+    let Some(accounts) = crate::users::accounts_or_skip("a_handler_runs_as_its_user") else {
+        return;
+    };
+    let chain = r#"
+[process.p.activity.fails]
+retries = 0
+shell = "exit 1"
+
+[handler.on_failure.activity.as-user]
+user = "hft-runas"
+shell = 'echo "$(id -un) $HF_JOB_STATE $HF_FAILED"'
+"#;
+    let daemon = TestDaemon::start_with(
+        r#"run_as_allowed = ["hft-runas"]"#,
+        &[("runas.toml", chain)],
+    );
+    let id = daemon.submit("runas", &[]);
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let handler = activity(&job, "on_failure.as-user");
+    assert_eq!(handler.state, ActivityState::Succeeded, "{handler:#?}");
+    assert_eq!(
+        daemon.logs(id, "on_failure.as-user", None).trim(),
+        format!("{} failed runas.p.fails", accounts.run_as.name)
+    );
+}
