@@ -72,9 +72,16 @@ pub trait Holdfast {
     /// Reprocess a finished job: a new job linked to it (`retry_of`), on the
     /// same definition version, target and parameters, that re-runs what
     /// failed, was cancelled or skipped and keeps what succeeded (with its
-    /// outputs). `from_start` re-runs everything.
+    /// outputs). `from_start` re-runs everything; `from` (a process name)
+    /// re-runs that process and every process after it, even where they
+    /// succeeded. Activities a handler `undoes` always run again.
     #[method(name = "job.retry", param_kind = map, with_extensions)]
-    async fn job_retry(&self, job_id: u64, from_start: Option<bool>) -> RpcResult<SubmitResult>;
+    async fn job_retry(
+        &self,
+        job_id: u64,
+        from_start: Option<bool>,
+        from: Option<String>,
+    ) -> RpcResult<SubmitResult>;
 
     /// Read an attempt's log from `offset`. `activity` is `process.activity`
     /// or `chain.process.activity`; without it the job must have exactly one

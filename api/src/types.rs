@@ -242,6 +242,11 @@ pub struct Job {
     /// Outputs of each activity, keyed by `process.activity`.
     pub outputs: Map<String, Value>,
     pub activities: Vec<ActivityRun>,
+    /// The state the job ends in, decided once its graph is done; its
+    /// handlers (activities with `handler` set) run while this is set and
+    /// `state` is still `running`. A handler never changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<JobState>,
 }
 
 /// One activity of a job.
@@ -255,6 +260,14 @@ pub struct ActivityRun {
     pub progress: Option<f64>,
     pub progress_text: Option<String>,
     pub attempts: Vec<Attempt>,
+    /// `on_failure`, `on_success`, `on_cancel` or `on_exit` for the
+    /// activities of a `[handler.<kind>]`; absent for the job's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// A handler that `undoes` this activity succeeded: its success was
+    /// rolled back, so `job.retry` runs it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undone: bool,
 }
 
 /// One execution of an activity.
@@ -274,6 +287,14 @@ pub struct Attempt {
     pub log_bytes: u64,
     /// Bytes dropped because the log cap was reached.
     pub log_dropped: u64,
+    /// For an attempt that did not succeed: the last lines of its output
+    /// (at most 20 lines and 4 KiB, secrets masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
+    /// What the activity said with `error <text>` on its control channel
+    /// (the latest, masked, at most 1000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
 }
 
 /// One row of `job.list`.

@@ -160,6 +160,7 @@ impl Masker {
         }
         match message {
             ControlMessage::Alert(text) => ControlMessage::Alert(self.mask(&text).into_owned()),
+            ControlMessage::Error(text) => ControlMessage::Error(self.mask(&text).into_owned()),
             ControlMessage::Progress { percent, text } => ControlMessage::Progress {
                 percent,
                 text: text.map(|t| self.mask(&t).into_owned()),

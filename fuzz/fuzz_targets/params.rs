@@ -231,6 +231,7 @@ fuzz_target!(|input: Input| {
             target: "fuzz.main.run".to_string(),
             tenant: input.tenant,
             attempt: 1,
+            outcome: None,
         },
         outputs: input.outputs,
     };

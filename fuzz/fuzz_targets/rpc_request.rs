@@ -93,6 +93,7 @@ impl HoldfastServer for Refuser {
         _ext: &Extensions,
         _job_id: u64,
         _from_start: Option<bool>,
+        _from: Option<String>,
     ) -> RpcResult<SubmitResult> {
         refuse()
     }

@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
                     target: chain.name.clone(),
                     tenant: None,
                     attempt: 1,
+                    outcome: None,
                 },
                 outputs: Map::new(),
             };

@@ -134,6 +134,40 @@ pub struct Process {
     pub after: Vec<String>,
     /// Indices into `Chain::activities`, in file order.
     pub activities: Vec<usize>,
+    /// `[handler.<kind>]`: runs once the job's graph is done, never before.
+    pub handler: Option<HandlerKind>,
+}
+
+/// Which outcome a `[handler.<kind>]` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandlerKind {
+    OnFailure,
+    OnSuccess,
+    OnCancel,
+    /// Always, after the handler of the outcome.
+    OnExit,
+}
+
+impl HandlerKind {
+    pub const ALL: [HandlerKind; 4] = [
+        HandlerKind::OnFailure,
+        HandlerKind::OnSuccess,
+        HandlerKind::OnCancel,
+        HandlerKind::OnExit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::OnFailure => "on_failure",
+            HandlerKind::OnSuccess => "on_success",
+            HandlerKind::OnCancel => "on_cancel",
+            HandlerKind::OnExit => "on_exit",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<HandlerKind> {
+        HandlerKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +240,11 @@ pub struct Activity {
     /// How the activity behaves in a simulated job (`[...simulate]`); None
     /// means a no-op that succeeds at once.
     pub simulate: Option<Simulate>,
+    /// Set for the activities of a `[handler.<kind>]`.
+    pub handler: Option<HandlerKind>,
+    /// A handler activity's `undoes`: indices of the (non-handler)
+    /// activities that count as not done once it succeeds.
+    pub undoes: Vec<usize>,
 }
 
 /// An activity's stand-in for simulated jobs: nothing is run, the attempt
@@ -320,6 +359,8 @@ mod tests {
             output_refs: Vec::new(),
             secret_files: Vec::new(),
             simulate: None,
+            handler: None,
+            undoes: Vec::new(),
             user: None,
             group: None,
             nofile: None,

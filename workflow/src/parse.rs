@@ -10,6 +10,7 @@
 //! mistake in other words.
 
 mod graph;
+mod handlers;
 mod locate;
 mod processes;
 mod raw;
@@ -198,15 +199,17 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
 
     let mut draft = Draft::default();
     for process in raw.processes {
-        draft.add_process(&name, process, &defaults, diagnostics);
+        draft.add_process(&name, process, None, &defaults, diagnostics);
     }
-    if draft.processes.is_empty() {
+    handlers::add_handlers(&mut draft, &name, raw.handlers, &defaults, diagnostics);
+    if draft.processes.iter().all(|p| p.process.handler.is_some()) {
         diagnostics.unlocated(
             "the chain has no process; add a [process.<name>] table with at least one \
              [process.<name>.activity.<name>]",
         );
     }
     draft.link(diagnostics);
+    handlers::resolve_undoes(&mut draft, diagnostics);
     if diagnostics.shape_errors == 0 {
         draft.check_templates(&params, &defaults, diagnostics);
     }

@@ -32,6 +32,19 @@ pub struct JobContext {
     /// Renders as an empty string when the job has no tenant.
     pub tenant: Option<String>,
     pub attempt: u32,
+    /// For a handler's activities: the outcome it answers.
+    #[serde(flatten)]
+    pub outcome: Option<JobOutcome>,
+}
+
+/// What a handler sees of the job it answers: `job.state`, `job.failed`
+/// (the failed activities' paths) and `job.errors` (one object per failed
+/// activity: `path`, `error_id`, `error`, `error_tail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobOutcome {
+    pub state: String,
+    pub failed: Vec<String>,
+    pub errors: Vec<Value>,
 }
 
 /// Everything a template can see.
@@ -618,6 +631,7 @@ mod tests {
                 target: "nightly-etl".to_string(),
                 tenant: None,
                 attempt: 2,
+                outcome: None,
             },
             outputs,
             secret_dir: None,
@@ -644,6 +658,8 @@ mod tests {
             output_refs: vec![0],
             secret_files: Vec::new(),
             simulate: None,
+            handler: None,
+            undoes: Vec::new(),
             user: None,
             group: None,
             nofile: None,
@@ -822,6 +838,7 @@ mod tests {
                 target: "c".into(),
                 tenant: None,
                 attempt: 1,
+                outcome: None,
             },
             outputs: Map::new(),
             secret_dir: None,
@@ -839,5 +856,18 @@ mod tests {
             );
         }
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A handler gets every activity of the job in `outputs`, so a key an
+    /// activity did not produce can fall back to a default.
+    #[test]
+    fn a_missing_output_key_can_fall_back_to_a_default() {
+        let mut ctx = ctx();
+        ctx.outputs
+            .insert("load".into(), serde_json::json!({"facts": {}}));
+        assert_eq!(
+            render("{{ outputs.load.facts.rows | default(0) }}", &ctx).unwrap(),
+            "0"
+        );
     }
 }

@@ -36,6 +36,11 @@ pub enum Message {
         #[arg(required = true, trailing_var_arg = true)]
         text: Vec<String>,
     },
+    /// Say what went wrong: kept on the attempt, shown with its failure.
+    Error {
+        #[arg(required = true, trailing_var_arg = true)]
+        text: Vec<String>,
+    },
 }
 
 /// The line to write, checked here so a typo fails the script at once.
@@ -63,6 +68,7 @@ pub fn line(message: &Message) -> Result<String, String> {
             Err(e) => Err(format!("output is not JSON: {e}")),
         },
         Message::Alert { text } => Ok(format!("alert {}\n", text.join(" ").replace('\n', " "))),
+        Message::Error { text } => Ok(format!("error {}\n", text.join(" ").replace('\n', " "))),
     }
 }
 

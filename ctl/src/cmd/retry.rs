@@ -1,4 +1,4 @@
-//! `hfctl retry JOB [--from-start] [--wait]`: reprocess a finished job as a
+//! `hfctl retry JOB [--from-start | --from PROCESS] [--wait]`: reprocess a finished job as a
 //! new job that keeps what succeeded (or re-runs everything).
 
 use holdfast_api::rpc::HoldfastClient;
@@ -13,8 +13,12 @@ pub struct Args {
     #[arg(value_name = "JOB")]
     pub job: u64,
     /// Re-run every activity, not only those that did not succeed.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub from_start: bool,
+    /// Re-run this process and every process after it, even where they
+    /// succeeded (what comes before is kept).
+    #[arg(long, value_name = "PROCESS")]
+    pub from: Option<String>,
     /// Wait for the new job to end; the exit code follows its outcome.
     #[arg(long)]
     pub wait: bool,
@@ -23,7 +27,11 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = ctx.connect().await?;
     let result = daemon
-        .call(daemon.client.job_retry(args.job, Some(args.from_start)))
+        .call(
+            daemon
+                .client
+                .job_retry(args.job, Some(args.from_start), args.from.clone()),
+        )
         .await?;
     if args.wait {
         if !ctx.json {

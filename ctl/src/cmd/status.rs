@@ -50,6 +50,12 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
     if !job.state.is_terminal() && job.started_at.is_some() {
         state.push_str(&format!(" ({})", output::percent(job.progress)));
     }
+    if let Some(outcome) = job.outcome.filter(|_| !job.state.is_terminal()) {
+        state.push_str(&format!(
+            "; handlers running, the job ends {}",
+            outcome.as_str()
+        ));
+    }
     let alerts = match (job.alerts, &job.last_alert) {
         (0, _) => "0".to_string(),
         (n, Some(last)) => format!(
@@ -107,9 +113,30 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
     }
     let mut out = output::fields(0, &pairs);
 
-    if !job.activities.is_empty() {
+    let (handlers, own): (Vec<&ActivityRun>, Vec<&ActivityRun>) =
+        job.activities.iter().partition(|a| a.handler.is_some());
+    if !own.is_empty() {
         out.push('\n');
-        out.push_str(&activity_tree(job, palette));
+        out.push_str(&activity_tree(
+            Cell::styled(job.chain.clone(), Some(Style::Bold)),
+            Cell::styled(job.state.as_str(), Some(output::job_state_style(job.state))),
+            &own,
+            palette,
+        ));
+    }
+    if !handlers.is_empty() {
+        // Headed by the outcome they answer.
+        let outcome = job.outcome.unwrap_or(job.state);
+        out.push('\n');
+        out.push_str(&activity_tree(
+            Cell::styled("handlers", Some(Style::Bold)),
+            Cell::styled(
+                format!("for {}", outcome.as_str()),
+                Some(output::job_state_style(outcome)),
+            ),
+            &handlers,
+            palette,
+        ));
     }
 
     if !job.outputs.is_empty() {
@@ -160,11 +187,16 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
     out
 }
 
-fn activity_tree(job: &Job, palette: &Palette) -> String {
+fn activity_tree(
+    title: Cell,
+    state: Cell,
+    activities: &[&ActivityRun],
+    palette: &Palette,
+) -> String {
     // Processes in the order their activities come (the daemon sends them in
     // chain order), each with its activities.
     let mut processes: Vec<(&str, Vec<&ActivityRun>)> = Vec::new();
-    for activity in &job.activities {
+    for &activity in activities {
         match processes.iter_mut().find(|(p, _)| *p == activity.process) {
             Some((_, list)) => list.push(activity),
             None => processes.push((&activity.process, vec![activity])),
@@ -175,10 +207,7 @@ fn activity_tree(job: &Job, palette: &Palette) -> String {
         "ACTIVITY", "STATE", "ATTEMPTS", "LAST", "DURATION", "ERROR ID", "PROGRESS",
     ])
     .align(2, Align::Right);
-    table.row(vec![
-        Cell::styled(job.chain.clone(), Some(Style::Bold)),
-        Cell::styled(job.state.as_str(), Some(output::job_state_style(job.state))),
-    ]);
+    table.row(vec![title, state]);
     for (p, (process, activities)) in processes.iter().enumerate() {
         let last_process = p + 1 == processes.len();
         let (branch, stem) = if last_process {
@@ -197,7 +226,11 @@ fn activity_tree(job: &Job, palette: &Palette) -> String {
             table.row(vec![
                 format!("{stem}{twig}{}", activity.activity).into(),
                 Cell::styled(
-                    activity.state.as_str(),
+                    if activity.undone {
+                        format!("{} (undone)", activity.state.as_str())
+                    } else {
+                        activity.state.as_str().to_string()
+                    },
                     output::activity_state_style(activity.state),
                 ),
                 activity.attempts.len().to_string().into(),
@@ -274,6 +307,16 @@ fn error_lines(activities: &[ActivityRun]) -> Vec<String> {
             match &attempt.error {
                 Some(error) => line.push_str(error),
                 None => line.push_str(&attempt_end(attempt)),
+            }
+            if let Some(message) = &attempt.error_message {
+                line.push_str(&format!("\n    said: {message}"));
+            }
+            // The last lines of its output, so the cause is seen without
+            // opening the log.
+            if let Some(tail) = &attempt.error_tail {
+                for tail_line in tail.lines() {
+                    line.push_str(&format!("\n    | {tail_line}"));
+                }
             }
             lines.push(line);
         }

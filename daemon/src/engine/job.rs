@@ -44,6 +44,19 @@ pub struct ActRun {
     /// The last failure cannot be cured by trying again (a template that
     /// cannot render): skip the retries.
     pub no_retry: bool,
+    /// The running attempt's `error <text>`, if it sent one.
+    pub error_message: Option<String>,
+    /// What the last failed attempt said, for handlers' `job.errors`.
+    pub last_error: Option<ActError>,
+}
+
+/// What one failed attempt said.
+#[derive(Debug, Clone, Default)]
+pub struct ActError {
+    pub error_id: String,
+    pub error: Option<String>,
+    pub error_tail: Option<String>,
+    pub error_message: Option<String>,
 }
 
 impl ActRun {
@@ -80,6 +93,15 @@ pub struct JobRun {
     /// An activity failed under `on_failure = "fail"`.
     pub failed: bool,
     pub stop: Option<Stop>,
+    /// The outcome its handlers answer, decided (and committed) once the
+    /// job's own graph is done; the job ends in it whatever they do.
+    pub outcome: Option<JobState>,
+    /// Handler activities not yet in a terminal state (part of
+    /// `unfinished`).
+    pub handlers_unfinished: usize,
+    /// The handlers are being stopped (a second cancel, `kill_grace` after
+    /// a cancel, or the job's timeout while they run).
+    pub handlers_stop: Option<Stop>,
     /// Counted against its chain's `concurrency`.
     pub admitted: bool,
     pub timeout_timer: Option<tokio::task::AbortHandle>,
@@ -296,7 +318,13 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
                 .collect()
         }
     };
+    let mut included = included;
     for (idx, activity) in chain.activities.iter().enumerate() {
+        // A job's handlers answer whatever part of the chain it runs.
+        if activity.handler.is_some() {
+            included[idx] = true;
+            continue;
+        }
         if !included[idx] {
             continue;
         }
@@ -366,6 +394,9 @@ impl JobRun {
             unfinished: 0,
             failed: false,
             stop: None,
+            outcome: None,
+            handlers_unfinished: 0,
+            handlers_stop: None,
             admitted: false,
             timeout_timer: None,
         };
@@ -376,6 +407,7 @@ impl JobRun {
     /// Recompute `waiting`, `unfinished` and `ready` from activity states.
     pub fn recount(&mut self) {
         self.unfinished = 0;
+        self.handlers_unfinished = 0;
         self.ready.clear();
         for idx in 0..self.acts.len() {
             if !self.acts[idx].included {
@@ -390,8 +422,11 @@ impl JobRun {
             act.waiting = waiting;
             if !act.state().is_terminal() {
                 self.unfinished += 1;
+                if self.chain.activities[idx].handler.is_some() {
+                    self.handlers_unfinished += 1;
+                }
             }
-            if act.state() == ActivityState::Pending && waiting == 0 {
+            if act.state() == ActivityState::Pending && waiting == 0 && self.may_start(idx) {
                 self.ready.insert(idx);
             }
         }
@@ -413,7 +448,19 @@ impl JobRun {
     /// `{process: {activity: {key: value}}}`.
     pub fn outputs_for(&self, idx: usize) -> Map<String, Value> {
         let mut outputs = Map::new();
-        for &source in &self.chain.activities[idx].output_refs {
+        // A handler sees every activity of the job, with or without outputs,
+        // so `outputs.p.a.key | default(...)` works for one that made none.
+        let every: Vec<usize>;
+        let sources = if self.chain.activities[idx].handler.is_some() {
+            every = (self.chain.activities.iter().enumerate())
+                .filter(|(i, a)| a.handler.is_none() && self.acts[*i].included)
+                .map(|(i, _)| i)
+                .collect();
+            &every
+        } else {
+            &self.chain.activities[idx].output_refs
+        };
+        for &source in sources {
             let activity = &self.chain.activities[source];
             let entry = outputs
                 .entry(activity.process.clone())
@@ -430,6 +477,9 @@ impl JobRun {
 
     /// The state the job ends in once nothing is unfinished.
     pub fn final_state(&self) -> JobState {
+        if let Some(outcome) = self.outcome {
+            return outcome;
+        }
         match self.stop {
             Some(Stop::Cancel) => JobState::Cancelled,
             Some(Stop::Timeout) => JobState::Failed,

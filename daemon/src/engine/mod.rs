@@ -13,6 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
+mod handlers;
 pub mod job;
 mod policy;
 mod recovery;
@@ -97,6 +98,8 @@ pub enum Command {
     Reprocess {
         original: Box<crate::store::StoredJob>,
         from_start: bool,
+        /// Re-run this process and every process after it.
+        from: Option<String>,
         caller: Caller,
         reply: oneshot::Sender<Result<u64, SubmitError>>,
     },
@@ -115,6 +118,10 @@ pub enum Command {
     },
     /// A job's own timeout expired.
     JobTimeout {
+        job_id: u64,
+    },
+    /// A cancelled job's handlers had their `kill_grace`.
+    HandlersDue {
         job_id: u64,
     },
     /// Re-try writes that failed earlier.
@@ -227,11 +234,13 @@ impl EngineHandle {
         &self,
         original: crate::store::StoredJob,
         from_start: bool,
+        from: Option<String>,
         caller: Caller,
     ) -> Result<u64, SubmitError> {
         self.ask(|reply| Command::Reprocess {
             original: Box::new(original),
             from_start,
+            from,
             caller,
             reply,
         })
@@ -499,9 +508,10 @@ impl Engine {
             Command::Reprocess {
                 original,
                 from_start,
+                from,
                 caller,
                 reply,
-            } => self.reprocess(*original, from_start, caller, reply),
+            } => self.reprocess(*original, from_start, from, caller, reply),
             Command::Cancel { job_ids, reply } => {
                 let outcomes = job_ids.into_iter().map(|id| self.cancel(id)).collect();
                 self.durable = true;
@@ -521,6 +531,7 @@ impl Engine {
             }
             Command::RetryDue { job_id, idx, after } => self.retry_due(job_id, idx, after),
             Command::JobTimeout { job_id } => self.job_timeout(job_id),
+            Command::HandlersDue { job_id } => self.handlers_due(job_id),
             Command::Flush => {}
             Command::Reload { reply } => {
                 let previous = self.registry.borrow().clone();

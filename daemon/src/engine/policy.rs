@@ -109,6 +109,8 @@ impl Engine {
                         finished_at: now,
                         log_bytes: 0,
                         log_dropped: 0,
+                        error_tail: None,
+                        error_message: None,
                     })));
             }
             if !activity.state.is_terminal() {

@@ -147,6 +147,15 @@ impl Engine {
         job.alerts = stored.alerts;
         job.started_at = stored.started_at;
         job.simulated = stored.simulated;
+        job.outcome = stored.outcome;
+        if stored.outcome == Some(JobState::Cancelled) {
+            // A cancelled job's handlers get `kill_grace` again after a
+            // restart, as they did before it.
+            self.effects.push(super::Effect::Timer(
+                self.settings.kill_grace,
+                super::Command::HandlersDue { job_id: stored.id },
+            ));
+        }
         let max_interruptions = self.settings.max_interruptions;
         for sa in &stored.activities {
             let Some(act) = job.acts.get_mut(sa.idx) else {
@@ -157,6 +166,10 @@ impl Engine {
             act.checkpoint = sa.checkpoint.clone();
             act.outputs = sa.outputs.clone();
             act.progress = sa.progress;
+            act.last_error = sa
+                .attempts
+                .last()
+                .and_then(super::handlers::error_of_stored);
             let mut state = sa.state;
             let activity_def = &chain.activities[sa.idx];
             let leftovers: Vec<Leftover> = sa
@@ -186,6 +199,8 @@ impl Engine {
                         finished_at: store::now_ms(),
                         log_bytes: 0,
                         log_dropped: 0,
+                        error_tail: None,
+                        error_message: None,
                     })));
                 tracing::warn!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, HF_ATTEMPT = attempt.number, "attempt interrupted by a daemon restart");
             }
@@ -213,7 +228,7 @@ impl Engine {
                             chain.activities[sa.idx].path, act.interruptions
                         ),
                     });
-                } else {
+                } else if chain.activities[sa.idx].handler.is_none() {
                     job.failed = true;
                     self.ops.push(WriteOp::JobState {
                         id: stored.id,
@@ -238,6 +253,7 @@ impl Engine {
             act.state = Some(state);
             if state == ActivityState::Failed
                 && chain.activities[sa.idx].on_failure == holdfast_workflow::OnFailure::Fail
+                && chain.activities[sa.idx].handler.is_none()
             {
                 job.failed = true;
             }

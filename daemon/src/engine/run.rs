@@ -187,11 +187,14 @@ impl Engine {
 
     /// A new job from a finished one: same definition version, target and
     /// parameters; what succeeded is kept with its outputs, the rest runs
-    /// again with its last checkpoint.
+    /// again with its last checkpoint. What a handler `undoes` runs again
+    /// without its checkpoint; with `from`, that process and everything
+    /// after it runs again too. Handlers always start afresh.
     pub(super) fn reprocess(
         &mut self,
         original: StoredJob,
         from_start: bool,
+        from: Option<String>,
         caller: Caller,
         reply: oneshot::Sender<Result<u64, SubmitError>>,
     ) {
@@ -271,11 +274,28 @@ impl Engine {
         job.secret = secret;
         // A reprocess of a simulated job is simulated too.
         job.simulated = original.simulated;
+        let rerun = match from.as_deref().map(|p| job.rerun_from(p)) {
+            None => vec![false; job.acts.len()],
+            Some(Ok(rerun)) => rerun,
+            Some(Err(message)) => return refuse(reply, message),
+        };
         let mut carried = Vec::new();
         for a in &original.activities {
+            let handler = job
+                .chain
+                .activities
+                .get(a.idx)
+                .is_some_and(|d| d.handler.is_some());
             let Some(act) = job.acts.get_mut(a.idx) else {
                 continue;
             };
+            if handler || a.undone {
+                continue;
+            }
+            let from_here = rerun.get(a.idx).copied().unwrap_or(false);
+            if from_here && a.state == ActivityState::Succeeded {
+                continue;
+            }
             if !from_start && a.state == ActivityState::Succeeded {
                 act.state = Some(ActivityState::Succeeded);
                 act.outputs = a.outputs.clone();
@@ -302,7 +322,7 @@ impl Engine {
             }
         }
         job.recount();
-        if job.unfinished == 0 {
+        if job.unfinished == job.handlers_unfinished {
             return refuse(
                 reply,
                 format!(
@@ -384,7 +404,7 @@ impl Engine {
         };
         let key = (Reverse(job.priority), id);
         let room = job.running < job.chain.max_parallel.unwrap_or(usize::MAX);
-        if job.admitted && job.stop.is_none() && room && !job.ready.is_empty() {
+        if job.admitted && job.startable() && room && !job.ready.is_empty() {
             self.ready_jobs.insert(key);
         } else {
             self.ready_jobs.remove(&key);
@@ -403,6 +423,7 @@ impl Engine {
         let act = &mut job.acts[idx];
         act.attempts += 1;
         act.no_retry = false;
+        act.error_message = None;
         act.state = Some(ActivityState::Running);
         let number = act.attempts;
         let key = AttemptKey {
@@ -449,6 +470,7 @@ impl Engine {
                 target: job.target.clone(),
                 tenant: job.tenant.clone(),
                 attempt: number,
+                outcome: activity.handler.and_then(|_| job.outcome_context()),
             },
             outputs,
             secret_dir: (!activity.secret_files.is_empty()).then(|| {
@@ -541,6 +563,9 @@ impl Engine {
         for (name, value) in &job.params {
             env.push((env_name(name), value_as_env(value)));
         }
+        if activity.handler.is_some() {
+            env.extend(job.outcome_env());
+        }
         if let Some(checkpoint) = &act.checkpoint {
             let checkpoint = checkpoint.to_string();
             // Checkpoints that cannot be delivered are refused at fd 3; one
@@ -609,6 +634,17 @@ impl Engine {
         act.kill = None;
         job.running -= 1;
         self.running -= 1;
+        let error_message = act.error_message.take();
+        if let Some(error_id) = &error_id {
+            act.last_error = Some(super::job::ActError {
+                error_id: error_id.clone(),
+                error: end.error.clone(),
+                error_tail: end.error_tail.clone(),
+                error_message: error_message.clone(),
+            });
+        }
+        let stop = job.stop_for(key.idx);
+        let act = &mut job.acts[key.idx];
         if !activity.secret_files.is_empty() {
             crate::secret_files::remove(&crate::secret_files::attempt_dir(
                 &self.settings.socket,
@@ -628,6 +664,8 @@ impl Engine {
                 finished_at: now,
                 log_bytes: end.log_bytes,
                 log_dropped: end.log_dropped,
+                error_tail: end.error_tail.clone(),
+                error_message,
             })));
         if let Some(error) = &end.log_error {
             self.ops.push(WriteOp::AttemptLogError {
@@ -673,8 +711,8 @@ impl Engine {
                 );
                 ActivityState::Pending
             }
-            _ if job.stop == Some(Stop::Cancel) => ActivityState::Cancelled,
-            _ if job.stop == Some(Stop::Timeout) => ActivityState::Failed,
+            _ if stop == Some(Stop::Cancel) => ActivityState::Cancelled,
+            _ if stop == Some(Stop::Timeout) => ActivityState::Failed,
             // Out of file descriptors: start it again shortly, without
             // using up a retry.
             _ if end.transient => {
@@ -740,7 +778,7 @@ impl Engine {
 
     /// Move one activity to `state` and apply what follows from it: release
     /// or skip its dependants, count alerts, track what is unfinished.
-    fn set_activity_state(&mut self, id: u64, idx: usize, state: ActivityState) {
+    pub(super) fn set_activity_state(&mut self, id: u64, idx: usize, state: ActivityState) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -751,16 +789,29 @@ impl Engine {
             idx,
             state: state.as_str(),
         });
+        let handler = job.chain.activities[idx].handler.is_some();
         if state.is_terminal() && !was_terminal {
             job.unfinished -= 1;
+            if handler {
+                job.handlers_unfinished -= 1;
+            }
         }
-        if state == ActivityState::Pending && job.acts[idx].waiting == 0 && job.stop.is_none() {
+        if state == ActivityState::Pending && job.acts[idx].waiting == 0 && job.may_start(idx) {
             job.ready.insert(idx);
         }
         if !state.is_terminal() || was_terminal {
             return;
         }
         let on_failure = job.chain.activities[idx].on_failure;
+        if handler {
+            if state == ActivityState::Failed && on_failure == OnFailure::Fail {
+                self.skip_dependants(id, idx);
+            } else if matches!(state, ActivityState::Succeeded | ActivityState::Failed) {
+                self.release_dependants(id, idx);
+            }
+            self.handler_ended(id, idx, state);
+            return;
+        }
         match state {
             ActivityState::Failed if on_failure == OnFailure::Continue => {
                 job.alerts += 1;
@@ -793,7 +844,7 @@ impl Engine {
                 continue;
             }
             act.waiting = act.waiting.saturating_sub(1);
-            if act.waiting == 0 && act.state() == ActivityState::Pending && job.stop.is_none() {
+            if act.waiting == 0 && act.state() == ActivityState::Pending && job.may_start(d) {
                 job.ready.insert(d);
             }
         }
@@ -840,10 +891,13 @@ impl Engine {
                 )),
             };
         };
-        if job.stop.is_some() {
+        if job.stop.is_some() || job.outcome.is_some() {
+            // A second cancel, or one while the handlers run, stops them.
+            let state = job.state;
+            self.stop_handlers(id, Stop::Cancel, KillReason::Cancel);
             return CancelOutcome {
                 job_id: id,
-                state: Some(job.state),
+                state: Some(state),
                 error: None,
             };
         }
@@ -865,6 +919,10 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        if job.outcome.is_some() {
+            self.stop_handlers(id, Stop::Timeout, KillReason::JobTimeout);
+            return;
+        }
         if job.stop.is_some() {
             return;
         }
@@ -899,7 +957,8 @@ impl Engine {
         };
         let mut to_set = Vec::new();
         for (idx, act) in job.acts.iter_mut().enumerate() {
-            if !act.included {
+            // Handlers answer the stop once the graph is done.
+            if !act.included || job.chain.activities[idx].handler.is_some() {
                 continue;
             }
             match act.state() {
@@ -923,6 +982,15 @@ impl Engine {
 
     /// End the job if nothing of it is unfinished.
     pub(super) fn finish_if_done(&mut self, id: u64) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.running > 0 {
+            return;
+        }
+        if job.outcome.is_none() && job.handlers_unfinished > 0 {
+            self.decide_handlers(id);
+        }
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -1012,6 +1080,11 @@ impl Engine {
             ControlMessage::Output(map) => {
                 act.outputs.extend(map);
                 self.outputs_dirty.insert((key.job_id, key.idx));
+            }
+            // Cut and masked at fd 3 like an alert; only the latest stays.
+            ControlMessage::Error(text) => {
+                act.error_message = Some(text);
+                return;
             }
             ControlMessage::Alert(text) => {
                 job.alerts += 1;

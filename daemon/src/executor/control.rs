@@ -5,6 +5,7 @@
 //! checkpoint {"chunk":150}
 //! output {"rows":1250}
 //! alert stock below threshold
+//! error ORA-01555: snapshot too old
 //! ```
 //!
 //! Also what one attempt may send on it ([`Gate`]): outputs within a cap,
@@ -43,10 +44,16 @@ const CHECKPOINT_VARIABLE: &str = "HF_CHECKPOINT";
 /// One parsed control message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlMessage {
-    Progress { percent: f64, text: Option<String> },
+    Progress {
+        percent: f64,
+        text: Option<String>,
+    },
     Checkpoint(Value),
     Output(Map<String, Value>),
     Alert(String),
+    /// `error <text>`: what went wrong, in the activity's words; kept on
+    /// the attempt (the latest) and shown with its failure.
+    Error(String),
 }
 
 /// Parse one line (without its newline). The error says what was wrong, for
@@ -82,9 +89,11 @@ pub fn parse_line(line: &str) -> Result<ControlMessage, String> {
         },
         "alert" if !rest.is_empty() => Ok(ControlMessage::Alert(truncate_alert(rest))),
         "alert" => Err("alert needs a text".to_string()),
+        "error" if !rest.is_empty() => Ok(ControlMessage::Error(truncate_alert(rest))),
+        "error" => Err("error needs a text".to_string()),
         "" => Err("empty control line".to_string()),
         other => Err(format!(
-            "unknown control message {other:?}; expected progress, checkpoint, output or alert"
+            "unknown control message {other:?}; expected progress, checkpoint, output, alert or error"
         )),
     }
 }
@@ -166,7 +175,9 @@ impl Gate {
                 }
             }
             ControlMessage::Output(map) => self.admit_output(map),
-            ControlMessage::Alert(_) => self.admit_alert(now),
+            // Errors share the alerts' rate: each is cut like an alert and
+            // the engine keeps only the latest.
+            ControlMessage::Alert(_) | ControlMessage::Error(_) => self.admit_alert(now),
         }
     }
 
@@ -247,6 +258,11 @@ mod tests {
             parse_line(r#"checkpoint {"chunk":150}"#),
             Ok(ControlMessage::Checkpoint(json!({"chunk": 150})))
         );
+        assert_eq!(
+            parse_line("error ORA-01555: snapshot too old"),
+            Ok(ControlMessage::Error("ORA-01555: snapshot too old".into()))
+        );
+        assert!(parse_line("error").is_err());
         let Ok(ControlMessage::Output(map)) = parse_line(r#"output {"rows":1250}"#) else {
             panic!("output did not parse");
         };

@@ -47,7 +47,15 @@ pub struct LogSink {
     /// Secret values masked in the daemon's own notes (which may quote
     /// what the activity sent on the control channel).
     masker: Masker,
+    /// The last [`TAIL_BYTES`] of what was appended (already masked), kept
+    /// even past the cap: a failed attempt's `error_tail`.
+    tail: Mutex<std::collections::VecDeque<u8>>,
 }
+
+/// Bytes of output kept for a failed attempt's `error_tail`.
+pub const TAIL_BYTES: usize = 4096;
+/// Lines of output kept for a failed attempt's `error_tail`.
+pub const TAIL_LINES: usize = 20;
 
 impl LogSink {
     pub fn new(path: PathBuf, cap: u64, notify: watch::Sender<u64>) -> LogSink {
@@ -59,6 +67,7 @@ impl LogSink {
             dropped: AtomicU64::new(0),
             notify,
             masker: Masker::new([]),
+            tail: Mutex::new(std::collections::VecDeque::with_capacity(TAIL_BYTES)),
         }
     }
 
@@ -97,6 +106,12 @@ impl LogSink {
 
     /// Append what fits under the cap; count the rest as dropped.
     pub fn append(&self, data: &[u8]) {
+        if let Ok(mut tail) = self.tail.lock() {
+            let keep = &data[data.len().saturating_sub(TAIL_BYTES)..];
+            let excess = (tail.len() + keep.len()).saturating_sub(TAIL_BYTES);
+            tail.drain(..excess);
+            tail.extend(keep);
+        }
         let len = data.len() as u64;
         let mut granted = 0;
         let _ = self
@@ -128,6 +143,19 @@ impl LogSink {
     pub fn note(&self, text: &str) {
         let line = format!("[holdfast] {}\n", self.masker.mask(text));
         self.append(line.as_bytes());
+    }
+
+    /// The last lines of the output: at most [`TAIL_LINES`] lines and
+    /// [`TAIL_BYTES`] bytes (a line cut by that limit starts the text), or
+    /// None when the attempt printed nothing.
+    pub fn tail(&self) -> Option<String> {
+        let bytes: Vec<u8> = self.tail.lock().ok()?.iter().copied().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        let kept = kept.trim_start_matches('\u{fffd}').to_string();
+        (!kept.trim().is_empty()).then_some(kept)
     }
 
     pub fn written(&self) -> u64 {

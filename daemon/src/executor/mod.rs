@@ -89,6 +89,8 @@ pub struct AttemptEnd {
     pub transient: bool,
     /// Why the log file could not be created, if it could not.
     pub log_error: Option<String>,
+    /// For an attempt that did not succeed: the last lines of its output.
+    pub error_tail: Option<String>,
 }
 
 /// What an attempt reports to the engine.
@@ -189,6 +191,9 @@ async fn run_simulated(
         log_dropped: sink.dropped(),
         transient: false,
         log_error: sink.create_error(),
+        error_tail: (state != AttemptState::Succeeded)
+            .then(|| sink.tail())
+            .flatten(),
     }
 }
 
@@ -205,6 +210,7 @@ impl AttemptEnd {
             log_dropped: 0,
             transient: false,
             log_error: None,
+            error_tail: None,
         }
     }
 
@@ -465,6 +471,7 @@ async fn run(
                 log_dropped: 0,
                 transient: false,
                 log_error: None,
+                error_tail: None,
             }
         }
         Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
@@ -476,6 +483,9 @@ async fn run(
     end.log_bytes = sink.written();
     end.log_dropped = sink.dropped();
     end.log_error = sink.create_error();
+    if end.state != AttemptState::Succeeded {
+        end.error_tail = sink.tail();
+    }
     if let Some(cgroup) = cgroup {
         tokio::spawn(cgroup.remove());
     }

@@ -112,6 +112,7 @@ const METHODS: &[MethodSpec] = &[
         &[
             ("job_id", true, r#"{"type":"integer"}"#),
             ("from_start", false, r#"{"type":"boolean"}"#),
+            ("from", false, r#"{"type":"string"}"#),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),
@@ -264,15 +265,19 @@ const COMPONENTS: &str = r#"{
     "started_at": {"type": ["string", "null"], "format": "date-time"},
     "finished_at": {"type": ["string", "null"], "format": "date-time"},
     "progress": {"type": "number"}, "outputs": {"type": "object"},
+    "outcome": {"type": "string", "enum": ["succeeded", "failed", "cancelled"]},
     "activities": {"type": "array", "items": {"type": "object", "properties": {
       "path": {"type": "string"},
+      "handler": {"type": "string", "enum": ["on_failure", "on_success", "on_cancel", "on_exit"]},
+      "undone": {"type": "boolean"},
       "state": {"type": "string", "enum": ["pending", "running", "retry_wait", "succeeded", "failed", "skipped", "cancelled"]},
       "progress": {"type": ["number", "null"]},
       "attempts": {"type": "array", "items": {"type": "object", "properties": {
         "number": {"type": "integer"},
         "state": {"type": "string", "enum": ["running", "succeeded", "failed", "signaled", "timeout", "cancelled", "interrupted", "spawn_error", "oom"]},
         "exit_code": {"type": ["integer", "null"]}, "signal": {"type": ["integer", "null"]},
-        "error_id": {"type": ["string", "null"]}}}}}}}}},
+        "error_id": {"type": ["string", "null"]},
+        "error_tail": {"type": "string"}, "error_message": {"type": "string"}}}}}}}}},
   "LogChunk": {"type": "object", "properties": {
     "activity": {"type": "string"}, "attempt": {"type": "integer"}, "offset": {"type": "integer"},
     "next_offset": {"type": "integer"}, "data": {"type": "string"}, "complete": {"type": "boolean"},

@@ -258,9 +258,10 @@ impl HoldfastServer for RpcServer {
         ext: &Extensions,
         job_id: u64,
         from_start: Option<bool>,
+        from: Option<String>,
     ) -> RpcResult<SubmitResult> {
         self.writable("job.retry", ext)?;
-        retry::handle(self, caller(ext), job_id, from_start.unwrap_or(false)).await
+        retry::handle(self, caller(ext), job_id, from_start.unwrap_or(false), from).await
     }
 
     async fn audit_list(

@@ -4,7 +4,7 @@
 use holdfast_api::{Plan, PlannedActivity};
 use holdfast_workflow::params::{MASK, env_name, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, reads_any_param, render};
-use holdfast_workflow::{Chain, Program};
+use holdfast_workflow::{Chain, HandlerKind, Program};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
@@ -73,6 +73,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
             target: target.to_string(),
             tenant: tenant.clone(),
             attempt: 1,
+            outcome: None,
         },
         outputs: Map::new(),
         secret_dir: None,
@@ -162,22 +163,33 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
 fn waves(chain: &Chain, included: &[bool]) -> Vec<Vec<usize>> {
     let mut level = vec![0usize; chain.activities.len()];
     let mut waves: Vec<Vec<usize>> = Vec::new();
-    for (idx, activity) in chain.activities.iter().enumerate() {
-        if !included[idx] {
-            continue;
+    // The job's own activities, then its handlers (which run once the graph
+    // is done), then on_exit (after the others).
+    let passes: [fn(Option<HandlerKind>) -> bool; 3] = [
+        |h| h.is_none(),
+        |h| h.is_some_and(|k| k != HandlerKind::OnExit),
+        |h| h == Some(HandlerKind::OnExit),
+    ];
+    for pass in passes {
+        let base = waves.len();
+        for (idx, activity) in chain.activities.iter().enumerate() {
+            if !included[idx] || !pass(activity.handler) {
+                continue;
+            }
+            let l = activity
+                .deps
+                .iter()
+                .filter(|&&d| included[d])
+                .map(|&d| level[d] + 1)
+                .max()
+                .unwrap_or(0)
+                .max(base);
+            level[idx] = l;
+            if waves.len() <= l {
+                waves.resize_with(l + 1, Vec::new);
+            }
+            waves[l].push(idx);
         }
-        let l = activity
-            .deps
-            .iter()
-            .filter(|&&d| included[d])
-            .map(|&d| level[d] + 1)
-            .max()
-            .unwrap_or(0);
-        level[idx] = l;
-        if waves.len() <= l {
-            waves.resize_with(l + 1, Vec::new);
-        }
-        waves[l].push(idx);
     }
     waves
 }

@@ -12,6 +12,7 @@ pub(super) async fn handle(
     caller: Caller,
     job_id: u64,
     from_start: bool,
+    from: Option<String>,
 ) -> RpcResult<SubmitResult> {
     let original = server
         .store
@@ -48,7 +49,7 @@ pub(super) async fn handle(
     }
     let result = server
         .engine
-        .reprocess(original, from_start, caller.clone())
+        .reprocess(original, from_start, from, caller.clone())
         .await;
     let (outcome, detail) = match &result {
         Ok(id) => ("ok", Some(format!("job {id}"))),

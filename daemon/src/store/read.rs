@@ -113,10 +113,13 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 row.get::<_, Option<String>>("reason")?,
                 row.get::<_, Option<i64>>("retry_of")?,
                 row.get::<_, Option<String>>("last_alert")?,
+                row.get::<_, Option<String>>("outcome")?,
             ))
         })
         .optional()?;
-    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert)) = head else {
+    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert, outcome)) =
+        head
+    else {
         return Ok(None);
     };
 
@@ -125,7 +128,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     let mut index_of = std::collections::HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT idx, path, state, progress, progress_text, outputs
+            "SELECT idx, path, state, progress, progress_text, outputs, undone
              FROM activities WHERE job_id = ?1 ORDER BY idx",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
@@ -144,19 +147,23 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
             index_of.insert(idx, activities.len());
             activities.push(ActivityRun {
                 path,
-                process,
                 activity,
                 state: ActivityState::parse(&state).unwrap_or(ActivityState::Failed),
                 progress: row.get(3)?,
                 progress_text: row.get(4)?,
                 attempts: Vec::new(),
+                // Process names of handlers are kept for them (`[handler.<kind>]`).
+                handler: holdfast_workflow::HandlerKind::parse(&process)
+                    .map(|k| k.as_str().to_string()),
+                undone: row.get::<_, i64>(6)? != 0,
+                process,
             });
         }
     }
     {
         let mut stmt = conn.prepare_cached(
             "SELECT idx, number, state, pid, exit_code, signal, error_id, error, started_at,
-                    finished_at, log_bytes, log_dropped
+                    finished_at, log_bytes, log_dropped, error_tail, error_message
              FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
@@ -175,6 +182,8 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 finished_at: row.get::<_, Option<i64>>(9)?.map(rfc3339),
                 log_bytes: row.get::<_, i64>(10)? as u64,
                 log_dropped: row.get::<_, i64>(11)? as u64,
+                error_tail: row.get(12)?,
+                error_message: row.get(13)?,
             };
             if let Some(&i) = index_of.get(&idx) {
                 activities[i].attempts.push(attempt);
@@ -205,6 +214,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         simulated: summary.simulated,
         outputs,
         activities,
+        outcome: outcome.as_deref().map(parse_job_state),
     }))
 }
 
@@ -287,6 +297,8 @@ pub struct StoredJob {
     pub submitter_uid: Option<u32>,
     /// Sealed secret parameter values (`params` shows them as `***`).
     pub secrets: Option<Vec<u8>>,
+    /// The outcome its handlers answer, once its graph is done.
+    pub outcome: Option<JobState>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -299,6 +311,8 @@ pub struct StoredActivity {
     pub interruptions: u32,
     pub progress: Option<f64>,
     pub attempts: Vec<StoredAttempt>,
+    /// A handler that `undoes` it succeeded.
+    pub undone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +321,10 @@ pub struct StoredAttempt {
     pub state: AttemptState,
     pub pid: Option<u32>,
     pub pid_start: Option<u64>,
+    pub error_id: Option<String>,
+    pub error: Option<String>,
+    pub error_tail: Option<String>,
+    pub error_message: Option<String>,
 }
 
 /// Every queued or running job, oldest first, with activities and attempts.
@@ -330,7 +348,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         .prepare_cached(
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
                     simulated, submitter_uid,
-                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id)
+                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id), outcome
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -348,6 +366,10 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                 simulated: row.get(9)?,
                 submitter_uid: row.get(10)?,
                 secrets: row.get(11)?,
+                outcome: row
+                    .get::<_, Option<String>>(12)?
+                    .as_deref()
+                    .map(parse_job_state),
                 activities: Vec::new(),
             })
         })
@@ -356,7 +378,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         return Ok(None);
     };
     let mut act_stmt = conn.prepare_cached(
-        "SELECT idx, state, checkpoint, outputs, interruptions, progress
+        "SELECT idx, state, checkpoint, outputs, interruptions, progress, undone
          FROM activities WHERE job_id = ?1 ORDER BY idx",
     )?;
     let mut rows = act_stmt.query(params![job.id as i64])?;
@@ -371,10 +393,12 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             interruptions: row.get(4)?,
             progress: row.get(5)?,
             attempts: Vec::new(),
+            undone: row.get::<_, i64>(6)? != 0,
         });
     }
     let mut att_stmt = conn.prepare_cached(
-        "SELECT idx, number, state, pid, pid_start FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
+        "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message
+         FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
     )?;
     let mut rows = att_stmt.query(params![job.id as i64])?;
     while let Some(row) = rows.next()? {
@@ -385,6 +409,10 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             state: AttemptState::parse(&state).unwrap_or(AttemptState::Failed),
             pid: row.get(3)?,
             pid_start: row.get::<_, Option<i64>>(4)?.map(|s| s as u64),
+            error_id: row.get(5)?,
+            error: row.get(6)?,
+            error_tail: row.get(7)?,
+            error_message: row.get(8)?,
         };
         if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
             a.attempts.push(attempt);

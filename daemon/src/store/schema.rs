@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 6] = [V1, V2, V3, V4, V5, V6];
+const ALL: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -145,6 +145,16 @@ ALTER TABLE jobs ADD COLUMN request TEXT;
 CREATE UNIQUE INDEX jobs_by_request ON jobs (submitter_uid, request_id)
     WHERE request_id IS NOT NULL;
 ALTER TABLE attempts ADD COLUMN log_error TEXT;
+"#;
+
+/// Handlers and the error itself: the outcome a job's handlers answer
+/// (decided before they start), activities a handler rolled back, and
+/// what a failed attempt said.
+const V7: &str = r#"
+ALTER TABLE jobs ADD COLUMN outcome TEXT;
+ALTER TABLE activities ADD COLUMN undone INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN error_tail TEXT;
+ALTER TABLE attempts ADD COLUMN error_message TEXT;
 "#;
 
 #[cfg(test)]

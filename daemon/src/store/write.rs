@@ -44,6 +44,10 @@ pub struct AttemptEnd {
     pub finished_at: i64,
     pub log_bytes: u64,
     pub log_dropped: u64,
+    /// The last lines of a failed attempt's output, masked.
+    pub error_tail: Option<String>,
+    /// What the attempt said with `error <text>`.
+    pub error_message: Option<String>,
 }
 
 /// An audit row: who called what, and how it went.
@@ -104,6 +108,16 @@ pub enum WriteOp {
         job_id: u64,
         idx: usize,
         state: &'static str,
+    },
+    /// The outcome a job's handlers answer, decided once its graph is done.
+    JobOutcome {
+        id: u64,
+        outcome: &'static str,
+    },
+    /// A handler that `undoes` this activity succeeded.
+    ActivityUndone {
+        job_id: u64,
+        idx: usize,
     },
     ActivityProgress {
         job_id: u64,
@@ -238,6 +252,16 @@ impl WriteOp {
                 tx.prepare_cached("UPDATE jobs SET alerts = ?2, last_alert = ?3 WHERE id = ?1")?
                     .execute(params![*id as i64, alerts, text])?;
             }
+            WriteOp::JobOutcome { id, outcome } => {
+                tx.prepare_cached("UPDATE jobs SET outcome = ?2 WHERE id = ?1")?
+                    .execute(params![*id as i64, outcome])?;
+            }
+            WriteOp::ActivityUndone { job_id, idx } => {
+                tx.prepare_cached(
+                    "UPDATE activities SET undone = 1 WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64])?;
+            }
             WriteOp::ActivityState { job_id, idx, state } => {
                 tx.prepare_cached(
                     "UPDATE activities SET state = ?3 WHERE job_id = ?1 AND idx = ?2",
@@ -324,7 +348,8 @@ impl WriteOp {
             WriteOp::AttemptEnd(end) => {
                 tx.prepare_cached(
                     "UPDATE attempts SET state = ?4, exit_code = ?5, signal = ?6, error_id = ?7,
-                        error = ?8, finished_at = ?9, log_bytes = ?10, log_dropped = ?11
+                        error = ?8, finished_at = ?9, log_bytes = ?10, log_dropped = ?11,
+                        error_tail = ?12, error_message = ?13
                      WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
                 )?
                 .execute(params![
@@ -339,6 +364,8 @@ impl WriteOp {
                     end.finished_at,
                     end.log_bytes as i64,
                     end.log_dropped as i64,
+                    end.error_tail,
+                    end.error_message,
                 ])?;
             }
             WriteOp::Schedule {

@@ -16,6 +16,7 @@ mod durability;
 mod failure;
 mod faults;
 mod flood;
+mod handlers;
 mod hostile;
 mod integrity;
 mod logs;

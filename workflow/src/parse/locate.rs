@@ -14,7 +14,13 @@ use crate::model::{Activity, Chain};
 /// parses, which a loaded chain's never does).
 pub fn setting_position(chain: &Chain, activity: &Activity, key: &str) -> Option<(usize, usize)> {
     let root = DeTable::parse(&chain.source).ok()?.into_inner();
-    let own = table_of(&root, "process")
+    // A handler's activities live under [handler.<kind>].
+    let section = if activity.handler.is_some() {
+        "handler"
+    } else {
+        "process"
+    };
+    let own = table_of(&root, section)
         .and_then(|t| table_of(t, &activity.process))
         .and_then(|t| table_of(t, "activity"))
         .and_then(|t| table_of(t, &activity.name))
@@ -61,5 +67,16 @@ mod tests {
         assert_eq!(super::setting_position(&chain, b, "group"), Some((3, 1)));
         assert_eq!(super::setting_position(&chain, a, "user"), Some((2, 1)));
         assert_eq!(super::setting_position(&chain, a, "nofile"), None);
+    }
+
+    #[test]
+    fn finds_a_handler_activitys_key() {
+        let source = "[process.p.activity.a]\ncommand = [\"true\"]\n\n\
+                      [handler.on_exit.activity.a]\ncommand = [\"true\"]\nuser = \"etl\"\n";
+        let chain = parse_chain(Path::new("c.toml"), source).expect("the chain parses");
+        let note = chain
+            .activity("on_exit", "a")
+            .expect("the handler's activity");
+        assert_eq!(super::setting_position(&chain, note, "user"), Some((6, 1)));
     }
 }

@@ -10,7 +10,7 @@ use super::raw::{Named, RawProcessEntry, RawProgram, RawSimulate, Span};
 use super::references::{Owner, Scope};
 use super::values::Settings;
 use super::{Diagnostics, check_name, graph};
-use crate::model::{Activity, Mode, ParamSpec, Process, Program, Simulate};
+use crate::model::{Activity, HandlerKind, Mode, ParamSpec, Process, Program, Simulate};
 use crate::template::secret_file_calls;
 
 /// Check a `simulate` table.
@@ -63,6 +63,9 @@ pub(super) struct Draft {
     pub activities: Vec<Activity>,
     /// Per activity, the templates it writes itself (not inherited).
     sites: Vec<Vec<Site>>,
+    /// Per activity, its `undoes` as written (handlers only), resolved by
+    /// [`super::handlers::resolve_undoes`].
+    pub undoes: Vec<Option<toml::Spanned<Vec<toml::Spanned<String>>>>>,
 }
 
 impl Draft {
@@ -70,10 +73,28 @@ impl Draft {
         &mut self,
         chain: &str,
         entry: Named<RawProcessEntry>,
+        handler: Option<HandlerKind>,
         defaults: &Settings,
         diagnostics: &mut Diagnostics<'_>,
     ) {
-        check_name("process", &entry.name, &entry.name_span, diagnostics);
+        // A handler's name is its kind, checked by `handlers::add_handlers`.
+        if handler.is_none() {
+            check_name("process", &entry.name, &entry.name_span, diagnostics);
+            if HandlerKind::parse(&entry.name).is_some() {
+                diagnostics.error(
+                    &entry.name_span,
+                    format!(
+                        "process name {:?} is kept for [handler.{}]; rename the process",
+                        entry.name, entry.name
+                    ),
+                );
+            }
+        }
+        let section = if handler.is_some() {
+            "handler"
+        } else {
+            "process"
+        };
         let readable = entry.value.as_ref().is_some_and(|e| e.activities.is_some());
         let RawProcessEntry {
             process,
@@ -96,7 +117,15 @@ impl Draft {
                     ),
                 }
             }
-            if let Some(list) = raw.after {
+            if let Some(list) = raw.after.filter(|list| {
+                if handler.is_some() {
+                    diagnostics.error(
+                        &list.span(),
+                        "a handler runs once the whole job is done, so it takes no after; remove it",
+                    );
+                }
+                handler.is_none()
+            }) {
                 after_span = Some(list.span());
                 after = list
                     .into_inner()
@@ -112,7 +141,7 @@ impl Draft {
             diagnostics.error(
                 &entry.span,
                 format!(
-                    "process {:?} has no activities; add a [process.{}.activity.<name>] table",
+                    "{section} {:?} has no activities; add a [{section}.{}.activity.<name>] table",
                     entry.name, entry.name
                 ),
             );
@@ -128,6 +157,14 @@ impl Draft {
                 .simulate
                 .take()
                 .and_then(|s| simulate(s.into_inner(), diagnostics));
+            let undoes = raw.undoes.take();
+            if let (Some(list), None) = (&undoes, handler) {
+                diagnostics.error(
+                    &list.span(),
+                    "undoes belongs to handler activities ([handler.<kind>.activity.<name>]); remove it",
+                );
+            }
+            self.undoes.push(undoes.filter(|_| handler.is_some()));
             let (program, settings) = raw.into_parts();
             let settings = defaults.overridden(settings, false, diagnostics);
             let mut sites = Vec::new();
@@ -180,6 +217,8 @@ impl Draft {
                 output_refs: Vec::new(),
                 secret_files: Vec::new(),
                 simulate,
+                handler,
+                undoes: Vec::new(),
             });
         }
         self.processes.push(ProcessDraft {
@@ -188,6 +227,7 @@ impl Draft {
                 mode,
                 after: after.iter().map(|(name, _)| name.clone()).collect(),
                 activities: indices,
+                handler,
             },
             span: entry.span,
             after,
@@ -201,6 +241,7 @@ impl Draft {
             .processes
             .iter()
             .enumerate()
+            .filter(|(_, p)| p.process.handler.is_none())
             .map(|(i, p)| (p.process.name.as_str(), i))
             .collect();
         let mut edges: Vec<Vec<usize>> = Vec::new();
@@ -222,6 +263,7 @@ impl Draft {
                             "after names unknown process {name:?}; processes: {}",
                             self.processes
                                 .iter()
+                                .filter(|p| p.process.handler.is_none())
                                 .map(|p| p.process.name.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ")
@@ -272,7 +314,18 @@ impl Draft {
         diagnostics: &mut Diagnostics<'_>,
     ) {
         let deps: Vec<Vec<usize>> = self.activities.iter().map(|a| a.deps.clone()).collect();
-        let upstream = graph::upstream(&deps);
+        let mut upstream = graph::upstream(&deps);
+        // A handler runs once the graph is done: every activity's outputs
+        // so far are there to read.
+        let main: Vec<usize> = (self.activities.iter().enumerate())
+            .filter(|(_, a)| a.handler.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        for (i, activity) in self.activities.iter().enumerate() {
+            if activity.handler.is_some() {
+                upstream[i].extend(main.iter().copied());
+            }
+        }
         let scope = Scope {
             params,
             activities: self
@@ -314,6 +367,7 @@ impl Draft {
             }
             files.push(secret_files.into_iter().collect::<Vec<_>>());
             let owner = Owner::Activity {
+                handler: activity.handler.is_some(),
                 path: &activity.path,
                 process: &activity.process,
                 upstream: &upstream[i],

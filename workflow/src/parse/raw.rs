@@ -128,6 +128,8 @@ pub(super) struct RawActivity {
     pub cpu_quota: Option<Spanned<String>>,
     pub connections: Option<Vec<Spanned<String>>>,
     pub simulate: Option<Spanned<RawSimulate>>,
+    /// A handler activity's `undoes`: activities or processes it rolls back.
+    pub undoes: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[process.<p>.activity.<a>.simulate]`.
@@ -199,6 +201,8 @@ pub(super) struct RawFile {
     pub defaults: Option<RawSettings>,
     pub schedules: Vec<Named<RawSchedule>>,
     pub processes: Vec<Named<RawProcessEntry>>,
+    /// `[handler.<kind>]`, read like processes.
+    pub handlers: Vec<Named<RawProcessEntry>>,
 }
 
 /// Reads the document's top-level tables, reporting shape errors (unknown
@@ -219,7 +223,13 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
             }
             "process" => {
                 file.processes = read_named(value, "process", diagnostics, |name, value, d| {
-                    Some(read_process(name, value, d))
+                    Some(read_process("process", name, value, d))
+                })
+                .unwrap_or_default();
+            }
+            "handler" => {
+                file.handlers = read_named(value, "handler", diagnostics, |name, value, d| {
+                    Some(read_process("handler", name, value, d))
                 })
                 .unwrap_or_default();
             }
@@ -227,7 +237,7 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
                 &key.span(),
                 format!(
                     "unknown key {other:?} at the top level; expected [chain], [params.<name>], \
-                     [defaults], [schedule.<name>] or [process.<name>]"
+                     [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
                 ),
             ),
         }
@@ -236,13 +246,17 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
 }
 
 fn read_process(
+    section: &str,
     name: &str,
     value: Spanned<DeValue<'_>>,
     diagnostics: &mut Diagnostics<'_>,
 ) -> RawProcessEntry {
     let span = value.span();
     let DeValue::Table(mut table) = value.into_inner() else {
-        diagnostics.shape_error(&span, "a process must be a table, like [process.<name>]");
+        diagnostics.shape_error(
+            &span,
+            format!("{section}.{name} must be a table, like [{section}.<name>]"),
+        );
         return RawProcessEntry {
             process: None,
             activities: None,
@@ -251,7 +265,7 @@ fn read_process(
     let activities = match table.remove("activity") {
         Some(activities) => read_named(
             activities,
-            &format!("process.{name}.activity"),
+            &format!("{section}.{name}.activity"),
             diagnostics,
             read_table,
         ),

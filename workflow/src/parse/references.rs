@@ -12,6 +12,8 @@ use crate::model::ParamSpec;
 use crate::template::{referenced_variables, secret_file_calls, unavailable_names};
 
 const JOB_FIELDS: [&str; 5] = ["id", "chain", "target", "tenant", "attempt"];
+/// What a handler's templates see besides [`JOB_FIELDS`].
+const HANDLER_JOB_FIELDS: [&str; 3] = ["state", "failed", "errors"];
 
 /// What a template may refer to in this chain.
 pub(super) struct Scope<'a> {
@@ -25,6 +27,8 @@ pub(super) struct Scope<'a> {
 /// surely upstream.
 pub(super) enum Owner<'a> {
     Activity {
+        /// A handler's activity, which also sees the job's outcome.
+        handler: bool,
         path: &'a str,
         process: &'a str,
         upstream: &'a BTreeSet<usize>,
@@ -192,6 +196,15 @@ impl Scope<'_> {
                 Err(message)
             }
             ["job", field, ..] if JOB_FIELDS.contains(field) => Ok(()),
+            ["job", field, ..]
+                if HANDLER_JOB_FIELDS.contains(field)
+                    && matches!(owner, Owner::Activity { handler: true, .. }) =>
+            {
+                Ok(())
+            }
+            ["job", field, ..] if HANDLER_JOB_FIELDS.contains(field) => Err(format!(
+                "job.{field}, which only handlers ([handler.<kind>]) see: the job has no outcome before they run"
+            )),
             ["job", field, ..] => Err(format!(
                 "unknown job field {field:?}; available: {}",
                 JOB_FIELDS.join(", ")

@@ -288,12 +288,12 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
         "3:2: unknown key \"chains\" at the top level; expected [chain], [params.<name>], \
-         [defaults], [schedule.<name>] or [process.<name>]"
+         [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
     );
 }
 
@@ -322,7 +322,7 @@ shell = 5
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `cpu_quota`, `connections`, `simulate`",
+             `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -942,7 +942,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`"
     );
 }
 
@@ -1130,4 +1130,74 @@ fn connections_come_from_defaults_unless_the_activity_names_its_own() {
           starting with a letter or digit"
         ]
     );
+}
+
+const WITH_HANDLERS: &str = r#"
+[process.load.activity.facts]
+command = ["true"]
+
+[process.upload]
+after = ["load"]
+
+[process.upload.activity.send]
+command = ["true"]
+
+[handler.on_failure.activity.rollback]
+command = ["echo", "{{ job.state }}", "{{ job.failed | tojson }}", "{{ outputs.load.facts.rows | default(0) }}"]
+undoes = ["load.facts", "upload"]
+
+[handler.on_exit.activity.note]
+command = ["true"]
+"#;
+
+#[test]
+fn handlers_are_processes_that_see_the_outcome_and_undo() {
+    let chain = parse(WITH_HANDLERS).unwrap();
+    let rollback = chain.activity("on_failure", "rollback").unwrap();
+    assert_eq!(rollback.handler, Some(crate::model::HandlerKind::OnFailure));
+    assert_eq!(rollback.path, "test.on_failure.rollback");
+    assert!(rollback.deps.is_empty(), "a handler waits for no process");
+    let undone: Vec<&str> = (rollback.undoes.iter())
+        .map(|&i| chain.activities[i].path.as_str())
+        .collect();
+    assert_eq!(undone, ["test.load.facts", "test.upload.send"]);
+    let exit = chain.process("on_exit").unwrap();
+    assert_eq!(exit.handler, Some(crate::model::HandlerKind::OnExit));
+}
+
+#[test]
+fn handler_mistakes_are_located() {
+    let source = r#"
+[process.load.activity.facts]
+command = ["echo", "{{ job.state }}"]
+undoes = ["load"]
+
+[process.on_exit.activity.x]
+command = ["true"]
+
+[handler.on_error.activity.x]
+command = ["true"]
+
+[handler.on_failure]
+after = ["load"]
+
+[handler.on_failure.activity.rollback]
+command = ["true"]
+undoes = ["lod.facts"]
+"#;
+    let errors = errors(source);
+    let expected = [
+        "3:20: activity test.load.facts: command[1] references job.state, which only handlers ([handler.<kind>]) see: the job has no outcome before they run",
+        "4:10: undoes belongs to handler activities ([handler.<kind>.activity.<name>]); remove it",
+        "6:10: process name \"on_exit\" is kept for [handler.on_exit]; rename the process",
+        "9:10: unknown handler \"on_error\"; handlers are on_failure, on_success, on_cancel, on_exit",
+        "13:9: a handler runs once the whole job is done, so it takes no after; remove it",
+        "17:11: activity test.on_failure.rollback: undoes names \"lod.facts\", which is no process or process.activity of the chain; processes: load, on_exit",
+    ];
+    for want in expected {
+        assert!(
+            errors.iter().any(|e| e == want),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
 }
