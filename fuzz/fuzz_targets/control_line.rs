@@ -78,6 +78,9 @@ fuzz_target!(|data: &[u8]| {
                     "an output round-trips"
                 );
             }
+            Ok(ControlMessage::Error(text)) => {
+                assert!(!text.trim().is_empty(), "an error message has a text");
+            }
             Err(why) => assert!(!why.is_empty(), "a refusal says why"),
         }
     }

@@ -234,6 +234,7 @@ fuzz_target!(|input: Input| {
             outcome: None,
         },
         outputs: input.outputs,
+        secret_dir: None,
     };
     match render(&input.template, &ctx) {
         Ok(text) if has_template_syntax(&input.template) => {

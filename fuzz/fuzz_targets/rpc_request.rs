@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan, ScheduleInfo,
-    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, ErrorCode, Job, JobList, LogChunk,
+    Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::{ErrorObjectOwned, Request};
@@ -112,6 +112,7 @@ impl HoldfastServer for Refuser {
     async fn job_follow_logs(
         &self,
         pending: PendingSubscriptionSink,
+        _ext: &Extensions,
         _job_id: u64,
         _activity: Option<String>,
         _attempt: Option<u32>,
@@ -124,6 +125,7 @@ impl HoldfastServer for Refuser {
     async fn job_watch(
         &self,
         pending: PendingSubscriptionSink,
+        _ext: &Extensions,
         _job_id: u64,
     ) -> SubscriptionResult {
         pending.reject(refusal()).await;
@@ -181,6 +183,10 @@ impl HoldfastServer for Refuser {
     ) -> SubscriptionResult {
         pending.reject(refusal()).await;
         Ok(())
+    }
+
+    async fn connection_list(&self, _ext: &Extensions) -> RpcResult<Vec<ConnectionSummary>> {
+        refuse()
     }
 }
 

@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
                     outcome: None,
                 },
                 outputs: Map::new(),
+                secret_dir: None,
             };
             for activity in &chain.activities {
                 let Ok(program) = render_activity(activity, &ctx) else {
