@@ -462,10 +462,6 @@ fn debian_package_under_systemd() {
     fs::write("/etc/holdfast/tenants.d/e2e-cred.toml", tenant).expect("write tenant");
     fs::write(Path::new(WORKFLOWS).join("e2e-secret.toml"), SECRET).expect("write chain");
     wait_for_chains(&ns, &["e2e-secret"]);
-    eprintln!(
-        "systemd test: credentials: {}",
-        ns.ok(&["sh", "-c", "ls -lan /run/credentials/ /run/credentials/holdfast.service/; id holdfast; getfacl -n /run/credentials/holdfast.service/e2e-token 2>&1; findmnt /run/credentials/holdfast.service; true"])
-    );
     eventually(WAIT, "the tenant loaded", || {
         let text = ns.ok(&["hfctl", "--json", "tenants"]);
         if text.contains("e2e-cred") {
