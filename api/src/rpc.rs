@@ -11,6 +11,7 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
+use crate::types::{Event, JobState};
 use crate::types::{
     AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
@@ -157,4 +158,19 @@ pub trait Holdfast {
     /// names.
     #[subscription(name = "store.backup" => "store.backup_chunk", unsubscribe = "store.backup_cancel", item = BackupChunk, param_kind = map, with_extensions)]
     async fn store_backup(&self) -> SubscriptionResult;
+
+    /// Events of the outbox (job, activity and schedule transitions) the
+    /// caller may see: those after `since` first (from the database, kept
+    /// for a while), then live, without gap or duplicate. Without `since`,
+    /// only events from now on. Filters: `chain`, `tenant`, `kinds`,
+    /// `states`.
+    #[subscription(name = "events.subscribe" => "events.event", unsubscribe = "events.unsubscribe", item = Event, param_kind = map, with_extensions)]
+    async fn events_subscribe(
+        &self,
+        since: Option<u64>,
+        chain: Option<String>,
+        tenant: Option<String>,
+        kinds: Option<Vec<String>>,
+        states: Option<Vec<JobState>>,
+    ) -> SubscriptionResult;
 }

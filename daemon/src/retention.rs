@@ -1,6 +1,7 @@
 //! Retention: an hourly sweep that deletes finished jobs older than
 //! `retention` or beyond the newest `retention_jobs`, with their activities,
-//! attempts and log files, and audit rows older than `audit_retention`.
+//! attempts and log files, audit rows older than `audit_retention`, and
+//! events older than [`EVENTS_RETENTION`] or beyond the newest [`EVENTS_KEPT`].
 //!
 //! Queued and running jobs are never deleted. The sweep runs beside the
 //! engine, not in it: finished jobs are no longer in the engine's memory.
@@ -18,6 +19,10 @@ use crate::store::{Store, StoreError, WriteOp, now_ms};
 pub const BATCH: usize = 500;
 /// Time between sweeps.
 const EVERY: Duration = Duration::from_secs(3600);
+/// Events (the outbox, `events.subscribe`'s resume points) are kept this
+/// long, and at most [`EVENTS_KEPT`] of them.
+pub const EVENTS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const EVENTS_KEPT: u64 = 200_000;
 
 /// What to keep.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +126,11 @@ pub async fn sweep(
             break;
         }
     }
+    let before = now - EVENTS_RETENTION.as_millis() as i64;
+    let keep = EVENTS_KEPT;
+    store
+        .write(vec![WriteOp::DeleteEvents { before, keep }], false)
+        .await?;
     Ok(report)
 }
 

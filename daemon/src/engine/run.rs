@@ -11,6 +11,7 @@ use holdfast_workflow::params::{env_name, fits_environment, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
 use tokio::sync::oneshot;
 
+use super::events::{Detail, EventKind};
 use super::job::{JobRun, Stop, prepare};
 use super::{Caller, Command, Effect, Engine, PendingJob, SubmitError, SubmitRequest};
 use crate::executor::{
@@ -157,6 +158,7 @@ impl Engine {
                 .map(|(idx, a)| (idx, a.path.clone()))
                 .collect(),
         })));
+        (self.ops).push(self.outbox.job(EventKind::JobSubmitted, job, Detail::default()));
         self.durable = true;
         Ok(())
     }
@@ -406,6 +408,7 @@ impl Engine {
                 alerts: job.alerts,
             });
             tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
+            (self.ops).push(self.outbox.job(EventKind::JobStarted, job, Detail::default()));
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
                 self.effects.push(Effect::JobTimer(id, timeout));
@@ -422,6 +425,7 @@ impl Engine {
             idx,
             state: ActivityState::Running.as_str(),
         });
+        (self.ops).push(self.outbox.job(EventKind::ActivityStarted, job, Detail { activity: Some(idx), attempt: Some(number), ..Detail::default() }));
         job.running += 1;
         self.running += 1;
 
@@ -670,6 +674,7 @@ impl Engine {
             }
         };
         self.set_activity_state(key.job_id, key.idx, next);
+        self.emit_attempt_end(key, next, error_id.as_deref(), end.error.as_deref());
         self.effects.push(Effect::Changed(key.job_id));
         self.refresh(key.job_id);
         self.finish_if_done(key.job_id);
@@ -892,6 +897,7 @@ impl Engine {
         };
         let state = job.final_state();
         let now = store::now_ms();
+        (self.ops).extend(self.outbox.finished(&job, state, now));
         self.ops.push(WriteOp::JobState {
             id,
             state: state.as_str(),
@@ -962,6 +968,7 @@ impl Engine {
                     alerts: job.alerts,
                     text: format!("{path}: {text}"),
                 });
+                (self.ops).push(self.outbox.job(EventKind::JobAlert, job, Detail { activity: Some(key.idx), attempt: Some(key.number), error: Some(&text), ..Detail::default() }));
             }
         }
         self.effects.push(Effect::Changed(key.job_id));

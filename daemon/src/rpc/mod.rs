@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod cancel;
 mod discover;
+mod events;
 mod get;
 mod info;
 mod list;
@@ -313,5 +314,24 @@ impl HoldfastServer for RpcServer {
         ext: &Extensions,
     ) -> SubscriptionResult {
         backup::handle(self, pending, ext).await
+    }
+
+    async fn events_subscribe(
+        &self,
+        pending: PendingSubscriptionSink,
+        ext: &Extensions,
+        since: Option<u64>,
+        chain: Option<String>,
+        tenant: Option<String>,
+        kinds: Option<Vec<String>>,
+        states: Option<Vec<holdfast_api::JobState>>,
+    ) -> SubscriptionResult {
+        let filter = holdfast_api::EventFilter {
+            chain,
+            tenant,
+            kinds: kinds.unwrap_or_default(),
+            states: states.unwrap_or_default(),
+        };
+        events::handle(self, pending, caller(ext), since, filter).await
     }
 }

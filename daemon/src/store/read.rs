@@ -260,6 +260,47 @@ pub fn max_job_id(conn: &Connection) -> Result<u64, StoreError> {
     Ok(id.unwrap_or(0) as u64)
 }
 
+/// The highest event id ever given out (kept by SQLite's AUTOINCREMENT
+/// even when retention deleted the newest events).
+pub fn max_event_id(conn: &Connection) -> Result<u64, StoreError> {
+    let id: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id.unwrap_or(0).max(0) as u64)
+}
+
+/// The oldest event kept, if any.
+pub fn min_event_id(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let id: Option<i64> = conn.query_row("SELECT MIN(id) FROM events", [], |r| r.get(0))?;
+    Ok(id.map(|id| id as u64))
+}
+
+/// Events with an id above `since`, oldest first, at most `limit`.
+pub fn events_since(
+    conn: &Connection,
+    since: u64,
+    limit: u32,
+) -> Result<Vec<holdfast_api::Event>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![since as i64, limit], |r| {
+        r.get::<_, String>(0)
+    })?;
+    let mut events = Vec::new();
+    for payload in rows {
+        match serde_json::from_str(&payload?) {
+            Ok(event) => events.push(event),
+            Err(error) => tracing::warn!(%error, "an event's payload cannot be read; skipped"),
+        }
+    }
+    Ok(events)
+}
+
 /// The text of a stored chain definition.
 pub fn definition_source(
     conn: &Connection,
@@ -522,6 +563,27 @@ pub struct StoredSchedule {
     pub paused: bool,
     pub last_fire: Option<i64>,
     pub last_job: Option<u64>,
+}
+
+/// Why a schedule's last fire created no job, and when (ms); None when its
+/// last fire created every job.
+pub fn schedule_error(
+    conn: &Connection,
+    chain: &str,
+    name: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT last_error, last_error_at FROM schedules WHERE chain = ?1 AND name = ?2",
+        )?
+        .query_row(params![chain, name], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    Ok(match row {
+        Some((Some(error), at)) => Some((error, at.unwrap_or(0))),
+        _ => None,
+    })
 }
 
 /// Every stored schedule state, keyed by (chain, name).

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 6] = [V1, V2, V3, V4, V5, V6];
+const ALL: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -145,6 +145,24 @@ ALTER TABLE jobs ADD COLUMN request TEXT;
 CREATE UNIQUE INDEX jobs_by_request ON jobs (submitter_uid, request_id)
     WHERE request_id IS NOT NULL;
 ALTER TABLE attempts ADD COLUMN log_error TEXT;
+"#;
+
+/// Version 7: the event outbox (each event committed with its transition;
+/// AUTOINCREMENT so an id is never given out twice, even after retention
+/// deleted the newest) and a schedule's last refused fire.
+const V7: &str = r#"
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    job_id  INTEGER,
+    chain   TEXT,
+    tenant  TEXT,
+    payload TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events (at);
+ALTER TABLE schedules ADD COLUMN last_error TEXT;
+ALTER TABLE schedules ADD COLUMN last_error_at INTEGER;
 "#;
 
 #[cfg(test)]

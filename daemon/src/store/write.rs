@@ -153,6 +153,31 @@ pub enum WriteOp {
     DeleteJobs(Vec<u64>),
     /// Delete audit rows by id (retention).
     DeleteAudit(Vec<i64>),
+    /// An event of the outbox, committed with the transition it reports.
+    Event(Box<EventRow>),
+    /// Delete events older than `before` (ms) and all but the newest
+    /// `keep` (retention).
+    DeleteEvents { before: i64, keep: u64 },
+    /// Why a schedule's fire created no job (None clears it).
+    ScheduleError {
+        chain: String,
+        name: String,
+        error: Option<String>,
+        at: i64,
+    },
+}
+
+/// An event as stored: the columns filters use, and the whole payload.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: u64,
+    pub kind: String,
+    pub at: i64,
+    pub job_id: Option<u64>,
+    pub chain: Option<String>,
+    pub tenant: Option<String>,
+    /// The `holdfast_api::Event`, as JSON.
+    pub payload: String,
 }
 
 impl WriteOp {
@@ -375,6 +400,41 @@ impl WriteOp {
                     activities.execute(params![id])?;
                     jobs.execute(params![id])?;
                 }
+            }
+            WriteOp::Event(event) => {
+                tx.prepare_cached(
+                    "INSERT INTO events (id, kind, at, job_id, chain, tenant, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    event.id as i64,
+                    event.kind,
+                    event.at,
+                    event.job_id.map(|j| j as i64),
+                    event.chain,
+                    event.tenant,
+                    event.payload,
+                ])?;
+            }
+            WriteOp::DeleteEvents { before, keep } => {
+                tx.prepare_cached(
+                    "DELETE FROM events WHERE at < ?1
+                        OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ?2",
+                )?
+                .execute(params![before, *keep as i64])?;
+            }
+            WriteOp::ScheduleError {
+                chain,
+                name,
+                error,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO schedules (chain, name, last_error, last_error_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (chain, name) DO UPDATE SET last_error = ?3, last_error_at = ?4",
+                )?
+                .execute(params![chain, name, error, at])?;
             }
             WriteOp::DeleteAudit(ids) => {
                 let mut delete = tx.prepare_cached("DELETE FROM audit WHERE id = ?1")?;
