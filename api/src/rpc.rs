@@ -163,7 +163,8 @@ pub trait Holdfast {
     /// caller may see: those after `since` first (from the database, kept
     /// for a while), then live, without gap or duplicate. Without `since`,
     /// only events from now on. Filters: `chain`, `tenant`, `kinds`,
-    /// `states`.
+    /// `states`. With `follow = false` the subscription closes once it has
+    /// sent what was recorded when it began.
     #[subscription(name = "events.subscribe" => "events.event", unsubscribe = "events.unsubscribe", item = Event, param_kind = map, with_extensions)]
     async fn events_subscribe(
         &self,
@@ -172,5 +173,6 @@ pub trait Holdfast {
         tenant: Option<String>,
         kinds: Option<Vec<String>>,
         states: Option<Vec<JobState>>,
+        follow: Option<bool>,
     ) -> SubscriptionResult;
 }

@@ -590,8 +590,8 @@ pub struct Event {
     /// `activity.succeeded`, `activity.retrying`, `activity.failed`,
     /// `schedule.refused` or `daemon.recovered`.
     pub kind: String,
-    /// Milliseconds since the Unix epoch.
-    pub at: i64,
+    /// When the transition happened, RFC 3339 in UTC.
+    pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -88,6 +88,8 @@ enum Command {
     Schedule(cmd::schedule::Args),
     /// The audit trail of submissions, cancels, retries and reloads.
     Audit(cmd::audit::Args),
+    /// Job, activity and schedule events, one line each; -f follows them.
+    Events(cmd::events::Args),
     /// Inside an activity: report progress, a checkpoint, outputs or an alert.
     Emit(cmd::emit::Args),
     /// Write a consistent copy of the daemon's database to a new file (operators only).
@@ -123,6 +125,7 @@ async fn main() -> ExitCode {
         Command::Tenants(args) => cmd::tenants::run(&ctx, args).await,
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
+        Command::Events(args) => cmd::events::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),
         Command::Backup(args) => cmd::backup::run(&ctx, args).await,
     };

@@ -13,6 +13,7 @@ pub mod cancel;
 pub mod cron;
 pub mod describe;
 pub mod emit;
+pub mod events;
 pub mod info;
 pub mod list;
 pub mod logs;

@@ -90,18 +90,17 @@ impl Outbox {
     }
 
     /// The write that records `event`, with its id given out now.
-    fn record(&mut self, mut event: Event) -> WriteOp {
+    fn record(&mut self, mut event: Event, at: Option<i64>) -> WriteOp {
         event.id = self.next_id;
         self.next_id += 1;
         self.unsent = true;
-        if event.at == 0 {
-            event.at = store::now_ms();
-        }
+        let at = at.unwrap_or_else(store::now_ms);
+        event.at = store::rfc3339(at);
         let payload = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
         WriteOp::Event(Box::new(EventRow {
             id: event.id,
             kind: event.kind.clone(),
-            at: event.at,
+            at,
             job_id: event.job_id,
             chain: event.chain,
             tenant: event.tenant,
@@ -131,7 +130,7 @@ impl Outbox {
                     error: event.error.clone(),
                 });
         }
-        self.record(event)
+        self.record(event, None)
     }
 
     /// The events of a job's end: `job.succeeded`, `job.failed` or
@@ -152,7 +151,6 @@ impl Outbox {
             }
         }
         let mut event = job_event("", job);
-        event.at = at;
         event.state = Some(state);
         event.failed = failed;
         event.alerts = Some(job.alerts);
@@ -165,7 +163,7 @@ impl Outbox {
             kind: "job.finished".into(),
             ..event
         };
-        [self.record(ended), self.record(finished)]
+        [self.record(ended, Some(at)), self.record(finished, Some(at))]
     }
 
     /// A schedule's fire that created no job.
@@ -177,7 +175,7 @@ impl Outbox {
             error: Some(error.to_string()),
             links: vec!["hfctl schedules".into()],
             ..Event::default()
-        })
+        }, None)
     }
 
     /// The daemon started after an unclean end and resumed `jobs` jobs.
@@ -187,7 +185,7 @@ impl Outbox {
             error: Some(format!("{jobs} unfinished job(s) resumed or ended")),
             links: vec!["hfctl ps".into()],
             ..Event::default()
-        })
+        }, None)
     }
 
     /// The batch committed: wake subscribers if it carried events.

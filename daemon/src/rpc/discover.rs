@@ -163,6 +163,11 @@ const METHODS: &[MethodSpec] = &[
             ("tenant", false, r#"{"type":"string"}"#),
             ("kinds", false, r#"{"type":"array","items":{"type":"string"}}"#),
             ("states", false, r#"{"type":"array","items":{"type":"string"}}"#),
+            (
+                "follow",
+                false,
+                r#"{"type":"boolean","description":"false: close once the events recorded at the start were sent"}"#,
+            ),
         ],
         r#"{"type":"string","description":"subscription id"}"#,
     ),

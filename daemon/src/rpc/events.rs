@@ -36,6 +36,7 @@ pub(super) async fn handle(
     caller: Caller,
     since: Option<u64>,
     filter: EventFilter,
+    follow: bool,
 ) -> SubscriptionResult {
     // Subscribe before the first read so no commit falls in between.
     let mut committed = server.engine.events.clone();
@@ -94,6 +95,9 @@ pub(super) async fn handle(
         }
         if full {
             continue;
+        }
+        if !follow {
+            return Err(format!("caught up at event {last}").into());
         }
         tokio::select! {
             changed = committed.changed() => {

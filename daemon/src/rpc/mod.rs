@@ -325,6 +325,7 @@ impl HoldfastServer for RpcServer {
         tenant: Option<String>,
         kinds: Option<Vec<String>>,
         states: Option<Vec<holdfast_api::JobState>>,
+        follow: Option<bool>,
     ) -> SubscriptionResult {
         let filter = holdfast_api::EventFilter {
             chain,
@@ -332,6 +333,7 @@ impl HoldfastServer for RpcServer {
             kinds: kinds.unwrap_or_default(),
             states: states.unwrap_or_default(),
         };
-        events::handle(self, pending, caller(ext), since, filter).await
+        let follow = follow.unwrap_or(true);
+        events::handle(self, pending, caller(ext), since, filter, follow).await
     }
 }

@@ -1339,7 +1339,7 @@ const API_METHODS: &[(&str, &[&str])] = &[
     ("store.backup", &[]),
     (
         "events.subscribe",
-        &["since", "chain", "tenant", "kinds", "states"],
+        &["since", "chain", "tenant", "kinds", "states", "follow"],
     ),
 ];
 
