@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod control;
 mod durability;
+mod events;
 mod failure;
 mod faults;
 mod flood;
