@@ -11,11 +11,11 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
-use crate::types::{Event, JobState};
 use crate::types::{
     AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
+use crate::types::{Event, JobState};
 
 #[rpc(server, client)]
 pub trait Holdfast {

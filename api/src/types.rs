@@ -663,7 +663,7 @@ impl EventFilter {
     pub fn matches(&self, event: &Event) -> bool {
         (self.chain.is_none() || self.chain == event.chain)
             && (self.tenant.is_none() || self.tenant == event.tenant)
-            && (self.kinds.is_empty() || self.kinds.iter().any(|k| *k == event.kind))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
             && (self.states.is_empty() || event.state.is_some_and(|s| self.states.contains(&s)))
     }
 }

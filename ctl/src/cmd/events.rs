@@ -117,7 +117,13 @@ pub fn line(event: &Event) -> String {
         text.push_str(&format!(" {id}"));
     }
     if let Some(error) = &event.error {
-        let error: String = error.lines().next().unwrap_or("").chars().take(200).collect();
+        let error: String = error
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
         text.push_str(&format!(": {error}"));
     }
     text.push('\n');

@@ -163,29 +163,38 @@ impl Outbox {
             kind: "job.finished".into(),
             ..event
         };
-        [self.record(ended, Some(at)), self.record(finished, Some(at))]
+        [
+            self.record(ended, Some(at)),
+            self.record(finished, Some(at)),
+        ]
     }
 
     /// A schedule's fire that created no job.
     pub fn schedule_refused(&mut self, chain: &str, name: &str, error: &str) -> WriteOp {
-        self.record(Event {
-            kind: EventKind::ScheduleRefused.as_str().into(),
-            chain: Some(chain.to_string()),
-            schedule: Some(format!("{chain}.{name}")),
-            error: Some(error.to_string()),
-            links: vec!["hfctl schedules".into()],
-            ..Event::default()
-        }, None)
+        self.record(
+            Event {
+                kind: EventKind::ScheduleRefused.as_str().into(),
+                chain: Some(chain.to_string()),
+                schedule: Some(format!("{chain}.{name}")),
+                error: Some(error.to_string()),
+                links: vec!["hfctl schedules".into()],
+                ..Event::default()
+            },
+            None,
+        )
     }
 
     /// The daemon started after an unclean end and resumed `jobs` jobs.
     pub fn recovered(&mut self, jobs: usize) -> WriteOp {
-        self.record(Event {
-            kind: EventKind::DaemonRecovered.as_str().into(),
-            error: Some(format!("{jobs} unfinished job(s) resumed or ended")),
-            links: vec!["hfctl ps".into()],
-            ..Event::default()
-        }, None)
+        self.record(
+            Event {
+                kind: EventKind::DaemonRecovered.as_str().into(),
+                error: Some(format!("{jobs} unfinished job(s) resumed or ended")),
+                links: vec!["hfctl ps".into()],
+                ..Event::default()
+            },
+            None,
+        )
     }
 
     /// The batch committed: wake subscribers if it carried events.

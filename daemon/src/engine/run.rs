@@ -158,7 +158,10 @@ impl Engine {
                 .map(|(idx, a)| (idx, a.path.clone()))
                 .collect(),
         })));
-        (self.ops).push(self.outbox.job(EventKind::JobSubmitted, job, Detail::default()));
+        (self.ops).push(
+            self.outbox
+                .job(EventKind::JobSubmitted, job, Detail::default()),
+        );
         self.durable = true;
         Ok(())
     }
@@ -408,7 +411,10 @@ impl Engine {
                 alerts: job.alerts,
             });
             tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
-            (self.ops).push(self.outbox.job(EventKind::JobStarted, job, Detail::default()));
+            (self.ops).push(
+                self.outbox
+                    .job(EventKind::JobStarted, job, Detail::default()),
+            );
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
                 self.effects.push(Effect::JobTimer(id, timeout));
@@ -425,7 +431,15 @@ impl Engine {
             idx,
             state: ActivityState::Running.as_str(),
         });
-        (self.ops).push(self.outbox.job(EventKind::ActivityStarted, job, Detail { activity: Some(idx), attempt: Some(number), ..Detail::default() }));
+        (self.ops).push(self.outbox.job(
+            EventKind::ActivityStarted,
+            job,
+            Detail {
+                activity: Some(idx),
+                attempt: Some(number),
+                ..Detail::default()
+            },
+        ));
         job.running += 1;
         self.running += 1;
 
@@ -968,7 +982,16 @@ impl Engine {
                     alerts: job.alerts,
                     text: format!("{path}: {text}"),
                 });
-                (self.ops).push(self.outbox.job(EventKind::JobAlert, job, Detail { activity: Some(key.idx), attempt: Some(key.number), error: Some(&text), ..Detail::default() }));
+                (self.ops).push(self.outbox.job(
+                    EventKind::JobAlert,
+                    job,
+                    Detail {
+                        activity: Some(key.idx),
+                        attempt: Some(key.number),
+                        error: Some(&text),
+                        ..Detail::default()
+                    },
+                ));
             }
         }
         self.effects.push(Effect::Changed(key.job_id));

@@ -321,7 +321,13 @@ impl Engine {
     }
 
     /// An audit row for a schedule's submission, by `schedule:CHAIN.NAME`.
-    fn audit_fire(&mut self, key: &(String, String), caller: &Caller, outcome: &str, detail: String) {
+    fn audit_fire(
+        &mut self,
+        key: &(String, String),
+        caller: &Caller,
+        outcome: &str,
+        detail: String,
+    ) {
         self.ops.push(WriteOp::Audit(Box::new(store::AuditRow {
             at: store::now_ms(),
             uid: Some(caller.uid),

@@ -158,11 +158,23 @@ const METHODS: &[MethodSpec] = &[
         "events.subscribe",
         "Subscription (WebSocket): events of jobs, activities and schedules (notifications events.event, see docs/json-contract.md), those after since first (replayed from the database), then live, without gap or duplicate; without since, from now on.",
         &[
-            ("since", false, r#"{"type":"integer","description":"the last event id seen"}"#),
+            (
+                "since",
+                false,
+                r#"{"type":"integer","description":"the last event id seen"}"#,
+            ),
             ("chain", false, r#"{"type":"string"}"#),
             ("tenant", false, r#"{"type":"string"}"#),
-            ("kinds", false, r#"{"type":"array","items":{"type":"string"}}"#),
-            ("states", false, r#"{"type":"array","items":{"type":"string"}}"#),
+            (
+                "kinds",
+                false,
+                r#"{"type":"array","items":{"type":"string"}}"#,
+            ),
+            (
+                "states",
+                false,
+                r#"{"type":"array","items":{"type":"string"}}"#,
+            ),
             (
                 "follow",
                 false,

@@ -38,9 +38,9 @@ async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo>
         last_handled: zone(view.last_handled),
         last_job: view.last_job,
         last_job_state,
-        last_error_at: last_error.as_ref().map(|(_, at)| {
-            zone(chrono::DateTime::from_timestamp_millis(*at).unwrap_or_default())
-        }),
+        last_error_at: last_error
+            .as_ref()
+            .map(|(_, at)| zone(chrono::DateTime::from_timestamp_millis(*at).unwrap_or_default())),
         last_error: last_error.map(|(error, _)| error),
     })
 }
@@ -114,8 +114,6 @@ pub(super) async fn control(
         Err(e @ ScheduleControlError::Refused(_)) => {
             Err(ErrorCode::InvalidParameters.error(e.to_string()))
         }
-        Err(e @ ScheduleControlError::Stopping) => {
-            Err(ErrorCode::Unavailable.error(e.to_string()))
-        }
+        Err(e @ ScheduleControlError::Stopping) => Err(ErrorCode::Unavailable.error(e.to_string())),
     }
 }

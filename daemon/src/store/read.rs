@@ -285,9 +285,8 @@ pub fn events_since(
     since: u64,
     limit: u32,
 ) -> Result<Vec<holdfast_api::Event>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
     let rows = stmt.query_map(rusqlite::params![since as i64, limit], |r| {
         r.get::<_, String>(0)
     })?;

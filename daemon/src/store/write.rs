@@ -157,7 +157,10 @@ pub enum WriteOp {
     Event(Box<EventRow>),
     /// Delete events older than `before` (ms) and all but the newest
     /// `keep` (retention).
-    DeleteEvents { before: i64, keep: u64 },
+    DeleteEvents {
+        before: i64,
+        keep: u64,
+    },
     /// Why a schedule's fire created no job (None clears it).
     ScheduleError {
         chain: String,

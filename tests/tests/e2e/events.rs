@@ -48,8 +48,9 @@ fn all_events(daemon: &TestDaemon, extra: &[&str]) -> Vec<Event> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("`hfctl --json events` printed a non-event ({e}): {line}"))
+            serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("`hfctl --json events` printed a non-event ({e}): {line}")
+            })
         })
         .collect()
 }
@@ -101,8 +102,14 @@ fn events_are_committed_with_their_transition_and_survive_kill_9() {
     assert_eq!(failed.state, Some(JobState::Failed), "{failed:#?}");
     assert_eq!(failed.chain.as_deref(), Some("nightly"), "{failed:#?}");
     assert_eq!(failed.failed.len(), 1, "{failed:#?}");
-    assert_eq!(failed.failed[0].activity, "nightly.load.facts", "{failed:#?}");
-    assert_eq!(failed.failed[0].error_id.as_deref(), Some(error_id.as_str()));
+    assert_eq!(
+        failed.failed[0].activity, "nightly.load.facts",
+        "{failed:#?}"
+    );
+    assert_eq!(
+        failed.failed[0].error_id.as_deref(),
+        Some(error_id.as_str())
+    );
     assert!(failed.duration_ms.is_some(), "{failed:#?}");
     assert!(
         failed.links.contains(&format!("hfctl status {job_id}")),
@@ -152,8 +159,7 @@ async fn subscribe_follows_transitions_and_resumes_across_a_restart_without_gap_
         .iter()
         .any(|e| e.kind == "activity.started" && e.activity.as_deref() == Some("waits.p.wait"))
     {
-        let event = next_event!(live, &seen)
-            .expect("the stream stays open while the daemon runs");
+        let event = next_event!(live, &seen).expect("the stream stays open while the daemon runs");
         seen.push(event);
     }
     assert_eq!(
@@ -178,8 +184,7 @@ async fn subscribe_follows_transitions_and_resumes_across_a_restart_without_gap_
         .expect("events.subscribe resumes");
     let mut after: Vec<Event> = Vec::new();
     while !after.iter().any(|e| e.kind == "job.finished") {
-        let event = next_event!(resumed, &after)
-            .expect("the stream stays open");
+        let event = next_event!(resumed, &after).expect("the stream stays open");
         after.push(event);
     }
     assert!(
@@ -258,7 +263,11 @@ fn hfctl_events_follow_goes_on_across_a_restart() {
         })
         .collect();
     let unique: BTreeSet<u64> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), ids.len(), "no event printed twice: {printed:#?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "no event printed twice: {printed:#?}"
+    );
     for job in [first, second] {
         for kind in ["job.submitted", "job.succeeded", "job.finished"] {
             assert!(
@@ -319,7 +328,9 @@ fn refused_schedule_fires_are_reported_recorded_raised_and_audited() {
         .and_then(|all| all.iter().find(|s| s["name"] == "acme"))
         .unwrap_or_else(|| panic!("billing.acme is listed: {listed:#}"));
     assert!(
-        acme["last_error"].as_str().is_some_and(|e| e.contains("date")),
+        acme["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("date")),
         "{acme:#}"
     );
     let table = daemon.hfctl(&["schedules"]);
@@ -343,12 +354,18 @@ fn refused_schedule_fires_are_reported_recorded_raised_and_audited() {
     let refused = by("schedule:billing.acme", "refused")
         .unwrap_or_else(|| panic!("the refusal is audited: {audit:#}"));
     assert!(
-        refused["detail"].as_str().is_some_and(|d| d.contains("date")),
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("date")),
         "{refused:#}"
     );
     let submitted = by("schedule:billing.globex", "ok")
         .unwrap_or_else(|| panic!("the scheduled submission is audited: {audit:#}"));
-    assert_eq!(submitted["detail"], format!("job {job_id}"), "{submitted:#}");
+    assert_eq!(
+        submitted["detail"],
+        format!("job {job_id}"),
+        "{submitted:#}"
+    );
 
     // A timed fire that is refused is recorded and raised as well.
     eventually(EVENT_WAIT, "billing.timed to record its refusal", || {
@@ -357,7 +374,10 @@ fn refused_schedule_fires_are_reported_recorded_raised_and_audited() {
             .as_array()
             .and_then(|all| all.iter().find(|s| s["name"] == "timed").cloned())
             .unwrap_or_default();
-        if timed["last_error"].as_str().is_some_and(|e| e.contains("date")) {
+        if timed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("date"))
+        {
             Ok(())
         } else {
             Err(timed.to_string())
