@@ -13,6 +13,7 @@ use holdfast_api::{ActivityState, Event, FailedActivity, JobState};
 use tokio::sync::watch;
 
 use super::job::JobRun;
+use crate::executor::AttemptKey;
 use crate::store::{self, EventRow, WriteOp};
 
 /// The kinds of event.
@@ -133,6 +134,34 @@ impl Outbox {
         self.record(event, None)
     }
 
+    pub fn submitted(&mut self, job: &JobRun) -> WriteOp {
+        self.job(EventKind::JobSubmitted, job, Detail::default())
+    }
+
+    pub fn started(&mut self, job: &JobRun) -> WriteOp {
+        self.job(EventKind::JobStarted, job, Detail::default())
+    }
+
+    pub fn activity_started(&mut self, job: &JobRun, idx: usize, attempt: u32) -> WriteOp {
+        let detail = Detail {
+            activity: Some(idx),
+            attempt: Some(attempt),
+            ..Detail::default()
+        };
+        self.job(EventKind::ActivityStarted, job, detail)
+    }
+
+    /// An alert an attempt raised, with its text.
+    pub fn alert(&mut self, job: &JobRun, key: AttemptKey, text: &str) -> WriteOp {
+        let detail = Detail {
+            activity: Some(key.idx),
+            attempt: Some(key.number),
+            error: Some(text),
+            ..Detail::default()
+        };
+        self.job(EventKind::JobAlert, job, detail)
+    }
+
     /// The events of a job's end: `job.succeeded`, `job.failed` or
     /// `job.cancelled`, then `job.finished`.
     pub fn finished(&mut self, job: &JobRun, state: JobState, at: i64) -> [WriteOp; 2] {
@@ -209,7 +238,7 @@ impl super::Engine {
     /// The event of an attempt's end that moved its activity to `state`.
     pub(super) fn emit_attempt_end(
         &mut self,
-        key: crate::executor::AttemptKey,
+        key: AttemptKey,
         state: ActivityState,
         error_id: Option<&str>,
         error: Option<&str>,

@@ -11,7 +11,6 @@ use holdfast_workflow::params::{env_name, fits_environment, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
 use tokio::sync::oneshot;
 
-use super::events::{Detail, EventKind};
 use super::job::{JobRun, Stop, prepare};
 use super::{Caller, Command, Effect, Engine, PendingJob, SubmitError, SubmitRequest};
 use crate::executor::{
@@ -158,10 +157,7 @@ impl Engine {
                 .map(|(idx, a)| (idx, a.path.clone()))
                 .collect(),
         })));
-        (self.ops).push(
-            self.outbox
-                .job(EventKind::JobSubmitted, job, Detail::default()),
-        );
+        self.ops.push(self.outbox.submitted(job));
         self.durable = true;
         Ok(())
     }
@@ -411,10 +407,7 @@ impl Engine {
                 alerts: job.alerts,
             });
             tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
-            (self.ops).push(
-                self.outbox
-                    .job(EventKind::JobStarted, job, Detail::default()),
-            );
+            self.ops.push(self.outbox.started(job));
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
                 self.effects.push(Effect::JobTimer(id, timeout));
@@ -431,15 +424,8 @@ impl Engine {
             idx,
             state: ActivityState::Running.as_str(),
         });
-        (self.ops).push(self.outbox.job(
-            EventKind::ActivityStarted,
-            job,
-            Detail {
-                activity: Some(idx),
-                attempt: Some(number),
-                ..Detail::default()
-            },
-        ));
+        self.ops
+            .push(self.outbox.activity_started(job, idx, number));
         job.running += 1;
         self.running += 1;
 
@@ -911,7 +897,7 @@ impl Engine {
         };
         let state = job.final_state();
         let now = store::now_ms();
-        (self.ops).extend(self.outbox.finished(&job, state, now));
+        self.ops.extend(self.outbox.finished(&job, state, now));
         self.ops.push(WriteOp::JobState {
             id,
             state: state.as_str(),
@@ -982,16 +968,7 @@ impl Engine {
                     alerts: job.alerts,
                     text: format!("{path}: {text}"),
                 });
-                (self.ops).push(self.outbox.job(
-                    EventKind::JobAlert,
-                    job,
-                    Detail {
-                        activity: Some(key.idx),
-                        attempt: Some(key.number),
-                        error: Some(&text),
-                        ..Detail::default()
-                    },
-                ));
+                self.ops.push(self.outbox.alert(job, key, &text));
             }
         }
         self.effects.push(Effect::Changed(key.job_id));

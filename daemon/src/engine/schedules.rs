@@ -314,7 +314,8 @@ impl Engine {
             at: store::now_ms(),
         });
         if let Some(error) = error {
-            (self.ops).push(self.outbox.schedule_refused(&key.0, &key.1, &error));
+            self.ops
+                .push(self.outbox.schedule_refused(&key.0, &key.1, &error));
             self.audit_fire(key, caller, "refused", error);
             self.durable = true;
         }
