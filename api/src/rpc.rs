@@ -15,7 +15,7 @@ use crate::types::{
     AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
-use crate::types::{Event, JobState};
+use crate::types::{Delivery, Event, JobState};
 
 #[rpc(server, client)]
 pub trait Holdfast {
@@ -175,4 +175,17 @@ pub trait Holdfast {
         states: Option<Vec<JobState>>,
         follow: Option<bool>,
     ) -> SubscriptionResult;
+
+    /// Notification deliveries, newest first; `failed`: only those that
+    /// failed or are being retried.
+    #[method(name = "notification.list", param_kind = map)]
+    async fn notification_list(
+        &self,
+        failed: Option<bool>,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<Delivery>>;
+
+    /// Deliver a notification again now (operators only).
+    #[method(name = "notification.retry", param_kind = map, with_extensions)]
+    async fn notification_retry(&self, id: u64) -> RpcResult<Delivery>;
 }

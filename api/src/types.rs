@@ -667,3 +667,24 @@ impl EventFilter {
             && (self.states.is_empty() || event.state.is_some_and(|s| self.states.contains(&s)))
     }
 }
+
+/// One notification: an event for a rule (`notification.list` item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: u64,
+    pub event_id: u64,
+    /// The rule's name, `NAME` of `[notify.NAME]`.
+    pub rule: String,
+    /// The event's kind.
+    pub kind: String,
+    pub job_id: Option<u64>,
+    /// `pending`, `delivered` or `failed` (no attempt left; see
+    /// `hfctl notifications retry`).
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When it is tried next (pending only), RFC 3339 in UTC.
+    pub next_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
+}

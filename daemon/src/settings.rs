@@ -66,6 +66,9 @@ struct SettingsFile {
     #[serde(default)]
     run_as_groups: Vec<String>,
     cgroup: Option<String>,
+    /// Notification rules, `[notify.NAME]`.
+    #[serde(default)]
+    notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -145,6 +148,8 @@ pub struct Settings {
     pub run_as_groups: Vec<String>,
     /// Where attempts get their cgroups (see [`crate::cgroup`]).
     pub cgroup: crate::cgroup::CgroupSetting,
+    /// Notification rules, checked (see [`crate::notify::rules`]).
+    pub notify: std::sync::Arc<Vec<crate::notify::Rule>>,
 }
 
 impl Settings {
@@ -215,6 +220,12 @@ impl Settings {
             })?,
             None => crate::cgroup::CgroupSetting::Auto,
         };
+        let notify = crate::notify::rules::check(file.notify).map_err(|message| {
+            SettingsError::Invalid {
+                path: config.clone(),
+                message,
+            }
+        })?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -268,6 +279,7 @@ impl Settings {
                 Mode::User => file.socket_group,
             },
             cgroup,
+            notify: std::sync::Arc::new(notify),
         })
     }
 }

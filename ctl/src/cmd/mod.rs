@@ -16,6 +16,7 @@ pub mod emit;
 pub mod events;
 pub mod info;
 pub mod list;
+pub mod notifications;
 pub mod logs;
 pub mod ps;
 pub mod reload;

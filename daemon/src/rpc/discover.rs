@@ -184,6 +184,21 @@ const METHODS: &[MethodSpec] = &[
         r#"{"type":"string","description":"subscription id"}"#,
     ),
     (
+        "notification.list",
+        "Notification deliveries, newest first (failed: only those failed or being retried).",
+        &[
+            ("failed", false, r#"{"type":"boolean"}"#),
+            ("limit", false, r#"{"type":"integer"}"#),
+        ],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "notification.retry",
+        "Deliver a notification again now (operators only).",
+        &[("id", true, r#"{"type":"integer"}"#)],
+        r#"{"type":"object"}"#,
+    ),
+    (
         "workflow.list",
         "Every chain, loaded or broken, with load errors.",
         &[],

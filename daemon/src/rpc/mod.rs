@@ -16,6 +16,7 @@ mod info;
 mod list;
 mod logs;
 mod named_params;
+mod notification;
 mod plan;
 mod retry;
 mod schedule;
@@ -335,5 +336,22 @@ impl HoldfastServer for RpcServer {
         };
         let follow = follow.unwrap_or(true);
         events::handle(self, pending, caller(ext), since, filter, follow).await
+    }
+
+    async fn notification_list(
+        &self,
+        failed: Option<bool>,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<holdfast_api::Delivery>> {
+        notification::list(self, failed.unwrap_or(false), limit).await
+    }
+
+    async fn notification_retry(
+        &self,
+        ext: &Extensions,
+        id: u64,
+    ) -> RpcResult<holdfast_api::Delivery> {
+        self.writable("notification.retry", ext)?;
+        notification::retry(self, caller(ext), id).await
     }
 }

@@ -273,6 +273,95 @@ pub fn max_event_id(conn: &Connection) -> Result<u64, StoreError> {
     Ok(id.unwrap_or(0).max(0) as u64)
 }
 
+/// The last event the notifier queued deliveries for; None before its
+/// first start.
+pub fn notify_cursor(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let id: Option<i64> = conn
+        .query_row(
+            "SELECT last_event FROM notify_cursor WHERE singleton = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id.map(|id| id as u64))
+}
+
+/// A delivery the notifier is to attempt.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: u64,
+    pub rule: String,
+    pub kind: String,
+    pub event_id: u64,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+/// Pending deliveries due at `now`, oldest first.
+pub fn due_deliveries(
+    conn: &Connection,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<DueDelivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, rule, kind, event_id, payload, attempts FROM deliveries
+         WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit], |r| {
+        Ok(DueDelivery {
+            id: r.get::<_, i64>(0)? as u64,
+            rule: r.get(1)?,
+            kind: r.get(2)?,
+            event_id: r.get::<_, i64>(3)? as u64,
+            payload: r.get(4)?,
+            attempts: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next pending delivery is due (ms), if any.
+pub fn next_delivery_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row(
+        "SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Deliveries, newest first (`notification.list`), or the one with `id`.
+pub fn list_deliveries(
+    conn: &Connection,
+    failed_only: bool,
+    limit: u32,
+    id: Option<u64>,
+) -> Result<Vec<holdfast_api::Delivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, event_id, rule, kind, job_id, state, attempts, last_error, next_at,
+                delivered_at, created_at
+         FROM deliveries WHERE (?1 = 0 OR state = 'failed' OR (state = 'pending' AND attempts > 0))
+            AND (?3 IS NULL OR id = ?3)
+         ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![failed_only, limit, id.map(|i| i as i64)], |r| {
+        let state: String = r.get(5)?;
+        Ok(holdfast_api::Delivery {
+            id: r.get::<_, i64>(0)? as u64,
+            event_id: r.get::<_, i64>(1)? as u64,
+            rule: r.get(2)?,
+            kind: r.get(3)?,
+            job_id: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
+            next_at: (state == "pending").then(|| r.get::<_, i64>(8).map(rfc3339)).transpose()?,
+            state,
+            attempts: r.get(6)?,
+            last_error: r.get(7)?,
+            delivered_at: r.get::<_, Option<i64>>(9)?.map(rfc3339),
+            created_at: rfc3339(r.get(10)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The oldest event kept, if any.
 pub fn min_event_id(conn: &Connection) -> Result<Option<u64>, StoreError> {
     let id: Option<i64> = conn.query_row("SELECT MIN(id) FROM events", [], |r| r.get(0))?;

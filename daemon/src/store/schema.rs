@@ -149,7 +149,8 @@ ALTER TABLE attempts ADD COLUMN log_error TEXT;
 
 /// Version 7: the event outbox (each event committed with its transition;
 /// AUTOINCREMENT so an id is never given out twice, even after retention
-/// deleted the newest) and a schedule's last refused fire.
+/// deleted the newest), a schedule's last refused fire, and notification
+/// deliveries with the last event the notifier has queued them for.
 const V7: &str = r#"
 CREATE TABLE events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -163,6 +164,27 @@ CREATE TABLE events (
 CREATE INDEX events_by_time ON events (at);
 ALTER TABLE schedules ADD COLUMN last_error TEXT;
 ALTER TABLE schedules ADD COLUMN last_error_at INTEGER;
+
+CREATE TABLE deliveries (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     INTEGER NOT NULL,
+    rule         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    job_id       INTEGER,
+    payload      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    last_error   TEXT,
+    delivered_at INTEGER,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (event_id, rule)
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_at);
+CREATE TABLE notify_cursor (
+    singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+    last_event INTEGER NOT NULL
+);
 "#;
 
 #[cfg(test)]

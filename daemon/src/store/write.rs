@@ -161,6 +161,24 @@ pub enum WriteOp {
         before: i64,
         keep: u64,
     },
+    /// Notifications to deliver, and the last event they were made for.
+    QueueDeliveries {
+        deliveries: Vec<NewDelivery>,
+        last_event: u64,
+        at: i64,
+    },
+    /// How a delivery attempt went: `state` is `delivered`, `pending`
+    /// (tried again at `next_at`) or `failed` (no attempt left).
+    DeliveryAttempt {
+        id: u64,
+        state: &'static str,
+        attempts: u32,
+        next_at: i64,
+        error: Option<String>,
+        at: i64,
+    },
+    /// `hfctl notifications retry`: deliver again now.
+    RetryDelivery { id: u64, at: i64 },
     /// Why a schedule's fire created no job (None clears it).
     ScheduleError {
         chain: String,
@@ -168,6 +186,16 @@ pub enum WriteOp {
         error: Option<String>,
         at: i64,
     },
+}
+
+/// A notification to deliver: one event for one rule.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub event_id: u64,
+    pub rule: String,
+    pub kind: String,
+    pub job_id: Option<u64>,
+    pub payload: String,
 }
 
 /// An event as stored: the columns filters use, and the whole payload.
@@ -418,6 +446,55 @@ impl WriteOp {
                     event.tenant,
                     event.payload,
                 ])?;
+            }
+            WriteOp::QueueDeliveries {
+                deliveries,
+                last_event,
+                at,
+            } => {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries
+                        (event_id, rule, kind, job_id, payload, state, next_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                )?;
+                for d in deliveries {
+                    insert.execute(params![
+                        d.event_id as i64,
+                        d.rule,
+                        d.kind,
+                        d.job_id.map(|j| j as i64),
+                        d.payload,
+                        at
+                    ])?;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO notify_cursor (singleton, last_event) VALUES (1, ?1)
+                     ON CONFLICT (singleton) DO UPDATE SET last_event = MAX(last_event, ?1)",
+                )?
+                .execute(params![*last_event as i64])?;
+            }
+            WriteOp::DeliveryAttempt {
+                id,
+                state,
+                attempts,
+                next_at,
+                error,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
+                        last_error = COALESCE(?5, last_error),
+                        delivered_at = CASE WHEN ?2 = 'delivered' THEN ?6 ELSE delivered_at END
+                     WHERE id = ?1",
+                )?
+                .execute(params![*id as i64, state, attempts, next_at, error, at])?;
+            }
+            WriteOp::RetryDelivery { id, at } => {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', next_at = ?2
+                     WHERE id = ?1 AND state != 'delivered'",
+                )?
+                .execute(params![*id as i64, at])?;
             }
             WriteOp::DeleteEvents { before, keep } => {
                 tx.prepare_cached(

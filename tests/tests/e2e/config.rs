@@ -1341,6 +1341,8 @@ const API_METHODS: &[(&str, &[&str])] = &[
         "events.subscribe",
         &["since", "chain", "tenant", "kinds", "states", "follow"],
     ),
+    ("notification.list", &["failed", "limit"]),
+    ("notification.retry", &["id"]),
 ];
 
 #[test]
