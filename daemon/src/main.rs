@@ -362,7 +362,11 @@ fn start_engine(
     notifier.status("recovering unfinished jobs");
     let (engine, commands, exec) = engine::Engine::start(settings.clone(), store.clone(), wiring)?;
     let engine = tokio::spawn(engine.run(commands, exec));
-    notify::start(store.clone(), settings.notify.clone(), handle.events.clone());
+    notify::start(
+        store.clone(),
+        settings.notify.clone(),
+        handle.events.clone(),
+    );
     retention::start(
         store.clone(),
         settings.logs_dir(),

@@ -220,12 +220,11 @@ impl Settings {
             })?,
             None => crate::cgroup::CgroupSetting::Auto,
         };
-        let notify = crate::notify::rules::check(file.notify).map_err(|message| {
-            SettingsError::Invalid {
+        let notify =
+            crate::notify::rules::check(file.notify).map_err(|message| SettingsError::Invalid {
                 path: config.clone(),
                 message,
-            }
-        })?;
+            })?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);

@@ -64,7 +64,15 @@ fn render(deliveries: &[Delivery], ctx: &Context) -> String {
         return "no notifications\n".into();
     }
     let mut table = Table::new(&[
-        "ID", "EVENT", "KIND", "JOB", "RULE", "STATE", "ATTEMPTS", "DELIVERED", "LAST ERROR",
+        "ID",
+        "EVENT",
+        "KIND",
+        "JOB",
+        "RULE",
+        "STATE",
+        "ATTEMPTS",
+        "DELIVERED",
+        "LAST ERROR",
     ]);
     for d in deliveries {
         table.row(vec![

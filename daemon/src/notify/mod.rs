@@ -134,7 +134,10 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
                     delivery.rule
                 );
                 store
-                    .write(vec![outcome(delivery.id, "failed", attempts, 0, Some(error))], false)
+                    .write(
+                        vec![outcome(delivery.id, "failed", attempts, 0, Some(error))],
+                        false,
+                    )
                     .await?;
                 continue;
             };
@@ -151,7 +154,13 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
                     let delay = rule.backoff(attempts);
                     tracing::warn!(rule = %rule.name, event = delivery.event_id, attempts, %error, retry_in = %humantime::format_duration(delay), "notification not delivered; retrying");
                     let next = store::now_ms() + delay.as_millis() as i64;
-                    outcome(delivery.id, "pending", attempts, next, Some(error.to_string()))
+                    outcome(
+                        delivery.id,
+                        "pending",
+                        attempts,
+                        next,
+                        Some(error.to_string()),
+                    )
                 }
             };
             store.write(vec![op], false).await?;

@@ -157,7 +157,9 @@ fn check_one(name: &str, file: RuleFile) -> Result<Rule, String> {
     let target = match (file.webhook, file.exec) {
         (Some(hook), None) => webhook(hook)?,
         (None, Some(argv)) => {
-            let program = argv.first().ok_or("exec is empty; give a program and its arguments")?;
+            let program = argv
+                .first()
+                .ok_or("exec is empty; give a program and its arguments")?;
             let path = std::path::Path::new(program);
             if !path.is_absolute() {
                 return Err(format!("exec program {program:?} is not an absolute path"));

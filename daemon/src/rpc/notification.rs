@@ -35,29 +35,54 @@ async fn find(server: &RpcServer, id: u64) -> RpcResult<Option<Delivery>> {
 pub(super) async fn retry(server: &RpcServer, caller: Caller, id: u64) -> RpcResult<Delivery> {
     let target = Some(format!("notification {id}"));
     if !crate::access::is_operator(&caller, &server.settings) {
-        let message = "retrying notifications is for root, the daemon's user and operator_groups members";
+        let message =
+            "retrying notifications is for root, the daemon's user and operator_groups members";
         server
-            .audit(&caller, "notification.retry", target, "refused", Some(message.into()))
+            .audit(
+                &caller,
+                "notification.retry",
+                target,
+                "refused",
+                Some(message.into()),
+            )
             .await;
         return Err(ErrorCode::PermissionDenied.error(message));
     }
     let Some(delivery) = find(server, id).await? else {
         let message = format!("no notification {id}; see `hfctl notifications`");
         server
-            .audit(&caller, "notification.retry", target, "refused", Some(message.clone()))
+            .audit(
+                &caller,
+                "notification.retry",
+                target,
+                "refused",
+                Some(message.clone()),
+            )
             .await;
         return Err(ErrorCode::NotFound.error(message));
     };
     if delivery.state == "delivered" {
         let message = format!("notification {id} was delivered already");
         server
-            .audit(&caller, "notification.retry", target, "refused", Some(message.clone()))
+            .audit(
+                &caller,
+                "notification.retry",
+                target,
+                "refused",
+                Some(message.clone()),
+            )
             .await;
         return Err(ErrorCode::InvalidState.error(message));
     }
     server
         .store
-        .write(vec![WriteOp::RetryDelivery { id, at: store::now_ms() }], true)
+        .write(
+            vec![WriteOp::RetryDelivery {
+                id,
+                at: store::now_ms(),
+            }],
+            true,
+        )
         .await
         .map_err(store_error)?;
     crate::notify::wake();

@@ -351,7 +351,9 @@ pub fn list_deliveries(
             rule: r.get(2)?,
             kind: r.get(3)?,
             job_id: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
-            next_at: (state == "pending").then(|| r.get::<_, i64>(8).map(rfc3339)).transpose()?,
+            next_at: (state == "pending")
+                .then(|| r.get::<_, i64>(8).map(rfc3339))
+                .transpose()?,
             state,
             attempts: r.get(6)?,
             last_error: r.get(7)?,

@@ -178,7 +178,10 @@ pub enum WriteOp {
         at: i64,
     },
     /// `hfctl notifications retry`: deliver again now.
-    RetryDelivery { id: u64, at: i64 },
+    RetryDelivery {
+        id: u64,
+        at: i64,
+    },
     /// Why a schedule's fire created no job (None clears it).
     ScheduleError {
         chain: String,

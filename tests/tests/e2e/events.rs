@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -393,4 +394,220 @@ fn refused_schedule_fires_are_reported_recorded_raised_and_audited() {
             "{schedule}: {events:#?}"
         );
     }
+}
+
+/// A webhook receiver: Python's http.server on 127.0.0.1, appending one
+/// JSON line per request (the body, the event id header, whether the
+/// HMAC-SHA256 signature matches the secret file) to a file.
+const RECEIVER: &str = r#"
+import hashlib, hmac, http.server, json, sys
+port, out, secret_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+secret = open(secret_path, "rb").read().rstrip()
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        want = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        got = self.headers.get("X-Holdfast-Signature", "")
+        record = {"signature_ok": hmac.compare_digest(want, got),
+                  "event_id": self.headers.get("X-Holdfast-Event-Id"),
+                  "body": json.loads(body)}
+        with open(out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
+"#;
+
+/// A child process killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lines_of(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn deliveries(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["notifications"];
+    args.extend_from_slice(extra);
+    daemon
+        .hfctl_json(&args)
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("`hfctl --json notifications` is a list"))
+}
+
+/// A job fails while the webhook receiver is down: the webhook delivery is
+/// retried (and listed as such), the exec hook gets the event on its stdin
+/// at once. The daemon is killed -9 before the webhook was delivered; the
+/// receiver comes up, the daemon starts again, and the receiver gets the
+/// event once, signed with HMAC-SHA256 of the secret file, with the event
+/// id in the payload and header.
+#[test]
+fn notifications_are_delivered_at_least_once_across_kill_9_and_a_receiver_that_was_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let settings = format!(
+        r#"
+[notify.chat]
+on = ["job.failed"]
+webhook = {{ url = "http://127.0.0.1:{port}/hook", secret_file = "@DIR@/hook.secret" }}
+retry_delay = "100ms"
+max_retry_delay = "300ms"
+
+[notify.pager]
+on = ["job.failed"]
+chains = ["night*"]
+exec = ["@DIR@/page.sh"]
+"#
+    );
+    let mut daemon = TestDaemon::prepare(Some(&settings), &[("nightly.toml", FAILS)]);
+    let dir = daemon.dir().to_path_buf();
+    std::fs::write(dir.join("hook.secret"), "s3cret\n").expect("secret file");
+    let hook = dir.join("page.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >> {0}/paged; echo >> {0}/paged\n",
+            dir.display()
+        ),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    daemon.launch();
+
+    let job_id = daemon.submit("nightly", &[]);
+    daemon.wait_done(job_id);
+    let paged = dir.join("paged");
+    let (paged_events, _) = eventually(EVENT_WAIT, "the exec hook to get the event", || {
+        let events = lines_of(&paged);
+        if events.is_empty() {
+            Err("nothing yet".to_string())
+        } else {
+            Ok(events)
+        }
+    });
+    assert_eq!(paged_events.len(), 1, "{paged_events:#?}");
+    assert_eq!(paged_events[0]["kind"], "job.failed");
+    assert_eq!(paged_events[0]["job_id"], job_id);
+    let (trouble, _) = eventually(EVENT_WAIT, "the webhook to be retried", || {
+        let listed = deliveries(&daemon, &["--failed"]);
+        match listed.iter().find(|d| d["rule"] == "chat") {
+            Some(d) if d["attempts"].as_u64().unwrap_or(0) >= 2 => Ok(d.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(trouble["state"], "pending", "{trouble:#}");
+    assert!(
+        trouble["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{trouble:#}"
+    );
+
+    daemon.kill9();
+    let received = dir.join("received");
+    let _receiver = Killed(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(RECEIVER)
+            .arg(port.to_string())
+            .arg(&received)
+            .arg(dir.join("hook.secret"))
+            .spawn()
+            .expect("python3 runs"),
+    );
+    eventually(EVENT_WAIT, "the receiver to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).map(drop)
+    });
+    daemon.launch();
+    let (delivered, _) = eventually(EVENT_WAIT, "the webhook to be delivered", || {
+        let listed = deliveries(&daemon, &[]);
+        match listed.iter().find(|d| d["rule"] == "chat") {
+            Some(d) if d["state"] == "delivered" => Ok(d.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(delivered["delivered_at"].is_string(), "{delivered:#}");
+    let got = lines_of(&received);
+    assert_eq!(got.len(), 1, "delivered once: {got:#?}");
+    assert_eq!(got[0]["signature_ok"], true, "{got:#?}");
+    assert_eq!(got[0]["body"]["kind"], "job.failed");
+    assert_eq!(got[0]["body"]["job_id"], job_id);
+    assert_eq!(got[0]["event_id"], got[0]["body"]["id"].to_string());
+    assert_eq!(lines_of(&paged).len(), 1, "the exec hook ran once");
+
+    let table = daemon.hfctl(&["notifications"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("chat") && text.contains("delivered"),
+        "{text}"
+    );
+}
+
+/// A hook that fails is tried `max_attempts` times, then listed as failed;
+/// `hfctl notifications retry` delivers it again. A rule that can never
+/// work (an unreadable secret file) stops the daemon from starting.
+#[test]
+fn failed_notifications_can_be_retried_and_impossible_rules_are_load_errors() {
+    let settings = r#"
+[notify.broken]
+on = ["job.failed"]
+exec = ["/bin/false"]
+max_attempts = 2
+retry_delay = "50ms"
+"#;
+    let daemon = TestDaemon::start_with(settings, &[("nightly.toml", FAILS)]);
+    let job_id = daemon.submit("nightly", &[]);
+    daemon.wait_done(job_id);
+    let (failed, _) = eventually(EVENT_WAIT, "the delivery to fail", || {
+        let listed = deliveries(&daemon, &["--failed"]);
+        match listed.first() {
+            Some(d) if d["state"] == "failed" => Ok(d.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(failed["attempts"], 2, "{failed:#}");
+    let id = failed["id"].as_u64().expect("an id").to_string();
+    let retried = daemon.hfctl(&["notifications", "retry", &id]);
+    assert!(retried.status.success(), "{}", shown(&retried));
+    eventually(EVENT_WAIT, "the retried delivery to be attempted", || {
+        let listed = deliveries(&daemon, &["--failed"]);
+        match listed.first() {
+            Some(d) if d["state"] == "failed" && d["attempts"] == 3 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    let mut bad = TestDaemon::prepare(
+        Some(
+            r#"
+[notify.chat]
+on = ["job.failed"]
+webhook = { url = "http://127.0.0.1:9/hook", secret_file = "/nonexistent/hook.secret" }
+"#,
+        ),
+        &[],
+    );
+    let error = bad
+        .try_launch()
+        .expect_err("a rule with an unreadable secret file is a load error");
+    let log = bad.log_tail();
+    assert!(
+        log.contains("[notify.chat]") && log.contains("secret_file"),
+        "{error}\n{log}"
+    );
 }
