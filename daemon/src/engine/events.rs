@@ -112,6 +112,10 @@ impl Outbox {
     /// An event about `job` (in flight): `kind` with `detail`.
     pub fn job(&mut self, kind: EventKind, job: &JobRun, detail: Detail<'_>) -> WriteOp {
         let mut event = job_event(kind.as_str(), job);
+        if detail.activity.is_some() {
+            // Activity events are many; the job's events carry its parameters.
+            event.params = None;
+        }
         if let Some(idx) = detail.activity {
             event.activity = job.chain.activities.get(idx).map(|a| a.path.clone());
         }
@@ -156,6 +160,16 @@ impl Outbox {
         let detail = Detail {
             activity: Some(key.idx),
             attempt: Some(key.number),
+            error: Some(text),
+            ..Detail::default()
+        };
+        self.job(EventKind::JobAlert, job, detail)
+    }
+
+    /// The alert of an activity that failed with `on_failure = "continue"`.
+    pub fn continued(&mut self, job: &JobRun, idx: usize, text: &str) -> WriteOp {
+        let detail = Detail {
+            activity: Some(idx),
             error: Some(text),
             ..Detail::default()
         };

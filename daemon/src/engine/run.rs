@@ -673,8 +673,8 @@ impl Engine {
                 ActivityState::Failed
             }
         };
-        self.set_activity_state(key.job_id, key.idx, next);
         self.emit_attempt_end(key, next, error_id.as_deref(), end.error.as_deref());
+        self.set_activity_state(key.job_id, key.idx, next);
         self.effects.push(Effect::Changed(key.job_id));
         self.refresh(key.job_id);
         self.finish_if_done(key.job_id);
@@ -706,13 +706,15 @@ impl Engine {
         match state {
             ActivityState::Failed if on_failure == OnFailure::Continue => {
                 job.alerts += 1;
+                let text = format!(
+                    "{} failed; the job goes on (on_failure = \"continue\")",
+                    job.chain.activities[idx].path
+                );
+                self.ops.push(self.outbox.continued(job, idx, &text));
                 self.ops.push(WriteOp::JobAlert {
                     id,
                     alerts: job.alerts,
-                    text: format!(
-                        "{} failed; the job goes on (on_failure = \"continue\")",
-                        job.chain.activities[idx].path
-                    ),
+                    text,
                 });
                 self.release_dependants(id, idx);
             }

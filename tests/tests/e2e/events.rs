@@ -611,3 +611,42 @@ webhook = { url = "http://127.0.0.1:9/hook", secret_file = "/nonexistent/hook.se
         "{error}\n{log}"
     );
 }
+
+const CONTINUES: &str = r#"
+[process.p.activity.flaky]
+command = ["false"]
+on_failure = "continue"
+
+[process.q]
+after = ["p"]
+
+[process.q.activity.report]
+shell = "echo 'alert rows missing' >&3"
+"#;
+
+/// Alerts are events too: an activity that fails with `on_failure =
+/// "continue"` and an `alert` on the control channel each raise
+/// `job.alert` (after the activity's own event), and the job succeeds.
+#[test]
+fn alerts_raise_job_alert_events() {
+    let daemon = TestDaemon::start(&[("continues.toml", CONTINUES)]);
+    let job_id = daemon.submit("continues", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let events = all_events(&daemon, &[]);
+    let kinds = kinds_of(&events, job_id);
+    let failed_at = kinds.iter().position(|k| *k == "activity.failed");
+    let first_alert = kinds.iter().position(|k| *k == "job.alert");
+    assert!(failed_at < first_alert && failed_at.is_some(), "{kinds:?}");
+    let alerts: Vec<&Event> = events.iter().filter(|e| e.kind == "job.alert").collect();
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert!(
+        alerts[1].error.as_deref() == Some("rows missing"),
+        "{alerts:#?}"
+    );
+    let end = events
+        .iter()
+        .find(|e| e.kind == "job.succeeded")
+        .expect("job.succeeded");
+    assert_eq!(end.alerts, Some(2), "{end:#?}");
+}
