@@ -650,3 +650,58 @@ fn alerts_raise_job_alert_events() {
         .expect("job.succeeded");
     assert_eq!(end.alerts, Some(2), "{end:#?}");
 }
+
+/// Retrying a notification is for operators: a member is refused (exit 7)
+/// and the delivery stays as it was; an operator's retry is let through. A
+/// member reads events as it reads jobs (every caller on the socket does).
+#[test]
+fn retrying_notifications_is_for_operators_and_members_read_events() {
+    let Some(accounts) = crate::users::accounts_or_skip(
+        "retrying_notifications_is_for_operators_and_members_read_events",
+    ) else {
+        return;
+    };
+    let settings = r#"
+socket_group = "hft-sock"
+operator_groups = ["hft-ops"]
+run_as_default = "hft-runas"
+
+[notify.broken]
+on = ["job.failed"]
+exec = ["/bin/false"]
+max_attempts = 1
+"#;
+    let daemon =
+        holdfast_tests::users::SystemDaemon::start(settings, &[("nightly.toml", FAILS)], &[]);
+    let socket = daemon.socket();
+    let job_id = daemon.submit("nightly", &[]);
+    daemon.wait_done(job_id);
+    let (failed, _) = eventually(EVENT_WAIT, "the delivery to fail", || {
+        match deliveries(&daemon, &["--failed"]).first() {
+            Some(d) if d["state"] == "failed" => Ok(d.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let id = failed["id"].as_u64().expect("an id").to_string();
+
+    let (member, operator) = (&accounts.member, &accounts.operator);
+    let line = crate::users::denied(
+        &member.hfctl(socket, &["notifications", "retry", &id]),
+        "`hfctl notifications retry` by a member",
+    );
+    assert!(line.contains("operator"), "{line}");
+    assert_eq!(
+        deliveries(&daemon, &["--failed"]).first(),
+        Some(&failed),
+        "a refused retry changes nothing"
+    );
+    let output = member.hfctl(socket, &["--json", "events", "--kind", "job.failed"]);
+    assert!(output.status.success(), "{}", shown(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&format!("\"job_id\":{job_id}")),
+        "{}",
+        shown(&output)
+    );
+    let retried = operator.hfctl(socket, &["notifications", "retry", &id]);
+    assert!(retried.status.success(), "{}", shown(&retried));
+}
