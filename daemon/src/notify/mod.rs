@@ -25,6 +25,8 @@ pub use rules::{Rule, RuleFile};
 
 /// Events read from the database at a time.
 const PAGE: u32 = 500;
+/// How long the notifier waits after a store error.
+const STORE_PAUSE: Duration = Duration::from_secs(5);
 
 /// Wakes the task when a delivery is retried by hand.
 static RETRY: Notify = Notify::const_new();
@@ -40,8 +42,11 @@ pub fn start(store: Store, rules: Arc<Vec<Rule>>, events: watch::Receiver<u64>) 
         return;
     }
     tokio::spawn(async move {
-        if let Err(error) = run(store, rules, events).await {
-            tracing::error!(%error, "notifications stopped; restart the daemon to resume them");
+        // A store error (a full disk) pauses the notifier; it goes on from
+        // what is committed, so nothing is lost or sent twice by the pause.
+        while let Err(error) = run(store.clone(), rules.clone(), events.clone()).await {
+            tracing::error!(%error, "notifications paused by a store error; trying again in 5s");
+            tokio::time::sleep(STORE_PAUSE).await;
         }
     });
 }

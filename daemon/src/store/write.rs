@@ -505,6 +505,12 @@ impl WriteOp {
                         OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ?2",
                 )?
                 .execute(params![before, *keep as i64])?;
+                // Deliveries that are over (delivered, or failed for good)
+                // go with their events' age; pending ones stay.
+                tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE state != 'pending' AND created_at < ?1",
+                )?
+                .execute(params![before])?;
             }
             WriteOp::ScheduleError {
                 chain,
