@@ -92,6 +92,7 @@ async fn queue(store: &Store, rules: &[Rule], mut cursor: u64) -> Result<u64, St
             return Ok(cursor);
         };
         let mut deliveries = Vec::new();
+        let now = store::now_ms();
         for event in &page {
             for rule in rules.iter().filter(|r| r.matches(event)) {
                 deliveries.push(NewDelivery {
@@ -100,6 +101,7 @@ async fn queue(store: &Store, rules: &[Rule], mut cursor: u64) -> Result<u64, St
                     kind: event.kind.clone(),
                     job_id: event.job_id,
                     payload: serde_json::to_string(event).unwrap_or_default(),
+                    digest_until: rule.coalesce.map(|window| now + window.as_millis() as i64),
                 });
             }
         }

@@ -78,6 +78,8 @@ pub struct Rule {
     pub max_attempts: u32,
     pub retry_delay: Duration,
     pub max_retry_delay: Duration,
+    /// Events within this window after the first go out as one digest.
+    pub coalesce: Option<Duration>,
 }
 
 impl Rule {
@@ -151,9 +153,6 @@ fn check_one(name: &str, file: RuleFile) -> Result<Rule, String> {
     if file.mail.is_some() {
         return Err("mail is not supported by this version; use webhook or exec".into());
     }
-    if file.coalesce.is_some() {
-        return Err("coalesce is not supported by this version; remove it".into());
-    }
     let target = match (file.webhook, file.exec) {
         (Some(hook), None) => webhook(hook)?,
         (None, Some(argv)) => {
@@ -193,6 +192,12 @@ fn check_one(name: &str, file: RuleFile) -> Result<Rule, String> {
             &file.max_retry_delay,
             Duration::from_secs(3600),
         )?,
+        coalesce: match &file.coalesce {
+            Some(text) => Some(
+                humantime::parse_duration(text).map_err(|e| format!("coalesce {text:?}: {e}"))?,
+            ),
+            None => None,
+        },
     })
 }
 

@@ -305,7 +305,8 @@ pub fn due_deliveries(
 ) -> Result<Vec<DueDelivery>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, rule, kind, event_id, payload, attempts FROM deliveries
-         WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2",
+         WHERE state IN ('pending', 'collecting') AND next_at <= ?1
+         ORDER BY next_at, id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now, limit], |r| {
         Ok(DueDelivery {
@@ -323,7 +324,7 @@ pub fn due_deliveries(
 /// When the next pending delivery is due (ms), if any.
 pub fn next_delivery_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn.query_row(
-        "SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'",
+        "SELECT MIN(next_at) FROM deliveries WHERE state IN ('pending', 'collecting')",
         [],
         |r| r.get(0),
     )?)
@@ -351,7 +352,7 @@ pub fn list_deliveries(
             rule: r.get(2)?,
             kind: r.get(3)?,
             job_id: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
-            next_at: (state == "pending")
+            next_at: (state == "pending" || state == "collecting")
                 .then(|| r.get::<_, i64>(8).map(rfc3339))
                 .transpose()?,
             state,

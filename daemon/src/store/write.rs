@@ -199,6 +199,9 @@ pub struct NewDelivery {
     pub kind: String,
     pub job_id: Option<u64>,
     pub payload: String,
+    /// The rule coalesces: the event joins the rule's open digest, or opens
+    /// one that is sent at this time (ms).
+    pub digest_until: Option<i64>,
 }
 
 /// An event as stored: the columns filters use, and the whole payload.
@@ -460,7 +463,29 @@ impl WriteOp {
                         (event_id, rule, kind, job_id, payload, state, next_at, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
                 )?;
+                // A digest collects events until its time comes; then it is
+                // delivered like any other, and the next event opens a new one.
+                let mut join = tx.prepare_cached(
+                    "UPDATE deliveries SET payload = json_set(
+                        json_insert(payload, '$.events[#]', json(?2)),
+                        '$.count', json_extract(payload, '$.count') + 1)
+                     WHERE rule = ?1 AND state = 'collecting'",
+                )?;
+                let mut open = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries
+                        (event_id, rule, kind, payload, state, next_at, created_at)
+                     VALUES (?1, ?2, 'digest',
+                        json_object('kind', 'digest', 'rule', ?2, 'count', 1,
+                                    'events', json_array(json(?3))),
+                        'collecting', ?4, ?5)",
+                )?;
                 for d in deliveries {
+                    if let Some(until) = d.digest_until {
+                        if join.execute(params![d.rule, d.payload])? == 0 {
+                            open.execute(params![d.event_id as i64, d.rule, d.payload, until, at])?;
+                        }
+                        continue;
+                    }
                     insert.execute(params![
                         d.event_id as i64,
                         d.rule,

@@ -705,3 +705,73 @@ max_attempts = 1
     let retried = operator.hfctl(socket, &["notifications", "retry", &id]);
     assert!(retried.status.success(), "{}", shown(&retried));
 }
+
+/// A rule with `coalesce` sends one digest for the events of its window
+/// instead of one notification each: 40 failing jobs, a handful of digests
+/// at most (one when the machine keeps up), every event in exactly one.
+#[test]
+fn coalesce_sends_digests_instead_of_one_notification_per_event() {
+    const JOBS: usize = 40;
+    let settings = r#"
+[notify.digest]
+on = ["job.failed"]
+exec = ["@DIR@/page.sh"]
+coalesce = "3s"
+"#;
+    let mut daemon = TestDaemon::prepare(Some(settings), &[("nightly.toml", FAILS)]);
+    let dir = daemon.dir().to_path_buf();
+    let hook = dir.join("page.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >> {0}/paged; echo >> {0}/paged\n",
+            dir.display()
+        ),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    daemon.launch();
+    let mut jobs = BTreeSet::new();
+    for _ in 0..JOBS {
+        let answer = holdfast_tests::http::rpc_call(
+            daemon.socket(),
+            "job.submit",
+            serde_json::json!({"target": "nightly"}),
+        );
+        jobs.insert(
+            answer["result"]["job_id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("submitted: {answer}")),
+        );
+    }
+    let paged = dir.join("paged");
+    let (digests, _) = eventually(Duration::from_secs(60), "every failure in a digest", || {
+        let digests = lines_of(&paged);
+        let count: u64 = digests.iter().filter_map(|d| d["count"].as_u64()).sum();
+        if count as usize >= JOBS {
+            Ok(digests)
+        } else {
+            Err(format!("{count} events in {} digests", digests.len()))
+        }
+    });
+    assert!(
+        digests.len() <= 4,
+        "{} digests for {JOBS} jobs",
+        digests.len()
+    );
+    let mut seen = BTreeSet::new();
+    for digest in &digests {
+        assert_eq!(digest["kind"], "digest", "{digest:#}");
+        assert_eq!(digest["rule"], "digest", "{digest:#}");
+        let events = digest["events"].as_array().expect("events");
+        assert_eq!(digest["count"].as_u64(), Some(events.len() as u64));
+        for event in events {
+            assert_eq!(event["kind"], "job.failed", "{event:#}");
+            assert!(
+                seen.insert(event["job_id"].as_u64().expect("job id")),
+                "each event once: {event:#}"
+            );
+        }
+    }
+    assert_eq!(seen, jobs, "every failure was in a digest");
+}
