@@ -69,6 +69,8 @@ struct SettingsFile {
     /// Notification rules, `[notify.NAME]`.
     #[serde(default)]
     notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
+    /// The SMTP server of mail rules.
+    smtp: Option<crate::notify::rules::Smtp>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -221,9 +223,11 @@ impl Settings {
             None => crate::cgroup::CgroupSetting::Auto,
         };
         let notify =
-            crate::notify::rules::check(file.notify).map_err(|message| SettingsError::Invalid {
-                path: config.clone(),
-                message,
+            crate::notify::rules::check(file.notify, file.smtp.as_ref()).map_err(|message| {
+                SettingsError::Invalid {
+                    path: config.clone(),
+                    message,
+                }
             })?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.

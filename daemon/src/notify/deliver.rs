@@ -1,6 +1,7 @@
 //! One delivery attempt: a webhook POST (HTTP/1.1, signed with
-//! HMAC-SHA256 when the rule has a secret file) or an exec hook with the
-//! event JSON on stdin. Every step is bounded by [`TIMEOUT`].
+//! HMAC-SHA256 when the rule has a secret file), an exec hook with the
+//! event JSON on stdin, or a mail (`mail.rs`). Every attempt is bounded by
+//! [`TIMEOUT`].
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -69,6 +70,7 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryErro
             post(host, *port, path, delivery, signature.as_deref()).await
         }
         Target::Exec(argv) => exec(argv, delivery).await,
+        Target::Mail { to, smtp } => super::mail::send(smtp, to, &delivery.payload).await,
     }
 }
 

@@ -12,6 +12,7 @@
 //! and on `hfctl notifications retry`.
 
 mod deliver;
+mod mail;
 pub mod rules;
 
 use std::sync::Arc;

@@ -38,11 +38,36 @@ pub struct RuleFile {
     tenants: Vec<String>,
     webhook: Option<WebhookFile>,
     exec: Option<Vec<String>>,
-    mail: Option<toml::Value>,
+    mail: Option<MailFile>,
     coalesce: Option<String>,
     max_attempts: Option<u32>,
     retry_delay: Option<String>,
     max_retry_delay: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MailFile {
+    to: Vec<String>,
+}
+
+/// `[smtp]` of the settings file: the server mail rules send through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    #[serde(default = "smtp_port")]
+    pub port: u16,
+    /// The sender; `holdfast@` the host's name when left out.
+    pub from: Option<String>,
+    #[serde(default)]
+    starttls: bool,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+fn smtp_port() -> u16 {
+    25
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +90,8 @@ pub enum Target {
     },
     /// Run the argv with the event JSON on stdin.
     Exec(Vec<String>),
+    /// A readable text mail through the `[smtp]` server.
+    Mail { to: Vec<String>, smtp: Smtp },
 }
 
 /// A checked rule.
@@ -133,14 +160,25 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// Check every rule; the message names the rule and says what to change.
-pub fn check(files: BTreeMap<String, RuleFile>) -> Result<Vec<Rule>, String> {
+pub fn check(files: BTreeMap<String, RuleFile>, smtp: Option<&Smtp>) -> Result<Vec<Rule>, String> {
+    if let Some(smtp) = smtp
+        && (smtp.starttls || smtp.user.is_some() || smtp.password_file.is_some())
+    {
+        return Err(
+            "[smtp]: starttls and authentication are not supported by this version; \
+             relay through a local server (host = \"127.0.0.1\")"
+                .into(),
+        );
+    }
     files
         .into_iter()
-        .map(|(name, file)| check_one(&name, file).map_err(|e| format!("[notify.{name}]: {e}")))
+        .map(|(name, file)| {
+            check_one(&name, file, smtp).map_err(|e| format!("[notify.{name}]: {e}"))
+        })
         .collect()
 }
 
-fn check_one(name: &str, file: RuleFile) -> Result<Rule, String> {
+fn check_one(name: &str, file: RuleFile, smtp: Option<&Smtp>) -> Result<Rule, String> {
     if file.on.is_empty() {
         return Err("`on` names no event; list kinds such as \"job.failed\"".into());
     }
@@ -150,12 +188,26 @@ fn check_one(name: &str, file: RuleFile) -> Result<Rule, String> {
             KINDS.join(", ")
         ));
     }
-    if file.mail.is_some() {
-        return Err("mail is not supported by this version; use webhook or exec".into());
-    }
-    let target = match (file.webhook, file.exec) {
-        (Some(hook), None) => webhook(hook)?,
-        (None, Some(argv)) => {
+    let target = match (file.webhook, file.exec, file.mail) {
+        (None, None, Some(mail)) => {
+            let smtp = smtp.ok_or(
+                "mail needs an SMTP server: add [smtp] with host (and port) to the settings",
+            )?;
+            if mail.to.is_empty()
+                || mail
+                    .to
+                    .iter()
+                    .any(|a| !a.contains('@') || a.contains(['<', '>', '\r', '\n']))
+            {
+                return Err("mail.to needs addresses such as \"ops@example.com\"".into());
+            }
+            Target::Mail {
+                to: mail.to,
+                smtp: smtp.clone(),
+            }
+        }
+        (Some(hook), None, None) => webhook(hook)?,
+        (None, Some(argv), None) => {
             let program = argv
                 .first()
                 .ok_or("exec is empty; give a program and its arguments")?;
@@ -168,8 +220,8 @@ fn check_one(name: &str, file: RuleFile) -> Result<Rule, String> {
             }
             Target::Exec(argv)
         }
-        (None, None) => return Err("give `webhook` or `exec`".into()),
-        (Some(_), Some(_)) => return Err("give either `webhook` or `exec`, not both".into()),
+        (None, None, None) => return Err("give `webhook`, `exec` or `mail`".into()),
+        _ => return Err("give one of `webhook`, `exec` and `mail`, not several".into()),
     };
     let duration = |key: &str, value: &Option<String>, default: Duration| match value {
         Some(text) => humantime::parse_duration(text).map_err(|e| format!("{key} {text:?}: {e}")),

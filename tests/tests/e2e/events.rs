@@ -775,3 +775,103 @@ coalesce = "3s"
     }
     assert_eq!(seen, jobs, "every failure was in a digest");
 }
+
+/// An SMTP server: Python's smtpd on 127.0.0.1, appending one JSON line per
+/// mail (sender, recipients, the message) to a file.
+const SMTP_SERVER: &str = r#"
+import asyncore, json, sys, warnings
+warnings.simplefilter("ignore")
+import smtpd
+port, out = int(sys.argv[1]), sys.argv[2]
+class Server(smtpd.SMTPServer):
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        if isinstance(data, bytes):
+            data = data.decode()
+        with open(out, "a") as f:
+            f.write(json.dumps({"from": mailfrom, "to": rcpttos, "data": data}) + "\n")
+Server(("127.0.0.1", port), None)
+asyncore.loop()
+"#;
+
+/// A mail rule sends a readable mail with the facts of the event through
+/// a real SMTP server process; a mail rule without `[smtp]` is a load
+/// error.
+#[test]
+fn mail_rules_send_a_readable_mail_through_the_smtp_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut daemon = TestDaemon::prepare(
+        Some(&format!(
+            r#"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+from = "holdfast@test.example"
+
+[notify.ops]
+on = ["job.failed"]
+mail = {{ to = ["ops@example.com", "dba@example.com"] }}
+"#
+        )),
+        &[("nightly.toml", FAILS)],
+    );
+    let received = daemon.dir().join("mails");
+    let _server = Killed(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(SMTP_SERVER)
+            .arg(port.to_string())
+            .arg(&received)
+            .spawn()
+            .expect("python3 runs"),
+    );
+    eventually(EVENT_WAIT, "the SMTP server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).map(drop)
+    });
+    daemon.launch();
+    let job_id = daemon.submit("nightly", &[]);
+    let job = daemon.wait_done(job_id);
+    let error_id = activity(&job, "load.facts").attempts[0]
+        .error_id
+        .clone()
+        .expect("an error id");
+    let (mails, _) = eventually(EVENT_WAIT, "the mail to arrive", || {
+        let mails = lines_of(&received);
+        if mails.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(mails)
+        }
+    });
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = &mails[0];
+    assert_eq!(mail["from"], "holdfast@test.example");
+    assert_eq!(
+        mail["to"],
+        serde_json::json!(["ops@example.com", "dba@example.com"])
+    );
+    let data = mail["data"].as_str().expect("the message");
+    for fact in [
+        format!("Subject: [holdfast] job.failed: job {job_id} (nightly)"),
+        "nightly.load.facts".to_string(),
+        error_id,
+        format!("hfctl status {job_id}"),
+    ] {
+        assert!(data.contains(&fact), "the mail says {fact:?}:\n{data}");
+    }
+
+    let mut bad = TestDaemon::prepare(
+        Some("[notify.ops]\non = [\"job.failed\"]\nmail = { to = [\"ops@example.com\"] }\n"),
+        &[],
+    );
+    let error = bad
+        .try_launch()
+        .expect_err("a mail rule without [smtp] is a load error");
+    let log = bad.log_tail();
+    assert!(
+        log.contains("[notify.ops]") && log.contains("[smtp]"),
+        "{error}\n{log}"
+    );
+}
