@@ -26,6 +26,8 @@ pub use rules::{Rule, RuleFile};
 
 /// Events read from the database at a time.
 const PAGE: u32 = 500;
+/// Events looked at between two commits of a cursor that queued nothing.
+const CURSOR_EVERY: u64 = 10_000;
 /// How long the notifier waits after a store error.
 const STORE_PAUSE: Duration = Duration::from_secs(5);
 
@@ -58,13 +60,17 @@ async fn run(
     mut events: watch::Receiver<u64>,
 ) -> Result<(), StoreError> {
     // The first start notifies from now on, not about the whole history.
-    let mut cursor = match store.read(store::notify_cursor).await? {
+    let start = match store.read(store::notify_cursor).await? {
         Some(cursor) => cursor,
         None => store.read(store::max_event_id).await?,
     };
+    let mut cursor = Cursor {
+        read: start,
+        stored: start,
+    };
     loop {
         events.mark_unchanged();
-        cursor = queue(&store, &rules, cursor).await?;
+        queue(&store, &rules, &mut cursor).await?;
         deliver_due(&store, &rules).await?;
         let next = store.read(store::next_delivery_at).await?;
         let sleep = next.map_or(Duration::from_secs(3600), |at| {
@@ -82,15 +88,28 @@ async fn run(
     }
 }
 
-/// Queue deliveries for the events past `cursor`; returns the new cursor.
-async fn queue(store: &Store, rules: &[Rule], mut cursor: u64) -> Result<u64, StoreError> {
+/// The last event looked at, and the last one committed as such.
+struct Cursor {
+    read: u64,
+    stored: u64,
+}
+
+/// Queue deliveries for the events past the cursor and move it.
+///
+/// The cursor is committed with every delivery it queues (so no event is
+/// queued twice), and otherwise only every [`CURSOR_EVERY`] events: events
+/// that matched no rule may be looked at again after a restart, which
+/// queues nothing. So events no rule wants cost the store no write, and
+/// the writes are not synchronous: the cursor and its deliveries are lost
+/// or kept together, and the events they come from are in the outbox.
+async fn queue(store: &Store, rules: &[Rule], cursor: &mut Cursor) -> Result<(), StoreError> {
     loop {
-        let after = cursor;
+        let after = cursor.read;
         let page: Vec<Event> = store
             .read(move |conn| store::events_since(conn, after, PAGE))
             .await?;
         let Some(last) = page.last().map(|e| e.id) else {
-            return Ok(cursor);
+            return Ok(());
         };
         let mut deliveries = Vec::new();
         let now = store::now_ms();
@@ -107,19 +126,22 @@ async fn queue(store: &Store, rules: &[Rule], mut cursor: u64) -> Result<u64, St
             }
         }
         let full = page.len() == PAGE as usize;
-        store
-            .write(
-                vec![WriteOp::QueueDeliveries {
-                    deliveries,
-                    last_event: last,
-                    at: store::now_ms(),
-                }],
-                true,
-            )
-            .await?;
-        cursor = last;
+        if !deliveries.is_empty() || last - cursor.stored >= CURSOR_EVERY {
+            store
+                .write(
+                    vec![WriteOp::QueueDeliveries {
+                        deliveries,
+                        last_event: last,
+                        at: store::now_ms(),
+                    }],
+                    false,
+                )
+                .await?;
+            cursor.stored = last;
+        }
+        cursor.read = last;
         if !full {
-            return Ok(cursor);
+            return Ok(());
         }
     }
 }
