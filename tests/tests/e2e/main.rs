@@ -18,6 +18,7 @@ mod flood;
 mod hostile;
 mod integrity;
 mod logs;
+mod notifications;
 mod outputs;
 mod params;
 mod policy;
