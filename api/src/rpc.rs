@@ -16,6 +16,7 @@ use crate::types::{
     AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
+use crate::types::{Delivery, Event, JobState};
 
 #[rpc(server, client)]
 pub trait Holdfast {
@@ -170,4 +171,33 @@ pub trait Holdfast {
     /// it. Fields (hosts, ports) only for operators; secret values never.
     #[method(name = "connection.list", param_kind = map, with_extensions)]
     async fn connection_list(&self) -> RpcResult<Vec<ConnectionSummary>>;
+    /// Events of the outbox (job, activity and schedule transitions) the
+    /// caller may see: those after `since` first (from the database, kept
+    /// for a while), then live, without gap or duplicate. Without `since`,
+    /// only events from now on. Filters: `chain`, `tenant`, `kinds`,
+    /// `states`. With `follow = false` the subscription closes once it has
+    /// sent what was recorded when it began.
+    #[subscription(name = "events.subscribe" => "events.event", unsubscribe = "events.unsubscribe", item = Event, param_kind = map, with_extensions)]
+    async fn events_subscribe(
+        &self,
+        since: Option<u64>,
+        chain: Option<String>,
+        tenant: Option<String>,
+        kinds: Option<Vec<String>>,
+        states: Option<Vec<JobState>>,
+        follow: Option<bool>,
+    ) -> SubscriptionResult;
+
+    /// Notification deliveries, newest first; `failed`: only those that
+    /// failed or are being retried.
+    #[method(name = "notification.list", param_kind = map)]
+    async fn notification_list(
+        &self,
+        failed: Option<bool>,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<Delivery>>;
+
+    /// Deliver a notification again now (operators only).
+    #[method(name = "notification.retry", param_kind = map, with_extensions)]
+    async fn notification_retry(&self, id: u64) -> RpcResult<Delivery>;
 }

@@ -564,6 +564,13 @@ pub struct ScheduleInfo {
     pub last_handled: String,
     pub last_job: Option<u64>,
     pub last_job_state: Option<JobState>,
+    /// Why the last fire created no job (every tenant's reason); absent
+    /// when it created them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When that fire was refused, RFC 3339 in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<String>,
 }
 
 /// A piece of a database copy (`store.backup` item). The daemon makes one
@@ -624,4 +631,116 @@ pub struct ConnectionSummary {
     pub used_by: Vec<String>,
     /// Errors of the current file, if it is broken.
     pub errors: Vec<LoadError>,
+}
+
+/// One event of the outbox (`events.subscribe` item, `hfctl events`): a
+/// transition of a job, an activity or a schedule, committed in the same
+/// transaction as the transition. Fields that do not apply to a kind are
+/// left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increasing, never given out twice; a resume point for `since`.
+    pub id: u64,
+    /// `job.submitted`, `job.started`, `job.succeeded`, `job.failed`,
+    /// `job.cancelled`, `job.finished`, `job.alert`, `activity.started`,
+    /// `activity.succeeded`, `activity.retrying`, `activity.failed`,
+    /// `schedule.refused` or `daemon.recovered`.
+    pub kind: String,
+    /// When the transition happened, RFC 3339 in UTC.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The job's state after the transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// The job's parameters, secret values shown as `***`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Map<String, Value>>,
+    /// `process.activity`, for activity events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+    /// An error, an alert's text or why a schedule fire was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The job's failed activities (job end events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedActivity>,
+    /// From the job's start to its end (job end events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<u32>,
+    /// `chain.schedule`, for schedule events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Commands that show more, e.g. `hfctl status 12`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+}
+
+/// A failed activity in a job end event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailedActivity {
+    /// `process.activity`.
+    pub activity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Which events `events.subscribe` sends; every field left out matches all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Event kinds, e.g. `job.failed`; empty for all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Job states after the transition; empty for all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<JobState>,
+}
+
+impl EventFilter {
+    /// Does `event` pass the filter?
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.chain.is_none() || self.chain == event.chain)
+            && (self.tenant.is_none() || self.tenant == event.tenant)
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && (self.states.is_empty() || event.state.is_some_and(|s| self.states.contains(&s)))
+    }
+}
+
+/// One notification: an event for a rule (`notification.list` item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: u64,
+    pub event_id: u64,
+    /// The rule's name, `NAME` of `[notify.NAME]`.
+    pub rule: String,
+    /// The event's kind.
+    pub kind: String,
+    pub job_id: Option<u64>,
+    /// `pending`, `delivered` or `failed` (no attempt left; see
+    /// `hfctl notifications retry`).
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When it is tried next (pending only), RFC 3339 in UTC.
+    pub next_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
 }

@@ -90,6 +90,10 @@ enum Command {
     Schedule(cmd::schedule::Args),
     /// The audit trail of submissions, cancels, retries and reloads.
     Audit(cmd::audit::Args),
+    /// Job, activity and schedule events, one line each; -f follows them.
+    Events(cmd::events::Args),
+    /// Notification deliveries; `retry ID` delivers one again.
+    Notifications(cmd::notifications::Args),
     /// Inside an activity: report progress, a checkpoint, outputs or an alert.
     Emit(cmd::emit::Args),
     /// Write a consistent copy of the daemon's database to a new file (operators only).
@@ -126,6 +130,8 @@ async fn main() -> ExitCode {
         Command::Connections(args) => cmd::connections::run(&ctx, args).await,
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
+        Command::Events(args) => cmd::events::run(&ctx, args).await,
+        Command::Notifications(args) => cmd::notifications::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),
         Command::Backup(args) => cmd::backup::run(&ctx, args).await,
     };

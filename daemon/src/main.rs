@@ -13,6 +13,7 @@ mod engine;
 mod executor;
 mod logging;
 mod mask;
+mod notify;
 mod registry;
 mod retention;
 mod rpc;
@@ -370,6 +371,11 @@ fn start_engine(
     notifier.status("recovering unfinished jobs");
     let (engine, commands, exec) = engine::Engine::start(settings.clone(), store.clone(), wiring)?;
     let engine = tokio::spawn(engine.run(commands, exec));
+    notify::start(
+        store.clone(),
+        settings.notify.clone(),
+        handle.events.clone(),
+    );
     retention::start(
         store.clone(),
         settings.logs_dir(),

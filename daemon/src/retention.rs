@@ -1,6 +1,8 @@
 //! Retention: an hourly sweep that deletes finished jobs older than
 //! `retention` or beyond the newest `retention_jobs`, with their activities,
-//! attempts and log files, and audit rows older than `audit_retention`.
+//! attempts and log files, audit rows older than `audit_retention`, and
+//! events older than [`EVENTS_RETENTION`] or beyond the newest [`EVENTS_KEPT`]
+//! (with notification deliveries that are over and as old).
 //!
 //! Queued and running jobs are never deleted. The sweep runs beside the
 //! engine, not in it: finished jobs are no longer in the engine's memory.
@@ -18,6 +20,10 @@ use crate::store::{Store, StoreError, WriteOp, now_ms};
 pub const BATCH: usize = 500;
 /// Time between sweeps.
 const EVERY: Duration = Duration::from_secs(3600);
+/// Events (the outbox, `events.subscribe`'s resume points) are kept this
+/// long, and at most [`EVENTS_KEPT`] of them.
+pub const EVENTS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const EVENTS_KEPT: u64 = 200_000;
 
 /// What to keep.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +127,11 @@ pub async fn sweep(
             break;
         }
     }
+    let before = now - EVENTS_RETENTION.as_millis() as i64;
+    let keep = EVENTS_KEPT;
+    store
+        .write(vec![WriteOp::DeleteEvents { before, keep }], false)
+        .await?;
     Ok(report)
 }
 
@@ -278,5 +289,56 @@ mod tests {
             .await
             .expect("sweep");
         assert_eq!(report.audit_rows, 1);
+    }
+
+    /// Events older than their retention go; the newest id stays the
+    /// highest ever given out, so a resumed subscriber is never handed a
+    /// reused id.
+    #[tokio::test]
+    async fn old_events_go_and_their_ids_are_not_given_out_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let now = 1000 * DAY;
+        let rows = [(1, now - 8 * DAY), (2, now - 8 * DAY), (3, now - DAY)]
+            .into_iter()
+            .map(|(id, at)| {
+                WriteOp::Event(Box::new(crate::store::EventRow {
+                    id,
+                    kind: "job.finished".into(),
+                    at,
+                    job_id: Some(id),
+                    chain: None,
+                    tenant: None,
+                    payload: format!(r#"{{"id":{id},"kind":"job.finished","at":"x"}}"#),
+                }))
+            })
+            .collect();
+        store.write(rows, false).await.expect("events");
+        let policy = Policy {
+            retention: Duration::from_secs(30 * 86_400),
+            retention_jobs: None,
+            audit_retention: Duration::from_secs(365 * 86_400),
+        };
+        sweep(&store, &dir.path().join("logs"), policy, now)
+            .await
+            .expect("sweep");
+        let kept: Vec<u64> = store
+            .read_now(|conn| crate::store::events_since(conn, 0, 10))
+            .expect("read")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(kept, [3]);
+        store
+            .write(
+                vec![WriteOp::DeleteEvents {
+                    before: now,
+                    keep: 0,
+                }],
+                false,
+            )
+            .await
+            .expect("delete all");
+        assert_eq!(store.read_now(crate::store::max_event_id).expect("max"), 3);
     }
 }

@@ -69,6 +69,11 @@ struct SettingsFile {
     #[serde(default)]
     run_as_groups: Vec<String>,
     cgroup: Option<String>,
+    /// Notification rules, `[notify.NAME]`.
+    #[serde(default)]
+    notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
+    /// The SMTP server of mail rules.
+    smtp: Option<crate::notify::rules::Smtp>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -157,6 +162,8 @@ pub struct Settings {
     pub run_as_groups: Vec<String>,
     /// Where attempts get their cgroups (see [`crate::cgroup`]).
     pub cgroup: crate::cgroup::CgroupSetting,
+    /// Notification rules, checked (see [`crate::notify::rules`]).
+    pub notify: std::sync::Arc<Vec<crate::notify::Rule>>,
 }
 
 impl Settings {
@@ -227,6 +234,13 @@ impl Settings {
             })?,
             None => crate::cgroup::CgroupSetting::Auto,
         };
+        let notify =
+            crate::notify::rules::check(file.notify, file.smtp.as_ref()).map_err(|message| {
+                SettingsError::Invalid {
+                    path: config.clone(),
+                    message,
+                }
+            })?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -288,6 +302,7 @@ impl Settings {
                 Mode::User => file.socket_group,
             },
             cgroup,
+            notify: std::sync::Arc::new(notify),
         })
     }
 }

@@ -15,8 +15,9 @@ use std::sync::OnceLock;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, ErrorCode, Job, JobList, LogChunk,
-    Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, Delivery, ErrorCode, Job, JobList,
+    JobState, LogChunk, Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail,
+    WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::{ErrorObjectOwned, Request};
@@ -186,6 +187,34 @@ impl HoldfastServer for Refuser {
     }
 
     async fn connection_list(&self, _ext: &Extensions) -> RpcResult<Vec<ConnectionSummary>> {
+        refuse()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn events_subscribe(
+        &self,
+        pending: PendingSubscriptionSink,
+        _ext: &Extensions,
+        _since: Option<u64>,
+        _chain: Option<String>,
+        _tenant: Option<String>,
+        _kinds: Option<Vec<String>>,
+        _states: Option<Vec<JobState>>,
+        _follow: Option<bool>,
+    ) -> SubscriptionResult {
+        pending.reject(refusal()).await;
+        Ok(())
+    }
+
+    async fn notification_list(
+        &self,
+        _failed: Option<bool>,
+        _limit: Option<u32>,
+    ) -> RpcResult<Vec<Delivery>> {
+        refuse()
+    }
+
+    async fn notification_retry(&self, _ext: &Extensions, _id: u64) -> RpcResult<Delivery> {
         refuse()
     }
 }

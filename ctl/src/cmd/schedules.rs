@@ -59,5 +59,16 @@ pub fn render(schedules: &[ScheduleInfo], palette: &Palette) -> String {
             }),
         ]);
     }
-    table.render(palette)
+    let mut out = table.render(palette);
+    // Refused fires below the table: their reasons are too long for a column.
+    for s in schedules {
+        if let Some(error) = &s.last_error {
+            let at = s.last_error_at.as_deref().map_or("-".into(), output::time);
+            out.push_str(&format!(
+                "{}.{}: last fire refused at {at}: {error}\n",
+                s.chain, s.name
+            ));
+        }
+    }
+    out
 }

@@ -14,6 +14,7 @@
 //! later with the same channels.
 
 mod handlers;
+mod events;
 pub mod job;
 mod policy;
 mod recovery;
@@ -35,7 +36,7 @@ use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, WriteOp};
 pub use job::JobRun;
-pub use schedules::{ScheduleAction, ScheduleView};
+pub use schedules::{ScheduleAction, ScheduleControlError, ScheduleView};
 
 /// Who made a request, from the socket's peer credentials.
 #[derive(Debug, Clone)]
@@ -139,7 +140,7 @@ pub enum Command {
         chain: String,
         name: String,
         action: ScheduleAction,
-        reply: oneshot::Sender<Result<ScheduleView, String>>,
+        reply: oneshot::Sender<Result<ScheduleView, ScheduleControlError>>,
     },
     /// Stop accepting work, interrupt running attempts, answer when all ended.
     Shutdown {
@@ -154,6 +155,8 @@ pub struct EngineHandle {
     pub registry: watch::Receiver<Arc<Registry>>,
     /// A job id each time one of its states changed (after the commit).
     pub changes: broadcast::Sender<u64>,
+    /// The last event id committed to the outbox (`events.subscribe`).
+    pub events: watch::Receiver<u64>,
     pub logs: LogHub,
     /// Why the engine is held back from starting; None from the moment its
     /// loop runs.
@@ -167,6 +170,7 @@ pub struct Wiring {
     commands_rx: mpsc::Receiver<Command>,
     registry: watch::Sender<Arc<Registry>>,
     changes: broadcast::Sender<u64>,
+    events: watch::Sender<u64>,
     hub: LogHub,
     held: watch::Sender<Option<Arc<str>>>,
 }
@@ -178,12 +182,14 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
     let (changes, _) = broadcast::channel(4096);
+    let (events_tx, events_rx) = watch::channel(0);
     let hub = LogHub::default();
     let (held_tx, held_rx) = watch::channel(held.map(Arc::from));
     let handle = EngineHandle {
         commands: commands_tx.clone(),
         registry: registry_rx,
         changes: changes.clone(),
+        events: events_rx,
         logs: hub.clone(),
         held: held_rx,
     };
@@ -192,6 +198,7 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
         commands_rx,
         registry: registry_tx,
         changes,
+        events: events_tx,
         hub,
         held: held_tx,
     };
@@ -277,7 +284,7 @@ impl EngineHandle {
         chain: String,
         name: String,
         action: ScheduleAction,
-    ) -> Result<ScheduleView, String> {
+    ) -> Result<ScheduleView, ScheduleControlError> {
         self.ask(|reply| Command::ScheduleControl {
             chain,
             name,
@@ -285,7 +292,7 @@ impl EngineHandle {
             reply,
         })
         .await
-        .unwrap_or_else(|| Err("the daemon is stopping".into()))
+        .unwrap_or(Err(ScheduleControlError::Stopping))
     }
 
     /// Re-read the workflows directory; resolves once the new registry is in place.
@@ -309,8 +316,8 @@ enum Effect {
     JobTimer(u64, Duration),
     Changed(u64),
     ScheduleChanged(
-        oneshot::Sender<Result<ScheduleView, String>>,
-        Result<ScheduleView, String>,
+        oneshot::Sender<Result<ScheduleView, ScheduleControlError>>,
+        Result<ScheduleView, ScheduleControlError>,
     ),
 }
 
@@ -351,6 +358,8 @@ pub struct Engine {
     shutting_down: Option<Vec<oneshot::Sender<()>>>,
     schedules: std::collections::BTreeMap<(String, String), schedules::ScheduleRun>,
     schedule_timer: Option<tokio::task::AbortHandle>,
+    /// Events written with their transitions (`events.rs`).
+    outbox: events::Outbox,
 
     // The batch being built.
     ops: Vec<WriteOp>,
@@ -378,9 +387,11 @@ impl Engine {
             commands_rx,
             registry: registry_tx,
             changes,
+            events: events_tx,
             hub,
             held,
         } = wiring;
+        let outbox = events::Outbox::new(store.read_now(crate::store::max_event_id)?, events_tx);
         let (exec_tx, exec_rx) = mpsc::channel(8192);
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
@@ -427,6 +438,7 @@ impl Engine {
             shutting_down: None,
             schedules: std::collections::BTreeMap::new(),
             schedule_timer: None,
+            outbox,
             ops: Vec::new(),
             durable: false,
             effects: Vec::new(),
@@ -607,6 +619,7 @@ impl Engine {
         };
         match result {
             Ok(()) => {
+                self.outbox.committed();
                 let joined = !self.pending_jobs.is_empty();
                 for pending in std::mem::take(&mut self.pending_jobs) {
                     let id = pending.job.id;
@@ -630,6 +643,7 @@ impl Engine {
                 // for their writes, so no process starts unrecorded.
                 let mut kept = ops;
                 kept.retain(|op| !matches!(op, WriteOp::InsertJob(_)));
+                kept.retain(|op| !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"));
                 kept.append(&mut self.ops);
                 self.ops = kept;
                 self.durable |= durable;

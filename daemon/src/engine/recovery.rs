@@ -74,6 +74,7 @@ impl Engine {
             resumed += 1;
         }
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
+        self.ops.push(self.outbox.recovered(resumed));
         Ok(())
     }
 

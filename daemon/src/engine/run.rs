@@ -161,6 +161,7 @@ impl Engine {
                 .map(|(idx, a)| (idx, a.path.clone()))
                 .collect(),
         })));
+        self.ops.push(self.outbox.submitted(job));
         self.durable = true;
         Ok(())
     }
@@ -443,6 +444,7 @@ impl Engine {
                 alerts: job.alerts,
             });
             tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
+            self.ops.push(self.outbox.started(job));
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
                 self.effects.push(Effect::JobTimer(id, timeout));
@@ -459,6 +461,8 @@ impl Engine {
             idx,
             state: ActivityState::Running.as_str(),
         });
+        self.ops
+            .push(self.outbox.activity_started(job, idx, number));
         job.running += 1;
         self.running += 1;
 
@@ -770,6 +774,7 @@ impl Engine {
                 ActivityState::Failed
             }
         };
+        self.emit_attempt_end(key, next, error_id.as_deref(), end.error.as_deref());
         self.set_activity_state(key.job_id, key.idx, next);
         self.effects.push(Effect::Changed(key.job_id));
         self.refresh(key.job_id);
@@ -815,13 +820,15 @@ impl Engine {
         match state {
             ActivityState::Failed if on_failure == OnFailure::Continue => {
                 job.alerts += 1;
+                let text = format!(
+                    "{} failed; the job goes on (on_failure = \"continue\")",
+                    job.chain.activities[idx].path
+                );
+                self.ops.push(self.outbox.continued(job, idx, &text));
                 self.ops.push(WriteOp::JobAlert {
                     id,
                     alerts: job.alerts,
-                    text: format!(
-                        "{} failed; the job goes on (on_failure = \"continue\")",
-                        job.chain.activities[idx].path
-                    ),
+                    text,
                 });
                 self.release_dependants(id, idx);
             }
@@ -1023,6 +1030,7 @@ impl Engine {
         };
         let state = job.final_state();
         let now = store::now_ms();
+        self.ops.extend(self.outbox.finished(&job, state, now));
         self.ops.push(WriteOp::JobState {
             id,
             state: state.as_str(),
@@ -1098,6 +1106,7 @@ impl Engine {
                     alerts: job.alerts,
                     text: format!("{path}: {text}"),
                 });
+                self.ops.push(self.outbox.alert(job, key, &text));
             }
         }
         self.effects.push(Effect::Changed(key.job_id));

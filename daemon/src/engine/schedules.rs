@@ -204,9 +204,10 @@ impl Engine {
     }
 
     /// Submit the jobs of one fire, honouring `overlap` unless `manual`.
-    fn fire(&mut self, key: &(String, String), manual: bool) {
+    /// Returns why tenants' jobs were refused (empty when none was).
+    fn fire(&mut self, key: &(String, String), manual: bool) -> Vec<String> {
         let Some(run) = self.schedules.get(key) else {
-            return;
+            return Vec::new();
         };
         let in_flight = run.last_jobs.iter().any(|id| {
             self.jobs.contains_key(id) || self.pending_jobs.iter().any(|p| p.job.id == *id)
@@ -215,14 +216,14 @@ impl Engine {
             match run.schedule.overlap {
                 Overlap::Skip => {
                     tracing::warn!(HF_CHAIN = %key.0, schedule = %key.1, "fire skipped: the previous job of this schedule is still running (overlap = \"skip\")");
-                    return;
+                    return Vec::new();
                 }
                 Overlap::Queue => {
                     tracing::info!(HF_CHAIN = %key.0, schedule = %key.1, "fire waits for the previous job (overlap = \"queue\")");
                     if let Some(run) = self.schedules.get_mut(key) {
                         run.waiting = true;
                     }
-                    return;
+                    return Vec::new();
                 }
                 Overlap::Allow => {}
             }
@@ -242,6 +243,7 @@ impl Engine {
             user: format!("schedule:{}.{}", key.0, key.1),
         };
         let mut started = Vec::new();
+        let mut refused = Vec::new();
         for tenant in tenants {
             let prepared = {
                 let registry = self.registry.borrow();
@@ -258,6 +260,7 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), error = %e, "scheduled job refused");
+                    refused.push(refusal(tenant.as_deref(), &e));
                     continue;
                 }
             };
@@ -275,8 +278,10 @@ impl Engine {
             job.secret = prepared.secret;
             if let Err(e) = self.record_new_job(&job, &caller, None) {
                 tracing::error!(HF_CHAIN = %key.0, schedule = %key.1, error = %e, "scheduled job refused");
+                refused.push(refusal(tenant.as_deref(), &e));
                 continue;
             }
+            self.audit_fire(key, &caller, "ok", format!("job {id}"));
             tracing::info!(HF_JOB_ID = id, HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), "job submitted by schedule");
             // Nobody waits for the answer of a scheduled submission.
             let (reply, _) = oneshot::channel();
@@ -294,6 +299,46 @@ impl Engine {
                 last_job: started.last().copied(),
             });
         }
+        self.record_refusals(key, &caller, &refused);
+        refused
+    }
+
+    /// Record on the schedule why its fire created no job (or clear it when
+    /// every job was created), raise `schedule.refused` and audit it.
+    fn record_refusals(&mut self, key: &(String, String), caller: &Caller, refused: &[String]) {
+        let error = (!refused.is_empty()).then(|| refused.join("; "));
+        self.ops.push(WriteOp::ScheduleError {
+            chain: key.0.clone(),
+            name: key.1.clone(),
+            error: error.clone(),
+            at: store::now_ms(),
+        });
+        if let Some(error) = error {
+            self.ops
+                .push(self.outbox.schedule_refused(&key.0, &key.1, &error));
+            self.audit_fire(key, caller, "refused", error);
+            self.durable = true;
+        }
+    }
+
+    /// An audit row for a schedule's submission, by `schedule:CHAIN.NAME`.
+    fn audit_fire(
+        &mut self,
+        key: &(String, String),
+        caller: &Caller,
+        outcome: &str,
+        detail: String,
+    ) {
+        self.ops.push(WriteOp::Audit(Box::new(store::AuditRow {
+            at: store::now_ms(),
+            uid: Some(caller.uid),
+            user: Some(caller.user.clone()),
+            pid: None,
+            method: "job.submit",
+            target: Some(key.0.clone()),
+            outcome: outcome.to_string(),
+            detail: Some(detail),
+        })));
     }
 
     /// A job ended: a schedule waiting on it (`overlap = "queue"`) fires now.
@@ -320,10 +365,12 @@ impl Engine {
         chain: &str,
         name: &str,
         action: ScheduleAction,
-    ) -> Result<ScheduleView, String> {
+    ) -> Result<ScheduleView, ScheduleControlError> {
         let key = (chain.to_string(), name.to_string());
         let Some(run) = self.schedules.get_mut(&key) else {
-            return Err(format!("no schedule {chain}.{name}; see `hfctl schedules`"));
+            return Err(ScheduleControlError::NotFound(format!(
+                "no schedule {chain}.{name}; see `hfctl schedules`"
+            )));
         };
         match action {
             ScheduleAction::Pause => {
@@ -348,13 +395,20 @@ impl Engine {
         self.durable = true;
         tracing::info!(HF_CHAIN = %chain, schedule = %name, action = ?action, "schedule changed");
         if action == ScheduleAction::Trigger {
-            self.fire(&key, true);
+            let refused = self.fire(&key, true);
+            if !refused.is_empty() {
+                self.arm_schedule_timer();
+                return Err(ScheduleControlError::Refused(format!(
+                    "{chain}.{name}: the fire's job was refused: {}",
+                    refused.join("; ")
+                )));
+            }
         }
         self.arm_schedule_timer();
         self.schedule_views()
             .into_iter()
             .find(|v| v.chain == chain && v.name == name)
-            .ok_or_else(|| "schedule vanished".to_string())
+            .ok_or_else(|| ScheduleControlError::NotFound("schedule vanished".to_string()))
     }
 
     pub(super) fn schedule_views(&self) -> Vec<ScheduleView> {
@@ -380,6 +434,35 @@ impl Engine {
                 last_job: run.last_jobs.last().copied(),
             })
             .collect()
+    }
+}
+
+/// Why `schedule.pause`, `schedule.resume` or `schedule.trigger` did not do
+/// what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScheduleControlError {
+    #[error("{0}")]
+    NotFound(String),
+    /// A trigger whose fire created no job, with every tenant's reason.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the daemon is stopping; try again once it runs")]
+    Stopping,
+}
+
+/// Why one tenant's job of a fire was refused, with per-field reasons.
+fn refusal(tenant: Option<&str>, error: &super::SubmitError) -> String {
+    let reason = match error {
+        super::SubmitError::Invalid(fields) => fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    match tenant {
+        Some(tenant) => format!("tenant {tenant}: {reason}"),
+        None => reason,
     }
 }
 

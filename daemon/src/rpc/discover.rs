@@ -156,6 +156,50 @@ const METHODS: &[MethodSpec] = &[
         r#"{"type":"string","description":"subscription id"}"#,
     ),
     (
+        "events.subscribe",
+        "Subscription (WebSocket): events of jobs, activities and schedules (notifications events.event, see docs/json-contract.md), those after since first (replayed from the database), then live, without gap or duplicate; without since, from now on.",
+        &[
+            (
+                "since",
+                false,
+                r#"{"type":"integer","description":"the last event id seen"}"#,
+            ),
+            ("chain", false, r#"{"type":"string"}"#),
+            ("tenant", false, r#"{"type":"string"}"#),
+            (
+                "kinds",
+                false,
+                r#"{"type":"array","items":{"type":"string"}}"#,
+            ),
+            (
+                "states",
+                false,
+                r#"{"type":"array","items":{"type":"string"}}"#,
+            ),
+            (
+                "follow",
+                false,
+                r#"{"type":"boolean","description":"false: close once the events recorded at the start were sent"}"#,
+            ),
+        ],
+        r#"{"type":"string","description":"subscription id"}"#,
+    ),
+    (
+        "notification.list",
+        "Notification deliveries, newest first (failed: only those failed or being retried).",
+        &[
+            ("failed", false, r#"{"type":"boolean"}"#),
+            ("limit", false, r#"{"type":"integer"}"#),
+        ],
+        r#"{"type":"array","items":{"type":"object"}}"#,
+    ),
+    (
+        "notification.retry",
+        "Deliver a notification again now (operators only).",
+        &[("id", true, r#"{"type":"integer"}"#)],
+        r#"{"type":"object"}"#,
+    ),
+    (
         "workflow.list",
         "Every chain, loaded or broken, with load errors.",
         &[],

@@ -11,12 +11,14 @@ mod backup;
 mod cancel;
 mod connection;
 mod discover;
+mod events;
 mod get;
 mod info;
 mod limits;
 mod list;
 mod logs;
 mod named_params;
+mod notification;
 mod plan;
 mod retry;
 mod schedule;
@@ -366,5 +368,43 @@ impl HoldfastServer for RpcServer {
 
     async fn connection_list(&self, ext: &Extensions) -> RpcResult<Vec<ConnectionSummary>> {
         connection::list(self, &caller(ext))
+    }
+
+    async fn events_subscribe(
+        &self,
+        pending: PendingSubscriptionSink,
+        ext: &Extensions,
+        since: Option<u64>,
+        chain: Option<String>,
+        tenant: Option<String>,
+        kinds: Option<Vec<String>>,
+        states: Option<Vec<holdfast_api::JobState>>,
+        follow: Option<bool>,
+    ) -> SubscriptionResult {
+        let filter = holdfast_api::EventFilter {
+            chain,
+            tenant,
+            kinds: kinds.unwrap_or_default(),
+            states: states.unwrap_or_default(),
+        };
+        let follow = follow.unwrap_or(true);
+        events::handle(self, pending, caller(ext), since, filter, follow).await
+    }
+
+    async fn notification_list(
+        &self,
+        failed: Option<bool>,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<holdfast_api::Delivery>> {
+        notification::list(self, failed.unwrap_or(false), limit).await
+    }
+
+    async fn notification_retry(
+        &self,
+        ext: &Extensions,
+        id: u64,
+    ) -> RpcResult<holdfast_api::Delivery> {
+        self.writable("notification.retry", ext)?;
+        notification::retry(self, caller(ext), id).await
     }
 }

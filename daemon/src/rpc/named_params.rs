@@ -158,7 +158,10 @@ mod tests {
             .filter(|name| {
                 !matches!(
                     *name,
-                    "job.unwatch" | "job.unfollow_logs" | "store.backup_cancel"
+                    "job.unwatch"
+                        | "job.unfollow_logs"
+                        | "store.backup_cancel"
+                        | "events.unsubscribe"
                 )
             })
             .filter(|name| discover::param_names(name).is_none())

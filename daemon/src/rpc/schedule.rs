@@ -4,7 +4,7 @@ use holdfast_api::{ErrorCode, ScheduleInfo};
 use jsonrpsee::core::RpcResult;
 
 use super::{RpcServer, store_error};
-use crate::engine::{Caller, ScheduleAction, ScheduleView};
+use crate::engine::{Caller, ScheduleAction, ScheduleControlError, ScheduleView};
 use crate::store;
 
 async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo> {
@@ -16,6 +16,12 @@ async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo>
             .map_err(store_error)?,
         None => None,
     };
+    let (chain, name) = (view.chain.clone(), view.name.clone());
+    let last_error = server
+        .store
+        .read(move |conn| store::schedule_error(conn, &chain, &name))
+        .await
+        .map_err(store_error)?;
     let zone =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     Ok(ScheduleInfo {
@@ -32,6 +38,10 @@ async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo>
         last_handled: zone(view.last_handled),
         last_job: view.last_job,
         last_job_state,
+        last_error_at: last_error
+            .as_ref()
+            .map(|(_, at)| zone(chrono::DateTime::from_timestamp_millis(*at).unwrap_or_default())),
+        last_error: last_error.map(|(error, _)| error),
     })
 }
 
@@ -93,13 +103,17 @@ pub(super) async fn control(
         .await;
     let (outcome, detail) = match &result {
         Ok(view) => ("ok", view.last_job.map(|j| format!("last job {j}"))),
-        Err(e) => ("refused", Some(e.clone())),
+        Err(e) => ("refused", Some(e.to_string())),
     };
     server
         .audit(&caller, method, Some(name), outcome, detail)
         .await;
     match result {
         Ok(view) => info(server, view).await,
-        Err(message) => Err(ErrorCode::NotFound.error(message)),
+        Err(e @ ScheduleControlError::NotFound(_)) => Err(ErrorCode::NotFound.error(e.to_string())),
+        Err(e @ ScheduleControlError::Refused(_)) => {
+            Err(ErrorCode::InvalidParameters.error(e.to_string()))
+        }
+        Err(e @ ScheduleControlError::Stopping) => Err(ErrorCode::Unavailable.error(e.to_string())),
     }
 }

@@ -270,6 +270,138 @@ pub fn max_job_id(conn: &Connection) -> Result<u64, StoreError> {
     Ok(id.unwrap_or(0) as u64)
 }
 
+/// The highest event id ever given out (kept by SQLite's AUTOINCREMENT
+/// even when retention deleted the newest events).
+pub fn max_event_id(conn: &Connection) -> Result<u64, StoreError> {
+    let id: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id.unwrap_or(0).max(0) as u64)
+}
+
+/// The last event the notifier queued deliveries for; None before its
+/// first start.
+pub fn notify_cursor(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let id: Option<i64> = conn
+        .query_row(
+            "SELECT last_event FROM notify_cursor WHERE singleton = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id.map(|id| id as u64))
+}
+
+/// A delivery the notifier is to attempt.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: u64,
+    pub rule: String,
+    pub kind: String,
+    pub event_id: u64,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+/// Pending deliveries due at `now`, oldest first.
+pub fn due_deliveries(
+    conn: &Connection,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<DueDelivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, rule, kind, event_id, payload, attempts FROM deliveries
+         WHERE state IN ('pending', 'collecting') AND next_at <= ?1
+         ORDER BY next_at, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit], |r| {
+        Ok(DueDelivery {
+            id: r.get::<_, i64>(0)? as u64,
+            rule: r.get(1)?,
+            kind: r.get(2)?,
+            event_id: r.get::<_, i64>(3)? as u64,
+            payload: r.get(4)?,
+            attempts: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next pending delivery is due (ms), if any.
+pub fn next_delivery_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row(
+        "SELECT MIN(next_at) FROM deliveries WHERE state IN ('pending', 'collecting')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Deliveries, newest first (`notification.list`), or the one with `id`.
+pub fn list_deliveries(
+    conn: &Connection,
+    failed_only: bool,
+    limit: u32,
+    id: Option<u64>,
+) -> Result<Vec<holdfast_api::Delivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, event_id, rule, kind, job_id, state, attempts, last_error, next_at,
+                delivered_at, created_at
+         FROM deliveries WHERE (?1 = 0 OR state = 'failed' OR (state = 'pending' AND attempts > 0))
+            AND (?3 IS NULL OR id = ?3)
+         ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![failed_only, limit, id.map(|i| i as i64)], |r| {
+        let state: String = r.get(5)?;
+        Ok(holdfast_api::Delivery {
+            id: r.get::<_, i64>(0)? as u64,
+            event_id: r.get::<_, i64>(1)? as u64,
+            rule: r.get(2)?,
+            kind: r.get(3)?,
+            job_id: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
+            next_at: (state == "pending" || state == "collecting")
+                .then(|| r.get::<_, i64>(8).map(rfc3339))
+                .transpose()?,
+            state,
+            attempts: r.get(6)?,
+            last_error: r.get(7)?,
+            delivered_at: r.get::<_, Option<i64>>(9)?.map(rfc3339),
+            created_at: rfc3339(r.get(10)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The oldest event kept, if any.
+pub fn min_event_id(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let id: Option<i64> = conn.query_row("SELECT MIN(id) FROM events", [], |r| r.get(0))?;
+    Ok(id.map(|id| id as u64))
+}
+
+/// Events with an id above `since`, oldest first, at most `limit`.
+pub fn events_since(
+    conn: &Connection,
+    since: u64,
+    limit: u32,
+) -> Result<Vec<holdfast_api::Event>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt.query_map(rusqlite::params![since as i64, limit], |r| {
+        r.get::<_, String>(0)
+    })?;
+    let mut events = Vec::new();
+    for payload in rows {
+        match serde_json::from_str(&payload?) {
+            Ok(event) => events.push(event),
+            Err(error) => tracing::warn!(%error, "an event's payload cannot be read; skipped"),
+        }
+    }
+    Ok(events)
+}
+
 /// The text of a stored chain definition.
 pub fn definition_source(
     conn: &Connection,
@@ -550,6 +682,27 @@ pub struct StoredSchedule {
     pub paused: bool,
     pub last_fire: Option<i64>,
     pub last_job: Option<u64>,
+}
+
+/// Why a schedule's last fire created no job, and when (ms); None when its
+/// last fire created every job.
+pub fn schedule_error(
+    conn: &Connection,
+    chain: &str,
+    name: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT last_error, last_error_at FROM schedules WHERE chain = ?1 AND name = ?2",
+        )?
+        .query_row(params![chain, name], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    Ok(match row {
+        Some((Some(error), at)) => Some((error, at.unwrap_or(0))),
+        _ => None,
+    })
 }
 
 /// Every stored schedule state, keyed by (chain, name).

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
+const ALL: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -155,6 +155,46 @@ ALTER TABLE jobs ADD COLUMN outcome TEXT;
 ALTER TABLE activities ADD COLUMN undone INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN error_tail TEXT;
 ALTER TABLE attempts ADD COLUMN error_message TEXT;
+"#;
+
+/// Version 8: the event outbox (each event committed with its transition;
+/// AUTOINCREMENT so an id is never given out twice, even after retention
+/// deleted the newest), a schedule's last refused fire, and notification
+/// deliveries with the last event the notifier has queued them for.
+const V8: &str = r#"
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    job_id  INTEGER,
+    chain   TEXT,
+    tenant  TEXT,
+    payload TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events (at);
+ALTER TABLE schedules ADD COLUMN last_error TEXT;
+ALTER TABLE schedules ADD COLUMN last_error_at INTEGER;
+
+CREATE TABLE deliveries (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     INTEGER NOT NULL,
+    rule         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    job_id       INTEGER,
+    payload      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    last_error   TEXT,
+    delivered_at INTEGER,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (event_id, rule)
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_at);
+CREATE TABLE notify_cursor (
+    singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+    last_event INTEGER NOT NULL
+);
 "#;
 
 #[cfg(test)]

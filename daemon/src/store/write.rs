@@ -167,6 +167,68 @@ pub enum WriteOp {
     DeleteJobs(Vec<u64>),
     /// Delete audit rows by id (retention).
     DeleteAudit(Vec<i64>),
+    /// An event of the outbox, committed with the transition it reports.
+    Event(Box<EventRow>),
+    /// Delete events older than `before` (ms) and all but the newest
+    /// `keep` (retention).
+    DeleteEvents {
+        before: i64,
+        keep: u64,
+    },
+    /// Notifications to deliver, and the last event they were made for.
+    QueueDeliveries {
+        deliveries: Vec<NewDelivery>,
+        last_event: u64,
+        at: i64,
+    },
+    /// How a delivery attempt went: `state` is `delivered`, `pending`
+    /// (tried again at `next_at`) or `failed` (no attempt left).
+    DeliveryAttempt {
+        id: u64,
+        state: &'static str,
+        attempts: u32,
+        next_at: i64,
+        error: Option<String>,
+        at: i64,
+    },
+    /// `hfctl notifications retry`: deliver again now.
+    RetryDelivery {
+        id: u64,
+        at: i64,
+    },
+    /// Why a schedule's fire created no job (None clears it).
+    ScheduleError {
+        chain: String,
+        name: String,
+        error: Option<String>,
+        at: i64,
+    },
+}
+
+/// A notification to deliver: one event for one rule.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub event_id: u64,
+    pub rule: String,
+    pub kind: String,
+    pub job_id: Option<u64>,
+    pub payload: String,
+    /// The rule coalesces: the event joins the rule's open digest, or opens
+    /// one that is sent at this time (ms).
+    pub digest_until: Option<i64>,
+}
+
+/// An event as stored: the columns filters use, and the whole payload.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: u64,
+    pub kind: String,
+    pub at: i64,
+    pub job_id: Option<u64>,
+    pub chain: Option<String>,
+    pub tenant: Option<String>,
+    /// The `holdfast_api::Event`, as JSON.
+    pub payload: String,
 }
 
 impl WriteOp {
@@ -402,6 +464,118 @@ impl WriteOp {
                     activities.execute(params![id])?;
                     jobs.execute(params![id])?;
                 }
+            }
+            WriteOp::Event(event) => {
+                tx.prepare_cached(
+                    "INSERT INTO events (id, kind, at, job_id, chain, tenant, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    event.id as i64,
+                    event.kind,
+                    event.at,
+                    event.job_id.map(|j| j as i64),
+                    event.chain,
+                    event.tenant,
+                    event.payload,
+                ])?;
+            }
+            WriteOp::QueueDeliveries {
+                deliveries,
+                last_event,
+                at,
+            } => {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries
+                        (event_id, rule, kind, job_id, payload, state, next_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                )?;
+                // A digest collects events until its time comes; then it is
+                // delivered like any other, and the next event opens a new one.
+                let mut join = tx.prepare_cached(
+                    "UPDATE deliveries SET payload = json_set(
+                        json_insert(payload, '$.events[#]', json(?2)),
+                        '$.count', json_extract(payload, '$.count') + 1)
+                     WHERE rule = ?1 AND state = 'collecting'",
+                )?;
+                let mut open = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries
+                        (event_id, rule, kind, payload, state, next_at, created_at)
+                     VALUES (?1, ?2, 'digest',
+                        json_object('kind', 'digest', 'rule', ?2, 'count', 1,
+                                    'events', json_array(json(?3))),
+                        'collecting', ?4, ?5)",
+                )?;
+                for d in deliveries {
+                    if let Some(until) = d.digest_until {
+                        if join.execute(params![d.rule, d.payload])? == 0 {
+                            open.execute(params![d.event_id as i64, d.rule, d.payload, until, at])?;
+                        }
+                        continue;
+                    }
+                    insert.execute(params![
+                        d.event_id as i64,
+                        d.rule,
+                        d.kind,
+                        d.job_id.map(|j| j as i64),
+                        d.payload,
+                        at
+                    ])?;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO notify_cursor (singleton, last_event) VALUES (1, ?1)
+                     ON CONFLICT (singleton) DO UPDATE SET last_event = MAX(last_event, ?1)",
+                )?
+                .execute(params![*last_event as i64])?;
+            }
+            WriteOp::DeliveryAttempt {
+                id,
+                state,
+                attempts,
+                next_at,
+                error,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = ?2, attempts = ?3, next_at = ?4,
+                        last_error = COALESCE(?5, last_error),
+                        delivered_at = CASE WHEN ?2 = 'delivered' THEN ?6 ELSE delivered_at END
+                     WHERE id = ?1",
+                )?
+                .execute(params![*id as i64, state, attempts, next_at, error, at])?;
+            }
+            WriteOp::RetryDelivery { id, at } => {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', next_at = ?2
+                     WHERE id = ?1 AND state != 'delivered'",
+                )?
+                .execute(params![*id as i64, at])?;
+            }
+            WriteOp::DeleteEvents { before, keep } => {
+                tx.prepare_cached(
+                    "DELETE FROM events WHERE at < ?1
+                        OR id <= (SELECT COALESCE(MAX(id), 0) FROM events) - ?2",
+                )?
+                .execute(params![before, *keep as i64])?;
+                // Deliveries that are over (delivered, or failed for good)
+                // go with their events' age; pending ones stay.
+                tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE state != 'pending' AND created_at < ?1",
+                )?
+                .execute(params![before])?;
+            }
+            WriteOp::ScheduleError {
+                chain,
+                name,
+                error,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO schedules (chain, name, last_error, last_error_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (chain, name) DO UPDATE SET last_error = ?3, last_error_at = ?4",
+                )?
+                .execute(params![chain, name, error, at])?;
             }
             WriteOp::DeleteAudit(ids) => {
                 let mut delete = tx.prepare_cached("DELETE FROM audit WHERE id = ?1")?;
