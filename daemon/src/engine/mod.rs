@@ -13,8 +13,8 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
-mod handlers;
 mod events;
+mod handlers;
 pub mod job;
 mod policy;
 mod recovery;
