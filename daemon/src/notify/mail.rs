@@ -1,9 +1,11 @@
 //! Mail notifications: the event as a readable text, sent through the
-//! `[smtp]` server with a plain SMTP conversation (EHLO, MAIL, RCPT, DATA).
+//! `[smtp]` server with lettre's SMTP transport (plain SMTP: STARTTLS and
+//! authentication are refused when the rule is loaded).
 
 use holdfast_api::Event;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::deliver::DeliveryError;
 use super::rules::Smtp;
@@ -18,74 +20,28 @@ pub async fn send(smtp: &Smtp, to: &[String], payload: &str) -> Result<(), Deliv
         format!("holdfast@{host}")
     });
     let (subject, body) = text(payload);
-    let address = format!("{}:{}", smtp.host, smtp.port);
-    let stream = TcpStream::connect(&address)
-        .await
-        .map_err(|source| DeliveryError::Connect {
-            address: address.clone(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    expect(&mut read, "220").await?;
-    command(&mut write, "EHLO holdfastd").await?;
-    expect(&mut read, "250").await?;
-    command(&mut write, &format!("MAIL FROM:<{from}>")).await?;
-    expect(&mut read, "250").await?;
+    let address = |text: &str| {
+        text.parse::<Mailbox>()
+            .map_err(|e| DeliveryError::Status(format!("mail address {text:?}: {e}")))
+    };
+    let mut message = Message::builder()
+        .from(address(&from)?)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN);
     for rcpt in to {
-        command(&mut write, &format!("RCPT TO:<{rcpt}>")).await?;
-        expect(&mut read, "25").await?;
+        message = message.to(address(rcpt)?);
     }
-    command(&mut write, "DATA").await?;
-    expect(&mut read, "354").await?;
-    let mut message = format!(
-        "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-        to.join(", ")
-    );
-    for line in body.lines() {
-        // Dot-stuffing: a line starting with a dot gets another.
-        if line.starts_with('.') {
-            message.push('.');
-        }
-        message.push_str(line);
-        message.push_str("\r\n");
-    }
-    message.push_str(".\r\n");
-    write.write_all(message.as_bytes()).await?;
-    expect(&mut read, "250").await?;
-    let _ = command(&mut write, "QUIT").await;
-    Ok(())
-}
-
-async fn command(write: &mut tokio::net::tcp::OwnedWriteHalf, line: &str) -> std::io::Result<()> {
-    write.write_all(format!("{line}\r\n").as_bytes()).await
-}
-
-/// Read a reply (every line of a multi-line one) and require its code to
-/// start with `code`.
-async fn expect(
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    code: &str,
-) -> Result<(), DeliveryError> {
-    loop {
-        let mut line = String::new();
-        if read.read_line(&mut line).await? == 0 {
-            return Err(DeliveryError::Status(
-                "the SMTP server closed the connection".into(),
-            ));
-        }
-        let line = line.trim_end();
-        // `250-...` continues, `250 ...` ends the reply.
-        if line.len() >= 4 && line.as_bytes()[3] == b'-' {
-            continue;
-        }
-        return if line.starts_with(code) {
-            Ok(())
-        } else {
-            Err(DeliveryError::Status(format!("SMTP: {line}")))
-        };
-    }
+    let message = message
+        .body(body)
+        .map_err(|e| DeliveryError::Status(format!("cannot build the mail: {e}")))?;
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+        .port(smtp.port)
+        .build();
+    mailer
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| DeliveryError::Status(format!("SMTP {}:{}: {e}", smtp.host, smtp.port)))
 }
 
 /// The subject and body of a mail for `payload`: the same facts as the
