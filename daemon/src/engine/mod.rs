@@ -13,6 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
+mod control;
 mod events;
 mod handlers;
 pub mod job;
@@ -21,6 +22,8 @@ mod recovery;
 mod request;
 mod run;
 mod schedules;
+mod start;
+mod submit;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -1,0 +1,255 @@
+//! Starting one attempt of an activity: the attempt committed, its
+//! templates rendered, its user, secret files, connections and
+//! environment, and the spawn handed to the executor.
+
+use holdfast_api::{ActivityState, JobState};
+use holdfast_workflow::params::{env_name, fits_environment, value_as_env};
+use holdfast_workflow::template::{JobContext, RenderContext, render_activity};
+use tokio::sync::oneshot;
+
+use super::job::JobRun;
+use super::{Effect, Engine};
+use crate::executor::{AttemptEnd, AttemptKey, AttemptSpec, CONTROL_FD, logs};
+use crate::store::{self, WriteOp};
+
+impl Engine {
+    pub(super) fn start_activity(&mut self, id: u64, idx: usize) {
+        let now = store::now_ms();
+        let settings = self.settings.clone();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let chain = job.chain.clone();
+        let activity = &chain.activities[idx];
+        let outputs = job.outputs_for(idx);
+        let act = &mut job.acts[idx];
+        act.attempts += 1;
+        act.no_retry = false;
+        act.error_message = None;
+        act.state = Some(ActivityState::Running);
+        let number = act.attempts;
+        let key = AttemptKey {
+            job_id: id,
+            idx,
+            number,
+        };
+        if job.state == JobState::Queued {
+            job.state = JobState::Running;
+            job.started_at = Some(now);
+            self.ops.push(WriteOp::JobState {
+                id,
+                state: JobState::Running.as_str(),
+                started_at: Some(now),
+                finished_at: None,
+                reason: None,
+                alerts: job.alerts,
+            });
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
+            self.ops.push(self.outbox.started(job));
+            self.effects.push(Effect::Changed(id));
+            if let Some(timeout) = chain.timeout {
+                self.effects.push(Effect::JobTimer(id, timeout));
+            }
+        }
+        self.ops.push(WriteOp::InsertAttempt {
+            job_id: id,
+            idx,
+            number,
+            started_at: now,
+        });
+        self.ops.push(WriteOp::ActivityState {
+            job_id: id,
+            idx,
+            state: ActivityState::Running.as_str(),
+        });
+        self.ops
+            .push(self.outbox.activity_started(job, idx, number));
+        job.running += 1;
+        self.running += 1;
+
+        let context = RenderContext {
+            params: job.params.clone(),
+            job: JobContext {
+                id,
+                chain: chain.name.clone(),
+                target: job.target.clone(),
+                tenant: job.tenant.clone(),
+                attempt: number,
+                outcome: activity.handler.and_then(|_| job.outcome_context()),
+            },
+            outputs,
+            secret_dir: (!activity.secret_files.is_empty()).then(|| {
+                crate::secret_files::attempt_dir(&settings.socket, key)
+                    .display()
+                    .to_string()
+            }),
+        };
+        let rendered = match render_activity(activity, &context) {
+            Ok(r) => r,
+            Err(e) => {
+                // A template that cannot render will not render on a retry
+                // either: fail the activity at once.
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, error = %e, "cannot render the activity's command");
+                let end = AttemptEnd::spawn_error(e.to_string());
+                if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
+                    act.no_retry = true;
+                }
+                self.on_attempt_end(key, end);
+                return;
+            }
+        };
+        let identity = match crate::run_as::user_for(activity, &settings) {
+            None => None,
+            Some(user) => match crate::run_as::resolve(
+                user,
+                activity.group.as_deref(),
+                &settings.run_as_groups,
+            ) {
+                Ok(identity) => Some(identity),
+                Err(e @ crate::run_as::RunAsError::OutOfFiles { .. }) => {
+                    self.on_attempt_end(key, AttemptEnd::out_of_files(e.to_string()));
+                    return;
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot run the activity as its user");
+                    self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+                    return;
+                }
+            },
+        };
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if let Err(message) = write_secret_files(job, activity, key, &settings, identity.as_ref()) {
+            tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot start the activity");
+            self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+            return;
+        }
+        let registry = self.registry.borrow().clone();
+        let connections = match crate::connections::for_attempt(
+            &registry,
+            activity,
+            job.tenant.as_deref(),
+            job.simulated,
+        ) {
+            Ok(connections) => connections,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot give the activity its connections");
+                self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+                return;
+            }
+        };
+        let act = &job.acts[idx];
+        let mut env = vec![
+            ("HF_JOB_ID".to_string(), id.to_string()),
+            ("HF_CHAIN".to_string(), chain.name.clone()),
+            ("HF_PROCESS".to_string(), activity.process.clone()),
+            ("HF_ACTIVITY".to_string(), activity.name.clone()),
+            ("HF_ATTEMPT".to_string(), number.to_string()),
+            (
+                "HF_TENANT".to_string(),
+                job.tenant.clone().unwrap_or_default(),
+            ),
+            // Secrets travel only in their own HF_PARAM_<NAME>.
+            (
+                "HF_PARAMS".to_string(),
+                serde_json::Value::Object(job.shown_params()).to_string(),
+            ),
+            ("HF_CONTROL_FD".to_string(), CONTROL_FD.to_string()),
+            // Which daemon started it: recovery kills leftovers of its own
+            // jobs only, never those of another daemon on the host.
+            (
+                "HF_DAEMON".to_string(),
+                settings.database().display().to_string(),
+            ),
+        ];
+        for (name, value) in &job.params {
+            env.push((env_name(name), value_as_env(value)));
+        }
+        if activity.handler.is_some() {
+            env.extend(job.outcome_env());
+        }
+        if let Some(checkpoint) = &act.checkpoint {
+            let checkpoint = checkpoint.to_string();
+            // Checkpoints that cannot be delivered are refused at fd 3; one
+            // stored by an older daemon is left out rather than failing
+            // every attempt with "Argument list too long".
+            if fits_environment("HF_CHECKPOINT", checkpoint.len()) {
+                env.push(("HF_CHECKPOINT".to_string(), checkpoint));
+            } else {
+                tracing::warn!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, bytes = checkpoint.len(), "checkpoint too large for HF_CHECKPOINT; the attempt starts without it");
+            }
+        }
+        env.extend(rendered.env);
+        env.extend(connections.env);
+        let spec = AttemptSpec {
+            key,
+            path: activity.path.clone(),
+            argv: rendered.argv,
+            env,
+            working_dir: rendered.working_dir,
+            timeout: activity.timeout,
+            kill_grace: settings.kill_grace,
+            log_path: logs::log_path(&settings.logs_dir(), id, &activity.path, number),
+            log_max_bytes: settings.log_max_bytes,
+            simulated: job
+                .simulated
+                .then(|| activity.simulate.clone().unwrap_or_default()),
+            caps: crate::caps::plan(
+                activity,
+                self.cgroups.as_ref().map(|c| c.controllers()),
+                crate::run_as::identity_is_root(identity.as_ref()),
+            )
+            .0,
+            identity,
+            cgroups: self.cgroups.clone(),
+            journal: chain.journal,
+            secrets: job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(_, value)| value_as_env(value))
+                .chain(connections.secrets)
+                .collect(),
+            outputs: act.outputs.clone(),
+        };
+        let (kill_tx, kill_rx) = oneshot::channel();
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.acts[idx].kill = Some(kill_tx);
+        }
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "activity started");
+        self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
+        self.effects.push(Effect::Changed(id));
+    }
+}
+
+/// The files `secret_file("name")` names for this attempt, written before
+/// it starts (removed in `on_attempt_end`).
+fn write_secret_files(
+    job: &JobRun,
+    activity: &holdfast_workflow::Activity,
+    key: AttemptKey,
+    settings: &crate::settings::Settings,
+    identity: Option<&crate::run_as::Identity>,
+) -> Result<(), String> {
+    if activity.secret_files.is_empty() {
+        return Ok(());
+    }
+    let mut files = Vec::with_capacity(activity.secret_files.len());
+    for name in &activity.secret_files {
+        let Some(value) = job.params.get(name) else {
+            return Err(format!(
+                "secret parameter {name:?} has no value in this job, so secret_file({name:?}) \
+                 has nothing to hold: submit it"
+            ));
+        };
+        files.push((name.clone(), value_as_env(value)));
+    }
+    crate::secret_files::write(
+        &crate::secret_files::attempt_dir(&settings.socket, key),
+        &files,
+        identity,
+    )
+}

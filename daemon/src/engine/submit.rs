@@ -1,0 +1,333 @@
+//! How jobs come into being: a submission checked and recorded, the
+//! secret values of a stored job opened again, and a reprocess of a
+//! finished job.
+
+use std::collections::BTreeSet;
+
+use holdfast_api::ActivityState;
+use tokio::sync::oneshot;
+
+use super::job::{JobRun, prepare};
+use super::{Caller, Engine, PendingJob, SubmitError, SubmitRequest};
+use crate::store::{self, NewJob, StoredJob, WriteOp};
+
+impl Engine {
+    pub(super) fn submit(
+        &mut self,
+        request: SubmitRequest,
+        reply: oneshot::Sender<Result<u64, SubmitError>>,
+    ) {
+        if self.shutting_down.is_some() {
+            let _ = reply.send(Err(SubmitError::ShuttingDown));
+            return;
+        }
+        if let Some(key) = &request.request_id {
+            match self.earlier_request(&request, key) {
+                Ok(super::request::Earlier::None) => {}
+                Ok(super::request::Earlier::Job(id)) => {
+                    let _ = reply.send(Ok(id));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let prepared = {
+            let registry = self.registry.borrow();
+            prepare(
+                &registry,
+                &request.target,
+                &request.params,
+                None,
+                request.tenant.as_deref(),
+                &request.caller,
+            )
+        };
+        let super::job::Prepared {
+            chain,
+            included,
+            params,
+            secret,
+        } = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let mut job = JobRun::new(
+            id,
+            chain.clone(),
+            request.target.clone(),
+            &included,
+            params.clone(),
+            request.tenant.clone(),
+            request.priority,
+        );
+        job.simulated = request.simulate;
+        job.secret = secret;
+        if let Err(e) = self.record_new_job(&job, &request.caller, None) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if let Some(key) = &request.request_id {
+            self.record_request(id, &request, &chain, key);
+        }
+        self.durable = true;
+        tracing::info!(
+            HF_JOB_ID = id,
+            HF_CHAIN = %chain.name,
+            target = %request.target,
+            user = %request.caller.user,
+            "job submitted"
+        );
+        self.pending_jobs.push(PendingJob { job, reply });
+    }
+
+    /// The writes that create a job: its definition version, its row and
+    /// one row per included activity.
+    ///
+    /// Secret values are sealed into a row of their own and the stored
+    /// parameters show them as `***`; when they cannot be sealed nothing is
+    /// recorded and the submission is refused.
+    pub(super) fn record_new_job(
+        &mut self,
+        job: &JobRun,
+        caller: &Caller,
+        retry_of: Option<u64>,
+    ) -> Result<(), SubmitError> {
+        let secrets = if job.secret.is_empty() {
+            None
+        } else {
+            let values: serde_json::Map<String, serde_json::Value> = job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            let sealer = self.secrets.as_ref().map_err(|e| {
+                SubmitError::Unavailable(format!("secret parameters cannot be kept: {e}"))
+            })?;
+            Some(
+                sealer
+                    .seal(job.id, &values)
+                    .map_err(|e| SubmitError::Unavailable(e.to_string()))?,
+            )
+        };
+        let chain = &job.chain;
+        self.ops.push(WriteOp::Definition {
+            version: chain.version.clone(),
+            chain: chain.name.clone(),
+            file: chain.file.display().to_string(),
+            source: chain.source.clone(),
+            loaded_at: store::now_ms(),
+        });
+        self.ops.push(WriteOp::InsertJob(Box::new(NewJob {
+            id: job.id,
+            target: job.target.clone(),
+            chain: chain.name.clone(),
+            version: chain.version.clone(),
+            params: serde_json::Value::Object(job.shown_params()).to_string(),
+            secrets,
+            tenant: job.tenant.clone(),
+            priority: job.priority,
+            submitted_by: caller.user.clone(),
+            submitter_uid: Some(caller.uid),
+            submitter_gid: Some(caller.gid),
+            submitter_pid: caller.pid,
+            retry_of,
+            simulated: job.simulated,
+            created_at: store::now_ms(),
+            activities: chain
+                .activities
+                .iter()
+                .enumerate()
+                .filter(|(idx, _)| job.acts[*idx].included)
+                .map(|(idx, a)| (idx, a.path.clone()))
+                .collect(),
+        })));
+        self.ops.push(self.outbox.submitted(job));
+        self.durable = true;
+        Ok(())
+    }
+
+    /// A stored job's parameters with its sealed secret values put back,
+    /// and the names of those values.
+    pub(super) fn stored_params(
+        &self,
+        stored: &StoredJob,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, BTreeSet<String>), String> {
+        let mut params = stored.params.clone();
+        let Some(sealed) = &stored.secrets else {
+            return Ok((params, BTreeSet::new()));
+        };
+        let sealer = self
+            .secrets
+            .as_ref()
+            .map_err(|e| format!("its secret parameters cannot be read: {e}"))?;
+        let values = sealer.open(stored.id, sealed).map_err(|e| e.to_string())?;
+        let names = values.keys().cloned().collect();
+        params.extend(values);
+        Ok((params, names))
+    }
+
+    /// A new job from a finished one: same definition version, target and
+    /// parameters; what succeeded is kept with its outputs, the rest runs
+    /// again with its last checkpoint. What a handler `undoes` runs again
+    /// without its checkpoint; with `from`, that process and everything
+    /// after it runs again too. Handlers always start afresh.
+    pub(super) fn reprocess(
+        &mut self,
+        original: StoredJob,
+        from_start: bool,
+        from: Option<String>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<u64, SubmitError>>,
+    ) {
+        let refuse = |reply: oneshot::Sender<Result<u64, SubmitError>>, message: String| {
+            let _ = reply.send(Err(SubmitError::InvalidState(message)));
+        };
+        if self.shutting_down.is_some() {
+            let _ = reply.send(Err(SubmitError::ShuttingDown));
+            return;
+        }
+        if !original.state.is_terminal() {
+            return refuse(
+                reply,
+                format!(
+                    "job {} is still {}; wait for it or cancel it first",
+                    original.id,
+                    original.state.as_str()
+                ),
+            );
+        }
+        let chain = match self.pinned_chain(
+            &original.version,
+            super::recovery::chain_of(&original.target),
+        ) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => {
+                return refuse(
+                    reply,
+                    format!(
+                        "the definition job {} ran with is no longer readable",
+                        original.id
+                    ),
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(e.to_string())));
+                return;
+            }
+        };
+        // The pinned definition runs only if today's policy still allows it.
+        if let Err(message) = self.may_still_run(&chain, original.tenant.as_deref(), &caller) {
+            let _ = reply.send(Err(SubmitError::PermissionDenied(message)));
+            return;
+        }
+        let mut included = vec![false; chain.activities.len()];
+        for a in &original.activities {
+            if let Some(slot) = included.get_mut(a.idx) {
+                *slot = true;
+            }
+        }
+        // A reprocess uses the connection profiles again: their `allow` as
+        // it is now. A profile missing now is the attempt's business.
+        if let Err(e) = crate::connections::check_reprocess(
+            &self.registry.borrow(),
+            &chain,
+            &included,
+            original.tenant.as_deref(),
+            &caller,
+        ) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let (params, secret) = match self.stored_params(&original) {
+            Ok(found) => found,
+            Err(message) => return refuse(reply, format!("job {}: {message}", original.id)),
+        };
+        let id = self.next_job_id;
+        let mut job = JobRun::new(
+            id,
+            chain,
+            original.target.clone(),
+            &included,
+            params,
+            original.tenant.clone(),
+            original.priority,
+        );
+        job.secret = secret;
+        // A reprocess of a simulated job is simulated too.
+        job.simulated = original.simulated;
+        let rerun = match from.as_deref().map(|p| job.rerun_from(p)) {
+            None => vec![false; job.acts.len()],
+            Some(Ok(rerun)) => rerun,
+            Some(Err(message)) => return refuse(reply, message),
+        };
+        let mut carried = Vec::new();
+        for a in &original.activities {
+            let handler = job
+                .chain
+                .activities
+                .get(a.idx)
+                .is_some_and(|d| d.handler.is_some());
+            let Some(act) = job.acts.get_mut(a.idx) else {
+                continue;
+            };
+            if handler || a.undone {
+                continue;
+            }
+            let from_here = rerun.get(a.idx).copied().unwrap_or(false);
+            if from_here && a.state == ActivityState::Succeeded {
+                continue;
+            }
+            if !from_start && a.state == ActivityState::Succeeded {
+                act.state = Some(ActivityState::Succeeded);
+                act.outputs = a.outputs.clone();
+                act.progress = Some(100.0);
+                carried.push(WriteOp::ActivityState {
+                    job_id: id,
+                    idx: a.idx,
+                    state: ActivityState::Succeeded.as_str(),
+                });
+                if !a.outputs.is_empty() {
+                    carried.push(WriteOp::ActivityOutputs {
+                        job_id: id,
+                        idx: a.idx,
+                        outputs: serde_json::Value::Object(a.outputs.clone()).to_string(),
+                    });
+                }
+            } else if !from_start && let Some(checkpoint) = &a.checkpoint {
+                act.checkpoint = Some(checkpoint.clone());
+                carried.push(WriteOp::ActivityCheckpoint {
+                    job_id: id,
+                    idx: a.idx,
+                    checkpoint: checkpoint.to_string(),
+                });
+            }
+        }
+        job.recount();
+        if job.unfinished == job.handlers_unfinished {
+            return refuse(
+                reply,
+                format!(
+                    "every activity of job {} succeeded; nothing to re-run (use --from-start)",
+                    original.id
+                ),
+            );
+        }
+        self.next_job_id += 1;
+        if let Err(e) = self.record_new_job(&job, &caller, Some(original.id)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.ops.append(&mut carried);
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job submitted (reprocess)");
+        self.pending_jobs.push(PendingJob { job, reply });
+    }
+}
