@@ -34,45 +34,41 @@ async fn find(server: &RpcServer, id: u64) -> RpcResult<Option<Delivery>> {
 
 pub(super) async fn retry(server: &RpcServer, caller: Caller, id: u64) -> RpcResult<Delivery> {
     let target = Some(format!("notification {id}"));
-    if !crate::access::is_operator(&caller, &server.settings) {
-        let message =
-            "retrying notifications is for root, the daemon's user and operator_groups members";
+    // Every refusal is audited with the words the caller gets.
+    let who = &caller;
+    let refuse = |code: ErrorCode, message: String| async move {
         server
             .audit(
-                &caller,
+                who,
                 "notification.retry",
-                target,
+                Some(format!("notification {id}")),
                 "refused",
-                Some(message.into()),
+                Some(message.clone()),
             )
             .await;
-        return Err(ErrorCode::PermissionDenied.error(message));
+        Err(code.error(message))
+    };
+    if !crate::access::is_operator(&caller, &server.settings) {
+        return refuse(
+            ErrorCode::PermissionDenied,
+            "retrying notifications is for root, the daemon's user and operator_groups members"
+                .into(),
+        )
+        .await;
     }
     let Some(delivery) = find(server, id).await? else {
-        let message = format!("no notification {id}; see `hfctl notifications`");
-        server
-            .audit(
-                &caller,
-                "notification.retry",
-                target,
-                "refused",
-                Some(message.clone()),
-            )
-            .await;
-        return Err(ErrorCode::NotFound.error(message));
+        return refuse(
+            ErrorCode::NotFound,
+            format!("no notification {id}; see `hfctl notifications`"),
+        )
+        .await;
     };
     if delivery.state == "delivered" {
-        let message = format!("notification {id} was delivered already");
-        server
-            .audit(
-                &caller,
-                "notification.retry",
-                target,
-                "refused",
-                Some(message.clone()),
-            )
-            .await;
-        return Err(ErrorCode::InvalidState.error(message));
+        return refuse(
+            ErrorCode::InvalidState,
+            format!("notification {id} was delivered already"),
+        )
+        .await;
     }
     server
         .store
