@@ -329,8 +329,11 @@ fn debian_package_under_systemd() {
         "printf '[Service]\\nWatchdogSec=2s\\n' > /run/systemd/system/holdfast.service.d/watchdog.conf",
     ]);
     // The restarted daemon also gets a credential (docs/secrets.md).
-    let credential = work.join("e2e-token");
-    fs::write(&credential, format!("{CREDENTIAL_VALUE}\n")).expect("write the credential");
+    // In /etc, not under target/: a checkout under /tmp is not visible to
+    // the inner systemd, which mounts a /tmp of its own (the purge removes
+    // /etc/holdfast).
+    let credential = Path::new("/etc/holdfast/e2e-token.credential");
+    fs::write(credential, format!("{CREDENTIAL_VALUE}\n")).expect("write the credential");
     // (/run is the namespace's own: written from inside it.)
     ns.ok(&[
         "sh",
