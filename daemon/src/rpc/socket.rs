@@ -14,7 +14,6 @@ use jsonrpsee::server::{
     HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
 };
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 use tower::Service;
 
 use super::RpcServer;
@@ -221,9 +220,9 @@ impl Throttled {
     }
 }
 
-/// Refused clients answered at once; past that, a refused connection is
-/// closed without an answer. Each holds a descriptor for at most
-/// [`TURN_AWAY_WITHIN`], out of the reserve the connection cap leaves.
+/// Refused clients waiting for their request head at once; the next one
+/// closes the one that has waited longest. Each holds a descriptor for at
+/// most [`TURN_AWAY_WITHIN`], out of the reserve the connection cap leaves.
 const TURNING_AWAY: usize = 32;
 /// How long a refused client has to send its request head and take the
 /// answer.
@@ -231,26 +230,51 @@ const TURN_AWAY_WITHIN: Duration = Duration::from_secs(1);
 /// Most of a refused client's request head that is read.
 const TURN_AWAY_HEAD: usize = 16 << 10;
 
+/// Whether `head` holds a whole HTTP request head.
+fn head_complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
 /// Turn a refused client away with an HTTP 503 carrying the reason. Its
 /// request head is read first (closing a socket with unread data resets
-/// it, and the client would see a broken pipe instead of the reason), all
-/// within [`TURN_AWAY_WITHIN`], and at most [`TURNING_AWAY`] at once.
-fn turn_away(mut stream: tokio::net::UnixStream, why: String, answering: &Arc<Semaphore>) {
+/// it, and the client would see a broken pipe instead of the reason).
+///
+/// A client that sent its head before it was accepted (hfctl and every
+/// WebSocket client write it right after connecting) is answered at once,
+/// without waiting and without a slot, so clients that connect and send
+/// nothing cannot keep the others from hearing why they were refused.
+/// Only a client whose head is not there yet waits, for at most
+/// [`TURN_AWAY_WITHIN`], in one of the [`TURNING_AWAY`] places; with every
+/// place taken, the client that has waited longest is closed without an
+/// answer. A flood of silent connections so only ever displaces itself: a
+/// client that sends its head within a moment of connecting hears why.
+fn turn_away(stream: tokio::net::UnixStream, why: String, waiting: &mut TurningAway) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(slot) = Arc::clone(answering).try_acquire_owned() else {
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{why}",
+        why.len()
+    );
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while head.len() < TURN_AWAY_HEAD && !head_complete(&head) {
+        match stream.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return,
+        }
+    }
+    if head_complete(&head) || head.len() >= TURN_AWAY_HEAD {
+        // A fresh socket's send buffer takes the few hundred bytes whole;
+        // if it does not, the client is closed without an answer.
+        let _ = stream.try_write(response.as_bytes());
         return;
-    };
-    tokio::spawn(async move {
-        let _slot = slot;
-        let response = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{why}",
-            why.len()
-        );
+    }
+    let mut stream = stream;
+    waiting.push(tokio::spawn(async move {
         let answer = async {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while head.len() < TURN_AWAY_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            while head.len() < TURN_AWAY_HEAD && !head_complete(&head) {
                 match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -260,7 +284,25 @@ fn turn_away(mut stream: tokio::net::UnixStream, why: String, answering: &Arc<Se
             let _ = stream.shutdown().await;
         };
         let _ = tokio::time::timeout(TURN_AWAY_WITHIN, answer).await;
-    });
+    }));
+}
+
+/// The refused clients waiting for their request head, oldest first.
+#[derive(Debug, Default)]
+struct TurningAway(std::collections::VecDeque<tokio::task::JoinHandle<()>>);
+
+impl TurningAway {
+    /// Keep `task` among the waiting, closing the longest waiting one when
+    /// [`TURNING_AWAY`] are waiting already.
+    fn push(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.0.retain(|t| !t.is_finished());
+        if self.0.len() >= TURNING_AWAY
+            && let Some(oldest) = self.0.pop_front()
+        {
+            oldest.abort();
+        }
+        self.0.push_back(task);
+    }
 }
 
 /// Serve connections until `stopped` resolves; then let open connections
@@ -294,7 +336,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut accept_failures = Throttled::default();
     let mut refusals = Throttled::default();
-    let answering = Arc::new(Semaphore::new(TURNING_AWAY));
+    let mut turning_away = TurningAway::default();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -340,7 +382,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                 if let Some(unlogged) = refusals.due() {
                     tracing::warn!(uid = caller.uid, user = %caller.user, unlogged, "connection refused: {refused}");
                 }
-                turn_away(stream, refused.to_string(), &answering);
+                turn_away(stream, refused.to_string(), &mut turning_away);
                 continue;
             }
         };
