@@ -475,7 +475,7 @@ working_dir = "{{ params.date"
             "7:19: activity test.p.a: command[1] references unknown parameter \"dat\"; declared: date, dry-run",
             "7:39: activity test.p.a: command[2] references unknown parameter \"dry\"; declared: date, dry-run; a name with \"-\" is written params[\"dry-run\"]",
             "7:39: activity test.p.a: command[2] references unknown variable \"run\"; templates can use params.<name>, job.<field> and outputs.<process>.<activity>.<key>",
-            "8:15: activity test.p.a: env.WHO references unknown job field \"user\"; available: id, chain, target, tenant, attempt",
+            "8:15: activity test.p.a: env.WHO references unknown job field \"user\"; available: id, run_id, chain, target, tenant, attempt",
             "8:40: activity test.p.a: env.WHAT references unknown variable \"thing\"; templates can use params.<name>, job.<field> and outputs.<process>.<activity>.<key>",
             "9:15: activity test.p.a: working_dir is not a valid template: syntax error: unexpected end of input, expected end of variable block",
         ]
