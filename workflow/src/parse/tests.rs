@@ -317,7 +317,7 @@ shell = 5
         errors(source),
         [
             "3:1: unknown key `typ`, expected one of `type`, `required`, `default`, `enum`, \
-             `pattern`, `description`, `secret`",
+             `pattern`, `min`, `max`, `description`, `secret`",
             "6:11: invalid type: string \"three\", expected an integer",
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
