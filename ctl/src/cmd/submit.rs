@@ -30,6 +30,16 @@ pub struct Args {
     /// Parameters as a JSON object, from a file or `-` for stdin.
     #[arg(long = "params", value_name = "FILE|-")]
     pub params_file: Option<PathBuf>,
+    /// Send this parameter as null: no value. Accepted for an optional
+    /// parameter without a default (it stays absent, also when a tenant
+    /// sets it, unless the tenant locked it). Repeat for more.
+    #[arg(long = "null", value_name = "KEY")]
+    pub null: Vec<String>,
+    /// Run this process of the chain and every process it depends on
+    /// (through `after`), nothing else; TARGET is then the chain. A retry
+    /// of the job keeps it.
+    #[arg(long, value_name = "PROCESS")]
+    pub until: Option<String>,
     /// Run with this tenant's parameter set.
     #[arg(long)]
     pub tenant: Option<String>,
@@ -79,6 +89,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     for (key, value) in args.param {
         params.insert(key, Value::String(value));
     }
+    for key in args.null {
+        params.insert(key, Value::Null);
+    }
 
     let daemon = Arc::new(ctx.connect().await?);
     if args.dry_run {
@@ -86,7 +99,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             .call(
                 daemon
                     .client
-                    .job_plan(args.target.clone(), Some(params), args.tenant),
+                    .job_plan(args.target.clone(), Some(params), args.tenant, args.until),
             )
             .await
             .map_err(|e| e.for_target(&args.target))?;
@@ -105,6 +118,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             args.priority,
             Some(args.simulate),
             args.request_id,
+            args.until,
         ))
         .await
         .map_err(|e| e.for_target(&args.target))?;

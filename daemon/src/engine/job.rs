@@ -69,8 +69,12 @@ impl ActRun {
 #[derive(Debug)]
 pub struct JobRun {
     pub id: u64,
+    /// The first job of its retry chain: `id` unless it is a retry.
+    pub run_id: u64,
     pub chain: Arc<Chain>,
     pub target: String,
+    /// `--until PROCESS`: the process whose upstream the job runs.
+    pub until: Option<String>,
     pub params: Map<String, Value>,
     /// Names of the parameters whose values are secret: shown as `***`,
     /// stored sealed, given to activities only in their environment.
@@ -125,6 +129,7 @@ pub struct Prepared {
 pub fn prepare(
     registry: &Registry,
     target: &str,
+    until: Option<&str>,
     params: &Map<String, Value>,
     schedule: Option<&Map<String, Value>>,
     tenant: Option<&str>,
@@ -142,7 +147,7 @@ pub fn prepare(
         )));
     }
     let mut problems: Vec<FieldError> = Vec::new();
-    let included = resolve_target(&chain, target)
+    let included = resolve_target(&chain, target, until)
         .map_err(|e| problems.push(e))
         .ok();
     let mut tenant_secrets: Option<Map<String, Value>> = None;
@@ -171,7 +176,9 @@ pub fn prepare(
                     )));
                 }
                 let secrets = read_tenant_secrets(t, &chain, &mut problems);
-                if !secrets.is_empty() {
+                if secrets.is_empty() {
+                    locked_values(t, &chain, params, schedule, &mut problems);
+                } else {
                     locked_by_tenant(t, &chain, params, &mut problems);
                 }
                 tenant_secrets = Some(secrets);
@@ -287,13 +294,91 @@ fn locked_by_tenant(
     }
 }
 
-/// Which activities a target selects, checked against the chain.
-pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldError> {
+/// The values a tenant marked `locked = true` cannot be overridden, by a
+/// submission or a schedule, whoever submits; each override is a problem
+/// of its own, in the words [`locked_by_tenant`] uses.
+fn locked_values(
+    tenant: &holdfast_workflow::tenant::Tenant,
+    chain: &Chain,
+    submitted: &Map<String, Value>,
+    schedule: Option<&Map<String, Value>>,
+    problems: &mut Vec<FieldError>,
+) {
+    let given = submitted.keys().chain(schedule.into_iter().flat_map(Map::keys));
+    let mut seen = BTreeSet::new();
+    for name in given {
+        if chain.params.contains_key(name) && tenant.locked.contains(name) && seen.insert(name) {
+            problems.push(FieldError {
+                field: name.clone(),
+                message: format!(
+                    "set by tenant {} and locked there, so it cannot be overridden; change it \
+                     in the tenant's file",
+                    tenant.name
+                ),
+            });
+        }
+    }
+}
+
+/// The activities of process `until` and of every process it depends on
+/// (through `after`, transitively), or why `until` cannot be used.
+fn upstream_of(chain: &Chain, target: &str, until: &str) -> Result<Vec<bool>, FieldError> {
+    let refuse = |message: String| FieldError {
+        field: "until".into(),
+        message,
+    };
+    if target.contains('.') {
+        return Err(refuse(format!(
+            "--until goes with a chain, not {target}; submit {} --until {until}",
+            chain.name
+        )));
+    }
+    match chain.process(until) {
+        None => {
+            let names: Vec<&str> = (chain.processes.iter())
+                .filter(|p| p.handler.is_none())
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(refuse(format!(
+                "chain {} has no process {until:?}; its processes: {}",
+                chain.name,
+                names.join(", ")
+            )));
+        }
+        Some(p) if p.handler.is_some() => {
+            return Err(refuse(format!(
+                "{until} is a handler; handlers run with every job, give a process"
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut included = vec![false; chain.activities.len()];
+    let mut stack: Vec<usize> = (chain.activities.iter().enumerate())
+        .filter(|(_, a)| a.process == until)
+        .map(|(idx, _)| idx)
+        .collect();
+    while let Some(idx) = stack.pop() {
+        if std::mem::replace(&mut included[idx], true) {
+            continue;
+        }
+        stack.extend(chain.activities[idx].deps.iter().copied());
+    }
+    Ok(included)
+}
+
+/// Which activities a target selects (with `until`, that process and its
+/// upstream), checked against the chain.
+pub fn resolve_target(
+    chain: &Chain,
+    target: &str,
+    until: Option<&str>,
+) -> Result<Vec<bool>, FieldError> {
     let mut parts = target.splitn(3, '.');
     let _chain = parts.next();
     let process = parts.next();
     let activity = parts.next();
     let included: Vec<bool> = match (process, activity) {
+        _ if until.is_some() => upstream_of(chain, target, until.unwrap_or_default())?,
         (None, _) => vec![true; chain.activities.len()],
         (Some(p), None) => {
             if chain.process(p).is_none() {
@@ -333,8 +418,12 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
                 return Err(FieldError {
                     field: "target".into(),
                     message: format!(
-                        "{} uses outputs of {}, which target {target} does not run; submit a larger target",
-                        activity.path, chain.activities[source].path
+                        "{} uses outputs of {}, which target {target} does not run; submit \
+                         {} --until {} to run it with what it depends on",
+                        activity.path,
+                        chain.activities[source].path,
+                        chain.name,
+                        activity.process
                     ),
                 });
             }
@@ -344,6 +433,17 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
 }
 
 impl JobRun {
+    /// The queue its chain's `concurrency` counts it in: the chain's, or
+    /// with `concurrency_per = "tenant"` its tenant's within the chain.
+    pub fn concurrency_key(&self) -> String {
+        match (self.chain.concurrency_per, &self.tenant) {
+            (holdfast_workflow::ConcurrencyPer::Tenant, Some(tenant)) => {
+                format!("{}\u{0}{tenant}", self.chain.name)
+            }
+            _ => self.chain.name.clone(),
+        }
+    }
+
     /// The parameters as anyone may see them: secrets as `***`.
     pub fn shown_params(&self) -> Map<String, Value> {
         holdfast_workflow::params::masked_names(&self.params, &self.secret)
@@ -377,8 +477,10 @@ impl JobRun {
             .collect();
         let mut job = JobRun {
             id,
+            run_id: id,
             chain,
             target,
+            until: None,
             params,
             secret: BTreeSet::new(),
             tenant,

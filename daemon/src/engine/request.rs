@@ -33,6 +33,7 @@ pub(super) fn fingerprint(request: &SubmitRequest, chain: Option<&Chain>) -> Val
         "tenant": request.tenant,
         "priority": request.priority,
         "simulate": request.simulate,
+        "until": request.until,
     })
 }
 

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
+const ALL: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -197,6 +197,14 @@ CREATE TABLE notify_cursor (
 );
 "#;
 
+/// Version 9: a job's `run_id` (the first job of its retry chain; jobs
+/// made before it are each their own) and its `--until` process.
+const V9: &str = r#"
+ALTER TABLE jobs ADD COLUMN run_id INTEGER;
+ALTER TABLE jobs ADD COLUMN until TEXT;
+UPDATE jobs SET run_id = id;
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +243,7 @@ mod tests {
             })
             .expect("new column");
         assert_eq!(simulated, 0);
+        assert_eq!(job.run_id, 7, "an old job is its own run");
         // Version 4 seeds the high-water mark from the jobs there, and it
         // stays when they are deleted.
         assert_eq!(store.read_now(crate::store::max_job_id).expect("max"), 7);
