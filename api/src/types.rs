@@ -528,6 +528,10 @@ pub struct TenantSummary {
     pub chains: Option<Vec<String>>,
     pub groups: Vec<String>,
     pub params: Map<String, Value>,
+    /// Parameters of `params` the tenant locked: no submission overrides
+    /// them.
+    #[serde(default)]
+    pub locked: Vec<String>,
     pub error: Option<LoadError>,
 }
 

@@ -22,9 +22,9 @@ default = "north"
 shell = 'echo "company=$HF_PARAM_COMPANY region=$HF_PARAM_REGION"'
 "#;
 
-/// `company` is locked by tenant afinia: `-p company=air-e` (and a JSON
-/// `null`) are refused naming it, though the caller is root, and no job is
-/// made; `region` is not locked and may be overridden; without `-p` the
+/// `company` is locked by tenant afinia (`hfctl tenants` says so):
+/// `-p company=air-e` (and a JSON `null`) are refused naming it, though the
+/// caller is root, and no job is made; `region` is not locked and may be overridden; without `-p` the
 /// job runs with the tenant's company.
 #[test]
 fn a_locked_tenant_value_cannot_be_overridden() {
@@ -34,6 +34,12 @@ fn a_locked_tenant_value_cannot_be_overridden() {
         "[params]\ncompany = { value = \"afinia\", locked = true }\nregion = \"south\"\n",
     );
     daemon.hfctl_json(&["reload"]);
+    let tenants = daemon.hfctl(&["tenants"]);
+    assert!(
+        String::from_utf8_lossy(&tenants.stdout).contains("company=afinia (locked)"),
+        "hfctl tenants shows the lock: {}",
+        shown(&tenants)
+    );
 
     let refused = daemon.hfctl(&[
         "submit",
