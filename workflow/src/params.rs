@@ -722,9 +722,13 @@ command = ["true"]
             ("type = \"int\"\nmin = 5\nmax = 1", "min 5 is above max 1"),
             ("type = \"int\"\nmin = 1.5", "min: expected an integer"),
             ("type = \"string\"\nmax = 3", "max applies to int and float"),
-            ("type = \"int\"\nmax = 3\ndefault = 4", "default: must be at most 3"),
+            (
+                "type = \"int\"\nmax = 3\ndefault = 4",
+                "default: must be at most 3",
+            ),
         ] {
-            let source = format!("[params.x]\n{file}\n[process.p.activity.a]\ncommand = [\"true\"]\n");
+            let source =
+                format!("[params.x]\n{file}\n[process.p.activity.a]\ncommand = [\"true\"]\n");
             let errors = parse_chain(Path::new("b.toml"), &source).unwrap_err();
             assert!(
                 errors.iter().any(|e| e.message.contains(wanted)),

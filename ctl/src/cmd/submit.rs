@@ -96,11 +96,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = Arc::new(ctx.connect().await?);
     if args.dry_run {
         let plan = daemon
-            .call(
-                daemon
-                    .client
-                    .job_plan(args.target.clone(), Some(params), args.tenant, args.until),
-            )
+            .call(daemon.client.job_plan(
+                args.target.clone(),
+                Some(params),
+                args.tenant,
+                args.until,
+            ))
             .await
             .map_err(|e| e.for_target(&args.target))?;
         if ctx.json {

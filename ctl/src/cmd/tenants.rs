@@ -40,7 +40,11 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<Outcome, Error> {
                 t.params
                     .iter()
                     .map(|(k, v)| {
-                        let locked = if t.locked.contains(k) { " (locked)" } else { "" };
+                        let locked = if t.locked.contains(k) {
+                            " (locked)"
+                        } else {
+                            ""
+                        };
                         format!("{k}={}{locked}", output::json_value(v))
                     })
                     .collect::<Vec<_>>()

@@ -304,7 +304,9 @@ fn locked_values(
     schedule: Option<&Map<String, Value>>,
     problems: &mut Vec<FieldError>,
 ) {
-    let given = submitted.keys().chain(schedule.into_iter().flat_map(Map::keys));
+    let given = submitted
+        .keys()
+        .chain(schedule.into_iter().flat_map(Map::keys));
     let mut seen = BTreeSet::new();
     for name in given {
         if chain.params.contains_key(name) && tenant.locked.contains(name) && seen.insert(name) {
@@ -420,10 +422,7 @@ pub fn resolve_target(
                     message: format!(
                         "{} uses outputs of {}, which target {target} does not run; submit \
                          {} --until {} to run it with what it depends on",
-                        activity.path,
-                        chain.activities[source].path,
-                        chain.name,
-                        activity.process
+                        activity.path, chain.activities[source].path, chain.name, activity.process
                     ),
                 });
             }

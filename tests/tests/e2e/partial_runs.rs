@@ -84,7 +84,11 @@ fn until_runs_the_process_and_its_upstream_and_nothing_else() {
 
     let id = daemon.submit("etl", &["--until", "validate"]);
     let job = daemon.wait_done(id);
-    assert_eq!(job.state, JobState::Failed, "validate fails first: {job:#?}");
+    assert_eq!(
+        job.state,
+        JobState::Failed,
+        "validate fails first: {job:#?}"
+    );
     assert_eq!(job.until.as_deref(), Some("validate"), "{job:#?}");
     assert_eq!(paths(&job), ["extract.e", "validate.v"], "{job:#?}");
     assert_eq!(
