@@ -181,3 +181,43 @@ fn run_id_is_the_first_jobs_id_across_retries() {
         "hfctl status shows the run: {text}"
     );
 }
+
+/// A `--until` job interrupted by a restart resumes with the same partial
+/// plan (recovery reads `until` back): `later`, downstream of `held`,
+/// never runs, and the job keeps its `until` and `run_id`.
+#[test]
+fn a_partial_job_stays_partial_across_a_restart() {
+    let chain = r#"
+[process.first.activity.f]
+shell = 'echo "first job=$HF_JOB_ID" >> @DIR@/ran'
+
+[process.held]
+after = ["first"]
+
+[process.held.activity.h]
+shell = "while [ ! -e @DIR@/go ]; do sleep 0.02; done; echo held >> @DIR@/ran"
+
+[process.later]
+after = ["held"]
+
+[process.later.activity.l]
+shell = 'echo later >> @DIR@/ran'
+"#;
+    let mut daemon = TestDaemon::start(&[("hold.toml", chain)]);
+    let id = daemon.submit("hold", &["--until", "held"]);
+    daemon.wait_for(id, "running held", |job| {
+        activity(job, "held.h").state == ActivityState::Running
+    });
+    daemon.restart();
+    std::fs::write(daemon.dir().join("go"), "").expect("the flag file can be written");
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(paths(&job), ["first.f", "held.h"], "{job:#?}");
+    assert_eq!(job.until.as_deref(), Some("held"), "{job:#?}");
+    assert_eq!(job.run_id, id, "{job:#?}");
+    let lines = ran(&daemon);
+    assert!(
+        lines.contains(&"held".to_string()) && !lines.contains(&"later".to_string()),
+        "{lines:?}"
+    );
+}
