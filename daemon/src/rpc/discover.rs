@@ -315,6 +315,8 @@ const COMPONENTS: &str = r#"{
     "started_at": {"type": ["string", "null"], "format": "date-time"},
     "finished_at": {"type": ["string", "null"], "format": "date-time"},
     "progress": {"type": "number"}, "outputs": {"type": "object"},
+    "run_id": {"type": "integer", "description": "the first job of its retry chain"},
+    "until": {"type": "string", "description": "the process given with until"},
     "outcome": {"type": "string", "enum": ["succeeded", "failed", "cancelled"]},
     "activities": {"type": "array", "items": {"type": "object", "properties": {
       "path": {"type": "string"},
@@ -360,6 +362,12 @@ pub fn params_schema(chain: &Chain) -> Value {
             }
             if let Some(p) = &spec.pattern {
                 map.insert("pattern".into(), json!(format!("^(?:{p})$")));
+            }
+            if let Some(min) = &spec.min {
+                map.insert("minimum".into(), min.clone());
+            }
+            if let Some(max) = &spec.max {
+                map.insert("maximum".into(), max.clone());
             }
         }
         if spec.required && spec.default.is_none() {

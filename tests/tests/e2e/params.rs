@@ -180,7 +180,8 @@ command = ["sh", "-c", "echo \"rows=$HF_PARAM_ROWS note=${HF_PARAM_NOTE-absent} 
 /// (hfctl exit 8, JSON-RPC field errors); a null (`--null`, JSON `null`) is
 /// accepted for an optional parameter without a default, which then stays
 /// absent from the environment and is none to templates, and refused for
-/// a required one and one with a default; `hfctl describe` shows bounds.
+/// a required one and one with a default; `hfctl describe` and the
+/// `rpc.discover` schema show the bounds.
 #[test]
 fn bounds_and_null_are_checked_at_submit() {
     let daemon = TestDaemon::start(&[("bounded.toml", BOUNDED)]);
@@ -240,5 +241,12 @@ fn bounds_and_null_are_checked_at_submit() {
     assert!(
         text.contains("int 1..1000") && text.contains("float 0.0..1.0"),
         "describe shows the bounds: {text}"
+    );
+    let doc = rpc_call(daemon.socket(), "rpc.discover", json!({}));
+    let rows = &doc["result"]["components"]["schemas"]["params.bounded"]["properties"]["rows"];
+    assert_eq!(
+        (&rows["minimum"], &rows["maximum"]),
+        (&json!(1), &json!(1000)),
+        "the schema has the bounds: {rows}"
     );
 }
