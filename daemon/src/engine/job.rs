@@ -177,9 +177,13 @@ pub fn prepare(
                 }
                 let secrets = read_tenant_secrets(t, &chain, &mut problems);
                 if secrets.is_empty() {
-                    locked_values(t, &chain, params, schedule, &mut problems);
+                    locked_values(t, &chain, params, &mut problems);
                 } else {
                     locked_by_tenant(t, &chain, params, &mut problems);
+                }
+                // A schedule's fire submits nothing of its own.
+                if let Some(schedule) = schedule {
+                    locked_values(t, &chain, schedule, &mut problems);
                 }
                 tenant_secrets = Some(secrets);
                 Some(&t.params)
@@ -295,21 +299,16 @@ fn locked_by_tenant(
 }
 
 /// The values a tenant marked `locked = true` cannot be overridden, by a
-/// submission or a schedule, whoever submits; each override is a problem
-/// of its own, in the words [`locked_by_tenant`] uses.
+/// submission or a schedule (`given`), whoever submits; each override is a
+/// problem of its own, in the words [`locked_by_tenant`] uses.
 fn locked_values(
     tenant: &holdfast_workflow::tenant::Tenant,
     chain: &Chain,
-    submitted: &Map<String, Value>,
-    schedule: Option<&Map<String, Value>>,
+    given: &Map<String, Value>,
     problems: &mut Vec<FieldError>,
 ) {
-    let given = submitted
-        .keys()
-        .chain(schedule.into_iter().flat_map(Map::keys));
-    let mut seen = BTreeSet::new();
-    for name in given {
-        if chain.params.contains_key(name) && tenant.locked.contains(name) && seen.insert(name) {
+    for name in given.keys() {
+        if chain.params.contains_key(name) && tenant.locked.contains(name) {
             problems.push(FieldError {
                 field: name.clone(),
                 message: format!(
@@ -379,10 +378,10 @@ pub fn resolve_target(
     let _chain = parts.next();
     let process = parts.next();
     let activity = parts.next();
-    let included: Vec<bool> = match (process, activity) {
-        _ if until.is_some() => upstream_of(chain, target, until.unwrap_or_default())?,
-        (None, _) => vec![true; chain.activities.len()],
-        (Some(p), None) => {
+    let included: Vec<bool> = match (until, process, activity) {
+        (Some(until), _, _) => upstream_of(chain, target, until)?,
+        (None, None, _) => vec![true; chain.activities.len()],
+        (None, Some(p), None) => {
             if chain.process(p).is_none() {
                 return Err(FieldError {
                     field: "target".into(),
@@ -391,7 +390,7 @@ pub fn resolve_target(
             }
             chain.activities.iter().map(|a| a.process == p).collect()
         }
-        (Some(p), Some(a)) => {
+        (None, Some(p), Some(a)) => {
             if chain.activity(p, a).is_none() {
                 return Err(FieldError {
                     field: "target".into(),
