@@ -543,6 +543,9 @@ pub struct Plan {
     pub chain: String,
     pub version: String,
     pub tenant: Option<String>,
+    /// `until`, when given: the waves hold that process and its upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// Parameters after defaults, tenant values and the submitted ones.
     pub params: Map<String, Value>,
     /// Activities grouped in the order they could run: every activity of a

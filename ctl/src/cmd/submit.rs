@@ -155,8 +155,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
 /// command and environment they would get.
 fn render_plan(plan: &holdfast_api::Plan) -> String {
     let mut out = format!(
-        "dry run of {} (chain {} version {}){}: no job created\n",
+        "dry run of {}{} (chain {} version {}){}: no job created\n",
         plan.target,
+        plan.until
+            .as_deref()
+            .map(|p| format!(" until {p} (and what it depends on)"))
+            .unwrap_or_default(),
         plan.chain,
         output::short_version(&plan.version),
         plan.tenant

@@ -47,7 +47,9 @@ pub(super) async fn handle(
         &caller,
     )
     .map_err(|e| submit_error(&target, e))?;
-    Ok(build(&target, tenant, prepared))
+    let mut plan = build(&target, tenant, prepared);
+    plan.until = until;
+    Ok(plan)
 }
 
 /// Render what can be rendered: an argument that needs an output that does
@@ -156,6 +158,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         chain: chain.name.clone(),
         version: chain.version.clone(),
         tenant,
+        until: None,
         params: shown,
         waves: planned,
     }

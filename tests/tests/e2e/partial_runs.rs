@@ -81,6 +81,7 @@ fn until_runs_the_process_and_its_upstream_and_nothing_else() {
         .filter_map(|a| a["path"].as_str())
         .collect();
     assert_eq!(planned, ["etl.extract.e", "etl.validate.v"], "{plan}");
+    assert_eq!(plan["until"], "validate", "{plan}");
 
     let id = daemon.submit("etl", &["--until", "validate"]);
     let job = daemon.wait_done(id);
