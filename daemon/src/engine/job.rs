@@ -176,14 +176,11 @@ pub fn prepare(
                     )));
                 }
                 let secrets = read_tenant_secrets(t, &chain, &mut problems);
-                if secrets.is_empty() {
-                    locked_values(t, &chain, params, &mut problems);
-                } else {
-                    locked_by_tenant(t, &chain, params, &mut problems);
-                }
-                // A schedule's fire submits nothing of its own.
+                locked_by_tenant(t, &chain, params, !secrets.is_empty(), &mut problems);
+                // A schedule's fire submits nothing of its own; its
+                // `params` may not override a locked value either.
                 if let Some(schedule) = schedule {
-                    locked_values(t, &chain, schedule, &mut problems);
+                    locked_by_tenant(t, &chain, schedule, false, &mut problems);
                 }
                 tenant_secrets = Some(secrets);
                 Some(&t.params)
@@ -271,53 +268,40 @@ fn read_tenant_secrets(
     values
 }
 
-/// A tenant that lends a job its secrets also decides where they go: the
-/// values it sets (`[params]`, `[secrets]`) cannot be overridden by a
-/// submission (say, pointing `db_host` at another server); whoever may
-/// change them edits the tenant's file. Each override is a problem of its
-/// own.
+/// The tenant's values that `given` (a submission, a schedule's `params`)
+/// may not override, each override a problem of its own: those the tenant
+/// marked `locked = true`, for whoever submits; and, when it `lends_secrets`
+/// to the job, every value it sets (`[params]`, `[secrets]`), since a
+/// tenant that lends secrets also decides where they go (say, `db_host`
+/// cannot be pointed at another server). Whoever may change them edits the
+/// tenant's file.
 fn locked_by_tenant(
     tenant: &holdfast_workflow::tenant::Tenant,
     chain: &Chain,
-    submitted: &Map<String, Value>,
-    problems: &mut Vec<FieldError>,
-) {
-    for name in submitted.keys() {
-        if chain.params.contains_key(name)
-            && (tenant.params.contains_key(name) || tenant.secrets.contains_key(name))
-        {
-            problems.push(FieldError {
-                field: name.clone(),
-                message: format!(
-                    "set by tenant {}, which lends this job its secrets, so it cannot be \
-                     overridden; change it in the tenant's file",
-                    tenant.name
-                ),
-            });
-        }
-    }
-}
-
-/// The values a tenant marked `locked = true` cannot be overridden, by a
-/// submission or a schedule (`given`), whoever submits; each override is a
-/// problem of its own, in the words [`locked_by_tenant`] uses.
-fn locked_values(
-    tenant: &holdfast_workflow::tenant::Tenant,
-    chain: &Chain,
     given: &Map<String, Value>,
+    lends_secrets: bool,
     problems: &mut Vec<FieldError>,
 ) {
     for name in given.keys() {
-        if chain.params.contains_key(name) && tenant.locked.contains(name) {
-            problems.push(FieldError {
-                field: name.clone(),
-                message: format!(
-                    "set by tenant {} and locked there, so it cannot be overridden; change it \
-                     in the tenant's file",
-                    tenant.name
-                ),
-            });
+        if !chain.params.contains_key(name) {
+            continue;
         }
+        let why = if tenant.locked.contains(name) {
+            " and locked there,"
+        } else if lends_secrets
+            && (tenant.params.contains_key(name) || tenant.secrets.contains_key(name))
+        {
+            ", which lends this job its secrets,"
+        } else {
+            continue;
+        };
+        problems.push(FieldError {
+            field: name.clone(),
+            message: format!(
+                "set by tenant {}{why} so it cannot be overridden; change it in the tenant's file",
+                tenant.name
+            ),
+        });
     }
 }
 
