@@ -136,3 +136,37 @@ fn concurrency_per_tenant_lets_tenants_run_side_by_side() {
         shown(&described)
     );
 }
+
+/// A schedule's `params` cannot override a locked tenant value either: a
+/// trigger for tenants afinia (which locks `company`) and air-e (which
+/// does not) makes air-e's job only, and the trigger's refusal names the
+/// tenant and the parameter.
+#[test]
+fn a_schedule_cannot_override_a_locked_value() {
+    let chain = format!(
+        "{BILLING}\n[schedule.nightly]\ncron = \"0 3 1 1 *\"\ntenants = [\"afinia\", \"air-e\"]\n\
+         params = {{ company = \"from-schedule\" }}\n"
+    );
+    let daemon = TestDaemon::start(&[("billing.toml", &chain)]);
+    daemon.write_tenant(
+        "afinia",
+        "[params]\ncompany = { value = \"afinia\", locked = true }\n",
+    );
+    daemon.write_tenant("air-e", "[params]\ncompany = \"air-e\"\n");
+    daemon.hfctl_json(&["reload"]);
+
+    let fired = daemon.hfctl(&["schedule", "trigger", "billing.nightly"]);
+    assert_eq!(fired.status.code(), Some(8), "{}", shown(&fired));
+    let said = String::from_utf8_lossy(&fired.stderr);
+    assert!(
+        said.contains("tenant afinia: company: set by tenant afinia and locked there"),
+        "the trigger says which tenant's job was refused and why: {said}"
+    );
+    let listed = daemon.hfctl_json(&["list"]);
+    let jobs = listed["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(jobs.len(), 1, "air-e's job only: {listed}");
+    assert_eq!(jobs[0]["tenant"], "air-e", "{listed}");
+    let id = jobs[0]["id"].as_u64().expect("a job id");
+    let job = daemon.wait_done(id);
+    assert_eq!(job.params["company"], "from-schedule", "{job:#?}");
+}
