@@ -94,11 +94,11 @@ fn running(job: &Job) -> bool {
 
 /// With `concurrency = 1` per tenant, a job of tenant a and one of tenant
 /// b run side by side, while a second job of a waits queued (b's job was
-/// submitted after it and still started) until a's first job ends;
-/// `hfctl describe` says how concurrency is counted.
+/// submitted after it and still started) until a's first job ends, also
+/// across a restart; `hfctl describe` says how concurrency is counted.
 #[test]
 fn concurrency_per_tenant_lets_tenants_run_side_by_side() {
-    let daemon = TestDaemon::start(&[("gate.toml", GATE)]);
+    let mut daemon = TestDaemon::start(&[("gate.toml", GATE)]);
     daemon.write_tenant("a", "");
     daemon.write_tenant("b", "");
     daemon.hfctl_json(&["reload"]);
@@ -113,6 +113,17 @@ fn concurrency_per_tenant_lets_tenants_run_side_by_side() {
         waiting.state,
         JobState::Queued,
         "a's second job waits for a's first: {waiting:#?}"
+    );
+
+    // After a restart the running jobs keep their tenants' slots.
+    daemon.restart();
+    daemon.wait_for(a1, "running again", running);
+    daemon.wait_for(b1, "running again", running);
+    let waiting = daemon.status(a2);
+    assert_eq!(
+        waiting.state,
+        JobState::Queued,
+        "still waiting after a restart: {waiting:#?}"
     );
 
     std::fs::write(daemon.dir().join(format!("go-{a1}")), "").expect("release a1");
