@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::types::ConnectionSummary;
 use crate::types::{
-    AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
+    AuditEntry, BackfillResult, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use crate::types::{Delivery, Event, JobState};
@@ -30,6 +30,8 @@ pub trait Holdfast {
     /// its `[simulate]` stand-in (a no-op that succeeds by default).
     /// `request_id`: a client idempotency key; the same key from the same
     /// uid answers with the first job instead of making another.
+    /// `at`: the instant the job runs as of (`schedule.at`), read in the
+    /// daemon's zone; the submission's instant without it.
     #[method(name = "job.submit", param_kind = map, with_extensions)]
     async fn job_submit(
         &self,
@@ -39,6 +41,7 @@ pub trait Holdfast {
         priority: Option<i32>,
         simulate: Option<bool>,
         request_id: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<SubmitResult>;
 
     /// Check a submission and return what it would run, creating no job
@@ -134,9 +137,23 @@ pub trait Holdfast {
     #[method(name = "schedule.resume", param_kind = map, with_extensions)]
     async fn schedule_resume(&self, name: String) -> RpcResult<ScheduleInfo>;
 
-    /// Fire a schedule now (its jobs as a fire would submit them).
+    /// Fire a schedule now (its jobs as a fire would submit them), as of
+    /// `at` (read in the schedule's zone) when given.
     #[method(name = "schedule.trigger", param_kind = map, with_extensions)]
-    async fn schedule_trigger(&self, name: String) -> RpcResult<ScheduleInfo>;
+    async fn schedule_trigger(&self, name: String, at: Option<String>) -> RpcResult<ScheduleInfo>;
+
+    /// Submit one fire of a schedule per instant its rule gives in
+    /// [`from`, `to`] (dates read in the schedule's zone; a date as `to`
+    /// includes that whole day), oldest first, at most 1,000. `dry_run`
+    /// lists the instants and submits nothing.
+    #[method(name = "schedule.backfill", param_kind = map, with_extensions)]
+    async fn schedule_backfill(
+        &self,
+        name: String,
+        from: String,
+        to: String,
+        dry_run: Option<bool>,
+    ) -> RpcResult<BackfillResult>;
 
     /// Every tenant file, loaded or broken.
     #[method(name = "tenant.list", param_kind = map)]

@@ -59,6 +59,11 @@ pub struct Args {
     /// instead of queueing another, and is refused if the rest differs.
     #[arg(long, value_name = "KEY")]
     pub request_id: Option<String>,
+    /// Run as of this instant (`schedule.at`, `HF_SCHEDULED_AT`):
+    /// YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] in the daemon's zone, or RFC 3339.
+    /// Without it, the job runs as of its submission.
+    #[arg(long, value_name = "TIME", conflicts_with = "dry_run")]
+    pub at: Option<String>,
 }
 
 /// Split `KEY=VALUE` at the first `=`: values may hold more of them.
@@ -105,6 +110,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             args.priority,
             Some(args.simulate),
             args.request_id,
+            args.at,
         ))
         .await
         .map_err(|e| e.for_target(&args.target))?;

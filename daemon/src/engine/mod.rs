@@ -21,6 +21,7 @@ mod policy;
 mod recovery;
 mod request;
 mod run;
+mod backfill;
 mod schedules;
 mod start;
 mod submit;
@@ -39,6 +40,7 @@ use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, WriteOp};
 pub use job::JobRun;
+pub use backfill::Backfill;
 pub use schedules::{ScheduleAction, ScheduleControlError, ScheduleView};
 
 /// Who made a request, from the socket's peer credentials.
@@ -64,6 +66,8 @@ pub struct SubmitRequest {
     pub caller: Caller,
     /// The client's idempotency key (`request_id`), if it sent one.
     pub request_id: Option<String>,
+    /// The instant it runs as of (`at`); the submission's without it.
+    pub at: Option<holdfast_workflow::BusinessDate>,
 }
 
 /// Why a submission was refused.
@@ -144,6 +148,15 @@ pub enum Command {
         name: String,
         action: ScheduleAction,
         reply: oneshot::Sender<Result<ScheduleView, ScheduleControlError>>,
+    },
+    /// Submit (or with `dry_run`, list) the fires of a past range.
+    ScheduleBackfill {
+        chain: String,
+        name: String,
+        from: String,
+        to: String,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<Backfill, ScheduleControlError>>,
     },
     /// Stop accepting work, interrupt running attempts, answer when all ended.
     Shutdown {
@@ -298,6 +311,27 @@ impl EngineHandle {
         .unwrap_or(Err(ScheduleControlError::Stopping))
     }
 
+    /// Backfill a schedule over a past range (see `engine/backfill.rs`).
+    pub async fn schedule_backfill(
+        &self,
+        chain: String,
+        name: String,
+        from: String,
+        to: String,
+        dry_run: bool,
+    ) -> Result<Backfill, ScheduleControlError> {
+        self.ask(|reply| Command::ScheduleBackfill {
+            chain,
+            name,
+            from,
+            to,
+            dry_run,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ScheduleControlError::Stopping))
+    }
+
     /// Re-read the workflows directory; resolves once the new registry is in place.
     pub async fn reload(&self) {
         let _ = self.ask(|reply| Command::Reload { reply }).await;
@@ -321,6 +355,10 @@ enum Effect {
     ScheduleChanged(
         oneshot::Sender<Result<ScheduleView, ScheduleControlError>>,
         Result<ScheduleView, ScheduleControlError>,
+    ),
+    Backfilled(
+        oneshot::Sender<Result<Backfill, ScheduleControlError>>,
+        Result<Backfill, ScheduleControlError>,
     ),
 }
 
@@ -581,6 +619,17 @@ impl Engine {
                 self.durable = true;
                 self.effects.push(Effect::ScheduleChanged(reply, result));
             }
+            Command::ScheduleBackfill {
+                chain,
+                name,
+                from,
+                to,
+                dry_run,
+                reply,
+            } => {
+                let result = self.schedule_backfill(&chain, &name, &from, &to, dry_run);
+                self.effects.push(Effect::Backfilled(reply, result));
+            }
             Command::Shutdown { reply } => self.begin_shutdown(reply),
         }
     }
@@ -697,6 +746,9 @@ impl Engine {
                 let _ = self.changes.send(id);
             }
             Effect::ScheduleChanged(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Effect::Backfilled(reply, result) => {
                 let _ = reply.send(result);
             }
         }

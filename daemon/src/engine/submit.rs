@@ -70,6 +70,10 @@ impl Engine {
         );
         job.simulated = request.simulate;
         job.secret = secret;
+        job.scheduled = Some(request.at.unwrap_or(holdfast_workflow::BusinessDate {
+            at: chrono::Utc::now(),
+            zone: holdfast_workflow::DateZone::Local,
+        }));
         if let Err(e) = self.record_new_job(&job, &request.caller, None) {
             let _ = reply.send(Err(e));
             return;
@@ -142,6 +146,8 @@ impl Engine {
             retry_of,
             simulated: job.simulated,
             created_at: store::now_ms(),
+            scheduled_at: job.scheduled.map(|d| d.at.timestamp_millis()),
+            scheduled_zone: job.scheduled.map(|d| d.zone.name()),
             activities: chain
                 .activities
                 .iter()
@@ -262,8 +268,10 @@ impl Engine {
             original.priority,
         );
         job.secret = secret;
-        // A reprocess of a simulated job is simulated too.
+        // A reprocess of a simulated job is simulated too, and runs as of
+        // the same instant.
         job.simulated = original.simulated;
+        job.scheduled = original.scheduled;
         let rerun = match from.as_deref().map(|p| job.rerun_from(p)) {
             None => vec![false; job.acts.len()],
             Some(Ok(rerun)) => rerun,

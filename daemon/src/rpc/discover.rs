@@ -54,6 +54,11 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"string","minLength":1,"maxLength":128,"description":"client idempotency key: the same key from the same uid answers with the first job"}"#,
             ),
+            (
+                "at",
+                false,
+                r#"{"type":"string","description":"the instant the job runs as of (schedule.at): YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] in the daemon's zone, or RFC 3339; the submission's instant without it"}"#,
+            ),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),
@@ -245,13 +250,43 @@ const METHODS: &[MethodSpec] = &[
     ),
     (
         "schedule.trigger",
-        "Fire a schedule now.",
-        &[(
-            "name",
-            true,
-            r#"{"type":"string","description":"chain.schedule"}"#,
-        )],
+        "Fire a schedule now, as of at when given.",
+        &[
+            (
+                "name",
+                true,
+                r#"{"type":"string","description":"chain.schedule"}"#,
+            ),
+            (
+                "at",
+                false,
+                r#"{"type":"string","description":"the instant the fire runs as of, read in the schedule's zone; now without it"}"#,
+            ),
+        ],
         r#"{"type":"object"}"#,
+    ),
+    (
+        "schedule.backfill",
+        "Submit one fire per instant of the schedule's rule in [from, to], oldest first, each as of its instant (at most 1000); dry_run lists them.",
+        &[
+            (
+                "name",
+                true,
+                r#"{"type":"string","description":"chain.schedule"}"#,
+            ),
+            (
+                "from",
+                true,
+                r#"{"type":"string","description":"first instant of the range, read in the schedule's zone"}"#,
+            ),
+            (
+                "to",
+                true,
+                r#"{"type":"string","description":"last instant of the range; a date includes that whole day"}"#,
+            ),
+            ("dry_run", false, r#"{"type":"boolean"}"#),
+        ],
+        r#"{"type":"object","description":"schedule, fires, jobs, queued, dry_run"}"#,
     ),
     (
         "config.reload",

@@ -77,6 +77,11 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         },
         outputs: Map::new(),
         secret_dir: None,
+        // A plan runs as of now, as a submission without `at` would.
+        schedule: Some(holdfast_workflow::BusinessDate {
+            at: chrono::Utc::now(),
+            zone: holdfast_workflow::DateZone::Local,
+        }),
     };
     let waves = waves(&chain, &included);
     let mut planned: Vec<Vec<PlannedActivity>> = Vec::new();

@@ -1,7 +1,9 @@
-//! `schedule.list`, `schedule.pause`, `schedule.resume`, `schedule.trigger`.
+//! `schedule.list`, `schedule.pause`, `schedule.resume`, `schedule.trigger`,
+//! `schedule.backfill`.
 
-use holdfast_api::{ErrorCode, ScheduleInfo};
+use holdfast_api::{BackfillResult, ErrorCode, FieldError, ScheduleInfo};
 use jsonrpsee::core::RpcResult;
+use jsonrpsee::types::ErrorObjectOwned;
 
 use super::{RpcServer, store_error};
 use crate::engine::{Caller, ScheduleAction, ScheduleControlError, ScheduleView};
@@ -67,36 +69,9 @@ pub(super) async fn control(
     let method = match action {
         ScheduleAction::Pause => "schedule.pause",
         ScheduleAction::Resume => "schedule.resume",
-        ScheduleAction::Trigger => "schedule.trigger",
+        ScheduleAction::Trigger { .. } => "schedule.trigger",
     };
-    if !crate::access::is_operator(&caller, &server.settings) {
-        let message =
-            "operating schedules is for root, the daemon's user and operator_groups members"
-                .to_string();
-        server
-            .audit(
-                &caller,
-                method,
-                Some(name.clone()),
-                "refused",
-                Some(message.clone()),
-            )
-            .await;
-        return Err(ErrorCode::PermissionDenied.error(message));
-    }
-    let Some((chain, schedule)) = name.split_once('.') else {
-        let message = format!("name schedules as CHAIN.NAME, got {name:?}");
-        server
-            .audit(
-                &caller,
-                method,
-                Some(name.clone()),
-                "refused",
-                Some(message.clone()),
-            )
-            .await;
-        return Err(ErrorCode::NotFound.error(message));
-    };
+    let (chain, schedule) = operable(server, &caller, method, &name).await?;
     let result = server
         .engine
         .schedule_control(chain.to_string(), schedule.to_string(), action)
@@ -110,10 +85,97 @@ pub(super) async fn control(
         .await;
     match result {
         Ok(view) => info(server, view).await,
-        Err(e @ ScheduleControlError::NotFound(_)) => Err(ErrorCode::NotFound.error(e.to_string())),
-        Err(e @ ScheduleControlError::Refused(_)) => {
-            Err(ErrorCode::InvalidParameters.error(e.to_string()))
-        }
-        Err(e @ ScheduleControlError::Stopping) => Err(ErrorCode::Unavailable.error(e.to_string())),
+        Err(e) => Err(control_error(e)),
     }
+}
+
+/// Only operators operate schedules, named `CHAIN.NAME`; a refusal is
+/// audited under `method`.
+async fn operable(
+    server: &RpcServer,
+    caller: &Caller,
+    method: &'static str,
+    name: &str,
+) -> RpcResult<(String, String)> {
+    let refusal = if !crate::access::is_operator(caller, &server.settings) {
+        Err(ErrorCode::PermissionDenied.error(
+            "operating schedules is for root, the daemon's user and operator_groups members",
+        ))
+    } else {
+        name.split_once('.')
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .ok_or_else(|| {
+                ErrorCode::NotFound.error(format!("name schedules as CHAIN.NAME, got {name:?}"))
+            })
+    };
+    if let Err(e) = &refusal {
+        server
+            .audit(
+                caller,
+                method,
+                Some(name.to_string()),
+                "refused",
+                Some(e.message().to_string()),
+            )
+            .await;
+    }
+    refusal
+}
+
+fn control_error(e: ScheduleControlError) -> ErrorObjectOwned {
+    match e {
+        ScheduleControlError::NotFound(_) => ErrorCode::NotFound.error(e.to_string()),
+        ScheduleControlError::Refused(_) => ErrorCode::InvalidParameters.error(e.to_string()),
+        ScheduleControlError::Invalid { field, ref message } => {
+            ErrorCode::InvalidParameters.error_with(
+                format!("invalid parameters: {e}"),
+                vec![FieldError {
+                    field: field.to_string(),
+                    message: message.clone(),
+                }],
+            )
+        }
+        ScheduleControlError::Stopping => ErrorCode::Unavailable.error(e.to_string()),
+    }
+}
+
+/// `schedule.backfill`: operators only, like `schedule.trigger`.
+pub(super) async fn backfill(
+    server: &RpcServer,
+    caller: Caller,
+    name: String,
+    from: String,
+    to: String,
+    dry_run: bool,
+) -> RpcResult<BackfillResult> {
+    let method = "schedule.backfill";
+    let (chain, schedule) = operable(server, &caller, method, &name).await?;
+    let result = server
+        .engine
+        .schedule_backfill(chain, schedule, from.clone(), to.clone(), dry_run)
+        .await;
+    let (outcome, detail) = match &result {
+        Ok(done) => (
+            "ok",
+            format!(
+                "{from} to {to}: {} fires{}, jobs {:?}, {} queued",
+                done.fires.len(),
+                if dry_run { " (dry run)" } else { "" },
+                done.jobs,
+                done.queued
+            ),
+        ),
+        Err(e) => ("refused", e.to_string()),
+    };
+    server
+        .audit(&caller, method, Some(name.clone()), outcome, Some(detail))
+        .await;
+    let done = result.map_err(control_error)?;
+    Ok(BackfillResult {
+        schedule: name,
+        fires: done.fires.iter().map(|d| d.rfc3339()).collect(),
+        jobs: done.jobs,
+        queued: done.queued,
+        dry_run,
+    })
 }

@@ -4,6 +4,7 @@
 use holdfast_api::{
     ActivityRun, ActivityState, Attempt, AttemptState, Job, JobList, JobState, JobSummary,
 };
+use holdfast_workflow::{BusinessDate, DateZone};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
@@ -114,11 +115,22 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 row.get::<_, Option<i64>>("retry_of")?,
                 row.get::<_, Option<String>>("last_alert")?,
                 row.get::<_, Option<String>>("outcome")?,
+                business_date(row.get("scheduled_at")?, row.get("scheduled_zone")?),
             ))
         })
         .optional()?;
-    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert, outcome)) =
-        head
+    let Some((
+        summary,
+        params_text,
+        uid,
+        pid,
+        version,
+        reason,
+        retry_of,
+        last_alert,
+        outcome,
+        scheduled,
+    )) = head
     else {
         return Ok(None);
     };
@@ -215,7 +227,18 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         outputs,
         activities,
         outcome: outcome.as_deref().map(parse_job_state),
+        scheduled_at: scheduled.map(|d| d.rfc3339()),
     }))
+}
+
+/// A job's `scheduled_at` and `scheduled_zone` columns; None for jobs
+/// stored before jobs had them.
+fn business_date(at: Option<i64>, zone: Option<String>) -> Option<BusinessDate> {
+    let at = chrono::DateTime::from_timestamp_millis(at?)?;
+    let zone = zone
+        .and_then(|name| DateZone::parse(&name).ok())
+        .unwrap_or(DateZone::Local);
+    Some(BusinessDate { at, zone })
 }
 
 /// The job state alone (cheap; used by watchers).
@@ -431,6 +454,8 @@ pub struct StoredJob {
     pub secrets: Option<Vec<u8>>,
     /// The outcome its handlers answer, once its graph is done.
     pub outcome: Option<JobState>,
+    /// The instant it runs as of (`schedule.at`).
+    pub scheduled: Option<BusinessDate>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -480,7 +505,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         .prepare_cached(
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
                     simulated, submitter_uid,
-                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id), outcome
+                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id), outcome,
+                    scheduled_at, scheduled_zone
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -502,6 +528,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                     .get::<_, Option<String>>(12)?
                     .as_deref()
                     .map(parse_job_state),
+                scheduled: business_date(row.get(13)?, row.get(14)?),
                 activities: Vec::new(),
             })
         })

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
+const ALL: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -195,6 +195,13 @@ CREATE TABLE notify_cursor (
     singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
     last_event INTEGER NOT NULL
 );
+"#;
+
+/// Version 9: the instant a job runs as of (`schedule.at`): a schedule's
+/// fire, `--at`, or the submission; with the zone it is read in.
+const V9: &str = r#"
+ALTER TABLE jobs ADD COLUMN scheduled_at INTEGER;
+ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
 "#;
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub struct NewJob {
     pub retry_of: Option<u64>,
     pub simulated: bool,
     pub created_at: i64,
+    /// The instant the job runs as of (ms) and the zone it is read in.
+    pub scheduled_at: Option<i64>,
+    pub scheduled_zone: Option<String>,
     /// The job's secret parameter values, sealed (`crate::secrets`); the
     /// `params` text holds `***` for them.
     pub secrets: Option<Vec<u8>>,
@@ -251,8 +254,9 @@ impl WriteOp {
                 tx.prepare_cached(
                     "INSERT INTO jobs (id, target, chain, version, params, tenant, priority, state,
                         submitted_by, submitter_uid, submitter_gid, submitter_pid, retry_of, created_at,
-                        simulated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        simulated, scheduled_at, scheduled_zone)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                        ?15, ?16)",
                 )?
                 .execute(params![
                     job.id as i64,
@@ -269,6 +273,8 @@ impl WriteOp {
                     job.retry_of.map(|r| r as i64),
                     job.created_at,
                     job.simulated,
+                    job.scheduled_at,
+                    job.scheduled_zone,
                 ])?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO activities (job_id, idx, path, state) VALUES (?1, ?2, ?3, 'pending')",
