@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod connections;
 mod control;
+mod dates;
 mod dos;
 mod durability;
 mod events;
