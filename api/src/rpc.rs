@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 
 use crate::types::ConnectionSummary;
 use crate::types::{
-    AuditEntry, BackfillResult, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
-    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, BackfillResult, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk,
+    Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use crate::types::{Delivery, Event, JobState};
 

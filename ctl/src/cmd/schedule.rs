@@ -60,7 +60,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         ),
         Action::Trigger { name, at } => (
             "triggered",
-            daemon.call(daemon.client.schedule_trigger(name, at)).await?,
+            daemon
+                .call(daemon.client.schedule_trigger(name, at))
+                .await?,
         ),
         Action::Backfill {
             name,

@@ -49,10 +49,8 @@ impl Engine {
             )));
         };
         let zone = run.schedule.zone();
-        let invalid = |field: &'static str, message: String| ScheduleControlError::Invalid {
-            field,
-            message,
-        };
+        let invalid =
+            |field: &'static str, message: String| ScheduleControlError::Invalid { field, message };
         let start = BusinessDate::parse(from, zone).map_err(|m| invalid("from", m))?;
         let end = BusinessDate::parse(to, zone).map_err(|m| invalid("to", m))?;
         // `--to 2026-11-30` means through the end of that day.
@@ -129,7 +127,12 @@ impl Engine {
         if allow {
             for date in &fires {
                 self.fire(&key, true, date.at);
-                jobs.extend(self.schedules.get(&key).map(|r| r.last_jobs.clone()).unwrap_or_default());
+                jobs.extend(
+                    self.schedules
+                        .get(&key)
+                        .map(|r| r.last_jobs.clone())
+                        .unwrap_or_default(),
+                );
             }
         } else {
             if let Some(run) = self.schedules.get_mut(&key) {
@@ -162,7 +165,11 @@ impl Engine {
             if run.paused || self.fire_in_flight(run, finished) {
                 return Vec::new();
             }
-            let Some(at) = self.schedules.get_mut(key).and_then(|r| r.backfill.pop_front()) else {
+            let Some(at) = self
+                .schedules
+                .get_mut(key)
+                .and_then(|r| r.backfill.pop_front())
+            else {
                 return Vec::new();
             };
             let refused = self.fire(key, true, at);

@@ -13,6 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
+mod backfill;
 mod control;
 mod events;
 mod handlers;
@@ -21,7 +22,6 @@ mod policy;
 mod recovery;
 mod request;
 mod run;
-mod backfill;
 mod schedules;
 mod start;
 mod submit;
@@ -39,8 +39,8 @@ use crate::executor::{self, AttemptSpec, ExecEvent, KillReason, LogHub};
 use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, WriteOp};
-pub use job::JobRun;
 pub use backfill::Backfill;
+pub use job::JobRun;
 pub use schedules::{ScheduleAction, ScheduleControlError, ScheduleView};
 
 /// Who made a request, from the socket's peer credentials.

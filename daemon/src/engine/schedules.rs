@@ -65,7 +65,9 @@ pub enum ScheduleAction {
     Pause,
     Resume,
     /// Fire now, as of `at` (read in the schedule's zone) when given.
-    Trigger { at: Option<String> },
+    Trigger {
+        at: Option<String>,
+    },
 }
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {

@@ -34,8 +34,7 @@ use holdfast_api::ConnectionSummary;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
     AuditEntry, BackfillResult, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan,
-    ScheduleInfo,
-    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;

@@ -103,6 +103,10 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
                 ("HF_PROCESS".into(), activity.process.clone()),
                 ("HF_ACTIVITY".into(), activity.name.clone()),
                 ("HF_TENANT".into(), tenant.clone().unwrap_or_default()),
+                (
+                    "HF_SCHEDULED_AT".into(),
+                    context.schedule.map(|d| d.rfc3339()).unwrap_or_default(),
+                ),
             ];
             for (name, value) in &params {
                 let shown = if secret.contains(name) {

@@ -126,15 +126,14 @@ fn control_error(e: ScheduleControlError) -> ErrorObjectOwned {
     match e {
         ScheduleControlError::NotFound(_) => ErrorCode::NotFound.error(e.to_string()),
         ScheduleControlError::Refused(_) => ErrorCode::InvalidParameters.error(e.to_string()),
-        ScheduleControlError::Invalid { field, ref message } => {
-            ErrorCode::InvalidParameters.error_with(
+        ScheduleControlError::Invalid { field, ref message } => ErrorCode::InvalidParameters
+            .error_with(
                 format!("invalid parameters: {e}"),
                 vec![FieldError {
                     field: field.to_string(),
                     message: message.clone(),
                 }],
-            )
-        }
+            ),
         ScheduleControlError::Stopping => ErrorCode::Unavailable.error(e.to_string()),
     }
 }

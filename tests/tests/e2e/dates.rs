@@ -24,9 +24,7 @@ fn epoch_seconds(text: &str) -> i64 {
     } else {
         let at = rest.rfind(['+', '-']).unwrap_or_else(|| bad(text));
         let sign = if rest.as_bytes()[at] == b'-' { -1 } else { 1 };
-        let (hours, minutes) = rest[at + 1..]
-            .split_once(':')
-            .unwrap_or_else(|| bad(text));
+        let (hours, minutes) = rest[at + 1..].split_once(':').unwrap_or_else(|| bad(text));
         let minutes = hours.parse::<i64>().unwrap_or_else(|_| bad(text)) * 60
             + minutes.parse::<i64>().unwrap_or_else(|_| bad(text));
         (&rest[..at], sign * minutes * 60)
@@ -116,7 +114,13 @@ env = { SEEN = "{{ schedule.at | end_of('month') | format('%F %T') }}" }
 fn a_monthly_schedule_computes_the_previous_month() {
     let daemon = TestDaemon::start(&[("close.toml", MONTHLY)]);
 
-    let info = daemon.hfctl_json(&["schedule", "trigger", "close.close", "--at", "2026-03-01T04:00"]);
+    let info = daemon.hfctl_json(&[
+        "schedule",
+        "trigger",
+        "close.close",
+        "--at",
+        "2026-03-01T04:00",
+    ]);
     let id = info["last_job"].as_u64().expect("the trigger made a job");
     let done = daemon.wait_done(id);
     assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
@@ -156,9 +160,11 @@ fn a_monthly_schedule_computes_the_previous_month() {
     // Without --at, the trigger runs as of now: a job with an instant.
     let info = daemon.hfctl_json(&["schedule", "trigger", "close.close"]);
     let id = info["last_job"].as_u64().expect("a job");
-    assert!(job(&daemon, id)["params"]["period"]
-        .as_str()
-        .is_some_and(|p| p.len() == 7 && !p.contains('{')));
+    assert!(
+        job(&daemon, id)["params"]["period"]
+            .as_str()
+            .is_some_and(|p| p.len() == 7 && !p.contains('{'))
+    );
 
     // An impossible date is a field error, and no job is made.
     let before = fired_ids(&daemon, "close.close");
@@ -205,7 +211,9 @@ command = ["true"]
         .cloned()
         .unwrap_or_default();
     assert!(
-        info["last_error"].as_str().is_some_and(|e| e.contains("day")),
+        info["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("day")),
         "{info:#}"
     );
     let audit = daemon.hfctl_json(&["audit", "--limit", "100"]);
@@ -213,7 +221,9 @@ command = ["true"]
         audit.as_array().is_some_and(|rows| rows.iter().any(|r| {
             r["user"] == "schedule:bad.bad"
                 && r["outcome"] == "refused"
-                && r["detail"].as_str().is_some_and(|d| d.contains("2026-01-05"))
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("2026-01-05"))
         })),
         "the refused fire is audited with its instant: {audit:#}"
     );
@@ -260,7 +270,11 @@ shell = 'echo "$HF_SCHEDULED_AT"'
     let mut daemon = TestDaemon::start(&[("tick.toml", chain)]);
     let (before, _) = eventually(Duration::from_secs(5), "a first fire", || {
         let ids = fired_ids(&daemon, "tick.every");
-        if ids.is_empty() { Err("none yet") } else { Ok(ids) }
+        if ids.is_empty() {
+            Err("none yet")
+        } else {
+            Ok(ids)
+        }
     });
     daemon.stop();
     // Down for about three seconds: three fires or more are missed. The
@@ -271,16 +285,26 @@ shell = 'echo "$HF_SCHEDULED_AT"'
         .expect("after 1970")
         .as_secs() as i64;
     daemon.launch();
-    let (all, _) = eventually(Duration::from_secs(10), "catch-up and regular fires", || {
-        let ids = fired_ids(&daemon, "tick.every");
-        if ids.len() >= before.len() + 5 { Ok(ids) } else { Err(format!("{ids:?}")) }
-    });
+    let (all, _) = eventually(
+        Duration::from_secs(10),
+        "catch-up and regular fires",
+        || {
+            let ids = fired_ids(&daemon, "tick.every");
+            if ids.len() >= before.len() + 5 {
+                Ok(ids)
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        },
+    );
     let instants: Vec<i64> = all
         .iter()
         .map(|id| epoch_seconds(&scheduled_at(&daemon, *id)))
         .collect();
     // Oldest first, one job per second, the downtime included.
-    let expected: Vec<i64> = (0..instants.len() as i64).map(|n| instants[0] + n).collect();
+    let expected: Vec<i64> = (0..instants.len() as i64)
+        .map(|n| instants[0] + n)
+        .collect();
     assert_eq!(
         instants, expected,
         "one job per fire, each as of its own second, none repeated or missing: jobs {all:?}"
@@ -295,7 +319,11 @@ shell = 'echo "$HF_SCHEDULED_AT"'
         "the fires missed while down ran as of their own instants: {instants:?}, relaunched \
          at {relaunched}"
     );
-    let after: Vec<u64> = all.iter().copied().filter(|id| !before.contains(id)).collect();
+    let after: Vec<u64> = all
+        .iter()
+        .copied()
+        .filter(|id| !before.contains(id))
+        .collect();
     // The activity saw its own instant.
     let first = daemon.wait_done(after[0]);
     assert_eq!(first.state, JobState::Succeeded, "{first:#?}");
@@ -328,7 +356,13 @@ fn backfill_of_thirty_days_makes_thirty_jobs_with_thirty_dates() {
     let daemon = TestDaemon::start(&[("daily.toml", DAILY)]);
 
     let dry = daemon.hfctl_json(&[
-        "schedule", "backfill", "daily.load", "--from", "2026-11-01", "--to", "2026-11-30",
+        "schedule",
+        "backfill",
+        "daily.load",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
         "--dry-run",
     ]);
     let fires = dry["fires"].as_array().expect("fires");
@@ -336,26 +370,39 @@ fn backfill_of_thirty_days_makes_thirty_jobs_with_thirty_dates() {
     assert_eq!(fires[0], "2026-11-01T04:00:00+01:00", "{dry:#}");
     assert_eq!(fires[29], "2026-11-30T04:00:00+01:00", "{dry:#}");
     assert_eq!(dry["jobs"], json!([]), "{dry:#}");
-    assert!(fired_ids(&daemon, "daily.load").is_empty(), "a dry run submits nothing");
+    assert!(
+        fired_ids(&daemon, "daily.load").is_empty(),
+        "a dry run submits nothing"
+    );
 
     let done = daemon.hfctl_json(&[
-        "schedule", "backfill", "daily.load", "--from", "2026-11-01", "--to", "2026-11-30",
+        "schedule",
+        "backfill",
+        "daily.load",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
     ]);
     assert_eq!(done["fires"].as_array().map(Vec::len), Some(30), "{done:#}");
     assert_eq!(done["jobs"].as_array().map(Vec::len), Some(1), "{done:#}");
     assert_eq!(done["queued"], 29, "{done:#}");
-    let (ids, _) = eventually(Duration::from_secs(60), "30 backfill jobs to finish", || {
-        let ids = fired_ids(&daemon, "daily.load");
-        let finished = ids
-            .iter()
-            .filter(|id| job(&daemon, **id)["finished_at"].is_string())
-            .count();
-        if ids.len() == 30 && finished == 30 {
-            Ok(ids)
-        } else {
-            Err(format!("{} jobs, {finished} finished", ids.len()))
-        }
-    });
+    let (ids, _) = eventually(
+        Duration::from_secs(60),
+        "30 backfill jobs to finish",
+        || {
+            let ids = fired_ids(&daemon, "daily.load");
+            let finished = ids
+                .iter()
+                .filter(|id| job(&daemon, **id)["finished_at"].is_string())
+                .count();
+            if ids.len() == 30 && finished == 30 {
+                Ok(ids)
+            } else {
+                Err(format!("{} jobs, {finished} finished", ids.len()))
+            }
+        },
+    );
     let jobs: Vec<Value> = ids.iter().map(|id| job(&daemon, *id)).collect();
     for (n, got) in jobs.iter().enumerate() {
         let day = format!("2026-11-{:02}", n + 1);
@@ -388,8 +435,21 @@ fn backfill_of_thirty_days_makes_thirty_jobs_with_thirty_dates() {
         ("2026-11-30", "2026-11-01", "to"),
         ("2026-11-31", "2026-12-01", "from"),
     ] {
-        let output = daemon.hfctl(&["schedule", "backfill", "daily.load", "--from", from, "--to", to]);
-        assert_eq!(output.status.code(), Some(8), "{from}..{to}: {}", shown(&output));
+        let output = daemon.hfctl(&[
+            "schedule",
+            "backfill",
+            "daily.load",
+            "--from",
+            from,
+            "--to",
+            to,
+        ]);
+        assert_eq!(
+            output.status.code(),
+            Some(8),
+            "{from}..{to}: {}",
+            shown(&output)
+        );
         assert!(
             String::from_utf8_lossy(&output.stderr).contains(field),
             "{}",
@@ -429,7 +489,10 @@ fn submit_at_runs_a_job_as_of_that_instant_and_retry_keeps_it() {
     let retry = retried["job_id"].as_u64().expect("a retry job");
     daemon.wait_done(retry);
     assert_eq!(scheduled_at(&daemon, retry), at);
-    assert_eq!(daemon.logs(retry, "p.a", None).trim(), "2026-03-01 2026-02-28");
+    assert_eq!(
+        daemon.logs(retry, "p.a", None).trim(),
+        "2026-03-01 2026-02-28"
+    );
 
     // Without --at a job runs as of its submission.
     let plain = daemon.submit("asof", &[]);

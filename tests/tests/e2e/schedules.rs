@@ -57,7 +57,9 @@ fn epoch_ms(text: &str) -> i64 {
             .split_once(':')
             .unwrap_or_else(|| panic!("{text:?} has no offset HH:MM"));
         let minutes = hours.parse::<i64>().unwrap_or_else(|_| panic!("{text:?}")) * 60
-            + minutes.parse::<i64>().unwrap_or_else(|_| panic!("{text:?}"));
+            + minutes
+                .parse::<i64>()
+                .unwrap_or_else(|_| panic!("{text:?}"));
         return epoch_ms(&format!("{}Z", &text[..at])) - sign * minutes * 60_000;
     }
     let number = |part: &str| -> i64 {
