@@ -72,7 +72,9 @@ impl DateZone {
                 match zone.from_local_datetime(&probe) {
                     LocalResult::Single(t) => return Some(t.fixed_offset()),
                     LocalResult::Ambiguous(first, _) => return Some(first.fixed_offset()),
-                    LocalResult::None => probe += chrono::Duration::minutes(1),
+                    LocalResult::None => {
+                        probe = probe.checked_add_signed(chrono::Duration::minutes(1))?;
+                    }
                 }
             }
             None
@@ -219,7 +221,7 @@ fn add(state: &State, value: Value, kwargs: Kwargs) -> Result<String, Error> {
     // Hours and minutes are elapsed time, not wall clock.
     let elapsed = chrono::Duration::try_hours(hours)
         .zip(chrono::Duration::try_minutes(minutes))
-        .map(|(h, m)| h + m)
+        .and_then(|(h, m)| h.checked_add(&m))
         .ok_or_else(out_of_range)?;
     let moved = moved.checked_add_signed(elapsed).ok_or_else(out_of_range)?;
     Ok(show(zone.at(moved.with_timezone(&Utc))))
@@ -253,12 +255,12 @@ fn unit_bounds(wall: NaiveDateTime, unit: &str) -> Option<(NaiveDateTime, NaiveD
     match unit {
         "hour" => {
             let start = date.and_hms_opt(chrono::Timelike::hour(&wall), 0, 0)?;
-            Some((start, start + chrono::Duration::hours(1)))
+            Some((start, start.checked_add_signed(chrono::Duration::hours(1))?))
         }
         "day" => Some((midnight(date), midnight(date.succ_opt()?))),
         "week" => {
             let monday =
-                date - chrono::Duration::days(i64::from(date.weekday().num_days_from_monday()));
+                date.checked_sub_days(Days::new(u64::from(date.weekday().num_days_from_monday())))?;
             Some((
                 midnight(monday),
                 midnight(monday.checked_add_days(Days::new(7))?),
@@ -300,7 +302,8 @@ fn bound(
     let (start, next) = unit_bounds(t.naive_local(), unit).ok_or_else(out_of_range)?;
     // The end is the last second of the unit, as a report's "to" is.
     let wall = if end {
-        next - chrono::Duration::seconds(1)
+        next.checked_sub_signed(chrono::Duration::seconds(1))
+            .ok_or_else(out_of_range)?
     } else {
         start
     };
@@ -480,6 +483,23 @@ mod tests {
         assert!(r("{{ at | add(fortnights=1) }}", "2025-01-01").is_err());
         // Jinja's printf-style format still works on other values.
         assert_eq!(r("{{ '%s-%s' | format(1, 2) }}", "x").unwrap(), "1-2");
+    }
+
+    /// Far-off dates are errors or values, never a panic in the daemon.
+    #[test]
+    fn extreme_arithmetic_never_panics() {
+        for template in [
+            "{{ at | add(years=200000) | start_of('week') | end_of('hour') }}",
+            "{{ at | add(years=-262000) | start_of('week') }}",
+            "{{ at | add(days=9223372036854775807) }}",
+            "{{ at | add(days=-9223372036854775807, months=-9223372036854775807) }}",
+            "{{ at | add(hours=9223372036854775807, minutes=9223372036854775807) }}",
+            "{{ at | add(years=9223372036854775807) }}",
+            "{{ at | add(years=7000) | end_of('year') | format('%Y') }}",
+        ] {
+            let _ = render(template, "2000-01-01T00:00:00Z", "Europe/Berlin");
+            let _ = render(template, "+262143-12-31T23:59:59Z", "UTC");
+        }
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Backfill: one fire of a schedule per instant its rule gives in a past
 //! range, each job as of its own instant, submitted oldest first.
 //!
-//! With `overlap = "allow"` every fire is submitted at once. Otherwise the
-//! fires wait in the schedule's queue and each is submitted when the jobs
-//! of the previous one have ended (as Airflow runs a backfill in order),
-//! whatever `skip` would do to a timed fire: a backfill is asked for, so
-//! none of it is dropped. The queue lives in memory: a restart, or a pause
-//! of the schedule, drops the fires not yet submitted.
+//! The range is planned outside the engine loop ([`plan`]: the instants,
+//! the cap, every fire's parameters computed once as a check), so a long
+//! range never holds up the engine; the engine only submits. With
+//! `overlap = "allow"` every fire is submitted at once. Otherwise the fires
+//! wait in the schedule's queue and each is submitted when the jobs of the
+//! previous one have ended (as Airflow runs a backfill in order), whatever
+//! `skip` would do to a timed fire: a backfill is asked for, so none of it
+//! is dropped. The queue lives in memory: a restart, or a pause of the
+//! schedule, drops the fires not yet submitted.
 
 use chrono::{DateTime, Duration, Utc};
-use holdfast_workflow::{BusinessDate, Overlap};
+use holdfast_workflow::{BusinessDate, DateZone, Overlap, Schedule};
 
 use super::Engine;
 use super::schedules::ScheduleControlError;
@@ -17,27 +20,91 @@ use super::schedules::ScheduleControlError;
 /// The most fires one backfill may hold.
 pub const MAX_BACKFILL_FIRES: usize = 1000;
 
-/// What a backfill did (or, for a dry run, would do).
+/// What a backfill did.
 #[derive(Debug, Clone)]
 pub struct Backfill {
-    /// Every fire of the range, oldest first.
-    pub fires: Vec<BusinessDate>,
     /// Jobs submitted by this call.
     pub jobs: Vec<u64>,
     /// Fires left in the schedule's queue.
     pub queued: usize,
 }
 
+/// The fires of `schedule` in [`from`, `to`] (a bare date as `to` includes
+/// that whole day), oldest first, each with its parameters computed once
+/// so that a date that cannot be computed refuses the whole backfill
+/// before any job exists. Runs outside the engine loop.
+pub fn plan(
+    chain: &str,
+    schedule: &Schedule,
+    from: &str,
+    to: &str,
+) -> Result<Vec<BusinessDate>, ScheduleControlError> {
+    let name = &schedule.name;
+    let zone = schedule.zone();
+    let invalid =
+        |field: &'static str, message: String| ScheduleControlError::Invalid { field, message };
+    let start = BusinessDate::parse(from, zone).map_err(|m| invalid("from", m))?;
+    let end = BusinessDate::parse(to, zone).map_err(|m| invalid("to", m))?;
+    let until = if BusinessDate::is_bare_date(to) {
+        next_day(to, zone).map_err(|m| invalid("to", m))? - Duration::seconds(1)
+    } else {
+        end.at
+    };
+    if until < start.at {
+        return Err(invalid(
+            "to",
+            format!("{to:?} is before --from {from:?}; give the range oldest first"),
+        ));
+    }
+    // Fires are whole seconds: a fire exactly at `from` is in the range.
+    let after = start
+        .at
+        .checked_sub_signed(Duration::milliseconds(1))
+        .unwrap_or(start.at);
+    let instants = schedule
+        .rule
+        .fires_between(after, until, MAX_BACKFILL_FIRES + 1);
+    if instants.len() > MAX_BACKFILL_FIRES {
+        return Err(invalid(
+            "to",
+            format!(
+                "the range holds more than {MAX_BACKFILL_FIRES} fires of {chain}.{name}; \
+                 backfill it in smaller ranges"
+            ),
+        ));
+    }
+    if instants.is_empty() {
+        return Err(invalid(
+            "from",
+            format!(
+                "no fire of {chain}.{name} ({}) falls between {from} and {to}; widen the range",
+                schedule.cron()
+            ),
+        ));
+    }
+    let fires: Vec<BusinessDate> = instants
+        .into_iter()
+        .map(|at| BusinessDate { at, zone })
+        .collect();
+    for date in &fires {
+        if let Err(errors) = schedule.params_at(date) {
+            let (param, message) = errors.into_iter().next().unwrap_or_default();
+            return Err(ScheduleControlError::Refused(format!(
+                "{chain}.{name} as of {}: parameter {param:?}: {message}",
+                date.rfc3339()
+            )));
+        }
+    }
+    Ok(fires)
+}
+
 impl Engine {
-    /// Backfill `chain.name` over [`from`, `to`]; a bare date as `to`
-    /// includes that whole day.
+    /// Submit the planned `fires` of `chain.name`, oldest first.
     pub(super) fn schedule_backfill(
         &mut self,
         chain: &str,
         name: &str,
-        from: &str,
-        to: &str,
-        dry_run: bool,
+        fires: Vec<DateTime<Utc>>,
     ) -> Result<Backfill, ScheduleControlError> {
         if self.shutting_down.is_some() {
             return Err(ScheduleControlError::Stopping);
@@ -48,64 +115,6 @@ impl Engine {
                 "no schedule {chain}.{name}; see `hfctl schedules`"
             )));
         };
-        let zone = run.schedule.zone();
-        let invalid =
-            |field: &'static str, message: String| ScheduleControlError::Invalid { field, message };
-        let start = BusinessDate::parse(from, zone).map_err(|m| invalid("from", m))?;
-        let end = BusinessDate::parse(to, zone).map_err(|m| invalid("to", m))?;
-        // `--to 2026-11-30` means through the end of that day.
-        let until = if BusinessDate::is_bare_date(to) {
-            next_day(to, zone).map_err(|m| invalid("to", m))? - Duration::seconds(1)
-        } else {
-            end.at
-        };
-        if until < start.at {
-            return Err(invalid(
-                "to",
-                format!("{to:?} is before --from {from:?}; give the range oldest first"),
-            ));
-        }
-        // Fires are whole seconds: a fire exactly at `from` is in the range.
-        let after = start.at - Duration::milliseconds(1);
-        let instants = run
-            .schedule
-            .rule
-            .fires_between(after, until, MAX_BACKFILL_FIRES + 1);
-        if instants.len() > MAX_BACKFILL_FIRES {
-            return Err(invalid(
-                "to",
-                format!(
-                    "the range holds more than {MAX_BACKFILL_FIRES} fires of {chain}.{name}; \
-                     backfill it in smaller ranges"
-                ),
-            ));
-        }
-        if instants.is_empty() {
-            return Err(invalid(
-                "from",
-                format!(
-                    "no fire of {chain}.{name} ({}) falls between {from} and {to}; \
-                     widen the range",
-                    run.schedule.cron()
-                ),
-            ));
-        }
-        let fires: Vec<BusinessDate> = instants
-            .iter()
-            .map(|at| BusinessDate { at: *at, zone })
-            .collect();
-        // Every fire's parameters are computed before anything is
-        // submitted, so a date that cannot be computed refuses the whole
-        // backfill instead of leaving a hole in it.
-        for date in &fires {
-            if let Err(errors) = run.schedule.params_at(date) {
-                let (param, message) = errors.into_iter().next().unwrap_or_default();
-                return Err(ScheduleControlError::Refused(format!(
-                    "{chain}.{name} as of {}: parameter {param:?}: {message}",
-                    date.rfc3339()
-                )));
-            }
-        }
         if !run.backfill.is_empty() {
             return Err(ScheduleControlError::Refused(format!(
                 "a backfill of {chain}.{name} is still under way ({} fires left); wait for it, \
@@ -113,40 +122,31 @@ impl Engine {
                 run.backfill.len()
             )));
         }
-        if dry_run {
-            return Ok(Backfill {
-                fires,
-                jobs: Vec::new(),
-                queued: 0,
-            });
-        }
         let allow = run.schedule.overlap == Overlap::Allow;
         self.durable = true;
-        tracing::info!(HF_CHAIN = %chain, schedule = %name, fires = fires.len(), from = %fires[0].rfc3339(), "backfill");
+        tracing::info!(HF_CHAIN = %chain, schedule = %name, fires = fires.len(), "backfill");
         let mut jobs = Vec::new();
         if allow {
-            for date in &fires {
-                self.fire(&key, true, date.at);
-                jobs.extend(
-                    self.schedules
-                        .get(&key)
-                        .map(|r| r.last_jobs.clone())
-                        .unwrap_or_default(),
-                );
+            for at in fires {
+                let refused = self.fire(&key, true, at);
+                if refused.is_empty() {
+                    jobs.extend(
+                        self.schedules
+                            .get(&key)
+                            .map(|r| r.last_jobs.clone())
+                            .unwrap_or_default(),
+                    );
+                }
             }
         } else {
             if let Some(run) = self.schedules.get_mut(&key) {
-                run.backfill = instants.into_iter().collect();
+                run.backfill = fires.into_iter().collect();
             }
             jobs = self.next_backfill_fire(&key, None);
         }
         let queued = self.schedules.get(&key).map_or(0, |r| r.backfill.len());
         self.arm_schedule_timer();
-        Ok(Backfill {
-            fires,
-            jobs,
-            queued,
-        })
+        Ok(Backfill { jobs, queued })
     }
 
     /// Submit the next queued backfill fire of `key` unless jobs of its
@@ -186,7 +186,7 @@ impl Engine {
 }
 
 /// Midnight after the bare date `text` in `zone`.
-fn next_day(text: &str, zone: holdfast_workflow::DateZone) -> Result<DateTime<Utc>, String> {
+fn next_day(text: &str, zone: DateZone) -> Result<DateTime<Utc>, String> {
     let date = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
         .ok()
         .and_then(|d| d.succ_opt())

@@ -13,7 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
-mod backfill;
+pub mod backfill;
 mod control;
 mod events;
 mod handlers;
@@ -153,9 +153,8 @@ pub enum Command {
     ScheduleBackfill {
         chain: String,
         name: String,
-        from: String,
-        to: String,
-        dry_run: bool,
+        /// Planned by [`backfill::plan`], oldest first.
+        fires: Vec<chrono::DateTime<chrono::Utc>>,
         reply: oneshot::Sender<Result<Backfill, ScheduleControlError>>,
     },
     /// Stop accepting work, interrupt running attempts, answer when all ended.
@@ -311,21 +310,17 @@ impl EngineHandle {
         .unwrap_or(Err(ScheduleControlError::Stopping))
     }
 
-    /// Backfill a schedule over a past range (see `engine/backfill.rs`).
+    /// Submit the fires of a backfill planned by [`backfill::plan`].
     pub async fn schedule_backfill(
         &self,
         chain: String,
         name: String,
-        from: String,
-        to: String,
-        dry_run: bool,
+        fires: Vec<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Backfill, ScheduleControlError> {
         self.ask(|reply| Command::ScheduleBackfill {
             chain,
             name,
-            from,
-            to,
-            dry_run,
+            fires,
             reply,
         })
         .await
@@ -622,12 +617,10 @@ impl Engine {
             Command::ScheduleBackfill {
                 chain,
                 name,
-                from,
-                to,
-                dry_run,
+                fires,
                 reply,
             } => {
-                let result = self.schedule_backfill(&chain, &name, &from, &to, dry_run);
+                let result = self.schedule_backfill(&chain, &name, fires);
                 self.effects.push(Effect::Backfilled(reply, result));
             }
             Command::Shutdown { reply } => self.begin_shutdown(reply),

@@ -6,6 +6,7 @@ use jsonrpsee::core::RpcResult;
 use jsonrpsee::types::ErrorObjectOwned;
 
 use super::{RpcServer, store_error};
+use crate::engine::backfill::{self, Backfill};
 use crate::engine::{Caller, ScheduleAction, ScheduleControlError, ScheduleView};
 use crate::store;
 
@@ -148,17 +149,50 @@ pub(super) async fn backfill(
     dry_run: bool,
 ) -> RpcResult<BackfillResult> {
     let method = "schedule.backfill";
-    let (chain, schedule) = operable(server, &caller, method, &name).await?;
-    let result = server
-        .engine
-        .schedule_backfill(chain, schedule, from.clone(), to.clone(), dry_run)
-        .await;
+    let (chain, schedule_name) = operable(server, &caller, method, &name).await?;
+    if let Some(reason) = server.engine.held() {
+        return Err(ErrorCode::Unavailable.error(format!("schedules are not running: {reason}")));
+    }
+    let schedule = server.engine.registry.borrow().chain(&chain).and_then(|c| {
+        c.schedules
+            .iter()
+            .find(|s| s.name == schedule_name)
+            .cloned()
+    });
+    let result = match schedule {
+        None => Err(ScheduleControlError::NotFound(format!(
+            "no schedule {name}; see `hfctl schedules`"
+        ))),
+        // Up to 1,000 instants with their parameters: off the async
+        // threads, and off the engine loop.
+        Some(schedule) => {
+            let (chain, from, to) = (chain.clone(), from.clone(), to.clone());
+            tokio::task::spawn_blocking(move || backfill::plan(&chain, &schedule, &from, &to))
+                .await
+                .unwrap_or(Err(ScheduleControlError::Stopping))
+        }
+    };
+    let result = match result {
+        Ok(fires) if dry_run => Ok((
+            fires,
+            Backfill {
+                jobs: Vec::new(),
+                queued: 0,
+            },
+        )),
+        Ok(fires) => server
+            .engine
+            .schedule_backfill(chain, schedule_name, fires.iter().map(|d| d.at).collect())
+            .await
+            .map(|done| (fires, done)),
+        Err(e) => Err(e),
+    };
     let (outcome, detail) = match &result {
-        Ok(done) => (
+        Ok((fires, done)) => (
             "ok",
             format!(
                 "{from} to {to}: {} fires{}, jobs {:?}, {} queued",
-                done.fires.len(),
+                fires.len(),
                 if dry_run { " (dry run)" } else { "" },
                 done.jobs,
                 done.queued
@@ -169,10 +203,10 @@ pub(super) async fn backfill(
     server
         .audit(&caller, method, Some(name.clone()), outcome, Some(detail))
         .await;
-    let done = result.map_err(control_error)?;
+    let (fires, done) = result.map_err(control_error)?;
     Ok(BackfillResult {
         schedule: name,
-        fires: done.fires.iter().map(|d| d.rfc3339()).collect(),
+        fires: fires.iter().map(|d| d.rfc3339()).collect(),
         jobs: done.jobs,
         queued: done.queued,
         dry_run,
