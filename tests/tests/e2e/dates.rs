@@ -500,3 +500,104 @@ fn submit_at_runs_a_job_as_of_that_instant_and_retry_keeps_it() {
     let now = job(&daemon, plain);
     assert!(now["scheduled_at"].is_string(), "{now:#}");
 }
+
+/// With `overlap = "allow"` a backfill submits every fire at once, each
+/// job as of its own day. With another overlap its fires wait in order: a
+/// second backfill is refused while one is under way, and pausing the
+/// schedule drops the waiting fires (the next job made is the next
+/// backfill's, not a dropped fire's).
+#[test]
+fn backfill_overlap_allow_submits_all_and_a_pause_drops_waiting_fires() {
+    let allow = DAILY.replace(
+        "timezone = \"Europe/Berlin\"",
+        "timezone = \"Europe/Berlin\"\noverlap = \"allow\"",
+    );
+    let hold = r#"
+[schedule.slow]
+cron = "0 4 * * *"
+overlap = "queue"
+
+[process.p.activity.a]
+command = ["sleep", "60"]
+"#;
+    let daemon = TestDaemon::start(&[("daily.toml", &allow), ("hold.toml", hold)]);
+
+    let done = daemon.hfctl_json(&[
+        "schedule",
+        "backfill",
+        "daily.load",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03",
+    ]);
+    assert_eq!(done["queued"], 0, "{done:#}");
+    let ids: Vec<u64> = done["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(ids.len(), 3, "every fire at once: {done:#}");
+    let days: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            job(&daemon, *id)["params"]["day"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(days, ["2026-11-01", "2026-11-02", "2026-11-03"]);
+
+    let queued = daemon.hfctl_json(&[
+        "schedule",
+        "backfill",
+        "hold.slow",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-05",
+    ]);
+    assert_eq!(queued["queued"], 4, "{queued:#}");
+    let first = queued["jobs"][0].as_u64().expect("the first fire's job");
+    let again = daemon.hfctl(&[
+        "schedule",
+        "backfill",
+        "hold.slow",
+        "--from",
+        "2026-11-06",
+        "--to",
+        "2026-11-06",
+    ]);
+    assert_eq!(again.status.code(), Some(8), "{}", shown(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("under way"),
+        "{}",
+        shown(&again)
+    );
+
+    daemon.hfctl_json(&["schedule", "pause", "hold.slow"]);
+    let cancel = daemon.hfctl(&["cancel", &first.to_string()]);
+    assert!(cancel.status.success(), "{}", shown(&cancel));
+    assert_eq!(daemon.wait_done(first).state, JobState::Cancelled);
+    daemon.hfctl_json(&["schedule", "resume", "hold.slow"]);
+    let next = daemon.hfctl_json(&[
+        "schedule",
+        "backfill",
+        "hold.slow",
+        "--from",
+        "2026-11-06",
+        "--to",
+        "2026-11-06",
+    ]);
+    let next_id = next["jobs"][0].as_u64().expect("a job");
+    assert_eq!(
+        next_id,
+        first + 1,
+        "no fire of the dropped backfill was submitted in between: {next:#}"
+    );
+    assert!(scheduled_at(&daemon, next_id).starts_with("2026-11-06T04:00:00"));
+    let cancel = daemon.hfctl(&["cancel", &next_id.to_string()]);
+    assert!(cancel.status.success(), "{}", shown(&cancel));
+}
