@@ -466,7 +466,8 @@ command = ["echo", "{{ schedule.at | format('%Y-%m-%d') }}", "{{ schedule.at | a
 
 /// `hfctl submit --at` runs a job as of that instant (templates and
 /// `scheduled_at`), an impossible date is a field error making no job,
-/// and `hfctl retry` runs as of the same instant as the original.
+/// `hfctl retry` runs as of the same instant as the original, and a
+/// `request_id` tells one instant from another.
 #[test]
 fn submit_at_runs_a_job_as_of_that_instant_and_retry_keeps_it() {
     let daemon = TestDaemon::start(&[("asof.toml", AS_OF)]);
@@ -493,6 +494,37 @@ fn submit_at_runs_a_job_as_of_that_instant_and_retry_keeps_it() {
         daemon.logs(retry, "p.a", None).trim(),
         "2026-03-01 2026-02-28"
     );
+
+    // A request_id names one business date: the same again answers with
+    // its job, another date under the same key is refused.
+    let keyed = daemon.hfctl_json(&[
+        "submit",
+        "asof",
+        "--at",
+        "2026-04-01",
+        "--request-id",
+        "close-2026-04",
+    ])["job_id"]
+        .clone();
+    assert!(keyed.is_u64(), "{keyed}");
+    let again = daemon.hfctl_json(&[
+        "submit",
+        "asof",
+        "--at",
+        "2026-04-01",
+        "--request-id",
+        "close-2026-04",
+    ]);
+    assert_eq!(again["job_id"], keyed, "{again:#}");
+    let other = daemon.hfctl(&[
+        "submit",
+        "asof",
+        "--at",
+        "2026-05-01",
+        "--request-id",
+        "close-2026-04",
+    ]);
+    assert_eq!(other.status.code(), Some(8), "{}", shown(&other));
 
     // Without --at a job runs as of its submission.
     let plain = daemon.submit("asof", &[]);
