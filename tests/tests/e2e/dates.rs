@@ -633,3 +633,38 @@ command = ["sleep", "60"]
     let cancel = daemon.hfctl(&["cancel", &next_id.to_string()]);
     assert!(cancel.status.success(), "{}", shown(&cancel));
 }
+
+/// A job resumed after a restart still runs as of its own instant: the
+/// stored `scheduled_at` (and its zone) reach the activities that start
+/// after the restart, not the clock at their start.
+#[test]
+fn a_resumed_job_keeps_its_instant_across_a_restart() {
+    let chain = r#"
+[process.p.activity.wait]
+shell = 'while [ ! -e @DIR@/go ]; do sleep 0.05; done'
+
+[process.p.activity.report]
+command = ["echo", "{{ schedule.at }}"]
+"#;
+    let mut daemon = TestDaemon::prepare(None, &[]);
+    daemon.write_workflow("resume.toml", chain);
+    daemon.launch();
+    let id = daemon.submit("resume", &["--at", "2025-12-31T23:30"]);
+    let at = scheduled_at(&daemon, id);
+    assert!(at.starts_with("2025-12-31T23:30:00"), "{at}");
+    daemon.wait_for(id, "its first activity to run", |job| {
+        job.state == JobState::Running
+    });
+    daemon.stop();
+    std::fs::write(daemon.dir().join("go"), "").expect("write go");
+    daemon.launch();
+    let done = daemon.wait_done(id);
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    assert_eq!(
+        done.activities[0].attempts.len(),
+        2,
+        "the restart interrupted the first activity: {done:#?}"
+    );
+    assert_eq!(scheduled_at(&daemon, id), at);
+    assert_eq!(daemon.logs(id, "p.report", None).trim(), at);
+}
