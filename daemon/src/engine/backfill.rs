@@ -116,7 +116,7 @@ impl Engine {
             )));
         };
         if !run.backfill.is_empty() {
-            return Err(ScheduleControlError::Refused(format!(
+            return Err(ScheduleControlError::Busy(format!(
                 "a backfill of {chain}.{name} is still under way ({} fires left); wait for it, \
                  or pause the schedule to drop it",
                 run.backfill.len()

@@ -519,6 +519,9 @@ impl Engine {
 pub enum ScheduleControlError {
     #[error("{0}")]
     NotFound(String),
+    /// A backfill of the schedule is still under way.
+    #[error("{0}")]
+    Busy(String),
     /// A value of the request that cannot be used (`at`, `from`, `to`).
     #[error("{field}: {message}")]
     Invalid {

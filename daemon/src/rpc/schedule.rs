@@ -127,6 +127,7 @@ fn control_error(e: ScheduleControlError) -> ErrorObjectOwned {
     match e {
         ScheduleControlError::NotFound(_) => ErrorCode::NotFound.error(e.to_string()),
         ScheduleControlError::Refused(_) => ErrorCode::InvalidParameters.error(e.to_string()),
+        ScheduleControlError::Busy(_) => ErrorCode::InvalidState.error(e.to_string()),
         ScheduleControlError::Invalid { field, ref message } => ErrorCode::InvalidParameters
             .error_with(
                 format!("invalid parameters: {e}"),

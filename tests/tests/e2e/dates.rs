@@ -602,7 +602,7 @@ command = ["sleep", "60"]
         "--to",
         "2026-11-06",
     ]);
-    assert_eq!(again.status.code(), Some(8), "{}", shown(&again));
+    assert_eq!(again.status.code(), Some(10), "{}", shown(&again));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("under way"),
         "{}",
