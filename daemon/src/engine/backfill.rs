@@ -8,14 +8,16 @@
 //! wait in the schedule's queue and each is submitted when the jobs of the
 //! previous one have ended (as Airflow runs a backfill in order), whatever
 //! `skip` would do to a timed fire: a backfill is asked for, so none of it
-//! is dropped. The queue lives in memory: a restart, or a pause of the
-//! schedule, drops the fires not yet submitted.
+//! is dropped. The queue is stored with the schedule, each fire taken off
+//! it in the batch that records the fire's jobs, so a restart goes on
+//! where it was; a pause of the schedule drops it.
 
 use chrono::{DateTime, Duration, Utc};
 use holdfast_workflow::{BusinessDate, DateZone, Overlap, Schedule};
 
 use super::Engine;
 use super::schedules::ScheduleControlError;
+use crate::store::WriteOp;
 
 /// The most fires one backfill may hold.
 pub const MAX_BACKFILL_FIRES: usize = 1000;
@@ -143,6 +145,7 @@ impl Engine {
                 run.backfill = fires.into_iter().collect();
             }
             jobs = self.next_backfill_fire(&key, None);
+            self.save_backfill(&key);
         }
         let queued = self.schedules.get(&key).map_or(0, |r| r.backfill.len());
         self.arm_schedule_timer();
@@ -172,6 +175,9 @@ impl Engine {
             else {
                 return Vec::new();
             };
+            // The queue without this fire is committed with its jobs, so a
+            // restart neither repeats nor skips it.
+            self.save_backfill(key);
             let refused = self.fire(key, true, at);
             let jobs = self
                 .schedules
@@ -182,6 +188,24 @@ impl Engine {
                 return jobs;
             }
         }
+    }
+}
+
+impl Engine {
+    /// Record the schedule's backfill queue as it is now.
+    fn save_backfill(&mut self, key: &(String, String)) {
+        let fires = self.schedules.get(key).map_or_else(Vec::new, |run| {
+            run.backfill
+                .iter()
+                .map(|at| at.timestamp_millis())
+                .collect()
+        });
+        self.ops.push(WriteOp::ScheduleBackfill {
+            chain: key.0.clone(),
+            name: key.1.clone(),
+            fires,
+        });
+        self.durable = true;
     }
 }
 

@@ -116,7 +116,9 @@ impl Engine {
                             last,
                             last_jobs: saved.and_then(|s| s.last_job).into_iter().collect(),
                             waiting: None,
-                            backfill: VecDeque::new(),
+                            backfill: saved
+                                .map(|s| s.backfill.iter().copied().map(ms_to_time).collect())
+                                .unwrap_or_default(),
                         }
                     }
                 };
@@ -147,6 +149,17 @@ impl Engine {
             }
         }
         self.schedule_tick();
+        // A backfill the last run left under way goes on once nothing of
+        // its last fire is in flight (recovery has resumed its jobs).
+        let backfills: Vec<(String, String)> = self
+            .schedules
+            .iter()
+            .filter(|(_, run)| !run.backfill.is_empty())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in backfills {
+            self.next_backfill_fire(&key, None);
+        }
     }
 
     /// Sleep until the earliest next fire (at most [`MAX_SLEEP`]).
@@ -451,7 +464,14 @@ impl Engine {
                 run.waiting = None;
                 // A pause stops a backfill too: its remaining fires are
                 // dropped (run it again with --from past the last job).
-                run.backfill.clear();
+                if !run.backfill.is_empty() {
+                    run.backfill.clear();
+                    self.ops.push(WriteOp::ScheduleBackfill {
+                        chain: key.0.clone(),
+                        name: key.1.clone(),
+                        fires: Vec::new(),
+                    });
+                }
             }
             ScheduleAction::Resume => {
                 // Fires missed while paused are not caught up: a pause is a

@@ -709,6 +709,8 @@ pub struct StoredSchedule {
     pub paused: bool,
     pub last_fire: Option<i64>,
     pub last_job: Option<u64>,
+    /// Fires of a backfill not yet submitted (ms), oldest first.
+    pub backfill: Vec<i64>,
 }
 
 /// Why a schedule's last fire created no job, and when (ms); None when its
@@ -737,7 +739,7 @@ pub fn schedule_states(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<(String, String), StoredSchedule>, StoreError> {
     let mut stmt =
-        conn.prepare("SELECT chain, name, paused, last_fire, last_job FROM schedules")?;
+        conn.prepare("SELECT chain, name, paused, last_fire, last_job, backfill FROM schedules")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
@@ -745,6 +747,10 @@ pub fn schedule_states(
                 paused: r.get(2)?,
                 last_fire: r.get(3)?,
                 last_job: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
+                backfill: r
+                    .get::<_, Option<String>>(5)?
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default(),
             },
         ))
     })?;

@@ -198,10 +198,12 @@ CREATE TABLE notify_cursor (
 "#;
 
 /// Version 9: the instant a job runs as of (`schedule.at`): a schedule's
-/// fire, `--at`, or the submission; with the zone it is read in.
+/// fire, `--at`, or the submission; with the zone it is read in. And the
+/// fires of a schedule's backfill not yet submitted (a JSON array of ms).
 const V9: &str = r#"
 ALTER TABLE jobs ADD COLUMN scheduled_at INTEGER;
 ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
+ALTER TABLE schedules ADD COLUMN backfill TEXT;
 "#;
 
 #[cfg(test)]

@@ -206,6 +206,13 @@ pub enum WriteOp {
         error: Option<String>,
         at: i64,
     },
+    /// The fires of a schedule's backfill not yet submitted (ms), oldest
+    /// first; empty when none waits.
+    ScheduleBackfill {
+        chain: String,
+        name: String,
+        fires: Vec<i64>,
+    },
 }
 
 /// A notification to deliver: one event for one rule.
@@ -582,6 +589,15 @@ impl WriteOp {
                      ON CONFLICT (chain, name) DO UPDATE SET last_error = ?3, last_error_at = ?4",
                 )?
                 .execute(params![chain, name, error, at])?;
+            }
+            WriteOp::ScheduleBackfill { chain, name, fires } => {
+                let fires =
+                    (!fires.is_empty()).then(|| serde_json::Value::from(fires.clone()).to_string());
+                tx.prepare_cached(
+                    "INSERT INTO schedules (chain, name, backfill) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (chain, name) DO UPDATE SET backfill = ?3",
+                )?
+                .execute(params![chain, name, fires])?;
             }
             WriteOp::DeleteAudit(ids) => {
                 let mut delete = tx.prepare_cached("DELETE FROM audit WHERE id = ?1")?;
