@@ -4,6 +4,7 @@
 
 mod activity;
 mod audit;
+mod backfill;
 mod cancel;
 mod cgroups;
 mod chaos;
