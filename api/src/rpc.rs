@@ -45,13 +45,15 @@ pub trait Holdfast {
     ) -> RpcResult<SubmitResult>;
 
     /// Check a submission and return what it would run, creating no job
-    /// (`hfctl submit --dry-run`). Same parameters and errors as `job.submit`.
+    /// (`hfctl submit --dry-run`). Same parameters and errors as `job.submit`;
+    /// `at` renders it as of that instant instead of now.
     #[method(name = "job.plan", param_kind = map, with_extensions)]
     async fn job_plan(
         &self,
         target: String,
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<Plan>;
 
     /// One job with its activities and attempts.

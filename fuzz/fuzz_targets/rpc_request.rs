@@ -64,6 +64,7 @@ impl HoldfastServer for Refuser {
         _target: String,
         _params: Option<Map<String, Value>>,
         _tenant: Option<String>,
+        _at: Option<String>,
     ) -> RpcResult<Plan> {
         refuse()
     }

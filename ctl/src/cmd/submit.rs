@@ -62,7 +62,7 @@ pub struct Args {
     /// Run as of this instant (`schedule.at`, `HF_SCHEDULED_AT`):
     /// YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] in the daemon's zone, or RFC 3339.
     /// Without it, the job runs as of its submission.
-    #[arg(long, value_name = "TIME", conflicts_with = "dry_run")]
+    #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 }
 
@@ -91,7 +91,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             .call(
                 daemon
                     .client
-                    .job_plan(args.target.clone(), Some(params), args.tenant),
+                    .job_plan(args.target.clone(), Some(params), args.tenant, args.at),
             )
             .await
             .map_err(|e| e.for_target(&args.target))?;

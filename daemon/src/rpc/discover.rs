@@ -69,6 +69,11 @@ const METHODS: &[MethodSpec] = &[
             ("target", true, r#"{"type":"string"}"#),
             ("params", false, r#"{"type":"object"}"#),
             ("tenant", false, r#"{"type":"string"}"#),
+            (
+                "at",
+                false,
+                r#"{"type":"string","description":"render as of this instant (as job.submit reads it); now without it"}"#,
+            ),
         ],
         r#"{"type":"object","description":"target, chain, version, tenant, params and waves of planned activities"}"#,
     ),

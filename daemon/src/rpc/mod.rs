@@ -203,8 +203,9 @@ impl HoldfastServer for RpcServer {
         target: String,
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<Plan> {
-        plan::handle(self, caller(ext), target, params, tenant).await
+        plan::handle(self, caller(ext), target, params, tenant, at).await
     }
 
     async fn discover(&self) -> RpcResult<Value> {

@@ -4,7 +4,7 @@
 use holdfast_api::{Plan, PlannedActivity};
 use holdfast_workflow::params::{MASK, env_name, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, reads_any_param, render};
-use holdfast_workflow::{Chain, HandlerKind, Program};
+use holdfast_workflow::{BusinessDate, Chain, DateZone, HandlerKind, Program};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
@@ -34,7 +34,24 @@ pub(super) async fn handle(
     target: String,
     params: Option<Map<String, Value>>,
     tenant: Option<String>,
+    at: Option<String>,
 ) -> RpcResult<Plan> {
+    // As of `at` (read as `job.submit` reads it), else as of now.
+    let date = match at {
+        Some(text) => BusinessDate::parse(&text, DateZone::Local).map_err(|message| {
+            submit_error(
+                &target,
+                crate::engine::SubmitError::Invalid(vec![holdfast_api::FieldError {
+                    field: "at".into(),
+                    message,
+                }]),
+            )
+        })?,
+        None => BusinessDate {
+            at: chrono::Utc::now(),
+            zone: DateZone::Local,
+        },
+    };
     let registry = server.engine.registry.borrow().clone();
     let prepared = prepare(
         &registry,
@@ -45,7 +62,7 @@ pub(super) async fn handle(
         &caller,
     )
     .map_err(|e| submit_error(&target, e))?;
-    Ok(build(&target, tenant, prepared))
+    Ok(build(&target, tenant, prepared, date))
 }
 
 /// Render what can be rendered: an argument that needs an output that does
@@ -54,7 +71,7 @@ fn render_or_keep(text: &str, context: &RenderContext) -> String {
     render(text, context).unwrap_or_else(|_| text.to_string())
 }
 
-fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
+fn build(target: &str, tenant: Option<String>, prepared: Prepared, date: BusinessDate) -> Plan {
     let Prepared {
         chain,
         included,
@@ -77,11 +94,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         },
         outputs: Map::new(),
         secret_dir: None,
-        // A plan runs as of now, as a submission without `at` would.
-        schedule: Some(holdfast_workflow::BusinessDate {
-            at: chrono::Utc::now(),
-            zone: holdfast_workflow::DateZone::Local,
-        }),
+        schedule: Some(date),
     };
     let waves = waves(&chain, &included);
     let mut planned: Vec<Vec<PlannedActivity>> = Vec::new();

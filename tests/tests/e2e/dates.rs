@@ -341,8 +341,9 @@ command = ["echo", "{{ schedule.at | format('%Y-%m-%d') }}", "{{ schedule.at | a
 
 /// `hfctl submit --at` runs a job as of that instant (templates and
 /// `scheduled_at`), an impossible date is a field error making no job,
-/// `hfctl retry` runs as of the same instant as the original, and a
-/// `request_id` tells one instant from another.
+/// `hfctl retry` runs as of the same instant as the original, a
+/// `request_id` tells one instant from another, and `--dry-run --at`
+/// renders the plan as of that instant.
 #[test]
 fn submit_at_runs_a_job_as_of_that_instant_and_retry_keeps_it() {
     let daemon = TestDaemon::start(&[("asof.toml", AS_OF)]);
@@ -400,6 +401,14 @@ fn submit_at_runs_a_job_as_of_that_instant_and_retry_keeps_it() {
         "close-2026-04",
     ]);
     assert_eq!(other.status.code(), Some(8), "{}", shown(&other));
+
+    // A dry run renders as of --at too.
+    let plan = daemon.hfctl_json(&["submit", "asof", "--dry-run", "--at", "2024-03-01"]);
+    assert_eq!(
+        plan["waves"][0][0]["argv"],
+        json!(["echo", "2024-03-01", "2024-02-29"]),
+        "{plan:#}"
+    );
 
     // Without --at a job runs as of its submission.
     let plain = daemon.submit("asof", &[]);
