@@ -593,6 +593,10 @@ pub struct ScheduleInfo {
     /// When that fire was refused, RFC 3339 in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<String>,
+    /// Fires of a backfill still waiting to be submitted, oldest first
+    /// (RFC 3339 in the schedule's zone); absent when none waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfill: Vec<String>,
 }
 
 /// A piece of a database copy (`store.backup` item). The daemon makes one

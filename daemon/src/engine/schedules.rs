@@ -57,6 +57,8 @@ pub struct ScheduleView {
     pub next_fire: Option<DateTime<Utc>>,
     pub last_handled: DateTime<Utc>,
     pub last_job: Option<u64>,
+    /// Backfill fires still waiting, oldest first.
+    pub backfill: Vec<BusinessDate>,
 }
 
 /// What an operator can do to a schedule.
@@ -528,6 +530,14 @@ impl Engine {
                 },
                 last_handled: run.last,
                 last_job: run.last_jobs.last().copied(),
+                backfill: run
+                    .backfill
+                    .iter()
+                    .map(|at| BusinessDate {
+                        at: *at,
+                        zone: run.schedule.zone(),
+                    })
+                    .collect(),
             })
             .collect()
     }

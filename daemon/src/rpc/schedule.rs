@@ -45,6 +45,7 @@ async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo>
             .as_ref()
             .map(|(_, at)| zone(chrono::DateTime::from_timestamp_millis(*at).unwrap_or_default())),
         last_error: last_error.map(|(error, _)| error),
+        backfill: view.backfill.iter().map(|d| d.rfc3339()).collect(),
     })
 }
 

@@ -213,6 +213,31 @@ command = ["sleep", "60"]
         "{}",
         shown(&again)
     );
+    // `hfctl schedules` shows what waits.
+    let listed = daemon.hfctl_json(&["schedules"]);
+    let slow = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == "slow"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        slow["backfill"].as_array().map(Vec::len),
+        Some(4),
+        "{slow:#}"
+    );
+    assert!(
+        slow["backfill"][0]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-02T04:00:00")),
+        "{slow:#}"
+    );
+    let table = daemon.hfctl(&["schedules"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout)
+            .contains("hold.slow: backfill under way, 4 fires waiting"),
+        "{}",
+        shown(&table)
+    );
 
     daemon.hfctl_json(&["schedule", "pause", "hold.slow"]);
     let cancel = daemon.hfctl(&["cancel", &first.to_string()]);
