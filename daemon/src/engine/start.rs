@@ -84,6 +84,7 @@ impl Engine {
                     .display()
                     .to_string()
             }),
+            schedule: job.scheduled,
         };
         let rendered = match render_activity(activity, &context) {
             Ok(r) => r,
@@ -167,6 +168,9 @@ impl Engine {
                 settings.database().display().to_string(),
             ),
         ];
+        if let Some(date) = &job.scheduled {
+            env.push(("HF_SCHEDULED_AT".to_string(), date.rfc3339()));
+        }
         for (name, value) in &job.params {
             env.push((env_name(name), value_as_env(value)));
         }

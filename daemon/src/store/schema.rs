@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const ALL: [&str; 10] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -203,6 +203,15 @@ const V9: &str = r#"
 ALTER TABLE jobs ADD COLUMN run_id INTEGER;
 ALTER TABLE jobs ADD COLUMN until TEXT;
 UPDATE jobs SET run_id = id;
+"#;
+
+/// Version 10: the instant a job runs as of (`schedule.at`): a schedule's
+/// fire, `--at`, or the submission; with the zone it is read in. And the
+/// fires of a schedule's backfill not yet submitted (a JSON array of ms).
+const V10: &str = r#"
+ALTER TABLE jobs ADD COLUMN scheduled_at INTEGER;
+ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
+ALTER TABLE schedules ADD COLUMN backfill TEXT;
 "#;
 
 #[cfg(test)]

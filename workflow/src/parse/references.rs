@@ -170,7 +170,12 @@ impl Scope<'_> {
     ) -> Result<(), String> {
         let segments: Vec<&str> = reference.split('.').collect();
         match segments.as_slice() {
-            ["params"] | ["job"] => Ok(()),
+            ["params"] | ["job"] | ["schedule"] => Ok(()),
+            ["schedule", field, ..] if crate::template::SCHEDULE_FIELDS.contains(field) => Ok(()),
+            ["schedule", field, ..] => Err(format!(
+                "unknown schedule field {field:?}; available: {}",
+                crate::template::SCHEDULE_FIELDS.join(", ")
+            )),
             ["params", name, ..] => {
                 if self.params.contains_key(*name) {
                     return Ok(());
