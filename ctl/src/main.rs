@@ -18,6 +18,7 @@
 //! | 9 | the daemon speaks another protocol version |
 //! | 10 | INVALID_STATE: the job's state does not allow the call |
 //! | 11 | UNAVAILABLE: the daemon cannot do this now |
+//! | 12 | `hfctl wait --timeout`: a job had not ended in time |
 //!
 //! Errors go to stderr as one line starting `hfctl: ` (INVALID_PARAMETERS
 //! adds a line per field).
@@ -33,6 +34,7 @@ mod docs;
 mod error;
 mod output;
 mod socket;
+mod watch;
 
 use cmd::Context;
 use error::{Error, Outcome};
@@ -60,6 +62,8 @@ enum Command {
     Status(cmd::status::Args),
     /// What is running now.
     Ps(cmd::ps::Args),
+    /// Wait until jobs end (across daemon restarts); exit by their outcome.
+    Wait(cmd::wait::Args),
     /// Jobs by state and chain, a page at a time.
     List(cmd::list::Args),
     /// Cancel queued or running jobs.
@@ -115,6 +119,7 @@ async fn main() -> ExitCode {
         Command::Submit(args) => cmd::submit::run(&ctx, args).await,
         Command::Status(args) => cmd::status::run(&ctx, args).await,
         Command::Ps(args) => cmd::ps::run(&ctx, args).await,
+        Command::Wait(args) => cmd::wait::run(&ctx, args).await,
         Command::List(args) => cmd::list::run(&ctx, args).await,
         Command::Cancel(args) => cmd::cancel::run(&ctx, args).await,
         Command::Logs(args) => cmd::logs::run(&ctx, args).await,
@@ -166,6 +171,7 @@ fn error_code(error: &Error) -> u8 {
         Error::InvalidState { .. } => 10,
         Error::Usage { .. } => 2,
         Error::Unavailable { .. } => 11,
+        Error::WaitTimedOut { .. } => 12,
         Error::Handshake { .. }
         | Error::Rpc { .. }
         | Error::ConnectionLost { .. }

@@ -28,6 +28,7 @@ pub mod status;
 pub mod submit;
 pub mod tenants;
 pub mod validate;
+pub mod wait;
 pub mod workflows;
 
 /// What every command gets from the global flags.

@@ -24,6 +24,7 @@ mod run;
 mod schedules;
 mod start;
 mod submit;
+mod waiting;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -115,6 +116,11 @@ pub enum Command {
     },
     Counts {
         reply: oneshot::Sender<Counts>,
+    },
+    /// Why each of these jobs waits, for those that do.
+    Waiting {
+        job_ids: Vec<u64>,
+        reply: oneshot::Sender<HashMap<u64, holdfast_api::Waiting>>,
     },
     /// A retry delay expired.
     RetryDue {
@@ -276,6 +282,17 @@ impl EngineHandle {
     /// stopped. The systemd watchdog is fed only when this answers.
     pub async fn probe(&self) -> Option<Counts> {
         self.ask(|reply| Command::Counts { reply }).await
+    }
+
+    /// Why each of `job_ids` waits (`Job::waiting`); empty while the
+    /// engine is held back or stopped.
+    pub async fn waiting(&self, job_ids: Vec<u64>) -> HashMap<u64, holdfast_api::Waiting> {
+        if job_ids.is_empty() {
+            return HashMap::new();
+        }
+        self.ask(|reply| Command::Waiting { job_ids, reply })
+            .await
+            .unwrap_or_default()
     }
 
     pub async fn schedules(&self) -> Vec<ScheduleView> {
@@ -572,6 +589,9 @@ impl Engine {
             Command::ScheduleTick => self.schedule_tick(),
             Command::Schedules { reply } => {
                 let _ = reply.send(self.schedule_views());
+            }
+            Command::Waiting { job_ids, reply } => {
+                let _ = reply.send(self.waiting_of(&job_ids));
             }
             Command::ScheduleControl {
                 chain,

@@ -50,6 +50,7 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
         finished_at: row.get::<_, Option<i64>>("finished_at")?.map(rfc3339),
         progress: row.get("progress")?,
         simulated: row.get("simulated")?,
+        waiting: None,
     })
 }
 
@@ -230,6 +231,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         outputs,
         activities,
         outcome: outcome.as_deref().map(parse_job_state),
+        waiting: None,
     }))
 }
 
