@@ -32,6 +32,7 @@ mod cmd;
 mod daemon;
 mod docs;
 mod error;
+mod gantt;
 mod output;
 mod socket;
 mod watch;
@@ -64,6 +65,10 @@ enum Command {
     Ps(cmd::ps::Args),
     /// Wait until jobs end (across daemon restarts); exit by their outcome.
     Wait(cmd::wait::Args),
+    /// A job's attempts as a Gantt chart in the terminal.
+    Timeline(cmd::timeline::Args),
+    /// A job as one self-contained HTML file, to keep or send.
+    Report(cmd::report::Args),
     /// Jobs by state and chain, a page at a time.
     List(cmd::list::Args),
     /// Cancel queued or running jobs.
@@ -120,6 +125,8 @@ async fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(&ctx, args).await,
         Command::Ps(args) => cmd::ps::run(&ctx, args).await,
         Command::Wait(args) => cmd::wait::run(&ctx, args).await,
+        Command::Timeline(args) => cmd::timeline::run(&ctx, args).await,
+        Command::Report(args) => cmd::report::run(&ctx, args).await,
         Command::List(args) => cmd::list::run(&ctx, args).await,
         Command::Cancel(args) => cmd::cancel::run(&ctx, args).await,
         Command::Logs(args) => cmd::logs::run(&ctx, args).await,
