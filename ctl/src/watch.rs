@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ use crate::output;
 /// `--timeout` bounds the wait: a restart takes seconds, a package upgrade
 /// or a host reboot minutes.
 const RECONNECT_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest pause between two tries to reach the daemon again.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Subscriptions in a row that the daemon closed on a job that had not
 /// ended, with the connection still up, before giving up.
@@ -67,20 +70,36 @@ impl Watcher {
         }
     }
 
+    /// Connect to a daemon that runs: refused at once when nothing listens
+    /// on the socket, but a connection dropped during the handshake (a
+    /// daemon restarting) is tried again as [`Watcher::reconnect`] does.
+    pub async fn connect(socket: PathBuf, deadline: Option<Instant>) -> Result<Watcher, Error> {
+        let daemon = match Daemon::connect(&socket).await {
+            Ok(daemon) => daemon,
+            Err(error @ Error::NotRunning { .. }) => return Err(error),
+            Err(error) if is_lost(&error) => {
+                eprintln!(
+                    "hfctl: lost the daemon on {} ({error}); connecting again",
+                    socket.display()
+                );
+                connect_again(&socket, deadline).await?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Watcher::new(socket, Arc::new(daemon), deadline))
+    }
+
     /// The connection now (a new one after a reconnect).
     pub fn daemon(&self) -> &Arc<Daemon> {
         &self.daemon
     }
 
-    /// Connect again, waiting while nothing listens on the socket.
+    /// Connect again, waiting (with backoff) while the daemon is away:
+    /// nothing listens on the socket, or a daemon that is starting or
+    /// dying drops the connection. A daemon that answers but refuses (for
+    /// example another protocol after an upgrade) ends the wait.
     pub async fn reconnect(&mut self) -> Result<(), Error> {
-        let wait = match self.deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => RECONNECT_WAIT,
-        };
-        let socket = self.socket.clone();
-        let daemon = Daemon::connect_waiting(|| socket.clone(), wait).await?;
-        self.daemon = Arc::new(daemon);
+        self.daemon = Arc::new(connect_again(&self.socket, self.deadline).await?);
         Ok(())
     }
 
@@ -254,6 +273,27 @@ impl Watcher {
                     });
                 }
             }
+        }
+    }
+}
+
+/// Connect, trying again with backoff while the daemon is away, until
+/// `deadline` (or [`RECONNECT_WAIT`]).
+async fn connect_again(socket: &Path, deadline: Option<Instant>) -> Result<Daemon, Error> {
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + RECONNECT_WAIT);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match Daemon::connect(socket).await {
+            Ok(daemon) => return Ok(daemon),
+            Err(error) if is_lost(&error) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(error);
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(error) => return Err(error),
         }
     }
 }

@@ -104,7 +104,11 @@ fn axis(label_width: usize, bar_width: usize, span: f64) -> String {
     let mut text = vec![' '; bar_width];
     for (position, at) in [(0, 0.0), (bar_width / 2, span / 2.0), (bar_width - 1, span)] {
         marks[position] = '┬';
-        let label: Vec<char> = output::seconds(at).chars().collect();
+        let label: Vec<char> = if at == 0.0 {
+            "0s".chars().collect()
+        } else {
+            output::seconds(at).chars().collect()
+        };
         // The end's label ends at the end; the others start at their mark.
         let begin = if position == bar_width - 1 {
             bar_width.saturating_sub(label.len())
@@ -134,10 +138,12 @@ fn cells(row: &Row, width: usize, per_cell: f64) -> Vec<Option<Kind>> {
     let mut cells = vec![None; width];
     let mut taken = 0;
     for segment in &row.segments {
-        let first = ((segment.from / per_cell).floor() as usize)
+        // Rounded at both ends, so a row that starts when another ends
+        // starts in the cell after that row's last.
+        let first = ((segment.from / per_cell).round() as usize)
             .max(taken)
             .min(width - 1);
-        let last = ((segment.to / per_cell).ceil() as usize).clamp(first + 1, width);
+        let last = ((segment.to / per_cell).round() as usize).clamp(first + 1, width);
         for cell in &mut cells[first..last] {
             *cell = Some(segment.kind);
         }
@@ -237,20 +243,26 @@ mod tests {
         };
         let text = render(&gantt, 60, &Palette::plain());
         let lines: Vec<&str> = text.lines().collect();
-        let first = lines.iter().find(|l| l.starts_with("p.first")).unwrap();
-        let second = lines.iter().find(|l| l.starts_with("p.second")).unwrap();
-        let bar = |line: &str| line.split('│').nth(1).unwrap().to_string();
+        let first = lines
+            .iter()
+            .find(|l| l.starts_with("p.first"))
+            .expect("p.first");
+        let second = lines
+            .iter()
+            .find(|l| l.starts_with("p.second"))
+            .expect("p.second");
+        let bar = |line: &str| -> Vec<char> {
+            line.split('│').nth(1).expect("a bar").chars().collect()
+        };
         let (first, second) = (bar(first), bar(second));
-        assert_eq!(first.chars().count(), second.chars().count());
-        // The first row's bar ends where the second's begins.
-        let first_end = first.rfind(SUCCEEDED).unwrap();
-        let second_start = second.find(FAILED).unwrap();
-        assert!(first_end <= second_start, "{text}");
+        assert_eq!(first.len(), second.len());
+        let at = |bar: &[char], c: char| bar.iter().position(|&x| x == c).expect("drawn");
+        let last = |bar: &[char], c: char| bar.iter().rposition(|&x| x == c).expect("drawn");
+        // The first row's bar ends before the second's begins.
+        assert!(last(&first, SUCCEEDED) < at(&second, FAILED), "{text}");
         // Even a zero-length delay is marked, between the two attempts.
-        let retry = second.find(RETRY).expect("a retry mark");
-        assert!(
-            second_start < retry && retry < second.rfind(SUCCEEDED).unwrap(),
-            "{text}"
-        );
+        let retry = at(&second, RETRY);
+        assert!(last(&second, FAILED) < retry, "{text}");
+        assert!(retry < at(&second, SUCCEEDED), "{text}");
     }
 }

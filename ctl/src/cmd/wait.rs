@@ -1,7 +1,6 @@
 //! `hfctl wait JOB...`: stay until every job has ended, across restarts of
 //! the daemon, and exit by their outcome as `submit --wait` does.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_api::Job;
@@ -39,8 +38,7 @@ fn parse_timeout(text: &str) -> Result<f64, String> {
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let timeout = args.timeout.map(Duration::from_secs_f64);
     let deadline = timeout.map(|t| Instant::now() + t);
-    let daemon = Arc::new(ctx.connect().await?);
-    let mut watcher = Watcher::new(ctx.socket(), daemon, deadline);
+    let mut watcher = Watcher::connect(ctx.socket(), deadline).await?;
     let mut ended = Vec::with_capacity(args.jobs.len());
     // One after the other: a job that ended meanwhile answers at once.
     for &job_id in &args.jobs {
