@@ -69,6 +69,8 @@ enum Command {
     Timeline(cmd::timeline::Args),
     /// A job as one self-contained HTML file, to keep or send.
     Report(cmd::report::Args),
+    /// A live view of running and queued jobs, or of one job; `q` quits.
+    Watch(cmd::watch::Args),
     /// Jobs by state and chain, a page at a time.
     List(cmd::list::Args),
     /// Cancel queued or running jobs.
@@ -127,6 +129,7 @@ async fn main() -> ExitCode {
         Command::Wait(args) => cmd::wait::run(&ctx, args).await,
         Command::Timeline(args) => cmd::timeline::run(&ctx, args).await,
         Command::Report(args) => cmd::report::run(&ctx, args).await,
+        Command::Watch(args) => cmd::watch::run(&ctx, args).await,
         Command::List(args) => cmd::list::run(&ctx, args).await,
         Command::Cancel(args) => cmd::cancel::run(&ctx, args).await,
         Command::Logs(args) => cmd::logs::run(&ctx, args).await,

@@ -31,6 +31,7 @@ pub mod tenants;
 pub mod timeline;
 pub mod validate;
 pub mod wait;
+pub mod watch;
 pub mod workflows;
 
 /// What every command gets from the global flags.

@@ -44,3 +44,4 @@ mod support;
 mod systemd;
 mod tenant_params;
 mod users;
+mod watch_view;
