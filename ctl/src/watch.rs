@@ -33,7 +33,7 @@ const MAX_CLOSES: u32 = 5;
 /// How one `job.watch` subscription ended.
 enum Watched {
     /// The job is terminal (or the caller's condition holds).
-    Ended(Job),
+    Ended(Box<Job>),
     /// The subscriber fell behind and was dropped.
     Lagged,
     /// The daemon closed it on a connection still up, the job not ended.
@@ -129,7 +129,7 @@ impl Watcher {
         let mut closes = 0;
         loop {
             match self.watch_once(job_id, &mut stop).await {
-                Ok(Watched::Ended(job)) => return Ok(job),
+                Ok(Watched::Ended(job)) => return Ok(*job),
                 Ok(Watched::Lagged) => {}
                 Ok(Watched::Closed) => {
                     closes += 1;
@@ -161,14 +161,14 @@ impl Watcher {
         while let Some(item) = subscription.next().await {
             let job = item.map_err(|e| daemon.bad_item(e))?;
             if stop(daemon, &job) || job.state.is_terminal() {
-                return Ok(Watched::Ended(job));
+                return Ok(Watched::Ended(Box::new(job)));
             }
         }
         // Closed before the end: the job may have ended in between, or the
         // daemon went away (then this call says so).
         let job = daemon.call(daemon.client.job_get(job_id)).await?;
         if stop(daemon, &job) || job.state.is_terminal() {
-            return Ok(Watched::Ended(job));
+            return Ok(Watched::Ended(Box::new(job)));
         }
         if matches!(
             subscription.close_reason(),

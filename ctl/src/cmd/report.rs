@@ -222,7 +222,11 @@ fn svg(gantt: &Gantt) -> String {
             out,
             "<line x1=\"{x}\" y1=\"14\" x2=\"{x}\" y2=\"{height}\" stroke=\"#d5dbe1\"/>\
              <text x=\"{x}\" y=\"11\" text-anchor=\"middle\" fill=\"#4a5560\">{}</text>",
-            escape(&output::seconds(at))
+            if i == 0 {
+                "0s".to_string()
+            } else {
+                escape(&output::seconds(at))
+            }
         );
     }
     for (n, row) in gantt.rows.iter().enumerate() {
