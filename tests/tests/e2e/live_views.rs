@@ -277,14 +277,25 @@ fn ps_shows_queued_jobs_and_why_each_waits() {
     let second = daemon.submit("gate", &[]);
     let wide = daemon.submit("wide", &[]);
 
-    let reason = |job: u64| {
-        let waiting = reason_in_ps(&daemon, job).expect("listed by ps");
+    let reason = |job: u64| -> Result<WaitReason, String> {
+        let waiting = reason_in_ps(&daemon, job).ok_or("not listed by ps")?;
         serde_json::from_value::<WaitReason>(waiting["reason"].clone())
-            .unwrap_or_else(|e| panic!("job {job} waits for a reason ({e}): {waiting}"))
+            .map_err(|e| format!("job {job} waits for no reason ({e}): {waiting}"))
     };
-    assert_eq!(reason(second), WaitReason::ChainConcurrency);
-    assert_eq!(reason(wide), WaitReason::MaxParallel);
-    assert_eq!(reason(flaky), WaitReason::RetryDelay);
+    // The engine admits a job in the pass after its submission: wait for it.
+    eventually(STEP, "each job's wait reason", || {
+        let seen = [reason(second)?, reason(wide)?, reason(flaky)?];
+        let expected = [
+            WaitReason::ChainConcurrency,
+            WaitReason::MaxParallel,
+            WaitReason::RetryDelay,
+        ];
+        if seen == expected {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
     let retry = reason_in_ps(&daemon, flaky).expect("listed");
     assert!(retry["until"].is_string(), "the delay's end: {retry}");
     assert!(

@@ -2,7 +2,9 @@
 //! its bars advancing with the activity's progress, the queue with why a
 //! job waits, `q` quitting; and plain lines when stdout is no terminal.
 
+use std::io::{BufRead, BufReader};
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use holdfast_api::{ActivityState, JobState};
@@ -145,18 +147,35 @@ fn watch_without_a_terminal_prints_lines_until_the_job_ends() {
     daemon.wait_for(job_id, "running", |job| {
         job.activities[0].state == ActivityState::Running
     });
-    let watcher = daemon.hfctl_spawn(&["watch", &job_id.to_string()]);
-    daemon.wait_for(job_id, "at 20%", |job| {
-        job.activities[0].progress.unwrap_or(0.0) >= 20.0
+    let mut watcher = daemon.hfctl_spawn(&["watch", &job_id.to_string()]);
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
+    let mut printed = Vec::new();
+    // Until a line containing `needle` was printed.
+    let mut wait_line = |needle: &str| {
+        while !printed.iter().any(|l: &String| l.contains(needle)) {
+            let line = lines
+                .recv_timeout(STEP)
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; printed {printed:#?}"));
+            printed.push(line);
+        }
+    };
+    wait_line("p.steps running 20% first step");
     std::fs::write(daemon.dir().join("step"), "").expect("the step file");
-    daemon.wait_for(job_id, "at 60%", |job| {
-        job.activities[0].progress.unwrap_or(0.0) >= 60.0
-    });
+    wait_line("p.steps running 60% second step");
     std::fs::write(daemon.dir().join("done"), "").expect("the done file");
+    wait_line(&format!("job {job_id} steps succeeded"));
     let output = finish_child_output(watcher, HFCTL_TIMEOUT);
     assert!(output.status.success(), "{}", shown(&output));
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = printed.join("\n");
+
     let at = |needle: &str| {
         text.find(needle)
             .unwrap_or_else(|| panic!("{needle:?} in {text}"))
