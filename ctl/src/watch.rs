@@ -279,7 +279,7 @@ impl Watcher {
 
 /// Connect, trying again with backoff while the daemon is away, until
 /// `deadline` (or [`RECONNECT_WAIT`]).
-async fn connect_again(socket: &Path, deadline: Option<Instant>) -> Result<Daemon, Error> {
+pub async fn connect_again(socket: &Path, deadline: Option<Instant>) -> Result<Daemon, Error> {
     let deadline = deadline.unwrap_or_else(|| Instant::now() + RECONNECT_WAIT);
     let mut pause = Duration::from_millis(20);
     loop {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastClient;
@@ -23,6 +24,7 @@ use super::status::progress;
 use crate::daemon::Daemon;
 use crate::error::{Error, Outcome};
 use crate::output;
+use crate::watch::{connect_again, is_lost};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,151 +45,233 @@ enum Update {
     Quit,
     /// The terminal changed size.
     Redraw,
-    /// A subscription failed.
-    Lost(Error),
+    /// A subscription of connection `generation` failed, or ended before
+    /// its job did (`None`): the daemon went away.
+    Lost {
+        generation: u64,
+        error: Option<Error>,
+    },
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = Arc::new(ctx.connect().await?);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut view = View::default();
-    let mut watched: HashSet<u64> = HashSet::new();
-    match args.job {
-        Some(job_id) => {
-            // Fails here, before the screen is taken, when there is no job.
-            let job = daemon.call(daemon.client.job_get(job_id)).await?;
-            view.jobs.insert(job.id, job);
-            watched.insert(job_id);
-            spawn_job_watch(&daemon, job_id, tx.clone());
-        }
-        None => {
-            spawn_events(&daemon, tx.clone());
-            relist(&daemon, &mut view, &mut watched, &tx).await?;
-        }
+    if let Some(job_id) = args.job {
+        // Fails here, before the screen is taken, when there is no job.
+        let job = daemon.call(daemon.client.job_get(job_id)).await?;
+        view.jobs.insert(job.id, job);
     }
+    let mut session = Session {
+        socket: ctx.socket(),
+        daemon,
+        generation: 0,
+        tx,
+        watched: HashSet::new(),
+        only: args.job,
+    };
+    session.subscribe(&mut view).await?;
     if std::io::stdout().is_terminal() && !ctx.json {
-        full_screen(&daemon, args.job, view, watched, tx, rx).await
-    } else {
-        let mut printed: HashMap<String, String> = HashMap::new();
-        plain_lines(&view, &mut printed, ctx.json)?;
-        while let Some(update) = rx.recv().await {
-            match update {
-                Update::Job(job) => {
-                    let done = args.job == Some(job.id) && job.state.is_terminal();
-                    view.jobs.insert(job.id, *job);
-                    plain_lines(&view, &mut printed, ctx.json)?;
-                    if done {
-                        break;
-                    }
-                }
-                Update::Listing => {
-                    relist(&daemon, &mut view, &mut watched, &tx).await?;
-                    plain_lines(&view, &mut printed, ctx.json)?;
-                }
-                Update::Lost(error) => return Err(error),
-                Update::Quit | Update::Redraw => {}
-            }
-        }
-        Ok(Outcome::Success)
+        return full_screen(session, view, rx).await;
     }
+    let mut printed: HashMap<String, String> = HashMap::new();
+    plain_lines(&view, &mut printed, ctx.json)?;
+    while let Some(update) = rx.recv().await {
+        match update {
+            Update::Job(job) => {
+                let done = args.job == Some(job.id) && job.state.is_terminal();
+                view.jobs.insert(job.id, *job);
+                plain_lines(&view, &mut printed, ctx.json)?;
+                if done {
+                    break;
+                }
+            }
+            Update::Listing => {
+                session.relist(&mut view).await?;
+                plain_lines(&view, &mut printed, ctx.json)?;
+            }
+            Update::Lost { generation, error } => {
+                if session.is_current_loss(generation, error)? {
+                    eprintln!(
+                        "hfctl: lost the daemon on {}; connecting again",
+                        session.socket.display()
+                    );
+                    session.reconnect(&mut view).await?;
+                    plain_lines(&view, &mut printed, ctx.json)?;
+                }
+            }
+            Update::Quit | Update::Redraw => {}
+        }
+    }
+    Ok(Outcome::Success)
 }
 
-/// The jobs shown, by id.
+/// The jobs shown, by id, and what the view says about the connection.
 #[derive(Default)]
 struct View {
     jobs: BTreeMap<u64, Job>,
+    notice: Option<String>,
 }
 
-/// List running and queued jobs again; watch those not yet watched; forget
-/// those that ended long enough ago not to be in the list.
-async fn relist(
-    daemon: &Arc<Daemon>,
-    view: &mut View,
-    watched: &mut HashSet<u64>,
-    tx: &mpsc::UnboundedSender<Update>,
-) -> Result<(), Error> {
-    let mut open = HashSet::new();
-    for state in [JobState::Running, JobState::Queued] {
-        let list = daemon
-            .call(daemon.client.job_list(
-                Some(state.as_str().to_string()),
-                None,
-                Some(MAX_JOBS),
-                None,
-            ))
-            .await?;
-        open.extend(list.jobs.iter().map(|j| j.id));
-    }
-    view.jobs
-        .retain(|id, job| open.contains(id) || !job.state.is_terminal());
-    for id in open {
-        if watched.insert(id) {
-            spawn_job_watch(daemon, id, tx.clone());
+/// The subscriptions of one connection, opened again when it is lost.
+struct Session {
+    socket: PathBuf,
+    daemon: Arc<Daemon>,
+    /// Counts connections, so that the end of an old one's subscriptions
+    /// is not taken for the loss of the new one.
+    generation: u64,
+    tx: mpsc::UnboundedSender<Update>,
+    watched: HashSet<u64>,
+    /// `hfctl watch JOB`.
+    only: Option<u64>,
+}
+
+impl Session {
+    /// Subscribe to what the view shows.
+    async fn subscribe(&mut self, view: &mut View) -> Result<(), Error> {
+        match self.only {
+            Some(job_id) => {
+                self.watched.insert(job_id);
+                self.spawn_job_watch(job_id);
+                Ok(())
+            }
+            None => {
+                self.spawn_events();
+                self.relist(view).await
+            }
         }
     }
-    Ok(())
-}
 
-/// Forward every snapshot of `job_id` until it ends.
-fn spawn_job_watch(daemon: &Arc<Daemon>, job_id: u64, tx: mpsc::UnboundedSender<Update>) {
-    let daemon = Arc::clone(daemon);
-    tokio::spawn(async move {
-        let mut subscription = match daemon.call(daemon.client.job_watch(job_id)).await {
-            Ok(subscription) => subscription,
-            // Ended and swept before it could be watched: nothing to show.
-            Err(Error::NotFound { .. }) => return,
-            Err(error) => {
-                let _ = tx.send(Update::Lost(error));
-                return;
+    /// Whether a `Lost` update means the current connection is gone (and
+    /// should be opened again); an error that is no loss is returned.
+    fn is_current_loss(&self, generation: u64, error: Option<Error>) -> Result<bool, Error> {
+        if generation != self.generation {
+            return Ok(false);
+        }
+        match error {
+            Some(error) if !is_lost(&error) => Err(error),
+            _ => Ok(true),
+        }
+    }
+
+    /// Connect again (waiting while the daemon is away) and subscribe anew.
+    async fn reconnect(&mut self, view: &mut View) -> Result<(), Error> {
+        self.daemon = Arc::new(connect_again(&self.socket, None).await?);
+        self.generation += 1;
+        self.watched.clear();
+        view.notice = None;
+        self.subscribe(view).await
+    }
+
+    /// List running and queued jobs again; watch those not yet watched;
+    /// forget those that ended and are no longer listed.
+    async fn relist(&mut self, view: &mut View) -> Result<(), Error> {
+        let daemon = Arc::clone(&self.daemon);
+        let mut open = HashSet::new();
+        for state in [JobState::Running, JobState::Queued] {
+            let list = daemon
+                .call(daemon.client.job_list(
+                    Some(state.as_str().to_string()),
+                    None,
+                    Some(MAX_JOBS),
+                    None,
+                ))
+                .await?;
+            open.extend(list.jobs.iter().map(|j| j.id));
+        }
+        view.jobs
+            .retain(|id, job| open.contains(id) || !job.state.is_terminal());
+        for id in open {
+            if self.watched.insert(id) {
+                self.spawn_job_watch(id);
             }
-        };
-        while let Some(item) = subscription.next().await {
-            match item {
-                Ok(job) => {
-                    if tx.send(Update::Job(Box::new(job))).is_err() {
+        }
+        Ok(())
+    }
+
+    /// Forward every snapshot of `job_id` until it ends.
+    fn spawn_job_watch(&self, job_id: u64) {
+        let daemon = Arc::clone(&self.daemon);
+        let tx = self.tx.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let mut subscription = match daemon.call(daemon.client.job_watch(job_id)).await {
+                Ok(subscription) => subscription,
+                // Ended and swept before it could be watched: nothing to show.
+                Err(Error::NotFound { .. }) => return,
+                Err(error) => {
+                    let _ = tx.send(Update::Lost {
+                        generation,
+                        error: Some(error),
+                    });
+                    return;
+                }
+            };
+            while let Some(item) = subscription.next().await {
+                match item {
+                    Ok(job) => {
+                        let ended = job.state.is_terminal();
+                        if tx.send(Update::Job(Box::new(job))).is_err() || ended {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = tx.send(Update::Lost {
+                            generation,
+                            error: Some(daemon.bad_item(error)),
+                        });
                         return;
                     }
                 }
+            }
+            let _ = tx.send(Update::Lost {
+                generation,
+                error: None,
+            });
+        });
+    }
+
+    /// A `Listing` for each job event: jobs submitted, started or finished.
+    fn spawn_events(&self) {
+        let daemon = Arc::clone(&self.daemon);
+        let tx = self.tx.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let subscription = daemon
+                .call(daemon.client.events_subscribe(
+                    None,
+                    None,
+                    None,
+                    Some(vec![
+                        "job.submitted".into(),
+                        "job.started".into(),
+                        "job.finished".into(),
+                    ]),
+                    None,
+                    Some(true),
+                ))
+                .await;
+            let mut subscription = match subscription {
+                Ok(subscription) => subscription,
                 Err(error) => {
-                    let _ = tx.send(Update::Lost(daemon.bad_item(error)));
+                    let _ = tx.send(Update::Lost {
+                        generation,
+                        error: Some(error),
+                    });
                     return;
                 }
+            };
+            while let Some(item) = subscription.next().await {
+                if item.is_err() || tx.send(Update::Listing).is_err() {
+                    break;
+                }
             }
-        }
-    });
-}
-
-/// A `Listing` for each job event: jobs submitted, started or finished.
-fn spawn_events(daemon: &Arc<Daemon>, tx: mpsc::UnboundedSender<Update>) {
-    let daemon = Arc::clone(daemon);
-    tokio::spawn(async move {
-        let subscription = daemon
-            .call(daemon.client.events_subscribe(
-                None,
-                None,
-                None,
-                Some(vec![
-                    "job.submitted".into(),
-                    "job.started".into(),
-                    "job.finished".into(),
-                ]),
-                None,
-                Some(true),
-            ))
-            .await;
-        let mut subscription = match subscription {
-            Ok(subscription) => subscription,
-            Err(error) => {
-                let _ = tx.send(Update::Lost(error));
-                return;
-            }
-        };
-        while let Some(item) = subscription.next().await {
-            if item.is_err() || tx.send(Update::Listing).is_err() {
-                return;
-            }
-        }
-    });
+            let _ = tx.send(Update::Lost {
+                generation,
+                error: None,
+            });
+        });
+    }
 }
 
 /// One line per job and per activity whose shown state changed since the
@@ -246,16 +330,13 @@ fn plain_lines(
 }
 
 async fn full_screen(
-    daemon: &Arc<Daemon>,
-    only: Option<u64>,
+    mut session: Session,
     mut view: View,
-    mut watched: HashSet<u64>,
-    tx: mpsc::UnboundedSender<Update>,
     mut rx: mpsc::UnboundedReceiver<Update>,
 ) -> Result<Outcome, Error> {
     let mut terminal = ratatui::try_init().map_err(Error::Stdout)?;
     // Keys come from a blocking read on a thread of its own.
-    let keys = tx.clone();
+    let keys = session.tx.clone();
     std::thread::spawn(move || {
         loop {
             let update = match event::read() {
@@ -275,6 +356,7 @@ async fn full_screen(
             }
         }
     });
+    let only = session.only;
     let mut failure = None;
     loop {
         if let Err(error) = terminal.draw(|frame| draw(frame, &view, only)) {
@@ -284,19 +366,40 @@ async fn full_screen(
         let Some(update) = rx.recv().await else {
             break;
         };
-        match update {
+        let result = match update {
             Update::Job(job) => {
                 view.jobs.insert(job.id, *job);
+                Ok(true)
             }
-            Update::Listing => {
-                if let Err(error) = relist(daemon, &mut view, &mut watched, &tx).await {
-                    failure = Some(error);
-                    break;
+            Update::Listing => session.relist(&mut view).await.map(|()| true),
+            Update::Redraw => Ok(true),
+            Update::Quit => Ok(false),
+            Update::Lost { generation, error } => {
+                match session.is_current_loss(generation, error) {
+                    Ok(false) => Ok(true),
+                    Ok(true) => {
+                        view.notice = Some(format!(
+                            "lost the daemon on {}; connecting again",
+                            session.socket.display()
+                        ));
+                        if let Err(error) = terminal.draw(|frame| draw(frame, &view, only)) {
+                            failure = Some(Error::Stdout(error));
+                            break;
+                        }
+                        // Keys still work while the daemon is away.
+                        tokio::select! {
+                            result = session.reconnect(&mut view) => result.map(|()| true),
+                            () = quit_key(&mut rx) => Ok(false),
+                        }
+                    }
+                    Err(error) => Err(error),
                 }
             }
-            Update::Redraw => {}
-            Update::Quit => break,
-            Update::Lost(error) => {
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
                 failure = Some(error);
                 break;
             }
@@ -306,6 +409,16 @@ async fn full_screen(
     match failure {
         Some(error) => Err(error),
         None => Ok(Outcome::Success),
+    }
+}
+
+/// Until `q` (or the like) is pressed; other updates are dropped, as the
+/// new connection sends the state afresh.
+async fn quit_key(rx: &mut mpsc::UnboundedReceiver<Update>) {
+    while let Some(update) = rx.recv().await {
+        if matches!(update, Update::Quit) {
+            return;
+        }
     }
 }
 
@@ -393,13 +506,17 @@ fn draw(frame: &mut ratatui::Frame<'_>, view: &View, only: Option<u64>) {
         lines.push(Line::from("nothing waits"));
     }
     frame.render_widget(Paragraph::new(lines), inner);
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled("q", Style::new().add_modifier(Modifier::BOLD)),
-            Span::raw(" quits"),
-        ])),
-        help,
-    );
+    let mut footer = vec![
+        Span::styled("q", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(" quits"),
+    ];
+    if let Some(notice) = &view.notice {
+        footer.push(Span::styled(
+            format!("  {notice}"),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    frame.render_widget(Paragraph::new(Line::from(footer)), help);
 }
 
 /// What a row of the running section shows. A fan-out (many activities

@@ -37,7 +37,8 @@ fn wait_for_file(path: &Path) {
     });
 }
 
-const INTERRUPTED: &str = r#"
+/// Its first attempt sleeps; after a restart, the next attempt fails.
+pub const INTERRUPTED: &str = r#"
 [process.p.activity.a]
 shell = '''
 if [ -e @DIR@/first-run ]; then

@@ -10,6 +10,7 @@ use std::time::Duration;
 use holdfast_api::{ActivityState, JobState};
 use holdfast_tests::{HFCTL_TIMEOUT, TestDaemon, bin_path, eventually, finish_child_output};
 
+use crate::live_views::INTERRUPTED;
 use crate::support::shown;
 
 const STEP: Duration = Duration::from_secs(30);
@@ -187,5 +188,53 @@ fn watch_without_a_terminal_prints_lines_until_the_job_ends() {
     assert!(
         at("p.steps running 60% second step") < at(&format!("job {job_id} steps succeeded")),
         "{text}"
+    );
+}
+
+/// `hfctl watch JOB` outlives a kill -9 of the daemon: it says it lost the
+/// daemon, connects again once it is back, and prints the job's end.
+#[test]
+fn watch_connects_again_after_the_daemon_is_killed() {
+    let mut daemon = TestDaemon::start(&[("crash.toml", INTERRUPTED)]);
+    let job_id = daemon.submit("crash", &[]);
+    let running = daemon.wait_for(job_id, "attempt 1 running", |job| {
+        job.activities[0].state == ActivityState::Running
+    });
+    let mut watcher = daemon.hfctl_spawn(&["watch", &job_id.to_string()]);
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed: Vec<String> = Vec::new();
+    let mut wait_line = |needle: &str| {
+        while !printed.iter().any(|l| l.contains(needle)) {
+            let line = lines
+                .recv_timeout(STEP)
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; printed {printed:#?}"));
+            printed.push(line);
+        }
+    };
+    wait_line("p.a running");
+    daemon.kill9();
+    if let Some(pid) = running.activities[0].attempts[0].pid {
+        // The old attempt's `sleep` outlives a daemon killed with SIGKILL.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-(pid as i32)),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    daemon.launch();
+    wait_line(&format!("job {job_id} crash failed"));
+    let output = finish_child_output(watcher, HFCTL_TIMEOUT);
+    assert!(output.status.success(), "{}", shown(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("connecting again"),
+        "{}",
+        shown(&output)
     );
 }
