@@ -97,3 +97,37 @@ fn line(job: &Job, palette: &output::Palette) -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_api::JobState;
+
+    fn job(state: JobState) -> Job {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "id": 1, "target": "c", "chain": "c", "state": "succeeded", "alerts": 0,
+            "params": {}, "tenant": null, "priority": 0, "submitted_by": "ana",
+            "submitter_uid": null, "submitter_pid": null, "version": "abc",
+            "created_at": "2026-11-23T14:02:11Z", "started_at": null, "finished_at": null,
+            "progress": 100.0, "reason": null, "retry_of": null, "outputs": {},
+            "activities": []
+        }))
+        .expect("a valid job");
+        job.state = state;
+        job
+    }
+
+    #[test]
+    fn failed_wins_over_cancelled_over_success() {
+        use JobState::{Cancelled, Failed, Succeeded};
+        assert_eq!(worst(&[job(Succeeded)]), Outcome::Success);
+        assert_eq!(
+            worst(&[job(Succeeded), job(Cancelled)]),
+            Outcome::JobCancelled
+        );
+        assert_eq!(
+            worst(&[job(Cancelled), job(Failed), job(Succeeded)]),
+            Outcome::JobFailed
+        );
+    }
+}

@@ -160,6 +160,10 @@ pub enum Command {
 }
 
 /// The handle the RPC layer and `main` hold.
+/// How long `job.get`, `job.list` and `job.watch` wait for the engine to
+/// say why jobs wait before they answer without it.
+const WAITING_ANSWER: Duration = Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
@@ -285,13 +289,17 @@ impl EngineHandle {
     }
 
     /// Why each of `job_ids` waits (`Job::waiting`); empty while the
-    /// engine is held back or stopped.
+    /// engine is held back or stopped, or when it does not answer within
+    /// [`WAITING_ANSWER`]: reads must not hang on a busy engine.
     pub async fn waiting(&self, job_ids: Vec<u64>) -> HashMap<u64, holdfast_api::Waiting> {
         if job_ids.is_empty() {
             return HashMap::new();
         }
-        self.ask(|reply| Command::Waiting { job_ids, reply })
+        let ask = self.ask(|reply| Command::Waiting { job_ids, reply });
+        tokio::time::timeout(WAITING_ANSWER, ask)
             .await
+            .ok()
+            .flatten()
             .unwrap_or_default()
     }
 
