@@ -48,6 +48,9 @@ pub struct ActRun {
     pub error_message: Option<String>,
     /// What the last failed attempt said, for handlers' `job.errors`.
     pub last_error: Option<ActError>,
+    /// When its retry delay ends (milliseconds since the epoch), while it
+    /// waits in `retry_wait` (kept in memory only, for `Job::waiting`).
+    pub retry_due_at: Option<i64>,
 }
 
 /// What one failed attempt said.
