@@ -303,6 +303,39 @@ pub struct Attempt {
     /// (the latest, masked, at most 1000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// What the attempt used, recorded when it ended (absent while it
+    /// runs, for simulated attempts and for attempts recorded before
+    /// resource use was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceUse>,
+}
+
+/// Resource use of one ended attempt. Which source gives which figure is
+/// in docs/monitoring.md: `source` is `cgroup` (the attempt's own cgroup,
+/// every process it started) or `rusage` (`wait4` of the leader: the
+/// leader and the descendants it waited for).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUse {
+    /// `cgroup` or `rusage`.
+    pub source: String,
+    /// Wall time from spawn to the leader's exit, in milliseconds.
+    pub wall_ms: u64,
+    /// User CPU time, in microseconds.
+    pub user_cpu_us: u64,
+    /// System CPU time, in microseconds.
+    pub system_cpu_us: u64,
+    /// Peak memory in bytes: the cgroup's `memory.peak`, or the largest
+    /// max RSS rusage reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes read from block devices (cgroup `io.stat` rbytes; rusage
+    /// block input operations × 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices (cgroup `io.stat` wbytes; rusage
+    /// block output operations × 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_write_bytes: Option<u64>,
 }
 
 /// One row of `job.list`.
