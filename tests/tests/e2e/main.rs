@@ -30,6 +30,7 @@ mod privilege;
 mod recovery_reuse;
 mod reload;
 mod reprocess;
+mod resources;
 mod restart;
 mod review_findings;
 mod rpc;
