@@ -24,6 +24,7 @@ pub mod reload;
 pub mod retry;
 pub mod schedule;
 pub mod schedules;
+pub mod stats;
 pub mod status;
 pub mod submit;
 pub mod tenants;

@@ -16,6 +16,7 @@ mod get;
 mod info;
 mod limits;
 mod list;
+mod stats;
 mod logs;
 mod named_params;
 mod notification;
@@ -233,6 +234,15 @@ impl HoldfastServer for RpcServer {
 
     async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>> {
         tenant::list(self)
+    }
+
+    async fn stats_get(
+        &self,
+        target: Option<String>,
+        since: Option<String>,
+        tenant: Option<String>,
+    ) -> RpcResult<holdfast_api::Stats> {
+        stats::handle(self, target, since, tenant).await
     }
 
     async fn job_get(&self, job_id: u64) -> RpcResult<Job> {
