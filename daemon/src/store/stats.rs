@@ -30,37 +30,44 @@ struct Where {
     jobs: String,
     activities: String,
     params: Vec<Box<dyn ToSql>>,
+    /// How many of `params` the job filter uses.
+    jobs_params: usize,
 }
 
 impl Where {
     fn new(filter: &StatsFilter) -> Where {
         let mut jobs = String::from("j.created_at >= ?1");
-        let mut activities = String::new();
         let mut params: Vec<Box<dyn ToSql>> = vec![Box::new(filter.since_ms)];
+        let mut activity = None;
         if let Some(target) = &filter.target {
             let chain = target.split('.').next().unwrap_or_default().to_string();
             params.push(Box::new(chain));
             jobs.push_str(&format!(" AND j.chain = ?{}", params.len()));
             if target.contains('.') {
-                // `chain.process` matches its activities; a full path itself.
-                let exact = target.split('.').count() == 3;
-                params.push(Box::new(if exact {
-                    target.clone()
-                } else {
-                    format!("{target}.")
-                }));
-                let n = params.len();
-                activities = if exact {
-                    format!(" AND act.path = ?{n}")
-                } else {
-                    format!(" AND substr(act.path, 1, length(?{n})) = ?{n}")
-                };
+                activity = Some(target.clone());
             }
         }
         if let Some(tenant) = &filter.tenant {
             params.push(Box::new(tenant.clone()));
             jobs.push_str(&format!(" AND j.tenant = ?{}", params.len()));
         }
+        // The activity's parameter comes last, so queries without
+        // `activities` bind the others alone.
+        let jobs_params = params.len();
+        let activities = match activity {
+            None => String::new(),
+            Some(target) => {
+                // `chain.process` matches its activities; a full path itself.
+                let exact = target.split('.').count() == 3;
+                params.push(Box::new(if exact { target } else { format!("{target}.") }));
+                let n = params.len();
+                if exact {
+                    format!(" AND act.path = ?{n}")
+                } else {
+                    format!(" AND substr(act.path, 1, length(?{n})) = ?{n}")
+                }
+            }
+        };
         let from = if filter.target.is_some() {
             "jobs j INDEXED BY jobs_by_chain_created"
         } else {
@@ -71,11 +78,21 @@ impl Where {
             jobs,
             activities,
             params,
+            jobs_params,
         }
     }
 
+    /// Parameters of a query that uses `activities`.
     fn params(&self) -> Vec<&dyn ToSql> {
         self.params.iter().map(|p| p.as_ref() as &dyn ToSql).collect()
+    }
+
+    /// Parameters of a query over jobs alone.
+    fn jobs_params(&self) -> Vec<&dyn ToSql> {
+        self.params[..self.jobs_params]
+            .iter()
+            .map(|p| p.as_ref() as &dyn ToSql)
+            .collect()
     }
 }
 
@@ -94,7 +111,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
              FROM {from} WHERE {jobs} GROUP BY j.chain"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(w.params().as_slice())?;
+        let mut rows = stmt.query(w.jobs_params().as_slice())?;
         while let Some(row) = rows.next()? {
             let chain: String = row.get(0)?;
             let succeeded = count(row.get(2)?);
@@ -126,7 +143,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
              FROM {from} JOIN attempts a ON a.job_id = j.id WHERE {jobs} GROUP BY j.chain"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(w.params().as_slice())?;
+        let mut rows = stmt.query(w.jobs_params().as_slice())?;
         while let Some(row) = rows.next()? {
             if let Some(c) = chains.get_mut(&row.get::<_, String>(0)?) {
                 c.retries = count(row.get(1)?);
@@ -142,7 +159,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
             "SELECT j.chain, j.finished_at - j.started_at FROM {from}
              WHERE {jobs} AND {ended} AND j.started_at IS NOT NULL AND j.finished_at IS NOT NULL"
         ),
-        &w,
+        &w.jobs_params(),
     )? {
         if let Some(c) = chains.get_mut(&key) {
             c.duration = p;
@@ -154,7 +171,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
             "SELECT j.chain, j.started_at - j.created_at FROM {from}
              WHERE {jobs} AND j.started_at IS NOT NULL"
         ),
-        &w,
+        &w.jobs_params(),
     )? {
         if let Some(c) = chains.get_mut(&key) {
             c.queue_wait = p;
@@ -222,7 +239,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
             "SELECT act.path, a.finished_at - a.started_at {attempts_of}
              AND a.finished_at IS NOT NULL"
         ),
-        &w,
+        &w.params(),
     )? {
         if let Some(a) = activities.get_mut(&key) {
             a.duration = p;
@@ -231,7 +248,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
     for (key, p) in percentiles(
         conn,
         &format!("SELECT act.path, a.started_at - j.created_at {attempts_of} AND a.number = 1"),
-        &w,
+        &w.params(),
     )? {
         if let Some(a) = activities.get_mut(&key) {
             a.queue_wait = p;
@@ -253,7 +270,7 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
 fn percentiles(
     conn: &Connection,
     values: &str,
-    w: &Where,
+    params: &[&dyn ToSql],
 ) -> Result<Vec<(String, Percentiles)>, StoreError> {
     let sql = format!(
         "WITH v(k, d) AS ({values}),
@@ -266,7 +283,7 @@ fn percentiles(
          FROM r GROUP BY k"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(w.params().as_slice())?;
+    let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     let ms = |v: Option<i64>| v.map(|v| v.max(0) as u64);
     while let Some(row) = rows.next()? {
@@ -317,7 +334,7 @@ mod tests {
                         w.from, w.jobs
                     );
                     let mut stmt = conn.prepare(&sql)?;
-                    let mut rows = stmt.query(w.params().as_slice())?;
+                    let mut rows = stmt.query(w.jobs_params().as_slice())?;
                     let mut plan = String::new();
                     while let Some(row) = rows.next()? {
                         plan.push_str(&row.get::<_, String>(3)?);

@@ -39,6 +39,7 @@ mod schedules;
 mod secrets;
 mod secrets_key;
 mod socket_umask;
+mod stats;
 mod support;
 mod systemd;
 mod tenant_params;
