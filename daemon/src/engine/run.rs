@@ -139,6 +139,13 @@ impl Engine {
                 error_message,
                 resources: end.resources.clone(),
             })));
+        crate::metrics::global().attempt_ended(
+            &chain.name,
+            end.state.as_str(),
+            end.resources
+                .as_ref()
+                .map(|r| std::time::Duration::from_millis(r.wall_ms)),
+        );
         if let Some(error) = &end.log_error {
             self.ops.push(WriteOp::AttemptLogError {
                 job_id: key.job_id,
@@ -521,6 +528,7 @@ impl Engine {
         }
         self.dirty_chains.insert(queue_key);
         self.ready_jobs.remove(&(Reverse(job.priority), id));
+        crate::metrics::global().job_ended(&chain, state.as_str());
         match state {
             JobState::Failed => {
                 tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job finished: failed")

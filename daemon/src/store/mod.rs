@@ -536,11 +536,13 @@ fn apply<'a>(
     conn: &mut Connection,
     ops: impl Iterator<Item = &'a WriteOp>,
 ) -> Result<(), StoreError> {
+    let began = std::time::Instant::now();
     let tx = conn.transaction()?;
     for op in ops {
         op.apply(&tx)?;
     }
     tx.commit()?;
+    crate::metrics::global().store_commit(began.elapsed());
     Ok(())
 }
 

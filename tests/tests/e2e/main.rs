@@ -21,6 +21,7 @@ mod handlers;
 mod hostile;
 mod integrity;
 mod logs;
+mod metrics;
 mod notifications;
 mod outputs;
 mod params;
