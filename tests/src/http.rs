@@ -78,9 +78,8 @@ pub fn request(
     accept: Option<&str>,
 ) -> HttpResponse {
     let accept = accept.map_or_else(String::new, |a| format!("Accept: {a}\r\n"));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n"
-    );
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
     stream
         .write_all(head.as_bytes())
         .expect("the request head can be sent");

@@ -39,8 +39,20 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     }
     let mut text = format!("since {}\n\n", output::time(&stats.since));
     let mut chains = Table::new(&[
-        "CHAIN", "JOBS", "OK", "FAILED", "CANCELLED", "RATE", "RETRIES", "P50", "P95", "MAX",
-        "WAIT P50", "WAIT P95", "PEAK MEM", "CPU",
+        "CHAIN",
+        "JOBS",
+        "OK",
+        "FAILED",
+        "CANCELLED",
+        "RATE",
+        "RETRIES",
+        "P50",
+        "P95",
+        "MAX",
+        "WAIT P50",
+        "WAIT P95",
+        "PEAK MEM",
+        "CPU",
     ]);
     for column in 1..=13 {
         chains = chains.align(column, Align::Right);
@@ -55,7 +67,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             rate(c.success_rate).into(),
             c.retries.to_string().into(),
         ];
-        row.extend(figures(&c.duration, &c.queue_wait, c.peak_memory_bytes, c.cpu_us));
+        row.extend(figures(
+            &c.duration,
+            &c.queue_wait,
+            c.peak_memory_bytes,
+            c.cpu_us,
+        ));
         chains.row(row);
     }
     text.push_str(&chains.render(&ctx.palette));
@@ -76,7 +93,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
                 rate(a.success_rate).into(),
                 a.attempts.to_string().into(),
             ];
-            row.extend(figures(&a.duration, &a.queue_wait, a.peak_memory_bytes, a.cpu_us));
+            row.extend(figures(
+                &a.duration,
+                &a.queue_wait,
+                a.peak_memory_bytes,
+                a.cpu_us,
+            ));
             activities.row(row);
         }
         text.push('\n');
@@ -87,15 +109,26 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
 }
 
 /// Duration p50, p95, max, wait p50, p95, peak memory and CPU cells.
-fn figures(duration: &Percentiles, wait: &Percentiles, peak: Option<u64>, cpu_us: u64) -> Vec<Cell> {
-    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| output::duration(Duration::from_millis(v)));
+fn figures(
+    duration: &Percentiles,
+    wait: &Percentiles,
+    peak: Option<u64>,
+    cpu_us: u64,
+) -> Vec<Cell> {
+    let ms = |v: Option<u64>| {
+        v.map_or_else(
+            || "-".to_string(),
+            |v| output::duration(Duration::from_millis(v)),
+        )
+    };
     vec![
         ms(duration.p50_ms).into(),
         ms(duration.p95_ms).into(),
         ms(duration.max_ms).into(),
         ms(wait.p50_ms).into(),
         ms(wait.p95_ms).into(),
-        peak.map_or_else(|| "-".to_string(), output::compact_bytes).into(),
+        peak.map_or_else(|| "-".to_string(), output::compact_bytes)
+            .into(),
         output::duration(Duration::from_micros(cpu_us)).into(),
     ]
 }

@@ -196,7 +196,8 @@ async fn run_simulated(
         log_error: sink.create_error(),
         error_tail: (state != AttemptState::Succeeded)
             .then(|| sink.tail())
-            .flatten(),        resources: None,
+            .flatten(),
+        resources: None,
     }
 }
 

@@ -23,7 +23,8 @@ pub struct Rusage {
 
 impl Rusage {
     pub fn from_libc(ru: &libc::rusage) -> Rusage {
-        let us = |tv: libc::timeval| (tv.tv_sec.max(0) as u64) * 1_000_000 + tv.tv_usec.max(0) as u64;
+        let us =
+            |tv: libc::timeval| (tv.tv_sec.max(0) as u64) * 1_000_000 + tv.tv_usec.max(0) as u64;
         Rusage {
             user_cpu_us: us(ru.ru_utime),
             system_cpu_us: us(ru.ru_stime),

@@ -131,7 +131,11 @@ impl Metrics {
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                jobs.push((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?));
+                jobs.push((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ));
             }
             let mut attempts = Vec::new();
             let mut stmt = conn.prepare(
@@ -221,12 +225,28 @@ impl Metrics {
             );
         }
         if let Some(g) = gauges {
-            r.family("holdfast_jobs_running", "gauge", "Jobs with an activity started and not ended.");
+            r.family(
+                "holdfast_jobs_running",
+                "gauge",
+                "Jobs with an activity started and not ended.",
+            );
             r.sample("holdfast_jobs_running", &[], g.running_jobs as f64);
-            r.family("holdfast_jobs_queued", "gauge", "Jobs of which nothing has started yet.");
+            r.family(
+                "holdfast_jobs_queued",
+                "gauge",
+                "Jobs of which nothing has started yet.",
+            );
             r.sample("holdfast_jobs_queued", &[], g.queued_jobs as f64);
-            r.family("holdfast_activities_running", "gauge", "Attempts whose process runs.");
-            r.sample("holdfast_activities_running", &[], g.running_activities as f64);
+            r.family(
+                "holdfast_activities_running",
+                "gauge",
+                "Attempts whose process runs.",
+            );
+            r.sample(
+                "holdfast_activities_running",
+                &[],
+                g.running_activities as f64,
+            );
         }
         r.family(
             "holdfast_attempts",
@@ -234,7 +254,11 @@ impl Metrics {
             "Attempts that ended, by outcome (their state).",
         );
         for (outcome, n) in &inner.attempts {
-            r.sample("holdfast_attempts_total", &[("outcome", outcome)], *n as f64);
+            r.sample(
+                "holdfast_attempts_total",
+                &[("outcome", outcome)],
+                *n as f64,
+            );
         }
         r.family(
             "holdfast_activity_duration_seconds",
@@ -256,14 +280,26 @@ impl Metrics {
                 *n as f64,
             );
         }
-        r.family("holdfast_schedule_fires", "counter", "Schedule fires handled.");
-        r.sample("holdfast_schedule_fires_total", &[], inner.schedule_fires as f64);
+        r.family(
+            "holdfast_schedule_fires",
+            "counter",
+            "Schedule fires handled.",
+        );
+        r.sample(
+            "holdfast_schedule_fires_total",
+            &[],
+            inner.schedule_fires as f64,
+        );
         r.family(
             "holdfast_schedule_refusals",
             "counter",
             "Schedule fires that created no job for at least one tenant.",
         );
-        r.sample("holdfast_schedule_refusals_total", &[], inner.schedule_refusals as f64);
+        r.sample(
+            "holdfast_schedule_refusals_total",
+            &[],
+            inner.schedule_refusals as f64,
+        );
         r.family(
             "holdfast_store_commit_seconds",
             "histogram",
@@ -320,7 +356,10 @@ impl Renderer<'_> {
         let bucket = format!("{name}_bucket");
         for (i, count) in h.counts.iter().enumerate() {
             cumulative += count;
-            let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| number(*b));
+            let le = h
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| number(*b));
             let mut with_le = labels.to_vec();
             with_le.push(("le", &le));
             self.sample(&bucket, &with_le, cumulative as f64);
@@ -358,15 +397,22 @@ mod tests {
         m.job_ended("etl", "succeeded");
         m.attempt_ended("etl", "failed", Some(Duration::from_millis(700)));
         let text = m.render(Format::Prometheus, None);
-        assert!(text.contains("# TYPE holdfast_jobs_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE holdfast_jobs_total counter\n"),
+            "{text}"
+        );
         assert!(
             text.contains("holdfast_jobs_total{chain=\"etl\",state=\"succeeded\"} 2\n"),
             "{text}"
         );
         assert!(
-            text.contains("holdfast_activity_duration_seconds_bucket{chain=\"etl\",le=\"0.5\"} 0\n")
-                && text.contains("holdfast_activity_duration_seconds_bucket{chain=\"etl\",le=\"1\"} 1\n")
-                && text.contains("holdfast_activity_duration_seconds_bucket{chain=\"etl\",le=\"+Inf\"} 1\n"),
+            text.contains(
+                "holdfast_activity_duration_seconds_bucket{chain=\"etl\",le=\"0.5\"} 0\n"
+            ) && text
+                .contains("holdfast_activity_duration_seconds_bucket{chain=\"etl\",le=\"1\"} 1\n")
+                && text.contains(
+                    "holdfast_activity_duration_seconds_bucket{chain=\"etl\",le=\"+Inf\"} 1\n"
+                ),
             "{text}"
         );
         assert!(!text.contains("# EOF"));

@@ -74,8 +74,7 @@ async fn serve_one(mut stream: TcpStream, engine: &EngineHandle) -> std::io::Res
                 return Ok::<bool, std::io::Error>(false);
             }
             head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
-            {
+            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
                 return Ok(true);
             }
             if head.len() > MAX_HEAD {
@@ -91,7 +90,8 @@ async fn serve_one(mut stream: TcpStream, engine: &EngineHandle) -> std::io::Res
             let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             let accept = text.lines().find_map(|line| {
                 let (key, value) = line.split_once(':')?;
-                key.eq_ignore_ascii_case("accept").then(|| value.trim().to_string())
+                key.eq_ignore_ascii_case("accept")
+                    .then(|| value.trim().to_string())
             });
             match (method, path.split('?').next().unwrap_or("")) {
                 ("GET", "/metrics") => {

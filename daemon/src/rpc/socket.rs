@@ -441,11 +441,10 @@ async fn metrics_response(
     format: crate::metrics::Format,
 ) -> jsonrpsee::server::HttpResponse {
     let text = crate::metrics::serve::answer(engine, format).await;
-    let mut response = jsonrpsee::server::HttpResponse::new(jsonrpsee::server::HttpBody::from(text));
+    let mut response =
+        jsonrpsee::server::HttpResponse::new(jsonrpsee::server::HttpBody::from(text));
     if let Ok(value) = format.content_type().parse() {
-        response
-            .headers_mut()
-            .insert("content-type", value);
+        response.headers_mut().insert("content-type", value);
     }
     response
 }

@@ -24,7 +24,9 @@ fn resource_use(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Resource
         return Ok(None);
     };
     let figure = |i: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row.get::<_, Option<i64>>(first + i)?.map(|v| v.max(0) as u64))
+        Ok(row
+            .get::<_, Option<i64>>(first + i)?
+            .map(|v| v.max(0) as u64))
     };
     Ok(Some(ResourceUse {
         source,

@@ -84,7 +84,10 @@ impl Where {
 
     /// Parameters of a query that uses `activities`.
     fn params(&self) -> Vec<&dyn ToSql> {
-        self.params.iter().map(|p| p.as_ref() as &dyn ToSql).collect()
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &dyn ToSql)
+            .collect()
     }
 
     /// Parameters of a query over jobs alone.
@@ -347,7 +350,8 @@ mod tests {
             .expect("plans");
         // SEARCH, not SCAN: only the window's rows are visited.
         assert!(
-            plans[0].contains("SEARCH j USING") && plans[0].contains("jobs_by_created (created_at>?)"),
+            plans[0].contains("SEARCH j USING")
+                && plans[0].contains("jobs_by_created (created_at>?)"),
             "{}",
             plans[0]
         );

@@ -58,7 +58,10 @@ fn promtool_check(text: &str) -> Option<Result<(), String>> {
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            assert!(!required, "HOLDFAST_PROMTOOL_TEST=required, but promtool cannot run: {e}");
+            assert!(
+                !required,
+                "HOLDFAST_PROMTOOL_TEST=required, but promtool cannot run: {e}"
+            );
             eprintln!("SKIPPED: promtool cannot run ({e}); install Debian's prometheus package");
             return None;
         }
@@ -116,19 +119,32 @@ fn metrics_on_the_socket_count_a_mixed_run_and_pass_promtool() {
     );
     let text = body(&response);
     let expect = [
-        (r#"holdfast_jobs_total{chain="flaky",state="succeeded"}"#, 2.0),
+        (
+            r#"holdfast_jobs_total{chain="flaky",state="succeeded"}"#,
+            2.0,
+        ),
         (r#"holdfast_jobs_total{chain="broken",state="failed"}"#, 1.0),
         (r#"holdfast_attempts_total{outcome="failed"}"#, 3.0),
         (r#"holdfast_attempts_total{outcome="succeeded"}"#, 2.0),
-        (r#"holdfast_activity_duration_seconds_count{chain="flaky"}"#, 4.0),
-        (r#"holdfast_activity_duration_seconds_count{chain="broken"}"#, 1.0),
+        (
+            r#"holdfast_activity_duration_seconds_count{chain="flaky"}"#,
+            4.0,
+        ),
+        (
+            r#"holdfast_activity_duration_seconds_count{chain="broken"}"#,
+            1.0,
+        ),
         ("holdfast_schedule_fires_total", 1.0),
         ("holdfast_schedule_refusals_total", 0.0),
         ("holdfast_jobs_running", 0.0),
         ("holdfast_jobs_queued", 0.0),
     ];
     for (sample, value) in expect {
-        assert_eq!(line_value(&text, sample), Some(value), "{sample} in:\n{text}");
+        assert_eq!(
+            line_value(&text, sample),
+            Some(value),
+            "{sample} in:\n{text}"
+        );
     }
     assert!(
         line_value(&text, "holdfast_store_commit_seconds_count").is_some_and(|n| n >= 1.0),
@@ -157,12 +173,18 @@ fn metrics_on_the_socket_count_a_mixed_run_and_pass_promtool() {
         open.headers
     );
     assert!(open_text.ends_with("# EOF\n"), "{open_text}");
-    assert!(open_text.contains("# TYPE holdfast_jobs counter\n"), "{open_text}");
+    assert!(
+        open_text.contains("# TYPE holdfast_jobs counter\n"),
+        "{open_text}"
+    );
 
     daemon.restart();
     let after = body(&http::get(daemon.socket(), "/metrics", None));
     assert_eq!(
-        line_value(&after, r#"holdfast_jobs_total{chain="flaky",state="succeeded"}"#),
+        line_value(
+            &after,
+            r#"holdfast_jobs_total{chain="flaky",state="succeeded"}"#
+        ),
         Some(2.0),
         "jobs counted again from the store after a restart:\n{after}"
     );
@@ -196,7 +218,10 @@ fn the_tcp_listener_serves_only_metrics() {
     assert_eq!(metrics.status, 200);
     let text = body(&metrics);
     assert_eq!(
-        line_value(&text, r#"holdfast_jobs_total{chain="broken",state="failed"}"#),
+        line_value(
+            &text,
+            r#"holdfast_jobs_total{chain="broken",state="failed"}"#
+        ),
         Some(1.0),
         "{text}"
     );
@@ -211,18 +236,26 @@ fn the_tcp_listener_serves_only_metrics() {
 /// classic text format node_exporter's textfile collector reads.
 #[test]
 fn the_textfile_is_written_for_node_exporter() {
-    let settings = "metrics_textfile = \"@DIR@/holdfast.prom\"\nmetrics_textfile_interval = \"200ms\"\n";
+    let settings =
+        "metrics_textfile = \"@DIR@/holdfast.prom\"\nmetrics_textfile_interval = \"200ms\"\n";
     let daemon = TestDaemon::start_with(settings, &[("broken.toml", BROKEN)]);
     let id = daemon.submit("broken", &[]);
     daemon.wait_done(id);
     let path = daemon.dir().join("holdfast.prom");
-    let (text, _) = eventually(Duration::from_secs(10), "the textfile counts the job", || {
-        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-        match line_value(&text, r#"holdfast_jobs_total{chain="broken",state="failed"}"#) {
-            Some(1.0) => Ok(text),
-            _ => Err(text),
-        }
-    });
+    let (text, _) = eventually(
+        Duration::from_secs(10),
+        "the textfile counts the job",
+        || {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            match line_value(
+                &text,
+                r#"holdfast_jobs_total{chain="broken",state="failed"}"#,
+            ) {
+                Some(1.0) => Ok(text),
+                _ => Err(text),
+            }
+        },
+    );
     if let Some(verdict) = promtool_check(&text) {
         verdict.unwrap_or_else(|said| panic!("promtool check metrics: {said}\n{text}"));
     }
