@@ -14,6 +14,30 @@ use crate::support::{activity, shown};
 
 const MIB: i64 = 1024 * 1024;
 
+/// A job row of the fixed history: id, chain, tenant, state, created,
+/// started, finished.
+type JobRow = (
+    i64,
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// An attempt row: job, number, state, start, end, user us, system us, peak.
+type AttemptRow = (
+    i64,
+    i64,
+    &'static str,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
 fn stats(daemon: &TestDaemon, args: &[&str]) -> Stats {
     let mut full = vec!["stats"];
     full.extend_from_slice(args);
@@ -50,8 +74,7 @@ fn write_fixed_history(db: &std::path::Path, now: i64) {
     let conn = Connection::open(db).expect("the stopped daemon's database opens");
     let t = now - 3_600_000;
     let month_ago = now - 30 * 86_400_000;
-    // (id, chain, tenant, state, created, started, finished)
-    let jobs: [(i64, &str, &str, &str, i64, Option<i64>, Option<i64>); 7] = [
+    let jobs: [JobRow; 7] = [
         (
             101,
             "etl",
@@ -128,17 +151,7 @@ fn write_fixed_history(db: &std::path::Path, now: i64) {
         )
         .expect("an activity row");
     }
-    // (job, number, state, start, end, user us, system us, peak)
-    let attempts: [(
-        i64,
-        i64,
-        &str,
-        i64,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-    ); 7] = [
+    let attempts: [AttemptRow; 7] = [
         (
             101,
             1,
