@@ -222,6 +222,8 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     // serves reads, and the engine starts (recovery included) once the
     // state directory is writable.
     let store = store::Store::open_at_start(&settings.database())?;
+    // Before the engine starts, so what recovery ends is counted on top.
+    metrics::global().seed(&store);
     let registry = registry::load(&settings, None);
     tracing::info!(
         chains = registry.loaded_count(),
@@ -249,7 +251,6 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         }
     };
 
-    metrics::global().seed(&store);
     let _metrics_listener = match settings.metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

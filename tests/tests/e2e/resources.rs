@@ -44,13 +44,16 @@ fn hungry_use(daemon: &TestDaemon) -> (u64, ResourceUse) {
 /// The figures every source must get right, with room for the
 /// interpreter, the shell and a busy machine.
 fn assert_known_use(usage: &ResourceUse) {
+    // The kernel splits CPU time between user and system by sampling, and
+    // a busy machine (other tests, cgroups) moves the split a little; the
+    // total is close to what the spin measured itself.
+    let cpu = usage.user_cpu_us + usage.system_cpu_us;
     assert!(
-        (1_000_000..1_600_000).contains(&usage.user_cpu_us),
-        "one second of user CPU burned, {} us recorded: {usage:?}",
-        usage.user_cpu_us
+        (950_000..2_500_000).contains(&cpu),
+        "one second of CPU burned, {cpu} us recorded: {usage:?}"
     );
     assert!(
-        usage.system_cpu_us < 1_000_000,
+        usage.user_cpu_us >= 900_000 && usage.system_cpu_us < 1_000_000,
         "the spin is user time, the allocation little system time: {usage:?}"
     );
     assert!(
