@@ -74,6 +74,9 @@ struct SettingsFile {
     notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
     /// The SMTP server of mail rules.
     smtp: Option<crate::notify::rules::Smtp>,
+    metrics_listen: Option<String>,
+    metrics_textfile: Option<PathBuf>,
+    metrics_textfile_interval: Option<String>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -164,6 +167,12 @@ pub struct Settings {
     pub cgroup: crate::cgroup::CgroupSetting,
     /// Notification rules, checked (see [`crate::notify::rules`]).
     pub notify: std::sync::Arc<Vec<crate::notify::Rule>>,
+    /// A TCP address serving only `GET /metrics` (off when None).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A file the metrics are written to for node_exporter's textfile
+    /// collector, every `metrics_textfile_interval`.
+    pub metrics_textfile: Option<PathBuf>,
+    pub metrics_textfile_interval: Duration,
 }
 
 impl Settings {
@@ -216,6 +225,20 @@ impl Settings {
             &file.audit_retention,
             Duration::from_secs(365 * 86_400),
         )?;
+        let metrics_textfile_interval = duration(
+            "metrics_textfile_interval",
+            &file.metrics_textfile_interval,
+            Duration::from_secs(15),
+        )?;
+        let metrics_listen = match &file.metrics_listen {
+            Some(text) => Some(text.parse().map_err(|_| SettingsError::Invalid {
+                path: config.clone(),
+                message: format!(
+                    "metrics_listen {text:?}: give an address and port such as \"127.0.0.1:9464\""
+                ),
+            })?),
+            None => None,
+        };
         let max_parallel = file
             .max_parallel
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -303,6 +326,9 @@ impl Settings {
             },
             cgroup,
             notify: std::sync::Arc::new(notify),
+            metrics_listen,
+            metrics_textfile: file.metrics_textfile.map(absolute),
+            metrics_textfile_interval,
         })
     }
 }

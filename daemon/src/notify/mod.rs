@@ -173,14 +173,17 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
             };
             let op = match deliver::send(rule, &delivery).await {
                 Ok(()) => {
+                    crate::metrics::global().delivery("delivered");
                     tracing::info!(rule = %rule.name, event = delivery.event_id, kind = %delivery.kind, attempts, "notification delivered");
                     outcome(delivery.id, "delivered", attempts, 0, None)
                 }
                 Err(error) if attempts >= rule.max_attempts => {
+                    crate::metrics::global().delivery("failed");
                     tracing::error!(rule = %rule.name, event = delivery.event_id, attempts, %error, "notification failed; no attempt left (hfctl notifications retry)");
                     outcome(delivery.id, "failed", attempts, 0, Some(error.to_string()))
                 }
                 Err(error) => {
+                    crate::metrics::global().delivery("retrying");
                     let delay = rule.backoff(attempts);
                     tracing::warn!(rule = %rule.name, event = delivery.event_id, attempts, %error, retry_in = %humantime::format_duration(delay), "notification not delivered; retrying");
                     let next = store::now_ms() + delay.as_millis() as i64;

@@ -17,6 +17,7 @@ pub mod private;
 mod read;
 pub mod read_only;
 pub mod schema;
+mod stats;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 pub use read::*;
+pub use stats::{StatsFilter, stats};
 pub use write::*;
 
 /// Errors of the store layer.
@@ -534,11 +536,13 @@ fn apply<'a>(
     conn: &mut Connection,
     ops: impl Iterator<Item = &'a WriteOp>,
 ) -> Result<(), StoreError> {
+    let began = std::time::Instant::now();
     let tx = conn.transaction()?;
     for op in ops {
         op.apply(&tx)?;
     }
     tx.commit()?;
+    crate::metrics::global().store_commit(began.elapsed());
     Ok(())
 }
 

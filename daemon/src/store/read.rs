@@ -3,6 +3,7 @@
 
 use holdfast_api::{
     ActivityRun, ActivityState, Attempt, AttemptState, Job, JobList, JobState, JobSummary,
+    ResourceUse,
 };
 use holdfast_workflow::{BusinessDate, DateZone};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -15,6 +16,28 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The resource use stored on an attempt row, from column `first` on
+/// (`usage_source`, then the figures in `ResourceUse` order).
+fn resource_use(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<ResourceUse>> {
+    let Some(source) = row.get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    let figure = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(row
+            .get::<_, Option<i64>>(first + i)?
+            .map(|v| v.max(0) as u64))
+    };
+    Ok(Some(ResourceUse {
+        source,
+        wall_ms: figure(1)?.unwrap_or(0),
+        user_cpu_us: figure(2)?.unwrap_or(0),
+        system_cpu_us: figure(3)?.unwrap_or(0),
+        peak_memory_bytes: figure(4)?,
+        io_read_bytes: figure(5)?,
+        io_write_bytes: figure(6)?,
+    }))
 }
 
 fn parse_job_state(s: &str) -> JobState {
@@ -180,7 +203,9 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     {
         let mut stmt = conn.prepare_cached(
             "SELECT idx, number, state, pid, exit_code, signal, error_id, error, started_at,
-                    finished_at, log_bytes, log_dropped, error_tail, error_message
+                    finished_at, log_bytes, log_dropped, error_tail, error_message,
+                usage_source, wall_ms, user_cpu_us, system_cpu_us, peak_memory_bytes,
+                io_read_bytes, io_write_bytes
              FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
@@ -201,6 +226,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 log_dropped: row.get::<_, i64>(11)? as u64,
                 error_tail: row.get(12)?,
                 error_message: row.get(13)?,
+                resources: resource_use(row, 14)?,
             };
             if let Some(&i) = index_of.get(&idx) {
                 activities[i].attempts.push(attempt);

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 10] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const ALL: [&str; 11] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -212,6 +212,85 @@ const V10: &str = r#"
 ALTER TABLE jobs ADD COLUMN scheduled_at INTEGER;
 ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
 ALTER TABLE schedules ADD COLUMN backfill TEXT;
+"#;
+
+/// Version 11: resource use per attempt (which source, wall time, CPU,
+/// peak memory, block I/O; see docs/monitoring.md), an index for
+/// statistics over a time window, and read-only views for people who query
+/// the file with `sqlite3 -readonly`. Times in the views are ms since the
+/// epoch, like the tables'.
+const V11: &str = r#"
+ALTER TABLE attempts ADD COLUMN usage_source TEXT;
+ALTER TABLE attempts ADD COLUMN wall_ms INTEGER;
+ALTER TABLE attempts ADD COLUMN user_cpu_us INTEGER;
+ALTER TABLE attempts ADD COLUMN system_cpu_us INTEGER;
+ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER;
+ALTER TABLE attempts ADD COLUMN io_read_bytes INTEGER;
+ALTER TABLE attempts ADD COLUMN io_write_bytes INTEGER;
+-- Covering for statistics' passes over jobs: the window's rows are read
+-- from the index alone.
+CREATE INDEX jobs_by_created
+    ON jobs (created_at, chain, state, tenant, started_at, finished_at);
+CREATE INDEX jobs_by_chain_created
+    ON jobs (chain, created_at, state, tenant, started_at, finished_at);
+
+CREATE VIEW v_job_runs AS
+SELECT id AS job_id, chain, target, tenant, state, submitted_by, created_at, started_at,
+       finished_at,
+       started_at - created_at AS queue_wait_ms,
+       finished_at - started_at AS duration_ms,
+       (SELECT COUNT(*) FROM attempts a WHERE a.job_id = jobs.id) AS attempts,
+       (SELECT COUNT(*) FROM attempts a WHERE a.job_id = jobs.id AND a.number > 1) AS retries,
+       (SELECT SUM(a.user_cpu_us + a.system_cpu_us) FROM attempts a WHERE a.job_id = jobs.id)
+           AS cpu_us,
+       (SELECT MAX(a.peak_memory_bytes) FROM attempts a WHERE a.job_id = jobs.id)
+           AS peak_memory_bytes
+FROM jobs;
+
+CREATE VIEW v_attempts AS
+SELECT a.job_id, j.chain, j.tenant, act.path, a.number AS attempt, a.state, a.pid,
+       a.exit_code, a.signal, a.error_id, a.error, a.started_at, a.finished_at,
+       a.finished_at - a.started_at AS duration_ms, a.usage_source, a.wall_ms,
+       a.user_cpu_us, a.system_cpu_us, a.peak_memory_bytes, a.io_read_bytes, a.io_write_bytes
+FROM attempts a
+JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+JOIN jobs j ON j.id = a.job_id;
+
+CREATE VIEW v_running_activities AS
+SELECT a.job_id, j.chain, j.tenant, act.path, a.number AS attempt, a.pid, a.started_at,
+       act.progress, act.progress_text
+FROM attempts a
+JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+JOIN jobs j ON j.id = a.job_id
+WHERE a.state = 'running';
+
+CREATE VIEW v_activity_stats AS
+SELECT act.path,
+       COUNT(*) AS attempts,
+       SUM(a.state = 'succeeded') AS succeeded,
+       SUM(a.state <> 'succeeded') AS not_succeeded,
+       SUM(a.number > 1) AS retries,
+       ROUND(AVG(a.finished_at - a.started_at)) AS avg_duration_ms,
+       MAX(a.finished_at - a.started_at) AS max_duration_ms,
+       SUM(a.user_cpu_us + a.system_cpu_us) AS cpu_us,
+       MAX(a.peak_memory_bytes) AS peak_memory_bytes
+FROM attempts a
+JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+WHERE a.state <> 'running'
+GROUP BY act.path;
+
+CREATE VIEW v_chain_stats AS
+SELECT chain,
+       COUNT(*) AS jobs,
+       SUM(state = 'succeeded') AS succeeded,
+       SUM(state = 'failed') AS failed,
+       SUM(state = 'cancelled') AS cancelled,
+       SUM(state IN ('queued', 'running')) AS in_flight,
+       ROUND(AVG(finished_at - started_at)) AS avg_duration_ms,
+       MAX(finished_at - started_at) AS max_duration_ms,
+       ROUND(AVG(started_at - created_at)) AS avg_queue_wait_ms
+FROM jobs
+GROUP BY chain;
 "#;
 
 #[cfg(test)]

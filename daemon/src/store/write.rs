@@ -55,6 +55,8 @@ pub struct AttemptEnd {
     pub error_tail: Option<String>,
     /// What the attempt said with `error <text>`.
     pub error_message: Option<String>,
+    /// What the attempt used, when a process ran.
+    pub resources: Option<holdfast_api::ResourceUse>,
 }
 
 /// An audit row: who called what, and how it went.
@@ -427,10 +429,15 @@ impl WriteOp {
                 ])?;
             }
             WriteOp::AttemptEnd(end) => {
+                let usage = end.resources.as_ref();
+                // SQLite integers are signed; no real figure comes near.
+                let figure = |v: u64| v.min(i64::MAX as u64) as i64;
                 tx.prepare_cached(
                     "UPDATE attempts SET state = ?4, exit_code = ?5, signal = ?6, error_id = ?7,
                         error = ?8, finished_at = ?9, log_bytes = ?10, log_dropped = ?11,
-                        error_tail = ?12, error_message = ?13
+                        error_tail = ?12, error_message = ?13, usage_source = ?14,
+                        wall_ms = ?15, user_cpu_us = ?16, system_cpu_us = ?17,
+                        peak_memory_bytes = ?18, io_read_bytes = ?19, io_write_bytes = ?20
                      WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
                 )?
                 .execute(params![
@@ -447,6 +454,13 @@ impl WriteOp {
                     end.log_dropped as i64,
                     end.error_tail,
                     end.error_message,
+                    usage.map(|u| u.source.as_str()),
+                    usage.map(|u| figure(u.wall_ms)),
+                    usage.map(|u| figure(u.user_cpu_us)),
+                    usage.map(|u| figure(u.system_cpu_us)),
+                    usage.and_then(|u| u.peak_memory_bytes).map(figure),
+                    usage.and_then(|u| u.io_read_bytes).map(figure),
+                    usage.and_then(|u| u.io_write_bytes).map(figure),
                 ])?;
             }
             WriteOp::Schedule {
