@@ -672,6 +672,10 @@ pub struct Event {
     /// An error, an alert's text or why a schedule fire was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failed attempt's last lines of output, secrets masked as stored
+    /// (`activity.retrying`, `activity.failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
     /// The job's failed activities (job end events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedActivity>,
@@ -697,6 +701,9 @@ pub struct FailedActivity {
     pub error_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its last failed attempt's last lines of output, secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
 }
 
 /// Which events `events.subscribe` sends; every field left out matches all.

@@ -374,6 +374,7 @@ fn start_engine(
     notify::start(
         store.clone(),
         settings.notify.clone(),
+        handle.registry.clone(),
         handle.events.clone(),
     );
     retention::start(

@@ -74,6 +74,8 @@ struct SettingsFile {
     notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
     /// The SMTP server of mail rules.
     smtp: Option<crate::notify::rules::Smtp>,
+    /// The sendmail program of mail rules when there is no `[smtp]`.
+    sendmail: Option<PathBuf>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -164,6 +166,10 @@ pub struct Settings {
     pub cgroup: crate::cgroup::CgroupSetting,
     /// Notification rules, checked (see [`crate::notify::rules`]).
     pub notify: std::sync::Arc<Vec<crate::notify::Rule>>,
+    /// `[smtp]`, its password read; chain files' mail rules use it too.
+    pub smtp: Option<crate::notify::rules::Smtp>,
+    /// The sendmail program mail rules use without `[smtp]`.
+    pub sendmail: PathBuf,
 }
 
 impl Settings {
@@ -234,13 +240,19 @@ impl Settings {
             })?,
             None => crate::cgroup::CgroupSetting::Auto,
         };
-        let notify =
-            crate::notify::rules::check(file.notify, file.smtp.as_ref()).map_err(|message| {
-                SettingsError::Invalid {
-                    path: config.clone(),
-                    message,
-                }
-            })?;
+        let invalid = |message| SettingsError::Invalid {
+            path: config.clone(),
+            message,
+        };
+        let smtp = crate::notify::rules::check_smtp(file.smtp).map_err(invalid)?;
+        let sendmail = file
+            .sendmail
+            .unwrap_or_else(|| crate::notify::rules::SENDMAIL.into());
+        let mail = crate::notify::rules::MailSettings {
+            smtp: smtp.as_ref(),
+            sendmail: &sendmail,
+        };
+        let notify = crate::notify::rules::check(file.notify, &mail).map_err(invalid)?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -303,6 +315,8 @@ impl Settings {
             },
             cgroup,
             notify: std::sync::Arc::new(notify),
+            smtp,
+            sendmail,
         })
     }
 }

@@ -12,6 +12,7 @@
 mod graph;
 mod handlers;
 mod locate;
+mod notify;
 mod processes;
 mod raw;
 mod references;
@@ -214,6 +215,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         draft.check_templates(&params, &defaults, diagnostics);
     }
     let schedules = build_schedules(raw.schedules, &params, diagnostics);
+    let notify = notify::build_rules(raw.notify, &defaults, diagnostics);
     let mut allow = Vec::new();
     for entry in &header.allow {
         match entry.get_ref().split_once(':') {
@@ -262,6 +264,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
                 })
                 .ok()
         }),
+        notify,
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Detail<'a> {
     pub attempt: Option<u32>,
     pub error_id: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// The failed attempt's `error_tail`, masked as stored.
+    pub error_tail: Option<&'a str>,
 }
 
 /// The engine's side of the outbox.
@@ -122,6 +124,7 @@ impl Outbox {
         event.attempt = detail.attempt;
         event.error_id = detail.error_id.map(str::to_string);
         event.error = detail.error.map(str::to_string);
+        event.error_tail = detail.error_tail.map(str::to_string);
         if kind == EventKind::JobAlert {
             event.alerts = Some(job.alerts);
         }
@@ -133,6 +136,7 @@ impl Outbox {
                     activity: event.activity.clone().unwrap_or_default(),
                     error_id: event.error_id.clone(),
                     error: event.error.clone(),
+                    error_tail: event.error_tail.clone(),
                 });
         }
         self.record(event, None)
@@ -187,9 +191,12 @@ impl Outbox {
                 && act.state() == ActivityState::Failed
                 && !failed.iter().any(|f| &f.activity == path)
             {
+                let last = act.last_error.as_ref();
                 failed.push(FailedActivity {
                     activity: path.clone(),
-                    ..FailedActivity::default()
+                    error_id: last.map(|e| e.error_id.clone()),
+                    error: last.and_then(|e| e.error.clone()),
+                    error_tail: last.and_then(|e| e.error_tail.clone()),
                 });
             }
         }
@@ -261,11 +268,16 @@ impl super::Engine {
         else {
             return;
         };
+        // `on_attempt_end` has just kept this attempt's tail there.
+        let error_tail = error_id
+            .and(job.acts[key.idx].last_error.as_ref())
+            .and_then(|e| e.error_tail.as_deref());
         let detail = Detail {
             activity: Some(key.idx),
             attempt: Some(key.number),
             error_id,
             error,
+            error_tail,
         };
         self.ops.push(self.outbox.job(kind, job, detail));
     }

@@ -1,5 +1,6 @@
 //! Notifications: deliveries of outbox events to the rules of the settings
-//! file (`[notify.NAME]`), made by one task beside the engine, never in it.
+//! file and of the loaded chain files (`[notify.NAME]`), made by one task
+//! beside the engine, never in it.
 //!
 //! The task reads events past its cursor from the database, queues one
 //! delivery row per matching rule (and moves the cursor) in one
@@ -9,7 +10,9 @@
 //! for receivers that deduplicate. A failed attempt is retried after
 //! `retry_delay`, doubling up to `max_retry_delay`, `max_attempts` times.
 //! The task wakes on the engine's `events` watch, at the next due retry,
-//! and on `hfctl notifications retry`.
+//! on `hfctl notifications retry`, and when the registry changes (a chain's
+//! rules come and go with its file). While there is no rule at all it only
+//! follows the last event id, reading nothing.
 
 mod deliver;
 mod mail;
@@ -21,6 +24,7 @@ use std::time::Duration;
 use holdfast_api::Event;
 use tokio::sync::{Notify, watch};
 
+use crate::registry::Registry;
 use crate::store::{self, NewDelivery, Store, StoreError, WriteOp};
 pub use rules::{Rule, RuleFile};
 
@@ -39,14 +43,21 @@ pub fn wake() {
     RETRY.notify_one();
 }
 
-/// Start the task (nothing when no rule is configured).
-pub fn start(store: Store, rules: Arc<Vec<Rule>>, events: watch::Receiver<u64>) {
-    if rules.is_empty() {
-        return;
-    }
+/// Start the task: the settings file's rules, and those of the chains in
+/// `registry` as it changes.
+pub fn start(
+    store: Store,
+    settings_rules: Arc<Vec<Rule>>,
+    registry: watch::Receiver<Arc<Registry>>,
+    events: watch::Receiver<u64>,
+) {
     tokio::spawn(async move {
         // A store error (a full disk) pauses the notifier; it goes on from
         // what is committed, so nothing is lost or sent twice by the pause.
+        let rules = Rules {
+            settings: settings_rules,
+            registry,
+        };
         while let Err(error) = run(store.clone(), rules.clone(), events.clone()).await {
             tracing::error!(%error, "notifications paused by a store error; trying again in 5s");
             tokio::time::sleep(STORE_PAUSE).await;
@@ -54,9 +65,28 @@ pub fn start(store: Store, rules: Arc<Vec<Rule>>, events: watch::Receiver<u64>) 
     });
 }
 
+/// Where the rules come from.
+#[derive(Clone)]
+struct Rules {
+    settings: Arc<Vec<Rule>>,
+    registry: watch::Receiver<Arc<Registry>>,
+}
+
+impl Rules {
+    /// The settings file's rules, then each loaded chain's.
+    fn current(&mut self) -> Vec<Rule> {
+        let registry = self.registry.borrow_and_update().clone();
+        let mut rules = self.settings.as_ref().clone();
+        for entry in registry.entries.values() {
+            rules.extend(entry.notify.iter().cloned());
+        }
+        rules
+    }
+}
+
 async fn run(
     store: Store,
-    rules: Arc<Vec<Rule>>,
+    mut sources: Rules,
     mut events: watch::Receiver<u64>,
 ) -> Result<(), StoreError> {
     // The first start notifies from now on, not about the whole history.
@@ -68,9 +98,17 @@ async fn run(
         read: start,
         stored: start,
     };
+    let mut rules = sources.current();
     loop {
-        events.mark_unchanged();
-        queue(&store, &rules, &mut cursor).await?;
+        let last = *events.borrow_and_update();
+        if sources.registry.has_changed().unwrap_or(false) {
+            rules = sources.current();
+        }
+        if rules.is_empty() {
+            skip(&store, last, &mut cursor).await?;
+        } else {
+            queue(&store, &rules, &mut cursor).await?;
+        }
         deliver_due(&store, &rules).await?;
         let next = store.read(store::next_delivery_at).await?;
         let sleep = next.map_or(Duration::from_secs(3600), |at| {
@@ -84,6 +122,11 @@ async fn run(
             }
             () = tokio::time::sleep(sleep) => {}
             () = RETRY.notified() => {}
+            changed = sources.registry.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
         }
     }
 }
@@ -92,6 +135,28 @@ async fn run(
 struct Cursor {
     read: u64,
     stored: u64,
+}
+
+/// No rule: move the cursor past `last` without reading the events,
+/// committing it as [`queue`] does for events that matched nothing.
+async fn skip(store: &Store, last: u64, cursor: &mut Cursor) -> Result<(), StoreError> {
+    if last > cursor.read {
+        cursor.read = last;
+    }
+    if cursor.read - cursor.stored >= CURSOR_EVERY {
+        store
+            .write(
+                vec![WriteOp::QueueDeliveries {
+                    deliveries: Vec::new(),
+                    last_event: cursor.read,
+                    at: store::now_ms(),
+                }],
+                false,
+            )
+            .await?;
+        cursor.stored = cursor.read;
+    }
+    Ok(())
 }
 
 /// Queue deliveries for the events past the cursor and move it.
@@ -160,7 +225,7 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
             let attempts = delivery.attempts + 1;
             let Some(rule) = rules.iter().find(|r| r.name == delivery.rule) else {
                 let error = format!(
-                    "rule {} is no longer in the settings; add it back and retry",
+                    "rule {} is no longer in the settings or its chain file; add it back and retry",
                     delivery.rule
                 );
                 store

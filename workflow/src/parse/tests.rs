@@ -293,7 +293,7 @@ fn unknown_key_has_line_and_column() {
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
         "3:2: unknown key \"chains\" at the top level; expected [chain], [params.<name>], \
-         [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
+         [defaults], [schedule.<name>], [process.<name>], [handler.<kind>] or [notify.<name>]"
     );
 }
 
