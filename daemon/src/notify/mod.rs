@@ -99,9 +99,11 @@ async fn run(
         stored: start,
     };
     let mut rules = sources.current();
+    // `changed()` below marks the registry seen: it says so here.
+    let mut reload = false;
     loop {
         let last = *events.borrow_and_update();
-        if sources.registry.has_changed().unwrap_or(false) {
+        if std::mem::take(&mut reload) || sources.registry.has_changed().unwrap_or(false) {
             rules = sources.current();
         }
         if rules.is_empty() {
@@ -126,6 +128,7 @@ async fn run(
                 if changed.is_err() {
                     return Ok(());
                 }
+                reload = true;
             }
         }
     }

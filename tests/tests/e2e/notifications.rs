@@ -39,7 +39,7 @@ http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 "#;
 
 /// A child process killed when the test ends.
-struct Killed(std::process::Child);
+pub(crate) struct Killed(pub(crate) std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ impl Drop for Killed {
     }
 }
 
-fn lines_of(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn lines_of(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -56,7 +56,7 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-fn deliveries(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
+pub(crate) fn deliveries(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["notifications"];
     args.extend_from_slice(extra);
     daemon
