@@ -282,7 +282,8 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         tracing::error!(file = %file.display(), "workflow file rejected: {error}");
                     }
                 }
-                let previous_entry = previous.and_then(|p| p.entries.values().find(|e| e.file == file));
+                let previous_entry =
+                    previous.and_then(|p| p.entries.values().find(|e| e.file == file));
                 let last_good = previous_entry.and_then(|e| e.chain.clone());
                 let notify = previous_entry.map(|e| e.notify.clone()).unwrap_or_default();
                 let name = last_good.as_ref().map(|c| c.name.clone()).unwrap_or(stem);

@@ -144,12 +144,9 @@ async fn exec(
         .kill_on_drop(true);
     if let Some(run_as) = run_as {
         // Looked up again now, like an activity's user before each spawn.
-        let identity = crate::run_as::resolve(
-            &run_as.user,
-            run_as.group.as_deref(),
-            &run_as.run_as_groups,
-        )
-        .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
+        let identity =
+            crate::run_as::resolve(&run_as.user, run_as.group.as_deref(), &run_as.run_as_groups)
+                .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
         command
             .current_dir("/")
             .env("HOME", &identity.home)

@@ -230,7 +230,10 @@ pub fn check_smtp(smtp: Option<Smtp>) -> Result<Option<Smtp>, String> {
                 ));
             }
             let password = std::fs::read_to_string(file).map_err(|e| {
-                format!("[smtp]: password_file {} cannot be read: {e}", file.display())
+                format!(
+                    "[smtp]: password_file {} cannot be read: {e}",
+                    file.display()
+                )
             })?;
             let password = password.trim_end_matches(['\r', '\n']).to_string();
             if password.is_empty() {
@@ -249,7 +252,10 @@ pub fn check_smtp(smtp: Option<Smtp>) -> Result<Option<Smtp>, String> {
 }
 
 /// Check every rule; the message names the rule and says what to change.
-pub fn check(files: BTreeMap<String, RuleFile>, mail: &MailSettings<'_>) -> Result<Vec<Rule>, String> {
+pub fn check(
+    files: BTreeMap<String, RuleFile>,
+    mail: &MailSettings<'_>,
+) -> Result<Vec<Rule>, String> {
     files
         .into_iter()
         .map(|(name, file)| {
@@ -366,7 +372,10 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
             column: Some(rule.column),
             message: format!("notify.{}: {message}", rule.name),
         };
-        let run_as = match (&rule.exec, crate::run_as::default_user(rule.user.as_deref(), settings)) {
+        let run_as = match (
+            &rule.exec,
+            crate::run_as::default_user(rule.user.as_deref(), settings),
+        ) {
             (Some(_), Some(user)) => {
                 if let Err(e) = crate::run_as::check_user(user, rule.user.is_some(), settings)
                     .and_then(|()| {
@@ -415,7 +424,11 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
             coalesce: rule.coalesce,
         });
     }
-    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 fn webhook(hook: WebhookFile) -> Result<Target, String> {

@@ -254,14 +254,26 @@ exec = ["/nonexistent/page"]
         ],
     );
     for (name, at, words) in [
-        ("chains", (7, 10), &["notify.wide", "chains", "settings file"][..]),
+        (
+            "chains",
+            (7, 10),
+            &["notify.wide", "chains", "settings file"][..],
+        ),
         ("mail", (5, 9), &["notify.ops", "sendmail", "[smtp]"][..]),
-        ("missing", (5, 9), &["notify.pager", "/nonexistent/page"][..]),
+        (
+            "missing",
+            (5, 9),
+            &["notify.pager", "/nonexistent/page"][..],
+        ),
     ] {
         let entry = workflow(&daemon, name);
         assert_eq!(entry.status, "broken", "{entry:#?}");
         let error = entry.error.clone().expect("an error");
-        assert_eq!((error.line, error.column), (Some(at.0), Some(at.1)), "{error:#?}");
+        assert_eq!(
+            (error.line, error.column),
+            (Some(at.0), Some(at.1)),
+            "{error:#?}"
+        );
         for word in words {
             assert!(error.message.contains(word), "{word:?} in {error:#?}");
         }
@@ -276,8 +288,7 @@ exec = ["/nonexistent/page"]
 /// file's hooks run as the daemon's user (root).
 #[test]
 fn chain_exec_hooks_run_as_the_chains_user() {
-    let Some(_accounts) =
-        crate::users::accounts_or_skip("chain_exec_hooks_run_as_the_chains_user")
+    let Some(_accounts) = crate::users::accounts_or_skip("chain_exec_hooks_run_as_the_chains_user")
     else {
         return;
     };
@@ -353,7 +364,19 @@ exec = ["{}/root.sh"]
         });
         text.lines().next().unwrap_or_default().to_string()
     };
-    assert_eq!(who("named", 1), "hft-runas", "as the chain's [defaults] user");
-    assert_eq!(who("unnamed", 1), "hft-member", "as run_as_default, not root");
-    assert_eq!(who("root", 2), "root", "a settings rule runs as the daemon's user");
+    assert_eq!(
+        who("named", 1),
+        "hft-runas",
+        "as the chain's [defaults] user"
+    );
+    assert_eq!(
+        who("unnamed", 1),
+        "hft-member",
+        "as run_as_default, not root"
+    );
+    assert_eq!(
+        who("root", 2),
+        "root",
+        "a settings rule runs as the daemon's user"
+    );
 }

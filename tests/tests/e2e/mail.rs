@@ -114,7 +114,10 @@ mail = {{ to = ["ops@example.com"] }}
         assert!(data.contains(&fact), "the mail says {fact:?}:\n{data}");
     }
     let log = std::fs::read_to_string(daemon.log_path()).unwrap_or_default();
-    assert!(!log.contains(password), "the password is never logged:\n{log}");
+    assert!(
+        !log.contains(password),
+        "the password is never logged:\n{log}"
+    );
 }
 
 /// Without `[smtp]`, a mail rule hands the mail to the sendmail program
@@ -159,8 +162,9 @@ mail = { to = ["ops@example.com", "dba@example.com"] }
     );
     let message = std::fs::read_to_string(dir.join("message")).expect("the message");
     assert!(
-        message.contains(&format!("Subject: [holdfast] job.failed: job {job_id} (nightly)"))
-            && message.contains("ORA-01555"),
+        message.contains(&format!(
+            "Subject: [holdfast] job.failed: job {job_id} (nightly)"
+        )) && message.contains("ORA-01555"),
         "{message}"
     );
 }

@@ -50,7 +50,12 @@ pub(super) fn build_rules(
 ) -> Vec<NotifyRule> {
     let mut rules = Vec::new();
     for entry in raw {
-        check_name("notification rule", &entry.name, &entry.name_span, diagnostics);
+        check_name(
+            "notification rule",
+            &entry.name,
+            &entry.name_span,
+            diagnostics,
+        );
         let Some(file) = entry.value else {
             continue;
         };
@@ -69,7 +74,10 @@ pub(super) fn build_rules(
         if file.on.get_ref().is_empty() {
             diagnostics.error(
                 &file.on.span(),
-                format!("{}: names no event; list kinds such as \"job.failed\"", at("on")),
+                format!(
+                    "{}: names no event; list kinds such as \"job.failed\"",
+                    at("on")
+                ),
             );
         }
         for kind in file.on.get_ref() {
@@ -112,18 +120,19 @@ pub(super) fn build_rules(
                 format!("{}: is empty; give a program and its arguments", at("exec")),
             );
         }
-        let max_attempts = file.max_attempts.as_ref().and_then(|n| {
-            match u32::try_from(*n.get_ref()) {
-                Ok(n) if n >= 1 => Some(n),
-                _ => {
-                    diagnostics.error(
-                        &n.span(),
-                        format!("{}: must be at least 1", at("max_attempts")),
-                    );
-                    None
-                }
-            }
-        });
+        let max_attempts =
+            file.max_attempts
+                .as_ref()
+                .and_then(|n| match u32::try_from(*n.get_ref()) {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => {
+                        diagnostics.error(
+                            &n.span(),
+                            format!("{}: must be at least 1", at("max_attempts")),
+                        );
+                        None
+                    }
+                });
         let durations = [
             ("coalesce", &file.coalesce),
             ("retry_delay", &file.retry_delay),
@@ -143,7 +152,12 @@ pub(super) fn build_rules(
             name: entry.name,
             line,
             column,
-            on: file.on.into_inner().into_iter().map(Spanned::into_inner).collect(),
+            on: file
+                .on
+                .into_inner()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             tenants: file.tenants,
             webhook: file.webhook.map(|hook| NotifyWebhook {
                 url: hook.url,
