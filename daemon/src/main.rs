@@ -375,6 +375,7 @@ fn start_engine(
         store.clone(),
         settings.notify.clone(),
         handle.registry.clone(),
+        handle.notifier.clone(),
         handle.events.clone(),
     );
     retention::start(

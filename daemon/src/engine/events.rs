@@ -6,10 +6,14 @@
 //! reader that has seen id N has seen every committed event below N. After
 //! each commit that carried events, the last id is published on a `watch`
 //! channel that wakes `events.subscribe`, which reads the table itself.
+//! A second `watch` wakes the notifier, only after a commit that carried an
+//! event of a kind some rule names: the engine pays one lookup per event
+//! for notifications, and the notifier is not woken for the others.
 
 use std::collections::HashMap;
 
 use holdfast_api::{ActivityState, Event, FailedActivity, JobState};
+use holdfast_workflow::NOTIFY_KINDS;
 use tokio::sync::watch;
 
 use super::job::JobRun;
@@ -78,18 +82,44 @@ pub struct Outbox {
     committed: watch::Sender<u64>,
     /// An event was added since the last commit.
     unsent: bool,
+    /// The last event id committed of a kind some rule names, for the
+    /// notifier.
+    notifier: watch::Sender<u64>,
+    /// The kinds rules name: bit i for `NOTIFY_KINDS[i]`.
+    wanted: u16,
+    /// An event of a wanted kind was added since the last commit.
+    unsent_wanted: bool,
 }
 
 impl Outbox {
-    /// Ids continue after `last_id`, the highest ever given out.
-    pub fn new(last_id: u64, committed: watch::Sender<u64>) -> Outbox {
+    /// Ids continue after `last_id`, the highest ever given out. The
+    /// notifier starts from `last_id` too, so it looks at what a previous
+    /// run left.
+    pub fn new(
+        last_id: u64,
+        committed: watch::Sender<u64>,
+        notifier: watch::Sender<u64>,
+    ) -> Outbox {
         committed.send_replace(last_id);
+        notifier.send_replace(last_id);
         Outbox {
             next_id: last_id + 1,
             failures: HashMap::new(),
             committed,
             unsent: false,
+            notifier,
+            wanted: 0,
+            unsent_wanted: false,
         }
+    }
+
+    /// Wake the notifier only for the kinds these rules name.
+    pub fn want<'a>(&mut self, rules: impl IntoIterator<Item = &'a crate::notify::Rule>) {
+        self.wanted = rules
+            .into_iter()
+            .flat_map(|rule| rule.on.iter())
+            .filter_map(|kind| NOTIFY_KINDS.iter().position(|k| k == kind))
+            .fold(0, |bits, i| bits | 1 << i);
     }
 
     /// The write that records `event`, with its id given out now.
@@ -97,6 +127,14 @@ impl Outbox {
         event.id = self.next_id;
         self.next_id += 1;
         self.unsent = true;
+        if self.wanted != 0
+            && NOTIFY_KINDS
+                .iter()
+                .position(|k| *k == event.kind)
+                .is_some_and(|i| self.wanted & 1 << i != 0)
+        {
+            self.unsent_wanted = true;
+        }
         let at = at.unwrap_or_else(store::now_ms);
         event.at = store::rfc3339(at);
         let payload = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
@@ -251,6 +289,9 @@ impl Outbox {
     pub fn committed(&mut self) {
         if std::mem::take(&mut self.unsent) {
             self.committed.send_replace(self.next_id - 1);
+        }
+        if std::mem::take(&mut self.unsent_wanted) {
+            self.notifier.send_replace(self.next_id - 1);
         }
     }
 }

@@ -11,8 +11,10 @@
 //! `retry_delay`, doubling up to `max_retry_delay`, `max_attempts` times.
 //! The task wakes on the engine's `events` watch, at the next due retry,
 //! on `hfctl notifications retry`, and when the registry changes (a chain's
-//! rules come and go with its file). While there is no rule at all it only
-//! follows the last event id, reading nothing.
+//! rules come and go with its file). The engine wakes it only after a
+//! commit that carried an event of a kind some rule names, and it reads
+//! only events of those kinds, matching rules on the stored columns and
+//! queueing the stored payload as it is.
 
 mod deliver;
 mod mail;
@@ -21,7 +23,6 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast_api::Event;
 use tokio::sync::{Notify, watch};
 
 use crate::registry::Registry;
@@ -43,12 +44,24 @@ pub fn wake() {
     RETRY.notify_one();
 }
 
+/// Every rule: the settings file's, then each loaded chain's.
+pub fn rules_of(settings_rules: &[Rule], registry: &Registry) -> Vec<Rule> {
+    let mut rules = settings_rules.to_vec();
+    for entry in registry.entries.values() {
+        rules.extend(entry.notify.iter().cloned());
+    }
+    rules
+}
+
 /// Start the task: the settings file's rules, and those of the chains in
-/// `registry` as it changes.
+/// `registry` as it changes. `notifier` is the last committed event of a
+/// kind some rule names (the engine's [`crate::engine::EngineHandle`]),
+/// `events` the last committed event of any kind.
 pub fn start(
     store: Store,
     settings_rules: Arc<Vec<Rule>>,
     registry: watch::Receiver<Arc<Registry>>,
+    notifier: watch::Receiver<u64>,
     events: watch::Receiver<u64>,
 ) {
     tokio::spawn(async move {
@@ -57,8 +70,9 @@ pub fn start(
         let rules = Rules {
             settings: settings_rules,
             registry,
+            events,
         };
-        while let Err(error) = run(store.clone(), rules.clone(), events.clone()).await {
+        while let Err(error) = run(store.clone(), rules.clone(), notifier.clone()).await {
             tracing::error!(%error, "notifications paused by a store error; trying again in 5s");
             tokio::time::sleep(STORE_PAUSE).await;
         }
@@ -70,24 +84,33 @@ pub fn start(
 struct Rules {
     settings: Arc<Vec<Rule>>,
     registry: watch::Receiver<Arc<Registry>>,
+    /// The last committed event of any kind.
+    events: watch::Receiver<u64>,
 }
 
 impl Rules {
     /// The settings file's rules, then each loaded chain's.
     fn current(&mut self) -> Vec<Rule> {
         let registry = self.registry.borrow_and_update().clone();
-        let mut rules = self.settings.as_ref().clone();
-        for entry in registry.entries.values() {
-            rules.extend(entry.notify.iter().cloned());
-        }
-        rules
+        rules_of(&self.settings, &registry)
     }
+}
+
+/// The kinds `rules` name, as the JSON array the store's query takes.
+fn kinds_of(rules: &[Rule]) -> String {
+    let mut kinds: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r.on.iter().map(String::as_str))
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    serde_json::to_string(&kinds).unwrap_or_else(|_| "[]".into())
 }
 
 async fn run(
     store: Store,
     mut sources: Rules,
-    mut events: watch::Receiver<u64>,
+    mut notifier: watch::Receiver<u64>,
 ) -> Result<(), StoreError> {
     // The first start notifies from now on, not about the whole history.
     let start = match store.read(store::notify_cursor).await? {
@@ -99,17 +122,23 @@ async fn run(
         stored: start,
     };
     let mut rules = sources.current();
+    let mut kinds = kinds_of(&rules);
     // `changed()` below marks the registry seen: it says so here.
     let mut reload = false;
     loop {
-        let last = *events.borrow_and_update();
+        let upto = *notifier.borrow_and_update();
         if std::mem::take(&mut reload) || sources.registry.has_changed().unwrap_or(false) {
+            let had_none = rules.is_empty();
             rules = sources.current();
+            kinds = kinds_of(&rules);
+            // The first rule (a chain's, loaded later) notifies from now
+            // on, not about what happened while there was none.
+            if had_none && !rules.is_empty() {
+                cursor.read = cursor.read.max(*sources.events.borrow());
+            }
         }
-        if rules.is_empty() {
-            skip(&store, last, &mut cursor).await?;
-        } else {
-            queue(&store, &rules, &mut cursor).await?;
+        if !rules.is_empty() {
+            queue(&store, &rules, &kinds, upto, &mut cursor).await?;
         }
         deliver_due(&store, &rules).await?;
         let next = store.read(store::next_delivery_at).await?;
@@ -117,7 +146,7 @@ async fn run(
             Duration::from_millis((at - store::now_ms()).max(0) as u64)
         });
         tokio::select! {
-            changed = events.changed() => {
+            changed = notifier.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
@@ -140,28 +169,6 @@ struct Cursor {
     stored: u64,
 }
 
-/// No rule: move the cursor past `last` without reading the events,
-/// committing it as [`queue`] does for events that matched nothing.
-async fn skip(store: &Store, last: u64, cursor: &mut Cursor) -> Result<(), StoreError> {
-    if last > cursor.read {
-        cursor.read = last;
-    }
-    if cursor.read - cursor.stored >= CURSOR_EVERY {
-        store
-            .write(
-                vec![WriteOp::QueueDeliveries {
-                    deliveries: Vec::new(),
-                    last_event: cursor.read,
-                    at: store::now_ms(),
-                }],
-                false,
-            )
-            .await?;
-        cursor.stored = cursor.read;
-    }
-    Ok(())
-}
-
 /// Queue deliveries for the events past the cursor and move it.
 ///
 /// The cursor is committed with every delivery it queues (so no event is
@@ -170,30 +177,46 @@ async fn skip(store: &Store, last: u64, cursor: &mut Cursor) -> Result<(), Store
 /// queues nothing. So events no rule wants cost the store no write, and
 /// the writes are not synchronous: the cursor and its deliveries are lost
 /// or kept together, and the events they come from are in the outbox.
-async fn queue(store: &Store, rules: &[Rule], cursor: &mut Cursor) -> Result<(), StoreError> {
+async fn queue(
+    store: &Store,
+    rules: &[Rule],
+    kinds: &str,
+    upto: u64,
+    cursor: &mut Cursor,
+) -> Result<(), StoreError> {
     loop {
         let after = cursor.read;
-        let page: Vec<Event> = store
-            .read(move |conn| store::events_since(conn, after, PAGE))
-            .await?;
-        let Some(last) = page.last().map(|e| e.id) else {
+        if after >= upto {
             return Ok(());
+        }
+        let kinds = kinds.to_string();
+        let page = store
+            .read(move |conn| store::events_of_kinds(conn, after, upto, &kinds, PAGE))
+            .await?;
+        // A page that is not full holds every wanted event up to `upto`.
+        let full = page.len() == PAGE as usize;
+        let last = match page.last() {
+            Some(event) if full => event.id,
+            _ => upto,
         };
         let mut deliveries = Vec::new();
         let now = store::now_ms();
         for event in &page {
-            for rule in rules.iter().filter(|r| r.matches(event)) {
+            let (chain, tenant) = (event.chain.as_deref(), event.tenant.as_deref());
+            for rule in rules
+                .iter()
+                .filter(|r| r.matches(&event.kind, chain, tenant))
+            {
                 deliveries.push(NewDelivery {
                     event_id: event.id,
                     rule: rule.name.clone(),
                     kind: event.kind.clone(),
                     job_id: event.job_id,
-                    payload: serde_json::to_string(event).unwrap_or_default(),
+                    payload: event.payload.clone(),
                     digest_until: rule.coalesce.map(|window| now + window.as_millis() as i64),
                 });
             }
         }
-        let full = page.len() == PAGE as usize;
         if !deliveries.is_empty() || last - cursor.stored >= CURSOR_EVERY {
             store
                 .write(

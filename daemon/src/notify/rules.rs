@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use holdfast_api::{Event, LoadError};
+use holdfast_api::LoadError;
 use holdfast_workflow::Chain;
 use serde::Deserialize;
 
@@ -143,19 +143,13 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Does `event` concern this rule?
-    pub fn matches(&self, event: &Event) -> bool {
-        self.on.contains(&event.kind)
+    /// Does an event of `kind`, `chain` and `tenant` concern this rule?
+    pub fn matches(&self, kind: &str, chain: Option<&str>, tenant: Option<&str>) -> bool {
+        self.on.iter().any(|k| k == kind)
             && (self.chains.is_empty()
-                || event
-                    .chain
-                    .as_deref()
-                    .is_some_and(|c| self.chains.iter().any(|g| glob(g, c))))
+                || chain.is_some_and(|c| self.chains.iter().any(|g| glob(g, c))))
             && (self.tenants.is_empty()
-                || event
-                    .tenant
-                    .as_deref()
-                    .is_some_and(|t| self.tenants.iter().any(|g| glob(g, t))))
+                || tenant.is_some_and(|t| self.tenants.iter().any(|g| glob(g, t))))
     }
 
     /// The wait before attempt `attempts + 1`, doubling from `retry_delay`.

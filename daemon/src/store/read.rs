@@ -402,6 +402,38 @@ pub fn events_since(
     Ok(events)
 }
 
+/// Events after `since` up to `upto` whose kind is one of `kinds`, as
+/// stored (the notifier matches on the columns and sends the payload as it
+/// is, without reading it).
+pub fn events_of_kinds(
+    conn: &Connection,
+    since: u64,
+    upto: u64,
+    kinds: &str,
+    limit: u32,
+) -> Result<Vec<super::EventRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, at, job_id, chain, tenant, payload FROM events
+         WHERE id > ?1 AND id <= ?2 AND kind IN (SELECT value FROM json_each(?3))
+         ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![since as i64, upto as i64, kinds, limit],
+        |r| {
+            Ok(super::EventRow {
+                id: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                at: r.get(2)?,
+                job_id: r.get::<_, Option<i64>>(3)?.map(|j| j as u64),
+                chain: r.get(4)?,
+                tenant: r.get(5)?,
+                payload: r.get(6)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The text of a stored chain definition.
 pub fn definition_source(
     conn: &Connection,
