@@ -33,6 +33,9 @@ pub use rules::{Rule, RuleFile};
 const PAGE: u32 = 500;
 /// Events looked at between two commits of a cursor that queued nothing.
 const CURSOR_EVERY: u64 = 10_000;
+/// Deliveries attempted at once, so one slow receiver does not hold up
+/// the others.
+const AT_ONCE: usize = 8;
 /// How long the notifier waits after a store error.
 const STORE_PAUSE: Duration = Duration::from_secs(5);
 
@@ -237,7 +240,8 @@ async fn queue(
     }
 }
 
-/// Attempt every due delivery and record how each went.
+/// Attempt every due delivery, [`AT_ONCE`] at a time, and record how the
+/// attempts of each page of them went in one write.
 async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
     loop {
         let now = store::now_ms();
@@ -247,44 +251,79 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
         if due.is_empty() {
             return Ok(());
         }
-        for delivery in due {
-            let attempts = delivery.attempts + 1;
-            let Some(rule) = rules.iter().find(|r| r.name == delivery.rule) else {
-                let error = format!(
-                    "rule {} is no longer in the settings or its chain file; add it back and retry",
-                    delivery.rule
-                );
-                store
-                    .write(
-                        vec![outcome(delivery.id, "failed", attempts, 0, Some(error))],
-                        false,
-                    )
-                    .await?;
-                continue;
+        let mut ops = Vec::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut started = std::collections::HashMap::new();
+        let mut due = due.into_iter();
+        loop {
+            while running.len() < AT_ONCE {
+                let Some(delivery) = due.next() else {
+                    break;
+                };
+                let attempts = delivery.attempts + 1;
+                let Some(rule) = rules.iter().find(|r| r.name == delivery.rule).cloned() else {
+                    let error = format!(
+                        "rule {} is no longer in the settings or its chain file; add it back and retry",
+                        delivery.rule
+                    );
+                    ops.push(outcome(delivery.id, "failed", attempts, 0, Some(error)));
+                    continue;
+                };
+                let delivery_id = delivery.id;
+                let id = running
+                    .spawn(async move {
+                        let result = deliver::send(&rule, &delivery).await;
+                        settle(&rule, &delivery, result)
+                    })
+                    .id();
+                started.insert(id, (delivery_id, attempts));
+            }
+            let Some(done) = running.join_next_with_id().await else {
+                break;
             };
-            let op = match deliver::send(rule, &delivery).await {
-                Ok(()) => {
-                    tracing::info!(rule = %rule.name, event = delivery.event_id, kind = %delivery.kind, attempts, "notification delivered");
-                    outcome(delivery.id, "delivered", attempts, 0, None)
-                }
-                Err(error) if attempts >= rule.max_attempts => {
-                    tracing::error!(rule = %rule.name, event = delivery.event_id, attempts, %error, "notification failed; no attempt left (hfctl notifications retry)");
-                    outcome(delivery.id, "failed", attempts, 0, Some(error.to_string()))
-                }
+            match done {
+                Ok((_, op)) => ops.push(op),
                 Err(error) => {
-                    let delay = rule.backoff(attempts);
-                    tracing::warn!(rule = %rule.name, event = delivery.event_id, attempts, %error, retry_in = %humantime::format_duration(delay), "notification not delivered; retrying");
-                    let next = store::now_ms() + delay.as_millis() as i64;
-                    outcome(
-                        delivery.id,
-                        "pending",
-                        attempts,
-                        next,
-                        Some(error.to_string()),
-                    )
+                    // Never expected: the delivery is tried again later.
+                    if let Some((id, attempts)) = started.get(&error.id()) {
+                        let next = store::now_ms() + STORE_PAUSE.as_millis() as i64;
+                        let message = format!("the attempt ended abnormally: {error}");
+                        ops.push(outcome(*id, "pending", *attempts, next, Some(message)));
+                    }
                 }
-            };
-            store.write(vec![op], false).await?;
+            }
+        }
+        store.write(ops, false).await?;
+    }
+}
+
+/// The outcome of one attempt, logged, as the write that records it.
+fn settle(
+    rule: &Rule,
+    delivery: &store::DueDelivery,
+    result: Result<(), deliver::DeliveryError>,
+) -> WriteOp {
+    let attempts = delivery.attempts + 1;
+    match result {
+        Ok(()) => {
+            tracing::info!(rule = %rule.name, event = delivery.event_id, kind = %delivery.kind, attempts, "notification delivered");
+            outcome(delivery.id, "delivered", attempts, 0, None)
+        }
+        Err(error) if attempts >= rule.max_attempts => {
+            tracing::error!(rule = %rule.name, event = delivery.event_id, attempts, %error, "notification failed; no attempt left (hfctl notifications retry)");
+            outcome(delivery.id, "failed", attempts, 0, Some(error.to_string()))
+        }
+        Err(error) => {
+            let delay = rule.backoff(attempts);
+            tracing::warn!(rule = %rule.name, event = delivery.event_id, attempts, %error, retry_in = %humantime::format_duration(delay), "notification not delivered; retrying");
+            let next = store::now_ms() + delay.as_millis() as i64;
+            outcome(
+                delivery.id,
+                "pending",
+                attempts,
+                next,
+                Some(error.to_string()),
+            )
         }
     }
 }
