@@ -376,7 +376,6 @@ fn start_engine(
         settings.notify.clone(),
         handle.registry.clone(),
         handle.notifier.clone(),
-        handle.events.clone(),
     );
     retention::start(
         store.clone(),

@@ -52,6 +52,9 @@ pub struct ConnectionEntry {
 /// All chains, tenants and connection profiles by name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
+    /// The last event id the engine had given out when it took this
+    /// registry: a rule first loaded with it notifies what comes after.
+    pub events_before: u64,
     pub entries: BTreeMap<String, Entry>,
     pub tenants: BTreeMap<String, TenantEntry>,
     pub connections: BTreeMap<String, ConnectionEntry>,

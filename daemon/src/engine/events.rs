@@ -113,6 +113,11 @@ impl Outbox {
         }
     }
 
+    /// The last event id given out (committed or about to be).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
     /// Wake the notifier only for the kinds these rules name.
     pub fn want<'a>(&mut self, rules: impl IntoIterator<Item = &'a crate::notify::Rule>) {
         self.wanted = rules

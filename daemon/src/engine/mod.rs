@@ -562,7 +562,8 @@ impl Engine {
             Command::Flush => {}
             Command::Reload { reply } => {
                 let previous = self.registry.borrow().clone();
-                let registry = crate::registry::load(&self.settings, Some(&previous));
+                let mut registry = crate::registry::load(&self.settings, Some(&previous));
+                registry.events_before = self.outbox.last_id();
                 tracing::info!(
                     chains = registry.loaded_count(),
                     broken = registry.broken_count(),

@@ -33,8 +33,7 @@ pub use rules::{Rule, RuleFile};
 const PAGE: u32 = 500;
 /// Events looked at between two commits of a cursor that queued nothing.
 const CURSOR_EVERY: u64 = 10_000;
-/// Deliveries attempted at once, so one slow receiver does not hold up
-/// the others.
+/// Rules whose deliveries are attempted at once.
 const AT_ONCE: usize = 8;
 /// How long the notifier waits after a store error.
 const STORE_PAUSE: Duration = Duration::from_secs(5);
@@ -58,14 +57,12 @@ pub fn rules_of(settings_rules: &[Rule], registry: &Registry) -> Vec<Rule> {
 
 /// Start the task: the settings file's rules, and those of the chains in
 /// `registry` as it changes. `notifier` is the last committed event of a
-/// kind some rule names (the engine's [`crate::engine::EngineHandle`]),
-/// `events` the last committed event of any kind.
+/// kind some rule names (the engine's [`crate::engine::EngineHandle`]).
 pub fn start(
     store: Store,
     settings_rules: Arc<Vec<Rule>>,
     registry: watch::Receiver<Arc<Registry>>,
     notifier: watch::Receiver<u64>,
-    events: watch::Receiver<u64>,
 ) {
     tokio::spawn(async move {
         // A store error (a full disk) pauses the notifier; it goes on from
@@ -73,7 +70,6 @@ pub fn start(
         let rules = Rules {
             settings: settings_rules,
             registry,
-            events,
         };
         while let Err(error) = run(store.clone(), rules.clone(), notifier.clone()).await {
             tracing::error!(%error, "notifications paused by a store error; trying again in 5s");
@@ -87,15 +83,14 @@ pub fn start(
 struct Rules {
     settings: Arc<Vec<Rule>>,
     registry: watch::Receiver<Arc<Registry>>,
-    /// The last committed event of any kind.
-    events: watch::Receiver<u64>,
 }
 
 impl Rules {
-    /// The settings file's rules, then each loaded chain's.
-    fn current(&mut self) -> Vec<Rule> {
+    /// The settings file's rules, then each loaded chain's, and the last
+    /// event id given out before they were loaded.
+    fn current(&mut self) -> (Vec<Rule>, u64) {
         let registry = self.registry.borrow_and_update().clone();
-        rules_of(&self.settings, &registry)
+        (rules_of(&self.settings, &registry), registry.events_before)
     }
 }
 
@@ -124,7 +119,7 @@ async fn run(
         read: start,
         stored: start,
     };
-    let mut rules = sources.current();
+    let (mut rules, _) = sources.current();
     let mut kinds = kinds_of(&rules);
     // `changed()` below marks the registry seen: it says so here.
     let mut reload = false;
@@ -132,12 +127,13 @@ async fn run(
         let upto = *notifier.borrow_and_update();
         if std::mem::take(&mut reload) || sources.registry.has_changed().unwrap_or(false) {
             let had_none = rules.is_empty();
-            rules = sources.current();
+            let before;
+            (rules, before) = sources.current();
             kinds = kinds_of(&rules);
-            // The first rule (a chain's, loaded later) notifies from now
-            // on, not about what happened while there was none.
+            // The first rule (a chain's, loaded later) notifies what
+            // happened after it loaded, not while there was none.
             if had_none && !rules.is_empty() {
-                cursor.read = cursor.read.max(*sources.events.borrow());
+                cursor.read = cursor.read.max(before);
             }
         }
         if !rules.is_empty() {
@@ -240,8 +236,11 @@ async fn queue(
     }
 }
 
-/// Attempt every due delivery, [`AT_ONCE`] at a time, and record how the
-/// attempts of each page of them went in one write.
+/// Attempt every due delivery and record how the attempts of each page of
+/// them went in one write. Each rule's deliveries are attempted one after
+/// the other, in order (a receiver sees a job start before it ends, and a
+/// hook never runs twice at once); up to [`AT_ONCE`] rules at a time, so
+/// one slow receiver does not hold up the others.
 async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
     loop {
         let now = store::now_ms();
@@ -252,48 +251,61 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
             return Ok(());
         }
         let mut ops = Vec::new();
-        let mut running = tokio::task::JoinSet::new();
-        let mut started = std::collections::HashMap::new();
-        let mut due = due.into_iter();
-        loop {
-            while running.len() < AT_ONCE {
-                let Some(delivery) = due.next() else {
-                    break;
-                };
-                let attempts = delivery.attempts + 1;
-                let Some(rule) = rules.iter().find(|r| r.name == delivery.rule).cloned() else {
+        let mut by_rule: Vec<(Rule, Vec<store::DueDelivery>)> = Vec::new();
+        for delivery in due {
+            if let Some((_, list)) = by_rule.iter_mut().find(|(r, _)| r.name == delivery.rule) {
+                list.push(delivery);
+                continue;
+            }
+            match rules.iter().find(|r| r.name == delivery.rule) {
+                Some(rule) => by_rule.push((rule.clone(), vec![delivery])),
+                None => {
                     let error = format!(
                         "rule {} is no longer in the settings or its chain file; add it back and retry",
                         delivery.rule
                     );
-                    ops.push(outcome(delivery.id, "failed", attempts, 0, Some(error)));
-                    continue;
-                };
-                let delivery_id = delivery.id;
-                let id = running
-                    .spawn(async move {
-                        let result = deliver::send(&rule, &delivery).await;
-                        settle(&rule, &delivery, result)
-                    })
-                    .id();
-                started.insert(id, (delivery_id, attempts));
-            }
-            let Some(done) = running.join_next_with_id().await else {
-                break;
-            };
-            match done {
-                Ok((_, op)) => ops.push(op),
-                Err(error) => {
-                    // Never expected: the delivery is tried again later.
-                    if let Some((id, attempts)) = started.get(&error.id()) {
-                        let next = store::now_ms() + STORE_PAUSE.as_millis() as i64;
-                        let message = format!("the attempt ended abnormally: {error}");
-                        ops.push(outcome(*id, "pending", *attempts, next, Some(message)));
-                    }
+                    ops.push(outcome(
+                        delivery.id,
+                        "failed",
+                        delivery.attempts + 1,
+                        0,
+                        Some(error),
+                    ));
                 }
             }
         }
+        let mut running = tokio::task::JoinSet::new();
+        let mut groups = by_rule.into_iter();
+        let mut abnormal = false;
+        loop {
+            while running.len() < AT_ONCE {
+                let Some((rule, list)) = groups.next() else {
+                    break;
+                };
+                running.spawn(async move {
+                    let mut ops = Vec::with_capacity(list.len());
+                    for delivery in &list {
+                        let result = deliver::send(&rule, delivery).await;
+                        ops.push(settle(&rule, delivery, result));
+                    }
+                    ops
+                });
+            }
+            match running.join_next().await {
+                Some(Ok(done)) => ops.extend(done),
+                // Never expected: the rule's deliveries stay due, attempted
+                // again at the next wake-up rather than in a loop now.
+                Some(Err(error)) => {
+                    tracing::error!(%error, "a notification task ended abnormally");
+                    abnormal = true;
+                }
+                None => break,
+            }
+        }
         store.write(ops, false).await?;
+        if abnormal {
+            return Ok(());
+        }
     }
 }
 

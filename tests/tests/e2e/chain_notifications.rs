@@ -380,3 +380,49 @@ exec = ["{}/root.sh"]
         "a settings rule runs as the daemon's user"
     );
 }
+
+/// A daemon without any rule: a chain file that gains a rule notifies the
+/// failures after it loaded, not the ones before (which no rule wanted
+/// when they happened).
+#[test]
+fn a_rule_added_later_notifies_from_then_on() {
+    let daemon = TestDaemon::start(&[("nightly.toml", FAILS)]);
+    let dir = daemon.dir().to_path_buf();
+    let paged = dir.join("paged");
+    write_hook(&dir, "page.sh", &paged, false);
+    let before = daemon.submit("nightly", &[]);
+    daemon.wait_done(before);
+    let first = workflow(&daemon, "nightly").version;
+    daemon.save_workflow_by_rename("nightly.toml", NIGHTLY_WITH_RULE);
+    eventually(EVENT_WAIT, "the chain with its rule to load", || {
+        let entry = workflow(&daemon, "nightly");
+        if entry.status == "loaded" && entry.version != first {
+            Ok(())
+        } else {
+            Err(format!("{entry:#?}"))
+        }
+    });
+    let after = daemon.submit("nightly", &[]);
+    daemon.wait_done(after);
+    eventually(
+        EVENT_WAIT,
+        "the failure under the rule to be notified",
+        || {
+            let events = paged_for(&paged, after);
+            if events.iter().any(|e| e["kind"] == "job.failed") {
+                Ok(())
+            } else {
+                Err(format!("{:#?}", lines_of(&paged)))
+            }
+        },
+    );
+    let got: Vec<u64> = lines_of(&paged)
+        .iter()
+        .filter_map(|e| e["job_id"].as_u64())
+        .collect();
+    assert!(got.contains(&after), "{got:?}");
+    assert!(
+        !got.contains(&before),
+        "the failure before the rule loaded is not notified: {got:?}"
+    );
+}
