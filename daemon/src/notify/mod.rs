@@ -275,14 +275,15 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
             }
         }
         let mut running = tokio::task::JoinSet::new();
+        let mut started = std::collections::HashMap::new();
         let mut groups = by_rule.into_iter();
-        let mut abnormal = false;
         loop {
             while running.len() < AT_ONCE {
                 let Some((rule, list)) = groups.next() else {
                     break;
                 };
-                running.spawn(async move {
+                let ids: Vec<(u64, u32)> = list.iter().map(|d| (d.id, d.attempts + 1)).collect();
+                let task = running.spawn(async move {
                     let mut ops = Vec::with_capacity(list.len());
                     for delivery in &list {
                         let result = deliver::send(&rule, delivery).await;
@@ -290,22 +291,25 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
                     }
                     ops
                 });
+                started.insert(task.id(), ids);
             }
-            match running.join_next().await {
-                Some(Ok(done)) => ops.extend(done),
-                // Never expected: the rule's deliveries stay due, attempted
-                // again at the next wake-up rather than in a loop now.
+            match running.join_next_with_id().await {
+                Some(Ok((_, done))) => ops.extend(done),
+                // Never expected: the rule's deliveries are tried again
+                // after a pause (a delivered one may go out twice: at
+                // least once).
                 Some(Err(error)) => {
                     tracing::error!(%error, "a notification task ended abnormally");
-                    abnormal = true;
+                    let next = store::now_ms() + STORE_PAUSE.as_millis() as i64;
+                    for (id, attempts) in started.remove(&error.id()).unwrap_or_default() {
+                        let message = format!("the attempt ended abnormally: {error}");
+                        ops.push(outcome(id, "pending", attempts, next, Some(message)));
+                    }
                 }
                 None => break,
             }
         }
         store.write(ops, false).await?;
-        if abnormal {
-            return Ok(());
-        }
     }
 }
 
