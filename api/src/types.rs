@@ -414,6 +414,25 @@ pub struct WorkflowDetail {
     /// outside the operator groups.
     #[serde(default)]
     pub max_priority: Option<i32>,
+    /// The chain file's `[notify.NAME]` rules, as loaded.
+    #[serde(default)]
+    pub notify: Vec<NotifyRuleInfo>,
+}
+
+/// A chain file's notification rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyRuleInfo {
+    /// `CHAIN.NAME`, as `notification.list` names it.
+    pub name: String,
+    pub on: Vec<String>,
+    /// Where it delivers: `exec ARGV...`, `webhook URL` or `mail TO... via
+    /// smtp HOST:PORT` / `via sendmail PATH`.
+    pub target: String,
+    /// The user an `exec` hook runs as; absent: the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -161,6 +161,40 @@ impl Rule {
     }
 }
 
+/// A rule as `workflow.get` shows it.
+pub fn info(rule: &Rule) -> holdfast_api::NotifyRuleInfo {
+    let (target, run_as) = match &rule.target {
+        Target::Webhook {
+            host, port, path, ..
+        } => (format!("webhook http://{host}:{port}{path}"), None),
+        Target::Exec { argv, run_as } => (
+            format!("exec {}", argv.join(" ")),
+            run_as.as_ref().map(|r| match &r.group {
+                Some(group) => format!("{} (group {group})", r.user),
+                None => r.user.clone(),
+            }),
+        ),
+        Target::Mail { to, via } => (
+            format!(
+                "mail {} via {}",
+                to.join(", "),
+                match via {
+                    MailVia::Smtp(smtp) => format!("smtp {}:{}", smtp.host, smtp.port),
+                    MailVia::Sendmail(program) => format!("sendmail {}", program.display()),
+                }
+            ),
+            None,
+        ),
+    };
+    holdfast_api::NotifyRuleInfo {
+        name: rule.name.clone(),
+        on: rule.on.clone(),
+        target,
+        run_as,
+        coalesce_seconds: rule.coalesce.map(|d| d.as_secs_f64()),
+    }
+}
+
 /// `*` matches any run of characters; everything else itself.
 fn glob(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {

@@ -162,6 +162,20 @@ exec = ["@DIR@/witness.sh"]
             .any(|d| d["rule"] == "nightly.pager" && d["job_id"] == nightly),
         "the chain's rule is listed by its CHAIN.NAME: {listed:#?}"
     );
+    let detail = daemon.hfctl_json(&["describe", "nightly"]);
+    assert_eq!(detail["notify"][0]["name"], "nightly.pager", "{detail:#}");
+    assert_eq!(
+        detail["notify"][0]["on"],
+        serde_json::json!(["job.failed", "activity.failed"]),
+        "{detail:#}"
+    );
+    let described = daemon.hfctl(&["describe", "nightly"]);
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        text.contains("nightly.pager on job.failed, activity.failed: exec ")
+            && text.contains("page.sh"),
+        "{text}"
+    );
 
     // A broken rule: the file is broken at the rule's line and column, the
     // last good rule still notifies.
