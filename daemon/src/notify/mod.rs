@@ -33,6 +33,8 @@ pub use rules::{Rule, RuleFile};
 const PAGE: u32 = 500;
 /// Events looked at between two commits of a cursor that queued nothing.
 const CURSOR_EVERY: u64 = 10_000;
+/// How long the notifier lets events gather after a wake-up.
+const GATHER: Duration = Duration::from_millis(20);
 /// Rules whose deliveries are attempted at once.
 const AT_ONCE: usize = 8;
 /// How long the notifier waits after a store error.
@@ -123,6 +125,11 @@ async fn run(
     let mut kinds = kinds_of(&rules);
     // `changed()` below marks the registry seen: it says so here.
     let mut reload = false;
+    // Due deliveries are looked for when one was queued, at the next due
+    // time, on a retry by hand and when the rules change; not after events
+    // that queued nothing.
+    let mut look_for_due = true;
+    let mut next = None;
     loop {
         let upto = *notifier.borrow_and_update();
         if std::mem::take(&mut reload) || sources.registry.has_changed().unwrap_or(false) {
@@ -136,11 +143,11 @@ async fn run(
                 cursor.read = cursor.read.max(before);
             }
         }
-        if !rules.is_empty() {
-            queue(&store, &rules, &kinds, upto, &mut cursor).await?;
+        let queued = !rules.is_empty() && queue(&store, &rules, &kinds, upto, &mut cursor).await?;
+        if queued || std::mem::take(&mut look_for_due) {
+            deliver_due(&store, &rules).await?;
+            next = store.read(store::next_delivery_at).await?;
         }
-        deliver_due(&store, &rules).await?;
-        let next = store.read(store::next_delivery_at).await?;
         let sleep = next.map_or(Duration::from_secs(3600), |at| {
             Duration::from_millis((at - store::now_ms()).max(0) as u64)
         });
@@ -149,14 +156,19 @@ async fn run(
                 if changed.is_err() {
                     return Ok(());
                 }
+                // Let the events of the next commits gather: under load one
+                // read and one write serve many of them, for a few
+                // milliseconds of latency.
+                tokio::time::sleep(GATHER).await;
             }
-            () = tokio::time::sleep(sleep) => {}
-            () = RETRY.notified() => {}
+            () = tokio::time::sleep(sleep) => look_for_due = true,
+            () = RETRY.notified() => look_for_due = true,
             changed = sources.registry.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
                 reload = true;
+                look_for_due = true;
             }
         }
     }
@@ -168,7 +180,8 @@ struct Cursor {
     stored: u64,
 }
 
-/// Queue deliveries for the events past the cursor and move it.
+/// Queue deliveries for the events past the cursor and move it; true when
+/// any was queued.
 ///
 /// The cursor is committed with every delivery it queues (so no event is
 /// queued twice), and otherwise only every [`CURSOR_EVERY`] events: events
@@ -182,11 +195,12 @@ async fn queue(
     kinds: &str,
     upto: u64,
     cursor: &mut Cursor,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut queued = false;
     loop {
         let after = cursor.read;
         if after >= upto {
-            return Ok(());
+            return Ok(queued);
         }
         let kinds = kinds.to_string();
         let page = store
@@ -216,6 +230,7 @@ async fn queue(
                 });
             }
         }
+        queued |= !deliveries.is_empty();
         if !deliveries.is_empty() || last - cursor.stored >= CURSOR_EVERY {
             store
                 .write(
@@ -231,7 +246,7 @@ async fn queue(
         }
         cursor.read = last;
         if !full {
-            return Ok(());
+            return Ok(queued);
         }
     }
 }
