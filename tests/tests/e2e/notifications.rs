@@ -432,8 +432,8 @@ asyncore.loop()
 "#;
 
 /// A mail rule sends a readable mail with the facts of the event through
-/// a real SMTP server process; a mail rule without `[smtp]` is a load
-/// error.
+/// a real SMTP server process; a mail rule with neither `[smtp]` nor a
+/// sendmail program is a load error.
 #[test]
 fn mail_rules_send_a_readable_mail_through_the_smtp_server() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -501,7 +501,10 @@ mail = {{ to = ["ops@example.com", "dba@example.com"] }}
     }
 
     let mut bad = TestDaemon::prepare(
-        Some("[notify.ops]\non = [\"job.failed\"]\nmail = { to = [\"ops@example.com\"] }\n"),
+        Some(
+            "sendmail = \"/nonexistent/sendmail\"\n[notify.ops]\non = [\"job.failed\"]\n\
+             mail = { to = [\"ops@example.com\"] }\n",
+        ),
         &[],
     );
     let error = bad
