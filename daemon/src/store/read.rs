@@ -328,7 +328,34 @@ pub fn due_deliveries(
             attempts: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut due: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
+    for delivery in due.iter_mut().filter(|d| d.kind == "digest") {
+        if let Some(payload) = digest_payload(conn, delivery.id, &delivery.rule)? {
+            delivery.payload = payload;
+        }
+    }
+    Ok(due)
+}
+
+/// A digest's payload, `{"kind":"digest","rule","count","events":[...]}`,
+/// from its events' rows in event order (None for a digest a previous
+/// version kept whole in its payload).
+fn digest_payload(conn: &Connection, id: u64, rule: &str) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT payload FROM digest_events WHERE delivery_id = ?1 ORDER BY event_id",
+    )?;
+    let events: Vec<String> = stmt
+        .query_map(params![id as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let rule = serde_json::to_string(rule).unwrap_or_else(|_| "\"\"".into());
+    Ok(Some(format!(
+        "{{\"kind\":\"digest\",\"rule\":{rule},\"count\":{},\"events\":[{}]}}",
+        events.len(),
+        events.join(",")
+    )))
 }
 
 /// When the next pending delivery is due (ms), if any.

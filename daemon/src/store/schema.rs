@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
+const ALL: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -195,6 +195,19 @@ CREATE TABLE notify_cursor (
     singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
     last_event INTEGER NOT NULL
 );
+"#;
+
+/// Version 9: the events of a `coalesce` digest, one row each (a digest
+/// grows by an insert, not by rewriting its whole payload), and the open
+/// digest of a rule found by an index.
+const V9: &str = r#"
+CREATE TABLE digest_events (
+    delivery_id INTEGER NOT NULL,
+    event_id    INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_collecting ON deliveries (rule) WHERE state = 'collecting';
 "#;
 
 #[cfg(test)]
