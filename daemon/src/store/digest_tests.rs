@@ -58,3 +58,28 @@ fn a_digest_collects_its_window_in_order_then_a_new_one_opens() {
         r#"{"kind":"digest","rule":"ops","count":1,"events":[{"id":4}]}"#
     );
 }
+
+/// A digest a version-8 database kept whole in its payload keeps its
+/// events after the upgrade, and new ones join them.
+#[test]
+fn an_open_digest_of_version_8_keeps_its_events() {
+    let mut conn = Connection::open_in_memory().expect("in memory");
+    schema::migrations()
+        .to_version(&mut conn, 8)
+        .expect("version 8");
+    conn.execute(
+        "INSERT INTO deliveries (event_id, rule, kind, payload, state, next_at, created_at)
+         VALUES (1, 'ops', 'digest',
+            '{\"kind\":\"digest\",\"rule\":\"ops\",\"count\":2,\"events\":[{\"id\":1},{\"id\":2}]}',
+            'collecting', 1000, 100)",
+        [],
+    )
+    .expect("an old digest");
+    schema::migrations().to_latest(&mut conn).expect("upgraded");
+    queue(&mut conn, &[5], 1_000, 200);
+    let due = due_deliveries(&conn, 1_000, 10).expect("due");
+    assert_eq!(
+        due[0].payload,
+        r#"{"kind":"digest","rule":"ops","count":3,"events":[{"id":1},{"id":2},{"id":5}]}"#
+    );
+}

@@ -198,8 +198,9 @@ CREATE TABLE notify_cursor (
 "#;
 
 /// Version 9: the events of a `coalesce` digest, one row each (a digest
-/// grows by an insert, not by rewriting its whole payload), and the open
-/// digest of a rule found by an index.
+/// grows by an insert, not by rewriting its whole payload; digests not yet
+/// delivered move their events there), and the open digest of a rule
+/// found by an index.
 const V9: &str = r#"
 CREATE TABLE digest_events (
     delivery_id INTEGER NOT NULL,
@@ -208,6 +209,10 @@ CREATE TABLE digest_events (
     PRIMARY KEY (delivery_id, event_id)
 ) WITHOUT ROWID;
 CREATE INDEX deliveries_collecting ON deliveries (rule) WHERE state = 'collecting';
+INSERT OR IGNORE INTO digest_events (delivery_id, event_id, payload)
+    SELECT d.id, json_extract(e.value, '$.id'), e.value
+    FROM deliveries AS d, json_each(d.payload, '$.events') AS e
+    WHERE d.kind = 'digest' AND d.state IN ('collecting', 'pending');
 "#;
 
 #[cfg(test)]
