@@ -440,3 +440,55 @@ fn a_rule_added_later_notifies_from_then_on() {
         "the failure before the rule loaded is not notified: {got:?}"
     );
 }
+
+/// The `error_tail` a failure event carries is the stored, masked one: a
+/// secret parameter the failing activity printed reaches the hook as
+/// `***`, and its value is nowhere in what the hook got.
+#[test]
+fn failure_payloads_carry_the_masked_error_tail() {
+    const SECRET: &str = "hf-tok-8c1d0e77";
+    let chain = r#"
+[params.token]
+type = "string"
+secret = true
+
+[process.load.activity.facts]
+shell = "echo \"login with $HF_PARAM_TOKEN refused\" >&2; exit 3"
+
+[notify.pager]
+on = ["job.failed", "activity.failed"]
+exec = ["@DIR@/page.sh"]
+"#;
+    let mut daemon = TestDaemon::prepare(None, &[("nightly.toml", chain)]);
+    let dir = daemon.dir().to_path_buf();
+    let paged = dir.join("paged");
+    write_hook(&dir, "page.sh", &paged, false);
+    daemon.launch();
+    let params = dir.join("params.json");
+    std::fs::write(&params, format!(r#"{{"token": "{SECRET}"}}"#)).expect("params file");
+    let job_id = daemon.submit("nightly", &["--params", &params.display().to_string()]);
+    daemon.wait_done(job_id);
+    let (events, _) = eventually(EVENT_WAIT, "both failure events", || {
+        let events = paged_for(&paged, job_id);
+        if events.len() >= 2 {
+            Ok(events)
+        } else {
+            Err(format!("{events:#?}"))
+        }
+    });
+    let failed = events
+        .iter()
+        .find(|e| e["kind"] == "job.failed")
+        .expect("job.failed");
+    assert!(
+        failed["failed"][0]["error_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("login with *** refused")),
+        "{failed:#}"
+    );
+    let raw = std::fs::read_to_string(&paged).expect("paged");
+    assert!(
+        !raw.contains(SECRET),
+        "the secret never reaches the hook:\n{raw}"
+    );
+}
