@@ -7,7 +7,8 @@ use holdfast_api::Event;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::io::AsyncWriteExt;
 
 use super::deliver::DeliveryError;
 use super::rules::MailVia;
@@ -42,12 +43,7 @@ pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), Del
         .map_err(|e| DeliveryError::Status(format!("cannot build the mail: {e}")))?;
     let smtp = match via {
         MailVia::Smtp(smtp) => smtp,
-        MailVia::Sendmail(program) => {
-            return AsyncSendmailTransport::<Tokio1Executor>::new_with_command(program)
-                .send(message)
-                .await
-                .map_err(|e| DeliveryError::Status(format!("{}: {e}", program.display())));
-        }
+        MailVia::Sendmail(program) => return sendmail(program, &from, to, &message).await,
     };
     let mut mailer =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str()).port(smtp.port);
@@ -60,6 +56,40 @@ pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), Del
         .await
         .map(|_| ())
         .map_err(|e| DeliveryError::Status(format!("SMTP {}:{}: {e}", smtp.host, smtp.port)))
+}
+
+/// Hand `message` to the sendmail program as `sendmail -i -f FROM -- TO...`
+/// with the message on stdin (what lettre's sendmail transport does,
+/// without the dependencies that feature brings into the lock file).
+async fn sendmail(
+    program: &std::path::Path,
+    from: &str,
+    to: &[String],
+    message: &Message,
+) -> Result<(), DeliveryError> {
+    let mut child = tokio::process::Command::new(program)
+        .arg("-i")
+        .arg("-f")
+        .arg(from)
+        .arg("--")
+        .args(to)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&message.formatted()).await?;
+    }
+    let status = child.wait().await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(DeliveryError::Exit {
+            program: program.display().to_string(),
+            status: status.to_string(),
+        })
+    }
 }
 
 /// The subject and body of a mail for `payload`: the same facts as the
