@@ -533,6 +533,25 @@ pub struct WorkflowDetail {
     /// outside the operator groups.
     #[serde(default)]
     pub max_priority: Option<i32>,
+    /// The chain file's `[notify.NAME]` rules, as loaded.
+    #[serde(default)]
+    pub notify: Vec<NotifyRuleInfo>,
+}
+
+/// A chain file's notification rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyRuleInfo {
+    /// `CHAIN.NAME`, as `notification.list` names it.
+    pub name: String,
+    pub on: Vec<String>,
+    /// Where it delivers: `exec ARGV...`, `webhook URL` or `mail TO... via
+    /// smtp HOST:PORT` / `via sendmail PATH`.
+    pub target: String,
+    /// The user an `exec` hook runs as; absent: the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -807,6 +826,10 @@ pub struct Event {
     /// An error, an alert's text or why a schedule fire was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failed attempt's last lines of output, secrets masked as stored
+    /// (`activity.retrying`, `activity.failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
     /// The job's failed activities (job end events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedActivity>,
@@ -832,6 +855,9 @@ pub struct FailedActivity {
     pub error_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its last failed attempt's last lines of output, secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
 }
 
 /// Which events `events.subscribe` sends; every field left out matches all.

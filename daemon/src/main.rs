@@ -400,7 +400,8 @@ fn start_engine(
     notify::start(
         store.clone(),
         settings.notify.clone(),
-        handle.events.clone(),
+        handle.registry.clone(),
+        handle.notifier.clone(),
     );
     retention::start(
         store.clone(),

@@ -77,6 +77,8 @@ struct SettingsFile {
     metrics_listen: Option<String>,
     metrics_textfile: Option<PathBuf>,
     metrics_textfile_interval: Option<String>,
+    /// The sendmail program of mail rules when there is no `[smtp]`.
+    sendmail: Option<PathBuf>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -173,6 +175,10 @@ pub struct Settings {
     /// collector, every `metrics_textfile_interval`.
     pub metrics_textfile: Option<PathBuf>,
     pub metrics_textfile_interval: Duration,
+    /// `[smtp]`, its password read; chain files' mail rules use it too.
+    pub smtp: Option<crate::notify::rules::Smtp>,
+    /// The sendmail program mail rules use without `[smtp]`.
+    pub sendmail: PathBuf,
 }
 
 impl Settings {
@@ -257,13 +263,19 @@ impl Settings {
             })?,
             None => crate::cgroup::CgroupSetting::Auto,
         };
-        let notify =
-            crate::notify::rules::check(file.notify, file.smtp.as_ref()).map_err(|message| {
-                SettingsError::Invalid {
-                    path: config.clone(),
-                    message,
-                }
-            })?;
+        let invalid = |message| SettingsError::Invalid {
+            path: config.clone(),
+            message,
+        };
+        let smtp = crate::notify::rules::check_smtp(file.smtp).map_err(invalid)?;
+        let sendmail = file
+            .sendmail
+            .unwrap_or_else(|| crate::notify::rules::SENDMAIL.into());
+        let mail = crate::notify::rules::MailSettings {
+            smtp: smtp.as_ref(),
+            sendmail: &sendmail,
+        };
+        let notify = crate::notify::rules::check(file.notify, &mail).map_err(invalid)?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -329,6 +341,8 @@ impl Settings {
             metrics_listen,
             metrics_textfile: file.metrics_textfile.map(absolute),
             metrics_textfile_interval,
+            smtp,
+            sendmail,
         })
     }
 }

@@ -12,6 +12,8 @@
 //! (`read_only.rs`); [`Store::make_writable`] gives it one in place, so every
 //! clone (the RPC layer's, the engine's) writes from then on.
 
+#[cfg(test)]
+mod digest_tests;
 pub mod lock;
 pub mod private;
 mod read;

@@ -385,7 +385,34 @@ pub fn due_deliveries(
             attempts: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut due: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
+    for delivery in due.iter_mut().filter(|d| d.kind == "digest") {
+        if let Some(payload) = digest_payload(conn, delivery.id, &delivery.rule)? {
+            delivery.payload = payload;
+        }
+    }
+    Ok(due)
+}
+
+/// A digest's payload, `{"kind":"digest","rule","count","events":[...]}`,
+/// from its events' rows in event order (None for a digest a previous
+/// version kept whole in its payload).
+fn digest_payload(conn: &Connection, id: u64, rule: &str) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT payload FROM digest_events WHERE delivery_id = ?1 ORDER BY event_id",
+    )?;
+    let events: Vec<String> = stmt
+        .query_map(params![id as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let rule = serde_json::to_string(rule).unwrap_or_else(|_| "\"\"".into());
+    Ok(Some(format!(
+        "{{\"kind\":\"digest\",\"rule\":{rule},\"count\":{},\"events\":[{}]}}",
+        events.len(),
+        events.join(",")
+    )))
 }
 
 /// When the next pending delivery is due (ms), if any.
@@ -457,6 +484,38 @@ pub fn events_since(
         }
     }
     Ok(events)
+}
+
+/// Events after `since` up to `upto` whose kind is one of `kinds`, as
+/// stored (the notifier matches on the columns and sends the payload as it
+/// is, without reading it).
+pub fn events_of_kinds(
+    conn: &Connection,
+    since: u64,
+    upto: u64,
+    kinds: &str,
+    limit: u32,
+) -> Result<Vec<super::EventRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, at, job_id, chain, tenant, payload FROM events
+         WHERE id > ?1 AND id <= ?2 AND kind IN (SELECT value FROM json_each(?3))
+         ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![since as i64, upto as i64, kinds, limit],
+        |r| {
+            Ok(super::EventRow {
+                id: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                at: r.get(2)?,
+                job_id: r.get::<_, Option<i64>>(3)?.map(|j| j as u64),
+                chain: r.get(4)?,
+                tenant: r.get(5)?,
+                payload: r.get(6)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The text of a stored chain definition.

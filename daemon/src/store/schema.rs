@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 11] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const ALL: [&str; 12] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -291,6 +291,24 @@ SELECT chain,
        ROUND(AVG(started_at - created_at)) AS avg_queue_wait_ms
 FROM jobs
 GROUP BY chain;
+"#;
+
+/// Version 12: the events of a `coalesce` digest, one row each (a digest
+/// grows by an insert, not by rewriting its whole payload; digests not yet
+/// delivered move their events there), and the open digest of a rule
+/// found by an index.
+const V12: &str = r#"
+CREATE TABLE digest_events (
+    delivery_id INTEGER NOT NULL,
+    event_id    INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_collecting ON deliveries (rule) WHERE state = 'collecting';
+INSERT OR IGNORE INTO digest_events (delivery_id, event_id, payload)
+    SELECT d.id, json_extract(e.value, '$.id'), e.value
+    FROM deliveries AS d, json_each(d.payload, '$.events') AS e
+    WHERE d.kind = 'digest' AND d.state IN ('collecting', 'pending');
 "#;
 
 #[cfg(test)]
