@@ -268,6 +268,25 @@ pub struct ActivityRun {
     /// rolled back, so `job.retry` runs it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub undone: bool,
+    /// A fan-out (`foreach`): how its items stand. Absent for an activity
+    /// without `foreach`, and until its item list is computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemCounts>,
+}
+
+/// A fan-out's items by state; `total` is fixed once the list is computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCounts {
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub running: u32,
+    /// Waiting to run again after a failed attempt.
+    pub retry_wait: u32,
+    /// Not started: never, or not again after a stop (`on_failure = "fail"`,
+    /// a cancel).
+    pub not_started: u32,
+    pub cancelled: u32,
 }
 
 /// One execution of an activity.

@@ -77,6 +77,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         },
         outputs: Map::new(),
         secret_dir: None,
+        item: None,
     };
     let waves = waves(&chain, &included);
     let mut planned: Vec<Vec<PlannedActivity>> = Vec::new();

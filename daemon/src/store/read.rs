@@ -2,7 +2,8 @@
 //! `jobs_by_chain`), so its cost does not grow with the job history.
 
 use holdfast_api::{
-    ActivityRun, ActivityState, Attempt, AttemptState, Job, JobList, JobState, JobSummary,
+    ActivityRun, ActivityState, Attempt, AttemptState, ItemCounts, Job, JobList, JobState,
+    JobSummary,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
@@ -128,12 +129,13 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     let mut index_of = std::collections::HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT idx, path, state, progress, progress_text, outputs, undone
+            "SELECT idx, path, state, progress, progress_text, outputs, undone, items_total
              FROM activities WHERE job_id = ?1 ORDER BY idx",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
         while let Some(row) = rows.next()? {
             let idx: i64 = row.get(0)?;
+            let items_total: Option<u32> = row.get(7)?;
             let path: String = row.get(1)?;
             let state: String = row.get(2)?;
             let mut parts = path.splitn(3, '.');
@@ -156,8 +158,17 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 handler: holdfast_workflow::HandlerKind::parse(&process)
                     .map(|k| k.as_str().to_string()),
                 undone: row.get::<_, i64>(6)? != 0,
+                items: items_total.map(|total| ItemCounts {
+                    total,
+                    ..ItemCounts::default()
+                }),
                 process,
             });
+        }
+    }
+    for (&idx, &i) in &index_of {
+        if let Some(counts) = activities[i].items.as_mut() {
+            item_counts(conn, id, idx, counts)?;
         }
     }
     {
@@ -216,6 +227,36 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         activities,
         outcome: outcome.as_deref().map(parse_job_state),
     }))
+}
+
+/// Count a fan-out's items by state (`total` already set): one indexed
+/// range of `items`, rows only for items started.
+fn item_counts(
+    conn: &Connection,
+    job_id: u64,
+    idx: i64,
+    counts: &mut ItemCounts,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COUNT(*) FROM items WHERE job_id = ?1 AND idx = ?2 GROUP BY state",
+    )?;
+    let mut rows = stmt.query(params![job_id as i64, idx])?;
+    let mut seen = 0;
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(0)?;
+        let n: u32 = row.get(1)?;
+        seen += n;
+        match state.as_str() {
+            "succeeded" => counts.succeeded += n,
+            "failed" => counts.failed += n,
+            "running" => counts.running += n,
+            "retry_wait" => counts.retry_wait += n,
+            "cancelled" => counts.cancelled += n,
+            _ => counts.not_started += n,
+        }
+    }
+    counts.not_started += counts.total.saturating_sub(seen);
+    Ok(())
 }
 
 /// The job state alone (cheap; used by watchers).
@@ -445,6 +486,24 @@ pub struct StoredActivity {
     pub attempts: Vec<StoredAttempt>,
     /// A handler that `undoes` it succeeded.
     pub undone: bool,
+    /// A fan-out's item list as stored once computed (`activities.items`).
+    pub items: Option<Value>,
+    /// A fan-out's items started so far (or carried by a retry).
+    pub item_rows: Vec<StoredItem>,
+}
+
+/// One fan-out item's row.
+#[derive(Debug, Clone)]
+pub struct StoredItem {
+    pub item: u32,
+    pub state: String,
+    pub attempts: u32,
+    pub interruptions: u32,
+    pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
+    pub started_at: Option<i64>,
+    pub checkpoint: Option<Value>,
+    pub outputs: Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -510,7 +569,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         return Ok(None);
     };
     let mut act_stmt = conn.prepare_cached(
-        "SELECT idx, state, checkpoint, outputs, interruptions, progress, undone
+        "SELECT idx, state, checkpoint, outputs, interruptions, progress, undone, items
          FROM activities WHERE job_id = ?1 ORDER BY idx",
     )?;
     let mut rows = act_stmt.query(params![job.id as i64])?;
@@ -526,7 +585,35 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             progress: row.get(5)?,
             attempts: Vec::new(),
             undone: row.get::<_, i64>(6)? != 0,
+            items: row
+                .get::<_, Option<String>>(7)?
+                .and_then(|t| serde_json::from_str(&t).ok()),
+            item_rows: Vec::new(),
         });
+    }
+    let mut item_stmt = conn.prepare_cached(
+        "SELECT idx, item, state, attempts, interruptions, pid, pid_start, started_at,
+                checkpoint, outputs
+         FROM items WHERE job_id = ?1 ORDER BY idx, item",
+    )?;
+    let mut rows = item_stmt.query(params![job.id as i64])?;
+    while let Some(row) = rows.next()? {
+        let idx = row.get::<_, i64>(0)? as usize;
+        let checkpoint: Option<String> = row.get(8)?;
+        let item = StoredItem {
+            item: row.get(1)?,
+            state: row.get(2)?,
+            attempts: row.get(3)?,
+            interruptions: row.get(4)?,
+            pid: row.get(5)?,
+            pid_start: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
+            started_at: row.get(7)?,
+            checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
+            outputs: json_object(row.get(9)?),
+        };
+        if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
+            a.item_rows.push(item);
+        }
     }
     let mut att_stmt = conn.prepare_cached(
         "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message
@@ -595,6 +682,8 @@ pub struct AttemptRef {
     pub log_dropped: u64,
     /// Why the attempt's log file could not be created, if it could not.
     pub log_error: Option<String>,
+    /// The fan-out item (`path` is then `chain.process.activity[N]`).
+    pub item: Option<u32>,
 }
 
 /// Resolve `activity` (`process.activity`, `chain.process.activity`, or None
@@ -617,6 +706,11 @@ pub fn find_attempt(
     let all: Vec<(i64, String)> = stmt
         .query_map(params![job_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    // A fan-out item: `process.activity[17]`.
+    let (activity, item) = match activity.map(split_item) {
+        Some((name, item)) => (Some(name), item),
+        None => (None, None),
+    };
     let chosen = match activity {
         None if all.len() == 1 => all.first().cloned(),
         None => {
@@ -640,6 +734,9 @@ pub fn find_attempt(
             activity.unwrap_or_default()
         )));
     };
+    if let Some(item) = item {
+        return find_item_attempt(conn, job_id, idx, &path, item, attempt);
+    }
     let row: Option<(u32, Option<i64>, i64, Option<String>)> = match attempt {
         Some(n) => conn
             .prepare_cached(
@@ -673,6 +770,58 @@ pub fn find_attempt(
         finished: finished_at.is_some(),
         log_dropped: dropped as u64,
         log_error,
+        item: None,
+    }))
+}
+
+/// `process.activity[17]` as (`process.activity`, Some(17)); anything else
+/// as itself.
+pub fn split_item(name: &str) -> (&str, Option<u32>) {
+    if let Some(open) = name.rfind('[')
+        && let Some(index) = name[open + 1..].strip_suffix(']')
+        && let Ok(item) = index.parse::<u32>()
+    {
+        return (&name[..open], Some(item));
+    }
+    (name, None)
+}
+
+/// An attempt of one fan-out item. The item's row holds its latest
+/// attempt; earlier ones are finished and keep their log files.
+fn find_item_attempt(
+    conn: &Connection,
+    job_id: u64,
+    idx: i64,
+    path: &str,
+    item: u32,
+    attempt: Option<u32>,
+) -> Result<Result<AttemptRef, String>, StoreError> {
+    let row: Option<(u32, Option<i64>, i64, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT attempts, finished_at, log_dropped, log_error FROM items
+             WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+        )?
+        .query_row(params![job_id as i64, idx, item], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let path = crate::executor::logs::item_path(path, Some(item));
+    let Some((latest, finished_at, dropped, log_error)) = row.filter(|r| r.0 > 0) else {
+        return Ok(Err(format!("{path} has not started yet")));
+    };
+    let number = attempt.unwrap_or(latest);
+    if number == 0 || number > latest {
+        return Ok(Err(format!("{path} has no attempt {number}")));
+    }
+    let last = number == latest;
+    Ok(Ok(AttemptRef {
+        idx: idx as usize,
+        path,
+        number,
+        finished: !last || finished_at.is_some(),
+        log_dropped: if last { dropped as u64 } else { 0 },
+        log_error: if last { log_error } else { None },
+        item: Some(item),
     }))
 }
 

@@ -165,6 +165,60 @@ pub enum WriteOp {
     },
     /// Delete finished jobs with their activities and attempts (retention).
     DeleteJobs(Vec<u64>),
+    /// A fan-out's item list (JSON), fixed from its first start on.
+    ActivityItems {
+        job_id: u64,
+        idx: usize,
+        items: String,
+        total: u32,
+    },
+    /// An attempt of one fan-out item started (its row made if new).
+    ItemStart {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        attempt: u32,
+        started_at: i64,
+    },
+    /// The pid of a fan-out item's running attempt.
+    ItemPid {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        pid: u32,
+        pid_start: Option<u64>,
+    },
+    /// A fan-out item's state alone (a retry due, a stop).
+    ItemState {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        state: &'static str,
+    },
+    /// How an item's attempt ended, and the item's state after it.
+    ItemEnd {
+        item: u32,
+        item_state: &'static str,
+        interruptions: u32,
+        end: Box<AttemptEnd>,
+    },
+    /// A fan-out item's latest checkpoint and outputs (JSON), whichever
+    /// changed.
+    ItemControl {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        checkpoint: Option<String>,
+        outputs: Option<String>,
+    },
+    /// `job.retry`: the items of `from`'s fan-out carried into the new
+    /// job, succeeded ones as they were and the rest pending again (with
+    /// their checkpoints).
+    CarryItems {
+        from: u64,
+        job_id: u64,
+        idx: usize,
+    },
     /// Delete audit rows by id (retention).
     DeleteAudit(Vec<i64>),
     /// An event of the outbox, committed with the transition it reports.
@@ -451,16 +505,145 @@ impl WriteOp {
                     last_job.map(|j| j as i64)
                 ])?;
             }
+            WriteOp::ActivityItems {
+                job_id,
+                idx,
+                items,
+                total,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE activities SET items = ?3, items_total = ?4
+                     WHERE job_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, items, total])?;
+            }
+            WriteOp::ItemStart {
+                job_id,
+                idx,
+                item,
+                attempt,
+                started_at,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO items (job_id, idx, item, state, attempts, attempt_state, started_at)
+                     VALUES (?1, ?2, ?3, 'running', ?4, 'running', ?5)
+                     ON CONFLICT (job_id, idx, item) DO UPDATE SET state = 'running',
+                        attempts = ?4, attempt_state = 'running', started_at = ?5, pid = NULL,
+                        pid_start = NULL, exit_code = NULL, signal = NULL, error_id = NULL,
+                        error = NULL, error_tail = NULL, error_message = NULL,
+                        finished_at = NULL, log_bytes = 0, log_dropped = 0, log_error = NULL",
+                )?
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    item,
+                    attempt,
+                    started_at
+                ])?;
+            }
+            WriteOp::ItemPid {
+                job_id,
+                idx,
+                item,
+                pid,
+                pid_start,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE items SET pid = ?4, pid_start = ?5
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+                )?
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    item,
+                    pid,
+                    pid_start.map(|s| s as i64)
+                ])?;
+            }
+            WriteOp::ItemState {
+                job_id,
+                idx,
+                item,
+                state,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE items SET state = ?4 WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, item, state])?;
+            }
+            WriteOp::ItemEnd {
+                item,
+                item_state,
+                interruptions,
+                end,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE items SET state = ?4, attempt_state = ?5, exit_code = ?6, signal = ?7,
+                        error_id = ?8, error = ?9, finished_at = ?10, log_bytes = ?11,
+                        log_dropped = ?12, error_tail = ?13, error_message = ?14,
+                        interruptions = ?15
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+                )?
+                .execute(params![
+                    end.job_id as i64,
+                    end.idx as i64,
+                    item,
+                    item_state,
+                    end.state,
+                    end.exit_code,
+                    end.signal,
+                    end.error_id,
+                    end.error,
+                    end.finished_at,
+                    end.log_bytes as i64,
+                    end.log_dropped as i64,
+                    end.error_tail,
+                    end.error_message,
+                    interruptions,
+                ])?;
+            }
+            WriteOp::ItemControl {
+                job_id,
+                idx,
+                item,
+                checkpoint,
+                outputs,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE items SET checkpoint = COALESCE(?4, checkpoint),
+                        outputs = COALESCE(?5, outputs)
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+                )?
+                .execute(params![*job_id as i64, *idx as i64, item, checkpoint, outputs])?;
+            }
+            WriteOp::CarryItems { from, job_id, idx } => {
+                tx.prepare_cached(
+                    "INSERT INTO items (job_id, idx, item, state, attempts, checkpoint, outputs)
+                     SELECT ?2, idx, item,
+                        CASE state WHEN 'succeeded' THEN 'succeeded' ELSE 'pending' END,
+                        0, checkpoint, CASE state WHEN 'succeeded' THEN outputs END
+                     FROM items WHERE job_id = ?1 AND idx = ?3",
+                )?
+                .execute(params![*from as i64, *job_id as i64, *idx as i64])?;
+                tx.prepare_cached(
+                    "UPDATE activities SET (items, items_total) = (SELECT items, items_total
+                        FROM activities WHERE job_id = ?1 AND idx = ?3)
+                     WHERE job_id = ?2 AND idx = ?3",
+                )?
+                .execute(params![*from as i64, *job_id as i64, *idx as i64])?;
+            }
             WriteOp::DeleteJobs(ids) => {
                 let mut jobs = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
                 let mut activities =
                     tx.prepare_cached("DELETE FROM activities WHERE job_id = ?1")?;
                 let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
+                let mut items = tx.prepare_cached("DELETE FROM items WHERE job_id = ?1")?;
                 let mut secrets = tx.prepare_cached("DELETE FROM job_secrets WHERE job_id = ?1")?;
                 for id in ids {
                     let id = *id as i64;
                     secrets.execute(params![id])?;
                     attempts.execute(params![id])?;
+                    items.execute(params![id])?;
                     activities.execute(params![id])?;
                     jobs.execute(params![id])?;
                 }
