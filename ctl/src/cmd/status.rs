@@ -3,7 +3,7 @@
 //! as it came: that object is the scripting contract.
 
 use holdfast_api::rpc::HoldfastClient;
-use holdfast_api::{ActivityRun, Attempt, AttemptState, Job};
+use holdfast_api::{ActivityRun, Attempt, AttemptState, ItemCounts, Job};
 
 use super::Context;
 use super::list::job_table;
@@ -233,7 +233,11 @@ fn activity_tree(
                     },
                     output::activity_state_style(activity.state),
                 ),
-                activity.attempts.len().to_string().into(),
+                match &activity.items {
+                    Some(items) => format!("{} items", items.total),
+                    None => activity.attempts.len().to_string(),
+                }
+                .into(),
                 last.map_or_else(String::new, attempt_end).into(),
                 last.map_or_else(String::new, |at| {
                     output::elapsed_text(Some(&at.started_at), at.finished_at.as_deref())
@@ -242,11 +246,44 @@ fn activity_tree(
                 last.and_then(|at| at.error_id.clone())
                     .unwrap_or_default()
                     .into(),
-                progress(activity).into(),
+                match &activity.items {
+                    Some(items) => item_summary(items),
+                    None => progress(activity),
+                }
+                .into(),
             ]);
         }
     }
     table.render(palette)
+}
+
+/// A fan-out on one line: a bar and its counts,
+/// `[####      ] 412/1000 succeeded, 2 failed, 4 running`.
+pub fn item_summary(items: &ItemCounts) -> String {
+    const WIDTH: u32 = 10;
+    let filled = (items.succeeded + items.failed + items.cancelled)
+        .saturating_mul(WIDTH)
+        .checked_div(items.total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    let mut line = format!(
+        "[{}{}] {}/{} succeeded",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize),
+        items.succeeded,
+        items.total
+    );
+    for (n, what) in [
+        (items.failed, "failed"),
+        (items.running, "running"),
+        (items.retry_wait, "waiting to retry"),
+        (items.cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    }
+    line
 }
 
 /// How an attempt ended, in a few characters: `exit 1`, `SIGKILL`,

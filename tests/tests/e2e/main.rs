@@ -15,6 +15,7 @@ mod dos;
 mod durability;
 mod events;
 mod failure;
+mod fanout;
 mod faults;
 mod flood;
 mod handlers;

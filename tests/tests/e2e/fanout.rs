@@ -1,0 +1,353 @@
+//! Fan-out (`foreach`): an activity run once per item, each item an
+//! instance with its own attempts, checkpoint, outputs and log, at most
+//! `max_parallel` at once; `continue` and `fail`; the items' outputs as a
+//! list; a kill -9 that re-runs no succeeded item; `hfctl retry` that
+//! re-runs only the items that did not succeed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use holdfast_api::{ActivityState, ItemCounts, Job, JobState};
+use holdfast_tests::{TestDaemon, eventually};
+use serde_json::{Value, json};
+
+use crate::support::activity;
+
+/// The lines of `@DIR@/<name>` (empty when it does not exist).
+fn lines(daemon: &TestDaemon, name: &str) -> Vec<String> {
+    std::fs::read_to_string(daemon.dir().join(name))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// How often each item index was started, from `start <index> ...` lines.
+fn starts(daemon: &TestDaemon) -> BTreeMap<u32, usize> {
+    let mut count = BTreeMap::new();
+    for line in lines(daemon, "events") {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("start")
+            && let Some(index) = words.next().and_then(|w| w.parse().ok())
+        {
+            *count.entry(index).or_insert(0) += 1;
+        }
+    }
+    count
+}
+
+fn counts(job: &Job, path: &str) -> ItemCounts {
+    activity(job, path)
+        .items
+        .clone()
+        .unwrap_or_else(|| panic!("{path} has no item counts: {job:#?}"))
+}
+
+/// 1,000 items of `{ count, chunk_size }` at `max_parallel = 4`: every
+/// item runs exactly once with its own chunk in `{{ item }}` and
+/// `HF_ITEM`, never more than 4 run at once (each item records its start
+/// and end in a shared file), and the job's counts and progress are in
+/// items. Without `foreach` the activity would run once; without
+/// `max_parallel` the peak would be the daemon's cap.
+#[test]
+fn a_thousand_items_run_each_once_never_more_than_max_parallel_at_once() {
+    let chain = r#"
+[params.rows]
+type = "int"
+required = true
+
+[process.load.activity.chunk]
+foreach = { count = "{{ params.rows }}", chunk_size = 10 }
+max_parallel = 4
+command = ["sh", "-c", '''
+echo "start $HF_ITEM_INDEX $1 $2 $HF_ITEM" >> @DIR@/events
+sleep 0.01
+echo "end $HF_ITEM_INDEX" >> @DIR@/events
+''', "sh", "{{ item.start }}", "{{ item.end }}"]
+"#;
+    let daemon = TestDaemon::start(&[("etl.toml", chain)]);
+    let job_id = daemon.submit("etl", &["-p", "rows=9995"]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let items = counts(&job, "load.chunk");
+    assert_eq!(
+        items,
+        ItemCounts {
+            total: 1000,
+            succeeded: 1000,
+            ..ItemCounts::default()
+        }
+    );
+    assert_eq!(job.progress, 100.0);
+
+    let mut running = 0i32;
+    let mut peak = 0;
+    let mut seen = BTreeMap::new();
+    for line in lines(&daemon, "events") {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            Some(&"start") => {
+                running += 1;
+                peak = peak.max(running);
+                let index: u64 = words[1].parse().expect("an index");
+                let start: u64 = words[2].parse().expect("item.start");
+                let end: u64 = words[3].parse().expect("item.end");
+                assert_eq!(start, index * 10, "{line}");
+                assert_eq!(end, (index * 10 + 10).min(9995), "{line}");
+                let item: Value = serde_json::from_str(words[4]).expect("HF_ITEM is JSON");
+                assert_eq!(item, json!({"index": index, "start": start, "end": end}));
+                *seen.entry(index).or_insert(0) += 1;
+            }
+            Some(&"end") => running -= 1,
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    assert!(
+        peak <= 4,
+        "{peak} items ran at once with max_parallel = 4"
+    );
+    assert!(peak >= 2, "the items never overlapped (peak {peak})");
+    assert_eq!(seen.len(), 1000, "every item ran");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "an item ran twice: {:?}",
+        seen.iter().filter(|(_, n)| **n != 1).collect::<Vec<_>>()
+    );
+
+    let text = daemon.hfctl(&["status", &job_id.to_string()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("1000/1000 succeeded") && text.contains("1000 items"),
+        "status collapses the fan-out to one line:\n{text}"
+    );
+}
+
+/// Each item has its own attempts and checkpoint: item 1 fails after a
+/// checkpoint and its retry gets that checkpoint in `HF_CHECKPOINT`, while
+/// the other items run once; each attempt's log is its own
+/// (`hfctl logs JOB load.each[1] --attempt N`); the items' outputs reach
+/// the dependant as a list in item order.
+#[test]
+fn items_retry_with_their_own_checkpoint_and_log_and_their_outputs_reach_dependants_as_a_list() {
+    let chain = r#"
+[params.names]
+type = "json"
+required = true
+
+[process.load.activity.each]
+foreach = "{{ params.names }}"
+retries = 1
+retry_delay = "0s"
+shell = '''
+echo "start $HF_ITEM_INDEX attempt=$HF_ATTEMPT item=$HF_ITEM checkpoint=${HF_CHECKPOINT:-none}" >> @DIR@/events
+echo "item $HF_ITEM_INDEX attempt $HF_ATTEMPT checkpoint ${HF_CHECKPOINT:-none}"
+if [ "$HF_ITEM_INDEX" = 1 ] && [ "$HF_ATTEMPT" = 1 ]; then
+  echo 'checkpoint {"row": 40}' >&3
+  exit 3
+fi
+echo "output {\"n\": $((HF_ITEM_INDEX * 2)), \"name\": $HF_ITEM}" >&3
+'''
+
+[process.report]
+after = ["load"]
+
+[process.report.activity.all]
+command = ["echo", "{{ outputs.load.each | tojson }}"]
+"#;
+    let daemon = TestDaemon::start(&[("names.toml", chain)]);
+    let job_id = daemon.submit("names", &["-p", r#"names=["a","b","c"]"#]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(
+        starts(&daemon),
+        BTreeMap::from([(0, 1), (1, 2), (2, 1)]),
+        "only the failed item ran again"
+    );
+    assert_eq!(
+        daemon.logs(job_id, "load.each[1]", Some(1)),
+        "item 1 attempt 1 checkpoint none\n"
+    );
+    assert_eq!(
+        daemon.logs(job_id, "load.each[1]", Some(2)),
+        "item 1 attempt 2 checkpoint {\"row\":40}\n",
+        "the retry gets the item's own checkpoint"
+    );
+    assert_eq!(
+        daemon.logs(job_id, "load.each[2]", None),
+        "item 2 attempt 1 checkpoint none\n"
+    );
+    let list: Value =
+        serde_json::from_str(daemon.logs(job_id, "report.all", None).trim()).expect("JSON");
+    assert_eq!(
+        list,
+        json!([{"n": 0, "name": "a"}, {"n": 2, "name": "b"}, {"n": 4, "name": "c"}]),
+        "outputs.load.each is the items' outputs in item order"
+    );
+}
+
+const FLAKY: &str = r#"
+[process.load.activity.chunk]
+foreach = { count = 10, chunk_size = 1 }
+max_parallel = 1
+on_failure = "@MODE@"
+shell = '''
+echo "start $HF_ITEM_INDEX" >> @DIR@/events
+if [ "$HF_ITEM_INDEX" = 2 ] && [ ! -e @DIR@/fixed ]; then exit 1; fi
+'''
+
+[process.after]
+after = ["load"]
+
+[process.after.activity.next]
+shell = "echo next >> @DIR@/events"
+"#;
+
+/// `on_failure = "continue"` skips a bad item with an alert and the
+/// others run; `hfctl retry` then runs only that item again.
+#[test]
+fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
+    let daemon = TestDaemon::start(&[("flaky.toml", &FLAKY.replace("@MODE@", "continue"))]);
+    let job_id = daemon.submit("flaky", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(job.alerts, 1, "{job:#?}");
+    assert!(
+        job.last_alert.as_deref().is_some_and(|a| a.contains("chunk[2]")),
+        "{job:#?}"
+    );
+    assert_eq!(
+        counts(&job, "load.chunk"),
+        ItemCounts {
+            total: 10,
+            succeeded: 9,
+            failed: 1,
+            ..ItemCounts::default()
+        }
+    );
+    assert_eq!(activity(&job, "after.next").state, ActivityState::Succeeded);
+    assert_eq!(starts(&daemon).len(), 10);
+
+    std::fs::write(daemon.dir().join("fixed"), "").expect("fixed");
+    let again = retry(&daemon, job_id);
+    assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
+    assert_eq!(
+        counts(&again, "load.chunk"),
+        ItemCounts {
+            total: 10,
+            succeeded: 10,
+            ..ItemCounts::default()
+        }
+    );
+    let runs = starts(&daemon);
+    assert_eq!(runs.get(&2), Some(&2), "the failed item ran again: {runs:?}");
+    assert!(
+        runs.iter().all(|(i, n)| *i == 2 || *n == 1),
+        "a succeeded item ran again: {runs:?}"
+    );
+}
+
+/// `on_failure = "fail"` stops starting items once one failed for good and
+/// fails the activity and the job (its dependant skipped); `hfctl retry`
+/// runs the failed item and the ones never started, never the succeeded.
+#[test]
+fn fail_stops_starting_items_and_retry_runs_the_failed_and_the_rest() {
+    let daemon = TestDaemon::start(&[("flaky.toml", &FLAKY.replace("@MODE@", "fail"))]);
+    let job_id = daemon.submit("flaky", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    assert_eq!(activity(&job, "load.chunk").state, ActivityState::Failed);
+    assert_eq!(activity(&job, "after.next").state, ActivityState::Skipped);
+    assert_eq!(
+        counts(&job, "load.chunk"),
+        ItemCounts {
+            total: 10,
+            succeeded: 2,
+            failed: 1,
+            not_started: 7,
+            ..ItemCounts::default()
+        }
+    );
+    assert_eq!(
+        starts(&daemon).keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2],
+        "no item started after the failure"
+    );
+
+    std::fs::write(daemon.dir().join("fixed"), "").expect("fixed");
+    let again = retry(&daemon, job_id);
+    assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
+    let runs = starts(&daemon);
+    assert_eq!(runs.len(), 10, "{runs:?}");
+    assert_eq!(
+        (runs[&0], runs[&1], runs[&2], runs[&3]),
+        (1, 1, 2, 1),
+        "succeeded items did not run again, the failed one did: {runs:?}"
+    );
+    assert!(lines(&daemon, "events").contains(&"next".to_string()));
+}
+
+/// `hfctl --json retry JOB --wait`: the new job, finished.
+fn retry(daemon: &TestDaemon, job_id: u64) -> Job {
+    let output = daemon.hfctl(&["--json", "retry", &job_id.to_string(), "--wait"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let value: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("hfctl retry printed no JSON ({e}): {text}"));
+    let id = value["id"]
+        .as_u64()
+        .or_else(|| value["job_id"].as_u64())
+        .unwrap_or_else(|| panic!("no job id in {value}"));
+    daemon.wait_done(id)
+}
+
+/// A kill -9 in the middle of a fan-out: after the restart no succeeded
+/// item runs again, the items that were running run again (their
+/// processes from before the crash killed), and the rest run once.
+#[test]
+fn after_a_kill_9_mid_fan_out_no_succeeded_item_runs_again() {
+    let chain = r#"
+[process.load.activity.chunk]
+foreach = { count = 20, chunk_size = 1 }
+max_parallel = 2
+retries = 0
+shell = '''
+echo "start $HF_ITEM_INDEX" >> @DIR@/events
+if [ "$HF_ITEM_INDEX" -ge 4 ] && [ ! -e @DIR@/gate ]; then sleep 60; fi
+'''
+"#;
+    let mut daemon = TestDaemon::start(&[("crash.toml", chain)]);
+    let job_id = daemon.submit("crash", &[]);
+    daemon.wait_for(job_id, "four items done and two running", |job| {
+        activity(job, "load.chunk")
+            .items
+            .as_ref()
+            .is_some_and(|i| i.succeeded == 4 && i.running == 2)
+    });
+    // Both running items' processes have started (their attempts are
+    // committed before they are spawned).
+    eventually(Duration::from_secs(30), "six items started", || {
+        let n = lines(&daemon, "events").len();
+        if n >= 6 { Ok(()) } else { Err(format!("{n} started")) }
+    });
+    daemon.kill9();
+    std::fs::write(daemon.dir().join("gate"), "").expect("gate");
+    daemon.launch();
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(
+        counts(&job, "load.chunk"),
+        ItemCounts {
+            total: 20,
+            succeeded: 20,
+            ..ItemCounts::default()
+        }
+    );
+    let runs = starts(&daemon);
+    assert_eq!(runs.len(), 20, "{runs:?}");
+    for (index, n) in runs {
+        let expected = if index == 4 || index == 5 { 2 } else { 1 };
+        assert_eq!(
+            n, expected,
+            "item {index} started {n} times (succeeded items never re-run, interrupted ones do)"
+        );
+    }
+}
