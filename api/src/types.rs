@@ -274,6 +274,40 @@ pub struct ActivityRun {
     pub items: Option<ItemCounts>,
 }
 
+/// One page of a fan-out's items (`job.items`), in index order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemPage {
+    /// `chain.process.activity` of the fan-out.
+    pub activity: String,
+    pub counts: ItemCounts,
+    pub items: Vec<FanOutItem>,
+    /// `offset` of the next page; None after the last.
+    pub next_offset: Option<u32>,
+}
+
+/// One item of a fan-out: the instance `process.activity[index]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanOutItem {
+    pub index: u32,
+    /// The item itself (`{{ item }}`, `HF_ITEM`).
+    pub item: Value,
+    /// `not_started`, `pending` (to start again), `running`, `retry_wait`,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Attempts made; the fields below describe the latest.
+    pub attempts: u32,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error_id: Option<String>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub log_bytes: u64,
+}
+
 /// A fan-out's items by state; `total` is fixed once the list is computed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemCounts {

@@ -683,6 +683,8 @@ mod tests {
             simulate: None,
             handler: None,
             undoes: Vec::new(),
+            foreach: None,
+            max_parallel: None,
             user: None,
             group: None,
             nofile: None,

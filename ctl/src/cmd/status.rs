@@ -3,7 +3,7 @@
 //! as it came: that object is the scripting contract.
 
 use holdfast_api::rpc::HoldfastClient;
-use holdfast_api::{ActivityRun, Attempt, AttemptState, ItemCounts, Job};
+use holdfast_api::{ActivityRun, Attempt, AttemptState, FanOutItem, ItemCounts, Job};
 
 use super::Context;
 use super::list::job_table;
@@ -14,6 +14,9 @@ use crate::output::{self, Align, Cell, Palette, Style, Table};
 pub struct Args {
     /// The job to show; without it, the 20 most recent jobs.
     pub job: Option<u64>,
+    /// Also list every item of each fan-out (`foreach`), one line each.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
@@ -24,7 +27,27 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             if ctx.json {
                 output::print_json(&job)?;
             } else {
-                output::print(&render_job(&job, &ctx.palette))?;
+                let mut text = render_job(&job, &ctx.palette);
+                if args.all {
+                    for fan_out in job.activities.iter().filter(|a| a.items.is_some()) {
+                        let path = format!("{}.{}", fan_out.process, fan_out.activity);
+                        text.push_str(&format!("\nitems of {path}:\n"));
+                        let mut offset = Some(0);
+                        while let Some(from) = offset {
+                            let page = daemon
+                                .call(daemon.client.job_items(
+                                    job_id,
+                                    path.clone(),
+                                    Some(from),
+                                    Some(1000),
+                                ))
+                                .await?;
+                            text.push_str(&item_table(&path, &page.items, &ctx.palette));
+                            offset = page.next_offset;
+                        }
+                    }
+                }
+                output::print(&text)?;
             }
         }
         None => {
@@ -253,6 +276,35 @@ fn activity_tree(
                 .into(),
             ]);
         }
+    }
+    table.render(palette)
+}
+
+/// A fan-out's items, one line each: `load.chunk[17]  failed  2  exit 1  E...`.
+fn item_table(path: &str, items: &[FanOutItem], palette: &Palette) -> String {
+    let mut table = Table::new(&["ITEM", "STATE", "ATTEMPTS", "LAST", "ERROR ID", "ERROR"])
+        .align(2, Align::Right);
+    for item in items {
+        let last = match (item.exit_code, item.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(signal)) => signal_name(signal),
+            (None, None) if item.state == "running" => "-".to_string(),
+            (None, None) => String::new(),
+        };
+        let style = match item.state.as_str() {
+            "succeeded" => Some(Style::Green),
+            "failed" => Some(Style::Red),
+            "running" | "retry_wait" => Some(Style::Yellow),
+            _ => None,
+        };
+        table.row(vec![
+            format!("{path}[{}]", item.index).into(),
+            Cell::styled(item.state.clone(), style),
+            item.attempts.to_string().into(),
+            last.into(),
+            item.error_id.clone().unwrap_or_default().into(),
+            item.error.clone().unwrap_or_default().into(),
+        ]);
     }
     table.render(palette)
 }

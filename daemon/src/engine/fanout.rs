@@ -11,68 +11,16 @@ use std::sync::Arc;
 use holdfast_api::{ActivityState, AttemptState};
 use holdfast_workflow::template::{JobContext, RenderContext, render, render_json};
 use holdfast_workflow::{Foreach, OnFailure};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::job::{JobRun, Stop};
 use super::{Command, Effect, Engine};
 use crate::executor::{AttemptEnd, AttemptKey, KillReason};
-use crate::store::{self, StoredActivity, WriteOp};
+use crate::store::{self, ItemList, StoredActivity, WriteOp};
 
 /// The most items one fan-out may have.
 pub const MAX_ITEMS: u64 = 10_000_000;
-
-/// A fan-out's items, fixed when the activity first starts.
-#[derive(Debug, Clone)]
-pub enum ItemList {
-    List(Arc<Vec<Value>>),
-    /// `{index, start, end}` chunks of `0..count` (`end` excluded).
-    Chunks { count: u64, chunk_size: u64 },
-}
-
-impl ItemList {
-    pub fn total(&self) -> u32 {
-        match self {
-            ItemList::List(list) => list.len() as u32,
-            ItemList::Chunks { count, chunk_size } => count.div_ceil(*chunk_size) as u32,
-        }
-    }
-
-    /// Item `index` (below `total`).
-    pub fn item(&self, index: u32) -> Value {
-        match self {
-            ItemList::List(list) => list.get(index as usize).cloned().unwrap_or(Value::Null),
-            ItemList::Chunks { count, chunk_size } => {
-                let start = u64::from(index) * chunk_size;
-                json!({
-                    "index": index,
-                    "start": start,
-                    "end": (start + chunk_size).min(*count),
-                })
-            }
-        }
-    }
-
-    /// As kept in `activities.items`.
-    pub fn stored(&self) -> Value {
-        match self {
-            ItemList::List(list) => json!({ "list": list.as_ref() }),
-            ItemList::Chunks { count, chunk_size } => {
-                json!({ "count": count, "chunk_size": chunk_size })
-            }
-        }
-    }
-
-    pub fn from_stored(value: &Value) -> Option<ItemList> {
-        if let Some(Value::Array(list)) = value.get("list") {
-            return Some(ItemList::List(Arc::new(list.clone())));
-        }
-        Some(ItemList::Chunks {
-            count: value.get("count")?.as_u64()?,
-            chunk_size: value.get("chunk_size")?.as_u64()?.max(1),
-        })
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemState {

@@ -12,6 +12,7 @@
 //! (`read_only.rs`); [`Store::make_writable`] gives it one in place, so every
 //! clone (the RPC layer's, the engine's) writes from then on.
 
+mod items;
 pub mod lock;
 pub mod private;
 mod read;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+pub use items::*;
 pub use read::*;
 pub use write::*;
 

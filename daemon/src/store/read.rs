@@ -231,7 +231,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
 
 /// Count a fan-out's items by state (`total` already set): one indexed
 /// range of `items`, rows only for items started.
-fn item_counts(
+pub(super) fn item_counts(
     conn: &Connection,
     job_id: u64,
     idx: i64,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use holdfast_api::{ActivityState, ItemCounts, Job, JobState};
+use holdfast_tests::http::rpc_call;
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::{Value, json};
 
@@ -226,6 +227,33 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
     );
     assert_eq!(activity(&job, "after.next").state, ActivityState::Succeeded);
     assert_eq!(starts(&daemon).len(), 10);
+
+    // `--all` expands the fan-out, one line per item.
+    let text = daemon.hfctl(&["status", &job_id.to_string(), "--all"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let item_lines: Vec<&str> = text.lines().filter(|l| l.contains("load.chunk[")).collect();
+    assert_eq!(item_lines.len(), 10, "{text}");
+    assert!(
+        item_lines[2].contains("load.chunk[2]") && item_lines[2].contains("failed"),
+        "{text}"
+    );
+    // `job.items` pages them in index order.
+    let page = rpc_call(
+        daemon.socket(),
+        "job.items",
+        json!({"job_id": job_id, "activity": "load.chunk", "offset": 1, "limit": 2}),
+    );
+    let result = &page["result"];
+    assert_eq!(result["next_offset"], 3, "{page}");
+    assert_eq!(result["counts"]["failed"], 1, "{page}");
+    let shown: Vec<(u64, &str)> = result["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| (i["index"].as_u64().unwrap_or(99), i["state"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(shown, [(1, "succeeded"), (2, "failed")], "{page}");
+    assert_eq!(result["items"][1]["item"], json!({"index": 2, "start": 2, "end": 3}));
 
     std::fs::write(daemon.dir().join("fixed"), "").expect("fixed");
     let again = retry(&daemon, job_id);

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::cron::{CatchUp, CronRule, Overlap};
-use crate::model::{Mode, OnFailure, Program, Schedule};
+use crate::model::{Foreach, Mode, OnFailure, Program, Schedule};
 
 /// The example of DESIGN.md's "Workflow file" section.
 const DESIGN_EXAMPLE: &str = r#"# workflows.d/nightly-etl.toml
@@ -1200,4 +1200,85 @@ undoes = ["lod.facts"]
             "missing {want:?} in {errors:#?}"
         );
     }
+}
+
+#[test]
+fn foreach_takes_a_list_template_or_count_and_chunk_size() {
+    let chain = parse(
+        r#"
+[params.rows]
+type = "int"
+
+[process.split.activity.plan]
+command = ["plan"]
+
+[process.load]
+after = ["split"]
+
+[process.load.activity.list]
+foreach = "{{ outputs.split.plan.chunks }}"
+max_parallel = 4
+command = ["w", "{{ item.start }}"]
+
+[process.load.activity.chunks]
+foreach = { count = "{{ params.rows }}", chunk_size = 1000 }
+command = ["w", "{{ item.index }}"]
+"#,
+    )
+    .unwrap();
+    let list = chain.activity("load", "list").unwrap();
+    assert_eq!(
+        list.foreach,
+        Some(Foreach::List("{{ outputs.split.plan.chunks }}".into()))
+    );
+    assert_eq!(list.max_parallel, Some(4));
+    // The foreach template's outputs count as the activity's references.
+    assert_eq!(list.output_refs, [0]);
+    let chunks = chain.activity("load", "chunks").unwrap();
+    assert_eq!(
+        chunks.foreach,
+        Some(Foreach::Chunks {
+            count: "{{ params.rows }}".into(),
+            chunk_size: 1000
+        })
+    );
+    assert_eq!(chunks.max_parallel, None);
+}
+
+#[test]
+fn foreach_mistakes_are_load_errors() {
+    let all = errors(
+        r#"
+[process.p.activity.a]
+command = ["w", "{{ item }}"]
+
+[process.p.activity.b]
+command = ["w"]
+max_parallel = 2
+
+[process.p.activity.c]
+foreach = 5
+command = ["w"]
+
+[process.p.activity.d]
+foreach = { count = 10, chunk_size = 0 }
+command = ["w"]
+
+[process.p.activity.e]
+foreach = "[1, 2]"
+max_parallel = 0
+command = ["w"]
+"#,
+    );
+    let joined = all.join("\n");
+    for expected in [
+        "item, which only an activity with foreach (a fan-out) sees",
+        "max_parallel on an activity bounds the items of its foreach",
+        "foreach takes a template of a JSON array",
+        "foreach.chunk_size must be a whole number, at least 1",
+        "max_parallel must be at least 1; got 0",
+    ] {
+        assert!(joined.contains(expected), "{expected:?} not in:\n{joined}");
+    }
+    assert_eq!(all.len(), 5, "{joined}");
 }
