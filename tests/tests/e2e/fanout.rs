@@ -231,7 +231,7 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
     // `--all` expands the fan-out, one line per item.
     let text = daemon.hfctl(&["status", &job_id.to_string(), "--all"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    let item_lines: Vec<&str> = text.lines().filter(|l| l.contains("load.chunk[")).collect();
+    let item_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("load.chunk[")).collect();
     assert_eq!(item_lines.len(), 10, "{text}");
     assert!(
         item_lines[2].contains("load.chunk[2]") && item_lines[2].contains("failed"),
