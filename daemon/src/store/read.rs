@@ -737,6 +737,17 @@ pub fn find_attempt(
     if let Some(item) = item {
         return find_item_attempt(conn, job_id, idx, &path, item, attempt);
     }
+    let fan_out: Option<Option<u32>> = conn
+        .prepare_cached("SELECT items_total FROM activities WHERE job_id = ?1 AND idx = ?2")?
+        .query_row(params![job_id as i64, idx], |r| r.get(0))
+        .optional()?;
+    if let Some(Some(total)) = fan_out {
+        return Ok(Err(format!(
+            "{path} is a fan-out of {total} items, each with its own log; name one as \
+             {}[N] (N from 0; `hfctl status {job_id} --all` lists them)",
+            activity.unwrap_or_default()
+        )));
+    }
     let row: Option<(u32, Option<i64>, i64, Option<String>)> = match attempt {
         Some(n) => conn
             .prepare_cached(
