@@ -12,11 +12,11 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::ConnectionSummary;
+use crate::types::ItemPage;
 use crate::types::{
     AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
     SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
-use crate::types::ItemPage;
 use crate::types::{Delivery, Event, JobState};
 
 #[rpc(server, client)]

@@ -183,7 +183,8 @@ fn compute_items(job: &JobRun, idx: usize) -> Result<ItemList, String> {
             Err(e) => return Err(format!("cannot compute foreach: {e}")),
         },
         Foreach::Chunks { count, chunk_size } => {
-            let text = render(count, &context).map_err(|e| format!("cannot compute foreach: {e}"))?;
+            let text =
+                render(count, &context).map_err(|e| format!("cannot compute foreach: {e}"))?;
             let count = text.trim().parse::<u64>().map_err(|_| {
                 format!(
                     "foreach.count must give a whole number of records; it gave {:?}",
@@ -399,7 +400,9 @@ impl Engine {
             ));
         }
         let path = crate::executor::logs::item_path(&activity.path, Some(item));
-        let retries_left = run.attempts.saturating_sub(run.interruptions + run.deferred)
+        let retries_left = run
+            .attempts
+            .saturating_sub(run.interruptions + run.deferred)
             <= activity.retries
             && !run.no_retry;
         let (item_state, again_after) = match end.state {
@@ -414,10 +417,9 @@ impl Engine {
                 run.deferred += 1;
                 ("retry_wait", Some(super::run::TRANSIENT_DELAY))
             }
-            _ if retries_left && !fan.halted => (
-                "retry_wait",
-                Some(activity.retry_delay_for(run.attempts)),
-            ),
+            _ if retries_left && !fan.halted => {
+                ("retry_wait", Some(activity.retry_delay_for(run.attempts)))
+            }
             _ => ("failed", None),
         };
         let interruptions = run.interruptions;

@@ -66,9 +66,8 @@ impl Engine {
         let chain = job.chain.clone();
         let activity = &chain.activities[idx];
         let outputs = job.outputs_for(idx);
-        let item_value = item.and_then(|i| {
-            (job.acts[idx].fanout.as_ref()).map(|fan| fan.list.item(i))
-        });
+        let item_value =
+            item.and_then(|i| (job.acts[idx].fanout.as_ref()).map(|fan| fan.list.item(i)));
         if job.state == JobState::Queued {
             job.state = JobState::Running;
             job.started_at = Some(now);

@@ -35,8 +35,7 @@ use holdfast_api::ConnectionSummary;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
     AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, ItemPage, Job, JobList, LogChunk, Plan,
-    ScheduleInfo,
-    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;

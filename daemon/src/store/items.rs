@@ -15,7 +15,10 @@ use super::{StoreError, rfc3339};
 pub enum ItemList {
     List(Arc<Vec<Value>>),
     /// `{index, start, end}` chunks of `0..count` (`end` excluded).
-    Chunks { count: u64, chunk_size: u64 },
+    Chunks {
+        count: u64,
+        chunk_size: u64,
+    },
 }
 
 impl ItemList {

@@ -614,7 +614,13 @@ impl WriteOp {
                         outputs = COALESCE(?5, outputs)
                      WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
                 )?
-                .execute(params![*job_id as i64, *idx as i64, item, checkpoint, outputs])?;
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    item,
+                    checkpoint,
+                    outputs
+                ])?;
             }
             WriteOp::CarryItems { from, job_id, idx } => {
                 tx.prepare_cached(

@@ -103,10 +103,7 @@ echo "end $HF_ITEM_INDEX" >> @DIR@/events
             _ => panic!("unexpected line {line:?}"),
         }
     }
-    assert!(
-        peak <= 4,
-        "{peak} items ran at once with max_parallel = 4"
-    );
+    assert!(peak <= 4, "{peak} items ran at once with max_parallel = 4");
     assert!(peak >= 2, "the items never overlapped (peak {peak})");
     assert_eq!(seen.len(), 1000, "every item ran");
     assert!(
@@ -213,7 +210,9 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     assert_eq!(job.alerts, 1, "{job:#?}");
     assert!(
-        job.last_alert.as_deref().is_some_and(|a| a.contains("chunk[2]")),
+        job.last_alert
+            .as_deref()
+            .is_some_and(|a| a.contains("chunk[2]")),
         "{job:#?}"
     );
     assert_eq!(
@@ -231,7 +230,10 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
     // `--all` expands the fan-out, one line per item.
     let text = daemon.hfctl(&["status", &job_id.to_string(), "--all"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    let item_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("load.chunk[")).collect();
+    let item_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("load.chunk["))
+        .collect();
     assert_eq!(item_lines.len(), 10, "{text}");
     assert!(
         item_lines[2].contains("load.chunk[2]") && item_lines[2].contains("failed"),
@@ -250,10 +252,18 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
         .as_array()
         .expect("items")
         .iter()
-        .map(|i| (i["index"].as_u64().unwrap_or(99), i["state"].as_str().unwrap_or("")))
+        .map(|i| {
+            (
+                i["index"].as_u64().unwrap_or(99),
+                i["state"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(shown, [(1, "succeeded"), (2, "failed")], "{page}");
-    assert_eq!(result["items"][1]["item"], json!({"index": 2, "start": 2, "end": 3}));
+    assert_eq!(
+        result["items"][1]["item"],
+        json!({"index": 2, "start": 2, "end": 3})
+    );
 
     std::fs::write(daemon.dir().join("fixed"), "").expect("fixed");
     let again = retry(&daemon, job_id);
@@ -267,7 +277,11 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
         }
     );
     let runs = starts(&daemon);
-    assert_eq!(runs.get(&2), Some(&2), "the failed item ran again: {runs:?}");
+    assert_eq!(
+        runs.get(&2),
+        Some(&2),
+        "the failed item ran again: {runs:?}"
+    );
     assert!(
         runs.iter().all(|(i, n)| *i == 2 || *n == 1),
         "a succeeded item ran again: {runs:?}"
@@ -354,7 +368,11 @@ if [ "$HF_ITEM_INDEX" -ge 4 ] && [ ! -e @DIR@/gate ]; then sleep 60; fi
     // committed before they are spawned).
     eventually(Duration::from_secs(30), "six items started", || {
         let n = lines(&daemon, "events").len();
-        if n >= 6 { Ok(()) } else { Err(format!("{n} started")) }
+        if n >= 6 {
+            Ok(())
+        } else {
+            Err(format!("{n} started"))
+        }
     });
     daemon.kill9();
     std::fs::write(daemon.dir().join("gate"), "").expect("gate");
@@ -401,7 +419,11 @@ fn two_done_two_blocked(daemon: &TestDaemon, job_id: u64) {
     });
     eventually(Duration::from_secs(30), "four items started", || {
         let n = lines(daemon, "events").len();
-        if n >= 4 { Ok(()) } else { Err(format!("{n} started")) }
+        if n >= 4 {
+            Ok(())
+        } else {
+            Err(format!("{n} started"))
+        }
     });
 }
 
@@ -429,7 +451,11 @@ fn cancel_stops_the_running_items_and_starts_no_more() {
         }
     );
     for line in lines(&daemon, "events") {
-        let pid: i32 = line.split_whitespace().nth(2).and_then(|p| p.parse().ok()).expect("a pid");
+        let pid: i32 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .expect("a pid");
         assert!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
             "item process {pid} still runs after the cancel ({line})"
@@ -454,7 +480,16 @@ fn a_stop_interrupts_running_items_which_run_again_after_the_start() {
     let runs = starts(&daemon);
     assert_eq!(
         runs,
-        BTreeMap::from([(0, 1), (1, 1), (2, 2), (3, 2), (4, 1), (5, 1), (6, 1), (7, 1)]),
+        BTreeMap::from([
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 1),
+            (5, 1),
+            (6, 1),
+            (7, 1)
+        ]),
         "the interrupted items ran again, the succeeded did not"
     );
     let item = rpc_call(

@@ -10,9 +10,7 @@ use super::raw::{Named, RawProcessEntry, RawProgram, RawSimulate, Span};
 use super::references::{Owner, Scope};
 use super::values::Settings;
 use super::{Diagnostics, check_name, graph};
-use crate::model::{
-    Activity, Foreach, HandlerKind, Mode, ParamSpec, Process, Program, Simulate,
-};
+use crate::model::{Activity, Foreach, HandlerKind, Mode, ParamSpec, Process, Program, Simulate};
 use crate::template::secret_file_calls;
 
 /// Check a `simulate` table.
@@ -178,7 +176,8 @@ impl Draft {
                     }
                     (n, Some(_)) if n >= 1 => Some(n as usize),
                     (n, Some(_)) => {
-                        diagnostics.error(&span, format!("max_parallel must be at least 1; got {n}"));
+                        diagnostics
+                            .error(&span, format!("max_parallel must be at least 1; got {n}"));
                         None
                     }
                 }
