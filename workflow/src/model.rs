@@ -261,6 +261,9 @@ pub enum Foreach {
     /// `{ count = "...", chunk_size = N }`: items `{index, start, end}`
     /// covering `0..count` in chunks; `count` is a template or a number.
     Chunks { count: String, chunk_size: u64 },
+    /// `"tenants"`: one item `{tenant, params}` per tenant that may run
+    /// the chain (by name), with the tenant's `[params]`.
+    Tenants,
 }
 
 /// An activity's stand-in for simulated jobs: nothing is run, the attempt

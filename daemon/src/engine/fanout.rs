@@ -152,7 +152,11 @@ impl FanOut {
 }
 
 /// The item list of a fan-out, rendered against the job as it is now.
-fn compute_items(job: &JobRun, idx: usize) -> Result<ItemList, String> {
+fn compute_items(
+    job: &JobRun,
+    idx: usize,
+    registry: &crate::registry::Registry,
+) -> Result<ItemList, String> {
     let activity = &job.chain.activities[idx];
     let Some(foreach) = &activity.foreach else {
         return Err("not a fan-out".into());
@@ -196,6 +200,13 @@ fn compute_items(job: &JobRun, idx: usize) -> Result<ItemList, String> {
                 chunk_size: *chunk_size,
             }
         }
+        // The tenants as the registry has them now, fixed from here on.
+        Foreach::Tenants => ItemList::List(Arc::new(
+            (registry.tenants_for(&job.chain.name).into_iter())
+                .filter_map(|name| registry.tenant(&name).cloned())
+                .map(|t| serde_json::json!({ "tenant": t.name, "params": t.params }))
+                .collect(),
+        )),
     };
     let total = match &list {
         ItemList::List(l) => l.len() as u64,
@@ -221,7 +232,8 @@ impl Engine {
             return;
         };
         if job.acts[idx].fanout.is_none() {
-            match compute_items(job, idx) {
+            let registry = self.registry.borrow().clone();
+            match compute_items(job, idx, &registry) {
                 Ok(list) => {
                     let fan = FanOut::new(list);
                     self.ops.push(WriteOp::ActivityItems {

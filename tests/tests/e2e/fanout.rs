@@ -504,3 +504,46 @@ fn a_stop_interrupts_running_items_which_run_again_after_the_start() {
         "hfctl logs without an item says how to name one: {bare:?}"
     );
 }
+
+/// `foreach = "tenants"`: one item per tenant that may run the chain, in
+/// name order, each `{tenant, params}` with the tenant's `[params]`; a
+/// tenant limited to other chains gets no item. The list is fixed when the
+/// activity starts: a tenant added later does not join a retry.
+#[test]
+fn foreach_tenants_runs_once_per_tenant_that_may_run_the_chain() {
+    let chain = r#"
+[process.bill.activity.each]
+foreach = "tenants"
+command = ["sh", "-c", 'echo "start $HF_ITEM_INDEX $1 $2" >> @DIR@/events; [ "$1" != globex ] || [ -e @DIR@/fixed ]', "sh", "{{ item.tenant }}", "{{ item.params.region | default('none') }}"]
+on_failure = "continue"
+"#;
+    let mut daemon = TestDaemon::prepare(None, &[("billing.toml", chain)]);
+    daemon.write_tenant("acme", "chains = [\"billing\"]\n\n[params]\nregion = \"eu\"\n");
+    daemon.write_tenant("globex", "chains = [\"billing\"]\n");
+    daemon.write_tenant("initech", "chains = [\"payroll\"]\n");
+    daemon.launch();
+    let job_id = daemon.submit("billing", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let mut seen = lines(&daemon, "events");
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["start 0 acme eu", "start 1 globex none"],
+        "one item per tenant allowed, in name order, with its params"
+    );
+    assert_eq!(counts(&job, "bill.each").failed, 1);
+
+    daemon.write_tenant("hooli", "chains = [\"billing\"]\n");
+    std::fs::write(daemon.dir().join("fixed"), "").expect("fixed");
+    let reload = daemon.hfctl(&["reload"]);
+    assert!(reload.status.success(), "{reload:?}");
+    let again = retry(&daemon, job_id);
+    assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
+    assert_eq!(counts(&again, "bill.each").total, 2, "the item list is the job's");
+    assert_eq!(
+        lines(&daemon, "events").last().map(String::as_str),
+        Some("start 1 globex none"),
+        "only the failed tenant's item ran again"
+    );
+}

@@ -436,11 +436,7 @@ fn foreach(
     match raw.into_inner() {
         toml::Value::String(text) => {
             if text == "tenants" {
-                diagnostics.error(
-                    &span,
-                    "foreach = \"tenants\" is not supported yet; pass the tenants as a json parameter",
-                );
-                return None;
+                return Some(Foreach::Tenants);
             }
             sites.push(Site {
                 field: "foreach".to_string(),
