@@ -384,6 +384,13 @@ fn error_lines(activities: &[ActivityRun]) -> Vec<String> {
     let mut lines = Vec::new();
     for activity in activities {
         let name = format!("{}.{}", activity.process, activity.activity);
+        if let Some(items) = activity.items.as_ref().filter(|i| i.failed > 0) {
+            lines.push(format!(
+                "{name}: {} of {} items failed; `--all` lists them, `hfctl logs JOB {name}[N]` \
+                 shows one",
+                items.failed, items.total
+            ));
+        }
         for attempt in &activity.attempts {
             if attempt.error_id.is_none() && attempt.error.is_none() {
                 continue;

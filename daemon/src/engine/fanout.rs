@@ -253,6 +253,7 @@ impl Engine {
                         error_tail: None,
                         error_message: None,
                     });
+                    job.alerts += 1;
                     self.ops.push(WriteOp::JobAlert {
                         id,
                         alerts: job.alerts,
@@ -271,9 +272,11 @@ impl Engine {
         let Some(fan) = act.fanout.as_mut() else {
             return;
         };
-        let item = if let Some(item) = fan.again.pop_first() {
+        let item = if fan.halted {
+            None
+        } else if let Some(item) = fan.again.pop_first() {
             Some(item)
-        } else if fan.next < fan.total && !fan.halted {
+        } else if fan.next < fan.total {
             fan.next += 1;
             Some(fan.next - 1)
         } else {
@@ -290,12 +293,8 @@ impl Engine {
         run.error_message = None;
         let number = run.attempts;
         fan.running += 1;
-        let first = act.state() != ActivityState::Running;
-        if first {
+        if act.state() != ActivityState::Running {
             act.state = Some(ActivityState::Running);
-            act.attempts = act.attempts.max(1);
-        }
-        if first {
             self.ops.push(WriteOp::ActivityState {
                 job_id: id,
                 idx,
@@ -367,12 +366,17 @@ impl Engine {
             .filter(|(_, r)| r.state == ItemState::RetryWait)
             .map(|(&i, _)| i)
             .collect();
+        let left = if stop == Some(Stop::Cancel) {
+            "cancelled"
+        } else {
+            "failed"
+        };
         for item in waiting {
             self.ops.push(WriteOp::ItemState {
                 job_id: id,
                 idx,
                 item,
-                state: "failed",
+                state: left,
             });
         }
         job.ready.remove(&idx);

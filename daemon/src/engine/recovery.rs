@@ -361,10 +361,21 @@ impl Engine {
             if let Some(run) = fan.live.get_mut(&row.item) {
                 run.interruptions = interruptions;
             }
+            // Like an activity, an item interrupted too often fails.
+            let item_state = if interruptions > self.settings.max_interruptions {
+                tracing::error!(HF_JOB_ID = job_id, HF_ACTIVITY = %activity.path, item = row.item, interruptions, "item interrupted too often; failing it");
+                fan.live.remove(&row.item);
+                fan.again.remove(&row.item);
+                fan.failed += 1;
+                fan.halted |= activity.on_failure == holdfast_workflow::OnFailure::Fail;
+                "failed"
+            } else {
+                "pending"
+            };
             let error_id = self.error_id();
             self.ops.push(WriteOp::ItemEnd {
                 item: row.item,
-                item_state: "pending",
+                item_state,
                 interruptions,
                 end: Box::new(store::AttemptEnd {
                     job_id,

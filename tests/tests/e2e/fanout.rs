@@ -518,7 +518,10 @@ command = ["sh", "-c", 'echo "start $HF_ITEM_INDEX $1 $2" >> @DIR@/events; [ "$1
 on_failure = "continue"
 "#;
     let mut daemon = TestDaemon::prepare(None, &[("billing.toml", chain)]);
-    daemon.write_tenant("acme", "chains = [\"billing\"]\n\n[params]\nregion = \"eu\"\n");
+    daemon.write_tenant(
+        "acme",
+        "chains = [\"billing\"]\n\n[params]\nregion = \"eu\"\n",
+    );
     daemon.write_tenant("globex", "chains = [\"billing\"]\n");
     daemon.write_tenant("initech", "chains = [\"payroll\"]\n");
     daemon.launch();
@@ -540,7 +543,11 @@ on_failure = "continue"
     assert!(reload.status.success(), "{reload:?}");
     let again = retry(&daemon, job_id);
     assert_eq!(again.state, JobState::Succeeded, "{again:#?}");
-    assert_eq!(counts(&again, "bill.each").total, 2, "the item list is the job's");
+    assert_eq!(
+        counts(&again, "bill.each").total,
+        2,
+        "the item list is the job's"
+    );
     assert_eq!(
         lines(&daemon, "events").last().map(String::as_str),
         Some("start 1 globex none"),
