@@ -286,6 +286,10 @@ impl Engine {
             self.fanout_settled(id, idx);
             return;
         };
+        self.job_started(id);
+        let Some(fan) = (self.jobs.get_mut(&id)).and_then(|j| j.acts[idx].fanout.as_mut()) else {
+            return;
+        };
         let run = fan.live.entry(item).or_insert_with(ItemRun::new);
         run.attempts += 1;
         run.state = ItemState::Running;
@@ -293,6 +297,9 @@ impl Engine {
         run.error_message = None;
         let number = run.attempts;
         fan.running += 1;
+        let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) else {
+            return;
+        };
         if act.state() != ActivityState::Running {
             act.state = Some(ActivityState::Running);
             self.ops.push(WriteOp::ActivityState {

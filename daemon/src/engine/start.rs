@@ -21,6 +21,10 @@ impl Engine {
             self.start_next_item(id, idx);
             return;
         }
+        self.job_started(id);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         let act = &mut job.acts[idx];
         act.attempts += 1;
         act.no_retry = false;
@@ -48,26 +52,14 @@ impl Engine {
         });
     }
 
-    /// Start attempt `key` (committed by the caller's writes): the job
-    /// marked started, templates rendered, user, environment and spawn.
-    /// A fan-out item's attempt reads its item's checkpoint and outputs.
-    pub(super) fn launch(&mut self, key: AttemptKey) {
-        let AttemptKey {
-            job_id: id,
-            idx,
-            number,
-            item,
-        } = key;
+    /// The job's first start: it becomes `running` (committed with the
+    /// attempt that starts it, before that attempt's own writes).
+    pub(super) fn job_started(&mut self, id: u64) {
         let now = store::now_ms();
-        let settings = self.settings.clone();
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         let chain = job.chain.clone();
-        let activity = &chain.activities[idx];
-        let outputs = job.outputs_for(idx);
-        let item_value =
-            item.and_then(|i| (job.acts[idx].fanout.as_ref()).map(|fan| fan.list.item(i)));
         if job.state == JobState::Queued {
             job.state = JobState::Running;
             job.started_at = Some(now);
@@ -86,6 +78,27 @@ impl Engine {
                 self.effects.push(Effect::JobTimer(id, timeout));
             }
         }
+    }
+
+    /// Start attempt `key` (committed by the caller's writes): the job
+    /// marked started, templates rendered, user, environment and spawn.
+    /// A fan-out item's attempt reads its item's checkpoint and outputs.
+    pub(super) fn launch(&mut self, key: AttemptKey) {
+        let AttemptKey {
+            job_id: id,
+            idx,
+            number,
+            item,
+        } = key;
+        let settings = self.settings.clone();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let chain = job.chain.clone();
+        let activity = &chain.activities[idx];
+        let outputs = job.outputs_for(idx);
+        let item_value =
+            item.and_then(|i| (job.acts[idx].fanout.as_ref()).map(|fan| fan.list.item(i)));
         job.running += 1;
         self.running += 1;
 
