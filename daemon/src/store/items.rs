@@ -174,3 +174,45 @@ pub fn job_items(
         next_offset: (end < total).then_some(end),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_count_once_and_the_last_is_short() {
+        let list = ItemList::Chunks {
+            count: 2501,
+            chunk_size: 1000,
+        };
+        assert_eq!(list.total(), 3);
+        assert_eq!(list.item(0), json!({"index": 0, "start": 0, "end": 1000}));
+        assert_eq!(
+            list.item(2),
+            json!({"index": 2, "start": 2000, "end": 2501})
+        );
+        let none = ItemList::Chunks {
+            count: 0,
+            chunk_size: 10,
+        };
+        assert_eq!(none.total(), 0);
+    }
+
+    #[test]
+    fn a_stored_list_reads_back_the_same() {
+        for list in [
+            ItemList::List(Arc::new(vec![json!("a"), json!({"b": 1})])),
+            ItemList::Chunks {
+                count: 10,
+                chunk_size: 3,
+            },
+        ] {
+            let back = ItemList::from_stored(&list.stored()).expect("reads back");
+            assert_eq!(back.total(), list.total());
+            for i in 0..list.total() {
+                assert_eq!(back.item(i), list.item(i));
+            }
+        }
+        assert!(ItemList::from_stored(&json!({"other": 1})).is_none());
+    }
+}

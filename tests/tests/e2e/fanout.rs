@@ -174,6 +174,12 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
         daemon.logs(job_id, "load.each[2]", None),
         "item 2 attempt 1 checkpoint none\n"
     );
+    let followed = daemon.hfctl(&["logs", "-f", &job_id.to_string(), "load.each[1]"]);
+    assert_eq!(
+        String::from_utf8_lossy(&followed.stdout),
+        "item 1 attempt 2 checkpoint {\"row\":40}\n",
+        "following a finished item prints its latest attempt and ends: {followed:?}"
+    );
     let list: Value =
         serde_json::from_str(daemon.logs(job_id, "report.all", None).trim()).expect("JSON");
     assert_eq!(
