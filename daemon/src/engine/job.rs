@@ -49,7 +49,7 @@ pub struct ActRun {
     /// What the last failed attempt said, for handlers' `job.errors`.
     pub last_error: Option<ActError>,
     /// A `foreach` activity's items, once its list is computed.
-    pub fanout: Option<Box<super::fanout::FanOut>>,
+    pub fanout: Option<Box<super::items::FanOut>>,
 }
 
 /// What one failed attempt said.

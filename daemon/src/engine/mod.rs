@@ -17,6 +17,7 @@ mod control;
 mod events;
 mod fanout;
 mod handlers;
+mod items;
 pub mod job;
 mod policy;
 mod recovery;

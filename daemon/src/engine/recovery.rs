@@ -332,8 +332,8 @@ impl Engine {
         job_id: u64,
         stored: &store::StoredActivity,
         activity: &holdfast_workflow::Activity,
-    ) -> Option<Box<super::fanout::FanOut>> {
-        let mut fan = super::fanout::FanOut::from_stored(stored, activity.on_failure)?;
+    ) -> Option<Box<super::items::FanOut>> {
+        let mut fan = super::items::FanOut::from_stored(stored, activity.on_failure)?;
         let running: Vec<&store::StoredItem> = (stored.item_rows.iter())
             .filter(|r| r.state == "running")
             .collect();

@@ -299,7 +299,7 @@ impl Engine {
                         row.outputs.clear();
                     }
                 }
-                let Some(fan) = super::fanout::FanOut::from_stored(
+                let Some(fan) = super::items::FanOut::from_stored(
                     &carried_items,
                     holdfast_workflow::OnFailure::Continue,
                 ) else {

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use holdfast_api::{FanOutItem, ItemCounts, ItemPage};
-use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Map, Value, json};
 
-use super::{StoreError, rfc3339};
+use super::read::{AttemptRef, StoredJob, json_object};
+use super::{StoreError, WriteOp, rfc3339};
 
 /// A fan-out's items, fixed when the activity first starts.
 #[derive(Debug, Clone)]
@@ -65,6 +66,271 @@ impl ItemList {
     }
 }
 
+/// One fan-out item's row.
+#[derive(Debug, Clone)]
+pub struct StoredItem {
+    pub item: u32,
+    pub state: String,
+    pub attempts: u32,
+    pub interruptions: u32,
+    pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
+    pub started_at: Option<i64>,
+    pub checkpoint: Option<Value>,
+    pub outputs: Map<String, Value>,
+}
+
+/// The item rows of a stored job's fan-outs, onto its activities.
+pub(super) fn load_item_rows(conn: &Connection, job: &mut StoredJob) -> Result<(), StoreError> {
+    let mut item_stmt = conn.prepare_cached(
+        "SELECT idx, item, state, attempts, interruptions, pid, pid_start, started_at,
+                checkpoint, outputs
+         FROM items WHERE job_id = ?1 ORDER BY idx, item",
+    )?;
+    let mut rows = item_stmt.query(params![job.id as i64])?;
+    while let Some(row) = rows.next()? {
+        let idx = row.get::<_, i64>(0)? as usize;
+        let checkpoint: Option<String> = row.get(8)?;
+        let item = StoredItem {
+            item: row.get(1)?,
+            state: row.get(2)?,
+            attempts: row.get(3)?,
+            interruptions: row.get(4)?,
+            pid: row.get(5)?,
+            pid_start: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
+            started_at: row.get(7)?,
+            checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
+            outputs: json_object(row.get(9)?),
+        };
+        if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
+            a.item_rows.push(item);
+        }
+    }
+    Ok(())
+}
+
+/// Count a fan-out's items by state (`total` already set): one indexed
+/// range of `items`, rows only for items started.
+pub(super) fn item_counts(
+    conn: &Connection,
+    job_id: u64,
+    idx: i64,
+    counts: &mut ItemCounts,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COUNT(*) FROM items WHERE job_id = ?1 AND idx = ?2 GROUP BY state",
+    )?;
+    let mut rows = stmt.query(params![job_id as i64, idx])?;
+    let mut seen = 0;
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(0)?;
+        let n: u32 = row.get(1)?;
+        seen += n;
+        match state.as_str() {
+            "succeeded" => counts.succeeded += n,
+            "failed" => counts.failed += n,
+            "running" => counts.running += n,
+            "retry_wait" => counts.retry_wait += n,
+            "cancelled" => counts.cancelled += n,
+            _ => counts.not_started += n,
+        }
+    }
+    counts.not_started += counts.total.saturating_sub(seen);
+    Ok(())
+}
+
+/// `process.activity[17]` as (`process.activity`, Some(17)); anything else
+/// as itself.
+pub fn split_item(name: &str) -> (&str, Option<u32>) {
+    if let Some(open) = name.rfind('[')
+        && let Some(index) = name[open + 1..].strip_suffix(']')
+        && let Ok(item) = index.parse::<u32>()
+    {
+        return (&name[..open], Some(item));
+    }
+    (name, None)
+}
+
+/// An attempt of one fan-out item. The item's row holds its latest
+/// attempt; earlier ones are finished and keep their log files.
+pub(super) fn find_item_attempt(
+    conn: &Connection,
+    job_id: u64,
+    idx: i64,
+    path: &str,
+    item: u32,
+    attempt: Option<u32>,
+) -> Result<Result<AttemptRef, String>, StoreError> {
+    let row: Option<(u32, Option<i64>, i64, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT attempts, finished_at, log_dropped, log_error FROM items
+             WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+        )?
+        .query_row(params![job_id as i64, idx, item], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let path = crate::executor::logs::item_path(path, Some(item));
+    let Some((latest, finished_at, dropped, log_error)) = row.filter(|r| r.0 > 0) else {
+        return Ok(Err(format!("{path} has not started yet")));
+    };
+    let number = attempt.unwrap_or(latest);
+    if number == 0 || number > latest {
+        return Ok(Err(format!("{path} has no attempt {number}")));
+    }
+    let last = number == latest;
+    Ok(Ok(AttemptRef {
+        idx: idx as usize,
+        path,
+        number,
+        finished: !last || finished_at.is_some(),
+        log_dropped: if last { dropped as u64 } else { 0 },
+        log_error: if last { log_error } else { None },
+        item: Some(item),
+    }))
+}
+
+/// The fan-out writes (`WriteOp::ActivityItems`, `Item*`, `CarryItems`).
+pub(super) fn apply(op: &WriteOp, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    match op {
+        WriteOp::ActivityItems {
+            job_id,
+            idx,
+            items,
+            total,
+        } => {
+            tx.prepare_cached(
+                "UPDATE activities SET items = ?3, items_total = ?4
+                     WHERE job_id = ?1 AND idx = ?2",
+            )?
+            .execute(params![*job_id as i64, *idx as i64, items, total])?;
+        }
+        WriteOp::ItemStart {
+            job_id,
+            idx,
+            item,
+            attempt,
+            started_at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO items (job_id, idx, item, state, attempts, attempt_state, started_at)
+                     VALUES (?1, ?2, ?3, 'running', ?4, 'running', ?5)
+                     ON CONFLICT (job_id, idx, item) DO UPDATE SET state = 'running',
+                        attempts = ?4, attempt_state = 'running', started_at = ?5, pid = NULL,
+                        pid_start = NULL, exit_code = NULL, signal = NULL, error_id = NULL,
+                        error = NULL, error_tail = NULL, error_message = NULL,
+                        finished_at = NULL, log_bytes = 0, log_dropped = 0, log_error = NULL",
+            )?
+            .execute(params![
+                *job_id as i64,
+                *idx as i64,
+                item,
+                attempt,
+                started_at
+            ])?;
+        }
+        WriteOp::ItemPid {
+            job_id,
+            idx,
+            item,
+            pid,
+            pid_start,
+        } => {
+            tx.prepare_cached(
+                "UPDATE items SET pid = ?4, pid_start = ?5
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+            )?
+            .execute(params![
+                *job_id as i64,
+                *idx as i64,
+                item,
+                pid,
+                pid_start.map(|s| s as i64)
+            ])?;
+        }
+        WriteOp::ItemState {
+            job_id,
+            idx,
+            item,
+            state,
+        } => {
+            tx.prepare_cached(
+                "UPDATE items SET state = ?4 WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+            )?
+            .execute(params![*job_id as i64, *idx as i64, item, state])?;
+        }
+        WriteOp::ItemEnd {
+            item,
+            item_state,
+            interruptions,
+            end,
+        } => {
+            tx.prepare_cached(
+                "UPDATE items SET state = ?4, attempt_state = ?5, exit_code = ?6, signal = ?7,
+                        error_id = ?8, error = ?9, finished_at = ?10, log_bytes = ?11,
+                        log_dropped = ?12, error_tail = ?13, error_message = ?14,
+                        interruptions = ?15
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+            )?
+            .execute(params![
+                end.job_id as i64,
+                end.idx as i64,
+                item,
+                item_state,
+                end.state,
+                end.exit_code,
+                end.signal,
+                end.error_id,
+                end.error,
+                end.finished_at,
+                end.log_bytes as i64,
+                end.log_dropped as i64,
+                end.error_tail,
+                end.error_message,
+                interruptions,
+            ])?;
+        }
+        WriteOp::ItemControl {
+            job_id,
+            idx,
+            item,
+            checkpoint,
+            outputs,
+        } => {
+            tx.prepare_cached(
+                "UPDATE items SET checkpoint = COALESCE(?4, checkpoint),
+                        outputs = COALESCE(?5, outputs)
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
+            )?
+            .execute(params![
+                *job_id as i64,
+                *idx as i64,
+                item,
+                checkpoint,
+                outputs
+            ])?;
+        }
+        WriteOp::CarryItems { from, job_id, idx } => {
+            tx.prepare_cached(
+                "INSERT INTO items (job_id, idx, item, state, attempts, checkpoint, outputs)
+                     SELECT ?2, idx, item,
+                        CASE state WHEN 'succeeded' THEN 'succeeded' ELSE 'pending' END,
+                        0, checkpoint, CASE state WHEN 'succeeded' THEN outputs END
+                     FROM items WHERE job_id = ?1 AND idx = ?3",
+            )?
+            .execute(params![*from as i64, *job_id as i64, *idx as i64])?;
+            tx.prepare_cached(
+                "UPDATE activities SET (items, items_total) = (SELECT items, items_total
+                        FROM activities WHERE job_id = ?1 AND idx = ?3)
+                     WHERE job_id = ?2 AND idx = ?3",
+            )?
+            .execute(params![*from as i64, *job_id as i64, *idx as i64])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The most items one `job.items` page holds.
 pub const MAX_ITEM_PAGE: u32 = 1000;
 
@@ -113,7 +379,7 @@ pub fn job_items(
         total,
         ..ItemCounts::default()
     };
-    super::read::item_counts(conn, job_id, idx, &mut counts)?;
+    item_counts(conn, job_id, idx, &mut counts)?;
     let limit = limit.clamp(1, MAX_ITEM_PAGE);
     let end = offset.saturating_add(limit).min(total);
     let mut rows = std::collections::BTreeMap::new();

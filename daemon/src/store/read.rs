@@ -21,7 +21,7 @@ fn parse_job_state(s: &str) -> JobState {
     JobState::parse(s).unwrap_or(JobState::Failed)
 }
 
-fn json_object(text: Option<String>) -> Map<String, Value> {
+pub(super) fn json_object(text: Option<String>) -> Map<String, Value> {
     match text.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
         Some(Value::Object(map)) => map,
         _ => Map::new(),
@@ -168,7 +168,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     }
     for (&idx, &i) in &index_of {
         if let Some(counts) = activities[i].items.as_mut() {
-            item_counts(conn, id, idx, counts)?;
+            super::items::item_counts(conn, id, idx, counts)?;
         }
     }
     {
@@ -227,36 +227,6 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         activities,
         outcome: outcome.as_deref().map(parse_job_state),
     }))
-}
-
-/// Count a fan-out's items by state (`total` already set): one indexed
-/// range of `items`, rows only for items started.
-pub(super) fn item_counts(
-    conn: &Connection,
-    job_id: u64,
-    idx: i64,
-    counts: &mut ItemCounts,
-) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, COUNT(*) FROM items WHERE job_id = ?1 AND idx = ?2 GROUP BY state",
-    )?;
-    let mut rows = stmt.query(params![job_id as i64, idx])?;
-    let mut seen = 0;
-    while let Some(row) = rows.next()? {
-        let state: String = row.get(0)?;
-        let n: u32 = row.get(1)?;
-        seen += n;
-        match state.as_str() {
-            "succeeded" => counts.succeeded += n,
-            "failed" => counts.failed += n,
-            "running" => counts.running += n,
-            "retry_wait" => counts.retry_wait += n,
-            "cancelled" => counts.cancelled += n,
-            _ => counts.not_started += n,
-        }
-    }
-    counts.not_started += counts.total.saturating_sub(seen);
-    Ok(())
 }
 
 /// The job state alone (cheap; used by watchers).
@@ -489,21 +459,7 @@ pub struct StoredActivity {
     /// A fan-out's item list as stored once computed (`activities.items`).
     pub items: Option<Value>,
     /// A fan-out's items started so far (or carried by a retry).
-    pub item_rows: Vec<StoredItem>,
-}
-
-/// One fan-out item's row.
-#[derive(Debug, Clone)]
-pub struct StoredItem {
-    pub item: u32,
-    pub state: String,
-    pub attempts: u32,
-    pub interruptions: u32,
-    pub pid: Option<u32>,
-    pub pid_start: Option<u64>,
-    pub started_at: Option<i64>,
-    pub checkpoint: Option<Value>,
-    pub outputs: Map<String, Value>,
+    pub item_rows: Vec<super::items::StoredItem>,
 }
 
 #[derive(Debug, Clone)]
@@ -591,30 +547,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             item_rows: Vec::new(),
         });
     }
-    let mut item_stmt = conn.prepare_cached(
-        "SELECT idx, item, state, attempts, interruptions, pid, pid_start, started_at,
-                checkpoint, outputs
-         FROM items WHERE job_id = ?1 ORDER BY idx, item",
-    )?;
-    let mut rows = item_stmt.query(params![job.id as i64])?;
-    while let Some(row) = rows.next()? {
-        let idx = row.get::<_, i64>(0)? as usize;
-        let checkpoint: Option<String> = row.get(8)?;
-        let item = StoredItem {
-            item: row.get(1)?,
-            state: row.get(2)?,
-            attempts: row.get(3)?,
-            interruptions: row.get(4)?,
-            pid: row.get(5)?,
-            pid_start: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
-            started_at: row.get(7)?,
-            checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
-            outputs: json_object(row.get(9)?),
-        };
-        if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
-            a.item_rows.push(item);
-        }
-    }
+    super::items::load_item_rows(conn, &mut job)?;
     let mut att_stmt = conn.prepare_cached(
         "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message
          FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
@@ -707,7 +640,7 @@ pub fn find_attempt(
         .query_map(params![job_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     // A fan-out item: `process.activity[17]`.
-    let (activity, item) = match activity.map(split_item) {
+    let (activity, item) = match activity.map(super::items::split_item) {
         Some((name, item)) => (Some(name), item),
         None => (None, None),
     };
@@ -735,7 +668,7 @@ pub fn find_attempt(
         )));
     };
     if let Some(item) = item {
-        return find_item_attempt(conn, job_id, idx, &path, item, attempt);
+        return super::items::find_item_attempt(conn, job_id, idx, &path, item, attempt);
     }
     let fan_out: Option<Option<u32>> = conn
         .prepare_cached("SELECT items_total FROM activities WHERE job_id = ?1 AND idx = ?2")?
@@ -782,57 +715,6 @@ pub fn find_attempt(
         log_dropped: dropped as u64,
         log_error,
         item: None,
-    }))
-}
-
-/// `process.activity[17]` as (`process.activity`, Some(17)); anything else
-/// as itself.
-pub fn split_item(name: &str) -> (&str, Option<u32>) {
-    if let Some(open) = name.rfind('[')
-        && let Some(index) = name[open + 1..].strip_suffix(']')
-        && let Ok(item) = index.parse::<u32>()
-    {
-        return (&name[..open], Some(item));
-    }
-    (name, None)
-}
-
-/// An attempt of one fan-out item. The item's row holds its latest
-/// attempt; earlier ones are finished and keep their log files.
-fn find_item_attempt(
-    conn: &Connection,
-    job_id: u64,
-    idx: i64,
-    path: &str,
-    item: u32,
-    attempt: Option<u32>,
-) -> Result<Result<AttemptRef, String>, StoreError> {
-    let row: Option<(u32, Option<i64>, i64, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT attempts, finished_at, log_dropped, log_error FROM items
-             WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
-        )?
-        .query_row(params![job_id as i64, idx, item], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    let path = crate::executor::logs::item_path(path, Some(item));
-    let Some((latest, finished_at, dropped, log_error)) = row.filter(|r| r.0 > 0) else {
-        return Ok(Err(format!("{path} has not started yet")));
-    };
-    let number = attempt.unwrap_or(latest);
-    if number == 0 || number > latest {
-        return Ok(Err(format!("{path} has no attempt {number}")));
-    }
-    let last = number == latest;
-    Ok(Ok(AttemptRef {
-        idx: idx as usize,
-        path,
-        number,
-        finished: !last || finished_at.is_some(),
-        log_dropped: if last { dropped as u64 } else { 0 },
-        log_error: if last { log_error } else { None },
-        item: Some(item),
     }))
 }
 
