@@ -23,6 +23,20 @@ fn lines(daemon: &TestDaemon, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The most items that ran at once, from `start`/`end` lines in `events`.
+fn peak(daemon: &TestDaemon) -> i32 {
+    let (mut running, mut peak) = (0, 0);
+    for line in lines(daemon, "events") {
+        if line.starts_with("start") {
+            running += 1;
+            peak = peak.max(running);
+        } else if line.starts_with("end") {
+            running -= 1;
+        }
+    }
+    peak
+}
+
 /// How often each item index was started, from `start <index> ...` lines.
 fn starts(daemon: &TestDaemon) -> BTreeMap<u32, usize> {
     let mut count = BTreeMap::new();
@@ -559,4 +573,30 @@ on_failure = "continue"
         Some("start 1 globex none"),
         "only the failed tenant's item ran again"
     );
+}
+
+/// A fan-out's `max_parallel` is bounded by the chain's: with the chain at
+/// 2, an activity allowing 8 never runs more than 2 items at once.
+#[test]
+fn the_chains_max_parallel_bounds_the_items_too() {
+    let chain = r#"
+[chain]
+max_parallel = 2
+
+[process.load.activity.chunk]
+foreach = { count = 12, chunk_size = 1 }
+max_parallel = 8
+shell = 'echo "start $HF_ITEM_INDEX" >> @DIR@/events; sleep 0.05; echo "end $HF_ITEM_INDEX" >> @DIR@/events'
+"#;
+    let daemon = TestDaemon::start(&[("capped.toml", chain)]);
+    let job_id = daemon.submit("capped", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(starts(&daemon).len(), 12);
+    let peak = peak(&daemon);
+    assert!(
+        peak <= 2,
+        "{peak} items ran at once under the chain's max_parallel = 2"
+    );
+    assert_eq!(peak, 2, "the items did run two at a time");
 }
