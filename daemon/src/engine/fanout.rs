@@ -268,13 +268,17 @@ impl Engine {
             match activity.on_failure {
                 OnFailure::Continue => {
                     job.alerts += 1;
+                    let text = format!(
+                        "{path} failed and was skipped; the other items go on \
+                         (on_failure = \"continue\")"
+                    );
+                    // An alert event too, so notification rules on alerts
+                    // hear of each skipped item.
+                    self.ops.push(self.outbox.alert(job, key, &text));
                     self.ops.push(WriteOp::JobAlert {
                         id: key.job_id,
                         alerts: job.alerts,
-                        text: format!(
-                            "{path} failed and was skipped; the other items go on \
-                             (on_failure = \"continue\")"
-                        ),
+                        text,
                     });
                 }
                 OnFailure::Fail => {

@@ -35,11 +35,11 @@ impl ItemList {
         match self {
             ItemList::List(list) => list.get(index as usize).cloned().unwrap_or(Value::Null),
             ItemList::Chunks { count, chunk_size } => {
-                let start = u64::from(index) * chunk_size;
+                let start = u64::from(index).saturating_mul(*chunk_size);
                 json!({
                     "index": index,
                     "start": start,
-                    "end": (start + chunk_size).min(*count),
+                    "end": start.saturating_add(*chunk_size).min(*count),
                 })
             }
         }
@@ -457,6 +457,12 @@ mod tests {
             list.item(2),
             json!({"index": 2, "start": 2000, "end": 2501})
         );
+        let huge = ItemList::Chunks {
+            count: u64::MAX,
+            chunk_size: u64::MAX / 2 + 1,
+        };
+        assert_eq!(huge.total(), 2);
+        assert_eq!(huge.item(1)["end"], json!(u64::MAX));
         let none = ItemList::Chunks {
             count: 0,
             chunk_size: 10,
