@@ -122,6 +122,8 @@ impl FanOut {
     pub fn from_stored(stored: &StoredActivity, on_failure: OnFailure) -> Option<FanOut> {
         let list = ItemList::from_stored(stored.items.as_ref()?)?;
         let mut fan = FanOut::new(list);
+        fan.next = stored.items_next;
+        fan.succeeded = stored.items_succeeded_plain;
         for row in &stored.item_rows {
             fan.next = fan.next.max(row.item + 1);
             match row.state.as_str() {

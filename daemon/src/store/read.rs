@@ -458,8 +458,13 @@ pub struct StoredActivity {
     pub undone: bool,
     /// A fan-out's item list as stored once computed (`activities.items`).
     pub items: Option<Value>,
-    /// A fan-out's items started so far (or carried by a retry).
+    /// A fan-out's items started so far (or carried by a retry) that
+    /// matter to a resume: not succeeded, or succeeded with outputs.
     pub item_rows: Vec<super::items::StoredItem>,
+    /// Succeeded items without outputs: counted, not loaded.
+    pub items_succeeded_plain: u32,
+    /// One past the highest item with a row: where the cursor resumes.
+    pub items_next: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -545,6 +550,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                 .get::<_, Option<String>>(7)?
                 .and_then(|t| serde_json::from_str(&t).ok()),
             item_rows: Vec::new(),
+            items_succeeded_plain: 0,
+            items_next: 0,
         });
     }
     super::items::load_item_rows(conn, &mut job)?;
