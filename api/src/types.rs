@@ -521,6 +521,13 @@ pub struct ActivityInfo {
     /// may map a name to its own profile); never their fields.
     #[serde(default)]
     pub connections: Vec<String>,
+    /// `foreach` as written (a template, `{ count = ..., chunk_size = N }`
+    /// or `tenants`): the activity fans out, one instance per item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreach: Option<String>,
+    /// A fan-out's `max_parallel`: its items running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
 }
 
 /// One resource cap of an activity.

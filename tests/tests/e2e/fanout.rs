@@ -545,6 +545,12 @@ on_failure = "continue"
     daemon.write_tenant("globex", "chains = [\"billing\"]\n");
     daemon.write_tenant("initech", "chains = [\"payroll\"]\n");
     daemon.launch();
+    let described = daemon.hfctl(&["describe", "billing"]);
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        described.contains("each fans out: one run per item of foreach = tenants"),
+        "{described}"
+    );
     let job_id = daemon.submit("billing", &[]);
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
