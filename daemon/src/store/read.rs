@@ -265,7 +265,8 @@ pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreEr
     Ok((
         count("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")?,
         count("SELECT COUNT(*) FROM jobs WHERE state = 'running'")?,
-        count("SELECT COUNT(*) FROM attempts WHERE state = 'running'")?,
+        count("SELECT COUNT(*) FROM attempts WHERE state = 'running'")?
+            + count("SELECT COUNT(*) FROM items WHERE state = 'running'")?,
     ))
 }
 

@@ -231,6 +231,7 @@ CREATE TABLE items (
     outputs       TEXT,
     PRIMARY KEY (job_id, idx, item)
 ) WITHOUT ROWID;
+CREATE INDEX items_running ON items (state) WHERE state = 'running';
 "#;
 
 #[cfg(test)]
