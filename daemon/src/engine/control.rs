@@ -68,7 +68,10 @@ impl Engine {
             }
             ControlMessage::Alert(text) => {
                 job.alerts += 1;
-                let path = &job.chain.activities[key.idx].path;
+                let path = &crate::executor::logs::item_path(
+                    &job.chain.activities[key.idx].path,
+                    key.item,
+                );
                 // The text was cut to its start and alerts are rate-limited
                 // at fd 3 (`control::Gate`), so neither the log nor the
                 // journal nor `last_alert` grows with what an activity sends.

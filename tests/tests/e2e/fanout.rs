@@ -158,6 +158,7 @@ if [ "$HF_ITEM_INDEX" = 1 ] && [ "$HF_ATTEMPT" = 1 ]; then
   exit 3
 fi
 echo "output {\"n\": $((HF_ITEM_INDEX * 2)), \"name\": $HF_ITEM}" >&3
+if [ "$HF_ITEM_INDEX" = 2 ]; then echo "alert slow source" >&3; fi
 '''
 
 [process.report]
@@ -170,6 +171,11 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
     let job_id = daemon.submit("names", &["-p", r#"names=["a","b","c"]"#]);
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(
+        job.last_alert.as_deref(),
+        Some("names.load.each[2]: slow source"),
+        "an item's alert names the item"
+    );
     assert_eq!(
         starts(&daemon),
         BTreeMap::from([(0, 1), (1, 2), (2, 1)]),
