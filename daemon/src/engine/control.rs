@@ -102,7 +102,7 @@ impl Engine {
             self.write_control(job_id, idx);
         }
         for (job_id, idx, item) in std::mem::take(&mut self.item_dirty) {
-            self.write_item_control(job_id, idx, item, false);
+            self.write_item_control(job_id, idx, item);
         }
     }
 

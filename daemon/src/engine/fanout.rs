@@ -323,7 +323,7 @@ impl Engine {
             tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, %error, "cannot keep the item's log");
         }
         self.item_dirty.remove(&(key.job_id, key.idx, item));
-        self.write_item_control(key.job_id, key.idx, item, true);
+        self.write_item_control(key.job_id, key.idx, item);
         self.fanout_settled(key.job_id, key.idx);
         self.effects.push(Effect::Changed(key.job_id));
         self.refresh(key.job_id);
@@ -384,9 +384,9 @@ impl Engine {
         }
     }
 
-    /// Queue the write of an item's latest checkpoint and outputs (`all`:
-    /// whether or not they changed in this batch, at its end).
-    pub(super) fn write_item_control(&mut self, job_id: u64, idx: usize, item: u32, all: bool) {
+    /// Queue the write of an item's latest checkpoint and outputs, those it
+    /// has (once per batch for a running item, and at its end).
+    pub(super) fn write_item_control(&mut self, job_id: u64, idx: usize, item: u32) {
         let Some(fan) = (self.jobs.get(&job_id))
             .and_then(|j| j.acts.get(idx))
             .and_then(|a| a.fanout.as_ref())
@@ -401,9 +401,6 @@ impl Engine {
             (None, Some(outputs)) => (None, Some(Value::Object(outputs.clone()).to_string())),
             (None, None) => (None, None),
         };
-        if !all && checkpoint.is_none() && outputs.is_none() {
-            return;
-        }
         if checkpoint.is_some() || outputs.is_some() {
             self.ops.push(WriteOp::ItemControl {
                 job_id,
