@@ -31,7 +31,12 @@ pub trait Holdfast {
     /// its `[simulate]` stand-in (a no-op that succeeds by default).
     /// `request_id`: a client idempotency key; the same key from the same
     /// uid answers with the first job instead of making another.
+    /// `until` (a process name; `target` is then the chain alone): run that
+    /// process and every process it depends on through `after`, nothing
+    /// else. In `params`, `null` is no value (an optional parameter
+    /// without a default stays absent).
     #[method(name = "job.submit", param_kind = map, with_extensions)]
+    #[allow(clippy::too_many_arguments)]
     async fn job_submit(
         &self,
         target: String,
@@ -40,6 +45,7 @@ pub trait Holdfast {
         priority: Option<i32>,
         simulate: Option<bool>,
         request_id: Option<String>,
+        until: Option<String>,
     ) -> RpcResult<SubmitResult>;
 
     /// Check a submission and return what it would run, creating no job
@@ -50,6 +56,7 @@ pub trait Holdfast {
         target: String,
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
+        until: Option<String>,
     ) -> RpcResult<Plan>;
 
     /// One job with its activities and attempts.

@@ -236,6 +236,14 @@ pub struct Job {
     /// activities (for example `job timeout after 2h`).
     pub reason: Option<String>,
     pub retry_of: Option<u64>,
+    /// The id of the first job of its retry chain (`job.run_id`,
+    /// `HF_RUN_ID`): its own id unless it is a `job.retry` of another.
+    #[serde(default)]
+    pub run_id: u64,
+    /// `--until PROCESS`: the job runs that process and what it depends
+    /// on, nothing else; a retry keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// Run with every activity replaced by its `[simulate]` stand-in.
     #[serde(default)]
     pub simulated: bool,
@@ -448,6 +456,10 @@ impl std::fmt::Display for LoadError {
     }
 }
 
+fn default_concurrency_per() -> String {
+    "chain".to_string()
+}
+
 /// Answer of `workflow.get`: a chain as loaded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkflowDetail {
@@ -457,6 +469,10 @@ pub struct WorkflowDetail {
     pub description: Option<String>,
     pub max_parallel: Option<usize>,
     pub concurrency: Option<usize>,
+    /// What `concurrency` counts: `chain` (every job) or `tenant` (each
+    /// tenant's jobs apart).
+    #[serde(default = "default_concurrency_per")]
+    pub concurrency_per: String,
     pub timeout_seconds: Option<f64>,
     pub params: Vec<ParamInfo>,
     pub processes: Vec<ProcessInfo>,
@@ -479,6 +495,11 @@ pub struct ParamInfo {
     pub default: Option<Value>,
     #[serde(rename = "enum")]
     pub allowed: Option<Vec<Value>>,
+    /// `min` and `max` of an `int` or `float`, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Value>,
     pub description: Option<String>,
     /// Declared `secret = true`: its value is never shown, and goes to
     /// hfctl on stdin or in a file (`--params`), not on its command line.
@@ -567,6 +588,10 @@ pub struct TenantSummary {
     pub chains: Option<Vec<String>>,
     pub groups: Vec<String>,
     pub params: Map<String, Value>,
+    /// Parameters of `params` the tenant locked: no submission overrides
+    /// them.
+    #[serde(default)]
+    pub locked: Vec<String>,
     pub error: Option<LoadError>,
 }
 
@@ -578,6 +603,9 @@ pub struct Plan {
     pub chain: String,
     pub version: String,
     pub tenant: Option<String>,
+    /// `until`, when given: the waves hold that process and its upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// Parameters after defaults, tenant values and the submitted ones.
     pub params: Map<String, Value>,
     /// Activities grouped in the order they could run: every activity of a

@@ -227,6 +227,7 @@ fuzz_target!(|input: Input| {
         params,
         job: JobContext {
             id: 7,
+            run_id: 7,
             chain: chain.name.clone(),
             target: "fuzz.main.run".to_string(),
             tenant: input.tenant,

@@ -52,6 +52,7 @@ impl HoldfastServer for Refuser {
         _priority: Option<i32>,
         _simulate: Option<bool>,
         _request_id: Option<String>,
+        _until: Option<String>,
     ) -> RpcResult<SubmitResult> {
         let _ = target.len();
         refuse()
@@ -63,6 +64,7 @@ impl HoldfastServer for Refuser {
         _target: String,
         _params: Option<Map<String, Value>>,
         _tenant: Option<String>,
+        _until: Option<String>,
     ) -> RpcResult<Plan> {
         refuse()
     }

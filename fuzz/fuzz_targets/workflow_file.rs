@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
                 params,
                 job: JobContext {
                     id: 1,
+                    run_id: 1,
                     chain: chain.name.clone(),
                     target: chain.name.clone(),
                     tenant: None,

@@ -28,6 +28,9 @@ pub struct Chain {
     pub max_parallel: Option<usize>,
     /// Jobs of this chain running at once (None: unbounded); more wait queued.
     pub concurrency: Option<usize>,
+    /// What `concurrency` counts: every job of the chain, or each tenant's
+    /// jobs apart (`concurrency_per = "tenant"`).
+    pub concurrency_per: ConcurrencyPer,
     /// Whole-job timeout.
     pub timeout: Option<Duration>,
     /// Declared parameters in file order.
@@ -65,6 +68,25 @@ impl Chain {
     }
 }
 
+/// What a chain's `concurrency` is counted over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConcurrencyPer {
+    /// Every job of the chain together.
+    #[default]
+    Chain,
+    /// Each tenant's jobs apart; jobs without a tenant count together.
+    Tenant,
+}
+
+impl ConcurrencyPer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPer::Chain => "chain",
+            ConcurrencyPer::Tenant => "tenant",
+        }
+    }
+}
+
 /// One declared parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
@@ -77,6 +99,10 @@ pub struct ParamSpec {
     pub allowed: Option<Vec<Value>>,
     /// For strings: a regular expression the whole value must match.
     pub pattern: Option<String>,
+    /// For `int` and `float`: the smallest value allowed, of `kind`.
+    pub min: Option<Value>,
+    /// For `int` and `float`: the largest value allowed, of `kind`.
+    pub max: Option<Value>,
     pub description: Option<String>,
     /// `secret = true`: the value is a credential. It is shown as `***`
     /// everywhere (answers, the audit, refusals, `HF_PARAMS`), kept out of

@@ -88,6 +88,16 @@ fn resolve_hiding(
     let mut errors = Vec::new();
     for (name, spec) in &chain.params {
         let problem = match submitted.get(name) {
+            // `null` is no value: the parameter is absent, which only an
+            // optional one without a default may be.
+            Some(Value::Null) if spec.required => {
+                Some("required parameter is missing (null is no value); give a value".to_string())
+            }
+            Some(Value::Null) if spec.default.is_some() => Some(
+                "null is refused for a parameter with a default; leave it out to use the default"
+                    .to_string(),
+            ),
+            Some(Value::Null) => None,
             Some(value) => match check_value(spec, value, Strictness::Submitted) {
                 Ok(value) => {
                     resolved.insert(name.clone(), value);
@@ -241,6 +251,7 @@ pub(crate) fn check_value(
     strictness: Strictness,
 ) -> Result<Value, String> {
     let value = coerce(spec.kind, value, strictness)?;
+    check_bounds(spec, &value)?;
     check_allowed(spec.allowed.as_deref(), &value)?;
     if let Some(pattern) = &spec.pattern {
         let regex = compile_pattern(pattern)
@@ -309,6 +320,31 @@ pub(crate) fn coerce(
             value,
         )),
         (ParamKind::Json, _) => Ok(value.clone()),
+    }
+}
+
+/// `min` and `max`, inclusive, for a value already of the spec's type.
+pub(crate) fn check_bounds(spec: &ParamSpec, value: &Value) -> Result<(), String> {
+    use std::cmp::Ordering::{Greater, Less};
+    if let Some(min) = &spec.min
+        && compare(value, min) == Some(Less)
+    {
+        return Err(format!("must be at least {min}; got {}", show(value)));
+    }
+    if let Some(max) = &spec.max
+        && compare(value, max) == Some(Greater)
+    {
+        return Err(format!("must be at most {max}; got {}", show(value)));
+    }
+    Ok(())
+}
+
+/// Orders two JSON numbers: exactly when both are integers, else as
+/// floats. None for anything else.
+pub(crate) fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(a), Some(b)) => Some(a.cmp(&b)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
     }
 }
 
@@ -649,6 +685,66 @@ command = ["true"]
 
         let fits = "1".repeat(MAX_ENVIRONMENT_STRING / 4);
         assert!(submit(json!({"date": "2026-11-22", "code": format!("AB{fits}")})).is_ok());
+    }
+
+    #[test]
+    fn bounds_are_checked_at_load_and_at_submit() {
+        let chain = parse_chain(
+            Path::new("b.toml"),
+            "[params.rows]\ntype = \"int\"\nmin = 1\nmax = 100\ndefault = 10\n\
+             [params.ratio]\ntype = \"float\"\nmin = 0\nmax = 0.5\n\
+             [params.note]\ntype = \"string\"\n\
+             [process.p.activity.a]\ncommand = [\"true\"]\n",
+        )
+        .unwrap();
+        let Value::Object(bad) = json!({"rows": "0", "ratio": 0.75, "note": null}) else {
+            unreachable!()
+        };
+        let errors: Vec<(String, String)> = resolve_params(&chain, &bad)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                pair("rows", "must be at least 1; got 0"),
+                pair("ratio", "must be at most 0.5; got 0.75"),
+            ]
+        );
+        let Value::Object(good) = json!({"rows": 100, "ratio": "0", "note": null}) else {
+            unreachable!()
+        };
+        let resolved = resolve_params(&chain, &good).unwrap();
+        assert_eq!(Value::Object(resolved), json!({"rows": 100, "ratio": 0.0}));
+
+        for (file, wanted) in [
+            ("type = \"int\"\nmin = 5\nmax = 1", "min 5 is above max 1"),
+            ("type = \"int\"\nmin = 1.5", "min: expected an integer"),
+            ("type = \"string\"\nmax = 3", "max applies to int and float"),
+            (
+                "type = \"int\"\nmax = 3\ndefault = 4",
+                "default: must be at most 3",
+            ),
+        ] {
+            let source =
+                format!("[params.x]\n{file}\n[process.p.activity.a]\ncommand = [\"true\"]\n");
+            let errors = parse_chain(Path::new("b.toml"), &source).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.message.contains(wanted)),
+                "{file}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_is_absent_for_optional_parameters_only() {
+        let errors = field_errors(json!({"date": null, "count": null, "ratio": null}));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "date");
+        assert!(errors[0].1.starts_with("required parameter is missing"));
+        assert_eq!(errors[1].0, "count");
+        assert!(errors[1].1.contains("leave it out to use the default"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use indexmap::IndexMap;
 use sha2::{Digest, Sha256};
 use toml::de::DeTable;
 
-use crate::model::{Chain, ParamKind, ParamSpec};
+use crate::model::{Chain, ConcurrencyPer, ParamKind, ParamSpec};
 use crate::params::{self, Strictness};
 use processes::Draft;
 use raw::{Named, RawChain, RawFile, RawParam, Span};
@@ -187,6 +187,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         description: None,
         max_parallel: None,
         concurrency: None,
+        concurrency_per: None,
         timeout: None,
         allow: Vec::new(),
         journal: false,
@@ -214,6 +215,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         draft.check_templates(&params, &defaults, diagnostics);
     }
     let schedules = build_schedules(raw.schedules, &params, diagnostics);
+    let concurrency_per = concurrency_per(&header, diagnostics);
     let mut allow = Vec::new();
     for entry in &header.allow {
         match entry.get_ref().split_once(':') {
@@ -243,6 +245,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
         concurrency: header
             .concurrency
             .and_then(|n| positive("concurrency", &n, diagnostics)),
+        concurrency_per,
         timeout: header
             .timeout
             .and_then(|t| duration("timeout", &t, false, diagnostics)),
@@ -263,6 +266,32 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
                 .ok()
         }),
     }
+}
+
+/// `concurrency_per`: `"chain"` or `"tenant"`, and only beside a
+/// `concurrency` it can change.
+fn concurrency_per(header: &RawChain, diagnostics: &mut Diagnostics<'_>) -> ConcurrencyPer {
+    let Some(per) = &header.concurrency_per else {
+        return ConcurrencyPer::Chain;
+    };
+    let value = match per.get_ref().as_str() {
+        "chain" => ConcurrencyPer::Chain,
+        "tenant" => ConcurrencyPer::Tenant,
+        other => {
+            diagnostics.error(
+                &per.span(),
+                format!("concurrency_per is \"chain\" or \"tenant\", got {other:?}"),
+            );
+            return ConcurrencyPer::Chain;
+        }
+    };
+    if header.concurrency.is_none() {
+        diagnostics.error(
+            &per.span(),
+            "concurrency_per has no effect without concurrency; set concurrency in [chain] too",
+        );
+    }
+    value
 }
 
 fn chain_name(file: &Path, header: &RawChain, diagnostics: &mut Diagnostics<'_>) -> String {
@@ -312,6 +341,47 @@ fn build_params(
     params
 }
 
+/// `min` and `max`: numbers of the parameter's type (an `int`'s bounds are
+/// integers), `min` not above `max`.
+fn build_bounds(
+    name: &str,
+    spec: &mut ParamSpec,
+    min: Option<toml::Spanned<toml::Value>>,
+    max: Option<toml::Spanned<toml::Value>>,
+    diagnostics: &mut Diagnostics<'_>,
+) {
+    for (key, bound) in [("min", &min), ("max", &max)] {
+        let Some(bound) = bound else { continue };
+        if !matches!(spec.kind, ParamKind::Int | ParamKind::Float) {
+            diagnostics.error(
+                &bound.span(),
+                format!(
+                    "{key} applies to int and float parameters only; {name} is {}",
+                    spec.kind.as_str()
+                ),
+            );
+            continue;
+        }
+        match to_json(bound.get_ref())
+            .and_then(|json| params::coerce(spec.kind, &json, Strictness::File))
+        {
+            Ok(value) if key == "min" => spec.min = Some(value),
+            Ok(value) => spec.max = Some(value),
+            Err(message) => diagnostics.error(&bound.span(), format!("{key}: {message}")),
+        }
+    }
+    if let (Some(low), Some(high), Some(at)) = (&spec.min, &spec.max, &max)
+        && params::compare(low, high) == Some(std::cmp::Ordering::Greater)
+    {
+        diagnostics.error(
+            &at.span(),
+            format!("min {low} is above max {high}; no value could be given"),
+        );
+        spec.min = None;
+        spec.max = None;
+    }
+}
+
 fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> Option<ParamSpec> {
     let kind = match raw.kind.get_ref().as_str() {
         "string" => ParamKind::String,
@@ -339,6 +409,8 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
         default: None,
         allowed: None,
         pattern: None,
+        min: None,
+        max: None,
         description: raw.description,
         secret: raw.secret.as_ref().is_some_and(|s| *s.get_ref()),
     };
@@ -371,6 +443,7 @@ fn build_param(name: &str, raw: RawParam, diagnostics: &mut Diagnostics<'_>) -> 
             spec.pattern = Some(pattern.into_inner());
         }
     }
+    build_bounds(name, &mut spec, raw.min, raw.max, diagnostics);
     // Each value is checked on its own, with the constraints declared so far.
     let checked = |spec: &ParamSpec, what: &str, value: &toml::Spanned<toml::Value>| {
         to_json(value.get_ref())

@@ -27,6 +27,9 @@ pub const MAX_RENDERED_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobContext {
     pub id: u64,
+    /// The id of the first job of its retry chain: the same for a job and
+    /// every `job.retry` of it, for paths and idempotency keys.
+    pub run_id: u64,
     pub chain: String,
     pub target: String,
     /// Renders as an empty string when the job has no tenant.
@@ -649,6 +652,7 @@ mod tests {
             params,
             job: JobContext {
                 id: 42,
+                run_id: 42,
                 chain: "nightly-etl".to_string(),
                 target: "nightly-etl".to_string(),
                 tenant: None,
@@ -859,6 +863,7 @@ mod tests {
             params: Map::new(),
             job: JobContext {
                 id: 1,
+                run_id: 1,
                 chain: "c".into(),
                 target: "c".into(),
                 tenant: None,

@@ -7,12 +7,14 @@
 //! groups = ["etl-afinia"]      # omitted: anyone who may submit
 //! [params]
 //! company = "AF"
+//! region = { value = "north", locked = true }   # no submission overrides it
 //! [secrets]                    # values never shown; see `crate::secret`
 //! db_password = { file = "/etc/holdfast/secrets/afinia-db.pw" }
 //! [connections]                # a chain's `erp` is this tenant's `erp-afinia`
 //! erp = "erp-afinia"
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use holdfast_api::LoadError;
@@ -38,6 +40,10 @@ pub struct Tenant {
     /// Parameter values. Keys a chain does not declare are ignored for that
     /// chain, since one tenant serves many chains.
     pub params: Map<String, Value>,
+    /// Parameters of `params` written `{ value = ..., locked = true }`: a
+    /// submission (or a schedule) that gives its own value is refused, for
+    /// everyone, operators included.
+    pub locked: BTreeSet<String>,
     /// Secret parameter values (`[secrets]`): read when a job is prepared,
     /// shown as `***` everywhere, and secret in every job they fill, whether
     /// or not the chain declares the parameter `secret`.
@@ -118,9 +124,12 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
             return Err(errors);
         }
     };
+    let (plain, locked) = unwrap_locked(raw.params, &mut |message| {
+        errors.push(error(file, source, None, format!("[params] {message}")))
+    });
     // The same conversion chain files use, so a TOML date (`day =
     // 2024-01-01`) means the same in both.
-    let params = match crate::parse::toml_to_json(&toml::Value::Table(raw.params)) {
+    let params = match crate::parse::toml_to_json(&toml::Value::Table(plain)) {
         Ok(Value::Object(map)) => map,
         Ok(_) => Map::new(),
         Err(message) => {
@@ -183,9 +192,50 @@ pub fn parse_tenant(file: &Path, source: &str) -> Result<Tenant, Vec<LoadError>>
         chains: raw.chains,
         groups: raw.groups,
         params,
+        locked,
         secrets,
         connections: raw.connections,
     })
+}
+
+/// `[params]` with every `name = { value = ..., locked = true }` replaced by
+/// its value, and the names whose `locked` is true. A table is read this
+/// way only when it has a `locked` key and no key but `value` and
+/// `locked`: any other table is a `json` parameter's value.
+fn unwrap_locked(
+    params: toml::Table,
+    problem: &mut dyn FnMut(String),
+) -> (toml::Table, BTreeSet<String>) {
+    let mut plain = toml::Table::new();
+    let mut locked = BTreeSet::new();
+    for (name, value) in params {
+        let wrapped = value.as_table().is_some_and(|table| {
+            table.contains_key("locked") && table.keys().all(|k| k == "value" || k == "locked")
+        });
+        if !wrapped {
+            plain.insert(name, value);
+            continue;
+        }
+        let toml::Value::Table(mut table) = value else {
+            continue;
+        };
+        match table.remove("locked") {
+            Some(toml::Value::Boolean(true)) => {
+                locked.insert(name.clone());
+            }
+            Some(toml::Value::Boolean(false)) => {}
+            _ => problem(format!("{name}: locked is true or false")),
+        }
+        match table.remove("value") {
+            Some(value) => {
+                plain.insert(name, value);
+            }
+            None => problem(format!(
+                "{name}: a locked parameter needs its value: {name} = {{ value = ..., locked = true }}"
+            )),
+        }
+    }
+    (plain, locked)
 }
 
 /// Read and parse one tenant file.
@@ -253,6 +303,26 @@ mod tests {
         .expect("valid");
         assert_eq!(t.connections["erp"], "erp-afinia");
         assert!(parse_tenant(Path::new("/t/x.toml"), "[connections]\nerp = \"../x\"\n").is_err());
+    }
+
+    #[test]
+    fn locked_values_are_unwrapped() {
+        let t = parse_tenant(
+            Path::new("/t/afinia.toml"),
+            "[params]\ncompany = { value = \"afinia\", locked = true }\nregion = { value = \"n\", locked = false }\nshape = { value = 1 }\n",
+        )
+        .expect("valid");
+        assert_eq!(t.params["company"], Value::from("afinia"));
+        assert_eq!(t.params["region"], Value::from("n"));
+        assert!(t.locked.contains("company") && !t.locked.contains("region"));
+        // Without `locked`, a table is a json parameter's value.
+        assert_eq!(t.params["shape"], serde_json::json!({"value": 1}));
+        let errors = parse_tenant(
+            Path::new("/t/x.toml"),
+            "[params]\na = { locked = true }\nb = { value = 1, locked = \"yes\" }\n",
+        )
+        .expect_err("no value, locked not a bool");
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]

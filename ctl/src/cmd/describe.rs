@@ -26,6 +26,24 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     Ok(Outcome::Success)
 }
 
+/// A parameter's type as shown: `int 1..100` with its bounds (`1..`,
+/// `..100` when one is open), `(secret)` for a secret.
+fn kind_with_bounds(param: &holdfast_api::ParamInfo) -> String {
+    let mut kind = param.kind.clone();
+    if param.min.is_some() || param.max.is_some() {
+        let bound = |b: &Option<serde_json::Value>| b.as_ref().map(output::json_value);
+        kind.push_str(&format!(
+            " {}..{}",
+            bound(&param.min).unwrap_or_default(),
+            bound(&param.max).unwrap_or_default()
+        ));
+    }
+    if param.secret {
+        kind.push_str(" (secret)");
+    }
+    kind
+}
+
 fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
     let mut pairs: Vec<(&str, String)> = vec![
         ("chain", palette.paint(&detail.name, Some(Style::Bold))),
@@ -39,7 +57,11 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
         pairs.push(("max parallel", n.to_string()));
     }
     if let Some(n) = detail.concurrency {
-        pairs.push(("concurrency", n.to_string()));
+        let per = match detail.concurrency_per.as_str() {
+            "tenant" => " per tenant",
+            _ => " per chain",
+        };
+        pairs.push(("concurrency", format!("{n}{per}")));
     }
     if let Some(secs) = detail.timeout_seconds {
         pairs.push(("timeout", output::seconds(secs)));
@@ -66,12 +88,7 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
         for param in &detail.params {
             table.row(vec![
                 param.name.clone().into(),
-                if param.secret {
-                    format!("{} (secret)", param.kind)
-                } else {
-                    param.kind.clone()
-                }
-                .into(),
+                kind_with_bounds(param).into(),
                 if param.required { "yes" } else { "no" }.into(),
                 param
                     .default

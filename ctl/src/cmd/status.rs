@@ -93,6 +93,11 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
         ("state", state),
         ("alerts", alerts),
     ];
+    if let Some(until) = &job.until {
+        pairs.push(("until", format!("{until} (and what it depends on)")));
+    }
+    // The run a retry belongs to; a job that is no retry is its own run.
+    pairs.push(("run", job.run_id.to_string()));
     if job.simulated {
         pairs.push((
             "simulated",

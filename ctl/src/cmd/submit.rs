@@ -30,6 +30,16 @@ pub struct Args {
     /// Parameters as a JSON object, from a file or `-` for stdin.
     #[arg(long = "params", value_name = "FILE|-")]
     pub params_file: Option<PathBuf>,
+    /// Send this parameter as null: no value. Accepted for an optional
+    /// parameter without a default (it stays absent, also when a tenant
+    /// sets it, unless the tenant locked it). Repeat for more.
+    #[arg(long = "null", value_name = "KEY")]
+    pub null: Vec<String>,
+    /// Run this process of the chain and every process it depends on
+    /// (through `after`), nothing else; TARGET is then the chain. A retry
+    /// of the job keeps it.
+    #[arg(long, value_name = "PROCESS")]
+    pub until: Option<String>,
     /// Run with this tenant's parameter set.
     #[arg(long)]
     pub tenant: Option<String>,
@@ -79,15 +89,19 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     for (key, value) in args.param {
         params.insert(key, Value::String(value));
     }
+    for key in args.null {
+        params.insert(key, Value::Null);
+    }
 
     let daemon = Arc::new(ctx.connect().await?);
     if args.dry_run {
         let plan = daemon
-            .call(
-                daemon
-                    .client
-                    .job_plan(args.target.clone(), Some(params), args.tenant),
-            )
+            .call(daemon.client.job_plan(
+                args.target.clone(),
+                Some(params),
+                args.tenant,
+                args.until,
+            ))
             .await
             .map_err(|e| e.for_target(&args.target))?;
         if ctx.json {
@@ -105,6 +119,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             args.priority,
             Some(args.simulate),
             args.request_id,
+            args.until,
         ))
         .await
         .map_err(|e| e.for_target(&args.target))?;
@@ -140,8 +155,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
 /// command and environment they would get.
 fn render_plan(plan: &holdfast_api::Plan) -> String {
     let mut out = format!(
-        "dry run of {} (chain {} version {}){}: no job created\n",
+        "dry run of {}{} (chain {} version {}){}: no job created\n",
         plan.target,
+        plan.until
+            .as_deref()
+            .map(|p| format!(" until {p} (and what it depends on)"))
+            .unwrap_or_default(),
         plan.chain,
         output::short_version(&plan.version),
         plan.tenant

@@ -39,7 +39,14 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<Outcome, Error> {
             Cell::from(
                 t.params
                     .iter()
-                    .map(|(k, v)| format!("{k}={}", output::json_value(v)))
+                    .map(|(k, v)| {
+                        let locked = if t.locked.contains(k) {
+                            " (locked)"
+                        } else {
+                            ""
+                        };
+                        format!("{k}={}{locked}", output::json_value(v))
+                    })
                     .collect::<Vec<_>>()
                     .join(" "),
             ),

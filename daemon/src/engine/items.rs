@@ -163,6 +163,7 @@ pub fn compute_items(
         params: job.params.clone(),
         job: JobContext {
             id: job.id,
+            run_id: job.run_id,
             chain: job.chain.name.clone(),
             target: job.target.clone(),
             tenant: job.tenant.clone(),

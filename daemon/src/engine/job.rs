@@ -71,8 +71,12 @@ impl ActRun {
 #[derive(Debug)]
 pub struct JobRun {
     pub id: u64,
+    /// The first job of its retry chain: `id` unless it is a retry.
+    pub run_id: u64,
     pub chain: Arc<Chain>,
     pub target: String,
+    /// `--until PROCESS`: the process whose upstream the job runs.
+    pub until: Option<String>,
     pub params: Map<String, Value>,
     /// Names of the parameters whose values are secret: shown as `***`,
     /// stored sealed, given to activities only in their environment.
@@ -127,6 +131,7 @@ pub struct Prepared {
 pub fn prepare(
     registry: &Registry,
     target: &str,
+    until: Option<&str>,
     params: &Map<String, Value>,
     schedule: Option<&Map<String, Value>>,
     tenant: Option<&str>,
@@ -144,7 +149,7 @@ pub fn prepare(
         )));
     }
     let mut problems: Vec<FieldError> = Vec::new();
-    let included = resolve_target(&chain, target)
+    let included = resolve_target(&chain, target, until)
         .map_err(|e| problems.push(e))
         .ok();
     let mut tenant_secrets: Option<Map<String, Value>> = None;
@@ -173,8 +178,11 @@ pub fn prepare(
                     )));
                 }
                 let secrets = read_tenant_secrets(t, &chain, &mut problems);
-                if !secrets.is_empty() {
-                    locked_by_tenant(t, &chain, params, &mut problems);
+                locked_by_tenant(t, &chain, params, !secrets.is_empty(), &mut problems);
+                // A schedule's fire submits nothing of its own; its
+                // `params` may not override a locked value either.
+                if let Some(schedule) = schedule {
+                    locked_by_tenant(t, &chain, schedule, false, &mut problems);
                 }
                 tenant_secrets = Some(secrets);
                 Some(&t.params)
@@ -262,42 +270,104 @@ fn read_tenant_secrets(
     values
 }
 
-/// A tenant that lends a job its secrets also decides where they go: the
-/// values it sets (`[params]`, `[secrets]`) cannot be overridden by a
-/// submission (say, pointing `db_host` at another server); whoever may
-/// change them edits the tenant's file. Each override is a problem of its
-/// own.
+/// The tenant's values that `given` (a submission, a schedule's `params`)
+/// may not override, each override a problem of its own: those the tenant
+/// marked `locked = true`, for whoever submits; and, when it `lends_secrets`
+/// to the job, every value it sets (`[params]`, `[secrets]`), since a
+/// tenant that lends secrets also decides where they go (say, `db_host`
+/// cannot be pointed at another server). Whoever may change them edits the
+/// tenant's file.
 fn locked_by_tenant(
     tenant: &holdfast_workflow::tenant::Tenant,
     chain: &Chain,
-    submitted: &Map<String, Value>,
+    given: &Map<String, Value>,
+    lends_secrets: bool,
     problems: &mut Vec<FieldError>,
 ) {
-    for name in submitted.keys() {
-        if chain.params.contains_key(name)
+    for name in given.keys() {
+        if !chain.params.contains_key(name) {
+            continue;
+        }
+        let why = if tenant.locked.contains(name) {
+            " and locked there,"
+        } else if lends_secrets
             && (tenant.params.contains_key(name) || tenant.secrets.contains_key(name))
         {
-            problems.push(FieldError {
-                field: name.clone(),
-                message: format!(
-                    "set by tenant {}, which lends this job its secrets, so it cannot be \
-                     overridden; change it in the tenant's file",
-                    tenant.name
-                ),
-            });
-        }
+            ", which lends this job its secrets,"
+        } else {
+            continue;
+        };
+        problems.push(FieldError {
+            field: name.clone(),
+            message: format!(
+                "set by tenant {}{why} so it cannot be overridden; change it in the tenant's file",
+                tenant.name
+            ),
+        });
     }
 }
 
-/// Which activities a target selects, checked against the chain.
-pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldError> {
+/// The activities of process `until` and of every process it depends on
+/// (through `after`, transitively), or why `until` cannot be used.
+fn upstream_of(chain: &Chain, target: &str, until: &str) -> Result<Vec<bool>, FieldError> {
+    let refuse = |message: String| FieldError {
+        field: "until".into(),
+        message,
+    };
+    if target.contains('.') {
+        return Err(refuse(format!(
+            "--until goes with a chain, not {target}; submit {} --until {until}",
+            chain.name
+        )));
+    }
+    match chain.process(until) {
+        None => {
+            let names: Vec<&str> = (chain.processes.iter())
+                .filter(|p| p.handler.is_none())
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(refuse(format!(
+                "chain {} has no process {until:?}; its processes: {}",
+                chain.name,
+                names.join(", ")
+            )));
+        }
+        Some(p) if p.handler.is_some() => {
+            return Err(refuse(format!(
+                "{until} is a handler; handlers run with every job, give a process"
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut included = vec![false; chain.activities.len()];
+    let mut stack: Vec<usize> = (chain.activities.iter().enumerate())
+        .filter(|(_, a)| a.process == until)
+        .map(|(idx, _)| idx)
+        .collect();
+    while let Some(idx) = stack.pop() {
+        if std::mem::replace(&mut included[idx], true) {
+            continue;
+        }
+        stack.extend(chain.activities[idx].deps.iter().copied());
+    }
+    Ok(included)
+}
+
+/// Which activities a target selects (with `until`, that process and its
+/// upstream), checked against the chain.
+pub fn resolve_target(
+    chain: &Chain,
+    target: &str,
+    until: Option<&str>,
+) -> Result<Vec<bool>, FieldError> {
     let mut parts = target.splitn(3, '.');
     let _chain = parts.next();
     let process = parts.next();
     let activity = parts.next();
-    let included: Vec<bool> = match (process, activity) {
-        (None, _) => vec![true; chain.activities.len()],
-        (Some(p), None) => {
+    let included: Vec<bool> = match (until, process, activity) {
+        (Some(until), _, _) => upstream_of(chain, target, until)?,
+        (None, None, _) => vec![true; chain.activities.len()],
+        (None, Some(p), None) => {
             if chain.process(p).is_none() {
                 return Err(FieldError {
                     field: "target".into(),
@@ -306,7 +376,7 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
             }
             chain.activities.iter().map(|a| a.process == p).collect()
         }
-        (Some(p), Some(a)) => {
+        (None, Some(p), Some(a)) => {
             if chain.activity(p, a).is_none() {
                 return Err(FieldError {
                     field: "target".into(),
@@ -335,8 +405,9 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
                 return Err(FieldError {
                     field: "target".into(),
                     message: format!(
-                        "{} uses outputs of {}, which target {target} does not run; submit a larger target",
-                        activity.path, chain.activities[source].path
+                        "{} uses outputs of {}, which target {target} does not run; submit \
+                         {} --until {} to run it with what it depends on",
+                        activity.path, chain.activities[source].path, chain.name, activity.process
                     ),
                 });
             }
@@ -346,6 +417,17 @@ pub fn resolve_target(chain: &Chain, target: &str) -> Result<Vec<bool>, FieldErr
 }
 
 impl JobRun {
+    /// The queue its chain's `concurrency` counts it in: the chain's, or
+    /// with `concurrency_per = "tenant"` its tenant's within the chain.
+    pub fn concurrency_key(&self) -> String {
+        match (self.chain.concurrency_per, &self.tenant) {
+            (holdfast_workflow::ConcurrencyPer::Tenant, Some(tenant)) => {
+                format!("{}\u{0}{tenant}", self.chain.name)
+            }
+            _ => self.chain.name.clone(),
+        }
+    }
+
     /// The parameters as anyone may see them: secrets as `***`.
     pub fn shown_params(&self) -> Map<String, Value> {
         holdfast_workflow::params::masked_names(&self.params, &self.secret)
@@ -379,8 +461,10 @@ impl JobRun {
             .collect();
         let mut job = JobRun {
             id,
+            run_id: id,
             chain,
             target,
+            until: None,
             params,
             secret: BTreeSet::new(),
             tenant,

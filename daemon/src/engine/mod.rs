@@ -63,6 +63,8 @@ pub struct SubmitRequest {
     pub tenant: Option<String>,
     pub priority: i32,
     pub simulate: bool,
+    /// `--until PROCESS` (the target is then a chain).
+    pub until: Option<String>,
     pub caller: Caller,
     /// The client's idempotency key (`request_id`), if it sent one.
     pub request_id: Option<String>,
@@ -356,7 +358,8 @@ pub struct Engine {
     secrets: Result<Arc<crate::secrets::Sealer>, String>,
 
     jobs: HashMap<u64, JobRun>,
-    /// Jobs waiting for their chain's `concurrency`, per chain.
+    /// Jobs waiting for their chain's `concurrency`, per chain, or per
+    /// chain and tenant (`JobRun::concurrency_key`).
     queued: HashMap<String, BTreeSet<(Reverse<i32>, u64)>>,
     admitted_per_chain: HashMap<String, usize>,
     dirty_chains: HashSet<String>,

@@ -122,7 +122,7 @@ impl Engine {
         params: serde_json::Map<String, serde_json::Value>,
         secret: std::collections::BTreeSet<String>,
     ) {
-        let included = match resolve_target(&chain, &stored.target) {
+        let included = match resolve_target(&chain, &stored.target, stored.until.as_deref()) {
             Ok(i) => i,
             Err(_) => {
                 let mut i = vec![false; chain.activities.len()];
@@ -144,6 +144,8 @@ impl Engine {
             stored.priority,
         );
         job.secret = secret;
+        job.run_id = stored.run_id;
+        job.until = stored.until.clone();
         job.state = stored.state;
         job.alerts = stored.alerts;
         job.started_at = stored.started_at;
@@ -284,7 +286,7 @@ impl Engine {
             // A job already running keeps its place under its chain's
             // concurrency: admit it at once.
             if job.state == JobState::Running {
-                let chain = job.chain.name.clone();
+                let chain = job.concurrency_key();
                 let priority = job.priority;
                 if let Some(q) = self.queued.get_mut(&chain) {
                     q.remove(&(std::cmp::Reverse(priority), id));

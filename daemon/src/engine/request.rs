@@ -27,13 +27,18 @@ pub(super) fn fingerprint(request: &SubmitRequest, chain: Option<&Chain>) -> Val
         Some(chain) => masked(chain, &request.params),
         None => request.params.clone(),
     };
-    json!({
+    let mut fingerprint = json!({
         "target": request.target,
         "params": params,
         "tenant": request.tenant,
         "priority": request.priority,
         "simulate": request.simulate,
-    })
+    });
+    // Only when given, so keys stored before `until` existed still match.
+    if let Some(until) = &request.until {
+        fingerprint["until"] = json!(until);
+    }
+    fingerprint
 }
 
 impl Engine {

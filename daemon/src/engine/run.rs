@@ -19,9 +19,10 @@ use crate::store::{self, WriteOp};
 pub(super) const TRANSIENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
-    /// Put a committed job into the queue of its chain.
+    /// Put a committed job into the queue of its chain (or, with
+    /// `concurrency_per = "tenant"`, of its tenant within the chain).
     pub(super) fn enqueue(&mut self, job: JobRun) {
-        let chain = job.chain.name.clone();
+        let chain = job.concurrency_key();
         self.queued
             .entry(chain.clone())
             .or_default()
@@ -514,14 +515,15 @@ impl Engine {
             timer.abort();
         }
         let chain = job.chain.name.clone();
+        let queue_key = job.concurrency_key();
         if job.admitted {
-            if let Some(n) = self.admitted_per_chain.get_mut(&chain) {
+            if let Some(n) = self.admitted_per_chain.get_mut(&queue_key) {
                 *n = n.saturating_sub(1);
             }
-        } else if let Some(queue) = self.queued.get_mut(&chain) {
+        } else if let Some(queue) = self.queued.get_mut(&queue_key) {
             queue.remove(&(Reverse(job.priority), id));
         }
-        self.dirty_chains.insert(chain.clone());
+        self.dirty_chains.insert(queue_key);
         self.ready_jobs.remove(&(Reverse(job.priority), id));
         match state {
             JobState::Failed => {

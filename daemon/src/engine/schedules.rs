@@ -250,6 +250,7 @@ impl Engine {
                 prepare(
                     &registry,
                     &chain.name,
+                    None,
                     &Map::new(),
                     Some(&schedule.params),
                     tenant.as_deref(),

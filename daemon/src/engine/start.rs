@@ -106,6 +106,7 @@ impl Engine {
             params: job.params.clone(),
             job: JobContext {
                 id,
+                run_id: job.run_id,
                 chain: chain.name.clone(),
                 target: job.target.clone(),
                 tenant: job.tenant.clone(),
@@ -193,6 +194,7 @@ impl Engine {
         let path = logs::item_path(&activity.path, item);
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
+            ("HF_RUN_ID".to_string(), job.run_id.to_string()),
             ("HF_CHAIN".to_string(), chain.name.clone()),
             ("HF_PROCESS".to_string(), activity.process.clone()),
             ("HF_ACTIVITY".to_string(), activity.name.clone()),

@@ -39,6 +39,7 @@ impl Engine {
             prepare(
                 &registry,
                 &request.target,
+                request.until.as_deref(),
                 &request.params,
                 None,
                 request.tenant.as_deref(),
@@ -70,6 +71,7 @@ impl Engine {
         );
         job.simulated = request.simulate;
         job.secret = secret;
+        job.until = request.until.clone();
         if let Err(e) = self.record_new_job(&job, &request.caller, None) {
             let _ = reply.send(Err(e));
             return;
@@ -140,6 +142,8 @@ impl Engine {
             submitter_gid: Some(caller.gid),
             submitter_pid: caller.pid,
             retry_of,
+            run_id: job.run_id,
+            until: job.until.clone(),
             simulated: job.simulated,
             created_at: store::now_ms(),
             activities: chain
@@ -262,6 +266,10 @@ impl Engine {
             original.priority,
         );
         job.secret = secret;
+        // A retry is the same run: paths and keys built from `job.run_id`
+        // find what the first job left. It keeps its `--until` too.
+        job.run_id = original.run_id;
+        job.until = original.until.clone();
         // A reprocess of a simulated job is simulated too.
         job.simulated = original.simulated;
         let rerun = match from.as_deref().map(|p| job.rerun_from(p)) {

@@ -54,6 +54,11 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"string","minLength":1,"maxLength":128,"description":"client idempotency key: the same key from the same uid answers with the first job"}"#,
             ),
+            (
+                "until",
+                false,
+                r#"{"type":"string","description":"a process of the chain target: run it and every process it depends on, nothing else"}"#,
+            ),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),
@@ -64,6 +69,7 @@ const METHODS: &[MethodSpec] = &[
             ("target", true, r#"{"type":"string"}"#),
             ("params", false, r#"{"type":"object"}"#),
             ("tenant", false, r#"{"type":"string"}"#),
+            ("until", false, r#"{"type":"string"}"#),
         ],
         r#"{"type":"object","description":"target, chain, version, tenant, params and waves of planned activities"}"#,
     ),
@@ -328,6 +334,8 @@ const COMPONENTS: &str = r#"{
     "started_at": {"type": ["string", "null"], "format": "date-time"},
     "finished_at": {"type": ["string", "null"], "format": "date-time"},
     "progress": {"type": "number"}, "outputs": {"type": "object"},
+    "run_id": {"type": "integer", "description": "the first job of its retry chain"},
+    "until": {"type": "string", "description": "the process given with until"},
     "outcome": {"type": "string", "enum": ["succeeded", "failed", "cancelled"]},
     "activities": {"type": "array", "items": {"type": "object", "properties": {
       "path": {"type": "string"},
@@ -373,6 +381,12 @@ pub fn params_schema(chain: &Chain) -> Value {
             }
             if let Some(p) = &spec.pattern {
                 map.insert("pattern".into(), json!(format!("^(?:{p})$")));
+            }
+            if let Some(min) = &spec.min {
+                map.insert("minimum".into(), min.clone());
+            }
+            if let Some(max) = &spec.max {
+                map.insert("maximum".into(), max.clone());
             }
         }
         if spec.required && spec.default.is_none() {

@@ -181,6 +181,7 @@ impl HoldfastServer for RpcServer {
         priority: Option<i32>,
         simulate: Option<bool>,
         request_id: Option<String>,
+        until: Option<String>,
     ) -> RpcResult<SubmitResult> {
         self.writable("job.submit", ext)?;
         submit::handle(
@@ -192,6 +193,7 @@ impl HoldfastServer for RpcServer {
             priority,
             simulate.unwrap_or(false),
             request_id,
+            until,
         )
         .await
     }
@@ -202,8 +204,9 @@ impl HoldfastServer for RpcServer {
         target: String,
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
+        until: Option<String>,
     ) -> RpcResult<Plan> {
-        plan::handle(self, caller(ext), target, params, tenant).await
+        plan::handle(self, caller(ext), target, params, tenant, until).await
     }
 
     async fn discover(&self) -> RpcResult<Value> {

@@ -34,18 +34,22 @@ pub(super) async fn handle(
     target: String,
     params: Option<Map<String, Value>>,
     tenant: Option<String>,
+    until: Option<String>,
 ) -> RpcResult<Plan> {
     let registry = server.engine.registry.borrow().clone();
     let prepared = prepare(
         &registry,
         &target,
+        until.as_deref(),
         &params.unwrap_or_default(),
         None,
         tenant.as_deref(),
         &caller,
     )
     .map_err(|e| submit_error(&target, e))?;
-    Ok(build(&target, tenant, prepared))
+    let mut plan = build(&target, tenant, prepared);
+    plan.until = until;
+    Ok(plan)
 }
 
 /// Render what can be rendered: an argument that needs an output that does
@@ -69,6 +73,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         params: params.clone(),
         job: JobContext {
             id: 0,
+            run_id: 0,
             chain: chain.name.clone(),
             target: target.to_string(),
             tenant: tenant.clone(),
@@ -93,6 +98,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
             };
             let mut env: Vec<(String, String)> = vec![
                 ("HF_JOB_ID".into(), "(assigned at submit)".into()),
+                ("HF_RUN_ID".into(), "(assigned at submit)".into()),
                 ("HF_ATTEMPT".into(), "1".into()),
                 ("HF_CONTROL_FD".into(), "3".into()),
                 ("HF_CHAIN".into(), chain.name.clone()),
@@ -153,6 +159,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         chain: chain.name.clone(),
         version: chain.version.clone(),
         tenant,
+        until: None,
         params: shown,
         waves: planned,
     }

@@ -37,6 +37,7 @@ pub(super) async fn handle(
     priority: Option<i32>,
     simulate: bool,
     request_id: Option<String>,
+    until: Option<String>,
 ) -> RpcResult<SubmitResult> {
     if let Some(key) = &request_id
         && let Err(message) = check_request_id(key)
@@ -56,6 +57,7 @@ pub(super) async fn handle(
         tenant,
         priority: priority.unwrap_or(0),
         simulate,
+        until,
         caller: caller.clone(),
         request_id,
     };

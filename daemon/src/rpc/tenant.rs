@@ -52,6 +52,9 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<TenantSummary>> {
                         shown
                     })
                     .unwrap_or_default(),
+                locked: tenant
+                    .map(|t| t.locked.iter().cloned().collect())
+                    .unwrap_or_default(),
                 error: entry.errors.first().cloned(),
             }
         })

@@ -47,6 +47,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
         description: chain.description.clone(),
         max_parallel: chain.max_parallel,
         concurrency: chain.concurrency,
+        concurrency_per: chain.concurrency_per.as_str().to_string(),
         timeout_seconds: chain.timeout.map(secs),
         params: chain
             .params
@@ -57,6 +58,8 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                 required: p.required,
                 default: p.default.clone(),
                 allowed: p.allowed.clone(),
+                min: p.min.clone(),
+                max: p.max.clone(),
                 description: p.description.clone(),
                 secret: p.secret,
             })

@@ -115,11 +115,24 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 row.get::<_, Option<i64>>("retry_of")?,
                 row.get::<_, Option<String>>("last_alert")?,
                 row.get::<_, Option<String>>("outcome")?,
+                row.get::<_, Option<i64>>("run_id")?,
+                row.get::<_, Option<String>>("until")?,
             ))
         })
         .optional()?;
-    let Some((summary, params_text, uid, pid, version, reason, retry_of, last_alert, outcome)) =
-        head
+    let Some((
+        summary,
+        params_text,
+        uid,
+        pid,
+        version,
+        reason,
+        retry_of,
+        last_alert,
+        outcome,
+        run_id,
+        until,
+    )) = head
     else {
         return Ok(None);
     };
@@ -222,6 +235,8 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         progress: summary.progress,
         reason,
         retry_of: retry_of.map(|r| r as u64),
+        run_id: run_id.map_or(summary.id, |r| r as u64),
+        until,
         simulated: summary.simulated,
         outputs,
         activities,
@@ -443,6 +458,10 @@ pub struct StoredJob {
     pub secrets: Option<Vec<u8>>,
     /// The outcome its handlers answer, once its graph is done.
     pub outcome: Option<JobState>,
+    /// The first job of its retry chain.
+    pub run_id: u64,
+    /// `--until PROCESS`, if it was given.
+    pub until: Option<String>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -501,7 +520,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         .prepare_cached(
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
                     simulated, submitter_uid,
-                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id), outcome
+                    (SELECT sealed FROM job_secrets WHERE job_id = jobs.id), outcome,
+                    run_id, until
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -523,6 +543,10 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                     .get::<_, Option<String>>(12)?
                     .as_deref()
                     .map(parse_job_state),
+                run_id: row
+                    .get::<_, Option<i64>>(13)?
+                    .map_or(row.get::<_, i64>(0)? as u64, |r| r as u64),
+                until: row.get(14)?,
                 activities: Vec::new(),
             })
         })

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const ALL: [&str; 10] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -197,13 +197,21 @@ CREATE TABLE notify_cursor (
 );
 "#;
 
-/// Version 9: fan-out. An activity with `foreach` keeps its item list
+/// Version 9: a job's `run_id` (the first job of its retry chain; jobs
+/// made before it are each their own) and its `--until` process.
+const V9: &str = r#"
+ALTER TABLE jobs ADD COLUMN run_id INTEGER;
+ALTER TABLE jobs ADD COLUMN until TEXT;
+UPDATE jobs SET run_id = id;
+"#;
+
+/// Version 10: fan-out. An activity with `foreach` keeps its item list
 /// (computed once, at its first start) in `activities.items`; each item
 /// started has a row in `items` keyed by (job, activity, item index) with
 /// its state, its latest attempt and its checkpoint and outputs. Items
 /// never started have no row: the engine starts them in index order from
 /// a cursor, so memory holds counts and running items, not the list.
-const V9: &str = r#"
+const V10: &str = r#"
 ALTER TABLE activities ADD COLUMN items TEXT;
 ALTER TABLE activities ADD COLUMN items_total INTEGER;
 CREATE TABLE items (
@@ -272,6 +280,7 @@ mod tests {
             })
             .expect("new column");
         assert_eq!(simulated, 0);
+        assert_eq!(job.run_id, 7, "an old job is its own run");
         // Version 4 seeds the high-water mark from the jobs there, and it
         // stays when they are deleted.
         assert_eq!(store.read_now(crate::store::max_job_id).expect("max"), 7);

@@ -20,6 +20,10 @@ pub struct NewJob {
     pub submitter_gid: Option<u32>,
     pub submitter_pid: Option<u32>,
     pub retry_of: Option<u64>,
+    /// The first job of its retry chain (its own id for a new job).
+    pub run_id: u64,
+    /// `--until PROCESS`, kept so a retry keeps the partial plan.
+    pub until: Option<String>,
     pub simulated: bool,
     pub created_at: i64,
     /// The job's secret parameter values, sealed (`crate::secrets`); the
@@ -305,8 +309,9 @@ impl WriteOp {
                 tx.prepare_cached(
                     "INSERT INTO jobs (id, target, chain, version, params, tenant, priority, state,
                         submitted_by, submitter_uid, submitter_gid, submitter_pid, retry_of, created_at,
-                        simulated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        simulated, run_id, until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                        ?15, ?16)",
                 )?
                 .execute(params![
                     job.id as i64,
@@ -323,6 +328,8 @@ impl WriteOp {
                     job.retry_of.map(|r| r as i64),
                     job.created_at,
                     job.simulated,
+                    job.run_id as i64,
+                    job.until,
                 ])?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO activities (job_id, idx, path, state) VALUES (?1, ?2, ?3, 'pending')",

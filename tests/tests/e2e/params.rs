@@ -151,3 +151,102 @@ fn good_parameters_are_converted_and_defaulted() {
         "the activity sees the values: {log:?}"
     );
 }
+
+const BOUNDED: &str = r#"
+[params.rows]
+type = "int"
+min = 1
+max = 1000
+default = 100
+
+[params.ratio]
+type = "float"
+min = 0.0
+max = 1.0
+default = 0.5
+
+[params.note]
+type = "string"
+
+[params.date]
+type = "date"
+required = true
+
+[process.p.activity.a]
+command = ["sh", "-c", "echo \"rows=$HF_PARAM_ROWS note=${HF_PARAM_NOTE-absent} shown=$1\"", "a", "{{ params.note | default('none') }}"]
+"#;
+
+/// `min`/`max` refuse values out of bounds at submit, every bad one named
+/// (hfctl exit 8, JSON-RPC field errors); a null (`--null`, JSON `null`) is
+/// accepted for an optional parameter without a default, which then stays
+/// absent from the environment and is none to templates, and refused for
+/// a required one and one with a default; `hfctl describe` and the
+/// `rpc.discover` schema show the bounds.
+#[test]
+fn bounds_and_null_are_checked_at_submit() {
+    let daemon = TestDaemon::start(&[("bounded.toml", BOUNDED)]);
+    let output = daemon.hfctl(&[
+        "submit",
+        "bounded",
+        "-p",
+        "date=2026-12-01",
+        "-p",
+        "rows=0",
+        "-p",
+        "ratio=1.5",
+    ]);
+    assert_eq!(output.status.code(), Some(8), "{}", shown(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("must be at least 1") && stderr.contains("must be at most 1"),
+        "both bounds are named: {stderr}"
+    );
+
+    let answer = rpc_call(
+        daemon.socket(),
+        "job.submit",
+        json!({"target": "bounded", "params": {"date": null, "rows": null, "ratio": -1}}),
+    );
+    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    let fields: BTreeSet<&str> = answer["error"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["date", "rows", "ratio"]),
+        "null for a required one and one with a default, and a bound: {answer}"
+    );
+    assert_eq!(job_count(&daemon), 0, "nothing refused made a job");
+
+    let id = daemon.submit(
+        "bounded",
+        &["-p", "date=2026-12-01", "-p", "rows=1000", "--null", "note"],
+    );
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert!(!job.params.contains_key("note"), "{job:#?}");
+    assert!(
+        daemon
+            .logs(id, "p.a", None)
+            .contains("rows=1000 note=absent shown=none"),
+        "{}",
+        daemon.logs(id, "p.a", None)
+    );
+
+    let described = daemon.hfctl(&["describe", "bounded"]);
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        text.contains("int 1..1000") && text.contains("float 0.0..1.0"),
+        "describe shows the bounds: {text}"
+    );
+    let doc = rpc_call(daemon.socket(), "rpc.discover", json!({}));
+    let rows = &doc["result"]["components"]["schemas"]["params.bounded"]["properties"]["rows"];
+    assert_eq!(
+        (&rows["minimum"], &rows["maximum"]),
+        (&json!(1), &json!(1000)),
+        "the schema has the bounds: {rows}"
+    );
+}

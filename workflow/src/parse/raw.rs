@@ -22,6 +22,8 @@ pub(super) struct RawChain {
     pub description: Option<String>,
     pub max_parallel: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,
+    /// `"chain"` (the default) or `"tenant"`: what `concurrency` counts.
+    pub concurrency_per: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     /// Who may submit this chain: `group:NAME` or `user:NAME` entries.
     #[serde(default)]
@@ -44,6 +46,9 @@ pub(super) struct RawParam {
     #[serde(rename = "enum")]
     pub allowed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     pub pattern: Option<Spanned<String>>,
+    /// For `int` and `float`: bounds, inclusive.
+    pub min: Option<Spanned<toml::Value>>,
+    pub max: Option<Spanned<toml::Value>>,
     pub description: Option<String>,
     /// `secret = true`: never shown, never in argv (see `ParamSpec::secret`).
     #[serde(default)]

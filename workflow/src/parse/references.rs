@@ -11,7 +11,7 @@ use super::raw::Span;
 use crate::model::ParamSpec;
 use crate::template::{referenced_variables, secret_file_calls, unavailable_names};
 
-const JOB_FIELDS: [&str; 5] = ["id", "chain", "target", "tenant", "attempt"];
+const JOB_FIELDS: [&str; 6] = ["id", "run_id", "chain", "target", "tenant", "attempt"];
 /// What a handler's templates see besides [`JOB_FIELDS`].
 const HANDLER_JOB_FIELDS: [&str; 3] = ["state", "failed", "errors"];
 

@@ -288,7 +288,7 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
@@ -317,12 +317,12 @@ shell = 5
         errors(source),
         [
             "3:1: unknown key `typ`, expected one of `type`, `required`, `default`, `enum`, \
-             `pattern`, `description`, `secret`",
+             `pattern`, `min`, `max`, `description`, `secret`",
             "6:11: invalid type: string \"three\", expected an integer",
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`",
+             `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -475,7 +475,7 @@ working_dir = "{{ params.date"
             "7:19: activity test.p.a: command[1] references unknown parameter \"dat\"; declared: date, dry-run",
             "7:39: activity test.p.a: command[2] references unknown parameter \"dry\"; declared: date, dry-run; a name with \"-\" is written params[\"dry-run\"]",
             "7:39: activity test.p.a: command[2] references unknown variable \"run\"; templates can use params.<name>, job.<field> and outputs.<process>.<activity>.<key>",
-            "8:15: activity test.p.a: env.WHO references unknown job field \"user\"; available: id, chain, target, tenant, attempt",
+            "8:15: activity test.p.a: env.WHO references unknown job field \"user\"; available: id, run_id, chain, target, tenant, attempt",
             "8:40: activity test.p.a: env.WHAT references unknown variable \"thing\"; templates can use params.<name>, job.<field> and outputs.<process>.<activity>.<key>",
             "9:15: activity test.p.a: working_dir is not a valid template: syntax error: unexpected end of input, expected end of variable block",
         ]
@@ -942,7 +942,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`"
     );
 }
 
