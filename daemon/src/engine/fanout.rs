@@ -51,6 +51,7 @@ impl Engine {
                     });
                     self.set_activity_state(id, idx, ActivityState::Failed);
                     self.effects.push(Effect::Changed(id));
+                    self.finish_if_done(id);
                     return;
                 }
             }
@@ -73,7 +74,11 @@ impl Engine {
             None
         };
         let Some(item) = item else {
+            // Nothing to start: an empty list, or every item done (a
+            // resume after the last one ended) ends the activity here.
             self.fanout_settled(id, idx);
+            self.effects.push(Effect::Changed(id));
+            self.finish_if_done(id);
             return;
         };
         self.job_started(id);

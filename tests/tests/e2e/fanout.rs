@@ -612,3 +612,62 @@ shell = 'echo "start $HF_ITEM_INDEX" >> @DIR@/events; sleep 0.05; echo "end $HF_
     );
     assert_eq!(peak, 2, "the items did run two at a time");
 }
+
+/// A `foreach` that gives no array fails the activity (its dependants
+/// skipped) with the reason in the job's alert, and starts no item.
+#[test]
+fn a_foreach_that_gives_no_array_fails_the_activity_with_the_reason() {
+    let chain = r#"
+[params.names]
+type = "json"
+required = true
+
+[process.load.activity.each]
+foreach = "{{ params.names }}"
+shell = "echo start >> @DIR@/events"
+
+[process.after]
+after = ["load"]
+
+[process.after.activity.next]
+command = ["true"]
+"#;
+    let daemon = TestDaemon::start(&[("bad.toml", chain)]);
+    let job_id = daemon.submit("bad", &["-p", r#"names={"a": 1}"#]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    assert_eq!(activity(&job, "load.each").state, ActivityState::Failed);
+    assert_eq!(activity(&job, "after.next").state, ActivityState::Skipped);
+    assert!(
+        job.last_alert
+            .as_deref()
+            .is_some_and(|a| a.contains("foreach must give a JSON array")),
+        "{job:#?}"
+    );
+    assert!(lines(&daemon, "events").is_empty(), "no item started");
+
+    // An empty list is a fan-out of no items: it succeeds at once.
+    let empty = daemon.submit("bad", &["-p", "names=[]"]);
+    let job = daemon.wait_done(empty);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(counts(&job, "load.each").total, 0);
+    assert_eq!(activity(&job, "after.next").state, ActivityState::Succeeded);
+}
+
+/// A simulated job fans out too, through the same engine, starting no
+/// process: every item runs its `[simulate]` stand-in.
+#[test]
+fn a_simulated_fan_out_runs_every_item_without_a_process() {
+    let chain = r#"
+[process.load.activity.chunk]
+foreach = { count = 5, chunk_size = 1 }
+max_parallel = 2
+shell = "echo start >> @DIR@/events"
+"#;
+    let daemon = TestDaemon::start(&[("sim.toml", chain)]);
+    let job_id = daemon.submit("sim", &["--simulate"]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(counts(&job, "load.chunk").succeeded, 5);
+    assert!(lines(&daemon, "events").is_empty(), "a process was started");
+}
