@@ -671,3 +671,47 @@ shell = "echo start >> @DIR@/events"
     assert_eq!(counts(&job, "load.chunk").succeeded, 5);
     assert!(lines(&daemon, "events").is_empty(), "a process was started");
 }
+
+/// An item whose command cannot render (`{{ item.start }}` of an item
+/// without `start`) fails at once without its retries, and under
+/// `"continue"` the other items still run.
+#[test]
+fn an_item_that_cannot_render_fails_without_retries_and_the_rest_go_on() {
+    let chain = r#"
+[params.items]
+type = "json"
+required = true
+
+[process.load.activity.each]
+foreach = "{{ params.items }}"
+retries = 3
+retry_delay = "10s"
+on_failure = "continue"
+command = ["sh", "-c", 'echo "start $HF_ITEM_INDEX $1" >> @DIR@/events', "sh", "{{ item.start }}"]
+"#;
+    let daemon = TestDaemon::start(&[("render.toml", chain)]);
+    let job_id = daemon.submit("render", &["-p", r#"items=["a", {"start": 7}]"#]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(
+        counts(&job, "load.each"),
+        ItemCounts {
+            total: 2,
+            succeeded: 1,
+            failed: 1,
+            ..ItemCounts::default()
+        }
+    );
+    assert_eq!(lines(&daemon, "events"), ["start 1 7"]);
+    let page = rpc_call(
+        daemon.socket(),
+        "job.items",
+        json!({"job_id": job_id, "activity": "load.each"}),
+    );
+    let first = &page["result"]["items"][0];
+    assert_eq!(first["attempts"], 1, "no retry of a render failure: {page}");
+    assert!(
+        first["error"].as_str().is_some_and(|e| e.contains("start")),
+        "{page}"
+    );
+}
