@@ -16,6 +16,7 @@ mod durability;
 mod events;
 mod failure;
 mod fanout;
+mod fanout_recovery;
 mod faults;
 mod flood;
 mod handlers;
