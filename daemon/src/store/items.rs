@@ -177,17 +177,24 @@ pub(super) fn find_item_attempt(
     item: u32,
     attempt: Option<u32>,
 ) -> Result<Result<AttemptRef, String>, StoreError> {
-    let row: Option<(u32, Option<i64>, i64, Option<String>)> = conn
+    let row: Option<(u32, Option<i64>, i64, Option<String>, String)> = conn
         .prepare_cached(
-            "SELECT attempts, finished_at, log_dropped, log_error FROM items
+            "SELECT attempts, finished_at, log_dropped, log_error, state FROM items
              WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
         )?
         .query_row(params![job_id as i64, idx, item], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
     let path = crate::executor::logs::item_path(path, Some(item));
-    let Some((latest, finished_at, dropped, log_error)) = row.filter(|r| r.0 > 0) else {
+    let Some((latest, finished_at, dropped, log_error, _)) = row.clone().filter(|r| r.0 > 0) else {
+        // A retry carries succeeded items over without running them.
+        if row.is_some_and(|r| r.4 == "succeeded") {
+            return Ok(Err(format!(
+                "{path} did not run in job {job_id}: it succeeded in the job this one \
+                 retries (see `retry of` in hfctl status {job_id}), whose logs have it"
+            )));
+        }
         return Ok(Err(format!("{path} has not started yet")));
     };
     let number = attempt.unwrap_or(latest);

@@ -301,6 +301,11 @@ fn continue_skips_a_bad_item_with_an_alert_and_retry_reruns_only_it() {
             ..ItemCounts::default()
         }
     );
+    let carried = daemon.hfctl(&["logs", &again.id.to_string(), "load.chunk[0]"]);
+    assert!(
+        String::from_utf8_lossy(&carried.stderr).contains("did not run in job"),
+        "a carried item's log is the original job's: {carried:?}"
+    );
     let runs = starts(&daemon);
     assert_eq!(
         runs.get(&2),
