@@ -167,6 +167,15 @@ pub fn split_item(name: &str) -> (&str, Option<u32>) {
     (name, None)
 }
 
+/// The latest attempt of an item, as `find_item_attempt` reads it.
+struct ItemAttemptRow {
+    attempts: u32,
+    finished_at: Option<i64>,
+    log_dropped: i64,
+    log_error: Option<String>,
+    state: String,
+}
+
 /// An attempt of one fan-out item. The item's row holds its latest
 /// attempt; earlier ones are finished and keep their log files.
 pub(super) fn find_item_attempt(
@@ -177,26 +186,43 @@ pub(super) fn find_item_attempt(
     item: u32,
     attempt: Option<u32>,
 ) -> Result<Result<AttemptRef, String>, StoreError> {
-    let row: Option<(u32, Option<i64>, i64, Option<String>, String)> = conn
+    let row = conn
         .prepare_cached(
             "SELECT attempts, finished_at, log_dropped, log_error, state FROM items
              WHERE job_id = ?1 AND idx = ?2 AND item = ?3",
         )?
         .query_row(params![job_id as i64, idx, item], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(ItemAttemptRow {
+                attempts: r.get(0)?,
+                finished_at: r.get(1)?,
+                log_dropped: r.get(2)?,
+                log_error: r.get(3)?,
+                state: r.get(4)?,
+            })
         })
         .optional()?;
     let path = crate::executor::logs::item_path(path, Some(item));
-    let Some((latest, finished_at, dropped, log_error, _)) = row.clone().filter(|r| r.0 > 0) else {
-        // A retry carries succeeded items over without running them.
-        if row.is_some_and(|r| r.4 == "succeeded") {
-            return Ok(Err(format!(
-                "{path} did not run in job {job_id}: it succeeded in the job this one \
-                 retries (see `retry of` in hfctl status {job_id}), whose logs have it"
-            )));
-        }
+    let Some(row) = row else {
         return Ok(Err(format!("{path} has not started yet")));
     };
+    if row.attempts == 0 {
+        // A retry carries succeeded items over without running them.
+        return Ok(Err(if row.state == "succeeded" {
+            format!(
+                "{path} did not run in job {job_id}: it succeeded in the job this one \
+                 retries (see `retry of` in hfctl status {job_id}), whose logs have it"
+            )
+        } else {
+            format!("{path} has not started yet")
+        }));
+    }
+    let ItemAttemptRow {
+        attempts: latest,
+        finished_at,
+        log_dropped: dropped,
+        log_error,
+        ..
+    } = row;
     let number = attempt.unwrap_or(latest);
     if number == 0 || number > latest {
         return Ok(Err(format!("{path} has no attempt {number}")));
