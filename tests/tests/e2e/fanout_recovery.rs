@@ -14,8 +14,9 @@ use crate::fanout::{counts, lines, starts};
 use crate::support::activity;
 
 /// A kill -9 in the middle of a fan-out: after the restart no succeeded
-/// item runs again, the items that were running run again (their
-/// processes from before the crash killed), and the rest run once.
+/// item runs again, the items that were running run again with their own
+/// last checkpoint (their processes from before the crash killed), and the
+/// rest run once.
 #[test]
 fn after_a_kill_9_mid_fan_out_no_succeeded_item_runs_again() {
     let chain = r#"
@@ -24,17 +25,24 @@ foreach = { count = 20, chunk_size = 1 }
 max_parallel = 2
 retries = 0
 shell = '''
-echo "start $HF_ITEM_INDEX" >> @DIR@/events
-if [ "$HF_ITEM_INDEX" -ge 4 ] && [ ! -e @DIR@/gate ]; then sleep 60; fi
+echo "start $HF_ITEM_INDEX ${HF_CHECKPOINT:-none}" >> @DIR@/events
+if [ "$HF_ITEM_INDEX" -ge 4 ] && [ ! -e @DIR@/gate ]; then
+  echo "checkpoint {\"at\": $HF_ITEM_INDEX}" >&3
+  echo "alert item $HF_ITEM_INDEX waits" >&3
+  sleep 60
+fi
 '''
 "#;
     let mut daemon = TestDaemon::start(&[("crash.toml", chain)]);
     let job_id = daemon.submit("crash", &[]);
-    daemon.wait_for(job_id, "four items done and two running", |job| {
-        activity(job, "load.chunk")
-            .items
-            .as_ref()
-            .is_some_and(|i| i.succeeded == 4 && i.running == 2)
+    // Control lines are taken in order, so once both alerts are committed
+    // both checkpoints are too.
+    daemon.wait_for(job_id, "four items done and two waiting", |job| {
+        job.alerts == 2
+            && activity(job, "load.chunk")
+                .items
+                .as_ref()
+                .is_some_and(|i| i.succeeded == 4 && i.running == 2)
     });
     // Both running items' processes have started (their attempts are
     // committed before they are spawned).
@@ -66,6 +74,14 @@ if [ "$HF_ITEM_INDEX" -ge 4 ] && [ ! -e @DIR@/gate ]; then sleep 60; fi
         assert_eq!(
             n, expected,
             "item {index} started {n} times (succeeded items never re-run, interrupted ones do)"
+        );
+    }
+    let events = lines(&daemon, "events");
+    for index in [4, 5] {
+        let resumed = format!("start {index} {{\"at\":{index}}}");
+        assert!(
+            events.contains(&resumed),
+            "item {index} resumed with its own checkpoint: {events:?}"
         );
     }
 }
