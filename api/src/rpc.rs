@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::types::ConnectionSummary;
 use crate::types::ItemPage;
 use crate::types::{
-    AuditEntry, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk, Plan, ScheduleInfo,
-    SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, BackfillResult, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk,
+    Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use crate::types::{Delivery, Event, JobState};
 
@@ -35,6 +35,8 @@ pub trait Holdfast {
     /// process and every process it depends on through `after`, nothing
     /// else. In `params`, `null` is no value (an optional parameter
     /// without a default stays absent).
+    /// `at`: the instant the job runs as of (`schedule.at`), read in the
+    /// daemon's zone; the submission's instant without it.
     #[method(name = "job.submit", param_kind = map, with_extensions)]
     #[allow(clippy::too_many_arguments)]
     async fn job_submit(
@@ -46,10 +48,12 @@ pub trait Holdfast {
         simulate: Option<bool>,
         request_id: Option<String>,
         until: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<SubmitResult>;
 
     /// Check a submission and return what it would run, creating no job
-    /// (`hfctl submit --dry-run`). Same parameters and errors as `job.submit`.
+    /// (`hfctl submit --dry-run`). Same parameters and errors as `job.submit`;
+    /// `at` renders it as of that instant instead of now.
     #[method(name = "job.plan", param_kind = map, with_extensions)]
     async fn job_plan(
         &self,
@@ -57,6 +61,7 @@ pub trait Holdfast {
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
         until: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<Plan>;
 
     /// One job with its activities and attempts.
@@ -154,9 +159,23 @@ pub trait Holdfast {
     #[method(name = "schedule.resume", param_kind = map, with_extensions)]
     async fn schedule_resume(&self, name: String) -> RpcResult<ScheduleInfo>;
 
-    /// Fire a schedule now (its jobs as a fire would submit them).
+    /// Fire a schedule now (its jobs as a fire would submit them), as of
+    /// `at` (read in the schedule's zone) when given.
     #[method(name = "schedule.trigger", param_kind = map, with_extensions)]
-    async fn schedule_trigger(&self, name: String) -> RpcResult<ScheduleInfo>;
+    async fn schedule_trigger(&self, name: String, at: Option<String>) -> RpcResult<ScheduleInfo>;
+
+    /// Submit one fire of a schedule per instant its rule gives in
+    /// [`from`, `to`] (dates read in the schedule's zone; a date as `to`
+    /// includes that whole day), oldest first, at most 1,000. `dry_run`
+    /// lists the instants and submits nothing.
+    #[method(name = "schedule.backfill", param_kind = map, with_extensions)]
+    async fn schedule_backfill(
+        &self,
+        name: String,
+        from: String,
+        to: String,
+        dry_run: Option<bool>,
+    ) -> RpcResult<BackfillResult>;
 
     /// Every tenant file, loaded or broken.
     #[method(name = "tenant.list", param_kind = map)]

@@ -255,6 +255,28 @@ pub struct Job {
     /// `state` is still `running`. A handler never changes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<JobState>,
+    /// The instant the job runs as of (`schedule.at`, `HF_SCHEDULED_AT`),
+    /// RFC 3339 in its zone: a schedule's fire, `--at`, or the submission.
+    /// Absent for jobs stored before jobs had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+}
+
+/// Answer of `schedule.backfill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackfillResult {
+    /// `chain.schedule`.
+    pub schedule: String,
+    /// Every fire of the range, oldest first, RFC 3339 in the schedule's
+    /// zone.
+    pub fires: Vec<String>,
+    /// Jobs submitted at once (with `overlap = "allow"`, all of them;
+    /// otherwise those of the first fire). Empty for a dry run.
+    pub jobs: Vec<u64>,
+    /// Fires waiting for the previous fire's jobs to end (`overlap` other
+    /// than `"allow"`); each is submitted in order.
+    pub queued: usize,
+    pub dry_run: bool,
 }
 
 /// One activity of a job.
@@ -659,6 +681,10 @@ pub struct ScheduleInfo {
     /// When that fire was refused, RFC 3339 in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<String>,
+    /// Fires of a backfill still waiting to be submitted, oldest first
+    /// (RFC 3339 in the schedule's zone); absent when none waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfill: Vec<String>,
 }
 
 /// A piece of a database copy (`store.backup` item). The daemon makes one

@@ -237,6 +237,7 @@ fuzz_target!(|input: Input| {
         outputs: input.outputs,
         secret_dir: None,
         item: None,
+        schedule: None,
     };
     match render(&input.template, &ctx) {
         Ok(text) if has_template_syntax(&input.template) => {

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
     AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, Delivery, ErrorCode, Job, JobList,
-    JobState, LogChunk, Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail,
+    JobState, LogChunk, Plan, BackfillResult, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail,
     WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
@@ -53,6 +53,7 @@ impl HoldfastServer for Refuser {
         _simulate: Option<bool>,
         _request_id: Option<String>,
         _until: Option<String>,
+        _at: Option<String>,
     ) -> RpcResult<SubmitResult> {
         let _ = target.len();
         refuse()
@@ -65,6 +66,7 @@ impl HoldfastServer for Refuser {
         _params: Option<Map<String, Value>>,
         _tenant: Option<String>,
         _until: Option<String>,
+        _at: Option<String>,
     ) -> RpcResult<Plan> {
         refuse()
     }
@@ -155,7 +157,23 @@ impl HoldfastServer for Refuser {
         refuse()
     }
 
-    async fn schedule_trigger(&self, _ext: &Extensions, _name: String) -> RpcResult<ScheduleInfo> {
+    async fn schedule_trigger(
+        &self,
+        _ext: &Extensions,
+        _name: String,
+        _at: Option<String>,
+    ) -> RpcResult<ScheduleInfo> {
+        refuse()
+    }
+
+    async fn schedule_backfill(
+        &self,
+        _ext: &Extensions,
+        _name: String,
+        _from: String,
+        _to: String,
+        _dry_run: Option<bool>,
+    ) -> RpcResult<BackfillResult> {
         refuse()
     }
 

@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
                 outputs: Map::new(),
                 secret_dir: None,
                 item: None,
+                schedule: None,
             };
             for activity in &chain.activities {
                 let Ok(program) = render_activity(activity, &ctx) else {

@@ -6,6 +6,7 @@
 
 pub mod connection;
 pub mod cron;
+pub mod dates;
 pub mod model;
 pub mod params;
 pub mod parse;
@@ -15,6 +16,7 @@ pub mod template;
 pub mod tenant;
 
 pub use cron::{CatchUp, CronRule, Overlap};
+pub use dates::{BusinessDate, DateZone};
 pub use model::*;
 pub use parse::{load_file, parse_chain, setting_position};
 pub use size::parse_size;

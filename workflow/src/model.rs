@@ -378,6 +378,46 @@ impl Schedule {
     pub fn cron(&self) -> &str {
         self.rule.expression()
     }
+
+    /// The zone the schedule's business dates are read in: its
+    /// `timezone`, else the host's.
+    pub fn zone(&self) -> crate::dates::DateZone {
+        self.timezone
+            .as_deref()
+            .and_then(|name| crate::dates::DateZone::parse(name).ok())
+            .unwrap_or(crate::dates::DateZone::Local)
+    }
+
+    /// The schedule's `params` for a fire at `date`: values that are
+    /// templates are rendered (as text, checked like a submitted value
+    /// afterwards). Errors are `(parameter, message)`.
+    pub fn params_at(
+        &self,
+        date: &crate::dates::BusinessDate,
+    ) -> Result<serde_json::Map<String, Value>, Vec<(String, String)>> {
+        let mut params = serde_json::Map::new();
+        let mut errors = Vec::new();
+        for (name, value) in &self.params {
+            match value {
+                Value::String(text) if crate::template::has_template_syntax(text) => {
+                    match crate::template::render_schedule_value(text, date) {
+                        Ok(rendered) => {
+                            params.insert(name.clone(), Value::String(rendered));
+                        }
+                        Err(e) => errors.push((name.clone(), e.to_string())),
+                    }
+                }
+                other => {
+                    params.insert(name.clone(), other.clone());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(params)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 #[cfg(test)]

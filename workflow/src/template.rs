@@ -16,6 +16,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, Output, State, UndefinedBeha
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::dates::{BusinessDate, ZONE_VAR};
 use crate::model::{Activity, Program};
 
 /// Upper bound of one rendered template. An argv element or env value larger
@@ -64,6 +65,9 @@ pub struct RenderContext {
     pub secret_dir: Option<String>,
     /// The item of a fan-out's instance (`{{ item }}`); None elsewhere.
     pub item: Option<Value>,
+    /// The instant the job runs as of (`schedule.at`); None only for jobs
+    /// stored before jobs had one.
+    pub schedule: Option<BusinessDate>,
 }
 
 /// An activity's program with every template rendered, ready to spawn.
@@ -113,6 +117,7 @@ fn environment() -> &'static Environment<'static> {
         env.set_formatter(format_value);
         env.add_filter("tojson", to_json);
         env.add_function("secret_file", secret_file);
+        crate::dates::register(&mut env);
         // A template is written by an operator but rendered inside the
         // daemon's engine, so its work is bounded: fuel caps the
         // instructions one render may run (loops included), and the builtins
@@ -479,12 +484,83 @@ pub fn render_activity(
 }
 
 fn context_value(ctx: &RenderContext) -> minijinja::Value {
-    minijinja::context! {
+    let base = minijinja::context! {
         params => minijinja::Value::from_serialize(&ctx.params),
         job => minijinja::Value::from_serialize(&ctx.job),
         outputs => minijinja::Value::from_serialize(&ctx.outputs),
         __hf_secret_dir => ctx.secret_dir.clone(),
         item => ctx.item.as_ref().map(minijinja::Value::from_serialize),
+    };
+    match &ctx.schedule {
+        Some(date) => minijinja::value::merge_maps([schedule_value(date), base]),
+        None => base,
+    }
+}
+
+/// `schedule.at` and `schedule.timezone`, and the zone the date filters
+/// compute in.
+fn schedule_value(date: &BusinessDate) -> minijinja::Value {
+    let zone = date.zone.name();
+    let mut values = std::collections::BTreeMap::new();
+    values.insert(
+        "schedule",
+        minijinja::Value::from_serialize(serde_json::json!({
+            "at": date.rfc3339(),
+            "timezone": zone,
+        })),
+    );
+    values.insert(ZONE_VAR, minijinja::Value::from(zone));
+    minijinja::Value::from_object(values)
+}
+
+/// What a schedule's `params` value may read: the fire's instant.
+pub const SCHEDULE_FIELDS: [&str; 2] = ["at", "timezone"];
+
+/// Checks a schedule's `params` value that is a template, at load: it
+/// parses, reads only `schedule.at` / `schedule.timezone`, and applies only
+/// filters that exist.
+pub fn check_schedule_template(template: &str) -> Result<(), String> {
+    let references = referenced_variables(template)?;
+    for reference in references {
+        let mut segments = reference.split('.');
+        let root = segments.next().unwrap_or_default();
+        let field = segments.next();
+        if root != "schedule" || field.is_some_and(|f| !SCHEDULE_FIELDS.contains(&f)) {
+            return Err(format!(
+                "a schedule's parameter can read only schedule.at and schedule.timezone, not \
+                 {reference}"
+            ));
+        }
+    }
+    match unavailable_names(template).first() {
+        Some(problem) => Err(format!("the template applies {problem}")),
+        None => Ok(()),
+    }
+}
+
+/// Renders a schedule's `params` value for one fire.
+pub fn render_schedule_value(template: &str, date: &BusinessDate) -> Result<String, TemplateError> {
+    let env = environment();
+    let compiled = env
+        .template_from_str(template)
+        .map_err(|e| TemplateError::Syntax {
+            template: excerpt(template),
+            message: describe_error(&e),
+        })?;
+    let mut out = BoundedWriter::default();
+    match compiled.render_captured_to(schedule_value(date), &mut out) {
+        Ok(_) => String::from_utf8(out.bytes).map_err(|_| TemplateError::Render {
+            template: excerpt(template),
+            message: "the output is not valid UTF-8".to_string(),
+        }),
+        Err(_) if out.overflowed => Err(TemplateError::TooLarge {
+            template: excerpt(template),
+            limit: MAX_RENDERED_BYTES,
+        }),
+        Err(e) => Err(TemplateError::Render {
+            template: excerpt(template),
+            message: describe_error(&e),
+        }),
     }
 }
 
@@ -662,6 +738,7 @@ mod tests {
             outputs,
             secret_dir: None,
             item: None,
+            schedule: None,
         }
     }
 
@@ -873,6 +950,7 @@ mod tests {
             outputs: Map::new(),
             secret_dir: None,
             item: None,
+            schedule: None,
         };
         let started = std::time::Instant::now();
         for template in [

@@ -69,6 +69,14 @@ pub fn render(schedules: &[ScheduleInfo], palette: &Palette) -> String {
                 s.chain, s.name
             ));
         }
+        if let (Some(next), Some(last)) = (s.backfill.first(), s.backfill.last()) {
+            out.push_str(&format!(
+                "{}.{}: backfill under way, {} fires waiting ({next} to {last})\n",
+                s.chain,
+                s.name,
+                s.backfill.len()
+            ));
+        }
     }
     out
 }

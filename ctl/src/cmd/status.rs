@@ -121,6 +121,10 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
     pairs.push(("version", output::short_version(&job.version)));
     pairs.push(("submitted by", job.submitted_by.clone()));
     pairs.push(("created", output::time(&job.created_at)));
+    // The business date as the job sees it, in its own zone.
+    if let Some(at) = &job.scheduled_at {
+        pairs.push(("scheduled at", at.clone()));
+    }
     if let Some(started) = &job.started_at {
         pairs.push(("started", output::time(started)));
     }

@@ -69,6 +69,11 @@ pub struct Args {
     /// instead of queueing another, and is refused if the rest differs.
     #[arg(long, value_name = "KEY")]
     pub request_id: Option<String>,
+    /// Run as of this instant (`schedule.at`, `HF_SCHEDULED_AT`):
+    /// YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] in the daemon's zone, or RFC 3339.
+    /// Without it, the job runs as of its submission.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// Split `KEY=VALUE` at the first `=`: values may hold more of them.
@@ -101,6 +106,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
                 Some(params),
                 args.tenant,
                 args.until,
+                args.at,
             ))
             .await
             .map_err(|e| e.for_target(&args.target))?;
@@ -120,6 +126,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             Some(args.simulate),
             args.request_id,
             args.until,
+            args.at,
         ))
         .await
         .map_err(|e| e.for_target(&args.target))?;

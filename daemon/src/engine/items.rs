@@ -173,6 +173,7 @@ pub fn compute_items(
         outputs: job.outputs_for(idx),
         secret_dir: None,
         item: None,
+        schedule: job.scheduled,
     };
     let list = match foreach {
         Foreach::List(template) => match render_json(template, &context) {

@@ -85,6 +85,8 @@ pub struct JobRun {
     pub priority: i32,
     /// Activities are replaced by their `[simulate]` stand-ins.
     pub simulated: bool,
+    /// The instant it runs as of (`schedule.at`, `HF_SCHEDULED_AT`).
+    pub scheduled: Option<holdfast_workflow::BusinessDate>,
     pub state: JobState,
     pub alerts: u32,
     pub started_at: Option<i64>,
@@ -470,6 +472,7 @@ impl JobRun {
             tenant,
             priority,
             simulated: false,
+            scheduled: None,
             state: JobState::Queued,
             alerts: 0,
             started_at: None,

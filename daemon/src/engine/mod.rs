@@ -13,6 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
+pub mod backfill;
 mod control;
 mod events;
 mod fanout;
@@ -40,6 +41,7 @@ use crate::executor::{self, AttemptSpec, ExecEvent, KillReason, LogHub};
 use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError, WriteOp};
+pub use backfill::Backfill;
 pub use job::JobRun;
 pub use schedules::{ScheduleAction, ScheduleControlError, ScheduleView};
 
@@ -68,6 +70,8 @@ pub struct SubmitRequest {
     pub caller: Caller,
     /// The client's idempotency key (`request_id`), if it sent one.
     pub request_id: Option<String>,
+    /// The instant it runs as of (`at`); the submission's without it.
+    pub at: Option<holdfast_workflow::BusinessDate>,
 }
 
 /// Why a submission was refused.
@@ -155,6 +159,14 @@ pub enum Command {
         name: String,
         action: ScheduleAction,
         reply: oneshot::Sender<Result<ScheduleView, ScheduleControlError>>,
+    },
+    /// Submit (or with `dry_run`, list) the fires of a past range.
+    ScheduleBackfill {
+        chain: String,
+        name: String,
+        /// Planned by [`backfill::plan`], oldest first.
+        fires: Vec<chrono::DateTime<chrono::Utc>>,
+        reply: oneshot::Sender<Result<Backfill, ScheduleControlError>>,
     },
     /// Stop accepting work, interrupt running attempts, answer when all ended.
     Shutdown {
@@ -309,6 +321,23 @@ impl EngineHandle {
         .unwrap_or(Err(ScheduleControlError::Stopping))
     }
 
+    /// Submit the fires of a backfill planned by [`backfill::plan`].
+    pub async fn schedule_backfill(
+        &self,
+        chain: String,
+        name: String,
+        fires: Vec<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Backfill, ScheduleControlError> {
+        self.ask(|reply| Command::ScheduleBackfill {
+            chain,
+            name,
+            fires,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ScheduleControlError::Stopping))
+    }
+
     /// Re-read the workflows directory; resolves once the new registry is in place.
     pub async fn reload(&self) {
         let _ = self.ask(|reply| Command::Reload { reply }).await;
@@ -332,6 +361,10 @@ enum Effect {
     ScheduleChanged(
         oneshot::Sender<Result<ScheduleView, ScheduleControlError>>,
         Result<ScheduleView, ScheduleControlError>,
+    ),
+    Backfilled(
+        oneshot::Sender<Result<Backfill, ScheduleControlError>>,
+        Result<Backfill, ScheduleControlError>,
     ),
 }
 
@@ -602,6 +635,15 @@ impl Engine {
                 self.durable = true;
                 self.effects.push(Effect::ScheduleChanged(reply, result));
             }
+            Command::ScheduleBackfill {
+                chain,
+                name,
+                fires,
+                reply,
+            } => {
+                let result = self.schedule_backfill(&chain, &name, fires);
+                self.effects.push(Effect::Backfilled(reply, result));
+            }
             Command::Shutdown { reply } => self.begin_shutdown(reply),
         }
     }
@@ -725,6 +767,9 @@ impl Engine {
                 let _ = self.changes.send(id);
             }
             Effect::ScheduleChanged(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Effect::Backfilled(reply, result) => {
                 let _ = reply.send(result);
             }
         }

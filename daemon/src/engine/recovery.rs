@@ -150,6 +150,7 @@ impl Engine {
         job.alerts = stored.alerts;
         job.started_at = stored.started_at;
         job.simulated = stored.simulated;
+        job.scheduled = stored.scheduled;
         job.outcome = stored.outcome;
         if stored.outcome == Some(JobState::Cancelled) {
             // A cancelled job's handlers get `kill_grace` again after a

@@ -38,6 +38,10 @@ pub(super) fn fingerprint(request: &SubmitRequest, chain: Option<&Chain>) -> Val
     if let Some(until) = &request.until {
         fingerprint["until"] = json!(until);
     }
+    // Only when given, so keys stored before `at` existed still match.
+    if let (Some(at), Some(fields)) = (&request.at, fingerprint.as_object_mut()) {
+        fields.insert("at".into(), json!(at.at.timestamp_millis()));
+    }
     fingerprint
 }
 

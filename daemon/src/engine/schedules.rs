@@ -8,12 +8,12 @@
 //! wall-clock jump (NTP, suspend) is noticed, since timers run on the
 //! monotonic clock. A wake-up only re-evaluates; it never polls for work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use holdfast_workflow::{CatchUp, Chain, Overlap, Schedule, cron::due_fires};
+use holdfast_workflow::{BusinessDate, CatchUp, Chain, Overlap, Schedule, cron::due_fires};
 use serde_json::Map;
 use tokio::sync::oneshot;
 
@@ -34,8 +34,12 @@ pub struct ScheduleRun {
     pub last: DateTime<Utc>,
     /// Jobs of the most recent fire (one per tenant).
     pub last_jobs: Vec<u64>,
-    /// A fire that waits for the previous jobs (`overlap = "queue"`).
-    pub waiting: bool,
+    /// The instant of a fire that waits for the previous jobs
+    /// (`overlap = "queue"`).
+    pub waiting: Option<DateTime<Utc>>,
+    /// Fires of a backfill not yet submitted, oldest first; each waits for
+    /// the previous fire's jobs unless `overlap = "allow"`.
+    pub backfill: VecDeque<DateTime<Utc>>,
 }
 
 /// What `schedule.list` shows of one schedule.
@@ -53,14 +57,19 @@ pub struct ScheduleView {
     pub next_fire: Option<DateTime<Utc>>,
     pub last_handled: DateTime<Utc>,
     pub last_job: Option<u64>,
+    /// Backfill fires still waiting, oldest first.
+    pub backfill: Vec<BusinessDate>,
 }
 
 /// What an operator can do to a schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduleAction {
     Pause,
     Resume,
-    Trigger,
+    /// Fire now, as of `at` (read in the schedule's zone) when given.
+    Trigger {
+        at: Option<String>,
+    },
 }
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
@@ -108,7 +117,10 @@ impl Engine {
                             paused: saved.is_some_and(|s| s.paused),
                             last,
                             last_jobs: saved.and_then(|s| s.last_job).into_iter().collect(),
-                            waiting: false,
+                            waiting: None,
+                            backfill: saved
+                                .map(|s| s.backfill.iter().copied().map(ms_to_time).collect())
+                                .unwrap_or_default(),
                         }
                     }
                 };
@@ -139,6 +151,17 @@ impl Engine {
             }
         }
         self.schedule_tick();
+        // A backfill the last run left under way goes on once nothing of
+        // its last fire is in flight (recovery has resumed its jobs).
+        let backfills: Vec<(String, String)> = self
+            .schedules
+            .iter()
+            .filter(|(_, run)| !run.backfill.is_empty())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in backfills {
+            self.next_backfill_fire(&key, None);
+        }
     }
 
     /// Sleep until the earliest next fire (at most [`MAX_SLEEP`]).
@@ -195,23 +218,37 @@ impl Engine {
                 last_fire,
                 last_job: None,
             });
+            // Each fire runs as of its own instant, caught-up ones included.
             for fire in due {
                 tracing::info!(HF_CHAIN = %key.0, schedule = %key.1, fire = %fire.to_rfc3339(), "schedule fires");
-                self.fire(&key, false);
+                self.fire(&key, false, fire);
             }
         }
         self.arm_schedule_timer();
     }
 
-    /// Submit the jobs of one fire, honouring `overlap` unless `manual`.
-    /// Returns why tenants' jobs were refused (empty when none was).
-    fn fire(&mut self, key: &(String, String), manual: bool) -> Vec<String> {
+    /// Whether jobs of the schedule's last fire (other than `except`) are
+    /// still queued or running.
+    pub(super) fn fire_in_flight(&self, run: &ScheduleRun, except: Option<u64>) -> bool {
+        run.last_jobs.iter().any(|id| {
+            Some(*id) != except
+                && (self.jobs.contains_key(id) || self.pending_jobs.iter().any(|p| p.job.id == *id))
+        })
+    }
+
+    /// Submit the jobs of one fire at instant `at`, honouring `overlap`
+    /// unless `manual`. Returns why jobs were refused (empty when none
+    /// was).
+    pub(super) fn fire(
+        &mut self,
+        key: &(String, String),
+        manual: bool,
+        at: DateTime<Utc>,
+    ) -> Vec<String> {
         let Some(run) = self.schedules.get(key) else {
             return Vec::new();
         };
-        let in_flight = run.last_jobs.iter().any(|id| {
-            self.jobs.contains_key(id) || self.pending_jobs.iter().any(|p| p.job.id == *id)
-        });
+        let in_flight = self.fire_in_flight(run, None);
         if in_flight && !manual {
             match run.schedule.overlap {
                 Overlap::Skip => {
@@ -221,7 +258,7 @@ impl Engine {
                 Overlap::Queue => {
                     tracing::info!(HF_CHAIN = %key.0, schedule = %key.1, "fire waits for the previous job (overlap = \"queue\")");
                     if let Some(run) = self.schedules.get_mut(key) {
-                        run.waiting = true;
+                        run.waiting = Some(at);
                     }
                     return Vec::new();
                 }
@@ -244,6 +281,30 @@ impl Engine {
         };
         let mut started = Vec::new();
         let mut refused = Vec::new();
+        // The fire's business date: its parameters that are templates are
+        // computed from it, and its jobs run as of it.
+        let date = BusinessDate {
+            at,
+            zone: schedule.zone(),
+        };
+        let params = match schedule.params_at(&date) {
+            Ok(params) => params,
+            Err(errors) => {
+                let reason = errors
+                    .iter()
+                    .map(|(name, message)| format!("{name}: {message}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::error!(HF_CHAIN = %key.0, schedule = %key.1, fire = %date.rfc3339(), error = %reason, "scheduled job refused");
+                refused.push(format!("as of {}: {reason}", date.rfc3339()));
+                Map::new()
+            }
+        };
+        let tenants = if refused.is_empty() {
+            tenants
+        } else {
+            Vec::new()
+        };
         for tenant in tenants {
             let prepared = {
                 let registry = self.registry.borrow();
@@ -252,7 +313,7 @@ impl Engine {
                     &chain.name,
                     None,
                     &Map::new(),
-                    Some(&schedule.params),
+                    Some(&params),
                     tenant.as_deref(),
                     &caller,
                 )
@@ -277,6 +338,7 @@ impl Engine {
                 0,
             );
             job.secret = prepared.secret;
+            job.scheduled = Some(date);
             if let Err(e) = self.record_new_job(&job, &caller, None) {
                 tracing::error!(HF_CHAIN = %key.0, schedule = %key.1, error = %e, "scheduled job refused");
                 refused.push(refusal(tenant.as_deref(), &e));
@@ -290,8 +352,13 @@ impl Engine {
             started.push(id);
         }
         if let Some(run) = self.schedules.get_mut(key) {
-            run.last_jobs = started.clone();
-            run.waiting = false;
+            // A fire that made no job leaves the last fire's jobs to
+            // `overlap`, so a refused backfill fire does not let the next
+            // one run beside them.
+            if !started.is_empty() || refused.is_empty() {
+                run.last_jobs = started.clone();
+            }
+            run.waiting = None;
             self.ops.push(WriteOp::Schedule {
                 chain: key.0.clone(),
                 name: key.1.clone(),
@@ -342,21 +409,25 @@ impl Engine {
         })));
     }
 
-    /// A job ended: a schedule waiting on it (`overlap = "queue"`) fires now.
+    /// A job ended: a schedule waiting on it (`overlap = "queue"`) fires
+    /// now, then the next fire of a backfill, in order.
     pub(super) fn schedule_job_finished(&mut self, id: u64) {
-        let waiting: Vec<(String, String)> = self
+        let done: Vec<(String, String)> = self
             .schedules
             .iter()
-            .filter(|(_, r)| r.waiting && !r.paused && r.last_jobs.contains(&id))
             .filter(|(_, r)| {
-                !r.last_jobs
-                    .iter()
-                    .any(|j| *j != id && self.jobs.contains_key(j))
+                (r.waiting.is_some() || !r.backfill.is_empty())
+                    && !r.paused
+                    && r.last_jobs.contains(&id)
             })
+            .filter(|(_, r)| !self.fire_in_flight(r, Some(id)))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in waiting {
-            self.fire(&key, true);
+        for key in done {
+            if let Some(at) = self.schedules.get(&key).and_then(|r| r.waiting) {
+                self.fire(&key, true, at);
+            }
+            self.next_backfill_fire(&key, Some(id));
         }
     }
 
@@ -373,10 +444,37 @@ impl Engine {
                 "no schedule {chain}.{name}; see `hfctl schedules`"
             )));
         };
+        // A trigger runs as of now unless told otherwise; a time that does
+        // not exist is refused before anything changes.
+        let trigger_at = match &action {
+            ScheduleAction::Trigger { at: Some(text) } => {
+                match BusinessDate::parse(text, run.schedule.zone()) {
+                    Ok(date) => Some(date.at),
+                    Err(message) => {
+                        return Err(ScheduleControlError::Invalid {
+                            field: "at",
+                            message,
+                        });
+                    }
+                }
+            }
+            ScheduleAction::Trigger { at: None } => Some(Utc::now()),
+            _ => None,
+        };
         match action {
             ScheduleAction::Pause => {
                 run.paused = true;
-                run.waiting = false;
+                run.waiting = None;
+                // A pause stops a backfill too: its remaining fires are
+                // dropped (run it again with --from past the last job).
+                if !run.backfill.is_empty() {
+                    run.backfill.clear();
+                    self.ops.push(WriteOp::ScheduleBackfill {
+                        chain: key.0.clone(),
+                        name: key.1.clone(),
+                        fires: Vec::new(),
+                    });
+                }
             }
             ScheduleAction::Resume => {
                 // Fires missed while paused are not caught up: a pause is a
@@ -384,7 +482,7 @@ impl Engine {
                 run.paused = false;
                 run.last = run.last.max(Utc::now());
             }
-            ScheduleAction::Trigger => {}
+            ScheduleAction::Trigger { .. } => {}
         }
         self.ops.push(WriteOp::Schedule {
             chain: key.0.clone(),
@@ -395,8 +493,8 @@ impl Engine {
         });
         self.durable = true;
         tracing::info!(HF_CHAIN = %chain, schedule = %name, action = ?action, "schedule changed");
-        if action == ScheduleAction::Trigger {
-            let refused = self.fire(&key, true);
+        if let (ScheduleAction::Trigger { .. }, Some(at)) = (&action, trigger_at) {
+            let refused = self.fire(&key, true, at);
             if !refused.is_empty() {
                 self.arm_schedule_timer();
                 return Err(ScheduleControlError::Refused(format!(
@@ -433,6 +531,14 @@ impl Engine {
                 },
                 last_handled: run.last,
                 last_job: run.last_jobs.last().copied(),
+                backfill: run
+                    .backfill
+                    .iter()
+                    .map(|at| BusinessDate {
+                        at: *at,
+                        zone: run.schedule.zone(),
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -444,6 +550,15 @@ impl Engine {
 pub enum ScheduleControlError {
     #[error("{0}")]
     NotFound(String),
+    /// A backfill of the schedule is still under way.
+    #[error("{0}")]
+    Busy(String),
+    /// A value of the request that cannot be used (`at`, `from`, `to`).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// A trigger whose fire created no job, with every tenant's reason.
     #[error("{0}")]
     Refused(String),

@@ -120,6 +120,7 @@ impl Engine {
                     .to_string()
             }),
             item: item_value.clone(),
+            schedule: job.scheduled,
         };
         let rendered = match render_activity(activity, &context) {
             Ok(r) => r,
@@ -216,6 +217,9 @@ impl Engine {
                 settings.database().display().to_string(),
             ),
         ];
+        if let Some(date) = &job.scheduled {
+            env.push(("HF_SCHEDULED_AT".to_string(), date.rfc3339()));
+        }
         for (name, value) in &job.params {
             env.push((env_name(name), value_as_env(value)));
         }

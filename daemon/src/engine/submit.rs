@@ -72,6 +72,10 @@ impl Engine {
         job.simulated = request.simulate;
         job.secret = secret;
         job.until = request.until.clone();
+        job.scheduled = Some(request.at.unwrap_or(holdfast_workflow::BusinessDate {
+            at: chrono::Utc::now(),
+            zone: holdfast_workflow::DateZone::Local,
+        }));
         if let Err(e) = self.record_new_job(&job, &request.caller, None) {
             let _ = reply.send(Err(e));
             return;
@@ -146,6 +150,8 @@ impl Engine {
             until: job.until.clone(),
             simulated: job.simulated,
             created_at: store::now_ms(),
+            scheduled_at: job.scheduled.map(|d| d.at.timestamp_millis()),
+            scheduled_zone: job.scheduled.map(|d| d.zone.name()),
             activities: chain
                 .activities
                 .iter()
@@ -270,8 +276,10 @@ impl Engine {
         // find what the first job left. It keeps its `--until` too.
         job.run_id = original.run_id;
         job.until = original.until.clone();
-        // A reprocess of a simulated job is simulated too.
+        // A reprocess of a simulated job is simulated too, and runs as of
+        // the same instant.
         job.simulated = original.simulated;
+        job.scheduled = original.scheduled;
         let rerun = match from.as_deref().map(|p| job.rerun_from(p)) {
             None => vec![false; job.acts.len()],
             Some(Ok(rerun)) => rerun,

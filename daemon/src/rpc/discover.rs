@@ -59,6 +59,11 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"string","description":"a process of the chain target: run it and every process it depends on, nothing else"}"#,
             ),
+            (
+                "at",
+                false,
+                r#"{"type":"string","description":"the instant the job runs as of (schedule.at): YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] in the daemon's zone, or RFC 3339; the submission's instant without it"}"#,
+            ),
         ],
         r##"{"$ref":"#/components/schemas/SubmitResult"}"##,
     ),
@@ -70,6 +75,11 @@ const METHODS: &[MethodSpec] = &[
             ("params", false, r#"{"type":"object"}"#),
             ("tenant", false, r#"{"type":"string"}"#),
             ("until", false, r#"{"type":"string"}"#),
+            (
+                "at",
+                false,
+                r#"{"type":"string","description":"render as of this instant (as job.submit reads it); now without it"}"#,
+            ),
         ],
         r#"{"type":"object","description":"target, chain, version, tenant, params and waves of planned activities"}"#,
     ),
@@ -270,13 +280,43 @@ const METHODS: &[MethodSpec] = &[
     ),
     (
         "schedule.trigger",
-        "Fire a schedule now.",
-        &[(
-            "name",
-            true,
-            r#"{"type":"string","description":"chain.schedule"}"#,
-        )],
+        "Fire a schedule now, as of at when given.",
+        &[
+            (
+                "name",
+                true,
+                r#"{"type":"string","description":"chain.schedule"}"#,
+            ),
+            (
+                "at",
+                false,
+                r#"{"type":"string","description":"the instant the fire runs as of, read in the schedule's zone; now without it"}"#,
+            ),
+        ],
         r#"{"type":"object"}"#,
+    ),
+    (
+        "schedule.backfill",
+        "Submit one fire per instant of the schedule's rule in [from, to], oldest first, each as of its instant (at most 1000); dry_run lists them.",
+        &[
+            (
+                "name",
+                true,
+                r#"{"type":"string","description":"chain.schedule"}"#,
+            ),
+            (
+                "from",
+                true,
+                r#"{"type":"string","description":"first instant of the range, read in the schedule's zone"}"#,
+            ),
+            (
+                "to",
+                true,
+                r#"{"type":"string","description":"last instant of the range; a date includes that whole day"}"#,
+            ),
+            ("dry_run", false, r#"{"type":"boolean"}"#),
+        ],
+        r#"{"type":"object","description":"schedule, fires, jobs, queued, dry_run"}"#,
     ),
     (
         "config.reload",

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use holdfast_api::ConnectionSummary;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, DaemonInfo, ErrorCode, ItemPage, Job, JobList, LogChunk, Plan,
-    ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, BackfillResult, CancelOutcome, DaemonInfo, ErrorCode, ItemPage, Job, JobList,
+    LogChunk, Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -182,6 +182,7 @@ impl HoldfastServer for RpcServer {
         simulate: Option<bool>,
         request_id: Option<String>,
         until: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<SubmitResult> {
         self.writable("job.submit", ext)?;
         submit::handle(
@@ -194,6 +195,7 @@ impl HoldfastServer for RpcServer {
             simulate.unwrap_or(false),
             request_id,
             until,
+            at,
         )
         .await
     }
@@ -205,8 +207,9 @@ impl HoldfastServer for RpcServer {
         params: Option<Map<String, Value>>,
         tenant: Option<String>,
         until: Option<String>,
+        at: Option<String>,
     ) -> RpcResult<Plan> {
-        plan::handle(self, caller(ext), target, params, tenant, until).await
+        plan::handle(self, caller(ext), target, params, tenant, until, at).await
     }
 
     async fn discover(&self) -> RpcResult<Value> {
@@ -227,9 +230,26 @@ impl HoldfastServer for RpcServer {
         schedule::control(self, caller(ext), name, ScheduleAction::Resume).await
     }
 
-    async fn schedule_trigger(&self, ext: &Extensions, name: String) -> RpcResult<ScheduleInfo> {
+    async fn schedule_trigger(
+        &self,
+        ext: &Extensions,
+        name: String,
+        at: Option<String>,
+    ) -> RpcResult<ScheduleInfo> {
         self.writable("schedule.trigger", ext)?;
-        schedule::control(self, caller(ext), name, ScheduleAction::Trigger).await
+        schedule::control(self, caller(ext), name, ScheduleAction::Trigger { at }).await
+    }
+
+    async fn schedule_backfill(
+        &self,
+        ext: &Extensions,
+        name: String,
+        from: String,
+        to: String,
+        dry_run: Option<bool>,
+    ) -> RpcResult<BackfillResult> {
+        self.writable("schedule.backfill", ext)?;
+        schedule::backfill(self, caller(ext), name, from, to, dry_run.unwrap_or(false)).await
     }
 
     async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>> {

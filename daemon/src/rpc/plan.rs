@@ -4,7 +4,7 @@
 use holdfast_api::{Plan, PlannedActivity};
 use holdfast_workflow::params::{MASK, env_name, value_as_env};
 use holdfast_workflow::template::{JobContext, RenderContext, reads_any_param, render};
-use holdfast_workflow::{Chain, HandlerKind, Program};
+use holdfast_workflow::{BusinessDate, Chain, DateZone, HandlerKind, Program};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
@@ -35,7 +35,24 @@ pub(super) async fn handle(
     params: Option<Map<String, Value>>,
     tenant: Option<String>,
     until: Option<String>,
+    at: Option<String>,
 ) -> RpcResult<Plan> {
+    // As of `at` (read as `job.submit` reads it), else as of now.
+    let date = match at {
+        Some(text) => BusinessDate::parse(&text, DateZone::Local).map_err(|message| {
+            submit_error(
+                &target,
+                crate::engine::SubmitError::Invalid(vec![holdfast_api::FieldError {
+                    field: "at".into(),
+                    message,
+                }]),
+            )
+        })?,
+        None => BusinessDate {
+            at: chrono::Utc::now(),
+            zone: DateZone::Local,
+        },
+    };
     let registry = server.engine.registry.borrow().clone();
     let prepared = prepare(
         &registry,
@@ -47,7 +64,7 @@ pub(super) async fn handle(
         &caller,
     )
     .map_err(|e| submit_error(&target, e))?;
-    let mut plan = build(&target, tenant, prepared);
+    let mut plan = build(&target, tenant, prepared, date);
     plan.until = until;
     Ok(plan)
 }
@@ -58,7 +75,7 @@ fn render_or_keep(text: &str, context: &RenderContext) -> String {
     render(text, context).unwrap_or_else(|_| text.to_string())
 }
 
-fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
+fn build(target: &str, tenant: Option<String>, prepared: Prepared, date: BusinessDate) -> Plan {
     let Prepared {
         chain,
         included,
@@ -83,6 +100,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
         outputs: Map::new(),
         secret_dir: None,
         item: None,
+        schedule: Some(date),
     };
     let waves = waves(&chain, &included);
     let mut planned: Vec<Vec<PlannedActivity>> = Vec::new();
@@ -105,6 +123,10 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared) -> Plan {
                 ("HF_PROCESS".into(), activity.process.clone()),
                 ("HF_ACTIVITY".into(), activity.name.clone()),
                 ("HF_TENANT".into(), tenant.clone().unwrap_or_default()),
+                (
+                    "HF_SCHEDULED_AT".into(),
+                    context.schedule.map(|d| d.rfc3339()).unwrap_or_default(),
+                ),
             ];
             for (name, value) in &params {
                 let shown = if secret.contains(name) {

@@ -1,9 +1,12 @@
-//! `schedule.list`, `schedule.pause`, `schedule.resume`, `schedule.trigger`.
+//! `schedule.list`, `schedule.pause`, `schedule.resume`, `schedule.trigger`,
+//! `schedule.backfill`.
 
-use holdfast_api::{ErrorCode, ScheduleInfo};
+use holdfast_api::{BackfillResult, ErrorCode, FieldError, ScheduleInfo};
 use jsonrpsee::core::RpcResult;
+use jsonrpsee::types::ErrorObjectOwned;
 
 use super::{RpcServer, store_error};
+use crate::engine::backfill::{self, Backfill};
 use crate::engine::{Caller, ScheduleAction, ScheduleControlError, ScheduleView};
 use crate::store;
 
@@ -42,6 +45,7 @@ async fn info(server: &RpcServer, view: ScheduleView) -> RpcResult<ScheduleInfo>
             .as_ref()
             .map(|(_, at)| zone(chrono::DateTime::from_timestamp_millis(*at).unwrap_or_default())),
         last_error: last_error.map(|(error, _)| error),
+        backfill: view.backfill.iter().map(|d| d.rfc3339()).collect(),
     })
 }
 
@@ -67,36 +71,9 @@ pub(super) async fn control(
     let method = match action {
         ScheduleAction::Pause => "schedule.pause",
         ScheduleAction::Resume => "schedule.resume",
-        ScheduleAction::Trigger => "schedule.trigger",
+        ScheduleAction::Trigger { .. } => "schedule.trigger",
     };
-    if !crate::access::is_operator(&caller, &server.settings) {
-        let message =
-            "operating schedules is for root, the daemon's user and operator_groups members"
-                .to_string();
-        server
-            .audit(
-                &caller,
-                method,
-                Some(name.clone()),
-                "refused",
-                Some(message.clone()),
-            )
-            .await;
-        return Err(ErrorCode::PermissionDenied.error(message));
-    }
-    let Some((chain, schedule)) = name.split_once('.') else {
-        let message = format!("name schedules as CHAIN.NAME, got {name:?}");
-        server
-            .audit(
-                &caller,
-                method,
-                Some(name.clone()),
-                "refused",
-                Some(message.clone()),
-            )
-            .await;
-        return Err(ErrorCode::NotFound.error(message));
-    };
+    let (chain, schedule) = operable(server, &caller, method, &name).await?;
     let result = server
         .engine
         .schedule_control(chain.to_string(), schedule.to_string(), action)
@@ -110,10 +87,130 @@ pub(super) async fn control(
         .await;
     match result {
         Ok(view) => info(server, view).await,
-        Err(e @ ScheduleControlError::NotFound(_)) => Err(ErrorCode::NotFound.error(e.to_string())),
-        Err(e @ ScheduleControlError::Refused(_)) => {
-            Err(ErrorCode::InvalidParameters.error(e.to_string()))
-        }
-        Err(e @ ScheduleControlError::Stopping) => Err(ErrorCode::Unavailable.error(e.to_string())),
+        Err(e) => Err(control_error(e)),
     }
+}
+
+/// Only operators operate schedules, named `CHAIN.NAME`; a refusal is
+/// audited under `method`.
+async fn operable(
+    server: &RpcServer,
+    caller: &Caller,
+    method: &'static str,
+    name: &str,
+) -> RpcResult<(String, String)> {
+    let refusal = if !crate::access::is_operator(caller, &server.settings) {
+        Err(ErrorCode::PermissionDenied.error(
+            "operating schedules is for root, the daemon's user and operator_groups members",
+        ))
+    } else {
+        name.split_once('.')
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .ok_or_else(|| {
+                ErrorCode::NotFound.error(format!("name schedules as CHAIN.NAME, got {name:?}"))
+            })
+    };
+    if let Err(e) = &refusal {
+        server
+            .audit(
+                caller,
+                method,
+                Some(name.to_string()),
+                "refused",
+                Some(e.message().to_string()),
+            )
+            .await;
+    }
+    refusal
+}
+
+fn control_error(e: ScheduleControlError) -> ErrorObjectOwned {
+    match e {
+        ScheduleControlError::NotFound(_) => ErrorCode::NotFound.error(e.to_string()),
+        ScheduleControlError::Refused(_) => ErrorCode::InvalidParameters.error(e.to_string()),
+        ScheduleControlError::Busy(_) => ErrorCode::InvalidState.error(e.to_string()),
+        ScheduleControlError::Invalid { field, ref message } => ErrorCode::InvalidParameters
+            .error_with(
+                format!("invalid parameters: {e}"),
+                vec![FieldError {
+                    field: field.to_string(),
+                    message: message.clone(),
+                }],
+            ),
+        ScheduleControlError::Stopping => ErrorCode::Unavailable.error(e.to_string()),
+    }
+}
+
+/// `schedule.backfill`: operators only, like `schedule.trigger`.
+pub(super) async fn backfill(
+    server: &RpcServer,
+    caller: Caller,
+    name: String,
+    from: String,
+    to: String,
+    dry_run: bool,
+) -> RpcResult<BackfillResult> {
+    let method = "schedule.backfill";
+    let (chain, schedule_name) = operable(server, &caller, method, &name).await?;
+    if let Some(reason) = server.engine.held() {
+        return Err(ErrorCode::Unavailable.error(format!("schedules are not running: {reason}")));
+    }
+    let schedule = server.engine.registry.borrow().chain(&chain).and_then(|c| {
+        c.schedules
+            .iter()
+            .find(|s| s.name == schedule_name)
+            .cloned()
+    });
+    let result = match schedule {
+        None => Err(ScheduleControlError::NotFound(format!(
+            "no schedule {name}; see `hfctl schedules`"
+        ))),
+        // Up to 1,000 instants with their parameters: off the async
+        // threads, and off the engine loop.
+        Some(schedule) => {
+            let (chain, from, to) = (chain.clone(), from.clone(), to.clone());
+            tokio::task::spawn_blocking(move || backfill::plan(&chain, &schedule, &from, &to))
+                .await
+                .unwrap_or(Err(ScheduleControlError::Stopping))
+        }
+    };
+    let result = match result {
+        Ok(fires) if dry_run => Ok((
+            fires,
+            Backfill {
+                jobs: Vec::new(),
+                queued: 0,
+            },
+        )),
+        Ok(fires) => server
+            .engine
+            .schedule_backfill(chain, schedule_name, fires.iter().map(|d| d.at).collect())
+            .await
+            .map(|done| (fires, done)),
+        Err(e) => Err(e),
+    };
+    let (outcome, detail) = match &result {
+        Ok((fires, done)) => (
+            "ok",
+            format!(
+                "{from} to {to}: {} fires{}, jobs {:?}, {} queued",
+                fires.len(),
+                if dry_run { " (dry run)" } else { "" },
+                done.jobs,
+                done.queued
+            ),
+        ),
+        Err(e) => ("refused", e.to_string()),
+    };
+    server
+        .audit(&caller, method, Some(name.clone()), outcome, Some(detail))
+        .await;
+    let (fires, done) = result.map_err(control_error)?;
+    Ok(BackfillResult {
+        schedule: name,
+        fires: fires.iter().map(|d| d.rfc3339()).collect(),
+        jobs: done.jobs,
+        queued: done.queued,
+        dry_run,
+    })
 }

@@ -1,6 +1,7 @@
 //! `job.submit`: hand the submission to the engine; answer once committed.
 
 use holdfast_api::{ErrorCode, FieldError, JobState, SubmitResult};
+use holdfast_workflow::{BusinessDate, DateZone};
 use jsonrpsee::core::RpcResult;
 use serde_json::{Map, Value};
 
@@ -38,7 +39,32 @@ pub(super) async fn handle(
     simulate: bool,
     request_id: Option<String>,
     until: Option<String>,
+    at: Option<String>,
 ) -> RpcResult<SubmitResult> {
+    // `at` is read in the daemon's zone; a job has no schedule zone.
+    let at = match at
+        .as_deref()
+        .map(|text| BusinessDate::parse(text, DateZone::Local))
+        .transpose()
+    {
+        Ok(at) => at,
+        Err(message) => {
+            server
+                .audit(
+                    &caller,
+                    "job.submit",
+                    Some(target.clone()),
+                    "refused",
+                    Some(format!("invalid parameters: at: {message}")),
+                )
+                .await;
+            let error = SubmitError::Invalid(vec![FieldError {
+                field: "at".into(),
+                message,
+            }]);
+            return Err(submit_error(&target, error));
+        }
+    };
     if let Some(key) = &request_id
         && let Err(message) = check_request_id(key)
     {
@@ -60,6 +86,7 @@ pub(super) async fn handle(
         until,
         caller: caller.clone(),
         request_id,
+        at,
     };
     let result = match priority_refusal(server, &caller, &target, request.priority) {
         Some(refusal) => Err(refusal),

@@ -5,6 +5,7 @@ use holdfast_api::{
     ActivityRun, ActivityState, Attempt, AttemptState, ItemCounts, Job, JobList, JobState,
     JobSummary,
 };
+use holdfast_workflow::{BusinessDate, DateZone};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
@@ -117,6 +118,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 row.get::<_, Option<String>>("outcome")?,
                 row.get::<_, Option<i64>>("run_id")?,
                 row.get::<_, Option<String>>("until")?,
+                business_date(row.get("scheduled_at")?, row.get("scheduled_zone")?),
             ))
         })
         .optional()?;
@@ -132,6 +134,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         outcome,
         run_id,
         until,
+        scheduled,
     )) = head
     else {
         return Ok(None);
@@ -241,7 +244,18 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         outputs,
         activities,
         outcome: outcome.as_deref().map(parse_job_state),
+        scheduled_at: scheduled.map(|d| d.rfc3339()),
     }))
+}
+
+/// A job's `scheduled_at` and `scheduled_zone` columns; None for jobs
+/// stored before jobs had them.
+fn business_date(at: Option<i64>, zone: Option<String>) -> Option<BusinessDate> {
+    let at = chrono::DateTime::from_timestamp_millis(at?)?;
+    let zone = zone
+        .and_then(|name| DateZone::parse(&name).ok())
+        .unwrap_or(DateZone::Local);
+    Some(BusinessDate { at, zone })
 }
 
 /// The job state alone (cheap; used by watchers).
@@ -462,6 +476,8 @@ pub struct StoredJob {
     pub run_id: u64,
     /// `--until PROCESS`, if it was given.
     pub until: Option<String>,
+    /// The instant it runs as of (`schedule.at`).
+    pub scheduled: Option<BusinessDate>,
     pub activities: Vec<StoredActivity>,
 }
 
@@ -521,7 +537,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             "SELECT id, target, version, params, tenant, priority, state, alerts, started_at,
                     simulated, submitter_uid,
                     (SELECT sealed FROM job_secrets WHERE job_id = jobs.id), outcome,
-                    run_id, until
+                    run_id, until,
+                    scheduled_at, scheduled_zone
              FROM jobs WHERE id = ?1",
         )?
         .query_row(params![id as i64], |row| {
@@ -547,6 +564,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
                     .get::<_, Option<i64>>(13)?
                     .map_or(row.get::<_, i64>(0)? as u64, |r| r as u64),
                 until: row.get(14)?,
+                scheduled: business_date(row.get(15)?, row.get(16)?),
                 activities: Vec::new(),
             })
         })
@@ -756,6 +774,8 @@ pub struct StoredSchedule {
     pub paused: bool,
     pub last_fire: Option<i64>,
     pub last_job: Option<u64>,
+    /// Fires of a backfill not yet submitted (ms), oldest first.
+    pub backfill: Vec<i64>,
 }
 
 /// Why a schedule's last fire created no job, and when (ms); None when its
@@ -784,7 +804,7 @@ pub fn schedule_states(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<(String, String), StoredSchedule>, StoreError> {
     let mut stmt =
-        conn.prepare("SELECT chain, name, paused, last_fire, last_job FROM schedules")?;
+        conn.prepare("SELECT chain, name, paused, last_fire, last_job, backfill FROM schedules")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
@@ -792,6 +812,10 @@ pub fn schedule_states(
                 paused: r.get(2)?,
                 last_fire: r.get(3)?,
                 last_job: r.get::<_, Option<i64>>(4)?.map(|j| j as u64),
+                backfill: r
+                    .get::<_, Option<String>>(5)?
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default(),
             },
         ))
     })?;

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 10] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const ALL: [&str; 11] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -205,13 +205,22 @@ ALTER TABLE jobs ADD COLUMN until TEXT;
 UPDATE jobs SET run_id = id;
 "#;
 
-/// Version 10: fan-out. An activity with `foreach` keeps its item list
+/// Version 10: the instant a job runs as of (`schedule.at`): a schedule's
+/// fire, `--at`, or the submission; with the zone it is read in. And the
+/// fires of a schedule's backfill not yet submitted (a JSON array of ms).
+const V10: &str = r#"
+ALTER TABLE jobs ADD COLUMN scheduled_at INTEGER;
+ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
+ALTER TABLE schedules ADD COLUMN backfill TEXT;
+"#;
+
+/// Version 11: fan-out. An activity with `foreach` keeps its item list
 /// (computed once, at its first start) in `activities.items`; each item
 /// started has a row in `items` keyed by (job, activity, item index) with
 /// its state, its latest attempt and its checkpoint and outputs. Items
 /// never started have no row: the engine starts them in index order from
 /// a cursor, so memory holds counts and running items, not the list.
-const V10: &str = r#"
+const V11: &str = r#"
 ALTER TABLE activities ADD COLUMN items TEXT;
 ALTER TABLE activities ADD COLUMN items_total INTEGER;
 CREATE TABLE items (

@@ -26,6 +26,9 @@ pub struct NewJob {
     pub until: Option<String>,
     pub simulated: bool,
     pub created_at: i64,
+    /// The instant the job runs as of (ms) and the zone it is read in.
+    pub scheduled_at: Option<i64>,
+    pub scheduled_zone: Option<String>,
     /// The job's secret parameter values, sealed (`crate::secrets`); the
     /// `params` text holds `***` for them.
     pub secrets: Option<Vec<u8>>,
@@ -261,6 +264,13 @@ pub enum WriteOp {
         error: Option<String>,
         at: i64,
     },
+    /// The fires of a schedule's backfill not yet submitted (ms), oldest
+    /// first; empty when none waits.
+    ScheduleBackfill {
+        chain: String,
+        name: String,
+        fires: Vec<i64>,
+    },
 }
 
 /// A notification to deliver: one event for one rule.
@@ -309,9 +319,9 @@ impl WriteOp {
                 tx.prepare_cached(
                     "INSERT INTO jobs (id, target, chain, version, params, tenant, priority, state,
                         submitted_by, submitter_uid, submitter_gid, submitter_pid, retry_of, created_at,
-                        simulated, run_id, until)
+                        simulated, run_id, until, scheduled_at, scheduled_zone)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                        ?15, ?16)",
+                        ?15, ?16, ?17, ?18)",
                 )?
                 .execute(params![
                     job.id as i64,
@@ -330,6 +340,8 @@ impl WriteOp {
                     job.simulated,
                     job.run_id as i64,
                     job.until,
+                    job.scheduled_at,
+                    job.scheduled_zone,
                 ])?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO activities (job_id, idx, path, state) VALUES (?1, ?2, ?3, 'pending')",
@@ -646,6 +658,15 @@ impl WriteOp {
                      ON CONFLICT (chain, name) DO UPDATE SET last_error = ?3, last_error_at = ?4",
                 )?
                 .execute(params![chain, name, error, at])?;
+            }
+            WriteOp::ScheduleBackfill { chain, name, fires } => {
+                let fires =
+                    (!fires.is_empty()).then(|| serde_json::Value::from(fires.clone()).to_string());
+                tx.prepare_cached(
+                    "INSERT INTO schedules (chain, name, backfill) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (chain, name) DO UPDATE SET backfill = ?3",
+                )?
+                .execute(params![chain, name, fires])?;
             }
             WriteOp::DeleteAudit(ids) => {
                 let mut delete = tx.prepare_cached("DELETE FROM audit WHERE id = ?1")?;

@@ -361,7 +361,7 @@ async fn submit_throughput() -> Result<()> {
         let started = Instant::now();
         for _ in 0..per_client {
             client
-                .job_submit("hold".into(), None, None, None, None, None, None)
+                .job_submit("hold".into(), None, None, None, None, None, None, None)
                 .await?;
         }
         single.push(per_client as f64 / secs(started.elapsed()));
@@ -376,7 +376,7 @@ async fn submit_throughput() -> Result<()> {
             tasks.spawn(async move {
                 for _ in 0..per_client / 16 * 2 {
                     client
-                        .job_submit("hold".into(), None, None, None, None, None, None)
+                        .job_submit("hold".into(), None, None, None, None, None, None, None)
                         .await?;
                 }
                 anyhow::Ok(())
@@ -419,7 +419,7 @@ async fn history(status: bool, startup: bool) -> Result<()> {
             let mut last = 0;
             for _ in 0..total / clients {
                 last = client
-                    .job_submit("one".into(), None, None, None, None, None, None)
+                    .job_submit("one".into(), None, None, None, None, None, None, None)
                     .await?
                     .job_id;
             }
@@ -490,7 +490,7 @@ async fn history(status: bool, startup: bool) -> Result<()> {
     if startup {
         for _ in 0..1000 {
             client
-                .job_submit("hold".into(), None, None, None, None, None, None)
+                .job_submit("hold".into(), None, None, None, None, None, None, None)
                 .await?;
         }
         drop(client);

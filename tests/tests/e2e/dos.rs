@@ -300,7 +300,7 @@ async fn running_out_of_descriptors_requeues_activities_truthfully() {
     );
 
     let submitted = client
-        .job_submit("starved".into(), None, None, None, None, None, None)
+        .job_submit("starved".into(), None, None, None, None, None, None, None)
         .await
         .expect("the submission goes through the open connection");
     // Each activity's first attempt fails to start.

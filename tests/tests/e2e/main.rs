@@ -4,6 +4,7 @@
 
 mod activity;
 mod audit;
+mod backfill;
 mod cancel;
 mod cgroups;
 mod chaos;
@@ -11,6 +12,7 @@ mod cli;
 mod config;
 mod connections;
 mod control;
+mod dates;
 mod dos;
 mod durability;
 mod events;

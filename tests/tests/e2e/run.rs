@@ -217,7 +217,7 @@ command = ["true"]
     let by_hfctl = daemon.submit("who", &[]);
     let client = daemon.client().await;
     let by_rpc = client
-        .job_submit("who".to_string(), None, None, None, None, None, None)
+        .job_submit("who".to_string(), None, None, None, None, None, None, None)
         .await
         .expect("job.submit over WebSocket works")
         .job_id;

@@ -525,6 +525,20 @@ fn reloading_and_operating_schedules_are_for_operators() {
         );
         assert!(line.contains("operator"), "{line}");
     }
+    let backfill = [
+        "schedule",
+        "backfill",
+        schedule,
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2025-12-31",
+    ];
+    let line = denied(
+        &member.hfctl(socket, &backfill),
+        "`hfctl schedule backfill` by the member",
+    );
+    assert!(line.contains("operator"), "{line}");
     let untouched = yearly(member);
     assert!(
         !untouched.paused && untouched.last_job.is_none(),
@@ -545,6 +559,12 @@ fn reloading_and_operating_schedules_are_for_operators() {
         "`hfctl schedule resume` by an operator",
     );
     assert!(!yearly(operator).paused, "the operator resumed it");
+    let planned = operator.hfctl_json(socket, &[&backfill[..], &["--dry-run"]].concat());
+    assert_eq!(
+        planned["fires"].as_array().map(Vec::len),
+        Some(6),
+        "one fire per January 1st of 2020-2025: {planned:#}"
+    );
     let fired: ScheduleInfo =
         serde_json::from_value(operator.hfctl_json(socket, &["schedule", "trigger", schedule]))
             .expect("`hfctl --json schedule trigger` prints the schedule");
@@ -566,10 +586,12 @@ fn reloading_and_operating_schedules_are_for_operators() {
             audited(member, "schedule.pause", target, "refused"),
             audited(member, "schedule.resume", target, "refused"),
             audited(member, "schedule.trigger", target, "refused"),
+            audited(member, "schedule.backfill", target, "refused"),
             audited(operator, "config.reload", None, "ok"),
             audited(operator, "schedule.pause", target, "ok"),
             audited(operator, "schedule.resume", target, "ok"),
             audited(operator, "schedule.trigger", target, "ok"),
+            audited(operator, "schedule.backfill", target, "ok"),
         ],
     );
 }

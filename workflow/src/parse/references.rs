@@ -172,11 +172,16 @@ impl Scope<'_> {
     ) -> Result<(), String> {
         let segments: Vec<&str> = reference.split('.').collect();
         match segments.as_slice() {
-            ["params"] | ["job"] => Ok(()),
+            ["params"] | ["job"] | ["schedule"] => Ok(()),
             ["item", ..] if matches!(owner, Owner::Activity { item: true, .. }) => Ok(()),
             ["item", ..] => Err(
                 "item, which only an activity with foreach (a fan-out) sees; add foreach".into(),
             ),
+            ["schedule", field, ..] if crate::template::SCHEDULE_FIELDS.contains(field) => Ok(()),
+            ["schedule", field, ..] => Err(format!(
+                "unknown schedule field {field:?}; available: {}",
+                crate::template::SCHEDULE_FIELDS.join(", ")
+            )),
             ["params", name, ..] => {
                 if self.params.contains_key(*name) {
                     return Ok(());

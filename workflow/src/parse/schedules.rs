@@ -62,6 +62,22 @@ pub(super) fn build_schedules(
                 );
                 continue;
             }
+            // A text with template syntax is computed at each fire from the
+            // fire's instant (`schedule.at`); its value is checked then.
+            if let toml::Value::String(text) = value.get_ref()
+                && crate::template::has_template_syntax(text)
+            {
+                match crate::template::check_schedule_template(text) {
+                    Ok(()) => {
+                        params.insert(name.into_inner(), serde_json::Value::String(text.clone()));
+                    }
+                    Err(message) => diagnostics.error(
+                        &value.span(),
+                        format!("parameter {:?}: {message}", name.get_ref()),
+                    ),
+                }
+                continue;
+            }
             match to_json(value.get_ref())
                 .and_then(|json| params::check_value(spec, &json, Strictness::Submitted))
             {
