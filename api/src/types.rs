@@ -260,6 +260,10 @@ pub struct Job {
     /// Absent for jobs stored before jobs had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
+    /// Why a job that has not ended runs nothing now, as the engine sees
+    /// it at the call; absent when something runs or the job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
 }
 
 /// Answer of `schedule.backfill`.
@@ -277,6 +281,47 @@ pub struct BackfillResult {
     /// than `"allow"`); each is submitted in order.
     pub queued: usize,
     pub dry_run: bool,
+}
+
+/// Why a queued or running job runs nothing (or less than it could) now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub reason: WaitReason,
+    /// The same for people, with the figures (`chain etl runs 2 of its
+    /// concurrency 2`).
+    pub detail: String,
+    /// When the wait ends, if that is known (a retry delay), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// The kinds of [`Waiting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Queued: its chain (or tenant within the chain) runs `concurrency`
+    /// jobs already.
+    ChainConcurrency,
+    /// Ready activities wait for a slot under the daemon's `max_parallel`.
+    MaxParallel,
+    /// Ready activities wait for a slot under the chain's `max_parallel`.
+    JobMaxParallel,
+    /// Nothing runs: an activity waits out its retry delay.
+    RetryDelay,
+    /// The daemon is stopping and starts nothing new.
+    ShuttingDown,
+}
+
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::ChainConcurrency => "chain_concurrency",
+            WaitReason::MaxParallel => "max_parallel",
+            WaitReason::JobMaxParallel => "job_max_parallel",
+            WaitReason::RetryDelay => "retry_delay",
+            WaitReason::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 /// One activity of a job.
@@ -397,6 +442,9 @@ pub struct JobSummary {
     pub progress: f64,
     #[serde(default)]
     pub simulated: bool,
+    /// As [`Job::waiting`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
 }
 
 /// Answer of `job.list`. Pass `next_before` back as `before` for the next page.

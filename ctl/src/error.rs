@@ -103,6 +103,11 @@ pub enum Error {
     )]
     WatchEnded { job_id: u64 },
 
+    #[error(
+        "job {job_id} had not ended after {seconds}s; wait again with 'hfctl wait {job_id}' or a longer --timeout"
+    )]
+    WaitTimedOut { job_id: u64, seconds: f64 },
+
     #[error("cannot read {}", path.display())]
     ReadFile {
         path: PathBuf,

@@ -18,6 +18,7 @@
 //! | 9 | the daemon speaks another protocol version |
 //! | 10 | INVALID_STATE: the job's state does not allow the call |
 //! | 11 | UNAVAILABLE: the daemon cannot do this now |
+//! | 12 | `hfctl wait --timeout`: a job had not ended in time |
 //!
 //! Errors go to stderr as one line starting `hfctl: ` (INVALID_PARAMETERS
 //! adds a line per field).
@@ -31,8 +32,10 @@ mod cmd;
 mod daemon;
 mod docs;
 mod error;
+mod gantt;
 mod output;
 mod socket;
+mod watch;
 
 use cmd::Context;
 use error::{Error, Outcome};
@@ -60,6 +63,14 @@ enum Command {
     Status(cmd::status::Args),
     /// What is running now.
     Ps(cmd::ps::Args),
+    /// Wait until jobs end (across daemon restarts); exit by their outcome.
+    Wait(cmd::wait::Args),
+    /// A job's attempts as a Gantt chart in the terminal.
+    Timeline(cmd::timeline::Args),
+    /// A job as one self-contained HTML file, to keep or send.
+    Report(cmd::report::Args),
+    /// A live view of running and queued jobs, or of one job; `q` quits.
+    Watch(cmd::watch::Args),
     /// Jobs by state and chain, a page at a time.
     List(cmd::list::Args),
     /// Cancel queued or running jobs.
@@ -115,6 +126,10 @@ async fn main() -> ExitCode {
         Command::Submit(args) => cmd::submit::run(&ctx, args).await,
         Command::Status(args) => cmd::status::run(&ctx, args).await,
         Command::Ps(args) => cmd::ps::run(&ctx, args).await,
+        Command::Wait(args) => cmd::wait::run(&ctx, args).await,
+        Command::Timeline(args) => cmd::timeline::run(&ctx, args).await,
+        Command::Report(args) => cmd::report::run(&ctx, args).await,
+        Command::Watch(args) => cmd::watch::run(&ctx, args).await,
         Command::List(args) => cmd::list::run(&ctx, args).await,
         Command::Cancel(args) => cmd::cancel::run(&ctx, args).await,
         Command::Logs(args) => cmd::logs::run(&ctx, args).await,
@@ -166,6 +181,7 @@ fn error_code(error: &Error) -> u8 {
         Error::InvalidState { .. } => 10,
         Error::Usage { .. } => 2,
         Error::Unavailable { .. } => 11,
+        Error::WaitTimedOut { .. } => 12,
         Error::Handshake { .. }
         | Error::Rpc { .. }
         | Error::ConnectionLost { .. }

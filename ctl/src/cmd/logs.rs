@@ -7,10 +7,13 @@ use holdfast_api::LogChunk;
 use holdfast_api::rpc::HoldfastClient;
 use jsonrpsee::core::client::SubscriptionCloseReason;
 
+use std::sync::Arc;
+
 use super::Context;
 use crate::daemon::Daemon;
 use crate::error::{Error, Outcome};
 use crate::output;
+use crate::watch::Watcher;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +25,11 @@ pub struct Args {
     /// Which attempt (1 is the first); the latest when not given.
     #[arg(long, value_name = "N")]
     pub attempt: Option<u32>,
-    /// Keep writing the log as it grows, until the attempt ends.
+    /// Keep writing the log as it grows: through the activity's retries
+    /// until it is done (or only attempt N with --attempt); without
+    /// ACTIVITY on a job of several activities, every activity's log, each
+    /// line prefixed with `process.activity`, until the job ends. Goes on
+    /// across a restart of the daemon.
     #[arg(short = 'f', long)]
     pub follow: bool,
 }
@@ -37,15 +44,32 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = ctx.connect().await?;
     let mut seen = Seen::default();
     if args.follow {
-        let json = ctx.json;
-        follow(&daemon, args.job, args.activity, args.attempt, |chunk| {
-            seen.add(&chunk);
-            if json {
-                output::print_json_line(&chunk)
-            } else {
-                output::print(&chunk.data)
+        let mut watcher = Watcher::new(ctx.socket(), Arc::new(daemon), None);
+        if args.activity.is_none() && args.attempt.is_none() {
+            let job = {
+                let daemon = watcher.daemon();
+                daemon.call(daemon.client.job_get(args.job)).await?
+            };
+            if job.activities.len() != 1 {
+                watcher.follow_job(args.job, false).await?;
+                return Ok(Outcome::Success);
             }
-        })
+        }
+        let json = ctx.json;
+        follow_retries(
+            &mut watcher,
+            args.job,
+            args.activity,
+            args.attempt,
+            |chunk| {
+                seen.add(&chunk);
+                if json {
+                    output::print_json_line(&chunk)
+                } else {
+                    output::print(&chunk.data)
+                }
+            },
+        )
         .await?;
     } else if ctx.json {
         let mut chunks = Vec::new();
@@ -108,6 +132,49 @@ impl Seen {
     }
 }
 
+/// Follow an activity's log: the attempt asked for, or the latest and then
+/// each retry that starts after it, until the activity (or its job) is
+/// done. A line on stderr marks where a retry begins.
+async fn follow_retries(
+    watcher: &mut Watcher,
+    job_id: u64,
+    activity: Option<String>,
+    attempt: Option<u32>,
+    mut sink: impl FnMut(LogChunk) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let (path, mut number) = watcher
+        .follow_log(job_id, activity, attempt, &mut sink)
+        .await?;
+    loop {
+        if attempt.is_some() {
+            return Ok(());
+        }
+        // Stay for the next attempt while the activity may still retry.
+        let next = number + 1;
+        let job = watcher
+            .watch_until(job_id, |_, job| {
+                job.activities.iter().any(|a| {
+                    a.path == path
+                        && (a.state.is_terminal() || a.attempts.iter().any(|at| at.number >= next))
+                })
+            })
+            .await?;
+        let started = job
+            .activities
+            .iter()
+            .find(|a| a.path == path)
+            .is_some_and(|a| a.attempts.iter().any(|at| at.number == next));
+        if !started {
+            return Ok(());
+        }
+        eprintln!("hfctl: {path} attempt {next} starts");
+        number = next;
+        watcher
+            .follow_log(job_id, Some(path.clone()), Some(number), &mut sink)
+            .await?;
+    }
+}
+
 /// Page through an attempt's log from `offset` until it is complete or has
 /// nothing more for now, handing each chunk to `sink`.
 pub async fn read_from(
@@ -141,18 +208,18 @@ pub async fn read_from(
     }
 }
 
-/// Follow an attempt's log until the attempt has ended and all of it was
-/// handed to `sink`. Chunks arrive in order without gaps: a subscription
+/// Follow an attempt's log from `offset` until the attempt has ended and
+/// all of it was handed to `sink`. Chunks arrive in order without gaps: a subscription
 /// that fell behind or skipped is replaced by a new one from the last
 /// offset written.
-pub async fn follow(
+pub async fn follow_from(
     daemon: &Daemon,
     job_id: u64,
     mut activity: Option<String>,
     mut attempt: Option<u32>,
+    mut offset: u64,
     mut sink: impl FnMut(LogChunk) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut offset = 0;
     let mut stalls = 0;
     loop {
         let mut subscription = daemon

@@ -21,13 +21,17 @@ pub mod logs;
 pub mod notifications;
 pub mod ps;
 pub mod reload;
+pub mod report;
 pub mod retry;
 pub mod schedule;
 pub mod schedules;
 pub mod status;
 pub mod submit;
 pub mod tenants;
+pub mod timeline;
 pub mod validate;
+pub mod wait;
+pub mod watch;
 pub mod workflows;
 
 /// What every command gets from the global flags.

@@ -1,11 +1,14 @@
 //! `hfctl retry JOB [--from-start | --from PROCESS] [--wait]`: reprocess a finished job as a
 //! new job that keeps what succeeded (or re-runs everything).
 
+use std::sync::Arc;
+
 use holdfast_api::rpc::HoldfastClient;
 
 use super::Context;
 use crate::error::{Error, Outcome};
 use crate::output;
+use crate::watch::Watcher;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,7 +43,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
                 result.job_id, args.job
             ))?;
         }
-        let job = super::submit::watch(&daemon, result.job_id, |_| {}).await?;
+        let mut watcher = Watcher::new(ctx.socket(), Arc::new(daemon), None);
+        let job = watcher.watch(result.job_id, |_, _| {}).await?;
         if ctx.json {
             output::print_json(&job)?;
         } else {

@@ -2,22 +2,19 @@
 //! stay until it ends (streaming each activity's log with `--follow`) and
 //! exit by its outcome.
 
-use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{Job, JobState};
-use jsonrpsee::core::client::SubscriptionCloseReason;
 use serde_json::{Map, Value};
-use tokio::task::JoinSet;
 
 use super::Context;
 use super::status::render_job;
-use crate::daemon::Daemon;
 use crate::error::{Error, Outcome};
 use crate::output;
+use crate::watch::Watcher;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -145,10 +142,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         return Ok(Outcome::Success);
     }
 
+    // Both stay across a restart of the daemon: the watcher connects again.
+    let mut watcher = Watcher::new(ctx.socket(), daemon, None);
     let job = if args.follow {
-        follow_job(&daemon, submitted.job_id, ctx.json).await?
+        watcher.follow_job(submitted.job_id, ctx.json).await?
     } else {
-        watch(&daemon, submitted.job_id, |_| {}).await?
+        watcher.watch(submitted.job_id, |_, _| {}).await?
     };
     if ctx.json {
         output::print_json(&job)?;
@@ -244,147 +243,6 @@ fn read_params(path: &Path) -> Result<Map<String, Value>, Error> {
     })
 }
 
-/// Follow `job_watch` until the job is terminal, calling `on_update` with
-/// every state seen, and return the terminal job.
-pub async fn watch(
-    daemon: &Daemon,
-    job_id: u64,
-    mut on_update: impl FnMut(&Job),
-) -> Result<Job, Error> {
-    loop {
-        // The daemon sends the current state first, then every change.
-        let mut subscription = daemon.call(daemon.client.job_watch(job_id)).await?;
-        while let Some(item) = subscription.next().await {
-            let job = item.map_err(|e| daemon.bad_item(e))?;
-            on_update(&job);
-            if job.state.is_terminal() {
-                return Ok(job);
-            }
-        }
-        // Closed before the end: the job may have ended in between.
-        let job = daemon.call(daemon.client.job_get(job_id)).await?;
-        on_update(&job);
-        if job.state.is_terminal() {
-            return Ok(job);
-        }
-        // Only a subscription that fell behind is worth opening again.
-        if !matches!(
-            subscription.close_reason(),
-            Some(SubscriptionCloseReason::Lagged)
-        ) {
-            return Err(Error::WatchEnded { job_id });
-        }
-    }
-}
-
-/// `--follow`: watch the job and follow the log of every attempt as it
-/// appears, each in its own task; return the terminal job once every log
-/// has been written to its end.
-async fn follow_job(daemon: &Arc<Daemon>, job_id: u64, json: bool) -> Result<Job, Error> {
-    let mut followed: HashSet<(String, u32)> = HashSet::new();
-    let mut tasks: JoinSet<(String, u32, Result<(), Error>)> = JoinSet::new();
-    let job = watch(daemon, job_id, |job| {
-        for activity in &job.activities {
-            for attempt in &activity.attempts {
-                if !followed.insert((activity.path.clone(), attempt.number)) {
-                    continue;
-                }
-                let daemon = Arc::clone(daemon);
-                let path = activity.path.clone();
-                let number = attempt.number;
-                let mut lines =
-                    Prefixed::new(format!("{}.{} | ", activity.process, activity.activity));
-                tasks.spawn(async move {
-                    let result = super::logs::follow(
-                        &daemon,
-                        job_id,
-                        Some(path.clone()),
-                        Some(number),
-                        |chunk| write_log_lines(lines.push(&chunk.data), json),
-                    )
-                    .await;
-                    let result = result.and_then(|()| write_log_lines(lines.finish(), json));
-                    (path, number, result)
-                });
-            }
-        }
-    })
-    .await?;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((_, _, Ok(()))) => {}
-            // The reader went away; main says nothing about that either.
-            Ok((_, _, Err(Error::Stdout(e)))) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            // A log that cannot be followed does not change the job's
-            // outcome: say so and go on.
-            Ok((path, number, Err(error))) => {
-                eprintln!("hfctl: cannot follow the log of {path} attempt {number}: {error}");
-            }
-            Err(error) => eprintln!("hfctl: a log follower stopped: {error}"),
-        }
-    }
-    Ok(job)
-}
-
-/// Cuts a log stream into lines, each with a prefix. A partial line waits
-/// for its end (or for the log's end).
-struct Prefixed {
-    prefix: String,
-    pending: String,
-}
-
-impl Prefixed {
-    fn new(prefix: String) -> Prefixed {
-        Prefixed {
-            prefix,
-            pending: String::new(),
-        }
-    }
-
-    /// Add data; the complete lines it ends, prefixed.
-    fn push(&mut self, data: &str) -> Option<String> {
-        self.pending.push_str(data);
-        let end = self.pending.rfind('\n')?;
-        let complete: String = self.pending.drain(..=end).collect();
-        Some(prefix_lines(&self.prefix, &complete))
-    }
-
-    /// The log has ended: what is left, as a last line.
-    fn finish(&mut self) -> Option<String> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let rest = std::mem::take(&mut self.pending);
-        Some(prefix_lines(&self.prefix, &rest))
-    }
-}
-
-/// Write followed log lines: to stdout, or to stderr when stdout is kept for
-/// the final JSON document.
-fn write_log_lines(text: Option<String>, to_stderr: bool) -> Result<(), Error> {
-    let Some(text) = text else {
-        return Ok(());
-    };
-    if to_stderr {
-        // Nothing sensible is left to do when stderr is gone.
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
-        Ok(())
-    } else {
-        output::print(&text)
-    }
-}
-
-/// Every line of `text` with `prefix` in front, each ending in a newline.
-fn prefix_lines(prefix: &str, text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + prefix.len() * 4);
-    for line in text.split_terminator('\n') {
-        out.push_str(prefix);
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,26 +260,6 @@ mod tests {
         assert_eq!(parse_param("empty="), Ok(("empty".into(), String::new())));
         assert!(parse_param("novalue").is_err());
         assert!(parse_param("=x").is_err());
-    }
-
-    #[test]
-    fn lines_are_prefixed_and_partial_lines_wait() {
-        assert_eq!(
-            prefix_lines("load.facts | ", "a\nb\n"),
-            "load.facts | a\nload.facts | b\n"
-        );
-        assert_eq!(prefix_lines("p | ", "tail"), "p | tail\n");
-        assert_eq!(prefix_lines("p | ", "\n"), "p | \n");
-
-        let mut lines = Prefixed::new("p | ".into());
-        assert_eq!(lines.push("first pa"), None);
-        assert_eq!(lines.push("rt\nsecond"), Some("p | first part\n".into()));
-        assert_eq!(
-            lines.push("\nthird\nfou"),
-            Some("p | second\np | third\n".into())
-        );
-        assert_eq!(lines.finish(), Some("p | fou\n".into()));
-        assert_eq!(lines.finish(), None);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct ActRun {
     pub last_error: Option<ActError>,
     /// A `foreach` activity's items, once its list is computed.
     pub fanout: Option<Box<super::items::FanOut>>,
+    /// When its retry delay ends (milliseconds since the epoch), while it
+    /// waits in `retry_wait` (kept in memory only, for `Job::waiting`).
+    pub retry_due_at: Option<i64>,
 }
 
 /// What one failed attempt said.

@@ -27,6 +27,7 @@ mod run;
 mod schedules;
 mod start;
 mod submit;
+mod waiting;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -122,6 +123,11 @@ pub enum Command {
     Counts {
         reply: oneshot::Sender<Counts>,
     },
+    /// Why each of these jobs waits, for those that do.
+    Waiting {
+        job_ids: Vec<u64>,
+        reply: oneshot::Sender<HashMap<u64, holdfast_api::Waiting>>,
+    },
     /// A retry delay expired.
     RetryDue {
         job_id: u64,
@@ -175,6 +181,10 @@ pub enum Command {
 }
 
 /// The handle the RPC layer and `main` hold.
+/// How long `job.get`, `job.list` and `job.watch` wait for the engine to
+/// say why jobs wait before they answer without it.
+const WAITING_ANSWER: Duration = Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
@@ -297,6 +307,21 @@ impl EngineHandle {
     /// stopped. The systemd watchdog is fed only when this answers.
     pub async fn probe(&self) -> Option<Counts> {
         self.ask(|reply| Command::Counts { reply }).await
+    }
+
+    /// Why each of `job_ids` waits (`Job::waiting`); empty while the
+    /// engine is held back or stopped, or when it does not answer within
+    /// [`WAITING_ANSWER`]: reads must not hang on a busy engine.
+    pub async fn waiting(&self, job_ids: Vec<u64>) -> HashMap<u64, holdfast_api::Waiting> {
+        if job_ids.is_empty() {
+            return HashMap::new();
+        }
+        let ask = self.ask(|reply| Command::Waiting { job_ids, reply });
+        tokio::time::timeout(WAITING_ANSWER, ask)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     pub async fn schedules(&self) -> Vec<ScheduleView> {
@@ -623,6 +648,9 @@ impl Engine {
             Command::ScheduleTick => self.schedule_tick(),
             Command::Schedules { reply } => {
                 let _ = reply.send(self.schedule_views());
+            }
+            Command::Waiting { job_ids, reply } => {
+                let _ = reply.send(self.waiting_of(&job_ids));
             }
             Command::ScheduleControl {
                 chain,

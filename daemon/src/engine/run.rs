@@ -192,6 +192,7 @@ impl Engine {
             // using up a retry.
             _ if end.transient => {
                 act.deferred += 1;
+                act.retry_due_at = Some(now + TRANSIENT_DELAY.as_millis() as i64);
                 tracing::warn!(
                     HF_JOB_ID = fields.0,
                     HF_CHAIN = fields.1,
@@ -220,6 +221,7 @@ impl Engine {
                 && !act.no_retry =>
             {
                 let delay = activity.retry_delay_for(act.attempts);
+                act.retry_due_at = Some(now.saturating_add(delay.as_millis() as i64));
                 tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), delay = %humantime::format_duration(delay), "activity failed; retrying");
                 self.effects.push(Effect::Timer(
                     delay,

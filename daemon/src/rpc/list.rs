@@ -1,4 +1,5 @@
-//! `job.list`: recent jobs, filtered and paged, newest first.
+//! `job.list`: recent jobs, filtered and paged, newest first, with why
+//! those not ended wait.
 
 use holdfast_api::{ErrorCode, FieldError, JobList, JobState};
 use jsonrpsee::core::RpcResult;
@@ -31,9 +32,20 @@ pub(super) async fn handle(
         limit: limit.unwrap_or(50),
         before,
     };
-    server
+    let mut list = server
         .store
         .read(move |conn| store::list_jobs(conn, &filter))
         .await
-        .map_err(store_error)
+        .map_err(store_error)?;
+    let open: Vec<u64> = list
+        .jobs
+        .iter()
+        .filter(|j| !j.state.is_terminal())
+        .map(|j| j.id)
+        .collect();
+    let mut waiting = server.engine.waiting(open).await;
+    for job in &mut list.jobs {
+        job.waiting = waiting.remove(&job.id);
+    }
+    Ok(list)
 }

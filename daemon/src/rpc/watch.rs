@@ -39,7 +39,13 @@ pub(super) async fn handle(
     let mut changes = server.engine.changes.subscribe();
     let snapshot = || {
         let store = server.store.clone();
-        async move { store.read(move |conn| store::get_job(conn, job_id)).await }
+        async move {
+            let mut job = store.read(move |conn| store::get_job(conn, job_id)).await?;
+            if let Some(job) = job.as_mut() {
+                super::get::with_waiting(server, job).await;
+            }
+            Ok::<_, store::StoreError>(job)
+        }
     };
     let Some(job) = snapshot().await.map_err(|e| e.to_string())? else {
         pending

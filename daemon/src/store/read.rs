@@ -52,6 +52,7 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
         finished_at: row.get::<_, Option<i64>>("finished_at")?.map(rfc3339),
         progress: row.get("progress")?,
         simulated: row.get("simulated")?,
+        waiting: None,
     })
 }
 
@@ -245,6 +246,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
         activities,
         outcome: outcome.as_deref().map(parse_job_state),
         scheduled_at: scheduled.map(|d| d.rfc3339()),
+        waiting: None,
     }))
 }
 
