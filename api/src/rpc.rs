@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::types::ConnectionSummary;
 use crate::types::ItemPage;
+use crate::types::Stats;
 use crate::types::{
     AuditEntry, BackfillResult, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk,
     Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
@@ -239,4 +240,16 @@ pub trait Holdfast {
     /// Deliver a notification again now (operators only).
     #[method(name = "notification.retry", param_kind = map, with_extensions)]
     async fn notification_retry(&self, id: u64) -> RpcResult<Delivery>;
+
+    /// Runs, success rate, retries, duration and queue-wait percentiles,
+    /// peak memory and CPU per chain and per activity, over jobs created
+    /// since `since` (a duration back from now such as `7d`, or an RFC 3339
+    /// instant; 7 days by default). `target`: `CHAIN[.PROCESS[.ACTIVITY]]`.
+    #[method(name = "stats.get", param_kind = map)]
+    async fn stats_get(
+        &self,
+        target: Option<String>,
+        since: Option<String>,
+        tenant: Option<String>,
+    ) -> RpcResult<Stats>;
 }

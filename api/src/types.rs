@@ -423,6 +423,39 @@ pub struct Attempt {
     /// (the latest, masked, at most 1000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// What the attempt used, recorded when it ended (absent while it
+    /// runs, for simulated attempts and for attempts recorded before
+    /// resource use was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceUse>,
+}
+
+/// Resource use of one ended attempt. Which source gives which figure is
+/// in docs/monitoring.md: `source` is `cgroup` (the attempt's own cgroup,
+/// every process it started) or `rusage` (`wait4` of the leader: the
+/// leader and the descendants it waited for).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUse {
+    /// `cgroup` or `rusage`.
+    pub source: String,
+    /// Wall time from spawn to the leader's exit, in milliseconds.
+    pub wall_ms: u64,
+    /// User CPU time, in microseconds.
+    pub user_cpu_us: u64,
+    /// System CPU time, in microseconds.
+    pub system_cpu_us: u64,
+    /// Peak memory in bytes: the cgroup's `memory.peak`, or the largest
+    /// max RSS rusage reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes read from block devices (cgroup `io.stat` rbytes; rusage
+    /// block input operations × 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices (cgroup `io.stat` wbytes; rusage
+    /// block output operations × 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_write_bytes: Option<u64>,
 }
 
 /// One row of `job.list`.
@@ -553,6 +586,25 @@ pub struct WorkflowDetail {
     /// outside the operator groups.
     #[serde(default)]
     pub max_priority: Option<i32>,
+    /// The chain file's `[notify.NAME]` rules, as loaded.
+    #[serde(default)]
+    pub notify: Vec<NotifyRuleInfo>,
+}
+
+/// A chain file's notification rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyRuleInfo {
+    /// `CHAIN.NAME`, as `notification.list` names it.
+    pub name: String,
+    pub on: Vec<String>,
+    /// Where it delivers: `exec ARGV...`, `webhook URL` or `mail TO... via
+    /// smtp HOST:PORT` / `via sendmail PATH`.
+    pub target: String,
+    /// The user an `exec` hook runs as; absent: the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -834,6 +886,10 @@ pub struct Event {
     /// An error, an alert's text or why a schedule fire was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failed attempt's last lines of output, secrets masked as stored
+    /// (`activity.retrying`, `activity.failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
     /// The job's failed activities (job end events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedActivity>,
@@ -859,6 +915,9 @@ pub struct FailedActivity {
     pub error_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its last failed attempt's last lines of output, secrets masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_tail: Option<String>,
 }
 
 /// Which events `events.subscribe` sends; every field left out matches all.
@@ -905,4 +964,82 @@ pub struct Delivery {
     pub next_at: Option<String>,
     pub delivered_at: Option<String>,
     pub created_at: String,
+}
+
+/// `stats.get`: what ran since an instant, per chain and per activity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    /// Jobs created at or after this instant are counted (RFC 3339).
+    pub since: String,
+    /// The `CHAIN[.PROCESS[.ACTIVITY]]` asked for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// One entry per chain, by name.
+    pub chains: Vec<ChainStats>,
+    /// One entry per `chain.process.activity`, by path.
+    pub activities: Vec<ActivityStats>,
+}
+
+/// Figures of one chain's jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainStats {
+    pub chain: String,
+    /// Jobs created in the window, whatever their state.
+    pub jobs: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Queued or running.
+    pub in_flight: u64,
+    /// succeeded / (succeeded + failed); absent before any ended so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    /// Attempts beyond each activity's first.
+    pub retries: u64,
+    /// Ended jobs, first start to finish.
+    pub duration: Percentiles,
+    /// Started jobs, created to first start.
+    pub queue_wait: Percentiles,
+    /// The largest peak memory of one attempt, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// User and system CPU of every attempt, in microseconds.
+    pub cpu_us: u64,
+}
+
+/// Figures of one activity (`chain.process.activity`) over its jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivityStats {
+    pub path: String,
+    /// Activity runs that ended succeeded, failed or cancelled.
+    pub runs: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    pub attempts: u64,
+    /// Attempts beyond the first.
+    pub retries: u64,
+    /// Ended attempts, start to end.
+    pub duration: Percentiles,
+    /// The job's creation to its first attempt's start.
+    pub queue_wait: Percentiles,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    pub cpu_us: u64,
+}
+
+/// Nearest-rank percentiles of a set of durations, in milliseconds
+/// (absent when the set is empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<u64>,
 }

@@ -101,6 +101,8 @@ enum Command {
     Schedule(cmd::schedule::Args),
     /// The audit trail of submissions, cancels, retries and reloads.
     Audit(cmd::audit::Args),
+    /// Runs, success rate, retries, durations, queue wait, memory and CPU per chain and activity.
+    Stats(cmd::stats::Args),
     /// Job, activity and schedule events, one line each; -f follows them.
     Events(cmd::events::Args),
     /// Notification deliveries; `retry ID` delivers one again.
@@ -145,6 +147,7 @@ async fn main() -> ExitCode {
         Command::Connections(args) => cmd::connections::run(&ctx, args).await,
         Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
         Command::Audit(args) => cmd::audit::run(&ctx, args).await,
+        Command::Stats(args) => cmd::stats::run(&ctx, args).await,
         Command::Events(args) => cmd::events::run(&ctx, args).await,
         Command::Notifications(args) => cmd::notifications::run(&ctx, args).await,
         Command::Emit(args) => cmd::emit::run(args),

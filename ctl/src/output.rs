@@ -300,6 +300,38 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// An attempt's resource use in a few characters: `1.2s cpu 45M` (user
+/// and system CPU together, then peak memory), empty when not recorded.
+pub fn resources(usage: Option<&holdfast_api::ResourceUse>) -> String {
+    let Some(usage) = usage else {
+        return String::new();
+    };
+    let cpu = (usage.user_cpu_us + usage.system_cpu_us) as f64 / 1e6;
+    let mut text = if cpu < 10.0 {
+        format!("{cpu:.1}s cpu")
+    } else {
+        format!("{cpu:.0}s cpu")
+    };
+    if let Some(peak) = usage.peak_memory_bytes {
+        text.push(' ');
+        text.push_str(&compact_bytes(peak));
+    }
+    text
+}
+
+/// `812K`, `45M`, `1.2G`: binary units, one letter.
+pub fn compact_bytes(n: u64) -> String {
+    const K: f64 = 1024.0;
+    let n = n as f64;
+    if n < K * K {
+        format!("{:.0}K", n / K)
+    } else if n < K * K * K {
+        format!("{:.0}M", n / (K * K))
+    } else {
+        format!("{:.1}G", n / (K * K * K))
+    }
+}
+
 pub fn percent(value: f64) -> String {
     format!("{:.0}%", value.clamp(0.0, 100.0))
 }

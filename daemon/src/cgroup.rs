@@ -440,6 +440,12 @@ impl AttemptCgroup {
         kill(&self.dir);
     }
 
+    /// One of the cgroup's interface files (`cpu.stat`, `memory.peak`,
+    /// ...), or None when the kernel does not offer it.
+    pub fn read(&self, file: &str) -> Option<String> {
+        fs::read_to_string(self.dir.join(file)).ok()
+    }
+
     /// How many times the OOM killer acted in this cgroup.
     pub fn oom_kills(&self) -> u64 {
         fs::read_to_string(self.dir.join("memory.events"))

@@ -13,6 +13,7 @@ mod engine;
 mod executor;
 mod logging;
 mod mask;
+mod metrics;
 mod notify;
 mod registry;
 mod retention;
@@ -221,6 +222,8 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     // serves reads, and the engine starts (recovery included) once the
     // state directory is writable.
     let store = store::Store::open_at_start(&settings.database())?;
+    // Before the engine starts, so what recovery ends is counted on top.
+    metrics::global().seed(&store);
     let registry = registry::load(&settings, None);
     tracing::info!(
         chains = registry.loaded_count(),
@@ -247,6 +250,29 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
             Phase::Held(wiring)
         }
     };
+
+    let _metrics_listener = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen for metrics on {addr}: {e}; change metrics_listen or free the port"
+                )
+            })?;
+            tracing::info!(%addr, "serving /metrics over TCP");
+            Some(AbortOnDrop(tokio::spawn(metrics::listen(
+                listener,
+                handle.clone(),
+            ))))
+        }
+        None => None,
+    };
+    let _metrics_textfile = settings.metrics_textfile.clone().map(|path| {
+        AbortOnDrop(tokio::spawn(metrics::textfile(
+            path,
+            settings.metrics_textfile_interval,
+            handle.clone(),
+        )))
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rpc::RpcServer {
@@ -374,7 +400,8 @@ fn start_engine(
     notify::start(
         store.clone(),
         settings.notify.clone(),
-        handle.events.clone(),
+        handle.registry.clone(),
+        handle.notifier.clone(),
     );
     retention::start(
         store.clone(),
@@ -397,4 +424,13 @@ fn start_engine(
         engine,
         _watcher: watcher,
     })
+}
+
+/// A task stopped when its handle goes out of scope.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -24,6 +24,9 @@ pub struct Entry {
     pub chain: Option<Arc<Chain>>,
     /// Errors of the current file, if it is broken.
     pub errors: Vec<LoadError>,
+    /// The chain's `[notify.NAME]` rules, checked, of the same version as
+    /// `chain`.
+    pub notify: Arc<Vec<crate::notify::Rule>>,
 }
 
 /// One tenant file's entry.
@@ -49,6 +52,9 @@ pub struct ConnectionEntry {
 /// All chains, tenants and connection profiles by name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
+    /// The last event id the engine had given out when it took this
+    /// registry: a rule first loaded with it notifies what comes after.
+    pub events_before: u64,
     pub entries: BTreeMap<String, Entry>,
     pub tenants: BTreeMap<String, TenantEntry>,
     pub connections: BTreeMap<String, ConnectionEntry>,
@@ -207,16 +213,20 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
             .to_string();
         // A chain this daemon cannot run as its file asks (run-as users) is
         // refused like an invalid file.
+        // So is a notification rule that cannot work here.
         let loaded = load_file(&file).and_then(|chain| {
-            let errors = crate::run_as::check_chain(&chain, settings);
-            if errors.is_empty() {
-                Ok(chain)
-            } else {
-                Err(errors)
+            let mut errors = crate::run_as::check_chain(&chain, settings);
+            match crate::notify::rules::for_chain(&chain, settings) {
+                Ok(rules) if errors.is_empty() => Ok((chain, rules)),
+                Ok(_) => Err(errors),
+                Err(more) => {
+                    errors.extend(more);
+                    Err(errors)
+                }
             }
         });
         match loaded {
-            Ok(chain) => {
+            Ok((chain, rules)) => {
                 // A broken file listed under this name (its stem) steps
                 // aside for the valid chain, keyed by its file instead.
                 if let Some(existing) = registry.entries.get(&chain.name)
@@ -248,6 +258,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                             file,
                             chain: None,
                             errors: vec![error],
+                            notify: Arc::default(),
                         },
                     );
                     continue;
@@ -259,6 +270,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         file,
                         chain: Some(Arc::new(chain)),
                         errors: Vec::new(),
+                        notify: Arc::new(rules),
                     },
                 );
             }
@@ -273,9 +285,10 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         tracing::error!(file = %file.display(), "workflow file rejected: {error}");
                     }
                 }
-                let last_good = previous
-                    .and_then(|p| p.entries.values().find(|e| e.file == file))
-                    .and_then(|e| e.chain.clone());
+                let previous_entry =
+                    previous.and_then(|p| p.entries.values().find(|e| e.file == file));
+                let last_good = previous_entry.and_then(|e| e.chain.clone());
+                let notify = previous_entry.map(|e| e.notify.clone()).unwrap_or_default();
                 let name = last_good.as_ref().map(|c| c.name.clone()).unwrap_or(stem);
                 // Never hide a valid chain of the same name from another file.
                 let key = if registry.entries.contains_key(&name) {
@@ -290,6 +303,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         file,
                         chain: last_good,
                         errors,
+                        notify,
                     },
                 );
             }

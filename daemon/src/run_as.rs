@@ -190,11 +190,35 @@ fn switching() -> bool {
 
 /// The user an activity runs as, if not the daemon's own.
 pub fn user_for<'a>(activity: &'a Activity, settings: &'a Settings) -> Option<&'a str> {
-    match &activity.user {
+    default_user(activity.user.as_deref(), settings)
+}
+
+/// Who something that names `user` (or none) runs as, if not the daemon's
+/// own user: the activities of a chain and its rules' `exec` hooks alike.
+pub fn default_user<'a>(user: Option<&'a str>, settings: &'a Settings) -> Option<&'a str> {
+    match user {
         Some(user) => Some(user),
         None if settings.mode == Mode::System && switching() => settings.run_as_default.as_deref(),
         None => None,
     }
+}
+
+/// Whether this daemon may run something as `user`, which the file names
+/// (`named`) or which is `run_as_default`.
+pub fn check_user(user: &str, named: bool, settings: &Settings) -> Result<(), String> {
+    if named && !switching() {
+        return Err(format!(
+            "holdfastd runs as uid {} and cannot switch to {user:?}; run the daemon as root \
+             or remove user",
+            Uid::effective()
+        ));
+    }
+    if named && !settings.run_as_allowed.iter().any(|u| u == user) {
+        return Err(format!(
+            "user {user:?} is not in the daemon's run_as_allowed setting"
+        ));
+    }
+    Ok(())
 }
 
 /// True when the activity's processes run with uid 0: as the daemon's own

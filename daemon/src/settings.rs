@@ -74,6 +74,11 @@ struct SettingsFile {
     notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
     /// The SMTP server of mail rules.
     smtp: Option<crate::notify::rules::Smtp>,
+    metrics_listen: Option<String>,
+    metrics_textfile: Option<PathBuf>,
+    metrics_textfile_interval: Option<String>,
+    /// The sendmail program of mail rules when there is no `[smtp]`.
+    sendmail: Option<PathBuf>,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -164,6 +169,16 @@ pub struct Settings {
     pub cgroup: crate::cgroup::CgroupSetting,
     /// Notification rules, checked (see [`crate::notify::rules`]).
     pub notify: std::sync::Arc<Vec<crate::notify::Rule>>,
+    /// A TCP address serving only `GET /metrics` (off when None).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A file the metrics are written to for node_exporter's textfile
+    /// collector, every `metrics_textfile_interval`.
+    pub metrics_textfile: Option<PathBuf>,
+    pub metrics_textfile_interval: Duration,
+    /// `[smtp]`, its password read; chain files' mail rules use it too.
+    pub smtp: Option<crate::notify::rules::Smtp>,
+    /// The sendmail program mail rules use without `[smtp]`.
+    pub sendmail: PathBuf,
 }
 
 impl Settings {
@@ -216,6 +231,20 @@ impl Settings {
             &file.audit_retention,
             Duration::from_secs(365 * 86_400),
         )?;
+        let metrics_textfile_interval = duration(
+            "metrics_textfile_interval",
+            &file.metrics_textfile_interval,
+            Duration::from_secs(15),
+        )?;
+        let metrics_listen = match &file.metrics_listen {
+            Some(text) => Some(text.parse().map_err(|_| SettingsError::Invalid {
+                path: config.clone(),
+                message: format!(
+                    "metrics_listen {text:?}: give an address and port such as \"127.0.0.1:9464\""
+                ),
+            })?),
+            None => None,
+        };
         let max_parallel = file
             .max_parallel
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -234,13 +263,19 @@ impl Settings {
             })?,
             None => crate::cgroup::CgroupSetting::Auto,
         };
-        let notify =
-            crate::notify::rules::check(file.notify, file.smtp.as_ref()).map_err(|message| {
-                SettingsError::Invalid {
-                    path: config.clone(),
-                    message,
-                }
-            })?;
+        let invalid = |message| SettingsError::Invalid {
+            path: config.clone(),
+            message,
+        };
+        let smtp = crate::notify::rules::check_smtp(file.smtp).map_err(invalid)?;
+        let sendmail = file
+            .sendmail
+            .unwrap_or_else(|| crate::notify::rules::SENDMAIL.into());
+        let mail = crate::notify::rules::MailSettings {
+            smtp: smtp.as_ref(),
+            sendmail: &sendmail,
+        };
+        let notify = crate::notify::rules::check(file.notify, &mail).map_err(invalid)?;
         // Relative paths are taken from the working directory at start, and
         // kept absolute so `daemon.info` and log lines are unambiguous.
         let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -303,6 +338,11 @@ impl Settings {
             },
             cgroup,
             notify: std::sync::Arc::new(notify),
+            metrics_listen,
+            metrics_textfile: file.metrics_textfile.map(absolute),
+            metrics_textfile_interval,
+            smtp,
+            sendmail,
         })
     }
 }

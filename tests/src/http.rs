@@ -69,6 +69,40 @@ pub fn post(socket: &Path, body: &[u8]) -> HttpResponse {
     parse_response(&raw)
 }
 
+/// `method path` with `Connection: close` (and `Accept` when given) on
+/// any stream, the Unix socket or TCP, and the whole answer.
+pub fn request(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> HttpResponse {
+    let accept = accept.map_or_else(String::new, |a| format!("Accept: {a}\r\n"));
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .expect("the request head can be sent");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| {
+        panic!(
+            "reading the answer failed ({e}); got so far: {}",
+            String::from_utf8_lossy(&raw)
+        )
+    });
+    parse_response(&raw)
+}
+
+/// `GET path` on the Unix socket.
+pub fn get(socket: &Path, path: &str, accept: Option<&str>) -> HttpResponse {
+    let stream = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("a read timeout can be set");
+    request(stream, "GET", path, accept)
+}
+
 /// POST a JSON-RPC text and return the parsed JSON answer.
 pub fn rpc_raw(socket: &Path, body: &str) -> Value {
     post(socket, body.as_bytes()).json()

@@ -53,6 +53,8 @@ pub struct Chain {
     /// for; None means 0. Operators, root and the daemon's user (and so
     /// schedules) are not bounded.
     pub max_priority: Option<i32>,
+    /// `[notify.NAME]`: notification rules for this chain's events only.
+    pub notify: Vec<NotifyRule>,
 }
 
 impl Chain {
@@ -85,6 +87,57 @@ impl ConcurrencyPer {
             ConcurrencyPer::Tenant => "tenant",
         }
     }
+}
+
+/// Event kinds a notification rule may name in `on`.
+pub const NOTIFY_KINDS: [&str; 13] = [
+    "job.submitted",
+    "job.started",
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.finished",
+    "job.alert",
+    "activity.started",
+    "activity.succeeded",
+    "activity.retrying",
+    "activity.failed",
+    "schedule.refused",
+    "daemon.recovered",
+];
+
+/// A chain file's `[notify.NAME]`: the keys of a settings file rule, for
+/// this chain's events only. What depends on the host (an `exec` program
+/// that exists, a readable `secret_file`, an `[smtp]` server for `mail`,
+/// the run-as user) is checked by the daemon when it loads the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyRule {
+    pub name: String,
+    /// 1-based line and column of the table's name, for the daemon's errors.
+    pub line: usize,
+    pub column: usize,
+    /// Event kinds, each one of [`NOTIFY_KINDS`].
+    pub on: Vec<String>,
+    pub tenants: Vec<String>,
+    /// Exactly one of `webhook`, `exec` and `mail_to` is set.
+    pub webhook: Option<NotifyWebhook>,
+    pub exec: Option<Vec<String>>,
+    pub mail_to: Option<Vec<String>>,
+    pub coalesce: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub retry_delay: Option<Duration>,
+    pub max_retry_delay: Option<Duration>,
+    /// `[defaults]` `user` and `group`: an `exec` hook runs as the chain's
+    /// activities that name no user of their own do.
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+/// `webhook = { url, secret_file }` of a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyWebhook {
+    pub url: String,
+    pub secret_file: Option<PathBuf>,
 }
 
 /// One declared parameter.

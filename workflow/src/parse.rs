@@ -12,6 +12,7 @@
 mod graph;
 mod handlers;
 mod locate;
+mod notify;
 mod processes;
 mod raw;
 mod references;
@@ -216,6 +217,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
     }
     let schedules = build_schedules(raw.schedules, &params, diagnostics);
     let concurrency_per = concurrency_per(&header, diagnostics);
+    let notify = notify::build_rules(raw.notify, &defaults, diagnostics);
     let mut allow = Vec::new();
     for entry in &header.allow {
         match entry.get_ref().split_once(':') {
@@ -265,6 +267,7 @@ fn build(file: &Path, source: &str, raw: RawFile, diagnostics: &mut Diagnostics<
                 })
                 .ok()
         }),
+        notify,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `hfctl describe CHAIN`: a chain's parameters, its processes in order and
-//! each activity's command and policies. `--json` prints the
-//! `WorkflowDetail`.
+//! each activity's command and policies, and its notification rules.
+//! `--json` prints the `WorkflowDetail`.
 
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{ActivityInfo, WorkflowDetail};
@@ -182,6 +182,24 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
                     activity.name, limit.name, limit.value
                 ));
             }
+        }
+    }
+    if !detail.notify.is_empty() {
+        out.push_str("\nnotifications:\n");
+        for rule in &detail.notify {
+            out.push_str(&format!(
+                "  {} on {}: {}",
+                palette.paint(&rule.name, Some(Style::Bold)),
+                rule.on.join(", "),
+                rule.target
+            ));
+            if let Some(user) = &rule.run_as {
+                out.push_str(&format!(", as {user}"));
+            }
+            if let Some(secs) = rule.coalesce_seconds {
+                out.push_str(&format!(", one digest per {}", output::seconds(secs)));
+            }
+            out.push('\n');
         }
     }
     out

@@ -25,6 +25,7 @@ pub mod report;
 pub mod retry;
 pub mod schedule;
 pub mod schedules;
+pub mod stats;
 pub mod status;
 pub mod submit;
 pub mod tenants;

@@ -236,7 +236,14 @@ fn activity_tree(
     }
 
     let mut table = Table::new(&[
-        "ACTIVITY", "STATE", "ATTEMPTS", "LAST", "DURATION", "ERROR ID", "PROGRESS",
+        "ACTIVITY",
+        "STATE",
+        "ATTEMPTS",
+        "LAST",
+        "DURATION",
+        "RESOURCES",
+        "ERROR ID",
+        "PROGRESS",
     ])
     .align(2, Align::Right);
     table.row(vec![title, state]);
@@ -275,6 +282,7 @@ fn activity_tree(
                     output::elapsed_text(Some(&at.started_at), at.finished_at.as_deref())
                 })
                 .into(),
+                output::resources(last.and_then(|at| at.resources.as_ref())).into(),
                 last.and_then(|at| at.error_id.clone())
                     .unwrap_or_default()
                     .into(),

@@ -6,10 +6,14 @@
 //! reader that has seen id N has seen every committed event below N. After
 //! each commit that carried events, the last id is published on a `watch`
 //! channel that wakes `events.subscribe`, which reads the table itself.
+//! A second `watch` wakes the notifier, only after a commit that carried an
+//! event of a kind some rule names: the engine pays one lookup per event
+//! for notifications, and the notifier is not woken for the others.
 
 use std::collections::HashMap;
 
 use holdfast_api::{ActivityState, Event, FailedActivity, JobState};
+use holdfast_workflow::NOTIFY_KINDS;
 use tokio::sync::watch;
 
 use super::job::JobRun;
@@ -65,6 +69,8 @@ pub struct Detail<'a> {
     pub attempt: Option<u32>,
     pub error_id: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// The failed attempt's `error_tail`, masked as stored.
+    pub error_tail: Option<&'a str>,
 }
 
 /// The engine's side of the outbox.
@@ -76,18 +82,49 @@ pub struct Outbox {
     committed: watch::Sender<u64>,
     /// An event was added since the last commit.
     unsent: bool,
+    /// The last event id committed of a kind some rule names, for the
+    /// notifier.
+    notifier: watch::Sender<u64>,
+    /// The kinds rules name: bit i for `NOTIFY_KINDS[i]`.
+    wanted: u16,
+    /// An event of a wanted kind was added since the last commit.
+    unsent_wanted: bool,
 }
 
 impl Outbox {
-    /// Ids continue after `last_id`, the highest ever given out.
-    pub fn new(last_id: u64, committed: watch::Sender<u64>) -> Outbox {
+    /// Ids continue after `last_id`, the highest ever given out. The
+    /// notifier starts from `last_id` too, so it looks at what a previous
+    /// run left.
+    pub fn new(
+        last_id: u64,
+        committed: watch::Sender<u64>,
+        notifier: watch::Sender<u64>,
+    ) -> Outbox {
         committed.send_replace(last_id);
+        notifier.send_replace(last_id);
         Outbox {
             next_id: last_id + 1,
             failures: HashMap::new(),
             committed,
             unsent: false,
+            notifier,
+            wanted: 0,
+            unsent_wanted: false,
         }
+    }
+
+    /// The last event id given out (committed or about to be).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Wake the notifier only for the kinds these rules name.
+    pub fn want<'a>(&mut self, rules: impl IntoIterator<Item = &'a crate::notify::Rule>) {
+        self.wanted = rules
+            .into_iter()
+            .flat_map(|rule| rule.on.iter())
+            .filter_map(|kind| NOTIFY_KINDS.iter().position(|k| k == kind))
+            .fold(0, |bits, i| bits | 1 << i);
     }
 
     /// The write that records `event`, with its id given out now.
@@ -95,6 +132,14 @@ impl Outbox {
         event.id = self.next_id;
         self.next_id += 1;
         self.unsent = true;
+        if self.wanted != 0
+            && NOTIFY_KINDS
+                .iter()
+                .position(|k| *k == event.kind)
+                .is_some_and(|i| self.wanted & 1 << i != 0)
+        {
+            self.unsent_wanted = true;
+        }
         let at = at.unwrap_or_else(store::now_ms);
         event.at = store::rfc3339(at);
         let payload = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
@@ -122,6 +167,7 @@ impl Outbox {
         event.attempt = detail.attempt;
         event.error_id = detail.error_id.map(str::to_string);
         event.error = detail.error.map(str::to_string);
+        event.error_tail = detail.error_tail.map(str::to_string);
         if kind == EventKind::JobAlert {
             event.alerts = Some(job.alerts);
         }
@@ -133,6 +179,7 @@ impl Outbox {
                     activity: event.activity.clone().unwrap_or_default(),
                     error_id: event.error_id.clone(),
                     error: event.error.clone(),
+                    error_tail: event.error_tail.clone(),
                 });
         }
         self.record(event, None)
@@ -187,9 +234,12 @@ impl Outbox {
                 && act.state() == ActivityState::Failed
                 && !failed.iter().any(|f| &f.activity == path)
             {
+                let last = act.last_error.as_ref();
                 failed.push(FailedActivity {
                     activity: path.clone(),
-                    ..FailedActivity::default()
+                    error_id: last.map(|e| e.error_id.clone()),
+                    error: last.and_then(|e| e.error.clone()),
+                    error_tail: last.and_then(|e| e.error_tail.clone()),
                 });
             }
         }
@@ -245,6 +295,9 @@ impl Outbox {
         if std::mem::take(&mut self.unsent) {
             self.committed.send_replace(self.next_id - 1);
         }
+        if std::mem::take(&mut self.unsent_wanted) {
+            self.notifier.send_replace(self.next_id - 1);
+        }
     }
 }
 
@@ -261,11 +314,16 @@ impl super::Engine {
         else {
             return;
         };
+        // `on_attempt_end` has just kept this attempt's tail there.
+        let error_tail = error_id
+            .and(job.acts[key.idx].last_error.as_ref())
+            .and_then(|e| e.error_tail.as_deref());
         let detail = Detail {
             activity: Some(key.idx),
             attempt: Some(key.number),
             error_id,
             error,
+            error_tail,
         };
         self.ops.push(self.outbox.job(kind, job, detail));
     }

@@ -322,6 +322,7 @@ impl Engine {
                 log_dropped: end.log_dropped,
                 error_tail: end.error_tail.clone(),
                 error_message,
+                resources: end.resources.clone(),
             }),
         });
         if let Some(error) = &end.log_error {

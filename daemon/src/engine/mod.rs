@@ -193,6 +193,8 @@ pub struct EngineHandle {
     pub changes: broadcast::Sender<u64>,
     /// The last event id committed to the outbox (`events.subscribe`).
     pub events: watch::Receiver<u64>,
+    /// The last event id committed of a kind a notification rule names.
+    pub notifier: watch::Receiver<u64>,
     pub logs: LogHub,
     /// Why the engine is held back from starting; None from the moment its
     /// loop runs.
@@ -207,6 +209,7 @@ pub struct Wiring {
     registry: watch::Sender<Arc<Registry>>,
     changes: broadcast::Sender<u64>,
     events: watch::Sender<u64>,
+    notifier: watch::Sender<u64>,
     hub: LogHub,
     held: watch::Sender<Option<Arc<str>>>,
 }
@@ -219,6 +222,7 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
     let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
     let (changes, _) = broadcast::channel(4096);
     let (events_tx, events_rx) = watch::channel(0);
+    let (notifier_tx, notifier_rx) = watch::channel(0);
     let hub = LogHub::default();
     let (held_tx, held_rx) = watch::channel(held.map(Arc::from));
     let handle = EngineHandle {
@@ -226,6 +230,7 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
         registry: registry_rx,
         changes: changes.clone(),
         events: events_rx,
+        notifier: notifier_rx,
         logs: hub.clone(),
         held: held_rx,
     };
@@ -235,6 +240,7 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
         registry: registry_tx,
         changes,
         events: events_tx,
+        notifier: notifier_tx,
         hub,
         held: held_tx,
     };
@@ -463,10 +469,16 @@ impl Engine {
             registry: registry_tx,
             changes,
             events: events_tx,
+            notifier: notifier_tx,
             hub,
             held,
         } = wiring;
-        let outbox = events::Outbox::new(store.read_now(crate::store::max_event_id)?, events_tx);
+        let mut outbox = events::Outbox::new(
+            store.read_now(crate::store::max_event_id)?,
+            events_tx,
+            notifier_tx,
+        );
+        outbox.want(crate::notify::rules_of(&settings.notify, &registry_tx.borrow()).iter());
         let (exec_tx, exec_rx) = mpsc::channel(8192);
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
@@ -629,12 +641,15 @@ impl Engine {
             Command::Flush => {}
             Command::Reload { reply } => {
                 let previous = self.registry.borrow().clone();
-                let registry = crate::registry::load(&self.settings, Some(&previous));
+                let mut registry = crate::registry::load(&self.settings, Some(&previous));
+                registry.events_before = self.outbox.last_id();
                 tracing::info!(
                     chains = registry.loaded_count(),
                     broken = registry.broken_count(),
                     "workflows reloaded"
                 );
+                self.outbox
+                    .want(crate::notify::rules_of(&self.settings.notify, &registry).iter());
                 self.registry.send_replace(Arc::new(registry));
                 self.record_definitions();
                 // A schedule that comes back (its file moved away and back)

@@ -111,6 +111,7 @@ impl Engine {
                         log_dropped: 0,
                         error_tail: None,
                         error_message: None,
+                        resources: None,
                     })));
             }
             if !activity.state.is_terminal() {

@@ -211,6 +211,7 @@ impl Engine {
                         log_dropped: 0,
                         error_tail: None,
                         error_message: None,
+                        resources: None,
                     })));
                 tracing::warn!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, HF_ATTEMPT = attempt.number, "attempt interrupted by a daemon restart");
             }
@@ -394,6 +395,7 @@ impl Engine {
                     log_dropped: 0,
                     error_tail: None,
                     error_message: None,
+                    resources: None,
                 }),
             });
         }

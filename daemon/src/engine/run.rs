@@ -141,7 +141,15 @@ impl Engine {
                 log_dropped: end.log_dropped,
                 error_tail: end.error_tail.clone(),
                 error_message,
+                resources: end.resources.clone(),
             })));
+        crate::metrics::global().attempt_ended(
+            &chain.name,
+            end.state.as_str(),
+            end.resources
+                .as_ref()
+                .map(|r| std::time::Duration::from_millis(r.wall_ms)),
+        );
         if let Some(error) = &end.log_error {
             self.ops.push(WriteOp::AttemptLogError {
                 job_id: key.job_id,
@@ -527,6 +535,7 @@ impl Engine {
         }
         self.dirty_chains.insert(queue_key);
         self.ready_jobs.remove(&(Reverse(job.priority), id));
+        crate::metrics::global().job_ended(&chain, state.as_str());
         match state {
             JobState::Failed => {
                 tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job finished: failed")

@@ -381,7 +381,9 @@ impl Engine {
             error: error.clone(),
             at: store::now_ms(),
         });
+        crate::metrics::global().schedule_fired();
         if let Some(error) = error {
+            crate::metrics::global().schedule_refused();
             self.ops
                 .push(self.outbox.schedule_refused(&key.0, &key.1, &error));
             self.audit_fire(key, caller, "refused", error);

@@ -7,6 +7,7 @@ pub mod control;
 mod exec_size;
 pub mod logs;
 mod spawn;
+mod usage;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct AttemptEnd {
     pub log_error: Option<String>,
     /// For an attempt that did not succeed: the last lines of its output.
     pub error_tail: Option<String>,
+    /// What the attempt's processes used, when a process ran.
+    pub resources: Option<holdfast_api::ResourceUse>,
 }
 
 /// What an attempt reports to the engine.
@@ -194,6 +197,7 @@ async fn run_simulated(
         error_tail: (state != AttemptState::Succeeded)
             .then(|| sink.tail())
             .flatten(),
+        resources: None,
     }
 }
 
@@ -211,6 +215,7 @@ impl AttemptEnd {
             transient: false,
             log_error: None,
             error_tail: None,
+            resources: None,
         }
     }
 
@@ -342,6 +347,7 @@ async fn run(
             return end;
         }
     };
+    let spawned_at = std::time::Instant::now();
     let mut child = spawn::ChildWait::new(pid);
     let _ = events
         .send(ExecEvent::Started {
@@ -404,6 +410,7 @@ async fn run(
             (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(state))
         }
     };
+    let wall = spawned_at.elapsed();
     // Whatever the leader left behind goes with it; this also closes pipes
     // a lingering grandchild would hold open. The cgroup reaches processes
     // that left the group too.
@@ -472,6 +479,7 @@ async fn run(
                 transient: false,
                 log_error: None,
                 error_tail: None,
+                resources: None,
             }
         }
         Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
@@ -486,6 +494,14 @@ async fn run(
     if end.state != AttemptState::Succeeded {
         end.error_tail = sink.tail();
     }
+    // Read just before the cgroup goes: every process in it has been
+    // killed and the pipes drained, so its figures are final.
+    let rusage = child.rusage();
+    end.resources = match &cgroup {
+        Some(cgroup) => usage::from_cgroup(cgroup, rusage.as_ref(), wall),
+        None => None,
+    }
+    .or_else(|| rusage.map(|ru| usage::from_rusage(&ru, wall)));
     if let Some(cgroup) = cgroup {
         tokio::spawn(cgroup.remove());
     }

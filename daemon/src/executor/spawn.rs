@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::libc;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
@@ -542,6 +542,8 @@ pub struct ChildWait {
     pid: Pid,
     pidfd: Option<AsyncFd<OwnedFd>>,
     status: Option<WaitStatus>,
+    /// The leader's rusage, from the `wait4` that reaped it.
+    rusage: Option<super::usage::Rusage>,
 }
 
 impl ChildWait {
@@ -563,6 +565,7 @@ impl ChildWait {
             pid,
             pidfd,
             status: None,
+            rusage: None,
         }
     }
 
@@ -572,11 +575,11 @@ impl ChildWait {
         if let Some(status) = self.status {
             return Ok(status);
         }
-        let status = match &self.pidfd {
+        let (status, rusage) = match &self.pidfd {
             Some(fd) => loop {
-                match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => {}
-                    Ok(status) => break status,
+                match wait4(self.pid, true) {
+                    Ok((WaitStatus::StillAlive, _)) => {}
+                    Ok(reaped) => break reaped,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -587,7 +590,7 @@ impl ChildWait {
                 let pid = self.pid;
                 tokio::task::spawn_blocking(move || {
                     loop {
-                        match waitpid(pid, None) {
+                        match wait4(pid, false) {
                             Err(nix::errno::Errno::EINTR) => continue,
                             other => return other,
                         }
@@ -598,6 +601,30 @@ impl ChildWait {
             }
         };
         self.status = Some(status);
+        self.rusage = Some(rusage);
         Ok(status)
+    }
+
+    /// The leader's rusage once `wait` resolved.
+    pub fn rusage(&self) -> Option<super::usage::Rusage> {
+        self.rusage
+    }
+}
+
+/// `wait4` for one child: its status and its rusage (its own use and that
+/// of the descendants it waited for). nix has `waitpid` but no `wait4`.
+#[allow(unsafe_code)]
+fn wait4(pid: Pid, no_hang: bool) -> nix::Result<(WaitStatus, super::usage::Rusage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain integers and timevals; all zeroes is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if no_hang { libc::WNOHANG } else { 0 };
+    // SAFETY: both pointers are to live locals of the right types.
+    let r = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut ru) };
+    let rusage = super::usage::Rusage::from_libc(&ru);
+    match r {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok((WaitStatus::StillAlive, rusage)),
+        _ => WaitStatus::from_raw(pid, status).map(|s| (s, rusage)),
     }
 }

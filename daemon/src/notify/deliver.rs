@@ -6,10 +6,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::libc;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::rules::{Rule, Target};
+use super::rules::{Rule, RunAs, Target};
 use crate::store::DueDelivery;
 
 /// Longest one attempt may take.
@@ -38,6 +39,8 @@ pub enum DeliveryError {
     },
     #[error("the hook {program} exited with {status}")]
     Exit { program: String, status: String },
+    #[error("the hook cannot run as its chain's user: {0}")]
+    RunAs(String),
 }
 
 pub async fn send(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryError> {
@@ -69,8 +72,8 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryErro
             };
             post(host, *port, path, delivery, signature.as_deref()).await
         }
-        Target::Exec(argv) => exec(argv, delivery).await,
-        Target::Mail { to, smtp } => super::mail::send(smtp, to, &delivery.payload).await,
+        Target::Exec { argv, run_as } => exec(argv, run_as.as_ref(), delivery).await,
+        Target::Mail { to, via } => super::mail::send(via, to, &delivery.payload).await,
     }
 }
 
@@ -125,16 +128,33 @@ async fn post(
     }
 }
 
-async fn exec(argv: &[String], delivery: &DueDelivery) -> Result<(), DeliveryError> {
-    let mut child = tokio::process::Command::new(&argv[0])
+async fn exec(
+    argv: &[String],
+    run_as: Option<&RunAs>,
+    delivery: &DueDelivery,
+) -> Result<(), DeliveryError> {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
         .args(&argv[1..])
         .env("HF_EVENT", &delivery.kind)
         .env("HF_EVENT_ID", delivery.event_id.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+        .kill_on_drop(true);
+    if let Some(run_as) = run_as {
+        // Looked up again now, like an activity's user before each spawn.
+        let identity =
+            crate::run_as::resolve(&run_as.user, run_as.group.as_deref(), &run_as.run_as_groups)
+                .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
+        command
+            .current_dir("/")
+            .env("HOME", &identity.home)
+            .env("USER", &identity.name)
+            .env("LOGNAME", &identity.name);
+        switch_user(&mut command, identity);
+    }
+    let mut child = command.spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is not an error.
         let _ = stdin.write_all(delivery.payload.as_bytes()).await;
@@ -147,6 +167,34 @@ async fn exec(argv: &[String], delivery: &DueDelivery) -> Result<(), DeliveryErr
             program: argv[0].clone(),
             status: status.to_string(),
         })
+    }
+}
+
+/// Make the hook's process switch to `identity` (its groups, group, then
+/// user) before `exec`. Raw system calls: in the forked child only this
+/// thread exists, and glibc's wrappers would try to reach the others.
+#[allow(unsafe_code)]
+fn switch_user(command: &mut tokio::process::Command, identity: crate::run_as::Identity) {
+    let groups: Vec<libc::gid_t> = identity.groups.clone();
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes system calls on memory allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let check = |result: libc::c_long| {
+                if result == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                groups.len(),
+                groups.as_ptr(),
+            ))?;
+            check(libc::syscall(libc::SYS_setgid, identity.gid))?;
+            check(libc::syscall(libc::SYS_setuid, identity.uid))
+        });
     }
 }
 

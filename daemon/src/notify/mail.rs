@@ -1,18 +1,25 @@
 //! Mail notifications: the event as a readable text, sent through the
-//! `[smtp]` server with lettre's SMTP transport (plain SMTP: STARTTLS and
-//! authentication are refused when the rule is loaded).
+//! `[smtp]` server with lettre's SMTP transport (plain SMTP, with AUTH to a
+//! server on this host; STARTTLS is refused when the settings load), or,
+//! without `[smtp]`, handed to the local sendmail program.
 
 use holdfast_api::Event;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::io::AsyncWriteExt;
 
 use super::deliver::DeliveryError;
-use super::rules::Smtp;
+use super::rules::MailVia;
 
 /// Send `payload` (an event, or a digest of events) to `to`.
-pub async fn send(smtp: &Smtp, to: &[String], payload: &str) -> Result<(), DeliveryError> {
-    let from = smtp.from.clone().unwrap_or_else(|| {
+pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), DeliveryError> {
+    let from = match via {
+        MailVia::Smtp(smtp) => smtp.from.clone(),
+        MailVia::Sendmail(_) => None,
+    };
+    let from = from.unwrap_or_else(|| {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -34,14 +41,55 @@ pub async fn send(smtp: &Smtp, to: &[String], payload: &str) -> Result<(), Deliv
     let message = message
         .body(body)
         .map_err(|e| DeliveryError::Status(format!("cannot build the mail: {e}")))?;
-    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
-        .port(smtp.port)
-        .build();
+    let smtp = match via {
+        MailVia::Smtp(smtp) => smtp,
+        MailVia::Sendmail(program) => return sendmail(program, &from, to, &message).await,
+    };
+    let mut mailer =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str()).port(smtp.port);
+    if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
+        mailer = mailer.credentials(Credentials::new(user.clone(), password.0.clone()));
+    }
     mailer
+        .build()
         .send(message)
         .await
         .map(|_| ())
         .map_err(|e| DeliveryError::Status(format!("SMTP {}:{}: {e}", smtp.host, smtp.port)))
+}
+
+/// Hand `message` to the sendmail program as `sendmail -i -f FROM -- TO...`
+/// with the message on stdin (what lettre's sendmail transport does,
+/// without the dependencies that feature brings into the lock file).
+async fn sendmail(
+    program: &std::path::Path,
+    from: &str,
+    to: &[String],
+    message: &Message,
+) -> Result<(), DeliveryError> {
+    let mut child = tokio::process::Command::new(program)
+        .arg("-i")
+        .arg("-f")
+        .arg(from)
+        .arg("--")
+        .args(to)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&message.formatted()).await?;
+    }
+    let status = child.wait().await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(DeliveryError::Exit {
+            program: program.display().to_string(),
+            status: status.to_string(),
+        })
+    }
 }
 
 /// The subject and body of a mail for `payload`: the same facts as the
@@ -118,6 +166,10 @@ fn describe(event: &Event) -> String {
     if let Some(error) = &event.error {
         fact("error", error.clone());
     }
+    let mut tails = Vec::new();
+    if let Some(tail) = &event.error_tail {
+        tails.push(("its output ended with".to_string(), tail));
+    }
     for failed in &event.failed {
         fact(
             "failed",
@@ -130,9 +182,19 @@ fn describe(event: &Event) -> String {
             .trim_end()
             .to_string(),
         );
+        if let Some(tail) = &failed.error_tail {
+            tails.push((format!("{} ended with", failed.activity), tail));
+        }
     }
     for link in &event.links {
         fact("see", link.clone());
+    }
+    // The output last, indented, so the facts above stay easy to scan.
+    for (title, tail) in tails {
+        text.push_str(&format!("\n{title}:\n"));
+        for line in tail.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
     }
     text
 }

@@ -1,31 +1,28 @@
 //! Notification rules: `[notify.NAME]` tables of the settings file, checked
-//! when the settings load, so a rule that can never work (an unreadable
-//! secret file, a hook that is not there, an unknown event kind) stops the
-//! daemon from starting instead of failing at 3 a.m.
+//! when the settings load, and of chain files, checked when the chain loads
+//! (named `CHAIN.NAME`, for that chain's events only), so a rule that can
+//! never work (an unreadable secret file, a hook that is not there, an
+//! unknown event kind, a run-as user the daemon cannot switch to) stops the
+//! daemon from starting, or the chain from loading, instead of failing at
+//! 3 a.m.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use holdfast_api::Event;
+use holdfast_api::LoadError;
+use holdfast_workflow::Chain;
 use serde::Deserialize;
 
+use crate::settings::Settings;
+
+/// Attempts of one delivery, unless the rule says otherwise.
+const DEFAULT_ATTEMPTS: u32 = 10;
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
 /// Event kinds a rule may name in `on`.
-pub const KINDS: [&str; 13] = [
-    "job.submitted",
-    "job.started",
-    "job.succeeded",
-    "job.failed",
-    "job.cancelled",
-    "job.finished",
-    "job.alert",
-    "activity.started",
-    "activity.succeeded",
-    "activity.retrying",
-    "activity.failed",
-    "schedule.refused",
-    "daemon.recovered",
-];
+pub use holdfast_workflow::NOTIFY_KINDS as KINDS;
 
 /// A `[notify.NAME]` table as written.
 #[derive(Debug, Deserialize)]
@@ -62,13 +59,29 @@ pub struct Smtp {
     pub from: Option<String>,
     #[serde(default)]
     starttls: bool,
-    user: Option<String>,
+    pub user: Option<String>,
     password_file: Option<PathBuf>,
+    /// `password_file`'s content, read when the settings load.
+    #[serde(skip)]
+    pub password: Option<Password>,
 }
 
 fn smtp_port() -> u16 {
     25
 }
+
+/// The SMTP password: never shown, not even in debug output.
+#[derive(Clone)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where mail rules send without `[smtp]`.
+pub const SENDMAIL: &str = "/usr/sbin/sendmail";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,10 +101,30 @@ pub enum Target {
         /// Read at each delivery, so a rotated secret is picked up.
         secret_file: Option<PathBuf>,
     },
-    /// Run the argv with the event JSON on stdin.
-    Exec(Vec<String>),
+    /// Run the argv with the event JSON on stdin, as `run_as` (a chain
+    /// rule's) or else as the daemon's user.
+    Exec {
+        argv: Vec<String>,
+        run_as: Option<RunAs>,
+    },
     /// A readable text mail through the `[smtp]` server.
-    Mail { to: Vec<String>, smtp: Smtp },
+    Mail { to: Vec<String>, via: MailVia },
+}
+
+/// Who a chain rule's `exec` hook runs as: resolved again at each
+/// delivery, like an activity's user before each spawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunAs {
+    pub user: String,
+    pub group: Option<String>,
+    pub run_as_groups: Vec<String>,
+}
+
+/// How a mail leaves: the `[smtp]` server, or the local sendmail program.
+#[derive(Debug, Clone)]
+pub enum MailVia {
+    Smtp(Smtp),
+    Sendmail(PathBuf),
 }
 
 /// A checked rule.
@@ -110,19 +143,13 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Does `event` concern this rule?
-    pub fn matches(&self, event: &Event) -> bool {
-        self.on.contains(&event.kind)
+    /// Does an event of `kind`, `chain` and `tenant` concern this rule?
+    pub fn matches(&self, kind: &str, chain: Option<&str>, tenant: Option<&str>) -> bool {
+        self.on.iter().any(|k| k == kind)
             && (self.chains.is_empty()
-                || event
-                    .chain
-                    .as_deref()
-                    .is_some_and(|c| self.chains.iter().any(|g| glob(g, c))))
+                || chain.is_some_and(|c| self.chains.iter().any(|g| glob(g, c))))
             && (self.tenants.is_empty()
-                || event
-                    .tenant
-                    .as_deref()
-                    .is_some_and(|t| self.tenants.iter().any(|g| glob(g, t))))
+                || tenant.is_some_and(|t| self.tenants.iter().any(|g| glob(g, t))))
     }
 
     /// The wait before attempt `attempts + 1`, doubling from `retry_delay`.
@@ -131,6 +158,40 @@ impl Rule {
         self.retry_delay
             .saturating_mul(factor)
             .min(self.max_retry_delay)
+    }
+}
+
+/// A rule as `workflow.get` shows it.
+pub fn info(rule: &Rule) -> holdfast_api::NotifyRuleInfo {
+    let (target, run_as) = match &rule.target {
+        Target::Webhook {
+            host, port, path, ..
+        } => (format!("webhook http://{host}:{port}{path}"), None),
+        Target::Exec { argv, run_as } => (
+            format!("exec {}", argv.join(" ")),
+            run_as.as_ref().map(|r| match &r.group {
+                Some(group) => format!("{} (group {group})", r.user),
+                None => r.user.clone(),
+            }),
+        ),
+        Target::Mail { to, via } => (
+            format!(
+                "mail {} via {}",
+                to.join(", "),
+                match via {
+                    MailVia::Smtp(smtp) => format!("smtp {}:{}", smtp.host, smtp.port),
+                    MailVia::Sendmail(program) => format!("sendmail {}", program.display()),
+                }
+            ),
+            None,
+        ),
+    };
+    holdfast_api::NotifyRuleInfo {
+        name: rule.name.clone(),
+        on: rule.on.clone(),
+        target,
+        run_as,
+        coalesce_seconds: rule.coalesce.map(|d| d.as_secs_f64()),
     }
 }
 
@@ -159,26 +220,79 @@ fn glob(pattern: &str, text: &str) -> bool {
     }
 }
 
-/// Check every rule; the message names the rule and says what to change.
-pub fn check(files: BTreeMap<String, RuleFile>, smtp: Option<&Smtp>) -> Result<Vec<Rule>, String> {
-    if let Some(smtp) = smtp
-        && (smtp.starttls || smtp.user.is_some() || smtp.password_file.is_some())
-    {
+/// Mail settings as the settings file gives them: `[smtp]`, else the
+/// local sendmail at `sendmail` (default [`SENDMAIL`]).
+pub struct MailSettings<'a> {
+    pub smtp: Option<&'a Smtp>,
+    pub sendmail: &'a std::path::Path,
+}
+
+/// Check `[smtp]` and read its password file; the message says what to
+/// change. The password is never logged.
+pub fn check_smtp(smtp: Option<Smtp>) -> Result<Option<Smtp>, String> {
+    let Some(mut smtp) = smtp else {
+        return Ok(None);
+    };
+    if smtp.starttls {
         return Err(
-            "[smtp]: starttls and authentication are not supported by this version; \
-             relay through a local server (host = \"127.0.0.1\")"
+            "[smtp]: starttls is not supported by this build (it has no TLS library); \
+             relay through a local server (host = \"127.0.0.1\") that speaks TLS onwards"
                 .into(),
         );
     }
+    match (&smtp.user, &smtp.password_file) {
+        (None, None) => {}
+        (Some(_), Some(file)) => {
+            // Without TLS the password crosses the wire as it is: only to a
+            // server on this host.
+            let local = smtp.host == "localhost"
+                || smtp
+                    .host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !local {
+                return Err(format!(
+                    "[smtp]: user and password_file would send the password unencrypted to \
+                     {}; authenticate only to a server on this host (host = \"127.0.0.1\")",
+                    smtp.host
+                ));
+            }
+            let password = std::fs::read_to_string(file).map_err(|e| {
+                format!(
+                    "[smtp]: password_file {} cannot be read: {e}",
+                    file.display()
+                )
+            })?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            if password.is_empty() {
+                return Err(format!(
+                    "[smtp]: password_file {} is empty; write the password in it",
+                    file.display()
+                ));
+            }
+            smtp.password = Some(Password(password));
+        }
+        _ => {
+            return Err("[smtp]: user and password_file go together; give both or neither".into());
+        }
+    }
+    Ok(Some(smtp))
+}
+
+/// Check every rule; the message names the rule and says what to change.
+pub fn check(
+    files: BTreeMap<String, RuleFile>,
+    mail: &MailSettings<'_>,
+) -> Result<Vec<Rule>, String> {
     files
         .into_iter()
         .map(|(name, file)| {
-            check_one(&name, file, smtp).map_err(|e| format!("[notify.{name}]: {e}"))
+            check_one(&name, file, mail).map_err(|e| format!("[notify.{name}]: {e}"))
         })
         .collect()
 }
 
-fn check_one(name: &str, file: RuleFile, smtp: Option<&Smtp>) -> Result<Rule, String> {
+fn check_one(name: &str, file: RuleFile, mail: &MailSettings<'_>) -> Result<Rule, String> {
     if file.on.is_empty() {
         return Err("`on` names no event; list kinds such as \"job.failed\"".into());
     }
@@ -188,23 +302,66 @@ fn check_one(name: &str, file: RuleFile, smtp: Option<&Smtp>) -> Result<Rule, St
             KINDS.join(", ")
         ));
     }
-    let target = match (file.webhook, file.exec, file.mail) {
-        (None, None, Some(mail)) => {
-            let smtp = smtp.ok_or(
-                "mail needs an SMTP server: add [smtp] with host (and port) to the settings",
-            )?;
-            if mail.to.is_empty()
-                || mail
-                    .to
+    let target = target(file.webhook, file.exec, file.mail.map(|m| m.to), mail, None)?;
+    let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+        Some(text) => humantime::parse_duration(text).map_err(|e| format!("{key} {text:?}: {e}")),
+        None => Ok(default),
+    };
+    let max_attempts = file.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    if max_attempts == 0 {
+        return Err("max_attempts must be at least 1".into());
+    }
+    Ok(Rule {
+        name: name.to_string(),
+        on: file.on,
+        chains: file.chains,
+        tenants: file.tenants,
+        target,
+        max_attempts,
+        retry_delay: duration("retry_delay", &file.retry_delay, DEFAULT_RETRY_DELAY)?,
+        max_retry_delay: duration(
+            "max_retry_delay",
+            &file.max_retry_delay,
+            DEFAULT_MAX_RETRY_DELAY,
+        )?,
+        coalesce: match &file.coalesce {
+            Some(text) => Some(
+                humantime::parse_duration(text).map_err(|e| format!("coalesce {text:?}: {e}"))?,
+            ),
+            None => None,
+        },
+    })
+}
+
+/// Where a rule delivers, checked against this host.
+fn target(
+    webhook_file: Option<WebhookFile>,
+    exec: Option<Vec<String>>,
+    mail_to: Option<Vec<String>>,
+    mail: &MailSettings<'_>,
+    run_as: Option<RunAs>,
+) -> Result<Target, String> {
+    Ok(match (webhook_file, exec, mail_to) {
+        (None, None, Some(to)) => {
+            let via = match mail.smtp {
+                Some(smtp) => MailVia::Smtp(smtp.clone()),
+                None if mail.sendmail.is_file() => MailVia::Sendmail(mail.sendmail.to_path_buf()),
+                None => {
+                    return Err(format!(
+                        "mail needs an SMTP server or a local sendmail ({} does not exist): \
+                         add [smtp] with host (and port) to the settings, or install one",
+                        mail.sendmail.display()
+                    ));
+                }
+            };
+            if to.is_empty()
+                || to
                     .iter()
                     .any(|a| !a.contains('@') || a.contains(['<', '>', '\r', '\n']))
             {
                 return Err("mail.to needs addresses such as \"ops@example.com\"".into());
             }
-            Target::Mail {
-                to: mail.to,
-                smtp: smtp.clone(),
-            }
+            Target::Mail { to, via }
         }
         (Some(hook), None, None) => webhook(hook)?,
         (None, Some(argv), None) => {
@@ -218,39 +375,88 @@ fn check_one(name: &str, file: RuleFile, smtp: Option<&Smtp>) -> Result<Rule, St
             if !path.is_file() {
                 return Err(format!("exec program {program} does not exist"));
             }
-            Target::Exec(argv)
+            Target::Exec { argv, run_as }
         }
         (None, None, None) => return Err("give `webhook`, `exec` or `mail`".into()),
         _ => return Err("give one of `webhook`, `exec` and `mail`, not several".into()),
-    };
-    let duration = |key: &str, value: &Option<String>, default: Duration| match value {
-        Some(text) => humantime::parse_duration(text).map_err(|e| format!("{key} {text:?}: {e}")),
-        None => Ok(default),
-    };
-    let max_attempts = file.max_attempts.unwrap_or(10);
-    if max_attempts == 0 {
-        return Err("max_attempts must be at least 1".into());
-    }
-    Ok(Rule {
-        name: name.to_string(),
-        on: file.on,
-        chains: file.chains,
-        tenants: file.tenants,
-        target,
-        max_attempts,
-        retry_delay: duration("retry_delay", &file.retry_delay, Duration::from_secs(5))?,
-        max_retry_delay: duration(
-            "max_retry_delay",
-            &file.max_retry_delay,
-            Duration::from_secs(3600),
-        )?,
-        coalesce: match &file.coalesce {
-            Some(text) => Some(
-                humantime::parse_duration(text).map_err(|e| format!("coalesce {text:?}: {e}"))?,
-            ),
-            None => None,
-        },
     })
+}
+
+/// The rules of a chain file, checked against this host: named
+/// `CHAIN.NAME`, matching only that chain's events, an `exec` hook run as
+/// the chain's activities that name no user are. Errors point at the
+/// rule's table.
+pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<LoadError>> {
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    let mail = MailSettings {
+        smtp: settings.smtp.as_ref(),
+        sendmail: &settings.sendmail,
+    };
+    for rule in &chain.notify {
+        let error = |message: String| LoadError {
+            file: chain.file.display().to_string(),
+            line: Some(rule.line),
+            column: Some(rule.column),
+            message: format!("notify.{}: {message}", rule.name),
+        };
+        let run_as = match (
+            &rule.exec,
+            crate::run_as::default_user(rule.user.as_deref(), settings),
+        ) {
+            (Some(_), Some(user)) => {
+                if let Err(e) = crate::run_as::check_user(user, rule.user.is_some(), settings)
+                    .and_then(|()| {
+                        crate::run_as::resolve(user, rule.group.as_deref(), &settings.run_as_groups)
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                {
+                    errors.push(error(format!("the exec hook would run as {user:?}: {e}")));
+                    continue;
+                }
+                Some(RunAs {
+                    user: user.to_string(),
+                    group: rule.group.clone(),
+                    run_as_groups: settings.run_as_groups.clone(),
+                })
+            }
+            _ => None,
+        };
+        let webhook_file = rule.webhook.as_ref().map(|hook| WebhookFile {
+            url: hook.url.clone(),
+            secret_file: hook.secret_file.clone(),
+        });
+        let target = match target(
+            webhook_file,
+            rule.exec.clone(),
+            rule.mail_to.clone(),
+            &mail,
+            run_as,
+        ) {
+            Ok(target) => target,
+            Err(message) => {
+                errors.push(error(message));
+                continue;
+            }
+        };
+        rules.push(Rule {
+            name: format!("{}.{}", chain.name, rule.name),
+            on: rule.on.clone(),
+            chains: vec![chain.name.clone()],
+            tenants: rule.tenants.clone(),
+            target,
+            max_attempts: rule.max_attempts.unwrap_or(DEFAULT_ATTEMPTS),
+            retry_delay: rule.retry_delay.unwrap_or(DEFAULT_RETRY_DELAY),
+            max_retry_delay: rule.max_retry_delay.unwrap_or(DEFAULT_MAX_RETRY_DELAY),
+            coalesce: rule.coalesce,
+        });
+    }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 fn webhook(hook: WebhookFile) -> Result<Target, String> {

@@ -19,6 +19,24 @@ type MethodSpec = (
 /// JSON text, `$ref`s point into `components.schemas`.
 const METHODS: &[MethodSpec] = &[
     (
+        "stats.get",
+        "Runs, success rate, retries, duration and queue-wait percentiles, peak memory and CPU per chain and per activity.",
+        &[
+            (
+                "target",
+                false,
+                r#"{"type":"string","description":"CHAIN, CHAIN.PROCESS or CHAIN.PROCESS.ACTIVITY"}"#,
+            ),
+            (
+                "since",
+                false,
+                r#"{"type":"string","description":"a duration back from now (7d, 12h) or an RFC 3339 instant; 7d by default"}"#,
+            ),
+            ("tenant", false, r#"{"type":"string"}"#),
+        ],
+        r#"{"type":"object","description":"since, chains and activities with their figures"}"#,
+    ),
+    (
         "daemon.info",
         "Version, protocol number, pid, uptime, mode, paths, counts and how attempts are confined.",
         &[],

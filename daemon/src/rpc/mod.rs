@@ -24,6 +24,7 @@ mod plan;
 mod retry;
 mod schedule;
 pub mod socket;
+mod stats;
 mod submit;
 mod tenant;
 mod watch;
@@ -254,6 +255,15 @@ impl HoldfastServer for RpcServer {
 
     async fn tenant_list(&self) -> RpcResult<Vec<TenantSummary>> {
         tenant::list(self)
+    }
+
+    async fn stats_get(
+        &self,
+        target: Option<String>,
+        since: Option<String>,
+        tenant: Option<String>,
+    ) -> RpcResult<holdfast_api::Stats> {
+        stats::handle(self, target, since, tenant).await
     }
 
     async fn job_get(&self, job_id: u64) -> RpcResult<Job> {

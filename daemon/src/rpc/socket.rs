@@ -331,6 +331,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         .set_config(config)
         .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(NamedParams::new))
         .to_service_builder();
+    let engine = server.engine.clone();
     let methods = server.into_rpc();
     tokio::pin!(stopped);
     let mut backoff = ACCEPT_BACKOFF.0;
@@ -395,7 +396,19 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         // a WebSocket connection keeps for as long as it lives after the
         // upgrade; it is given back when both are gone.
         let permit = Arc::new(permit);
+        let engine = engine.clone();
         let service = tower::service_fn(move |mut request: HttpRequest<_>| {
+            // `GET /metrics` is answered here, before jsonrpsee: anyone
+            // who may connect to the socket may read it, as job.list.
+            let metrics = (request.method().as_str() == "GET"
+                && request.uri().path() == "/metrics")
+                .then(|| {
+                    let accept = request
+                        .headers()
+                        .get("accept")
+                        .and_then(|v| v.to_str().ok());
+                    (engine.clone(), crate::metrics::Format::from_accept(accept))
+                });
             request.extensions_mut().insert(caller.clone());
             request.extensions_mut().insert(Arc::clone(&limits));
             request.extensions_mut().insert(Arc::clone(&permit));
@@ -404,6 +417,9 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             // connection permits forever; every call (and a WebSocket
             // upgrade) answers well within this.
             async move {
+                if let Some((engine, format)) = metrics {
+                    return Ok(metrics_response(&engine, format).await);
+                }
                 match tokio::time::timeout(REQUEST_TIMEOUT, service.call(request)).await {
                     Ok(result) => result,
                     Err(_) => Err("request not completed in time".into()),
@@ -417,4 +433,18 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         ));
     }
     let _ = server_handle.stop();
+}
+
+/// The answer to `GET /metrics` on the socket.
+async fn metrics_response(
+    engine: &crate::engine::EngineHandle,
+    format: crate::metrics::Format,
+) -> jsonrpsee::server::HttpResponse {
+    let text = crate::metrics::serve::answer(engine, format).await;
+    let mut response =
+        jsonrpsee::server::HttpResponse::new(jsonrpsee::server::HttpBody::from(text));
+    if let Ok(value) = format.content_type().parse() {
+        response.headers_mut().insert("content-type", value);
+    }
+    response
 }

@@ -66,6 +66,9 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
             .collect(),
         tenants: registry.tenants_for(&chain.name),
         max_priority: chain.max_priority,
+        notify: entry
+            .map(|e| e.notify.iter().map(crate::notify::rules::info).collect())
+            .unwrap_or_default(),
         processes: chain
             .processes
             .iter()

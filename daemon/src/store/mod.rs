@@ -12,12 +12,15 @@
 //! (`read_only.rs`); [`Store::make_writable`] gives it one in place, so every
 //! clone (the RPC layer's, the engine's) writes from then on.
 
+#[cfg(test)]
+mod digest_tests;
 mod items;
 pub mod lock;
 pub mod private;
 mod read;
 pub mod read_only;
 pub mod schema;
+mod stats;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use tokio::sync::oneshot;
 
 pub use items::*;
 pub use read::*;
+pub use stats::{StatsFilter, stats};
 pub use write::*;
 
 /// Errors of the store layer.
@@ -536,11 +540,13 @@ fn apply<'a>(
     conn: &mut Connection,
     ops: impl Iterator<Item = &'a WriteOp>,
 ) -> Result<(), StoreError> {
+    let began = std::time::Instant::now();
     let tx = conn.transaction()?;
     for op in ops {
         op.apply(&tx)?;
     }
     tx.commit()?;
+    crate::metrics::global().store_commit(began.elapsed());
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use holdfast_api::{
     ActivityRun, ActivityState, Attempt, AttemptState, ItemCounts, Job, JobList, JobState,
-    JobSummary,
+    JobSummary, ResourceUse,
 };
 use holdfast_workflow::{BusinessDate, DateZone};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -16,6 +16,28 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The resource use stored on an attempt row, from column `first` on
+/// (`usage_source`, then the figures in `ResourceUse` order).
+fn resource_use(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<ResourceUse>> {
+    let Some(source) = row.get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    let figure = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(row
+            .get::<_, Option<i64>>(first + i)?
+            .map(|v| v.max(0) as u64))
+    };
+    Ok(Some(ResourceUse {
+        source,
+        wall_ms: figure(1)?.unwrap_or(0),
+        user_cpu_us: figure(2)?.unwrap_or(0),
+        system_cpu_us: figure(3)?.unwrap_or(0),
+        peak_memory_bytes: figure(4)?,
+        io_read_bytes: figure(5)?,
+        io_write_bytes: figure(6)?,
+    }))
 }
 
 fn parse_job_state(s: &str) -> JobState {
@@ -191,7 +213,9 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     {
         let mut stmt = conn.prepare_cached(
             "SELECT idx, number, state, pid, exit_code, signal, error_id, error, started_at,
-                    finished_at, log_bytes, log_dropped, error_tail, error_message
+                    finished_at, log_bytes, log_dropped, error_tail, error_message,
+                usage_source, wall_ms, user_cpu_us, system_cpu_us, peak_memory_bytes,
+                io_read_bytes, io_write_bytes
              FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
@@ -212,6 +236,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 log_dropped: row.get::<_, i64>(11)? as u64,
                 error_tail: row.get(12)?,
                 error_message: row.get(13)?,
+                resources: resource_use(row, 14)?,
             };
             if let Some(&i) = index_of.get(&idx) {
                 activities[i].attempts.push(attempt);
@@ -371,7 +396,34 @@ pub fn due_deliveries(
             attempts: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut due: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
+    for delivery in due.iter_mut().filter(|d| d.kind == "digest") {
+        if let Some(payload) = digest_payload(conn, delivery.id, &delivery.rule)? {
+            delivery.payload = payload;
+        }
+    }
+    Ok(due)
+}
+
+/// A digest's payload, `{"kind":"digest","rule","count","events":[...]}`,
+/// from its events' rows in event order (None for a digest a previous
+/// version kept whole in its payload).
+fn digest_payload(conn: &Connection, id: u64, rule: &str) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT payload FROM digest_events WHERE delivery_id = ?1 ORDER BY event_id",
+    )?;
+    let events: Vec<String> = stmt
+        .query_map(params![id as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let rule = serde_json::to_string(rule).unwrap_or_else(|_| "\"\"".into());
+    Ok(Some(format!(
+        "{{\"kind\":\"digest\",\"rule\":{rule},\"count\":{},\"events\":[{}]}}",
+        events.len(),
+        events.join(",")
+    )))
 }
 
 /// When the next pending delivery is due (ms), if any.
@@ -443,6 +495,38 @@ pub fn events_since(
         }
     }
     Ok(events)
+}
+
+/// Events after `since` up to `upto` whose kind is one of `kinds`, as
+/// stored (the notifier matches on the columns and sends the payload as it
+/// is, without reading it).
+pub fn events_of_kinds(
+    conn: &Connection,
+    since: u64,
+    upto: u64,
+    kinds: &str,
+    limit: u32,
+) -> Result<Vec<super::EventRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, at, job_id, chain, tenant, payload FROM events
+         WHERE id > ?1 AND id <= ?2 AND kind IN (SELECT value FROM json_each(?3))
+         ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![since as i64, upto as i64, kinds, limit],
+        |r| {
+            Ok(super::EventRow {
+                id: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                at: r.get(2)?,
+                job_id: r.get::<_, Option<i64>>(3)?.map(|j| j as u64),
+                chain: r.get(4)?,
+                tenant: r.get(5)?,
+                payload: r.get(6)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The text of a stored chain definition.

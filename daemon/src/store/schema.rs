@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 11] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const ALL: [&str; 13] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -214,13 +214,110 @@ ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
 ALTER TABLE schedules ADD COLUMN backfill TEXT;
 "#;
 
-/// Version 11: fan-out. An activity with `foreach` keeps its item list
+/// Version 11: resource use per attempt (which source, wall time, CPU,
+/// peak memory, block I/O; see docs/monitoring.md), an index for
+/// statistics over a time window, and read-only views for people who query
+/// the file with `sqlite3 -readonly`. Times in the views are ms since the
+/// epoch, like the tables'.
+const V11: &str = r#"
+ALTER TABLE attempts ADD COLUMN usage_source TEXT;
+ALTER TABLE attempts ADD COLUMN wall_ms INTEGER;
+ALTER TABLE attempts ADD COLUMN user_cpu_us INTEGER;
+ALTER TABLE attempts ADD COLUMN system_cpu_us INTEGER;
+ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER;
+ALTER TABLE attempts ADD COLUMN io_read_bytes INTEGER;
+ALTER TABLE attempts ADD COLUMN io_write_bytes INTEGER;
+-- Covering for statistics' passes over jobs: the window's rows are read
+-- from the index alone.
+CREATE INDEX jobs_by_created
+    ON jobs (created_at, chain, state, tenant, started_at, finished_at);
+CREATE INDEX jobs_by_chain_created
+    ON jobs (chain, created_at, state, tenant, started_at, finished_at);
+
+CREATE VIEW v_job_runs AS
+SELECT id AS job_id, chain, target, tenant, state, submitted_by, created_at, started_at,
+       finished_at,
+       started_at - created_at AS queue_wait_ms,
+       finished_at - started_at AS duration_ms,
+       (SELECT COUNT(*) FROM attempts a WHERE a.job_id = jobs.id) AS attempts,
+       (SELECT COUNT(*) FROM attempts a WHERE a.job_id = jobs.id AND a.number > 1) AS retries,
+       (SELECT SUM(a.user_cpu_us + a.system_cpu_us) FROM attempts a WHERE a.job_id = jobs.id)
+           AS cpu_us,
+       (SELECT MAX(a.peak_memory_bytes) FROM attempts a WHERE a.job_id = jobs.id)
+           AS peak_memory_bytes
+FROM jobs;
+
+CREATE VIEW v_attempts AS
+SELECT a.job_id, j.chain, j.tenant, act.path, a.number AS attempt, a.state, a.pid,
+       a.exit_code, a.signal, a.error_id, a.error, a.started_at, a.finished_at,
+       a.finished_at - a.started_at AS duration_ms, a.usage_source, a.wall_ms,
+       a.user_cpu_us, a.system_cpu_us, a.peak_memory_bytes, a.io_read_bytes, a.io_write_bytes
+FROM attempts a
+JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+JOIN jobs j ON j.id = a.job_id;
+
+CREATE VIEW v_running_activities AS
+SELECT a.job_id, j.chain, j.tenant, act.path, a.number AS attempt, a.pid, a.started_at,
+       act.progress, act.progress_text
+FROM attempts a
+JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+JOIN jobs j ON j.id = a.job_id
+WHERE a.state = 'running';
+
+CREATE VIEW v_activity_stats AS
+SELECT act.path,
+       COUNT(*) AS attempts,
+       SUM(a.state = 'succeeded') AS succeeded,
+       SUM(a.state <> 'succeeded') AS not_succeeded,
+       SUM(a.number > 1) AS retries,
+       ROUND(AVG(a.finished_at - a.started_at)) AS avg_duration_ms,
+       MAX(a.finished_at - a.started_at) AS max_duration_ms,
+       SUM(a.user_cpu_us + a.system_cpu_us) AS cpu_us,
+       MAX(a.peak_memory_bytes) AS peak_memory_bytes
+FROM attempts a
+JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+WHERE a.state <> 'running'
+GROUP BY act.path;
+
+CREATE VIEW v_chain_stats AS
+SELECT chain,
+       COUNT(*) AS jobs,
+       SUM(state = 'succeeded') AS succeeded,
+       SUM(state = 'failed') AS failed,
+       SUM(state = 'cancelled') AS cancelled,
+       SUM(state IN ('queued', 'running')) AS in_flight,
+       ROUND(AVG(finished_at - started_at)) AS avg_duration_ms,
+       MAX(finished_at - started_at) AS max_duration_ms,
+       ROUND(AVG(started_at - created_at)) AS avg_queue_wait_ms
+FROM jobs
+GROUP BY chain;
+"#;
+
+/// Version 12: the events of a `coalesce` digest, one row each (a digest
+/// grows by an insert, not by rewriting its whole payload; digests not yet
+/// delivered move their events there), and the open digest of a rule
+/// found by an index.
+const V12: &str = r#"
+CREATE TABLE digest_events (
+    delivery_id INTEGER NOT NULL,
+    event_id    INTEGER NOT NULL,
+    payload     TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_collecting ON deliveries (rule) WHERE state = 'collecting';
+INSERT OR IGNORE INTO digest_events (delivery_id, event_id, payload)
+    SELECT d.id, json_extract(e.value, '$.id'), e.value
+    FROM deliveries AS d, json_each(d.payload, '$.events') AS e
+    WHERE d.kind = 'digest' AND d.state IN ('collecting', 'pending');
+"#;
+
+/// Version 13: fan-out. An activity with `foreach` keeps its item list
 /// (computed once, at its first start) in `activities.items`; each item
 /// started has a row in `items` keyed by (job, activity, item index) with
 /// its state, its latest attempt and its checkpoint and outputs. Items
 /// never started have no row: the engine starts them in index order from
 /// a cursor, so memory holds counts and running items, not the list.
-const V11: &str = r#"
+const V13: &str = r#"
 ALTER TABLE activities ADD COLUMN items TEXT;
 ALTER TABLE activities ADD COLUMN items_total INTEGER;
 CREATE TABLE items (

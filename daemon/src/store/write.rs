@@ -1,7 +1,7 @@
 //! Write operations: every change the daemon makes to the database, as data,
 //! so the engine can batch a whole round of transitions into one transaction.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::StoreError;
 
@@ -55,6 +55,8 @@ pub struct AttemptEnd {
     pub error_tail: Option<String>,
     /// What the attempt said with `error <text>`.
     pub error_message: Option<String>,
+    /// What the attempt used, when a process ran.
+    pub resources: Option<holdfast_api::ResourceUse>,
 }
 
 /// An audit row: who called what, and how it went.
@@ -481,10 +483,15 @@ impl WriteOp {
                 ])?;
             }
             WriteOp::AttemptEnd(end) => {
+                let usage = end.resources.as_ref();
+                // SQLite integers are signed; no real figure comes near.
+                let figure = |v: u64| v.min(i64::MAX as u64) as i64;
                 tx.prepare_cached(
                     "UPDATE attempts SET state = ?4, exit_code = ?5, signal = ?6, error_id = ?7,
                         error = ?8, finished_at = ?9, log_bytes = ?10, log_dropped = ?11,
-                        error_tail = ?12, error_message = ?13
+                        error_tail = ?12, error_message = ?13, usage_source = ?14,
+                        wall_ms = ?15, user_cpu_us = ?16, system_cpu_us = ?17,
+                        peak_memory_bytes = ?18, io_read_bytes = ?19, io_write_bytes = ?20
                      WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
                 )?
                 .execute(params![
@@ -501,6 +508,13 @@ impl WriteOp {
                     end.log_dropped as i64,
                     end.error_tail,
                     end.error_message,
+                    usage.map(|u| u.source.as_str()),
+                    usage.map(|u| figure(u.wall_ms)),
+                    usage.map(|u| figure(u.user_cpu_us)),
+                    usage.map(|u| figure(u.system_cpu_us)),
+                    usage.and_then(|u| u.peak_memory_bytes).map(figure),
+                    usage.and_then(|u| u.io_read_bytes).map(figure),
+                    usage.and_then(|u| u.io_write_bytes).map(figure),
                 ])?;
             }
             WriteOp::Schedule {
@@ -572,26 +586,42 @@ impl WriteOp {
                         (event_id, rule, kind, job_id, payload, state, next_at, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
                 )?;
-                // A digest collects events until its time comes; then it is
-                // delivered like any other, and the next event opens a new one.
-                let mut join = tx.prepare_cached(
-                    "UPDATE deliveries SET payload = json_set(
-                        json_insert(payload, '$.events[#]', json(?2)),
-                        '$.count', json_extract(payload, '$.count') + 1)
-                     WHERE rule = ?1 AND state = 'collecting'",
+                // A digest collects events (a row each) until its time
+                // comes; then it is delivered like any other, and the next
+                // event opens a new one. One whose time has come takes no
+                // more: its payload may already be on its way.
+                let mut open_digest = tx.prepare_cached(
+                    "SELECT id FROM deliveries
+                     WHERE rule = ?1 AND state = 'collecting' AND next_at > ?2",
                 )?;
                 let mut open = tx.prepare_cached(
                     "INSERT OR IGNORE INTO deliveries
                         (event_id, rule, kind, payload, state, next_at, created_at)
-                     VALUES (?1, ?2, 'digest',
-                        json_object('kind', 'digest', 'rule', ?2, 'count', 1,
-                                    'events', json_array(json(?3))),
-                        'collecting', ?4, ?5)",
+                     VALUES (?1, ?2, 'digest', json_object('kind', 'digest', 'rule', ?2),
+                        'collecting', ?3, ?4)
+                     RETURNING id",
+                )?;
+                let mut join = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO digest_events (delivery_id, event_id, payload)
+                     VALUES (?1, ?2, ?3)",
                 )?;
                 for d in deliveries {
                     if let Some(until) = d.digest_until {
-                        if join.execute(params![d.rule, d.payload])? == 0 {
-                            open.execute(params![d.event_id as i64, d.rule, d.payload, until, at])?;
+                        let digest: Option<i64> = match open_digest
+                            .query_row(params![d.rule, at], |r| r.get(0))
+                            .optional()?
+                        {
+                            Some(id) => Some(id),
+                            None => open
+                                .query_row(params![d.event_id as i64, d.rule, until, at], |r| {
+                                    r.get(0)
+                                })
+                                .optional()?,
+                        };
+                        // None: this event opened a digest before (queued
+                        // again after a restart), which has it already.
+                        if let Some(digest) = digest {
+                            join.execute(params![digest, d.event_id as i64, d.payload])?;
                         }
                         continue;
                     }
@@ -645,6 +675,11 @@ impl WriteOp {
                     "DELETE FROM deliveries WHERE state != 'pending' AND created_at < ?1",
                 )?
                 .execute(params![before])?;
+                tx.prepare_cached(
+                    "DELETE FROM digest_events
+                     WHERE delivery_id NOT IN (SELECT id FROM deliveries)",
+                )?
+                .execute([])?;
             }
             WriteOp::ScheduleError {
                 chain,

@@ -1,8 +1,8 @@
 //! `holdfast-bench`: measures the real daemon and CLI on this machine and
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
-//! (scenarios: spawn, cgroup, submit, throughput, reload, status, startup; default
-//! all).
+//! (scenarios: spawn, cgroup, submit, throughput, reload, status, stats,
+//! startup; default all).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
 //! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
@@ -48,8 +48,8 @@ fn main() -> Result<()> {
     if want("reload") {
         runtime.block_on(reload_latency())?;
     }
-    if want("status") || want("startup") {
-        runtime.block_on(history(want("status"), want("startup")))?;
+    if want("status") || want("stats") || want("startup") {
+        runtime.block_on(history(want("status"), want("stats"), want("startup")))?;
     }
     Ok(())
 }
@@ -396,7 +396,7 @@ async fn submit_throughput() -> Result<()> {
 
 /// (c) `hfctl status JOB` latency with 100,000 jobs in history, and the time
 /// from start to READY=1 with that history plus 1,000 queued jobs.
-async fn history(status: bool, startup: bool) -> Result<()> {
+async fn history(status: bool, stats: bool, startup: bool) -> Result<()> {
     let one = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
     let hold =
         "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
@@ -486,6 +486,26 @@ async fn history(status: bool, startup: bool) -> Result<()> {
             "status: `hfctl info` (baseline round trip): median {:.2} ms",
             median(info)
         );
+    }
+    if stats {
+        // `stats.get` over the whole history (every job is within 7 days),
+        // for every chain and for one, through the RPC client so the
+        // figure is the daemon's query, not hfctl's start.
+        for (what, target) in [("every chain", None), ("chain one", Some("one"))] {
+            let mut samples = Vec::new();
+            for _ in 0..21 {
+                let started = Instant::now();
+                client
+                    .stats_get(target.map(str::to_string), Some("7d".into()), None)
+                    .await?;
+                samples.push(secs(started.elapsed()) * 1000.0);
+            }
+            println!(
+                "stats: `stats.get` ({what}) with {total} jobs: median {:.1} ms (p90 {:.1} ms)",
+                median(samples.clone()),
+                percentile(&mut samples, 0.9)
+            );
+        }
     }
     if startup {
         for _ in 0..1000 {

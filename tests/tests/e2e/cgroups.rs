@@ -25,14 +25,14 @@ const DYING: Duration = Duration::from_secs(2);
 
 /// A cgroup directory for one test, removed (with what is left in it) when
 /// dropped.
-struct TestCgroup {
+pub(crate) struct TestCgroup {
     dir: PathBuf,
     /// The path the kernel shows in `/proc/<pid>/cgroup`.
     relative: String,
 }
 
 impl TestCgroup {
-    fn create(name: &str) -> Option<TestCgroup> {
+    pub(crate) fn create(name: &str) -> Option<TestCgroup> {
         let required = std::env::var("HOLDFAST_CGROUP_TEST").is_ok_and(|v| v == "required");
         let skip = |why: String| {
             assert!(!required, "HOLDFAST_CGROUP_TEST=required, but {why}");
@@ -54,7 +54,7 @@ impl TestCgroup {
         Some(TestCgroup { dir, relative })
     }
 
-    fn settings(&self) -> String {
+    pub(crate) fn settings(&self) -> String {
         format!("cgroup = \"{}\"\nkill_grace = \"1s\"\n", self.dir.display())
     }
 
@@ -70,7 +70,7 @@ impl TestCgroup {
             .unwrap_or_default()
     }
 
-    fn granted(&self, controller: &str) -> bool {
+    pub(crate) fn granted(&self, controller: &str) -> bool {
         fs::read_to_string(self.dir.join("cgroup.subtree_control"))
             .is_ok_and(|t| t.split_whitespace().any(|c| c == controller))
     }

@@ -39,7 +39,7 @@ http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 "#;
 
 /// A child process killed when the test ends.
-struct Killed(std::process::Child);
+pub(crate) struct Killed(pub(crate) std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -48,7 +48,7 @@ impl Drop for Killed {
     }
 }
 
-fn lines_of(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn lines_of(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -56,7 +56,7 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-fn deliveries(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
+pub(crate) fn deliveries(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["notifications"];
     args.extend_from_slice(extra);
     daemon
@@ -355,6 +355,65 @@ coalesce = "3s"
     assert_eq!(seen, jobs, "every failure was in a digest");
 }
 
+/// 1,000 jobs that fail at once, submitted in one JSON-RPC batch, make
+/// one digest of a `coalesce` rule that names every one of them, once.
+/// (They all fail within ~5 s here; the 15 s window leaves room for a
+/// loaded machine.)
+#[test]
+fn a_thousand_failures_make_one_digest() {
+    const JOBS: usize = 1000;
+    let settings = r#"
+[notify.digest]
+on = ["job.failed"]
+exec = ["@DIR@/page.sh"]
+coalesce = "15s"
+"#;
+    let failing = "[process.p.activity.a]\ncommand = [\"false\"]\n";
+    let mut daemon = TestDaemon::prepare(Some(settings), &[("failing.toml", failing)]);
+    let dir = daemon.dir().to_path_buf();
+    crate::chain_notifications::write_hook(&dir, "page.sh", &dir.join("paged"), false);
+    daemon.launch();
+    let batch: Vec<Value> = (0..JOBS)
+        .map(|i| {
+            serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "job.submit",
+                               "params": {"target": "failing"}})
+        })
+        .collect();
+    let answers = holdfast_tests::http::rpc_raw(daemon.socket(), &Value::from(batch).to_string());
+    let jobs: BTreeSet<u64> = answers
+        .as_array()
+        .unwrap_or_else(|| panic!("a batch answer: {answers}"))
+        .iter()
+        .map(|a| {
+            a["result"]["job_id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("submitted: {a}"))
+        })
+        .collect();
+    assert_eq!(jobs.len(), JOBS);
+    let paged = dir.join("paged");
+    let (digests, _) = eventually(Duration::from_secs(90), "the digest", || {
+        let digests = lines_of(&paged);
+        if digests.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(digests)
+        }
+    });
+    assert_eq!(digests.len(), 1, "one digest: {} of them", digests.len());
+    let digest = &digests[0];
+    assert_eq!(digest["kind"], "digest");
+    assert_eq!(digest["count"].as_u64(), Some(JOBS as u64));
+    let named: Vec<u64> = digest["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["job_id"].as_u64().expect("a job id"))
+        .collect();
+    assert_eq!(named.len(), JOBS, "each job once");
+    assert_eq!(named.into_iter().collect::<BTreeSet<u64>>(), jobs);
+}
+
 /// An SMTP server: Python's smtpd on 127.0.0.1, appending one JSON line per
 /// mail (sender, recipients, the message) to a file.
 const SMTP_SERVER: &str = r#"
@@ -373,8 +432,8 @@ asyncore.loop()
 "#;
 
 /// A mail rule sends a readable mail with the facts of the event through
-/// a real SMTP server process; a mail rule without `[smtp]` is a load
-/// error.
+/// a real SMTP server process; a mail rule with neither `[smtp]` nor a
+/// sendmail program is a load error.
 #[test]
 fn mail_rules_send_a_readable_mail_through_the_smtp_server() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -442,7 +501,10 @@ mail = {{ to = ["ops@example.com", "dba@example.com"] }}
     }
 
     let mut bad = TestDaemon::prepare(
-        Some("[notify.ops]\non = [\"job.failed\"]\nmail = { to = [\"ops@example.com\"] }\n"),
+        Some(
+            "sendmail = \"/nonexistent/sendmail\"\n[notify.ops]\non = [\"job.failed\"]\n\
+             mail = { to = [\"ops@example.com\"] }\n",
+        ),
         &[],
     );
     let error = bad

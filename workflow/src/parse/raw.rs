@@ -213,6 +213,8 @@ pub(super) struct RawFile {
     pub processes: Vec<Named<RawProcessEntry>>,
     /// `[handler.<kind>]`, read like processes.
     pub handlers: Vec<Named<RawProcessEntry>>,
+    /// `[notify.<name>]`: notification rules for this chain.
+    pub notify: Vec<Named<super::notify::RawNotify>>,
 }
 
 /// Reads the document's top-level tables, reporting shape errors (unknown
@@ -243,11 +245,16 @@ pub(super) fn read_file(root: DeTable<'_>, diagnostics: &mut Diagnostics<'_>) ->
                 })
                 .unwrap_or_default();
             }
+            "notify" => {
+                file.notify =
+                    read_named(value, "notify", diagnostics, read_table).unwrap_or_default();
+            }
             other => diagnostics.shape_error(
                 &key.span(),
                 format!(
                     "unknown key {other:?} at the top level; expected [chain], [params.<name>], \
-                     [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
+                     [defaults], [schedule.<name>], [process.<name>], [handler.<kind>] or \
+                     [notify.<name>]"
                 ),
             ),
         }

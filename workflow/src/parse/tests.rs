@@ -293,7 +293,7 @@ fn unknown_key_has_line_and_column() {
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
         "3:2: unknown key \"chains\" at the top level; expected [chain], [params.<name>], \
-         [defaults], [schedule.<name>], [process.<name>] or [handler.<kind>]"
+         [defaults], [schedule.<name>], [process.<name>], [handler.<kind>] or [notify.<name>]"
     );
 }
 
@@ -1281,4 +1281,50 @@ command = ["w"]
         assert!(joined.contains(expected), "{expected:?} not in:\n{joined}");
     }
     assert_eq!(all.len(), 5, "{joined}");
+}
+
+#[test]
+fn notify_rules_parse_with_the_chains_default_user() {
+    let chain = parse(&format!(
+        "[defaults]\nuser = \"etl\"\n{PROCESS}\n[notify.pager]\non = [\"job.failed\"]\n\
+         exec = [\"/usr/local/bin/page\"]\ncoalesce = \"5m\"\n"
+    ))
+    .unwrap();
+    let rule = &chain.notify[0];
+    assert_eq!(rule.name, "pager");
+    assert_eq!((rule.line, rule.column), (6, 9));
+    assert_eq!(rule.on, ["job.failed"]);
+    assert_eq!(
+        rule.exec.as_deref(),
+        Some(&["/usr/local/bin/page".to_string()][..])
+    );
+    assert_eq!(rule.coalesce, Some(Duration::from_secs(300)));
+    assert_eq!(rule.user.as_deref(), Some("etl"));
+}
+
+#[test]
+fn notify_rules_refuse_chains_unknown_kinds_and_missing_targets() {
+    let all = errors(&format!(
+        "{PROCESS}[notify.a]\non = [\"job.failed\"]\nchains = [\"x\"]\nexec = [\"/bin/true\"]\n\
+         [notify.b]\non = [\"job.exploded\"]\n[notify.c]\non = [\"job.failed\"]\nretry_delay = \"soon\"\n\
+         webhook = {{ url = \"http://h/\" }}\nmail = {{ to = [\"a@b\"] }}\n"
+    ));
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert!(
+        all[0].starts_with("5:10: notify.a: chains: a chain file's rule sees only"),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("7:9: notify.b: give `webhook`"),
+        "{all:#?}"
+    );
+    assert!(
+        all[2].starts_with("8:7: notify.b: on: unknown event kind \"job.exploded\""),
+        "{all:#?}"
+    );
+    assert!(all[3].starts_with("9:9: notify.c: give one of"), "{all:#?}");
+    assert!(
+        all[4].starts_with("11:15: notify.c: retry_delay"),
+        "{all:#?}"
+    );
 }
