@@ -15,9 +15,9 @@ use std::sync::OnceLock;
 
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, CancelOutcome, ConnectionSummary, DaemonInfo, Delivery, ErrorCode, Job, JobList,
-    JobState, LogChunk, Plan, BackfillResult, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail,
-    WorkflowSummary,
+    AuditEntry, BackfillResult, CancelOutcome, ConnectionSummary, DaemonInfo, Delivery, ErrorCode,
+    Job, JobList, JobState, LogChunk, Plan, ScheduleInfo, Stats, SubmitResult, TenantSummary,
+    WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::{ErrorObjectOwned, Request};
@@ -174,6 +174,15 @@ impl HoldfastServer for Refuser {
         _to: String,
         _dry_run: Option<bool>,
     ) -> RpcResult<BackfillResult> {
+        refuse()
+    }
+
+    async fn stats_get(
+        &self,
+        _target: Option<String>,
+        _since: Option<String>,
+        _tenant: Option<String>,
+    ) -> RpcResult<Stats> {
         refuse()
     }
 
