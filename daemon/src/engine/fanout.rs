@@ -325,6 +325,14 @@ impl Engine {
                 resources: end.resources.clone(),
             }),
         });
+        // Each item's attempt is an attempt for the metrics too.
+        crate::metrics::global().attempt_ended(
+            &chain.name,
+            end.state.as_str(),
+            end.resources
+                .as_ref()
+                .map(|r| std::time::Duration::from_millis(r.wall_ms)),
+        );
         if let Some(error) = &end.log_error {
             tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, %error, "cannot keep the item's log");
         }
