@@ -12,6 +12,7 @@ use jsonrpsee::proc_macros::rpc;
 use serde_json::{Map, Value};
 
 use crate::types::ConnectionSummary;
+use crate::types::ItemPage;
 use crate::types::Stats;
 use crate::types::{
     AuditEntry, BackfillResult, BackupChunk, CancelOutcome, DaemonInfo, Job, JobList, LogChunk,
@@ -67,6 +68,18 @@ pub trait Holdfast {
     /// One job with its activities and attempts.
     #[method(name = "job.get", param_kind = map)]
     async fn job_get(&self, job_id: u64) -> RpcResult<Job>;
+
+    /// A fan-out's items (`activity` is `process.activity` or
+    /// `chain.process.activity`) in index order from `offset` (0), at most
+    /// `limit` (100, at most 1000) with the counts by state.
+    #[method(name = "job.items", param_kind = map)]
+    async fn job_items(
+        &self,
+        job_id: u64,
+        activity: String,
+        offset: Option<u32>,
+        limit: Option<u32>,
+    ) -> RpcResult<ItemPage>;
 
     /// Recent jobs, newest first. `before` pages: pass the previous answer's
     /// `next_before`.

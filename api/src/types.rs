@@ -343,6 +343,59 @@ pub struct ActivityRun {
     /// rolled back, so `job.retry` runs it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub undone: bool,
+    /// A fan-out (`foreach`): how its items stand. Absent for an activity
+    /// without `foreach`, and until its item list is computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemCounts>,
+}
+
+/// One page of a fan-out's items (`job.items`), in index order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemPage {
+    /// `chain.process.activity` of the fan-out.
+    pub activity: String,
+    pub counts: ItemCounts,
+    pub items: Vec<FanOutItem>,
+    /// `offset` of the next page; None after the last.
+    pub next_offset: Option<u32>,
+}
+
+/// One item of a fan-out: the instance `process.activity[index]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanOutItem {
+    pub index: u32,
+    /// The item itself (`{{ item }}`, `HF_ITEM`).
+    pub item: Value,
+    /// `not_started`, `pending` (to start again), `running`, `retry_wait`,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Attempts made; the fields below describe the latest.
+    pub attempts: u32,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error_id: Option<String>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub log_bytes: u64,
+}
+
+/// A fan-out's items by state; `total` is fixed once the list is computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCounts {
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub running: u32,
+    /// Waiting to run again after a failed attempt.
+    pub retry_wait: u32,
+    /// Not started: never, or not again after a stop (`on_failure = "fail"`,
+    /// a cancel).
+    pub not_started: u32,
+    pub cancelled: u32,
 }
 
 /// One execution of an activity.
@@ -611,6 +664,13 @@ pub struct ActivityInfo {
     /// may map a name to its own profile); never their fields.
     #[serde(default)]
     pub connections: Vec<String>,
+    /// `foreach` as written (a template, `{ count = ..., chunk_size = N }`
+    /// or `tenants`): the activity fans out, one instance per item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreach: Option<String>,
+    /// A fan-out's `max_parallel`: its items running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
 }
 
 /// One resource cap of an activity.

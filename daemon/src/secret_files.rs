@@ -27,7 +27,7 @@ pub fn root(socket: &Path) -> PathBuf {
 
 /// One attempt's directory.
 pub fn attempt_dir(socket: &Path, key: AttemptKey) -> PathBuf {
-    root(socket).join(format!("{}-{}-{}", key.job_id, key.idx, key.number))
+    root(socket).join(key.name())
 }
 
 /// Write `files` (`(name, value)`) into `dir`, owned by `identity` when the
@@ -119,6 +119,7 @@ mod tests {
             job_id: 4,
             idx: 1,
             number: 2,
+            item: None,
         };
         let attempt = attempt_dir(&socket, key);
         assert!(attempt.ends_with("secrets/4-1-2"));

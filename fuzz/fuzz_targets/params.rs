@@ -236,6 +236,7 @@ fuzz_target!(|input: Input| {
         },
         outputs: input.outputs,
         secret_dir: None,
+        item: None,
         schedule: None,
     };
     match render(&input.template, &ctx) {

@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
     AuditEntry, BackfillResult, CancelOutcome, ConnectionSummary, DaemonInfo, Delivery, ErrorCode,
-    Job, JobList, JobState, LogChunk, Plan, ScheduleInfo, Stats, SubmitResult, TenantSummary,
-    WorkflowDetail, WorkflowSummary,
+    ItemPage, Job, JobList, JobState, LogChunk, Plan, ScheduleInfo, Stats, SubmitResult,
+    TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::{ErrorObjectOwned, Request};
@@ -72,6 +72,16 @@ impl HoldfastServer for Refuser {
     }
 
     async fn job_get(&self, _job_id: u64) -> RpcResult<Job> {
+        refuse()
+    }
+
+    async fn job_items(
+        &self,
+        _job_id: u64,
+        _activity: String,
+        _offset: Option<u32>,
+        _limit: Option<u32>,
+    ) -> RpcResult<ItemPage> {
         refuse()
     }
 

@@ -62,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
                 },
                 outputs: Map::new(),
                 secret_dir: None,
+                item: None,
                 schedule: None,
             };
             for activity in &chain.activities {

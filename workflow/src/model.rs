@@ -324,6 +324,25 @@ pub struct Activity {
     /// A handler activity's `undoes`: indices of the (non-handler)
     /// activities that count as not done once it succeeds.
     pub undoes: Vec<usize>,
+    /// `foreach`: the activity runs once per item (a fan-out).
+    pub foreach: Option<Foreach>,
+    /// `max_parallel` of a fan-out: its items running at once (None: bounded
+    /// only by the job's and the daemon's caps).
+    pub max_parallel: Option<usize>,
+}
+
+/// Where a fan-out's items come from. The list is computed once, when the
+/// activity first starts, and kept with the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Foreach {
+    /// A template rendering a JSON array (`"{{ outputs.split.plan.chunks }}"`).
+    List(String),
+    /// `{ count = "...", chunk_size = N }`: items `{index, start, end}`
+    /// covering `0..count` in chunks; `count` is a template or a number.
+    Chunks { count: String, chunk_size: u64 },
+    /// `"tenants"`: one item `{tenant, params}` per tenant that may run
+    /// the chain (by name), with the tenant's `[params]`.
+    Tenants,
 }
 
 /// An activity's stand-in for simulated jobs: nothing is run, the attempt
@@ -480,6 +499,8 @@ mod tests {
             simulate: None,
             handler: None,
             undoes: Vec::new(),
+            foreach: None,
+            max_parallel: None,
             user: None,
             group: None,
             nofile: None,

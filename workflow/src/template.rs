@@ -63,6 +63,8 @@ pub struct RenderContext {
     /// Where this attempt's secret files are (`secret_file("name")` renders
     /// `<dir>/<name>`); None where there are none (a plan).
     pub secret_dir: Option<String>,
+    /// The item of a fan-out's instance (`{{ item }}`); None elsewhere.
+    pub item: Option<Value>,
     /// The instant the job runs as of (`schedule.at`); None only for jobs
     /// stored before jobs had one.
     pub schedule: Option<BusinessDate>,
@@ -487,6 +489,7 @@ fn context_value(ctx: &RenderContext) -> minijinja::Value {
         job => minijinja::Value::from_serialize(&ctx.job),
         outputs => minijinja::Value::from_serialize(&ctx.outputs),
         __hf_secret_dir => ctx.secret_dir.clone(),
+        item => ctx.item.as_ref().map(minijinja::Value::from_serialize),
     };
     match &ctx.schedule {
         Some(date) => minijinja::value::merge_maps([schedule_value(date), base]),
@@ -559,6 +562,25 @@ pub fn render_schedule_value(template: &str, date: &BusinessDate) -> Result<Stri
             message: describe_error(&e),
         }),
     }
+}
+
+/// Renders a template to a JSON value: one that is a single expression
+/// (`{{ outputs.split.plan.chunks }}`) gives that value as it is; any
+/// other must render to JSON text (`foreach`).
+pub fn render_json(template: &str, ctx: &RenderContext) -> Result<Value, TemplateError> {
+    let trimmed = template.trim();
+    let single = trimmed
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .filter(|inner| !inner.contains("{{") && !inner.contains("}}"));
+    let text = match single {
+        Some(inner) => render(&format!("{{{{ ({}) | tojson }}}}", inner.trim()), ctx)?,
+        None => render(template, ctx)?,
+    };
+    serde_json::from_str(&text).map_err(|e| TemplateError::Render {
+        template: excerpt(template),
+        message: format!("it does not give JSON ({e}); render a list, e.g. with | tojson"),
+    })
 }
 
 fn render_with(
@@ -715,6 +737,7 @@ mod tests {
             },
             outputs,
             secret_dir: None,
+            item: None,
             schedule: None,
         }
     }
@@ -741,6 +764,8 @@ mod tests {
             simulate: None,
             handler: None,
             undoes: Vec::new(),
+            foreach: None,
+            max_parallel: None,
             user: None,
             group: None,
             nofile: None,
@@ -924,6 +949,7 @@ mod tests {
             },
             outputs: Map::new(),
             secret_dir: None,
+            item: None,
             schedule: None,
         };
         let started = std::time::Instant::now();

@@ -154,6 +154,16 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
                         .unwrap_or_default()
                 ));
             }
+            if let Some(foreach) = &activity.foreach {
+                out.push_str(&format!(
+                    "    {} fans out: one run per item of foreach = {foreach}{}\n",
+                    activity.name,
+                    activity
+                        .max_parallel
+                        .map(|n| format!(", at most {n} at once"))
+                        .unwrap_or_default()
+                ));
+            }
             if !activity.connections.is_empty() {
                 out.push_str(&format!(
                     "    {} uses connections {}\n",
@@ -269,6 +279,8 @@ mod tests {
             group: None,
             limits: Vec::new(),
             connections: Vec::new(),
+            foreach: None,
+            max_parallel: None,
         }
     }
 

@@ -8,7 +8,7 @@ use holdfast_api::{ActivityState, Job, JobState, Waiting};
 use serde::Serialize;
 
 use super::Context;
-use super::status::progress;
+use super::status::{item_summary, progress};
 use crate::error::{Error, Outcome};
 use crate::output::{self, Align, Cell, Palette, Style, Table};
 
@@ -102,7 +102,11 @@ fn render(jobs: &[Job], palette: &Palette) -> String {
                 ),
                 last.map_or_else(String::new, |at| at.number.to_string())
                     .into(),
-                progress(activity).into(),
+                match &activity.items {
+                    Some(items) => item_summary(items),
+                    None => progress(activity),
+                }
+                .into(),
                 last.map_or_else(String::new, |at| {
                     output::elapsed_text(Some(&at.started_at), at.finished_at.as_deref())
                 })

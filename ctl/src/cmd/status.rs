@@ -3,7 +3,7 @@
 //! as it came: that object is the scripting contract.
 
 use holdfast_api::rpc::HoldfastClient;
-use holdfast_api::{ActivityRun, Attempt, AttemptState, Job};
+use holdfast_api::{ActivityRun, Attempt, AttemptState, FanOutItem, ItemCounts, Job};
 
 use super::Context;
 use super::list::job_table;
@@ -14,6 +14,9 @@ use crate::output::{self, Align, Cell, Palette, Style, Table};
 pub struct Args {
     /// The job to show; without it, the 20 most recent jobs.
     pub job: Option<u64>,
+    /// Also list every item of each fan-out (`foreach`), one line each.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
@@ -24,7 +27,27 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             if ctx.json {
                 output::print_json(&job)?;
             } else {
-                output::print(&render_job(&job, &ctx.palette))?;
+                let mut text = render_job(&job, &ctx.palette);
+                if args.all {
+                    for fan_out in job.activities.iter().filter(|a| a.items.is_some()) {
+                        let path = format!("{}.{}", fan_out.process, fan_out.activity);
+                        text.push_str(&format!("\nitems of {path}:\n"));
+                        let mut offset = Some(0);
+                        while let Some(from) = offset {
+                            let page = daemon
+                                .call(daemon.client.job_items(
+                                    job_id,
+                                    path.clone(),
+                                    Some(from),
+                                    Some(1000),
+                                ))
+                                .await?;
+                            text.push_str(&item_table(&path, &page.items, &ctx.palette));
+                            offset = page.next_offset;
+                        }
+                    }
+                }
+                output::print(&text)?;
             }
         }
         None => {
@@ -249,7 +272,11 @@ fn activity_tree(
                     },
                     output::activity_state_style(activity.state),
                 ),
-                activity.attempts.len().to_string().into(),
+                match &activity.items {
+                    Some(items) => format!("{} items", items.total),
+                    None => activity.attempts.len().to_string(),
+                }
+                .into(),
                 last.map_or_else(String::new, attempt_end).into(),
                 last.map_or_else(String::new, |at| {
                     output::elapsed_text(Some(&at.started_at), at.finished_at.as_deref())
@@ -259,11 +286,73 @@ fn activity_tree(
                 last.and_then(|at| at.error_id.clone())
                     .unwrap_or_default()
                     .into(),
-                progress(activity).into(),
+                match &activity.items {
+                    Some(items) => item_summary(items),
+                    None => progress(activity),
+                }
+                .into(),
             ]);
         }
     }
     table.render(palette)
+}
+
+/// A fan-out's items, one line each: `load.chunk[17]  failed  2  exit 1  E...`.
+fn item_table(path: &str, items: &[FanOutItem], palette: &Palette) -> String {
+    let mut table = Table::new(&["ITEM", "STATE", "ATTEMPTS", "LAST", "ERROR ID", "ERROR"])
+        .align(2, Align::Right);
+    for item in items {
+        let last = match (item.exit_code, item.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(signal)) => signal_name(signal),
+            (None, None) if item.state == "running" => "-".to_string(),
+            (None, None) => String::new(),
+        };
+        let style = match item.state.as_str() {
+            "succeeded" => Some(Style::Green),
+            "failed" => Some(Style::Red),
+            "running" | "retry_wait" => Some(Style::Yellow),
+            _ => None,
+        };
+        table.row(vec![
+            format!("{path}[{}]", item.index).into(),
+            Cell::styled(item.state.clone(), style),
+            item.attempts.to_string().into(),
+            last.into(),
+            item.error_id.clone().unwrap_or_default().into(),
+            item.error.clone().unwrap_or_default().into(),
+        ]);
+    }
+    table.render(palette)
+}
+
+/// A fan-out on one line: a bar and its counts,
+/// `[####      ] 412/1000 succeeded, 2 failed, 4 running`.
+pub fn item_summary(items: &ItemCounts) -> String {
+    const WIDTH: u32 = 10;
+    let filled = (items.succeeded + items.failed + items.cancelled)
+        .saturating_mul(WIDTH)
+        .checked_div(items.total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    let mut line = format!(
+        "[{}{}] {}/{} succeeded",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize),
+        items.succeeded,
+        items.total
+    );
+    for (n, what) in [
+        (items.failed, "failed"),
+        (items.running, "running"),
+        (items.retry_wait, "waiting to retry"),
+        (items.cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    }
+    line
 }
 
 /// How an attempt ended, in a few characters: `exit 1`, `SIGKILL`,
@@ -312,6 +401,13 @@ fn error_lines(activities: &[ActivityRun]) -> Vec<String> {
     let mut lines = Vec::new();
     for activity in activities {
         let name = format!("{}.{}", activity.process, activity.activity);
+        if let Some(items) = activity.items.as_ref().filter(|i| i.failed > 0) {
+            lines.push(format!(
+                "{name}: {} of {} items failed; `--all` lists them, `hfctl logs JOB {name}[N]` \
+                 shows one",
+                items.failed, items.total
+            ));
+        }
         for attempt in &activity.attempts {
             if attempt.error_id.is_none() && attempt.error.is_none() {
                 continue;

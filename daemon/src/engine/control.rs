@@ -16,7 +16,34 @@ impl Engine {
         let Some(act) = job.acts.get_mut(key.idx) else {
             return;
         };
-        if act.attempts != key.number {
+        if let Some(item) = key.item {
+            // A fan-out item keeps its own checkpoint and outputs; its
+            // progress is counted in items by the activity.
+            let Some(run) = act.fanout.as_mut().and_then(|f| f.live.get_mut(&item)) else {
+                return;
+            };
+            if run.attempts != key.number {
+                return;
+            }
+            match message {
+                ControlMessage::Progress { .. } => return,
+                ControlMessage::Checkpoint(value) => {
+                    run.checkpoint = Some(value);
+                    self.item_dirty.insert((key.job_id, key.idx, item));
+                    return;
+                }
+                ControlMessage::Output(map) => {
+                    run.outputs.extend(map);
+                    self.item_dirty.insert((key.job_id, key.idx, item));
+                    return;
+                }
+                ControlMessage::Error(text) => {
+                    run.error_message = Some(text);
+                    return;
+                }
+                ControlMessage::Alert(_) => {}
+            }
+        } else if act.attempts != key.number {
             return;
         }
         match message {
@@ -41,7 +68,10 @@ impl Engine {
             }
             ControlMessage::Alert(text) => {
                 job.alerts += 1;
-                let path = &job.chain.activities[key.idx].path;
+                let path = &crate::executor::logs::item_path(
+                    &job.chain.activities[key.idx].path,
+                    key.item,
+                );
                 // The text was cut to its start and alerts are rate-limited
                 // at fd 3 (`control::Gate`), so neither the log nor the
                 // journal nor `last_alert` grows with what an activity sends.
@@ -70,6 +100,9 @@ impl Engine {
             .collect();
         for (job_id, idx) in dirty {
             self.write_control(job_id, idx);
+        }
+        for (job_id, idx, item) in std::mem::take(&mut self.item_dirty) {
+            self.write_item_control(job_id, idx, item);
         }
     }
 

@@ -48,6 +48,8 @@ pub struct ActRun {
     pub error_message: Option<String>,
     /// What the last failed attempt said, for handlers' `job.errors`.
     pub last_error: Option<ActError>,
+    /// A `foreach` activity's items, once its list is computed.
+    pub fanout: Option<Box<super::items::FanOut>>,
     /// When its retry delay ends (milliseconds since the epoch), while it
     /// waits in `retry_wait` (kept in memory only, for `Job::waiting`).
     pub retry_due_at: Option<i64>,
@@ -556,10 +558,12 @@ impl JobRun {
                 .entry(activity.process.clone())
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(map) = entry {
-                map.insert(
-                    activity.name.clone(),
-                    Value::Object(self.acts[source].outputs.clone()),
-                );
+                // A fan-out's outputs are its items', as a list in item order.
+                let value = match &self.acts[source].fanout {
+                    Some(fan) => fan.outputs_list(),
+                    None => Value::Object(self.acts[source].outputs.clone()),
+                };
+                map.insert(activity.name.clone(), value);
             }
         }
         outputs

@@ -16,7 +16,9 @@
 pub mod backfill;
 mod control;
 mod events;
+mod fanout;
 mod handlers;
+mod items;
 pub mod job;
 mod policy;
 mod recovery;
@@ -130,6 +132,13 @@ pub enum Command {
     RetryDue {
         job_id: u64,
         idx: usize,
+        after: u32,
+    },
+    /// A fan-out item's retry delay expired.
+    ItemRetryDue {
+        job_id: u64,
+        idx: usize,
+        item: u32,
         after: u32,
     },
     /// A job's own timeout expired.
@@ -441,6 +450,8 @@ pub struct Engine {
     /// the last value is written, as for progress.
     checkpoint_dirty: HashSet<(u64, usize)>,
     outputs_dirty: HashSet<(u64, usize)>,
+    /// Fan-out items whose checkpoint or outputs changed in this batch.
+    item_dirty: HashSet<(u64, usize, u32)>,
 }
 
 impl Engine {
@@ -522,6 +533,7 @@ impl Engine {
             progress_dirty: HashSet::new(),
             checkpoint_dirty: HashSet::new(),
             outputs_dirty: HashSet::new(),
+            item_dirty: HashSet::new(),
         };
         engine.record_definitions();
         engine.recover()?;
@@ -618,6 +630,12 @@ impl Engine {
                 });
             }
             Command::RetryDue { job_id, idx, after } => self.retry_due(job_id, idx, after),
+            Command::ItemRetryDue {
+                job_id,
+                idx,
+                item,
+                after,
+            } => self.item_retry_due(job_id, idx, item, after),
             Command::JobTimeout { job_id } => self.job_timeout(job_id),
             Command::HandlersDue { job_id } => self.handlers_due(job_id),
             Command::Flush => {}
@@ -679,15 +697,22 @@ impl Engine {
                 key,
                 pid,
                 start_time,
-            } => {
-                self.ops.push(WriteOp::AttemptPid {
+            } => match key.item {
+                None => self.ops.push(WriteOp::AttemptPid {
                     job_id: key.job_id,
                     idx: key.idx,
                     number: key.number,
                     pid,
                     pid_start: start_time,
-                });
-            }
+                }),
+                Some(item) => self.ops.push(WriteOp::ItemPid {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    item,
+                    pid,
+                    pid_start: start_time,
+                }),
+            },
             ExecEvent::Control { key, message, held } => {
                 self.on_control(key, message);
                 // The attempt's reader may send more.
@@ -804,6 +829,11 @@ impl Engine {
             for act in &mut job.acts {
                 if let Some(kill) = act.kill.take() {
                     self.effects.push(Effect::Kill(kill, KillReason::Shutdown));
+                }
+                for run in act.fanout.iter_mut().flat_map(|f| f.live.values_mut()) {
+                    if let Some(kill) = run.kill.take() {
+                        self.effects.push(Effect::Kill(kill, KillReason::Shutdown));
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ use crate::store::{self, WriteOp};
 
 /// How long an activity that could not start for lack of file descriptors
 /// waits before it is tried again.
-const TRANSIENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const TRANSIENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
     /// Put a committed job into the queue of its chain (or, with
@@ -91,6 +91,10 @@ impl Engine {
     }
 
     pub(super) fn on_attempt_end(&mut self, key: AttemptKey, end: AttemptEnd) {
+        if key.item.is_some() {
+            self.on_item_end(key, end);
+            return;
+        }
         let error_id = (end.state != AttemptState::Succeeded).then(|| self.error_id());
         let now = store::now_ms();
         let Some(job) = self.jobs.get_mut(&key.job_id) else {
@@ -458,6 +462,7 @@ impl Engine {
         for idx in to_set {
             self.set_activity_state(id, idx, not_started);
         }
+        self.stop_fanouts(id, reason);
         self.durable = true;
         self.effects.push(Effect::Changed(id));
         self.refresh(id);

@@ -14,25 +14,52 @@ use crate::store::{self, WriteOp};
 
 impl Engine {
     pub(super) fn start_activity(&mut self, id: u64, idx: usize) {
-        let now = store::now_ms();
-        let settings = self.settings.clone();
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        let chain = job.chain.clone();
-        let activity = &chain.activities[idx];
-        let outputs = job.outputs_for(idx);
+        if job.chain.activities[idx].foreach.is_some() {
+            self.start_next_item(id, idx);
+            return;
+        }
+        self.job_started(id);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         let act = &mut job.acts[idx];
         act.attempts += 1;
         act.no_retry = false;
         act.error_message = None;
         act.state = Some(ActivityState::Running);
         let number = act.attempts;
-        let key = AttemptKey {
+        self.ops.push(WriteOp::InsertAttempt {
             job_id: id,
             idx,
             number,
+            started_at: store::now_ms(),
+        });
+        self.ops.push(WriteOp::ActivityState {
+            job_id: id,
+            idx,
+            state: ActivityState::Running.as_str(),
+        });
+        self.ops
+            .push(self.outbox.activity_started(job, idx, number));
+        self.launch(AttemptKey {
+            job_id: id,
+            idx,
+            number,
+            item: None,
+        });
+    }
+
+    /// The job's first start: it becomes `running` (committed with the
+    /// attempt that starts it, before that attempt's own writes).
+    pub(super) fn job_started(&mut self, id: u64) {
+        let now = store::now_ms();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
         };
+        let chain = job.chain.clone();
         if job.state == JobState::Queued {
             job.state = JobState::Running;
             job.started_at = Some(now);
@@ -51,19 +78,27 @@ impl Engine {
                 self.effects.push(Effect::JobTimer(id, timeout));
             }
         }
-        self.ops.push(WriteOp::InsertAttempt {
+    }
+
+    /// Start attempt `key` (committed by the caller's writes): the job
+    /// marked started, templates rendered, user, environment and spawn.
+    /// A fan-out item's attempt reads its item's checkpoint and outputs.
+    pub(super) fn launch(&mut self, key: AttemptKey) {
+        let AttemptKey {
             job_id: id,
             idx,
             number,
-            started_at: now,
-        });
-        self.ops.push(WriteOp::ActivityState {
-            job_id: id,
-            idx,
-            state: ActivityState::Running.as_str(),
-        });
-        self.ops
-            .push(self.outbox.activity_started(job, idx, number));
+            item,
+        } = key;
+        let settings = self.settings.clone();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let chain = job.chain.clone();
+        let activity = &chain.activities[idx];
+        let outputs = job.outputs_for(idx);
+        let item_value =
+            item.and_then(|i| (job.acts[idx].fanout.as_ref()).map(|fan| fan.list.item(i)));
         job.running += 1;
         self.running += 1;
 
@@ -84,6 +119,7 @@ impl Engine {
                     .display()
                     .to_string()
             }),
+            item: item_value.clone(),
             schedule: job.scheduled,
         };
         let rendered = match render_activity(activity, &context) {
@@ -94,7 +130,14 @@ impl Engine {
                 tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, error = %e, "cannot render the activity's command");
                 let end = AttemptEnd::spawn_error(e.to_string());
                 if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
-                    act.no_retry = true;
+                    match (item, act.fanout.as_mut()) {
+                        (Some(i), Some(fan)) => {
+                            if let Some(run) = fan.live.get_mut(&i) {
+                                run.no_retry = true;
+                            }
+                        }
+                        _ => act.no_retry = true,
+                    }
                 }
                 self.on_attempt_end(key, end);
                 return;
@@ -144,6 +187,12 @@ impl Engine {
             }
         };
         let act = &job.acts[idx];
+        let item_run = item.and_then(|i| act.fanout.as_ref().and_then(|f| f.live.get(&i)));
+        let (checkpoint, attempt_outputs) = match item_run {
+            Some(run) => (run.checkpoint.as_ref(), &run.outputs),
+            None => (act.checkpoint.as_ref(), &act.outputs),
+        };
+        let path = logs::item_path(&activity.path, item);
         let mut env = vec![
             ("HF_JOB_ID".to_string(), id.to_string()),
             ("HF_RUN_ID".to_string(), job.run_id.to_string()),
@@ -177,7 +226,11 @@ impl Engine {
         if activity.handler.is_some() {
             env.extend(job.outcome_env());
         }
-        if let Some(checkpoint) = &act.checkpoint {
+        if let (Some(index), Some(value)) = (item, &item_value) {
+            env.push(("HF_ITEM".to_string(), value.to_string()));
+            env.push(("HF_ITEM_INDEX".to_string(), index.to_string()));
+        }
+        if let Some(checkpoint) = checkpoint {
             let checkpoint = checkpoint.to_string();
             // Checkpoints that cannot be delivered are refused at fd 3; one
             // stored by an older daemon is left out rather than failing
@@ -192,13 +245,13 @@ impl Engine {
         env.extend(connections.env);
         let spec = AttemptSpec {
             key,
-            path: activity.path.clone(),
+            path: path.clone(),
             argv: rendered.argv,
             env,
             working_dir: rendered.working_dir,
             timeout: activity.timeout,
             kill_grace: settings.kill_grace,
-            log_path: logs::log_path(&settings.logs_dir(), id, &activity.path, number),
+            log_path: logs::log_path(&settings.logs_dir(), id, &path, number),
             log_max_bytes: settings.log_max_bytes,
             simulated: job
                 .simulated
@@ -219,13 +272,24 @@ impl Engine {
                 .map(|(_, value)| value_as_env(value))
                 .chain(connections.secrets)
                 .collect(),
-            outputs: act.outputs.clone(),
+            outputs: attempt_outputs.clone(),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.acts[idx].kill = Some(kill_tx);
+        if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
+            match (item, act.fanout.as_mut()) {
+                (Some(i), Some(fan)) => {
+                    if let Some(run) = fan.live.get_mut(&i) {
+                        run.kill = Some(kill_tx);
+                    }
+                }
+                _ => act.kill = Some(kill_tx),
+            }
         }
-        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "activity started");
+        if item.is_none() {
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "activity started");
+        } else {
+            tracing::debug!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_ACTIVITY = %path, HF_ATTEMPT = number, "item started");
+        }
         self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
         self.effects.push(Effect::Changed(id));
     }

@@ -302,6 +302,36 @@ impl Engine {
             if from_here && a.state == ActivityState::Succeeded {
                 continue;
             }
+            // A fan-out keeps its item list and its succeeded items (with
+            // their outputs); its failed, skipped and never-started items
+            // run again.
+            if !from_start && !from_here && a.items.is_some() {
+                let mut carried_items = a.clone();
+                for row in &mut carried_items.item_rows {
+                    if row.state != "succeeded" {
+                        row.state = "pending".into();
+                        row.attempts = 0;
+                        row.interruptions = 0;
+                        row.outputs.clear();
+                    }
+                }
+                let Some(fan) = super::items::FanOut::from_stored(
+                    &carried_items,
+                    holdfast_workflow::OnFailure::Continue,
+                ) else {
+                    continue;
+                };
+                let all_done = fan.again.is_empty() && fan.next >= fan.total;
+                act.fanout = Some(Box::new(fan));
+                carried.push(WriteOp::CarryItems {
+                    from: original.id,
+                    job_id: id,
+                    idx: a.idx,
+                });
+                if !(all_done && a.state == ActivityState::Succeeded) {
+                    continue;
+                }
+            }
             if !from_start && a.state == ActivityState::Succeeded {
                 act.state = Some(ActivityState::Succeeded);
                 act.outputs = a.outputs.clone();

@@ -21,10 +21,34 @@ pub struct AttemptKey {
     pub job_id: u64,
     pub idx: usize,
     pub number: u32,
+    /// The item of a fan-out (`load.chunk[17]`); None for an activity
+    /// without `foreach`.
+    pub item: Option<u32>,
+}
+
+impl AttemptKey {
+    /// A name unique to this attempt, for its cgroup and secret files.
+    pub fn name(&self) -> String {
+        match self.item {
+            None => format!("{}-{}-{}", self.job_id, self.idx, self.number),
+            Some(item) => format!("{}-{}i{item}-{}", self.job_id, self.idx, self.number),
+        }
+    }
+}
+
+/// The path of a fan-out item: `chain.process.activity[17]`. It keys the
+/// item's log files and is what `hfctl logs JOB process.activity[17]`
+/// names.
+pub fn item_path(activity_path: &str, item: Option<u32>) -> String {
+    match item {
+        None => activity_path.to_string(),
+        Some(item) => format!("{activity_path}[{item}]"),
+    }
 }
 
 /// The path of an attempt's log. Activity paths are validated names
-/// (`[a-z0-9_-]` and dots), so they are safe as file names.
+/// (`[a-z0-9_-]` and dots), and an item adds `[N]`, so they are safe as
+/// file names.
 pub fn log_path(logs_dir: &Path, job_id: u64, activity_path: &str, attempt: u32) -> PathBuf {
     logs_dir
         .join(job_id.to_string())
@@ -392,6 +416,7 @@ mod tests {
             job_id: 42,
             idx: 0,
             number: 2,
+            item: None,
         };
         let mut forward = JournalForward::new(key, "etl.load.facts");
         assert_eq!(

@@ -282,7 +282,7 @@ async fn run(
     }
     let cgroup = match &spec.cgroups {
         Some(cgroups) => {
-            let name = format!("{}-{}-{}", key.job_id, key.idx, key.number);
+            let name = key.name();
             match cgroups.create(&name, &spec.caps.cgroup) {
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {

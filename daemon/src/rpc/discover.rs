@@ -108,6 +108,25 @@ const METHODS: &[MethodSpec] = &[
         r##"{"$ref":"#/components/schemas/Job"}"##,
     ),
     (
+        "job.items",
+        "A fan-out's items in index order, paged, with counts by state.",
+        &[
+            ("job_id", true, r#"{"type":"integer","minimum":1}"#),
+            (
+                "activity",
+                true,
+                r#"{"type":"string","description":"process.activity or chain.process.activity"}"#,
+            ),
+            ("offset", false, r#"{"type":"integer","minimum":0}"#),
+            (
+                "limit",
+                false,
+                r#"{"type":"integer","minimum":1,"maximum":1000}"#,
+            ),
+        ],
+        r#"{"type":"object","properties":{"activity":{"type":"string"},"counts":{"type":"object"},"items":{"type":"array"},"next_offset":{"type":["integer","null"]}}}"#,
+    ),
+    (
         "job.list",
         "Recent jobs, newest first, filtered and paged.",
         &[

@@ -154,6 +154,7 @@ pub(super) async fn follow(
         job_id,
         idx: at.idx,
         number: at.number,
+        item: at.item,
     };
     let path = file_of(server, job_id, &at);
     let mut offset = offset.unwrap_or(0);

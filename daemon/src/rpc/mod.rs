@@ -14,6 +14,7 @@ mod discover;
 mod events;
 mod get;
 mod info;
+mod items;
 mod limits;
 mod list;
 mod logs;
@@ -34,8 +35,8 @@ use std::sync::Arc;
 use holdfast_api::ConnectionSummary;
 use holdfast_api::rpc::HoldfastServer;
 use holdfast_api::{
-    AuditEntry, BackfillResult, CancelOutcome, DaemonInfo, ErrorCode, Job, JobList, LogChunk, Plan,
-    ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
+    AuditEntry, BackfillResult, CancelOutcome, DaemonInfo, ErrorCode, ItemPage, Job, JobList,
+    LogChunk, Plan, ScheduleInfo, SubmitResult, TenantSummary, WorkflowDetail, WorkflowSummary,
 };
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
@@ -267,6 +268,16 @@ impl HoldfastServer for RpcServer {
 
     async fn job_get(&self, job_id: u64) -> RpcResult<Job> {
         get::handle(self, job_id).await
+    }
+
+    async fn job_items(
+        &self,
+        job_id: u64,
+        activity: String,
+        offset: Option<u32>,
+        limit: Option<u32>,
+    ) -> RpcResult<ItemPage> {
+        items::handle(self, job_id, activity, offset, limit).await
     }
 
     async fn job_list(

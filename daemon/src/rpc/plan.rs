@@ -99,6 +99,7 @@ fn build(target: &str, tenant: Option<String>, prepared: Prepared, date: Busines
         },
         outputs: Map::new(),
         secret_dir: None,
+        item: None,
         schedule: Some(date),
     };
     let waves = waves(&chain, &included);

@@ -3,7 +3,7 @@
 use holdfast_api::{
     ActivityInfo, ErrorCode, ParamInfo, ProcessInfo, WorkflowDetail, WorkflowSummary,
 };
-use holdfast_workflow::Program;
+use holdfast_workflow::{Foreach, Program};
 use jsonrpsee::core::RpcResult;
 
 use super::RpcServer;
@@ -115,6 +115,14 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             })
                             .collect(),
                             connections: a.connections.clone(),
+                            foreach: a.foreach.as_ref().map(|f| match f {
+                                Foreach::List(template) => template.clone(),
+                                Foreach::Chunks { count, chunk_size } => {
+                                    format!("{{ count = {count:?}, chunk_size = {chunk_size} }}")
+                                }
+                                Foreach::Tenants => "tenants".to_string(),
+                            }),
+                            max_parallel: a.max_parallel,
                         }
                     })
                     .collect(),

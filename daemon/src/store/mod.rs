@@ -14,6 +14,7 @@
 
 #[cfg(test)]
 mod digest_tests;
+mod items;
 pub mod lock;
 pub mod private;
 mod read;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+pub use items::*;
 pub use read::*;
 pub use stats::{StatsFilter, stats};
 pub use write::*;

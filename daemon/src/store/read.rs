@@ -2,8 +2,8 @@
 //! `jobs_by_chain`), so its cost does not grow with the job history.
 
 use holdfast_api::{
-    ActivityRun, ActivityState, Attempt, AttemptState, Job, JobList, JobState, JobSummary,
-    ResourceUse,
+    ActivityRun, ActivityState, Attempt, AttemptState, ItemCounts, Job, JobList, JobState,
+    JobSummary, ResourceUse,
 };
 use holdfast_workflow::{BusinessDate, DateZone};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -44,7 +44,7 @@ fn parse_job_state(s: &str) -> JobState {
     JobState::parse(s).unwrap_or(JobState::Failed)
 }
 
-fn json_object(text: Option<String>) -> Map<String, Value> {
+pub(super) fn json_object(text: Option<String>) -> Map<String, Value> {
     match text.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
         Some(Value::Object(map)) => map,
         _ => Map::new(),
@@ -168,12 +168,13 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     let mut index_of = std::collections::HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT idx, path, state, progress, progress_text, outputs, undone
+            "SELECT idx, path, state, progress, progress_text, outputs, undone, items_total
              FROM activities WHERE job_id = ?1 ORDER BY idx",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
         while let Some(row) = rows.next()? {
             let idx: i64 = row.get(0)?;
+            let items_total: Option<u32> = row.get(7)?;
             let path: String = row.get(1)?;
             let state: String = row.get(2)?;
             let mut parts = path.splitn(3, '.');
@@ -196,8 +197,17 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 handler: holdfast_workflow::HandlerKind::parse(&process)
                     .map(|k| k.as_str().to_string()),
                 undone: row.get::<_, i64>(6)? != 0,
+                items: items_total.map(|total| ItemCounts {
+                    total,
+                    ..ItemCounts::default()
+                }),
                 process,
             });
+        }
+    }
+    for (&idx, &i) in &index_of {
+        if let Some(counts) = activities[i].items.as_mut() {
+            super::items::item_counts(conn, id, idx, counts)?;
         }
     }
     {
@@ -311,7 +321,8 @@ pub fn stored_counts(conn: &Connection) -> Result<(usize, usize, usize), StoreEr
     Ok((
         count("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")?,
         count("SELECT COUNT(*) FROM jobs WHERE state = 'running'")?,
-        count("SELECT COUNT(*) FROM attempts WHERE state = 'running'")?,
+        count("SELECT COUNT(*) FROM attempts WHERE state = 'running'")?
+            + count("SELECT COUNT(*) FROM items WHERE state = 'running'")?,
     ))
 }
 
@@ -567,6 +578,15 @@ pub struct StoredActivity {
     pub attempts: Vec<StoredAttempt>,
     /// A handler that `undoes` it succeeded.
     pub undone: bool,
+    /// A fan-out's item list as stored once computed (`activities.items`).
+    pub items: Option<Value>,
+    /// A fan-out's items started so far (or carried by a retry) that
+    /// matter to a resume: not succeeded, or succeeded with outputs.
+    pub item_rows: Vec<super::items::StoredItem>,
+    /// Succeeded items without outputs: counted, not loaded.
+    pub items_succeeded_plain: u32,
+    /// One past the highest item with a row: where the cursor resumes.
+    pub items_next: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -639,7 +659,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         return Ok(None);
     };
     let mut act_stmt = conn.prepare_cached(
-        "SELECT idx, state, checkpoint, outputs, interruptions, progress, undone
+        "SELECT idx, state, checkpoint, outputs, interruptions, progress, undone, items
          FROM activities WHERE job_id = ?1 ORDER BY idx",
     )?;
     let mut rows = act_stmt.query(params![job.id as i64])?;
@@ -655,8 +675,15 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             progress: row.get(5)?,
             attempts: Vec::new(),
             undone: row.get::<_, i64>(6)? != 0,
+            items: row
+                .get::<_, Option<String>>(7)?
+                .and_then(|t| serde_json::from_str(&t).ok()),
+            item_rows: Vec::new(),
+            items_succeeded_plain: 0,
+            items_next: 0,
         });
     }
+    super::items::load_item_rows(conn, &mut job)?;
     let mut att_stmt = conn.prepare_cached(
         "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message
          FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
@@ -724,6 +751,8 @@ pub struct AttemptRef {
     pub log_dropped: u64,
     /// Why the attempt's log file could not be created, if it could not.
     pub log_error: Option<String>,
+    /// The fan-out item (`path` is then `chain.process.activity[N]`).
+    pub item: Option<u32>,
 }
 
 /// Resolve `activity` (`process.activity`, `chain.process.activity`, or None
@@ -746,6 +775,11 @@ pub fn find_attempt(
     let all: Vec<(i64, String)> = stmt
         .query_map(params![job_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    // A fan-out item: `process.activity[17]`.
+    let (activity, item) = match activity.map(super::items::split_item) {
+        Some((name, item)) => (Some(name), item),
+        None => (None, None),
+    };
     let chosen = match activity {
         None if all.len() == 1 => all.first().cloned(),
         None => {
@@ -769,6 +803,20 @@ pub fn find_attempt(
             activity.unwrap_or_default()
         )));
     };
+    if let Some(item) = item {
+        return super::items::find_item_attempt(conn, job_id, idx, &path, item, attempt);
+    }
+    let fan_out: Option<Option<u32>> = conn
+        .prepare_cached("SELECT items_total FROM activities WHERE job_id = ?1 AND idx = ?2")?
+        .query_row(params![job_id as i64, idx], |r| r.get(0))
+        .optional()?;
+    if let Some(Some(total)) = fan_out {
+        return Ok(Err(format!(
+            "{path} is a fan-out of {total} items, each with its own log; name one as \
+             {}[N] (N from 0; `hfctl status {job_id} --all` lists them)",
+            activity.unwrap_or_default()
+        )));
+    }
     let row: Option<(u32, Option<i64>, i64, Option<String>)> = match attempt {
         Some(n) => conn
             .prepare_cached(
@@ -802,6 +850,7 @@ pub fn find_attempt(
         finished: finished_at.is_some(),
         log_dropped: dropped as u64,
         log_error,
+        item: None,
     }))
 }
 

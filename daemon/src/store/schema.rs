@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 12] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+const ALL: [&str; 13] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -309,6 +309,43 @@ INSERT OR IGNORE INTO digest_events (delivery_id, event_id, payload)
     SELECT d.id, json_extract(e.value, '$.id'), e.value
     FROM deliveries AS d, json_each(d.payload, '$.events') AS e
     WHERE d.kind = 'digest' AND d.state IN ('collecting', 'pending');
+"#;
+
+/// Version 13: fan-out. An activity with `foreach` keeps its item list
+/// (computed once, at its first start) in `activities.items`; each item
+/// started has a row in `items` keyed by (job, activity, item index) with
+/// its state, its latest attempt and its checkpoint and outputs. Items
+/// never started have no row: the engine starts them in index order from
+/// a cursor, so memory holds counts and running items, not the list.
+const V13: &str = r#"
+ALTER TABLE activities ADD COLUMN items TEXT;
+ALTER TABLE activities ADD COLUMN items_total INTEGER;
+CREATE TABLE items (
+    job_id        INTEGER NOT NULL,
+    idx           INTEGER NOT NULL,
+    item          INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    interruptions INTEGER NOT NULL DEFAULT 0,
+    attempt_state TEXT,
+    pid           INTEGER,
+    pid_start     INTEGER,
+    exit_code     INTEGER,
+    signal        INTEGER,
+    error_id      TEXT,
+    error         TEXT,
+    error_tail    TEXT,
+    error_message TEXT,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    log_bytes     INTEGER NOT NULL DEFAULT 0,
+    log_dropped   INTEGER NOT NULL DEFAULT 0,
+    log_error     TEXT,
+    checkpoint    TEXT,
+    outputs       TEXT,
+    PRIMARY KEY (job_id, idx, item)
+) WITHOUT ROWID;
+CREATE INDEX items_running ON items (state) WHERE state = 'running';
 "#;
 
 #[cfg(test)]

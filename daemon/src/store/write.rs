@@ -174,6 +174,60 @@ pub enum WriteOp {
     },
     /// Delete finished jobs with their activities and attempts (retention).
     DeleteJobs(Vec<u64>),
+    /// A fan-out's item list (JSON), fixed from its first start on.
+    ActivityItems {
+        job_id: u64,
+        idx: usize,
+        items: String,
+        total: u32,
+    },
+    /// An attempt of one fan-out item started (its row made if new).
+    ItemStart {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        attempt: u32,
+        started_at: i64,
+    },
+    /// The pid of a fan-out item's running attempt.
+    ItemPid {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        pid: u32,
+        pid_start: Option<u64>,
+    },
+    /// A fan-out item's state alone (a retry due, a stop).
+    ItemState {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        state: &'static str,
+    },
+    /// How an item's attempt ended, and the item's state after it.
+    ItemEnd {
+        item: u32,
+        item_state: &'static str,
+        interruptions: u32,
+        end: Box<AttemptEnd>,
+    },
+    /// A fan-out item's latest checkpoint and outputs (JSON), whichever
+    /// changed.
+    ItemControl {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        checkpoint: Option<String>,
+        outputs: Option<String>,
+    },
+    /// `job.retry`: the items of `from`'s fan-out carried into the new
+    /// job, succeeded ones as they were and the rest pending again (with
+    /// their checkpoints).
+    CarryItems {
+        from: u64,
+        job_id: u64,
+        idx: usize,
+    },
     /// Delete audit rows by id (retention).
     DeleteAudit(Vec<i64>),
     /// An event of the outbox, committed with the transition it reports.
@@ -484,16 +538,25 @@ impl WriteOp {
                     last_job.map(|j| j as i64)
                 ])?;
             }
+            WriteOp::ActivityItems { .. }
+            | WriteOp::ItemStart { .. }
+            | WriteOp::ItemPid { .. }
+            | WriteOp::ItemState { .. }
+            | WriteOp::ItemEnd { .. }
+            | WriteOp::ItemControl { .. }
+            | WriteOp::CarryItems { .. } => super::items::apply(self, tx)?,
             WriteOp::DeleteJobs(ids) => {
                 let mut jobs = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
                 let mut activities =
                     tx.prepare_cached("DELETE FROM activities WHERE job_id = ?1")?;
                 let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
+                let mut items = tx.prepare_cached("DELETE FROM items WHERE job_id = ?1")?;
                 let mut secrets = tx.prepare_cached("DELETE FROM job_secrets WHERE job_id = ?1")?;
                 for id in ids {
                     let id = *id as i64;
                     secrets.execute(params![id])?;
                     attempts.execute(params![id])?;
+                    items.execute(params![id])?;
                     activities.execute(params![id])?;
                     jobs.execute(params![id])?;
                 }

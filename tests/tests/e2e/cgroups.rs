@@ -319,3 +319,40 @@ retries = 0
         );
     }
 }
+
+/// Each item of a fan-out runs in a cgroup of its own
+/// (`attempt-<job>-<activity>i<item>-<attempt>`), so two items with the
+/// same attempt number never share one, and each is removed once done.
+#[test]
+fn each_fan_out_item_has_a_cgroup_of_its_own() {
+    let Some(cgroup) = TestCgroup::create("items") else {
+        return;
+    };
+    let chain = r#"
+[process.p.activity.each]
+foreach = { count = 3, chunk_size = 1 }
+max_parallel = 3
+shell = "cat /proc/self/cgroup > @DIR@/cgroup-$HF_ITEM_INDEX.txt"
+"#;
+    let daemon = TestDaemon::start_with(&cgroup.settings(), &[("items.toml", chain)]);
+    let job_id = daemon.submit("items", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    for item in 0..3 {
+        let text = fs::read_to_string(daemon.dir().join(format!("cgroup-{item}.txt")))
+            .expect("the item wrote its cgroup");
+        let expected = format!("{}/attempt-{job_id}-0i{item}-1", cgroup.relative);
+        assert!(
+            text.trim().ends_with(&expected),
+            "item {item} ran in {text:?}, not {expected}"
+        );
+    }
+    eventually(DYING, "the items' cgroups are removed", || {
+        let left = cgroup.attempt_dirs();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
+}

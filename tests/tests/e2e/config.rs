@@ -1314,6 +1314,7 @@ const API_METHODS: &[(&str, &[&str])] = &[
     ),
     ("job.plan", &["target", "params", "tenant"]),
     ("job.get", &["job_id"]),
+    ("job.items", &["job_id", "activity", "offset", "limit"]),
     ("job.list", &["state", "chain", "limit", "before"]),
     ("job.cancel", &["job_ids"]),
     ("job.retry", &["job_id", "from_start"]),

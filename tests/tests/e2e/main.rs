@@ -18,6 +18,8 @@ mod dos;
 mod durability;
 mod events;
 mod failure;
+mod fanout;
+mod fanout_recovery;
 mod faults;
 mod flood;
 mod handlers;

@@ -10,7 +10,7 @@ use super::raw::{Named, RawProcessEntry, RawProgram, RawSimulate, Span};
 use super::references::{Owner, Scope};
 use super::values::Settings;
 use super::{Diagnostics, check_name, graph};
-use crate::model::{Activity, HandlerKind, Mode, ParamSpec, Process, Program, Simulate};
+use crate::model::{Activity, Foreach, HandlerKind, Mode, ParamSpec, Process, Program, Simulate};
 use crate::template::secret_file_calls;
 
 /// Check a `simulate` table.
@@ -158,6 +158,30 @@ impl Draft {
                 .take()
                 .and_then(|s| simulate(s.into_inner(), diagnostics));
             let undoes = raw.undoes.take();
+            let mut sites = Vec::new();
+            let foreach = raw
+                .foreach
+                .take()
+                .and_then(|f| foreach(f, handler.is_some(), &mut sites, diagnostics));
+            let max_parallel = raw.max_parallel.take().and_then(|m| {
+                let span = m.span();
+                match (*m.get_ref(), &foreach) {
+                    (_, None) => {
+                        diagnostics.error(
+                            &span,
+                            "max_parallel on an activity bounds the items of its foreach; \
+                             add foreach, or set max_parallel in [chain]",
+                        );
+                        None
+                    }
+                    (n, Some(_)) if n >= 1 => Some(n as usize),
+                    (n, Some(_)) => {
+                        diagnostics
+                            .error(&span, format!("max_parallel must be at least 1; got {n}"));
+                        None
+                    }
+                }
+            });
             if let (Some(list), None) = (&undoes, handler) {
                 diagnostics.error(
                     &list.span(),
@@ -167,7 +191,6 @@ impl Draft {
             self.undoes.push(undoes.filter(|_| handler.is_some()));
             let (program, settings) = raw.into_parts();
             let settings = defaults.overridden(settings, false, diagnostics);
-            let mut sites = Vec::new();
             let program = build_program(&activity.span, program, &mut sites, diagnostics);
             for (name, value) in &settings.env {
                 if !value.from_defaults {
@@ -219,6 +242,8 @@ impl Draft {
                 simulate,
                 handler,
                 undoes: Vec::new(),
+                foreach,
+                max_parallel,
             });
         }
         self.processes.push(ProcessDraft {
@@ -368,6 +393,7 @@ impl Draft {
             files.push(secret_files.into_iter().collect::<Vec<_>>());
             let owner = Owner::Activity {
                 handler: activity.handler.is_some(),
+                item: activity.foreach.is_some(),
                 path: &activity.path,
                 process: &activity.process,
                 upstream: &upstream[i],
@@ -390,6 +416,78 @@ impl Draft {
         {
             activity.output_refs = output_refs.into_iter().collect();
             activity.secret_files = secret_files;
+        }
+    }
+}
+
+/// `foreach`: a template rendering a JSON array, or `{ count, chunk_size }`.
+/// Its templates are checked with the activity's others (`sites`).
+fn foreach(
+    raw: toml::Spanned<toml::Value>,
+    handler: bool,
+    sites: &mut Vec<Site>,
+    diagnostics: &mut Diagnostics<'_>,
+) -> Option<Foreach> {
+    let span = raw.span();
+    if handler {
+        diagnostics.error(&span, "a handler activity cannot fan out; remove foreach");
+        return None;
+    }
+    match raw.into_inner() {
+        toml::Value::String(text) => {
+            if text == "tenants" {
+                return Some(Foreach::Tenants);
+            }
+            sites.push(Site {
+                field: "foreach".to_string(),
+                text: text.clone(),
+                span,
+            });
+            Some(Foreach::List(text))
+        }
+        toml::Value::Table(mut table) => {
+            let count = match table.remove("count") {
+                Some(toml::Value::String(text)) => text,
+                Some(toml::Value::Integer(n)) if n >= 0 => n.to_string(),
+                _ => {
+                    diagnostics.error(
+                        &span,
+                        "foreach.count must be a number of records or a template giving one",
+                    );
+                    return None;
+                }
+            };
+            let chunk_size = match table.remove("chunk_size") {
+                Some(toml::Value::Integer(n)) if n >= 1 => n as u64,
+                _ => {
+                    diagnostics.error(
+                        &span,
+                        "foreach.chunk_size must be a whole number, at least 1",
+                    );
+                    return None;
+                }
+            };
+            if let Some(key) = table.keys().next() {
+                diagnostics.error(
+                    &span,
+                    format!("foreach has no key {key:?}; it takes count and chunk_size"),
+                );
+                return None;
+            }
+            sites.push(Site {
+                field: "foreach.count".to_string(),
+                text: count.clone(),
+                span,
+            });
+            Some(Foreach::Chunks { count, chunk_size })
+        }
+        _ => {
+            diagnostics.error(
+                &span,
+                "foreach takes a template of a JSON array (\"{{ outputs.p.a.list }}\") \
+                 or { count = ..., chunk_size = N }",
+            );
+            None
         }
     }
 }

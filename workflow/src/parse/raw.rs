@@ -135,6 +135,11 @@ pub(super) struct RawActivity {
     pub simulate: Option<Spanned<RawSimulate>>,
     /// A handler activity's `undoes`: activities or processes it rolls back.
     pub undoes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Fan-out: run once per item of this list (a template), or of
+    /// `{ count, chunk_size }`.
+    pub foreach: Option<Spanned<toml::Value>>,
+    /// Fan-out: items of this activity running at once.
+    pub max_parallel: Option<Spanned<i64>>,
 }
 
 /// `[process.<p>.activity.<a>.simulate]`.

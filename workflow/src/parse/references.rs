@@ -29,6 +29,8 @@ pub(super) enum Owner<'a> {
     Activity {
         /// A handler's activity, which also sees the job's outcome.
         handler: bool,
+        /// A fan-out's activity, which sees its `item`.
+        item: bool,
         path: &'a str,
         process: &'a str,
         upstream: &'a BTreeSet<usize>,
@@ -171,6 +173,10 @@ impl Scope<'_> {
         let segments: Vec<&str> = reference.split('.').collect();
         match segments.as_slice() {
             ["params"] | ["job"] | ["schedule"] => Ok(()),
+            ["item", ..] if matches!(owner, Owner::Activity { item: true, .. }) => Ok(()),
+            ["item", ..] => Err(
+                "item, which only an activity with foreach (a fan-out) sees; add foreach".into(),
+            ),
             ["schedule", field, ..] if crate::template::SCHEDULE_FIELDS.contains(field) => Ok(()),
             ["schedule", field, ..] => Err(format!(
                 "unknown schedule field {field:?}; available: {}",

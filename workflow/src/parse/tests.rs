@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::cron::{CatchUp, CronRule, Overlap};
-use crate::model::{Mode, OnFailure, Program, Schedule};
+use crate::model::{Foreach, Mode, OnFailure, Program, Schedule};
 
 /// The example of DESIGN.md's "Workflow file" section.
 const DESIGN_EXAMPLE: &str = r#"# workflows.d/nightly-etl.toml
@@ -288,7 +288,7 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
@@ -322,7 +322,7 @@ shell = 5
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`",
+             `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -942,7 +942,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`"
     );
 }
 
@@ -1200,6 +1200,87 @@ undoes = ["lod.facts"]
             "missing {want:?} in {errors:#?}"
         );
     }
+}
+
+#[test]
+fn foreach_takes_a_list_template_or_count_and_chunk_size() {
+    let chain = parse(
+        r#"
+[params.rows]
+type = "int"
+
+[process.split.activity.plan]
+command = ["plan"]
+
+[process.load]
+after = ["split"]
+
+[process.load.activity.list]
+foreach = "{{ outputs.split.plan.chunks }}"
+max_parallel = 4
+command = ["w", "{{ item.start }}"]
+
+[process.load.activity.chunks]
+foreach = { count = "{{ params.rows }}", chunk_size = 1000 }
+command = ["w", "{{ item.index }}"]
+"#,
+    )
+    .unwrap();
+    let list = chain.activity("load", "list").unwrap();
+    assert_eq!(
+        list.foreach,
+        Some(Foreach::List("{{ outputs.split.plan.chunks }}".into()))
+    );
+    assert_eq!(list.max_parallel, Some(4));
+    // The foreach template's outputs count as the activity's references.
+    assert_eq!(list.output_refs, [0]);
+    let chunks = chain.activity("load", "chunks").unwrap();
+    assert_eq!(
+        chunks.foreach,
+        Some(Foreach::Chunks {
+            count: "{{ params.rows }}".into(),
+            chunk_size: 1000
+        })
+    );
+    assert_eq!(chunks.max_parallel, None);
+}
+
+#[test]
+fn foreach_mistakes_are_load_errors() {
+    let all = errors(
+        r#"
+[process.p.activity.a]
+command = ["w", "{{ item }}"]
+
+[process.p.activity.b]
+command = ["w"]
+max_parallel = 2
+
+[process.p.activity.c]
+foreach = 5
+command = ["w"]
+
+[process.p.activity.d]
+foreach = { count = 10, chunk_size = 0 }
+command = ["w"]
+
+[process.p.activity.e]
+foreach = "[1, 2]"
+max_parallel = 0
+command = ["w"]
+"#,
+    );
+    let joined = all.join("\n");
+    for expected in [
+        "item, which only an activity with foreach (a fan-out) sees",
+        "max_parallel on an activity bounds the items of its foreach",
+        "foreach takes a template of a JSON array",
+        "foreach.chunk_size must be a whole number, at least 1",
+        "max_parallel must be at least 1; got 0",
+    ] {
+        assert!(joined.contains(expected), "{expected:?} not in:\n{joined}");
+    }
+    assert_eq!(all.len(), 5, "{joined}");
 }
 
 #[test]
