@@ -208,7 +208,8 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         // A chain this daemon cannot run as its file asks (run-as users) is
         // refused like an invalid file.
         let loaded = load_file(&file).and_then(|chain| {
-            let errors = crate::run_as::check_chain(&chain, settings);
+            let mut errors = crate::run_as::check_chain(&chain, settings);
+            errors.extend(crate::executor::slurm::check_chain(&chain));
             if errors.is_empty() {
                 Ok(chain)
             } else {

@@ -74,6 +74,12 @@ struct SettingsFile {
     notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
     /// The SMTP server of mail rules.
     smtp: Option<crate::notify::rules::Smtp>,
+    /// Where Slurm attempts' scripts, output and control files go: a
+    /// directory the cluster's nodes see at the same path.
+    slurm_spool: Option<PathBuf>,
+    /// `[slurm]`: defaults for every Slurm attempt.
+    #[serde(default)]
+    slurm: crate::executor::slurm::SlurmSettings,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -164,6 +170,11 @@ pub struct Settings {
     pub cgroup: crate::cgroup::CgroupSetting,
     /// Notification rules, checked (see [`crate::notify::rules`]).
     pub notify: std::sync::Arc<Vec<crate::notify::Rule>>,
+    /// Spool directory of Slurm attempts, shared with the nodes (see
+    /// [`Settings::slurm_spool`]).
+    pub slurm_spool: Option<PathBuf>,
+    /// `[slurm]` defaults (see [`crate::executor::slurm`]).
+    pub slurm: crate::executor::slurm::SlurmSettings,
 }
 
 impl Settings {
@@ -178,6 +189,14 @@ impl Settings {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
+    }
+
+    /// The `slurm_spool` setting, by default `slurm/` in the state
+    /// directory (enough for a single-node cluster only).
+    pub fn slurm_spool(&self) -> PathBuf {
+        self.slurm_spool
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("slurm"))
     }
 
     /// Resolve settings: defaults < file < overrides.
@@ -303,6 +322,8 @@ impl Settings {
             },
             cgroup,
             notify: std::sync::Arc::new(notify),
+            slurm_spool: file.slurm_spool.map(absolute),
+            slurm: file.slurm,
         })
     }
 }

@@ -370,6 +370,8 @@ pub struct Engine {
     settings: Arc<Settings>,
     /// The daemon's cgroup subtree, when attempts get cgroups.
     cgroups: Option<Arc<crate::cgroup::Cgroups>>,
+    /// Submits and watches attempts run by the Slurm executor.
+    slurm: Arc<executor::slurm::Client>,
     store: Store,
     registry: watch::Sender<Arc<Registry>>,
     changes: broadcast::Sender<u64>,
@@ -435,6 +437,8 @@ impl Engine {
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
+        // Slurm jobs an earlier daemon left are cancelled, like its processes.
+        let slurm = executor::slurm::Client::start(&settings);
         // No attempt runs yet: secret files a crashed daemon left go now.
         crate::secret_files::clear(&settings.socket);
         // A missing key is made anew only while nothing was sealed with
@@ -458,6 +462,7 @@ impl Engine {
         let mut engine = Engine {
             secrets,
             cgroups,
+            slurm,
             settings,
             store,
             registry: registry_tx,
@@ -651,6 +656,14 @@ impl Engine {
                 drop(held);
             }
             ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
+            ExecEvent::SlurmSubmitted { key, slurm_job_id } => {
+                self.ops.push(WriteOp::AttemptSlurmJob {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    number: key.number,
+                    slurm_job_id,
+                });
+            }
         }
     }
 

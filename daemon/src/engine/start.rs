@@ -220,6 +220,7 @@ impl Engine {
                 .chain(connections.secrets)
                 .collect(),
             outputs: act.outputs.clone(),
+            slurm: self.slurm.attempt(activity, key, &settings),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(job) = self.jobs.get_mut(&id) {

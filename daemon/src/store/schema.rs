@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 10] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const ALL: [&str; 11] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -212,6 +212,12 @@ const V10: &str = r#"
 ALTER TABLE jobs ADD COLUMN scheduled_at INTEGER;
 ALTER TABLE jobs ADD COLUMN scheduled_zone TEXT;
 ALTER TABLE schedules ADD COLUMN backfill TEXT;
+"#;
+
+/// Version 11: the Slurm job id of an attempt run by the Slurm executor,
+/// committed once `sbatch` answered.
+const V11: &str = r#"
+ALTER TABLE attempts ADD COLUMN slurm_job_id INTEGER;
 "#;
 
 #[cfg(test)]

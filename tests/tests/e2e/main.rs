@@ -39,6 +39,7 @@ mod run;
 mod schedules;
 mod secrets;
 mod secrets_key;
+mod slurm;
 mod socket_umask;
 mod support;
 mod systemd;

@@ -1,0 +1,579 @@
+//! The Slurm executor: an attempt of an `executor = "slurm"` activity is a
+//! batch job submitted with `sbatch --parsable` under a name carrying the
+//! attempt's key, its id committed, watched by the one batched poller
+//! (`poll.rs`), its output and control file on the spool directory tailed
+//! (`tail.rs`) into the same log and control parser as a local attempt's,
+//! and its end reported as the same [`ExecEvent`]s.
+
+mod poll;
+mod tail;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use holdfast_api::{AttemptState, LoadError};
+use holdfast_workflow::{Activity, Chain, Executor, SlurmOptions};
+use serde::Deserialize;
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use poll::{Health, JobStatus};
+
+use super::logs::{self, LogSink};
+use super::{AttemptEnd, AttemptKey, AttemptSpec, ExecEvent, KillReason, LogHub, control};
+use crate::settings::Settings;
+
+/// How long an attempt waits for Slurm to confirm a `scancel` before it
+/// reports the stop anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// `[slurm]` in the settings file: defaults under every chain's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSettings {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+}
+
+impl SlurmSettings {
+    /// The activity's options over these: its keys win, `sbatch_args`
+    /// come after the settings file's.
+    pub fn merged(&self, own: &SlurmOptions) -> SlurmOptions {
+        SlurmOptions {
+            partition: own.partition.clone().or(self.partition.clone()),
+            account: own.account.clone().or(self.account.clone()),
+            qos: own.qos.clone().or(self.qos.clone()),
+            constraint: own.constraint.clone().or(self.constraint.clone()),
+            sbatch_args: self
+                .sbatch_args
+                .iter()
+                .chain(&own.sbatch_args)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// What a Slurm attempt needs beyond the common [`AttemptSpec`].
+#[derive(Debug, Clone)]
+pub struct SlurmAttempt {
+    client: Arc<Client>,
+    /// The Slurm job name: `hf-<daemon>-<job>-<activity index>-<attempt>`.
+    pub name: String,
+    /// The attempt's directory on the spool: script, output, control file.
+    pub dir: PathBuf,
+    pub options: SlurmOptions,
+    pub cpus: Option<u32>,
+    pub memory_max: Option<u64>,
+}
+
+/// The daemon's side of Slurm: the poller's queue and its health.
+#[derive(Debug)]
+pub struct Client {
+    watch: mpsc::Sender<poll::Watch>,
+    health: watch::Receiver<Health>,
+    /// Names this daemon's jobs, so two daemons on one cluster never take
+    /// each other's jobs for their own.
+    tag: String,
+}
+
+impl Client {
+    /// Start the poller, and cancel the Slurm jobs an earlier run of this
+    /// daemon left (their attempts are resumed by recovery, as for local
+    /// processes). Call inside the runtime.
+    pub fn start(settings: &Settings) -> Arc<Client> {
+        let digest = sha2::Sha256::digest(settings.database().display().to_string().as_bytes());
+        let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let (watch_tx, watch_rx) = mpsc::channel(1024);
+        let (health_tx, health) = watch::channel(Health::default());
+        tokio::spawn(poll::run(watch_rx, health_tx));
+        let client = Arc::new(Client {
+            watch: watch_tx,
+            health,
+            tag,
+        });
+        client.cancel_leftovers();
+        client
+    }
+
+    /// The executor's health for `hfctl info`.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    fn prefix(&self) -> String {
+        format!("hf-{}-", self.tag)
+    }
+
+    /// The Slurm side of an attempt, for activities that run on Slurm.
+    pub fn attempt(
+        self: &Arc<Self>,
+        activity: &Activity,
+        key: AttemptKey,
+        settings: &Settings,
+    ) -> Option<SlurmAttempt> {
+        if activity.executor != Executor::Slurm {
+            return None;
+        }
+        let name = format!("{}{}-{}-{}", self.prefix(), key.job_id, key.idx, key.number);
+        Some(SlurmAttempt {
+            client: self.clone(),
+            dir: settings.slurm_spool().join(&name),
+            name,
+            options: settings.slurm.merged(&activity.slurm),
+            cpus: activity.cpus,
+            memory_max: activity.memory_max,
+        })
+    }
+
+    /// Cancel every job named with this daemon's prefix. Blocking, once at
+    /// start, before any attempt is submitted. Without Slurm there is
+    /// nothing to do.
+    fn cancel_leftovers(&self) {
+        let Ok(out) = std::process::Command::new("squeue")
+            .args(["--noheader", "--format=%i|%j"])
+            .output()
+        else {
+            return;
+        };
+        let prefix = self.prefix();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('|'))
+            .filter(|(_, name)| name.starts_with(&prefix))
+            .map(|(id, _)| id.trim().to_string())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        tracing::warn!(jobs = %ids.join(","), "cancelling Slurm jobs an earlier run left");
+        let _ = std::process::Command::new("scancel").args(&ids).status();
+    }
+}
+
+/// Check, when a chain is loaded, that this host can submit its Slurm
+/// activities: `sbatch` must be in the daemon's PATH. slurmctld being
+/// unreachable is not a load error: attempts wait for it.
+pub fn check_chain(chain: &Chain) -> Vec<LoadError> {
+    let Some(first) = chain
+        .activities
+        .iter()
+        .find(|a| a.executor == Executor::Slurm)
+    else {
+        return Vec::new();
+    };
+    if find_in_path("sbatch").is_some() {
+        return Vec::new();
+    }
+    let at = holdfast_workflow::setting_position(chain, first, "executor");
+    vec![LoadError {
+        file: chain.file.display().to_string(),
+        line: at.map(|(line, _)| line),
+        column: at.map(|(_, column)| column),
+        message: format!(
+            "{}: executor = \"slurm\", but sbatch is not in the daemon's PATH; install the \
+             Slurm client commands (slurm-client) and configure the cluster, or use executor = \
+             \"local\"",
+            first.path
+        ),
+    }]
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// What `hfctl describe` says about an activity's executor.
+pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
+    if activity.executor != Executor::Slurm {
+        return None;
+    }
+    let options = settings.slurm.merged(&activity.slurm);
+    let mut parts = vec!["slurm".to_string()];
+    parts.extend(sbatch_options(
+        &options,
+        activity.timeout,
+        activity.memory_max,
+        activity.cpus,
+    ));
+    Some(parts.join(" "))
+}
+
+/// The `sbatch` options derived from the activity: `--time` (whole
+/// minutes, rounded up), `--mem`, `--cpus-per-task` and the `[slurm]`
+/// keys, then `sbatch_args`.
+fn sbatch_options(
+    options: &SlurmOptions,
+    timeout: Option<Duration>,
+    memory_max: Option<u64>,
+    cpus: Option<u32>,
+) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(timeout) = timeout {
+        args.push(format!("--time={}", timeout.as_secs().div_ceil(60).max(1)));
+    }
+    if let Some(bytes) = memory_max {
+        args.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)));
+    }
+    if let Some(cpus) = cpus {
+        args.push(format!("--cpus-per-task={cpus}"));
+    }
+    for (flag, value) in [
+        ("--partition", &options.partition),
+        ("--account", &options.account),
+        ("--qos", &options.qos),
+        ("--constraint", &options.constraint),
+    ] {
+        if let Some(value) = value {
+            args.push(format!("{flag}={value}"));
+        }
+    }
+    args.extend(options.sbatch_args.iter().cloned());
+    args
+}
+
+/// The script every attempt runs: fd 3 is the control file, so
+/// `hfctl emit` and anything writing to fd 3 work as in a local attempt.
+const SCRIPT: &str = "#!/bin/sh\nexec 3>>\"$HF_CONTROL_FILE\"\nexec \"$@\"\n";
+
+/// Run one attempt as a Slurm batch job, to its end.
+pub(super) async fn run(
+    spec: AttemptSpec,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+    hub: &LogHub,
+) -> AttemptEnd {
+    let key = spec.key;
+    let Some(slurm) = spec.slurm.clone() else {
+        return AttemptEnd::spawn_error("not a Slurm attempt".into());
+    };
+    let masker = crate::mask::Masker::new(spec.secrets.iter().cloned());
+    let sink = Arc::new(
+        LogSink::new(spec.log_path.clone(), spec.log_max_bytes, hub.register(key))
+            .masking(masker.clone()),
+    );
+    let finish = |sink: &LogSink, mut end: AttemptEnd| {
+        end.log_bytes = sink.written();
+        end.log_dropped = sink.dropped();
+        end.log_error = sink.create_error();
+        if end.state != AttemptState::Succeeded {
+            end.error_tail = sink.tail();
+        }
+        end
+    };
+    if spec.argv.is_empty() {
+        return AttemptEnd::spawn_error("empty command".into());
+    }
+    let (output, control_file) = match prepare_dir(&slurm.dir, spec.identity.as_ref()) {
+        Ok(paths) => paths,
+        Err(e) => {
+            let message = format!(
+                "cannot prepare the attempt's directory {} on the Slurm spool: {e}; check the \
+                 slurm_spool setting",
+                slurm.dir.display()
+            );
+            sink.note(&message);
+            return finish(&sink, AttemptEnd::spawn_error(message));
+        }
+    };
+
+    let mut command = tokio::process::Command::new("sbatch");
+    command
+        .arg("--parsable")
+        .arg(format!("--job-name={}", slurm.name))
+        .arg(format!("--output={}", output.display()))
+        .arg("--open-mode=append")
+        .arg(format!(
+            "--chdir={}",
+            spec.working_dir
+                .clone()
+                .unwrap_or_else(|| slurm.dir.display().to_string())
+        ))
+        .args(sbatch_options(
+            &slurm.options,
+            spec.timeout,
+            slurm.memory_max,
+            slurm.cpus,
+        ));
+    if let Some(identity) = &spec.identity {
+        command
+            .arg(format!("--uid={}", identity.uid))
+            .arg(format!("--gid={}", identity.gid));
+    }
+    command
+        .arg(slurm.dir.join("job.sh"))
+        .args(&spec.argv)
+        .current_dir(&slurm.dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("HF_CONTROL_FILE", &control_file)
+        .stdin(std::process::Stdio::null());
+    if let Some(identity) = &spec.identity {
+        command
+            .env("HOME", &identity.home)
+            .env("USER", &identity.name)
+            .env("LOGNAME", &identity.name);
+    }
+    let submitted = match command.output().await {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.trim()
+                .split(';')
+                .next()
+                .and_then(|id| id.parse::<u64>().ok())
+                .ok_or_else(|| (format!("sbatch answered {:?}, not a job id", text.trim()), false))
+        }
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // slurmctld away is passing: the attempt is tried again
+            // without using up a retry.
+            let transient = why.contains("Unable to contact slurm controller");
+            Err((format!("sbatch refused the job: {why}"), transient))
+        }
+        Err(e) => Err((format!("cannot run sbatch: {e}"), false)),
+    };
+    let id = match submitted {
+        Ok(id) => id,
+        Err((message, transient)) => {
+            sink.note(&message);
+            let mut end = AttemptEnd::spawn_error(message);
+            end.transient = transient;
+            return finish(&sink, end);
+        }
+    };
+    sink.note(&format!("submitted to Slurm as job {id} ({})", slurm.name));
+    let _ = events
+        .send(ExecEvent::SlurmSubmitted {
+            key,
+            slurm_job_id: id,
+        })
+        .await;
+    let (status_tx, mut status) = watch::channel(None);
+    if slurm
+        .client
+        .watch
+        .send(poll::Watch {
+            id,
+            status: status_tx,
+        })
+        .await
+        .is_err()
+    {
+        return finish(&sink, AttemptEnd::spawn_error("the Slurm poller stopped".into()));
+    }
+
+    // Output and control file, tailed until the job ended.
+    let finished = Arc::new(AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    let forward = spec
+        .journal
+        .then(|| logs::JournalForward::new(key, &spec.path));
+    readers.spawn(logs::copy_stream(
+        tail::Tail::new(output, finished.clone()),
+        sink.clone(),
+        forward,
+        crate::mask::StreamMasker::new(spec.secrets.iter().cloned()),
+    ));
+    readers.spawn(super::read_control_lines(
+        tail::Tail::new(control_file, finished.clone()),
+        key,
+        control::Gate::new(std::time::Instant::now(), &spec.outputs),
+        events.clone(),
+        sink.clone(),
+        masker,
+    ));
+
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut kill = Some(kill);
+    let mut stopped_for: Option<AttemptState> = None;
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let final_status = loop {
+        let kill_wait = async {
+            match kill.as_mut() {
+                Some(k) => k.await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let timeout_wait = async {
+            match deadline.filter(|_| stopped_for.is_none()) {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let give_up = async {
+            match stop_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break None;
+                }
+                let now = status.borrow_and_update().clone();
+                if let Some(now) = now.filter(JobStatus::is_final) {
+                    break Some(now);
+                }
+            }
+            reason = kill_wait => {
+                kill = None;
+                let Some(reason) = reason else {
+                    // The engine dropped its handle: nobody will ask us to stop.
+                    continue;
+                };
+                let (state, why) = match reason {
+                    KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
+                    KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
+                    KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
+                };
+                sink.note(&format!("{why}; cancelling Slurm job {id}"));
+                stopped_for = Some(state);
+                stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                scancel(id, &sink).await;
+            }
+            () = timeout_wait => {
+                sink.note(&format!(
+                    "timeout after {}; cancelling Slurm job {id}",
+                    humantime::format_duration(spec.timeout.unwrap_or_default())
+                ));
+                stopped_for = Some(AttemptState::Timeout);
+                stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                scancel(id, &sink).await;
+            }
+            () = give_up => {
+                sink.note(&format!("Slurm did not confirm the end of job {id} within {}s", CANCEL_WAIT.as_secs()));
+                break None;
+            }
+        }
+    };
+    finished.store(true, Ordering::Release);
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        readers.abort_all();
+        sink.note("output of the Slurm job still unread 5s after its end; stopped reading");
+    }
+    let end = outcome(id, final_status, stopped_for);
+    if let Some(error) = &end.error
+        && end.state != AttemptState::Succeeded
+    {
+        sink.note(error);
+    }
+    // The spool keeps nothing once the attempt's log has it all.
+    let _ = std::fs::remove_dir_all(&slurm.dir);
+    finish(&sink, end)
+}
+
+/// The attempt's end from Slurm's final state and why HoldFast stopped it.
+fn outcome(id: u64, status: Option<JobStatus>, stopped_for: Option<AttemptState>) -> AttemptEnd {
+    let mut end = AttemptEnd::spawn_error(String::new());
+    end.error = None;
+    let Some(status) = status else {
+        end.state = stopped_for.unwrap_or(AttemptState::Interrupted);
+        end.error = Some(format!("Slurm job {id}: end not confirmed by Slurm"));
+        return end;
+    };
+    end.exit_code = status.exit_code;
+    end.signal = status.signal;
+    let (state, error) = match (stopped_for, status.state.as_str()) {
+        (Some(state), _) if status.state != "COMPLETED" => {
+            (state, format!("Slurm job {id} stopped ({})", status.state))
+        }
+        (_, "COMPLETED") if status.exit_code.unwrap_or(0) == 0 && status.signal.is_none() => {
+            (AttemptState::Succeeded, String::new())
+        }
+        (_, "COMPLETED" | "FAILED") => (
+            AttemptState::Failed,
+            match (status.exit_code, status.signal) {
+                (_, Some(signal)) => format!(
+                    "Slurm job {id} killed by {}",
+                    super::signal_name(signal)
+                ),
+                (code, None) => format!("Slurm job {id} exited with code {}", code.unwrap_or(-1)),
+            },
+        ),
+        (_, "TIMEOUT" | "DEADLINE") => (
+            AttemptState::Timeout,
+            format!("Slurm job {id} reached its time limit ({})", status.state),
+        ),
+        (_, "OUT_OF_MEMORY") => (
+            AttemptState::Oom,
+            format!("Slurm job {id} ran out of memory"),
+        ),
+        (_, "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "LOST") => (
+            AttemptState::Interrupted,
+            format!("Slurm job {id} interrupted ({}); it is resumed", status.state),
+        ),
+        (_, other) => (
+            AttemptState::Failed,
+            format!("Slurm job {id} ended as {other} (cancelled outside HoldFast?)"),
+        ),
+    };
+    if state == AttemptState::Timeout || state == AttemptState::Interrupted {
+        end.exit_code = None;
+    }
+    end.state = state;
+    end.error = (!error.is_empty()).then_some(error);
+    end
+}
+
+async fn scancel(id: u64, sink: &LogSink) {
+    match tokio::process::Command::new("scancel")
+        .arg(id.to_string())
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => sink.note(&format!(
+            "scancel {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => sink.note(&format!("cannot run scancel: {e}")),
+    }
+}
+
+/// Make the attempt's directory with its script and an empty control file,
+/// owned by the user it runs as (who writes there from the node).
+fn prepare_dir(
+    dir: &Path,
+    identity: Option<&crate::run_as::Identity>,
+) -> std::io::Result<(PathBuf, PathBuf)> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let script = dir.join("job.sh");
+    std::fs::write(&script, SCRIPT)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
+    let control = dir.join("control");
+    std::fs::write(&control, b"")?;
+    if let Some(id) = identity {
+        let owner = (Some(id.uid), Some(id.gid));
+        for path in [dir, &script, &control] {
+            std::os::unix::fs::chown(path, owner.0, owner.1)?;
+        }
+    }
+    Ok((dir.join("output"), control))
+}

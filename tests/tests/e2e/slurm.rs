@@ -1,0 +1,276 @@
+//! The Slurm executor against a real single-node cluster (`scripts/slurm-up`):
+//! chains mixing local and Slurm activities, exit codes and retries, the
+//! control channel from inside a Slurm job, cancel and timeout through
+//! `scancel`, a daemon killed while its Slurm jobs run, and the load error
+//! on a host without Slurm. Skipped without a cluster, failed when
+//! `HOLDFAST_SLURM_TEST=required`.
+
+use std::time::Duration;
+
+use holdfast_api::{ActivityState, AttemptState, JobState};
+use holdfast_tests::slurm::{cluster_up, job_state, jobs_named, submitted_id};
+use holdfast_tests::{TestDaemon, eventually};
+use serde_json::json;
+
+use crate::support::activity;
+
+/// Slurm answers a scancel in ~70 ms and lists jobs for minutes; this is
+/// a generous bound for what the tests wait on.
+const SLURM_WITHIN: Duration = Duration::from_secs(30);
+
+/// Outputs flow local → Slurm → local, the Slurm step really ran as a
+/// Slurm job (SLURM_JOB_ID, "submitted to Slurm" in its log), its output
+/// file reached the attempt's log, and progress, checkpoint and output
+/// sent from inside the job with `hfctl emit` and fd 3 reached the daemon.
+#[test]
+fn mixed_local_and_slurm_chain_passes_outputs_and_control_messages() {
+    if !cluster_up() {
+        return;
+    }
+    let chain = r#"
+[process.a.activity.make]
+shell = '''echo 'output {"rows": 41}' >&3'''
+
+[process.b]
+after = ["a"]
+
+[process.b.activity.remote]
+executor = "slurm"
+cpus = 1
+memory_max = "64M"
+env = { PATH = "@BIN@:/usr/bin:/bin", ROWS = "{{ outputs.a.make.rows }}" }
+shell = '''
+echo "on slurm job $SLURM_JOB_ID rows=$ROWS"
+hfctl emit progress 0.5 halfway
+hfctl emit checkpoint '{"chunk": 7}'
+echo "output {\"rows\": $((ROWS + 1))}" >&3
+'''
+
+[process.c]
+after = ["b"]
+
+[process.c.activity.report]
+env = { ROWS = "{{ outputs.b.remote.rows }}" }
+shell = 'echo "final rows=$ROWS"'
+"#;
+    let daemon = TestDaemon::start(&[("mixed.toml", chain)]);
+    let job_id = daemon.submit("mixed", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", daemon.log_tail());
+    assert_eq!(job.outputs.get("b.remote"), Some(&json!({"rows": 42})));
+    let remote = activity(&job, "b.remote");
+    assert_eq!(remote.progress, Some(0.5), "progress from inside the Slurm job");
+    assert_eq!(remote.progress_text.as_deref(), Some("halfway"));
+    let log = daemon.logs(job_id, "b.remote", None);
+    let slurm_id = submitted_id(&log).unwrap_or_else(|| panic!("no Slurm job id in {log:?}"));
+    assert!(
+        log.contains(&format!("on slurm job {slurm_id} rows=41")),
+        "the output file was tailed into the log: {log:?}"
+    );
+    assert_eq!(
+        daemon.logs(job_id, "c.report", None),
+        "final rows=42\n",
+        "the Slurm step's output reached the next local step"
+    );
+    let value = daemon.status_value(job_id);
+    let text = value.to_string();
+    assert!(
+        text.contains("\"chunk\":7"),
+        "checkpoint from the Slurm job stored: {text}"
+    );
+}
+
+/// An exit code from Slurm's records fails the attempt with that code, and
+/// the retry is a new Slurm job.
+#[test]
+fn slurm_exit_code_fails_the_attempt_and_the_retry_is_a_new_job() {
+    if !cluster_up() {
+        return;
+    }
+    let chain = r#"
+[process.p.activity.fails]
+executor = "slurm"
+retries = 1
+retry_delay = "0s"
+shell = 'echo "attempt $HF_ATTEMPT"; exit 3'
+"#;
+    let daemon = TestDaemon::start(&[("fails.toml", chain)]);
+    let job_id = daemon.submit("fails", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let fails = activity(&job, "p.fails");
+    assert_eq!(fails.attempts.len(), 2, "{fails:#?}");
+    for attempt in &fails.attempts {
+        assert_eq!(attempt.state, AttemptState::Failed, "{attempt:#?}");
+        assert_eq!(attempt.exit_code, Some(3), "{attempt:#?}");
+    }
+    let first = submitted_id(&daemon.logs(job_id, "p.fails", Some(1))).expect("first id");
+    let second = submitted_id(&daemon.logs(job_id, "p.fails", Some(2))).expect("second id");
+    assert_ne!(first, second, "each attempt is its own Slurm job");
+    assert!(daemon
+        .logs(job_id, "p.fails", Some(2))
+        .contains("attempt 2"));
+}
+
+/// Cancelling a job cancels its Slurm job: Slurm itself says CANCELLED (or
+/// no longer lists it) right after.
+#[test]
+fn cancel_scancels_the_slurm_job() {
+    if !cluster_up() {
+        return;
+    }
+    let chain = r#"
+[process.p.activity.long]
+executor = "slurm"
+shell = 'echo started; sleep 300'
+"#;
+    let daemon = TestDaemon::start(&[("long.toml", chain)]);
+    let job_id = daemon.submit("long", &[]);
+    let (slurm_id, _) = eventually(SLURM_WITHIN, "the Slurm job runs", || {
+        let log = daemon.logs(job_id, "p.long", None);
+        match submitted_id(&log) {
+            Some(id) if job_state(id).as_deref() == Some("RUNNING") && log.contains("started") => {
+                Ok(id)
+            }
+            _ => Err(log),
+        }
+    });
+    let out = daemon.hfctl(&["cancel", &job_id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
+    assert_eq!(
+        activity(&job, "p.long").attempts[0].state,
+        AttemptState::Cancelled
+    );
+    let state = job_state(slurm_id);
+    assert!(
+        matches!(state.as_deref(), None | Some("CANCELLED")),
+        "squeue still shows Slurm job {slurm_id} as {state:?}"
+    );
+}
+
+/// An activity's timeout cancels its Slurm job at the timeout (not at
+/// Slurm's whole-minute `--time`, which stays as a backstop) and the
+/// attempt ends as `timeout`.
+#[test]
+fn timeout_cancels_the_slurm_job_and_ends_as_timeout() {
+    if !cluster_up() {
+        return;
+    }
+    let chain = r#"
+[process.p.activity.slow]
+executor = "slurm"
+timeout = "2s"
+shell = 'sleep 300'
+"#;
+    let daemon = TestDaemon::start(&[("slow.toml", chain)]);
+    let job_id = daemon.submit("slow", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let slow = activity(&job, "p.slow");
+    assert_eq!(slow.attempts[0].state, AttemptState::Timeout, "{slow:#?}");
+    let slurm_id = submitted_id(&daemon.logs(job_id, "p.slow", None)).expect("slurm id");
+    let state = job_state(slurm_id);
+    assert!(
+        matches!(state.as_deref(), None | Some("CANCELLED")),
+        "squeue still shows Slurm job {slurm_id} as {state:?}"
+    );
+}
+
+/// kill -9 of the daemon while its Slurm job runs: at restart the job the
+/// dead daemon left is cancelled (never left running beside a resumed
+/// attempt), the activity is resumed as a second attempt, and each attempt
+/// was submitted exactly once (counted by job name in squeue and sacct).
+#[test]
+fn kill9_while_a_slurm_job_runs_cancels_the_leftover_and_resumes_once() {
+    if !cluster_up() {
+        return;
+    }
+    let chain = r#"
+[process.p.activity.work]
+executor = "slurm"
+shell = '''
+echo "attempt $HF_ATTEMPT" >> @DIR@/runs
+if [ "$HF_ATTEMPT" = 1 ]; then sleep 300; fi
+'''
+"#;
+    let mut daemon = TestDaemon::start(&[("work.toml", chain)]);
+    let job_id = daemon.submit("work", &[]);
+    let runs = daemon.dir().join("runs");
+    let (first, _) = eventually(SLURM_WITHIN, "the first Slurm job runs", || {
+        let log = daemon.logs(job_id, "p.work", None);
+        match submitted_id(&log) {
+            Some(id) if job_state(id).as_deref() == Some("RUNNING") && runs.exists() => Ok(id),
+            _ => Err(log),
+        }
+    });
+    daemon.kill9();
+    assert_eq!(
+        job_state(first).as_deref(),
+        Some("RUNNING"),
+        "a Slurm job outlives the daemon"
+    );
+    daemon.restart();
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let work = activity(&job, "p.work");
+    assert_eq!(work.state, ActivityState::Succeeded);
+    assert_eq!(work.attempts.len(), 2, "{work:#?}");
+    assert_eq!(work.attempts[0].state, AttemptState::Interrupted);
+    let state = job_state(first);
+    assert!(
+        matches!(state.as_deref(), None | Some("CANCELLED")),
+        "the dead daemon's Slurm job {first} is cancelled, not left running: {state:?}"
+    );
+    let needle = format!("-{job_id}-0-");
+    let name_of = |id: u64| {
+        jobs_named(&needle)
+            .into_iter()
+            .find(|(seen, _, _)| *seen == id)
+            .map(|(_, name, _)| name)
+            .expect("listed")
+    };
+    let prefix = name_of(first)
+        .rsplit_once(&needle)
+        .map(|(p, _)| p.to_string())
+        .expect("named hf-<daemon>-<job>-<idx>-<attempt>");
+    let submitted: Vec<String> = jobs_named(&format!("{prefix}{needle}"))
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect();
+    let mut names = submitted.clone();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![format!("{prefix}{needle}1"), format!("{prefix}{needle}2")],
+        "one Slurm job per attempt, none submitted twice"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("runs"),
+        "attempt 1\nattempt 2\n"
+    );
+}
+
+/// A chain that asks for Slurm on a daemon that cannot find `sbatch` is a
+/// load error naming the key and what to do. Runs without a cluster.
+#[test]
+fn slurm_chain_without_sbatch_is_a_load_error() {
+    let chain = r#"
+[process.p.activity.remote]
+executor = "slurm"
+command = ["true"]
+"#;
+    let mut daemon = TestDaemon::prepare(None, &[("remote.toml", chain)]);
+    daemon.set_env("PATH", "/nonexistent");
+    daemon.launch();
+    let listed = daemon.hfctl_json(&["workflows"]).to_string();
+    assert!(
+        listed.contains("sbatch is not in the daemon's PATH"),
+        "load error listed: {listed}"
+    );
+    assert!(
+        listed.contains("\"line\":3"),
+        "position of executor: {listed}"
+    );
+}
