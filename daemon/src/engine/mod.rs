@@ -13,6 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
+mod adopt;
 pub mod backfill;
 mod control;
 mod events;
@@ -656,6 +657,7 @@ impl Engine {
                 drop(held);
             }
             ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
+            ExecEvent::Detached { key } => self.on_detached(key),
             ExecEvent::SlurmSubmitted { key, slurm_job_id } => {
                 self.ops.push(WriteOp::AttemptSlurmJob {
                     job_id: key.job_id,

@@ -117,6 +117,9 @@ pub enum ExecEvent {
     },
     /// A Slurm attempt was accepted by `sbatch` under this job id.
     SlurmSubmitted { key: AttemptKey, slurm_job_id: u64 },
+    /// The daemon is stopping and the attempt's Slurm job keeps running:
+    /// it stays `running` in the store, for the next start to adopt.
+    Detached { key: AttemptKey },
 }
 
 /// Start the attempt in its own task. The engine keeps `kill` to stop it.
@@ -130,7 +133,15 @@ pub fn spawn(
         let key = spec.key;
         let end = match (spec.simulated.clone(), spec.slurm.is_some()) {
             (Some(simulate), _) => run_simulated(&spec, simulate, &events, kill, &hub).await,
-            (None, true) => slurm::run(spec, &events, kill, &hub).await,
+            (None, true) => match slurm::run(spec, &events, kill, &hub).await {
+                Some(end) => end,
+                None => {
+                    // Left running in Slurm for the next daemon to adopt.
+                    hub.unregister(key);
+                    let _ = events.send(ExecEvent::Detached { key }).await;
+                    return;
+                }
+            },
             (None, false) => run(spec, &events, kill, &hub).await,
         };
         hub.unregister(key);

@@ -492,6 +492,8 @@ pub struct StoredAttempt {
     pub error: Option<String>,
     pub error_tail: Option<String>,
     pub error_message: Option<String>,
+    /// The Slurm job of an attempt of the Slurm executor, once committed.
+    pub slurm_job_id: Option<u64>,
 }
 
 /// Every queued or running job, oldest first, with activities and attempts.
@@ -571,7 +573,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
         });
     }
     let mut att_stmt = conn.prepare_cached(
-        "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message
+        "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message,
+                slurm_job_id
          FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
     )?;
     let mut rows = att_stmt.query(params![job.id as i64])?;
@@ -587,6 +590,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             error: row.get(6)?,
             error_tail: row.get(7)?,
             error_message: row.get(8)?,
+            slurm_job_id: row.get::<_, Option<i64>>(9)?.map(|id| id as u64),
         };
         if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
             a.attempts.push(attempt);

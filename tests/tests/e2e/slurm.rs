@@ -1,13 +1,14 @@
 //! The Slurm executor against a real single-node cluster (`scripts/slurm-up`):
 //! chains mixing local and Slurm activities, exit codes and retries, the
 //! control channel from inside a Slurm job, cancel and timeout through
-//! `scancel`, a daemon killed while its Slurm jobs run, and the load error
+//! `scancel`, a daemon killed or stopped while its Slurm jobs run (adopted
+//! at restart), and the load error
 //! on a host without Slurm. Skipped without a cluster, failed when
 //! `HOLDFAST_SLURM_TEST=required`.
 
 use std::time::Duration;
 
-use holdfast_api::{ActivityState, AttemptState, JobState};
+use holdfast_api::{AttemptState, JobState};
 use holdfast_tests::slurm::{cluster_up, job_state, jobs_named, submitted_id};
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::json;
@@ -181,77 +182,125 @@ shell = 'sleep 300'
     );
 }
 
-/// kill -9 of the daemon while its Slurm job runs: at restart the job the
-/// dead daemon left is cancelled (never left running beside a resumed
-/// attempt), the activity is resumed as a second attempt, and each attempt
-/// was submitted exactly once (counted by job name in squeue and sacct).
-#[test]
-fn kill9_while_a_slurm_job_runs_cancels_the_leftover_and_resumes_once() {
-    if !cluster_up() {
-        return;
-    }
-    let chain = r#"
+/// A chain whose one Slurm activity prints, then waits for `@DIR@/go`
+/// (written by the test while the daemon is down or back), prints again
+/// and exits with the code in that file.
+const GATED: &str = r#"
 [process.p.activity.work]
 executor = "slurm"
 shell = '''
 echo "attempt $HF_ATTEMPT" >> @DIR@/runs
-if [ "$HF_ATTEMPT" = 1 ]; then sleep 300; fi
+echo before
+while [ ! -e @DIR@/go ]; do sleep 0.1; done
+echo after
+exit "$(cat @DIR@/go)"
 '''
 "#;
-    let mut daemon = TestDaemon::start(&[("work.toml", chain)]);
-    let job_id = daemon.submit("work", &[]);
+
+/// Wait until the gated chain's Slurm job runs; its Slurm job id.
+fn gated_job_running(daemon: &TestDaemon, job_id: u64) -> u64 {
     let runs = daemon.dir().join("runs");
-    let (first, _) = eventually(SLURM_WITHIN, "the first Slurm job runs", || {
+    eventually(SLURM_WITHIN, "the Slurm job runs", || {
         let log = daemon.logs(job_id, "p.work", None);
         match submitted_id(&log) {
             Some(id) if job_state(id).as_deref() == Some("RUNNING") && runs.exists() => Ok(id),
             _ => Err(log),
         }
-    });
+    })
+    .0
+}
+
+/// Every Slurm job this test's daemon submitted for the gated activity.
+fn gated_submissions(slurm_id: u64, job_id: u64) -> Vec<String> {
+    let needle = format!("-{job_id}-0-");
+    let name = jobs_named(&needle)
+        .into_iter()
+        .find(|(id, _, _)| *id == slurm_id)
+        .map(|(_, name, _)| name)
+        .expect("the Slurm job is listed");
+    let prefix = name.rsplit_once(&needle).expect("hf-<daemon>-<job>-<idx>-<n>").0;
+    jobs_named(&format!("{prefix}{needle}"))
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect()
+}
+
+/// kill -9 of the daemon while its Slurm job runs: the job runs on, the
+/// restarted daemon adopts it (no kill, no second submission), and it
+/// finishes exactly once, as the same attempt, with the output from both
+/// sides of the restart in its log.
+#[test]
+fn kill9_while_a_slurm_job_runs_then_restart_adopts_it() {
+    if !cluster_up() {
+        return;
+    }
+    let mut daemon = TestDaemon::start(&[("work.toml", GATED)]);
+    let job_id = daemon.submit("work", &[]);
+    let slurm_id = gated_job_running(&daemon, job_id);
     daemon.kill9();
     assert_eq!(
-        job_state(first).as_deref(),
+        job_state(slurm_id).as_deref(),
         Some("RUNNING"),
         "a Slurm job outlives the daemon"
     );
     daemon.restart();
+    std::fs::write(daemon.dir().join("go"), "0").expect("go");
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     let work = activity(&job, "p.work");
-    assert_eq!(work.state, ActivityState::Succeeded);
-    assert_eq!(work.attempts.len(), 2, "{work:#?}");
-    assert_eq!(work.attempts[0].state, AttemptState::Interrupted);
-    let state = job_state(first);
-    assert!(
-        matches!(state.as_deref(), None | Some("CANCELLED")),
-        "the dead daemon's Slurm job {first} is cancelled, not left running: {state:?}"
-    );
-    let needle = format!("-{job_id}-0-");
-    let name_of = |id: u64| {
-        jobs_named(&needle)
-            .into_iter()
-            .find(|(seen, _, _)| *seen == id)
-            .map(|(_, name, _)| name)
-            .expect("listed")
-    };
-    let prefix = name_of(first)
-        .rsplit_once(&needle)
-        .map(|(p, _)| p.to_string())
-        .expect("named hf-<daemon>-<job>-<idx>-<attempt>");
-    let submitted: Vec<String> = jobs_named(&format!("{prefix}{needle}"))
-        .into_iter()
-        .map(|(_, name, _)| name)
-        .collect();
-    let mut names = submitted.clone();
-    names.sort();
+    assert_eq!(work.attempts.len(), 1, "adopted, not resumed: {work:#?}");
+    assert_eq!(work.attempts[0].state, AttemptState::Succeeded);
+    let log = daemon.logs(job_id, "p.work", None);
+    assert!(log.contains("adopted after a daemon restart"), "{log:?}");
+    assert!(log.contains("before\n") && log.contains("after\n"), "{log:?}");
     assert_eq!(
-        names,
-        vec![format!("{prefix}{needle}1"), format!("{prefix}{needle}2")],
-        "one Slurm job per attempt, none submitted twice"
+        gated_submissions(slurm_id, job_id).len(),
+        1,
+        "submitted once, never again"
     );
     assert_eq!(
-        std::fs::read_to_string(&runs).expect("runs"),
-        "attempt 1\nattempt 2\n"
+        std::fs::read_to_string(daemon.dir().join("runs")).expect("runs"),
+        "attempt 1\n",
+        "the activity ran exactly once"
+    );
+}
+
+/// A graceful stop leaves the Slurm job running; it ends while the daemon
+/// is down (exit code 3), and the restarted daemon records that outcome
+/// from Slurm's records for the same attempt, without running it again.
+#[test]
+fn a_slurm_job_that_ends_while_the_daemon_is_stopped_is_recorded_at_restart() {
+    if !cluster_up() {
+        return;
+    }
+    let mut daemon = TestDaemon::start(&[("work.toml", GATED)]);
+    let job_id = daemon.submit("work", &[]);
+    let slurm_id = gated_job_running(&daemon, job_id);
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        job_state(slurm_id).as_deref(),
+        Some("RUNNING"),
+        "a stop leaves the Slurm job running"
+    );
+    std::fs::write(daemon.dir().join("go"), "3").expect("go");
+    eventually(SLURM_WITHIN, "the Slurm job ends while the daemon is down", || {
+        match job_state(slurm_id) {
+            Some(state) if state == "RUNNING" || state == "COMPLETING" => Err(state),
+            other => Ok(other),
+        }
+    });
+    daemon.launch();
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let work = activity(&job, "p.work");
+    assert_eq!(work.attempts.len(), 1, "{work:#?}");
+    assert_eq!(work.attempts[0].state, AttemptState::Failed);
+    assert_eq!(work.attempts[0].exit_code, Some(3), "exit code from Slurm");
+    assert_eq!(gated_submissions(slurm_id, job_id).len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(daemon.dir().join("runs")).expect("runs"),
+        "attempt 1\n"
     );
 }
 

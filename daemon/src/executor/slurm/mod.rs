@@ -72,6 +72,10 @@ pub struct SlurmAttempt {
     pub options: SlurmOptions,
     pub cpus: Option<u32>,
     pub memory_max: Option<u64>,
+    /// Set when a restarted daemon adopts an attempt an earlier run left
+    /// `running`: its Slurm job id when it was committed, else None (found
+    /// by its name). Nothing is submitted unless Slurm never had it.
+    pub adopt: Option<Option<u64>>,
 }
 
 /// The daemon's side of Slurm: the poller's queue and its health.
@@ -85,22 +89,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Start the poller, and cancel the Slurm jobs an earlier run of this
-    /// daemon left (their attempts are resumed by recovery, as for local
-    /// processes). Call inside the runtime.
+    /// Start the poller. Call inside the runtime.
     pub fn start(settings: &Settings) -> Arc<Client> {
         let digest = sha2::Sha256::digest(settings.database().display().to_string().as_bytes());
         let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
         let (watch_tx, watch_rx) = mpsc::channel(1024);
         let (health_tx, health) = watch::channel(Health::default());
         tokio::spawn(poll::run(watch_rx, health_tx));
-        let client = Arc::new(Client {
+        Arc::new(Client {
             watch: watch_tx,
             health,
             tag,
-        });
-        client.cancel_leftovers();
-        client
+        })
     }
 
     /// The executor's health for `hfctl info`.
@@ -130,31 +130,8 @@ impl Client {
             options: settings.slurm.merged(&activity.slurm),
             cpus: activity.cpus,
             memory_max: activity.memory_max,
+            adopt: None,
         })
-    }
-
-    /// Cancel every job named with this daemon's prefix. Blocking, once at
-    /// start, before any attempt is submitted. Without Slurm there is
-    /// nothing to do.
-    fn cancel_leftovers(&self) {
-        let Ok(out) = std::process::Command::new("squeue")
-            .args(["--noheader", "--format=%i|%j"])
-            .output()
-        else {
-            return;
-        };
-        let prefix = self.prefix();
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| line.split_once('|'))
-            .filter(|(_, name)| name.starts_with(&prefix))
-            .map(|(id, _)| id.trim().to_string())
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        tracing::warn!(jobs = %ids.join(","), "cancelling Slurm jobs an earlier run left");
-        let _ = std::process::Command::new("scancel").args(&ids).status();
     }
 }
 
@@ -250,16 +227,18 @@ fn sbatch_options(
 /// `hfctl emit` and anything writing to fd 3 work as in a local attempt.
 const SCRIPT: &str = "#!/bin/sh\nexec 3>>\"$HF_CONTROL_FILE\"\nexec \"$@\"\n";
 
-/// Run one attempt as a Slurm batch job, to its end.
+/// Run one attempt as a Slurm batch job (or adopt the one an earlier
+/// daemon submitted), to its end. None: the daemon is stopping and the job
+/// is left running in Slurm, for the next start to adopt.
 pub(super) async fn run(
     spec: AttemptSpec,
     events: &mpsc::Sender<ExecEvent>,
     kill: oneshot::Receiver<KillReason>,
     hub: &LogHub,
-) -> AttemptEnd {
+) -> Option<AttemptEnd> {
     let key = spec.key;
     let Some(slurm) = spec.slurm.clone() else {
-        return AttemptEnd::spawn_error("not a Slurm attempt".into());
+        return Some(AttemptEnd::spawn_error("not a Slurm attempt".into()));
     };
     let masker = crate::mask::Masker::new(spec.secrets.iter().cloned());
     let sink = Arc::new(
@@ -275,8 +254,57 @@ pub(super) async fn run(
         }
         end
     };
+    let output = slurm.dir.join("output");
+    let control_file = slurm.dir.join("control");
+    let id = match slurm.adopt {
+        Some(Some(id)) => id,
+        Some(None) => match find_by_name(&slurm.name).await {
+            Some(id) => id,
+            None => {
+                // The daemon died between committing the attempt and
+                // Slurm accepting it: nothing ran, it is run again.
+                let mut end = AttemptEnd::spawn_error(format!(
+                    "Slurm has no job named {}: the daemon stopped before submitting it",
+                    slurm.name
+                ));
+                end.state = AttemptState::Interrupted;
+                return Some(finish(&sink, end));
+            }
+        },
+        None => match submit(&spec, &slurm, &sink).await {
+            Ok(id) => id,
+            Err(end) => return Some(finish(&sink, end)),
+        },
+    };
+    if slurm.adopt.is_some() {
+        sink.note(&format!(
+            "submitted to Slurm as job {id} ({}); adopted after a daemon restart, its output \
+             so far follows",
+            slurm.name
+        ));
+    } else {
+        sink.note(&format!("submitted to Slurm as job {id} ({})", slurm.name));
+    }
+    if slurm.adopt != Some(Some(id)) {
+        let _ = events
+            .send(ExecEvent::SlurmSubmitted {
+                key,
+                slurm_job_id: id,
+            })
+            .await;
+    }
+    watch_to_end(spec, slurm, id, output, control_file, sink, masker, events, kill).await
+}
+
+/// Submit the attempt with `sbatch --parsable`: its Slurm job id, or how
+/// the attempt ended without one.
+async fn submit(
+    spec: &AttemptSpec,
+    slurm: &SlurmAttempt,
+    sink: &LogSink,
+) -> Result<u64, AttemptEnd> {
     if spec.argv.is_empty() {
-        return AttemptEnd::spawn_error("empty command".into());
+        return Err(AttemptEnd::spawn_error("empty command".into()));
     }
     let (output, control_file) = match prepare_dir(&slurm.dir, spec.identity.as_ref()) {
         Ok(paths) => paths,
@@ -287,7 +315,7 @@ pub(super) async fn run(
                 slurm.dir.display()
             );
             sink.note(&message);
-            return finish(&sink, AttemptEnd::spawn_error(message));
+            return Err(AttemptEnd::spawn_error(message));
         }
     };
 
@@ -347,22 +375,77 @@ pub(super) async fn run(
         }
         Err(e) => Err((format!("cannot run sbatch: {e}"), false)),
     };
-    let id = match submitted {
-        Ok(id) => id,
-        Err((message, transient)) => {
-            sink.note(&message);
-            let mut end = AttemptEnd::spawn_error(message);
-            end.transient = transient;
-            return finish(&sink, end);
-        }
+    submitted.map_err(|(message, transient)| {
+        sink.note(&message);
+        let mut end = AttemptEnd::spawn_error(message);
+        end.transient = transient;
+        end
+    })
+}
+
+/// The Slurm job of an attempt whose id was not committed, by its name:
+/// `squeue` while Slurm lists it, else Slurm's records (`sacct -c`, then
+/// `sacct`), filtered by name here since `sacct -c` ignores `--name`.
+async fn find_by_name(name: &str) -> Option<u64> {
+    let listed = tokio::process::Command::new("squeue")
+        .args(["--noheader", "--states=all", "--format=%i|%j"])
+        .arg(format!("--name={name}"))
+        .output()
+        .await
+        .ok()?;
+    let records = |out: &std::process::Output| -> Option<u64> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.trim().split_once('|'))
+            .find(|(_, job)| *job == name)
+            .and_then(|(id, _)| id.parse().ok())
     };
-    sink.note(&format!("submitted to Slurm as job {id} ({})", slurm.name));
-    let _ = events
-        .send(ExecEvent::SlurmSubmitted {
-            key,
-            slurm_job_id: id,
-        })
-        .await;
+    if let Some(id) = records(&listed) {
+        return Some(id);
+    }
+    for completion in [true, false] {
+        let mut command = tokio::process::Command::new("sacct");
+        if completion {
+            command.arg("--completion");
+        }
+        let out = command
+            .args(["--noheader", "--parsable2", "--format=JobID,JobName"])
+            .arg(format!("--name={name}"))
+            .output()
+            .await
+            .ok()?;
+        if out.status.success() {
+            return records(&out);
+        }
+    }
+    None
+}
+
+/// Watch the submitted job `id` until Slurm says it ended, tailing its
+/// output and control file, cancelling it when the engine or the timeout
+/// asks. None when the daemon stops: the job keeps running.
+#[allow(clippy::too_many_arguments)]
+async fn watch_to_end(
+    spec: AttemptSpec,
+    slurm: SlurmAttempt,
+    id: u64,
+    output: PathBuf,
+    control_file: PathBuf,
+    sink: Arc<LogSink>,
+    masker: crate::mask::Masker,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+) -> Option<AttemptEnd> {
+    let key = spec.key;
+    let finish = |sink: &LogSink, mut end: AttemptEnd| {
+        end.log_bytes = sink.written();
+        end.log_dropped = sink.dropped();
+        end.log_error = sink.create_error();
+        if end.state != AttemptState::Succeeded {
+            end.error_tail = sink.tail();
+        }
+        end
+    };
     let (status_tx, mut status) = watch::channel(None);
     if slurm
         .client
@@ -374,7 +457,10 @@ pub(super) async fn run(
         .await
         .is_err()
     {
-        return finish(&sink, AttemptEnd::spawn_error("the Slurm poller stopped".into()));
+        return Some(finish(
+            &sink,
+            AttemptEnd::spawn_error("the Slurm poller stopped".into()),
+        ));
     }
 
     // Output and control file, tailed until the job ended.
@@ -440,7 +526,12 @@ pub(super) async fn run(
                 let (state, why) = match reason {
                     KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
                     KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
-                    KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
+                    KillReason::Shutdown => {
+                        // Slurm runs it on; the next start adopts it.
+                        sink.note(&format!("daemon stopping; Slurm job {id} keeps running"));
+                        readers.abort_all();
+                        return None;
+                    }
                 };
                 sink.note(&format!("{why}; cancelling Slurm job {id}"));
                 stopped_for = Some(state);
@@ -479,7 +570,7 @@ pub(super) async fn run(
     }
     // The spool keeps nothing once the attempt's log has it all.
     let _ = std::fs::remove_dir_all(&slurm.dir);
-    finish(&sink, end)
+    Some(finish(&sink, end))
 }
 
 /// The attempt's end from Slurm's final state and why HoldFast stopped it.
