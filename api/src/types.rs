@@ -22,6 +22,10 @@ pub struct DaemonInfo {
     /// why there are no cgroups and caps use rlimits.
     #[serde(default)]
     pub confinement: String,
+    /// The Slurm executor's health (slurmctld reachable, last query),
+    /// on a host with the Slurm client commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +329,10 @@ pub struct Attempt {
     /// (the latest, masked, at most 1000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// The Slurm job running this attempt (`executor = "slurm"`), once
+    /// `sbatch` accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<u64>,
 }
 
 /// One row of `job.list`.
@@ -511,6 +519,10 @@ pub struct ActivityInfo {
     /// may map a name to its own profile); never their fields.
     #[serde(default)]
     pub connections: Vec<String>,
+    /// Where its attempts run when not locally: `slurm` and the `sbatch`
+    /// options they get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
 }
 
 /// One resource cap of an activity.

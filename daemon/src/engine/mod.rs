@@ -179,6 +179,8 @@ pub struct EngineHandle {
     /// Why the engine is held back from starting; None from the moment its
     /// loop runs.
     held: watch::Receiver<Option<Arc<str>>>,
+    /// How the Slurm executor's last query went (`hfctl info`).
+    pub slurm_health: watch::Receiver<executor::slurm::Health>,
 }
 
 /// The engine's side of the channels [`wire`] makes; [`Engine::start`]
@@ -191,6 +193,7 @@ pub struct Wiring {
     events: watch::Sender<u64>,
     hub: LogHub,
     held: watch::Sender<Option<Arc<str>>>,
+    slurm_health: watch::Sender<executor::slurm::Health>,
 }
 
 /// Make the channels between the engine and everyone else, with the
@@ -203,7 +206,9 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
     let (events_tx, events_rx) = watch::channel(0);
     let hub = LogHub::default();
     let (held_tx, held_rx) = watch::channel(held.map(Arc::from));
+    let (slurm_health_tx, slurm_health) = watch::channel(executor::slurm::Health::default());
     let handle = EngineHandle {
+        slurm_health,
         commands: commands_tx.clone(),
         registry: registry_rx,
         changes: changes.clone(),
@@ -219,6 +224,7 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
         events: events_tx,
         hub,
         held: held_tx,
+        slurm_health: slurm_health_tx,
     };
     (handle, wiring)
 }
@@ -432,14 +438,14 @@ impl Engine {
             events: events_tx,
             hub,
             held,
+            slurm_health,
         } = wiring;
         let outbox = events::Outbox::new(store.read_now(crate::store::max_event_id)?, events_tx);
         let (exec_tx, exec_rx) = mpsc::channel(8192);
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
-        // Slurm jobs an earlier daemon left are cancelled, like its processes.
-        let slurm = executor::slurm::Client::start(&settings);
+        let slurm = executor::slurm::Client::start(&settings, slurm_health);
         // No attempt runs yet: secret files a crashed daemon left go now.
         crate::secret_files::clear(&settings.socket);
         // A missing key is made anew only while nothing was sealed with

@@ -112,6 +112,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             })
                             .collect(),
                             connections: a.connections.clone(),
+                            executor: crate::executor::slurm::describe(a, &server.settings),
                         }
                     })
                     .collect(),

@@ -179,7 +179,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
     {
         let mut stmt = conn.prepare_cached(
             "SELECT idx, number, state, pid, exit_code, signal, error_id, error, started_at,
-                    finished_at, log_bytes, log_dropped, error_tail, error_message
+                    finished_at, log_bytes, log_dropped, error_tail, error_message, slurm_job_id
              FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
@@ -200,6 +200,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 log_dropped: row.get::<_, i64>(11)? as u64,
                 error_tail: row.get(12)?,
                 error_message: row.get(13)?,
+                slurm_job_id: row.get::<_, Option<i64>>(14)?.map(|id| id as u64),
             };
             if let Some(&i) = index_of.get(&idx) {
                 activities[i].attempts.push(attempt);

@@ -13,7 +13,7 @@ use holdfast_tests::slurm::{cluster_up, job_state, jobs_named, submitted_id};
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::json;
 
-use crate::support::activity;
+use crate::support::{activity, shown};
 
 /// Slurm answers a scancel in ~70 ms and lists jobs for minutes; this is
 /// a generous bound for what the tests wait on.
@@ -82,6 +82,22 @@ shell = 'echo "final rows=$ROWS"'
         "final rows=42\n",
         "the Slurm step's output reached the next local step"
     );
+
+    // What operators see: the Slurm job per attempt, the executor's health
+    // and the sbatch options each activity gets.
+    let status = shown(&daemon.hfctl(&["status", &job_id.to_string()]));
+    assert!(
+        status.contains(&format!("b.remote attempt 2: Slurm job {slurm_id} (succeeded)")),
+        "{status}"
+    );
+    let info = shown(&daemon.hfctl(&["info"]));
+    assert!(info.contains("slurmctld reachable; last query"), "{info}");
+    let describe = shown(&daemon.hfctl(&["describe", "mixed"]));
+    assert!(
+        describe.contains("remote runs on slurm (sbatch --mem=64M --cpus-per-task=1)"),
+        "{describe}"
+    );
+    assert!(!describe.contains("make runs on"), "a local activity: {describe}");
 }
 
 /// An exit code from Slurm's records fails the attempt with that code, and

@@ -82,7 +82,6 @@ pub struct SlurmAttempt {
 #[derive(Debug)]
 pub struct Client {
     watch: mpsc::Sender<poll::Watch>,
-    health: watch::Receiver<Health>,
     /// Names this daemon's jobs, so two daemons on one cluster never take
     /// each other's jobs for their own.
     tag: String,
@@ -90,22 +89,15 @@ pub struct Client {
 
 impl Client {
     /// Start the poller. Call inside the runtime.
-    pub fn start(settings: &Settings) -> Arc<Client> {
+    pub fn start(settings: &Settings, health: watch::Sender<Health>) -> Arc<Client> {
         let digest = sha2::Sha256::digest(settings.database().display().to_string().as_bytes());
         let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
         let (watch_tx, watch_rx) = mpsc::channel(1024);
-        let (health_tx, health) = watch::channel(Health::default());
-        tokio::spawn(poll::run(watch_rx, health_tx));
+        tokio::spawn(poll::run(watch_rx, health));
         Arc::new(Client {
             watch: watch_tx,
-            health,
             tag,
         })
-    }
-
-    /// The executor's health for `hfctl info`.
-    pub fn health(&self) -> Health {
-        self.health.borrow().clone()
     }
 
     fn prefix(&self) -> String {
@@ -174,20 +166,64 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         })
 }
 
+/// The Slurm line of `hfctl info`: None on a host without `sbatch`;
+/// else whether `scontrol ping` reaches slurmctld now, and how the
+/// poller's last query went.
+pub async fn describe_health(health: Health) -> Option<String> {
+    find_in_path("sbatch")?;
+    let ping = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::process::Command::new("scontrol").arg("ping").output(),
+    )
+    .await;
+    let mut text = match ping {
+        Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("is UP") => {
+            "slurmctld reachable".to_string()
+        }
+        Ok(Ok(out)) => format!(
+            "slurmctld unreachable: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        Ok(Err(e)) => format!("cannot run scontrol: {e}"),
+        Err(_) => "slurmctld unreachable: scontrol ping took over 5s".to_string(),
+    };
+    match health.last_query {
+        Some(at) => {
+            let ago = at.elapsed().unwrap_or_default().as_secs();
+            text.push_str(&format!(
+                "; last query {ago}s ago, {} jobs watched",
+                health.watched
+            ));
+            if let Some(error) = &health.error {
+                text.push_str(&format!(" (it failed: {error}; attempts wait)"));
+            }
+        }
+        None => text.push_str("; no Slurm job watched yet"),
+    }
+    Some(text)
+}
+
 /// What `hfctl describe` says about an activity's executor.
 pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
     if activity.executor != Executor::Slurm {
         return None;
     }
     let options = settings.slurm.merged(&activity.slurm);
-    let mut parts = vec!["slurm".to_string()];
+    let mut parts = vec!["slurm (sbatch".to_string()];
     parts.extend(sbatch_options(
         &options,
         activity.timeout,
         activity.memory_max,
         activity.cpus,
     ));
-    Some(parts.join(" "))
+    let mut text = parts.join(" ") + ")";
+    if activity.memory_max.is_some() || activity.cpus.is_some() {
+        // Without Slurm's cgroup plugins (task/cgroup) they only place the job.
+        text.push_str(
+            "; --mem and --cpus-per-task are enforced only where the cluster runs task/cgroup",
+        );
+    }
+    Some(text)
 }
 
 /// The `sbatch` options derived from the activity: `--time` (whole
