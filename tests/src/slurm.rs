@@ -53,7 +53,12 @@ pub fn jobs_named(needle: &str) -> Vec<(u64, String, String)> {
         .output()
         .expect("run squeue");
     let sacct = Command::new("sacct")
-        .args(["-c", "--noheader", "--parsable2", "--format=JobID,JobName,State"])
+        .args([
+            "-c",
+            "--noheader",
+            "--parsable2",
+            "--format=JobID,JobName,State",
+        ])
         .output()
         .expect("run sacct");
     for line in String::from_utf8_lossy(&out.stdout)

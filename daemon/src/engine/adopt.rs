@@ -4,8 +4,8 @@
 //! instead of interrupting it as it does a local attempt.
 
 use holdfast_api::ActivityState;
-use holdfast_workflow::{Activity, Executor};
 use holdfast_workflow::params::value_as_env;
+use holdfast_workflow::{Activity, Executor};
 use tokio::sync::oneshot;
 
 use super::{Effect, Engine};

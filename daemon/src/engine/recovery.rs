@@ -179,7 +179,11 @@ impl Engine {
             let activity_def = &chain.activities[sa.idx];
             // A Slurm attempt outlives the daemon: adopted, not interrupted.
             let adoption = super::adopt::adopts(activity_def, stored.simulated)
-                .then(|| sa.attempts.iter().find(|a| a.state == AttemptState::Running))
+                .then(|| {
+                    sa.attempts
+                        .iter()
+                        .find(|a| a.state == AttemptState::Running)
+                })
                 .flatten()
                 .map(|a| super::adopt::Adoption {
                     idx: sa.idx,

@@ -116,10 +116,15 @@ pub enum ExecEvent {
         end: AttemptEnd,
     },
     /// A Slurm attempt was accepted by `sbatch` under this job id.
-    SlurmSubmitted { key: AttemptKey, slurm_job_id: u64 },
+    SlurmSubmitted {
+        key: AttemptKey,
+        slurm_job_id: u64,
+    },
     /// The daemon is stopping and the attempt's Slurm job keeps running:
     /// it stays `running` in the store, for the next start to adopt.
-    Detached { key: AttemptKey },
+    Detached {
+        key: AttemptKey,
+    },
 }
 
 /// Start the attempt in its own task. The engine keeps `kill` to stop it.

@@ -64,10 +64,19 @@ shell = 'echo "final rows=$ROWS"'
     let daemon = TestDaemon::start(&[("mixed.toml", chain)]);
     let job_id = daemon.submit("mixed", &[]);
     let job = daemon.wait_done(job_id);
-    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", daemon.log_tail());
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{job:#?}\n{}",
+        daemon.log_tail()
+    );
     assert_eq!(job.outputs.get("b.remote"), Some(&json!({"rows": 42})));
     let remote = activity(&job, "b.remote");
-    assert_eq!(remote.progress, Some(0.5), "progress from inside the Slurm job");
+    assert_eq!(
+        remote.progress,
+        Some(0.5),
+        "progress from inside the Slurm job"
+    );
     assert_eq!(remote.progress_text.as_deref(), Some("halfway"));
     let log = daemon.logs(job_id, "b.remote", Some(2));
     let slurm_id = submitted_id(&log).unwrap_or_else(|| panic!("no Slurm job id in {log:?}"));
@@ -87,7 +96,9 @@ shell = 'echo "final rows=$ROWS"'
     // and the sbatch options each activity gets.
     let status = shown(&daemon.hfctl(&["status", &job_id.to_string()]));
     assert!(
-        status.contains(&format!("b.remote attempt 2: Slurm job {slurm_id} (succeeded)")),
+        status.contains(&format!(
+            "b.remote attempt 2: Slurm job {slurm_id} (succeeded)"
+        )),
         "{status}"
     );
     let info = shown(&daemon.hfctl(&["info"]));
@@ -97,7 +108,10 @@ shell = 'echo "final rows=$ROWS"'
         describe.contains("remote runs on slurm (sbatch --mem=64M --cpus-per-task=1)"),
         "{describe}"
     );
-    assert!(!describe.contains("make runs on"), "a local activity: {describe}");
+    assert!(
+        !describe.contains("make runs on"),
+        "a local activity: {describe}"
+    );
 }
 
 /// An exit code from Slurm's records fails the attempt with that code, and
@@ -127,9 +141,11 @@ shell = 'echo "attempt $HF_ATTEMPT"; exit 3'
     let first = submitted_id(&daemon.logs(job_id, "p.fails", Some(1))).expect("first id");
     let second = submitted_id(&daemon.logs(job_id, "p.fails", Some(2))).expect("second id");
     assert_ne!(first, second, "each attempt is its own Slurm job");
-    assert!(daemon
-        .logs(job_id, "p.fails", Some(2))
-        .contains("attempt 2"));
+    assert!(
+        daemon
+            .logs(job_id, "p.fails", Some(2))
+            .contains("attempt 2")
+    );
 }
 
 /// Cancelling a job cancels its Slurm job: Slurm itself says CANCELLED (or
@@ -234,7 +250,10 @@ fn gated_submissions(slurm_id: u64, job_id: u64) -> Vec<String> {
         .find(|(id, _, _)| *id == slurm_id)
         .map(|(_, name, _)| name)
         .expect("the Slurm job is listed");
-    let prefix = name.rsplit_once(&needle).expect("hf-<daemon>-<job>-<idx>-<n>").0;
+    let prefix = name
+        .rsplit_once(&needle)
+        .expect("hf-<daemon>-<job>-<idx>-<n>")
+        .0;
     jobs_named(&format!("{prefix}{needle}"))
         .into_iter()
         .map(|(_, name, _)| name)
@@ -268,7 +287,10 @@ fn kill9_while_a_slurm_job_runs_then_restart_adopts_it() {
     assert_eq!(work.attempts[0].state, AttemptState::Succeeded);
     let log = daemon.logs(job_id, "p.work", None);
     assert!(log.contains("adopted after a daemon restart"), "{log:?}");
-    assert!(log.contains("before\n") && log.contains("after\n"), "{log:?}");
+    assert!(
+        log.contains("before\n") && log.contains("after\n"),
+        "{log:?}"
+    );
     assert_eq!(
         gated_submissions(slurm_id, job_id).len(),
         1,
@@ -300,12 +322,14 @@ fn a_slurm_job_that_ends_while_the_daemon_is_stopped_is_recorded_at_restart() {
         "a stop leaves the Slurm job running"
     );
     std::fs::write(daemon.dir().join("go"), "3").expect("go");
-    eventually(SLURM_WITHIN, "the Slurm job ends while the daemon is down", || {
-        match job_state(slurm_id) {
+    eventually(
+        SLURM_WITHIN,
+        "the Slurm job ends while the daemon is down",
+        || match job_state(slurm_id) {
             Some(state) if state == "RUNNING" || state == "COMPLETING" => Err(state),
             other => Ok(other),
-        }
-    });
+        },
+    );
     daemon.launch();
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Failed, "{job:#?}");

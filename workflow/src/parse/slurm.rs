@@ -3,10 +3,10 @@
 
 use toml::Spanned;
 
+use super::Diagnostics;
 use super::raw::RawSlurm;
 use super::values::Settings;
 use crate::model::Executor;
-use super::Diagnostics;
 
 /// Apply `executor`, `cpus` and `[slurm]` from one table to `out`.
 pub(super) fn apply(
@@ -31,7 +31,10 @@ pub(super) fn apply(
             Ok(n) if (1..=100_000).contains(&n) => out.cpus = Some(n),
             _ => diagnostics.error(
                 &cpus.span(),
-                format!("cpus must be a whole number from 1 to 100000; got {}", cpus.get_ref()),
+                format!(
+                    "cpus must be a whole number from 1 to 100000; got {}",
+                    cpus.get_ref()
+                ),
             ),
         }
     }
@@ -59,7 +62,10 @@ pub(super) fn apply(
         out.slurm.sbatch_args.clear();
         for arg in args {
             if arg.get_ref().contains('\0') {
-                diagnostics.error(&arg.span(), "slurm.sbatch_args: an argument holds a NUL byte");
+                diagnostics.error(
+                    &arg.span(),
+                    "slurm.sbatch_args: an argument holds a NUL byte",
+                );
             } else {
                 out.slurm.sbatch_args.push(arg.into_inner());
             }

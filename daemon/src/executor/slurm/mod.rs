@@ -173,7 +173,9 @@ pub async fn describe_health(health: Health) -> Option<String> {
     find_in_path("sbatch")?;
     let ping = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio::process::Command::new("scontrol").arg("ping").output(),
+        tokio::process::Command::new("scontrol")
+            .arg("ping")
+            .output(),
     )
     .await;
     let mut text = match ping {
@@ -329,7 +331,18 @@ pub(super) async fn run(
             })
             .await;
     }
-    watch_to_end(spec, slurm, id, output, control_file, sink, masker, events, kill).await
+    watch_to_end(
+        spec,
+        slurm,
+        id,
+        output,
+        control_file,
+        sink,
+        masker,
+        events,
+        kill,
+    )
+    .await
 }
 
 /// Submit the attempt with `sbatch --parsable`: its Slurm job id, or how
@@ -400,7 +413,12 @@ async fn submit(
                 .split(';')
                 .next()
                 .and_then(|id| id.parse::<u64>().ok())
-                .ok_or_else(|| (format!("sbatch answered {:?}, not a job id", text.trim()), false))
+                .ok_or_else(|| {
+                    (
+                        format!("sbatch answered {:?}, not a job id", text.trim()),
+                        false,
+                    )
+                })
         }
         Ok(out) => {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -630,10 +648,9 @@ fn outcome(id: u64, status: Option<JobStatus>, stopped_for: Option<AttemptState>
         (_, "COMPLETED" | "FAILED") => (
             AttemptState::Failed,
             match (status.exit_code, status.signal) {
-                (_, Some(signal)) => format!(
-                    "Slurm job {id} killed by {}",
-                    super::signal_name(signal)
-                ),
+                (_, Some(signal)) => {
+                    format!("Slurm job {id} killed by {}", super::signal_name(signal))
+                }
                 (code, None) => format!("Slurm job {id} exited with code {}", code.unwrap_or(-1)),
             },
         ),
@@ -647,7 +664,10 @@ fn outcome(id: u64, status: Option<JobStatus>, stopped_for: Option<AttemptState>
         ),
         (_, "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "LOST") => (
             AttemptState::Interrupted,
-            format!("Slurm job {id} interrupted ({}); it is resumed", status.state),
+            format!(
+                "Slurm job {id} interrupted ({}); it is resumed",
+                status.state
+            ),
         ),
         (_, other) => (
             AttemptState::Failed,

@@ -153,11 +153,7 @@ pub async fn run(mut requests: mpsc::Receiver<Watch>, health: watch::Sender<Heal
 /// `squeue`; exit codes of the jobs that ended from `scontrol` (once per
 /// job) or, for jobs `squeue` no longer lists, from one `sacct`.
 async fn query(ids: &[u64]) -> Result<HashMap<u64, JobStatus>, String> {
-    let list = ids
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new("squeue")
         .args(["--noheader", "--states=all", "--format=%i|%T", "--jobs"])
         .arg(&list)
@@ -222,11 +218,7 @@ async fn scontrol_exit_code(id: u64) -> Option<(i32, i32)> {
 /// Finished jobs from Slurm's records: `sacct -c` (the jobcomp file) on a
 /// cluster without an accounting database, else `sacct`.
 async fn sacct(ids: &[u64]) -> HashMap<u64, JobStatus> {
-    let list = ids
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     for completion in [true, false] {
         let mut command = Command::new("sacct");
         if completion {
