@@ -114,6 +114,39 @@ shell = 'echo "final rows=$ROWS"'
     );
 }
 
+/// `hfctl emit` inside a Slurm job writes to the control file even where
+/// fd 3 is not open (a job step started with `srun` does not inherit it;
+/// here fd 3 is closed by hand), and the daemon takes the message.
+#[test]
+fn hfctl_emit_in_a_slurm_job_without_fd3_writes_the_control_file() {
+    if !cluster_up() {
+        return;
+    }
+    let chain = r#"
+[process.p.activity.step]
+executor = "slurm"
+env = { PATH = "@BIN@:/usr/bin:/bin" }
+shell = '''
+exec 3>&-
+hfctl emit output '{"via": "file"}'
+srun --ntasks=1 hfctl emit progress 40 from srun
+'''
+"#;
+    let daemon = TestDaemon::start(&[("step.toml", chain)]);
+    let job_id = daemon.submit("step", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{job:#?}\n{}",
+        daemon.logs(job_id, "p.step", None)
+    );
+    assert_eq!(job.outputs.get("p.step"), Some(&json!({"via": "file"})));
+    let step = activity(&job, "p.step");
+    assert_eq!(step.progress, Some(40.0), "from a job step: {step:#?}");
+    assert_eq!(step.progress_text.as_deref(), Some("from srun"));
+}
+
 /// An exit code from Slurm's records fails the attempt with that code, and
 /// the retry is a new Slurm job.
 #[test]
