@@ -399,3 +399,43 @@ command = ["true"]
         "position of executor: {listed}"
     );
 }
+
+/// An activity with `user` runs as that user on Slurm (`sbatch --uid`),
+/// with its attempt directory on the spool its own. Needs real users
+/// (`HOLDFAST_USERS_TEST`) and the cluster.
+#[test]
+fn a_slurm_activity_runs_as_its_user() {
+    let Some(accounts) = crate::users::accounts_or_skip("a_slurm_activity_runs_as_its_user")
+    else {
+        return;
+    };
+    if !cluster_up() {
+        return;
+    }
+    let spool = tempfile::Builder::new()
+        .prefix("hft-slurm-spool-")
+        .tempdir()
+        .expect("spool");
+    std::fs::set_permissions(spool.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .expect("chmod");
+    let settings = format!(
+        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
+        spool.path().display()
+    );
+    let chain = r#"
+[process.p.activity.who]
+executor = "slurm"
+user = "hft-runas"
+shell = 'echo "$(id -un) in slurm job $SLURM_JOB_ID"'
+"#;
+    let daemon = TestDaemon::start_with(&settings, &[("who.toml", chain)]);
+    let job_id = daemon.submit("who", &[]);
+    let job = daemon.wait_done(job_id);
+    let log = daemon.logs(job_id, "p.who", None);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{log}");
+    let slurm_id = submitted_id(&log).expect("slurm id");
+    assert!(
+        log.contains(&format!("{} in slurm job {slurm_id}", accounts.run_as.name)),
+        "{log:?}"
+    );
+}

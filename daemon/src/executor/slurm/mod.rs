@@ -703,8 +703,13 @@ fn prepare_dir(
     dir: &Path,
     identity: Option<&crate::run_as::Identity>,
 ) -> std::io::Result<(PathBuf, PathBuf)> {
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)?;
+    if let Some(root) = dir.parent()
+        && !root.exists()
+    {
+        std::fs::create_dir_all(root)?;
+        // Run-as attempts reach their own directory inside: traversable,
+        // not listable (the daemon's umask would make it 0700).
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
     }
     match std::fs::create_dir(dir) {
         Ok(()) => {}
