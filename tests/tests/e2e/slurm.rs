@@ -336,6 +336,42 @@ fn kill9_while_a_slurm_job_runs_then_restart_adopts_it() {
     );
 }
 
+/// The crash window between `sbatch` answering and its job id being
+/// committed: with the id gone from the store (as a crash there leaves
+/// it), the restarted daemon finds the job by its name and adopts it; it
+/// is never submitted a second time.
+#[test]
+fn an_uncommitted_slurm_job_is_found_by_its_name_at_restart() {
+    if !cluster_up() {
+        return;
+    }
+    let mut daemon = TestDaemon::start(&[("work.toml", GATED)]);
+    let job_id = daemon.submit("work", &[]);
+    let slurm_id = gated_job_running(&daemon, job_id);
+    daemon.kill9();
+    let changed = rusqlite::Connection::open(daemon.state_dir().join("holdfast.db"))
+        .expect("open the database")
+        .execute("UPDATE attempts SET slurm_job_id = NULL", [])
+        .expect("forget the id");
+    assert_eq!(changed, 1);
+    daemon.launch();
+    std::fs::write(daemon.dir().join("go"), "0").expect("go");
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let work = activity(&job, "p.work");
+    assert_eq!(work.attempts.len(), 1, "{work:#?}");
+    assert_eq!(
+        work.attempts[0].slurm_job_id,
+        Some(slurm_id),
+        "found by name and committed"
+    );
+    assert_eq!(gated_submissions(slurm_id, job_id).len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(daemon.dir().join("runs")).expect("runs"),
+        "attempt 1\n"
+    );
+}
+
 /// A graceful stop leaves the Slurm job running; it ends while the daemon
 /// is down (exit code 3), and the restarted daemon records that outcome
 /// from Slurm's records for the same attempt, without running it again.

@@ -729,3 +729,79 @@ fn prepare_dir(
     }
     Ok((dir.join("output"), control))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, exit_code: i32, signal: Option<i32>) -> Option<JobStatus> {
+        Some(JobStatus {
+            state: state.into(),
+            exit_code: Some(exit_code),
+            signal,
+        })
+    }
+
+    /// Slurm's final states map to HoldFast's attempt states; a stop asked
+    /// by HoldFast wins over the CANCELLED it causes.
+    #[test]
+    fn slurm_states_map_to_attempt_states() {
+        let cases = [
+            (status("COMPLETED", 0, None), None, AttemptState::Succeeded, Some(0)),
+            (status("FAILED", 3, None), None, AttemptState::Failed, Some(3)),
+            (status("TIMEOUT", 0, None), None, AttemptState::Timeout, None),
+            (status("OUT_OF_MEMORY", 0, None), None, AttemptState::Oom, Some(0)),
+            (status("NODE_FAIL", 0, None), None, AttemptState::Interrupted, None),
+            (status("PREEMPTED", 0, None), None, AttemptState::Interrupted, None),
+            (status("CANCELLED", 0, Some(15)), None, AttemptState::Failed, Some(0)),
+            (
+                status("CANCELLED", 0, Some(15)),
+                Some(AttemptState::Cancelled),
+                AttemptState::Cancelled,
+                Some(0),
+            ),
+            (None, Some(AttemptState::Cancelled), AttemptState::Cancelled, None),
+            (None, None, AttemptState::Interrupted, None),
+        ];
+        for (found, stopped_for, state, exit_code) in cases {
+            let end = outcome(7, found.clone(), stopped_for);
+            assert_eq!(end.state, state, "{found:?} {stopped_for:?}");
+            assert_eq!(end.exit_code, exit_code, "{found:?} {stopped_for:?}");
+        }
+    }
+
+    /// Options from the settings file sit under the chain's; the caps map to
+    /// whole minutes, MiB and CPUs.
+    #[test]
+    fn sbatch_options_merge_settings_and_activity() {
+        let settings = SlurmSettings {
+            partition: Some("batch".into()),
+            qos: Some("low".into()),
+            sbatch_args: vec!["--nice=1".into()],
+            ..SlurmSettings::default()
+        };
+        let own = SlurmOptions {
+            qos: Some("high".into()),
+            sbatch_args: vec!["--exclusive".into()],
+            ..SlurmOptions::default()
+        };
+        let args = sbatch_options(
+            &settings.merged(&own),
+            Some(Duration::from_secs(61)),
+            Some(1536 * 1024),
+            Some(2),
+        );
+        assert_eq!(
+            args,
+            [
+                "--time=2",
+                "--mem=2M",
+                "--cpus-per-task=2",
+                "--partition=batch",
+                "--qos=high",
+                "--nice=1",
+                "--exclusive"
+            ]
+        );
+    }
+}
