@@ -441,8 +441,7 @@ command = ["true"]
 /// (`HOLDFAST_USERS_TEST`) and the cluster.
 #[test]
 fn a_slurm_activity_runs_as_its_user() {
-    let Some(accounts) = crate::users::accounts_or_skip("a_slurm_activity_runs_as_its_user")
-    else {
+    let Some(accounts) = crate::users::accounts_or_skip("a_slurm_activity_runs_as_its_user") else {
         return;
     };
     if !cluster_up() {
@@ -452,8 +451,11 @@ fn a_slurm_activity_runs_as_its_user() {
         .prefix("hft-slurm-spool-")
         .tempdir()
         .expect("spool");
-    std::fs::set_permissions(spool.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
-        .expect("chmod");
+    std::fs::set_permissions(
+        spool.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("chmod");
     let settings = format!(
         "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
         spool.path().display()
