@@ -477,3 +477,90 @@ shell = 'echo "$(id -un) in slurm job $SLURM_JOB_ID"'
         "{log:?}"
     );
 }
+
+/// The polling cost: with many Slurm attempts active at once, the daemon
+/// starts one `squeue` per interval for all of them (each call lists
+/// several job ids), not one per job per tick, and one `scontrol` per job
+/// that ended. Counted with logging wrappers first on the daemon's PATH.
+#[test]
+fn slurm_jobs_are_polled_in_batches_not_one_process_per_job() {
+    if !cluster_up() {
+        return;
+    }
+    const ACTIVITIES: usize = 12;
+    let mut chain = String::from("[process.p]\nmode = \"parallel\"\n");
+    for n in 0..ACTIVITIES {
+        chain.push_str(&format!(
+            "\n[process.p.activity.a{n}]\nexecutor = \"slurm\"\nshell = 'sleep 1'\n"
+        ));
+    }
+    let mut daemon = TestDaemon::prepare(Some("max_parallel = 32\n"), &[("many.toml", &chain)]);
+    let shims = daemon.dir().join("shims");
+    std::fs::create_dir(&shims).expect("shims");
+    for tool in ["squeue", "scontrol", "sacct", "sbatch"] {
+        let real = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|dir| std::path::Path::new(dir).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is installed"));
+        let shim = shims.join(tool);
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}/{tool}.calls\nexec {} \"$@\"\n",
+                daemon.dir().display(),
+                real.display()
+            ),
+        )
+        .expect("write shim");
+        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    daemon.set_env(
+        "PATH",
+        format!(
+            "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            shims.display()
+        ),
+    );
+    daemon.launch();
+    let began = std::time::Instant::now();
+    let job_id = daemon.submit("many", &[]);
+    let job = daemon.wait_done(job_id);
+    let elapsed = began.elapsed();
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let calls = |tool: &str| -> Vec<String> {
+        std::fs::read_to_string(daemon.dir().join(format!("{tool}.calls")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        calls("sbatch").len(),
+        ACTIVITIES,
+        "one submission per attempt"
+    );
+    let squeue = calls("squeue");
+    // At most one per 250 ms (the shortest interval), whatever the number
+    // of jobs; one process per job per tick would be about 12 times this.
+    let bound = (elapsed.as_secs_f64() / 0.25).ceil() as usize + 2;
+    assert!(
+        squeue.len() <= bound,
+        "{} squeue calls in {elapsed:?} (at most {bound}): {squeue:#?}",
+        squeue.len()
+    );
+    assert!(
+        squeue.iter().any(|call| call.contains(',')),
+        "one squeue lists several jobs at once: {squeue:#?}"
+    );
+    // (`scontrol ping` is `hfctl info`'s, which the fixture calls.)
+    let shows: Vec<String> = calls("scontrol")
+        .into_iter()
+        .filter(|call| call.contains("show job"))
+        .collect();
+    assert!(
+        shows.len() <= ACTIVITIES,
+        "scontrol once per ended job: {shows:#?}"
+    );
+}
