@@ -19,6 +19,14 @@ use crate::support::{activity, shown};
 /// a generous bound for what the tests wait on.
 const SLURM_WITHIN: Duration = Duration::from_secs(30);
 
+/// The cluster is shared by the tests of this module, which run in
+/// parallel; the one that stops slurmctld takes it alone.
+static CLUSTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Outputs flow local → Slurm → local, the Slurm step really ran as a
 /// Slurm job (SLURM_JOB_ID, "submitted to Slurm" in its log), its output
 /// file reached the attempt's log, and progress, checkpoint and output
@@ -30,6 +38,7 @@ fn mixed_local_and_slurm_chain_passes_outputs_and_control_messages() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let chain = r#"
 [process.a.activity.make]
 shell = '''echo 'output {"rows": 41}' >&3'''
@@ -122,6 +131,7 @@ fn hfctl_emit_in_a_slurm_job_without_fd3_writes_the_control_file() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let chain = r#"
 [process.p.activity.step]
 executor = "slurm"
@@ -154,6 +164,7 @@ fn slurm_exit_code_fails_the_attempt_and_the_retry_is_a_new_job() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let chain = r#"
 [process.p.activity.fails]
 executor = "slurm"
@@ -188,6 +199,7 @@ fn cancel_scancels_the_slurm_job() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let chain = r#"
 [process.p.activity.long]
 executor = "slurm"
@@ -227,6 +239,7 @@ fn timeout_cancels_the_slurm_job_and_ends_as_timeout() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let chain = r#"
 [process.p.activity.slow]
 executor = "slurm"
@@ -302,6 +315,7 @@ fn kill9_while_a_slurm_job_runs_then_restart_adopts_it() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let mut daemon = TestDaemon::start(&[("work.toml", GATED)]);
     let job_id = daemon.submit("work", &[]);
     let slurm_id = gated_job_running(&daemon, job_id);
@@ -345,6 +359,7 @@ fn an_uncommitted_slurm_job_is_found_by_its_name_at_restart() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let mut daemon = TestDaemon::start(&[("work.toml", GATED)]);
     let job_id = daemon.submit("work", &[]);
     let slurm_id = gated_job_running(&daemon, job_id);
@@ -380,6 +395,7 @@ fn a_slurm_job_that_ends_while_the_daemon_is_stopped_is_recorded_at_restart() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let mut daemon = TestDaemon::start(&[("work.toml", GATED)]);
     let job_id = daemon.submit("work", &[]);
     let slurm_id = gated_job_running(&daemon, job_id);
@@ -447,6 +463,7 @@ fn a_slurm_activity_runs_as_its_user() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     let spool = tempfile::Builder::new()
         .prefix("hft-slurm-spool-")
         .tempdir()
@@ -487,6 +504,7 @@ fn slurm_jobs_are_polled_in_batches_not_one_process_per_job() {
     if !cluster_up() {
         return;
     }
+    let _cluster = shared();
     const ACTIVITIES: usize = 12;
     let mut chain = String::from("[process.p]\nmode = \"parallel\"\n");
     for n in 0..ACTIVITIES {
@@ -563,4 +581,65 @@ fn slurm_jobs_are_polled_in_batches_not_one_process_per_job() {
         shows.len() <= ACTIVITIES,
         "scontrol once per ended job: {shows:#?}"
     );
+}
+
+/// slurmctld going away makes attempts wait, not fail: with the controller
+/// stopped while a Slurm job runs (and ends), `hfctl info` reports it
+/// unreachable and the attempt stays running; once slurmctld is back
+/// (`scripts/slurm-up`), the attempt ends as the job did, submitted once.
+/// Takes the cluster alone (the other Slurm tests wait); about 30 s.
+#[test]
+fn slurmctld_away_makes_attempts_wait_not_fail() {
+    if !cluster_up() {
+        return;
+    }
+    let _alone = CLUSTER.write().unwrap_or_else(|e| e.into_inner());
+    let daemon = TestDaemon::start(&[("work.toml", GATED)]);
+    let job_id = daemon.submit("work", &[]);
+    let slurm_id = gated_job_running(&daemon, job_id);
+    let pid: i32 = std::fs::read_to_string("/run/slurmctld.pid")
+        .expect("slurmctld pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("stop slurmctld");
+    eventually(
+        SLURM_WITHIN,
+        "slurmctld exits",
+        || match nix::sys::signal::kill(pid, None) {
+            Err(_) => Ok(()),
+            Ok(()) => Err("still running"),
+        },
+    );
+    // Whatever happens next, the cluster is brought back for the others.
+    struct Up;
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/slurm-up");
+            let status = std::process::Command::new(script).status();
+            assert!(status.is_ok_and(|s| s.success()), "scripts/slurm-up failed");
+        }
+    }
+    let up = Up;
+    std::fs::write(daemon.dir().join("go"), "0").expect("go");
+    let (info, _) = eventually(SLURM_WITHIN, "hfctl info reports slurmctld away", || {
+        let info = shown(&daemon.hfctl(&["info"]));
+        if info.contains("slurmctld unreachable") && info.contains("attempts wait") {
+            Ok(info)
+        } else {
+            Err(info)
+        }
+    });
+    let job = daemon.status(job_id);
+    assert_eq!(job.state, JobState::Running, "waits: {job:#?}\n{info}");
+    assert_eq!(
+        activity(&job, "p.work").attempts[0].state,
+        AttemptState::Running
+    );
+    drop(up);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(activity(&job, "p.work").attempts.len(), 1);
+    assert_eq!(gated_submissions(slurm_id, job_id).len(), 1);
 }
