@@ -3,6 +3,21 @@
 //! says about jobs, read directly so the tests check Slurm itself.
 
 use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The cluster is shared by the Slurm tests, which run in parallel; a test
+/// that stops slurmctld takes it alone.
+static CLUSTER: RwLock<()> = RwLock::new(());
+
+/// Hold while a test uses the cluster.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    CLUSTER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hold while a test disturbs the cluster (stops slurmctld).
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    CLUSTER.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// `HOLDFAST_SLURM_TEST=required`: a machine without a running cluster
 /// fails the Slurm tests instead of skipping them.

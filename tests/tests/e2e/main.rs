@@ -40,6 +40,7 @@ mod schedules;
 mod secrets;
 mod secrets_key;
 mod slurm;
+mod slurm_restart;
 mod socket_umask;
 mod support;
 mod systemd;
