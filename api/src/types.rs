@@ -22,6 +22,10 @@ pub struct DaemonInfo {
     /// why there are no cgroups and caps use rlimits.
     #[serde(default)]
     pub confinement: String,
+    /// The Slurm executor's health (slurmctld reachable, last query),
+    /// on a host with the Slurm client commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -428,6 +432,10 @@ pub struct Attempt {
     /// resource use was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceUse>,
+    /// The Slurm job running this attempt (`executor = "slurm"`), once
+    /// `sbatch` accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<u64>,
 }
 
 /// Resource use of one ended attempt. Which source gives which figure is
@@ -671,6 +679,10 @@ pub struct ActivityInfo {
     /// A fan-out's `max_parallel`: its items running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<usize>,
+    /// Where its attempts run when not locally: `slurm` and the `sbatch`
+    /// options they get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
 }
 
 /// One resource cap of an activity.

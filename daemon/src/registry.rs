@@ -216,6 +216,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         // So is a notification rule that cannot work here.
         let loaded = load_file(&file).and_then(|chain| {
             let mut errors = crate::run_as::check_chain(&chain, settings);
+            errors.extend(crate::executor::slurm::check_chain(&chain));
             match crate::notify::rules::for_chain(&chain, settings) {
                 Ok(rules) if errors.is_empty() => Ok((chain, rules)),
                 Ok(_) => Err(errors),

@@ -79,6 +79,12 @@ struct SettingsFile {
     metrics_textfile_interval: Option<String>,
     /// The sendmail program of mail rules when there is no `[smtp]`.
     sendmail: Option<PathBuf>,
+    /// Where Slurm attempts' scripts, output and control files go: a
+    /// directory the cluster's nodes see at the same path.
+    slurm_spool: Option<PathBuf>,
+    /// `[slurm]`: defaults for every Slurm attempt.
+    #[serde(default)]
+    slurm: crate::executor::slurm::SlurmSettings,
 }
 
 /// A byte size: an integer, or a string like `64M` (K, M, G: powers of 1024).
@@ -179,6 +185,11 @@ pub struct Settings {
     pub smtp: Option<crate::notify::rules::Smtp>,
     /// The sendmail program mail rules use without `[smtp]`.
     pub sendmail: PathBuf,
+    /// Spool directory of Slurm attempts, shared with the nodes (see
+    /// [`Settings::slurm_spool`]).
+    pub slurm_spool: Option<PathBuf>,
+    /// `[slurm]` defaults (see [`crate::executor::slurm`]).
+    pub slurm: crate::executor::slurm::SlurmSettings,
 }
 
 impl Settings {
@@ -193,6 +204,14 @@ impl Settings {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
+    }
+
+    /// The `slurm_spool` setting, by default `slurm/` in the state
+    /// directory (enough for a single-node cluster only).
+    pub fn slurm_spool(&self) -> PathBuf {
+        self.slurm_spool
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("slurm"))
     }
 
     /// Resolve settings: defaults < file < overrides.
@@ -343,6 +362,8 @@ impl Settings {
             metrics_textfile_interval,
             smtp,
             sendmail,
+            slurm_spool: file.slurm_spool.map(absolute),
+            slurm: file.slurm,
         })
     }
 }

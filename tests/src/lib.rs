@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod http;
 pub mod poll;
 pub mod process;
+pub mod slurm;
 pub mod users;
 
 pub use command::{

@@ -304,6 +304,12 @@ pub struct Activity {
     /// (`connections = ["erp"]`); a tenant may map a name to its own
     /// profile. Given as `HF_CONN_<NAME>_<FIELD>` at each attempt's start.
     pub connections: Vec<String>,
+    /// Where its attempts run (`executor`): here, or on a Slurm cluster.
+    pub executor: Executor,
+    /// `cpus`: CPUs for one attempt (Slurm's `--cpus-per-task`).
+    pub cpus: Option<u32>,
+    /// `[slurm]` options, `[defaults.slurm]` merged key by key.
+    pub slurm: SlurmOptions,
     /// Indices into `Chain::activities` of the activities that must have
     /// finished before this one starts: every activity of each `after`
     /// process (transitively through the DAG is implied), plus the previous
@@ -343,6 +349,36 @@ pub enum Foreach {
     /// `"tenants"`: one item `{tenant, params}` per tenant that may run
     /// the chain (by name), with the tenant's `[params]`.
     Tenants,
+}
+
+/// Where an activity's attempts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Executor {
+    /// A child process of the daemon.
+    #[default]
+    Local,
+    /// A batch job submitted with `sbatch` to the host's Slurm cluster.
+    Slurm,
+}
+
+impl Executor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Executor::Local => "local",
+            Executor::Slurm => "slurm",
+        }
+    }
+}
+
+/// `[slurm]` options given to `sbatch`; unset keys leave Slurm's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    /// Extra `sbatch` arguments, after the ones HoldFast derives.
+    pub sbatch_args: Vec<String>,
 }
 
 /// An activity's stand-in for simulated jobs: nothing is run, the attempt
@@ -508,6 +544,9 @@ mod tests {
             cpu_weight: None,
             cpu_quota: None,
             connections: Vec::new(),
+            executor: Executor::Local,
+            cpus: None,
+            slurm: SlurmOptions::default(),
         }
     }
 

@@ -17,6 +17,7 @@ mod processes;
 mod raw;
 mod references;
 mod schedules;
+mod slurm;
 #[cfg(test)]
 mod tests;
 mod values;

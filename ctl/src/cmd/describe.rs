@@ -171,6 +171,9 @@ fn render(detail: &WorkflowDetail, palette: &Palette) -> String {
                     activity.connections.join(", ")
                 ));
             }
+            if let Some(executor) = &activity.executor {
+                out.push_str(&format!("    {} runs on {executor}\n", activity.name));
+            }
             for limit in &activity.limits {
                 let how = if limit.mechanism.starts_with("not enforced") {
                     limit.mechanism.clone()
@@ -278,6 +281,7 @@ mod tests {
             user: None,
             group: None,
             limits: Vec::new(),
+            executor: None,
             connections: Vec::new(),
             foreach: None,
             max_parallel: None,

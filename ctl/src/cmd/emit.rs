@@ -1,5 +1,6 @@
 //! `hfctl emit ...`: write one control-channel message from inside an
-//! activity (a shell script, say) to the fd named by `HF_CONTROL_FD`.
+//! activity (a shell script, say) to the fd named by `HF_CONTROL_FD`, or,
+//! inside a Slurm job, to the control file named by `HF_CONTROL_FILE`.
 
 use std::io::Write;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -74,6 +75,24 @@ pub fn line(message: &Message) -> Result<String, String> {
 
 pub fn run(args: Args) -> Result<Outcome, Error> {
     let line = line(&args.message).map_err(|message| Error::Usage { message })?;
+    // Inside a Slurm job the control channel is a file on storage shared
+    // with the daemon; a job step started with `srun` has no fd 3 at all.
+    if std::env::var_os("SLURM_JOB_ID").is_some()
+        && let Some(path) = std::env::var_os("HF_CONTROL_FILE")
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::Usage {
+                message: format!(
+                    "cannot open the control file {}: {e}; run this inside a HoldFast activity",
+                    std::path::Path::new(&path).display()
+                ),
+            })?;
+        // One write per line: appends of whole lines do not interleave.
+        file.write_all(line.as_bytes()).map_err(Error::Stdout)?;
+        return Ok(Outcome::Success);
+    }
     let fd: i32 = std::env::var("HF_CONTROL_FD")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -70,6 +70,7 @@ fn render(info: &DaemonInfo, palette: &Palette) -> String {
         ("database", info.paths.database.clone()),
         ("socket", info.paths.socket.clone()),
         ("confinement", info.confinement.clone()),
+        ("slurm", info.slurm.clone().unwrap_or_else(|| "-".into())),
         ("chains", chains),
         (
             "jobs",

@@ -210,6 +210,29 @@ pub fn render_job(job: &Job, palette: &Palette) -> String {
                 })
         })
         .collect();
+    let slurm: Vec<String> = job
+        .activities
+        .iter()
+        .flat_map(|a| {
+            a.attempts.iter().filter_map(move |t| {
+                t.slurm_job_id.map(|id| {
+                    format!(
+                        "  {}.{} attempt {}: Slurm job {id} ({})\n",
+                        a.process,
+                        a.activity,
+                        t.number,
+                        t.state.as_str()
+                    )
+                })
+            })
+        })
+        .collect();
+    if !slurm.is_empty() {
+        out.push_str("\nSlurm jobs:\n");
+        for line in slurm {
+            out.push_str(&line);
+        }
+    }
     if !capped.is_empty() {
         out.push_str("\nlogs over the cap (log_max_bytes):\n");
         for line in capped {

@@ -13,6 +13,7 @@
 //! [`EngineHandle`] while the engine is held back, and starts the engine
 //! later with the same channels.
 
+mod adopt;
 pub mod backfill;
 mod control;
 mod events;
@@ -199,6 +200,8 @@ pub struct EngineHandle {
     /// Why the engine is held back from starting; None from the moment its
     /// loop runs.
     held: watch::Receiver<Option<Arc<str>>>,
+    /// How the Slurm executor's last query went (`hfctl info`).
+    pub slurm_health: watch::Receiver<executor::slurm::Health>,
 }
 
 /// The engine's side of the channels [`wire`] makes; [`Engine::start`]
@@ -212,6 +215,7 @@ pub struct Wiring {
     notifier: watch::Sender<u64>,
     hub: LogHub,
     held: watch::Sender<Option<Arc<str>>>,
+    slurm_health: watch::Sender<executor::slurm::Health>,
 }
 
 /// Make the channels between the engine and everyone else, with the
@@ -225,7 +229,9 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
     let (notifier_tx, notifier_rx) = watch::channel(0);
     let hub = LogHub::default();
     let (held_tx, held_rx) = watch::channel(held.map(Arc::from));
+    let (slurm_health_tx, slurm_health) = watch::channel(executor::slurm::Health::default());
     let handle = EngineHandle {
+        slurm_health,
         commands: commands_tx.clone(),
         registry: registry_rx,
         changes: changes.clone(),
@@ -243,6 +249,7 @@ pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) 
         notifier: notifier_tx,
         hub,
         held: held_tx,
+        slurm_health: slurm_health_tx,
     };
     (handle, wiring)
 }
@@ -410,6 +417,8 @@ pub struct Engine {
     settings: Arc<Settings>,
     /// The daemon's cgroup subtree, when attempts get cgroups.
     cgroups: Option<Arc<crate::cgroup::Cgroups>>,
+    /// Submits and watches attempts run by the Slurm executor.
+    slurm: Arc<executor::slurm::Client>,
     store: Store,
     registry: watch::Sender<Arc<Registry>>,
     changes: broadcast::Sender<u64>,
@@ -472,6 +481,7 @@ impl Engine {
             notifier: notifier_tx,
             hub,
             held,
+            slurm_health,
         } = wiring;
         let mut outbox = events::Outbox::new(
             store.read_now(crate::store::max_event_id)?,
@@ -483,6 +493,7 @@ impl Engine {
         let next_job_id = store.read_now(crate::store::max_job_id)? + 1;
         // Before recovery: attempt cgroups an earlier daemon left are killed.
         let cgroups = crate::cgroup::setup(&settings.cgroup).cgroups().cloned();
+        let slurm = executor::slurm::Client::start(&settings, slurm_health);
         // No attempt runs yet: secret files a crashed daemon left go now.
         crate::secret_files::clear(&settings.socket);
         // A missing key is made anew only while nothing was sealed with
@@ -506,6 +517,7 @@ impl Engine {
         let mut engine = Engine {
             secrets,
             cgroups,
+            slurm,
             settings,
             store,
             registry: registry_tx,
@@ -719,6 +731,15 @@ impl Engine {
                 drop(held);
             }
             ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
+            ExecEvent::Detached { key } => self.on_detached(key),
+            ExecEvent::SlurmSubmitted { key, slurm_job_id } => {
+                self.ops.push(WriteOp::AttemptSlurmJob {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    number: key.number,
+                    slurm_job_id,
+                });
+            }
         }
     }
 

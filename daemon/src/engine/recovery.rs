@@ -161,6 +161,7 @@ impl Engine {
             ));
         }
         let max_interruptions = self.settings.max_interruptions;
+        let mut adoptions = Vec::new();
         for sa in &stored.activities {
             let Some(act) = job.acts.get_mut(sa.idx) else {
                 continue;
@@ -182,17 +183,32 @@ impl Engine {
                 .and_then(super::handlers::error_of_stored);
             let mut state = sa.state;
             let activity_def = &chain.activities[sa.idx];
+            // A Slurm attempt outlives the daemon: adopted, not interrupted.
+            let adoption = super::adopt::adopts(activity_def, stored.simulated)
+                .then(|| {
+                    sa.attempts
+                        .iter()
+                        .find(|a| a.state == AttemptState::Running)
+                })
+                .flatten()
+                .map(|a| super::adopt::Adoption {
+                    idx: sa.idx,
+                    number: a.number,
+                    slurm_job_id: a.slurm_job_id,
+                });
+            let adopted = adoption.is_some();
+            adoptions.extend(adoption);
             let leftovers: Vec<Leftover> = sa
                 .attempts
                 .iter()
-                .filter(|a| a.state == AttemptState::Running)
+                .filter(|a| a.state == AttemptState::Running && !adopted)
                 .map(|a| self.leftover(stored.id, sa.idx, activity_def, a))
                 .collect();
             kill_leftovers(&leftovers, &self.settings.database().display().to_string());
             for attempt in sa
                 .attempts
                 .iter()
-                .filter(|a| a.state == AttemptState::Running)
+                .filter(|a| a.state == AttemptState::Running && !adopted)
             {
                 act.interruptions += 1;
                 let error_id = self.error_id();
@@ -215,7 +231,7 @@ impl Engine {
                     })));
                 tracing::warn!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, HF_ATTEMPT = attempt.number, "attempt interrupted by a daemon restart");
             }
-            if matches!(state, ActivityState::Running | ActivityState::RetryWait) {
+            if matches!(state, ActivityState::Running | ActivityState::RetryWait) && !adopted {
                 state = ActivityState::Pending;
             }
             if act.interruptions != sa.interruptions {
@@ -301,6 +317,9 @@ impl Engine {
                 self.finish_if_done(id);
             }
         }
+        for adoption in adoptions {
+            self.adopt(id, adoption);
+        }
     }
 }
 
@@ -353,6 +372,7 @@ impl Engine {
                     error: None,
                     error_tail: None,
                     error_message: None,
+                    slurm_job_id: None,
                 };
                 let mut leftover = self.leftover(job_id, stored.idx, activity, &attempt);
                 leftover.started_at = row.started_at;

@@ -273,6 +273,7 @@ impl Engine {
                 .chain(connections.secrets)
                 .collect(),
             outputs: attempt_outputs.clone(),
+            slurm: self.slurm.attempt(activity, key, &settings),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {

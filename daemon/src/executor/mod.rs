@@ -6,6 +6,7 @@
 pub mod control;
 mod exec_size;
 pub mod logs;
+pub mod slurm;
 mod spawn;
 mod usage;
 
@@ -63,6 +64,8 @@ pub struct AttemptSpec {
     /// The activity's outputs from earlier attempts, which stay and count
     /// against the cap on outputs.
     pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Set for `executor = "slurm"`: the attempt is a Slurm batch job.
+    pub slurm: Option<slurm::SlurmAttempt>,
 }
 
 /// Why the engine asks an attempt to stop.
@@ -115,6 +118,16 @@ pub enum ExecEvent {
         key: AttemptKey,
         end: AttemptEnd,
     },
+    /// A Slurm attempt was accepted by `sbatch` under this job id.
+    SlurmSubmitted {
+        key: AttemptKey,
+        slurm_job_id: u64,
+    },
+    /// The daemon is stopping and the attempt's Slurm job keeps running:
+    /// it stays `running` in the store, for the next start to adopt.
+    Detached {
+        key: AttemptKey,
+    },
 }
 
 /// Start the attempt in its own task. The engine keeps `kill` to stop it.
@@ -126,9 +139,18 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let key = spec.key;
-        let end = match spec.simulated.clone() {
-            Some(simulate) => run_simulated(&spec, simulate, &events, kill, &hub).await,
-            None => run(spec, &events, kill, &hub).await,
+        let end = match (spec.simulated.clone(), spec.slurm.is_some()) {
+            (Some(simulate), _) => run_simulated(&spec, simulate, &events, kill, &hub).await,
+            (None, true) => match slurm::run(spec, &events, kill, &hub).await {
+                Some(end) => end,
+                None => {
+                    // Left running in Slurm for the next daemon to adopt.
+                    hub.unregister(key);
+                    let _ = events.send(ExecEvent::Detached { key }).await;
+                    return;
+                }
+            },
+            (None, false) => run(spec, &events, kill, &hub).await,
         };
         hub.unregister(key);
         let _ = events.send(ExecEvent::Ended { key, end }).await;
@@ -534,7 +556,7 @@ async fn stop_group(
 async fn read_control(
     fd: OwnedFd,
     key: AttemptKey,
-    mut gate: control::Gate,
+    gate: control::Gate,
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
     masker: crate::mask::Masker,
@@ -546,7 +568,20 @@ async fn read_control(
             return;
         }
     };
-    let mut reader = BufReader::new(receiver);
+    read_control_lines(receiver, key, gate, events, sink, masker).await;
+}
+
+/// The control channel's lines from any reader (the fd 3 pipe, or the
+/// control file a Slurm job appends to), parsed and bounded the same way.
+async fn read_control_lines(
+    input: impl tokio::io::AsyncRead + Unpin,
+    key: AttemptKey,
+    mut gate: control::Gate,
+    events: mpsc::Sender<ExecEvent>,
+    sink: Arc<LogSink>,
+    masker: crate::mask::Masker,
+) {
+    let mut reader = BufReader::new(input);
     let mut line = Vec::new();
     let budget = Arc::new(tokio::sync::Semaphore::new(CONTROL_IN_FLIGHT_KIB as usize));
     loop {

@@ -380,7 +380,7 @@ const COMPONENTS: &str = r#"{
     "version": {"type": "string"}, "protocol": {"type": "integer"}, "pid": {"type": "integer"},
     "started_at": {"type": "string", "format": "date-time"}, "uptime_seconds": {"type": "integer"},
     "mode": {"type": "string", "enum": ["system", "user"]}, "max_parallel": {"type": "integer"},
-    "paths": {"type": "object"}, "counts": {"type": "object"}, "confinement": {"type": "string"}}},
+    "paths": {"type": "object"}, "counts": {"type": "object"}, "confinement": {"type": "string"}, "slurm": {"type": "string"}}},
   "SubmitResult": {"type": "object", "required": ["job_id", "state"], "properties": {
     "job_id": {"type": "integer"}, "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"], "description": "queued for a new job; a repeated request_id answers with the first job's state now"}}},
   "Job": {"type": "object", "required": ["id", "target", "chain", "state", "activities"], "properties": {

@@ -20,6 +20,7 @@ pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
         }
     }
     let registry = server.engine.registry.borrow().clone();
+    let slurm_health = server.engine.slurm_health.borrow().clone();
     let settings = &server.settings;
     Ok(DaemonInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -46,5 +47,6 @@ pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
             running_activities: counts.running_activities,
         },
         confinement: crate::cgroup::host().describe(),
+        slurm: crate::executor::slurm::describe_health(slurm_health).await,
     })
 }

@@ -123,6 +123,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                                 Foreach::Tenants => "tenants".to_string(),
                             }),
                             max_parallel: a.max_parallel,
+                            executor: crate::executor::slurm::describe(a, &server.settings),
                         }
                     })
                     .collect(),

@@ -215,7 +215,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
             "SELECT idx, number, state, pid, exit_code, signal, error_id, error, started_at,
                     finished_at, log_bytes, log_dropped, error_tail, error_message,
                 usage_source, wall_ms, user_cpu_us, system_cpu_us, peak_memory_bytes,
-                io_read_bytes, io_write_bytes
+                io_read_bytes, io_write_bytes, slurm_job_id
              FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
         )?;
         let mut rows = stmt.query(params![id as i64])?;
@@ -237,6 +237,7 @@ pub fn get_job(conn: &Connection, id: u64) -> Result<Option<Job>, StoreError> {
                 error_tail: row.get(12)?,
                 error_message: row.get(13)?,
                 resources: resource_use(row, 14)?,
+                slurm_job_id: row.get::<_, Option<i64>>(21)?.map(|id| id as u64),
             };
             if let Some(&i) = index_of.get(&idx) {
                 activities[i].attempts.push(attempt);
@@ -599,6 +600,8 @@ pub struct StoredAttempt {
     pub error: Option<String>,
     pub error_tail: Option<String>,
     pub error_message: Option<String>,
+    /// The Slurm job of an attempt of the Slurm executor, once committed.
+    pub slurm_job_id: Option<u64>,
 }
 
 /// Every queued or running job, oldest first, with activities and attempts.
@@ -685,7 +688,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
     }
     super::items::load_item_rows(conn, &mut job)?;
     let mut att_stmt = conn.prepare_cached(
-        "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message
+        "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message,
+                slurm_job_id
          FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
     )?;
     let mut rows = att_stmt.query(params![job.id as i64])?;
@@ -701,6 +705,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             error: row.get(6)?,
             error_tail: row.get(7)?,
             error_message: row.get(8)?,
+            slurm_job_id: row.get::<_, Option<i64>>(9)?.map(|id| id as u64),
         };
         if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
             a.attempts.push(attempt);

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 13] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
+const ALL: [&str; 14] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -346,6 +346,12 @@ CREATE TABLE items (
     PRIMARY KEY (job_id, idx, item)
 ) WITHOUT ROWID;
 CREATE INDEX items_running ON items (state) WHERE state = 'running';
+"#;
+
+/// Version 14: the Slurm job id of an attempt run by the Slurm executor,
+/// committed once `sbatch` answered.
+const V14: &str = r#"
+ALTER TABLE attempts ADD COLUMN slurm_job_id INTEGER;
 "#;
 
 #[cfg(test)]

@@ -163,6 +163,13 @@ pub enum WriteOp {
         pid_start: Option<u64>,
     },
     AttemptEnd(Box<AttemptEnd>),
+    /// The Slurm job id `sbatch` gave an attempt (the Slurm executor).
+    AttemptSlurmJob {
+        job_id: u64,
+        idx: usize,
+        number: u32,
+        slurm_job_id: u64,
+    },
     Audit(Box<AuditRow>),
     /// A schedule's state: paused, the last instant handled, its last job.
     Schedule {
@@ -480,6 +487,23 @@ impl WriteOp {
                     number,
                     pid,
                     pid_start.map(|s| s as i64)
+                ])?;
+            }
+            WriteOp::AttemptSlurmJob {
+                job_id,
+                idx,
+                number,
+                slurm_job_id,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE attempts SET slurm_job_id = ?4
+                     WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+                )?
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    number,
+                    *slurm_job_id as i64
                 ])?;
             }
             WriteOp::AttemptEnd(end) => {

@@ -47,6 +47,8 @@ mod run;
 mod schedules;
 mod secrets;
 mod secrets_key;
+mod slurm;
+mod slurm_restart;
 mod socket_umask;
 mod stats;
 mod support;

@@ -75,6 +75,9 @@ pub(super) struct RawSettings {
     pub cpu_weight: Option<Spanned<i64>>,
     pub cpu_quota: Option<Spanned<String>>,
     pub connections: Option<Vec<Spanned<String>>>,
+    pub executor: Option<Spanned<String>>,
+    pub cpus: Option<Spanned<i64>>,
+    pub slurm: Option<RawSlurm>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +135,9 @@ pub(super) struct RawActivity {
     pub cpu_weight: Option<Spanned<i64>>,
     pub cpu_quota: Option<Spanned<String>>,
     pub connections: Option<Vec<Spanned<String>>>,
+    pub executor: Option<Spanned<String>>,
+    pub cpus: Option<Spanned<i64>>,
+    pub slurm: Option<RawSlurm>,
     pub simulate: Option<Spanned<RawSimulate>>,
     /// A handler activity's `undoes`: activities or processes it rolls back.
     pub undoes: Option<Spanned<Vec<Spanned<String>>>>,
@@ -140,6 +146,18 @@ pub(super) struct RawActivity {
     pub foreach: Option<Spanned<toml::Value>>,
     /// Fan-out: items of this activity running at once.
     pub max_parallel: Option<Spanned<i64>>,
+}
+
+/// `[defaults.slurm]` or `[process.<p>.activity.<a>.slurm]`: options for
+/// `sbatch` when the executor is Slurm.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlurm {
+    pub partition: Option<Spanned<String>>,
+    pub account: Option<Spanned<String>>,
+    pub qos: Option<Spanned<String>>,
+    pub constraint: Option<Spanned<String>>,
+    pub sbatch_args: Option<Vec<Spanned<String>>>,
 }
 
 /// `[process.<p>.activity.<a>.simulate]`.
@@ -181,6 +199,9 @@ impl RawActivity {
                 cpu_weight: self.cpu_weight,
                 cpu_quota: self.cpu_quota,
                 connections: self.connections,
+                executor: self.executor,
+                cpus: self.cpus,
+                slurm: self.slurm,
             },
         )
     }

@@ -288,7 +288,7 @@ fn unknown_key_has_line_and_column() {
         one_error(source),
         "3:1: unknown key `retry`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `executor`, `cpus`, `slurm`, `simulate`, `undoes`, `foreach`, `max_parallel`"
     );
     assert_eq!(
         one_error(&format!("{PROCESS}[chains]\nname = \"x\"\n")),
@@ -322,7 +322,7 @@ shell = 5
             "10:1: unknown key `tiemout`, expected one of `command`, `shell`, `description`, \
              `timeout`, `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, \
              `on_failure`, `env`, `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, \
-             `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`",
+             `cpu_weight`, `cpu_quota`, `connections`, `executor`, `cpus`, `slurm`, `simulate`, `undoes`, `foreach`, `max_parallel`",
             "13:9: invalid type: integer `5`, expected a string",
         ]
     );
@@ -674,6 +674,33 @@ fn cpu_quota_is_a_percentage() {
 }
 
 #[test]
+fn slurm_keys_merge_over_defaults_and_are_checked() {
+    let chain = parse(
+        "[defaults]\nexecutor = \"slurm\"\ncpus = 2\n\
+         [defaults.slurm]\npartition = \"batch\"\nsbatch_args = [\"--nice=5\"]\n\
+         [process.p.activity.a]\ncommand = [\"true\"]\n\
+         [process.p.activity.a.slurm]\naccount = \"ops\"\n\
+         [process.p.activity.b]\ncommand = [\"true\"]\nexecutor = \"local\"\n",
+    )
+    .unwrap();
+    let a = &chain.activities[0];
+    assert_eq!(a.executor, crate::model::Executor::Slurm);
+    assert_eq!(a.cpus, Some(2));
+    assert_eq!(a.slurm.partition.as_deref(), Some("batch"));
+    assert_eq!(a.slurm.account.as_deref(), Some("ops"));
+    assert_eq!(a.slurm.sbatch_args, vec!["--nice=5".to_string()]);
+    assert_eq!(chain.activities[1].executor, crate::model::Executor::Local);
+    assert_eq!(
+        one_error(&format!("[defaults]\nexecutor = \"k8s\"\n{PROCESS}")),
+        "2:12: executor must be \"local\" or \"slurm\"; got \"k8s\""
+    );
+    assert_eq!(
+        one_error(&format!("[defaults]\ncpus = 0\n{PROCESS}")),
+        "2:8: cpus must be a whole number from 1 to 100000; got 0"
+    );
+}
+
+#[test]
 fn param_declarations_are_checked() {
     let source = r#"
 [params.a]
@@ -942,7 +969,7 @@ fn columns_count_characters() {
         one_error("# é\n[process.p.activity.a]\ncommand = [\"true\"]\n  \"é\" = 1\n"),
         "4:3: unknown key `é`, expected one of `command`, `shell`, `description`, `timeout`, \
          `retries`, `retry_delay`, `retry_backoff`, `max_retry_delay`, `on_failure`, `env`, \
-         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `simulate`, `undoes`, `foreach`, `max_parallel`"
+         `working_dir`, `memory_max`, `user`, `group`, `nofile`, `tasks_max`, `cpu_weight`, `cpu_quota`, `connections`, `executor`, `cpus`, `slurm`, `simulate`, `undoes`, `foreach`, `max_parallel`"
     );
 }
 

@@ -40,6 +40,9 @@ pub(super) struct Settings {
     pub cpu_quota: Option<u32>,
     /// Connection names; an activity's own list replaces `[defaults]`'.
     pub connections: Vec<String>,
+    pub executor: crate::model::Executor,
+    pub cpus: Option<u32>,
+    pub slurm: crate::model::SlurmOptions,
 }
 
 impl Default for Settings {
@@ -63,6 +66,9 @@ impl Default for Settings {
             cpu_weight: None,
             cpu_quota: None,
             connections: Vec::new(),
+            executor: crate::model::Executor::Local,
+            cpus: None,
+            slurm: crate::model::SlurmOptions::default(),
         }
     }
 }
@@ -214,6 +220,7 @@ impl Settings {
                 }
             }
         }
+        super::slurm::apply(&mut out, raw.executor, raw.cpus, raw.slurm, diagnostics);
         if let Some(quota) = &raw.cpu_quota {
             match cpu_quota(quota.get_ref()) {
                 Some(percent) => out.cpu_quota = Some(percent),

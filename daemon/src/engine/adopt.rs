@@ -1,0 +1,101 @@
+//! Slurm attempts across daemon restarts: at a stop they are left running
+//! in Slurm (detached), and at start recovery adopts every one an earlier
+//! run left `running` (watched again, never killed, never submitted twice)
+//! instead of interrupting it as it does a local attempt.
+
+use holdfast_api::ActivityState;
+use holdfast_workflow::params::value_as_env;
+use holdfast_workflow::{Activity, Executor};
+use tokio::sync::oneshot;
+
+use super::{Effect, Engine};
+use crate::executor::{AttemptKey, AttemptSpec, logs};
+
+/// A stored `running` attempt recovery adopts.
+pub(super) struct Adoption {
+    pub idx: usize,
+    pub number: u32,
+    pub slurm_job_id: Option<u64>,
+}
+
+/// True when recovery adopts a running attempt of this activity rather
+/// than interrupting it: it ran on Slurm, where it outlives the daemon.
+pub(super) fn adopts(activity: &Activity, simulated: bool) -> bool {
+    activity.executor == Executor::Slurm && !simulated
+}
+
+impl Engine {
+    /// Watch the Slurm job of a running attempt a previous daemon left:
+    /// the activity stays `running` and ends as that job ends. Its log is
+    /// rebuilt from the job's output file, which holds all of it.
+    pub(super) fn adopt(&mut self, job_id: u64, adoption: Adoption) {
+        let settings = self.settings.clone();
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let chain = job.chain.clone();
+        let activity = &chain.activities[adoption.idx];
+        let key = AttemptKey {
+            job_id,
+            idx: adoption.idx,
+            number: adoption.number,
+            item: None,
+        };
+        let Some(mut slurm) = self.slurm.attempt(activity, key, &settings) else {
+            return;
+        };
+        slurm.adopt = Some(adoption.slurm_job_id);
+        let log_path = logs::log_path(&settings.logs_dir(), job_id, &activity.path, key.number);
+        // The output file is read again from its start.
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&log_path) {
+            let _ = file.set_len(0);
+        }
+        let act = &mut job.acts[adoption.idx];
+        let spec = AttemptSpec {
+            key,
+            path: activity.path.clone(),
+            argv: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            timeout: activity.timeout,
+            kill_grace: settings.kill_grace,
+            log_path,
+            log_max_bytes: settings.log_max_bytes,
+            simulated: None,
+            identity: None,
+            caps: crate::caps::Plan::default(),
+            cgroups: None,
+            journal: chain.journal,
+            secrets: job
+                .params
+                .iter()
+                .filter(|(name, _)| job.secret.contains(*name))
+                .map(|(_, value)| value_as_env(value))
+                .collect(),
+            outputs: act.outputs.clone(),
+            slurm: Some(slurm),
+        };
+        let (kill_tx, kill_rx) = oneshot::channel();
+        act.kill = Some(kill_tx);
+        job.running += 1;
+        self.running += 1;
+        tracing::info!(HF_JOB_ID = job_id, HF_CHAIN = %chain.name, HF_ACTIVITY = %activity.path, HF_ATTEMPT = key.number, slurm_job_id = ?adoption.slurm_job_id, "Slurm attempt adopted after a restart");
+        self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
+        self.effects.push(Effect::Changed(job_id));
+    }
+
+    /// A Slurm attempt left running at a stop: it no longer counts as
+    /// running here, and stays `running` in the store for the next start.
+    pub(super) fn on_detached(&mut self, key: AttemptKey) {
+        let Some(job) = self.jobs.get_mut(&key.job_id) else {
+            return;
+        };
+        let act = &mut job.acts[key.idx];
+        if act.attempts != key.number || act.state() != ActivityState::Running {
+            return;
+        }
+        act.kill = None;
+        job.running -= 1;
+        self.running -= 1;
+    }
+}

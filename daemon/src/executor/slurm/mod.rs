@@ -1,0 +1,622 @@
+//! The Slurm executor: an attempt of an `executor = "slurm"` activity is a
+//! batch job submitted with `sbatch --parsable` under a name carrying the
+//! attempt's key, its id committed, watched by the one batched poller
+//! (`poll.rs`), its output and control file on the spool directory tailed
+//! (`tail.rs`) into the same log and control parser as a local attempt's,
+//! and its end reported as the same [`ExecEvent`]s.
+
+mod poll;
+mod submit;
+mod tail;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use holdfast_api::{AttemptState, LoadError};
+use holdfast_workflow::{Activity, Chain, Executor, SlurmOptions};
+use serde::Deserialize;
+use sha2::Digest;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use poll::{Health, JobStatus};
+
+use super::logs::{self, LogSink};
+use super::{AttemptEnd, AttemptKey, AttemptSpec, ExecEvent, KillReason, LogHub, control};
+use crate::settings::Settings;
+use submit::{find_by_name, sbatch_options, scancel, submit};
+
+/// How long an attempt waits for Slurm to confirm a `scancel` before it
+/// reports the stop anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// `[slurm]` in the settings file: defaults under every chain's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSettings {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+}
+
+impl SlurmSettings {
+    /// The activity's options over these: its keys win, `sbatch_args`
+    /// come after the settings file's.
+    pub fn merged(&self, own: &SlurmOptions) -> SlurmOptions {
+        SlurmOptions {
+            partition: own.partition.clone().or(self.partition.clone()),
+            account: own.account.clone().or(self.account.clone()),
+            qos: own.qos.clone().or(self.qos.clone()),
+            constraint: own.constraint.clone().or(self.constraint.clone()),
+            sbatch_args: self
+                .sbatch_args
+                .iter()
+                .chain(&own.sbatch_args)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// What a Slurm attempt needs beyond the common [`AttemptSpec`].
+#[derive(Debug, Clone)]
+pub struct SlurmAttempt {
+    client: Arc<Client>,
+    /// The Slurm job name: `hf-<daemon>-<job>-<activity index>-<attempt>`.
+    pub name: String,
+    /// The attempt's directory on the spool: script, output, control file.
+    pub dir: PathBuf,
+    pub options: SlurmOptions,
+    pub cpus: Option<u32>,
+    pub memory_max: Option<u64>,
+    /// Set when a restarted daemon adopts an attempt an earlier run left
+    /// `running`: its Slurm job id when it was committed, else None (found
+    /// by its name). Nothing is submitted unless Slurm never had it.
+    pub adopt: Option<Option<u64>>,
+}
+
+/// The daemon's side of Slurm: the poller's queue and its health.
+#[derive(Debug)]
+pub struct Client {
+    watch: mpsc::Sender<poll::Watch>,
+    /// Names this daemon's jobs, so two daemons on one cluster never take
+    /// each other's jobs for their own.
+    tag: String,
+}
+
+impl Client {
+    /// Start the poller. Call inside the runtime.
+    pub fn start(settings: &Settings, health: watch::Sender<Health>) -> Arc<Client> {
+        let digest = sha2::Sha256::digest(settings.database().display().to_string().as_bytes());
+        let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let (watch_tx, watch_rx) = mpsc::channel(1024);
+        tokio::spawn(poll::run(watch_rx, health));
+        Arc::new(Client {
+            watch: watch_tx,
+            tag,
+        })
+    }
+
+    fn prefix(&self) -> String {
+        format!("hf-{}-", self.tag)
+    }
+
+    /// The Slurm side of an attempt, for activities that run on Slurm.
+    pub fn attempt(
+        self: &Arc<Self>,
+        activity: &Activity,
+        key: AttemptKey,
+        settings: &Settings,
+    ) -> Option<SlurmAttempt> {
+        if activity.executor != Executor::Slurm {
+            return None;
+        }
+        let name = format!("{}{}", self.prefix(), key.name());
+        Some(SlurmAttempt {
+            client: self.clone(),
+            dir: settings.slurm_spool().join(&name),
+            name,
+            options: settings.slurm.merged(&activity.slurm),
+            cpus: activity.cpus,
+            memory_max: activity.memory_max,
+            adopt: None,
+        })
+    }
+}
+
+/// Check, when a chain is loaded, that this host can submit its Slurm
+/// activities: `sbatch` must be in the daemon's PATH. slurmctld being
+/// unreachable is not a load error: attempts wait for it. A fan-out does
+/// not run on Slurm yet: its items' recovery is the local one (kill and
+/// run again), which would submit a Slurm job twice.
+pub fn check_chain(chain: &Chain) -> Vec<LoadError> {
+    let fan_outs: Vec<LoadError> = chain
+        .activities
+        .iter()
+        .filter(|a| a.executor == Executor::Slurm && a.foreach.is_some())
+        .map(|a| {
+            let at = holdfast_workflow::setting_position(chain, a, "executor");
+            LoadError {
+                file: chain.file.display().to_string(),
+                line: at.map(|(line, _)| line),
+                column: at.map(|(_, column)| column),
+                message: format!(
+                    "{}: a fan-out (foreach) cannot run on Slurm yet; use executor = \"local\" \
+                     for it",
+                    a.path
+                ),
+            }
+        })
+        .collect();
+    if !fan_outs.is_empty() {
+        return fan_outs;
+    }
+    let Some(first) = chain
+        .activities
+        .iter()
+        .find(|a| a.executor == Executor::Slurm)
+    else {
+        return Vec::new();
+    };
+    if find_in_path("sbatch").is_some() {
+        return Vec::new();
+    }
+    let at = holdfast_workflow::setting_position(chain, first, "executor");
+    vec![LoadError {
+        file: chain.file.display().to_string(),
+        line: at.map(|(line, _)| line),
+        column: at.map(|(_, column)| column),
+        message: format!(
+            "{}: executor = \"slurm\", but sbatch is not in the daemon's PATH; install the \
+             Slurm client commands (slurm-client) and configure the cluster, or use executor = \
+             \"local\"",
+            first.path
+        ),
+    }]
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The Slurm line of `hfctl info`: None on a host without `sbatch`;
+/// else whether `scontrol ping` reaches slurmctld now, and how the
+/// poller's last query went.
+pub async fn describe_health(health: Health) -> Option<String> {
+    find_in_path("sbatch")?;
+    let ping = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::process::Command::new("scontrol")
+            .arg("ping")
+            .output(),
+    )
+    .await;
+    let mut text = match ping {
+        Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("is UP") => {
+            "slurmctld reachable".to_string()
+        }
+        Ok(Ok(out)) => format!(
+            "slurmctld unreachable: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        Ok(Err(e)) => format!("cannot run scontrol: {e}"),
+        Err(_) => "slurmctld unreachable: scontrol ping took over 5s".to_string(),
+    };
+    match health.last_query {
+        Some(at) => {
+            let ago = at.elapsed().unwrap_or_default().as_secs();
+            text.push_str(&format!(
+                "; last query {ago}s ago, {} jobs watched",
+                health.watched
+            ));
+            if let Some(error) = &health.error {
+                text.push_str(&format!(" (it failed: {error}; attempts wait)"));
+            }
+        }
+        None => text.push_str("; no Slurm job watched yet"),
+    }
+    Some(text)
+}
+
+/// What `hfctl describe` says about an activity's executor.
+pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
+    if activity.executor != Executor::Slurm {
+        return None;
+    }
+    let options = settings.slurm.merged(&activity.slurm);
+    let mut parts = vec!["slurm (sbatch".to_string()];
+    parts.extend(sbatch_options(
+        &options,
+        activity.timeout,
+        activity.memory_max,
+        activity.cpus,
+    ));
+    let mut text = parts.join(" ") + ")";
+    if activity.memory_max.is_some() || activity.cpus.is_some() {
+        // Without Slurm's cgroup plugins (task/cgroup) they only place the job.
+        text.push_str(
+            "; --mem and --cpus-per-task are enforced only where the cluster runs task/cgroup",
+        );
+    }
+    Some(text)
+}
+
+/// Run one attempt as a Slurm batch job (or adopt the one an earlier
+/// daemon submitted), to its end. None: the daemon is stopping and the job
+/// is left running in Slurm, for the next start to adopt.
+pub(super) async fn run(
+    spec: AttemptSpec,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+    hub: &LogHub,
+) -> Option<AttemptEnd> {
+    let key = spec.key;
+    let Some(slurm) = spec.slurm.clone() else {
+        return Some(AttemptEnd::spawn_error("not a Slurm attempt".into()));
+    };
+    let masker = crate::mask::Masker::new(spec.secrets.iter().cloned());
+    let sink = Arc::new(
+        LogSink::new(spec.log_path.clone(), spec.log_max_bytes, hub.register(key))
+            .masking(masker.clone()),
+    );
+    let finish = |sink: &LogSink, mut end: AttemptEnd| {
+        end.log_bytes = sink.written();
+        end.log_dropped = sink.dropped();
+        end.log_error = sink.create_error();
+        if end.state != AttemptState::Succeeded {
+            end.error_tail = sink.tail();
+        }
+        end
+    };
+    let output = slurm.dir.join("output");
+    let control_file = slurm.dir.join("control");
+    let id = match slurm.adopt {
+        Some(Some(id)) => id,
+        Some(None) => match find_by_name(&slurm.name).await {
+            Some(id) => id,
+            None => {
+                // The daemon died between committing the attempt and
+                // Slurm accepting it: nothing ran, it is run again.
+                let mut end = AttemptEnd::spawn_error(format!(
+                    "Slurm has no job named {}: the daemon stopped before submitting it",
+                    slurm.name
+                ));
+                end.state = AttemptState::Interrupted;
+                return Some(finish(&sink, end));
+            }
+        },
+        None => match submit(&spec, &slurm, &sink).await {
+            Ok(id) => id,
+            Err(end) => return Some(finish(&sink, end)),
+        },
+    };
+    if slurm.adopt.is_some() {
+        sink.note(&format!(
+            "submitted to Slurm as job {id} ({}); adopted after a daemon restart, its output \
+             so far follows",
+            slurm.name
+        ));
+    } else {
+        sink.note(&format!("submitted to Slurm as job {id} ({})", slurm.name));
+    }
+    if slurm.adopt != Some(Some(id)) {
+        let _ = events
+            .send(ExecEvent::SlurmSubmitted {
+                key,
+                slurm_job_id: id,
+            })
+            .await;
+    }
+    watch_to_end(
+        spec,
+        slurm,
+        id,
+        output,
+        control_file,
+        sink,
+        masker,
+        events,
+        kill,
+    )
+    .await
+}
+
+/// Watch the submitted job `id` until Slurm says it ended, tailing its
+/// output and control file, cancelling it when the engine or the timeout
+/// asks. None when the daemon stops: the job keeps running.
+#[allow(clippy::too_many_arguments)]
+async fn watch_to_end(
+    spec: AttemptSpec,
+    slurm: SlurmAttempt,
+    id: u64,
+    output: PathBuf,
+    control_file: PathBuf,
+    sink: Arc<LogSink>,
+    masker: crate::mask::Masker,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+) -> Option<AttemptEnd> {
+    let key = spec.key;
+    let finish = |sink: &LogSink, mut end: AttemptEnd| {
+        end.log_bytes = sink.written();
+        end.log_dropped = sink.dropped();
+        end.log_error = sink.create_error();
+        if end.state != AttemptState::Succeeded {
+            end.error_tail = sink.tail();
+        }
+        end
+    };
+    let (status_tx, mut status) = watch::channel(None);
+    if slurm
+        .client
+        .watch
+        .send(poll::Watch {
+            id,
+            status: status_tx,
+        })
+        .await
+        .is_err()
+    {
+        return Some(finish(
+            &sink,
+            AttemptEnd::spawn_error("the Slurm poller stopped".into()),
+        ));
+    }
+
+    // Output and control file, tailed until the job ended.
+    let finished = Arc::new(AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    let forward = spec
+        .journal
+        .then(|| logs::JournalForward::new(key, &spec.path));
+    readers.spawn(logs::copy_stream(
+        tail::Tail::new(output, finished.clone()),
+        sink.clone(),
+        forward,
+        crate::mask::StreamMasker::new(spec.secrets.iter().cloned()),
+    ));
+    readers.spawn(super::read_control_lines(
+        tail::Tail::new(control_file, finished.clone()),
+        key,
+        control::Gate::new(std::time::Instant::now(), &spec.outputs),
+        events.clone(),
+        sink.clone(),
+        masker,
+    ));
+
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut kill = Some(kill);
+    let mut stopped_for: Option<AttemptState> = None;
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let final_status = loop {
+        let kill_wait = async {
+            match kill.as_mut() {
+                Some(k) => k.await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let timeout_wait = async {
+            match deadline.filter(|_| stopped_for.is_none()) {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let give_up = async {
+            match stop_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break None;
+                }
+                let now = status.borrow_and_update().clone();
+                if let Some(now) = now.filter(JobStatus::is_final) {
+                    break Some(now);
+                }
+            }
+            reason = kill_wait => {
+                kill = None;
+                let Some(reason) = reason else {
+                    // The engine dropped its handle: nobody will ask us to stop.
+                    continue;
+                };
+                let (state, why) = match reason {
+                    KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
+                    KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
+                    KillReason::Shutdown => {
+                        // Slurm runs it on; the next start adopts it.
+                        sink.note(&format!("daemon stopping; Slurm job {id} keeps running"));
+                        readers.abort_all();
+                        return None;
+                    }
+                };
+                sink.note(&format!("{why}; cancelling Slurm job {id}"));
+                stopped_for = Some(state);
+                stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                scancel(id, &sink).await;
+            }
+            () = timeout_wait => {
+                sink.note(&format!(
+                    "timeout after {}; cancelling Slurm job {id}",
+                    humantime::format_duration(spec.timeout.unwrap_or_default())
+                ));
+                stopped_for = Some(AttemptState::Timeout);
+                stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
+                scancel(id, &sink).await;
+            }
+            () = give_up => {
+                sink.note(&format!("Slurm did not confirm the end of job {id} within {}s", CANCEL_WAIT.as_secs()));
+                break None;
+            }
+        }
+    };
+    finished.store(true, Ordering::Release);
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        readers.abort_all();
+        sink.note("output of the Slurm job still unread 5s after its end; stopped reading");
+    }
+    let end = outcome(id, final_status, stopped_for);
+    if let Some(error) = &end.error
+        && end.state != AttemptState::Succeeded
+    {
+        sink.note(error);
+    }
+    // The spool keeps nothing once the attempt's log has it all.
+    let _ = std::fs::remove_dir_all(&slurm.dir);
+    Some(finish(&sink, end))
+}
+
+/// The attempt's end from Slurm's final state and why HoldFast stopped it.
+fn outcome(id: u64, status: Option<JobStatus>, stopped_for: Option<AttemptState>) -> AttemptEnd {
+    let mut end = AttemptEnd::spawn_error(String::new());
+    end.error = None;
+    let Some(status) = status else {
+        end.state = stopped_for.unwrap_or(AttemptState::Interrupted);
+        end.error = Some(format!("Slurm job {id}: end not confirmed by Slurm"));
+        return end;
+    };
+    end.exit_code = status.exit_code;
+    end.signal = status.signal;
+    let (state, error) = match (stopped_for, status.state.as_str()) {
+        (Some(state), _) if status.state != "COMPLETED" => {
+            (state, format!("Slurm job {id} stopped ({})", status.state))
+        }
+        (_, "COMPLETED") if status.exit_code.unwrap_or(0) == 0 && status.signal.is_none() => {
+            (AttemptState::Succeeded, String::new())
+        }
+        (_, "COMPLETED" | "FAILED") => (
+            AttemptState::Failed,
+            match (status.exit_code, status.signal) {
+                (_, Some(signal)) => {
+                    format!("Slurm job {id} killed by {}", super::signal_name(signal))
+                }
+                (code, None) => format!("Slurm job {id} exited with code {}", code.unwrap_or(-1)),
+            },
+        ),
+        (_, "TIMEOUT" | "DEADLINE") => (
+            AttemptState::Timeout,
+            format!("Slurm job {id} reached its time limit ({})", status.state),
+        ),
+        (_, "OUT_OF_MEMORY") => (
+            AttemptState::Oom,
+            format!("Slurm job {id} ran out of memory"),
+        ),
+        (_, "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "LOST") => (
+            AttemptState::Interrupted,
+            format!(
+                "Slurm job {id} interrupted ({}); it is resumed",
+                status.state
+            ),
+        ),
+        (_, other) => (
+            AttemptState::Failed,
+            format!("Slurm job {id} ended as {other} (cancelled outside HoldFast?)"),
+        ),
+    };
+    if state == AttemptState::Timeout || state == AttemptState::Interrupted {
+        end.exit_code = None;
+    }
+    end.state = state;
+    end.error = (!error.is_empty()).then_some(error);
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, exit_code: i32, signal: Option<i32>) -> Option<JobStatus> {
+        Some(JobStatus {
+            state: state.into(),
+            exit_code: Some(exit_code),
+            signal,
+        })
+    }
+
+    /// Slurm's final states map to HoldFast's attempt states; a stop asked
+    /// by HoldFast wins over the CANCELLED it causes.
+    #[test]
+    fn slurm_states_map_to_attempt_states() {
+        let cases = [
+            (
+                status("COMPLETED", 0, None),
+                None,
+                AttemptState::Succeeded,
+                Some(0),
+            ),
+            (
+                status("FAILED", 3, None),
+                None,
+                AttemptState::Failed,
+                Some(3),
+            ),
+            (
+                status("TIMEOUT", 0, None),
+                None,
+                AttemptState::Timeout,
+                None,
+            ),
+            (
+                status("OUT_OF_MEMORY", 0, None),
+                None,
+                AttemptState::Oom,
+                Some(0),
+            ),
+            (
+                status("NODE_FAIL", 0, None),
+                None,
+                AttemptState::Interrupted,
+                None,
+            ),
+            (
+                status("PREEMPTED", 0, None),
+                None,
+                AttemptState::Interrupted,
+                None,
+            ),
+            (
+                status("CANCELLED", 0, Some(15)),
+                None,
+                AttemptState::Failed,
+                Some(0),
+            ),
+            (
+                status("CANCELLED", 0, Some(15)),
+                Some(AttemptState::Cancelled),
+                AttemptState::Cancelled,
+                Some(0),
+            ),
+            (
+                None,
+                Some(AttemptState::Cancelled),
+                AttemptState::Cancelled,
+                None,
+            ),
+            (None, None, AttemptState::Interrupted, None),
+        ];
+        for (found, stopped_for, state, exit_code) in cases {
+            let end = outcome(7, found.clone(), stopped_for);
+            assert_eq!(end.state, state, "{found:?} {stopped_for:?}");
+            assert_eq!(end.exit_code, exit_code, "{found:?} {stopped_for:?}");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Talking to Slurm for one attempt: the `sbatch` options an activity
+//! gets, its directory on the spool with the job script, submission,
+//! finding a job by its name, and `scancel`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use holdfast_workflow::SlurmOptions;
+
+use super::SlurmAttempt;
+use crate::executor::logs::LogSink;
+use crate::executor::{AttemptEnd, AttemptSpec};
+
+/// The `sbatch` options derived from the activity: `--time` (whole
+/// minutes, rounded up), `--mem`, `--cpus-per-task` and the `[slurm]`
+/// keys, then `sbatch_args`.
+pub(super) fn sbatch_options(
+    options: &SlurmOptions,
+    timeout: Option<Duration>,
+    memory_max: Option<u64>,
+    cpus: Option<u32>,
+) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(timeout) = timeout {
+        args.push(format!("--time={}", timeout.as_secs().div_ceil(60).max(1)));
+    }
+    if let Some(bytes) = memory_max {
+        args.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)));
+    }
+    if let Some(cpus) = cpus {
+        args.push(format!("--cpus-per-task={cpus}"));
+    }
+    for (flag, value) in [
+        ("--partition", &options.partition),
+        ("--account", &options.account),
+        ("--qos", &options.qos),
+        ("--constraint", &options.constraint),
+    ] {
+        if let Some(value) = value {
+            args.push(format!("{flag}={value}"));
+        }
+    }
+    args.extend(options.sbatch_args.iter().cloned());
+    args
+}
+
+/// The script every attempt runs: fd 3 is the control file, so
+/// `hfctl emit` and anything writing to fd 3 work as in a local attempt.
+const SCRIPT: &str = "#!/bin/sh\nexec 3>>\"$HF_CONTROL_FILE\"\nexec \"$@\"\n";
+
+/// Submit the attempt with `sbatch --parsable`: its Slurm job id, or how
+/// the attempt ended without one.
+pub(super) async fn submit(
+    spec: &AttemptSpec,
+    slurm: &SlurmAttempt,
+    sink: &LogSink,
+) -> Result<u64, AttemptEnd> {
+    if spec.argv.is_empty() {
+        return Err(AttemptEnd::spawn_error("empty command".into()));
+    }
+    let (output, control_file) = match prepare_dir(&slurm.dir, spec.identity.as_ref()) {
+        Ok(paths) => paths,
+        Err(e) => {
+            let message = format!(
+                "cannot prepare the attempt's directory {} on the Slurm spool: {e}; check the \
+                 slurm_spool setting",
+                slurm.dir.display()
+            );
+            sink.note(&message);
+            return Err(AttemptEnd::spawn_error(message));
+        }
+    };
+
+    let mut command = tokio::process::Command::new("sbatch");
+    command
+        .arg("--parsable")
+        .arg(format!("--job-name={}", slurm.name))
+        .arg(format!("--output={}", output.display()))
+        .arg("--open-mode=append")
+        .arg(format!(
+            "--chdir={}",
+            spec.working_dir
+                .clone()
+                .unwrap_or_else(|| slurm.dir.display().to_string())
+        ))
+        .args(sbatch_options(
+            &slurm.options,
+            spec.timeout,
+            slurm.memory_max,
+            slurm.cpus,
+        ));
+    if let Some(identity) = &spec.identity {
+        command
+            .arg(format!("--uid={}", identity.uid))
+            .arg(format!("--gid={}", identity.gid));
+    }
+    command
+        .arg(slurm.dir.join("job.sh"))
+        .args(&spec.argv)
+        .current_dir(&slurm.dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("HF_CONTROL_FILE", &control_file)
+        .stdin(std::process::Stdio::null());
+    if let Some(identity) = &spec.identity {
+        command
+            .env("HOME", &identity.home)
+            .env("USER", &identity.name)
+            .env("LOGNAME", &identity.name);
+    }
+    let submitted = match command.output().await {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.trim()
+                .split(';')
+                .next()
+                .and_then(|id| id.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    (
+                        format!("sbatch answered {:?}, not a job id", text.trim()),
+                        false,
+                    )
+                })
+        }
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // slurmctld away is passing: the attempt is tried again
+            // without using up a retry.
+            let transient = why.contains("Unable to contact slurm controller");
+            Err((format!("sbatch refused the job: {why}"), transient))
+        }
+        Err(e) => Err((format!("cannot run sbatch: {e}"), false)),
+    };
+    submitted.map_err(|(message, transient)| {
+        sink.note(&message);
+        let mut end = AttemptEnd::spawn_error(message);
+        end.transient = transient;
+        end
+    })
+}
+
+/// The Slurm job of an attempt whose id was not committed, by its name:
+/// `squeue` while Slurm lists it, else Slurm's records (`sacct -c`, then
+/// `sacct`), filtered by name here since `sacct -c` ignores `--name`.
+pub(super) async fn find_by_name(name: &str) -> Option<u64> {
+    let listed = tokio::process::Command::new("squeue")
+        .args(["--noheader", "--states=all", "--format=%i|%j"])
+        .arg(format!("--name={name}"))
+        .output()
+        .await
+        .ok()?;
+    let records = |out: &std::process::Output| -> Option<u64> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.trim().split_once('|'))
+            .find(|(_, job)| *job == name)
+            .and_then(|(id, _)| id.parse().ok())
+    };
+    if let Some(id) = records(&listed) {
+        return Some(id);
+    }
+    for completion in [true, false] {
+        let mut command = tokio::process::Command::new("sacct");
+        if completion {
+            command.arg("--completion");
+        }
+        let out = command
+            .args(["--noheader", "--parsable2", "--format=JobID,JobName"])
+            .arg(format!("--name={name}"))
+            .output()
+            .await
+            .ok()?;
+        if out.status.success() {
+            return records(&out);
+        }
+    }
+    None
+}
+
+pub(super) async fn scancel(id: u64, sink: &LogSink) {
+    match tokio::process::Command::new("scancel")
+        .arg(id.to_string())
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => sink.note(&format!(
+            "scancel {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => sink.note(&format!("cannot run scancel: {e}")),
+    }
+}
+
+/// Make the attempt's directory with its script and an empty control file,
+/// owned by the user it runs as (who writes there from the node).
+pub(super) fn prepare_dir(
+    dir: &Path,
+    identity: Option<&crate::run_as::Identity>,
+) -> std::io::Result<(PathBuf, PathBuf)> {
+    if let Some(root) = dir.parent()
+        && !root.exists()
+    {
+        std::fs::create_dir_all(root)?;
+        // Run-as attempts reach their own directory inside: traversable,
+        // not listable (the daemon's umask would make it 0700).
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let script = dir.join("job.sh");
+    std::fs::write(&script, SCRIPT)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
+    let control = dir.join("control");
+    std::fs::write(&control, b"")?;
+    if let Some(id) = identity {
+        let owner = (Some(id.uid), Some(id.gid));
+        for path in [dir, &script, &control] {
+            std::os::unix::fs::chown(path, owner.0, owner.1)?;
+        }
+    }
+    Ok((dir.join("output"), control))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::slurm::SlurmSettings;
+
+    /// Options from the settings file sit under the chain's; the caps map to
+    /// whole minutes, MiB and CPUs.
+    #[test]
+    fn sbatch_options_merge_settings_and_activity() {
+        let settings = SlurmSettings {
+            partition: Some("batch".into()),
+            qos: Some("low".into()),
+            sbatch_args: vec!["--nice=1".into()],
+            ..SlurmSettings::default()
+        };
+        let own = SlurmOptions {
+            qos: Some("high".into()),
+            sbatch_args: vec!["--exclusive".into()],
+            ..SlurmOptions::default()
+        };
+        let args = sbatch_options(
+            &settings.merged(&own),
+            Some(Duration::from_secs(61)),
+            Some(1536 * 1024),
+            Some(2),
+        );
+        assert_eq!(
+            args,
+            [
+                "--time=2",
+                "--mem=2M",
+                "--cpus-per-task=2",
+                "--partition=batch",
+                "--qos=high",
+                "--nice=1",
+                "--exclusive"
+            ]
+        );
+    }
+}
