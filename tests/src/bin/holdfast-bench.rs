@@ -1,8 +1,8 @@
 //! `holdfast-bench`: measures the real daemon and CLI on this machine and
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
-//! (scenarios: spawn, cgroup, submit, throughput, reload, status, stats,
-//! startup; default all).
+//! (scenarios: spawn, cgroup, submit, notify, fanout, throughput, reload,
+//! status, stats, startup; default all).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
 //! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
@@ -41,6 +41,9 @@ fn main() -> Result<()> {
     }
     if want("notify") {
         with_notify_rules()?;
+    }
+    if want("fanout") {
+        runtime.block_on(fan_out_vs_xargs())?;
     }
     if want("throughput") {
         runtime.block_on(submit_throughput())?;
@@ -664,5 +667,102 @@ fn with_notify_rules() -> Result<()> {
     println!("notify: 300 submits, no rules:        median {c:.3} s {submit_plain:.3?}");
     println!("notify: 300 submits, three rules:     median {d:.3} s {submit_notified:.3?}");
     println!("notify: ratio with/without {:.3}", d / c);
+    Ok(())
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM in /proc/PID/status")?;
+    Ok(kib / 1024.0)
+}
+
+/// A chain of one fan-out activity: `count` items of `true`, two at once.
+fn fan_out_chain(count: u64) -> String {
+    format!(
+        "[process.p.activity.items]\nforeach = {{ count = \"{count}\", chunk_size = 1 }}\n\
+         max_parallel = 2\ncommand = [\"true\"]\n"
+    )
+}
+
+/// Submit chain `fan` and return its job id.
+fn submit_fan(daemon: &Daemon) -> Result<u64> {
+    let out = daemon.hfctl(&["--json", "submit", "fan"])?;
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)?["job_id"]
+        .as_u64()
+        .context("submit --json has job_id")
+}
+
+/// (issue: fan-out) One job fanning out over 10,000 items of `true` at
+/// max_parallel 2, against `xargs -P2` running the same 10,000 commands,
+/// alternating; the daemon's peak RSS; `hfctl status JOB` while such a job
+/// runs (in a separate run, so its own cost does not slow the timed ones);
+/// then a 100,000-item fan-out on a fresh daemon, its time and the peak RSS.
+async fn fan_out_vs_xargs() -> Result<()> {
+    let daemon = Daemon::new("max_parallel = 2\n", &[("fan.toml", fan_out_chain(10_000))])?;
+    let pid = daemon.child.as_ref().context("daemon runs")?.id();
+    let client = daemon.client().await?;
+    let (mut ours, mut xargs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("seq 10000 | xargs -P2 -n1 true")
+            .status()?;
+        if !status.success() {
+            bail!("xargs failed");
+        }
+        xargs.push(secs(started.elapsed()));
+
+        let started = Instant::now();
+        let job = submit_fan(&daemon)?;
+        wait_terminal(&client, job).await?;
+        ours.push(secs(started.elapsed()));
+    }
+    let (o, x) = (median(ours.clone()), median(xargs.clone()));
+    println!("fanout: 10000 items, max_parallel 2: holdfast median {o:.3} s {ours:.3?}");
+    println!("fanout: xargs -P2, 10000 x true:      median {x:.3} s {xargs:.3?}");
+    println!("fanout: ratio holdfast/xargs {:.2}", o / x);
+
+    let job = submit_fan(&daemon)?;
+    let mut status_ms = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        daemon.hfctl(&["status", &job.to_string()])?;
+        status_ms.push(secs(started.elapsed()) * 1000.0);
+    }
+    wait_terminal(&client, job).await?;
+    let mut sorted = status_ms.clone();
+    println!(
+        "fanout: hfctl status JOB while 10000 items run: median {:.1} ms, p95 {:.1} ms",
+        median(status_ms),
+        percentile(&mut sorted, 0.95)
+    );
+    println!(
+        "fanout: daemon peak RSS after four 10000-item jobs: {:.1} MiB",
+        peak_rss_mib(pid)?
+    );
+    drop(client);
+    drop(daemon);
+
+    let daemon = Daemon::new(
+        "max_parallel = 2\n",
+        &[("fan.toml", fan_out_chain(100_000))],
+    )?;
+    let pid = daemon.child.as_ref().context("daemon runs")?.id();
+    let client = daemon.client().await?;
+    let started = Instant::now();
+    let job = submit_fan(&daemon)?;
+    wait_terminal(&client, job).await?;
+    println!(
+        "fanout: 100000 items, max_parallel 2: {:.1} s, daemon peak RSS {:.1} MiB",
+        secs(started.elapsed()),
+        peak_rss_mib(pid)?
+    );
     Ok(())
 }
