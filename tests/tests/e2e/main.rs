@@ -17,6 +17,7 @@ mod dates;
 mod dos;
 mod durability;
 mod events;
+mod examples;
 mod failure;
 mod fanout;
 mod fanout_recovery;
