@@ -110,9 +110,11 @@ fn prepare_entry(
         match first_char(params) {
             b'{' | b'[' => {}
             b'n' => {
-                // `params: null` means no params: the method then names
-                // what it is missing.
-                object.remove("params");
+                // `params: null` means no params: as `{}`, so the method
+                // names the field it is missing.
+                if let Ok(empty) = RawValue::from_string("{}".to_string()) {
+                    object.insert("params".to_string(), empty);
+                }
                 changed = true;
             }
             _ => {
