@@ -11,6 +11,7 @@ mod backup;
 mod cancel;
 mod connection;
 mod discover;
+mod envelope;
 mod events;
 mod get;
 mod info;

@@ -14,7 +14,6 @@ use jsonrpsee::server::{
     HttpRequest, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
 };
 use tokio::net::UnixListener;
-use tower::Service;
 
 use super::RpcServer;
 use super::limits::Limits;
@@ -332,6 +331,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(NamedParams::new))
         .to_service_builder();
     let engine = server.engine.clone();
+    let max_bytes = server.settings.max_request_bytes;
     let methods = server.into_rpc();
     tokio::pin!(stopped);
     let mut backoff = ACCEPT_BACKOFF.0;
@@ -397,7 +397,15 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         // upgrade; it is given back when both are gone.
         let permit = Arc::new(permit);
         let engine = engine.clone();
-        let service = tower::service_fn(move |mut request: HttpRequest<_>| {
+        // jsonrpsee with the caller's extensions.
+        let inner = tower::service_fn(move |mut request: HttpRequest| {
+            request.extensions_mut().insert(caller.clone());
+            request.extensions_mut().insert(Arc::clone(&limits));
+            request.extensions_mut().insert(Arc::clone(&permit));
+            let mut service = builder.clone().build(methods.clone(), stop.clone());
+            async move { tower::Service::call(&mut service, request).await }
+        });
+        let service = tower::service_fn(move |request: HttpRequest<_>| {
             // `GET /metrics` is answered here, before jsonrpsee: anyone
             // who may connect to the socket may read it, as job.list.
             let metrics = (request.method().as_str() == "GET"
@@ -409,10 +417,10 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                         .and_then(|v| v.to_str().ok());
                     (engine.clone(), crate::metrics::Format::from_accept(accept))
                 });
-            request.extensions_mut().insert(caller.clone());
-            request.extensions_mut().insert(Arc::clone(&limits));
-            request.extensions_mut().insert(Arc::clone(&permit));
-            let mut service = builder.clone().build(methods.clone(), stop.clone());
+            // The JSON-RPC envelope rules jsonrpsee does not keep are
+            // applied in front of it, to HTTP bodies (`envelope`).
+            let request = request.map(jsonrpsee::server::HttpBody::new);
+            let inner = inner.clone();
             // A request whose body never completes would hold one of the
             // connection permits forever; every call (and a WebSocket
             // upgrade) answers well within this.
@@ -420,7 +428,8 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                 if let Some((engine, format)) = metrics {
                     return Ok(metrics_response(&engine, format).await);
                 }
-                match tokio::time::timeout(REQUEST_TIMEOUT, service.call(request)).await {
+                let call = super::envelope::serve_http(inner, request, max_bytes);
+                match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
                     Ok(result) => result,
                     Err(_) => Err("request not completed in time".into()),
                 }

@@ -26,6 +26,7 @@ mod flood;
 mod handlers;
 mod hostile;
 mod integrity;
+mod jsonrpc;
 mod live_views;
 mod logs;
 mod mail;
