@@ -127,6 +127,7 @@ fn debian_package_under_systemd() {
 
     let package = VisiblePackage::new(build_package());
     let deb = &package.path;
+    lintian_clean(deb);
     let built = began.elapsed();
     let holdfast_user_existed = user_exists("holdfast");
     fs::write(
@@ -147,6 +148,11 @@ fn debian_package_under_systemd() {
     // Install: the user and group appear, the service is enabled and running.
     let installed = ns.ok(&["dpkg", "-i", deb.to_str().expect("utf-8 path")]);
     assert!(!installed.contains("policy-rc.d"), "{installed}");
+    assert_eq!(
+        ns.ok(&["dpkg", "--verify", "holdfast"]),
+        "",
+        "the installed files match the package's md5sums"
+    );
     assert_eq!(
         ns.ok(&["systemctl", "is-active", "holdfast.service"]),
         "active\n"
@@ -609,6 +615,7 @@ fn preconditions() -> Result<(), String> {
         "/usr/bin/nsenter",
         "/usr/sbin/useradd",
         "/usr/sbin/runuser",
+        "/usr/bin/lintian",
     ] {
         if !Path::new(tool).exists() {
             return Err(format!("{tool} is missing"));
@@ -686,6 +693,43 @@ fn build_package() -> PathBuf {
         stdout(&output)
     );
     deb
+}
+
+/// lintian finds no error and no warning in the package (Debian's own
+/// checks: changelog, copyright, dependencies, maintainer scripts). The tags
+/// it prints are shown either way.
+fn lintian_clean(deb: &Path) {
+    let mut cmd = Command::new("lintian");
+    cmd.arg(deb).stdin(Stdio::null());
+    let output = run_with_deadline(cmd, Duration::from_secs(600));
+    let tags = stdout(&output);
+    eprintln!("systemd test: lintian:\n{tags}");
+    let bad: Vec<&str> = tags
+        .lines()
+        .filter(|line| line.starts_with("E: ") || line.starts_with("W: "))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "lintian reports errors or warnings:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        output.status.success(),
+        "lintian failed: {tags}{}",
+        stderr(&output)
+    );
+    // The package carries its own md5sums (for debsums and dpkg --verify).
+    let md5sums = Command::new("dpkg-deb")
+        .args(["--info"])
+        .arg(deb)
+        .arg("md5sums")
+        .output()
+        .expect("run dpkg-deb");
+    assert!(
+        md5sums.status.success() && stdout(&md5sums).contains("  usr/bin/holdfastd\n"),
+        "the package has no md5sums: {}",
+        stderr(&md5sums)
+    );
 }
 
 /// The package where the inner systemd can see it. Its namespace mounts
