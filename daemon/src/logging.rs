@@ -2,6 +2,7 @@
 //! `HF_JOB_ID` become journal fields), stderr otherwise. `-v` and `RUST_LOG`
 //! set the level.
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -55,6 +56,13 @@ fn stderr_identity() -> Option<(u64, u64)> {
     Some((stat.st_dev, stat.st_ino))
 }
 
+/// Colour escapes only for a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>): a log redirected
+/// to a file or a pipe stays plain text.
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Install the global subscriber. `verbosity` counts `-v` flags.
 pub fn init(verbosity: u8) {
     let default = match verbosity {
@@ -102,6 +110,10 @@ pub fn init(verbosity: u8) {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
+                        .with_ansi(colour(
+                            std::io::stderr().is_terminal(),
+                            std::env::var_os("NO_COLOR").as_deref(),
+                        ))
                         .with_target(false),
                 )
                 .try_init();
@@ -125,6 +137,15 @@ mod tests {
             wanted(None, Some("garbage"), Some((8, 1234))),
             Wanted::Stderr
         );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod events;
 mod failure;
 mod faults;
 mod flood;
+mod host_conventions;
 mod handlers;
 mod hostile;
 mod integrity;
