@@ -1,17 +1,52 @@
 //! Log output: the journal when it answers (structured fields such as
 //! `HF_JOB_ID` become journal fields), stderr otherwise. `-v` and `RUST_LOG`
-//! set the level.
+//! set the level. Once the state directory is known, journal entries also
+//! carry `HF_INSTANCE` ([`set_instance`]).
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::Layered;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Set once the journal layer is installed.
 static TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// Swaps the journal layer for one that also sends `HF_INSTANCE` (see
+/// [`set_instance`]); set once the journal layer is installed.
+type JournalHandle = reload::Handle<Option<tracing_journald::Layer>, Layered<EnvFilter, Registry>>;
+static JOURNAL: OnceLock<JournalHandle> = OnceLock::new();
+
+/// The journal layer as the daemon configures it.
+fn journal_layer() -> std::io::Result<tracing_journald::Layer> {
+    // `layer()` sends an empty datagram to /run/systemd/journal/socket and
+    // fails unless journald is there to receive it.
+    Ok(tracing_journald::layer()?
+        .with_field_prefix(None)
+        .with_syslog_identifier("holdfastd".into()))
+}
+
+/// From now on every journal entry carries `HF_INSTANCE=<id>` (the state
+/// directory's id, see `crate::instance`). Nothing happens when logging goes
+/// to stderr.
+pub fn set_instance(id: &str) {
+    let Some(handle) = JOURNAL.get() else { return };
+    match journal_layer() {
+        Ok(layer) => {
+            let layer = layer.with_custom_fields([("HF_INSTANCE", id)]);
+            if let Err(error) = handle.reload(Some(layer)) {
+                tracing::warn!(%error, "cannot add HF_INSTANCE to the journal entries");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the journal does not answer; entries go without HF_INSTANCE")
+        }
+    }
+}
 
 /// True when log lines go to the journal (so forwarding activities' output
 /// there makes sense).
@@ -80,15 +115,9 @@ pub fn init(verbosity: u8) {
         journal_stream.as_deref(),
         stderr_identity(),
     );
-    // `layer()` sends an empty datagram to /run/systemd/journal/socket and
-    // fails unless journald is there to receive it.
     let journal = match wanted {
-        Wanted::Journal => match tracing_journald::layer() {
-            Ok(layer) => Some(
-                layer
-                    .with_field_prefix(None)
-                    .with_syslog_identifier("holdfastd".into()),
-            ),
+        Wanted::Journal => match journal_layer() {
+            Ok(layer) => Some(layer),
             Err(error) => {
                 eprintln!("holdfastd: the journal does not answer ({error}); logging to stderr");
                 None
@@ -98,10 +127,14 @@ pub fn init(verbosity: u8) {
     };
     match journal {
         Some(layer) => {
+            let (layer, handle) = reload::Layer::new(Some(layer));
             let installed = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
                 .try_init();
+            if installed.is_ok() {
+                let _ = JOURNAL.set(handle);
+            }
             TO_JOURNAL.store(installed.is_ok(), Ordering::Relaxed);
         }
         None => {

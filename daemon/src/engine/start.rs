@@ -44,7 +44,7 @@ impl Engine {
                 reason: None,
                 alerts: job.alerts,
             });
-            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job {id} ({}) started", chain.name);
             self.ops.push(self.outbox.started(job));
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
@@ -225,7 +225,7 @@ impl Engine {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.acts[idx].kill = Some(kill_tx);
         }
-        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "activity started");
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "job {id} ({}): {}.{} attempt {number} started", chain.name, activity.process, activity.name);
         self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
         self.effects.push(Effect::Changed(id));
     }

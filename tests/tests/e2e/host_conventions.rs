@@ -101,3 +101,42 @@ fn activities_get_the_conventional_soft_open_files_limit() {
         "nofile = 256 sets both: {capped}"
     );
 }
+
+/// Proves the log's messages say what happened on their own (the journal
+/// shows the message without `-o verbose`): the job, its chain, the
+/// activity, the reason and the error id of a failure; the directory being
+/// watched; and the state directory's instance id, made once and kept
+/// across a restart.
+#[test]
+fn log_messages_say_what_happened() {
+    let mut daemon = TestDaemon::start(&[("fails.toml", FAILS)]);
+    let job_id = daemon.submit("fails", &[]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let error_id = job.activities[0].attempts[0]
+        .error_id
+        .clone()
+        .expect("an error id");
+    let log = std::fs::read_to_string(daemon.log_path()).expect("read the daemon's log");
+    for expected in [
+        format!("job {job_id} (fails) submitted by "),
+        format!("job {job_id} (fails): p.boom attempt 1 started"),
+        format!("job {job_id} (fails) failed: p.boom exited with code 3 [{error_id}]"),
+        format!("job {job_id} (fails) finished: failed"),
+        format!("watching {} for changes", daemon.workflows_dir().display()),
+    ] {
+        assert!(log.contains(&expected), "no {expected:?} in the log: {log}");
+    }
+
+    let id_file = daemon.state_dir().join("instance-id");
+    let instance = std::fs::read_to_string(&id_file).expect("the state directory's instance-id");
+    let instance = instance.trim().to_string();
+    assert_eq!(instance.len(), 32, "{instance}");
+    assert!(
+        log.contains(&format!("instance {instance} of state directory")),
+        "{log}"
+    );
+    daemon.restart();
+    let again = std::fs::read_to_string(&id_file).expect("instance-id after a restart");
+    assert_eq!(again.trim(), instance, "the id is kept across restarts");
+}
