@@ -1,16 +1,52 @@
 //! Log output: the journal when it answers (structured fields such as
 //! `HF_JOB_ID` become journal fields), stderr otherwise. `-v` and `RUST_LOG`
-//! set the level.
+//! set the level. Once the state directory is known, journal entries also
+//! carry `HF_INSTANCE` ([`set_instance`]).
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::Layered;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Set once the journal layer is installed.
 static TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// Swaps the journal layer for one that also sends `HF_INSTANCE` (see
+/// [`set_instance`]); set once the journal layer is installed.
+type JournalHandle = reload::Handle<Option<tracing_journald::Layer>, Layered<EnvFilter, Registry>>;
+static JOURNAL: OnceLock<JournalHandle> = OnceLock::new();
+
+/// The journal layer as the daemon configures it.
+fn journal_layer() -> std::io::Result<tracing_journald::Layer> {
+    // `layer()` sends an empty datagram to /run/systemd/journal/socket and
+    // fails unless journald is there to receive it.
+    Ok(tracing_journald::layer()?
+        .with_field_prefix(None)
+        .with_syslog_identifier("holdfastd".into()))
+}
+
+/// From now on every journal entry carries `HF_INSTANCE=<id>` (the state
+/// directory's id, see `crate::instance`). Nothing happens when logging goes
+/// to stderr.
+pub fn set_instance(id: &str) {
+    let Some(handle) = JOURNAL.get() else { return };
+    match journal_layer() {
+        Ok(layer) => {
+            let layer = layer.with_custom_fields([("HF_INSTANCE", id)]);
+            if let Err(error) = handle.reload(Some(layer)) {
+                tracing::warn!(%error, "cannot add HF_INSTANCE to the journal entries");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the journal does not answer; entries go without HF_INSTANCE")
+        }
+    }
+}
 
 /// True when log lines go to the journal (so forwarding activities' output
 /// there makes sense).
@@ -55,6 +91,13 @@ fn stderr_identity() -> Option<(u64, u64)> {
     Some((stat.st_dev, stat.st_ino))
 }
 
+/// Colour escapes only for a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>): a log redirected
+/// to a file or a pipe stays plain text.
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Install the global subscriber. `verbosity` counts `-v` flags.
 pub fn init(verbosity: u8) {
     let default = match verbosity {
@@ -72,15 +115,9 @@ pub fn init(verbosity: u8) {
         journal_stream.as_deref(),
         stderr_identity(),
     );
-    // `layer()` sends an empty datagram to /run/systemd/journal/socket and
-    // fails unless journald is there to receive it.
     let journal = match wanted {
-        Wanted::Journal => match tracing_journald::layer() {
-            Ok(layer) => Some(
-                layer
-                    .with_field_prefix(None)
-                    .with_syslog_identifier("holdfastd".into()),
-            ),
+        Wanted::Journal => match journal_layer() {
+            Ok(layer) => Some(layer),
             Err(error) => {
                 eprintln!("holdfastd: the journal does not answer ({error}); logging to stderr");
                 None
@@ -90,10 +127,14 @@ pub fn init(verbosity: u8) {
     };
     match journal {
         Some(layer) => {
+            let (layer, handle) = reload::Layer::new(Some(layer));
             let installed = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
                 .try_init();
+            if installed.is_ok() {
+                let _ = JOURNAL.set(handle);
+            }
             TO_JOURNAL.store(installed.is_ok(), Ordering::Relaxed);
         }
         None => {
@@ -102,6 +143,10 @@ pub fn init(verbosity: u8) {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
+                        .with_ansi(colour(
+                            std::io::stderr().is_terminal(),
+                            std::env::var_os("NO_COLOR").as_deref(),
+                        ))
                         .with_target(false),
                 )
                 .try_init();
@@ -125,6 +170,15 @@ mod tests {
             wanted(None, Some("garbage"), Some((8, 1234))),
             Wanted::Stderr
         );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod connections;
 mod docs;
 mod engine;
 mod executor;
+mod instance;
 mod logging;
 mod mask;
 mod metrics;
@@ -184,6 +185,14 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
     if state_lock.is_some() {
         store::Store::remove_stale_snapshots(&settings.state_dir);
     }
+    let instance = instance::load_or_create(&settings.state_dir);
+    logging::set_instance(&instance);
+    tracing::info!(
+        HF_INSTANCE = %instance,
+        state_dir = %settings.state_dir.display(),
+        "instance {instance} of state directory {}",
+        settings.state_dir.display()
+    );
 
     // Bind first: a second daemon must stop here, before it touches the
     // first one's jobs. (With socket activation systemd runs only one.)

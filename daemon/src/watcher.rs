@@ -67,7 +67,9 @@ pub fn start(dirs: &[&Path], engine: EngineHandle) -> Option<Watcher> {
             continue;
         }
         match debouncer.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => tracing::info!(dir = %dir.display(), "watching for changes"),
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "watching {} for changes", dir.display())
+            }
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the directory; use `hfctl reload` or SIGHUP")
             }

@@ -173,7 +173,11 @@ impl Engine {
                     HF_PROCESS = fields.2,
                     HF_ACTIVITY = fields.3,
                     HF_ATTEMPT = fields.4,
-                    "activity succeeded"
+                    "job {} ({}): {}.{} succeeded",
+                    fields.0,
+                    fields.1,
+                    fields.2,
+                    fields.3
                 );
                 ActivityState::Succeeded
             }
@@ -230,7 +234,7 @@ impl Engine {
             {
                 let delay = activity.retry_delay_for(act.attempts);
                 act.retry_due_at = Some(now.saturating_add(delay.as_millis() as i64));
-                tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), delay = %humantime::format_duration(delay), "activity failed; retrying");
+                tracing::warn!(HF_JOB_ID = fields.0, HF_CHAIN = fields.1, HF_PROCESS = fields.2, HF_ACTIVITY = fields.3, HF_ATTEMPT = fields.4, HF_ERROR_ID = error_id.as_deref().unwrap_or(""), error = end.error.as_deref().unwrap_or(""), delay = %humantime::format_duration(delay), "job {} ({}): {}.{} failed: {} [{}]; retrying in {}", fields.0, fields.1, fields.2, fields.3, end.error.as_deref().unwrap_or("no reason given"), error_id.as_deref().unwrap_or("-"), humantime::format_duration(delay));
                 self.effects.push(Effect::Timer(
                     delay,
                     Command::RetryDue {
@@ -250,7 +254,13 @@ impl Engine {
                     HF_ATTEMPT = fields.4,
                     HF_ERROR_ID = error_id.as_deref().unwrap_or(""),
                     error = end.error.as_deref().unwrap_or(""),
-                    "activity failed"
+                    "job {} ({}) failed: {}.{} {} [{}]",
+                    fields.0,
+                    fields.1,
+                    fields.2,
+                    fields.3,
+                    end.error.as_deref().unwrap_or("no reason given"),
+                    error_id.as_deref().unwrap_or("-")
                 );
                 ActivityState::Failed
             }
@@ -538,10 +548,10 @@ impl Engine {
         crate::metrics::global().job_ended(&chain, state.as_str());
         match state {
             JobState::Failed => {
-                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job finished: failed")
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job {id} ({chain}) finished: failed")
             }
             _ => {
-                tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job finished: {}", state.as_str())
+                tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain, alerts = job.alerts, "job {id} ({chain}) finished: {}", state.as_str())
             }
         }
         self.effects.push(Effect::Changed(id));

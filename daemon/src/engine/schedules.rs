@@ -345,7 +345,7 @@ impl Engine {
                 continue;
             }
             self.audit_fire(key, &caller, "ok", format!("job {id}"));
-            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), "job submitted by schedule");
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %key.0, schedule = %key.1, tenant = tenant.as_deref().unwrap_or(""), "job {id} ({}) submitted by schedule {}", key.0, key.1);
             // Nobody waits for the answer of a scheduled submission.
             let (reply, _) = oneshot::channel();
             self.pending_jobs.push(PendingJob { job, reply });

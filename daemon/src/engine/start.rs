@@ -71,7 +71,7 @@ impl Engine {
                 reason: None,
                 alerts: job.alerts,
             });
-            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job started");
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, "job {id} ({}) started", chain.name);
             self.ops.push(self.outbox.started(job));
             self.effects.push(Effect::Changed(id));
             if let Some(timeout) = chain.timeout {
@@ -287,9 +287,9 @@ impl Engine {
             }
         }
         if item.is_none() {
-            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "activity started");
+            tracing::info!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, "job {id} ({}): {}.{} attempt {number} started", chain.name, activity.process, activity.name);
         } else {
-            tracing::debug!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_ACTIVITY = %path, HF_ATTEMPT = number, "item started");
+            tracing::debug!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_ACTIVITY = %path, HF_ATTEMPT = number, "job {id} ({}): {path} attempt {number} started", chain.name);
         }
         self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
         self.effects.push(Effect::Changed(id));

@@ -89,7 +89,9 @@ impl Engine {
             HF_CHAIN = %chain.name,
             target = %request.target,
             user = %request.caller.user,
-            "job submitted"
+            "job {id} ({}) submitted by {}",
+            chain.name,
+            request.caller.user
         );
         self.pending_jobs.push(PendingJob { job, reply });
     }
@@ -373,7 +375,7 @@ impl Engine {
             return;
         }
         self.ops.append(&mut carried);
-        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job submitted (reprocess)");
+        tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job {id} ({}) submitted by {} (reprocess of job {})", job.chain.name, caller.user, original.id);
         self.pending_jobs.push(PendingJob { job, reply });
     }
 }

@@ -246,7 +246,8 @@ struct ChildPlan {
     control: libc::c_int,
     /// -1 without a cgroup.
     cgroup_procs: libc::c_int,
-    rlimits: [(libc::c_int, u64); 3],
+    /// (resource, soft, hard).
+    rlimits: [(libc::c_int, u64, u64); 3],
     rlimit_count: usize,
     nice: Option<libc::c_int>,
     switch: bool,
@@ -330,7 +331,7 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
     // A cap at or above the daemon's own hard limit is already met (and
     // could not be raised without privilege): only lower ones are set.
     let limits = request.rlimits;
-    let mut rlimits = [(0, 0); 3];
+    let mut rlimits = [(0, 0, 0); 3];
     let mut rlimit_count = 0;
     for (resource, value) in [
         (libc::RLIMIT_AS, limits.address_space),
@@ -341,7 +342,21 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
         if hard_limit(resource).is_some_and(|hard| v >= hard) {
             continue;
         }
-        rlimits[rlimit_count] = (resource as libc::c_int, v);
+        rlimits[rlimit_count] = (resource as libc::c_int, v, v);
+        rlimit_count += 1;
+    }
+    // Without a `nofile` cap an activity gets the soft open-files limit
+    // programs expect (select() breaks past 1024), whatever the daemon
+    // raised its own to; the hard limit stays, so a program may raise it.
+    if limits.open_files.is_none()
+        && let Some((soft, hard)) = current_limit(libc::RLIMIT_NOFILE)
+        && soft > ACTIVITY_NOFILE_SOFT
+    {
+        rlimits[rlimit_count] = (
+            libc::RLIMIT_NOFILE as libc::c_int,
+            ACTIVITY_NOFILE_SOFT.min(hard),
+            hard,
+        );
         rlimit_count += 1;
     }
     let identity = request.identity.as_ref();
@@ -426,6 +441,24 @@ fn dup_above_3(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
+/// The soft RLIMIT_NOFILE an activity starts with when its chain sets no
+/// `nofile`: the kernel's and systemd's default.
+const ACTIVITY_NOFILE_SOFT: u64 = 1024;
+
+/// The daemon's (soft, hard) limits of `resource`, as the kernel reports
+/// them (`RLIM_INFINITY` included); `None` when unknown.
+#[allow(unsafe_code)]
+fn current_limit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`, which outlives the
+    // call.
+    let rc = unsafe { libc::getrlimit(resource, &mut limit) };
+    (rc == 0).then_some((limit.rlim_cur, limit.rlim_max))
+}
+
 /// The hard limit of `resource` for the daemon; `None` for unlimited or
 /// unknown.
 #[allow(unsafe_code)]
@@ -478,10 +511,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(plan);
         }
         at(plan, Stage::Limits);
-        for &(resource, value) in p.rlimits.iter().take(p.rlimit_count) {
+        for &(resource, soft, hard) in p.rlimits.iter().take(p.rlimit_count) {
             let limit = libc::rlimit {
-                rlim_cur: value as libc::rlim_t,
-                rlim_max: value as libc::rlim_t,
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
             };
             if libc::setrlimit(resource as _, &limit) == -1 {
                 return fail(plan);

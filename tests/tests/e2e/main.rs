@@ -24,6 +24,7 @@ mod fanout_recovery;
 mod faults;
 mod flood;
 mod handlers;
+mod host_conventions;
 mod hostile;
 mod integrity;
 mod jsonrpc;

@@ -127,6 +127,7 @@ fn debian_package_under_systemd() {
 
     let package = VisiblePackage::new(build_package());
     let deb = &package.path;
+    lintian_clean(deb);
     let built = began.elapsed();
     let holdfast_user_existed = user_exists("holdfast");
     fs::write(
@@ -147,6 +148,11 @@ fn debian_package_under_systemd() {
     // Install: the user and group appear, the service is enabled and running.
     let installed = ns.ok(&["dpkg", "-i", deb.to_str().expect("utf-8 path")]);
     assert!(!installed.contains("policy-rc.d"), "{installed}");
+    assert_eq!(
+        ns.ok(&["dpkg", "--verify", "holdfast"]),
+        "",
+        "the installed files match the package's md5sums"
+    );
     assert_eq!(
         ns.ok(&["systemctl", "is-active", "holdfast.service"]),
         "active\n"
@@ -233,21 +239,27 @@ fn debian_package_under_systemd() {
     );
 
     // The journal tells each job's story with its fields.
-    let story = wait_for_journal(&ns, hello.id, "job finished: succeeded");
-    for message in [
-        "job submitted",
-        "activity started",
-        "activity succeeded",
-        "job finished: succeeded",
-    ] {
+    // The messages name the job, its chain and the activity by themselves,
+    // and HF_INSTANCE tells this state directory's job apart from another's.
+    let id = hello.id;
+    let instance = ns.ok(&["cat", "/var/lib/holdfast/instance-id"]);
+    let instance = instance.trim();
+    assert_eq!(instance.len(), 32, "{instance}");
+    let finished = format!("job {id} (e2e-hello) finished: succeeded");
+    let started = format!("job {id} (e2e-hello): main.greet attempt 1 started");
+    let succeeded = format!("job {id} (e2e-hello): main.greet succeeded");
+    let story = wait_for_journal(&ns, id, &finished);
+    let submitted_by = format!("job {id} (e2e-hello) submitted by {MEMBER}");
+    for message in [&submitted_by, &started, &succeeded, &finished] {
         let entry = find(&story, message);
+        assert_eq!(field(entry, "HF_INSTANCE"), instance);
         assert_eq!(field(entry, "SYSLOG_IDENTIFIER"), "holdfastd");
         assert_eq!(field(entry, "HF_JOB_ID"), hello.id.to_string());
         assert_eq!(field(entry, "HF_CHAIN"), "e2e-hello");
         assert_eq!(field(entry, "_SYSTEMD_UNIT"), "holdfast.service");
     }
     // journal = true: the activity's output is part of the story.
-    for message in ["activity started", "activity succeeded", "hello from greet"] {
+    for message in [started.as_str(), succeeded.as_str(), "hello from greet"] {
         let entry = find(&story, message);
         assert_eq!(field(entry, "HF_PROCESS"), "main");
         assert_eq!(field(entry, "HF_ACTIVITY"), "greet");
@@ -261,7 +273,11 @@ fn debian_package_under_systemd() {
     );
     assert!(chatty.status.success(), "{}", stderr(&chatty));
     let chatty: Job = serde_json::from_slice(&chatty.stdout).expect("a Job");
-    let story = wait_for_journal(&ns, chatty.id, "job finished: succeeded");
+    let story = wait_for_journal(
+        &ns,
+        chatty.id,
+        &format!("job {} (e2e-chatty) finished: succeeded", chatty.id),
+    );
     let forwarded = story
         .iter()
         .filter(|e| {
@@ -290,20 +306,27 @@ fn debian_package_under_systemd() {
     );
     assert_eq!(failed.status.code(), Some(4), "{}", stderr(&failed));
     let broken: Job = serde_json::from_slice(&failed.stdout).expect("a Job");
-    let story = wait_for_journal(&ns, broken.id, "job finished: failed");
-    let failure = find(&story, "activity failed");
+    let broken_finished = format!("job {} (e2e-broken) finished: failed", broken.id);
+    let story = wait_for_journal(&ns, broken.id, &broken_finished);
+    let error_id = broken.activities[0].attempts[0]
+        .error_id
+        .clone()
+        .expect("an error id");
+    let failure = find(
+        &story,
+        &format!(
+            "job {} (e2e-broken) failed: main.fail exited with code 3 [{error_id}]",
+            broken.id
+        ),
+    );
     assert_eq!(
         field(failure, "PRIORITY"),
         "3",
         "failures are at error priority"
     );
     assert_eq!(field(failure, "HF_ACTIVITY"), "fail");
-    let error_id = broken.activities[0].attempts[0]
-        .error_id
-        .clone()
-        .expect("an error id");
     assert_eq!(field(failure, "HF_ERROR_ID"), error_id);
-    assert_eq!(field(find(&story, "job finished: failed"), "PRIORITY"), "3");
+    assert_eq!(field(find(&story, &broken_finished), "PRIORITY"), "3");
 
     // systemctl reload sends SIGHUP, which re-reads the drop-in directory.
     fs::write(Path::new(WORKFLOWS).join("e2e-added.toml"), ADDED).expect("write chain");
@@ -609,6 +632,7 @@ fn preconditions() -> Result<(), String> {
         "/usr/bin/nsenter",
         "/usr/sbin/useradd",
         "/usr/sbin/runuser",
+        "/usr/bin/lintian",
     ] {
         if !Path::new(tool).exists() {
             return Err(format!("{tool} is missing"));
@@ -686,6 +710,43 @@ fn build_package() -> PathBuf {
         stdout(&output)
     );
     deb
+}
+
+/// lintian finds no error and no warning in the package (Debian's own
+/// checks: changelog, copyright, dependencies, maintainer scripts). The tags
+/// it prints are shown either way.
+fn lintian_clean(deb: &Path) {
+    let mut cmd = Command::new("lintian");
+    cmd.arg(deb).stdin(Stdio::null());
+    let output = run_with_deadline(cmd, Duration::from_secs(600));
+    let tags = stdout(&output);
+    eprintln!("systemd test: lintian:\n{tags}");
+    let bad: Vec<&str> = tags
+        .lines()
+        .filter(|line| line.starts_with("E: ") || line.starts_with("W: "))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "lintian reports errors or warnings:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        output.status.success(),
+        "lintian failed: {tags}{}",
+        stderr(&output)
+    );
+    // The package carries its own md5sums (for debsums and dpkg --verify).
+    let md5sums = Command::new("dpkg-deb")
+        .args(["--info"])
+        .arg(deb)
+        .arg("md5sums")
+        .output()
+        .expect("run dpkg-deb");
+    assert!(
+        md5sums.status.success() && stdout(&md5sums).contains("  usr/bin/holdfastd\n"),
+        "the package has no md5sums: {}",
+        stderr(&md5sums)
+    );
 }
 
 /// The package where the inner systemd can see it. Its namespace mounts
