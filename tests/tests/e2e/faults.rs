@@ -67,7 +67,7 @@ fn settled_fds(pid: u32) -> usize {
         if now < first {
             return now;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        thread::sleep(Duration::from_millis(5));
     }
     first
 }
