@@ -308,31 +308,16 @@ impl Engine {
             item,
             item_state,
             interruptions,
-            end: Box::new(store::AttemptEnd {
-                job_id: key.job_id,
-                idx: key.idx,
-                number: key.number,
-                state: end.state.as_str(),
-                exit_code: end.exit_code,
-                signal: end.signal,
+            // Each item's attempt is an attempt for the metrics too.
+            end: Box::new(super::run::ended_attempt(
+                &chain.name,
+                key,
+                &end,
                 error_id,
-                error: end.error.clone(),
-                finished_at: now,
-                log_bytes: end.log_bytes,
-                log_dropped: end.log_dropped,
-                error_tail: end.error_tail.clone(),
                 error_message,
-                resources: end.resources.clone(),
-            }),
+                now,
+            )),
         });
-        // Each item's attempt is an attempt for the metrics too.
-        crate::metrics::global().attempt_ended(
-            &chain.name,
-            end.state.as_str(),
-            end.resources
-                .as_ref()
-                .map(|r| std::time::Duration::from_millis(r.wall_ms)),
-        );
         if let Some(error) = &end.log_error {
             tracing::warn!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, %error, "cannot keep the item's log");
         }

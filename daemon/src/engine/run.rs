@@ -126,30 +126,14 @@ impl Engine {
                 key,
             ));
         }
-        self.ops
-            .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
-                job_id: key.job_id,
-                idx: key.idx,
-                number: key.number,
-                state: end.state.as_str(),
-                exit_code: end.exit_code,
-                signal: end.signal,
-                error_id: error_id.clone(),
-                error: end.error.clone(),
-                finished_at: now,
-                log_bytes: end.log_bytes,
-                log_dropped: end.log_dropped,
-                error_tail: end.error_tail.clone(),
-                error_message,
-                resources: end.resources.clone(),
-            })));
-        crate::metrics::global().attempt_ended(
+        self.ops.push(WriteOp::AttemptEnd(Box::new(ended_attempt(
             &chain.name,
-            end.state.as_str(),
-            end.resources
-                .as_ref()
-                .map(|r| std::time::Duration::from_millis(r.wall_ms)),
-        );
+            key,
+            &end,
+            error_id.clone(),
+            error_message,
+            now,
+        ))));
         if let Some(error) = &end.log_error {
             self.ops.push(WriteOp::AttemptLogError {
                 job_id: key.job_id,
@@ -556,5 +540,40 @@ impl Engine {
         }
         self.effects.push(Effect::Changed(id));
         self.schedule_job_finished(id);
+    }
+}
+
+/// The stored row of an ended attempt (an activity's or a fan-out item's),
+/// counted in the attempt metrics as it is made.
+pub(super) fn ended_attempt(
+    chain: &str,
+    key: AttemptKey,
+    end: &AttemptEnd,
+    error_id: Option<String>,
+    error_message: Option<String>,
+    now: i64,
+) -> store::AttemptEnd {
+    crate::metrics::global().attempt_ended(
+        chain,
+        end.state.as_str(),
+        end.resources
+            .as_ref()
+            .map(|r| std::time::Duration::from_millis(r.wall_ms)),
+    );
+    store::AttemptEnd {
+        job_id: key.job_id,
+        idx: key.idx,
+        number: key.number,
+        state: end.state.as_str(),
+        exit_code: end.exit_code,
+        signal: end.signal,
+        error_id,
+        error: end.error.clone(),
+        finished_at: now,
+        log_bytes: end.log_bytes,
+        log_dropped: end.log_dropped,
+        error_tail: end.error_tail.clone(),
+        error_message,
+        resources: end.resources.clone(),
     }
 }
