@@ -16,6 +16,11 @@ pub(super) struct Adoption {
     pub idx: usize,
     pub number: u32,
     pub slurm_job_id: Option<u64>,
+    /// When the attempt started (ms since the epoch): its timeout counts
+    /// from then, not from the adoption.
+    pub started_at: i64,
+    /// How far into its control file the earlier run applied.
+    pub control_offset: u64,
 }
 
 /// True when recovery adopts a running attempt of this activity rather
@@ -45,6 +50,12 @@ impl Engine {
             return;
         };
         slurm.adopt = Some(adoption.slurm_job_id);
+        slurm.control_offset = adoption.control_offset;
+        // What is left of the timeout: the attempt has run since it started.
+        let ran = std::time::Duration::from_millis(
+            (crate::store::now_ms() - adoption.started_at).max(0) as u64,
+        );
+        let timeout = activity.timeout.map(|t| t.saturating_sub(ran));
         let log_path = logs::log_path(&settings.logs_dir(), job_id, &activity.path, key.number);
         // The output file is read again from its start.
         if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&log_path) {
@@ -57,7 +68,7 @@ impl Engine {
             argv: Vec::new(),
             env: Vec::new(),
             working_dir: None,
-            timeout: activity.timeout,
+            timeout,
             kill_grace: settings.kill_grace,
             log_path,
             log_max_bytes: settings.log_max_bytes,

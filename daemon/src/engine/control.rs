@@ -4,18 +4,26 @@
 
 use std::collections::HashSet;
 
+use holdfast_workflow::Executor;
+
 use super::{Effect, Engine};
 use crate::executor::{AttemptKey, ControlMessage};
 use crate::store::WriteOp;
 
 impl Engine {
-    pub(super) fn on_control(&mut self, key: AttemptKey, message: ControlMessage) {
+    pub(super) fn on_control(&mut self, key: AttemptKey, message: ControlMessage, offset: u64) {
         let Some(job) = self.jobs.get_mut(&key.job_id) else {
             return;
         };
         let Some(act) = job.acts.get_mut(key.idx) else {
             return;
         };
+        if key.item.is_none()
+            && act.attempts == key.number
+            && job.chain.activities[key.idx].executor == Executor::Slurm
+        {
+            self.control_offsets.insert(key, offset);
+        }
         if let Some(item) = key.item {
             // A fan-out item keeps its own checkpoint and outputs; its
             // progress is counted in items by the activity.
@@ -103,6 +111,14 @@ impl Engine {
         }
         for (job_id, idx, item) in std::mem::take(&mut self.item_dirty) {
             self.write_item_control(job_id, idx, item);
+        }
+        for (key, offset) in std::mem::take(&mut self.control_offsets) {
+            self.ops.push(WriteOp::AttemptControlOffset {
+                job_id: key.job_id,
+                idx: key.idx,
+                number: key.number,
+                offset,
+            });
         }
     }
 

@@ -461,6 +461,9 @@ pub struct Engine {
     outputs_dirty: HashSet<(u64, usize)>,
     /// Fan-out items whose checkpoint or outputs changed in this batch.
     item_dirty: HashSet<(u64, usize, u32)>,
+    /// Slurm attempts whose control file was read further in this batch:
+    /// the offset is committed with what its lines changed.
+    control_offsets: HashMap<executor::AttemptKey, u64>,
 }
 
 impl Engine {
@@ -546,6 +549,7 @@ impl Engine {
             checkpoint_dirty: HashSet::new(),
             outputs_dirty: HashSet::new(),
             item_dirty: HashSet::new(),
+            control_offsets: HashMap::new(),
         };
         engine.record_definitions();
         engine.recover()?;
@@ -725,8 +729,13 @@ impl Engine {
                     pid_start: start_time,
                 }),
             },
-            ExecEvent::Control { key, message, held } => {
-                self.on_control(key, message);
+            ExecEvent::Control {
+                key,
+                message,
+                offset,
+                held,
+            } => {
+                self.on_control(key, message, offset);
                 // The attempt's reader may send more.
                 drop(held);
             }

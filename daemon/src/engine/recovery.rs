@@ -195,6 +195,8 @@ impl Engine {
                     idx: sa.idx,
                     number: a.number,
                     slurm_job_id: a.slurm_job_id,
+                    started_at: a.started_at,
+                    control_offset: a.control_offset,
                 });
             let adopted = adoption.is_some();
             adoptions.extend(adoption);
@@ -373,6 +375,8 @@ impl Engine {
                     error_tail: None,
                     error_message: None,
                     slurm_job_id: None,
+                    started_at: row.started_at.unwrap_or_default(),
+                    control_offset: 0,
                 };
                 let mut leftover = self.leftover(job_id, stored.idx, activity, &attempt);
                 leftover.started_at = row.started_at;

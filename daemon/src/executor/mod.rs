@@ -110,6 +110,10 @@ pub enum ExecEvent {
     Control {
         key: AttemptKey,
         message: ControlMessage,
+        /// Bytes of the attempt's control input read up to the end of this
+        /// message's line (a Slurm attempt's control file is read on from
+        /// there after a restart).
+        offset: u64,
         /// The message's share of its attempt's in-flight budget, given back
         /// when the engine drops the event.
         held: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -203,6 +207,7 @@ async fn run_simulated(
             .send(ExecEvent::Control {
                 key: spec.key,
                 message: ControlMessage::Output(simulate.outputs),
+                offset: 0,
                 held: None,
             })
             .await;
@@ -568,13 +573,15 @@ async fn read_control(
             return;
         }
     };
-    read_control_lines(receiver, key, gate, events, sink, masker).await;
+    read_control_lines(receiver, 0, key, gate, events, sink, masker).await;
 }
 
 /// The control channel's lines from any reader (the fd 3 pipe, or the
 /// control file a Slurm job appends to), parsed and bounded the same way.
+#[allow(clippy::too_many_arguments)]
 async fn read_control_lines(
     input: impl tokio::io::AsyncRead + Unpin,
+    start: u64,
     key: AttemptKey,
     mut gate: control::Gate,
     events: mpsc::Sender<ExecEvent>,
@@ -584,18 +591,22 @@ async fn read_control_lines(
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
     let budget = Arc::new(tokio::sync::Semaphore::new(CONTROL_IN_FLIGHT_KIB as usize));
+    // Bytes of the input read so far, from `start`: each message carries
+    // the offset after its line.
+    let mut offset = start;
     loop {
         line.clear();
         let mut limited = (&mut reader).take(control::MAX_LINE as u64 + 1);
         match limited.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(n) => offset += n as u64,
         }
         if line.len() > control::MAX_LINE {
             sink.note("control line longer than 256 KiB ignored");
             // Skip the rest of the overlong line without holding it.
-            if !skip_line(&mut reader).await {
-                break;
+            match skip_line(&mut reader).await {
+                Some(n) => offset += n,
+                None => break,
             }
             continue;
         }
@@ -636,6 +647,7 @@ async fn read_control_lines(
         let event = ExecEvent::Control {
             key,
             message,
+            offset,
             held: Some(held),
         };
         if events.send(event).await.is_err() {
@@ -651,19 +663,21 @@ async fn read_control_lines(
 }
 
 /// Discard input up to and including the next newline, a buffer at a time.
-/// False at end of input or on an error.
-async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> bool {
+/// The bytes discarded, or None at end of input or on an error.
+async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> Option<u64> {
+    let mut skipped = 0;
     loop {
         let (found, used) = match reader.fill_buf().await {
-            Ok([]) | Err(_) => return false,
+            Ok([]) | Err(_) => return None,
             Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
                 Some(at) => (true, at + 1),
                 None => (false, buf.len()),
             },
         };
         reader.consume(used);
+        skipped += used as u64;
         if found {
-            return true;
+            return Some(skipped);
         }
     }
 }

@@ -602,6 +602,10 @@ pub struct StoredAttempt {
     pub error_message: Option<String>,
     /// The Slurm job of an attempt of the Slurm executor, once committed.
     pub slurm_job_id: Option<u64>,
+    /// When the attempt started (ms since the epoch).
+    pub started_at: i64,
+    /// How far into its control file a Slurm attempt was applied.
+    pub control_offset: u64,
 }
 
 /// Every queued or running job, oldest first, with activities and attempts.
@@ -689,7 +693,7 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
     super::items::load_item_rows(conn, &mut job)?;
     let mut att_stmt = conn.prepare_cached(
         "SELECT idx, number, state, pid, pid_start, error_id, error, error_tail, error_message,
-                slurm_job_id
+                slurm_job_id, started_at, control_offset
          FROM attempts WHERE job_id = ?1 ORDER BY idx, number",
     )?;
     let mut rows = att_stmt.query(params![job.id as i64])?;
@@ -706,6 +710,8 @@ pub fn stored_job(conn: &Connection, id: u64) -> Result<Option<StoredJob>, Store
             error_tail: row.get(7)?,
             error_message: row.get(8)?,
             slurm_job_id: row.get::<_, Option<i64>>(9)?.map(|id| id as u64),
+            started_at: row.get(10)?,
+            control_offset: row.get::<_, i64>(11)?.max(0) as u64,
         };
         if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
             a.attempts.push(attempt);

@@ -4,7 +4,9 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 14] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14];
+const ALL: [&str; 15] = [
+    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15,
+];
 
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
@@ -352,6 +354,13 @@ CREATE INDEX items_running ON items (state) WHERE state = 'running';
 /// committed once `sbatch` answered.
 const V14: &str = r#"
 ALTER TABLE attempts ADD COLUMN slurm_job_id INTEGER;
+"#;
+
+/// How far into a Slurm attempt's control file the daemon has applied,
+/// committed with what those lines changed: an adopted attempt's control
+/// file is read on from there, so no alert counts twice.
+const V15: &str = r#"
+ALTER TABLE attempts ADD COLUMN control_offset INTEGER NOT NULL DEFAULT 0;
 "#;
 
 #[cfg(test)]

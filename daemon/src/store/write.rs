@@ -170,6 +170,13 @@ pub enum WriteOp {
         number: u32,
         slurm_job_id: u64,
     },
+    /// How far into its control file a Slurm attempt was applied.
+    AttemptControlOffset {
+        job_id: u64,
+        idx: usize,
+        number: u32,
+        offset: u64,
+    },
     Audit(Box<AuditRow>),
     /// A schedule's state: paused, the last instant handled, its last job.
     Schedule {
@@ -487,6 +494,23 @@ impl WriteOp {
                     number,
                     pid,
                     pid_start.map(|s| s as i64)
+                ])?;
+            }
+            WriteOp::AttemptControlOffset {
+                job_id,
+                idx,
+                number,
+                offset,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE attempts SET control_offset = ?4
+                     WHERE job_id = ?1 AND idx = ?2 AND number = ?3",
+                )?
+                .execute(params![
+                    *job_id as i64,
+                    *idx as i64,
+                    number,
+                    *offset as i64
                 ])?;
             }
             WriteOp::AttemptSlurmJob {

@@ -102,6 +102,100 @@ fn kill9_while_a_slurm_job_runs_then_restart_adopts_it() {
     );
 }
 
+/// A Slurm activity that raises an alert and reports progress, waits for
+/// `@DIR@/go`, then raises a second alert and sends an output.
+const ALERTING: &str = r#"
+[process.p.activity.work]
+executor = "slurm"
+env = { PATH = "@BIN@:/usr/bin:/bin" }
+shell = '''
+echo "attempt $HF_ATTEMPT" >> @DIR@/runs
+hfctl emit alert "before the restart"
+hfctl emit progress 0.25 quarter
+while [ ! -e @DIR@/go ]; do sleep 0.1; done
+hfctl emit alert "after the restart"
+hfctl emit output '{"rows": 3}'
+'''
+"#;
+
+/// The control file of an adopted attempt is read on from where the
+/// killed daemon had applied it (the offset is committed with what its
+/// lines changed): an alert raised before the kill counts once, the one
+/// raised after the restart is read, and the output arrives.
+#[test]
+fn an_adopted_slurm_attempt_does_not_count_its_alerts_twice() {
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = shared();
+    let mut daemon = TestDaemon::start(&[("work.toml", ALERTING)]);
+    let job_id = daemon.submit("work", &[]);
+    gated_job_running(&daemon, job_id);
+    daemon.wait_for(job_id, "the first alert and the progress", |job| {
+        job.alerts == 1 && activity(job, "p.work").progress.is_some()
+    });
+    daemon.kill9();
+    daemon.restart();
+    std::fs::write(daemon.dir().join("go"), "").expect("go");
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(
+        job.alerts, 2,
+        "one alert before the kill, one after, none read twice: {job:#?}"
+    );
+    let work = activity(&job, "p.work");
+    assert_eq!(work.attempts.len(), 1, "{work:#?}");
+    assert_eq!(job.outputs["p.work"]["rows"], 3, "{job:#?}");
+}
+
+/// A Slurm activity that waits for `@DIR@/go` with a timeout of 8 s.
+const TIMED: &str = r#"
+[process.p.activity.work]
+executor = "slurm"
+timeout = "8s"
+shell = '''
+echo "attempt $HF_ATTEMPT" >> @DIR@/runs
+while [ ! -e @DIR@/go ]; do sleep 0.1; done
+'''
+"#;
+
+/// An adopted attempt's timeout counts from its start, not from the
+/// adoption: with the daemon down past the deadline, the restarted daemon
+/// cancels the Slurm job at once (a restarted clock would give it 8 s
+/// more).
+#[test]
+fn an_adopted_slurm_attempt_keeps_its_timeout_from_its_start() {
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = shared();
+    let mut daemon = TestDaemon::start(&[("work.toml", TIMED)]);
+    let job_id = daemon.submit("work", &[]);
+    let running = std::time::Instant::now();
+    let slurm_id = gated_job_running(&daemon, job_id);
+    daemon.kill9();
+    // Down past the attempt's deadline: this is the downtime under test,
+    // not a wait for readiness.
+    let past_deadline = std::time::Duration::from_secs(10);
+    std::thread::sleep(past_deadline.saturating_sub(running.elapsed()));
+    let restarted = std::time::Instant::now();
+    daemon.restart();
+    let job = daemon.wait_done(job_id);
+    let ended_after = restarted.elapsed();
+    let work = activity(&job, "p.work");
+    assert_eq!(work.attempts.len(), 1, "{work:#?}");
+    assert_eq!(work.attempts[0].state, AttemptState::Timeout, "{work:#?}");
+    assert!(
+        ended_after < std::time::Duration::from_secs(6),
+        "the timeout was over before the restart, yet the attempt ran {ended_after:?} more"
+    );
+    let state = job_state(slurm_id);
+    assert!(
+        matches!(state.as_deref(), None | Some("CANCELLED")),
+        "squeue still shows Slurm job {slurm_id} as {state:?}"
+    );
+}
+
 /// The crash window between `sbatch` answering and its job id being
 /// committed: with the id gone from the store (as a crash there leaves
 /// it), the restarted daemon finds the job by its name and adopts it; it

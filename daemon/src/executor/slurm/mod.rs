@@ -78,6 +78,9 @@ pub struct SlurmAttempt {
     /// `running`: its Slurm job id when it was committed, else None (found
     /// by its name). Nothing is submitted unless Slurm never had it.
     pub adopt: Option<Option<u64>>,
+    /// Where reading the control file starts: 0, or for an adopted attempt
+    /// how far the earlier run applied it (committed with its effects).
+    pub control_offset: u64,
 }
 
 /// The daemon's side of Slurm: the poller's queue and its health.
@@ -125,6 +128,7 @@ impl Client {
             cpus: activity.cpus,
             memory_max: activity.memory_max,
             adopt: None,
+            control_offset: 0,
         })
     }
 }
@@ -388,7 +392,8 @@ async fn watch_to_end(
         crate::mask::StreamMasker::new(spec.secrets.iter().cloned()),
     ));
     readers.spawn(super::read_control_lines(
-        tail::Tail::new(control_file, finished.clone()),
+        tail::Tail::new(control_file, finished.clone()).starting_at(slurm.control_offset),
+        slurm.control_offset,
         key,
         control::Gate::new(std::time::Instant::now(), &spec.outputs),
         events.clone(),

@@ -24,6 +24,8 @@ pub struct Tail {
     finished: Arc<AtomicBool>,
     last_pass: bool,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Where reading starts once the file is open.
+    start: u64,
 }
 
 impl Tail {
@@ -35,7 +37,15 @@ impl Tail {
             finished,
             last_pass: false,
             wait: None,
+            start: 0,
         }
+    }
+
+    /// Read from byte `offset` on instead of the start: what was before
+    /// it was read by an earlier daemon.
+    pub fn starting_at(mut self, offset: u64) -> Tail {
+        self.start = offset;
+        self
     }
 
     /// At the end for now: EOF if the writer is done, else wait.
@@ -68,7 +78,12 @@ impl AsyncRead for Tail {
             }
             let Some(file) = this.file.as_mut() else {
                 match std::fs::File::open(&this.path) {
-                    Ok(file) => this.file = Some(tokio::fs::File::from_std(file)),
+                    Ok(mut file) => {
+                        if this.start > 0 {
+                            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(this.start))?;
+                        }
+                        this.file = Some(tokio::fs::File::from_std(file));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         if this.at_end() {
                             return Poll::Ready(Ok(()));
