@@ -89,6 +89,23 @@ impl Registry {
             .and_then(|e| e.connection.as_ref())
     }
 
+    /// Names of parameters some loaded chain declares `secret`: a tenant's
+    /// `[params]` value under such a name is shown as `***` wherever the
+    /// tenant's values are shown (`tenant.list`, `foreach = "tenants"`
+    /// items), even when the tenant file keeps it outside `[secrets]`.
+    pub fn secret_param_names(&self) -> std::collections::BTreeSet<&str> {
+        self.entries
+            .values()
+            .filter_map(|e| e.chain.as_ref())
+            .flat_map(|c| {
+                c.params
+                    .values()
+                    .filter(|p| p.secret)
+                    .map(|p| p.name.as_str())
+            })
+            .collect()
+    }
+
     /// Tenants that may run `chain`, by name.
     pub fn tenants_for(&self, chain: &str) -> Vec<String> {
         self.tenants

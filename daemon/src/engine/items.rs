@@ -201,12 +201,31 @@ pub fn compute_items(
             }
         }
         // The tenants as the registry has them now, fixed from here on.
-        Foreach::Tenants => ItemList::List(Arc::new(
-            (registry.tenants_for(&job.chain.name).into_iter())
-                .filter_map(|name| registry.tenant(&name).cloned())
-                .map(|t| serde_json::json!({ "tenant": t.name, "params": t.params }))
-                .collect(),
-        )),
+        // The items are stored and shown (`job.items`) and may reach argv,
+        // so a value some chain declares secret (this job's chain
+        // included) is `***` in them, as in `tenant.list`; `[secrets]` are
+        // never carried.
+        Foreach::Tenants => {
+            let secret = registry.secret_param_names();
+            let secret_here = job.chain.params.values().filter(|p| p.secret);
+            let masked: BTreeSet<&str> = (secret.into_iter())
+                .chain(secret_here.map(|p| p.name.as_str()))
+                .collect();
+            ItemList::List(Arc::new(
+                (registry.tenants_for(&job.chain.name).into_iter())
+                    .filter_map(|name| registry.tenant(&name).cloned())
+                    .map(|t| {
+                        let mut params = t.params.clone();
+                        for (name, value) in params.iter_mut() {
+                            if masked.contains(name.as_str()) {
+                                *value = Value::from(holdfast_workflow::params::MASK);
+                            }
+                        }
+                        serde_json::json!({ "tenant": t.name, "params": params })
+                    })
+                    .collect(),
+            ))
+        }
     };
     let total = match &list {
         ItemList::List(l) => l.len() as u64,

@@ -1,7 +1,8 @@
 //! What socket members may hold at once: connections (overall, sized from
 //! the daemon's open-file limit so that accepting can never starve the
 //! activities, the store and the log of file descriptors; and per uid) and
-//! subscriptions (`job.follow_logs`, `job.watch`, `store.backup`) per uid.
+//! subscriptions (`job.follow_logs`, `job.watch`, `events.subscribe`,
+//! `store.backup`) per uid.
 //! Each is a permit that gives its slot back when dropped.
 //!
 //! Root and the daemon's own user are trusted: no per-uid cap, and a few

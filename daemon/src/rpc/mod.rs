@@ -433,6 +433,16 @@ impl HoldfastServer for RpcServer {
             states: states.unwrap_or_default(),
         };
         let follow = follow.unwrap_or(true);
+        // A subscription like the others: without a slot one member could
+        // hold 256 per connection on every connection it may open, each
+        // reading a page of events at every commit.
+        let _slot = match subscription_slot(ext) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                pending.reject(refused).await;
+                return Ok(());
+            }
+        };
         events::handle(self, pending, caller(ext), since, filter, follow).await
     }
 

@@ -10,17 +10,7 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<TenantSummary>> {
     let registry = server.engine.registry.borrow().clone();
     // A value a loaded chain declares secret is masked even when the
     // tenant file keeps it under [params] instead of [secrets].
-    let secret: std::collections::BTreeSet<&str> = registry
-        .entries
-        .values()
-        .filter_map(|e| e.chain.as_ref())
-        .flat_map(|c| {
-            c.params
-                .values()
-                .filter(|p| p.secret)
-                .map(|p| p.name.as_str())
-        })
-        .collect();
+    let secret = registry.secret_param_names();
     Ok(registry
         .tenants
         .values()

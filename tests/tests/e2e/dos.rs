@@ -554,3 +554,69 @@ fn subscriptions_of_one_user_are_capped() {
         shown(&again)
     );
 }
+
+/// `events.subscribe` counts against `max_subscriptions_per_user` like the
+/// other subscriptions. Before, it took no slot: one member could hold 256
+/// event subscriptions on each of its 64 connections, every one reading a
+/// page of events from the store at each commit and holding it while its
+/// client did not read.
+#[test]
+fn event_subscriptions_count_against_the_users_cap() {
+    let Some(accounts) = accounts_or_skip("event_subscriptions_count_against_the_users_cap") else {
+        return;
+    };
+    let settings = "socket_group = \"hft-sock\"\nrun_as_default = \"hft-runas\"\n\
+                    max_subscriptions_per_user = 2\n";
+    let daemon = SystemDaemon::start(settings, &[("quick.toml", QUICK)], &[]);
+    let finished = daemon.submit("quick", &[]);
+    assert_eq!(daemon.wait_done(finished).state, JobState::Succeeded);
+    let socket = daemon.socket();
+
+    // Two followers of every event take the member's two slots; each is in
+    // once it has printed the first event.
+    let followers: Vec<Child> = (0..2)
+        .map(|_| {
+            let mut child = as_user(&accounts.member)
+                .arg(users::hfctl_for_everyone())
+                .args(["--socket".as_ref(), socket.as_os_str()])
+                .args(["events", "-f", "--since", "0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("hfctl can be run as the member");
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().expect("stdout is piped"))
+                .read_line(&mut line)
+                .expect("the follower's output can be read");
+            assert!(line.contains("job.submitted"), "the first event: {line:?}");
+            child
+        })
+        .collect();
+    // A third (without -f, which ends at once if let through) is refused,
+    // with the reason; another user still subscribes.
+    let once = |account: &Account| account.hfctl(socket, &["events", "--since", "0"]);
+    let third = once(&accounts.member);
+    assert!(
+        !third.status.success()
+            && String::from_utf8_lossy(&third.stderr).contains("max_subscriptions_per_user"),
+        "a third subscription by the same user must be refused, and say why: {}",
+        shown(&third)
+    );
+    let other = once(&accounts.etl_member);
+    assert!(other.status.success(), "another user: {}", shown(&other));
+
+    // The slots come back when the followers go.
+    for mut follower in followers {
+        follower.kill().expect("the follower can be killed");
+        follower.wait().expect("the follower is reaped");
+    }
+    let again = eventually(RESPONSIVE, "the member's slots come back", || {
+        let output = once(&accounts.member);
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(shown(&output))
+        }
+    });
+    assert!(again.0.status.success());
+}

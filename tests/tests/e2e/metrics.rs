@@ -258,3 +258,59 @@ fn the_textfile_is_written_for_node_exporter() {
         verdict.unwrap_or_else(|said| panic!("promtool check metrics: {said}\n{text}"));
     }
 }
+
+/// The textfile's temporary name is predictable (`PATH.<pid>.tmp`) and its
+/// directory may be the collector's: a symbolic link left at that name is
+/// replaced, never written through, so the root daemon cannot be made to
+/// overwrite the file it names. The textfile is 0644 (the collector runs as
+/// another user), whatever the daemon's umask.
+#[test]
+fn the_textfile_is_never_written_through_a_link_at_its_temporary_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let settings =
+        "metrics_textfile = \"@DIR@/holdfast.prom\"\nmetrics_textfile_interval = \"200ms\"\n";
+    let daemon = TestDaemon::start_with(settings, &[("broken.toml", BROKEN)]);
+    let pid = daemon.pid().expect("the daemon runs");
+    let victim = daemon.dir().join("victim");
+    std::fs::write(&victim, "untouched\n").expect("victim");
+    let tmp = daemon.dir().join(format!("holdfast.prom.{pid}.tmp"));
+    // The daemon's own temporary file may be there for a moment; the link
+    // is in place once symlink succeeds.
+    eventually(Duration::from_secs(10), "the link is planted", || {
+        std::os::unix::fs::symlink(&victim, &tmp).map_err(|e| e.to_string())
+    });
+    // A job that ends after the link is there: the textfile counts it
+    // only once written after the link was planted.
+    let id = daemon.submit("broken", &[]);
+    daemon.wait_done(id);
+    let path = daemon.dir().join("holdfast.prom");
+    eventually(
+        Duration::from_secs(10),
+        "the textfile counts the job",
+        || {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            match line_value(
+                &text,
+                r#"holdfast_jobs_total{chain="broken",state="failed"}"#,
+            ) {
+                Some(1.0) => Ok(()),
+                _ => Err(text),
+            }
+        },
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "untouched\n",
+        "the file the link named was written"
+    );
+    let meta = std::fs::symlink_metadata(&path).expect("textfile");
+    assert!(
+        meta.file_type().is_file(),
+        "the textfile is a file: {meta:?}"
+    );
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o644,
+        "readable by the collector"
+    );
+}

@@ -442,3 +442,75 @@ shell = 'printf "%s" "$HF_PARAM_TOKEN" | sha256sum > @DIR@/token.sha'
     assert_eq!(refused.status.code(), Some(8), "{said}");
     assert!(said.contains("absent"), "{said}");
 }
+
+/// `foreach = "tenants"` carries each tenant's `[params]` in its item; a
+/// value the chain declares secret, kept by a tenant under `[params]`, is
+/// `***` there as in `tenant.list`. Before, `job.items` showed every
+/// tenant's value to every socket member, and an item's `HF_ITEM` (in its
+/// log) and `{{ item.params.x }}` (in its argv) carried the other tenants'
+/// values, which the job's masking, made from its own tenant, did not know.
+#[test]
+fn foreach_tenants_items_never_carry_a_secret_parameter() {
+    const ACME: &str = "hf-ACME-PW-3f9a1c";
+    const GLOBEX: &str = "hf-GLOBEX-PW-77b2e0";
+    let chain = r#"
+[params.db_password]
+type = "string"
+secret = true
+
+[process.bill.activity.each]
+foreach = "tenants"
+env = { ITEM_PW = "{{ item.params.db_password }}" }
+shell = 'echo "item $HF_ITEM_INDEX: $HF_ITEM pw=$ITEM_PW"'
+"#;
+    let mut daemon = TestDaemon::prepare(None, &[("billing.toml", chain)]);
+    daemon.write_tenant(
+        "acme",
+        &format!("chains = [\"billing\"]\n\n[params]\ndb_password = \"{ACME}\"\nregion = \"eu\"\n"),
+    );
+    daemon.write_tenant(
+        "globex",
+        &format!("chains = [\"billing\"]\n\n[params]\ndb_password = \"{GLOBEX}\"\n"),
+    );
+    daemon.launch();
+    let id = daemon.submit("billing", &["--tenant", "acme"]);
+    let job = daemon.wait_done(id);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let page = rpc_call(
+        daemon.socket(),
+        "job.items",
+        json!({"job_id": id, "activity": "bill.each"}),
+    );
+    let items = &page["result"]["items"];
+    assert_eq!(
+        items[0]["item"],
+        json!({"tenant": "acme", "params": {"db_password": "***", "region": "eu"}}),
+        "{page}"
+    );
+    assert_eq!(
+        items[1]["item"],
+        json!({"tenant": "globex", "params": {"db_password": "***"}}),
+        "{page}"
+    );
+    let mut seen = page.to_string();
+    for n in 0..2 {
+        seen.push_str(&daemon.logs(id, &format!("bill.each[{n}]"), None));
+    }
+    assert!(
+        seen.contains("item 1: {"),
+        "the items' logs are read: {seen}"
+    );
+    for secret in [ACME, GLOBEX] {
+        assert!(!seen.contains(secret), "{secret} leaked: {seen}");
+    }
+    let db = std::fs::read(daemon.state_dir().join("holdfast.db")).expect("database");
+    let wal = std::fs::read(daemon.state_dir().join("holdfast.db-wal")).unwrap_or_default();
+    for secret in [ACME, GLOBEX] {
+        for bytes in [&db, &wal] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} is stored in the database"
+            );
+        }
+    }
+}

@@ -428,3 +428,98 @@ fn slurm_jobs_are_polled_in_batches_not_one_process_per_job() {
         "scontrol once per ended job: {shows:#?}"
     );
 }
+
+/// A Slurm job's user owns its attempt directory on the spool, so it may
+/// replace its output file with a symbolic link to a file only root reads
+/// (here while the daemon is down, so that the restarted daemon opens the
+/// file again when it adopts the job). The daemon never reads through the
+/// link: the log says why and holds nothing of the file. Before, the root
+/// daemon copied the file into the attempt's log, which every socket
+/// member may read. Needs real users (`HOLDFAST_USERS_TEST`) and the
+/// cluster.
+#[test]
+fn a_slurm_jobs_user_cannot_have_the_daemon_read_a_file_through_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    const SECRET: &str = "hf-ROOT-ONLY-41c7d2";
+    if crate::users::accounts_or_skip(
+        "a_slurm_jobs_user_cannot_have_the_daemon_read_a_file_through_a_link",
+    )
+    .is_none()
+        || !cluster_up()
+    {
+        return;
+    }
+    let _cluster = shared();
+    let spool = tempfile::Builder::new()
+        .prefix("hft-slurm-spool-")
+        .tempdir()
+        .expect("spool");
+    let gate = spool.path().join("gate");
+    std::fs::create_dir(&gate).expect("gate");
+    for (path, mode) in [(spool.path(), 0o711), (gate.as_path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let settings = format!(
+        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
+        spool.path().display()
+    );
+    let chain = format!(
+        r#"
+[process.p.activity.work]
+executor = "slurm"
+user = "hft-runas"
+shell = '''
+echo before
+while [ ! -e {gate}/go ]; do sleep 0.1; done
+d=$(dirname "$HF_CONTROL_FILE")
+rm -f "$d/output"
+ln -s @DIR@/secret "$d/output"
+'''
+"#,
+        gate = gate.display()
+    );
+    let mut daemon = TestDaemon::start_with(&settings, &[("work.toml", &chain)]);
+    let secret = daemon.dir().join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let job_id = daemon.submit("work", &[]);
+    eventually(SLURM_WITHIN, "the Slurm job runs", || {
+        let log = daemon.logs(job_id, "p.work", None);
+        if log.contains("before\n") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    daemon.kill9();
+    let go = gate.join("go");
+    std::fs::write(&go, "").expect("go");
+    std::fs::set_permissions(&go, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let attempts = spool.path().join("attempts");
+    eventually(SLURM_WITHIN, "the job's user planted the link", || {
+        let planted = std::fs::read_dir(&attempts)
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .any(|entry| {
+                std::fs::symlink_metadata(entry.path().join("output"))
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            });
+        if planted {
+            Ok(())
+        } else {
+            Err("no link yet".to_string())
+        }
+    });
+    daemon.restart();
+    let job = daemon.wait_done(job_id);
+    let log = daemon.logs(job_id, "p.work", None);
+    assert!(
+        !log.contains(SECRET),
+        "the file behind the link was read: {log}"
+    );
+    assert!(
+        log.contains("adopted after a daemon restart") && log.contains("symbolic link"),
+        "the log says why the output is not read: {log}"
+    );
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{log}");
+}

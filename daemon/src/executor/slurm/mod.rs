@@ -385,14 +385,22 @@ async fn watch_to_end(
     let forward = spec
         .journal
         .then(|| logs::JournalForward::new(key, &spec.path));
+    // The files are the job's user's: only theirs are read (`tail`).
+    let owner = (spec.identity.as_ref())
+        .map_or_else(|| nix::unistd::geteuid().as_raw(), |identity| identity.uid);
+    let refused = |sink: &Arc<LogSink>| -> tail::OnRefused {
+        let sink = sink.clone();
+        Box::new(move |why: &str| sink.note(why))
+    };
     readers.spawn(logs::copy_stream(
-        tail::Tail::new(output, finished.clone()),
+        tail::Tail::new(output, finished.clone(), owner, refused(&sink)),
         sink.clone(),
         forward,
         crate::mask::StreamMasker::new(spec.secrets.iter().cloned()),
     ));
     readers.spawn(super::read_control_lines(
-        tail::Tail::new(control_file, finished.clone()).starting_at(slurm.control_offset),
+        tail::Tail::new(control_file, finished.clone(), owner, refused(&sink))
+            .starting_at(slurm.control_offset),
         slurm.control_offset,
         key,
         control::Gate::new(std::time::Instant::now(), &spec.outputs),

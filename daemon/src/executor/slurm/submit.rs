@@ -196,10 +196,18 @@ pub(super) async fn scancel(id: u64, sink: &LogSink) {
 
 /// Make the attempt's directory with its script and an empty control file,
 /// owned by the user it runs as (who writes there from the node).
+///
+/// The directory is that user's once it is handed over, so the daemon
+/// writes in it only before that: a directory left by an earlier try of
+/// the same attempt is removed (without following links) and made again,
+/// the files are created new (never through a link the user left), and
+/// ownership is given with `lchown`, which changes a link, not its target.
 pub(super) fn prepare_dir(
     dir: &Path,
     identity: Option<&crate::run_as::Identity>,
 ) -> std::io::Result<(PathBuf, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(root) = dir.parent()
         && !root.exists()
     {
@@ -210,18 +218,31 @@ pub(super) fn prepare_dir(
     }
     match std::fs::create_dir(dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_dir_all(dir)?;
+            std::fs::create_dir(dir)?;
+        }
         Err(e) => return Err(e),
     }
+    let create = |path: &Path, mode: u32, bytes: &[u8]| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)?;
+        file.write_all(bytes)?;
+        // The umask may have taken bits the mode asked for.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    };
     let script = dir.join("job.sh");
-    std::fs::write(&script, SCRIPT)?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
+    create(&script, 0o700, SCRIPT.as_bytes())?;
     let control = dir.join("control");
-    std::fs::write(&control, b"")?;
+    create(&control, 0o600, b"")?;
     if let Some(id) = identity {
         let owner = (Some(id.uid), Some(id.gid));
-        for path in [dir, &script, &control] {
-            std::os::unix::fs::chown(path, owner.0, owner.1)?;
+        for path in [&script, &control, dir] {
+            std::os::unix::fs::lchown(path, owner.0, owner.1)?;
         }
     }
     Ok((dir.join("output"), control))

@@ -1,7 +1,14 @@
 //! Reading a file another host appends to (a Slurm job's output or control
 //! file on shared storage) as a stream that ends only once the job ended
 //! and everything it wrote was read.
+//!
+//! The file lies in a directory the job's user owns, so that user may put
+//! anything at its path. It is opened without following a symbolic link
+//! and without blocking (a FIFO), and read only when it is a regular file
+//! owned by that user: otherwise the daemon, which may be root, would copy
+//! whatever the link names (`/etc/shadow`) into a log its readers see.
 
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,11 +22,17 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// (NFS) send no change notifications, so this is a bounded poll.
 const RECHECK: Duration = Duration::from_millis(200);
 
+/// Told why a file was not read (once), for the attempt's log.
+pub type OnRefused = Box<dyn Fn(&str) + Send>;
+
 /// An [`AsyncRead`] over a growing file: at its end it waits and reads
 /// again, until `finished` is set; then one last read to the end, and EOF.
 /// A file that does not exist yet is waited for the same way.
 pub struct Tail {
     path: PathBuf,
+    /// The only owner whose file is read (the job's user).
+    owner: u32,
+    on_refused: OnRefused,
     file: Option<tokio::fs::File>,
     finished: Arc<AtomicBool>,
     last_pass: bool,
@@ -29,10 +42,18 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// Read `path` from its start.
-    pub fn new(path: PathBuf, finished: Arc<AtomicBool>) -> Tail {
+    /// Read `path` from its start, provided it is a regular file owned by
+    /// `owner`; otherwise `on_refused` is told why and the stream fails.
+    pub fn new(
+        path: PathBuf,
+        finished: Arc<AtomicBool>,
+        owner: u32,
+        on_refused: OnRefused,
+    ) -> Tail {
         Tail {
             path,
+            owner,
+            on_refused,
             file: None,
             finished,
             last_pass: false,
@@ -62,6 +83,41 @@ impl Tail {
         }
         false
     }
+
+    /// Open the file as it is at its path, never through a link: None
+    /// while it does not exist, an error saying why it is not read.
+    fn open(&self) -> std::io::Result<Option<std::fs::File>> {
+        let refused = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} not read: {why}", self.path.display()),
+            )
+        };
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(refused("it is a symbolic link".into()));
+            }
+            Err(e) => return Err(refused(e.to_string())),
+        };
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(refused("it is not a regular file".into()));
+        }
+        if meta.uid() != self.owner {
+            return Err(refused(format!(
+                "it belongs to uid {}, not to the job's user (uid {})",
+                meta.uid(),
+                self.owner
+            )));
+        }
+        Ok(Some(file))
+    }
 }
 
 impl AsyncRead for Tail {
@@ -77,19 +133,22 @@ impl AsyncRead for Tail {
                 this.wait = None;
             }
             let Some(file) = this.file.as_mut() else {
-                match std::fs::File::open(&this.path) {
-                    Ok(mut file) => {
+                match this.open() {
+                    Ok(Some(mut file)) => {
                         if this.start > 0 {
                             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(this.start))?;
                         }
                         this.file = Some(tokio::fs::File::from_std(file));
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(None) => {
                         if this.at_end() {
                             return Poll::Ready(Ok(()));
                         }
                     }
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) => {
+                        (this.on_refused)(&e.to_string());
+                        return Poll::Ready(Err(e));
+                    }
                 }
                 continue;
             };
@@ -117,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out");
         let finished = Arc::new(AtomicBool::new(false));
-        let mut tail = Tail::new(path.clone(), finished.clone());
+        let mut tail = Tail::new(path.clone(), finished.clone(), own_uid(), Box::new(|_| {}));
         let writer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             std::fs::write(&path, "one\n").expect("write");
@@ -133,5 +192,55 @@ mod tests {
         tail.read_to_string(&mut text).await.expect("read");
         writer.await.expect("writer");
         assert_eq!(text, "one\ntwo\n");
+    }
+
+    fn own_uid() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    /// A refused file: its reason, as told to `on_refused` and as the
+    /// stream's error.
+    async fn refusal(path: PathBuf, owner: u32) -> String {
+        let told = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = told.clone();
+        let finished = Arc::new(AtomicBool::new(true));
+        let mut tail = Tail::new(
+            path,
+            finished,
+            owner,
+            Box::new(move |why| *sink.lock().expect("lock") = why.to_string()),
+        );
+        let mut text = String::new();
+        let error = tokio::time::timeout(Duration::from_secs(5), tail.read_to_string(&mut text))
+            .await
+            .expect("a refusal never blocks")
+            .expect_err("the file is refused");
+        assert!(text.is_empty(), "nothing read: {text:?}");
+        let told = told.lock().expect("lock").clone();
+        assert_eq!(told, error.to_string());
+        told
+    }
+
+    /// A symbolic link (to a file only the daemon may read), a FIFO (whose
+    /// open would block) and a file of another owner are never read.
+    #[tokio::test]
+    async fn links_fifos_and_other_owners_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root only\n").expect("write");
+        let link = dir.path().join("output");
+        std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+        assert!(refusal(link, own_uid()).await.contains("symbolic link"));
+
+        let fifo = dir.path().join("control");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        assert!(
+            refusal(fifo, own_uid())
+                .await
+                .contains("not a regular file")
+        );
+
+        let other = own_uid().wrapping_add(1);
+        assert!(refusal(secret, other).await.contains("belongs to uid"));
     }
 }
