@@ -82,7 +82,15 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryErro
                 }
                 None => None,
             };
-            post(host, *port, path, tls.as_ref(), delivery, signature.as_deref()).await
+            post(
+                host,
+                *port,
+                path,
+                tls.as_ref(),
+                delivery,
+                signature.as_deref(),
+            )
+            .await
         }
         Target::Exec { argv, run_as } => exec(argv, run_as.as_ref(), delivery).await,
         Target::Mail { to, via } => super::mail::send(via, to, &delivery.payload).await,

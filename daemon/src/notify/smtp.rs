@@ -184,3 +184,63 @@ pub fn check(file: Option<SmtpFile>) -> Result<Option<Smtp>, String> {
         password,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(toml_text: &str) -> Result<Option<Smtp>, String> {
+        check(Some(toml::from_str(toml_text).expect("an [smtp] table")))
+    }
+
+    #[test]
+    fn tls_follows_the_keys_and_port_465() {
+        let security = |text: &str| checked(text).map(|s| s.map(|s| (s.security, s.port)));
+        for (text, want) in [
+            ("host = \"h\"", (Security::None, 25)),
+            ("host = \"h\"\nstarttls = true", (Security::Starttls, 25)),
+            ("host = \"h\"\nstarttls = false", (Security::None, 25)),
+            (
+                "host = \"h\"\ntls = \"starttls\"\nport = 587",
+                (Security::Starttls, 587),
+            ),
+            (
+                "host = \"h\"\ntls = \"implicit\"",
+                (Security::Implicit, 465),
+            ),
+            ("host = \"h\"\nport = 465", (Security::Implicit, 465)),
+            (
+                "host = \"h\"\nport = 465\ntls = \"none\"",
+                (Security::None, 465),
+            ),
+            (
+                "host = \"h\"\ntls = \"starttls\"\nstarttls = true",
+                (Security::Starttls, 25),
+            ),
+        ] {
+            assert_eq!(security(text), Ok(Some(want)), "{text}");
+        }
+        let error = security("host = \"h\"\ntls = \"none\"\nstarttls = true").unwrap_err();
+        assert!(error.contains("disagree"), "{error}");
+    }
+
+    #[test]
+    fn a_password_goes_in_clear_only_to_this_host() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").expect("pw");
+        let with = |host: &str, tls: &str| {
+            checked(&format!(
+                "host = \"{host}\"\ntls = \"{tls}\"\nuser = \"u\"\npassword_file = {:?}",
+                file.display().to_string()
+            ))
+        };
+        let error = with("mail.example.com", "none").unwrap_err();
+        assert!(error.contains("unencrypted"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        let smtp = with("localhost", "none").expect("loopback").expect("smtp");
+        assert_eq!(smtp.password.expect("a password").0, "s3cret");
+        assert!(with("mail.example.com", "starttls").is_ok());
+        assert!(!format!("{:?}", with("localhost", "implicit")).contains("s3cret"));
+    }
+}

@@ -82,10 +82,10 @@ impl Roots {
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();
         let config = ClientConfig::builder_with_provider(Arc::new(provider))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS: {e}"))?
-                .with_root_certificates(store)
-                .with_no_client_auth();
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(store)
+            .with_no_client_auth();
         Ok(Arc::new(config))
     }
 

@@ -71,7 +71,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
         want = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
         got = self.headers.get("X-Holdfast-Signature", "")
         record = {"signature_ok": hmac.compare_digest(want, got), "sni": sni[0],
-                  "body": json.loads(body)}
+                  "path": self.path, "body": json.loads(body)}
         with open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
         self.send_response(204)
@@ -92,8 +92,8 @@ fn free_port() -> u16 {
 
 /// A CA (`ca.pem`) and a server certificate it signed (`server.pem`,
 /// `server.key`) for `localhost` and 127.0.0.1, made with openssl in `dir`.
+/// (Settings name the CA as `@DIR@/ca.pem`.)
 struct Certificates {
-    ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
@@ -112,7 +112,14 @@ fn certificates(dir: &Path) -> Certificates {
         &[
             &["req", "-x509", "-new", "-nodes", "-days", "2"][..],
             &key,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=HoldFast test CA"],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=HoldFast test CA",
+            ],
         ]
         .concat(),
     );
@@ -142,7 +149,6 @@ fn certificates(dir: &Path) -> Certificates {
         .concat(),
     );
     Certificates {
-        ca: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     }
@@ -184,7 +190,10 @@ fn one_mail(daemon: &TestDaemon, received: &Path) -> Value {
     let (mails, _) = eventually(EVENT_WAIT, "the mail to arrive", || {
         let mails = lines_of(received);
         if mails.is_empty() {
-            Err(format!("none yet; deliveries: {:?}", deliveries(daemon, &[])))
+            Err(format!(
+                "none yet; deliveries: {:?}",
+                deliveries(daemon, &[])
+            ))
         } else {
             Ok(mails)
         }
@@ -243,7 +252,10 @@ mail = {{ to = ["ops@example.com"] }}
         let rule = daemon.hfctl(&["notifications"]);
         assert!(rule.status.success(), "{}", shown(&rule));
         let log = std::fs::read_to_string(daemon.log_path()).unwrap_or_default();
-        assert!(!log.contains(password), "{mode}: the password is in the log");
+        assert!(
+            !log.contains(password),
+            "{mode}: the password is in the log"
+        );
     }
 }
 
@@ -303,10 +315,7 @@ retry_delay = "50ms"
     let json = daemon.hfctl(&["--json", "notifications", "--failed"]);
     let rules = daemon.hfctl(&["--json", "describe", "nightly"]);
     let log = std::fs::read_to_string(daemon.log_path()).unwrap_or_default();
-    assert!(
-        log.contains("535"),
-        "the journal has the failure:\n{log}"
-    );
+    assert!(log.contains("535"), "the journal has the failure:\n{log}");
     for (what, text) in [
         ("the table", shown(&table)),
         ("the JSON answer", shown(&json)),
@@ -321,10 +330,15 @@ retry_delay = "50ms"
 /// Two https rules to one receiver: the one whose `ca_file` holds the CA
 /// is delivered, signed, with SNI `localhost`; the one that trusts only
 /// the system's certificates is refused at the handshake, with a last
-/// error that says so, and the receiver never sees its request.
+/// error that says so, and the receiver never sees its request. A chain
+/// file's rule with `ca_file` is delivered too.
 #[test]
 fn https_webhooks_are_delivered_only_to_a_trusted_receiver() {
     let port = free_port();
+    let chain = format!(
+        "{FAILS}\n[notify.hook]\non = [\"job.failed\"]\n\
+         webhook = {{ url = \"https://localhost:{port}/chain\", ca_file = \"@DIR@/ca.pem\" }}\n"
+    );
     let mut daemon = TestDaemon::prepare(
         Some(&format!(
             r#"
@@ -338,7 +352,7 @@ webhook = {{ url = "https://localhost:{port}/hook", secret_file = "@DIR@/hook.se
 max_attempts = 1
 "#
         )),
-        &[("nightly.toml", FAILS)],
+        &[("nightly.toml", &chain)],
     );
     let dir = daemon.dir().to_path_buf();
     let certs = certificates(&dir);
@@ -370,7 +384,8 @@ max_attempts = 1
                 .find(|d| d["rule"] == rule)
                 .map(|d| d["state"].clone())
         };
-        if state("trusted") == Some("delivered".into()) && state("untrusted") == Some("failed".into())
+        if state("trusted") == Some("delivered".into())
+            && state("untrusted") == Some("failed".into())
         {
             Ok(listed)
         } else {
@@ -387,10 +402,17 @@ max_attempts = 1
         "a clear last error: {error}"
     );
     let got = lines_of(&received);
-    assert_eq!(got.len(), 1, "only the trusted rule's request: {got:#?}");
-    assert_eq!(got[0]["signature_ok"], true, "{got:#?}");
-    assert_eq!(got[0]["sni"], "localhost", "{got:#?}");
-    assert_eq!(got[0]["body"]["job_id"], job_id, "{got:#?}");
+    assert_eq!(got.len(), 2, "the trusted rules' requests only: {got:#?}");
+    let settings_rule = got
+        .iter()
+        .find(|r| r["path"] == "/hook")
+        .expect("the settings rule's request");
+    assert_eq!(settings_rule["signature_ok"], true, "{got:#?}");
+    for request in &got {
+        assert_eq!(request["sni"], "localhost", "{got:#?}");
+        assert_eq!(request["body"]["job_id"], job_id, "{got:#?}");
+    }
+    assert!(got.iter().any(|r| r["path"] == "/chain"), "{got:#?}");
 }
 
 /// TLS settings that cannot work stop the daemon from starting, with the
