@@ -220,7 +220,8 @@ mod tests {
         ] {
             assert_eq!(security(text), Ok(Some(want)), "{text}");
         }
-        let error = security("host = \"h\"\ntls = \"none\"\nstarttls = true").unwrap_err();
+        let error = security("host = \"h\"\ntls = \"none\"\nstarttls = true")
+            .expect_err("tls and starttls disagree");
         assert!(error.contains("disagree"), "{error}");
     }
 
@@ -235,7 +236,7 @@ mod tests {
                 file.display().to_string()
             ))
         };
-        let error = with("mail.example.com", "none").unwrap_err();
+        let error = with("mail.example.com", "none").expect_err("AUTH in clear off this host");
         assert!(error.contains("unencrypted"), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
         let smtp = with("localhost", "none").expect("loopback").expect("smtp");
