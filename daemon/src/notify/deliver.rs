@@ -35,6 +35,10 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
+    /// lettre's error: the server's reply (code and text) or why the
+    /// connection, its TLS or AUTH failed.
+    #[error("SMTP {address}: {message}")]
+    Smtp { address: String, message: String },
     #[error("the receiver answered {0}")]
     Status(String),
     #[error("the request failed: {0}")]

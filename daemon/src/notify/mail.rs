@@ -65,7 +65,10 @@ pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), Del
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| DeliveryError::Status(format!("SMTP {}:{}: {e}", smtp.host, smtp.port)))
+        .map_err(|e| DeliveryError::Smtp {
+            address: format!("{}:{}", smtp.host, smtp.port),
+            message: e.to_string(),
+        })
 }
 
 /// Hand `message` to the sendmail program as `sendmail -i -f FROM -- TO...`
