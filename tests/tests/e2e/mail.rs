@@ -23,7 +23,9 @@ from aiosmtpd.smtp import AuthResult
 port, out, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 def authenticator(server, session, envelope, mechanism, auth_data):
     ok = auth_data.login == user.encode() and auth_data.password == password.encode()
-    return AuthResult(success=ok, auth_data=auth_data)
+    # handled=False: aiosmtpd answers a refusal itself (535); by default it
+    # would answer nothing and the client would wait.
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         with open(out, "a") as f:
