@@ -73,7 +73,7 @@ struct SettingsFile {
     #[serde(default)]
     notify: std::collections::BTreeMap<String, crate::notify::RuleFile>,
     /// The SMTP server of mail rules.
-    smtp: Option<crate::notify::rules::Smtp>,
+    smtp: Option<crate::notify::smtp::SmtpFile>,
     metrics_listen: Option<String>,
     metrics_textfile: Option<PathBuf>,
     metrics_textfile_interval: Option<String>,
@@ -182,7 +182,7 @@ pub struct Settings {
     pub metrics_textfile: Option<PathBuf>,
     pub metrics_textfile_interval: Duration,
     /// `[smtp]`, its password read; chain files' mail rules use it too.
-    pub smtp: Option<crate::notify::rules::Smtp>,
+    pub smtp: Option<crate::notify::smtp::Smtp>,
     /// The sendmail program mail rules use without `[smtp]`.
     pub sendmail: PathBuf,
     /// Spool directory of Slurm attempts, shared with the nodes (see
@@ -286,7 +286,7 @@ impl Settings {
             path: config.clone(),
             message,
         };
-        let smtp = crate::notify::rules::check_smtp(file.smtp).map_err(invalid)?;
+        let smtp = crate::notify::smtp::check(file.smtp).map_err(invalid)?;
         let sendmail = file
             .sendmail
             .unwrap_or_else(|| crate::notify::rules::SENDMAIL.into());

@@ -133,11 +133,13 @@ pub struct NotifyRule {
     pub group: Option<String>,
 }
 
-/// `webhook = { url, secret_file }` of a rule.
+/// `webhook = { url, secret_file, ca_file }` of a rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifyWebhook {
     pub url: String,
     pub secret_file: Option<PathBuf>,
+    /// PEM certificates trusted besides the system's, for an https URL.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One declared parameter.

@@ -1,5 +1,6 @@
-//! One delivery attempt: a webhook POST (HTTP/1.1, signed with
-//! HMAC-SHA256 when the rule has a secret file), an exec hook with the
+//! One delivery attempt: a webhook POST (HTTP/1.1, over TLS for an
+//! https URL, signed with HMAC-SHA256 when the rule has a secret file),
+//! an exec hook with the
 //! event JSON on stdin, or a mail (`mail.rs`). Every attempt is bounded by
 //! [`TIMEOUT`].
 
@@ -8,9 +9,9 @@ use std::time::Duration;
 
 use nix::libc;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::rules::{Rule, RunAs, Target};
+use super::rules::{Rule, RunAs, Target, WebhookTls};
 use crate::store::DueDelivery;
 
 /// Longest one attempt may take.
@@ -25,6 +26,19 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "TLS with {address} failed: {source} (is its certificate issued for that name by a CA \
+         of the system store or of ca_file?)"
+    )]
+    Tls {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// lettre's error: the server's reply (code and text) or why the
+    /// connection, its TLS or AUTH failed.
+    #[error("SMTP {address}: {message}")]
+    Smtp { address: String, message: String },
     #[error("the receiver answered {0}")]
     Status(String),
     #[error("the request failed: {0}")]
@@ -57,6 +71,8 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryErro
             port,
             path,
             secret_file,
+            tls,
+            ..
         } => {
             let signature = match secret_file {
                 Some(file) => {
@@ -70,7 +86,15 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryErro
                 }
                 None => None,
             };
-            post(host, *port, path, delivery, signature.as_deref()).await
+            post(
+                host,
+                *port,
+                path,
+                tls.as_ref(),
+                delivery,
+                signature.as_deref(),
+            )
+            .await
         }
         Target::Exec { argv, run_as } => exec(argv, run_as.as_ref(), delivery).await,
         Target::Mail { to, via } => super::mail::send(via, to, &delivery.payload).await,
@@ -81,11 +105,12 @@ async fn post(
     host: &str,
     port: u16,
     path: &str,
+    tls: Option<&WebhookTls>,
     delivery: &DueDelivery,
     signature: Option<&str>,
 ) -> Result<(), DeliveryError> {
     let address = format!("{host}:{port}");
-    let mut stream = tokio::net::TcpStream::connect(&address)
+    let stream = tokio::net::TcpStream::connect(&address)
         .await
         .map_err(|source| DeliveryError::Connect {
             address: address.clone(),
@@ -104,8 +129,29 @@ async fn post(
         request.push_str(&format!("X-Holdfast-Signature: {signature}\r\n"));
     }
     request.push_str("\r\n");
+    match tls {
+        None => exchange(stream, &request, &delivery.payload).await,
+        Some(tls) => {
+            // The handshake verifies the certificate against the rule's
+            // roots and the URL's host (sent as SNI when it is a name).
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(tls.server_name.clone(), stream)
+                .await
+                .map_err(|source| DeliveryError::Tls { address, source })?;
+            exchange(stream, &request, &delivery.payload).await
+        }
+    }
+}
+
+/// Send the request and its body, and read the status line of the answer.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+    payload: &str,
+) -> Result<(), DeliveryError> {
     stream.write_all(request.as_bytes()).await?;
-    stream.write_all(delivery.payload.as_bytes()).await?;
+    stream.write_all(payload.as_bytes()).await?;
+    stream.flush().await?;
     // The status line is enough; read at most a small head.
     let mut head = vec![0u8; 1024];
     let mut read = 0;

@@ -1,17 +1,19 @@
 //! Mail notifications: the event as a readable text, sent through the
-//! `[smtp]` server with lettre's SMTP transport (plain SMTP, with AUTH to a
-//! server on this host; STARTTLS is refused when the settings load), or,
-//! without `[smtp]`, handed to the local sendmail program.
+//! `[smtp]` server with lettre's SMTP transport (plain SMTP, STARTTLS or
+//! implicit TLS with rustls, AUTH when `[smtp]` has a user), or, without
+//! `[smtp]`, handed to the local sendmail program.
 
 use holdfast_api::Event;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::Tls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::io::AsyncWriteExt;
 
 use super::deliver::DeliveryError;
 use super::rules::MailVia;
+use super::smtp::Security;
 
 /// Send `payload` (an event, or a digest of events) to `to`.
 pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), DeliveryError> {
@@ -47,6 +49,14 @@ pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), Del
     };
     let mut mailer =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str()).port(smtp.port);
+    // The TLS parameters were built when the settings loaded (they are
+    // there for every security but `None`).
+    if let Some(tls) = &smtp.tls {
+        mailer = mailer.tls(match smtp.security {
+            Security::Implicit => Tls::Wrapper(tls.0.clone()),
+            Security::Starttls | Security::None => Tls::Required(tls.0.clone()),
+        });
+    }
     if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
         mailer = mailer.credentials(Credentials::new(user.clone(), password.0.clone()));
     }
@@ -55,7 +65,10 @@ pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), Del
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| DeliveryError::Status(format!("SMTP {}:{}: {e}", smtp.host, smtp.port)))
+        .map_err(|e| DeliveryError::Smtp {
+            address: format!("{}:{}", smtp.host, smtp.port),
+            message: e.to_string(),
+        })
 }
 
 /// Hand `message` to the sendmail program as `sendmail -i -f FROM -- TO...`

@@ -19,6 +19,8 @@
 mod deliver;
 mod mail;
 pub mod rules;
+pub mod smtp;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

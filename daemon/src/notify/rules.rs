@@ -14,6 +14,8 @@ use holdfast_api::LoadError;
 use holdfast_workflow::Chain;
 use serde::Deserialize;
 
+use super::smtp::Smtp;
+use super::tls::{self, Roots};
 use crate::settings::Settings;
 
 /// Attempts of one delivery, unless the rule says otherwise.
@@ -48,38 +50,6 @@ struct MailFile {
     to: Vec<String>,
 }
 
-/// `[smtp]` of the settings file: the server mail rules send through.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Smtp {
-    pub host: String,
-    #[serde(default = "smtp_port")]
-    pub port: u16,
-    /// The sender; `holdfast@` the host's name when left out.
-    pub from: Option<String>,
-    #[serde(default)]
-    starttls: bool,
-    pub user: Option<String>,
-    password_file: Option<PathBuf>,
-    /// `password_file`'s content, read when the settings load.
-    #[serde(skip)]
-    pub password: Option<Password>,
-}
-
-fn smtp_port() -> u16 {
-    25
-}
-
-/// The SMTP password: never shown, not even in debug output.
-#[derive(Clone)]
-pub struct Password(pub String);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// Where mail rules send without `[smtp]`.
 pub const SENDMAIL: &str = "/usr/sbin/sendmail";
 
@@ -88,18 +58,23 @@ pub const SENDMAIL: &str = "/usr/sbin/sendmail";
 struct WebhookFile {
     url: String,
     secret_file: Option<PathBuf>,
+    /// PEM certificates trusted besides the system's, for an https URL.
+    ca_file: Option<PathBuf>,
 }
 
 /// Where a rule delivers.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// POST the event JSON to `http://host:port/path`.
+    /// POST the event JSON to `url` (`http://` or `https://host:port/path`).
     Webhook {
+        url: String,
         host: String,
         port: u16,
         path: String,
         /// Read at each delivery, so a rotated secret is picked up.
         secret_file: Option<PathBuf>,
+        /// For `https://`: how the receiver is verified.
+        tls: Option<WebhookTls>,
     },
     /// Run the argv with the event JSON on stdin, as `run_as` (a chain
     /// rule's) or else as the daemon's user.
@@ -109,6 +84,15 @@ pub enum Target {
     },
     /// A readable text mail through the `[smtp]` server.
     Mail { to: Vec<String>, via: MailVia },
+}
+
+/// An https webhook's TLS: the client configuration (system certificates
+/// and the rule's `ca_file`) and the name the receiver's certificate must
+/// carry (also its SNI).
+#[derive(Debug, Clone)]
+pub struct WebhookTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// Who a chain rule's `exec` hook runs as: resolved again at each
@@ -164,9 +148,7 @@ impl Rule {
 /// A rule as `workflow.get` shows it.
 pub fn info(rule: &Rule) -> holdfast_api::NotifyRuleInfo {
     let (target, run_as) = match &rule.target {
-        Target::Webhook {
-            host, port, path, ..
-        } => (format!("webhook http://{host}:{port}{path}"), None),
+        Target::Webhook { url, .. } => (format!("webhook {url}"), None),
         Target::Exec { argv, run_as } => (
             format!("exec {}", argv.join(" ")),
             run_as.as_ref().map(|r| match &r.group {
@@ -179,7 +161,7 @@ pub fn info(rule: &Rule) -> holdfast_api::NotifyRuleInfo {
                 "mail {} via {}",
                 to.join(", "),
                 match via {
-                    MailVia::Smtp(smtp) => format!("smtp {}:{}", smtp.host, smtp.port),
+                    MailVia::Smtp(smtp) => smtp.describe(),
                     MailVia::Sendmail(program) => format!("sendmail {}", program.display()),
                 }
             ),
@@ -225,58 +207,6 @@ fn glob(pattern: &str, text: &str) -> bool {
 pub struct MailSettings<'a> {
     pub smtp: Option<&'a Smtp>,
     pub sendmail: &'a std::path::Path,
-}
-
-/// Check `[smtp]` and read its password file; the message says what to
-/// change. The password is never logged.
-pub fn check_smtp(smtp: Option<Smtp>) -> Result<Option<Smtp>, String> {
-    let Some(mut smtp) = smtp else {
-        return Ok(None);
-    };
-    if smtp.starttls {
-        return Err(
-            "[smtp]: starttls is not supported by this build (it has no TLS library); \
-             relay through a local server (host = \"127.0.0.1\") that speaks TLS onwards"
-                .into(),
-        );
-    }
-    match (&smtp.user, &smtp.password_file) {
-        (None, None) => {}
-        (Some(_), Some(file)) => {
-            // Without TLS the password crosses the wire as it is: only to a
-            // server on this host.
-            let local = smtp.host == "localhost"
-                || smtp
-                    .host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !local {
-                return Err(format!(
-                    "[smtp]: user and password_file would send the password unencrypted to \
-                     {}; authenticate only to a server on this host (host = \"127.0.0.1\")",
-                    smtp.host
-                ));
-            }
-            let password = std::fs::read_to_string(file).map_err(|e| {
-                format!(
-                    "[smtp]: password_file {} cannot be read: {e}",
-                    file.display()
-                )
-            })?;
-            let password = password.trim_end_matches(['\r', '\n']).to_string();
-            if password.is_empty() {
-                return Err(format!(
-                    "[smtp]: password_file {} is empty; write the password in it",
-                    file.display()
-                ));
-            }
-            smtp.password = Some(Password(password));
-        }
-        _ => {
-            return Err("[smtp]: user and password_file go together; give both or neither".into());
-        }
-    }
-    Ok(Some(smtp))
 }
 
 /// Check every rule; the message names the rule and says what to change.
@@ -426,6 +356,7 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
         let webhook_file = rule.webhook.as_ref().map(|hook| WebhookFile {
             url: hook.url.clone(),
             secret_file: hook.secret_file.clone(),
+            ca_file: hook.ca_file.clone(),
         });
         let target = match target(
             webhook_file,
@@ -460,23 +391,29 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
 }
 
 fn webhook(hook: WebhookFile) -> Result<Target, String> {
-    let rest = hook.url.strip_prefix("http://").ok_or_else(|| {
-        format!(
-            "webhook url {:?}: only http:// is supported (put a local proxy in front of https)",
+    let (https, rest) = if let Some(rest) = hook.url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = hook.url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(format!(
+            "webhook url {:?}: give an http:// or https:// URL",
             hook.url
-        )
-    })?;
+        ));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
+    // The port follows the last colon, unless that colon is inside an IPv6
+    // address's brackets.
     let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (
+        Some((host, port)) if !port.contains(']') => (
             host,
             port.parse()
                 .map_err(|_| format!("webhook url {:?}: bad port {port:?}", hook.url))?,
         ),
-        None => (authority, 80),
+        _ => (authority, if https { 443 } else { 80 }),
     };
     if host.is_empty() {
         return Err(format!("webhook url {:?} names no host", hook.url));
@@ -485,11 +422,31 @@ fn webhook(hook: WebhookFile) -> Result<Target, String> {
         std::fs::read(file)
             .map_err(|e| format!("secret_file {} cannot be read: {e}", file.display()))?;
     }
+    let host = host.to_string();
+    let tls = match (https, &hook.ca_file) {
+        (false, Some(_)) => {
+            return Err(format!(
+                "webhook url {:?}: ca_file is for https:// URLs; use https or remove ca_file",
+                hook.url
+            ));
+        }
+        (false, None) => None,
+        (true, ca_file) => {
+            let roots = Roots::load(ca_file.as_deref())?;
+            Some(WebhookTls {
+                config: roots.client_config()?,
+                server_name: tls::server_name(&host)
+                    .map_err(|e| format!("webhook url {:?}: {e}", hook.url))?,
+            })
+        }
+    };
     Ok(Target::Webhook {
-        host: host.to_string(),
+        url: hook.url,
+        host,
         port,
         path,
         secret_file: hook.secret_file,
+        tls,
     })
 }
 

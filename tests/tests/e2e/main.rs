@@ -33,6 +33,7 @@ mod logs;
 mod mail;
 mod metrics;
 mod notifications;
+mod notify_tls;
 mod outputs;
 mod params;
 mod partial_runs;

@@ -34,6 +34,7 @@ pub(super) struct RawNotify {
 struct RawWebhook {
     url: String,
     secret_file: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +163,7 @@ pub(super) fn build_rules(
             webhook: file.webhook.map(|hook| NotifyWebhook {
                 url: hook.url,
                 secret_file: hook.secret_file.map(Into::into),
+                ca_file: hook.ca_file.map(Into::into),
             }),
             exec: file.exec.map(Spanned::into_inner),
             mail_to: file.mail.map(|mail| mail.to),
