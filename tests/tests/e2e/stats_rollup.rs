@@ -151,7 +151,11 @@ fn the_rollup_equals_the_history_after_a_killed_daemon_and_its_recovery() {
     let began = Instant::now();
     let mut daemon = TestDaemon::prepare(
         None,
-        &[("flaky.toml", FLAKY), ("quick.toml", QUICK), ("nap.toml", NAP)],
+        &[
+            ("flaky.toml", FLAKY),
+            ("quick.toml", QUICK),
+            ("nap.toml", NAP),
+        ],
     );
     daemon.write_tenant("acme", "description = \"Acme\"\n");
     daemon.write_tenant("globex", "description = \"Globex\"\n");
@@ -225,12 +229,18 @@ fn the_rollup_equals_the_history_after_a_killed_daemon_and_its_recovery() {
             .clone()
     };
     assert_eq!(
-        (chain("flaky")["jobs"].as_u64(), chain("flaky")["retries"].as_u64()),
+        (
+            chain("flaky")["jobs"].as_u64(),
+            chain("flaky")["retries"].as_u64()
+        ),
         (Some(2), Some(2)),
         "{all:#}"
     );
     assert_eq!(
-        (chain("quick")["jobs"].as_u64(), chain("quick")["failed"].as_u64()),
+        (
+            chain("quick")["jobs"].as_u64(),
+            chain("quick")["failed"].as_u64()
+        ),
         (Some(4), Some(4)),
         "{all:#}"
     );

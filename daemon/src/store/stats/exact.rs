@@ -275,7 +275,8 @@ mod tests {
         );
         assert!(
             plans[1].contains("SEARCH j USING")
-                && plans[1].contains("jobs_by_chain_created (chain=? AND created_at>? AND created_at<?)"),
+                && plans[1]
+                    .contains("jobs_by_chain_created (chain=? AND created_at>? AND created_at<?)"),
             "{}",
             plans[1]
         );

@@ -60,7 +60,10 @@ impl Where {
     }
 
     fn params(&self) -> Vec<&dyn ToSql> {
-        self.params.iter().map(|p| p.as_ref() as &dyn ToSql).collect()
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &dyn ToSql)
+            .collect()
     }
 
     fn rows_params(&self) -> Vec<&dyn ToSql> {

@@ -304,9 +304,7 @@ fn the_rollup_answers_as_the_exact_count() {
         }
     };
     compare(false);
-    let some = store
-        .read_now(|c| stats(c, &filters(0)[0]))
-        .expect("stats");
+    let some = store.read_now(|c| stats(c, &filters(0)[0])).expect("stats");
     assert!(
         some.chains.len() == 2 && some.chains.iter().all(|c| c.retries > 0 && c.in_flight > 0),
         "the history has both chains, retries and jobs in flight: {some:#?}"
@@ -339,7 +337,8 @@ fn the_rollup_answers_as_the_exact_count() {
     };
     let kept = dump(&conn);
     for t in tables {
-        conn.execute(&format!("DELETE FROM {t}"), []).expect("empty");
+        conn.execute(&format!("DELETE FROM {t}"), [])
+            .expect("empty");
     }
     let v15 = super::super::schema::V15_FOR_TESTS;
     let backfill = &v15[v15.find("-- The history already there.").expect("backfill")..];
