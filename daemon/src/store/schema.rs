@@ -4,8 +4,8 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 15] = [
-    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15,
+const ALL: [&str; 16] = [
+    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16,
 ];
 
 /// Every migration, oldest first.
@@ -362,6 +362,325 @@ ALTER TABLE attempts ADD COLUMN slurm_job_id INTEGER;
 const V15: &str = r#"
 ALTER TABLE attempts ADD COLUMN control_offset INTEGER NOT NULL DEFAULT 0;
 "#;
+
+/// Version 16: the statistics rollup (`stats.get` without reading every
+/// job of the window). Per hour of job creation, chain, tenant (`''` for
+/// none) and activity path: counts in `stats_jobs` and
+/// `stats_activities`, and in `stats_values` how many durations, queue
+/// waits and peak memories (`kind` 0 job duration, 1 job queue wait, 2
+/// attempt duration, 3 activity queue wait, 4 peak memory) fell on each
+/// value kept to three significant digits, with the largest exact value.
+/// Triggers keep them in the transaction of every write to `jobs`,
+/// `activities` and `attempts` (so also a crash, retention, or a hand
+/// edit with `sqlite3`), which never change a job's chain, tenant or
+/// creation, nor an activity's path; the history already there is
+/// counted here. See `store/stats/`.
+const V16: &str = r#"
+CREATE TABLE stats_jobs (
+    hour      INTEGER NOT NULL,
+    chain     TEXT NOT NULL,
+    tenant    TEXT NOT NULL,
+    jobs      INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed    INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    in_flight INTEGER NOT NULL,
+    PRIMARY KEY (hour, chain, tenant)
+) WITHOUT ROWID;
+
+CREATE TABLE stats_activities (
+    hour       INTEGER NOT NULL,
+    chain      TEXT NOT NULL,
+    tenant     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    activities INTEGER NOT NULL,
+    runs       INTEGER NOT NULL,
+    succeeded  INTEGER NOT NULL,
+    failed     INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    retries    INTEGER NOT NULL,
+    cpu_us     INTEGER NOT NULL,
+    PRIMARY KEY (hour, chain, tenant, path)
+) WITHOUT ROWID;
+
+CREATE TABLE stats_values (
+    hour      INTEGER NOT NULL,
+    chain     TEXT NOT NULL,
+    tenant    TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    kind      INTEGER NOT NULL,
+    value     INTEGER NOT NULL,
+    n         INTEGER NOT NULL,
+    max_exact INTEGER NOT NULL,
+    PRIMARY KEY (hour, chain, tenant, path, kind, value)
+) WITHOUT ROWID;
+
+-- Deltas are inserted into these views; their INSTEAD OF triggers add
+-- them to the tables and drop rows that fell to nothing.
+CREATE VIEW stats_jobs_delta AS
+    SELECT hour, chain, tenant, jobs, succeeded, failed, cancelled, in_flight
+    FROM stats_jobs WHERE 0;
+CREATE TRIGGER stats_jobs_delta INSTEAD OF INSERT ON stats_jobs_delta BEGIN
+    INSERT INTO stats_jobs (hour, chain, tenant, jobs, succeeded, failed, cancelled, in_flight)
+    VALUES (NEW.hour, NEW.chain, NEW.tenant, NEW.jobs, NEW.succeeded, NEW.failed,
+            NEW.cancelled, NEW.in_flight)
+    ON CONFLICT DO UPDATE SET jobs = jobs + excluded.jobs,
+        succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed,
+        cancelled = cancelled + excluded.cancelled, in_flight = in_flight + excluded.in_flight;
+    DELETE FROM stats_jobs
+    WHERE NEW.jobs < 0 AND hour = NEW.hour AND chain = NEW.chain AND tenant = NEW.tenant
+      AND jobs <= 0;
+END;
+
+CREATE VIEW stats_activities_delta AS
+    SELECT hour, chain, tenant, path, activities, runs, succeeded, failed, attempts, retries,
+           cpu_us
+    FROM stats_activities WHERE 0;
+CREATE TRIGGER stats_activities_delta INSTEAD OF INSERT ON stats_activities_delta BEGIN
+    INSERT INTO stats_activities (hour, chain, tenant, path, activities, runs, succeeded,
+                                  failed, attempts, retries, cpu_us)
+    VALUES (NEW.hour, NEW.chain, NEW.tenant, NEW.path, NEW.activities, NEW.runs,
+            NEW.succeeded, NEW.failed, NEW.attempts, NEW.retries, NEW.cpu_us)
+    ON CONFLICT DO UPDATE SET activities = activities + excluded.activities,
+        runs = runs + excluded.runs, succeeded = succeeded + excluded.succeeded,
+        failed = failed + excluded.failed, attempts = attempts + excluded.attempts,
+        retries = retries + excluded.retries, cpu_us = cpu_us + excluded.cpu_us;
+    DELETE FROM stats_activities
+    WHERE (NEW.activities < 0 OR NEW.attempts < 0) AND hour = NEW.hour AND chain = NEW.chain
+      AND tenant = NEW.tenant AND path = NEW.path AND activities <= 0 AND attempts <= 0;
+END;
+
+-- A value is kept to three significant digits, rounded down (below
+-- 1000 exactly): 12,345 ms is counted as 12,300.
+CREATE VIEW stats_values_delta AS
+    SELECT hour, chain, tenant, path, kind, value, n FROM stats_values WHERE 0;
+CREATE TRIGGER stats_values_delta INSTEAD OF INSERT ON stats_values_delta BEGIN
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+    VALUES (NEW.hour, NEW.chain, NEW.tenant, NEW.path, NEW.kind,
+            NEW.value - NEW.value % CASE WHEN NEW.value < 1000 THEN 1
+                ELSE CAST(substr('1000000000000000000', 1, length(NEW.value) - 2) AS INTEGER)
+                END,
+            NEW.n, NEW.value)
+    ON CONFLICT DO UPDATE SET n = n + excluded.n,
+        max_exact = CASE WHEN excluded.n > 0 THEN MAX(max_exact, excluded.max_exact)
+                         ELSE max_exact END;
+    DELETE FROM stats_values
+    WHERE NEW.n < 0 AND hour = NEW.hour AND chain = NEW.chain AND tenant = NEW.tenant
+      AND path = NEW.path AND kind = NEW.kind
+      AND value = NEW.value - NEW.value % CASE WHEN NEW.value < 1000 THEN 1
+                ELSE CAST(substr('1000000000000000000', 1, length(NEW.value) - 2) AS INTEGER)
+                END
+      AND n <= 0;
+END;
+
+-- Jobs: counts by state, duration (kind 0) and queue wait (kind 1).
+CREATE TRIGGER stats_job_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO stats_jobs_delta VALUES (NEW.created_at / 3600000, NEW.chain,
+        COALESCE(NEW.tenant, ''), 1, NEW.state = 'succeeded', NEW.state = 'failed',
+        NEW.state = 'cancelled', NEW.state IN ('queued', 'running'));
+    INSERT INTO stats_values_delta
+        SELECT NEW.created_at / 3600000, NEW.chain, COALESCE(NEW.tenant, ''), '', 0,
+               NEW.finished_at - NEW.started_at, 1
+        WHERE NEW.state IN ('succeeded', 'failed', 'cancelled')
+          AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL;
+    INSERT INTO stats_values_delta
+        SELECT NEW.created_at / 3600000, NEW.chain, COALESCE(NEW.tenant, ''), '', 1,
+               NEW.started_at - NEW.created_at, 1
+        WHERE NEW.started_at IS NOT NULL;
+END;
+CREATE TRIGGER stats_job_update AFTER UPDATE OF state, started_at, finished_at ON jobs BEGIN
+    INSERT INTO stats_jobs_delta
+        SELECT NEW.created_at / 3600000, NEW.chain, COALESCE(NEW.tenant, ''), 0,
+               (NEW.state = 'succeeded') - (OLD.state = 'succeeded'),
+               (NEW.state = 'failed') - (OLD.state = 'failed'),
+               (NEW.state = 'cancelled') - (OLD.state = 'cancelled'),
+               (NEW.state IN ('queued', 'running')) - (OLD.state IN ('queued', 'running'))
+        WHERE NEW.state IS NOT OLD.state;
+    INSERT INTO stats_values_delta
+        SELECT OLD.created_at / 3600000, OLD.chain, COALESCE(OLD.tenant, ''), '', 0,
+               OLD.finished_at - OLD.started_at, -1
+        WHERE OLD.state IN ('succeeded', 'failed', 'cancelled')
+          AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+          AND NOT (NEW.state IN ('succeeded', 'failed', 'cancelled')
+                   AND NEW.started_at IS OLD.started_at AND NEW.finished_at IS OLD.finished_at);
+    INSERT INTO stats_values_delta
+        SELECT NEW.created_at / 3600000, NEW.chain, COALESCE(NEW.tenant, ''), '', 0,
+               NEW.finished_at - NEW.started_at, 1
+        WHERE NEW.state IN ('succeeded', 'failed', 'cancelled')
+          AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
+          AND NOT (OLD.state IN ('succeeded', 'failed', 'cancelled')
+                   AND NEW.started_at IS OLD.started_at AND NEW.finished_at IS OLD.finished_at);
+    INSERT INTO stats_values_delta
+        SELECT OLD.created_at / 3600000, OLD.chain, COALESCE(OLD.tenant, ''), '', 1,
+               OLD.started_at - OLD.created_at, -1
+        WHERE OLD.started_at IS NOT NULL AND NEW.started_at IS NOT OLD.started_at;
+    INSERT INTO stats_values_delta
+        SELECT NEW.created_at / 3600000, NEW.chain, COALESCE(NEW.tenant, ''), '', 1,
+               NEW.started_at - NEW.created_at, 1
+        WHERE NEW.started_at IS NOT NULL AND NEW.started_at IS NOT OLD.started_at;
+END;
+CREATE TRIGGER stats_job_delete AFTER DELETE ON jobs BEGIN
+    INSERT INTO stats_jobs_delta VALUES (OLD.created_at / 3600000, OLD.chain,
+        COALESCE(OLD.tenant, ''), -1, -(OLD.state = 'succeeded'), -(OLD.state = 'failed'),
+        -(OLD.state = 'cancelled'), -(OLD.state IN ('queued', 'running')));
+    INSERT INTO stats_values_delta
+        SELECT OLD.created_at / 3600000, OLD.chain, COALESCE(OLD.tenant, ''), '', 0,
+               OLD.finished_at - OLD.started_at, -1
+        WHERE OLD.state IN ('succeeded', 'failed', 'cancelled')
+          AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL;
+    INSERT INTO stats_values_delta
+        SELECT OLD.created_at / 3600000, OLD.chain, COALESCE(OLD.tenant, ''), '', 1,
+               OLD.started_at - OLD.created_at, -1
+        WHERE OLD.started_at IS NOT NULL;
+END;
+
+-- Activities: one row each (so an activity with no run yet is listed),
+-- and the runs that ended. The job's row is there first and goes last.
+CREATE TRIGGER stats_activity_insert AFTER INSERT ON activities BEGIN
+    INSERT INTO stats_activities_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''), NEW.path, 1,
+               NEW.state IN ('succeeded', 'failed', 'cancelled'), NEW.state = 'succeeded',
+               NEW.state = 'failed', 0, 0, 0
+        FROM jobs j WHERE j.id = NEW.job_id;
+END;
+CREATE TRIGGER stats_activity_update AFTER UPDATE OF state ON activities
+WHEN NEW.state IS NOT OLD.state BEGIN
+    INSERT INTO stats_activities_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''), NEW.path, 0,
+               (NEW.state IN ('succeeded', 'failed', 'cancelled'))
+                   - (OLD.state IN ('succeeded', 'failed', 'cancelled')),
+               (NEW.state = 'succeeded') - (OLD.state = 'succeeded'),
+               (NEW.state = 'failed') - (OLD.state = 'failed'), 0, 0, 0
+        FROM jobs j WHERE j.id = NEW.job_id;
+END;
+CREATE TRIGGER stats_activity_delete AFTER DELETE ON activities BEGIN
+    INSERT INTO stats_activities_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''), OLD.path, -1,
+               -(OLD.state IN ('succeeded', 'failed', 'cancelled')), -(OLD.state = 'succeeded'),
+               -(OLD.state = 'failed'), 0, 0, 0
+        FROM jobs j WHERE j.id = OLD.job_id;
+END;
+
+-- Attempts: counts, retries, CPU, duration (kind 2), the activity's
+-- queue wait (kind 3, first attempts) and peak memory (kind 4), under
+-- the path of their activity ('' for an attempt without one).
+CREATE VIEW stats_attempt_keys AS
+    SELECT a.job_id, a.idx, a.number, j.created_at, j.created_at / 3600000 AS hour, j.chain,
+           COALESCE(j.tenant, '') AS tenant, COALESCE(act.path, '') AS path
+    FROM attempts a JOIN jobs j ON j.id = a.job_id
+    LEFT JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx;
+CREATE TRIGGER stats_attempt_insert AFTER INSERT ON attempts BEGIN
+    INSERT INTO stats_activities_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities WHERE job_id = NEW.job_id AND idx = NEW.idx), ''),
+               0, 0, 0, 0, 1, NEW.number > 1,
+               COALESCE(NEW.user_cpu_us, 0) + COALESCE(NEW.system_cpu_us, 0)
+        FROM jobs j WHERE j.id = NEW.job_id;
+    INSERT INTO stats_values_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities WHERE job_id = NEW.job_id AND idx = NEW.idx), ''),
+               v.kind, v.value - CASE v.kind WHEN 3 THEN j.created_at ELSE 0 END, 1
+        FROM jobs j, (SELECT 2 AS kind, NEW.finished_at - NEW.started_at AS value
+                      UNION ALL SELECT 3, CASE WHEN NEW.number = 1 THEN NEW.started_at END
+                      UNION ALL SELECT 4, NEW.peak_memory_bytes) v
+        WHERE j.id = NEW.job_id AND v.value IS NOT NULL;
+END;
+CREATE TRIGGER stats_attempt_update
+AFTER UPDATE OF number, started_at, finished_at, user_cpu_us, system_cpu_us, peak_memory_bytes
+ON attempts BEGIN
+    INSERT INTO stats_activities_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities WHERE job_id = NEW.job_id AND idx = NEW.idx), ''),
+               0, 0, 0, 0, 0, (NEW.number > 1) - (OLD.number > 1),
+               COALESCE(NEW.user_cpu_us, 0) + COALESCE(NEW.system_cpu_us, 0)
+                   - COALESCE(OLD.user_cpu_us, 0) - COALESCE(OLD.system_cpu_us, 0)
+        FROM jobs j
+        WHERE j.id = NEW.job_id AND (NEW.number > 1 IS NOT OLD.number > 1
+            OR NEW.user_cpu_us IS NOT OLD.user_cpu_us OR NEW.system_cpu_us IS NOT OLD.system_cpu_us);
+    INSERT INTO stats_values_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities WHERE job_id = NEW.job_id AND idx = NEW.idx), ''),
+               c.kind,
+               CASE s.n WHEN -1 THEN c.old ELSE c.new END
+                   - CASE c.kind WHEN 3 THEN j.created_at ELSE 0 END,
+               s.n
+        FROM jobs j,
+             (SELECT 2 AS kind, OLD.finished_at - OLD.started_at AS old,
+                     NEW.finished_at - NEW.started_at AS new
+              UNION ALL SELECT 3, CASE WHEN OLD.number = 1 THEN OLD.started_at END,
+                               CASE WHEN NEW.number = 1 THEN NEW.started_at END
+              UNION ALL SELECT 4, OLD.peak_memory_bytes, NEW.peak_memory_bytes) c,
+             (SELECT -1 AS n UNION ALL SELECT 1) s
+        WHERE j.id = NEW.job_id AND c.old IS NOT c.new
+          AND CASE s.n WHEN -1 THEN c.old ELSE c.new END IS NOT NULL;
+END;
+CREATE TRIGGER stats_attempt_delete AFTER DELETE ON attempts BEGIN
+    INSERT INTO stats_activities_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities WHERE job_id = OLD.job_id AND idx = OLD.idx), ''),
+               0, 0, 0, 0, -1, -(OLD.number > 1),
+               -(COALESCE(OLD.user_cpu_us, 0) + COALESCE(OLD.system_cpu_us, 0))
+        FROM jobs j WHERE j.id = OLD.job_id;
+    INSERT INTO stats_values_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities WHERE job_id = OLD.job_id AND idx = OLD.idx), ''),
+               v.kind, v.value - CASE v.kind WHEN 3 THEN j.created_at ELSE 0 END, -1
+        FROM jobs j, (SELECT 2 AS kind, OLD.finished_at - OLD.started_at AS value
+                      UNION ALL SELECT 3, CASE WHEN OLD.number = 1 THEN OLD.started_at END
+                      UNION ALL SELECT 4, OLD.peak_memory_bytes) v
+        WHERE j.id = OLD.job_id AND v.value IS NOT NULL;
+END;
+
+-- The history already there.
+INSERT INTO stats_jobs (hour, chain, tenant, jobs, succeeded, failed, cancelled, in_flight)
+    SELECT created_at / 3600000, chain, COALESCE(tenant, ''), COUNT(*), SUM(state = 'succeeded'),
+           SUM(state = 'failed'), SUM(state = 'cancelled'), SUM(state IN ('queued', 'running'))
+    FROM jobs GROUP BY 1, 2, 3;
+INSERT INTO stats_activities (hour, chain, tenant, path, activities, runs, succeeded, failed,
+                              attempts, retries, cpu_us)
+    SELECT hour, chain, tenant, path, SUM(activities), SUM(runs), SUM(succeeded), SUM(failed),
+           SUM(attempts), SUM(retries), SUM(cpu_us)
+    FROM (SELECT j.created_at / 3600000 AS hour, j.chain, COALESCE(j.tenant, '') AS tenant,
+                 act.path, 1 AS activities,
+                 act.state IN ('succeeded', 'failed', 'cancelled') AS runs,
+                 act.state = 'succeeded' AS succeeded, act.state = 'failed' AS failed,
+                 0 AS attempts, 0 AS retries, 0 AS cpu_us
+          FROM activities act JOIN jobs j ON j.id = act.job_id
+          UNION ALL
+          SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''), COALESCE(act.path, ''),
+                 0, 0, 0, 0, 1, a.number > 1,
+                 COALESCE(a.user_cpu_us, 0) + COALESCE(a.system_cpu_us, 0)
+          FROM attempts a JOIN jobs j ON j.id = a.job_id
+          LEFT JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx)
+    GROUP BY hour, chain, tenant, path;
+INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+    SELECT hour, chain, tenant, path, kind,
+           value - value % CASE WHEN value < 1000 THEN 1
+               ELSE CAST(substr('1000000000000000000', 1, length(value) - 2) AS INTEGER) END
+               AS rounded,
+           COUNT(*), MAX(value)
+    FROM (SELECT created_at / 3600000 AS hour, chain, COALESCE(tenant, '') AS tenant, '' AS path,
+                 0 AS kind, finished_at - started_at AS value
+          FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled')
+          UNION ALL
+          SELECT created_at / 3600000, chain, COALESCE(tenant, ''), '', 1, started_at - created_at
+          FROM jobs
+          UNION ALL
+          SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''), COALESCE(act.path, ''),
+                 k.kind,
+                 CASE k.kind WHEN 2 THEN a.finished_at - a.started_at
+                             WHEN 3 THEN CASE WHEN a.number = 1 THEN a.started_at - j.created_at END
+                             ELSE a.peak_memory_bytes END
+          FROM attempts a JOIN jobs j ON j.id = a.job_id
+          LEFT JOIN activities act ON act.job_id = a.job_id AND act.idx = a.idx
+          CROSS JOIN (SELECT 2 AS kind UNION ALL SELECT 3 UNION ALL SELECT 4) k)
+    WHERE value IS NOT NULL
+    GROUP BY hour, chain, tenant, path, kind, rounded;
+"#;
+
+/// Version 16's SQL, whose backfill tests run again.
+#[cfg(test)]
+pub(crate) const V16_FOR_TESTS: &str = V16;
 
 #[cfg(test)]
 mod tests {

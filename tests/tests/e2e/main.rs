@@ -55,6 +55,7 @@ mod slurm;
 mod slurm_restart;
 mod socket_umask;
 mod stats;
+mod stats_rollup;
 mod support;
 mod systemd;
 mod tenant_params;
