@@ -2,7 +2,8 @@
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
 //! (scenarios: spawn, cgroup, submit, notify, fanout, throughput, reload,
-//! status, stats, startup; default all).
+//! status, stats, startup, slurm; default all but slurm, which needs a
+//! running cluster: `scripts/slurm-up`).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
 //! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
@@ -16,6 +17,9 @@ use anyhow::{Context, Result, bail};
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_tests::{bin_path, hfctl_command};
 use tempfile::TempDir;
+
+#[path = "bench/slurm.rs"]
+mod slurm;
 
 const RUNS: usize = 5;
 
@@ -51,6 +55,9 @@ fn main() -> Result<()> {
     if want("reload") {
         runtime.block_on(reload_latency())?;
     }
+    if wanted.iter().any(|w| w == "slurm") {
+        slurm::slurm_vs_sbatch()?;
+    }
     if want("status") || want("stats") || want("startup") {
         runtime.block_on(history(want("status"), want("stats"), want("startup")))?;
     }
@@ -61,17 +68,34 @@ fn main() -> Result<()> {
 struct Daemon {
     dir: TempDir,
     child: Option<Child>,
+    /// Variables set in the daemon's environment.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     fn new(settings: &str, workflows: &[(&str, String)]) -> Result<Daemon> {
+        Daemon::new_with_env(settings, workflows, &[])
+    }
+
+    fn new_with_env(
+        settings: &str,
+        workflows: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("workflows.d"))?;
         std::fs::write(dir.path().join("holdfast.toml"), settings)?;
         for (name, text) in workflows {
             std::fs::write(dir.path().join("workflows.d").join(name), text)?;
         }
-        let mut daemon = Daemon { dir, child: None };
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         daemon.start()?;
         Ok(daemon)
     }
@@ -99,6 +123,7 @@ impl Daemon {
             .arg(self.dir.path().join("workflows.d"))
             .env("NOTIFY_SOCKET", &notify)
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
