@@ -36,8 +36,9 @@ const SECTIONS: &[Section] = &[
             ),
             (
                 "SIGHUP",
-                "Re-read the workflow and tenant files (as hfctl reload does). systemctl reload \
-                 holdfast sends it.",
+                "Re-read the workflow and tenant files (as hfctl reload does, without its \
+                 answer). systemctl reload holdfast runs hfctl reload instead, which waits for \
+                 the reload and fails when a file is broken.",
             ),
         ],
     ),
