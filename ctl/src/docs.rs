@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap_complete::Shell;
+use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
 /// The directory of `hfctl --generate-docs DIR`, the packaging step's entry.
@@ -92,8 +93,10 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&man_dir)?;
     // One page per visible command (hfctl-submit.1, ...), then hfctl.1 again
     // with the sections clap does not know.
-    clap_mangen::generate_to(command.clone(), &man_dir)?;
-    let man = clap_mangen::Man::new(command.clone().disable_help_subcommand(true));
+    let mut built = command.clone().disable_help_subcommand(true);
+    built.build();
+    write_pages(&built, &man_dir)?;
+    let man = titled(Man::new(built));
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
@@ -113,13 +116,40 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A page for `command` and one for each of its visible subcommands.
+fn write_pages(command: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, dir)?;
+    }
+    titled(Man::new(command.clone())).generate_to(dir)?;
+    Ok(())
+}
+
+/// The `.TH` line every page carries: a date mandoc can read (the day of
+/// `SOURCE_DATE_EPOCH`, which packaging/build-deb sets to the changelog's
+/// date so that a rebuild makes the same pages; else today), the version
+/// and the manual.
+fn titled(man: Man) -> Man {
+    let when = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    man.date(when.format("%Y-%m-%d").to_string())
+        .source(format!("HoldFast {}", env!("CARGO_PKG_VERSION")))
+        .manual("HoldFast Manual")
+}
+
 fn render_sections(out: &mut Vec<u8>, sections: &[Section]) -> std::io::Result<()> {
     let mut roff = Roff::new();
     for (heading, items) in sections {
         roff.control("SH", [*heading]);
-        for (term, text) in *items {
+        for (i, (term, text)) in items.iter().enumerate() {
             if term.is_empty() {
-                roff.control("PP", []);
+                // A paragraph break, except right after the heading.
+                if i > 0 {
+                    roff.control("PP", []);
+                }
             } else {
                 roff.control("TP", []);
                 roff.text([bold(*term)]);

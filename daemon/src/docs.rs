@@ -148,7 +148,20 @@ pub fn generate(dir: &Path) -> std::io::Result<()> {
     let command = crate::Args::command();
     let man_dir = dir.join("man");
     std::fs::create_dir_all(&man_dir)?;
-    let man = clap_mangen::Man::new(command.clone()).section("8");
+    // The `.TH` line: a date mandoc can read (the day of
+    // `SOURCE_DATE_EPOCH`, which packaging/build-deb sets to the
+    // changelog's date so that a rebuild makes the same page; else today),
+    // the version and the manual.
+    let when = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    let man = clap_mangen::Man::new(command.clone())
+        .section("8")
+        .date(when.format("%Y-%m-%d").to_string())
+        .source(format!("HoldFast {}", env!("CARGO_PKG_VERSION")))
+        .manual("HoldFast Manual");
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
@@ -172,9 +185,12 @@ fn render_sections(out: &mut Vec<u8>, sections: &[Section]) -> std::io::Result<(
     let mut roff = Roff::new();
     for (heading, items) in sections {
         roff.control("SH", [*heading]);
-        for (term, text) in *items {
+        for (i, (term, text)) in items.iter().enumerate() {
             if term.is_empty() {
-                roff.control("PP", []);
+                // A paragraph break, except right after the heading.
+                if i > 0 {
+                    roff.control("PP", []);
+                }
             } else {
                 roff.control("TP", []);
                 roff.text([bold(*term)]);

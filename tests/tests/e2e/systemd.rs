@@ -128,6 +128,7 @@ fn debian_package_under_systemd() {
     let package = VisiblePackage::new(build_package());
     let deb = &package.path;
     lintian_clean(deb);
+    man_pages_clean(deb);
     let built = began.elapsed();
     let holdfast_user_existed = user_exists("holdfast");
     fs::write(
@@ -657,6 +658,7 @@ fn preconditions() -> Result<(), String> {
         "/usr/sbin/useradd",
         "/usr/sbin/runuser",
         "/usr/bin/lintian",
+        "/usr/bin/mandoc",
     ] {
         if !Path::new(tool).exists() {
             return Err(format!("{tool} is missing"));
@@ -770,6 +772,59 @@ fn lintian_clean(deb: &Path) {
         md5sums.status.success() && stdout(&md5sums).contains("  usr/bin/holdfastd\n"),
         "the package has no md5sums: {}",
         stderr(&md5sums)
+    );
+}
+
+/// Every man page the package installs passes mandoc's linter at warning
+/// level: a `.TH` with a date and the version, no misplaced macros.
+fn man_pages_clean(deb: &Path) {
+    let unpacked = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(unpacked.path())
+        .status()
+        .expect("run dpkg-deb");
+    assert!(status.success(), "dpkg-deb -x failed");
+    let mut pages: Vec<PathBuf> = Vec::new();
+    for section in ["man1", "man8"] {
+        let dir = unpacked.path().join("usr/share/man").join(section);
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            pages.push(entry.expect("entry").path());
+        }
+    }
+    assert!(pages.len() > 10, "too few man pages: {pages:?}");
+    // (This mandoc does not read compressed pages itself.)
+    let status = Command::new("gzip")
+        .arg("-d")
+        .args(&pages)
+        .status()
+        .expect("run gzip");
+    assert!(status.success(), "gzip -d failed");
+    let pages: Vec<PathBuf> = pages.iter().map(|p| p.with_extension("")).collect();
+    let lint = Command::new("mandoc")
+        .args(["-T", "lint", "-W", "warning"])
+        .args(&pages)
+        .output()
+        .expect("run mandoc");
+    let said = format!("{}{}", stdout(&lint), stderr(&lint));
+    assert!(
+        lint.status.success() && said.is_empty(),
+        "mandoc -T lint reports: {said}"
+    );
+    let page = unpacked.path().join("usr/share/man/man1/hfctl.1");
+    let page = fs::read_to_string(&page).expect("hfctl.1");
+    let title = page
+        .lines()
+        .find(|l| l.starts_with(".TH"))
+        .unwrap_or_default();
+    assert!(
+        title.contains(concat!("\"HoldFast ", env!("CARGO_PKG_VERSION"), "\""))
+            && title
+                .split_whitespace()
+                .nth(3)
+                .is_some_and(|d| d.len() == 10),
+        "hfctl.1's .TH has no date and version: {title}"
     );
 }
 
