@@ -18,6 +18,8 @@ use holdfast_api::rpc::HoldfastClient;
 use holdfast_tests::{bin_path, hfctl_command};
 use tempfile::TempDir;
 
+#[path = "bench/notify.rs"]
+mod notify;
 #[path = "bench/slurm.rs"]
 mod slurm;
 
@@ -44,7 +46,7 @@ fn main() -> Result<()> {
         separate_submits()?;
     }
     if want("notify") {
-        with_notify_rules()?;
+        notify::with_notify_rules()?;
     }
     if want("fanout") {
         runtime.block_on(fan_out_vs_xargs())?;
@@ -605,94 +607,6 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[i]
-}
-
-/// Three notify rules that each match every job's end: a webhook to a
-/// receiver that is down (its deliveries are retried), an exec hook, and a
-/// mail rule to an SMTP port nobody listens on.
-const NOTIFY_RULES: &str = r#"
-[notify.hook]
-on = ["job.finished"]
-webhook = { url = "http://127.0.0.1:9/hook" }
-[notify.pager]
-on = ["job.finished", "job.submitted"]
-exec = ["/bin/true"]
-[notify.ops]
-on = ["job.finished"]
-mail = { to = ["ops@example.invalid"] }
-[smtp]
-host = "127.0.0.1"
-port = 9
-"#;
-
-/// (n) The 2,000-activity job and 300 separate submissions with the three
-/// rules of [`NOTIFY_RULES`], against the same daemon without them,
-/// alternating, five runs each: notifications must not slow the engine.
-fn with_notify_rules() -> Result<()> {
-    let mut chain = String::from("[chain]\nmax_parallel = 2\n[process.p]\nmode = \"parallel\"\n");
-    for i in 0..2000 {
-        chain.push_str(&format!(
-            "[process.p.activity.a{i}]\ncommand = [\"sh\", \"-c\", \"true\"]\n"
-        ));
-    }
-    let one = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
-    let settings = "max_parallel = 2\n";
-    let mut plain = Daemon::new(
-        settings,
-        &[("many.toml", chain.clone()), ("one.toml", one.clone())],
-    )?;
-    let mut notified = Daemon::new(
-        &format!("{settings}{NOTIFY_RULES}"),
-        &[("many.toml", chain), ("one.toml", one)],
-    )?;
-    let (mut spawn_plain, mut spawn_notified) = (Vec::new(), Vec::new());
-    let (mut submit_plain, mut submit_notified) = (Vec::new(), Vec::new());
-    let submits = |daemon: &Daemon| -> Result<f64> {
-        let started = Instant::now();
-        let mut last = String::new();
-        for _ in 0..300 {
-            let out = daemon.hfctl(&["--json", "submit", "one"])?;
-            last = String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        let id = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
-            .as_u64()
-            .context("submit --json has job_id")?;
-        // Jobs run in submission order at equal priority: the last one's
-        // end is the end of all of them.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(async {
-                let client = daemon.client().await?;
-                wait_terminal(&client, id).await
-            })?;
-        Ok(secs(started.elapsed()))
-    };
-    for _ in 0..5 {
-        for (daemon, spawn, submit) in [
-            (&plain, &mut spawn_plain, &mut submit_plain),
-            (&notified, &mut spawn_notified, &mut submit_notified),
-        ] {
-            let started = Instant::now();
-            daemon.hfctl(&["submit", "many", "--wait"])?;
-            spawn.push(secs(started.elapsed()));
-            submit.push(submits(daemon)?);
-        }
-    }
-    plain.stop()?;
-    notified.stop()?;
-    let (a, b) = (median(spawn_plain.clone()), median(spawn_notified.clone()));
-    println!("notify: 2000 activities, no rules:    median {a:.3} s {spawn_plain:.3?}");
-    println!("notify: 2000 activities, three rules: median {b:.3} s {spawn_notified:.3?}");
-    println!("notify: ratio with/without {:.3}", b / a);
-    let (c, d) = (
-        median(submit_plain.clone()),
-        median(submit_notified.clone()),
-    );
-    println!("notify: 300 submits, no rules:        median {c:.3} s {submit_plain:.3?}");
-    println!("notify: 300 submits, three rules:     median {d:.3} s {submit_notified:.3?}");
-    println!("notify: ratio with/without {:.3}", d / c);
-    Ok(())
 }
 
 /// Peak resident memory (VmHWM) of process `pid`, in MiB.

@@ -73,10 +73,11 @@ fn count_calls(log: &std::path::Path) -> BTreeMap<String, usize> {
     counts
 }
 
-pub fn slurm_vs_sbatch() -> Result<()> {
-    let cpus = node_cpus()?;
+/// A chain of [`ATTEMPTS`] one-second Slurm activities, at most
+/// `parallel` of them submitted at once.
+fn chain(parallel: usize) -> String {
     let mut chain = format!(
-        "[chain]\nmax_parallel = {cpus}\n[defaults]\nexecutor = \"slurm\"\n\
+        "[chain]\nmax_parallel = {parallel}\n[defaults]\nexecutor = \"slurm\"\n\
          [process.p]\nmode = \"parallel\"\n"
     );
     for i in 0..ATTEMPTS {
@@ -84,11 +85,31 @@ pub fn slurm_vs_sbatch() -> Result<()> {
             "[process.p.activity.a{i}]\ncommand = [\"sleep\", \"1\"]\n"
         ));
     }
+    chain
+}
+
+/// Calls per client, and the queries (every client but sbatch) among them.
+fn tally(calls: &BTreeMap<String, usize>) -> (usize, usize) {
+    let sbatch = calls.get("sbatch").copied().unwrap_or(0);
+    let queries = calls
+        .iter()
+        .filter(|(name, _)| name.as_str() != "sbatch")
+        .map(|(_, n)| n)
+        .sum();
+    (sbatch, queries)
+}
+
+pub fn slurm_vs_sbatch() -> Result<()> {
+    let cpus = node_cpus()?;
     let scratch = tempfile::tempdir()?;
     let path = counting_path(scratch.path())?;
+    let log = scratch.path().join("calls");
     let daemon = Daemon::new_with_env(
-        &format!("max_parallel = {cpus}\n"),
-        &[("slurm.toml", chain)],
+        &format!("max_parallel = {ATTEMPTS}\n"),
+        &[
+            ("slurm.toml", chain(cpus)),
+            ("slurm-all.toml", chain(ATTEMPTS)),
+        ],
         &[("PATH", &path)],
     )?;
 
@@ -109,13 +130,8 @@ pub fn slurm_vs_sbatch() -> Result<()> {
     let started = Instant::now();
     daemon.hfctl(&["submit", "slurm", "--wait"])?;
     let ours = secs(started.elapsed());
-    let calls = count_calls(&scratch.path().join("calls"));
-    let sbatch = calls.get("sbatch").copied().unwrap_or(0);
-    let queries: usize = calls
-        .iter()
-        .filter(|(name, _)| name.as_str() != "sbatch")
-        .map(|(_, n)| n)
-        .sum();
+    let calls = count_calls(&log);
+    let (sbatch, queries) = tally(&calls);
     println!(
         "slurm: {ATTEMPTS} one-second activities on Slurm, max_parallel {cpus}: holdfast {ours:.1} s"
     );
@@ -125,8 +141,23 @@ pub fn slurm_vs_sbatch() -> Result<()> {
     println!("slurm: ratio holdfast/sbatch {:.2}", ours / baseline);
     println!(
         "slurm: Slurm clients started by holdfastd: {calls:?}; {sbatch} sbatch (one per attempt), \
-         {queries} queries = {:.1} per minute while attempts were active",
+         {queries} queries = {:.1} per minute with {cpus} attempts active",
         queries as f64 / (ours / 60.0)
+    );
+
+    // All attempts submitted at once: Slurm queues them and runs as many
+    // as the node has CPUs; the daemon tracks all of them.
+    std::fs::remove_file(&log)?;
+    let started = Instant::now();
+    daemon.hfctl(&["submit", "slurm-all", "--wait"])?;
+    let all = secs(started.elapsed());
+    let calls = count_calls(&log);
+    let (sbatch, queries) = tally(&calls);
+    println!(
+        "slurm: the same with max_parallel {ATTEMPTS} (all submitted at once): holdfast {all:.1} s; \
+         clients {calls:?}; {sbatch} sbatch, {queries} queries = {:.1} per minute with up to \
+         {ATTEMPTS} attempts active",
+        queries as f64 / (all / 60.0)
     );
     Ok(())
 }
