@@ -358,12 +358,20 @@ async fn full_screen(
     });
     let only = session.only;
     let mut failure = None;
+    // Elapsed times move between events: the view is drawn again every
+    // second from what it holds (the daemon is not asked).
+    let mut clock = tokio::time::interval(std::time::Duration::from_secs(1));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Err(error) = terminal.draw(|frame| draw(frame, &view, only)) {
             failure = Some(Error::Stdout(error));
             break;
         }
-        let Some(update) = rx.recv().await else {
+        let update = tokio::select! {
+            update = rx.recv() => update,
+            _ = clock.tick() => Some(Update::Redraw),
+        };
+        let Some(update) = update else {
             break;
         };
         let result = match update {

@@ -111,6 +111,28 @@ fn watch_in_a_terminal_shows_bars_advancing_and_the_queue() {
         }
     });
     assert!(before > 0, "a fifth of the bar is filled");
+    // Nothing happens while the activity waits for the step file, yet the
+    // job's elapsed time moves: the view is drawn again every second.
+    let job_line = |screen: &str| {
+        screen
+            .lines()
+            .find(|l| {
+                l.trim_start_matches(|c: char| c == '│' || c.is_whitespace())
+                    .starts_with(&format!("{first} steps running"))
+            })
+            .map(str::to_string)
+    };
+    let (shown, _) = eventually(STEP, "the first job's line", || {
+        let screen = tmux.screen();
+        job_line(&screen).ok_or(screen)
+    });
+    eventually(STEP, "the elapsed time moving without events", || {
+        let screen = tmux.screen();
+        match job_line(&screen) {
+            Some(line) if line != shown => Ok(()),
+            _ => Err(format!("still {shown:?}\n{screen}")),
+        }
+    });
     std::fs::write(daemon.dir().join("step"), "").expect("the step file");
     let (after, _) = eventually(STEP, "the bar at 60%", || {
         let screen = tmux.screen();
