@@ -67,7 +67,14 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         .call(
             daemon
                 .client
-                .job_list(None, Some(job.chain.clone()), Some(RECENT_RUNS), None),
+                .job_list(
+                    None,
+                    Some(job.chain.clone()),
+                    Some(RECENT_RUNS),
+                    None,
+                    None,
+                    None,
+                ),
         )
         .await?;
     let html = render(&job, &raw, &recent.jobs);

@@ -1,0 +1,104 @@
+//! Conventions of `hfctl` and `job.list` found when porting scripts: lists
+//! filtered by tenant and age, page sizes refused outside their range
+//! rather than clamped.
+
+use holdfast_tests::TestDaemon;
+use holdfast_tests::http::rpc_call;
+use serde_json::{Value, json};
+
+use crate::support::shown;
+
+const WORK: &str = r#"
+[process.p.activity.a]
+shell = "true"
+"#;
+
+fn ids(list: &Value) -> Vec<u64> {
+    list["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a job list: {list}"))
+        .iter()
+        .map(|j| j["id"].as_u64().expect("an id"))
+        .collect()
+}
+
+/// Proves `hfctl list --tenant T` (and `job.list` with `tenant`) returns
+/// that tenant's jobs only, and `--since` keeps the jobs created at or after
+/// a duration back, a date or an instant; a `since` that cannot be read is
+/// refused on its field.
+#[test]
+fn list_filters_by_tenant_and_since() {
+    let daemon = TestDaemon::start(&[("work.toml", WORK)]);
+    daemon.write_tenant("north", "[params]\n");
+    daemon.write_tenant("south", "[params]\n");
+    daemon.hfctl_json(&["reload"]);
+    let north_1 = daemon.submit("work", &["--tenant", "north"]);
+    let south = daemon.submit("work", &["--tenant", "south"]);
+    let plain = daemon.submit("work", &[]);
+    for id in [north_1, south, plain] {
+        daemon.wait_done(id);
+    }
+    // Everything before this instant is older than the next job.
+    let cut = daemon.status(plain).created_at;
+    let north_2 = daemon.submit("work", &["--tenant", "north"]);
+    daemon.wait_done(north_2);
+
+    let north = daemon.hfctl_json(&["list", "--tenant", "north"]);
+    assert_eq!(ids(&north), vec![north_2, north_1], "{north}");
+    let by_rpc = rpc_call(daemon.socket(), "job.list", json!({"tenant": "south"}));
+    assert_eq!(ids(&by_rpc["result"]), vec![south], "{by_rpc}");
+    let nobody = daemon.hfctl_json(&["list", "--tenant", "nobody"]);
+    assert_eq!(ids(&nobody), Vec::<u64>::new());
+
+    let recent = daemon.hfctl_json(&["list", "--since", "1h"]);
+    assert_eq!(ids(&recent), vec![north_2, plain, south, north_1]);
+    let after_cut = daemon.hfctl_json(&["list", "--since", &cut]);
+    assert!(
+        ids(&after_cut).contains(&north_2) && !ids(&after_cut).contains(&south),
+        "--since an instant keeps only jobs created from then: {after_cut} (cut {cut})"
+    );
+    let future = daemon.hfctl_json(&["list", "--since", "2999-01-01"]);
+    assert_eq!(ids(&future), Vec::<u64>::new(), "a date: {future}");
+    let both = daemon.hfctl_json(&["list", "--tenant", "north", "--since", &cut]);
+    assert_eq!(ids(&both), vec![north_2]);
+
+    let bad = daemon.hfctl(&["list", "--since", "last week"]);
+    assert_eq!(bad.status.code(), Some(8), "{}", shown(&bad));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        said.starts_with("hfctl: ") && said.contains("since: give a duration"),
+        "the refusal names the field and its forms: {said}"
+    );
+}
+
+/// Proves a page of 0 or 5000 jobs is refused, not clamped: hfctl says the
+/// range 1..=1000 (usage error, exit 2) and `job.list` answers -32602 with a
+/// message naming it; 1000 itself is accepted.
+#[test]
+fn list_limits_outside_the_range_are_refused() {
+    let daemon = TestDaemon::start(&[("work.toml", WORK)]);
+    for limit in ["0", "5000"] {
+        let out = daemon.hfctl(&["list", "--limit", limit]);
+        assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("1..=1000"),
+            "the range is named: {}",
+            shown(&out)
+        );
+    }
+    for limit in [0, 1001, 5000] {
+        let answer = rpc_call(daemon.socket(), "job.list", json!({"limit": limit}));
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        assert_eq!(
+            answer["error"]["message"],
+            format!("limit must be between 1 and 1000 (got {limit})"),
+            "{answer}"
+        );
+    }
+    let fine = rpc_call(daemon.socket(), "job.list", json!({"limit": 1000}));
+    assert!(fine["result"]["jobs"].is_array(), "{fine}");
+    assert_eq!(
+        daemon.hfctl(&["list", "--limit", "1000"]).status.code(),
+        Some(0)
+    );
+}
