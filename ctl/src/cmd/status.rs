@@ -52,7 +52,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         }
         None => {
             let list = daemon
-                .call(daemon.client.job_list(None, None, Some(20), None, None, None))
+                .call(
+                    daemon
+                        .client
+                        .job_list(None, None, Some(20), None, None, None),
+                )
                 .await?;
             if ctx.json {
                 output::print_json(&list)?;

@@ -462,10 +462,24 @@ async fn history(status: bool, stats: bool, startup: bool) -> Result<()> {
     wait_terminal(&client, last).await?;
     loop {
         let running = client
-            .job_list(Some("running".into()), Some("one".into()), Some(1), None, None, None)
+            .job_list(
+                Some("running".into()),
+                Some("one".into()),
+                Some(1),
+                None,
+                None,
+                None,
+            )
             .await?;
         let queued = client
-            .job_list(Some("queued".into()), Some("one".into()), Some(1), None, None, None)
+            .job_list(
+                Some("queued".into()),
+                Some("one".into()),
+                Some(1),
+                None,
+                None,
+                None,
+            )
             .await?;
         match running.jobs.first().or(queued.jobs.first()) {
             Some(j) => wait_terminal(&client, j.id).await?,

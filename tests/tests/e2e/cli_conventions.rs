@@ -2,6 +2,7 @@
 //! filtered by tenant and age, page sizes refused outside their range
 //! rather than clamped.
 
+use holdfast_api::AttemptState;
 use holdfast_tests::TestDaemon;
 use holdfast_tests::http::rpc_call;
 use serde_json::{Value, json};
@@ -101,4 +102,66 @@ fn list_limits_outside_the_range_are_refused() {
         daemon.hfctl(&["list", "--limit", "1000"]).status.code(),
         Some(0)
     );
+}
+
+const LONG: &str = r#"
+[process.p.activity.a]
+shell = "sleep 300"
+"#;
+
+/// Waits until attempt `number` of `p.a` runs.
+fn attempt_running(daemon: &TestDaemon, job: u64, number: u32) {
+    daemon.wait_for(job, &format!("running attempt {number}"), |j| {
+        j.activities.iter().any(|a| {
+            a.attempts
+                .iter()
+                .any(|t| t.number == number && t.state == AttemptState::Running)
+        })
+    });
+}
+
+/// Proves an interrupted attempt's error says how the daemon ended: a
+/// graceful stop (SIGTERM) reads "was stopped (graceful stop)" and leaves
+/// the `clean-stop` marker, which the next start takes away; a crash
+/// (SIGKILL) reads "crashed or was killed". Both carry an error id.
+#[test]
+fn an_interruption_says_stop_or_crash() {
+    let mut daemon = TestDaemon::start(&[("long.toml", LONG)]);
+    let job = daemon.submit("long", &[]);
+    attempt_running(&daemon, job, 1);
+    let status = daemon.stop();
+    assert!(status.success(), "a graceful stop: {status}");
+    let marker = daemon.state_dir().join("clean-stop");
+    assert!(
+        marker.exists(),
+        "a graceful stop leaves {}",
+        marker.display()
+    );
+    daemon.launch();
+    assert!(!marker.exists(), "the start takes the marker away");
+    attempt_running(&daemon, job, 2);
+    daemon.kill9();
+    daemon.launch();
+    attempt_running(&daemon, job, 3);
+
+    let now = daemon.status(job);
+    let attempts = &crate::support::activity(&now, "p.a").attempts;
+    let first = &attempts[0];
+    assert_eq!(first.state, AttemptState::Interrupted);
+    assert_eq!(
+        first.error.as_deref(),
+        Some("interrupted: the daemon was stopped (graceful stop) while it ran"),
+        "{first:?}"
+    );
+    let second = &attempts[1];
+    assert_eq!(second.state, AttemptState::Interrupted);
+    assert_eq!(
+        second.error.as_deref(),
+        Some(
+            "interrupted: the daemon crashed or was killed while it ran (it did not stop cleanly)"
+        ),
+        "{second:?}"
+    );
+    assert!(first.error_id.is_some() && second.error_id.is_some());
+    daemon.hfctl_json(&["cancel", &job.to_string()]);
 }
