@@ -165,3 +165,42 @@ fn an_interruption_says_stop_or_crash() {
     assert!(first.error_id.is_some() && second.error_id.is_some());
     daemon.hfctl_json(&["cancel", &job.to_string()]);
 }
+
+const UNRENDERABLE: &str = r#"
+[process.up.activity.make]
+shell = "true"
+
+[process.mid]
+after = ["up"]
+
+[process.mid.activity.use]
+command = ["echo", "{{ outputs.up.make.missing }}"]
+"#;
+
+/// Proves `hfctl logs JOB ACT` of an attempt that never started (here its
+/// command could not be rendered, so no process and no log) prints why,
+/// the attempt's error on stderr after `hfctl: `, instead of nothing or
+/// "printed no output"; `--json` still prints only the chunks.
+#[test]
+fn logs_of_an_attempt_that_did_not_start_say_why() {
+    let daemon = TestDaemon::start(&[("gap.toml", UNRENDERABLE)]);
+    let job = daemon.submit("gap", &[]);
+    let done = daemon.wait_done(job);
+    let attempt = &crate::support::activity(&done, "mid.use").attempts[0];
+    assert_eq!(attempt.state, AttemptState::SpawnError, "{attempt:?}");
+    let error = attempt.error.clone().expect("a spawn error has a reason");
+
+    let out = daemon.hfctl(&["logs", &job.to_string(), "mid.use"]);
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert!(out.stdout.is_empty(), "{}", shown(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said.trim_end(),
+        format!("hfctl: attempt 1 of gap.mid.use did not start: {error}"),
+        "{}",
+        shown(&out)
+    );
+    let json = daemon.hfctl(&["--json", "logs", &job.to_string(), "mid.use"]);
+    assert_eq!(json.status.code(), Some(0), "{}", shown(&json));
+    assert!(json.stderr.is_empty(), "{}", shown(&json));
+}
