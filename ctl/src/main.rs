@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(
             error_code(&Error::SocketPermission {
                 socket,
-                group: "holdfast".into()
+                access: error::SocketAccess::Directory
             }),
             7
         );

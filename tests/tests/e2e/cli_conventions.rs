@@ -2,6 +2,8 @@
 //! filtered by tenant and age, page sizes refused outside their range
 //! rather than clamped.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
 use holdfast_api::AttemptState;
 use holdfast_tests::TestDaemon;
 use holdfast_tests::http::rpc_call;
@@ -203,4 +205,41 @@ fn logs_of_an_attempt_that_did_not_start_say_why() {
     let json = daemon.hfctl(&["--json", "logs", &job.to_string(), "mid.use"]);
     assert_eq!(json.status.code(), Some(0), "{}", shown(&json));
     assert!(json.stderr.is_empty(), "{}", shown(&json));
+}
+
+/// Proves the refusal of a user daemon's 0600 socket names its owner and
+/// says only they may use it, rather than a group that would not help.
+#[test]
+fn a_private_socket_refusal_names_its_owner() {
+    let Some(accounts) = crate::users::accounts_or_skip("a_private_socket_refusal_names_its_owner")
+    else {
+        return;
+    };
+    let daemon = TestDaemon::start(&[("work.toml", WORK)]);
+    let socket = daemon.socket();
+    let meta = std::fs::metadata(socket).expect("the socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "a user socket");
+    // The outsider may reach the socket (not its state directory).
+    std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod the test directory");
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .expect("the socket's owner exists")
+        .name;
+
+    let out = accounts.outsider.hfctl(socket, &["list"]);
+    assert_eq!(out.status.code(), Some(7), "{}", shown(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said.trim_end(),
+        format!(
+            "hfctl: permission denied on {}; only its owner '{owner}' may use it (mode 0600); \
+             run hfctl as '{owner}', or start a daemon of your own",
+            socket.display()
+        ),
+        "{}",
+        shown(&out)
+    );
+    assert!(!said.contains("group"), "no group to join: {said}");
 }
