@@ -72,9 +72,8 @@ pub enum Error {
     #[error("the daemon on {} did not complete the handshake: {message}", socket.display())]
     Handshake { socket: PathBuf, message: String },
 
-    /// Printed without the `hfctl: ` prefix: the line already starts with it.
     #[error(
-        "hfctl speaks protocol {ours} but the daemon at {} speaks {theirs}; upgrade the older one",
+        "this hfctl speaks protocol {ours} but the daemon at {} speaks {theirs}; upgrade the older one",
         socket.display()
     )]
     ProtocolMismatch {

@@ -243,3 +243,54 @@ fn a_private_socket_refusal_names_its_owner() {
     );
     assert!(!said.contains("group"), "no group to join: {said}");
 }
+
+/// Proves every error hfctl prints starts `hfctl: `, whatever its source:
+/// no daemon, the daemon's NOT_FOUND and INVALID_PARAMETERS, a file it
+/// cannot read, a file it cannot write.
+#[test]
+fn every_error_line_starts_with_hfctl() {
+    let daemon = TestDaemon::start(&[("work.toml", WORK)]);
+    let job = daemon.submit("work", &[]);
+    daemon.wait_done(job);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let missing = dir.path().join("missing.json");
+    let unwritable = dir.path().join("no-such-dir").join("report.html");
+    let cases: Vec<(Vec<String>, i32)> = vec![
+        (vec!["status".into(), "999".into()], 6),
+        (vec!["list".into(), "--since".into(), "soon".into()], 8),
+        (
+            vec![
+                "submit".into(),
+                "work".into(),
+                "--params".into(),
+                missing.display().to_string(),
+            ],
+            1,
+        ),
+        (
+            vec![
+                "report".into(),
+                job.to_string(),
+                "--html".into(),
+                unwritable.display().to_string(),
+            ],
+            1,
+        ),
+    ];
+    for (args, code) in cases {
+        let out = daemon.hfctl(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", shown(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        let first = said.lines().next().unwrap_or_default();
+        assert!(first.starts_with("hfctl: "), "{args:?}: {said:?}");
+    }
+    let mut cmd = holdfast_tests::hfctl_command(&dir.path().join("nobody.sock"));
+    cmd.arg("list");
+    let out = holdfast_tests::run_with_deadline(cmd, std::time::Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(3), "{}", shown(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("hfctl: no daemon answers on "),
+        "{}",
+        shown(&out)
+    );
+}
