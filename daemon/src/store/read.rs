@@ -51,10 +51,16 @@ pub(super) fn json_object(text: Option<String>) -> Map<String, Value> {
     }
 }
 
-/// SQL for a job's overall progress, in percent: finished activities count
-/// as 100, running ones as their last reported figure.
+/// SQL for a job's overall progress, in percent: the share of its work
+/// done, not whether it ended. A fan-out counts its succeeded items; other
+/// activities count 100 once succeeded or skipped, nothing once failed or
+/// cancelled, and their last reported figure while they run.
 const PROGRESS_SQL: &str = "(SELECT COALESCE(AVG(CASE
-        WHEN a.state IN ('succeeded', 'failed', 'skipped', 'cancelled') THEN 100.0
+        WHEN a.items_total > 0 THEN 100.0 * (SELECT COUNT(*) FROM items i
+            WHERE i.job_id = a.job_id AND i.idx = a.idx AND i.state = 'succeeded')
+            / a.items_total
+        WHEN a.state IN ('succeeded', 'skipped') THEN 100.0
+        WHEN a.state IN ('failed', 'cancelled') THEN 0.0
         ELSE COALESCE(a.progress, 0.0) END), 0.0)
      FROM activities a WHERE a.job_id = jobs.id)";
 

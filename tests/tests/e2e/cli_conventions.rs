@@ -294,3 +294,60 @@ fn every_error_line_starts_with_hfctl() {
         shown(&out)
     );
 }
+
+const HALF_DONE: &str = r#"
+[process.p.activity.good]
+shell = "true"
+
+[process.p.activity.bad]
+shell = 'echo "progress 40 loading facts" >&3; exit 1'
+"#;
+
+const HALF_CANCELLED: &str = r#"
+[process.p.activity.good]
+shell = "true"
+
+[process.q]
+after = ["p"]
+
+[process.q.activity.slow]
+shell = 'echo "progress 30 copying" >&3; sleep 300'
+"#;
+
+/// Proves a job that failed or was cancelled shows the share of its work
+/// done (an activity that succeeded counts, one that failed or was
+/// cancelled does not), not 100%; and that an ended activity's last
+/// report is frozen in the data and shown as where it stopped.
+#[test]
+fn progress_is_the_work_done_not_the_end() {
+    let daemon = TestDaemon::start(&[("half.toml", HALF_DONE), ("slow.toml", HALF_CANCELLED)]);
+    let failed = daemon.submit("half", &[]);
+    let job = daemon.wait_done(failed);
+    assert_eq!(job.state, holdfast_api::JobState::Failed, "{job:#?}");
+    assert_eq!(job.progress, 50.0, "one of two activities done: {job:#?}");
+    let bad = crate::support::activity(&job, "p.bad");
+    assert_eq!(
+        (bad.progress, bad.progress_text.as_deref()),
+        (Some(40.0), Some("loading facts")),
+        "the last report is kept as it was"
+    );
+    let list = daemon.hfctl_json(&["list", "--chain", "half"]);
+    assert_eq!(list["jobs"][0]["progress"], 50.0, "{list}");
+    let text = String::from_utf8_lossy(&daemon.hfctl(&["status", &failed.to_string()]).stdout)
+        .into_owned();
+    assert!(
+        text.contains("stopped at 40% loading facts"),
+        "hfctl status shows where it stopped: {text}"
+    );
+
+    let cancelled = daemon.submit("slow", &[]);
+    daemon.wait_for(cancelled, "q.slow reporting", |j| {
+        j.activities
+            .iter()
+            .any(|a| a.activity == "slow" && a.progress == Some(30.0))
+    });
+    daemon.hfctl_json(&["cancel", &cancelled.to_string()]);
+    let job = daemon.wait_done(cancelled);
+    assert_eq!(job.state, holdfast_api::JobState::Cancelled, "{job:#?}");
+    assert_eq!(job.progress, 50.0, "{job:#?}");
+}
