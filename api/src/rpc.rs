@@ -82,7 +82,10 @@ pub trait Holdfast {
     ) -> RpcResult<ItemPage>;
 
     /// Recent jobs, newest first. `before` pages: pass the previous answer's
-    /// `next_before`.
+    /// `next_before`. `limit` is 1–1000 (50 when not given); `tenant` keeps
+    /// that tenant's jobs; `since` (a duration back from now such as `7d`,
+    /// a date `YYYY-MM-DD` in the daemon's zone, or an RFC 3339 instant)
+    /// keeps jobs created at or after it.
     #[method(name = "job.list", param_kind = map)]
     async fn job_list(
         &self,
@@ -90,6 +93,8 @@ pub trait Holdfast {
         chain: Option<String>,
         limit: Option<u32>,
         before: Option<u64>,
+        tenant: Option<String>,
+        since: Option<String>,
     ) -> RpcResult<JobList>;
 
     /// Cancel queued or running jobs.

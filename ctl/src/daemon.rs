@@ -11,7 +11,7 @@ use jsonrpsee::core::client::{Client, ClientT, Error as ClientError};
 use jsonrpsee::core::params::ObjectParams;
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, SocketAccess};
 
 /// A connection whose daemon speaks our protocol.
 pub struct Daemon {
@@ -106,7 +106,7 @@ async fn open(socket: &Path) -> Result<Client, Error> {
     connect(socket).await.map_err(|e| match e {
         ConnectError::NotRunning { path, .. } => Error::NotRunning { socket: path },
         ConnectError::PermissionDenied { path } => Error::SocketPermission {
-            group: socket_group(&path),
+            access: socket_access(&path),
             socket: path,
         },
         ConnectError::Handshake { path, message } => Error::Handshake {
@@ -116,15 +116,62 @@ async fn open(socket: &Path) -> Result<Client, Error> {
     })
 }
 
-/// The name of the group that may open `socket` (its file's group), for the
-/// refusal message; `holdfast` when it cannot be read (the directory itself
-/// may be closed to the caller).
-fn socket_group(socket: &Path) -> String {
+/// Who may open `socket`, from its mode, owner and group, for the refusal
+/// message.
+fn socket_access(socket: &Path) -> SocketAccess {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(socket)
-        .ok()
-        .and_then(|meta| {
-            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid())).ok()?
-        })
-        .map_or_else(|| "holdfast".to_string(), |group| group.name)
+    match std::fs::metadata(socket) {
+        Ok(meta) => access_of(meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        // The directory itself may be closed to the caller.
+        Err(_) => SocketAccess::Directory,
+    }
+}
+
+fn access_of(mode: u32, uid: u32, gid: u32) -> SocketAccess {
+    if mode & 0o006 == 0o006 {
+        SocketAccess::Directory
+    } else if mode & 0o060 == 0o060 {
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| g.name);
+        SocketAccess::Group { group }
+    } else {
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        SocketAccess::Owner { owner, mode }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_follows_the_socket_mode() {
+        assert_eq!(
+            access_of(0o660, 0, 0),
+            SocketAccess::Group {
+                group: "root".into()
+            }
+        );
+        assert_eq!(
+            access_of(0o600, 0, 0),
+            SocketAccess::Owner {
+                owner: "root".into(),
+                mode: 0o600
+            }
+        );
+        assert_eq!(access_of(0o666, 0, 0), SocketAccess::Directory);
+        assert_eq!(
+            SocketAccess::Owner {
+                owner: "ana".into(),
+                mode: 0o600
+            }
+            .to_string(),
+            "only its owner 'ana' may use it (mode 0600); run hfctl as 'ana', or start a daemon of your own"
+        );
+    }
 }

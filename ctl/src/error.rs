@@ -22,6 +22,38 @@ pub enum Outcome {
     JobCancelled,
 }
 
+/// Who may open a socket hfctl was refused, read from its mode and
+/// owners: what the refusal tells the caller to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAccess {
+    /// Read and write for its group: members get in.
+    Group { group: String },
+    /// Closed to its group and to others: its owner alone.
+    Owner { owner: String, mode: u32 },
+    /// Its mode could not be read, or it is open to others: a directory
+    /// above it keeps the caller out.
+    Directory,
+}
+
+impl std::fmt::Display for SocketAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketAccess::Group { group } => write!(
+                f,
+                "ask an administrator to add you to the '{group}' group, then log in again"
+            ),
+            SocketAccess::Owner { owner, mode } => write!(
+                f,
+                "only its owner '{owner}' may use it (mode {mode:04o}); run hfctl as '{owner}', or start a daemon of your own"
+            ),
+            SocketAccess::Directory => write!(
+                f,
+                "a directory above it is closed to you; ask an administrator which socket to use"
+            ),
+        }
+    }
+}
+
 /// Errors of hfctl's commands. Messages are lowercase and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,18 +63,17 @@ pub enum Error {
     )]
     NotRunning { socket: PathBuf },
 
-    #[error(
-        "permission denied on {}; ask an administrator to add you to the '{group}' group, then log in again",
-        socket.display()
-    )]
-    SocketPermission { socket: PathBuf, group: String },
+    #[error("permission denied on {}; {access}", socket.display())]
+    SocketPermission {
+        socket: PathBuf,
+        access: SocketAccess,
+    },
 
     #[error("the daemon on {} did not complete the handshake: {message}", socket.display())]
     Handshake { socket: PathBuf, message: String },
 
-    /// Printed without the `hfctl: ` prefix: the line already starts with it.
     #[error(
-        "hfctl speaks protocol {ours} but the daemon at {} speaks {theirs}; upgrade the older one",
+        "this hfctl speaks protocol {ours} but the daemon at {} speaks {theirs}; upgrade the older one",
         socket.display()
     )]
     ProtocolMismatch {

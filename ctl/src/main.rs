@@ -200,12 +200,19 @@ fn error_code(error: &Error) -> u8 {
 }
 
 fn report(error: Error) {
+    if let Some(text) = error_text(error) {
+        eprintln!("{text}");
+    }
+}
+
+/// What stderr says about `error`: one line starting `hfctl: ` (with a line
+/// per field for INVALID_PARAMETERS), or nothing for a reader that went
+/// away.
+fn error_text(error: Error) -> Option<String> {
     match error {
-        Error::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        // This line names hfctl itself; a prefix would say it twice.
-        Error::ProtocolMismatch { .. } => eprintln!("{error}"),
+        Error::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe => None,
         // `{:#}` appends each underlying cause after a colon.
-        other => eprintln!("hfctl: {:#}", anyhow::Error::from(other)),
+        other => Some(format!("hfctl: {:#}", anyhow::Error::from(other))),
     }
 }
 
@@ -272,7 +279,7 @@ mod tests {
         assert_eq!(
             error_code(&Error::SocketPermission {
                 socket,
-                group: "holdfast".into()
+                access: error::SocketAccess::Directory
             }),
             7
         );
@@ -283,6 +290,41 @@ mod tests {
                 message: "job 9 does not exist".into()
             }),
             6
+        );
+    }
+
+    #[test]
+    fn every_error_line_starts_with_hfctl() {
+        let socket = PathBuf::from("/run/holdfast/holdfast.sock");
+        let errors = [
+            Error::ProtocolMismatch {
+                socket: socket.clone(),
+                ours: 3,
+                theirs: 2,
+            },
+            Error::ReadFile {
+                path: PathBuf::from("/nonexistent/params.json"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            },
+            Error::Rpc {
+                code: -32602,
+                message: "limit must be between 1 and 1000 (got 0)".into(),
+            },
+            Error::SocketPermission {
+                socket,
+                access: error::SocketAccess::Directory,
+            },
+        ];
+        for error in errors {
+            let text = error_text(error).expect("a line");
+            assert!(text.starts_with("hfctl: "), "{text}");
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
+        assert_eq!(
+            error_text(Error::Stdout(std::io::Error::from(
+                std::io::ErrorKind::BrokenPipe
+            ))),
+            None
         );
     }
 

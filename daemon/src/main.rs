@@ -365,6 +365,10 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
                 tracing::warn!(%error, "cannot checkpoint the database at stop; its -wal file holds the newest changes, keep it with the database")
             }
         }
+        // Last: the next start tells this stop from a crash.
+        if let Err(error) = store::clean_stop::mark(&settings.state_dir) {
+            tracing::warn!(%error, "cannot record the clean stop; the next start will take it for a crash");
+        }
     } else {
         let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
     }

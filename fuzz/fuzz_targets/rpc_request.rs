@@ -91,6 +91,8 @@ impl HoldfastServer for Refuser {
         _chain: Option<String>,
         _limit: Option<u32>,
         _before: Option<u64>,
+        _tenant: Option<String>,
+        _since: Option<String>,
     ) -> RpcResult<JobList> {
         refuse()
     }

@@ -1,5 +1,5 @@
-//! `hfctl list`: jobs filtered by state and chain, newest first, one page at
-//! a time. `--json` prints the `JobList` (`{"jobs": [...], "next_before"}`).
+//! `hfctl list`: jobs filtered by state, chain, tenant and age, newest
+//! first, one page at a time. `--json` prints the `JobList` (`{"jobs": [...], "next_before"}`).
 
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{JobState, JobSummary};
@@ -16,8 +16,16 @@ pub struct Args {
     /// Only jobs of this chain.
     #[arg(long)]
     pub chain: Option<String>,
-    /// At most this many jobs (the daemon's default when not given).
-    #[arg(long, value_name = "N")]
+    /// Only this tenant's jobs.
+    #[arg(long, value_name = "T")]
+    pub tenant: Option<String>,
+    /// Only jobs created since: a duration back from now (7d, 12h), a date
+    /// (2026-12-01, from its midnight in the daemon's zone) or an RFC 3339
+    /// instant.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// At most this many jobs, 1 to 1000 (default 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
     /// Only jobs older than this id (the next page).
     #[arg(long, value_name = "ID")]
@@ -39,6 +47,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
             args.chain,
             args.limit,
             args.before,
+            args.tenant,
+            args.since,
         ))
         .await?;
     if ctx.json {

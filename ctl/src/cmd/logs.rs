@@ -3,8 +3,8 @@
 //! `job.follow_logs` subscription. Also the reading and following that
 //! `submit --follow` reuses.
 
-use holdfast_api::LogChunk;
 use holdfast_api::rpc::HoldfastClient;
+use holdfast_api::{AttemptState, LogChunk};
 use jsonrpsee::core::client::SubscriptionCloseReason;
 
 use std::sync::Arc;
@@ -86,12 +86,40 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         })
         .await?;
     }
-    if !ctx.json
-        && let Some(note) = seen.note()
-    {
-        eprintln!("hfctl: {note}");
+    if !ctx.json {
+        let not_started = match seen.empty_attempt() {
+            Some((path, number)) => not_started(ctx, args.job, path, number).await?,
+            None => None,
+        };
+        if let Some(note) = not_started.or_else(|| seen.note()) {
+            eprintln!("hfctl: {note}");
+        }
     }
     Ok(Outcome::Success)
+}
+
+/// Why attempt `number` of `path` has no log when it never started (its
+/// command could not be rendered, its user or a connection not found, the
+/// program not executed): its error, in place of "printed no output".
+async fn not_started(
+    ctx: &Context,
+    job_id: u64,
+    path: &str,
+    number: u32,
+) -> Result<Option<String>, Error> {
+    let daemon = ctx.connect().await?;
+    let job = daemon.call(daemon.client.job_get(job_id)).await?;
+    let attempt = job
+        .activities
+        .iter()
+        .filter(|a| a.path == path)
+        .flat_map(|a| a.attempts.iter())
+        .find(|a| a.number == number);
+    Ok(attempt.and_then(|a| {
+        let error = a.error.as_deref()?;
+        (a.state == AttemptState::SpawnError)
+            .then(|| format!("attempt {number} of {path} did not start: {error}"))
+    }))
 }
 
 /// What the chunks of one log said about it, for the note after it.
@@ -101,10 +129,13 @@ struct Seen {
     dropped: u64,
     complete: bool,
     log_error: Option<String>,
+    /// The attempt of the last chunk: `chain.process.activity` and number.
+    attempt: Option<(String, u32)>,
 }
 
 impl Seen {
     fn add(&mut self, chunk: &LogChunk) {
+        self.attempt = Some((chunk.activity.clone(), chunk.attempt));
         self.bytes += chunk.data.len() as u64;
         self.dropped = self.dropped.max(chunk.dropped);
         self.complete |= chunk.complete;
@@ -113,12 +144,21 @@ impl Seen {
         }
     }
 
+    /// The attempt whose ended log is empty, with nothing dropped: it may
+    /// never have started.
+    fn empty_attempt(&self) -> Option<(&str, u32)> {
+        let (path, number) = self.attempt.as_ref()?;
+        (self.bytes == 0 && self.complete && self.dropped == 0 && self.log_error.is_none())
+            .then_some((path.as_str(), *number))
+    }
+
     /// Why the log is empty or short, when it is: the file could not be
     /// created, output went past the cap, or the attempt printed nothing.
     fn note(&self) -> Option<String> {
         if let Some(reason) = &self.log_error {
             return Some(format!(
-                "the daemon could not create this attempt's log ({reason});                  its {} bytes of output were not kept",
+                "the daemon could not create this attempt's log ({reason}); \
+                 its {} bytes of output were not kept",
                 self.dropped
             ));
         }

@@ -33,6 +33,8 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<Outcome, Error> {
                 None,
                 Some(MAX_JOBS),
                 None,
+                None,
+                None,
             ))
             .await?;
         // Oldest first: the order in which they started or were queued.

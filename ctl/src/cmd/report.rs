@@ -64,11 +64,14 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         .await?;
     let job: Job = serde_json::from_value(raw.clone()).map_err(|e| daemon.bad_item(e))?;
     let recent = daemon
-        .call(
-            daemon
-                .client
-                .job_list(None, Some(job.chain.clone()), Some(RECENT_RUNS), None),
-        )
+        .call(daemon.client.job_list(
+            None,
+            Some(job.chain.clone()),
+            Some(RECENT_RUNS),
+            None,
+            None,
+            None,
+        ))
         .await?;
     let html = render(&job, &raw, &recent.jobs);
     if args.html.as_os_str() == "-" {

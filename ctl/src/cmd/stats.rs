@@ -15,8 +15,9 @@ use crate::output::{self, Align, Cell, Table};
 pub struct Args {
     /// CHAIN, CHAIN.PROCESS or CHAIN.PROCESS.ACTIVITY; every chain without.
     pub target: Option<String>,
-    /// Count jobs created since: a duration back from now (7d, 12h) or an
-    /// RFC 3339 instant.
+    /// Count jobs created since: a duration back from now (7d, 12h), a date
+    /// (2026-12-01, from its midnight in the daemon's zone) or an RFC 3339
+    /// instant.
     #[arg(long, default_value = "7d")]
     pub since: String,
     /// Only this tenant's jobs.

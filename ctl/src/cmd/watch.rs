@@ -175,6 +175,8 @@ impl Session {
                     None,
                     Some(MAX_JOBS),
                     None,
+                    None,
+                    None,
                 ))
                 .await?;
             open.extend(list.jobs.iter().map(|j| j.id));

@@ -444,6 +444,9 @@ pub struct Engine {
     next_job_id: u64,
     error_counter: u64,
     shutting_down: Option<Vec<oneshot::Sender<()>>>,
+    /// How the previous daemon ended: the words for the attempts it left
+    /// running.
+    last_stop: crate::store::clean_stop::LastStop,
     schedules: std::collections::BTreeMap<(String, String), schedules::ScheduleRun>,
     schedule_timer: Option<tokio::task::AbortHandle>,
     /// Events written with their transitions (`events.rs`).
@@ -511,6 +514,7 @@ impl Engine {
                 });
             }
         }
+        let last_stop = crate::store::clean_stop::take(&settings.state_dir);
         let secrets = crate::secrets::Sealer::open_or_create(&key)
             .map(Arc::new)
             .map_err(|e| {
@@ -538,6 +542,7 @@ impl Engine {
             next_job_id,
             error_counter: 0,
             shutting_down: None,
+            last_stop,
             schedules: std::collections::BTreeMap::new(),
             schedule_timer: None,
             outbox,

@@ -105,7 +105,7 @@ impl Engine {
                         exit_code: None,
                         signal: None,
                         error_id: Some(error_id),
-                        error: Some("the daemon stopped while it ran".into()),
+                        error: Some(self.last_stop.interrupted_error().into()),
                         finished_at: now,
                         log_bytes: 0,
                         log_dropped: 0,

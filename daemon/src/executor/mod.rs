@@ -193,7 +193,7 @@ async fn run_simulated(
         Some(KillReason::Shutdown) => (
             AttemptState::Interrupted,
             None,
-            Some("interrupted by daemon stop".to_string()),
+            Some(crate::store::clean_stop::STOPPED.to_string()),
         ),
         None if simulate.exit_code == 0 => (AttemptState::Succeeded, Some(0), None),
         None => (
@@ -493,7 +493,7 @@ async fn run(
                 )),
                 AttemptState::Timeout => Some("timed out".to_string()),
                 AttemptState::Cancelled => Some("cancelled".to_string()),
-                AttemptState::Interrupted => Some("interrupted by daemon stop".to_string()),
+                AttemptState::Interrupted => Some(crate::store::clean_stop::STOPPED.to_string()),
                 _ => None,
             };
             AttemptEnd {

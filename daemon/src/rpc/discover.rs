@@ -141,6 +141,12 @@ const METHODS: &[MethodSpec] = &[
                 false,
                 r#"{"type":"integer","minimum":1,"maximum":1000}"#,
             ),
+            ("tenant", false, r#"{"type":"string"}"#),
+            (
+                "since",
+                false,
+                r#"{"type":"string","description":"a duration back from now (7d), a date (2026-12-01) or an RFC 3339 instant"}"#,
+            ),
             (
                 "before",
                 false,

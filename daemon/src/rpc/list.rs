@@ -3,9 +3,14 @@
 
 use holdfast_api::{ErrorCode, FieldError, JobList, JobState};
 use jsonrpsee::core::RpcResult;
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::types::error::INVALID_PARAMS_CODE;
 
 use super::{RpcServer, store_error};
-use crate::store::{self, ListFilter};
+use crate::store::{self, LIST_LIMITS, ListFilter};
+
+/// Jobs a page holds when the caller names no `limit`.
+const DEFAULT_LIMIT: u32 = 50;
 
 pub(super) async fn handle(
     server: &RpcServer,
@@ -13,7 +18,14 @@ pub(super) async fn handle(
     chain: Option<String>,
     limit: Option<u32>,
     before: Option<u64>,
+    tenant: Option<String>,
+    since: Option<String>,
 ) -> RpcResult<JobList> {
+    let limit = checked_limit(limit)?;
+    let since_ms = match since.as_deref() {
+        Some(text) => Some(super::since::parse_param(text, store::now_ms())?),
+        None => None,
+    };
     let state = match state.as_deref() {
         None => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -29,7 +41,9 @@ pub(super) async fn handle(
     let filter = ListFilter {
         state,
         chain,
-        limit: limit.unwrap_or(50),
+        tenant,
+        since_ms,
+        limit,
         before,
     };
     let mut list = server
@@ -48,4 +62,41 @@ pub(super) async fn handle(
         job.waiting = waiting.remove(&job.id);
     }
     Ok(list)
+}
+
+/// `limit` within the documented range, or -32602 naming the range: a page
+/// of 0 or 5000 jobs is a mistake to say, not to clamp silently.
+fn checked_limit(limit: Option<u32>) -> Result<u32, ErrorObjectOwned> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if LIST_LIMITS.contains(&n) => Ok(n),
+        Some(n) => Err(ErrorObjectOwned::owned::<()>(
+            INVALID_PARAMS_CODE,
+            format!(
+                "limit must be between {} and {} (got {n})",
+                LIST_LIMITS.start(),
+                LIST_LIMITS.end()
+            ),
+            None,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_out_of_range_names_the_range() {
+        assert_eq!(checked_limit(None).ok(), Some(DEFAULT_LIMIT));
+        assert_eq!(checked_limit(Some(1000)).ok(), Some(1000));
+        for bad in [0, 1001, 5000] {
+            let error = checked_limit(Some(bad)).expect_err("out of range");
+            assert_eq!(error.code(), INVALID_PARAMS_CODE);
+            assert_eq!(
+                error.message(),
+                format!("limit must be between 1 and 1000 (got {bad})")
+            );
+        }
+    }
 }

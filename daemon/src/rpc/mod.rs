@@ -24,6 +24,7 @@ mod notification;
 mod plan;
 mod retry;
 mod schedule;
+mod since;
 pub mod socket;
 mod stats;
 mod submit;
@@ -287,8 +288,10 @@ impl HoldfastServer for RpcServer {
         chain: Option<String>,
         limit: Option<u32>,
         before: Option<u64>,
+        tenant: Option<String>,
+        since: Option<String>,
     ) -> RpcResult<JobList> {
-        list::handle(self, state, chain, limit, before).await
+        list::handle(self, state, chain, limit, before, tenant, since).await
     }
 
     async fn job_cancel(

@@ -12,6 +12,7 @@
 //! (`read_only.rs`); [`Store::make_writable`] gives it one in place, so every
 //! clone (the RPC layer's, the engine's) writes from then on.
 
+pub mod clean_stop;
 #[cfg(test)]
 mod digest_tests;
 mod items;

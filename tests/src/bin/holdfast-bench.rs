@@ -344,10 +344,10 @@ fn separate_submits() -> Result<()> {
             wait_terminal(&client, id).await?;
             loop {
                 let running = client
-                    .job_list(Some("running".into()), None, Some(1), None)
+                    .job_list(Some("running".into()), None, Some(1), None, None, None)
                     .await?;
                 let queued = client
-                    .job_list(Some("queued".into()), None, Some(1), None)
+                    .job_list(Some("queued".into()), None, Some(1), None, None, None)
                     .await?;
                 if running.jobs.is_empty() && queued.jobs.is_empty() {
                     break;
@@ -464,10 +464,24 @@ async fn history(status: bool, stats: bool, startup: bool) -> Result<()> {
     wait_terminal(&client, last).await?;
     loop {
         let running = client
-            .job_list(Some("running".into()), Some("one".into()), Some(1), None)
+            .job_list(
+                Some("running".into()),
+                Some("one".into()),
+                Some(1),
+                None,
+                None,
+                None,
+            )
             .await?;
         let queued = client
-            .job_list(Some("queued".into()), Some("one".into()), Some(1), None)
+            .job_list(
+                Some("queued".into()),
+                Some("one".into()),
+                Some(1),
+                None,
+                None,
+                None,
+            )
             .await?;
         match running.jobs.first().or(queued.jobs.first()) {
             Some(j) => wait_terminal(&client, j.id).await?,

@@ -271,6 +271,10 @@ fn the_socket_admits_its_group_and_shuts_out_everyone_else() {
         line.contains("permission denied on") && line.contains(&*socket.to_string_lossy()),
         "the outsider is told the socket is closed to them: {line}"
     );
+    assert!(
+        line.contains(&format!("add you to the '{SOCKET_GROUP}' group")),
+        "a group-accessible socket names its group: {line}"
+    );
 
     let member = &accounts.member;
     let before: JobList = serde_json::from_value(member.hfctl_json(socket, &["list"]))
