@@ -57,7 +57,20 @@ const SECTIONS: &[Section] = &[
         "ENVIRONMENT",
         &[
             ("HOLDFAST_SOCKET", "The daemon's socket, as --socket."),
-            ("NO_COLOR", "When set and not empty, no colours."),
+            (
+                "NO_COLOR",
+                "When set and not empty, no colours (it wins over CLICOLOR_FORCE).",
+            ),
+            ("CLICOLOR", "0: no colours, even on a terminal."),
+            (
+                "CLICOLOR_FORCE",
+                "When set and not 0: colours even when stdout is not a terminal.",
+            ),
+            ("TERM", "dumb: no colours."),
+            (
+                "LC_ALL, LC_CTYPE, LANG",
+                "The first that is set names the character set: trees, bars and charts use box-drawing characters with UTF-8, ASCII otherwise.",
+            ),
         ],
     ),
     (

@@ -2,7 +2,7 @@
 //! state colours, and writing to stdout without panicking on a closed pipe.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
@@ -22,46 +22,89 @@ pub enum Style {
 }
 
 impl Style {
-    fn code(self) -> &'static str {
+    fn anstyle(self) -> anstyle::Style {
+        use anstyle::AnsiColor;
         match self {
-            Style::Green => "32",
-            Style::Red => "31",
-            Style::Yellow => "33",
-            Style::Dim => "2",
-            Style::Bold => "1",
+            Style::Green => AnsiColor::Green.on_default(),
+            Style::Red => AnsiColor::Red.on_default(),
+            Style::Yellow => AnsiColor::Yellow.on_default(),
+            Style::Dim => anstyle::Style::new().dimmed(),
+            Style::Bold => anstyle::Style::new().bold(),
         }
     }
 }
 
-/// Whether to colour what goes to stdout.
+/// How to draw for this stdout: whether to colour, and whether the
+/// locale's character set has the box-drawing characters of trees, bars
+/// and charts (else ASCII).
 #[derive(Debug, Clone, Copy)]
 pub struct Palette {
     enabled: bool,
+    utf8: bool,
 }
 
 impl Palette {
-    /// Colour only a terminal, and only when `NO_COLOR` is not set
-    /// (<https://no-color.org>: any non-empty value turns colour off).
+    /// Colour when anstream (clap's own terminal crate) says so for stdout:
+    /// a terminal that supports colour, unless `NO_COLOR` is set (and not
+    /// empty), `CLICOLOR=0` or `TERM=dumb`; always with `CLICOLOR_FORCE`.
+    /// UTF-8 when the locale says so ([`utf8_locale`]).
     pub fn detect() -> Palette {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let choice = anstream::AutoStream::choice(&std::io::stdout());
         Palette {
-            enabled: !no_color && std::io::stdout().is_terminal(),
+            enabled: choice != anstream::ColorChoice::Never,
+            utf8: utf8_locale(),
         }
     }
 
     #[cfg(test)]
     pub fn plain() -> Palette {
-        Palette { enabled: false }
+        Palette {
+            enabled: false,
+            utf8: true,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn ascii() -> Palette {
+        Palette {
+            enabled: false,
+            utf8: false,
+        }
+    }
+
+    /// Whether colours are on (for views that style text themselves).
+    pub fn colour(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether box-drawing and block characters may be printed.
+    pub fn utf8(&self) -> bool {
+        self.utf8
     }
 
     pub fn paint(&self, text: &str, style: Option<Style>) -> String {
         match style {
             Some(style) if self.enabled && !text.is_empty() => {
-                format!("\x1b[{}m{text}\x1b[0m", style.code())
+                let style = style.anstyle();
+                format!("{}{text}{}", style.render(), style.render_reset())
             }
             _ => text.to_string(),
         }
     }
+}
+
+/// Whether the locale's character set is UTF-8: the first of `LC_ALL`,
+/// `LC_CTYPE` and `LANG` that is set and not empty (the order the C
+/// library reads them in) names it (`en_US.UTF-8`, `C.utf8`). Unset, or
+/// `C`/`POSIX`, is ASCII.
+pub fn utf8_locale() -> bool {
+    ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .is_some_and(|value| {
+            let value = value.to_ascii_lowercase();
+            value.contains("utf-8") || value.contains("utf8")
+        })
 }
 
 pub fn job_state_style(state: JobState) -> Style {
@@ -447,7 +490,10 @@ mod tests {
 
     #[test]
     fn colour_does_not_change_widths() {
-        let palette = Palette { enabled: true };
+        let palette = Palette {
+            enabled: true,
+            utf8: true,
+        };
         let mut table = Table::headless(2);
         table.row(vec![Cell::styled("ok", Some(Style::Green)), "1".into()]);
         table.row(vec!["long".into(), "2".into()]);

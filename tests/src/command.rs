@@ -53,6 +53,10 @@ fn isolate(cmd: &mut Command) {
     }
     cmd.env_remove("NOTIFY_SOCKET");
     cmd.env("NO_COLOR", "1");
+    // A UTF-8 locale, whatever the machine's: hfctl draws trees and bars
+    // with box-drawing characters only then (tests of the ASCII fallback
+    // set their own).
+    cmd.env("LC_ALL", "C.UTF-8");
 }
 
 /// A `holdfastd --user` command with every path given explicitly.

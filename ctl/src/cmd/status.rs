@@ -278,17 +278,23 @@ fn activity_tree(
     table.row(vec![title, state]);
     for (p, (process, activities)) in processes.iter().enumerate() {
         let last_process = p + 1 == processes.len();
-        let (branch, stem) = if last_process {
-            ("└─ ", "   ")
+        // Box-drawing characters where the locale has them, else ASCII.
+        let (tee, corner, bar) = if palette.utf8() {
+            ("├─ ", "└─ ", "│  ")
         } else {
-            ("├─ ", "│  ")
+            ("|- ", "`- ", "|  ")
+        };
+        let (branch, stem) = if last_process {
+            (corner, "   ")
+        } else {
+            (tee, bar)
         };
         table.row(vec![format!("{branch}{process}").into()]);
         for (a, activity) in activities.iter().enumerate() {
             let twig = if a + 1 == activities.len() {
-                "└─ "
+                corner
             } else {
-                "├─ "
+                tee
             };
             let last = activity.attempts.iter().max_by_key(|at| at.number);
             table.row(vec![

@@ -26,11 +26,43 @@ pub struct Args {
 const DEFAULT_WIDTH: usize = 100;
 
 /// The bar characters, also in the legend.
-const SUCCEEDED: char = '█';
-const RUNNING: char = '▓';
-const FAILED: char = '✗';
-const RETRY: char = '·';
-const QUEUED: char = '░';
+/// The characters of a chart: one per kind of cell, the axis' tick mark
+/// and the bar's frame.
+struct Glyphs {
+    succeeded: char,
+    running: char,
+    failed: char,
+    retry: char,
+    queued: char,
+    tick: char,
+    frame: char,
+}
+
+/// Block and box-drawing characters, for a UTF-8 locale.
+const UTF8: Glyphs = Glyphs {
+    succeeded: '█',
+    running: '▓',
+    failed: '✗',
+    retry: '·',
+    queued: '░',
+    tick: '┬',
+    frame: '│',
+};
+
+/// The same in ASCII, for any other locale.
+const ASCII: Glyphs = Glyphs {
+    succeeded: '#',
+    running: '=',
+    failed: 'x',
+    retry: '.',
+    queued: '-',
+    tick: '+',
+    frame: '|',
+};
+
+fn glyphs(palette: &Palette) -> &'static Glyphs {
+    if palette.utf8() { &UTF8 } else { &ASCII }
+}
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     let daemon = ctx.connect().await?;
@@ -75,35 +107,39 @@ pub fn render(gantt: &Gantt, width: usize, palette: &Palette) -> String {
         .unwrap_or(0);
     let bar_width = width.saturating_sub(label_width + suffix_width + 4).max(10);
     let per_cell = gantt.span / bar_width as f64;
+    let g = glyphs(palette);
     let mut out = String::new();
-    out.push_str(&axis(label_width, bar_width, gantt.span));
+    out.push_str(&axis(label_width, bar_width, gantt.span, g.tick));
     for ((row, label), suffix) in gantt.rows.iter().zip(&labels).zip(&suffixes) {
         let cells = cells(row, bar_width, per_cell);
         let mut bar = String::new();
         for cell in cells {
             match cell {
                 None => bar.push(' '),
-                Some(kind) => bar.push_str(&palette.paint(&glyph(kind).to_string(), style(kind))),
+                Some(kind) => {
+                    bar.push_str(&palette.paint(&glyph(g, kind).to_string(), style(kind)))
+                }
             }
         }
         out.push_str(&format!(
-            "{label:<label_width$} │{bar}│ {suffix}\n",
-            label_width = label_width
+            "{label:<label_width$} {frame}{bar}{frame} {suffix}\n",
+            label_width = label_width,
+            frame = g.frame
         ));
     }
     out.push_str(&format!(
-        "{:label_width$}  {SUCCEEDED} succeeded  {RUNNING} running  {FAILED} failed attempt  {RETRY} retry delay  {QUEUED} queued\n",
-        ""
+        "{:label_width$}  {} succeeded  {} running  {} failed attempt  {} retry delay  {} queued\n",
+        "", g.succeeded, g.running, g.failed, g.retry, g.queued
     ));
     out
 }
 
 /// `0s` under the bar's start, the middle and the end, with tick marks.
-fn axis(label_width: usize, bar_width: usize, span: f64) -> String {
+fn axis(label_width: usize, bar_width: usize, span: f64, tick: char) -> String {
     let mut marks = vec![' '; bar_width];
     let mut text = vec![' '; bar_width];
     for (position, at) in [(0, 0.0), (bar_width / 2, span / 2.0), (bar_width - 1, span)] {
-        marks[position] = '┬';
+        marks[position] = tick;
         let label: Vec<char> = if at == 0.0 {
             "0s".chars().collect()
         } else {
@@ -152,13 +188,13 @@ fn cells(row: &Row, width: usize, per_cell: f64) -> Vec<Option<Kind>> {
     cells
 }
 
-fn glyph(kind: Kind) -> char {
+fn glyph(g: &Glyphs, kind: Kind) -> char {
     match kind {
-        Kind::Queued => QUEUED,
-        Kind::RetryDelay => RETRY,
-        Kind::Attempt(AttemptState::Succeeded) => SUCCEEDED,
-        Kind::Attempt(AttemptState::Running) => RUNNING,
-        Kind::Attempt(_) => FAILED,
+        Kind::Queued => g.queued,
+        Kind::RetryDelay => g.retry,
+        Kind::Attempt(AttemptState::Succeeded) => g.succeeded,
+        Kind::Attempt(AttemptState::Running) => g.running,
+        Kind::Attempt(_) => g.failed,
     }
 }
 
@@ -259,10 +295,35 @@ mod tests {
         let at = |bar: &[char], c: char| bar.iter().position(|&x| x == c).expect("drawn");
         let last = |bar: &[char], c: char| bar.iter().rposition(|&x| x == c).expect("drawn");
         // The first row's bar ends before the second's begins.
-        assert!(last(&first, SUCCEEDED) < at(&second, FAILED), "{text}");
+        assert!(
+            last(&first, UTF8.succeeded) < at(&second, UTF8.failed),
+            "{text}"
+        );
         // Even a zero-length delay is marked, between the two attempts.
-        let retry = at(&second, RETRY);
-        assert!(last(&second, FAILED) < retry, "{text}");
-        assert!(retry < at(&second, SUCCEEDED), "{text}");
+        let retry = at(&second, UTF8.retry);
+        assert!(last(&second, UTF8.failed) < retry, "{text}");
+        assert!(retry < at(&second, UTF8.succeeded), "{text}");
+    }
+
+    #[test]
+    fn an_ascii_palette_draws_only_ascii() {
+        let gantt = Gantt {
+            start: Utc::now(),
+            span: 4.0,
+            rows: vec![row(
+                "p.a",
+                vec![
+                    (Kind::Attempt(AttemptState::Failed), 0.0, 1.0),
+                    (Kind::RetryDelay, 1.0, 2.0),
+                    (Kind::Attempt(AttemptState::Running), 2.0, 4.0),
+                ],
+            )],
+        };
+        let text = render(&gantt, 40, &Palette::ascii());
+        assert!(text.is_ascii(), "{text}");
+        assert!(
+            text.contains('x') && text.contains('=') && text.contains('+'),
+            "{text}"
+        );
     }
 }

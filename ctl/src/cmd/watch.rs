@@ -23,7 +23,7 @@ use super::ps::waiting_text;
 use super::status::progress;
 use crate::daemon::Daemon;
 use crate::error::{Error, Outcome};
-use crate::output;
+use crate::output::{self, Palette};
 use crate::watch::{connect_again, is_lost};
 
 #[derive(Debug, clap::Args)]
@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
     };
     session.subscribe(&mut view).await?;
     if std::io::stdout().is_terminal() && !ctx.json {
-        return full_screen(session, view, rx).await;
+        return full_screen(session, view, rx, ctx.palette).await;
     }
     let mut printed: HashMap<String, String> = HashMap::new();
     plain_lines(&view, &mut printed, ctx.json)?;
@@ -335,6 +335,7 @@ async fn full_screen(
     mut session: Session,
     mut view: View,
     mut rx: mpsc::UnboundedReceiver<Update>,
+    palette: Palette,
 ) -> Result<Outcome, Error> {
     let mut terminal = ratatui::try_init().map_err(Error::Stdout)?;
     // Keys come from a blocking read on a thread of its own.
@@ -365,7 +366,7 @@ async fn full_screen(
     let mut clock = tokio::time::interval(std::time::Duration::from_secs(1));
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Err(error) = terminal.draw(|frame| draw(frame, &view, only)) {
+        if let Err(error) = terminal.draw(|frame| draw(frame, &view, only, &palette)) {
             failure = Some(Error::Stdout(error));
             break;
         }
@@ -392,7 +393,9 @@ async fn full_screen(
                             "lost the daemon on {}; connecting again",
                             session.socket.display()
                         ));
-                        if let Err(error) = terminal.draw(|frame| draw(frame, &view, only)) {
+                        if let Err(error) =
+                            terminal.draw(|frame| draw(frame, &view, only, &palette))
+                        {
                             failure = Some(Error::Stdout(error));
                             break;
                         }
@@ -432,7 +435,7 @@ async fn quit_key(rx: &mut mpsc::UnboundedReceiver<Update>) {
     }
 }
 
-fn draw(frame: &mut ratatui::Frame<'_>, view: &View, only: Option<u64>) {
+fn draw(frame: &mut ratatui::Frame<'_>, view: &View, only: Option<u64>, palette: &Palette) {
     let area = frame.area();
     let (running, queued): (Vec<&Job>, Vec<&Job>) = view
         .jobs
@@ -473,7 +476,7 @@ fn draw(frame: &mut ratatui::Frame<'_>, view: &View, only: Option<u64>) {
             ..inner
         };
         match row {
-            Row::Job(job) => frame.render_widget(job_line(job), line),
+            Row::Job(job) => frame.render_widget(job_line(job, palette), line),
             Row::Activity(activity) => {
                 // The label beside the bar, so the bar's cells are all bar.
                 let [label, bar] =
@@ -487,7 +490,7 @@ fn draw(frame: &mut ratatui::Frame<'_>, view: &View, only: Option<u64>) {
                     progress(activity)
                 );
                 frame.render_widget(Paragraph::new(text), label);
-                frame.render_widget(bar_line(activity_ratio(activity), bar.width), bar);
+                frame.render_widget(bar_line(activity_ratio(activity), bar.width, palette), bar);
             }
         }
     }
@@ -523,7 +526,7 @@ fn draw(frame: &mut ratatui::Frame<'_>, view: &View, only: Option<u64>) {
     if let Some(notice) = &view.notice {
         footer.push(Span::styled(
             format!("  {notice}"),
-            Style::new().fg(Color::Yellow),
+            fg(palette, Color::Yellow),
         ));
     }
     frame.render_widget(Paragraph::new(Line::from(footer)), help);
@@ -537,10 +540,19 @@ enum Row<'a> {
     Activity(&'a holdfast_api::ActivityRun),
 }
 
-fn job_line(job: &Job) -> Paragraph<'_> {
+/// A foreground colour, or none when colours are off (`NO_COLOR`, ...).
+fn fg(palette: &Palette, colour: Color) -> Style {
+    if palette.colour() {
+        Style::new().fg(colour)
+    } else {
+        Style::new()
+    }
+}
+
+fn job_line<'a>(job: &'a Job, palette: &Palette) -> Paragraph<'a> {
     let style = match job.state {
-        JobState::Failed => Style::new().fg(Color::Red),
-        JobState::Succeeded => Style::new().fg(Color::Green),
+        JobState::Failed => fg(palette, Color::Red),
+        JobState::Succeeded => fg(palette, Color::Green),
         _ => Style::new(),
     };
     Paragraph::new(Line::from(vec![
@@ -559,12 +571,17 @@ fn job_line(job: &Job) -> Paragraph<'_> {
 }
 
 /// A bar `width` cells wide, `ratio` of them filled.
-fn bar_line(ratio: f64, width: u16) -> Paragraph<'static> {
+fn bar_line(ratio: f64, width: u16, palette: &Palette) -> Paragraph<'static> {
     let filled = (ratio * f64::from(width)).round() as usize;
     let rest = usize::from(width).saturating_sub(filled);
+    let (done, to_do) = if palette.utf8() {
+        ("█", "░")
+    } else {
+        ("#", "-")
+    };
     Paragraph::new(Line::from(vec![
-        Span::styled("█".repeat(filled), Style::new().fg(Color::Green)),
-        Span::styled("░".repeat(rest), Style::new().fg(Color::DarkGray)),
+        Span::styled(done.repeat(filled), fg(palette, Color::Green)),
+        Span::styled(to_do.repeat(rest), fg(palette, Color::DarkGray)),
     ]))
 }
 

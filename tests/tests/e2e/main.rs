@@ -11,6 +11,7 @@ mod chain_notifications;
 mod chaos;
 mod cli;
 mod cli_conventions;
+mod cli_output;
 mod config;
 mod connections;
 mod control;

@@ -95,7 +95,7 @@ fn watch_in_a_terminal_shows_bars_advancing_and_the_queue() {
     });
     let second = daemon.submit("steps", &[]);
     let command = format!(
-        "NO_COLOR=1 {} --socket {} watch",
+        "LC_ALL=C.UTF-8 NO_COLOR=1 {} --socket {} watch",
         bin_path("hfctl").display(),
         daemon.socket().display()
     );
