@@ -121,11 +121,28 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     man.render_version_section(&mut page)?;
     std::fs::write(man_dir.join(man.get_filename()), page)?;
 
-    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        let out = dir.join("completions").join(shell.to_string());
-        std::fs::create_dir_all(&out)?;
-        clap_complete::generate_to(shell, &mut command.clone(), "hfctl", &out)?;
+    // bash and fish: a file that asks the installed hfctl for its
+    // completion function each time the shell loads it, so it always
+    // matches that hfctl and offers chain names and job ids from the
+    // daemon (complete.rs). zsh: clap's generated script, with fixed values.
+    let completions = dir.join("completions");
+    for shell in ["bash", "fish"] {
+        std::fs::create_dir_all(completions.join(shell))?;
     }
+    std::fs::write(
+        completions.join("bash").join("hfctl.bash"),
+        "# hfctl's bash completion: hfctl writes the completion function itself\n\
+         # (COMPLETE=bash hfctl), which asks it for chain names and job ids.\n\
+         eval \"$(COMPLETE=bash hfctl 2>/dev/null)\"\n",
+    )?;
+    std::fs::write(
+        completions.join("fish").join("hfctl.fish"),
+        "# hfctl's fish completion: hfctl writes it (COMPLETE=fish hfctl).\n\
+         COMPLETE=fish hfctl 2>/dev/null | source\n",
+    )?;
+    let out = completions.join(Shell::Zsh.to_string());
+    std::fs::create_dir_all(&out)?;
+    clap_complete::generate_to(Shell::Zsh, &mut command.clone(), "hfctl", &out)?;
     Ok(())
 }
 
@@ -187,11 +204,17 @@ mod tests {
             let path = man.join(format!("hfctl-{command}.1"));
             assert!(path.is_file(), "{} missing", path.display());
         }
-        for file in ["bash/hfctl.bash", "zsh/_hfctl", "fish/hfctl.fish"] {
+        let completion = |file: &str| {
             let path = dir.path().join("completions").join(file);
-            let text = std::fs::read_to_string(&path).expect("completion file");
-            assert!(text.contains("submit"), "{}", path.display());
-            assert!(!text.contains("generate-docs"), "packaging entry in {file}");
-        }
+            std::fs::read_to_string(&path).expect("completion file")
+        };
+        // zsh's is clap's script; bash and fish ask hfctl (complete.rs).
+        let zsh = completion("zsh/_hfctl");
+        assert!(
+            zsh.contains("submit") && !zsh.contains("generate-docs"),
+            "{zsh}"
+        );
+        assert!(completion("bash/hfctl.bash").contains("COMPLETE=bash hfctl"));
+        assert!(completion("fish/hfctl.fish").contains("COMPLETE=fish hfctl"));
     }
 }

@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod complete;
 mod daemon;
 mod docs;
 mod error;
@@ -115,6 +116,8 @@ enum Command {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // `COMPLETE=bash hfctl ...`: a shell asking for completions.
+    complete::if_requested();
     if let Some(dir) = docs::requested() {
         return docs::run(&dir);
     }

@@ -11,7 +11,7 @@ use crate::output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The jobs to cancel.
-    #[arg(required = true, value_name = "JOB")]
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs), required = true, value_name = "JOB")]
     pub jobs: Vec<u64>,
 }
 

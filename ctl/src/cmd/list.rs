@@ -1,6 +1,7 @@
 //! `hfctl list`: jobs filtered by state, chain, tenant and age, newest
 //! first, one page at a time. `--json` prints the `JobList` (`{"jobs": [...], "next_before"}`).
 
+use clap::builder::TypedValueParser;
 use holdfast_api::rpc::HoldfastClient;
 use holdfast_api::{JobState, JobSummary};
 
@@ -11,7 +12,7 @@ use crate::output::{self, Align, Cell, Palette, Style, Table};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only jobs in this state.
-    #[arg(long, value_parser = parse_state)]
+    #[arg(long, value_parser = states())]
     pub state: Option<JobState>,
     /// Only jobs of this chain.
     #[arg(long)]
@@ -32,10 +33,12 @@ pub struct Args {
     pub before: Option<u64>,
 }
 
-fn parse_state(text: &str) -> Result<JobState, String> {
-    JobState::parse(text).ok_or_else(|| {
-        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-        format!("expected one of {}", names.join(", "))
+/// The job states by name: clap lists them in `--help`, in its error for
+/// another word, and offers them to shell completion.
+fn states() -> impl TypedValueParser<Value = JobState> {
+    let names: Vec<&'static str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+    clap::builder::PossibleValuesParser::new(names).try_map(|name: String| {
+        JobState::parse(&name).ok_or_else(|| format!("{name} is not a job state"))
     })
 }
 

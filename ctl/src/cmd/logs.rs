@@ -18,6 +18,7 @@ use crate::watch::Watcher;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs))]
     pub job: u64,
     /// `process.activity` or `chain.process.activity`; may be left out when
     /// the job has a single activity.

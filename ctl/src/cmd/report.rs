@@ -22,6 +22,7 @@ use crate::output;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs))]
     pub job: u64,
     /// Where to write the report (replaced if it exists; `-` for stdout).
     #[arg(long, value_name = "FILE")]

@@ -13,7 +13,7 @@ use crate::watch::Watcher;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The finished job to reprocess.
-    #[arg(value_name = "JOB")]
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs), value_name = "JOB")]
     pub job: u64,
     /// Re-run every activity, not only those that did not succeed.
     #[arg(long, conflicts_with = "from")]

@@ -15,6 +15,7 @@ use crate::output::{self, Align, Cell, Palette, Style, Table};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job to show; without it, the 20 most recent jobs.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs))]
     pub job: Option<u64>,
     /// Also list every item of each fan-out (`foreach`), one line each.
     #[arg(long)]

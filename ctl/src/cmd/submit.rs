@@ -19,6 +19,7 @@ use crate::watch::Watcher;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// What to run: `chain`, `chain.process` or `chain.process.activity`.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::chains))]
     pub target: String,
     /// A parameter, sent as a string; the daemon converts it to the declared
     /// type. Repeat for more; overrides the same key from `--params`.

@@ -16,6 +16,7 @@ use crate::output::{self, Palette, Style};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs))]
     pub job: u64,
     /// Columns to draw in [default: the terminal's width, else 100].
     #[arg(long, value_name = "COLUMNS", value_parser = clap::value_parser!(u16).range(40..))]

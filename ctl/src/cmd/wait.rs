@@ -15,7 +15,7 @@ use crate::watch::Watcher;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The jobs to wait for.
-    #[arg(required = true, value_name = "JOB")]
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs), required = true, value_name = "JOB")]
     pub jobs: Vec<u64>,
     /// Give up after this many seconds (exit code 12); without it, wait as
     /// long as the jobs take, also while the daemon is down.

@@ -29,6 +29,7 @@ use crate::watch::{connect_again, is_lost};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One job; without it, every running and queued job.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::complete::jobs))]
     pub job: Option<u64>,
 }
 

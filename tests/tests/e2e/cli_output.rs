@@ -7,7 +7,9 @@
 use std::process::Command;
 
 use holdfast_api::JobState;
-use holdfast_tests::{TestDaemon, bin_path, hfctl_command, run_with_deadline};
+use holdfast_tests::{TestDaemon, bin_path, eventually, hfctl_command, run_with_deadline};
+
+use crate::watch_view::Tmux;
 
 use std::time::Duration;
 
@@ -130,4 +132,79 @@ fn trees_and_charts_are_ascii_outside_a_utf8_locale() {
     );
     let chart = run("C.UTF-8", "timeline");
     assert!(chart.contains('█') && chart.contains('│'), "{chart}");
+}
+
+const ALPHA: &str = r#"
+[process.p.activity.a]
+shell = "true"
+"#;
+
+/// Proves bash completion, loaded from the file the package installs and
+/// typed at a real terminal (bash in tmux), offers the loaded chains after
+/// `hfctl submit`, the newest job ids after `hfctl status`, and the job
+/// states after `hfctl list --state`.
+#[test]
+fn bash_completion_offers_chains_jobs_and_states() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: no tmux");
+        return;
+    }
+    let daemon = TestDaemon::start(&[("alpha-etl.toml", ALPHA), ("beta-load.toml", ALPHA)]);
+    let first = daemon.submit("alpha-etl", &[]);
+    let second = daemon.submit("beta-load", &[]);
+    daemon.wait_done(second);
+    let docs = tempfile::tempdir().expect("tempdir");
+    let generated = Command::new(bin_path("hfctl"))
+        .arg("--generate-docs")
+        .arg(docs.path())
+        .status()
+        .expect("hfctl --generate-docs");
+    assert!(generated.success());
+    let bin_dir = bin_path("hfctl")
+        .parent()
+        .expect("a directory")
+        .to_path_buf();
+    let shell = format!(
+        "env -i PATH={}:/usr/bin:/bin TERM=xterm HOME={} HOLDFAST_SOCKET={} \
+         bash --norc --noprofile",
+        bin_dir.display(),
+        docs.path().display(),
+        daemon.socket().display()
+    );
+    let tmux = Tmux::start(&shell).expect("tmux starts");
+    let source = format!(
+        "source {}",
+        docs.path().join("completions/bash/hfctl.bash").display()
+    );
+    tmux.tmux(&["send-keys", &source, "Enter"]);
+    let offered = |typed: &str, expected: &[&str]| {
+        tmux.tmux(&["send-keys", "clear", "Enter"]);
+        tmux.tmux(&["send-keys", typed, "Tab", "Tab"]);
+        eventually(Duration::from_secs(20), typed, || {
+            let screen = tmux.screen();
+            if expected.iter().all(|e| screen.contains(e)) {
+                Ok(())
+            } else {
+                Err(screen)
+            }
+        });
+        tmux.tmux(&["send-keys", "C-c"]);
+    };
+    offered("hfctl submit ", &["alpha-etl", "beta-load"]);
+    offered("hfctl status ", &[&first.to_string(), &second.to_string()]);
+    offered(
+        "hfctl list --state ",
+        &["queued", "running", "succeeded", "failed", "cancelled"],
+    );
+    // One candidate is completed on the line.
+    tmux.tmux(&["send-keys", "clear", "Enter"]);
+    tmux.tmux(&["send-keys", "hfctl submit be", "Tab"]);
+    eventually(Duration::from_secs(20), "beta-load completed", || {
+        let screen = tmux.screen();
+        if screen.contains("hfctl submit beta-load") {
+            Ok(())
+        } else {
+            Err(screen)
+        }
+    });
 }

@@ -29,14 +29,20 @@ while [ ! -e @DIR@/done ]; do sleep 0.05; done
 '''
 "#;
 
-/// A tmux server of its own, killed on drop.
-struct Tmux {
+/// A tmux server of its own (one per use, so tests in parallel do not
+/// share one), killed on drop.
+pub(crate) struct Tmux {
     server: String,
 }
 
 impl Tmux {
-    fn start(command: &str) -> Option<Tmux> {
-        let server = format!("hf-e2e-{}", std::process::id());
+    pub(crate) fn start(command: &str) -> Option<Tmux> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let server = format!(
+            "hf-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let started = Command::new("tmux")
             .args(["-L", &server, "new-session", "-d", "-x", "120", "-y", "40"])
             .arg(command)
@@ -46,7 +52,7 @@ impl Tmux {
         Some(Tmux { server })
     }
 
-    fn tmux(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn tmux(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .args(["-L", &self.server])
             .args(args)
@@ -54,11 +60,11 @@ impl Tmux {
             .expect("tmux runs")
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p"]).stdout).to_string()
     }
 
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.tmux(&["has-session"]).status.success()
     }
 }
