@@ -178,7 +178,32 @@ pub fn prepare(message: &[u8]) -> Front {
     }
 }
 
+/// The first token among the ids of jsonrpsee's `answer` (a single answer
+/// or a batch of them): which forwarded message it answers. `None` for an
+/// answer to a message left unchanged, and for subscription notifications.
+pub fn answer_token(answer: &[u8]) -> Option<String> {
+    let token_of = |object: &Object| {
+        object
+            .get("id")
+            .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+            .filter(|id| id.starts_with(TOKEN_PREFIX))
+    };
+    match answer.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => token_of(&serde_json::from_slice::<Object>(answer).ok()?),
+        Some(b'[') => serde_json::from_slice::<Vec<Object>>(answer)
+            .ok()?
+            .iter()
+            .find_map(token_of),
+        _ => None,
+    }
+}
+
 impl Restore {
+    /// The tokens this message's entries were forwarded with.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.ids.keys().map(String::as_str)
+    }
+
     /// The answer owed to the client from jsonrpsee's `answer`: original ids
     /// back in place, notifications' answers left out. `None` when nothing
     /// is to be sent (only notifications).
