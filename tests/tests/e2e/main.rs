@@ -16,6 +16,7 @@ mod control;
 mod dates;
 mod dos;
 mod durability;
+mod error_codes;
 mod events;
 mod examples;
 mod failure;
