@@ -10,6 +10,7 @@ mod cgroups;
 mod chain_notifications;
 mod chaos;
 mod cli;
+mod conformance;
 mod config;
 mod connections;
 mod control;
