@@ -97,11 +97,10 @@ fn provoke_as_owner(provoked: &mut Provoked) {
         -32602,
         "job.get without job_id",
     );
-    provoked.expect(
-        &rpc_call(socket, "job.watch", json!({"job_id": 1})),
-        -32603,
-        "a subscription over HTTP",
-    );
+    let answer = rpc_call(socket, "job.watch", json!({"job_id": 1}));
+    provoked.expect(&answer, -32603, "a subscription over HTTP");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("WebSocket"), "says what to do: {answer}");
 
     let too_big = post(socket, &vec![b' '; (1 << 20) + 1]);
     assert_eq!(too_big.status, 413, "{too_big:?}");
