@@ -69,9 +69,7 @@ impl RawWs {
         // A zero mask: the payload goes as it is.
         frame.extend_from_slice(&[0, 0, 0, 0]);
         frame.extend_from_slice(payload);
-        self.stream
-            .write_all(&frame)
-            .expect("a frame can be sent");
+        self.stream.write_all(&frame).expect("a frame can be sent");
     }
 
     /// The next text message from the daemon (control frames skipped);

@@ -85,7 +85,10 @@ fn over_http(
     id: jsonrpsee::types::Id<'static>,
 ) -> MethodResponse {
     let bare = answer.as_error_code() == Some(INTERNAL_ERROR_CODE)
-        && answer.as_json().get().contains(r#""message":"Internal error""#);
+        && answer
+            .as_json()
+            .get()
+            .contains(r#""message":"Internal error""#);
     if !bare {
         return answer;
     }
@@ -124,7 +127,8 @@ where
         async move {
             match unknown_names(&request) {
                 None if SUBSCRIPTIONS.contains(&request.method.as_ref()) => {
-                    let (method, id) = (request.method.to_string(), request.id.clone().into_owned());
+                    let (method, id) =
+                        (request.method.to_string(), request.id.clone().into_owned());
                     let answer = inner.call(request).await;
                     over_http(answer, &method, id)
                 }

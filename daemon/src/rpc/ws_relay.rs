@@ -103,7 +103,9 @@ where
     let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let mut inner = inner.clone();
         let call: ServiceFuture =
-            Box::pin(async move { tower::Service::call(&mut inner, request.map(HttpBody::new)).await });
+            Box::pin(
+                async move { tower::Service::call(&mut inner, request.map(HttpBody::new)).await },
+            );
         call
     });
     let serve = jsonrpsee::server::serve_with_graceful_shutdown(theirs, service, stopped);

@@ -23,8 +23,7 @@ command = ["true"]
 #[test]
 fn an_independent_client_library_agrees() {
     let daemon = TestDaemon::start(&[("tiny.toml", TINY)]);
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/jsonrpc_client.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/jsonrpc_client.py");
     let mut command = Command::new("python3");
     command.arg(&script).arg(daemon.socket()).arg("tiny");
     let output = run_with_deadline(command, Duration::from_secs(120));

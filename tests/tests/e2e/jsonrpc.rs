@@ -157,22 +157,29 @@ fn websocket_follows_the_jsonrpc_envelope_rules() {
 
     let submit = r#"{"jsonrpc":"2.0","method":"job.submit","params":{"target":"tiny"}}"#;
     ws.send(submit);
-    eventually(Duration::from_secs(10), "the notification runs", || {
-        match job_count(socket) {
+    eventually(
+        Duration::from_secs(10),
+        "the notification runs",
+        || match job_count(socket) {
             1 => Ok(()),
             n => Err(format!("{n} jobs")),
-        }
-    });
+        },
+    );
     let answer = ws.call_raw(PROBE);
-    assert_eq!(answer["id"], "probe", "no answer to the notification: {answer}");
+    assert_eq!(
+        answer["id"], "probe",
+        "no answer to the notification: {answer}"
+    );
 
     ws.send(&format!("[{submit},{submit}]"));
-    eventually(Duration::from_secs(10), "both notifications run", || {
-        match job_count(socket) {
+    eventually(
+        Duration::from_secs(10),
+        "both notifications run",
+        || match job_count(socket) {
             3 => Ok(()),
             n => Err(format!("{n} jobs")),
-        }
-    });
+        },
+    );
     let answer = ws.call_raw(PROBE);
     assert_eq!(
         answer["id"], "probe",
