@@ -374,6 +374,27 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_matched_to_forwarded_messages_by_token() {
+        let (body, restore) = forwarded(r#"{"jsonrpc":"2.0","id":-7,"method":"m"}"#);
+        let token = body["id"].as_str().expect("a token id").to_string();
+        assert_eq!(restore.tokens().collect::<Vec<_>>(), [token.as_str()]);
+        let answer = json!({"jsonrpc": "2.0", "result": 1, "id": token}).to_string();
+        assert_eq!(answer_token(answer.as_bytes()), Some(token.clone()));
+        let batch = json!([{"jsonrpc": "2.0", "result": 1, "id": 3},
+                           {"jsonrpc": "2.0", "result": 1, "id": token}])
+        .to_string();
+        assert_eq!(answer_token(batch.as_bytes()), Some(token));
+        for other in [
+            r#"{"jsonrpc":"2.0","result":1,"id":"a client's own string"}"#,
+            r#"{"jsonrpc":"2.0","method":"job.changed","params":{"subscription":"x","result":1}}"#,
+            r#"[{"jsonrpc":"2.0","result":1,"id":1}]"#,
+            "not json",
+        ] {
+            assert_eq!(answer_token(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
     fn a_batch_keeps_answers_decided_in_front() {
         let (body, restore) = forwarded(
             r#"[{"jsonrpc":"2.0","id":1,"method":"m"},{"jsonrpc":"2.0","id":true,"method":"m"},5]"#,

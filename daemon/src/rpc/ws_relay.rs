@@ -267,3 +267,26 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_restored_once_whichever_token_answers() {
+        let batch = r#"[{"jsonrpc":"2.0","method":"m"},{"jsonrpc":"2.0","id":-7,"method":"m"}]"#;
+        let Front::Forward { body, restore } = envelope::prepare(batch.as_bytes()) else {
+            panic!("the batch is forwarded");
+        };
+        let tokens: Vec<String> = restore.tokens().map(str::to_string).collect();
+        assert_eq!(tokens.len(), 2, "{body}");
+        let mut pending = Pending::default();
+        pending.insert(restore);
+        assert!(pending.take(&tokens[1]).is_some());
+        assert!(
+            pending.take(&tokens[0]).is_none(),
+            "taken with all its tokens"
+        );
+        assert!(pending.tokens.is_empty() && pending.restores.is_empty());
+    }
+}
