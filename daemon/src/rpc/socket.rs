@@ -435,7 +435,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                     return Ok(metrics_response(&engine, format).await);
                 }
                 if let Some(stopped) = upgrade {
-                    return super::ws_relay::upgrade(request, inner, stopped);
+                    return super::ws_relay::upgrade(request, inner, max_bytes, stopped);
                 }
                 let call = super::envelope::serve_http(inner, request, max_bytes);
                 match tokio::time::timeout(REQUEST_TIMEOUT, call).await {

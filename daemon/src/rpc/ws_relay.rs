@@ -11,7 +11,7 @@
 //! else (answers to plain requests, subscription notifications) passes as it
 //! is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures_util::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
@@ -40,12 +40,19 @@ const OUTGOING: usize = 16;
 /// answered by jsonrpsee with its "request too big" error.
 const MAX_FRAME: usize = 64 << 20;
 
+/// Forwarded messages whose answers may still be owed on one connection.
+/// jsonrpsee answers a few of them without their id (a batch whose answers
+/// are too big together), so past this many the oldest is forgotten: its
+/// answer, should it come, keeps the token as id.
+const MAX_PENDING: usize = 1024;
+
 /// Forwarded messages whose answers are still owed, by token.
 #[derive(Debug, Default)]
 struct Pending {
     /// Token → the key of the message it belongs to.
     tokens: HashMap<String, u64>,
-    restores: HashMap<u64, Restore>,
+    /// Keys in the order the messages were forwarded.
+    restores: BTreeMap<u64, Restore>,
     next: u64,
 }
 
@@ -57,6 +64,13 @@ impl Pending {
             self.tokens.insert(token.to_string(), key);
         }
         self.restores.insert(key, restore);
+        while self.restores.len() > MAX_PENDING {
+            if let Some((_, oldest)) = self.restores.pop_first() {
+                for token in oldest.tokens() {
+                    self.tokens.remove(token);
+                }
+            }
+        }
     }
 
     /// The restore owed for the message `token` was forwarded in, taken
@@ -77,6 +91,7 @@ impl Pending {
 pub fn upgrade<S>(
     request: HttpRequest,
     inner: S,
+    max_bytes: u32,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<HttpResponse, BoxError>
 where
@@ -140,7 +155,7 @@ where
         let mut builder = to_server.into_builder();
         builder.set_max_message_size(MAX_FRAME);
         let (server_tx, server_rx) = builder.finish();
-        relay(client_tx, client_rx, server_tx, server_rx).await;
+        relay(client_tx, client_rx, server_tx, server_rx, max_bytes).await;
     });
     Ok(response.map(|()| HttpBody::default()))
 }
@@ -151,6 +166,7 @@ async fn relay<C, S>(
     client_rx: soketto::Receiver<C>,
     server_tx: soketto::Sender<S>,
     server_rx: soketto::Receiver<S>,
+    max_bytes: u32,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -158,7 +174,7 @@ async fn relay<C, S>(
     let pending = Arc::new(Mutex::new(Pending::default()));
     let (outgoing, queued) = mpsc::channel::<String>(OUTGOING);
     tokio::select! {
-        () = from_client(client_rx, server_tx, outgoing.clone(), Arc::clone(&pending)) => {}
+        () = from_client(client_rx, server_tx, outgoing.clone(), Arc::clone(&pending), max_bytes) => {}
         () = from_server(server_rx, outgoing, pending) => {}
         () = to_client(client_tx, queued) => {}
     }
@@ -170,10 +186,15 @@ async fn from_client<C, S>(
     mut server_tx: soketto::Sender<S>,
     outgoing: mpsc::Sender<String>,
     pending: Arc<Mutex<Pending>>,
+    max_bytes: u32,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let too_big = format!(
+        r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":"Request is too big"}},"id":null}}"#,
+        jsonrpsee::types::error::OVERSIZED_REQUEST_CODE
+    );
     loop {
         let mut data = Vec::new();
         let binary = match client_rx.receive(&mut data).await {
@@ -181,11 +202,7 @@ async fn from_client<C, S>(
             Ok(soketto::Incoming::Pong(_)) => continue,
             Ok(soketto::Incoming::Closed(_)) | Err(WsError::Closed) => break,
             Err(WsError::MessageTooLarge { .. }) => {
-                let too_big = format!(
-                    r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":"Request is too big"}},"id":null}}"#,
-                    jsonrpsee::types::error::OVERSIZED_REQUEST_CODE
-                );
-                if outgoing.send(too_big).await.is_err() {
+                if outgoing.send(too_big.clone()).await.is_err() {
                     break;
                 }
                 continue;
@@ -195,6 +212,13 @@ async fn from_client<C, S>(
                 break;
             }
         };
+        if data.len() > max_bytes as usize {
+            // As jsonrpsee would answer it, without holding its tokens.
+            if outgoing.send(too_big.clone()).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let sent = match envelope::prepare(&data) {
             Front::Unchanged if binary => server_tx.send_binary(&data).await,
             Front::Unchanged => match String::from_utf8(data) {
@@ -288,5 +312,24 @@ mod tests {
             "taken with all its tokens"
         );
         assert!(pending.tokens.is_empty() && pending.restores.is_empty());
+    }
+
+    #[test]
+    fn answers_never_given_cannot_grow_the_pending_map() {
+        let mut pending = Pending::default();
+        let mut first = None;
+        for _ in 0..MAX_PENDING + 10 {
+            let Front::Forward { restore, .. } =
+                envelope::prepare(br#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#)
+            else {
+                panic!("forwarded");
+            };
+            first.get_or_insert_with(|| restore.tokens().next().map(str::to_string));
+            pending.insert(restore);
+        }
+        assert_eq!(pending.restores.len(), MAX_PENDING);
+        assert_eq!(pending.tokens.len(), MAX_PENDING);
+        let first = first.flatten().expect("a token");
+        assert!(pending.take(&first).is_none(), "the oldest was forgotten");
     }
 }

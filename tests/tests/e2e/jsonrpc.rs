@@ -155,6 +155,16 @@ fn websocket_follows_the_jsonrpc_envelope_rules() {
         "params null names the missing field: {answer}"
     );
 
+    // A message over max_request_bytes (1 MiB): refused, and the
+    // connection serves on.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1.5,"method":"daemon.info","pad":"{}"}}"#,
+        "x".repeat(1 << 20)
+    );
+    let answer = ws.call_raw(&big);
+    assert_eq!(answer["error"]["code"], -32007, "{answer}");
+    assert_eq!(ws.call_raw(PROBE)["id"], "probe");
+
     let submit = r#"{"jsonrpc":"2.0","method":"job.submit","params":{"target":"tiny"}}"#;
     ws.send(submit);
     eventually(
