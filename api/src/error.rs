@@ -1,9 +1,12 @@
 //! Application error codes and helpers to build JSON-RPC error objects.
 //!
 //! Standard codes (-32700 parse error, -32600 invalid request, -32601 method
-//! not found, -32602 invalid params, -32603 internal) come from jsonrpsee; the
-//! codes here sit in the range JSON-RPC reserves for implementation-defined
-//! server errors.
+//! not found, -32602 invalid params, -32603 internal) come from jsonrpsee,
+//! which also uses -32000 to -32011 of the range JSON-RPC reserves for the
+//! implementation (-32006 too many subscriptions, -32007 request too big,
+//! and -32001 and -32005 that protocol 1 used here too). The codes here sit
+//! outside -32768..-32000, in the space JSON-RPC leaves to applications, so
+//! no library code can ever be read as one of them.
 
 use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
@@ -29,11 +32,11 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub const fn code(self) -> i32 {
         match self {
-            ErrorCode::NotFound => -32001,
-            ErrorCode::InvalidParameters => -32002,
-            ErrorCode::PermissionDenied => -32003,
-            ErrorCode::InvalidState => -32004,
-            ErrorCode::Unavailable => -32005,
+            ErrorCode::NotFound => -31001,
+            ErrorCode::InvalidParameters => -31002,
+            ErrorCode::PermissionDenied => -31003,
+            ErrorCode::InvalidState => -31004,
+            ErrorCode::Unavailable => -31005,
         }
     }
 

@@ -15,4 +15,4 @@ pub use types::*;
 
 /// Bumped whenever a method or a wire type changes incompatibly. `hfctl`
 /// compares it with `daemon.info` before doing anything else.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

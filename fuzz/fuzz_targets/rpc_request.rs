@@ -281,7 +281,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 const UNSUBSCRIBE: &[&str] = &["job.unfollow_logs", "job.unwatch", "store.backup_cancel"];
 
 /// The codes an answer to a single request may carry.
-const KNOWN_CODES: &[i64] = &[-32700, -32600, -32601, -32602, -32603, -32005];
+const KNOWN_CODES: &[i64] = &[-32700, -32600, -32601, -32602, -32603, -31005];
 
 fuzz_target!(|data: &[u8]| {
     // The wire types a client decodes (answers and notifications).

@@ -10,6 +10,7 @@ pub mod poll;
 pub mod process;
 pub mod slurm;
 pub mod users;
+pub mod ws;
 
 pub use command::{
     HFCTL_TIMEOUT, bin_dir, bin_path, finish_child, finish_child_output, hfctl_command,

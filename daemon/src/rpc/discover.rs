@@ -519,11 +519,11 @@ pub(super) fn handle(server: &RpcServer) -> Value {
         "components": {
             "schemas": schemas,
             "errors": {
-                "NOT_FOUND": {"code": -32001, "message": "not found"},
-                "INVALID_PARAMETERS": {"code": -32002, "message": "invalid parameters; data lists each field"},
-                "PERMISSION_DENIED": {"code": -32003, "message": "permission denied"},
-                "INVALID_STATE": {"code": -32004, "message": "invalid state"},
-                "UNAVAILABLE": {"code": -32005, "message": "unavailable"},
+                "NOT_FOUND": {"code": -31001, "message": "not found"},
+                "INVALID_PARAMETERS": {"code": -31002, "message": "invalid parameters; data lists each field"},
+                "PERMISSION_DENIED": {"code": -31003, "message": "permission denied"},
+                "INVALID_STATE": {"code": -31004, "message": "invalid state"},
+                "UNAVAILABLE": {"code": -31005, "message": "unavailable"},
             },
         },
     })

@@ -178,7 +178,32 @@ pub fn prepare(message: &[u8]) -> Front {
     }
 }
 
+/// The first token among the ids of jsonrpsee's `answer` (a single answer
+/// or a batch of them): which forwarded message it answers. `None` for an
+/// answer to a message left unchanged, and for subscription notifications.
+pub fn answer_token(answer: &[u8]) -> Option<String> {
+    let token_of = |object: &Object| {
+        object
+            .get("id")
+            .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+            .filter(|id| id.starts_with(TOKEN_PREFIX))
+    };
+    match answer.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => token_of(&serde_json::from_slice::<Object>(answer).ok()?),
+        Some(b'[') => serde_json::from_slice::<Vec<Object>>(answer)
+            .ok()?
+            .iter()
+            .find_map(token_of),
+        _ => None,
+    }
+}
+
 impl Restore {
+    /// The tokens this message's entries were forwarded with.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.ids.keys().map(String::as_str)
+    }
+
     /// The answer owed to the client from jsonrpsee's `answer`: original ids
     /// back in place, notifications' answers left out. `None` when nothing
     /// is to be sent (only notifications).
@@ -346,6 +371,27 @@ mod tests {
             .collect();
         let answer = Value::Array(answers).to_string();
         assert_eq!(restore.restore(answer.as_bytes()), None);
+    }
+
+    #[test]
+    fn answers_are_matched_to_forwarded_messages_by_token() {
+        let (body, restore) = forwarded(r#"{"jsonrpc":"2.0","id":-7,"method":"m"}"#);
+        let token = body["id"].as_str().expect("a token id").to_string();
+        assert_eq!(restore.tokens().collect::<Vec<_>>(), [token.as_str()]);
+        let answer = json!({"jsonrpc": "2.0", "result": 1, "id": token}).to_string();
+        assert_eq!(answer_token(answer.as_bytes()), Some(token.clone()));
+        let batch = json!([{"jsonrpc": "2.0", "result": 1, "id": 3},
+                           {"jsonrpc": "2.0", "result": 1, "id": token}])
+        .to_string();
+        assert_eq!(answer_token(batch.as_bytes()), Some(token));
+        for other in [
+            r#"{"jsonrpc":"2.0","result":1,"id":"a client's own string"}"#,
+            r#"{"jsonrpc":"2.0","method":"job.changed","params":{"subscription":"x","result":1}}"#,
+            r#"[{"jsonrpc":"2.0","result":1,"id":1}]"#,
+            "not json",
+        ] {
+            assert_eq!(answer_token(other.as_bytes()), None, "{other}");
+        }
     }
 
     #[test]

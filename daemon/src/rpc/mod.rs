@@ -31,6 +31,7 @@ mod submit;
 mod tenant;
 mod watch;
 mod workflow;
+mod ws_relay;
 
 use std::sync::Arc;
 

@@ -3,14 +3,15 @@
 //! entry's) parameter names against the methods the `rpc.discover` document
 //! describes, and answers -32602 naming the unknown ones. Without it the
 //! generated parsing ignores unknown keys, so a typo such as `prority` would
-//! be silently dropped.
+//! be silently dropped. The same layer words jsonrpsee's bare "Internal
+//! error" for a subscription method called over HTTP.
 
 use std::collections::BTreeMap;
 
 use jsonrpsee::server::middleware::rpc::{
     Batch, BatchEntry, BatchEntryErr, MethodResponse, Notification, RpcServiceT,
 };
-use jsonrpsee::types::error::INVALID_PARAMS_CODE;
+use jsonrpsee::types::error::{INTERNAL_ERROR_CODE, INVALID_PARAMS_CODE};
 use jsonrpsee::types::{ErrorObjectOwned, Request};
 use serde::de::IgnoredAny;
 
@@ -63,6 +64,46 @@ fn refusal(method: &str, unknown: &[String]) -> ErrorObjectOwned {
     )
 }
 
+/// The subscription methods and their unsubscribe methods.
+const SUBSCRIPTIONS: [&str; 8] = [
+    "job.follow_logs",
+    "job.unfollow_logs",
+    "job.watch",
+    "job.unwatch",
+    "events.subscribe",
+    "events.unsubscribe",
+    "store.backup",
+    "store.backup_cancel",
+];
+
+/// jsonrpsee answers a subscription method called over HTTP with a bare
+/// -32603 "Internal error": say what the caller must do instead (the code
+/// stays, as documented).
+fn over_http(
+    answer: MethodResponse,
+    method: &str,
+    id: jsonrpsee::types::Id<'static>,
+) -> MethodResponse {
+    let bare = answer.as_error_code() == Some(INTERNAL_ERROR_CODE)
+        && answer
+            .as_json()
+            .get()
+            .contains(r#""message":"Internal error""#);
+    if !bare {
+        return answer;
+    }
+    let extensions = answer.extensions().clone();
+    MethodResponse::error(
+        id,
+        ErrorObjectOwned::owned::<()>(
+            INTERNAL_ERROR_CODE,
+            format!("{method} is a subscription method: call it over WebSocket, not HTTP"),
+            None,
+        ),
+    )
+    .with_extensions(extensions)
+}
+
 impl<S> RpcServiceT for NamedParams<S>
 where
     S: RpcServiceT<
@@ -85,6 +126,12 @@ where
         let inner = self.inner.clone();
         async move {
             match unknown_names(&request) {
+                None if SUBSCRIPTIONS.contains(&request.method.as_ref()) => {
+                    let (method, id) =
+                        (request.method.to_string(), request.id.clone().into_owned());
+                    let answer = inner.call(request).await;
+                    over_http(answer, &method, id)
+                }
                 None => inner.call(request).await,
                 Some(unknown) => {
                     MethodResponse::error(request.id, refusal(&request.method, &unknown))

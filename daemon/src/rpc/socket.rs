@@ -397,6 +397,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         // upgrade; it is given back when both are gone.
         let permit = Arc::new(permit);
         let engine = engine.clone();
+        let stop_ws = stop_handle.clone();
         // jsonrpsee with the caller's extensions.
         let inner = tower::service_fn(move |mut request: HttpRequest| {
             request.extensions_mut().insert(caller.clone());
@@ -406,6 +407,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             async move { tower::Service::call(&mut service, request).await }
         });
         let service = tower::service_fn(move |request: HttpRequest<_>| {
+            let stop = stop_ws.clone();
             // `GET /metrics` is answered here, before jsonrpsee: anyone
             // who may connect to the socket may read it, as job.list.
             let metrics = (request.method().as_str() == "GET"
@@ -418,15 +420,22 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                     (engine.clone(), crate::metrics::Format::from_accept(accept))
                 });
             // The JSON-RPC envelope rules jsonrpsee does not keep are
-            // applied in front of it, to HTTP bodies (`envelope`).
+            // applied in front of it, to HTTP bodies (`envelope`) and
+            // WebSocket messages (`ws_relay`).
             let request = request.map(jsonrpsee::server::HttpBody::new);
             let inner = inner.clone();
+            // WebSocket messages too, through a relay (`ws_relay`).
+            let upgrade = jsonrpsee::server::ws::is_upgrade_request(&request)
+                .then(|| stop.clone().shutdown());
             // A request whose body never completes would hold one of the
             // connection permits forever; every call (and a WebSocket
             // upgrade) answers well within this.
             async move {
                 if let Some((engine, format)) = metrics {
                     return Ok(metrics_response(&engine, format).await);
+                }
+                if let Some(stopped) = upgrade {
+                    return super::ws_relay::upgrade(request, inner, max_bytes, stopped);
                 }
                 let call = super::envelope::serve_http(inner, request, max_bytes);
                 match tokio::time::timeout(REQUEST_TIMEOUT, call).await {

@@ -605,7 +605,7 @@ fn a_tenant_is_refused_for_a_chain_it_may_not_run_and_an_unknown_one_is_named() 
         "job.submit",
         json!({"target": "billing", "tenant": "nobody"}),
     );
-    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    assert_eq!(answer["error"]["code"], -31002, "{answer}");
     let fields: Vec<&str> = answer["error"]["data"]
         .as_array()
         .unwrap_or_else(|| panic!("INVALID_PARAMETERS lists its fields: {answer}"))

@@ -295,7 +295,7 @@ fn a_string_parameter_too_large_for_the_environment_is_refused_at_submit() {
     );
     assert_eq!(
         answer["error"]["code"],
-        -32002,
+        -31002,
         "{:.1000}",
         answer.to_string()
     );

@@ -138,7 +138,7 @@ fn hostile_parameters_get_clean_errors_and_the_daemon_stays_up() {
             let code = answer["error"]["code"].as_i64();
             let known_code = code.is_none_or(|c| {
                 matches!(c, -32700 | -32600 | -32601 | -32602 | -32603)
-                    || (-32005..=-32001).contains(&c)
+                    || (-31005..=-31001).contains(&c)
             });
             if !well_formed || !known_code || code == Some(-32603) {
                 let shown: String = request.to_string().chars().take(300).collect();

@@ -92,7 +92,7 @@ fn json_rpc_lists_every_bad_parameter_in_the_error_data() {
             "params": {"date": "2024-02-30", "mode": "bogus", "size": "many", "extra": 1}
         }),
     );
-    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    assert_eq!(answer["error"]["code"], -31002, "{answer}");
     let data = answer["error"]["data"]
         .as_array()
         .unwrap_or_else(|| panic!("INVALID_PARAMETERS data is a list: {answer}"));
@@ -207,7 +207,7 @@ fn bounds_and_null_are_checked_at_submit() {
         "job.submit",
         json!({"target": "bounded", "params": {"date": null, "rows": null, "ratio": -1}}),
     );
-    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    assert_eq!(answer["error"]["code"], -31002, "{answer}");
     let fields: BTreeSet<&str> = answer["error"]["data"]
         .as_array()
         .into_iter()

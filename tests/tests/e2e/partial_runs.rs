@@ -127,7 +127,7 @@ fn until_runs_the_process_and_its_upstream_and_nothing_else() {
             "job.submit",
             json!({"target": target, "until": until}),
         );
-        assert_eq!(answer["error"]["code"], -32002, "{answer}");
+        assert_eq!(answer["error"]["code"], -31002, "{answer}");
         assert_eq!(answer["error"]["data"][0]["field"], "until", "{answer}");
     }
 }

@@ -167,7 +167,7 @@ fn retry_of_a_running_job_is_refused() {
         "job.retry",
         json!({"job_id": running, "from_start": true}),
     );
-    assert_eq!(answer["error"]["code"], -32004, "{answer}");
+    assert_eq!(answer["error"]["code"], -31004, "{answer}");
 
     let missing = daemon.hfctl(&["retry", "999"]);
     assert_eq!(missing.status.code(), Some(6), "{}", shown(&missing));

@@ -113,7 +113,7 @@ fn missing_things_are_not_found() {
     let daemon = TestDaemon::start(&[("tiny.toml", TINY)]);
 
     let job = rpc_call(daemon.socket(), "job.get", json!({"job_id": 424242}));
-    assert_eq!(job["error"]["code"], -32001, "{job}");
+    assert_eq!(job["error"]["code"], -31001, "{job}");
     let status = daemon.hfctl(&["status", "424242"]);
     assert_eq!(
         status.status.code(),
@@ -124,7 +124,7 @@ fn missing_things_are_not_found() {
 
     let submit = rpc_call(daemon.socket(), "job.submit", json!({"target": "nosuch"}));
     assert_eq!(
-        submit["error"]["code"], -32001,
+        submit["error"]["code"], -31001,
         "an unknown chain: {submit}"
     );
     let hfctl_submit = daemon.hfctl(&["submit", "nosuch"]);
@@ -138,7 +138,7 @@ fn missing_things_are_not_found() {
     let describe = daemon.hfctl(&["describe", "nosuch"]);
     assert_eq!(describe.status.code(), Some(6), "{}", shown(&describe));
     let workflow = rpc_call(daemon.socket(), "workflow.get", json!({"name": "nosuch"}));
-    assert_eq!(workflow["error"]["code"], -32001, "{workflow}");
+    assert_eq!(workflow["error"]["code"], -31001, "{workflow}");
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ fn a_locked_tenant_value_cannot_be_overridden() {
         "job.submit",
         json!({"target": "billing", "tenant": "afinia", "params": {"company": null}}),
     );
-    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    assert_eq!(answer["error"]["code"], -31002, "{answer}");
     assert_eq!(answer["error"]["data"][0]["field"], "company", "{answer}");
     let listed = daemon.hfctl_json(&["list"]);
     assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(0), "{listed}");

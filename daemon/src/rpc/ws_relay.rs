@@ -1,0 +1,335 @@
+//! The JSON-RPC envelope rules (`envelope`) for WebSocket connections.
+//!
+//! jsonrpsee reads WebSocket frames itself, after the upgrade, so nothing
+//! can be put in front of its parser the way `envelope::serve_http` is for
+//! HTTP bodies. Instead the daemon takes the upgrade itself and relays the
+//! connection: each text frame from the client goes through
+//! `envelope::prepare` and on, over an in-memory pipe, to jsonrpsee served
+//! exactly as on the socket (same service, same caller, same connection
+//! permit); each frame jsonrpsee sends back that answers a forwarded message
+//! gets its original ids back (or is dropped: notifications), everything
+//! else (answers to plain requests, subscription notifications) passes as it
+//! is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures_util::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
+use hyper_util::rt::TokioIo;
+use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+use soketto::connection::Error as WsError;
+use tokio::sync::mpsc;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use super::envelope::{self, Front, Restore};
+
+/// The error type of jsonrpsee's HTTP service.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// What the relayed connection's service answers with.
+type ServiceFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send + 'static>>;
+
+/// Bytes the in-memory pipe to jsonrpsee holds each way before the writer
+/// waits: a client that does not read holds back jsonrpsee's sends (and so
+/// its bounded message buffer) after this much.
+const PIPE_BYTES: usize = 64 << 10;
+/// Frames for the client queued between the two directions of the relay.
+const OUTGOING: usize = 16;
+/// The largest frame read from either side, as jsonrpsee's own limit (its
+/// response size cap); a request over `max_request_bytes` but under this is
+/// answered by jsonrpsee with its "request too big" error.
+const MAX_FRAME: usize = 64 << 20;
+
+/// Forwarded messages whose answers may still be owed on one connection.
+/// jsonrpsee answers a few of them without their id (a batch whose answers
+/// are too big together), so past this many the oldest is forgotten: its
+/// answer, should it come, keeps the token as id.
+const MAX_PENDING: usize = 1024;
+
+/// Forwarded messages whose answers are still owed, by token.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Token → the key of the message it belongs to.
+    tokens: HashMap<String, u64>,
+    /// Keys in the order the messages were forwarded.
+    restores: BTreeMap<u64, Restore>,
+    next: u64,
+}
+
+impl Pending {
+    fn insert(&mut self, restore: Restore) {
+        let key = self.next;
+        self.next += 1;
+        for token in restore.tokens() {
+            self.tokens.insert(token.to_string(), key);
+        }
+        self.restores.insert(key, restore);
+        while self.restores.len() > MAX_PENDING {
+            if let Some((_, oldest)) = self.restores.pop_first() {
+                for token in oldest.tokens() {
+                    self.tokens.remove(token);
+                }
+            }
+        }
+    }
+
+    /// The restore owed for the message `token` was forwarded in, taken
+    /// out with all its tokens.
+    fn take(&mut self, token: &str) -> Option<Restore> {
+        let key = self.tokens.remove(token)?;
+        let restore = self.restores.remove(&key)?;
+        for token in restore.tokens() {
+            self.tokens.remove(token);
+        }
+        Some(restore)
+    }
+}
+
+/// Take a WebSocket upgrade `request`: answer it (101), and relay the
+/// connection to `inner` (jsonrpsee with the caller's extensions), served
+/// over an in-memory pipe until either side closes or `stopped` resolves.
+pub fn upgrade<S>(
+    request: HttpRequest,
+    inner: S,
+    max_bytes: u32,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<HttpResponse, BoxError>
+where
+    S: tower::Service<HttpRequest, Response = HttpResponse, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let mut handshake = soketto::handshake::http::Server::new();
+    let response = match handshake.receive_request(&request) {
+        Ok(response) => response,
+        Err(e) => {
+            return Ok(http::Response::builder()
+                .status(http::StatusCode::BAD_REQUEST)
+                .body(HttpBody::from(format!("WebSocket upgrade refused: {e}")))?);
+        }
+    };
+    let resource = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+    let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let mut inner = inner.clone();
+        let call: ServiceFuture =
+            Box::pin(
+                async move { tower::Service::call(&mut inner, request.map(HttpBody::new)).await },
+            );
+        call
+    });
+    let serve = jsonrpsee::server::serve_with_graceful_shutdown(theirs, service, stopped);
+    let serve: std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> =
+        Box::pin(serve);
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::debug!(error = %e, "relayed WebSocket connection ended");
+        }
+    });
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(request).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let client = BufReader::new(BufWriter::new(TokioIo::new(upgraded).compat()));
+        let mut builder = handshake.into_builder(client);
+        builder.set_max_message_size(MAX_FRAME);
+        let (client_tx, client_rx) = builder.finish();
+        let mut to_server =
+            soketto::handshake::Client::new(BufReader::new(ours.compat()), "localhost", &resource);
+        match to_server.handshake().await {
+            Ok(soketto::handshake::ServerResponse::Accepted { .. }) => {}
+            other => {
+                tracing::warn!(answer = ?other, "the relayed WebSocket was not accepted");
+                return;
+            }
+        }
+        let mut builder = to_server.into_builder();
+        builder.set_max_message_size(MAX_FRAME);
+        let (server_tx, server_rx) = builder.finish();
+        relay(client_tx, client_rx, server_tx, server_rx, max_bytes).await;
+    });
+    Ok(response.map(|()| HttpBody::default()))
+}
+
+/// Relay frames both ways until either side closes.
+async fn relay<C, S>(
+    client_tx: soketto::Sender<C>,
+    client_rx: soketto::Receiver<C>,
+    server_tx: soketto::Sender<S>,
+    server_rx: soketto::Receiver<S>,
+    max_bytes: u32,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let (outgoing, queued) = mpsc::channel::<String>(OUTGOING);
+    tokio::select! {
+        () = from_client(client_rx, server_tx, outgoing.clone(), Arc::clone(&pending), max_bytes) => {}
+        () = from_server(server_rx, outgoing, pending) => {}
+        () = to_client(client_tx, queued) => {}
+    }
+}
+
+/// Client frames through the envelope rules to jsonrpsee, or answered here.
+async fn from_client<C, S>(
+    mut client_rx: soketto::Receiver<C>,
+    mut server_tx: soketto::Sender<S>,
+    outgoing: mpsc::Sender<String>,
+    pending: Arc<Mutex<Pending>>,
+    max_bytes: u32,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let too_big = format!(
+        r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":"Request is too big"}},"id":null}}"#,
+        jsonrpsee::types::error::OVERSIZED_REQUEST_CODE
+    );
+    loop {
+        let mut data = Vec::new();
+        let binary = match client_rx.receive(&mut data).await {
+            Ok(soketto::Incoming::Data(kind)) => kind.is_binary(),
+            Ok(soketto::Incoming::Pong(_)) => continue,
+            Ok(soketto::Incoming::Closed(_)) | Err(WsError::Closed) => break,
+            Err(WsError::MessageTooLarge { .. }) => {
+                if outgoing.send(too_big.clone()).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket client read failed");
+                break;
+            }
+        };
+        if data.len() > max_bytes as usize {
+            // As jsonrpsee would answer it, without holding its tokens.
+            if outgoing.send(too_big.clone()).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let sent = match envelope::prepare(&data) {
+            Front::Unchanged if binary => server_tx.send_binary(&data).await,
+            Front::Unchanged => match String::from_utf8(data) {
+                Ok(text) => server_tx.send_text_owned(text).await,
+                Err(_) => break,
+            },
+            Front::Answer(answer) => {
+                if outgoing.send(answer).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Front::Forward { body, restore } => {
+                lock(&pending).insert(restore);
+                server_tx.send_text_owned(body).await
+            }
+        };
+        if sent.is_err() || server_tx.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = server_tx.close().await;
+}
+
+/// jsonrpsee's frames to the client, with forwarded messages' ids restored.
+async fn from_server<S>(
+    mut server_rx: soketto::Receiver<S>,
+    outgoing: mpsc::Sender<String>,
+    pending: Arc<Mutex<Pending>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let mut data = Vec::new();
+        match server_rx.receive(&mut data).await {
+            Ok(soketto::Incoming::Data(_)) => {}
+            Ok(soketto::Incoming::Pong(_)) => continue,
+            Ok(soketto::Incoming::Closed(_)) | Err(_) => break,
+        }
+        let restore = envelope::answer_token(&data).and_then(|t| lock(&pending).take(&t));
+        let answer = match restore {
+            None => String::from_utf8_lossy(&data).into_owned(),
+            Some(restore) => match restore.restore(&data) {
+                Some(answer) => answer,
+                // Only notifications: nothing to send.
+                None => continue,
+            },
+        };
+        if outgoing.send(answer).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The one writer to the client.
+async fn to_client<C>(mut client_tx: soketto::Sender<C>, mut queued: mpsc::Receiver<String>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(text) = queued.recv().await {
+        if client_tx.send_text_owned(text).await.is_err() || client_tx.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = client_tx.close().await;
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_restored_once_whichever_token_answers() {
+        let batch = r#"[{"jsonrpc":"2.0","method":"m"},{"jsonrpc":"2.0","id":-7,"method":"m"}]"#;
+        let Front::Forward { body, restore } = envelope::prepare(batch.as_bytes()) else {
+            panic!("the batch is forwarded");
+        };
+        let tokens: Vec<String> = restore.tokens().map(str::to_string).collect();
+        assert_eq!(tokens.len(), 2, "{body}");
+        let mut pending = Pending::default();
+        pending.insert(restore);
+        assert!(pending.take(&tokens[1]).is_some());
+        assert!(
+            pending.take(&tokens[0]).is_none(),
+            "taken with all its tokens"
+        );
+        assert!(pending.tokens.is_empty() && pending.restores.is_empty());
+    }
+
+    #[test]
+    fn answers_never_given_cannot_grow_the_pending_map() {
+        let mut pending = Pending::default();
+        let mut first = None;
+        for _ in 0..MAX_PENDING + 10 {
+            let Front::Forward { restore, .. } =
+                envelope::prepare(br#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#)
+            else {
+                panic!("forwarded");
+            };
+            first.get_or_insert_with(|| restore.tokens().next().map(str::to_string));
+            pending.insert(restore);
+        }
+        assert_eq!(pending.restores.len(), MAX_PENDING);
+        assert_eq!(pending.tokens.len(), MAX_PENDING);
+        let first = first.flatten().expect("a token");
+        assert!(pending.take(&first).is_none(), "the oldest was forgotten");
+    }
+}

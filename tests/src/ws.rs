@@ -1,0 +1,126 @@
+//! A hand-written WebSocket client over the Unix socket (RFC 6455, text
+//! frames only), so tests send JSON-RPC messages no library client would
+//! send and see every frame the daemon answers with, or that it sends none.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long a frame that is owed may take to arrive.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One WebSocket connection to the daemon.
+#[derive(Debug)]
+pub struct RawWs {
+    stream: UnixStream,
+}
+
+impl RawWs {
+    /// Connect and upgrade; panics unless the daemon answers 101.
+    pub fn connect(socket: &Path) -> RawWs {
+        let mut stream = UnixStream::connect(socket)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", socket.display()));
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("a read timeout can be set");
+        stream
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                  Sec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .expect("the upgrade can be sent");
+        // Byte by byte up to the end of the head, so no frame is read
+        // with it.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .expect("the upgrade is answered");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "the upgrade is accepted: {head}"
+        );
+        RawWs { stream }
+    }
+
+    /// Send `text` as one masked text frame.
+    pub fn send(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        // A zero mask: the payload goes as it is.
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).expect("a frame can be sent");
+    }
+
+    /// The next text message from the daemon (control frames skipped);
+    /// panics when none comes within the read timeout or the connection
+    /// closes.
+    pub fn recv(&mut self) -> String {
+        let mut message = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            self.stream
+                .read_exact(&mut head)
+                .expect("the daemon sends a frame");
+            let fin = head[0] & 0x80 != 0;
+            let opcode = head[0] & 0x0f;
+            let len = match head[1] & 0x7f {
+                126 => {
+                    let mut n = [0u8; 2];
+                    self.stream.read_exact(&mut n).expect("a frame length");
+                    u64::from(u16::from_be_bytes(n))
+                }
+                127 => {
+                    let mut n = [0u8; 8];
+                    self.stream.read_exact(&mut n).expect("a frame length");
+                    u64::from_be_bytes(n)
+                }
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(len).expect("a frame that fits")];
+            self.stream
+                .read_exact(&mut payload)
+                .expect("the frame's payload");
+            match opcode {
+                0x8 => panic!("the daemon closed the WebSocket"),
+                0x9 | 0xa => continue,
+                _ => message.extend_from_slice(&payload),
+            }
+            if fin {
+                return String::from_utf8(message).expect("a text message");
+            }
+        }
+    }
+
+    /// The next message, as JSON.
+    pub fn recv_json(&mut self) -> Value {
+        let text = self.recv();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// Send `text` and read the next message as JSON.
+    pub fn call_raw(&mut self, text: &str) -> Value {
+        self.send(text);
+        self.recv_json()
+    }
+}
