@@ -259,10 +259,11 @@ impl Table {
     }
 }
 
-/// Display width: one column per character. Good enough for names, paths
-/// and the box-drawing characters of trees.
+/// Display width in terminal columns (unicode-width, as ratatui uses):
+/// a CJK character takes two, a combining accent none, so a chain or
+/// tenant named in any script stays aligned.
 fn width(text: &str) -> usize {
-    text.chars().count()
+    unicode_width::UnicodeWidthStr::width(text)
 }
 
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
@@ -485,6 +486,19 @@ mod tests {
         assert_eq!(
             table.render(&Palette::plain()),
             "├─ a  ok\nb\nc         x\n"
+        );
+    }
+
+    #[test]
+    fn wide_and_combining_characters_keep_columns_aligned() {
+        let mut table = Table::headless(2);
+        table.row(vec!["日本".into(), "1".into()]);
+        table.row(vec!["e\u{301}te\u{301}".into(), "2".into()]);
+        table.row(vec!["abcde".into(), "3".into()]);
+        // 日本 is four columns wide, été three: each is padded to five.
+        assert_eq!(
+            table.render(&Palette::plain()),
+            "日本   1\ne\u{301}te\u{301}    2\nabcde  3\n"
         );
     }
 

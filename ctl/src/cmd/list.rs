@@ -11,8 +11,11 @@ use crate::output::{self, Align, Cell, Palette, Style, Table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Only jobs in this state.
-    #[arg(long, value_parser = states())]
+    /// Only jobs in this state: queued, running, succeeded, failed or
+    /// cancelled.
+    // (Listed here rather than by clap, whose list of possible values
+    // renders as misplaced paragraph macros in the man page.)
+    #[arg(long, value_parser = states(), hide_possible_values = true)]
     pub state: Option<JobState>,
     /// Only jobs of this chain.
     #[arg(long)]
