@@ -7,7 +7,7 @@
 //! and the activity runs again with its last checkpoint. An interruption does
 //! not use up a retry, but more than `max_interruptions` fail the activity.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,7 +120,7 @@ impl Engine {
         stored: StoredJob,
         chain: Arc<Chain>,
         params: serde_json::Map<String, serde_json::Value>,
-        secret: std::collections::BTreeSet<String>,
+        secret: BTreeSet<String>,
     ) {
         let included = match resolve_target(&chain, &stored.target, stored.until.as_deref()) {
             Ok(i) => i,
@@ -171,9 +171,17 @@ impl Engine {
             act.checkpoint = sa.checkpoint.clone();
             act.outputs = sa.outputs.clone();
             act.progress = sa.progress;
+            let adopted_before = adoptions.len();
             if chain.activities[sa.idx].foreach.is_some() {
-                act.fanout = self.resume_fanout(stored.id, sa, &chain.activities[sa.idx]);
+                act.fanout = self.resume_fanout(
+                    stored.id,
+                    sa,
+                    &chain.activities[sa.idx],
+                    stored.simulated,
+                    &mut adoptions,
+                );
             }
+            let items_adopted = adoptions.len() > adopted_before;
             let Some(act) = job.acts.get_mut(sa.idx) else {
                 continue;
             };
@@ -197,8 +205,9 @@ impl Engine {
                     slurm_job_id: a.slurm_job_id,
                     started_at: a.started_at,
                     control_offset: a.control_offset,
+                    item: None,
                 });
-            let adopted = adoption.is_some();
+            let adopted = adoption.is_some() || items_adopted;
             adoptions.extend(adoption);
             let leftovers: Vec<Leftover> = sa
                 .attempts
@@ -319,9 +328,19 @@ impl Engine {
                 self.finish_if_done(id);
             }
         }
+        let mut fan_outs = BTreeSet::new();
         for adoption in adoptions {
+            if adoption.item.is_some() {
+                fan_outs.insert(adoption.idx);
+            }
             self.adopt(id, adoption);
         }
+        // Items not adopted (interrupted, never started) start beside
+        // the adopted ones.
+        for idx in fan_outs {
+            self.fanout_settled(id, idx);
+        }
+        self.refresh(id);
     }
 }
 
@@ -351,17 +370,43 @@ impl Engine {
     /// A fan-out's state from its stored items: succeeded items stay done
     /// (never run again), items a dead daemon left running are killed if
     /// still there, marked interrupted and start again with their
-    /// checkpoint, as do those that were waiting for a retry.
+    /// checkpoint, as do those that were waiting for a retry. Items
+    /// running as Slurm array tasks are adopted instead (`adoptions`):
+    /// they stay running and are watched again.
     fn resume_fanout(
         &mut self,
         job_id: u64,
         stored: &store::StoredActivity,
         activity: &holdfast_workflow::Activity,
+        simulated: bool,
+        adoptions: &mut Vec<super::adopt::Adoption>,
     ) -> Option<Box<super::items::FanOut>> {
         let mut fan = super::items::FanOut::from_stored(stored, activity.on_failure)?;
-        let running: Vec<&store::StoredItem> = (stored.item_rows.iter())
-            .filter(|r| r.state == "running")
-            .collect();
+        let adopts = super::adopt::adopts(activity, simulated);
+        let mut running: Vec<&store::StoredItem> = Vec::new();
+        for row in stored.item_rows.iter().filter(|r| r.state == "running") {
+            let (true, Some(name)) = (adopts, &row.slurm_name) else {
+                running.push(row);
+                continue;
+            };
+            if let Some(run) = fan.live.get_mut(&row.item) {
+                run.state = super::items::ItemState::Running;
+                fan.again.remove(&row.item);
+                fan.running += 1;
+            }
+            adoptions.push(super::adopt::Adoption {
+                idx: stored.idx,
+                number: row.attempts,
+                slurm_job_id: row.slurm_job_id,
+                started_at: row.started_at.unwrap_or_default(),
+                control_offset: row.control_offset,
+                item: Some(super::adopt::AdoptedItem {
+                    item: row.item,
+                    slurm_name: name.clone(),
+                    task_job_id: row.slurm_task_job_id,
+                }),
+            });
+        }
         let leftovers: Vec<Leftover> = running
             .iter()
             .map(|row| {

@@ -4,8 +4,8 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 16] = [
-    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16,
+const ALL: [&str; 17] = [
+    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17,
 ];
 
 /// Every migration, oldest first.
@@ -676,6 +676,18 @@ INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
           CROSS JOIN (SELECT 2 AS kind UNION ALL SELECT 3 UNION ALL SELECT 4) k)
     WHERE value IS NOT NULL
     GROUP BY hour, chain, tenant, path, kind, rounded;
+"#;
+
+/// Version 17: fan-out items on Slurm, one job array per batch of items.
+/// An item's latest attempt keeps the array's job name (committed with
+/// the attempt, before `sbatch`), the array's job id (`ARRAYID`), the
+/// task's own Slurm job id once seen (its record after it leaves the
+/// queue), and how far its control file was applied.
+const V17: &str = r#"
+ALTER TABLE items ADD COLUMN slurm_name TEXT;
+ALTER TABLE items ADD COLUMN slurm_job_id INTEGER;
+ALTER TABLE items ADD COLUMN slurm_task_job_id INTEGER;
+ALTER TABLE items ADD COLUMN control_offset INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// Version 16's SQL, whose backfill tests run again.

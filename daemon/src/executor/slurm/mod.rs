@@ -3,8 +3,10 @@
 //! attempt's key, its id committed, watched by the one batched poller
 //! (`poll.rs`), its output and control file on the spool directory tailed
 //! (`tail.rs`) into the same log and control parser as a local attempt's,
-//! and its end reported as the same [`ExecEvent`]s.
+//! and its end reported as the same [`ExecEvent`]s. A fan-out's items
+//! run as the tasks of one job array (`array.rs`).
 
+mod array;
 mod poll;
 mod submit;
 mod tail;
@@ -21,7 +23,8 @@ use serde::Deserialize;
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use poll::{Health, JobStatus};
+pub use array::ArrayBatch;
+pub use poll::{Health, JobStatus, SlurmRef};
 
 use super::logs::{self, LogSink};
 use super::{AttemptEnd, AttemptKey, AttemptSpec, ExecEvent, KillReason, LogHub, control};
@@ -81,6 +84,14 @@ pub struct SlurmAttempt {
     /// Where reading the control file starts: 0, or for an adopted attempt
     /// how far the earlier run applied it (committed with its effects).
     pub control_offset: u64,
+    /// A fan-out item's attempt: its task in the job array (the item's
+    /// index); `name` is then the array's.
+    pub task: Option<u32>,
+    /// The array a new item attempt is submitted in, with the other items
+    /// started with it.
+    pub batch: Option<Arc<ArrayBatch>>,
+    /// An adopted array task's own Slurm job id, when committed.
+    pub task_job_id: Option<u64>,
 }
 
 /// The daemon's side of Slurm: the poller's queue and its health.
@@ -90,6 +101,9 @@ pub struct Client {
     /// Names this daemon's jobs, so two daemons on one cluster never take
     /// each other's jobs for their own.
     tag: String,
+    /// Arrays already given a `scancel` for a job cancel (one for all the
+    /// items' tasks).
+    cancelled: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Client {
@@ -102,7 +116,17 @@ impl Client {
         Arc::new(Client {
             watch: watch_tx,
             tag,
+            cancelled: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// True for the first cancel of array `id`: its tasks are cancelled
+    /// with one `scancel ARRAYID`.
+    fn cancel_array_once(&self, id: u64) -> bool {
+        self.cancelled
+            .lock()
+            .map(|mut set| set.insert(id))
+            .unwrap_or(true)
     }
 
     fn prefix(&self) -> String {
@@ -129,37 +153,17 @@ impl Client {
             memory_max: activity.memory_max,
             adopt: None,
             control_offset: 0,
+            task: None,
+            batch: None,
+            task_job_id: None,
         })
     }
 }
 
 /// Check, when a chain is loaded, that this host can submit its Slurm
 /// activities: `sbatch` must be in the daemon's PATH. slurmctld being
-/// unreachable is not a load error: attempts wait for it. A fan-out does
-/// not run on Slurm yet: its items' recovery is the local one (kill and
-/// run again), which would submit a Slurm job twice.
+/// unreachable is not a load error: attempts wait for it.
 pub fn check_chain(chain: &Chain) -> Vec<LoadError> {
-    let fan_outs: Vec<LoadError> = chain
-        .activities
-        .iter()
-        .filter(|a| a.executor == Executor::Slurm && a.foreach.is_some())
-        .map(|a| {
-            let at = holdfast_workflow::setting_position(chain, a, "executor");
-            LoadError {
-                file: chain.file.display().to_string(),
-                line: at.map(|(line, _)| line),
-                column: at.map(|(_, column)| column),
-                message: format!(
-                    "{}: a fan-out (foreach) cannot run on Slurm yet; use executor = \"local\" \
-                     for it",
-                    a.path
-                ),
-            }
-        })
-        .collect();
-    if !fan_outs.is_empty() {
-        return fan_outs;
-    }
     let Some(first) = chain
         .activities
         .iter()
@@ -288,7 +292,7 @@ pub(super) async fn run(
     let control_file = slurm.dir.join("control");
     let id = match slurm.adopt {
         Some(Some(id)) => id,
-        Some(None) => match find_by_name(&slurm.name).await {
+        Some(None) => match find_by_name(&slurm.name, slurm.task.is_some()).await {
             Some(id) => id,
             None => {
                 // The daemon died between committing the attempt and
@@ -301,19 +305,29 @@ pub(super) async fn run(
                 return Some(finish(&sink, end));
             }
         },
-        None => match submit(&spec, &slurm, &sink).await {
-            Ok(id) => id,
-            Err(end) => return Some(finish(&sink, end)),
+        None => match &slurm.batch {
+            Some(batch) => match batch.join(&spec, &slurm, &sink).await {
+                Ok(id) => id,
+                Err(end) => return Some(finish(&sink, end)),
+            },
+            None => match submit(&spec, &slurm, &sink).await {
+                Ok(id) => id,
+                Err(end) => return Some(finish(&sink, end)),
+            },
         },
+    };
+    let target = match slurm.task {
+        Some(task) => SlurmRef::Task { array: id, task },
+        None => SlurmRef::Job(id),
     };
     if slurm.adopt.is_some() {
         sink.note(&format!(
-            "submitted to Slurm as job {id} ({}); adopted after a daemon restart, its output \
+            "submitted to Slurm as job {target} ({}); adopted after a daemon restart, its output \
              so far follows",
             slurm.name
         ));
     } else {
-        sink.note(&format!("submitted to Slurm as job {id} ({})", slurm.name));
+        sink.note(&format!("submitted to Slurm as job {target} ({})", slurm.name));
     }
     if slurm.adopt != Some(Some(id)) {
         let _ = events
@@ -326,7 +340,7 @@ pub(super) async fn run(
     watch_to_end(
         spec,
         slurm,
-        id,
+        target,
         output,
         control_file,
         sink,
@@ -344,7 +358,7 @@ pub(super) async fn run(
 async fn watch_to_end(
     spec: AttemptSpec,
     slurm: SlurmAttempt,
-    id: u64,
+    id: SlurmRef,
     output: PathBuf,
     control_file: PathBuf,
     sink: Arc<LogSink>,
@@ -368,6 +382,7 @@ async fn watch_to_end(
         .watch
         .send(poll::Watch {
             id,
+            task_job_id: slurm.task_job_id,
             status: status_tx,
         })
         .await
@@ -413,6 +428,7 @@ async fn watch_to_end(
     let mut kill = Some(kill);
     let mut stopped_for: Option<AttemptState> = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut task_job_id = slurm.task_job_id;
     let final_status = loop {
         let kill_wait = async {
             match kill.as_mut() {
@@ -438,6 +454,14 @@ async fn watch_to_end(
                     break None;
                 }
                 let now = status.borrow_and_update().clone();
+                // An array task's own id, committed once seen: after the
+                // task leaves the queue its record is found by it.
+                if let Some(own) = now.as_ref().and_then(|n| n.task_job_id)
+                    && task_job_id != Some(own)
+                {
+                    task_job_id = Some(own);
+                    let _ = events.send(ExecEvent::SlurmTaskJob { key, task_job_id: own }).await;
+                }
                 if let Some(now) = now.filter(JobStatus::is_final) {
                     break Some(now);
                 }
@@ -461,7 +485,16 @@ async fn watch_to_end(
                 sink.note(&format!("{why}; cancelling Slurm job {id}"));
                 stopped_for = Some(state);
                 stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
-                scancel(id, &sink).await;
+                match id {
+                    // The whole job stops: one scancel of the array for
+                    // all its tasks.
+                    SlurmRef::Task { array, .. } if state == AttemptState::Cancelled => {
+                        if slurm.client.cancel_array_once(array) {
+                            scancel(&array.to_string(), &sink).await;
+                        }
+                    }
+                    _ => scancel(&id.to_string(), &sink).await,
+                }
             }
             () = timeout_wait => {
                 sink.note(&format!(
@@ -470,7 +503,7 @@ async fn watch_to_end(
                 ));
                 stopped_for = Some(AttemptState::Timeout);
                 stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
-                scancel(id, &sink).await;
+                scancel(&id.to_string(), &sink).await;
             }
             () = give_up => {
                 sink.note(&format!("Slurm did not confirm the end of job {id} within {}s", CANCEL_WAIT.as_secs()));
@@ -495,11 +528,23 @@ async fn watch_to_end(
     }
     // The spool keeps nothing once the attempt's log has it all.
     let _ = std::fs::remove_dir_all(&slurm.dir);
+    if slurm.task.is_some()
+        && let Some(array_dir) = slurm.dir.parent()
+    {
+        // The array's own directory goes with its last task's (its script
+        // is all that is left then).
+        let left = std::fs::read_dir(array_dir)
+            .map(|entries| entries.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(1);
+        if left == 0 {
+            let _ = std::fs::remove_dir_all(array_dir);
+        }
+    }
     Some(finish(&sink, end))
 }
 
 /// The attempt's end from Slurm's final state and why HoldFast stopped it.
-fn outcome(id: u64, status: Option<JobStatus>, stopped_for: Option<AttemptState>) -> AttemptEnd {
+fn outcome(id: SlurmRef, status: Option<JobStatus>, stopped_for: Option<AttemptState>) -> AttemptEnd {
     let mut end = AttemptEnd::spawn_error(String::new());
     end.error = None;
     let Some(status) = status else {
@@ -562,6 +607,7 @@ mod tests {
             state: state.into(),
             exit_code: Some(exit_code),
             signal,
+            task_job_id: None,
         })
     }
 
@@ -627,7 +673,7 @@ mod tests {
             (None, None, AttemptState::Interrupted, None),
         ];
         for (found, stopped_for, state, exit_code) in cases {
-            let end = outcome(7, found.clone(), stopped_for);
+            let end = outcome(SlurmRef::Job(7), found.clone(), stopped_for);
             assert_eq!(end.state, state, "{found:?} {stopped_for:?}");
             assert_eq!(end.exit_code, exit_code, "{found:?} {stopped_for:?}");
         }
