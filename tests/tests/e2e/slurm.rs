@@ -275,29 +275,6 @@ command = ["true"]
     );
 }
 
-/// A fan-out cannot ask for Slurm yet (its items' recovery would submit a
-/// Slurm job a second time): a load error at the `executor` key, whether
-/// or not the host has Slurm. Runs without a cluster.
-#[test]
-fn a_fan_out_on_slurm_is_a_load_error() {
-    let chain = r#"
-[process.p.activity.chunks]
-foreach = { count = "10", chunk_size = 5 }
-executor = "slurm"
-command = ["true"]
-"#;
-    let daemon = TestDaemon::start(&[("fan.toml", chain)]);
-    let listed = daemon.hfctl_json(&["workflows"]).to_string();
-    assert!(
-        listed.contains("a fan-out (foreach) cannot run on Slurm yet"),
-        "load error listed: {listed}"
-    );
-    assert!(
-        listed.contains("\"line\":4"),
-        "position of executor: {listed}"
-    );
-}
-
 /// An activity with `user` runs as that user on Slurm (`sbatch --uid`),
 /// with its attempt directory on the spool its own. Needs real users
 /// (`HOLDFAST_USERS_TEST`) and the cluster.
