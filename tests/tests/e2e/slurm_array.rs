@@ -294,3 +294,97 @@ fn an_uncommitted_job_array_is_found_by_its_name_at_restart() {
     std::fs::write(daemon.dir().join("go"), "").expect("go");
     each_item_once_in_one_array(&daemon, job_id, array);
 }
+
+/// Slurm's state of every task of `array` still listed, by task.
+fn task_states(array: u64) -> BTreeMap<u32, String> {
+    scontrol(array)
+        .lines()
+        .filter_map(|line| {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(name).and_then(|f| f.strip_prefix('=')))
+            };
+            Some((field("ArrayTaskId")?.parse().ok()?, field("JobState")?.to_string()))
+        })
+        .collect()
+}
+
+/// An item's timeout cancels that task alone (`scancel ARRAYID_N`): the
+/// item ends as `timeout` while the other tasks of the array complete.
+#[test]
+fn an_item_timeout_cancels_its_task_alone() {
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = shared();
+    let chain = r#"
+[process.p.activity.each]
+foreach = { count = 3, chunk_size = 1 }
+executor = "slurm"
+on_failure = "continue"
+timeout = "3s"
+shell = '''
+if [ "$HF_ITEM_INDEX" = 1 ]; then sleep 300; fi
+sleep 1
+'''
+"#;
+    let daemon = TestDaemon::start(&[("timed.toml", chain)]);
+    let job_id = daemon.submit("timed", &[]);
+    daemon.wait_done(job_id);
+    let rows = items(&daemon, job_id, "p.each");
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap_or("")).collect();
+    assert_eq!(states, ["succeeded", "failed", "succeeded"], "{rows:?}");
+    let log = daemon.logs(job_id, "p.each[1]", None);
+    let (array, _) = array_task(&log).expect("the task");
+    assert!(
+        log.contains(&format!("cancelling Slurm job {array}_1")),
+        "{log:?}"
+    );
+    let slurm = task_states(array);
+    if !slurm.is_empty() {
+        assert_eq!(slurm.get(&1).map(String::as_str), Some("CANCELLED"), "{slurm:?}");
+        assert_eq!(slurm.get(&0).map(String::as_str), Some("COMPLETED"), "{slurm:?}");
+        assert_eq!(slurm.get(&2).map(String::as_str), Some("COMPLETED"), "{slurm:?}");
+    }
+}
+
+/// Cancelling the job cancels the whole array with one `scancel ARRAYID`:
+/// the running task and those still pending under `%1` all end
+/// CANCELLED, and every item is cancelled.
+#[test]
+fn cancel_scancels_the_whole_array() {
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = shared();
+    let chain = r#"
+[process.p.activity.each]
+foreach = { count = 3, chunk_size = 1 }
+executor = "slurm"
+max_parallel = 1
+shell = 'echo started; sleep 300'
+"#;
+    let daemon = TestDaemon::start(&[("long.toml", chain)]);
+    let job_id = daemon.submit("long", &[]);
+    let (array, _) = eventually(SLURM_WITHIN, "the first task runs", || {
+        let log = daemon.logs(job_id, "p.each[0]", None);
+        match array_task(&log) {
+            Some((array, _)) if log.contains("started") => Ok(array),
+            _ => Err(log),
+        }
+    });
+    let out = daemon.hfctl(&["cancel", &job_id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
+    let rows = items(&daemon, job_id, "p.each");
+    assert!(
+        rows.iter().all(|r| r["state"] == "cancelled"),
+        "{rows:?}"
+    );
+    let slurm = task_states(array);
+    assert!(
+        slurm.values().all(|s| s == "CANCELLED"),
+        "Slurm still has tasks of {array} not cancelled: {slurm:?}"
+    );
+}

@@ -424,7 +424,12 @@ async fn watch_to_end(
         masker,
     ));
 
-    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    // An array task waits its turn under `%max_parallel`: its timeout
+    // counts from Slurm starting it, as Slurm's `--time` does.
+    let mut deadline = match id {
+        SlurmRef::Task { .. } => None,
+        SlurmRef::Job(_) => spec.timeout.map(|t| tokio::time::Instant::now() + t),
+    };
     let mut kill = Some(kill);
     let mut stopped_for: Option<AttemptState> = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
@@ -461,6 +466,12 @@ async fn watch_to_end(
                 {
                     task_job_id = Some(own);
                     let _ = events.send(ExecEvent::SlurmTaskJob { key, task_job_id: own }).await;
+                }
+                if deadline.is_none()
+                    && let Some(timeout) = spec.timeout
+                    && now.as_ref().is_some_and(|n| n.state != "PENDING")
+                {
+                    deadline = Some(tokio::time::Instant::now() + timeout);
                 }
                 if let Some(now) = now.filter(JobStatus::is_final) {
                     break Some(now);
