@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use holdfast_api::JobState;
 use holdfast_tests::http::rpc_call;
-use holdfast_tests::slurm::{cluster_up, shared};
+use holdfast_tests::slurm::{client_calls, cluster_up, count_client_calls, shared};
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::{Value, json};
 
@@ -80,9 +80,13 @@ after = ["load"]
 [process.report.activity.all]
 command = ["echo", "{{ outputs.load.each | tojson }}"]
 "#;
-    let daemon = TestDaemon::start(&[("array.toml", chain)]);
+    let mut daemon = TestDaemon::prepare(None, &[("array.toml", chain)]);
+    count_client_calls(&mut daemon);
+    daemon.launch();
+    let began = std::time::Instant::now();
     let job_id = daemon.submit("array", &[]);
     let job = daemon.wait_done(job_id);
+    let elapsed = began.elapsed();
     assert_eq!(
         job.state,
         JobState::Succeeded,
@@ -106,6 +110,20 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
         arrays.insert(array);
     }
     assert_eq!(arrays.len(), 1, "one sbatch --array for the six: {arrays:?}");
+    let sbatch = client_calls(&daemon, "sbatch");
+    assert_eq!(sbatch.len(), 2, "the array, then the retry's: {sbatch:#?}");
+    assert!(sbatch[0].contains("--array=0,1,2,3,4,5%2"), "{sbatch:#?}");
+    assert!(sbatch[1].contains("--array=3%2 "), "{sbatch:#?}");
+    // Tracking stays batched: one squeue per interval for every task (at
+    // most one per 250 ms), one scontrol per array with ended tasks.
+    let squeue = client_calls(&daemon, "squeue");
+    let bound = (elapsed.as_secs_f64() / 0.25).ceil() as usize + 2;
+    assert!(squeue.len() <= bound, "{} squeue calls in {elapsed:?}: {squeue:#?}", squeue.len());
+    let shows: Vec<String> = client_calls(&daemon, "scontrol")
+        .into_iter()
+        .filter(|call| call.contains("show job"))
+        .collect();
+    assert!(shows.len() <= 7, "at most one per ended task: {shows:#?}");
     let array = *arrays.first().expect("an array");
     let described = scontrol(array);
     if !described.is_empty() {

@@ -150,7 +150,7 @@ impl ArrayBatch {
                 false,
             )
         })?;
-        let mut command = tokio::process::Command::new("sbatch");
+        let mut command = super::sbatch_command();
         let tasks = members
             .iter()
             .map(|m| m.task.to_string())

@@ -188,6 +188,14 @@ pub fn check_chain(chain: &Chain) -> Vec<LoadError> {
     }]
 }
 
+/// `sbatch` as the daemon's own PATH finds it. The job's environment
+/// (which may set `PATH`) is given to the command, and a program name
+/// would be looked up in that: a chain must not choose what the daemon
+/// runs.
+fn sbatch_command() -> tokio::process::Command {
+    tokio::process::Command::new(find_in_path("sbatch").unwrap_or_else(|| PathBuf::from("sbatch")))
+}
+
 fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?

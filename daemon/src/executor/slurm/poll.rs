@@ -246,7 +246,9 @@ async fn query(
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut found = HashMap::new();
     if out.status.success() {
+        // An array lists all its tasks; only the watched ones count.
         found = parse_squeue(&String::from_utf8_lossy(&out.stdout));
+        found.retain(|id, _| ids.iter().any(|(watched, _)| watched == id));
     } else if !stderr.contains("Invalid job id") {
         return Err(format!("squeue failed: {}", stderr.trim()));
     }

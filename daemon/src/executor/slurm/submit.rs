@@ -77,7 +77,7 @@ pub(super) async fn submit(
         }
     };
 
-    let mut command = tokio::process::Command::new("sbatch");
+    let mut command = super::sbatch_command();
     command
         .arg("--parsable")
         .arg(format!("--job-name={}", slurm.name))
