@@ -190,6 +190,12 @@ while [ ! -e @DIR@/go ]; do sleep 0.1; done
 echo after
 hfctl emit output "{\"n\": $HF_ITEM_INDEX}"
 '''
+
+[process.q]
+after = ["p"]
+
+[process.q.activity.all]
+command = ["echo", "{{ outputs.p.each | tojson }}"]
 "#;
 
 /// Wait until two of the gated items' tasks run (the other two pend,
@@ -239,6 +245,13 @@ fn each_item_once_in_one_array(daemon: &TestDaemon, job_id: u64, array: u64) {
             "{path}: {log:?}"
         );
     }
+    let list: Value =
+        serde_json::from_str(daemon.logs(job_id, "q.all", None).trim()).expect("JSON");
+    assert_eq!(
+        list,
+        json!([{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]),
+        "outputs sent with hfctl emit from each task, in item order"
+    );
     let rows = items(daemon, job_id, "p.each");
     assert!(
         rows.iter()
