@@ -59,10 +59,9 @@ impl Engine {
             item: adoption.item.as_ref().map(|i| i.item),
         };
         let slurm = match &adoption.item {
-            Some(item) => {
-                self.slurm
-                    .item_attempt(activity, key, &settings, &item.slurm_name, None)
-            }
+            Some(item) => self
+                .slurm
+                .item_attempt(activity, key, &settings, &item.slurm_name, None),
             None => self.slurm.attempt(activity, key, &settings),
         };
         let Some(mut slurm) = slurm else {
@@ -83,8 +82,8 @@ impl Engine {
             let _ = file.set_len(0);
         }
         let act = &mut job.acts[adoption.idx];
-        let item_run = (key.item)
-            .and_then(|item| act.fanout.as_mut().and_then(|f| f.live.get_mut(&item)));
+        let item_run =
+            (key.item).and_then(|item| act.fanout.as_mut().and_then(|f| f.live.get_mut(&item)));
         let outputs = match &item_run {
             Some(run) => run.outputs.clone(),
             None => act.outputs.clone(),

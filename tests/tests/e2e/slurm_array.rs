@@ -102,14 +102,16 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
         let (array, task) = array_task(&log).unwrap_or_else(|| panic!("{path}: {log:?}"));
         assert_eq!(task, item, "{path}: {log:?}");
         assert!(
-            log.contains(&format!(
-                "item {item} attempt 1 task {item} of {array}\n"
-            )),
+            log.contains(&format!("item {item} attempt 1 task {item} of {array}\n")),
             "the task ran the item's own command: {log:?}"
         );
         arrays.insert(array);
     }
-    assert_eq!(arrays.len(), 1, "one sbatch --array for the six: {arrays:?}");
+    assert_eq!(
+        arrays.len(),
+        1,
+        "one sbatch --array for the six: {arrays:?}"
+    );
     let sbatch = client_calls(&daemon, "sbatch");
     assert_eq!(sbatch.len(), 2, "the array, then the retry's: {sbatch:#?}");
     assert!(sbatch[0].contains("--array=0,1,2,3,4,5%2"), "{sbatch:#?}");
@@ -118,7 +120,11 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
     // most one per 250 ms), one scontrol per array with ended tasks.
     let squeue = client_calls(&daemon, "squeue");
     let bound = (elapsed.as_secs_f64() / 0.25).ceil() as usize + 2;
-    assert!(squeue.len() <= bound, "{} squeue calls in {elapsed:?}: {squeue:#?}", squeue.len());
+    assert!(
+        squeue.len() <= bound,
+        "{} squeue calls in {elapsed:?}: {squeue:#?}",
+        squeue.len()
+    );
     let shows: Vec<String> = client_calls(&daemon, "scontrol")
         .into_iter()
         .filter(|call| call.contains("show job"))
@@ -146,7 +152,12 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
     let rows = items(&daemon, job_id, "load.each");
     let attempts: BTreeMap<u64, u64> = rows
         .iter()
-        .map(|r| (r["index"].as_u64().unwrap_or(99), r["attempts"].as_u64().unwrap_or(0)))
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap_or(99),
+                r["attempts"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(
         attempts,
@@ -156,7 +167,8 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
     assert_eq!(rows[3]["slurm_job"], format!("{retry_array}_3"), "{rows:?}");
     assert_eq!(rows[0]["slurm_job"], format!("{array}_0"), "{rows:?}");
     assert!(
-        rows.iter().all(|r| r["slurm_task_job_id"].as_u64().is_some()),
+        rows.iter()
+            .all(|r| r["slurm_task_job_id"].as_u64().is_some()),
         "each task's own job id was recorded: {rows:?}"
     );
 
@@ -270,7 +282,10 @@ fn each_item_once_in_one_array(daemon: &TestDaemon, job_id: u64, array: u64) {
             (id == array.to_string()).then(|| name.to_string())
         });
     if let Some(name) = name_of_array {
-        let prefix = name.split(&format!("-{job_id}-")).next().unwrap_or_default();
+        let prefix = name
+            .split(&format!("-{job_id}-"))
+            .next()
+            .unwrap_or_default();
         let arrays: BTreeSet<String> = String::from_utf8_lossy(&listed.stdout)
             .lines()
             .filter(|l| l.contains(&format!("{prefix}-{job_id}-")))
@@ -335,7 +350,10 @@ fn task_states(array: u64) -> BTreeMap<u32, String> {
                 line.split_whitespace()
                     .find_map(|f| f.strip_prefix(name).and_then(|f| f.strip_prefix('=')))
             };
-            Some((field("ArrayTaskId")?.parse().ok()?, field("JobState")?.to_string()))
+            Some((
+                field("ArrayTaskId")?.parse().ok()?,
+                field("JobState")?.to_string(),
+            ))
         })
         .collect()
 }
@@ -363,7 +381,10 @@ sleep 1
     let job_id = daemon.submit("timed", &[]);
     daemon.wait_done(job_id);
     let rows = items(&daemon, job_id, "p.each");
-    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap_or("")).collect();
+    let states: Vec<&str> = rows
+        .iter()
+        .map(|r| r["state"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(states, ["succeeded", "failed", "succeeded"], "{rows:?}");
     let log = daemon.logs(job_id, "p.each[1]", None);
     let (array, _) = array_task(&log).expect("the task");
@@ -373,9 +394,21 @@ sleep 1
     );
     let slurm = task_states(array);
     if !slurm.is_empty() {
-        assert_eq!(slurm.get(&1).map(String::as_str), Some("CANCELLED"), "{slurm:?}");
-        assert_eq!(slurm.get(&0).map(String::as_str), Some("COMPLETED"), "{slurm:?}");
-        assert_eq!(slurm.get(&2).map(String::as_str), Some("COMPLETED"), "{slurm:?}");
+        assert_eq!(
+            slurm.get(&1).map(String::as_str),
+            Some("CANCELLED"),
+            "{slurm:?}"
+        );
+        assert_eq!(
+            slurm.get(&0).map(String::as_str),
+            Some("COMPLETED"),
+            "{slurm:?}"
+        );
+        assert_eq!(
+            slurm.get(&2).map(String::as_str),
+            Some("COMPLETED"),
+            "{slurm:?}"
+        );
     }
 }
 
@@ -409,10 +442,7 @@ shell = 'echo started; sleep 300'
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Cancelled, "{job:#?}");
     let rows = items(&daemon, job_id, "p.each");
-    assert!(
-        rows.iter().all(|r| r["state"] == "cancelled"),
-        "{rows:?}"
-    );
+    assert!(rows.iter().all(|r| r["state"] == "cancelled"), "{rows:?}");
     let slurm = task_states(array);
     assert!(
         slurm.values().all(|s| s == "CANCELLED"),

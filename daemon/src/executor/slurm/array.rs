@@ -64,7 +64,12 @@ pub struct ArrayBatch {
 }
 
 impl ArrayBatch {
-    pub fn new(client: &Client, first: AttemptKey, settings: &Settings, activity: &Activity) -> Arc<Self> {
+    pub fn new(
+        client: &Client,
+        first: AttemptKey,
+        settings: &Settings,
+        activity: &Activity,
+    ) -> Arc<Self> {
         let name = format!("{}{}a", client.prefix(), first.name());
         Arc::new(ArrayBatch {
             dir: settings.slurm_spool().join(&name),

@@ -335,7 +335,10 @@ pub(super) async fn run(
             slurm.name
         ));
     } else {
-        sink.note(&format!("submitted to Slurm as job {target} ({})", slurm.name));
+        sink.note(&format!(
+            "submitted to Slurm as job {target} ({})",
+            slurm.name
+        ));
     }
     if slurm.adopt != Some(Some(id)) {
         let _ = events
@@ -563,7 +566,11 @@ async fn watch_to_end(
 }
 
 /// The attempt's end from Slurm's final state and why HoldFast stopped it.
-fn outcome(id: SlurmRef, status: Option<JobStatus>, stopped_for: Option<AttemptState>) -> AttemptEnd {
+fn outcome(
+    id: SlurmRef,
+    status: Option<JobStatus>,
+    stopped_for: Option<AttemptState>,
+) -> AttemptEnd {
     let mut end = AttemptEnd::spawn_error(String::new());
     end.error = None;
     let Some(status) = status else {

@@ -220,9 +220,7 @@ pub async fn run(mut requests: mpsc::Receiver<Watch>, health: watch::Sender<Heal
 /// once per array for all its tasks) or, for jobs `squeue` no longer
 /// lists, from one `sacct` (an array task by its own job id, given with
 /// it when known).
-async fn query(
-    ids: &[(SlurmRef, Option<u64>)],
-) -> Result<HashMap<SlurmRef, JobStatus>, String> {
+async fn query(ids: &[(SlurmRef, Option<u64>)]) -> Result<HashMap<SlurmRef, JobStatus>, String> {
     let mut queried: Vec<u64> = ids.iter().map(|(id, _)| id.queried()).collect();
     queried.sort_unstable();
     queried.dedup();
@@ -475,10 +473,16 @@ mod tests {
         let found = parse_squeue("7|RUNNING|7\n628_1|RUNNING|629\n628_3|PENDING|628\nbad\n");
         assert_eq!(found.len(), 3);
         assert_eq!(found[&SlurmRef::Job(7)].task_job_id, None);
-        let task = SlurmRef::Task { array: 628, task: 1 };
+        let task = SlurmRef::Task {
+            array: 628,
+            task: 1,
+        };
         assert_eq!(found[&task].task_job_id, Some(629));
         assert_eq!(task.to_string(), "628_1");
-        let pending = SlurmRef::Task { array: 628, task: 3 };
+        let pending = SlurmRef::Task {
+            array: 628,
+            task: 3,
+        };
         assert_eq!(found[&pending].state, "PENDING");
         assert_eq!(found[&pending].task_job_id, None);
     }
@@ -494,7 +498,13 @@ mod tests {
              JobId=7 JobName=x JobState=FAILED ExitCode=0:9\n",
         );
         assert_eq!(codes.len(), 3);
-        assert_eq!(codes[&SlurmRef::Task { array: 628, task: 3 }], (3, 0));
+        assert_eq!(
+            codes[&SlurmRef::Task {
+                array: 628,
+                task: 3
+            }],
+            (3, 0)
+        );
         assert_eq!(codes[&SlurmRef::Job(7)], (0, 9));
     }
 }

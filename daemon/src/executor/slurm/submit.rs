@@ -59,23 +59,19 @@ pub(super) async fn submit(
     if spec.argv.is_empty() {
         return Err(AttemptEnd::spawn_error("empty command".into()));
     }
-    let (output, control_file) = match prepare_dir(
-        &slurm.dir,
-        spec.identity.as_ref(),
-        "job.sh",
-        SCRIPT,
-    ) {
-        Ok(paths) => paths,
-        Err(e) => {
-            let message = format!(
-                "cannot prepare the attempt's directory {} on the Slurm spool: {e}; check the \
+    let (output, control_file) =
+        match prepare_dir(&slurm.dir, spec.identity.as_ref(), "job.sh", SCRIPT) {
+            Ok(paths) => paths,
+            Err(e) => {
+                let message = format!(
+                    "cannot prepare the attempt's directory {} on the Slurm spool: {e}; check the \
                  slurm_spool setting",
-                slurm.dir.display()
-            );
-            sink.note(&message);
-            return Err(AttemptEnd::spawn_error(message));
-        }
-    };
+                    slurm.dir.display()
+                );
+                sink.note(&message);
+                return Err(AttemptEnd::spawn_error(message));
+            }
+        };
 
     let mut command = super::sbatch_command();
     command
