@@ -188,7 +188,7 @@ impl ArrayBatch {
             .current_dir(&self.dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(prepared.iter().map(|(k, v)| (k, v)))
+            .envs(&prepared)
             .stdin(std::process::Stdio::null());
         if let Some(identity) = &spec.identity {
             command
