@@ -197,6 +197,7 @@ max_parallel = 2
 env = { PATH = "@BIN@:/usr/bin:/bin" }
 shell = '''
 echo "item $HF_ITEM_INDEX attempt $HF_ATTEMPT" >> @DIR@/runs
+hfctl emit alert "item $HF_ITEM_INDEX started"
 echo before
 while [ ! -e @DIR@/go ]; do sleep 0.1; done
 echo after
@@ -211,18 +212,21 @@ command = ["echo", "{{ outputs.p.each | tojson }}"]
 "#;
 
 /// Wait until two of the gated items' tasks run (the other two pend,
-/// throttled); the array's id.
+/// throttled) and the daemon applied their alerts; the array's id.
 fn two_tasks_running(daemon: &TestDaemon, job_id: u64) -> u64 {
     let runs = daemon.dir().join("runs");
-    eventually(SLURM_WITHIN, "two array tasks run", || {
+    let (array, _) = eventually(SLURM_WITHIN, "two array tasks run", || {
         let started = std::fs::read_to_string(&runs).unwrap_or_default();
         let log = daemon.logs(job_id, "p.each[0]", None);
         match array_task(&log) {
             Some((array, _)) if started.lines().count() == 2 => Ok(array),
             _ => Err(format!("{started:?} {log:?}")),
         }
-    })
-    .0
+    });
+    daemon.wait_for(job_id, "the two running items' alerts", |job| {
+        job.alerts == 2
+    });
+    array
 }
 
 /// Check the gated fan-out ended with each item run exactly once, as the
@@ -234,6 +238,11 @@ fn each_item_once_in_one_array(daemon: &TestDaemon, job_id: u64, array: u64) {
         JobState::Succeeded,
         "{job:#?}\n{}",
         daemon.log_tail()
+    );
+    assert_eq!(
+        job.alerts, 4,
+        "one alert per item: those applied before the kill not read again \
+         from the control files (offsets committed per item): {job:#?}"
     );
     let runs = std::fs::read_to_string(daemon.dir().join("runs")).expect("runs");
     let mut lines: Vec<&str> = runs.lines().collect();
