@@ -458,3 +458,31 @@ shell = 'echo started; sleep 300'
         "Slurm still has tasks of {array} not cancelled: {slurm:?}"
     );
 }
+
+/// A graceful stop leaves the array running (its items detached, still
+/// `running` in the store); all four tasks end while the daemon is down,
+/// and the restarted daemon records each item's outcome and outputs from
+/// Slurm and the task's files, running nothing again.
+#[test]
+fn array_tasks_that_end_while_the_daemon_is_stopped_are_recorded_at_restart() {
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = shared();
+    let mut daemon = TestDaemon::start(&[("items.toml", GATED_ITEMS)]);
+    let job_id = daemon.submit("items", &[]);
+    let array = two_tasks_running(&daemon, job_id);
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    std::fs::write(daemon.dir().join("go"), "").expect("go");
+    eventually(SLURM_WITHIN, "the four tasks end while the daemon is down", || {
+        let states = task_states(array);
+        if states.len() == 4 && states.values().all(|s| s == "COMPLETED") {
+            Ok(())
+        } else {
+            Err(format!("{states:?}"))
+        }
+    });
+    daemon.launch();
+    each_item_once_in_one_array(&daemon, job_id, array);
+}
