@@ -180,6 +180,11 @@ command = ["echo", "{{ outputs.load.each | tojson }}"]
         json!([{"n": 0}, {"n": 10}, {"n": 20}, {"n": 30}, {"n": 40}, {"n": 50}])
     );
 
+    let describe = shown(&daemon.hfctl(&["describe", "array"]));
+    assert!(
+        describe.contains("items as one job array (--array=<items>%2)"),
+        "{describe}"
+    );
     let status = shown(&daemon.hfctl(&["status", "--all", &job_id.to_string()]));
     assert!(
         status.contains("SLURM JOB") && status.contains(&format!("{array}_5")),
@@ -475,14 +480,18 @@ fn array_tasks_that_end_while_the_daemon_is_stopped_are_recorded_at_restart() {
     let status = daemon.stop();
     assert!(status.success(), "{status}");
     std::fs::write(daemon.dir().join("go"), "").expect("go");
-    eventually(SLURM_WITHIN, "the four tasks end while the daemon is down", || {
-        let states = task_states(array);
-        if states.len() == 4 && states.values().all(|s| s == "COMPLETED") {
-            Ok(())
-        } else {
-            Err(format!("{states:?}"))
-        }
-    });
+    eventually(
+        SLURM_WITHIN,
+        "the four tasks end while the daemon is down",
+        || {
+            let states = task_states(array);
+            if states.len() == 4 && states.values().all(|s| s == "COMPLETED") {
+                Ok(())
+            } else {
+                Err(format!("{states:?}"))
+            }
+        },
+    );
     daemon.launch();
     each_item_once_in_one_array(&daemon, job_id, array);
 }

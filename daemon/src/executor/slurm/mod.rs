@@ -260,6 +260,15 @@ pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
         activity.cpus,
     ));
     let mut text = parts.join(" ") + ")";
+    if activity.foreach.is_some() {
+        text.push_str(&format!(
+            "; items as one job array (--array=<items>{})",
+            activity
+                .max_parallel
+                .map(|max| format!("%{max}"))
+                .unwrap_or_default()
+        ));
+    }
     if activity.memory_max.is_some() || activity.cpus.is_some() {
         // Without Slurm's cgroup plugins (task/cgroup) they only place the job.
         text.push_str(
