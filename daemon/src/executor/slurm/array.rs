@@ -99,23 +99,32 @@ impl ArrayBatch {
         let Some(task) = slurm.task else {
             return Err(AttemptEnd::spawn_error("not an array task".into()));
         };
-        if spec.argv.is_empty() {
-            return Err(AttemptEnd::spawn_error("empty command".into()));
-        }
+        // An attempt with nothing to run leaves the array, which still
+        // goes out for the others (maybe by this attempt, the last in).
+        let member = (!spec.argv.is_empty()).then(|| Member {
+            task,
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            working_dir: spec.working_dir.clone(),
+            dir: slurm.dir.clone(),
+        });
         let mut result = self.result.subscribe();
         {
             let mut joined = self.joined.lock().await;
-            joined.push(Member {
-                task,
-                argv: spec.argv.clone(),
-                env: spec.env.clone(),
-                working_dir: spec.working_dir.clone(),
-                dir: slurm.dir.clone(),
-            });
-            if joined.len() >= self.expected.load(Ordering::Acquire) {
+            let leaving = member.is_none();
+            match member {
+                Some(member) => joined.push(member),
+                None => {
+                    self.expected.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            if !joined.is_empty() && joined.len() >= self.expected.load(Ordering::Acquire) {
                 let members: Vec<Member> = joined.drain(..).collect();
                 let submitted = self.submit(spec, slurm, members).await;
                 self.result.send_replace(Some(submitted));
+            }
+            if leaving {
+                return Err(AttemptEnd::spawn_error("empty command".into()));
             }
         }
         let answer = match result.wait_for(Option::is_some).await {
