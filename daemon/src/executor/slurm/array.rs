@@ -37,6 +37,15 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
+/// A name `export` takes: a letter or `_`, then letters, digits and `_`.
+fn shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// One item's part of an array: what its task script sets and runs.
 #[derive(Debug)]
 struct Member {
@@ -242,7 +251,12 @@ impl ArrayBatch {
         for (member, env) in members.iter().zip(&envs) {
             let control = member.dir.join("control");
             let mut script = String::from("#!/bin/sh\n");
-            for (k, v) in env.iter().filter(|(k, _)| !shared.contains_key(**k)) {
+            // (Names are checked at load; one sh cannot export is left out
+            // rather than stopping the script.)
+            for (k, v) in env
+                .iter()
+                .filter(|(k, _)| !shared.contains_key(**k) && shell_name(k))
+            {
                 script.push_str(&format!("export {k}={}\n", quote(v)));
             }
             script.push_str(&format!(
@@ -290,5 +304,11 @@ mod tests {
     fn quoting_survives_quotes() {
         assert_eq!(quote("it's"), "'it'\\''s'");
         assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn only_shell_names_are_exported() {
+        assert!(shell_name("HF_ITEM") && shell_name("_x1"));
+        assert!(!shell_name("1X") && !shell_name("A-B") && !shell_name(""));
     }
 }
