@@ -495,3 +495,75 @@ fn array_tasks_that_end_while_the_daemon_is_stopped_are_recorded_at_restart() {
     daemon.launch();
     each_item_once_in_one_array(&daemon, job_id, array);
 }
+
+/// A fan-out with `user` runs its array tasks as that user (`sbatch
+/// --uid`): each task's directory and script are the user's, the output
+/// file Slurm writes there is read back (the ownership checks pass), and
+/// an item's value differing per task reaches the command. Needs real
+/// users (`HOLDFAST_USERS_TEST`) and the cluster.
+#[test]
+fn a_slurm_fan_out_runs_its_tasks_as_the_activity_user() {
+    let Some(accounts) =
+        crate::users::accounts_or_skip("a_slurm_fan_out_runs_its_tasks_as_the_activity_user")
+    else {
+        return;
+    };
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = shared();
+    let spool = tempfile::Builder::new()
+        .prefix("hft-slurm-spool-")
+        .tempdir()
+        .expect("spool");
+    std::fs::set_permissions(
+        spool.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("chmod");
+    let settings = format!(
+        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
+        spool.path().display()
+    );
+    let chain = r#"
+[params.names]
+type = "json"
+required = true
+
+[process.p.activity.who]
+foreach = "{{ params.names }}"
+executor = "slurm"
+user = "hft-runas"
+env = { NAME = "{{ item }}" }
+shell = '''
+echo "$(id -un) runs $NAME as task $SLURM_ARRAY_TASK_ID; owner of my dir: $(stat -c %U "$(dirname "$HF_CONTROL_FILE")")"
+echo "output {\"who\": \"$(id -un)\"}" >&3
+'''
+"#;
+    let daemon = TestDaemon::start_with(&settings, &[("who.toml", chain)]);
+    let job_id = daemon.submit("who", &["-p", r#"names=["ann","bob"]"#]);
+    let job = daemon.wait_done(job_id);
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{job:#?}\n{}",
+        daemon.log_tail()
+    );
+    let user = &accounts.run_as.name;
+    for (item, name) in [(0, "ann"), (1, "bob")] {
+        let log = daemon.logs(job_id, &format!("p.who[{item}]"), None);
+        assert!(
+            log.contains(&format!(
+                "{user} runs {name} as task {item}; owner of my dir: {user}\n"
+            )),
+            "{log:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(spool.path().join("attempts"))
+            .map(|entries| entries.count())
+            .unwrap_or(0),
+        0,
+        "the array's directory went with its last task"
+    );
+}
