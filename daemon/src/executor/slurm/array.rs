@@ -214,7 +214,19 @@ impl ArrayBatch {
                 .env("USER", &identity.name)
                 .env("LOGNAME", &identity.name);
         }
-        run_sbatch(command).await
+        run_sbatch(command).await.map_err(|(message, transient)| {
+            if message.contains("Invalid job array specification") {
+                let last = members.last().map_or(0, |m| m.task);
+                return (
+                    format!(
+                        "{message} (the array task is the item's index, up to {last} here; \
+                         the cluster's MaxArraySize bounds it: see `scontrol show config`)"
+                    ),
+                    transient,
+                );
+            }
+            (message, transient)
+        })
     }
 
     /// The array's directory and script, a directory per task with its
