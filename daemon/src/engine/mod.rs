@@ -20,6 +20,7 @@ mod events;
 mod fanout;
 mod handlers;
 mod items;
+mod items_recovery;
 pub mod job;
 mod policy;
 mod recovery;
