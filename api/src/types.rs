@@ -385,6 +385,13 @@ pub struct FanOutItem {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub log_bytes: u64,
+    /// The Slurm array task running the latest attempt (`ARRAYID_TASK`,
+    /// the task being the item's index), once `sbatch` accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// That task's own Slurm job id, once Slurm started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_task_job_id: Option<u64>,
 }
 
 /// A fan-out's items by state; `total` is fixed once the list is computed.

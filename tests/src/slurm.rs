@@ -104,3 +104,47 @@ pub fn submitted_id(log: &str) -> Option<u64> {
     let rest = log.split("submitted to Slurm as job ").nth(1)?;
     rest.split_whitespace().next()?.parse().ok()
 }
+
+/// Put logging wrappers of the Slurm client commands first on the
+/// (prepared, not yet launched) daemon's PATH: each call's arguments are
+/// appended to `<dir>/<tool>.calls`, read back with [`client_calls`].
+pub fn count_client_calls(daemon: &mut crate::TestDaemon) {
+    let shims = daemon.dir().join("shims");
+    std::fs::create_dir(&shims).expect("shims");
+    for tool in ["squeue", "scontrol", "sacct", "sbatch"] {
+        let real = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|dir| std::path::Path::new(dir).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is installed"));
+        let shim = shims.join(tool);
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}/{tool}.calls\nexec {} \"$@\"\n",
+                daemon.dir().display(),
+                real.display()
+            ),
+        )
+        .expect("write shim");
+        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    daemon.set_env(
+        "PATH",
+        format!(
+            "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            shims.display()
+        ),
+    );
+}
+
+/// The calls of `tool` the daemon made, one line of arguments each (see
+/// [`count_client_calls`]).
+pub fn client_calls(daemon: &crate::TestDaemon, tool: &str) -> Vec<String> {
+    std::fs::read_to_string(daemon.dir().join(format!("{tool}.calls")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

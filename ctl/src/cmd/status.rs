@@ -335,8 +335,14 @@ fn activity_tree(
 
 /// A fan-out's items, one line each: `load.chunk[17]  failed  2  exit 1  E...`.
 fn item_table(path: &str, items: &[FanOutItem], palette: &Palette) -> String {
-    let mut table = Table::new(&["ITEM", "STATE", "ATTEMPTS", "LAST", "ERROR ID", "ERROR"])
-        .align(2, Align::Right);
+    // Items on Slurm also show their array task (`ARRAYID_ITEM`, with the
+    // task's own job id once it ran).
+    let slurm = items.iter().any(|i| i.slurm_job.is_some());
+    let mut headers = vec!["ITEM", "STATE", "ATTEMPTS", "LAST", "ERROR ID", "ERROR"];
+    if slurm {
+        headers.insert(4, "SLURM JOB");
+    }
+    let mut table = Table::new(&headers).align(2, Align::Right);
     for item in items {
         let last = match (item.exit_code, item.signal) {
             (Some(code), _) => format!("exit {code}"),
@@ -350,14 +356,23 @@ fn item_table(path: &str, items: &[FanOutItem], palette: &Palette) -> String {
             "running" | "retry_wait" => Some(Style::Yellow),
             _ => None,
         };
-        table.row(vec![
+        let mut row = vec![
             format!("{path}[{}]", item.index).into(),
             Cell::styled(item.state.clone(), style),
             item.attempts.to_string().into(),
             last.into(),
             item.error_id.clone().unwrap_or_default().into(),
             item.error.clone().unwrap_or_default().into(),
-        ]);
+        ];
+        if slurm {
+            let job = match (&item.slurm_job, item.slurm_task_job_id) {
+                (Some(task), Some(own)) => format!("{task} ({own})"),
+                (Some(task), None) => task.clone(),
+                (None, _) => String::new(),
+            };
+            row.insert(4, job.into());
+        }
+        table.row(row);
     }
     table.render(palette)
 }

@@ -1,13 +1,15 @@
 //! Slurm attempts across daemon restarts: at a stop they are left running
 //! in Slurm (detached), and at start recovery adopts every one an earlier
 //! run left `running` (watched again, never killed, never submitted twice)
-//! instead of interrupting it as it does a local attempt.
+//! instead of interrupting it as it does a local attempt. A fan-out
+//! item's array task is adopted the same way, as that item's attempt.
 
 use holdfast_api::ActivityState;
 use holdfast_workflow::params::value_as_env;
 use holdfast_workflow::{Activity, Executor};
 use tokio::sync::oneshot;
 
+use super::items::ItemState;
 use super::{Effect, Engine};
 use crate::executor::{AttemptKey, AttemptSpec, logs};
 
@@ -21,6 +23,16 @@ pub(super) struct Adoption {
     pub started_at: i64,
     /// How far into its control file the earlier run applied.
     pub control_offset: u64,
+    /// A fan-out item's attempt: the item, its job array's name (its
+    /// id is `slurm_job_id`) and the task's own job id when committed.
+    pub item: Option<AdoptedItem>,
+}
+
+/// The array task of an adopted fan-out item.
+pub(super) struct AdoptedItem {
+    pub item: u32,
+    pub slurm_name: String,
+    pub task_job_id: Option<u64>,
 }
 
 /// True when recovery adopts a running attempt of this activity rather
@@ -44,27 +56,41 @@ impl Engine {
             job_id,
             idx: adoption.idx,
             number: adoption.number,
-            item: None,
+            item: adoption.item.as_ref().map(|i| i.item),
         };
-        let Some(mut slurm) = self.slurm.attempt(activity, key, &settings) else {
+        let slurm = match &adoption.item {
+            Some(item) => self
+                .slurm
+                .item_attempt(activity, key, &settings, &item.slurm_name, None),
+            None => self.slurm.attempt(activity, key, &settings),
+        };
+        let Some(mut slurm) = slurm else {
             return;
         };
         slurm.adopt = Some(adoption.slurm_job_id);
         slurm.control_offset = adoption.control_offset;
+        slurm.task_job_id = adoption.item.as_ref().and_then(|i| i.task_job_id);
+        let path = logs::item_path(&activity.path, key.item);
         // What is left of the timeout: the attempt has run since it started.
         let ran = std::time::Duration::from_millis(
             (crate::store::now_ms() - adoption.started_at).max(0) as u64,
         );
         let timeout = activity.timeout.map(|t| t.saturating_sub(ran));
-        let log_path = logs::log_path(&settings.logs_dir(), job_id, &activity.path, key.number);
+        let log_path = logs::log_path(&settings.logs_dir(), job_id, &path, key.number);
         // The output file is read again from its start.
         if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&log_path) {
             let _ = file.set_len(0);
         }
         let act = &mut job.acts[adoption.idx];
+        let item_run =
+            (key.item).and_then(|item| act.fanout.as_mut().and_then(|f| f.live.get_mut(&item)));
+        let outputs = match &item_run {
+            Some(run) => run.outputs.clone(),
+            None => act.outputs.clone(),
+        };
         let spec = AttemptSpec {
             key,
-            path: activity.path.clone(),
+            path: path.clone(),
             argv: Vec::new(),
             env: Vec::new(),
             working_dir: None,
@@ -83,14 +109,17 @@ impl Engine {
                 .filter(|(name, _)| job.secret.contains(*name))
                 .map(|(_, value)| value_as_env(value))
                 .collect(),
-            outputs: act.outputs.clone(),
+            outputs,
             slurm: Some(slurm),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
-        act.kill = Some(kill_tx);
+        match item_run {
+            Some(run) => run.kill = Some(kill_tx),
+            None => act.kill = Some(kill_tx),
+        }
         job.running += 1;
         self.running += 1;
-        tracing::info!(HF_JOB_ID = job_id, HF_CHAIN = %chain.name, HF_ACTIVITY = %activity.path, HF_ATTEMPT = key.number, slurm_job_id = ?adoption.slurm_job_id, "Slurm attempt adopted after a restart");
+        tracing::info!(HF_JOB_ID = job_id, HF_CHAIN = %chain.name, HF_ACTIVITY = %path, HF_ATTEMPT = key.number, slurm_job_id = ?adoption.slurm_job_id, "Slurm attempt adopted after a restart");
         self.effects.push(Effect::Spawn(Box::new(spec), kill_rx));
         self.effects.push(Effect::Changed(job_id));
     }
@@ -102,10 +131,24 @@ impl Engine {
             return;
         };
         let act = &mut job.acts[key.idx];
-        if act.attempts != key.number || act.state() != ActivityState::Running {
-            return;
+        if let Some(item) = key.item {
+            let Some(fan) = act.fanout.as_mut() else {
+                return;
+            };
+            let Some(run) = fan.live.get_mut(&item) else {
+                return;
+            };
+            if run.attempts != key.number || run.state != ItemState::Running {
+                return;
+            }
+            run.kill = None;
+            fan.running -= 1;
+        } else {
+            if act.attempts != key.number || act.state() != ActivityState::Running {
+                return;
+            }
+            act.kill = None;
         }
-        act.kill = None;
         job.running -= 1;
         self.running -= 1;
     }

@@ -18,11 +18,16 @@ impl Engine {
         let Some(act) = job.acts.get_mut(key.idx) else {
             return;
         };
-        if key.item.is_none()
-            && act.attempts == key.number
-            && job.chain.activities[key.idx].executor == Executor::Slurm
-        {
-            self.control_offsets.insert(key, offset);
+        if job.chain.activities[key.idx].executor == Executor::Slurm {
+            let current = match key.item {
+                None => act.attempts == key.number,
+                Some(item) => (act.fanout.as_ref())
+                    .and_then(|f| f.live.get(&item))
+                    .is_some_and(|run| run.attempts == key.number),
+            };
+            if current {
+                self.control_offsets.insert(key, offset);
+            }
         }
         if let Some(item) = key.item {
             // A fan-out item keeps its own checkpoint and outputs; its
@@ -113,11 +118,20 @@ impl Engine {
             self.write_item_control(job_id, idx, item);
         }
         for (key, offset) in std::mem::take(&mut self.control_offsets) {
-            self.ops.push(WriteOp::AttemptControlOffset {
-                job_id: key.job_id,
-                idx: key.idx,
-                number: key.number,
-                offset,
+            self.ops.push(match key.item {
+                Some(item) => WriteOp::ItemControlOffset {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    item,
+                    attempt: key.number,
+                    offset,
+                },
+                None => WriteOp::AttemptControlOffset {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    number: key.number,
+                    offset,
+                },
             });
         }
     }

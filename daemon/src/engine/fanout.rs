@@ -59,6 +59,11 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        if super::slurm_array::on_slurm(job, idx) {
+            // Slurm starts them: every item ready now, as one job array.
+            self.start_item_array(id, idx);
+            return;
+        }
         let act = &mut job.acts[idx];
         let Some(fan) = act.fanout.as_mut() else {
             return;
@@ -109,6 +114,7 @@ impl Engine {
             item,
             attempt: number,
             started_at: store::now_ms(),
+            slurm_name: None,
         });
         let key = AttemptKey {
             job_id: id,
@@ -126,7 +132,11 @@ impl Engine {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        let max = job.chain.activities[idx].max_parallel.unwrap_or(usize::MAX);
+        // On Slurm the array's `%max_parallel` throttles the items.
+        let max = match super::slurm_array::on_slurm(job, idx) {
+            true => usize::MAX,
+            false => job.chain.activities[idx].max_parallel.unwrap_or(usize::MAX),
+        };
         let startable = job.may_start(idx);
         let stop = job.stop_for(idx);
         let on_failure = job.chain.activities[idx].on_failure;

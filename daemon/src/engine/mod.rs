@@ -20,12 +20,14 @@ mod events;
 mod fanout;
 mod handlers;
 mod items;
+mod items_recovery;
 pub mod job;
 mod policy;
 mod recovery;
 mod request;
 mod run;
 mod schedules;
+mod slurm_array;
 mod start;
 mod submit;
 mod waiting;
@@ -746,13 +748,33 @@ impl Engine {
             }
             ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
             ExecEvent::Detached { key } => self.on_detached(key),
-            ExecEvent::SlurmSubmitted { key, slurm_job_id } => {
-                self.ops.push(WriteOp::AttemptSlurmJob {
+            ExecEvent::SlurmSubmitted { key, slurm_job_id } => match key.item {
+                Some(item) => self.ops.push(WriteOp::ItemSlurmJob {
+                    job_id: key.job_id,
+                    idx: key.idx,
+                    item,
+                    attempt: key.number,
+                    slurm_job_id: Some(slurm_job_id),
+                    task_job_id: None,
+                }),
+                None => self.ops.push(WriteOp::AttemptSlurmJob {
                     job_id: key.job_id,
                     idx: key.idx,
                     number: key.number,
                     slurm_job_id,
-                });
+                }),
+            },
+            ExecEvent::SlurmTaskJob { key, task_job_id } => {
+                if let Some(item) = key.item {
+                    self.ops.push(WriteOp::ItemSlurmJob {
+                        job_id: key.job_id,
+                        idx: key.idx,
+                        item,
+                        attempt: key.number,
+                        slurm_job_id: None,
+                        task_job_id: Some(task_job_id),
+                    });
+                }
             }
         }
     }

@@ -7,7 +7,7 @@
 //! and the activity runs again with its last checkpoint. An interruption does
 //! not use up a retry, but more than `max_interruptions` fail the activity.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,7 +120,7 @@ impl Engine {
         stored: StoredJob,
         chain: Arc<Chain>,
         params: serde_json::Map<String, serde_json::Value>,
-        secret: std::collections::BTreeSet<String>,
+        secret: BTreeSet<String>,
     ) {
         let included = match resolve_target(&chain, &stored.target, stored.until.as_deref()) {
             Ok(i) => i,
@@ -171,9 +171,17 @@ impl Engine {
             act.checkpoint = sa.checkpoint.clone();
             act.outputs = sa.outputs.clone();
             act.progress = sa.progress;
+            let adopted_before = adoptions.len();
             if chain.activities[sa.idx].foreach.is_some() {
-                act.fanout = self.resume_fanout(stored.id, sa, &chain.activities[sa.idx]);
+                act.fanout = self.resume_fanout(
+                    stored.id,
+                    sa,
+                    &chain.activities[sa.idx],
+                    stored.simulated,
+                    &mut adoptions,
+                );
             }
+            let items_adopted = adoptions.len() > adopted_before;
             let Some(act) = job.acts.get_mut(sa.idx) else {
                 continue;
             };
@@ -197,8 +205,9 @@ impl Engine {
                     slurm_job_id: a.slurm_job_id,
                     started_at: a.started_at,
                     control_offset: a.control_offset,
+                    item: None,
                 });
-            let adopted = adoption.is_some();
+            let adopted = adoption.is_some() || items_adopted;
             adoptions.extend(adoption);
             let leftovers: Vec<Leftover> = sa
                 .attempts
@@ -319,9 +328,19 @@ impl Engine {
                 self.finish_if_done(id);
             }
         }
+        let mut fan_outs = BTreeSet::new();
         for adoption in adoptions {
+            if adoption.item.is_some() {
+                fan_outs.insert(adoption.idx);
+            }
             self.adopt(id, adoption);
         }
+        // Items not adopted (interrupted, never started) start beside
+        // the adopted ones.
+        for idx in fan_outs {
+            self.fanout_settled(id, idx);
+        }
+        self.refresh(id);
     }
 }
 
@@ -348,85 +367,6 @@ pub(super) struct Leftover {
 }
 
 impl Engine {
-    /// A fan-out's state from its stored items: succeeded items stay done
-    /// (never run again), items a dead daemon left running are killed if
-    /// still there, marked interrupted and start again with their
-    /// checkpoint, as do those that were waiting for a retry.
-    fn resume_fanout(
-        &mut self,
-        job_id: u64,
-        stored: &store::StoredActivity,
-        activity: &holdfast_workflow::Activity,
-    ) -> Option<Box<super::items::FanOut>> {
-        let mut fan = super::items::FanOut::from_stored(stored, activity.on_failure)?;
-        let running: Vec<&store::StoredItem> = (stored.item_rows.iter())
-            .filter(|r| r.state == "running")
-            .collect();
-        let leftovers: Vec<Leftover> = running
-            .iter()
-            .map(|row| {
-                let attempt = store::StoredAttempt {
-                    number: row.attempts,
-                    state: AttemptState::Running,
-                    pid: row.pid,
-                    pid_start: row.pid_start,
-                    error_id: None,
-                    error: None,
-                    error_tail: None,
-                    error_message: None,
-                    slurm_job_id: None,
-                    started_at: row.started_at.unwrap_or_default(),
-                    control_offset: 0,
-                };
-                let mut leftover = self.leftover(job_id, stored.idx, activity, &attempt);
-                leftover.started_at = row.started_at;
-                leftover
-            })
-            .collect();
-        kill_leftovers(&leftovers, &self.settings.database().display().to_string());
-        for row in running {
-            let interruptions = row.interruptions + 1;
-            if let Some(run) = fan.live.get_mut(&row.item) {
-                run.interruptions = interruptions;
-            }
-            // Like an activity, an item interrupted too often fails.
-            let item_state = if interruptions > self.settings.max_interruptions {
-                tracing::error!(HF_JOB_ID = job_id, HF_ACTIVITY = %activity.path, item = row.item, interruptions, "item interrupted too often; failing it");
-                fan.live.remove(&row.item);
-                fan.again.remove(&row.item);
-                fan.failed += 1;
-                fan.halted |= activity.on_failure == holdfast_workflow::OnFailure::Fail;
-                "failed"
-            } else {
-                "pending"
-            };
-            let error_id = self.error_id();
-            self.ops.push(WriteOp::ItemEnd {
-                item: row.item,
-                item_state,
-                interruptions,
-                end: Box::new(store::AttemptEnd {
-                    job_id,
-                    idx: stored.idx,
-                    number: row.attempts,
-                    state: AttemptState::Interrupted.as_str(),
-                    exit_code: None,
-                    signal: None,
-                    error_id: Some(error_id),
-                    error: Some(self.last_stop.interrupted_error().into()),
-                    finished_at: store::now_ms(),
-                    log_bytes: 0,
-                    log_dropped: 0,
-                    error_tail: None,
-                    error_message: None,
-                    resources: None,
-                }),
-            });
-        }
-        tracing::info!(HF_JOB_ID = job_id, HF_ACTIVITY = %activity.path, succeeded = fan.succeeded, again = fan.again.len(), next = fan.next, total = fan.total, "fan-out resumed");
-        Some(Box::new(fan))
-    }
-
     /// The [`Leftover`] for a stored `running` attempt of activity `idx`.
     pub(super) fn leftover(
         &self,

@@ -84,6 +84,16 @@ impl Engine {
     /// marked started, templates rendered, user, environment and spawn.
     /// A fan-out item's attempt reads its item's checkpoint and outputs.
     pub(super) fn launch(&mut self, key: AttemptKey) {
+        self.launch_in(key, None);
+    }
+
+    /// [`launch`](Self::launch), a fan-out item's attempt joining the Slurm
+    /// job array `batch` when given.
+    pub(super) fn launch_in(
+        &mut self,
+        key: AttemptKey,
+        batch: Option<std::sync::Arc<crate::executor::slurm::ArrayBatch>>,
+    ) {
         let AttemptKey {
             job_id: id,
             idx,
@@ -273,8 +283,20 @@ impl Engine {
                 .chain(connections.secrets)
                 .collect(),
             outputs: attempt_outputs.clone(),
-            slurm: self.slurm.attempt(activity, key, &settings),
+            slurm: match &batch {
+                Some(batch) => self.slurm.item_attempt(
+                    activity,
+                    key,
+                    &settings,
+                    &batch.name,
+                    Some(batch.clone()),
+                ),
+                None => self.slurm.attempt(activity, key, &settings),
+            },
         };
+        if let Some(batch) = &batch {
+            batch.expect_one();
+        }
         let (kill_tx, kill_rx) = oneshot::channel();
         if let Some(act) = self.jobs.get_mut(&id).map(|j| &mut j.acts[idx]) {
             match (item, act.fanout.as_mut()) {

@@ -122,10 +122,16 @@ pub enum ExecEvent {
         key: AttemptKey,
         end: AttemptEnd,
     },
-    /// A Slurm attempt was accepted by `sbatch` under this job id.
+    /// A Slurm attempt was accepted by `sbatch` under this job id (a
+    /// fan-out item's: its array's id).
     SlurmSubmitted {
         key: AttemptKey,
         slurm_job_id: u64,
+    },
+    /// A fan-out item's array task was seen with its own Slurm job id.
+    SlurmTaskJob {
+        key: AttemptKey,
+        task_job_id: u64,
     },
     /// The daemon is stopping and the attempt's Slurm job keeps running:
     /// it stays `running` in the store, for the next start to adopt.

@@ -78,6 +78,12 @@ pub struct StoredItem {
     pub started_at: Option<i64>,
     pub checkpoint: Option<Value>,
     pub outputs: Map<String, Value>,
+    /// For an item on Slurm: its array's job name and id, the task's own
+    /// job id, and how far its control file was applied.
+    pub slurm_name: Option<String>,
+    pub slurm_job_id: Option<u64>,
+    pub slurm_task_job_id: Option<u64>,
+    pub control_offset: u64,
 }
 
 /// The item rows of a stored job's fan-outs, onto its activities: those a
@@ -99,7 +105,7 @@ pub(super) fn load_item_rows(conn: &Connection, job: &mut StoredJob) -> Result<(
     }
     let mut item_stmt = conn.prepare_cached(
         "SELECT idx, item, state, attempts, interruptions, pid, pid_start, started_at,
-                checkpoint, outputs
+                checkpoint, outputs, slurm_name, slurm_job_id, slurm_task_job_id, control_offset
          FROM items WHERE job_id = ?1 AND (state != 'succeeded' OR outputs IS NOT NULL)
          ORDER BY idx, item",
     )?;
@@ -117,6 +123,10 @@ pub(super) fn load_item_rows(conn: &Connection, job: &mut StoredJob) -> Result<(
             started_at: row.get(7)?,
             checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
             outputs: json_object(row.get(9)?),
+            slurm_name: row.get(10)?,
+            slurm_job_id: row.get::<_, Option<i64>>(11)?.map(|id| id as u64),
+            slurm_task_job_id: row.get::<_, Option<i64>>(12)?.map(|id| id as u64),
+            control_offset: row.get::<_, i64>(13)?.max(0) as u64,
         };
         if let Some(a) = job.activities.iter_mut().find(|a| a.idx == idx) {
             a.item_rows.push(item);
@@ -260,22 +270,68 @@ pub(super) fn apply(op: &WriteOp, tx: &Transaction<'_>) -> Result<(), StoreError
             item,
             attempt,
             started_at,
+            slurm_name,
         } => {
             tx.prepare_cached(
-                "INSERT INTO items (job_id, idx, item, state, attempts, attempt_state, started_at)
-                     VALUES (?1, ?2, ?3, 'running', ?4, 'running', ?5)
+                "INSERT INTO items (job_id, idx, item, state, attempts, attempt_state, started_at,
+                        slurm_name)
+                     VALUES (?1, ?2, ?3, 'running', ?4, 'running', ?5, ?6)
                      ON CONFLICT (job_id, idx, item) DO UPDATE SET state = 'running',
                         attempts = ?4, attempt_state = 'running', started_at = ?5, pid = NULL,
                         pid_start = NULL, exit_code = NULL, signal = NULL, error_id = NULL,
                         error = NULL, error_tail = NULL, error_message = NULL,
-                        finished_at = NULL, log_bytes = 0, log_dropped = 0, log_error = NULL",
+                        finished_at = NULL, log_bytes = 0, log_dropped = 0, log_error = NULL,
+                        slurm_name = ?6, slurm_job_id = NULL, slurm_task_job_id = NULL,
+                        control_offset = 0",
             )?
             .execute(params![
                 *job_id as i64,
                 *idx as i64,
                 item,
                 attempt,
-                started_at
+                started_at,
+                slurm_name
+            ])?;
+        }
+        WriteOp::ItemSlurmJob {
+            job_id,
+            idx,
+            item,
+            attempt,
+            slurm_job_id,
+            task_job_id,
+        } => {
+            tx.prepare_cached(
+                "UPDATE items SET slurm_job_id = COALESCE(?5, slurm_job_id),
+                        slurm_task_job_id = COALESCE(?6, slurm_task_job_id)
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3 AND attempts = ?4",
+            )?
+            .execute(params![
+                *job_id as i64,
+                *idx as i64,
+                item,
+                attempt,
+                slurm_job_id.map(|id| id as i64),
+                task_job_id.map(|id| id as i64)
+            ])?;
+        }
+        WriteOp::ItemControlOffset {
+            job_id,
+            idx,
+            item,
+            attempt,
+            offset,
+        } => {
+            tx.prepare_cached(
+                "UPDATE items SET control_offset = ?5
+                     WHERE job_id = ?1 AND idx = ?2 AND item = ?3 AND attempts = ?4",
+            )?
+            .execute(params![
+                *job_id as i64,
+                *idx as i64,
+                item,
+                attempt,
+                *offset as i64
             ])?;
         }
         WriteOp::ItemPid {
@@ -434,7 +490,7 @@ pub fn job_items(
     let mut rows = std::collections::BTreeMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT item, state, attempts, pid, exit_code, signal, error_id, error, error_message,
-                started_at, finished_at, log_bytes
+                started_at, finished_at, log_bytes, slurm_job_id, slurm_task_job_id
          FROM items WHERE job_id = ?1 AND idx = ?2 AND item >= ?3 AND item < ?4 ORDER BY item",
     )?;
     let mut found = stmt.query(params![job_id as i64, idx, offset, end])?;
@@ -456,6 +512,10 @@ pub fn job_items(
                 started_at: r.get::<_, Option<i64>>(9)?.map(rfc3339),
                 finished_at: r.get::<_, Option<i64>>(10)?.map(rfc3339),
                 log_bytes: r.get::<_, i64>(11)? as u64,
+                slurm_job: r
+                    .get::<_, Option<i64>>(12)?
+                    .map(|array| format!("{array}_{index}")),
+                slurm_task_job_id: r.get::<_, Option<i64>>(13)?.map(|id| id as u64),
             },
         );
     }
@@ -475,6 +535,8 @@ pub fn job_items(
                 started_at: None,
                 finished_at: None,
                 log_bytes: 0,
+                slurm_job: None,
+                slurm_task_job_id: None,
             });
             if let Some(list) = &list {
                 item.item = list.item(index);

@@ -4,8 +4,8 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 17] = [
-    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17,
+const ALL: [&str; 18] = [
+    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18,
 ];
 
 /// Every migration, oldest first.
@@ -682,6 +682,18 @@ INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
 /// an index instead of walking every job.
 const V17: &str = r#"
 CREATE INDEX jobs_by_tenant ON jobs (tenant, id);
+"#;
+
+/// Version 18: fan-out items on Slurm, one job array per batch of items.
+/// An item's latest attempt keeps the array's job name (committed with
+/// the attempt, before `sbatch`), the array's job id (`ARRAYID`), the
+/// task's own Slurm job id once seen (its record after it leaves the
+/// queue), and how far its control file was applied.
+const V18: &str = r#"
+ALTER TABLE items ADD COLUMN slurm_name TEXT;
+ALTER TABLE items ADD COLUMN slurm_job_id INTEGER;
+ALTER TABLE items ADD COLUMN slurm_task_job_id INTEGER;
+ALTER TABLE items ADD COLUMN control_offset INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// Version 16's SQL, whose backfill tests run again.

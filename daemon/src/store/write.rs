@@ -202,6 +202,27 @@ pub enum WriteOp {
         item: u32,
         attempt: u32,
         started_at: i64,
+        /// The Slurm job array the attempt is submitted in (its job name),
+        /// committed before `sbatch` runs.
+        slurm_name: Option<String>,
+    },
+    /// What Slurm told of a fan-out item's attempt: its array's job id,
+    /// the task's own job id (each once known; None leaves it as is).
+    ItemSlurmJob {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        attempt: u32,
+        slurm_job_id: Option<u64>,
+        task_job_id: Option<u64>,
+    },
+    /// How far into its control file a Slurm item's attempt was applied.
+    ItemControlOffset {
+        job_id: u64,
+        idx: usize,
+        item: u32,
+        attempt: u32,
+        offset: u64,
     },
     /// The pid of a fan-out item's running attempt.
     ItemPid {
@@ -588,6 +609,8 @@ impl WriteOp {
             }
             WriteOp::ActivityItems { .. }
             | WriteOp::ItemStart { .. }
+            | WriteOp::ItemSlurmJob { .. }
+            | WriteOp::ItemControlOffset { .. }
             | WriteOp::ItemPid { .. }
             | WriteOp::ItemState { .. }
             | WriteOp::ItemEnd { .. }

@@ -56,6 +56,7 @@ mod schedules;
 mod secrets;
 mod secrets_key;
 mod slurm;
+mod slurm_array;
 mod slurm_restart;
 mod socket_umask;
 mod stats;

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use holdfast_api::{AttemptState, JobState};
-use holdfast_tests::slurm::{cluster_up, job_state, shared, submitted_id};
+use holdfast_tests::slurm::{
+    client_calls, cluster_up, count_client_calls, job_state, shared, submitted_id,
+};
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::json;
 
@@ -275,29 +277,6 @@ command = ["true"]
     );
 }
 
-/// A fan-out cannot ask for Slurm yet (its items' recovery would submit a
-/// Slurm job a second time): a load error at the `executor` key, whether
-/// or not the host has Slurm. Runs without a cluster.
-#[test]
-fn a_fan_out_on_slurm_is_a_load_error() {
-    let chain = r#"
-[process.p.activity.chunks]
-foreach = { count = "10", chunk_size = 5 }
-executor = "slurm"
-command = ["true"]
-"#;
-    let daemon = TestDaemon::start(&[("fan.toml", chain)]);
-    let listed = daemon.hfctl_json(&["workflows"]).to_string();
-    assert!(
-        listed.contains("a fan-out (foreach) cannot run on Slurm yet"),
-        "load error listed: {listed}"
-    );
-    assert!(
-        listed.contains("\"line\":4"),
-        "position of executor: {listed}"
-    );
-}
-
 /// An activity with `user` runs as that user on Slurm (`sbatch --uid`),
 /// with its attempt directory on the spool its own. Needs real users
 /// (`HOLDFAST_USERS_TEST`) and the cluster.
@@ -359,47 +338,14 @@ fn slurm_jobs_are_polled_in_batches_not_one_process_per_job() {
         ));
     }
     let mut daemon = TestDaemon::prepare(Some("max_parallel = 32\n"), &[("many.toml", &chain)]);
-    let shims = daemon.dir().join("shims");
-    std::fs::create_dir(&shims).expect("shims");
-    for tool in ["squeue", "scontrol", "sacct", "sbatch"] {
-        let real = ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
-            .iter()
-            .map(|dir| std::path::Path::new(dir).join(tool))
-            .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("{tool} is installed"));
-        let shim = shims.join(tool);
-        std::fs::write(
-            &shim,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> {}/{tool}.calls\nexec {} \"$@\"\n",
-                daemon.dir().display(),
-                real.display()
-            ),
-        )
-        .expect("write shim");
-        std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-    }
-    daemon.set_env(
-        "PATH",
-        format!(
-            "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            shims.display()
-        ),
-    );
+    count_client_calls(&mut daemon);
     daemon.launch();
     let began = std::time::Instant::now();
     let job_id = daemon.submit("many", &[]);
     let job = daemon.wait_done(job_id);
     let elapsed = began.elapsed();
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
-    let calls = |tool: &str| -> Vec<String> {
-        std::fs::read_to_string(daemon.dir().join(format!("{tool}.calls")))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
+    let calls = |tool: &str| client_calls(&daemon, tool);
     assert_eq!(
         calls("sbatch").len(),
         ACTIVITIES,

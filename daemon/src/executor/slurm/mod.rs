@@ -3,16 +3,18 @@
 //! attempt's key, its id committed, watched by the one batched poller
 //! (`poll.rs`), its output and control file on the spool directory tailed
 //! (`tail.rs`) into the same log and control parser as a local attempt's,
-//! and its end reported as the same [`ExecEvent`]s.
+//! and its end reported as the same [`ExecEvent`]s. A fan-out's items
+//! run as the tasks of one job array (`array.rs`).
 
+mod array;
 mod poll;
 mod submit;
 mod tail;
+mod track;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use holdfast_api::{AttemptState, LoadError};
@@ -21,12 +23,14 @@ use serde::Deserialize;
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use poll::{Health, JobStatus};
+pub use array::ArrayBatch;
+pub use poll::{Health, SlurmRef};
 
-use super::logs::{self, LogSink};
-use super::{AttemptEnd, AttemptKey, AttemptSpec, ExecEvent, KillReason, LogHub, control};
+use super::logs::LogSink;
+use super::{AttemptEnd, AttemptKey, AttemptSpec, ExecEvent, KillReason, LogHub};
 use crate::settings::Settings;
-use submit::{find_by_name, sbatch_options, scancel, submit};
+use submit::{find_by_name, sbatch_options, submit};
+use track::watch_to_end;
 
 /// How long an attempt waits for Slurm to confirm a `scancel` before it
 /// reports the stop anyway.
@@ -81,6 +85,14 @@ pub struct SlurmAttempt {
     /// Where reading the control file starts: 0, or for an adopted attempt
     /// how far the earlier run applied it (committed with its effects).
     pub control_offset: u64,
+    /// A fan-out item's attempt: its task in the job array (the item's
+    /// index); `name` is then the array's.
+    pub task: Option<u32>,
+    /// The array a new item attempt is submitted in, with the other items
+    /// started with it.
+    pub batch: Option<Arc<ArrayBatch>>,
+    /// An adopted array task's own Slurm job id, when committed.
+    pub task_job_id: Option<u64>,
 }
 
 /// The daemon's side of Slurm: the poller's queue and its health.
@@ -90,6 +102,9 @@ pub struct Client {
     /// Names this daemon's jobs, so two daemons on one cluster never take
     /// each other's jobs for their own.
     tag: String,
+    /// Arrays already given a `scancel` for a job cancel (one for all the
+    /// items' tasks).
+    cancelled: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Client {
@@ -102,7 +117,17 @@ impl Client {
         Arc::new(Client {
             watch: watch_tx,
             tag,
+            cancelled: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// True for the first cancel of array `id`: its tasks are cancelled
+    /// with one `scancel ARRAYID`.
+    fn cancel_array_once(&self, id: u64) -> bool {
+        self.cancelled
+            .lock()
+            .map(|mut set| set.insert(id))
+            .unwrap_or(true)
     }
 
     fn prefix(&self) -> String {
@@ -129,37 +154,17 @@ impl Client {
             memory_max: activity.memory_max,
             adopt: None,
             control_offset: 0,
+            task: None,
+            batch: None,
+            task_job_id: None,
         })
     }
 }
 
 /// Check, when a chain is loaded, that this host can submit its Slurm
 /// activities: `sbatch` must be in the daemon's PATH. slurmctld being
-/// unreachable is not a load error: attempts wait for it. A fan-out does
-/// not run on Slurm yet: its items' recovery is the local one (kill and
-/// run again), which would submit a Slurm job twice.
+/// unreachable is not a load error: attempts wait for it.
 pub fn check_chain(chain: &Chain) -> Vec<LoadError> {
-    let fan_outs: Vec<LoadError> = chain
-        .activities
-        .iter()
-        .filter(|a| a.executor == Executor::Slurm && a.foreach.is_some())
-        .map(|a| {
-            let at = holdfast_workflow::setting_position(chain, a, "executor");
-            LoadError {
-                file: chain.file.display().to_string(),
-                line: at.map(|(line, _)| line),
-                column: at.map(|(_, column)| column),
-                message: format!(
-                    "{}: a fan-out (foreach) cannot run on Slurm yet; use executor = \"local\" \
-                     for it",
-                    a.path
-                ),
-            }
-        })
-        .collect();
-    if !fan_outs.is_empty() {
-        return fan_outs;
-    }
     let Some(first) = chain
         .activities
         .iter()
@@ -182,6 +187,14 @@ pub fn check_chain(chain: &Chain) -> Vec<LoadError> {
             first.path
         ),
     }]
+}
+
+/// `sbatch` as the daemon's own PATH finds it. The job's environment
+/// (which may set `PATH`) is given to the command, and a program name
+/// would be looked up in that: a chain must not choose what the daemon
+/// runs.
+fn sbatch_command() -> tokio::process::Command {
+    tokio::process::Command::new(find_in_path("sbatch").unwrap_or_else(|| PathBuf::from("sbatch")))
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -248,6 +261,15 @@ pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
         activity.cpus,
     ));
     let mut text = parts.join(" ") + ")";
+    if activity.foreach.is_some() {
+        text.push_str(&format!(
+            "; items as one job array (--array=<items>{})",
+            activity
+                .max_parallel
+                .map(|max| format!("%{max}"))
+                .unwrap_or_default()
+        ));
+    }
     if activity.memory_max.is_some() || activity.cpus.is_some() {
         // Without Slurm's cgroup plugins (task/cgroup) they only place the job.
         text.push_str(
@@ -288,7 +310,7 @@ pub(super) async fn run(
     let control_file = slurm.dir.join("control");
     let id = match slurm.adopt {
         Some(Some(id)) => id,
-        Some(None) => match find_by_name(&slurm.name).await {
+        Some(None) => match find_by_name(&slurm.name, slurm.task.is_some()).await {
             Some(id) => id,
             None => {
                 // The daemon died between committing the attempt and
@@ -301,19 +323,32 @@ pub(super) async fn run(
                 return Some(finish(&sink, end));
             }
         },
-        None => match submit(&spec, &slurm, &sink).await {
-            Ok(id) => id,
-            Err(end) => return Some(finish(&sink, end)),
+        None => match &slurm.batch {
+            Some(batch) => match batch.join(&spec, &slurm, &sink).await {
+                Ok(id) => id,
+                Err(end) => return Some(finish(&sink, end)),
+            },
+            None => match submit(&spec, &slurm, &sink).await {
+                Ok(id) => id,
+                Err(end) => return Some(finish(&sink, end)),
+            },
         },
+    };
+    let target = match slurm.task {
+        Some(task) => SlurmRef::Task { array: id, task },
+        None => SlurmRef::Job(id),
     };
     if slurm.adopt.is_some() {
         sink.note(&format!(
-            "submitted to Slurm as job {id} ({}); adopted after a daemon restart, its output \
+            "submitted to Slurm as job {target} ({}); adopted after a daemon restart, its output \
              so far follows",
             slurm.name
         ));
     } else {
-        sink.note(&format!("submitted to Slurm as job {id} ({})", slurm.name));
+        sink.note(&format!(
+            "submitted to Slurm as job {target} ({})",
+            slurm.name
+        ));
     }
     if slurm.adopt != Some(Some(id)) {
         let _ = events
@@ -326,7 +361,7 @@ pub(super) async fn run(
     watch_to_end(
         spec,
         slurm,
-        id,
+        target,
         output,
         control_file,
         sink,
@@ -335,301 +370,4 @@ pub(super) async fn run(
         kill,
     )
     .await
-}
-
-/// Watch the submitted job `id` until Slurm says it ended, tailing its
-/// output and control file, cancelling it when the engine or the timeout
-/// asks. None when the daemon stops: the job keeps running.
-#[allow(clippy::too_many_arguments)]
-async fn watch_to_end(
-    spec: AttemptSpec,
-    slurm: SlurmAttempt,
-    id: u64,
-    output: PathBuf,
-    control_file: PathBuf,
-    sink: Arc<LogSink>,
-    masker: crate::mask::Masker,
-    events: &mpsc::Sender<ExecEvent>,
-    kill: oneshot::Receiver<KillReason>,
-) -> Option<AttemptEnd> {
-    let key = spec.key;
-    let finish = |sink: &LogSink, mut end: AttemptEnd| {
-        end.log_bytes = sink.written();
-        end.log_dropped = sink.dropped();
-        end.log_error = sink.create_error();
-        if end.state != AttemptState::Succeeded {
-            end.error_tail = sink.tail();
-        }
-        end
-    };
-    let (status_tx, mut status) = watch::channel(None);
-    if slurm
-        .client
-        .watch
-        .send(poll::Watch {
-            id,
-            status: status_tx,
-        })
-        .await
-        .is_err()
-    {
-        return Some(finish(
-            &sink,
-            AttemptEnd::spawn_error("the Slurm poller stopped".into()),
-        ));
-    }
-
-    // Output and control file, tailed until the job ended.
-    let finished = Arc::new(AtomicBool::new(false));
-    let mut readers = tokio::task::JoinSet::new();
-    let forward = spec
-        .journal
-        .then(|| logs::JournalForward::new(key, &spec.path));
-    // The files are the job's user's: only theirs are read (`tail`).
-    let owner = (spec.identity.as_ref())
-        .map_or_else(|| nix::unistd::geteuid().as_raw(), |identity| identity.uid);
-    let refused = |sink: &Arc<LogSink>| -> tail::OnRefused {
-        let sink = sink.clone();
-        Box::new(move |why: &str| sink.note(why))
-    };
-    readers.spawn(logs::copy_stream(
-        tail::Tail::new(output, finished.clone(), owner, refused(&sink)),
-        sink.clone(),
-        forward,
-        crate::mask::StreamMasker::new(spec.secrets.iter().cloned()),
-    ));
-    readers.spawn(super::read_control_lines(
-        tail::Tail::new(control_file, finished.clone(), owner, refused(&sink))
-            .starting_at(slurm.control_offset),
-        slurm.control_offset,
-        key,
-        control::Gate::new(std::time::Instant::now(), &spec.outputs),
-        events.clone(),
-        sink.clone(),
-        masker,
-    ));
-
-    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut kill = Some(kill);
-    let mut stopped_for: Option<AttemptState> = None;
-    let mut stop_deadline: Option<tokio::time::Instant> = None;
-    let final_status = loop {
-        let kill_wait = async {
-            match kill.as_mut() {
-                Some(k) => k.await.ok(),
-                None => std::future::pending().await,
-            }
-        };
-        let timeout_wait = async {
-            match deadline.filter(|_| stopped_for.is_none()) {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let give_up = async {
-            match stop_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            changed = status.changed() => {
-                if changed.is_err() {
-                    break None;
-                }
-                let now = status.borrow_and_update().clone();
-                if let Some(now) = now.filter(JobStatus::is_final) {
-                    break Some(now);
-                }
-            }
-            reason = kill_wait => {
-                kill = None;
-                let Some(reason) = reason else {
-                    // The engine dropped its handle: nobody will ask us to stop.
-                    continue;
-                };
-                let (state, why) = match reason {
-                    KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
-                    KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
-                    KillReason::Shutdown => {
-                        // Slurm runs it on; the next start adopts it.
-                        sink.note(&format!("daemon stopping; Slurm job {id} keeps running"));
-                        readers.abort_all();
-                        return None;
-                    }
-                };
-                sink.note(&format!("{why}; cancelling Slurm job {id}"));
-                stopped_for = Some(state);
-                stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
-                scancel(id, &sink).await;
-            }
-            () = timeout_wait => {
-                sink.note(&format!(
-                    "timeout after {}; cancelling Slurm job {id}",
-                    humantime::format_duration(spec.timeout.unwrap_or_default())
-                ));
-                stopped_for = Some(AttemptState::Timeout);
-                stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
-                scancel(id, &sink).await;
-            }
-            () = give_up => {
-                sink.note(&format!("Slurm did not confirm the end of job {id} within {}s", CANCEL_WAIT.as_secs()));
-                break None;
-            }
-        }
-    };
-    finished.store(true, Ordering::Release);
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        readers.abort_all();
-        sink.note("output of the Slurm job still unread 5s after its end; stopped reading");
-    }
-    let end = outcome(id, final_status, stopped_for);
-    if let Some(error) = &end.error
-        && end.state != AttemptState::Succeeded
-    {
-        sink.note(error);
-    }
-    // The spool keeps nothing once the attempt's log has it all.
-    let _ = std::fs::remove_dir_all(&slurm.dir);
-    Some(finish(&sink, end))
-}
-
-/// The attempt's end from Slurm's final state and why HoldFast stopped it.
-fn outcome(id: u64, status: Option<JobStatus>, stopped_for: Option<AttemptState>) -> AttemptEnd {
-    let mut end = AttemptEnd::spawn_error(String::new());
-    end.error = None;
-    let Some(status) = status else {
-        end.state = stopped_for.unwrap_or(AttemptState::Interrupted);
-        end.error = Some(format!("Slurm job {id}: end not confirmed by Slurm"));
-        return end;
-    };
-    end.exit_code = status.exit_code;
-    end.signal = status.signal;
-    let (state, error) = match (stopped_for, status.state.as_str()) {
-        (Some(state), _) if status.state != "COMPLETED" => {
-            (state, format!("Slurm job {id} stopped ({})", status.state))
-        }
-        (_, "COMPLETED") if status.exit_code.unwrap_or(0) == 0 && status.signal.is_none() => {
-            (AttemptState::Succeeded, String::new())
-        }
-        (_, "COMPLETED" | "FAILED") => (
-            AttemptState::Failed,
-            match (status.exit_code, status.signal) {
-                (_, Some(signal)) => {
-                    format!("Slurm job {id} killed by {}", super::signal_name(signal))
-                }
-                (code, None) => format!("Slurm job {id} exited with code {}", code.unwrap_or(-1)),
-            },
-        ),
-        (_, "TIMEOUT" | "DEADLINE") => (
-            AttemptState::Timeout,
-            format!("Slurm job {id} reached its time limit ({})", status.state),
-        ),
-        (_, "OUT_OF_MEMORY") => (
-            AttemptState::Oom,
-            format!("Slurm job {id} ran out of memory"),
-        ),
-        (_, "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" | "LOST") => (
-            AttemptState::Interrupted,
-            format!(
-                "Slurm job {id} interrupted ({}); it is resumed",
-                status.state
-            ),
-        ),
-        (_, other) => (
-            AttemptState::Failed,
-            format!("Slurm job {id} ended as {other} (cancelled outside HoldFast?)"),
-        ),
-    };
-    if state == AttemptState::Timeout || state == AttemptState::Interrupted {
-        end.exit_code = None;
-    }
-    end.state = state;
-    end.error = (!error.is_empty()).then_some(error);
-    end
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(state: &str, exit_code: i32, signal: Option<i32>) -> Option<JobStatus> {
-        Some(JobStatus {
-            state: state.into(),
-            exit_code: Some(exit_code),
-            signal,
-        })
-    }
-
-    /// Slurm's final states map to HoldFast's attempt states; a stop asked
-    /// by HoldFast wins over the CANCELLED it causes.
-    #[test]
-    fn slurm_states_map_to_attempt_states() {
-        let cases = [
-            (
-                status("COMPLETED", 0, None),
-                None,
-                AttemptState::Succeeded,
-                Some(0),
-            ),
-            (
-                status("FAILED", 3, None),
-                None,
-                AttemptState::Failed,
-                Some(3),
-            ),
-            (
-                status("TIMEOUT", 0, None),
-                None,
-                AttemptState::Timeout,
-                None,
-            ),
-            (
-                status("OUT_OF_MEMORY", 0, None),
-                None,
-                AttemptState::Oom,
-                Some(0),
-            ),
-            (
-                status("NODE_FAIL", 0, None),
-                None,
-                AttemptState::Interrupted,
-                None,
-            ),
-            (
-                status("PREEMPTED", 0, None),
-                None,
-                AttemptState::Interrupted,
-                None,
-            ),
-            (
-                status("CANCELLED", 0, Some(15)),
-                None,
-                AttemptState::Failed,
-                Some(0),
-            ),
-            (
-                status("CANCELLED", 0, Some(15)),
-                Some(AttemptState::Cancelled),
-                AttemptState::Cancelled,
-                Some(0),
-            ),
-            (
-                None,
-                Some(AttemptState::Cancelled),
-                AttemptState::Cancelled,
-                None,
-            ),
-            (None, None, AttemptState::Interrupted, None),
-        ];
-        for (found, stopped_for, state, exit_code) in cases {
-            let end = outcome(7, found.clone(), stopped_for);
-            assert_eq!(end.state, state, "{found:?} {stopped_for:?}");
-            assert_eq!(end.exit_code, exit_code, "{found:?} {stopped_for:?}");
-        }
-    }
 }

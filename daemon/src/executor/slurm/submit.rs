@@ -59,20 +59,21 @@ pub(super) async fn submit(
     if spec.argv.is_empty() {
         return Err(AttemptEnd::spawn_error("empty command".into()));
     }
-    let (output, control_file) = match prepare_dir(&slurm.dir, spec.identity.as_ref()) {
-        Ok(paths) => paths,
-        Err(e) => {
-            let message = format!(
-                "cannot prepare the attempt's directory {} on the Slurm spool: {e}; check the \
+    let (output, control_file) =
+        match prepare_dir(&slurm.dir, spec.identity.as_ref(), "job.sh", SCRIPT) {
+            Ok(paths) => paths,
+            Err(e) => {
+                let message = format!(
+                    "cannot prepare the attempt's directory {} on the Slurm spool: {e}; check the \
                  slurm_spool setting",
-                slurm.dir.display()
-            );
-            sink.note(&message);
-            return Err(AttemptEnd::spawn_error(message));
-        }
-    };
+                    slurm.dir.display()
+                );
+                sink.note(&message);
+                return Err(AttemptEnd::spawn_error(message));
+            }
+        };
 
-    let mut command = tokio::process::Command::new("sbatch");
+    let mut command = super::sbatch_command();
     command
         .arg("--parsable")
         .arg(format!("--job-name={}", slurm.name))
@@ -110,7 +111,21 @@ pub(super) async fn submit(
             .env("USER", &identity.name)
             .env("LOGNAME", &identity.name);
     }
-    let submitted = match command.output().await {
+    run_sbatch(command).await.map_err(|(message, transient)| {
+        sink.note(&message);
+        let mut end = AttemptEnd::spawn_error(message);
+        end.transient = transient;
+        end
+    })
+}
+
+/// Run a prepared `sbatch --parsable`: the job id it answers, or why not
+/// and whether that passes (slurmctld unreachable: tried again without
+/// using up a retry).
+pub(super) async fn run_sbatch(
+    mut command: tokio::process::Command,
+) -> Result<u64, (String, bool)> {
+    match command.output().await {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
             text.trim()
@@ -126,27 +141,22 @@ pub(super) async fn submit(
         }
         Ok(out) => {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            // slurmctld away is passing: the attempt is tried again
-            // without using up a retry.
             let transient = why.contains("Unable to contact slurm controller");
             Err((format!("sbatch refused the job: {why}"), transient))
         }
         Err(e) => Err((format!("cannot run sbatch: {e}"), false)),
-    };
-    submitted.map_err(|(message, transient)| {
-        sink.note(&message);
-        let mut end = AttemptEnd::spawn_error(message);
-        end.transient = transient;
-        end
-    })
+    }
 }
 
 /// The Slurm job of an attempt whose id was not committed, by its name:
-/// `squeue` while Slurm lists it, else Slurm's records (`sacct -c`, then
-/// `sacct`), filtered by name here since `sacct -c` ignores `--name`.
-pub(super) async fn find_by_name(name: &str) -> Option<u64> {
+/// `squeue` while Slurm lists it (a job array by its array id, `%F`),
+/// else Slurm's records (`sacct -c`, then `sacct`), filtered by name here
+/// since `sacct -c` ignores `--name`. Slurm's records give an array's
+/// tasks by their own ids only, so an array no longer listed is not found
+/// this way.
+pub(super) async fn find_by_name(name: &str, array: bool) -> Option<u64> {
     let listed = tokio::process::Command::new("squeue")
-        .args(["--noheader", "--states=all", "--format=%i|%j"])
+        .args(["--noheader", "--states=all", "--format=%F|%j"])
         .arg(format!("--name={name}"))
         .output()
         .await
@@ -160,6 +170,9 @@ pub(super) async fn find_by_name(name: &str) -> Option<u64> {
     };
     if let Some(id) = records(&listed) {
         return Some(id);
+    }
+    if array {
+        return None;
     }
     for completion in [true, false] {
         let mut command = tokio::process::Command::new("sacct");
@@ -179,9 +192,10 @@ pub(super) async fn find_by_name(name: &str) -> Option<u64> {
     None
 }
 
-pub(super) async fn scancel(id: u64, sink: &LogSink) {
+/// `scancel` a job, an array (all its tasks) or one task (`ARRAYID_N`).
+pub(super) async fn scancel(id: &str, sink: &LogSink) {
     match tokio::process::Command::new("scancel")
-        .arg(id.to_string())
+        .arg(id)
         .output()
         .await
     {
@@ -205,6 +219,8 @@ pub(super) async fn scancel(id: u64, sink: &LogSink) {
 pub(super) fn prepare_dir(
     dir: &Path,
     identity: Option<&crate::run_as::Identity>,
+    script_name: &str,
+    script_text: &str,
 ) -> std::io::Result<(PathBuf, PathBuf)> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -235,8 +251,8 @@ pub(super) fn prepare_dir(
         // The umask may have taken bits the mode asked for.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
     };
-    let script = dir.join("job.sh");
-    create(&script, 0o700, SCRIPT.as_bytes())?;
+    let script = dir.join(script_name);
+    create(&script, 0o700, script_text.as_bytes())?;
     let control = dir.join("control");
     create(&control, 0o600, b"")?;
     if let Some(id) = identity {
