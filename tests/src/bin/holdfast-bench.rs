@@ -2,8 +2,11 @@
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
 //! (scenarios: spawn, cgroup, submit, notify, fanout, throughput, reload,
-//! status, stats, startup, slurm; default all but slurm, which needs a
-//! running cluster: `scripts/slurm-up`).
+//! status, stats, startup, slurm, pueue, smoke; default all but slurm,
+//! which needs a running cluster (`scripts/slurm-up`), pueue, which
+//! installs pueue under target/pueue when missing and takes minutes, and
+//! smoke, a few seconds of the spawn and submit paths that CI runs so the
+//! benchmark cannot rot).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
 //! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
@@ -20,6 +23,8 @@ use tempfile::TempDir;
 
 #[path = "bench/notify.rs"]
 mod notify;
+#[path = "bench/pueue.rs"]
+mod pueue;
 #[path = "bench/slurm.rs"]
 mod slurm;
 
@@ -60,9 +65,56 @@ fn main() -> Result<()> {
     if wanted.iter().any(|w| w == "slurm") {
         slurm::slurm_vs_sbatch()?;
     }
+    if wanted.iter().any(|w| w == "pueue") {
+        pueue::hfctl_vs_pueue()?;
+    }
+    if wanted.iter().any(|w| w == "smoke") {
+        smoke()?;
+    }
     if want("status") || want("stats") || want("startup") {
         runtime.block_on(history(want("status"), want("stats"), want("startup")))?;
     }
+    Ok(())
+}
+
+/// (smoke) A few seconds of the spawn and submit scenarios' code paths on
+/// whatever build HOLDFAST_BIN_DIR points at, so CI notices when the
+/// benchmark breaks. Its figures mean nothing.
+fn smoke() -> Result<()> {
+    let mut chain = String::from("[chain]\nmax_parallel = 2\n[process.p]\nmode = \"parallel\"\n");
+    for i in 0..20 {
+        chain.push_str(&format!(
+            "[process.p.activity.a{i}]\ncommand = [\"sh\", \"-c\", \"true\"]\n"
+        ));
+    }
+    let one = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
+    let mut daemon = Daemon::new(
+        "max_parallel = 2\n",
+        &[("many.toml", chain), ("one.toml", one)],
+    )?;
+    let started = Instant::now();
+    daemon.hfctl(&["submit", "many", "--wait"])?;
+    let spawn = secs(started.elapsed());
+    let started = Instant::now();
+    let mut last = String::new();
+    for _ in 0..20 {
+        let out = daemon.hfctl(&["--json", "submit", "one"])?;
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    let id = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
+        .as_u64()
+        .context("submit --json has job_id")?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let client = daemon.client().await?;
+            wait_terminal(&client, id).await
+        })?;
+    let submits = secs(started.elapsed());
+    daemon.hfctl(&["status", &id.to_string()])?;
+    daemon.stop()?;
+    println!("smoke: 20 activities {spawn:.3} s, 20 separate submits until done {submits:.3} s");
     Ok(())
 }
 
