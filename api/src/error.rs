@@ -6,6 +6,7 @@
 //! server errors.
 
 use jsonrpsee::types::ErrorObjectOwned;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Application error codes, stable across versions.
@@ -72,7 +73,7 @@ impl ErrorCode {
 }
 
 /// One bad field of a submission, listed in the `data` of INVALID_PARAMETERS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldError {
     /// The parameter name (or `target`, `tenant`, `priority`).
     pub field: String,
