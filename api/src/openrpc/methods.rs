@@ -7,7 +7,9 @@
 use serde_json::{Map, Value};
 
 use super::{Discovery, MethodError, MethodSpec, Param, Shape, SubscriptionId, p, schema};
-use crate::error::ErrorCode::{InvalidParameters, InvalidState, NotFound, PermissionDenied, Unavailable};
+use crate::error::ErrorCode::{
+    InvalidParameters, InvalidState, NotFound, PermissionDenied, Unavailable,
+};
 use crate::types::{
     AuditEntry, BackfillResult, BackupChunk, CancelOutcome, ConnectionSummary, DaemonInfo,
     Delivery, Event, ItemPage, Job, JobList, JobState, LogChunk, Plan, ScheduleInfo, Stats,
@@ -142,8 +144,7 @@ pub(crate) const METHODS: &[MethodSpec] = &[
         &[
             p::<u64>("job_id"),
             p::<Option<bool>>("from_start"),
-            p::<Option<String>>("from")
-                .describe("a process: re-run it and every process after it"),
+            p::<Option<String>>("from").describe("a process: re-run it and every process after it"),
         ],
         schema::<SubmitResult>,
         SUBMIT,
@@ -153,8 +154,7 @@ pub(crate) const METHODS: &[MethodSpec] = &[
         "Read an attempt's log from an offset.",
         &[
             p::<u64>("job_id"),
-            p::<Option<String>>("activity")
-                .describe("process.activity or chain.process.activity"),
+            p::<Option<String>>("activity").describe("process.activity or chain.process.activity"),
             p::<Option<u32>>("attempt").describe("the latest without it"),
             p::<Option<u64>>("offset"),
             p::<Option<u64>>("max_bytes").describe("1 MiB by default, at most 16 MiB"),
@@ -237,10 +237,8 @@ pub(crate) const METHODS: &[MethodSpec] = &[
         "Submit one fire per instant of the schedule's rule in [from, to], oldest first, each as of its instant (at most 1000); dry_run lists them.",
         &[
             p::<String>("name").describe("chain.schedule"),
-            p::<String>("from")
-                .describe("first instant of the range, read in the schedule's zone"),
-            p::<String>("to")
-                .describe("last instant of the range; a date includes that whole day"),
+            p::<String>("from").describe("first instant of the range, read in the schedule's zone"),
+            p::<String>("to").describe("last instant of the range; a date includes that whole day"),
             p::<Option<bool>>("dry_run"),
         ],
         schema::<BackfillResult>,
@@ -283,7 +281,12 @@ pub(crate) const METHODS: &[MethodSpec] = &[
         &[],
         "store.backup_chunk",
         "store.backup_cancel",
-        &[InvalidParams, Internal, App(PermissionDenied), App(Unavailable)],
+        &[
+            InvalidParams,
+            Internal,
+            App(PermissionDenied),
+            App(Unavailable),
+        ],
     ),
     MethodSpec::unsubscribe("store.backup_cancel", "store.backup"),
     MethodSpec::call(
@@ -301,8 +304,7 @@ pub(crate) const METHODS: &[MethodSpec] = &[
             p::<Option<String>>("chain"),
             p::<Option<String>>("tenant"),
             p::<Option<Vec<String>>>("kinds").describe("event kinds, e.g. job.failed"),
-            p::<Option<Vec<JobState>>>("states")
-                .describe("the job's state after the transition"),
+            p::<Option<Vec<JobState>>>("states").describe("the job's state after the transition"),
             p::<Option<bool>>("follow")
                 .describe("false: close once the events recorded at the start were sent"),
         ],
@@ -332,7 +334,8 @@ pub(crate) const METHODS: &[MethodSpec] = &[
         "stats.get",
         "Runs, success rate, retries, duration and queue-wait percentiles, peak memory and CPU per chain and per activity.",
         &[
-            p::<Option<String>>("target").describe("CHAIN, CHAIN.PROCESS or CHAIN.PROCESS.ACTIVITY"),
+            p::<Option<String>>("target")
+                .describe("CHAIN, CHAIN.PROCESS or CHAIN.PROCESS.ACTIVITY"),
             p::<Option<String>>("since").describe(
                 "a duration back from now (7d, 12h), a date or an RFC 3339 instant; 7d by default",
             ),

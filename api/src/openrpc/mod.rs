@@ -372,10 +372,7 @@ fn method_object(generator: &mut SchemaGenerator, spec: &MethodSpec) -> Map<Stri
     method.insert("summary".into(), json!(spec.summary));
     method.insert("paramStructure".into(), json!(structure));
     method.insert("params".into(), json!(params));
-    method.insert(
-        "result".into(),
-        descriptor("result", true, result, None),
-    );
+    method.insert("result".into(), descriptor("result", true, result, None));
     method.insert("errors".into(), json!(errors));
     match spec.kind {
         Kind::Call => {}

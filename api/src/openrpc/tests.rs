@@ -60,7 +60,12 @@ fn no_result_is_a_bare_object_and_arrays_have_items() {
     let doc = document("0");
     for method in &doc.methods {
         let schema = &method["result"]["schema"];
-        assert_ne!(schema, &serde_json::json!({"type": "object"}), "{}", method["name"]);
+        assert_ne!(
+            schema,
+            &serde_json::json!({"type": "object"}),
+            "{}",
+            method["name"]
+        );
     }
     let job_list = &doc.components.schemas["JobList"];
     assert_eq!(
@@ -86,7 +91,12 @@ fn subscriptions_answer_integer_ids_and_name_their_notifications() {
             assert!(sub["params"].is_object());
         }
     }
-    for name in ["job.unwatch", "job.unfollow_logs", "store.backup_cancel", "events.unsubscribe"] {
+    for name in [
+        "job.unwatch",
+        "job.unfollow_logs",
+        "store.backup_cancel",
+        "events.unsubscribe",
+    ] {
         assert!(names.contains(name), "{name}");
         assert_eq!(param_names(name), None);
     }

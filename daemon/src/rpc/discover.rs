@@ -81,7 +81,10 @@ pub(super) fn handle(server: &RpcServer) -> Value {
         }
     }
     for method in &mut document.methods {
-        if matches!(method.get("name").and_then(Value::as_str), Some("job.submit" | "job.plan")) {
+        if matches!(
+            method.get("name").and_then(Value::as_str),
+            Some("job.submit" | "job.plan")
+        ) {
             method.insert("x-chain-params".into(), Value::Object(chain_params.clone()));
         }
     }

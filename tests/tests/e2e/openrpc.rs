@@ -68,10 +68,10 @@ fn tools_dir() -> PathBuf {
 /// Why the tools cannot run, if they cannot.
 fn missing_tools(tools: &Path) -> Option<String> {
     let python = Command::new("python3")
-        .args(["-c", "import jsonschema"])
+        .args(["-c", "import jsonschema, referencing"])
         .output();
     if !python.is_ok_and(|o| o.status.success()) {
-        return Some("python3 with the jsonschema module".into());
+        return Some("python3 with jsonschema 4.18 or later".into());
     }
     if !Command::new("node")
         .arg("--version")
@@ -158,8 +158,14 @@ fn the_document_is_valid_openrpc_and_every_answer_matches_its_schema() {
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     call("job.get", json!({"job_id": job_id}));
     call("job.list", json!({}));
-    call("job.list", json!({"state": "succeeded", "chain": "api", "limit": 5}));
-    call("job.items", json!({"job_id": job_id, "activity": "load.chunk"}));
+    call(
+        "job.list",
+        json!({"state": "succeeded", "chain": "api", "limit": 5}),
+    );
+    call(
+        "job.items",
+        json!({"job_id": job_id, "activity": "load.chunk"}),
+    );
     call("job.logs", json!({"job_id": job_id, "activity": "p.a"}));
     call(
         "job.plan",
@@ -266,8 +272,11 @@ fn the_document_is_valid_openrpc_and_every_answer_matches_its_schema() {
     answers.push(("job.cancel".into(), cancelled));
 
     // Every method of the document was called, except those listed here.
-    let called: std::collections::BTreeSet<&str> =
-        answers.iter().map(|(m, _)| m.as_str()).chain(items.iter().map(|(m, ..)| m.as_str())).collect();
+    let called: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .chain(items.iter().map(|(m, ..)| m.as_str()))
+        .collect();
     let not_called: Vec<&str> = document["methods"]
         .as_array()
         .expect("methods")
@@ -276,7 +285,11 @@ fn the_document_is_valid_openrpc_and_every_answer_matches_its_schema() {
         .filter(|m| !called.contains(m))
         .collect();
     // The unsubscribe calls the client made are not seen here.
-    let left_out = ["job.unfollow_logs", "store.backup_cancel", "events.unsubscribe"];
+    let left_out = [
+        "job.unfollow_logs",
+        "store.backup_cancel",
+        "events.unsubscribe",
+    ];
     let unexpected: Vec<&str> = not_called
         .into_iter()
         .filter(|m| !left_out.contains(m))
@@ -308,7 +321,11 @@ fn the_document_is_valid_openrpc_and_every_answer_matches_its_schema() {
         .arg(tools.join("node_modules/@open-rpc/meta-schema"))
         .output()
         .expect("node runs");
-    assert!(meta.status.success(), "{}", String::from_utf8_lossy(&meta.stderr));
+    assert!(
+        meta.status.success(),
+        "{}",
+        String::from_utf8_lossy(&meta.stderr)
+    );
     let meta_path = dir.path().join("meta-schema.json");
     std::fs::write(&meta_path, &meta.stdout).expect("write the meta-schema");
 
@@ -332,7 +349,16 @@ fn the_document_is_valid_openrpc_and_every_answer_matches_its_schema() {
     let out = dir.path().join("generated");
     let generated = Command::new(tools.join("node_modules/.bin/open-rpc-generator"))
         .current_dir(dir.path())
-        .args(["generate", "-t", "client", "-l", "typescript", "-n", "holdfast", "-d"])
+        .args([
+            "generate",
+            "-t",
+            "client",
+            "-l",
+            "typescript",
+            "-n",
+            "holdfast",
+            "-d",
+        ])
         .arg(&doc_path)
         .arg("-o")
         .arg(&out)
@@ -345,9 +371,12 @@ fn the_document_is_valid_openrpc_and_every_answer_matches_its_schema() {
         String::from_utf8_lossy(&generated.stderr)
     );
     let index = out.join("client/typescript/src/index.ts");
-    let source = std::fs::read_to_string(&index)
-        .unwrap_or_else(|e| panic!("no {}: {e}", index.display()));
+    let source =
+        std::fs::read_to_string(&index).unwrap_or_else(|e| panic!("no {}: {e}", index.display()));
     for method in ["job.submit", "job.get", "job.list", "job.cancel"] {
-        assert!(source.contains(method), "{method} is not in the generated client");
+        assert!(
+            source.contains(method),
+            "{method} is not in the generated client"
+        );
     }
 }
