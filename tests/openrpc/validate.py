@@ -8,9 +8,11 @@ META_SCHEMAS is {"openrpc": the OpenRPC meta-schema (from
 to as https://meta.json-schema.tools (from @json-schema-tools/meta-schema)},
 both draft 7; nothing is fetched from the network.
 CASE_FILE holds {"document": the rpc.discover result, "answers": [{"method",
-"result"}], "items": [{"method", "item"}]}: each answer is validated against
-its method's declared result schema, each subscription item against the
-method's x-subscription item schema, with $refs resolved in the document.
+"result"}], "notifications": [{"method", "notification", "params"}]}: each
+answer is validated against its method's declared result schema, each
+notification of a subscription against the method's x-subscription (its
+method name, its params, the item in params.result), with $refs resolved in
+the document.
 Prints one line per problem and exits 1 if there is any.
 """
 
@@ -58,17 +60,21 @@ def main():
             problems.append(f"{answer['method']}: not in the document")
             continue
         check(answer["method"], method["result"]["schema"], answer["result"], "result")
-    for item in case["items"]:
-        sub = methods.get(item["method"], {}).get("x-subscription")
+    for sent in case["notifications"]:
+        name = sent["method"]
+        sub = methods.get(name, {}).get("x-subscription")
         if sub is None:
-            problems.append(f"{item['method']}: no x-subscription")
+            problems.append(f"{name}: no x-subscription")
             continue
-        check(item["method"], sub["item"], item["item"], "item")
-        check(item["method"], sub["params"], item["params"], "notification params")
+        if sent["notification"] != sub["notification"]:
+            problems.append(f"{name}: notification {sent['notification']!r}, declared {sub['notification']!r}")
+        check(name, sub["params"], sent["params"], "notification params")
+        if "result" in sent["params"]:
+            check(name, sub["item"], sent["params"]["result"], "item")
 
     for p in problems:
         print(p)
-    print(f"checked {len(case['answers'])} answers and {len(case['items'])} items")
+    print(f"checked {len(case['answers'])} answers and {len(case['notifications'])} notifications")
     sys.exit(1 if problems else 0)
 
 
