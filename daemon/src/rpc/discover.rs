@@ -1,6 +1,8 @@
-//! `rpc.discover`: an OpenRPC 1.2 document of the API, built from the
-//! registry at call time so each loaded chain's parameters appear as a JSON
-//! Schema (for generated clients and forms).
+//! `rpc.discover`: the OpenRPC 1.2.6 document `holdfast_api::openrpc`
+//! derives from the wire types, plus what only the daemon knows: each
+//! loaded chain's parameters as a JSON Schema (`params.CHAIN`, referenced
+//! from `x-chain-params` of `job.submit` and `job.plan`), built from the
+//! registry at call time for generated clients and forms.
 
 use holdfast_workflow::{Chain, ParamKind};
 use serde_json::{Map, Value, json};
@@ -88,6 +90,7 @@ pub(super) fn handle(server: &RpcServer) -> Value {
             method.insert("x-chain-params".into(), Value::Object(chain_params.clone()));
         }
     }
+    // Strings, numbers and maps with string keys: serializing cannot fail.
     serde_json::to_value(document).unwrap_or(Value::Null)
 }
 
