@@ -23,6 +23,13 @@ use MethodError::{App, Internal, InvalidParams};
 const BASE: &[MethodError] = &[InvalidParams];
 /// Reads of the store: also an unreadable store or log file.
 const READ: &[MethodError] = &[InvalidParams, Internal, App(Unavailable)];
+/// Reads with a filter or window the daemon checks (`state`, `since`).
+const READ_FILTERED: &[MethodError] = &[
+    InvalidParams,
+    Internal,
+    App(InvalidParameters),
+    App(Unavailable),
+];
 /// Reads of one object by id or name.
 const READ_ONE: &[MethodError] = &[InvalidParams, Internal, App(NotFound), App(Unavailable)];
 /// Submissions (`job.submit`, `job.retry`, schedule fires).
@@ -129,14 +136,20 @@ pub(crate) const METHODS: &[MethodSpec] = &[
             ),
         ],
         schema::<JobList>,
-        READ,
+        READ_FILTERED,
     ),
     MethodSpec::call(
         "job.cancel",
         "Cancel queued or running jobs.",
         &[p::<Vec<u64>>("job_ids")],
         schema::<Vec<CancelOutcome>>,
-        CHANGE,
+        // A job that cannot be cancelled is an outcome, not an error.
+        &[
+            InvalidParams,
+            Internal,
+            App(PermissionDenied),
+            App(Unavailable),
+        ],
     ),
     MethodSpec::call(
         "job.retry",
@@ -342,7 +355,7 @@ pub(crate) const METHODS: &[MethodSpec] = &[
             p::<Option<String>>("tenant"),
         ],
         schema::<Stats>,
-        READ,
+        READ_FILTERED,
     ),
 ];
 
