@@ -321,7 +321,9 @@ pub struct Discovery {
 
 /// A generator whose `$ref`s point into `components.schemas`, for JSON
 /// Schema draft 7 (the dialect of the OpenRPC meta-schema), describing
-/// what the daemon sends.
+/// what the daemon sends (a field always sent is required). Parameters use
+/// the same generator: their types (numbers, strings, `JobState`, maps,
+/// lists) read the same both ways.
 fn generator() -> SchemaGenerator {
     SchemaSettings::draft07()
         .with(|s| {
