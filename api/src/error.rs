@@ -9,6 +9,7 @@
 //! no library code can ever be read as one of them.
 
 use jsonrpsee::types::ErrorObjectOwned;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Application error codes, stable across versions.
@@ -75,7 +76,7 @@ impl ErrorCode {
 }
 
 /// One bad field of a submission, listed in the `data` of INVALID_PARAMETERS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldError {
     /// The parameter name (or `target`, `tenant`, `priority`).
     pub field: String,

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod error;
+pub mod openrpc;
 pub mod rpc;
 pub mod types;
 

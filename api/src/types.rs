@@ -2,11 +2,12 @@
 //! states are lowercase words. Only these types cross the socket: the daemon
 //! converts its own store and engine types at the RPC edge.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Answer of `daemon.info`: the handshake every hfctl command starts with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DaemonInfo {
     pub version: String,
     pub protocol: u32,
@@ -28,7 +29,7 @@ pub struct DaemonInfo {
     pub slurm: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DaemonPaths {
     pub config: String,
     pub workflows_dir: String,
@@ -41,7 +42,7 @@ pub struct DaemonPaths {
     pub database: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct DaemonCounts {
     pub chains: usize,
     pub broken_chains: usize,
@@ -51,7 +52,7 @@ pub struct DaemonCounts {
 }
 
 /// Job states. `queued → running → succeeded | failed | cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -93,7 +94,7 @@ impl JobState {
 }
 
 /// Activity states within a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivityState {
     Pending,
@@ -144,7 +145,7 @@ impl ActivityState {
 }
 
 /// How one attempt ended (or `running` while it runs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptState {
     /// Recorded, process not yet known to have exited.
@@ -201,14 +202,14 @@ impl AttemptState {
 }
 
 /// Answer of `job.submit`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SubmitResult {
     pub job_id: u64,
     pub state: JobState,
 }
 
 /// One job with its activity tree: answer of `job.get`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Job {
     pub id: u64,
     /// `chain`, `chain.process` or `chain.process.activity`.
@@ -271,7 +272,7 @@ pub struct Job {
 }
 
 /// Answer of `schedule.backfill`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct BackfillResult {
     /// `chain.schedule`.
     pub schedule: String,
@@ -288,7 +289,7 @@ pub struct BackfillResult {
 }
 
 /// Why a queued or running job runs nothing (or less than it could) now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Waiting {
     pub reason: WaitReason,
     /// The same for people, with the figures (`chain etl runs 2 of its
@@ -300,7 +301,7 @@ pub struct Waiting {
 }
 
 /// The kinds of [`Waiting`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitReason {
     /// Queued: its chain (or tenant within the chain) runs `concurrency`
@@ -329,7 +330,7 @@ impl WaitReason {
 }
 
 /// One activity of a job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ActivityRun {
     /// `chain.process.activity`.
     pub path: String,
@@ -354,7 +355,7 @@ pub struct ActivityRun {
 }
 
 /// One page of a fan-out's items (`job.items`), in index order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ItemPage {
     /// `chain.process.activity` of the fan-out.
     pub activity: String,
@@ -365,7 +366,7 @@ pub struct ItemPage {
 }
 
 /// One item of a fan-out: the instance `process.activity[index]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct FanOutItem {
     pub index: u32,
     /// The item itself (`{{ item }}`, `HF_ITEM`).
@@ -395,7 +396,7 @@ pub struct FanOutItem {
 }
 
 /// A fan-out's items by state; `total` is fixed once the list is computed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemCounts {
     pub total: u32,
     pub succeeded: u32,
@@ -410,7 +411,7 @@ pub struct ItemCounts {
 }
 
 /// One execution of an activity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Attempt {
     pub number: u32,
     pub state: AttemptState,
@@ -449,7 +450,7 @@ pub struct Attempt {
 /// in docs/monitoring.md: `source` is `cgroup` (the attempt's own cgroup,
 /// every process it started) or `rusage` (`wait4` of the leader: the
 /// leader and the descendants it waited for).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceUse {
     /// `cgroup` or `rusage`.
     pub source: String,
@@ -474,7 +475,7 @@ pub struct ResourceUse {
 }
 
 /// One row of `job.list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct JobSummary {
     pub id: u64,
     pub target: String,
@@ -496,14 +497,14 @@ pub struct JobSummary {
 }
 
 /// Answer of `job.list`. Pass `next_before` back as `before` for the next page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct JobList {
     pub jobs: Vec<JobSummary>,
     pub next_before: Option<u64>,
 }
 
 /// Outcome of cancelling one job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CancelOutcome {
     pub job_id: u64,
     /// The job's state after the call (`cancelled` at once for a queued job,
@@ -514,7 +515,7 @@ pub struct CancelOutcome {
 }
 
 /// A piece of an attempt's log (`job.logs` answer and `job.follow_logs` item).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LogChunk {
     /// `chain.process.activity`.
     pub activity: String,
@@ -537,7 +538,7 @@ pub struct LogChunk {
 }
 
 /// One chain in `workflow.list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WorkflowSummary {
     pub name: String,
     pub file: String,
@@ -554,7 +555,7 @@ pub struct WorkflowSummary {
 }
 
 /// A workflow file that could not be loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LoadError {
     pub file: String,
     pub line: Option<usize>,
@@ -579,7 +580,7 @@ fn default_concurrency_per() -> String {
 }
 
 /// Answer of `workflow.get`: a chain as loaded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WorkflowDetail {
     pub name: String,
     pub file: String,
@@ -607,7 +608,7 @@ pub struct WorkflowDetail {
 }
 
 /// A chain file's notification rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NotifyRuleInfo {
     /// `CHAIN.NAME`, as `notification.list` names it.
     pub name: String,
@@ -622,7 +623,7 @@ pub struct NotifyRuleInfo {
     pub coalesce_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ParamInfo {
     pub name: String,
     /// `string`, `int`, `float`, `bool`, `date`, `datetime` or `json`.
@@ -644,7 +645,7 @@ pub struct ParamInfo {
     pub secret: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessInfo {
     pub name: String,
     /// `serial` or `parallel`.
@@ -653,7 +654,7 @@ pub struct ProcessInfo {
     pub activities: Vec<ActivityInfo>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ActivityInfo {
     pub name: String,
     pub path: String,
@@ -693,7 +694,7 @@ pub struct ActivityInfo {
 }
 
 /// One resource cap of an activity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LimitInfo {
     /// `memory_max`, `nofile`, `tasks_max` or `cpu_weight`.
     pub name: String,
@@ -703,7 +704,7 @@ pub struct LimitInfo {
 }
 
 /// One row of the audit trail: who called what, when, and how it went.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AuditEntry {
     pub id: u64,
     pub at: String,
@@ -718,7 +719,7 @@ pub struct AuditEntry {
 }
 
 /// One tenant in `tenant.list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct TenantSummary {
     pub name: String,
     pub file: String,
@@ -738,7 +739,7 @@ pub struct TenantSummary {
 
 /// What a submission would do, without doing it: answer of `job.plan`
 /// (`hfctl submit --dry-run`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
     pub target: String,
     pub chain: String,
@@ -755,7 +756,7 @@ pub struct Plan {
 }
 
 /// One activity of a plan, as it would be started.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PlannedActivity {
     pub path: String,
     /// Rendered argv. An argument that uses an upstream activity's output is
@@ -773,7 +774,7 @@ pub struct PlannedActivity {
 }
 
 /// One schedule in `schedule.list` (and the answer of `schedule.*`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ScheduleInfo {
     pub chain: String,
     pub name: String,
@@ -808,7 +809,7 @@ pub struct ScheduleInfo {
 
 /// A piece of a database copy (`store.backup` item). The daemon makes one
 /// consistent snapshot and sends it in order; the caller writes the bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct BackupChunk {
     /// Byte offset of `data` in the copy.
     pub offset: u64,
@@ -843,7 +844,7 @@ impl BackupChunk {
 
 /// One connection profile in `connection.list`. Secret values are never
 /// sent: secret fields are named, their values shown as `***`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ConnectionSummary {
     pub name: String,
     pub file: String,
@@ -870,7 +871,7 @@ pub struct ConnectionSummary {
 /// transition of a job, an activity or a schedule, committed in the same
 /// transaction as the transition. Fields that do not apply to a kind are
 /// left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Event {
     /// Increasing, never given out twice; a resume point for `since`.
     pub id: u64,
@@ -926,7 +927,7 @@ pub struct Event {
 }
 
 /// A failed activity in a job end event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FailedActivity {
     /// `process.activity`.
     pub activity: String,
@@ -940,7 +941,7 @@ pub struct FailedActivity {
 }
 
 /// Which events `events.subscribe` sends; every field left out matches all.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EventFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<String>,
@@ -965,7 +966,7 @@ impl EventFilter {
 }
 
 /// One notification: an event for a rule (`notification.list` item).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Delivery {
     pub id: u64,
     pub event_id: u64,
@@ -986,7 +987,7 @@ pub struct Delivery {
 }
 
 /// `stats.get`: what ran since an instant, per chain and per activity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Stats {
     /// Jobs created at or after this instant are counted (RFC 3339).
     pub since: String,
@@ -1002,7 +1003,7 @@ pub struct Stats {
 }
 
 /// Figures of one chain's jobs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ChainStats {
     pub chain: String,
     /// Jobs created in the window, whatever their state.
@@ -1029,7 +1030,7 @@ pub struct ChainStats {
 }
 
 /// Figures of one activity (`chain.process.activity`) over its jobs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ActivityStats {
     pub path: String,
     /// Activity runs that ended succeeded, failed or cancelled.
@@ -1052,7 +1053,7 @@ pub struct ActivityStats {
 
 /// Nearest-rank percentiles of a set of durations, in milliseconds
 /// (absent when the set is empty).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Percentiles {
     pub count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

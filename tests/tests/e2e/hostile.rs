@@ -97,11 +97,19 @@ fn hostile_parameters_get_clean_errors_and_the_daemon_stays_up() {
     );
     let methods: BTreeMap<String, BTreeSet<String>> = discovered_methods(&discovered["result"])
         .into_iter()
-        // Subscriptions need a WebSocket; over HTTP they are refused.
+        // Subscriptions and their unsubscribe calls need a WebSocket;
+        // over HTTP they are refused.
         .filter(|(name, _)| {
             !matches!(
                 name.as_str(),
-                "job.watch" | "job.follow_logs" | "store.backup" | "events.subscribe"
+                "job.watch"
+                    | "job.follow_logs"
+                    | "store.backup"
+                    | "events.subscribe"
+                    | "job.unwatch"
+                    | "job.unfollow_logs"
+                    | "store.backup_cancel"
+                    | "events.unsubscribe"
             )
         })
         .collect();
