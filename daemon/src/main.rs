@@ -410,6 +410,11 @@ fn start_engine(
     notifier.status("recovering unfinished jobs");
     let (engine, commands, exec) = engine::Engine::start(settings.clone(), store.clone(), wiring)?;
     let engine = tokio::spawn(engine.run(commands, exec));
+    // `hfctl info` shows whether slurmctld answers; ask once now, so the
+    // first client does not see "not checked yet".
+    if executor::slurm::available() {
+        executor::slurm::refresh_ping();
+    }
     notify::start(
         store.clone(),
         settings.notify.clone(),

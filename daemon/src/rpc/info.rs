@@ -47,6 +47,6 @@ pub(super) async fn handle(server: &RpcServer) -> RpcResult<DaemonInfo> {
             running_activities: counts.running_activities,
         },
         confinement: crate::cgroup::host().describe(),
-        slurm: crate::executor::slurm::describe_health(slurm_health).await,
+        slurm: crate::executor::slurm::describe_health(slurm_health),
     })
 }

@@ -197,6 +197,11 @@ fn sbatch_command() -> tokio::process::Command {
     tokio::process::Command::new(find_in_path("sbatch").unwrap_or_else(|| PathBuf::from("sbatch")))
 }
 
+/// Whether this host has the Slurm client (`sbatch` on the daemon's PATH).
+pub fn available() -> bool {
+    find_in_path("sbatch").is_some()
+}
+
 fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -208,28 +213,83 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         })
 }
 
-/// The Slurm line of `hfctl info`: None on a host without `sbatch`;
-/// else whether `scontrol ping` reaches slurmctld now, and how the
-/// poller's last query went.
-pub async fn describe_health(health: Health) -> Option<String> {
-    find_in_path("sbatch")?;
-    let ping = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::process::Command::new("scontrol")
-            .arg("ping")
-            .output(),
-    )
-    .await;
-    let mut text = match ping {
-        Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("is UP") => {
-            "slurmctld reachable".to_string()
+/// How long an answer of `scontrol ping` is shown before it is asked
+/// again.
+const PING_FRESH: Duration = Duration::from_secs(5);
+
+/// The last answer of `scontrol ping` and when it came.
+#[derive(Clone)]
+struct Ping {
+    at: std::time::Instant,
+    text: String,
+}
+
+/// The shared [`Ping`], and whether a ping runs now.
+static PING: std::sync::Mutex<(Option<Ping>, bool)> = std::sync::Mutex::new((None, false));
+
+/// Ask `scontrol ping` in the background, unless a ping runs already:
+/// `daemon.info` is every client's handshake and must not wait for (or
+/// start one process per call of) a command that hangs while slurmctld is
+/// away.
+pub fn refresh_ping() {
+    {
+        let mut ping = PING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ping.1 {
+            return;
         }
-        Ok(Ok(out)) => format!(
-            "slurmctld unreachable: {}",
-            String::from_utf8_lossy(&out.stdout).trim()
-        ),
-        Ok(Err(e)) => format!("cannot run scontrol: {e}"),
-        Err(_) => "slurmctld unreachable: scontrol ping took over 5s".to_string(),
+        ping.1 = true;
+    }
+    tokio::spawn(async {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::process::Command::new("scontrol")
+                .arg("ping")
+                .output(),
+        )
+        .await;
+        let text = match answer {
+            Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("is UP") => {
+                "slurmctld reachable".to_string()
+            }
+            Ok(Ok(out)) => format!(
+                "slurmctld unreachable: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+            Ok(Err(e)) => format!("cannot run scontrol: {e}"),
+            Err(_) => "slurmctld unreachable: scontrol ping took over 5s".to_string(),
+        };
+        let mut ping = PING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *ping = (
+            Some(Ping {
+                at: std::time::Instant::now(),
+                text,
+            }),
+            false,
+        );
+    });
+}
+
+/// The Slurm line of `hfctl info`: None on a host without `sbatch`;
+/// else whether `scontrol ping` reached slurmctld (its last answer, at
+/// most [`PING_FRESH`] old or being asked again), and how the poller's
+/// last query went. Never waits for a Slurm command.
+pub fn describe_health(health: Health) -> Option<String> {
+    find_in_path("sbatch")?;
+    let last = PING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .0
+        .clone();
+    if last.as_ref().is_none_or(|p| p.at.elapsed() > PING_FRESH) {
+        refresh_ping();
+    }
+    let (mut text, checked) = match last {
+        Some(ping) => (ping.text, Some(ping.at.elapsed().as_secs())),
+        None => ("slurmctld not checked yet".to_string(), None),
     };
     match health.last_query {
         Some(at) => {
@@ -243,6 +303,9 @@ pub async fn describe_health(health: Health) -> Option<String> {
             }
         }
         None => text.push_str("; no Slurm job watched yet"),
+    }
+    if let Some(checked) = checked {
+        text.push_str(&format!("; scontrol ping {checked}s ago"));
     }
     Some(text)
 }
