@@ -72,6 +72,11 @@ impl RawWs {
         self.stream.write_all(&frame).expect("a frame can be sent");
     }
 
+    /// Send `bytes` as they are: a frame's head alone, a broken frame.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("bytes can be sent");
+    }
+
     /// The next text message from the daemon (control frames skipped);
     /// panics when none comes within the read timeout or the connection
     /// closes.

@@ -35,9 +35,11 @@ type ServiceFuture =
 const PIPE_BYTES: usize = 64 << 10;
 /// Frames for the client queued between the two directions of the relay.
 const OUTGOING: usize = 16;
-/// The largest frame read from either side, as jsonrpsee's own limit (its
-/// response size cap); a request over `max_request_bytes` but under this is
-/// answered by jsonrpsee with its "request too big" error.
+/// The largest message read from jsonrpsee, as its own limit (its response
+/// size cap). Client messages are bounded by `max_request_bytes` instead:
+/// soketto makes room for a frame's whole payload as soon as its head
+/// announces it, so this bound on the client side let 14 bytes per
+/// connection hold 64 MiB of the daemon's memory.
 const MAX_FRAME: usize = 64 << 20;
 
 /// Forwarded messages whose answers may still be owed on one connection.
@@ -141,7 +143,9 @@ where
         };
         let client = BufReader::new(BufWriter::new(TokioIo::new(upgraded).compat()));
         let mut builder = handshake.into_builder(client);
-        builder.set_max_message_size(MAX_FRAME);
+        // A message over the limit is discarded as it is read (soketto's
+        // `MessageTooLarge`) and answered "too big" below.
+        builder.set_max_message_size(max_bytes as usize);
         let (client_tx, client_rx) = builder.finish();
         let mut to_server =
             soketto::handshake::Client::new(BufReader::new(ours.compat()), "localhost", &resource);

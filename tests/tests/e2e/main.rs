@@ -66,3 +66,4 @@ mod systemd;
 mod tenant_params;
 mod users;
 mod watch_view;
+mod ws_relay_hostile;
