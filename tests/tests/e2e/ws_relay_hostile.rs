@@ -80,6 +80,50 @@ fn a_frame_head_over_the_request_limit_holds_no_memory() {
     assert_eq!(probe.call_raw(PROBE)["id"], "probe");
 }
 
+/// Before, jsonrpsee read on whatever the client did and held each answer
+/// until the client read it: a client writing 55-byte `rpc.discover`
+/// requests and never reading made the daemon hold about 13 KB per request
+/// (500 MB for 2 MB written). Now the relay stops reading from a client
+/// that owes it 64 answers' reading, so the writer is held back instead;
+/// other clients are served meanwhile.
+#[test]
+fn a_client_that_writes_and_never_reads_is_held_back() {
+    const FRAMES: usize = 20_000;
+    const PER_WRITE: usize = 100;
+    let daemon = TestDaemon::start(&[("tiny.toml", TINY)]);
+    let pid = daemon.pid().expect("the daemon runs");
+    let mut probe = RawWs::connect(daemon.socket());
+    assert_eq!(probe.call_raw(PROBE)["id"], "probe");
+    let baseline = rss(pid);
+
+    let message = br#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#;
+    let mut frame = vec![0x81u8, 0x80 | message.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(message);
+    let chunk = frame.repeat(PER_WRITE);
+    let mut hostile = RawWs::connect(daemon.socket());
+    let mut written = 0;
+    let mut held_back = false;
+    while written < FRAMES {
+        if !hostile.send_bytes_within(&chunk, Duration::from_secs(2)) {
+            held_back = true;
+            break;
+        }
+        written += PER_WRITE;
+    }
+    let grown = rss(pid).saturating_sub(baseline);
+    assert!(
+        grown < 64 << 20,
+        "{written} requests never read grew the daemon by {grown} bytes"
+    );
+    assert!(
+        held_back,
+        "all {written} requests were read from a client that reads nothing"
+    );
+    assert_eq!(probe.call_raw(PROBE)["id"], "probe");
+    drop(hostile);
+    assert_eq!(probe.call_raw(PROBE)["id"], "probe");
+}
+
 /// A request whose string id is written like one of the relay's tokens.
 fn token_like(n: u64, method: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":"\u0001holdfast-front-{n}","method":"{method}"}}"#)
