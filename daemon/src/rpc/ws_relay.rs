@@ -153,7 +153,10 @@ where
         let client = BufReader::new(BufWriter::new(TokioIo::new(upgraded).compat()));
         let mut builder = handshake.into_builder(client);
         // A message over the limit is discarded as it is read (soketto's
-        // `MessageTooLarge`) and answered "too big" below.
+        // `MessageTooLarge`) and answered "too big" below. soketto 0.8
+        // skips the message's whole length from the stream, fragments
+        // already read included: a fragmented message over the limit
+        // leaves this connection out of step (its sender's alone).
         builder.set_max_message_size(max_bytes as usize);
         let (client_tx, client_rx) = builder.finish();
         let mut to_server =
