@@ -57,6 +57,7 @@ mod secrets;
 mod secrets_key;
 mod slurm;
 mod slurm_array;
+mod slurm_array_hostile;
 mod slurm_restart;
 mod socket_umask;
 mod stats;
