@@ -1,5 +1,6 @@
 //! The WebSocket relay in front of jsonrpsee under a hostile socket
-//! member: frame heads that announce more than `max_request_bytes`, and
+//! member: frame heads that announce more than `max_request_bytes`, a
+//! fragmented message over it, a client that writes and never reads, and
 //! string ids written like the relay's own tokens.
 
 use std::fs;
@@ -171,4 +172,42 @@ fn a_string_id_like_a_relay_token_gets_its_own_answer() {
         unique.dedup();
         assert_eq!(ids, unique, "every request answered once under its id");
     }
+}
+
+/// A masked frame with `opcode` (text 0x1, continuation 0x0) and `fin`.
+fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode, 0x80 | 127];
+    frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A message in two fragments that together pass `max_request_bytes`:
+/// soketto then skips the whole message's length from the stream, the
+/// fragment it already read included, so that connection is out of step
+/// (documented); the daemon and every other connection serve on, and the
+/// daemon holds nothing for it.
+#[test]
+fn a_fragmented_message_over_the_limit_harms_only_its_connection() {
+    let daemon = TestDaemon::start(&[("tiny.toml", TINY)]);
+    let pid = daemon.pid().expect("the daemon runs");
+    let mut probe = RawWs::connect(daemon.socket());
+    assert_eq!(probe.call_raw(PROBE)["id"], "probe");
+    let baseline = rss(pid);
+    let half = "x".repeat(700 << 10);
+    let mut hostile = RawWs::connect(daemon.socket());
+    hostile.send_bytes(&frame(
+        0x1,
+        false,
+        format!(r#"{{"jsonrpc":"2.0","id":2,"method":"daemon.info","pad":"{half}"#).as_bytes(),
+    ));
+    hostile.send_bytes(&frame(0x0, true, format!(r#"{half}"}}"#).as_bytes()));
+    for _ in 0..3 {
+        assert_eq!(probe.call_raw(PROBE)["id"], "probe");
+    }
+    let grown = rss(pid).saturating_sub(baseline);
+    assert!(grown < 32 << 20, "grew by {grown} bytes");
+    drop(hostile);
+    assert_eq!(probe.call_raw(PROBE)["id"], "probe");
 }
