@@ -72,6 +72,35 @@ impl RawWs {
         self.stream.write_all(&frame).expect("a frame can be sent");
     }
 
+    /// Send `bytes` as they are: a frame's head alone, a broken frame.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("bytes can be sent");
+    }
+
+    /// Send `bytes` unless the daemon stops reading for `patience`: false
+    /// then (the connection is left with part of them written).
+    pub fn send_bytes_within(&mut self, bytes: &[u8], patience: Duration) -> bool {
+        self.stream
+            .set_write_timeout(Some(patience))
+            .expect("a write timeout can be set");
+        let sent = match self.stream.write_all(bytes) {
+            Ok(()) => true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => panic!("cannot write to the daemon: {e}"),
+        };
+        self.stream
+            .set_write_timeout(None)
+            .expect("a write timeout can be cleared");
+        sent
+    }
+
     /// The next text message from the daemon (control frames skipped);
     /// panics when none comes within the read timeout or the connection
     /// closes.

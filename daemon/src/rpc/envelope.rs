@@ -96,7 +96,12 @@ fn prepare_entry(
     let id = object.get("id").map(|id| (first_char(id), id.get()));
     let valid_id = match id {
         None => None,
-        Some((b'"' | b'n', _)) => Some(true),
+        // A string id written like one of our tokens would take the answer
+        // of the message that token was given to: it gets a token too.
+        Some((b'"', text)) => {
+            Some(serde_json::from_str::<String>(text).is_ok_and(|id| !id.starts_with(TOKEN_PREFIX)))
+        }
+        Some((b'n', _)) => Some(true),
         Some((b'-' | b'0'..=b'9', text)) => Some(text.parse::<u64>().is_ok()),
         Some(_) => {
             return Err(invalid_request(
@@ -392,6 +397,21 @@ mod tests {
         ] {
             assert_eq!(answer_token(other.as_bytes()), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_string_id_like_a_token_is_relayed_under_a_token_of_its_own() {
+        let (body, _) = forwarded(r#"{"jsonrpc":"2.0","id":-7,"method":"m"}"#);
+        let token = body["id"].as_str().expect("a token id").to_string();
+        let imitation = json!({"jsonrpc": "2.0", "id": token, "method": "m"}).to_string();
+        let (body, restore) = forwarded(&imitation);
+        let own = body["id"].as_str().expect("a token id").to_string();
+        assert_ne!(own, token, "{body}");
+        let answer = json!({"jsonrpc": "2.0", "result": 1, "id": own}).to_string();
+        let restored: Value =
+            serde_json::from_str(&restore.restore(answer.as_bytes()).expect("an answer"))
+                .expect("JSON");
+        assert_eq!(restored["id"], json!(token), "{restored}");
     }
 
     #[test]

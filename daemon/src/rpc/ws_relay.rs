@@ -18,7 +18,7 @@ use futures_util::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use hyper_util::rt::TokioIo;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use soketto::connection::Error as WsError;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::envelope::{self, Front, Restore};
@@ -35,10 +35,21 @@ type ServiceFuture =
 const PIPE_BYTES: usize = 64 << 10;
 /// Frames for the client queued between the two directions of the relay.
 const OUTGOING: usize = 16;
-/// The largest frame read from either side, as jsonrpsee's own limit (its
-/// response size cap); a request over `max_request_bytes` but under this is
-/// answered by jsonrpsee with its "request too big" error.
+/// The largest message read from jsonrpsee, as its own limit (its response
+/// size cap). Client messages are bounded by `max_request_bytes` instead:
+/// soketto makes room for a frame's whole payload as soon as its head
+/// announces it, so this bound on the client side let 14 bytes per
+/// connection hold 64 MiB of the daemon's memory.
 const MAX_FRAME: usize = 64 << 20;
+
+/// Messages sent on to jsonrpsee and not answered yet, per connection;
+/// past this the relay reads no more from the client until an answer goes
+/// out. jsonrpsee reads on whatever its client does and runs each message
+/// in a task of its own that holds the answer until the client reads it,
+/// so without this bound a client that writes requests and never reads
+/// made the daemon hold every answer (55-byte `rpc.discover` requests: 500
+/// MB for 2 MB written).
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Forwarded messages whose answers may still be owed on one connection.
 /// jsonrpsee answers a few of them without their id (a batch whose answers
@@ -141,7 +152,12 @@ where
         };
         let client = BufReader::new(BufWriter::new(TokioIo::new(upgraded).compat()));
         let mut builder = handshake.into_builder(client);
-        builder.set_max_message_size(MAX_FRAME);
+        // A message over the limit is discarded as it is read (soketto's
+        // `MessageTooLarge`) and answered "too big" below. soketto 0.8
+        // skips the message's whole length from the stream, fragments
+        // already read included: a fragmented message over the limit
+        // leaves this connection out of step (its sender's alone).
+        builder.set_max_message_size(max_bytes as usize);
         let (client_tx, client_rx) = builder.finish();
         let mut to_server =
             soketto::handshake::Client::new(BufReader::new(ours.compat()), "localhost", &resource);
@@ -172,20 +188,63 @@ async fn relay<C, S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let pending = Arc::new(Mutex::new(Pending::default()));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let (outgoing, queued) = mpsc::channel::<String>(OUTGOING);
+    let to_server = ToServer {
+        tx: server_tx,
+        pending: Arc::clone(&pending),
+        in_flight: Arc::clone(&in_flight),
+    };
     tokio::select! {
-        () = from_client(client_rx, server_tx, outgoing.clone(), Arc::clone(&pending), max_bytes) => {}
-        () = from_server(server_rx, outgoing, pending) => {}
+        () = from_client(client_rx, to_server, outgoing.clone(), max_bytes) => {}
+        () = from_server(server_rx, outgoing, pending, in_flight) => {}
         () = to_client(client_tx, queued) => {}
     }
+}
+
+/// The relay's side of the pipe to jsonrpsee: what it sends, the answers
+/// owed for it.
+struct ToServer<S> {
+    tx: soketto::Sender<S>,
+    pending: Arc<Mutex<Pending>>,
+    /// One permit per message jsonrpsee has not answered yet.
+    in_flight: Arc<Semaphore>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ToServer<S> {
+    /// Send one message on, once fewer than [`MAX_IN_FLIGHT`] are owed.
+    async fn send(&mut self, message: Outgoing) -> Result<(), ()> {
+        let permit = Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|_| ())?;
+        // Given back by `from_server` when the answer comes.
+        permit.forget();
+        let sent = match message {
+            Outgoing::Binary(data) => self.tx.send_binary(&data).await,
+            Outgoing::Text(text) => self.tx.send_text_owned(text).await,
+            Outgoing::Forward { body, restore } => {
+                lock(&self.pending).insert(restore);
+                self.tx.send_text_owned(body).await
+            }
+        };
+        sent.map_err(|_| ())?;
+        self.tx.flush().await.map_err(|_| ())
+    }
+}
+
+/// One message for jsonrpsee.
+enum Outgoing {
+    Binary(Vec<u8>),
+    Text(String),
+    Forward { body: String, restore: Restore },
 }
 
 /// Client frames through the envelope rules to jsonrpsee, or answered here.
 async fn from_client<C, S>(
     mut client_rx: soketto::Receiver<C>,
-    mut server_tx: soketto::Sender<S>,
+    mut server: ToServer<S>,
     outgoing: mpsc::Sender<String>,
-    pending: Arc<Mutex<Pending>>,
     max_bytes: u32,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -219,10 +278,10 @@ async fn from_client<C, S>(
             }
             continue;
         }
-        let sent = match envelope::prepare(&data) {
-            Front::Unchanged if binary => server_tx.send_binary(&data).await,
+        let message = match envelope::prepare(&data) {
+            Front::Unchanged if binary => Outgoing::Binary(data),
             Front::Unchanged => match String::from_utf8(data) {
-                Ok(text) => server_tx.send_text_owned(text).await,
+                Ok(text) => Outgoing::Text(text),
                 Err(_) => break,
             },
             Front::Answer(answer) => {
@@ -231,16 +290,26 @@ async fn from_client<C, S>(
                 }
                 continue;
             }
-            Front::Forward { body, restore } => {
-                lock(&pending).insert(restore);
-                server_tx.send_text_owned(body).await
-            }
+            Front::Forward { body, restore } => Outgoing::Forward { body, restore },
         };
-        if sent.is_err() || server_tx.flush().await.is_err() {
+        if server.send(message).await.is_err() {
             break;
         }
     }
-    let _ = server_tx.close().await;
+    let _ = server.tx.close().await;
+}
+
+/// Whether a frame from jsonrpsee answers a message (rather than being a
+/// subscription's notification, which names a method).
+fn is_answer(frame: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Notification {
+        method: Option<serde::de::IgnoredAny>,
+    }
+    !matches!(
+        serde_json::from_slice::<Notification>(frame),
+        Ok(Notification { method: Some(_) })
+    )
 }
 
 /// jsonrpsee's frames to the client, with forwarded messages' ids restored.
@@ -248,6 +317,7 @@ async fn from_server<S>(
     mut server_rx: soketto::Receiver<S>,
     outgoing: mpsc::Sender<String>,
     pending: Arc<Mutex<Pending>>,
+    in_flight: Arc<Semaphore>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -257,6 +327,9 @@ async fn from_server<S>(
             Ok(soketto::Incoming::Data(_)) => {}
             Ok(soketto::Incoming::Pong(_)) => continue,
             Ok(soketto::Incoming::Closed(_)) | Err(_) => break,
+        }
+        if in_flight.available_permits() < MAX_IN_FLIGHT && is_answer(&data) {
+            in_flight.add_permits(1);
         }
         let restore = envelope::answer_token(&data).and_then(|t| lock(&pending).take(&t));
         let answer = match restore {
