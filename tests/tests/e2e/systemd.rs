@@ -563,6 +563,27 @@ fn debian_package_under_systemd() {
         );
     }
 
+    // An upgrade (dpkg installing the package over itself, as for a new
+    // version) keeps the history and an edited conffile without asking
+    // (stdin is closed), and the service runs again afterwards.
+    let conffile = Path::new("/etc/holdfast/holdfast.toml");
+    let mut edited = fs::read_to_string(conffile).expect("the conffile");
+    edited.push_str("\n# kept across upgrades (edited by the administrator)\n");
+    fs::write(conffile, &edited).expect("edit the conffile");
+    ns.ok(&["dpkg", "-i", deb.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        fs::read_to_string(conffile).expect("the conffile"),
+        edited,
+        "the upgrade replaced the edited conffile"
+    );
+    assert_eq!(
+        ns.ok(&["systemctl", "is-active", "holdfast.service"]),
+        "active\n"
+    );
+    let kept = job_status(&ns, hello.id);
+    assert_eq!(kept.state, JobState::Succeeded, "history kept: {kept:#?}");
+    assert_eq!(job_status(&ns, slow_id).state, JobState::Succeeded);
+
     // Socket activation, by the README's steps, taken with the service
     // running: stop it, enable and start the socket, start the service,
     // which then serves the socket systemd passes it.
