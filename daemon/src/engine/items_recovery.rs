@@ -87,27 +87,12 @@ impl Engine {
             } else {
                 "pending"
             };
-            let error_id = self.error_id();
+            let end = self.interrupted_end(job_id, stored.idx, row.attempts, store::now_ms());
             self.ops.push(WriteOp::ItemEnd {
                 item: row.item,
                 item_state,
                 interruptions,
-                end: Box::new(store::AttemptEnd {
-                    job_id,
-                    idx: stored.idx,
-                    number: row.attempts,
-                    state: AttemptState::Interrupted.as_str(),
-                    exit_code: None,
-                    signal: None,
-                    error_id: Some(error_id),
-                    error: Some(self.last_stop.interrupted_error().into()),
-                    finished_at: store::now_ms(),
-                    log_bytes: 0,
-                    log_dropped: 0,
-                    error_tail: None,
-                    error_message: None,
-                    resources: None,
-                }),
+                end: Box::new(end),
             });
         }
         tracing::info!(HF_JOB_ID = job_id, HF_ACTIVITY = %activity.path, succeeded = fan.succeeded, again = fan.again.len(), next = fan.next, total = fan.total, "fan-out resumed");

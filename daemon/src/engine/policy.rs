@@ -95,24 +95,8 @@ impl Engine {
                 .collect();
             kill_leftovers(&running, &self.settings.database().display().to_string());
             for attempt in &running {
-                let error_id = self.error_id();
-                self.ops
-                    .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
-                        job_id: job.id,
-                        idx: activity.idx,
-                        number: attempt.attempt,
-                        state: AttemptState::Interrupted.as_str(),
-                        exit_code: None,
-                        signal: None,
-                        error_id: Some(error_id),
-                        error: Some(self.last_stop.interrupted_error().into()),
-                        finished_at: now,
-                        log_bytes: 0,
-                        log_dropped: 0,
-                        error_tail: None,
-                        error_message: None,
-                        resources: None,
-                    })));
+                let end = self.interrupted_end(job.id, activity.idx, attempt.attempt, now);
+                self.ops.push(WriteOp::AttemptEnd(Box::new(end)));
             }
             if !activity.state.is_terminal() {
                 self.ops.push(WriteOp::ActivityState {

@@ -222,24 +222,8 @@ impl Engine {
                 .filter(|a| a.state == AttemptState::Running && !adopted)
             {
                 act.interruptions += 1;
-                let error_id = self.error_id();
-                self.ops
-                    .push(WriteOp::AttemptEnd(Box::new(store::AttemptEnd {
-                        job_id: stored.id,
-                        idx: sa.idx,
-                        number: attempt.number,
-                        state: AttemptState::Interrupted.as_str(),
-                        exit_code: None,
-                        signal: None,
-                        error_id: Some(error_id),
-                        error: Some(self.last_stop.interrupted_error().into()),
-                        finished_at: store::now_ms(),
-                        log_bytes: 0,
-                        log_dropped: 0,
-                        error_tail: None,
-                        error_message: None,
-                        resources: None,
-                    })));
+                let end = self.interrupted_end(stored.id, sa.idx, attempt.number, store::now_ms());
+                self.ops.push(WriteOp::AttemptEnd(Box::new(end)));
                 tracing::warn!(HF_JOB_ID = stored.id, HF_ACTIVITY = %chain.activities[sa.idx].path, HF_ATTEMPT = attempt.number, "attempt interrupted by a daemon restart");
             }
             if matches!(state, ActivityState::Running | ActivityState::RetryWait) && !adopted {
@@ -367,6 +351,33 @@ pub(super) struct Leftover {
 }
 
 impl Engine {
+    /// The end of an attempt a dead or stopped daemon left running: it is
+    /// `interrupted` (resumed with its checkpoint), with a fresh error id
+    /// and the text saying whether the daemon crashed or was stopped.
+    pub(super) fn interrupted_end(
+        &mut self,
+        job_id: u64,
+        idx: usize,
+        number: u32,
+        finished_at: i64,
+    ) -> store::AttemptEnd {
+        store::AttemptEnd {
+            job_id,
+            idx,
+            number,
+            state: AttemptState::Interrupted.as_str(),
+            exit_code: None,
+            signal: None,
+            error_id: Some(self.error_id()),
+            error: Some(self.last_stop.interrupted_error().into()),
+            finished_at,
+            log_bytes: 0,
+            log_dropped: 0,
+            error_tail: None,
+            error_message: None,
+            resources: None,
+        }
+    }
     /// The [`Leftover`] for a stored `running` attempt of activity `idx`.
     pub(super) fn leftover(
         &self,

@@ -95,24 +95,8 @@ fn smoke() -> Result<()> {
     let started = Instant::now();
     daemon.hfctl(&["submit", "many", "--wait"])?;
     let spawn = secs(started.elapsed());
-    let started = Instant::now();
-    let mut last = String::new();
-    for _ in 0..20 {
-        let out = daemon.hfctl(&["--json", "submit", "one"])?;
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-    }
-    let id = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
-        .as_u64()
-        .context("submit --json has job_id")?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let client = daemon.client().await?;
-            wait_terminal(&client, id).await
-        })?;
-    let submits = secs(started.elapsed());
-    daemon.hfctl(&["status", &id.to_string()])?;
+    let submits = daemon.submit_all_and_wait("one", 20)?;
+    daemon.hfctl(&["list", "--limit", "20"])?;
     daemon.stop()?;
     println!("smoke: 20 activities {spawn:.3} s, 20 separate submits until done {submits:.3} s");
     Ok(())
@@ -238,6 +222,29 @@ impl Daemon {
             );
         }
         Ok(out)
+    }
+
+    /// `count` separate `hfctl submit TARGET`, then wait until the last
+    /// job ended: jobs run in submission order at equal priority, so the
+    /// last one's end is the end of all of them. Returns the seconds taken.
+    fn submit_all_and_wait(&self, target: &str, count: usize) -> Result<f64> {
+        let started = Instant::now();
+        let mut last = String::new();
+        for _ in 0..count {
+            let out = self.hfctl(&["--json", "submit", target])?;
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let id = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
+            .as_u64()
+            .context("submit --json has job_id")?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let client = self.client().await?;
+                wait_terminal(&client, id).await
+            })?;
+        Ok(secs(started.elapsed()))
     }
 
     async fn client(&self) -> Result<impl HoldfastClient + Send + Sync + 'static> {

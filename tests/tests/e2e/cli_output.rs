@@ -28,7 +28,7 @@ const ESCAPE: &str = "\x1b[";
 /// environment (which has no NO_COLOR, CLICOLOR or CLICOLOR_FORCE).
 fn piped(daemon: &TestDaemon, env: &[(&str, &str)]) -> String {
     let mut cmd = hfctl_command(daemon.socket());
-    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE"] {
+    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "CI"] {
         cmd.env_remove(name);
     }
     cmd.env("TERM", "xterm-256color");
@@ -48,7 +48,9 @@ fn on_a_terminal(daemon: &TestDaemon, env: &[(&str, &str)]) -> String {
     );
     let mut cmd = Command::new("script");
     cmd.args(["-q", "-e", "-c", &hfctl, "/dev/null"]);
-    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE"] {
+    // (`CI` set means a CI log viewer that renders colour, to anstream:
+    // the matrix below is a user's terminal; CI is checked on its own.)
+    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "CI"] {
         cmd.env_remove(name);
     }
     cmd.env("TERM", "xterm-256color");
@@ -92,6 +94,13 @@ fn colour_follows_the_terminal_and_the_environment() {
         let text = on_a_terminal(&daemon, &[env]);
         assert!(!text.contains(ESCAPE), "{}={}: {text:?}", env.0, env.1);
     }
+    // Under CI (the variable set), a terminal gets colour even with
+    // TERM=dumb, as anstream decides for CI log viewers; NO_COLOR still
+    // wins there.
+    let ci = on_a_terminal(&daemon, &[("CI", "true"), ("TERM", "dumb")]);
+    assert!(ci.contains(ESCAPE), "CI=true TERM=dumb: {ci:?}");
+    let ci = on_a_terminal(&daemon, &[("CI", "true"), ("NO_COLOR", "1")]);
+    assert!(!ci.contains(ESCAPE), "CI=true NO_COLOR=1: {ci:?}");
     // An empty NO_COLOR does not count (no-color.org).
     let empty = on_a_terminal(&daemon, &[("NO_COLOR", "")]);
     assert!(empty.contains(ESCAPE), "NO_COLOR=\"\": {empty:?}");

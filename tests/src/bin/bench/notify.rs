@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::{Daemon, median, secs, wait_terminal};
+use super::{Daemon, median, secs};
 
 /// Separate `hfctl submit` calls per run, as the notifications issue asks.
 const SUBMITS: usize = 1000;
@@ -138,27 +138,6 @@ pub fn with_notify_rules() -> Result<()> {
             Daemon::new(&format!("{settings}{EVERY_JOB_RULES}"), &workflows)?,
         ),
     ];
-    let submits = |daemon: &Daemon| -> Result<f64> {
-        let started = Instant::now();
-        let mut last = String::new();
-        for _ in 0..SUBMITS {
-            let out = daemon.hfctl(&["--json", "submit", "one"])?;
-            last = String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        let id = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
-            .as_u64()
-            .context("submit --json has job_id")?;
-        // Jobs run in submission order at equal priority: the last one's
-        // end is the end of all of them.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(async {
-                let client = daemon.client().await?;
-                wait_terminal(&client, id).await
-            })?;
-        Ok(secs(started.elapsed()))
-    };
     let mut spawn = vec![Vec::new(); daemons.len()];
     let mut submit = vec![Vec::new(); daemons.len()];
     for _ in 0..5 {
@@ -166,7 +145,7 @@ pub fn with_notify_rules() -> Result<()> {
             let started = Instant::now();
             daemon.hfctl(&["submit", "many", "--wait"])?;
             spawn[i].push(secs(started.elapsed()));
-            submit[i].push(submits(daemon)?);
+            submit[i].push(daemon.submit_all_and_wait("one", SUBMITS)?);
         }
     }
     for (_, daemon) in daemons.iter_mut() {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
-use super::{Daemon, median, secs, wait_terminal};
+use super::{Daemon, median, secs};
 
 /// The pueue release this baseline is measured against.
 const PUEUE_VERSION: &str = "4.0.4";
@@ -132,23 +132,7 @@ fn pueue_run(bin: &Path) -> Result<f64> {
 fn holdfast_run() -> Result<f64> {
     let chain = "[process.p.activity.a]\ncommand = [\"true\"]\n".to_string();
     let mut daemon = Daemon::new("max_parallel = 2\n", &[("one.toml", chain)])?;
-    let started = Instant::now();
-    let mut last = String::new();
-    for _ in 0..SUBMITS {
-        let out = daemon.hfctl(&["--json", "submit", "one"])?;
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-    }
-    let id = serde_json::from_str::<serde_json::Value>(&last)?["job_id"]
-        .as_u64()
-        .context("submit --json has job_id")?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let client = daemon.client().await?;
-            wait_terminal(&client, id).await
-        })?;
-    let took = secs(started.elapsed());
+    let took = daemon.submit_all_and_wait("one", SUBMITS)?;
     daemon.stop()?;
     Ok(took)
 }
