@@ -97,36 +97,17 @@ pub(super) fn handle(server: &RpcServer) -> Value {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::sync::Arc;
 
     use holdfast_api::rpc::HoldfastServer;
 
     use super::*;
-    use crate::settings::{Mode, Overrides, Settings};
 
     /// The document lists exactly the methods the server registers:
     /// calls, subscriptions and their unsubscribe methods.
     #[test]
     fn every_method_of_the_trait_is_in_the_document() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = Settings::load(&Overrides {
-            config: Some(dir.path().join("absent.toml")),
-            socket: Some(dir.path().join("hf.sock")),
-            state_dir: Some(dir.path().join("state")),
-            workflows_dir: Some(dir.path().join("w")),
-            tenants_dir: None,
-            connections_dir: None,
-            mode: Some(Mode::User),
-        })
-        .expect("settings");
-        let store = crate::store::Store::open(&dir.path().join("hf.db")).expect("store");
-        let (engine, _wiring) = crate::engine::wire(crate::registry::Registry::default(), None);
-        let server = RpcServer {
-            engine,
-            store,
-            settings: Arc::new(settings),
-            started_at: 0,
-        };
+        let server = RpcServer::for_tests(dir.path());
         let document = handle(&server);
         let described: BTreeSet<String> = document["methods"]
             .as_array()

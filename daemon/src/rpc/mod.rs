@@ -59,6 +59,33 @@ pub struct RpcServer {
     pub started_at: i64,
 }
 
+impl RpcServer {
+    /// A server over an empty store and registry in `dir`, for unit tests
+    /// that look at what the server registers.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> RpcServer {
+        use crate::settings::{Mode, Overrides};
+        let settings = Settings::load(&Overrides {
+            config: Some(dir.join("absent.toml")),
+            socket: Some(dir.join("hf.sock")),
+            state_dir: Some(dir.join("state")),
+            workflows_dir: Some(dir.join("w")),
+            tenants_dir: None,
+            connections_dir: None,
+            mode: Some(Mode::User),
+        })
+        .expect("settings");
+        let store = Store::open(&dir.join("hf.db")).expect("store");
+        let (engine, _wiring) = crate::engine::wire(crate::registry::Registry::default(), None);
+        RpcServer {
+            engine,
+            store,
+            settings: Arc::new(settings),
+            started_at: 0,
+        }
+    }
+}
+
 /// A store failure as the caller sees it: no paths, no internals.
 pub(crate) fn store_error(error: StoreError) -> ErrorObjectOwned {
     tracing::error!(%error, "store read failed");

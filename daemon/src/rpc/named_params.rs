@@ -168,12 +168,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use holdfast_api::rpc::HoldfastServer;
 
     use super::*;
-    use crate::settings::{Mode, Overrides, Settings};
 
     /// Every method the server registers takes its names from the
     /// `rpc.discover` table, so none escapes the check (unsubscribe calls
@@ -181,24 +179,7 @@ mod tests {
     #[test]
     fn every_method_of_the_trait_is_in_the_table() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = Settings::load(&Overrides {
-            config: Some(dir.path().join("absent.toml")),
-            socket: Some(dir.path().join("hf.sock")),
-            state_dir: Some(dir.path().join("state")),
-            workflows_dir: Some(dir.path().join("w")),
-            tenants_dir: None,
-            connections_dir: None,
-            mode: Some(Mode::User),
-        })
-        .expect("settings");
-        let store = crate::store::Store::open(&dir.path().join("hf.db")).expect("store");
-        let (engine, _wiring) = crate::engine::wire(crate::registry::Registry::default(), None);
-        let server = super::super::RpcServer {
-            engine,
-            store,
-            settings: Arc::new(settings),
-            started_at: 0,
-        };
+        let server = super::super::RpcServer::for_tests(dir.path());
         let module = server.into_rpc();
         let missing: Vec<&str> = module
             .method_names()

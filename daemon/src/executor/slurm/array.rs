@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use holdfast_workflow::Activity;
 use tokio::sync::{Mutex, watch};
 
-use super::submit::{prepare_dir, run_sbatch, sbatch_options};
+use super::submit::{caps_and_user, prepare_dir, run_sbatch};
 use super::{Client, SlurmAttempt};
 use crate::executor::logs::LogSink;
 use crate::executor::{AttemptEnd, AttemptKey, AttemptSpec};
@@ -189,18 +189,8 @@ impl ArrayBatch {
             .arg(format!("--array={tasks}{throttle}"))
             .arg(format!("--output={}/%a/output", self.dir.display()))
             .arg("--open-mode=append")
-            .arg(format!("--chdir={}", self.dir.display()))
-            .args(sbatch_options(
-                &slurm.options,
-                spec.timeout,
-                slurm.memory_max,
-                slurm.cpus,
-            ));
-        if let Some(identity) = &spec.identity {
-            command
-                .arg(format!("--uid={}", identity.uid))
-                .arg(format!("--gid={}", identity.gid));
-        }
+            .arg(format!("--chdir={}", self.dir.display()));
+        caps_and_user(&mut command, spec, slurm);
         command
             .arg(self.dir.join("job.sh"))
             .current_dir(&self.dir)

@@ -51,6 +51,26 @@ const SCRIPT: &str = "#!/bin/sh\nexec 3>>\"$HF_CONTROL_FILE\"\nexec \"$@\"\n";
 
 /// Submit the attempt with `sbatch --parsable`: its Slurm job id, or how
 /// the attempt ended without one.
+/// The attempt's caps, Slurm options and user as `sbatch` arguments: the
+/// same for a single job and an array.
+pub(super) fn caps_and_user(
+    command: &mut tokio::process::Command,
+    spec: &AttemptSpec,
+    slurm: &SlurmAttempt,
+) {
+    command.args(sbatch_options(
+        &slurm.options,
+        spec.timeout,
+        slurm.memory_max,
+        slurm.cpus,
+    ));
+    if let Some(identity) = &spec.identity {
+        command
+            .arg(format!("--uid={}", identity.uid))
+            .arg(format!("--gid={}", identity.gid));
+    }
+}
+
 pub(super) async fn submit(
     spec: &AttemptSpec,
     slurm: &SlurmAttempt,
@@ -84,18 +104,8 @@ pub(super) async fn submit(
             spec.working_dir
                 .clone()
                 .unwrap_or_else(|| slurm.dir.display().to_string())
-        ))
-        .args(sbatch_options(
-            &slurm.options,
-            spec.timeout,
-            slurm.memory_max,
-            slurm.cpus,
         ));
-    if let Some(identity) = &spec.identity {
-        command
-            .arg(format!("--uid={}", identity.uid))
-            .arg(format!("--gid={}", identity.gid));
-    }
+    caps_and_user(&mut command, spec, slurm);
     command
         .arg(slurm.dir.join("job.sh"))
         .args(&spec.argv)
