@@ -13,14 +13,13 @@
 //! failure.
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use holdfast_api::JobState;
 use holdfast_tests::http::rpc_call;
+use holdfast_tests::ws::RawWs;
 use holdfast_tests::{TestDaemon, eventually};
 use serde_json::{Value, json};
 
@@ -101,88 +100,26 @@ fn result_of(method: &str, answer: Value) -> Value {
     }
 }
 
-/// A WebSocket connection written and read by hand (client frames masked
-/// with a zero key), to see each message exactly as the daemon sends it.
+/// A WebSocket read by hand (`holdfast_tests::ws::RawWs`), so every
+/// message the daemon sends is seen as it is.
 struct RawSocket {
-    stream: UnixStream,
+    ws: RawWs,
 }
 
 impl RawSocket {
     fn open(socket: &Path) -> RawSocket {
-        let mut stream = UnixStream::connect(socket).expect("a client can connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("a read timeout");
-        stream
-            .write_all(
-                b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            )
-            .expect("the upgrade can be sent");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).expect("the upgrade answer");
-            head.push(byte[0]);
+        RawSocket {
+            ws: RawWs::connect(socket),
         }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        RawSocket { stream }
     }
 
     fn send(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81u8];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(payload);
-        self.stream.write_all(&frame).expect("a frame can be sent");
+        self.ws.send(text);
     }
 
     /// The next text message (pings and pongs are skipped).
     fn receive(&mut self) -> Value {
-        let mut message = Vec::new();
-        loop {
-            let mut header = [0u8; 2];
-            self.stream.read_exact(&mut header).expect("a frame header");
-            let (fin, opcode) = (header[0] & 0x80 != 0, header[0] & 0x0f);
-            assert_eq!(header[1] & 0x80, 0, "server frames are not masked");
-            let len = match header[1] & 0x7f {
-                126 => {
-                    let mut n = [0u8; 2];
-                    self.stream.read_exact(&mut n).expect("a length");
-                    u64::from(u16::from_be_bytes(n))
-                }
-                127 => {
-                    let mut n = [0u8; 8];
-                    self.stream.read_exact(&mut n).expect("a length");
-                    u64::from_be_bytes(n)
-                }
-                n => u64::from(n),
-            };
-            let mut payload = vec![0u8; usize::try_from(len).expect("a frame that fits")];
-            self.stream
-                .read_exact(&mut payload)
-                .expect("a frame payload");
-            match opcode {
-                0 | 1 => message.extend_from_slice(&payload),
-                8 => panic!("the daemon closed the WebSocket"),
-                _ => continue,
-            }
-            if fin {
-                return serde_json::from_slice(&message).expect("a JSON message");
-            }
-        }
+        self.ws.recv_json()
     }
 
     /// Call `method` and return its answer (notifications that come first
