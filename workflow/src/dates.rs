@@ -346,6 +346,9 @@ fn format(state: &State, value: Value, args: Rest<Value>) -> Result<Value, Error
         _ => None,
     };
     let Some((t, pattern)) = as_date else {
+        if let Some(text) = value.as_str() {
+            printf_widths_bounded(text)?;
+        }
         return minijinja::filters::format(state, &value, args);
     };
     let items = strftime_items(pattern)?;
@@ -353,6 +356,53 @@ fn format(state: &State, value: Value, args: Rest<Value>) -> Result<Value, Error
     write!(out, "{}", t.format_with_items(items.into_iter()))
         .map_err(|_| invalid(format!("format: cannot write the date with {pattern:?}")))?;
     Ok(Value::from(out))
+}
+
+/// The widest field a printf-style `format` may pad to. minijinja builds
+/// the padding before anything can look at its size, so `"%9999999999s"`
+/// is refused here instead.
+const MAX_PRINTF_WIDTH: u64 = 10_000;
+
+/// Refuses printf conversions in `spec` whose width or precision is larger
+/// than [`MAX_PRINTF_WIDTH`] or taken from an argument (`*`).
+fn printf_widths_bounded(spec: &str) -> Result<(), Error> {
+    let bytes = spec.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        while i < bytes.len() && matches!(bytes[i], b'-' | b'+' | b' ' | b'#' | b'0') {
+            i += 1;
+        }
+        for part in 0..2 {
+            if part == 1 {
+                if bytes.get(i) != Some(&b'.') {
+                    break;
+                }
+                i += 1;
+            }
+            if bytes.get(i) == Some(&b'*') {
+                return Err(invalid(
+                    "format: a width taken from an argument (`*`) is not offered".into(),
+                ));
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            let digits = &spec[start..i];
+            if digits.len() > 5 || digits.parse::<u64>().is_ok_and(|n| n > MAX_PRINTF_WIDTH) {
+                return Err(invalid(format!(
+                    "format: a width or precision over {MAX_PRINTF_WIDTH} is not offered"
+                )));
+            }
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// `date` reads a text as a date (`YYYY-MM-DD`, a time, RFC 3339);
@@ -401,6 +451,15 @@ mod tests {
         let r = |t| render(t, "2024-01-31T04:00:00+00:00", "UTC").unwrap();
         assert_eq!(r("{{ at | add(months=1) }}"), "2024-02-29T04:00:00+00:00");
         assert_eq!(r("{{ at | add(months=-1) | format('%Y-%m') }}"), "2023-12");
+        assert_eq!(r("{{ '%-5s|%05.1f' | format('ab', 2.25) }}"), "ab   |002.2");
+        for wide in [
+            "{{ '%99999999999s' | format('x') }}",
+            "{{ '%.20000f' | format(1.5) }}",
+            "{{ '%*s' | format(9, 'x') }}",
+        ] {
+            let refused = render(wide, "2024-01-31T04:00:00+00:00", "UTC").unwrap_err();
+            assert!(refused.contains("format: a width"), "{wide}: {refused}");
+        }
         assert_eq!(
             r("{{ at | add(years=1, months=1) | format('%F') }}"),
             "2025-02-28"

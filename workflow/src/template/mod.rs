@@ -19,6 +19,11 @@ use serde_json::{Map, Value};
 use crate::dates::{BusinessDate, ZONE_VAR};
 use crate::model::{Activity, Program};
 
+mod scan;
+
+pub use scan::refused_constructs;
+pub(crate) use scan::unavailable_names;
+
 /// Upper bound of one rendered template. An argv element or env value larger
 /// than this is a mistake (or a loop gone wrong), and the kernel would refuse
 /// the exec anyway.
@@ -124,9 +129,10 @@ fn environment() -> &'static Environment<'static> {
         // that expand or materialise whole sequences in a single step (a
         // `[0] * 10**12 | list`, say) are not offered at all.
         env.set_fuel(Some(RENDER_FUEL));
-        for name in EXPANDING_FILTERS {
+        for name in EXPANDING_FILTERS.iter().chain(&WIDENING_FILTERS) {
             env.remove_filter(name);
         }
+        env.add_filter("replace", replace);
         env
     })
 }
@@ -163,6 +169,39 @@ const EXPANDING_FILTERS: [&str; 22] = [
     "zip",
     "wordcount",
 ];
+
+/// Builtin filters that can make a value many times wider in one step
+/// (a width argument, or an escape that grows every character), so that a
+/// chain of them grows it exponentially.
+pub(crate) const WIDENING_FILTERS: [&str; 8] = [
+    "center",
+    "indent",
+    "wordwrap",
+    "format",
+    "urlencode",
+    "escape",
+    "e",
+    "pprint",
+];
+
+/// `replace(from, to)`: the builtin, except that a result larger than a
+/// whole rendered template is refused before it is built (replacing `''`
+/// inserts `to` between every two characters).
+fn replace(value: &str, from: &str, to: &str) -> Result<String, minijinja::Error> {
+    let count = if from.is_empty() {
+        value.chars().count() + 1
+    } else {
+        value.matches(from).count()
+    };
+    let grown = count.saturating_mul(to.len().saturating_sub(from.len()));
+    if value.len().saturating_add(grown) > MAX_RENDERED_BYTES {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("replace would build more than {MAX_RENDERED_BYTES} bytes"),
+        ));
+    }
+    Ok(value.replace(from, to))
+}
 
 /// Writes values the way `HF_PARAM_*` shows them: none as nothing, lists and
 /// maps as compact JSON, everything else as text.
@@ -205,12 +244,21 @@ fn to_json(value: &minijinja::Value) -> Result<String, minijinja::Error> {
             format!("a sequence of more than {MAX_WRITTEN_ITEMS} items cannot be written"),
         ));
     }
-    serde_json::to_string(value).map_err(|e| {
+    let json = serde_json::to_string(value).map_err(|e| {
         minijinja::Error::new(
             ErrorKind::InvalidOperation,
             format!("cannot write the value as JSON: {e}"),
         )
-    })
+    })?;
+    // Escaping widens a string, so `tojson | tojson | ...` would grow it
+    // exponentially: no one step may build more than a whole template.
+    if json.len() > MAX_RENDERED_BYTES {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("the JSON would be more than {MAX_RENDERED_BYTES} bytes"),
+        ));
+    }
+    Ok(json)
 }
 
 /// The context variable holding the attempt's secret directory; not a name
@@ -310,134 +358,6 @@ pub(crate) fn referenced_variables(template: &str) -> Result<BTreeSet<String>, S
             !globals.contains(root)
         })
         .collect())
-}
-
-/// The filters and tests `template` applies that this environment does not
-/// offer (the withheld builtins, misspellings), as messages. Found by a small
-/// scan of its expression blocks, each name then checked against the
-/// environment itself, so the answer is the one rendering would give.
-pub(crate) fn unavailable_names(template: &str) -> Vec<String> {
-    if !has_template_syntax(template) {
-        return Vec::new();
-    }
-    let env = environment();
-    let (filters, tests) = applied_names(template);
-    let mut problems = Vec::new();
-    for name in filters {
-        let probe = format!("{{{{ none | {name} }}}}");
-        if env
-            .render_str(&probe, ())
-            .is_err_and(|e| e.kind() == ErrorKind::UnknownFilter)
-        {
-            let why = if EXPANDING_FILTERS.contains(&name.as_str()) {
-                "is withheld because it expands a whole sequence in one step"
-            } else {
-                "does not exist"
-            };
-            problems.push(format!("filter `{name}`, which {why}"));
-        }
-    }
-    for name in tests {
-        let probe = format!("{{{{ none is {name} }}}}");
-        if env
-            .render_str(&probe, ())
-            .is_err_and(|e| e.kind() == ErrorKind::UnknownTest)
-        {
-            problems.push(format!("test `{name}`, which does not exist"));
-        }
-    }
-    problems
-}
-
-/// Names after `|` (filters, also `{% filter name %}`) and after `is` /
-/// `is not` (tests) inside `{{ }}` and `{% %}` blocks; string literals and
-/// comments are skipped.
-fn applied_names(template: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let bytes = template.as_bytes();
-    let (mut filters, mut tests) = (BTreeSet::new(), BTreeSet::new());
-    let ident = |at: usize| -> (usize, &str) {
-        let mut i = at;
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let start = i;
-        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-            i += 1;
-        }
-        (i, &template[start..i])
-    };
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        let close: &[u8] = match &bytes[i..i + 2] {
-            b"{{" => b"}}",
-            b"{%" => b"%}",
-            b"{#" => {
-                i = template[i..]
-                    .find("#}")
-                    .map_or(bytes.len(), |at| i + at + 2);
-                continue;
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        let statement = close == b"%}";
-        i += 2;
-        let mut first_word = true;
-        while i < bytes.len() && !bytes[i..].starts_with(close) {
-            match bytes[i] {
-                quote @ (b'"' | b'\'') => {
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != quote {
-                        i += if bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                    i += 1;
-                }
-                b'|' => {
-                    let (end, name) = ident(i + 1);
-                    if !name.is_empty() {
-                        filters.insert(name.to_string());
-                    }
-                    i = end.max(i + 1);
-                }
-                b if b.is_ascii_alphabetic() || b == b'_' => {
-                    let (end, word) = ident(i);
-                    if word == "is" {
-                        let (after, next) = ident(end);
-                        let (after, name) = if next == "not" {
-                            ident(after)
-                        } else {
-                            (after, next)
-                        };
-                        if !name.is_empty() {
-                            tests.insert(name.to_string());
-                        }
-                        i = after;
-                    } else if statement && first_word && word == "filter" {
-                        let (after, name) = ident(end);
-                        if !name.is_empty() {
-                            filters.insert(name.to_string());
-                        }
-                        i = after;
-                    } else {
-                        i = end;
-                    }
-                    first_word = false;
-                    continue;
-                }
-                _ => i += 1,
-            }
-            if !bytes
-                .get(i.saturating_sub(1))
-                .is_some_and(u8::is_ascii_whitespace)
-            {
-                first_word = false;
-            }
-        }
-        i += 2;
-    }
-    (filters, tests)
 }
 
 /// Renders one template against `ctx`.
@@ -540,13 +460,7 @@ pub fn check_schedule_template(template: &str) -> Result<(), String> {
 
 /// Renders a schedule's `params` value for one fire.
 pub fn render_schedule_value(template: &str, date: &BusinessDate) -> Result<String, TemplateError> {
-    let env = environment();
-    let compiled = env
-        .template_from_str(template)
-        .map_err(|e| TemplateError::Syntax {
-            template: excerpt(template),
-            message: describe_error(&e),
-        })?;
+    let compiled = compile(template)?;
     let mut out = BoundedWriter::default();
     match compiled.render_captured_to(schedule_value(date), &mut out) {
         Ok(_) => String::from_utf8(out.bytes).map_err(|_| TemplateError::Render {
@@ -583,18 +497,30 @@ pub fn render_json(template: &str, ctx: &RenderContext) -> Result<Value, Templat
     })
 }
 
+/// Compiles `template` for one render, refusing first the constructs that
+/// could build a value without bound (the load-time check refuses them
+/// too, but the renderer does not rely on its caller).
+fn compile<'s>(template: &'s str) -> Result<minijinja::Template<'s, 's>, TemplateError> {
+    if let Some(refused) = refused_constructs(template).into_iter().next() {
+        return Err(TemplateError::Render {
+            template: excerpt(template),
+            message: format!("it uses {refused}"),
+        });
+    }
+    environment()
+        .template_from_str(template)
+        .map_err(|e| TemplateError::Syntax {
+            template: excerpt(template),
+            message: describe_error(&e),
+        })
+}
+
 fn render_with(
     template: &str,
     value: &minijinja::Value,
     ctx: &RenderContext,
 ) -> Result<String, TemplateError> {
-    let env = environment();
-    let compiled = env
-        .template_from_str(template)
-        .map_err(|e| TemplateError::Syntax {
-            template: excerpt(template),
-            message: describe_error(&e),
-        })?;
+    let compiled = compile(template)?;
     let mut out = BoundedWriter::default();
     match compiled.render_captured_to(value, &mut out) {
         Ok(_) => String::from_utf8(out.bytes).map_err(|_| TemplateError::Render {
@@ -705,281 +631,4 @@ impl io::Write for BoundedWriter {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::model::OnFailure;
-    use indexmap::IndexMap;
-    use serde_json::json;
-    use std::time::Duration;
-
-    fn ctx() -> RenderContext {
-        let Value::Object(params) =
-            json!({"date": "2024-05-01", "count": 5, "tags": ["a", "b"], "note": null})
-        else {
-            unreachable!()
-        };
-        let Value::Object(outputs) =
-            json!({"extract": {"orders": {"rows": 1250, "stats": {"min": 1}}}})
-        else {
-            unreachable!()
-        };
-        RenderContext {
-            params,
-            job: JobContext {
-                id: 42,
-                run_id: 42,
-                chain: "nightly-etl".to_string(),
-                target: "nightly-etl".to_string(),
-                tenant: None,
-                attempt: 2,
-                outcome: None,
-            },
-            outputs,
-            secret_dir: None,
-            item: None,
-            schedule: None,
-        }
-    }
-
-    fn activity(program: Program) -> Activity {
-        Activity {
-            process: "load".to_string(),
-            name: "facts".to_string(),
-            path: "nightly-etl.load.facts".to_string(),
-            process_index: 1,
-            program,
-            env: IndexMap::new(),
-            working_dir: None,
-            timeout: None,
-            retries: 0,
-            retry_delay: Duration::from_secs(1),
-            retry_backoff: 1.0,
-            max_retry_delay: None,
-            on_failure: OnFailure::Fail,
-            memory_max: None,
-            executor: crate::model::Executor::Local,
-            cpus: None,
-            slurm: crate::model::SlurmOptions::default(),
-            deps: vec![0],
-            output_refs: vec![0],
-            secret_files: Vec::new(),
-            simulate: None,
-            handler: None,
-            undoes: Vec::new(),
-            foreach: None,
-            max_parallel: None,
-            user: None,
-            group: None,
-            nofile: None,
-            tasks_max: None,
-            cpu_weight: None,
-            cpu_quota: None,
-            connections: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn renders_params_job_and_outputs() {
-        let ctx = ctx();
-        assert_eq!(
-            render("--date={{ params.date }}", &ctx).unwrap(),
-            "--date=2024-05-01"
-        );
-        assert_eq!(
-            render(
-                "{{ job.id }}/{{ job.chain }}/{{ job.attempt }}/[{{ job.tenant }}]",
-                &ctx
-            )
-            .unwrap(),
-            "42/nightly-etl/2/[]"
-        );
-        assert_eq!(
-            render("{{ outputs.extract.orders.rows }}", &ctx).unwrap(),
-            "1250"
-        );
-        assert_eq!(render("{{ params.tags }}", &ctx).unwrap(), r#"["a","b"]"#);
-        assert_eq!(render("{{ params.note }}", &ctx).unwrap(), "");
-        assert_eq!(render("{{ params.count * 2 }}", &ctx).unwrap(), "10");
-        assert_eq!(
-            render("{{ outputs.extract.orders | tojson }}", &ctx).unwrap(),
-            r#"{"rows":1250,"stats":{"min":1}}"#
-        );
-        // No escaping: these values go to argv, not HTML.
-        let mut ctx = ctx;
-        ctx.params.insert("q".to_string(), json!("a<b & 'c'"));
-        assert_eq!(render("{{ params.q }}", &ctx).unwrap(), "a<b & 'c'");
-    }
-
-    #[test]
-    fn text_without_syntax_is_returned_as_is() {
-        let ctx = ctx();
-        assert_eq!(
-            render("plain } { text\n", &ctx).unwrap(),
-            "plain } { text\n"
-        );
-        assert_eq!(render("{{ params.date }}\n", &ctx).unwrap(), "2024-05-01\n");
-    }
-
-    #[test]
-    fn missing_output_key_names_the_activity_and_key() {
-        let e = render("{{ outputs.extract.orders.total }}", &ctx()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"outputs.extract.orders.total is not available: extract.orders produced no output "total""#
-        );
-        let e = render("{{ outputs.extract.csv.rows }}", &ctx()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "outputs.extract.csv.rows is not available: extract.csv produced no output"
-        );
-        let e = render("{{ outputs.extract.orders.stats.max }}", &ctx()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"outputs.extract.orders.stats.max is not available: output "stats" of extract.orders has no key "max""#
-        );
-    }
-
-    #[test]
-    fn missing_param_and_other_undefined_values() {
-        let e = render("{{ params.mode }}", &ctx()).unwrap_err();
-        assert!(matches!(&e, TemplateError::MissingParam { name } if name == "mode"));
-        let e = render("{{ nothing }}", &ctx()).unwrap_err();
-        assert!(matches!(e, TemplateError::Render { .. }), "{e}");
-    }
-
-    #[test]
-    fn syntax_errors_and_size_limit() {
-        let e = render("{{ params.date ", &ctx()).unwrap_err();
-        assert!(matches!(e, TemplateError::Syntax { .. }), "{e}");
-        let e = render(
-            "{% for i in range(3000) %}{{ 'x' * 1000 }}{% endfor %}",
-            &ctx(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, TemplateError::TooLarge { limit, .. } if limit == MAX_RENDERED_BYTES),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn renders_command_env_and_working_dir() {
-        let mut act = activity(Program::Command(vec![
-            "/opt/etl/load".to_string(),
-            "--rows".to_string(),
-            "{{ outputs.extract.orders.rows }}".to_string(),
-        ]));
-        act.env
-            .insert("DAY".to_string(), "{{ params.date }}".to_string());
-        act.env.insert("FIXED".to_string(), "x".to_string());
-        act.working_dir = Some("/srv/{{ job.id }}".to_string());
-        let rendered = render_activity(&act, &ctx()).unwrap();
-        assert_eq!(rendered.argv, ["/opt/etl/load", "--rows", "1250"]);
-        assert_eq!(
-            rendered.env,
-            [
-                ("DAY".to_string(), "2024-05-01".to_string()),
-                ("FIXED".to_string(), "x".to_string())
-            ]
-        );
-        assert_eq!(rendered.working_dir.as_deref(), Some("/srv/42"));
-    }
-
-    #[test]
-    fn shell_scripts_are_never_rendered() {
-        let act = activity(Program::Shell("echo \"$HF_PARAM_DATE\" {{x}}".to_string()));
-        let rendered = render_activity(&act, &ctx()).unwrap();
-        assert_eq!(
-            rendered.argv,
-            ["/bin/sh", "-c", "echo \"$HF_PARAM_DATE\" {{x}}"]
-        );
-    }
-
-    #[test]
-    fn references_are_dotted_paths_without_globals() {
-        let refs = referenced_variables(
-            "{{ params.date }}{% for i in range(2) %}{{ i }}{{ loop.index }}{% endfor %}{{ outputs.a.b.c | default('x') }}",
-        )
-        .unwrap();
-        assert_eq!(
-            refs.into_iter().collect::<Vec<_>>(),
-            ["outputs.a.b.c", "params.date"]
-        );
-        assert!(
-            referenced_variables("no templates here")
-                .unwrap()
-                .is_empty()
-        );
-        assert!(referenced_variables("{% if %}").is_err());
-    }
-
-    #[test]
-    fn unavailable_filters_and_tests_are_named() {
-        assert_eq!(
-            unavailable_names("{{ params.xs | join(',') }} {{ params.a|upper }}"),
-            ["filter `join`, which is withheld because it expands a whole sequence in one step"]
-        );
-        assert_eq!(
-            unavailable_names("{% if params.a is not frobbed %}x{% endif %}{{ 'a|sort' }}"),
-            ["test `frobbed`, which does not exist"]
-        );
-        assert_eq!(
-            unavailable_names("{% filter upperr %}x{% endfilter %}{# |sort #}"),
-            ["filter `upperr`, which does not exist"]
-        );
-        assert!(
-            unavailable_names(
-                "{{ params.a | default('x') | replace('a', 'b') | tojson }}{% if x is defined %}{% endif %}"
-            )
-            .is_empty()
-        );
-        assert!(unavailable_names("a | join, no template syntax").is_empty());
-    }
-
-    #[test]
-    fn runaway_templates_are_stopped() {
-        let ctx = RenderContext {
-            params: Map::new(),
-            job: JobContext {
-                id: 1,
-                run_id: 1,
-                chain: "c".into(),
-                target: "c".into(),
-                tenant: None,
-                attempt: 1,
-                outcome: None,
-            },
-            outputs: Map::new(),
-            secret_dir: None,
-            item: None,
-            schedule: None,
-        };
-        let started = std::time::Instant::now();
-        for template in [
-            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            "{{ ([0] * 1000000000000) | list | length }}",
-            "{{ ([\"xxxxxxxxxx\"] * 1000000000) | join }}",
-            "{{ [0] * 1000000000000 }}",
-        ] {
-            assert!(
-                render(template, &ctx).is_err(),
-                "{template} must not render"
-            );
-        }
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
-
-    /// A handler gets every activity of the job in `outputs`, so a key an
-    /// activity did not produce can fall back to a default.
-    #[test]
-    fn a_missing_output_key_can_fall_back_to_a_default() {
-        let mut ctx = ctx();
-        ctx.outputs
-            .insert("load".into(), serde_json::json!({"facts": {}}));
-        assert_eq!(
-            render("{{ outputs.load.facts.rows | default(0) }}", &ctx).unwrap(),
-            "0"
-        );
-    }
-}
+mod tests;
