@@ -143,6 +143,13 @@ fn scan(template: &str) -> Scan {
         if bytes.get(i) == Some(&b'-') {
             i += 1;
         }
+        // `{% raw %}...{% endraw %}` is text: skip to its end.
+        if statement && ident(i).1 == "raw" {
+            i = template[i..]
+                .find("endraw")
+                .map_or(bytes.len(), |at| i + at + "endraw".len());
+            continue;
+        }
         let mut first_word = true;
         while i < bytes.len() && !bytes[i..].starts_with(close) {
             match bytes[i] {
@@ -263,6 +270,13 @@ mod tests {
                 "{template} must be refused"
             );
         }
+        // Text in a raw block is not an expression.
+        assert!(
+            scan("{% raw %}{{ a * b }}{% set x %}{% endraw %}")
+                .refused
+                .is_empty()
+        );
+        assert!(!scan("{% raw %}x{% endraw %}{{ 2 * 3 }}").refused.is_empty());
         // Words that only look like the refused ones.
         assert!(
             scan("{{ params.set }}{{ settings }}{{ namespace }} * set")
