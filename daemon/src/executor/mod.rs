@@ -378,10 +378,13 @@ async fn run_process(
         && request.working_dir.is_none()
         && request.identity.is_none();
     let start = move || {
-        spawn::spawn(&request).map_err(|e| {
+        let spawned = spawn::spawn(&request).map_err(|e| {
             let transient = is_out_of_files(e.source.raw_os_error());
             (spawn::describe(&e, &request), transient)
-        })
+        });
+        // Consumed here (the closure is FnOnce), whichever thread runs it.
+        drop(request);
+        spawned
     };
     let spawned = if inline {
         start()
