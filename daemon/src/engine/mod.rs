@@ -720,7 +720,12 @@ impl Engine {
                 key,
                 pid,
                 start_time,
-            } => self.record_pid(key, executor::StartedPid { pid, start_time }),
+            } => {
+                self.record_pid(key, executor::StartedPid { pid, start_time });
+                // A pid reported on its own is news to watchers (one that
+                // rides on an end or a control message comes with theirs).
+                self.effects.push(Effect::Changed(key.job_id));
+            }
             ExecEvent::Control {
                 key,
                 message,
