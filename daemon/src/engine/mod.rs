@@ -720,22 +720,12 @@ impl Engine {
                 key,
                 pid,
                 start_time,
-            } => match key.item {
-                None => self.ops.push(WriteOp::AttemptPid {
-                    job_id: key.job_id,
-                    idx: key.idx,
-                    number: key.number,
-                    pid,
-                    pid_start: start_time,
-                }),
-                Some(item) => self.ops.push(WriteOp::ItemPid {
-                    job_id: key.job_id,
-                    idx: key.idx,
-                    item,
-                    pid,
-                    pid_start: start_time,
-                }),
-            },
+            } => {
+                self.record_pid(key, executor::StartedPid { pid, start_time });
+                // A pid reported on its own is news to watchers (one that
+                // rides on an end or a control message comes with theirs).
+                self.effects.push(Effect::Changed(key.job_id));
+            }
             ExecEvent::Control {
                 key,
                 message,
@@ -746,7 +736,14 @@ impl Engine {
                 // The attempt's reader may send more.
                 drop(held);
             }
-            ExecEvent::Ended { key, end } => self.on_attempt_end(key, end),
+            ExecEvent::Ended { key, end, started } => {
+                // An attempt that ended before its pid was reported: the
+                // pid is written in the batch of its end, before it.
+                if let Some(started) = started {
+                    self.record_pid(key, started);
+                }
+                self.on_attempt_end(key, end);
+            }
             ExecEvent::Detached { key } => self.on_detached(key),
             ExecEvent::SlurmSubmitted { key, slurm_job_id } => match key.item {
                 Some(item) => self.ops.push(WriteOp::ItemSlurmJob {
@@ -777,6 +774,27 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Write an attempt's (or a fan-out item's) pid and start time.
+    fn record_pid(&mut self, key: executor::AttemptKey, started: executor::StartedPid) {
+        let executor::StartedPid { pid, start_time } = started;
+        self.ops.push(match key.item {
+            None => WriteOp::AttemptPid {
+                job_id: key.job_id,
+                idx: key.idx,
+                number: key.number,
+                pid,
+                pid_start: start_time,
+            },
+            Some(item) => WriteOp::ItemPid {
+                job_id: key.job_id,
+                idx: key.idx,
+                item,
+                pid,
+                pid_start: start_time,
+            },
+        });
     }
 
     /// Commit the batch, then carry out its effects. Returns true when the

@@ -6,6 +6,7 @@
 pub mod control;
 mod exec_size;
 pub mod logs;
+mod report;
 pub mod slurm;
 mod spawn;
 mod usage;
@@ -25,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use control::ControlMessage;
 use logs::LogSink;
 pub use logs::{AttemptKey, LogHub};
+use report::StartReport;
+pub use report::StartedPid;
 
 /// The fd number activities find the control channel on.
 pub const CONTROL_FD: i32 = 3;
@@ -121,23 +124,18 @@ pub enum ExecEvent {
     Ended {
         key: AttemptKey,
         end: AttemptEnd,
+        /// The attempt's pid when it ended before it was reported
+        /// (`report.rs`): recorded in the batch of its end.
+        started: Option<StartedPid>,
     },
     /// A Slurm attempt was accepted by `sbatch` under this job id (a
     /// fan-out item's: its array's id).
-    SlurmSubmitted {
-        key: AttemptKey,
-        slurm_job_id: u64,
-    },
+    SlurmSubmitted { key: AttemptKey, slurm_job_id: u64 },
     /// A fan-out item's array task was seen with its own Slurm job id.
-    SlurmTaskJob {
-        key: AttemptKey,
-        task_job_id: u64,
-    },
+    SlurmTaskJob { key: AttemptKey, task_job_id: u64 },
     /// The daemon is stopping and the attempt's Slurm job keeps running:
     /// it stays `running` in the store, for the next start to adopt.
-    Detached {
-        key: AttemptKey,
-    },
+    Detached { key: AttemptKey },
 }
 
 /// Start the attempt in its own task. The engine keeps `kill` to stop it.
@@ -149,10 +147,13 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let key = spec.key;
-        let end = match (spec.simulated.clone(), spec.slurm.is_some()) {
-            (Some(simulate), _) => run_simulated(&spec, simulate, &events, kill, &hub).await,
+        let (end, started) = match (spec.simulated.clone(), spec.slurm.is_some()) {
+            (Some(simulate), _) => (
+                run_simulated(&spec, simulate, &events, kill, &hub).await,
+                None,
+            ),
             (None, true) => match slurm::run(spec, &events, kill, &hub).await {
-                Some(end) => end,
+                Some(end) => (end, None),
                 None => {
                     // Left running in Slurm for the next daemon to adopt.
                     hub.unregister(key);
@@ -163,7 +164,7 @@ pub fn spawn(
             (None, false) => run(spec, &events, kill, &hub).await,
         };
         hub.unregister(key);
-        let _ = events.send(ExecEvent::Ended { key, end }).await;
+        let _ = events.send(ExecEvent::Ended { key, end, started }).await;
     });
 }
 
@@ -272,11 +273,26 @@ pub fn is_out_of_files(errno: Option<i32>) -> bool {
     matches!(errno, Some(nix::libc::EMFILE | nix::libc::ENFILE))
 }
 
+/// Run one attempt as a process: its end, and its pid when that was not
+/// reported yet.
 async fn run(
     spec: AttemptSpec,
     events: &mpsc::Sender<ExecEvent>,
     kill: oneshot::Receiver<KillReason>,
     hub: &LogHub,
+) -> (AttemptEnd, Option<StartedPid>) {
+    let mut report = None;
+    let end = run_process(spec, events, kill, hub, &mut report).await;
+    (end, report.and_then(|r: Arc<StartReport>| r.take()))
+}
+
+/// [`run`], leaving in `report` the attempt's pid once it has a process.
+async fn run_process(
+    spec: AttemptSpec,
+    events: &mpsc::Sender<ExecEvent>,
+    kill: oneshot::Receiver<KillReason>,
+    hub: &LogHub,
+    report: &mut Option<Arc<StartReport>>,
 ) -> AttemptEnd {
     let key = spec.key;
     let Some(first) = spec.argv.first() else {
@@ -351,18 +367,32 @@ async fn run(
         control: control_write,
         cgroup_procs,
     };
-    // The start waits for the child's exec (and its cgroup join and chdir,
-    // which can be slow): on a blocking thread, not a runtime worker. The
-    // request, with the daemon's copies of the pipes' write ends, is
-    // dropped there, so the readers see EOF when the child exits.
-    let spawned = tokio::task::spawn_blocking(move || {
-        spawn::spawn(&request).map_err(|e| {
+    // The start waits for the child's exec. Joining a cgroup, entering a
+    // directory (a user's home too) can be slow, so such a start runs on a
+    // blocking thread; one that only execs takes a fraction of a
+    // millisecond, less than the hand-off to a blocking thread and back,
+    // and runs right here. The request, with the daemon's copies of the
+    // pipes' write ends, is dropped at the end of `start`, so the readers
+    // see EOF when the child exits.
+    let inline = request.cgroup_procs.is_none()
+        && request.working_dir.is_none()
+        && request.identity.is_none();
+    let start = move || {
+        let spawned = spawn::spawn(&request).map_err(|e| {
             let transient = is_out_of_files(e.source.raw_os_error());
             (spawn::describe(&e, &request), transient)
-        })
-    })
-    .await
-    .unwrap_or_else(|e| Err((format!("cannot start {first:?}: {e}"), false)));
+        });
+        // Consumed here (the closure is FnOnce), whichever thread runs it.
+        drop(request);
+        spawned
+    };
+    let spawned = if inline {
+        start()
+    } else {
+        tokio::task::spawn_blocking(start)
+            .await
+            .unwrap_or_else(|e| Err((format!("cannot start {first:?}: {e}"), false)))
+    };
     let pid = match spawned {
         Ok(pid) => pid,
         Err((message, transient)) => {
@@ -382,13 +412,11 @@ async fn run(
     };
     let spawned_at = std::time::Instant::now();
     let mut child = spawn::ChildWait::new(pid);
-    let _ = events
-        .send(ExecEvent::Started {
-            key,
-            pid: pid.as_raw() as u32,
-            start_time: process_start_time(pid.as_raw() as u32),
-        })
-        .await;
+    let started = StartedPid {
+        pid: pid.as_raw() as u32,
+        start_time: process_start_time(pid.as_raw() as u32),
+    };
+    let start_report = report.insert(Arc::new(StartReport::new(key, started, events.clone())));
 
     let mut readers = tokio::task::JoinSet::new();
     match tokio::net::unix::pipe::Receiver::from_owned_fd(output_read) {
@@ -409,6 +437,7 @@ async fn run(
         events.clone(),
         sink.clone(),
         masker,
+        start_report.clone(),
     ));
 
     let pgid = pid;
@@ -427,20 +456,29 @@ async fn run(
         }
     };
 
-    let (status, stopped_for) = tokio::select! {
-        status = child.wait() => (status, None),
-        () = timeout_wait => {
-            sink.note(&format!("timeout after {}; stopping the process group", humantime::format_duration(spec.timeout.unwrap_or_default())));
-            (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(AttemptState::Timeout))
-        }
-        reason = kill_wait => {
-            let (state, why) = match reason {
-                KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
-                KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
-                KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
-            };
-            sink.note(&format!("{why}; stopping the process group"));
-            (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(state))
+    let report_due = tokio::time::sleep(report::START_REPORT_DELAY);
+    tokio::pin!(kill_wait, timeout_wait, report_due);
+    let mut reported = false;
+    let (status, stopped_for) = loop {
+        tokio::select! {
+            status = child.wait() => break (status, None),
+            () = &mut report_due, if !reported => {
+                reported = true;
+                start_report.send().await;
+            }
+            () = &mut timeout_wait => {
+                sink.note(&format!("timeout after {}; stopping the process group", humantime::format_duration(spec.timeout.unwrap_or_default())));
+                break (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(AttemptState::Timeout));
+            }
+            reason = &mut kill_wait => {
+                let (state, why) = match reason {
+                    KillReason::Cancel => (AttemptState::Cancelled, "job cancelled"),
+                    KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
+                    KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
+                };
+                sink.note(&format!("{why}; stopping the process group"));
+                break (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(state));
+            }
         }
     };
     let wall = spawned_at.elapsed();
@@ -571,6 +609,7 @@ async fn read_control(
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
     masker: crate::mask::Masker,
+    start: Arc<StartReport>,
 ) {
     let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(r) => r,
@@ -579,7 +618,7 @@ async fn read_control(
             return;
         }
     };
-    read_control_lines(receiver, 0, key, gate, events, sink, masker).await;
+    read_control_lines(receiver, 0, key, gate, events, sink, masker, Some(start)).await;
 }
 
 /// The control channel's lines from any reader (the fd 3 pipe, or the
@@ -593,6 +632,7 @@ async fn read_control_lines(
     events: mpsc::Sender<ExecEvent>,
     sink: Arc<LogSink>,
     masker: crate::mask::Masker,
+    mut pid_report: Option<Arc<StartReport>>,
 ) {
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
@@ -650,6 +690,10 @@ async fn read_control_lines(
         let Ok(held) = budget.clone().acquire_many_owned(kib).await else {
             break;
         };
+        // The attempt's pid goes first: what it reports follows its start.
+        if let Some(report) = pid_report.take() {
+            report.send().await;
+        }
         let event = ExecEvent::Control {
             key,
             message,

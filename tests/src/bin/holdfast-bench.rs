@@ -2,7 +2,8 @@
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
 //! (scenarios: spawn, cgroup, submit, notify, fanout, throughput, reload,
-//! status, stats, startup, slurm, pueue, smoke; default all but slurm,
+//! status, stats, startup, logs, slurm, pueue, smoke; default all but logs,
+//! which writes 1 GiB files (deleted after each run), slurm,
 //! which needs a running cluster (`scripts/slurm-up`), pueue, which
 //! installs pueue under target/pueue when missing and takes minutes, and
 //! smoke, a few seconds of the spawn and submit paths that CI runs so the
@@ -21,6 +22,8 @@ use holdfast_api::rpc::HoldfastClient;
 use holdfast_tests::{bin_path, hfctl_command};
 use tempfile::TempDir;
 
+#[path = "bench/logs.rs"]
+mod logs;
 #[path = "bench/notify.rs"]
 mod notify;
 #[path = "bench/pueue.rs"]
@@ -52,6 +55,9 @@ fn main() -> Result<()> {
     }
     if want("notify") {
         notify::with_notify_rules()?;
+    }
+    if wanted.iter().any(|w| w == "logs") {
+        logs::capture_vs_file()?;
     }
     if want("fanout") {
         runtime.block_on(fan_out_vs_xargs())?;

@@ -743,7 +743,15 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
     // A job that is running when the disk fills, and ends while it is full:
     // its end cannot be recorded until there is room again.
     let running = daemon.submit("waiter", &[]);
-    daemon.wait_for(running, "running", |job| job.state == JobState::Running);
+    // Its pid is recorded with its first report or 20 ms after its start:
+    // wait for it, the check below reads it while the disk is full.
+    daemon.wait_for(running, "running with its pid recorded", |job| {
+        job.state == JobState::Running
+            && activity(job, "p.wait")
+                .attempts
+                .first()
+                .is_some_and(|a| a.pid.is_some())
+    });
 
     let filler = fill(tmpfs.path());
     // Pages the database already owns may take a few more rows; the first

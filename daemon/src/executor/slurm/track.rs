@@ -88,6 +88,7 @@ pub(super) async fn watch_to_end(
         events.clone(),
         sink.clone(),
         masker,
+        None,
     ));
 
     // An array task waits its turn under `%max_parallel`: its timeout
