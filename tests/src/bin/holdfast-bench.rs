@@ -77,6 +77,14 @@ fn main() -> Result<()> {
         runtime.block_on(growth::queue(&sizes))?;
         runtime.block_on(growth::history(&sizes))?;
     }
+    if let [first, dir, n] = wanted.as_slice()
+        && first == "growth-db"
+    {
+        let n = n
+            .parse()
+            .context("growth-db DIR N: N is a number of jobs")?;
+        return runtime.block_on(growth::make_db(std::path::Path::new(dir), n));
+    }
     if wanted.iter().any(|w| w == "smoke") {
         smoke()?;
         growth::idle()?;

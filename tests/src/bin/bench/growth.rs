@@ -384,6 +384,40 @@ fn timed(daemon: &Daemon, args: &[&str]) -> Result<f64> {
     Ok(ms(started.elapsed()))
 }
 
+/// Make a state directory with a history of `n` jobs at `out` (with
+/// `workflows.d/` and `holdfast.toml`), for profiling a start or a query by
+/// hand: `holdfast-bench growth-db DIR N`.
+pub async fn make_db(out: &Path, n: u64) -> Result<()> {
+    let mut base = daemon()?;
+    let last = submit_many(&base, "one", 1000).await?;
+    drain(&base, last).await?;
+    base.stop()?;
+    let base_db = base.dir.path().join("state/holdfast.db");
+    let base_rows = read_base(&base_db)?;
+    let mut d = daemon()?;
+    d.stop()?;
+    let db = d.dir.path().join("state/holdfast.db");
+    grow(&db, &base_db, &base_rows, (n / 1000).max(1) as i64)?;
+    check(&db, n.max(1000))?;
+    std::fs::create_dir_all(out)?;
+    for what in ["state", "workflows.d", "holdfast.toml"] {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(d.dir.path().join(what))
+            .arg(out)
+            .status()?;
+        if !status.success() {
+            bail!("cannot copy {what} to {}", out.display());
+        }
+    }
+    println!(
+        "growth-db: {} holds a history of {} jobs",
+        out.display(),
+        n.max(1000)
+    );
+    Ok(())
+}
+
 /// The history part: one row per size.
 pub async fn history(sizes: &Sizes) -> Result<()> {
     // The base: real submissions, run to the end, then a graceful stop
