@@ -49,7 +49,8 @@ pub struct Sizes {
 
 impl Sizes {
     /// Issue 19's sizes; `HOLDFAST_BENCH_GROWTH=1000,10000` picks history
-    /// sizes for a quicker run.
+    /// sizes for a quicker run, `HOLDFAST_BENCH_QUEUES=0,100000` queue
+    /// sizes (the first is the baseline).
     pub fn full() -> Sizes {
         let history = std::env::var("HOLDFAST_BENCH_GROWTH")
             .ok()
@@ -58,7 +59,10 @@ impl Sizes {
         Sizes {
             base: 1000,
             history,
-            queues: vec![0, 1_000, 10_000],
+            queues: std::env::var("HOLDFAST_BENCH_QUEUES")
+                .ok()
+                .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+                .unwrap_or_else(|| vec![0, 1_000, 10_000]),
             calls: 51,
         }
     }
