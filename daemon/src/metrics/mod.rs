@@ -9,6 +9,7 @@ pub mod serve;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -96,6 +97,9 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// True while the totals of [`Metrics::seed`] are being read.
+    seeding: AtomicBool,
+    seeded: tokio::sync::Notify,
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::default);
@@ -120,22 +124,30 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Start from the store's totals: ended jobs by chain and state, ended
-    /// attempts by outcome (one grouped read at start, not per scrape).
-    pub fn seed(&self, store: &crate::store::Store) {
-        let read = store.read_now(|conn| {
+    /// Start from the store's totals: ended jobs by chain and state (from
+    /// the statistics rollup, which keeps them per hour), ended attempts by
+    /// outcome (a pass over every attempt). The read sees the store as it
+    /// is when this is called, before the engine starts, so what the engine
+    /// counts from then on adds up with it; it runs on a thread of its own
+    /// so a long history does not delay READY=1, and a scrape waits for it
+    /// ([`Metrics::seeded`]). Call from within the runtime.
+    pub fn seed(&'static self, store: &crate::store::Store) {
+        self.seeding.store(true, Ordering::SeqCst);
+        let read = store.read_from_now(|conn| {
             let mut jobs = Vec::new();
             let mut stmt = conn.prepare(
-                "SELECT chain, state, COUNT(*) FROM jobs
-                 WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY chain, state",
+                "SELECT chain, SUM(succeeded), SUM(failed), SUM(cancelled) FROM stats_jobs
+                 GROUP BY chain",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                jobs.push((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ));
+                let chain = row.get::<_, String>(0)?;
+                for (i, state) in ["succeeded", "failed", "cancelled"].into_iter().enumerate() {
+                    let n = row.get::<_, i64>(i + 1)?;
+                    if n > 0 {
+                        jobs.push((chain.clone(), state.to_string(), n));
+                    }
+                }
             }
             let mut attempts = Vec::new();
             let mut stmt = conn.prepare(
@@ -147,19 +159,40 @@ impl Metrics {
             }
             Ok((jobs, attempts))
         });
-        match read {
-            Ok((jobs, attempts)) => {
-                let mut inner = self.lock();
-                for (chain, state, n) in jobs {
-                    inner.jobs.insert((chain, state), n.max(0) as u64);
+        tokio::spawn(async move {
+            match read.await {
+                Ok(Ok((jobs, attempts))) => {
+                    let mut inner = self.lock();
+                    for (chain, state, n) in jobs {
+                        *inner.jobs.entry((chain, state)).or_default() += n.max(0) as u64;
+                    }
+                    for (state, n) in attempts {
+                        *inner.attempts.entry(state).or_default() += n.max(0) as u64;
+                    }
                 }
-                for (state, n) in attempts {
-                    inner.attempts.insert(state, n.max(0) as u64);
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot read the totals metrics start from; they start at 0");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "the read of the totals metrics start from stopped; they start at 0"
+                    );
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the totals metrics start from; they start at 0");
+            self.seeding.store(false, Ordering::SeqCst);
+            self.seeded.notify_waiters();
+        });
+    }
+
+    /// Wait until the totals of [`Metrics::seed`] are counted in (at once
+    /// when no seed is under way).
+    pub async fn seeded(&self) {
+        loop {
+            let notified = self.seeded.notified();
+            if !self.seeding.load(Ordering::SeqCst) {
+                return;
             }
+            notified.await;
         }
     }
 

@@ -22,8 +22,9 @@ const MAX_HEAD: usize = 8192;
 /// How long a scrape waits for the engine's running and queued counts.
 const COUNTS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The text of one scrape: the counters, and the gauges when the engine
-/// answers (it does not while held back by a read-only state directory).
+/// The text of one scrape: the counters (once the totals from before this
+/// start are in), and the gauges when the engine answers (it does not
+/// while held back by a read-only state directory).
 pub async fn answer(engine: &EngineHandle, format: Format) -> String {
     let gauges = match tokio::time::timeout(COUNTS_TIMEOUT, engine.probe()).await {
         Ok(Some(c)) => Some(Gauges {
@@ -33,6 +34,9 @@ pub async fn answer(engine: &EngineHandle, format: Format) -> String {
         }),
         _ => None,
     };
+    // The totals from before this start are being counted in (a pass over
+    // the history, off the start's path).
+    super::global().seeded().await;
     super::global().render(format, gauges)
 }
 

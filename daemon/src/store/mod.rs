@@ -371,6 +371,55 @@ impl Store {
         opened
     }
 
+    /// A long read that must see the database as it is now but need not
+    /// hold up the caller: the read transaction begins here, on the calling
+    /// thread (so it sees exactly what is committed now, whatever is
+    /// written after), and `f` runs on a thread of its own; the answer
+    /// arrives on the returned channel. For start-up, where a whole-table
+    /// count would otherwise delay READY=1.
+    pub fn read_from_now<T, F>(&self, f: F) -> oneshot::Receiver<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        // On a read-only store the engine, the only writer, is held back:
+        // nothing can change before the thread reads, and its connection
+        // comes from the pool under the access guard as every read's does
+        // (see `make_writable`).
+        let pinned = if self.is_read_only() {
+            None
+        } else {
+            match self.access().readers.begin_read() {
+                Ok(conn) => Some(conn),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    return rx;
+                }
+            }
+        };
+        let store = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("store-reader".into())
+            .spawn(move || {
+                let result = match pinned {
+                    Some(conn) => {
+                        let result = f(&conn);
+                        // The connection is not pooled again: a read-only
+                        // pool may have been replaced meanwhile.
+                        let _ = conn.execute_batch("COMMIT");
+                        result
+                    }
+                    None => store.read_now(f),
+                };
+                let _ = reply.send(result);
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a store reader thread");
+        }
+        rx
+    }
+
     /// A read on the calling thread (start-up and recovery only).
     pub fn read_now<T>(
         &self,
@@ -424,6 +473,16 @@ impl ReaderPool {
         let result = f(&conn);
         self.put_back(conn);
         result
+    }
+
+    /// A connection of its own with a read transaction begun: what it
+    /// reads until `COMMIT` is what is committed now.
+    fn begin_read(&self) -> Result<Connection, StoreError> {
+        let conn = self.connect()?;
+        conn.execute_batch("BEGIN")?;
+        // A transaction takes its snapshot at its first read.
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        Ok(conn)
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
@@ -564,4 +623,46 @@ fn clone_error(e: &StoreError) -> StoreError {
 /// Milliseconds since the Unix epoch, the store's time unit.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit_row() -> WriteOp {
+        WriteOp::Audit(Box::new(AuditRow {
+            at: 1,
+            uid: Some(0),
+            user: None,
+            pid: None,
+            method: "job.submit",
+            target: None,
+            outcome: "ok".into(),
+            detail: None,
+        }))
+    }
+
+    /// `read_from_now` reads what was committed when it was called, not
+    /// what its thread finds when it gets to run: a write committed in
+    /// between is not seen, and a read after it is.
+    #[tokio::test]
+    async fn a_read_from_now_sees_the_store_as_it_was_when_called() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        store.write(vec![audit_row()], true).await.expect("first");
+        let (go, wait) = mpsc::channel::<()>();
+        let read = store.read_from_now(move |conn| {
+            wait.recv().expect("released");
+            Ok(conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?)
+        });
+        store.write(vec![audit_row()], true).await.expect("second");
+        go.send(()).expect("release");
+        assert_eq!(read.await.expect("answered").expect("read"), 1);
+        let now = store
+            .read_now(|conn| {
+                Ok(conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?)
+            })
+            .expect("read");
+        assert_eq!(now, 2);
+    }
 }

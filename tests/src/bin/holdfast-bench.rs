@@ -2,12 +2,13 @@
 //! prints medians, for BENCHMARKS.md. Build with `--release` and run
 //! `cargo run --release -p holdfast-tests --bin holdfast-bench [SCENARIO...]`
 //! (scenarios: spawn, cgroup, submit, notify, fanout, throughput, reload,
-//! status, stats, startup, logs, slurm, pueue, smoke; default all but logs,
-//! which writes 1 GiB files (deleted after each run), slurm,
+//! status, stats, startup, growth, logs, slurm, pueue, smoke; default all
+//! but logs, which writes 1 GiB files (deleted after each run), slurm,
 //! which needs a running cluster (`scripts/slurm-up`), pueue, which
-//! installs pueue under target/pueue when missing and takes minutes, and
-//! smoke, a few seconds of the spawn and submit paths that CI runs so the
-//! benchmark cannot rot).
+//! installs pueue under target/pueue when missing and takes minutes,
+//! growth, which builds histories up to 10^6 jobs (about 1 GB of disk, tens
+//! of minutes), and smoke, a few seconds of the spawn, submit and growth
+//! paths that CI runs so the benchmark cannot rot).
 //!
 //! Every scenario starts its own daemon in a temporary directory and waits
 //! for `READY=1` on `NOTIFY_SOCKET`; none of them sleeps to wait.
@@ -22,6 +23,8 @@ use holdfast_api::rpc::HoldfastClient;
 use holdfast_tests::{bin_path, hfctl_command};
 use tempfile::TempDir;
 
+#[path = "bench/growth.rs"]
+mod growth;
 #[path = "bench/logs.rs"]
 mod logs;
 #[path = "bench/notify.rs"]
@@ -74,8 +77,26 @@ fn main() -> Result<()> {
     if wanted.iter().any(|w| w == "pueue") {
         pueue::hfctl_vs_pueue()?;
     }
+    if wanted.iter().any(|w| w == "growth") {
+        growth::idle()?;
+        let sizes = growth::Sizes::full();
+        runtime.block_on(growth::queue(&sizes))?;
+        runtime.block_on(growth::history(&sizes))?;
+    }
+    if let [first, dir, n] = wanted.as_slice()
+        && first == "growth-db"
+    {
+        let n = n
+            .parse()
+            .context("growth-db DIR N: N is a number of jobs")?;
+        return runtime.block_on(growth::make_db(std::path::Path::new(dir), n));
+    }
     if wanted.iter().any(|w| w == "smoke") {
         smoke()?;
+        growth::idle()?;
+        let sizes = growth::Sizes::smoke();
+        runtime.block_on(growth::queue(&sizes))?;
+        runtime.block_on(growth::history(&sizes))?;
     }
     if want("status") || want("stats") || want("startup") {
         runtime.block_on(history(want("status"), want("stats"), want("startup")))?;
@@ -84,8 +105,9 @@ fn main() -> Result<()> {
 }
 
 /// (smoke) A few seconds of the spawn and submit scenarios' code paths on
-/// whatever build HOLDFAST_BIN_DIR points at, so CI notices when the
-/// benchmark breaks. Its figures mean nothing.
+/// whatever build HOLDFAST_BIN_DIR points at (and, from `main`, a tiny
+/// growth run), so CI notices when the benchmark breaks. Its figures mean
+/// nothing.
 fn smoke() -> Result<()> {
     let mut chain = String::from("[chain]\nmax_parallel = 2\n[process.p]\nmode = \"parallel\"\n");
     for i in 0..20 {
@@ -440,52 +462,59 @@ fn separate_submits() -> Result<()> {
     Ok(())
 }
 
-/// Durable submissions per second: one client, then 16 concurrent clients,
-/// against a chain whose jobs stay queued (concurrency 1 behind a long job),
-/// so only submission is measured.
+/// Durable submissions per second: one client, then 16, then 64 concurrent
+/// clients, three rounds in turn, against a chain whose jobs stay queued
+/// (concurrency 1 behind a long job), so only submission is measured.
 async fn submit_throughput() -> Result<()> {
     let chain =
         "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
             .to_string();
     let daemon = Daemon::new("max_parallel = 2\n", &[("hold.toml", chain)])?;
-    let per_client = 500;
+    let single_submits = 500;
+    let multi_submits = 2048;
     let mut single = Vec::new();
-    let mut multi = Vec::new();
+    let mut multi: [(usize, Vec<f64>); 2] = [(16, Vec::new()), (64, Vec::new())];
     for _ in 0..3 {
         let client = daemon.client().await?;
         let started = Instant::now();
-        for _ in 0..per_client {
+        for _ in 0..single_submits {
             client
                 .job_submit("hold".into(), None, None, None, None, None, None, None)
                 .await?;
         }
-        single.push(per_client as f64 / secs(started.elapsed()));
+        single.push(single_submits as f64 / secs(started.elapsed()));
 
-        let mut clients = Vec::new();
-        for _ in 0..16 {
-            clients.push(daemon.client().await?);
+        for (n, rates) in multi.iter_mut() {
+            let mut clients = Vec::new();
+            for _ in 0..*n {
+                clients.push(daemon.client().await?);
+            }
+            let each = multi_submits / *n;
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for client in clients {
+                tasks.spawn(async move {
+                    for _ in 0..each {
+                        client
+                            .job_submit("hold".into(), None, None, None, None, None, None, None)
+                            .await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            rates.push((*n * each) as f64 / secs(started.elapsed()));
         }
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for client in clients {
-            tasks.spawn(async move {
-                for _ in 0..per_client / 16 * 2 {
-                    client
-                        .job_submit("hold".into(), None, None, None, None, None, None, None)
-                        .await?;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            r??;
-        }
-        multi.push((16 * (per_client / 16 * 2)) as f64 / secs(started.elapsed()));
     }
-    let (s, m) = (median(single.clone()), median(multi.clone()));
+    let s = median(single.clone());
     println!("throughput: 1 client:   median {s:.0} submits/s {single:.0?}");
-    println!("throughput: 16 clients: median {m:.0} submits/s {multi:.0?}");
-    println!("throughput: ratio 16/1 {:.2}", m / s);
+    for (n, rates) in multi {
+        let m = median(rates.clone());
+        println!("throughput: {n} clients: median {m:.0} submits/s {rates:.0?}");
+        println!("throughput: ratio {n}/1 {:.2}", m / s);
+    }
     Ok(())
 }
 

@@ -191,6 +191,24 @@ fn metrics_on_the_socket_count_a_mixed_run_and_pass_promtool() {
         Some(3.0),
         "{after}"
     );
+    // What ends after the start adds up with the totals read at the start
+    // (which are read beside the engine, from the store as it was).
+    let again = daemon.submit("broken", &[]);
+    assert_eq!(daemon.wait_done(again).state, JobState::Failed);
+    let later = body(&http::get(daemon.socket(), "/metrics", None));
+    assert_eq!(
+        line_value(
+            &later,
+            r#"holdfast_jobs_total{chain="broken",state="failed"}"#
+        ),
+        Some(2.0),
+        "{later}"
+    );
+    assert_eq!(
+        line_value(&later, r#"holdfast_attempts_total{outcome="failed"}"#),
+        Some(4.0),
+        "{later}"
+    );
 }
 
 /// `metrics_listen` serves `GET /metrics` over TCP and answers anything
