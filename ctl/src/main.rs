@@ -34,6 +34,7 @@ mod daemon;
 mod docs;
 mod error;
 mod gantt;
+mod link;
 mod output;
 mod socket;
 mod watch;
