@@ -191,22 +191,9 @@ fn interpret(answer: Answer) -> Result<String, ClientError> {
             theirs: answer.protocol,
         }));
     }
-    let text = String::from_utf8_lossy(&answer.body);
     if answer.status == 503 {
+        let text = String::from_utf8_lossy(&answer.body);
         return Err(transport(OneShotError::Refused(text.into_owned())));
-    }
-    if answer.status != 200 {
-        return Err(transport(OneShotError::Status {
-            status: answer.status,
-            body: text.chars().take(200).collect(),
-        }));
-    }
-    if answer.protocol.is_none() {
-        // Neither the header nor `daemon.info` named a protocol.
-        return Err(transport(OneShotError::ProtocolMismatch {
-            ours: PROTOCOL_VERSION,
-            theirs: None,
-        }));
     }
     #[derive(serde::Deserialize)]
     struct Response<'a> {
@@ -215,14 +202,49 @@ fn interpret(answer: Answer) -> Result<String, ClientError> {
         #[serde(default)]
         error: Option<ErrorObjectOwned>,
     }
-    let response: Response<'_> = serde_json::from_slice(&answer.body)?;
-    match (response.result, response.error) {
-        (_, Some(error)) => Err(ClientError::Call(error)),
-        (Some(result), None) => Ok(result.get().to_string()),
-        (None, None) => Err(transport(OneShotError::Malformed(
+    let response = serde_json::from_slice::<Response<'_>>(&answer.body);
+    match response {
+        // An error object is the answer whatever the status (413 for a
+        // request over `max_request_bytes`, with -32007): the call was not
+        // carried out, or failed.
+        Ok(Response {
+            error: Some(error), ..
+        }) => {
+            if answer.status == 200 && answer.protocol.is_none() {
+                return Err(unchecked());
+            }
+            Err(ClientError::Call(error))
+        }
+        Ok(Response {
+            result: Some(result),
+            error: None,
+        }) if answer.status == 200 => {
+            if answer.protocol.is_none() {
+                return Err(unchecked());
+            }
+            Ok(result.get().to_string())
+        }
+        Ok(_) if answer.status == 200 => Err(transport(OneShotError::Malformed(
             "a JSON-RPC answer without result or error",
         ))),
+        Err(e) if answer.status == 200 => Err(ClientError::ParseError(e)),
+        _ => Err(transport(OneShotError::Status {
+            status: answer.status,
+            body: String::from_utf8_lossy(&answer.body)
+                .chars()
+                .take(200)
+                .collect(),
+        })),
     }
+}
+
+/// Neither the header nor `daemon.info` named a protocol: the answer is
+/// not believed.
+fn unchecked() -> ClientError {
+    transport(OneShotError::ProtocolMismatch {
+        ours: PROTOCOL_VERSION,
+        theirs: None,
+    })
 }
 
 /// Read one HTTP answer (head, then a body by `Content-Length`, chunked,
@@ -458,6 +480,24 @@ mod tests {
         );
         let unknown = interpret(answer(200, None, r#"{"jsonrpc":"2.0","result":1,"id":1}"#));
         assert_eq!(mismatch(unknown.expect_err("unchecked")), Some(None));
+    }
+
+    #[test]
+    fn an_error_object_is_a_call_error_whatever_the_status() {
+        let too_big = interpret(answer(
+            413,
+            Some(PROTOCOL_VERSION),
+            r#"{"jsonrpc":"2.0","error":{"code":-32007,"message":"Request is too big"},"id":null}"#,
+        ));
+        assert!(
+            matches!(too_big, Err(ClientError::Call(ref e)) if e.code() == -32007),
+            "{too_big:?}"
+        );
+        let not_json = interpret(answer(500, Some(PROTOCOL_VERSION), "oops"));
+        assert!(
+            matches!(not_json, Err(ClientError::Transport(_))),
+            "{not_json:?}"
+        );
     }
 
     #[test]
