@@ -89,7 +89,7 @@ where
             .ok()?;
         runtime.block_on(async move {
             tokio::time::timeout(DEADLINE, async move {
-                let daemon = Daemon::connect(&socket).await.ok()?;
+                let daemon = Daemon::one_shot(&socket).await.ok()?;
                 question(daemon).await
             })
             .await

@@ -1,47 +1,85 @@
-//! A checked connection to the daemon: connect, then the `daemon.info`
-//! handshake that refuses to go on when the protocol numbers differ.
+//! A checked connection to the daemon. A one-shot connection (plain HTTP
+//! calls) sends hfctl's protocol number with every call and the daemon
+//! refuses a call of another protocol before carrying it out; a
+//! subscribing connection (WebSocket) checks it with a `daemon.info`
+//! handshake before any other call. Either way a mismatch is
+//! [`Error::ProtocolMismatch`].
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use holdfast_api::client::{ConnectError, connect};
+use holdfast_api::oneshot::OneShot;
 use holdfast_api::{DaemonInfo, PROTOCOL_VERSION};
-use jsonrpsee::core::client::{Client, ClientT, Error as ClientError};
+use jsonrpsee::core::client::{ClientT, Error as ClientError};
 use jsonrpsee::core::params::ObjectParams;
 use serde_json::Value;
 
 use crate::error::{Error, SocketAccess};
+use crate::link::Link;
+
+/// Which kind of connection a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Calls only: each one HTTP `POST`, no handshake round trip.
+    OneShot,
+    /// Subscriptions too: a WebSocket, checked with `daemon.info` first.
+    Subscribing,
+}
 
 /// A connection whose daemon speaks our protocol.
 pub struct Daemon {
-    pub client: Client,
+    pub client: Link,
     pub socket: PathBuf,
-    pub info: DaemonInfo,
+    /// `daemon.info` as the WebSocket handshake read it.
+    handshake: Option<DaemonInfo>,
 }
 
 impl Daemon {
-    /// Connect to `socket` and check the protocol.
+    /// Open a subscribing connection to `socket` and check the protocol.
     pub async fn connect(socket: &Path) -> Result<Daemon, Error> {
-        let client = open(socket).await?;
-        Daemon::handshake(client, socket).await
+        Daemon::open(socket, Transport::Subscribing).await
     }
 
-    /// Like [`Daemon::connect`], but while nothing listens on the socket
-    /// (missing file or refused connection), try again until `wait` has
-    /// passed. Scripts that start a daemon use this to wait for it.
-    /// `socket` is asked again before every try, so a socket found by
+    /// Open a one-shot connection to `socket`: the protocol is checked by
+    /// the daemon with each call.
+    pub async fn one_shot(socket: &Path) -> Result<Daemon, Error> {
+        Daemon::open(socket, Transport::OneShot).await
+    }
+
+    async fn open(socket: &Path, transport: Transport) -> Result<Daemon, Error> {
+        match transport {
+            Transport::OneShot => {
+                let client = OneShot::connect(socket).await.map_err(connect_error)?;
+                Ok(Daemon {
+                    client: Link::OneShot(client),
+                    socket: socket.to_path_buf(),
+                    handshake: None,
+                })
+            }
+            Transport::Subscribing => {
+                let client = connect(socket).await.map_err(connect_error)?;
+                Daemon::handshake(Link::WebSocket(client), socket).await
+            }
+        }
+    }
+
+    /// Like [`Daemon::connect`] (of `transport`), but while nothing listens
+    /// on the socket (missing file or refused connection), try again until
+    /// `wait` has passed. Scripts that start a daemon use this to wait for
+    /// it. `socket` is asked again before every try, so a socket found by
     /// discovery (the user daemon's) is picked up once the daemon creates it.
     pub async fn connect_waiting(
         socket: impl Fn() -> PathBuf,
         wait: Duration,
+        transport: Transport,
     ) -> Result<Daemon, Error> {
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(10);
         loop {
             let socket = socket();
-            match open(&socket).await {
-                Ok(client) => return Daemon::handshake(client, &socket).await,
+            match Daemon::open(&socket, transport).await {
                 Err(error @ Error::NotRunning { .. }) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -52,36 +90,27 @@ impl Daemon {
                     tokio::time::sleep(pause.min(deadline - now)).await;
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
-                Err(error) => return Err(error),
+                other => return other,
             }
         }
     }
 
-    async fn handshake(client: Client, socket: &Path) -> Result<Daemon, Error> {
-        // Read the answer loosely first: a daemon of another protocol may
-        // answer with a different shape, and the protocol number is what
-        // must be reported then, not a decoding error.
-        let answer: Value = client
-            .request("daemon.info", ObjectParams::new())
-            .await
-            .map_err(|e| Error::from_client(socket, e))?;
-        let theirs = answer.get("protocol").and_then(Value::as_u64);
-        if theirs != Some(u64::from(PROTOCOL_VERSION)) {
-            return Err(Error::ProtocolMismatch {
-                socket: socket.to_path_buf(),
-                ours: PROTOCOL_VERSION,
-                theirs: theirs.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            });
-        }
-        let info = serde_json::from_value(answer).map_err(|source| Error::BadAnswer {
-            socket: socket.to_path_buf(),
-            source,
-        })?;
+    async fn handshake(client: Link, socket: &Path) -> Result<Daemon, Error> {
+        let info = checked_info(&client, socket).await?;
         Ok(Daemon {
             client,
             socket: socket.to_path_buf(),
-            info,
+            handshake: Some(info),
         })
+    }
+
+    /// The daemon's `daemon.info`: the handshake's on a subscribing
+    /// connection, else asked now.
+    pub async fn info(&self) -> Result<DaemonInfo, Error> {
+        match &self.handshake {
+            Some(info) => Ok(info.clone()),
+            None => checked_info(&self.client, &self.socket).await,
+        }
     }
 
     /// Await one call and classify its error.
@@ -102,8 +131,32 @@ impl Daemon {
     }
 }
 
-async fn open(socket: &Path) -> Result<Client, Error> {
-    connect(socket).await.map_err(|e| match e {
+/// `daemon.info`, its protocol compared with ours before its shape is
+/// trusted.
+async fn checked_info(client: &Link, socket: &Path) -> Result<DaemonInfo, Error> {
+    // Read the answer loosely first: a daemon of another protocol may
+    // answer with a different shape, and the protocol number is what must
+    // be reported then, not a decoding error.
+    let answer: Value = client
+        .request("daemon.info", ObjectParams::new())
+        .await
+        .map_err(|e| Error::from_client(socket, e))?;
+    let theirs = answer.get("protocol").and_then(Value::as_u64);
+    if theirs != Some(u64::from(PROTOCOL_VERSION)) {
+        return Err(Error::ProtocolMismatch {
+            socket: socket.to_path_buf(),
+            ours: PROTOCOL_VERSION,
+            theirs: theirs.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        });
+    }
+    serde_json::from_value(answer).map_err(|source| Error::BadAnswer {
+        socket: socket.to_path_buf(),
+        source,
+    })
+}
+
+fn connect_error(error: ConnectError) -> Error {
+    match error {
         ConnectError::NotRunning { path, .. } => Error::NotRunning { socket: path },
         ConnectError::PermissionDenied { path } => Error::SocketPermission {
             access: socket_access(&path),
@@ -113,7 +166,7 @@ async fn open(socket: &Path) -> Result<Client, Error> {
             socket: path,
             message,
         },
-    })
+    }
 }
 
 /// Who may open `socket`, from its mode, owner and group, for the refusal

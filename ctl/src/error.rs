@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use holdfast_api::ErrorCode;
 use holdfast_api::error::FieldError;
+use holdfast_api::oneshot::OneShotError;
 use jsonrpsee::core::client::Error as ClientError;
+
+/// Why a daemon over its connection caps turned us away (HTTP 503).
+pub const OVER_CAPS: &str = "it serves as many connections as it may (overall, or for this user); \
+                             close idle clients or try again later";
 
 /// How a command that did not fail with an [`Error`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +216,15 @@ impl Error {
                 socket: socket.to_path_buf(),
                 source,
             },
+            ClientError::Transport(inner) if inner.is::<OneShotError>() => {
+                match inner.downcast::<OneShotError>().map(|e| *e) {
+                    Ok(error) => Error::from_one_shot(socket, error),
+                    Err(inner) => Error::ConnectionLost {
+                        socket: socket.to_path_buf(),
+                        source: ClientError::Transport(inner),
+                    },
+                }
+            }
             other => Error::ConnectionLost {
                 socket: socket.to_path_buf(),
                 source: other,
@@ -219,6 +233,31 @@ impl Error {
     }
 
     /// Name the submitted target in an INVALID_PARAMETERS error.
+    /// A one-shot call's failure below JSON-RPC, classified as the same
+    /// failure of a WebSocket connection is.
+    fn from_one_shot(socket: &std::path::Path, error: OneShotError) -> Error {
+        let socket = socket.to_path_buf();
+        match error {
+            OneShotError::ProtocolMismatch { ours, theirs } => Error::ProtocolMismatch {
+                socket,
+                ours,
+                theirs: theirs.unwrap_or(0),
+            },
+            OneShotError::Refused(_) => Error::Handshake {
+                socket,
+                message: OVER_CAPS.to_string(),
+            },
+            OneShotError::Status { .. } | OneShotError::Malformed(_) => Error::Handshake {
+                socket,
+                message: error.to_string(),
+            },
+            OneShotError::Io(_) => Error::ConnectionLost {
+                socket,
+                source: ClientError::Transport(Box::new(error)),
+            },
+        }
+    }
+
     pub fn for_target(self, submitted: &str) -> Error {
         match self {
             Error::InvalidParameters {

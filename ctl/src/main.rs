@@ -23,7 +23,9 @@
 //! Errors go to stderr as one line starting `hfctl: ` (INVALID_PARAMETERS
 //! adds a line per field).
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,7 @@ mod daemon;
 mod docs;
 mod error;
 mod gantt;
+mod link;
 mod output;
 mod socket;
 mod watch;
@@ -127,35 +130,39 @@ async fn main() -> ExitCode {
         json: cli.json,
         palette: output::Palette::detect(),
     };
-    let result = match cli.command {
-        Command::Submit(args) => cmd::submit::run(&ctx, args).await,
-        Command::Status(args) => cmd::status::run(&ctx, args).await,
-        Command::Ps(args) => cmd::ps::run(&ctx, args).await,
-        Command::Wait(args) => cmd::wait::run(&ctx, args).await,
-        Command::Timeline(args) => cmd::timeline::run(&ctx, args).await,
-        Command::Report(args) => cmd::report::run(&ctx, args).await,
-        Command::Watch(args) => cmd::watch::run(&ctx, args).await,
-        Command::List(args) => cmd::list::run(&ctx, args).await,
-        Command::Cancel(args) => cmd::cancel::run(&ctx, args).await,
-        Command::Logs(args) => cmd::logs::run(&ctx, args).await,
-        Command::Workflows(args) => cmd::workflows::run(&ctx, args).await,
-        Command::Describe(args) => cmd::describe::run(&ctx, args).await,
-        Command::Info(args) => cmd::info::run(&ctx, args).await,
-        Command::Validate(args) => cmd::validate::run(&ctx, args),
-        Command::Cron(args) => cmd::cron::run(&ctx, args),
-        Command::Retry(args) => cmd::retry::run(&ctx, args).await,
-        Command::Reload(args) => cmd::reload::run(&ctx, args).await,
-        Command::Schedules(args) => cmd::schedules::run(&ctx, args).await,
-        Command::Tenants(args) => cmd::tenants::run(&ctx, args).await,
-        Command::Connections(args) => cmd::connections::run(&ctx, args).await,
-        Command::Schedule(args) => cmd::schedule::run(&ctx, args).await,
-        Command::Audit(args) => cmd::audit::run(&ctx, args).await,
-        Command::Stats(args) => cmd::stats::run(&ctx, args).await,
-        Command::Events(args) => cmd::events::run(&ctx, args).await,
-        Command::Notifications(args) => cmd::notifications::run(&ctx, args).await,
-        Command::Emit(args) => cmd::emit::run(args),
-        Command::Backup(args) => cmd::backup::run(&ctx, args).await,
+    // Each command's future on the heap: `main`'s own future (on the stack)
+    // would otherwise be as large as the largest command's, and every
+    // start would fault in that much stack.
+    let command: Pin<Box<dyn Future<Output = Result<Outcome, Error>> + '_>> = match cli.command {
+        Command::Submit(args) => Box::pin(cmd::submit::run(&ctx, args)),
+        Command::Status(args) => Box::pin(cmd::status::run(&ctx, args)),
+        Command::Ps(args) => Box::pin(cmd::ps::run(&ctx, args)),
+        Command::Wait(args) => Box::pin(cmd::wait::run(&ctx, args)),
+        Command::Timeline(args) => Box::pin(cmd::timeline::run(&ctx, args)),
+        Command::Report(args) => Box::pin(cmd::report::run(&ctx, args)),
+        Command::Watch(args) => Box::pin(cmd::watch::run(&ctx, args)),
+        Command::List(args) => Box::pin(cmd::list::run(&ctx, args)),
+        Command::Cancel(args) => Box::pin(cmd::cancel::run(&ctx, args)),
+        Command::Logs(args) => Box::pin(cmd::logs::run(&ctx, args)),
+        Command::Workflows(args) => Box::pin(cmd::workflows::run(&ctx, args)),
+        Command::Describe(args) => Box::pin(cmd::describe::run(&ctx, args)),
+        Command::Info(args) => Box::pin(cmd::info::run(&ctx, args)),
+        Command::Validate(args) => Box::pin(std::future::ready(cmd::validate::run(&ctx, args))),
+        Command::Cron(args) => Box::pin(std::future::ready(cmd::cron::run(&ctx, args))),
+        Command::Retry(args) => Box::pin(cmd::retry::run(&ctx, args)),
+        Command::Reload(args) => Box::pin(cmd::reload::run(&ctx, args)),
+        Command::Schedules(args) => Box::pin(cmd::schedules::run(&ctx, args)),
+        Command::Tenants(args) => Box::pin(cmd::tenants::run(&ctx, args)),
+        Command::Connections(args) => Box::pin(cmd::connections::run(&ctx, args)),
+        Command::Schedule(args) => Box::pin(cmd::schedule::run(&ctx, args)),
+        Command::Audit(args) => Box::pin(cmd::audit::run(&ctx, args)),
+        Command::Stats(args) => Box::pin(cmd::stats::run(&ctx, args)),
+        Command::Events(args) => Box::pin(cmd::events::run(&ctx, args)),
+        Command::Notifications(args) => Box::pin(cmd::notifications::run(&ctx, args)),
+        Command::Emit(args) => Box::pin(std::future::ready(cmd::emit::run(args))),
+        Command::Backup(args) => Box::pin(cmd::backup::run(&ctx, args)),
     };
+    let result = command.await;
     match result {
         Ok(outcome) => ExitCode::from(outcome_code(outcome)),
         Err(error) => {

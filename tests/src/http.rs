@@ -43,14 +43,23 @@ impl HttpResponse {
 /// POST `body` to `/` on the socket with `Connection: close` and read the
 /// whole answer.
 pub fn post(socket: &Path, body: &[u8]) -> HttpResponse {
+    post_with(socket, body, &[])
+}
+
+/// [`post`] with more request headers (`name`, `value`).
+pub fn post_with(socket: &Path, body: &[u8], headers: &[(&str, &str)]) -> HttpResponse {
     let mut stream = UnixStream::connect(socket)
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", socket.display()));
     stream
         .set_read_timeout(Some(READ_TIMEOUT))
         .expect("a read timeout can be set");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
         "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream

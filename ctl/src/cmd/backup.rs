@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let daemon = ctx.connect().await?;
+    let daemon = ctx.connect_subscribing().await?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -9,7 +9,7 @@ use holdfast_api::Event;
 use holdfast_api::rpc::HoldfastClient;
 
 use super::Context;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Transport};
 use crate::error::{Error, Outcome};
 use crate::output;
 
@@ -43,7 +43,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         (None, false) => Some(0),
         (None, true) => None,
     };
-    let mut daemon = ctx.connect().await?;
+    let mut daemon = ctx.connect_subscribing().await?;
     loop {
         let mut subscription = daemon
             .call(daemon.client.events_subscribe(
@@ -70,7 +70,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         // The daemon stopped (or closed a subscriber that fell behind):
         // connect again and go on after the last event printed.
         drop(subscription);
-        daemon = Daemon::connect_waiting(|| ctx.socket(), RECONNECT_WAIT).await?;
+        daemon = Daemon::connect_waiting(|| ctx.socket(), RECONNECT_WAIT, Transport::Subscribing)
+            .await?;
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use holdfast_api::DaemonInfo;
 
 use super::Context;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Transport};
 use crate::error::{Error, Outcome};
 use crate::output::{self, Palette, Style};
 
@@ -26,12 +26,17 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let daemon =
-        Daemon::connect_waiting(|| ctx.socket(), Duration::from_secs_f64(args.wait)).await?;
+    let daemon = Daemon::connect_waiting(
+        || ctx.socket(),
+        Duration::from_secs_f64(args.wait),
+        Transport::OneShot,
+    )
+    .await?;
+    let info = daemon.info().await?;
     if ctx.json {
-        output::print_json(&daemon.info)?;
+        output::print_json(&info)?;
     } else {
-        output::print(&render(&daemon.info, &ctx.palette))?;
+        output::print(&render(&info, &ctx.palette))?;
     }
     Ok(Outcome::Success)
 }

@@ -42,7 +42,11 @@ const PAGE_BYTES: u64 = 1 << 20;
 const MAX_STALLS: u32 = 5;
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let daemon = ctx.connect().await?;
+    let daemon = if args.follow {
+        ctx.connect_subscribing().await?
+    } else {
+        ctx.connect().await?
+    };
     let mut seen = Seen::default();
     if args.follow {
         let mut watcher = Watcher::new(ctx.socket(), Arc::new(daemon), None);

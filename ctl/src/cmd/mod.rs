@@ -50,8 +50,14 @@ impl Context {
         crate::socket::discover(self.socket.as_deref())
     }
 
-    /// Connect and check the protocol.
+    /// Connect for calls only: each call one HTTP exchange that also
+    /// checks the protocol.
     pub async fn connect(&self) -> Result<Daemon, Error> {
+        Daemon::one_shot(&self.socket()).await
+    }
+
+    /// Connect for subscriptions (a WebSocket) and check the protocol.
+    pub async fn connect_subscribing(&self) -> Result<Daemon, Error> {
         Daemon::connect(&self.socket()).await
     }
 }

@@ -28,7 +28,11 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let daemon = ctx.connect().await?;
+    let daemon = if args.wait {
+        ctx.connect_subscribing().await?
+    } else {
+        ctx.connect().await?
+    };
     let result = daemon
         .call(
             daemon

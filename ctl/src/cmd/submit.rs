@@ -96,7 +96,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         params.insert(key, Value::Null);
     }
 
-    let daemon = Arc::new(ctx.connect().await?);
+    // One connection for the whole command: a WebSocket when it stays to
+    // watch the job, else one-shot calls.
+    let daemon = Arc::new(if args.wait || args.follow {
+        ctx.connect_subscribing().await?
+    } else {
+        ctx.connect().await?
+    });
     if args.dry_run {
         let plan = daemon
             .call(daemon.client.job_plan(

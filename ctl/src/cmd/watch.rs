@@ -55,7 +55,7 @@ enum Update {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let daemon = Arc::new(ctx.connect().await?);
+    let daemon = Arc::new(ctx.connect_subscribing().await?);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut view = View::default();
     if let Some(job_id) = args.job {

@@ -19,7 +19,7 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<Outcome, Error> {
     } else if workflows.is_empty() {
         output::print(&format!(
             "no workflows; put chain files in {}\n",
-            daemon.info.paths.workflows_dir
+            daemon.info().await?.paths.workflows_dir
         ))?;
     } else {
         output::print(&render(&workflows, &ctx.palette))?;

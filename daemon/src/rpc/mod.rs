@@ -22,6 +22,7 @@ mod logs;
 mod named_params;
 mod notification;
 mod plan;
+mod protocol;
 mod retry;
 mod schedule;
 mod since;

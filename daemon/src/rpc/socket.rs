@@ -2,7 +2,7 @@
 //! steal a live one), its permissions, and the accept loop that tags every
 //! connection with the caller's peer credentials before handing it to
 //! jsonrpsee (HTTP and WebSocket on the same socket), within the caps of
-//! [`Limits`].
+//! [`Limits`], after the protocol check of one-shot calls (`protocol`).
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -408,6 +408,9 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         });
         let service = tower::service_fn(move |request: HttpRequest<_>| {
             let stop = stop_ws.clone();
+            // A one-shot call of another protocol is refused before
+            // anything reads it (`protocol`).
+            let refusal = super::protocol::refusal(request.headers());
             // `GET /metrics` is answered here, before jsonrpsee: anyone
             // who may connect to the socket may read it, as job.list.
             let metrics = (request.method().as_str() == "GET"
@@ -431,6 +434,9 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             // connection permits forever; every call (and a WebSocket
             // upgrade) answers well within this.
             async move {
+                if let Some(refusal) = refusal {
+                    return Ok(refusal);
+                }
                 if let Some((engine, format)) = metrics {
                     return Ok(metrics_response(&engine, format).await);
                 }
@@ -439,7 +445,10 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                 }
                 let call = super::envelope::serve_http(inner, request, max_bytes);
                 match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-                    Ok(result) => result,
+                    Ok(result) => result.map(|mut answer| {
+                        super::protocol::stamp(&mut answer);
+                        answer
+                    }),
                     Err(_) => Err("request not completed in time".into()),
                 }
             }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use holdfast_tests::TestDaemon;
-use holdfast_tests::http::{post, rpc_call, rpc_raw};
+use holdfast_tests::http::{post, post_with, rpc_call, rpc_raw};
 use holdfast_tests::users::SystemDaemon;
 use holdfast_tests::ws::RawWs;
 use serde_json::{Value, json};
@@ -101,6 +101,15 @@ fn provoke_as_owner(provoked: &mut Provoked) {
     provoked.expect(&answer, -32603, "a subscription over HTTP");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("WebSocket"), "says what to do: {answer}");
+
+    let other = (holdfast_api::PROTOCOL_VERSION + 1).to_string();
+    let refused = post_with(
+        socket,
+        br#"{"jsonrpc":"2.0","id":1,"method":"daemon.info"}"#,
+        &[("HoldFast-Protocol", &other)],
+    );
+    assert_eq!(refused.status, 412, "{refused:?}");
+    provoked.expect(&refused.json(), -31006, "a call of another protocol");
 
     let too_big = post(socket, &vec![b' '; (1 << 20) + 1]);
     assert_eq!(too_big.status, 413, "{too_big:?}");

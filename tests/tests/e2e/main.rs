@@ -38,6 +38,7 @@ mod mail;
 mod metrics;
 mod notifications;
 mod notify_tls;
+mod oneshot;
 mod openrpc;
 mod outputs;
 mod params;
