@@ -172,12 +172,12 @@ const EXPANDING_FILTERS: [&str; 22] = [
 
 /// Builtin filters that can make a value many times wider in one step
 /// (a width argument, or an escape that grows every character), so that a
-/// chain of them grows it exponentially.
-pub(crate) const WIDENING_FILTERS: [&str; 8] = [
+/// chain of them grows it exponentially. (`format` is the business-date
+/// filter of `dates.rs`, whose printf fallback bounds widths itself.)
+pub(crate) const WIDENING_FILTERS: [&str; 7] = [
     "center",
     "indent",
     "wordwrap",
-    "format",
     "urlencode",
     "escape",
     "e",
