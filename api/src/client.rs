@@ -28,18 +28,9 @@ pub enum ConnectError {
 
 /// Connect to the daemon listening on `socket`.
 pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
-    let stream = UnixStream::connect(socket).await.map_err(|source| {
-        if source.kind() == std::io::ErrorKind::PermissionDenied {
-            ConnectError::PermissionDenied {
-                path: socket.to_path_buf(),
-            }
-        } else {
-            ConnectError::NotRunning {
-                path: socket.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| crate::oneshot::connect_error(socket, source))?;
     // The host part is never resolved: the stream is already connected.
     let url = Url::parse("ws://localhost/").map_err(|e| ConnectError::Handshake {
         path: socket.to_path_buf(),

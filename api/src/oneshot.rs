@@ -83,7 +83,9 @@ pub struct OneShot {
     stream: Mutex<Option<UnixStream>>,
 }
 
-fn connect_error(socket: &Path, source: std::io::Error) -> ConnectError {
+/// What a failed connect to `socket` means for the caller: the socket may
+/// not be opened, or nothing listens on it. Both transports use it.
+pub(crate) fn connect_error(socket: &Path, source: std::io::Error) -> ConnectError {
     if source.kind() == std::io::ErrorKind::PermissionDenied {
         ConnectError::PermissionDenied {
             path: socket.to_path_buf(),
