@@ -128,7 +128,13 @@ impl OneShot {
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        stream.write_all(request.as_bytes()).await?;
+        // The daemon may answer (a protocol mismatch, a request too large)
+        // before it reads the whole body and close: the write then fails
+        // with a broken pipe, and its answer is still there to read.
+        match stream.write_all(request.as_bytes()).await {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
         let answer = read_answer(&mut stream).await?;
         if !answer.closes {
             *guard = Some(stream);
