@@ -35,7 +35,7 @@ mod complete;
 mod daemon;
 mod docs;
 mod error;
-mod gantt;
+use holdfast_report::gantt;
 mod link;
 mod output;
 mod socket;

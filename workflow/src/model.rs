@@ -123,6 +123,9 @@ pub struct NotifyRule {
     pub webhook: Option<NotifyWebhook>,
     pub exec: Option<Vec<String>>,
     pub mail_to: Option<Vec<String>>,
+    /// `mail = { attach_report = true }`: attach the job's HTML execution
+    /// report to each mail.
+    pub mail_attach_report: bool,
     pub coalesce: Option<Duration>,
     pub max_attempts: Option<u32>,
     pub retry_delay: Option<Duration>,

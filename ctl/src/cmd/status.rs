@@ -3,9 +3,8 @@
 //! as it came: that object is the scripting contract.
 
 use holdfast_api::rpc::HoldfastClient;
-use holdfast_api::{
-    ActivityRun, ActivityState, Attempt, AttemptState, FanOutItem, ItemCounts, Job,
-};
+use holdfast_api::{ActivityRun, Attempt, AttemptState, FanOutItem, ItemCounts, Job};
+pub use holdfast_report::text::progress;
 
 use super::Context;
 use super::list::job_table;
@@ -435,25 +434,6 @@ fn signal_name(signal: i32) -> String {
         _ => return format!("signal {signal}"),
     };
     name.to_string()
-}
-
-/// `65% loading facts` while the activity runs, or empty when it never
-/// reported progress. Once it ended the last report is frozen: shown as
-/// `stopped at 65% loading facts` when it failed or was cancelled, not at
-/// all once it succeeded or was skipped (its state says it all).
-pub fn progress(activity: &ActivityRun) -> String {
-    let last = match (activity.progress, activity.progress_text.as_deref()) {
-        (Some(p), Some(text)) if !text.is_empty() => format!("{} {text}", output::percent(p)),
-        (Some(p), _) => output::percent(p),
-        (None, Some(text)) => text.to_string(),
-        (None, None) => String::new(),
-    };
-    match activity.state {
-        _ if last.is_empty() => last,
-        ActivityState::Succeeded | ActivityState::Skipped => String::new(),
-        ActivityState::Failed | ActivityState::Cancelled => format!("stopped at {last}"),
-        ActivityState::Pending | ActivityState::Running | ActivityState::RetryWait => last,
-    }
 }
 
 /// One line per failed attempt that carries an error id or a message.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rules::{Rule, RunAs, Target, WebhookTls};
-use crate::store::DueDelivery;
+use crate::store::{DueDelivery, Store, StoreError};
 
 /// Longest one attempt may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,16 +55,18 @@ pub enum DeliveryError {
     Exit { program: String, status: String },
     #[error("the hook cannot run as its chain's user: {0}")]
     RunAs(String),
+    #[error("the job's report cannot be read from the store: {0}")]
+    Report(#[from] StoreError),
 }
 
-pub async fn send(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryError> {
-    match tokio::time::timeout(TIMEOUT, attempt(rule, delivery)).await {
+pub async fn send(rule: &Rule, delivery: &DueDelivery, store: &Store) -> Result<(), DeliveryError> {
+    match tokio::time::timeout(TIMEOUT, attempt(rule, delivery, store)).await {
         Ok(result) => result,
         Err(_) => Err(DeliveryError::Timeout),
     }
 }
 
-async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryError> {
+async fn attempt(rule: &Rule, delivery: &DueDelivery, store: &Store) -> Result<(), DeliveryError> {
     match &rule.target {
         Target::Webhook {
             host,
@@ -97,7 +99,18 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery) -> Result<(), DeliveryErro
             .await
         }
         Target::Exec { argv, run_as } => exec(argv, run_as.as_ref(), delivery).await,
-        Target::Mail { to, via } => super::mail::send(via, to, &delivery.payload).await,
+        Target::Mail {
+            to,
+            via,
+            attach_report,
+        } => {
+            let reports = if *attach_report {
+                super::report::of_payload(store, &delivery.payload).await?
+            } else {
+                super::report::Reports::default()
+            };
+            super::mail::send(via, to, &delivery.payload, reports).await
+        }
     }
 }
 

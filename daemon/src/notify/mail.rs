@@ -1,22 +1,31 @@
 //! Mail notifications: the event as a readable text, sent through the
 //! `[smtp]` server with lettre's SMTP transport (plain SMTP, STARTTLS or
 //! implicit TLS with rustls, AUTH when `[smtp]` has a user), or, without
-//! `[smtp]`, handed to the local sendmail program.
+//! `[smtp]`, handed to the local sendmail program. A rule with
+//! `attach_report = true` sends the text and the jobs' HTML execution
+//! reports (`report.rs`) as a multipart/mixed message.
 
 use holdfast_api::Event;
-use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::Tls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::io::AsyncWriteExt;
 
 use super::deliver::DeliveryError;
+use super::report::Reports;
 use super::rules::MailVia;
 use super::smtp::Security;
 
-/// Send `payload` (an event, or a digest of events) to `to`.
-pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), DeliveryError> {
+/// Send `payload` (an event, or a digest of events) to `to`, with
+/// `reports` attached.
+pub async fn send(
+    via: &MailVia,
+    to: &[String],
+    payload: &str,
+    reports: Reports,
+) -> Result<(), DeliveryError> {
     let from = match via {
         MailVia::Smtp(smtp) => smtp.from.clone(),
         MailVia::Sendmail(_) => None,
@@ -28,21 +37,32 @@ pub async fn send(via: &MailVia, to: &[String], payload: &str) -> Result<(), Del
             .unwrap_or_else(|| "localhost".into());
         format!("holdfast@{host}")
     });
-    let (subject, body) = text(payload);
+    let (subject, mut body) = text(payload);
+    if !reports.notes.is_empty() {
+        body.push('\n');
+        for note in &reports.notes {
+            body.push_str(note);
+            body.push('\n');
+        }
+    }
     let address = |text: &str| {
         text.parse::<Mailbox>()
             .map_err(|e| DeliveryError::Status(format!("mail address {text:?}: {e}")))
     };
-    let mut message = Message::builder()
-        .from(address(&from)?)
-        .subject(subject)
-        .header(ContentType::TEXT_PLAIN);
+    let mut message = Message::builder().from(address(&from)?).subject(subject);
     for rcpt in to {
         message = message.to(address(rcpt)?);
     }
-    let message = message
-        .body(body)
-        .map_err(|e| DeliveryError::Status(format!("cannot build the mail: {e}")))?;
+    let message = if reports.files.is_empty() {
+        message.header(ContentType::TEXT_PLAIN).body(body)
+    } else {
+        let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
+        for (name, html) in reports.files {
+            parts = parts.singlepart(Attachment::new(name).body(html, ContentType::TEXT_HTML));
+        }
+        message.multipart(parts)
+    }
+    .map_err(|e| DeliveryError::Status(format!("cannot build the mail: {e}")))?;
     let smtp = match via {
         MailVia::Smtp(smtp) => smtp,
         MailVia::Sendmail(program) => return sendmail(program, &from, to, &message).await,

@@ -18,6 +18,7 @@
 
 mod deliver;
 mod mail;
+mod report;
 pub mod rules;
 pub mod smtp;
 mod tls;
@@ -300,10 +301,11 @@ async fn deliver_due(store: &Store, rules: &[Rule]) -> Result<(), StoreError> {
                     break;
                 };
                 let ids: Vec<(u64, u32)> = list.iter().map(|d| (d.id, d.attempts + 1)).collect();
+                let store = store.clone();
                 let task = running.spawn(async move {
                     let mut ops = Vec::with_capacity(list.len());
                     for delivery in &list {
-                        let result = deliver::send(&rule, delivery).await;
+                        let result = deliver::send(&rule, delivery, &store).await;
                         ops.push(settle(&rule, delivery, result));
                     }
                     ops

@@ -48,6 +48,8 @@ pub struct RuleFile {
 #[serde(deny_unknown_fields)]
 struct MailFile {
     to: Vec<String>,
+    #[serde(default)]
+    attach_report: bool,
 }
 
 /// Where mail rules send without `[smtp]`.
@@ -82,8 +84,13 @@ pub enum Target {
         argv: Vec<String>,
         run_as: Option<RunAs>,
     },
-    /// A readable text mail through the `[smtp]` server.
-    Mail { to: Vec<String>, via: MailVia },
+    /// A readable text mail through the `[smtp]` server or sendmail, with
+    /// the job's HTML execution report attached when `attach_report`.
+    Mail {
+        to: Vec<String>,
+        via: MailVia,
+        attach_report: bool,
+    },
 }
 
 /// An https webhook's TLS: the client configuration (system certificates
@@ -156,13 +163,22 @@ pub fn info(rule: &Rule) -> holdfast_api::NotifyRuleInfo {
                 None => r.user.clone(),
             }),
         ),
-        Target::Mail { to, via } => (
+        Target::Mail {
+            to,
+            via,
+            attach_report,
+        } => (
             format!(
-                "mail {} via {}",
+                "mail {} via {}{}",
                 to.join(", "),
                 match via {
                     MailVia::Smtp(smtp) => smtp.describe(),
                     MailVia::Sendmail(program) => format!("sendmail {}", program.display()),
+                },
+                if *attach_report {
+                    ", with the job's report"
+                } else {
+                    ""
                 }
             ),
             None,
@@ -232,7 +248,13 @@ fn check_one(name: &str, file: RuleFile, mail: &MailSettings<'_>) -> Result<Rule
             KINDS.join(", ")
         ));
     }
-    let target = target(file.webhook, file.exec, file.mail.map(|m| m.to), mail, None)?;
+    let target = target(
+        file.webhook,
+        file.exec,
+        file.mail.map(|m| (m.to, m.attach_report)),
+        mail,
+        None,
+    )?;
     let duration = |key: &str, value: &Option<String>, default: Duration| match value {
         Some(text) => humantime::parse_duration(text).map_err(|e| format!("{key} {text:?}: {e}")),
         None => Ok(default),
@@ -267,12 +289,12 @@ fn check_one(name: &str, file: RuleFile, mail: &MailSettings<'_>) -> Result<Rule
 fn target(
     webhook_file: Option<WebhookFile>,
     exec: Option<Vec<String>>,
-    mail_to: Option<Vec<String>>,
+    mail_to: Option<(Vec<String>, bool)>,
     mail: &MailSettings<'_>,
     run_as: Option<RunAs>,
 ) -> Result<Target, String> {
     Ok(match (webhook_file, exec, mail_to) {
-        (None, None, Some(to)) => {
+        (None, None, Some((to, attach_report))) => {
             let via = match mail.smtp {
                 Some(smtp) => MailVia::Smtp(smtp.clone()),
                 None if mail.sendmail.is_file() => MailVia::Sendmail(mail.sendmail.to_path_buf()),
@@ -291,7 +313,11 @@ fn target(
             {
                 return Err("mail.to needs addresses such as \"ops@example.com\"".into());
             }
-            Target::Mail { to, via }
+            Target::Mail {
+                to,
+                via,
+                attach_report,
+            }
         }
         (Some(hook), None, None) => webhook(hook)?,
         (None, Some(argv), None) => {
@@ -361,7 +387,7 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
         let target = match target(
             webhook_file,
             rule.exec.clone(),
-            rule.mail_to.clone(),
+            rule.mail_to.clone().map(|to| (to, rule.mail_attach_report)),
             &mail,
             run_as,
         ) {

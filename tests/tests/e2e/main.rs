@@ -35,6 +35,7 @@ mod jsonrpc;
 mod live_views;
 mod logs;
 mod mail;
+mod mail_report;
 mod metrics;
 mod notifications;
 mod notify_tls;

@@ -13,7 +13,7 @@ use crate::support::{activity, shown};
 
 /// Set to `required` (CI does) to fail instead of skipping when Chromium
 /// is missing.
-const CHROMIUM_ENV: &str = "HOLDFAST_CHROMIUM_TEST";
+pub(crate) const CHROMIUM_ENV: &str = "HOLDFAST_CHROMIUM_TEST";
 
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -118,7 +118,7 @@ fn timeline_draws_rows_bars_in_order_and_retries() {
     assert!(text.contains("· retry delay"), "the legend: {text}");
 }
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
         .flat_map(|name| {
@@ -133,7 +133,7 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn headless(browser: &Path, profile: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn headless(browser: &Path, profile: &Path, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(browser);
     cmd.args([
         "--headless",

@@ -41,6 +41,8 @@ struct RawWebhook {
 #[serde(deny_unknown_fields)]
 struct RawMail {
     to: Vec<String>,
+    #[serde(default)]
+    attach_report: bool,
 }
 
 /// The chain's rules; a table with an error is reported and left out.
@@ -166,6 +168,7 @@ pub(super) fn build_rules(
                 ca_file: hook.ca_file.map(Into::into),
             }),
             exec: file.exec.map(Spanned::into_inner),
+            mail_attach_report: file.mail.as_ref().is_some_and(|mail| mail.attach_report),
             mail_to: file.mail.map(|mail| mail.to),
             coalesce,
             max_attempts,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use holdfast_api::{ActivityState, AttemptState, Job};
 
-use crate::output::parse_time;
+use crate::text::parse_time;
 
 /// What a stretch of a row shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
