@@ -31,6 +31,16 @@ const KNOWN_ATTEMPT_FIELDS: [&str; 12] = [
     "error_tail",
 ];
 
+/// Bounds on what one report draws, so a job whose activity retried
+/// thousands of times still gives a report of a few hundred KiB: the Gantt
+/// chart draws each row's latest segments, the failures section each
+/// activity's latest failed attempts, and both say what they left out.
+const SVG_SEGMENTS_PER_ROW: usize = 120;
+/// Failed attempts listed per activity (the latest ones).
+const FAILURES_PER_ACTIVITY: usize = 5;
+/// Failed attempts listed in the whole report.
+const FAILURES_IN_ALL: usize = 100;
+
 /// `text` safe inside HTML text and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -177,13 +187,19 @@ fn svg(gantt: &Gantt) -> String {
     }
     for (n, row) in gantt.rows.iter().enumerate() {
         let y = ROW * (n as f64 + 1.0);
+        let hidden = row.segments.len().saturating_sub(SVG_SEGMENTS_PER_ROW);
+        let label = if hidden == 0 {
+            row.label.clone()
+        } else {
+            format!("{} (latest {SVG_SEGMENTS_PER_ROW} bars)", row.label)
+        };
         let _ = writeln!(
             out,
             "<text x=\"4\" y=\"{}\">{}</text>",
             y + 15.0,
-            escape(&row.label)
+            escape(&label)
         );
-        for segment in &row.segments {
+        for segment in &row.segments[hidden..] {
             let x = LABEL + segment.from * scale;
             let width = ((segment.to - segment.from) * scale).max(2.0);
             let (fill, what) = match segment.kind {
@@ -318,16 +334,30 @@ fn outputs(html: &mut String, outputs: &Map<String, Value>) {
 
 fn failures(html: &mut String, job: &Job) {
     html.push_str("<section id=\"failures\"><h2>Failed attempts</h2>\n");
-    let mut any = false;
+    let mut listed = 0;
+    let mut not_listed = 0;
     for activity in &job.activities {
-        for attempt in &activity.attempts {
-            if matches!(
-                attempt.state,
-                AttemptState::Succeeded | AttemptState::Running
-            ) {
-                continue;
-            }
-            any = true;
+        let mut failed: Vec<_> = activity
+            .attempts
+            .iter()
+            .filter(|a| !matches!(a.state, AttemptState::Succeeded | AttemptState::Running))
+            .collect();
+        failed.sort_by_key(|a| a.number);
+        let room = FAILURES_PER_ACTIVITY.min(FAILURES_IN_ALL - listed);
+        let earlier = failed.len().saturating_sub(room);
+        if earlier > 0 {
+            not_listed += earlier;
+            let _ = writeln!(
+                html,
+                "<p class=\"muted\">{}.{}: {earlier} earlier failed attempts not listed \
+                 (<code>hfctl status {} --json</code> has them all).</p>",
+                escape(&activity.process),
+                escape(&activity.activity),
+                job.id
+            );
+        }
+        for attempt in &failed[earlier..] {
+            listed += 1;
             let _ = writeln!(
                 html,
                 "<div class=\"failure\"><h3>{}.{} attempt {} <span class=\"{}\">{}</span>{}</h3>",
@@ -354,7 +384,7 @@ fn failures(html: &mut String, job: &Job) {
             html.push_str("</div>\n");
         }
     }
-    if !any {
+    if listed == 0 && not_listed == 0 {
         html.push_str("<p class=\"muted\">No attempt failed.</p>\n");
     }
     html.push_str("</section>\n");
@@ -410,6 +440,61 @@ mod tests {
             escape("<script>alert('x') & \"y\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
         );
+    }
+
+    /// A job whose one activity failed `attempts` times, each with a tail.
+    fn retried_job(attempts: u32) -> Job {
+        let attempts: Vec<Value> = (1..=attempts)
+            .map(|n| {
+                serde_json::json!({
+                    "number": n, "state": "failed", "pid": 10, "exit_code": 1, "signal": null,
+                    "error_id": format!("E-{n}"), "error": "exit 1",
+                    "started_at": format!("2026-11-23T14:{:02}:{:02}Z", n / 60 % 60, n % 60),
+                    "finished_at": format!("2026-11-23T14:{:02}:{:02}Z", n / 60 % 60, n % 60),
+                    "log_bytes": 10, "log_dropped": 0, "error_tail": "x".repeat(4000)
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "target": "c", "chain": "c", "state": "failed", "alerts": 0,
+            "params": {}, "tenant": null, "priority": 0, "submitted_by": "ana",
+            "submitter_uid": null, "submitter_pid": null, "version": "abc",
+            "created_at": "2026-11-23T14:00:00Z", "started_at": "2026-11-23T14:00:00Z",
+            "finished_at": "2026-11-23T15:00:00Z", "progress": 0.0, "reason": null,
+            "retry_of": null, "outputs": {},
+            "activities": [{"path": "c.p.a", "process": "p", "activity": "a",
+                            "state": "failed", "progress": null, "progress_text": null,
+                            "attempts": attempts}]
+        }))
+        .expect("a valid job")
+    }
+
+    #[test]
+    fn a_job_retried_thousands_of_times_gives_a_bounded_report() {
+        let job = retried_job(3000);
+        let raw = serde_json::to_value(&job).expect("json");
+        let html = render(&job, &raw, &[], "test");
+        assert!(html.len() < 200_000, "{} bytes", html.len());
+        assert_eq!(
+            html.matches("<div class=\"failure\">").count(),
+            FAILURES_PER_ACTIVITY
+        );
+        assert!(html.contains("<code>E-3000</code>"), "the latest is listed");
+        assert!(!html.contains("<code>E-2995</code>"));
+        assert!(html.contains("2995 earlier failed attempts not listed"));
+        // Bars: the row's latest segments (attempts and the delays between).
+        assert_eq!(
+            html.matches("<rect class=\"bar\"").count(),
+            1 + SVG_SEGMENTS_PER_ROW
+        );
+        assert!(html.contains("p.a (latest 120 bars)"));
+
+        let small = retried_job(2);
+        let raw = serde_json::to_value(&small).expect("json");
+        let html = render(&small, &raw, &[], "test");
+        assert_eq!(html.matches("<div class=\"failure\">").count(), 2);
+        assert!(!html.contains("not listed"));
+        assert!(!html.contains("latest"));
     }
 
     #[test]

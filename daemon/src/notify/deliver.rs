@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::rules::{Rule, RunAs, Target, WebhookTls};
-use crate::store::{DueDelivery, Store, StoreError};
+use crate::store::{DueDelivery, Store};
 
 /// Longest one attempt may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,8 +55,6 @@ pub enum DeliveryError {
     Exit { program: String, status: String },
     #[error("the hook cannot run as its chain's user: {0}")]
     RunAs(String),
-    #[error("the job's report cannot be read from the store: {0}")]
-    Report(#[from] StoreError),
 }
 
 pub async fn send(rule: &Rule, delivery: &DueDelivery, store: &Store) -> Result<(), DeliveryError> {
@@ -105,7 +103,7 @@ async fn attempt(rule: &Rule, delivery: &DueDelivery, store: &Store) -> Result<(
             attach_report,
         } => {
             let reports = if *attach_report {
-                super::report::of_payload(store, &delivery.payload).await?
+                super::report::of_payload(store, &delivery.payload).await
             } else {
                 super::report::Reports::default()
             };

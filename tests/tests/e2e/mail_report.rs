@@ -58,7 +58,8 @@ fn attachments(mail: &Value) -> Vec<&Value> {
         .collect()
 }
 
-/// Two failed jobs: the `ops` rule mails each with its report attached,
+/// Two failed jobs of two tenants: the `ops` rule mails each with its
+/// report attached (whose recent runs are its tenant's only),
 /// the `plain` rule mails each as text only, and the chain file's `digest`
 /// rule sends
 /// one mail for both with both reports. Each report is the job's: its
@@ -102,6 +103,8 @@ mail = {{ to = ["plain@example.com"] }}
     eventually(EVENT_WAIT, "the SMTP server to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).map(drop)
     });
+    daemon.write_tenant("north", "[params]\n");
+    daemon.write_tenant("south", "[params]\n");
     daemon.launch();
     let chain = daemon.hfctl_json(&["describe", "nightly"]);
     assert!(
@@ -110,7 +113,10 @@ mail = {{ to = ["plain@example.com"] }}
             .contains("with the job's report"),
         "the chain's rule says it attaches: {chain:#}"
     );
-    let jobs = [daemon.submit("nightly", &[]), daemon.submit("nightly", &[])];
+    let jobs = [
+        daemon.submit("nightly", &["--tenant", "north"]),
+        daemon.submit("nightly", &["--tenant", "south"]),
+    ];
     let error_ids: Vec<String> = jobs
         .iter()
         .map(|&id| {
@@ -132,7 +138,7 @@ mail = {{ to = ["plain@example.com"] }}
     });
     assert_eq!(mails.len(), 5, "{mails:#?}");
 
-    for (job_id, error_id) in jobs.iter().zip(&error_ids) {
+    for ((job_id, error_id), other) in jobs.iter().zip(&error_ids).zip(jobs.iter().rev()) {
         let name = format!("job-{job_id}-report.html");
         let mail = mails
             .iter()
@@ -169,6 +175,13 @@ mail = {{ to = ["plain@example.com"] }}
         ] {
             assert!(html.contains(&fact), "the report has {fact:?}:\n{html}");
         }
+        // Recent runs are the job's own tenant's: the other tenant's job of
+        // the same chain is not in this report.
+        assert!(html.contains(&format!("<tr><td>{job_id}</td>")), "{html}");
+        assert!(
+            !html.contains(&format!("<tr><td>{other}</td>")),
+            "another tenant's job {other} in the report of {job_id}:\n{html}"
+        );
     }
 
     let plain: Vec<&Value> = mails
