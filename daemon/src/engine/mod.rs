@@ -825,16 +825,27 @@ impl Engine {
             }
             Err(error) => {
                 tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
+                let refused: HashSet<String> = self
+                    .pending_jobs
+                    .iter()
+                    .map(|p| submit::submitted_detail(p.job.id))
+                    .collect();
                 for pending in std::mem::take(&mut self.pending_jobs) {
                     let _ = pending
                         .reply
                         .send(Err(SubmitError::Unavailable(store_message(&error))));
                 }
                 // Keep everything else and try again shortly: effects wait
-                // for their writes, so no process starts unrecorded.
+                // for their writes, so no process starts unrecorded. The
+                // refused jobs' rows go (their refusal is audited by the
+                // RPC layer, which gets it as an error).
                 let mut kept = ops;
                 kept.retain(|op| !matches!(op, WriteOp::InsertJob(_)));
                 kept.retain(|op| !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"));
+                kept.retain(|op| {
+                    !matches!(op, WriteOp::Audit(a) if a.method == submit::SUBMIT_AUDIT
+                        && a.detail.as_ref().is_some_and(|d| refused.contains(d)))
+                });
                 kept.append(&mut self.ops);
                 self.ops = kept;
                 self.durable |= durable;

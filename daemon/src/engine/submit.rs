@@ -9,7 +9,15 @@ use tokio::sync::oneshot;
 
 use super::job::{JobRun, prepare};
 use super::{Caller, Engine, PendingJob, SubmitError, SubmitRequest};
-use crate::store::{self, NewJob, StoredJob, WriteOp};
+use crate::store::{self, AuditRow, NewJob, StoredJob, WriteOp};
+
+/// The audit method of a submission.
+pub(super) const SUBMIT_AUDIT: &str = "job.submit";
+
+/// The audit detail of an accepted submission.
+pub(super) fn submitted_detail(id: u64) -> String {
+    format!("job {id}")
+}
 
 impl Engine {
     pub(super) fn submit(
@@ -25,7 +33,10 @@ impl Engine {
             match self.earlier_request(&request, key) {
                 Ok(super::request::Earlier::None) => {}
                 Ok(super::request::Earlier::Job(id)) => {
-                    let _ = reply.send(Ok(id));
+                    // Audited like a new job, and answered once that row
+                    // is in.
+                    self.audit_submitted(&request, id);
+                    self.effects.push(super::Effect::Submitted(reply, id));
                     return;
                 }
                 Err(e) => {
@@ -83,6 +94,7 @@ impl Engine {
         if let Some(key) = &request.request_id {
             self.record_request(id, &request, &chain, key);
         }
+        self.audit_submitted(&request, id);
         self.durable = true;
         tracing::info!(
             HF_JOB_ID = id,
@@ -94,6 +106,23 @@ impl Engine {
             request.caller.user
         );
         self.pending_jobs.push(PendingJob { job, reply });
+    }
+
+    /// The audit row of an accepted submission, written in the job's own
+    /// transaction: the row exists exactly when the job does, and the
+    /// answer waits for one commit, not two. (A refused submission writes
+    /// nothing here; the RPC layer audits the refusal.)
+    fn audit_submitted(&mut self, request: &SubmitRequest, id: u64) {
+        self.ops.push(WriteOp::Audit(Box::new(AuditRow {
+            at: store::now_ms(),
+            uid: Some(request.caller.uid),
+            user: Some(request.caller.user.clone()),
+            pid: request.caller.pid,
+            method: SUBMIT_AUDIT,
+            target: Some(request.target.clone()),
+            outcome: "ok".into(),
+            detail: Some(submitted_detail(id)),
+        })));
     }
 
     /// The writes that create a job: its definition version, its row and

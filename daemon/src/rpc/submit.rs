@@ -92,33 +92,30 @@ pub(super) async fn handle(
         Some(refusal) => Err(refusal),
         None => server.engine.submit(request).await,
     };
-    let (outcome, detail) = match &result {
-        Ok(id) => ("ok".to_string(), Some(format!("job {id}"))),
-        // The same words the caller gets, field by field.
-        Err(e) => (
-            "refused".to_string(),
-            Some(match e {
-                SubmitError::Invalid(fields) => format!(
-                    "invalid parameters: {}",
-                    fields
-                        .iter()
-                        .map(|f| format!("{}: {}", f.field, f.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                other => other.to_string(),
-            }),
-        ),
-    };
-    server
-        .audit(
-            &caller,
-            "job.submit",
-            Some(target.clone()),
-            &outcome,
-            detail,
-        )
-        .await;
+    // An accepted submission was audited by the engine, in the job's own
+    // transaction; a refusal is audited here, in the words the caller gets.
+    if let Err(e) = &result {
+        let detail = match e {
+            SubmitError::Invalid(fields) => format!(
+                "invalid parameters: {}",
+                fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            other => other.to_string(),
+        };
+        server
+            .audit(
+                &caller,
+                "job.submit",
+                Some(target.clone()),
+                "refused",
+                Some(detail),
+            )
+            .await;
+    }
     match result {
         // A repeated key answers with the first job, as it is now.
         Ok(job_id) if keyed => {

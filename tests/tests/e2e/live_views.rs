@@ -276,6 +276,7 @@ fn ps_shows_queued_jobs_and_why_each_waits() {
         job.activities[0].state == ActivityState::Running
     });
     let second = daemon.submit("gate", &[]);
+    let third = daemon.submit("gate", &[]);
     let wide = daemon.submit("wide", &[]);
 
     let reason = |job: u64| -> Result<WaitReason, String> {
@@ -322,6 +323,16 @@ fn ps_shows_queued_jobs_and_why_each_waits() {
         line_of(second).contains("chain_concurrency: chain gate runs 1 of its concurrency 1"),
         "{text}"
     );
+    // Positions in the queue, from one listing and from job.get alike.
+    assert!(line_of(second).contains("; 0 queued ahead"), "{text}");
+    assert!(line_of(third).contains("; 1 queued ahead"), "{text}");
+    let detail = daemon.status(third).waiting.map(|w| w.detail);
+    assert!(
+        detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with("; 1 queued ahead")),
+        "{detail:?}"
+    );
     assert!(line_of(wide).contains("max_parallel"), "{text}");
     assert!(
         line_of(flaky).contains("retry_delay: p.a waits to retry"),
@@ -330,7 +341,7 @@ fn ps_shows_queued_jobs_and_why_each_waits() {
 
     std::fs::write(daemon.dir().join("go"), "").expect("the go file");
     daemon.hfctl(&["cancel", &flaky.to_string()]);
-    for job in [first, second, wide] {
+    for job in [first, second, third, wide] {
         assert_eq!(daemon.wait_done(job).state, JobState::Succeeded);
     }
 }
