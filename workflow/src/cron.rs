@@ -13,10 +13,8 @@
 //! fields (`*/30 * * * *`) follows elapsed time instead: it fires in both
 //! passes of a repeated hour and not at all in a gap.
 
-use std::str::FromStr;
-
+use crate::zone::{NamedZone, ZoneError};
 use chrono::{DateTime, FixedOffset, Local, TimeZone, Timelike, Utc};
-use chrono_tz::Tz;
 use croner::Cron;
 use croner::errors::CronError;
 use croner::parser::{CronParser, Seconds, Year};
@@ -97,7 +95,7 @@ pub const ON_TIME: chrono::Duration = chrono::Duration::seconds(60);
 /// The zone a rule's wall clock times are read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Zone {
-    Named(Tz),
+    Named(NamedZone),
     /// The host's zone, as `chrono::Local` sees it (`TZ`, `/etc/localtime`).
     Local,
 }
@@ -129,7 +127,7 @@ impl CronRule {
 
     /// The rule from parts already checked by [`parse_expression`] and
     /// [`parse_zone`].
-    pub(crate) fn new(expression: &str, cron: Cron, zone: Option<Tz>) -> CronRule {
+    pub(crate) fn new(expression: &str, cron: Cron, zone: Option<NamedZone>) -> CronRule {
         let mut rule = CronRule {
             expression: expression.to_string(),
             times: times_of_day(expression, &cron),
@@ -467,16 +465,12 @@ fn croner_message(error: &CronError) -> String {
 }
 
 /// An IANA time zone name, exactly as the tz database spells it.
-pub(crate) fn parse_zone(name: &str) -> Result<Tz, String> {
-    Tz::from_str(name).map_err(|_| {
-        let hint = chrono_tz::TZ_VARIANTS
-            .iter()
-            .find(|tz| tz.name().eq_ignore_ascii_case(name))
-            .map_or_else(
-                || "use an IANA name like \"Europe/Berlin\" or \"UTC\"".to_string(),
-                |tz| format!("did you mean {:?}?", tz.name()),
-            );
-        format!("unknown time zone {name:?}; {hint}")
+pub(crate) fn parse_zone(name: &str) -> Result<NamedZone, String> {
+    NamedZone::get(name).map_err(|e| match e {
+        ZoneError::Unknown(None) => format!(
+            "unknown time zone {name:?}; use an IANA name like \"Europe/Berlin\" or \"UTC\""
+        ),
+        other => format!("unknown time zone {name:?}; {other}"),
     })
 }
 

@@ -10,16 +10,16 @@
 //! end of the month (January 31 plus one month is February 28 or 29).
 
 use std::fmt::Write as _;
-use std::str::FromStr;
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{
     DateTime, Datelike, Days, FixedOffset, Local, LocalResult, Months, NaiveDate, NaiveDateTime,
     NaiveTime, SecondsFormat, TimeZone, Utc,
 };
-use chrono_tz::Tz;
 use minijinja::value::{Kwargs, Rest};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
+
+use crate::zone::{NamedZone, ZoneError};
 
 /// The context variable holding the zone filters compute in; not a name
 /// templates can use (load-time checks allow only the documented ones).
@@ -29,7 +29,7 @@ pub(crate) const ZONE_VAR: &str = "__hf_zone";
 /// host's zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DateZone {
-    Named(Tz),
+    Named(NamedZone),
     /// The host's zone, as `chrono::Local` sees it (`TZ`, `/etc/localtime`).
     Local,
 }
@@ -40,9 +40,14 @@ impl DateZone {
         if name == "local" {
             return Ok(DateZone::Local);
         }
-        Tz::from_str(name)
+        NamedZone::get(name)
             .map(DateZone::Named)
-            .map_err(|_| format!("unknown time zone {name:?}; use an IANA name or \"local\""))
+            .map_err(|e| match e {
+                ZoneError::Unknown(None) => {
+                    format!("unknown time zone {name:?}; use an IANA name or \"local\"")
+                }
+                other => format!("unknown time zone {name:?}; {other}"),
+            })
     }
 
     /// The IANA name, or `"local"`.

@@ -14,6 +14,7 @@ pub mod secret;
 mod size;
 pub mod template;
 pub mod tenant;
+pub mod zone;
 
 pub use cron::{CatchUp, CronRule, Overlap};
 pub use dates::{BusinessDate, DateZone};
