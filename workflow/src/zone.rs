@@ -209,8 +209,14 @@ mod tests {
 
     #[test]
     fn offsets_follow_daylight_saving_time() {
-        let winter = Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap();
-        let summer = Utc.with_ymd_and_hms(2026, 7, 15, 12, 0, 0).unwrap();
+        let winter = Utc
+            .with_ymd_and_hms(2026, 1, 15, 12, 0, 0)
+            .single()
+            .expect("a valid time");
+        let summer = Utc
+            .with_ymd_and_hms(2026, 7, 15, 12, 0, 0)
+            .single()
+            .expect("a valid time");
         assert_eq!(
             winter.with_timezone(&berlin()).to_rfc3339(),
             "2026-01-15T13:00:00+01:00"
@@ -225,15 +231,15 @@ mod tests {
     fn a_skipped_time_has_no_offset_and_a_repeated_one_has_two() {
         let at = |h, m| {
             NaiveDate::from_ymd_opt(2026, 3, 29)
-                .unwrap()
+                .expect("a valid time")
                 .and_hms_opt(h, m, 0)
-                .unwrap()
+                .expect("a valid time")
         };
         assert_eq!(berlin().from_local_datetime(&at(2, 30)), LocalResult::None);
         let fold = NaiveDate::from_ymd_opt(2026, 10, 25)
-            .unwrap()
+            .expect("a valid time")
             .and_hms_opt(2, 30, 0)
-            .unwrap();
+            .expect("a valid time");
         match berlin().from_local_datetime(&fold) {
             LocalResult::Ambiguous(first, second) => {
                 assert_eq!(first.to_rfc3339(), "2026-10-25T02:30:00+02:00");
