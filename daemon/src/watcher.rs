@@ -6,26 +6,35 @@
 //! reads open and close the files) are ignored, or every reload would
 //! trigger another; so are names that are not workflow files (`*~`,
 //! `.*.swp`, `*.dpkg-*`, ...).
+//!
+//! Event-driven end to end: notify's thread blocks on inotify, and a burst
+//! of changes is gathered on the runtime by a timer that exists only while
+//! a burst lasts. An idle daemon has no watcher wake-ups at all (the
+//! debouncer crate used before ticked every 37.5 ms forever).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use holdfast_workflow::parse::is_workflow_file_name;
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::engine::EngineHandle;
 
-/// How long a burst of file events is gathered before one reload.
+/// How long a burst of file events is gathered before one reload: the
+/// reload comes once the files have been quiet this long...
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// ...or once the burst has lasted this long, so a file written without a
+/// pause cannot put a reload off forever.
+const MAX_GATHER: Duration = Duration::from_secs(2);
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct Watcher {
-    _debouncer: Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: RecommendedWatcher,
 }
 
-/// True when a debounced event should cause a reload.
+/// True when an event should cause a reload.
 fn relevant(kind: &EventKind, paths: &[PathBuf]) -> bool {
     if matches!(kind, EventKind::Access(_)) {
         return false;
@@ -40,22 +49,18 @@ fn relevant(kind: &EventKind, paths: &[PathBuf]) -> bool {
 /// Start watching `dir`. A directory that cannot be watched is logged and
 /// left to `hfctl reload` and SIGHUP.
 pub fn start(dirs: &[&Path], engine: EngineHandle) -> Option<Watcher> {
+    // One slot: a full channel already holds a pending change, enough.
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let handler = move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            if events.iter().any(|e| relevant(&e.kind, &e.paths)) {
-                // A full channel already holds a pending reload: enough.
+    let handler = move |result: notify::Result<notify::Event>| match result {
+        Ok(event) => {
+            if relevant(&event.kind, &event.paths) {
                 let _ = tx.try_send(());
             }
         }
-        Err(errors) => {
-            for error in errors {
-                tracing::warn!(error = %error, "workflow directory watch error");
-            }
-        }
+        Err(error) => tracing::warn!(error = %error, "workflow directory watch error"),
     };
-    let mut debouncer = match new_debouncer(DEBOUNCE, None, handler) {
-        Ok(d) => d,
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start the workflow watcher; use `hfctl reload` or SIGHUP");
             return None;
@@ -66,7 +71,7 @@ pub fn start(dirs: &[&Path], engine: EngineHandle) -> Option<Watcher> {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the directory; not watching it");
             continue;
         }
-        match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
                 tracing::info!(dir = %dir.display(), "watching {} for changes", dir.display())
             }
@@ -77,18 +82,25 @@ pub fn start(dirs: &[&Path], engine: EngineHandle) -> Option<Watcher> {
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
+            let began = Instant::now();
+            loop {
+                let quiet_until = (Instant::now() + DEBOUNCE).min(began + MAX_GATHER);
+                match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
             engine.reload().await;
         }
     });
-    Some(Watcher {
-        _debouncer: debouncer,
-    })
+    Some(Watcher { _watcher: watcher })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify_debouncer_full::notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
+    use notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
 
     #[test]
     fn filters_kinds_and_names() {

@@ -140,3 +140,40 @@ fn log_messages_say_what_happened() {
     let again = std::fs::read_to_string(&id_file).expect("instance-id after a restart");
     assert_eq!(again.trim(), instance, "the id is kept across restarts");
 }
+
+/// Context switches of every thread of `pid` so far.
+fn switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Proves an idle daemon sleeps: with workflow files loaded and watched
+/// and nothing to run, its threads wake (almost) never. Every wait in it is
+/// for an event (a file change, a connection, a timer that is due), not a
+/// poll; a watcher or timer that ticks would add dozens of wake-ups a
+/// second (the file watcher's former debouncer added 27).
+#[test]
+fn an_idle_daemon_does_not_wake_up() {
+    let daemon = TestDaemon::start(&[("quiet.toml", FAILS)]);
+    daemon.hfctl_json(&["info"]);
+    let pid = daemon.pid().expect("the daemon's pid");
+    let window = std::time::Duration::from_secs(2);
+    let before = switches(pid);
+    // A measurement window, not a wait for readiness: the daemon is ready.
+    std::thread::sleep(window);
+    let woke = switches(pid) - before;
+    assert!(
+        woke <= 10,
+        "an idle daemon woke {woke} times in {window:?}; something polls"
+    );
+}
