@@ -33,10 +33,11 @@ impl Engine {
             match self.earlier_request(&request, key) {
                 Ok(super::request::Earlier::None) => {}
                 Ok(super::request::Earlier::Job(id)) => {
-                    // Audited like a new job, and answered once that row
-                    // is in.
+                    // Answered at once, as the job is already stored; the
+                    // audit row goes in with the next commit (and is kept
+                    // through a failed one).
                     self.audit_submitted(&request, id);
-                    self.effects.push(super::Effect::Submitted(reply, id));
+                    let _ = reply.send(Ok(id));
                     return;
                 }
                 Err(e) => {
