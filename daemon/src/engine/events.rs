@@ -290,15 +290,39 @@ impl Outbox {
         )
     }
 
-    /// The batch committed: wake subscribers if it carried events.
-    pub fn committed(&mut self) {
-        if std::mem::take(&mut self.unsent) {
-            self.committed.send_replace(self.next_id - 1);
-        }
-        if std::mem::take(&mut self.unsent_wanted) {
-            self.notifier.send_replace(self.next_id - 1);
+    /// A batch goes to the store: what it carries, to publish once it is
+    /// committed (events made meanwhile belong to the next batch).
+    pub fn seal(&mut self) -> Sealed {
+        let last = self.next_id - 1;
+        Sealed {
+            events: std::mem::take(&mut self.unsent).then_some(last),
+            wanted: std::mem::take(&mut self.unsent_wanted).then_some(last),
         }
     }
+
+    /// The sealed batch committed: wake subscribers if it carried events.
+    pub fn committed(&mut self, sealed: Sealed) {
+        if let Some(last) = sealed.events {
+            self.committed.send_replace(last);
+        }
+        if let Some(last) = sealed.wanted {
+            self.notifier.send_replace(last);
+        }
+    }
+
+    /// The sealed batch failed: its events go out with the retry.
+    pub fn unseal(&mut self, sealed: Sealed) {
+        self.unsent |= sealed.events.is_some();
+        self.unsent_wanted |= sealed.wanted.is_some();
+    }
+}
+
+/// The last event id of a batch on its way to the store, for each kind
+/// of listener that has one to hear of.
+#[derive(Debug, Clone, Copy)]
+pub struct Sealed {
+    events: Option<u64>,
+    wanted: Option<u64>,
 }
 
 impl super::Engine {

@@ -415,6 +415,21 @@ struct PendingJob {
     reply: oneshot::Sender<Result<u64, SubmitError>>,
 }
 
+/// The batch handed to the store and not yet committed, with what waits
+/// for its commit. At most one is in flight: while its fsync runs the
+/// engine goes on taking commands and building the next batch, whose
+/// effects wait for that next commit in turn.
+struct InFlight {
+    committing: crate::store::Committing,
+    durable: bool,
+    effects: Vec<Effect>,
+    pending_jobs: Vec<PendingJob>,
+    events: events::Sealed,
+    /// `(uid, request_id)` of the batch's idempotency keys, so a repeat
+    /// arriving meanwhile is told to try again, as within a batch.
+    request_ids: Vec<(u32, String)>,
+}
+
 pub struct Engine {
     settings: Arc<Settings>,
     /// The daemon's cgroup subtree, when attempts get cgroups.
@@ -453,7 +468,13 @@ pub struct Engine {
     schedule_timer: Option<tokio::task::AbortHandle>,
     /// Events written with their transitions (`events.rs`).
     outbox: events::Outbox,
+    /// Definition versions already written (or in a batch that will be
+    /// retried until it is): a submission writes its chain's definition
+    /// only the first time, not the whole source text with every job.
+    recorded_versions: HashSet<String>,
 
+    /// The batch being committed now, if any.
+    in_flight: Option<InFlight>,
     // The batch being built.
     ops: Vec<WriteOp>,
     durable: bool,
@@ -550,6 +571,7 @@ impl Engine {
             outbox,
             ops: Vec::new(),
             durable: false,
+            in_flight: None,
             effects: Vec::new(),
             pending_jobs: Vec::new(),
             progress_dirty: HashSet::new(),
@@ -557,6 +579,7 @@ impl Engine {
             outputs_dirty: HashSet::new(),
             item_dirty: HashSet::new(),
             control_offsets: HashMap::new(),
+            recorded_versions: HashSet::new(),
         };
         engine.record_definitions();
         engine.recover()?;
@@ -572,15 +595,26 @@ impl Engine {
         let now = crate::store::now_ms();
         for entry in registry.entries.values() {
             if let Some(chain) = &entry.chain {
-                self.ops.push(WriteOp::Definition {
-                    version: chain.version.clone(),
-                    chain: chain.name.clone(),
-                    file: chain.file.display().to_string(),
-                    source: chain.source.clone(),
-                    loaded_at: now,
-                });
+                self.record_definition(chain, now);
             }
         }
+    }
+
+    /// Write `chain`'s definition version unless it already was. (The
+    /// table is never pruned and a failed batch keeps its writes for the
+    /// retry, so a version once pushed stays recorded.)
+    fn record_definition(&mut self, chain: &holdfast_workflow::Chain, now: i64) {
+        if self.recorded_versions.contains(&chain.version) {
+            return;
+        }
+        self.recorded_versions.insert(chain.version.clone());
+        self.ops.push(WriteOp::Definition {
+            version: chain.version.clone(),
+            chain: chain.name.clone(),
+            file: chain.file.display().to_string(),
+            source: chain.source.clone(),
+            loaded_at: now,
+        });
     }
 
     /// The event loop. Returns after a shutdown has completed.
@@ -598,6 +632,13 @@ impl Engine {
             if !more {
                 tokio::select! {
                     biased;
+                    outcome = landed(&mut self.in_flight), if self.in_flight.is_some() => {
+                        if !self.landed(outcome) {
+                            // Failed: tried again on the next command (a
+                            // flush is due in a second), not at once.
+                            continue;
+                        }
+                    }
                     Some(event) = exec.recv() => self.on_exec(event),
                     Some(command) = commands.recv() => self.on_command(command),
                     else => break,
@@ -618,7 +659,7 @@ impl Engine {
                 }
             }
             self.schedule();
-            more = self.commit().await;
+            more = self.commit();
             if self.shutdown_complete() {
                 break;
             }
@@ -797,66 +838,147 @@ impl Engine {
         });
     }
 
-    /// Commit the batch, then carry out its effects. Returns true when the
-    /// loop should go round again without waiting (new jobs joined).
-    async fn commit(&mut self) -> bool {
+    /// Hand the batch to the store unless one is in flight (it goes when
+    /// that one lands). A batch without writes carries out its effects at
+    /// once when nothing is in flight. Returns true when the loop should
+    /// go round again without waiting (new jobs joined).
+    fn commit(&mut self) -> bool {
+        if self.in_flight.is_some() {
+            return false;
+        }
         self.flush_progress();
+        if self.ops.is_empty() {
+            let pending_jobs = std::mem::take(&mut self.pending_jobs);
+            let effects = std::mem::take(&mut self.effects);
+            return self.carry_out_batch(pending_jobs, effects);
+        }
         let ops = std::mem::take(&mut self.ops);
         let durable = std::mem::take(&mut self.durable);
-        let result = if ops.is_empty() {
-            Ok(())
-        } else {
-            self.store.write(ops.clone(), durable).await
-        };
-        match result {
-            Ok(()) => {
-                self.outbox.committed();
-                let joined = !self.pending_jobs.is_empty();
-                for pending in std::mem::take(&mut self.pending_jobs) {
-                    let id = pending.job.id;
-                    self.effects.push(Effect::Submitted(pending.reply, id));
-                    self.effects.push(Effect::Changed(id));
-                    self.enqueue(pending.job);
-                }
-                for effect in std::mem::take(&mut self.effects) {
-                    self.carry_out(effect);
-                }
-                joined
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
-                let refused: HashSet<String> = self
-                    .pending_jobs
-                    .iter()
-                    .map(|p| submit::submitted_detail(p.job.id))
-                    .collect();
-                for pending in std::mem::take(&mut self.pending_jobs) {
-                    let _ = pending
-                        .reply
-                        .send(Err(SubmitError::Unavailable(store_message(&error))));
-                }
-                // Keep everything else and try again shortly: effects wait
-                // for their writes, so no process starts unrecorded. The
-                // refused jobs' rows go (their refusal is audited by the
-                // RPC layer, which gets it as an error).
-                let mut kept = ops;
-                kept.retain(|op| !matches!(op, WriteOp::InsertJob(_)));
-                kept.retain(|op| !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"));
-                kept.retain(|op| {
-                    !matches!(op, WriteOp::Audit(a) if a.method == submit::SUBMIT_AUDIT
-                        && a.detail.as_ref().is_some_and(|d| refused.contains(d)))
-                });
-                kept.append(&mut self.ops);
-                self.ops = kept;
-                self.durable |= durable;
-                let tx = self.commands_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = tx.send(Command::Flush).await;
+        let request_ids = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::JobRequest {
+                    uid, request_id, ..
+                } => Some((*uid, request_id.clone())),
+                _ => None,
+            })
+            .collect();
+        let events = self.outbox.seal();
+        let pending_jobs = std::mem::take(&mut self.pending_jobs);
+        let effects = std::mem::take(&mut self.effects);
+        match self.store.start_write(ops, durable) {
+            Ok(committing) => {
+                self.in_flight = Some(InFlight {
+                    committing,
+                    durable,
+                    effects,
+                    pending_jobs,
+                    events,
+                    request_ids,
                 });
                 false
             }
+            Err(unwritten) => {
+                let crate::store::Unwritten { error, ops } = *unwritten;
+                self.failed(error, ops, durable, effects, pending_jobs, events);
+                false
+            }
         }
+    }
+
+    /// The batch in flight was answered. Returns false when it failed.
+    fn landed(&mut self, outcome: crate::store::WriteOutcome) -> bool {
+        let Some(batch) = self.in_flight.take() else {
+            return true;
+        };
+        match outcome {
+            Ok(()) => {
+                self.outbox.committed(batch.events);
+                self.carry_out_batch(batch.pending_jobs, batch.effects);
+                true
+            }
+            Err(unwritten) => {
+                let crate::store::Unwritten { error, ops } = *unwritten;
+                self.failed(
+                    error,
+                    ops,
+                    batch.durable,
+                    batch.effects,
+                    batch.pending_jobs,
+                    batch.events,
+                );
+                false
+            }
+        }
+    }
+
+    /// A batch committed (or had nothing to write): its new jobs join their
+    /// queues and its effects are carried out. Returns whether jobs joined.
+    fn carry_out_batch(&mut self, pending_jobs: Vec<PendingJob>, effects: Vec<Effect>) -> bool {
+        let joined = !pending_jobs.is_empty();
+        let mut effects = effects;
+        for pending in pending_jobs {
+            let id = pending.job.id;
+            effects.push(Effect::Submitted(pending.reply, id));
+            effects.push(Effect::Changed(id));
+            self.enqueue(pending.job);
+        }
+        for effect in effects {
+            self.carry_out(effect);
+        }
+        joined
+    }
+
+    /// A batch could not be committed: its submissions are refused, the
+    /// rest of it is kept ahead of what was built meanwhile and tried
+    /// again shortly. Effects wait for their writes, so no process starts
+    /// unrecorded.
+    fn failed(
+        &mut self,
+        error: StoreError,
+        ops: Vec<WriteOp>,
+        durable: bool,
+        mut effects: Vec<Effect>,
+        pending_jobs: Vec<PendingJob>,
+        events: events::Sealed,
+    ) {
+        tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
+        let refused_ids: HashSet<u64> = pending_jobs.iter().map(|p| p.job.id).collect();
+        let refused: HashSet<String> = pending_jobs
+            .iter()
+            .map(|p| submit::submitted_detail(p.job.id))
+            .collect();
+        for pending in pending_jobs {
+            let _ = pending
+                .reply
+                .send(Err(SubmitError::Unavailable(store_message(&error))));
+        }
+        // The refused jobs' rows go (their refusal is audited by the RPC
+        // layer, which gets it as an error).
+        let mut kept = ops;
+        kept.retain(|op| !matches!(op, WriteOp::InsertJob(j) if refused_ids.contains(&j.id)));
+        kept.retain(|op| {
+            !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"
+                && e.job_id.is_some_and(|id| refused_ids.contains(&id)))
+        });
+        kept.retain(
+            |op| !matches!(op, WriteOp::JobRequest { job_id, .. } if refused_ids.contains(job_id)),
+        );
+        kept.retain(|op| {
+            !matches!(op, WriteOp::Audit(a) if a.method == submit::SUBMIT_AUDIT
+                && a.detail.as_ref().is_some_and(|d| refused.contains(d)))
+        });
+        kept.append(&mut self.ops);
+        self.ops = kept;
+        effects.append(&mut self.effects);
+        self.effects = effects;
+        self.durable |= durable;
+        self.outbox.unseal(events);
+        let tx = self.commands_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = tx.send(Command::Flush).await;
+        });
     }
 
     fn carry_out(&mut self, effect: Effect) {
@@ -925,8 +1047,17 @@ impl Engine {
         }
     }
 
+    /// Whether job `id` was accepted and waits for its first commit.
+    fn is_pending(&self, id: u64) -> bool {
+        self.pending_jobs.iter().any(|p| p.job.id == id)
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|batch| batch.pending_jobs.iter().any(|p| p.job.id == id))
+    }
+
     fn shutdown_complete(&mut self) -> bool {
-        if self.running > 0 || !self.ops.is_empty() {
+        if self.running > 0 || !self.ops.is_empty() || self.in_flight.is_some() {
             return false;
         }
         match self.shutting_down.take() {
@@ -948,6 +1079,14 @@ impl Engine {
             crate::store::now_ms(),
             self.error_counter & 0xFFFF
         )
+    }
+}
+
+/// The answer to the batch in flight; never resolves when there is none.
+async fn landed(in_flight: &mut Option<InFlight>) -> crate::store::WriteOutcome {
+    match in_flight {
+        Some(batch) => batch.committing.landed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -48,7 +48,7 @@ pub(super) fn fingerprint(request: &SubmitRequest, chain: Option<&Chain>) -> Val
 impl Engine {
     /// Look for an earlier submission by the same uid with `key`: committed
     /// (answer with its job, or refuse if it asked for something else), or
-    /// in the batch being committed now (ask the caller to try again, so
+    /// in a batch being built or committed now (ask the caller to try again, so
     /// nothing is acknowledged before its commit).
     pub(super) fn earlier_request(
         &self,
@@ -58,6 +58,11 @@ impl Engine {
         let uid = request.caller.uid;
         let in_batch = self.ops.iter().any(|op| {
             matches!(op, WriteOp::JobRequest { uid: u, request_id, .. } if *u == uid && request_id == key)
+        }) || self.in_flight.as_ref().is_some_and(|batch| {
+            batch
+                .request_ids
+                .iter()
+                .any(|(u, request_id)| *u == uid && request_id == key)
         });
         if in_batch {
             return Err(SubmitError::Unavailable(format!(

@@ -230,10 +230,9 @@ impl Engine {
     /// Whether jobs of the schedule's last fire (other than `except`) are
     /// still queued or running.
     pub(super) fn fire_in_flight(&self, run: &ScheduleRun, except: Option<u64>) -> bool {
-        run.last_jobs.iter().any(|id| {
-            Some(*id) != except
-                && (self.jobs.contains_key(id) || self.pending_jobs.iter().any(|p| p.job.id == *id))
-        })
+        run.last_jobs
+            .iter()
+            .any(|id| Some(*id) != except && (self.jobs.contains_key(id) || self.is_pending(*id)))
     }
 
     /// Submit the jobs of one fire at instant `at`, honouring `overlap`

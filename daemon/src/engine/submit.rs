@@ -157,13 +157,7 @@ impl Engine {
             )
         };
         let chain = &job.chain;
-        self.ops.push(WriteOp::Definition {
-            version: chain.version.clone(),
-            chain: chain.name.clone(),
-            file: chain.file.display().to_string(),
-            source: chain.source.clone(),
-            loaded_at: store::now_ms(),
-        });
+        self.record_definition(chain, store::now_ms());
         self.ops.push(WriteOp::InsertJob(Box::new(NewJob {
             id: job.id,
             target: job.target.clone(),

@@ -112,7 +112,36 @@ impl StoreError {
 struct WriteRequest {
     ops: Vec<WriteOp>,
     durable: bool,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// How a batch of writes went: committed, or the error with the writes
+/// handed back, so the caller can keep them for a retry without having
+/// copied them beforehand.
+pub type WriteOutcome = Result<(), Box<Unwritten>>;
+
+/// Writes that were not committed, and why.
+#[derive(Debug)]
+pub struct Unwritten {
+    pub error: StoreError,
+    pub ops: Vec<WriteOp>,
+}
+
+fn unwritten(error: StoreError, ops: Vec<WriteOp>) -> Box<Unwritten> {
+    Box::new(Unwritten { error, ops })
+}
+
+/// A batch handed to the writer thread and not yet answered.
+pub struct Committing(oneshot::Receiver<WriteOutcome>);
+
+impl Committing {
+    /// Wait for the batch's commit. (Only a writer thread that died while
+    /// holding the batch loses it; the error says so.)
+    pub async fn landed(&mut self) -> WriteOutcome {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|_| Err(unwritten(StoreError::WriterGone, Vec::new())))
+    }
 }
 
 /// What the writer thread is asked to do.
@@ -271,10 +300,24 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
+        let mut committing = self.start_write(ops, durable).map_err(|u| u.error)?;
+        committing.landed().await.map_err(|u| u.error)
+    }
+
+    /// Hand `ops` to the writer thread for one transaction and return at
+    /// once: the caller goes on with other work while the commit (and its
+    /// fsync) runs, and awaits the answer when it needs it. Refused at
+    /// once, with the writes handed back, on a read-only store.
+    pub fn start_write(
+        &self,
+        ops: Vec<WriteOp>,
+        durable: bool,
+    ) -> Result<Committing, Box<Unwritten>> {
         let Some(writer) = self.access().writer.clone() else {
-            return Err(StoreError::ReadOnly {
+            let error = StoreError::ReadOnly {
                 path: self.shared.path.clone(),
-            });
+            };
+            return Err(unwritten(error, ops));
         };
         let (reply, rx) = oneshot::channel();
         writer
@@ -283,8 +326,11 @@ impl Store {
                 durable,
                 reply,
             }))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+            .map_err(|refused| match refused.0 {
+                Request::Write(request) => unwritten(StoreError::WriterGone, request.ops),
+                Request::Checkpoint(_) => unwritten(StoreError::WriterGone, Vec::new()),
+            })?;
+        Ok(Committing(rx))
     }
 
     /// At a graceful stop, after the last write: checkpoint the WAL into the
@@ -565,14 +611,14 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 }
             }
             Err(_) if batch.len() > 1 => {
-                for req in batch {
-                    let result = apply(&mut conn, req.ops.iter());
-                    let _ = req.reply.send(result);
+                for WriteRequest { ops, reply, .. } in batch {
+                    let result = apply(&mut conn, ops.iter());
+                    let _ = reply.send(result.map_err(|e| unwritten(e, ops)));
                 }
             }
             Err(e) => {
-                for req in batch {
-                    let _ = req.reply.send(Err(clone_error(&e)));
+                for WriteRequest { ops, reply, .. } in batch {
+                    let _ = reply.send(Err(unwritten(clone_error(&e), ops)));
                 }
             }
         }

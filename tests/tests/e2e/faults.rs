@@ -776,6 +776,22 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
         shown(&refused)
     );
     reads_still_work(&daemon, &acknowledged);
+    // A refused submission leaves no trace of its idempotency key: the same
+    // key once there is room makes a real job, not an answer pointing at
+    // the job that was never stored.
+    let keyed = daemon.hfctl(&[
+        "--json",
+        "submit",
+        "quick",
+        "--request-id",
+        "after-the-fill",
+    ]);
+    assert_eq!(
+        keyed.status.code(),
+        Some(EXIT_UNAVAILABLE),
+        "a keyed submission to a full disk is refused too: {}",
+        shown(&keyed)
+    );
     fs::write(daemon.dir().join("go"), "").expect("the go file can be written");
     // The waiter exits now; the daemon cannot write that down yet.
     let pid = activity(&daemon.status(running), "p.wait").attempts[0]
@@ -801,6 +817,22 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
         || try_submit(&daemon).map_err(|output| shown(&output)),
     );
     acknowledged.push(after);
+    let keyed = daemon.hfctl(&[
+        "--json",
+        "submit",
+        "quick",
+        "--request-id",
+        "after-the-fill",
+    ]);
+    assert!(keyed.status.success(), "{}", shown(&keyed));
+    let answer: serde_json::Value =
+        serde_json::from_slice(&keyed.stdout).expect("hfctl --json submit prints JSON");
+    let keyed = answer["job_id"].as_u64().expect("the answer has a job_id");
+    assert!(
+        keyed > after,
+        "the key refused on the full disk made a new job ({keyed}, after {after})"
+    );
+    acknowledged.push(keyed);
     for _ in 0..3 {
         acknowledged.push(daemon.submit("quick", &[]));
     }
