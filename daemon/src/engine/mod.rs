@@ -475,6 +475,9 @@ pub struct Engine {
 
     /// The batch being committed now, if any.
     in_flight: Option<InFlight>,
+    /// Commands about jobs whose first commit is under way, taken again
+    /// once it lands.
+    deferred: Vec<Command>,
     // The batch being built.
     ops: Vec<WriteOp>,
     durable: bool,
@@ -572,6 +575,7 @@ impl Engine {
             ops: Vec::new(),
             durable: false,
             in_flight: None,
+            deferred: Vec::new(),
             effects: Vec::new(),
             pending_jobs: Vec::new(),
             progress_dirty: HashSet::new(),
@@ -676,6 +680,17 @@ impl Engine {
                 caller,
                 reply,
             } => self.reprocess(*original, from_start, from, caller, reply),
+            // A job whose first commit is under way is known to whoever
+            // read the store (the batch may have committed already): its
+            // command waits for that commit instead of calling it unknown.
+            Command::Cancel { job_ids, reply } if job_ids.iter().any(|id| self.is_pending(*id)) => {
+                self.deferred.push(Command::Cancel { job_ids, reply });
+            }
+            Command::Waiting { job_ids, reply }
+                if job_ids.iter().any(|id| self.is_pending(*id)) =>
+            {
+                self.deferred.push(Command::Waiting { job_ids, reply });
+            }
             Command::Cancel { job_ids, reply } => {
                 let outcomes = job_ids.into_iter().map(|id| self.cancel(id)).collect();
                 self.durable = true;
@@ -848,6 +863,7 @@ impl Engine {
         }
         self.flush_progress();
         if self.ops.is_empty() {
+            self.durable = false;
             let pending_jobs = std::mem::take(&mut self.pending_jobs);
             let effects = std::mem::take(&mut self.effects);
             return self.carry_out_batch(pending_jobs, effects);
@@ -895,6 +911,7 @@ impl Engine {
             Ok(()) => {
                 self.outbox.committed(batch.events);
                 self.carry_out_batch(batch.pending_jobs, batch.effects);
+                self.take_deferred();
                 true
             }
             Err(unwritten) => {
@@ -909,6 +926,13 @@ impl Engine {
                 );
                 false
             }
+        }
+    }
+
+    /// Take again the commands that waited for a job's first commit.
+    fn take_deferred(&mut self) {
+        for command in std::mem::take(&mut self.deferred) {
+            self.on_command(command);
         }
     }
 
@@ -974,6 +998,12 @@ impl Engine {
         self.effects = effects;
         self.durable |= durable;
         self.outbox.unseal(events);
+        // A refused job of a schedule's fire ends it as far as `overlap`
+        // goes: a fire held back behind it may go now.
+        for id in refused_ids {
+            self.schedule_job_finished(id);
+        }
+        self.take_deferred();
         let tx = self.commands_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
