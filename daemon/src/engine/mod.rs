@@ -15,9 +15,11 @@
 
 mod adopt;
 pub mod backfill;
+mod commit;
 mod control;
 mod events;
 mod fanout;
+mod handle;
 mod handlers;
 mod items;
 mod items_recovery;
@@ -31,6 +33,8 @@ mod slurm_array;
 mod start;
 mod submit;
 mod waiting;
+
+pub use handle::{EngineHandle, Wiring, wire};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -183,212 +187,6 @@ pub enum Command {
     },
 }
 
-/// The handle the RPC layer and `main` hold.
-/// How long `job.get`, `job.list` and `job.watch` wait for the engine to
-/// say why jobs wait before they answer without it.
-const WAITING_ANSWER: Duration = Duration::from_millis(100);
-
-#[derive(Clone)]
-pub struct EngineHandle {
-    commands: mpsc::Sender<Command>,
-    pub registry: watch::Receiver<Arc<Registry>>,
-    /// A job id each time one of its states changed (after the commit).
-    pub changes: broadcast::Sender<u64>,
-    /// The last event id committed to the outbox (`events.subscribe`).
-    pub events: watch::Receiver<u64>,
-    /// The last event id committed of a kind a notification rule names.
-    pub notifier: watch::Receiver<u64>,
-    pub logs: LogHub,
-    /// Why the engine is held back from starting; None from the moment its
-    /// loop runs.
-    held: watch::Receiver<Option<Arc<str>>>,
-    /// How the Slurm executor's last query went (`hfctl info`).
-    pub slurm_health: watch::Receiver<executor::slurm::Health>,
-}
-
-/// The engine's side of the channels [`wire`] makes; [`Engine::start`]
-/// takes it.
-pub struct Wiring {
-    commands_tx: mpsc::Sender<Command>,
-    commands_rx: mpsc::Receiver<Command>,
-    registry: watch::Sender<Arc<Registry>>,
-    changes: broadcast::Sender<u64>,
-    events: watch::Sender<u64>,
-    notifier: watch::Sender<u64>,
-    hub: LogHub,
-    held: watch::Sender<Option<Arc<str>>>,
-    slurm_health: watch::Sender<executor::slurm::Health>,
-}
-
-/// Make the channels between the engine and everyone else, with the
-/// workflows loaded so far. `held` says why the engine will not start now
-/// (None when it is about to).
-pub fn wire(registry: Registry, held: Option<String>) -> (EngineHandle, Wiring) {
-    let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
-    let (changes, _) = broadcast::channel(4096);
-    let (events_tx, events_rx) = watch::channel(0);
-    let (notifier_tx, notifier_rx) = watch::channel(0);
-    let hub = LogHub::default();
-    let (held_tx, held_rx) = watch::channel(held.map(Arc::from));
-    let (slurm_health_tx, slurm_health) = watch::channel(executor::slurm::Health::default());
-    let handle = EngineHandle {
-        slurm_health,
-        commands: commands_tx.clone(),
-        registry: registry_rx,
-        changes: changes.clone(),
-        events: events_rx,
-        notifier: notifier_rx,
-        logs: hub.clone(),
-        held: held_rx,
-    };
-    let wiring = Wiring {
-        commands_tx,
-        commands_rx,
-        registry: registry_tx,
-        changes,
-        events: events_tx,
-        notifier: notifier_tx,
-        hub,
-        held: held_tx,
-        slurm_health: slurm_health_tx,
-    };
-    (handle, wiring)
-}
-
-impl Wiring {
-    /// Replace the workflows the handle shows, before the engine starts
-    /// (once it runs, it reloads them itself).
-    pub fn set_registry(&self, registry: Registry) {
-        self.registry.send_replace(Arc::new(registry));
-    }
-}
-
-impl EngineHandle {
-    /// Why the engine is held back from starting (the state directory is
-    /// read-only), or None once it runs. It never goes back to held.
-    pub fn held(&self) -> Option<Arc<str>> {
-        self.held.borrow().clone()
-    }
-
-    /// Ask the engine loop; None when it is held back (nothing would
-    /// answer yet) or has stopped.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        if self.held.borrow().is_some() {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    pub async fn submit(&self, request: SubmitRequest) -> Result<u64, SubmitError> {
-        self.ask(|reply| Command::Submit { request, reply })
-            .await
-            .unwrap_or(Err(SubmitError::ShuttingDown))
-    }
-
-    pub async fn reprocess(
-        &self,
-        original: crate::store::StoredJob,
-        from_start: bool,
-        from: Option<String>,
-        caller: Caller,
-    ) -> Result<u64, SubmitError> {
-        self.ask(|reply| Command::Reprocess {
-            original: Box::new(original),
-            from_start,
-            from,
-            caller,
-            reply,
-        })
-        .await
-        .unwrap_or(Err(SubmitError::ShuttingDown))
-    }
-
-    pub async fn cancel(&self, job_ids: Vec<u64>) -> Vec<CancelOutcome> {
-        self.ask(|reply| Command::Cancel { job_ids, reply })
-            .await
-            .unwrap_or_default()
-    }
-
-    pub async fn counts(&self) -> Counts {
-        self.ask(|reply| Command::Counts { reply })
-            .await
-            .unwrap_or_default()
-    }
-
-    /// The counts, answered by the engine loop itself; None once it has
-    /// stopped. The systemd watchdog is fed only when this answers.
-    pub async fn probe(&self) -> Option<Counts> {
-        self.ask(|reply| Command::Counts { reply }).await
-    }
-
-    /// Why each of `job_ids` waits (`Job::waiting`); empty while the
-    /// engine is held back or stopped, or when it does not answer within
-    /// [`WAITING_ANSWER`]: reads must not hang on a busy engine.
-    pub async fn waiting(&self, job_ids: Vec<u64>) -> HashMap<u64, holdfast_api::Waiting> {
-        if job_ids.is_empty() {
-            return HashMap::new();
-        }
-        let ask = self.ask(|reply| Command::Waiting { job_ids, reply });
-        tokio::time::timeout(WAITING_ANSWER, ask)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-    }
-
-    pub async fn schedules(&self) -> Vec<ScheduleView> {
-        self.ask(|reply| Command::Schedules { reply })
-            .await
-            .unwrap_or_default()
-    }
-
-    pub async fn schedule_control(
-        &self,
-        chain: String,
-        name: String,
-        action: ScheduleAction,
-    ) -> Result<ScheduleView, ScheduleControlError> {
-        self.ask(|reply| Command::ScheduleControl {
-            chain,
-            name,
-            action,
-            reply,
-        })
-        .await
-        .unwrap_or(Err(ScheduleControlError::Stopping))
-    }
-
-    /// Submit the fires of a backfill planned by [`backfill::plan`].
-    pub async fn schedule_backfill(
-        &self,
-        chain: String,
-        name: String,
-        fires: Vec<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Backfill, ScheduleControlError> {
-        self.ask(|reply| Command::ScheduleBackfill {
-            chain,
-            name,
-            fires,
-            reply,
-        })
-        .await
-        .unwrap_or(Err(ScheduleControlError::Stopping))
-    }
-
-    /// Re-read the workflows directory; resolves once the new registry is in place.
-    pub async fn reload(&self) {
-        let _ = self.ask(|reply| Command::Reload { reply }).await;
-    }
-
-    /// Ask the engine to stop; resolves once every attempt has ended.
-    pub async fn shutdown(&self) {
-        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
-    }
-}
-
 /// A side effect, carried out only after the batch's writes committed.
 enum Effect {
     Submitted(oneshot::Sender<Result<u64, SubmitError>>, u64),
@@ -413,21 +211,6 @@ enum Effect {
 struct PendingJob {
     job: JobRun,
     reply: oneshot::Sender<Result<u64, SubmitError>>,
-}
-
-/// The batch handed to the store and not yet committed, with what waits
-/// for its commit. At most one is in flight: while its fsync runs the
-/// engine goes on taking commands and building the next batch, whose
-/// effects wait for that next commit in turn.
-struct InFlight {
-    committing: crate::store::Committing,
-    durable: bool,
-    effects: Vec<Effect>,
-    pending_jobs: Vec<PendingJob>,
-    events: events::Sealed,
-    /// `(uid, request_id)` of the batch's idempotency keys, so a repeat
-    /// arriving meanwhile is told to try again, as within a batch.
-    request_ids: Vec<(u32, String)>,
 }
 
 pub struct Engine {
@@ -474,7 +257,7 @@ pub struct Engine {
     recorded_versions: HashSet<String>,
 
     /// The batch being committed now, if any.
-    in_flight: Option<InFlight>,
+    in_flight: Option<commit::InFlight>,
     /// Commands about jobs whose first commit is under way, taken again
     /// once it lands.
     deferred: Vec<Command>,
@@ -636,7 +419,7 @@ impl Engine {
             if !more {
                 tokio::select! {
                     biased;
-                    outcome = landed(&mut self.in_flight), if self.in_flight.is_some() => {
+                    outcome = commit::landed(&mut self.in_flight), if self.in_flight.is_some() => {
                         if !self.landed(outcome) {
                             // Failed: tried again on the next command (a
                             // flush is due in a second), not at once.
@@ -853,209 +636,6 @@ impl Engine {
         });
     }
 
-    /// Hand the batch to the store unless one is in flight (it goes when
-    /// that one lands). A batch without writes carries out its effects at
-    /// once when nothing is in flight. Returns true when the loop should
-    /// go round again without waiting (new jobs joined).
-    fn commit(&mut self) -> bool {
-        if self.in_flight.is_some() {
-            return false;
-        }
-        self.flush_progress();
-        if self.ops.is_empty() {
-            self.durable = false;
-            let pending_jobs = std::mem::take(&mut self.pending_jobs);
-            let effects = std::mem::take(&mut self.effects);
-            return self.carry_out_batch(pending_jobs, effects);
-        }
-        let ops = std::mem::take(&mut self.ops);
-        let durable = std::mem::take(&mut self.durable);
-        let request_ids = ops
-            .iter()
-            .filter_map(|op| match op {
-                WriteOp::JobRequest {
-                    uid, request_id, ..
-                } => Some((*uid, request_id.clone())),
-                _ => None,
-            })
-            .collect();
-        let events = self.outbox.seal();
-        let pending_jobs = std::mem::take(&mut self.pending_jobs);
-        let effects = std::mem::take(&mut self.effects);
-        match self.store.start_write(ops, durable) {
-            Ok(committing) => {
-                self.in_flight = Some(InFlight {
-                    committing,
-                    durable,
-                    effects,
-                    pending_jobs,
-                    events,
-                    request_ids,
-                });
-                false
-            }
-            Err(unwritten) => {
-                let crate::store::Unwritten { error, ops } = *unwritten;
-                self.failed(error, ops, durable, effects, pending_jobs, events);
-                false
-            }
-        }
-    }
-
-    /// The batch in flight was answered. Returns false when it failed.
-    fn landed(&mut self, outcome: crate::store::WriteOutcome) -> bool {
-        let Some(batch) = self.in_flight.take() else {
-            return true;
-        };
-        match outcome {
-            Ok(()) => {
-                self.outbox.committed(batch.events);
-                self.carry_out_batch(batch.pending_jobs, batch.effects);
-                self.take_deferred();
-                true
-            }
-            Err(unwritten) => {
-                let crate::store::Unwritten { error, ops } = *unwritten;
-                self.failed(
-                    error,
-                    ops,
-                    batch.durable,
-                    batch.effects,
-                    batch.pending_jobs,
-                    batch.events,
-                );
-                false
-            }
-        }
-    }
-
-    /// Take again the commands that waited for a job's first commit.
-    fn take_deferred(&mut self) {
-        for command in std::mem::take(&mut self.deferred) {
-            self.on_command(command);
-        }
-    }
-
-    /// A batch committed (or had nothing to write): its new jobs join their
-    /// queues and its effects are carried out. Returns whether jobs joined.
-    fn carry_out_batch(&mut self, pending_jobs: Vec<PendingJob>, effects: Vec<Effect>) -> bool {
-        let joined = !pending_jobs.is_empty();
-        let mut effects = effects;
-        for pending in pending_jobs {
-            let id = pending.job.id;
-            effects.push(Effect::Submitted(pending.reply, id));
-            effects.push(Effect::Changed(id));
-            self.enqueue(pending.job);
-        }
-        for effect in effects {
-            self.carry_out(effect);
-        }
-        joined
-    }
-
-    /// A batch could not be committed: its submissions are refused, the
-    /// rest of it is kept ahead of what was built meanwhile and tried
-    /// again shortly. Effects wait for their writes, so no process starts
-    /// unrecorded.
-    fn failed(
-        &mut self,
-        error: StoreError,
-        ops: Vec<WriteOp>,
-        durable: bool,
-        mut effects: Vec<Effect>,
-        pending_jobs: Vec<PendingJob>,
-        events: events::Sealed,
-    ) {
-        tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
-        let refused_ids: HashSet<u64> = pending_jobs.iter().map(|p| p.job.id).collect();
-        let refused: HashSet<String> = pending_jobs
-            .iter()
-            .map(|p| submit::submitted_detail(p.job.id))
-            .collect();
-        for pending in pending_jobs {
-            let _ = pending
-                .reply
-                .send(Err(SubmitError::Unavailable(store_message(&error))));
-        }
-        // The refused jobs' rows go (their refusal is audited by the RPC
-        // layer, which gets it as an error).
-        let mut kept = ops;
-        kept.retain(|op| !matches!(op, WriteOp::InsertJob(j) if refused_ids.contains(&j.id)));
-        kept.retain(|op| {
-            !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"
-                && e.job_id.is_some_and(|id| refused_ids.contains(&id)))
-        });
-        kept.retain(
-            |op| !matches!(op, WriteOp::JobRequest { job_id, .. } if refused_ids.contains(job_id)),
-        );
-        kept.retain(|op| {
-            !matches!(op, WriteOp::Audit(a) if a.method == submit::SUBMIT_AUDIT
-                && a.detail.as_ref().is_some_and(|d| refused.contains(d)))
-        });
-        kept.append(&mut self.ops);
-        self.ops = kept;
-        effects.append(&mut self.effects);
-        self.effects = effects;
-        self.durable |= durable;
-        self.outbox.unseal(events);
-        // A refused job of a schedule's fire ends it as far as `overlap`
-        // goes: a fire held back behind it may go now.
-        for id in refused_ids {
-            self.schedule_job_finished(id);
-        }
-        self.take_deferred();
-        let tx = self.commands_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = tx.send(Command::Flush).await;
-        });
-    }
-
-    fn carry_out(&mut self, effect: Effect) {
-        match effect {
-            Effect::Submitted(reply, id) => {
-                let _ = reply.send(Ok(id));
-            }
-            Effect::Cancelled(reply, outcomes) => {
-                let _ = reply.send(outcomes);
-            }
-            Effect::Spawn(spec, kill) => {
-                executor::spawn(*spec, self.exec_tx.clone(), kill, self.hub.clone());
-            }
-            Effect::Kill(sender, reason) => {
-                let _ = sender.send(reason);
-            }
-            Effect::Timer(delay, command) => {
-                let tx = self.commands_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(command).await;
-                });
-            }
-            Effect::JobTimer(job_id, delay) => {
-                let tx = self.commands_tx.clone();
-                let handle = tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(Command::JobTimeout { job_id }).await;
-                });
-                if let Some(job) = self.jobs.get_mut(&job_id) {
-                    job.timeout_timer = Some(handle.abort_handle());
-                } else {
-                    handle.abort();
-                }
-            }
-            Effect::Changed(id) => {
-                let _ = self.changes.send(id);
-            }
-            Effect::ScheduleChanged(reply, result) => {
-                let _ = reply.send(result);
-            }
-            Effect::Backfilled(reply, result) => {
-                let _ = reply.send(result);
-            }
-        }
-    }
-
     fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {
         let waiters = self.shutting_down.get_or_insert_with(Vec::new);
         waiters.push(reply);
@@ -1075,15 +655,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Whether job `id` was accepted and waits for its first commit.
-    fn is_pending(&self, id: u64) -> bool {
-        self.pending_jobs.iter().any(|p| p.job.id == id)
-            || self
-                .in_flight
-                .as_ref()
-                .is_some_and(|batch| batch.pending_jobs.iter().any(|p| p.job.id == id))
     }
 
     fn shutdown_complete(&mut self) -> bool {
@@ -1109,22 +680,5 @@ impl Engine {
             crate::store::now_ms(),
             self.error_counter & 0xFFFF
         )
-    }
-}
-
-/// The answer to the batch in flight; never resolves when there is none.
-async fn landed(in_flight: &mut Option<InFlight>) -> crate::store::WriteOutcome {
-    match in_flight {
-        Some(batch) => batch.committing.landed().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn store_message(error: &StoreError) -> String {
-    if error.is_unavailable() {
-        "the state directory cannot be written (disk full or read-only); try again when it can"
-            .to_string()
-    } else {
-        "the store rejected the write; see the daemon's log".to_string()
     }
 }

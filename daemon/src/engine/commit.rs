@@ -1,0 +1,257 @@
+//! The commit pipeline: a batch of writes handed to the store's writer
+//! thread, the effects, new jobs and events that wait for it, and what
+//! happens when it lands or fails. One batch is in flight at a time; the
+//! loop builds the next one meanwhile.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Command, Effect, Engine, PendingJob, SubmitError, events, submit};
+use crate::executor;
+use crate::store::{StoreError, WriteOp};
+
+/// The batch handed to the store and not yet committed, with what waits
+/// for its commit. At most one is in flight: while its fsync runs the
+/// engine goes on taking commands and building the next batch, whose
+/// effects wait for that next commit in turn.
+pub(super) struct InFlight {
+    committing: crate::store::Committing,
+    durable: bool,
+    effects: Vec<Effect>,
+    pending_jobs: Vec<PendingJob>,
+    events: events::Sealed,
+    /// `(uid, request_id)` of the batch's idempotency keys, so a repeat
+    /// arriving meanwhile is told to try again, as within a batch.
+    pub(super) request_ids: Vec<(u32, String)>,
+}
+
+impl Engine {
+    /// Hand the batch to the store unless one is in flight (it goes when
+    /// that one lands). A batch without writes carries out its effects at
+    /// once when nothing is in flight. Returns true when the loop should
+    /// go round again without waiting (new jobs joined).
+    pub(super) fn commit(&mut self) -> bool {
+        if self.in_flight.is_some() {
+            return false;
+        }
+        self.flush_progress();
+        if self.ops.is_empty() {
+            self.durable = false;
+            let pending_jobs = std::mem::take(&mut self.pending_jobs);
+            let effects = std::mem::take(&mut self.effects);
+            return self.carry_out_batch(pending_jobs, effects);
+        }
+        let ops = std::mem::take(&mut self.ops);
+        let durable = std::mem::take(&mut self.durable);
+        let request_ids = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::JobRequest {
+                    uid, request_id, ..
+                } => Some((*uid, request_id.clone())),
+                _ => None,
+            })
+            .collect();
+        let events = self.outbox.seal();
+        let pending_jobs = std::mem::take(&mut self.pending_jobs);
+        let effects = std::mem::take(&mut self.effects);
+        match self.store.start_write(ops, durable) {
+            Ok(committing) => {
+                self.in_flight = Some(InFlight {
+                    committing,
+                    durable,
+                    effects,
+                    pending_jobs,
+                    events,
+                    request_ids,
+                });
+                false
+            }
+            Err(unwritten) => {
+                let crate::store::Unwritten { error, ops } = *unwritten;
+                self.failed(error, ops, durable, effects, pending_jobs, events);
+                false
+            }
+        }
+    }
+
+    /// The batch in flight was answered. Returns false when it failed.
+    pub(super) fn landed(&mut self, outcome: crate::store::WriteOutcome) -> bool {
+        let Some(batch) = self.in_flight.take() else {
+            return true;
+        };
+        match outcome {
+            Ok(()) => {
+                self.outbox.committed(batch.events);
+                self.carry_out_batch(batch.pending_jobs, batch.effects);
+                self.take_deferred();
+                true
+            }
+            Err(unwritten) => {
+                let crate::store::Unwritten { error, ops } = *unwritten;
+                self.failed(
+                    error,
+                    ops,
+                    batch.durable,
+                    batch.effects,
+                    batch.pending_jobs,
+                    batch.events,
+                );
+                false
+            }
+        }
+    }
+
+    /// Take again the commands that waited for a job's first commit.
+    fn take_deferred(&mut self) {
+        for command in std::mem::take(&mut self.deferred) {
+            self.on_command(command);
+        }
+    }
+
+    /// A batch committed (or had nothing to write): its new jobs join their
+    /// queues and its effects are carried out. Returns whether jobs joined.
+    fn carry_out_batch(&mut self, pending_jobs: Vec<PendingJob>, effects: Vec<Effect>) -> bool {
+        let joined = !pending_jobs.is_empty();
+        let mut effects = effects;
+        for pending in pending_jobs {
+            let id = pending.job.id;
+            effects.push(Effect::Submitted(pending.reply, id));
+            effects.push(Effect::Changed(id));
+            self.enqueue(pending.job);
+        }
+        for effect in effects {
+            self.carry_out(effect);
+        }
+        joined
+    }
+
+    /// A batch could not be committed: its submissions are refused, the
+    /// rest of it is kept ahead of what was built meanwhile and tried
+    /// again shortly. Effects wait for their writes, so no process starts
+    /// unrecorded.
+    fn failed(
+        &mut self,
+        error: StoreError,
+        ops: Vec<WriteOp>,
+        durable: bool,
+        mut effects: Vec<Effect>,
+        pending_jobs: Vec<PendingJob>,
+        events: events::Sealed,
+    ) {
+        tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
+        let refused_ids: HashSet<u64> = pending_jobs.iter().map(|p| p.job.id).collect();
+        let refused: HashSet<String> = pending_jobs
+            .iter()
+            .map(|p| submit::submitted_detail(p.job.id))
+            .collect();
+        for pending in pending_jobs {
+            let _ = pending
+                .reply
+                .send(Err(SubmitError::Unavailable(store_message(&error))));
+        }
+        // The refused jobs' rows go (their refusal is audited by the RPC
+        // layer, which gets it as an error).
+        let mut kept = ops;
+        kept.retain(|op| !matches!(op, WriteOp::InsertJob(j) if refused_ids.contains(&j.id)));
+        kept.retain(|op| {
+            !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"
+                && e.job_id.is_some_and(|id| refused_ids.contains(&id)))
+        });
+        kept.retain(
+            |op| !matches!(op, WriteOp::JobRequest { job_id, .. } if refused_ids.contains(job_id)),
+        );
+        kept.retain(|op| {
+            !matches!(op, WriteOp::Audit(a) if a.method == submit::SUBMIT_AUDIT
+                && a.detail.as_ref().is_some_and(|d| refused.contains(d)))
+        });
+        kept.append(&mut self.ops);
+        self.ops = kept;
+        effects.append(&mut self.effects);
+        self.effects = effects;
+        self.durable |= durable;
+        self.outbox.unseal(events);
+        // A refused job of a schedule's fire ends it as far as `overlap`
+        // goes: a fire held back behind it may go now.
+        for id in refused_ids {
+            self.schedule_job_finished(id);
+        }
+        self.take_deferred();
+        let tx = self.commands_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = tx.send(Command::Flush).await;
+        });
+    }
+
+    fn carry_out(&mut self, effect: Effect) {
+        match effect {
+            Effect::Submitted(reply, id) => {
+                let _ = reply.send(Ok(id));
+            }
+            Effect::Cancelled(reply, outcomes) => {
+                let _ = reply.send(outcomes);
+            }
+            Effect::Spawn(spec, kill) => {
+                executor::spawn(*spec, self.exec_tx.clone(), kill, self.hub.clone());
+            }
+            Effect::Kill(sender, reason) => {
+                let _ = sender.send(reason);
+            }
+            Effect::Timer(delay, command) => {
+                let tx = self.commands_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(command).await;
+                });
+            }
+            Effect::JobTimer(job_id, delay) => {
+                let tx = self.commands_tx.clone();
+                let handle = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Command::JobTimeout { job_id }).await;
+                });
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.timeout_timer = Some(handle.abort_handle());
+                } else {
+                    handle.abort();
+                }
+            }
+            Effect::Changed(id) => {
+                let _ = self.changes.send(id);
+            }
+            Effect::ScheduleChanged(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Effect::Backfilled(reply, result) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Whether job `id` was accepted and waits for its first commit.
+    pub(super) fn is_pending(&self, id: u64) -> bool {
+        self.pending_jobs.iter().any(|p| p.job.id == id)
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|batch| batch.pending_jobs.iter().any(|p| p.job.id == id))
+    }
+}
+
+/// The answer to the batch in flight; never resolves when there is none.
+pub(super) async fn landed(in_flight: &mut Option<InFlight>) -> crate::store::WriteOutcome {
+    match in_flight {
+        Some(batch) => batch.committing.landed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn store_message(error: &StoreError) -> String {
+    if error.is_unavailable() {
+        "the state directory cannot be written (disk full or read-only); try again when it can"
+            .to_string()
+    } else {
+        "the store rejected the write; see the daemon's log".to_string()
+    }
+}
