@@ -249,6 +249,9 @@ pub struct Engine {
     last_stop: crate::store::clean_stop::LastStop,
     schedules: std::collections::BTreeMap<(String, String), schedules::ScheduleRun>,
     schedule_timer: Option<tokio::task::AbortHandle>,
+    /// Schedules whose chain or rule went away, as they were: one that
+    /// comes back takes up its pause and last fire from here.
+    retired_schedules: HashMap<(String, String), schedules::ScheduleRun>,
     /// Events written with their transitions (`events.rs`).
     outbox: events::Outbox,
     /// Definition versions already written (or in a batch that will be
@@ -354,6 +357,7 @@ impl Engine {
             last_stop,
             schedules: std::collections::BTreeMap::new(),
             schedule_timer: None,
+            retired_schedules: HashMap::new(),
             outbox,
             ops: Vec::new(),
             durable: false,

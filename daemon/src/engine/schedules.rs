@@ -90,7 +90,16 @@ impl Engine {
         for chain in registry.entries.values().filter_map(|e| e.chain.clone()) {
             for schedule in &chain.schedules {
                 let key = (chain.name.clone(), schedule.name.clone());
-                let run = match self.schedules.remove(&key) {
+                // A schedule that went away and came back takes up its state
+                // from memory, which is never behind the store (the store's
+                // copy may still be in a batch being committed).
+                let known = self.schedules.remove(&key).or_else(|| {
+                    self.retired_schedules.remove(&key).map(|mut run| {
+                        run.waiting = None;
+                        run
+                    })
+                });
+                let run = match known {
                     Some(mut run) => {
                         run.chain = chain.clone();
                         run.schedule = schedule.clone();
@@ -129,6 +138,9 @@ impl Engine {
         }
         // State of schedules that disappeared is kept: a file moved away and
         // back (or saved by a slow rename) must not lose its pause.
+        for (key, run) in std::mem::take(&mut self.schedules) {
+            self.retired_schedules.insert(key, run);
+        }
         self.schedules = next;
         self.arm_schedule_timer();
     }

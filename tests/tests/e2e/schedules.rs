@@ -820,3 +820,42 @@ fn cron_next_moves_a_time_in_the_spring_gap_to_the_end_of_the_gap() {
         shown(&bad)
     );
 }
+
+/// A schedule whose file goes away and comes back (a slow editor's save,
+/// a file moved aside for a moment) takes up its pause and its last fire
+/// where it left them, from the daemon's memory.
+#[test]
+fn a_schedule_that_goes_away_and_comes_back_keeps_its_pause() {
+    let daemon = TestDaemon::start(&[("tick.toml", EVERY_SECOND)]);
+    wait_fired(&daemon, "tick.every", 1, Duration::from_secs(5));
+    let jobs = settle(&daemon, "tick.every");
+    let before = schedule_info(&daemon, "tick.every");
+    assert_eq!(before["paused"], true, "{before:#}");
+
+    let file = daemon.workflows_dir().join("tick.toml");
+    let aside = daemon.dir().join("tick.toml.aside");
+    std::fs::rename(&file, &aside).expect("the chain file can be moved aside");
+    daemon.hfctl_json(&["reload"]);
+    let listed = daemon.hfctl_json(&["schedules"]);
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|all| all.iter().all(|s| s["chain"] != "tick")),
+        "the schedule is gone with its file: {listed:#}"
+    );
+
+    std::fs::rename(&aside, &file).expect("the chain file can be moved back");
+    daemon.hfctl_json(&["reload"]);
+    let after = schedule_info(&daemon, "tick.every");
+    assert_eq!(after["paused"], true, "the pause survives: {after:#}");
+    assert!(after["next_fire"].is_null(), "{after:#}");
+    for field in ["last_handled", "last_job"] {
+        assert_eq!(
+            after[field], before[field],
+            "{field} survives: {before:#} {after:#}"
+        );
+    }
+    // Paused, it fires nothing more.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(fired(&daemon, "tick.every").len(), jobs.len());
+}
