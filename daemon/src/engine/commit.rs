@@ -150,17 +150,12 @@ impl Engine {
                 .reply
                 .send(Err(SubmitError::Unavailable(store_message(&error))));
         }
-        // The refused jobs' rows go (their refusal is audited by the RPC
-        // layer, which gets it as an error).
+        // Every write about a refused job goes (its row, its activities'
+        // and items' rows a reprocess carried over, its events, its key),
+        // and its audit row: the RPC layer audits the refusal, which it
+        // gets as an error.
         let mut kept = ops;
-        kept.retain(|op| !matches!(op, WriteOp::InsertJob(j) if refused_ids.contains(&j.id)));
-        kept.retain(|op| {
-            !matches!(op, WriteOp::Event(e) if e.kind == "job.submitted"
-                && e.job_id.is_some_and(|id| refused_ids.contains(&id)))
-        });
-        kept.retain(
-            |op| !matches!(op, WriteOp::JobRequest { job_id, .. } if refused_ids.contains(job_id)),
-        );
+        kept.retain(|op| !op.job_id().is_some_and(|id| refused_ids.contains(&id)));
         kept.retain(|op| {
             !matches!(op, WriteOp::Audit(a) if a.method == submit::SUBMIT_AUDIT
                 && a.detail.as_ref().is_some_and(|d| refused.contains(d)))

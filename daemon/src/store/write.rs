@@ -337,6 +337,51 @@ pub struct EventRow {
 }
 
 impl WriteOp {
+    /// The job this write is about, when it is about one job (a job row,
+    /// one of its activities, attempts or items, its event).
+    pub fn job_id(&self) -> Option<u64> {
+        match self {
+            WriteOp::InsertJob(job) => Some(job.id),
+            WriteOp::JobState { id, .. }
+            | WriteOp::JobAlert { id, .. }
+            | WriteOp::JobOutcome { id, .. } => Some(*id),
+            WriteOp::JobRequest { job_id, .. }
+            | WriteOp::AttemptLogError { job_id, .. }
+            | WriteOp::ActivityState { job_id, .. }
+            | WriteOp::ActivityUndone { job_id, .. }
+            | WriteOp::ActivityProgress { job_id, .. }
+            | WriteOp::ActivityCheckpoint { job_id, .. }
+            | WriteOp::ActivityOutputs { job_id, .. }
+            | WriteOp::ActivityInterruptions { job_id, .. }
+            | WriteOp::InsertAttempt { job_id, .. }
+            | WriteOp::AttemptPid { job_id, .. }
+            | WriteOp::AttemptSlurmJob { job_id, .. }
+            | WriteOp::AttemptControlOffset { job_id, .. }
+            | WriteOp::ActivityItems { job_id, .. }
+            | WriteOp::ItemStart { job_id, .. }
+            | WriteOp::ItemSlurmJob { job_id, .. }
+            | WriteOp::ItemControlOffset { job_id, .. }
+            | WriteOp::ItemPid { job_id, .. }
+            | WriteOp::ItemState { job_id, .. }
+            | WriteOp::ItemControl { job_id, .. }
+            | WriteOp::CarryItems { job_id, .. } => Some(*job_id),
+            WriteOp::AttemptEnd(end) => Some(end.job_id),
+            WriteOp::ItemEnd { end, .. } => Some(end.job_id),
+            WriteOp::Event(event) => event.job_id,
+            WriteOp::Definition { .. }
+            | WriteOp::Audit(_)
+            | WriteOp::Schedule { .. }
+            | WriteOp::DeleteJobs(_)
+            | WriteOp::DeleteAudit(_)
+            | WriteOp::DeleteEvents { .. }
+            | WriteOp::QueueDeliveries { .. }
+            | WriteOp::DeliveryAttempt { .. }
+            | WriteOp::RetryDelivery { .. }
+            | WriteOp::ScheduleError { .. }
+            | WriteOp::ScheduleBackfill { .. } => None,
+        }
+    }
+
     pub(super) fn apply(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         match self {
             WriteOp::Definition {
