@@ -5,7 +5,10 @@
 //! without waiting) before anything touches the database, and held for the
 //! daemon's life: the kernel drops it when the process ends, however it
 //! ends, so a crash never leaves a stale lock. The holder writes its pid into
-//! the file so a second daemon can say which one is in the way.
+//! the file so a second daemon can say which one is in the way. (A child
+//! that a daemon killed with SIGKILL was starting keeps a copy of the
+//! descriptor until it execs; a lock whose recorded holder is dead is
+//! waited for, briefly.)
 //!
 //! On a read-only file system the lock file may not be creatable. A daemon
 //! there only reads, so it goes on without the lock when the file is
@@ -92,10 +95,15 @@ pub fn acquire(dir: &Path) -> Result<Option<StateLock>, LockError> {
                 "" => "unknown".to_string(),
                 pid => pid.to_string(),
             };
-            return Err(LockError::Held {
-                dir: dir.to_path_buf(),
-                pid,
-            });
+            match wait_for_dead_holder(file, &pid) {
+                Some(locked) => locked,
+                None => {
+                    return Err(LockError::Held {
+                        dir: dir.to_path_buf(),
+                        pid,
+                    });
+                }
+            }
         }
         Err((_, source)) => return Err(LockError::Lock { path, source }),
     };
@@ -113,6 +121,33 @@ pub fn acquire(dir: &Path) -> Result<Option<StateLock>, LockError> {
     }
     Ok(Some(StateLock { _file: file }))
 }
+
+/// The lock is held but the daemon that wrote `pid` is gone: a process
+/// it was starting when it died (killed between `clone` and `exec`) still
+/// has a copy of the lock's descriptor, for the moment until it closes it
+/// or execs. Wait for that, without polling, up to [`DEAD_HOLDER_WAIT`];
+/// None when the holder is alive (another daemon) or the lock stays held.
+fn wait_for_dead_holder(file: File, pid: &str) -> Option<Flock<File>> {
+    let pid: i32 = pid.parse().ok()?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(Errno::ESRCH);
+    if alive {
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The thread blocks in `flock` until the lock is free; if that never
+    // comes it stays blocked, and the daemon exits with the error anyway.
+    std::thread::Builder::new()
+        .name("state-lock".into())
+        .spawn(move || {
+            let _ = tx.send(Flock::lock(file, FlockArg::LockExclusive).ok());
+        })
+        .ok()?;
+    rx.recv_timeout(DEAD_HOLDER_WAIT).ok().flatten()
+}
+
+/// How long a lock left to a dead daemon's half-started child is waited
+/// for.
+const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
@@ -133,5 +168,65 @@ mod tests {
         }
         drop(first);
         assert!(acquire(dir.path()).expect("free again").is_some());
+    }
+
+    /// The lock held through a descriptor a dead daemon left behind (its
+    /// half-started child's copy) is taken once that copy goes, instead of
+    /// refusing to start.
+    #[test]
+    fn a_lock_left_to_a_dead_daemons_child_is_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let holder = acquire(dir.path())
+            .expect("lock")
+            .expect("a writable directory");
+        // The pid of a process that has been reaped: the "daemon" is gone.
+        let mut gone = std::process::Command::new("true")
+            .spawn()
+            .expect("true starts");
+        let dead = gone.id();
+        gone.wait().expect("true is reaped");
+        std::fs::write(dir.path().join(FILE_NAME), format!("{dead}\n")).expect("pid written");
+        let (released, release) = std::sync::mpsc::channel::<()>();
+        let child_copy = std::thread::spawn(move || {
+            // The copy goes when the test says so, after the second daemon
+            // found the lock held.
+            let _ = release.recv();
+            drop(holder);
+        });
+        let started = std::time::Instant::now();
+        let waiter = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || acquire(&dir)
+        });
+        // Only once the second daemon waits (its waiting thread exists):
+        // the copy must go while the lock is being waited for.
+        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+        while !thread_named("state-lock") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "acquire never waited for the lock"
+            );
+            std::thread::yield_now();
+        }
+        released.send(()).expect("the holder listens");
+        let taken = waiter.join().expect("acquire returns");
+        child_copy.join().expect("the holder ends");
+        assert!(
+            matches!(taken, Ok(Some(_))),
+            "taken once the dead daemon's copy went: {taken:?}"
+        );
+        assert!(started.elapsed() < DEAD_HOLDER_WAIT);
+    }
+
+    /// Whether a thread of this process has the name `name`.
+    fn thread_named(name: &str) -> bool {
+        std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == name)
+            })
     }
 }
