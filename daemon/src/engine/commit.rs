@@ -16,13 +16,18 @@ use crate::store::{StoreError, WriteOp};
 /// effects wait for that next commit in turn.
 pub(super) struct InFlight {
     committing: crate::store::Committing,
+    batch: Batch,
+}
+
+/// What a batch handed to the store carries besides its writes.
+pub(super) struct Batch {
     durable: bool,
     effects: Vec<Effect>,
     pending_jobs: Vec<PendingJob>,
     events: events::Sealed,
     /// `(uid, request_id)` of the batch's idempotency keys, so a repeat
     /// arriving meanwhile is told to try again, as within a batch.
-    pub(super) request_ids: Vec<(u32, String)>,
+    request_ids: Vec<(u32, String)>,
 }
 
 impl Engine {
@@ -52,32 +57,23 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let events = self.outbox.seal();
-        let pending_jobs = std::mem::take(&mut self.pending_jobs);
-        let effects = std::mem::take(&mut self.effects);
+        let batch = Batch {
+            durable,
+            effects: std::mem::take(&mut self.effects),
+            pending_jobs: std::mem::take(&mut self.pending_jobs),
+            events: self.outbox.seal(),
+            request_ids,
+        };
         match self.store.start_write(ops, durable) {
-            Ok(committing) => {
-                self.in_flight = Some(InFlight {
-                    committing,
-                    durable,
-                    effects,
-                    pending_jobs,
-                    events,
-                    request_ids,
-                });
-                false
-            }
-            Err(unwritten) => {
-                let crate::store::Unwritten { error, ops } = *unwritten;
-                self.failed(error, ops, durable, effects, pending_jobs, events);
-                false
-            }
+            Ok(committing) => self.in_flight = Some(InFlight { committing, batch }),
+            Err(unwritten) => self.failed(*unwritten, batch),
         }
+        false
     }
 
     /// The batch in flight was answered. Returns false when it failed.
     pub(super) fn landed(&mut self, outcome: crate::store::WriteOutcome) -> bool {
-        let Some(batch) = self.in_flight.take() else {
+        let Some(InFlight { batch, .. }) = self.in_flight.take() else {
             return true;
         };
         match outcome {
@@ -88,15 +84,7 @@ impl Engine {
                 true
             }
             Err(unwritten) => {
-                let crate::store::Unwritten { error, ops } = *unwritten;
-                self.failed(
-                    error,
-                    ops,
-                    batch.durable,
-                    batch.effects,
-                    batch.pending_jobs,
-                    batch.events,
-                );
+                self.failed(*unwritten, batch);
                 false
             }
         }
@@ -130,15 +118,15 @@ impl Engine {
     /// rest of it is kept ahead of what was built meanwhile and tried
     /// again shortly. Effects wait for their writes, so no process starts
     /// unrecorded.
-    fn failed(
-        &mut self,
-        error: StoreError,
-        ops: Vec<WriteOp>,
-        durable: bool,
-        mut effects: Vec<Effect>,
-        pending_jobs: Vec<PendingJob>,
-        events: events::Sealed,
-    ) {
+    fn failed(&mut self, unwritten: crate::store::Unwritten, batch: Batch) {
+        let crate::store::Unwritten { error, ops } = unwritten;
+        let Batch {
+            durable,
+            mut effects,
+            pending_jobs,
+            events,
+            ..
+        } = batch;
         tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
         let refused_ids: HashSet<u64> = pending_jobs.iter().map(|p| p.job.id).collect();
         let refused: HashSet<String> = pending_jobs
@@ -224,13 +212,23 @@ impl Engine {
         }
     }
 
+    /// Whether the batch in flight carries `uid`'s idempotency key `key`.
+    pub(super) fn key_in_flight(&self, uid: u32, key: &str) -> bool {
+        self.in_flight.as_ref().is_some_and(|in_flight| {
+            in_flight
+                .batch
+                .request_ids
+                .iter()
+                .any(|(u, request_id)| *u == uid && request_id == key)
+        })
+    }
+
     /// Whether job `id` was accepted and waits for its first commit.
     pub(super) fn is_pending(&self, id: u64) -> bool {
         self.pending_jobs.iter().any(|p| p.job.id == id)
-            || self
-                .in_flight
-                .as_ref()
-                .is_some_and(|batch| batch.pending_jobs.iter().any(|p| p.job.id == id))
+            || self.in_flight.as_ref().is_some_and(|in_flight| {
+                in_flight.batch.pending_jobs.iter().any(|p| p.job.id == id)
+            })
     }
 }
 

@@ -58,12 +58,7 @@ impl Engine {
         let uid = request.caller.uid;
         let in_batch = self.ops.iter().any(|op| {
             matches!(op, WriteOp::JobRequest { uid: u, request_id, .. } if *u == uid && request_id == key)
-        }) || self.in_flight.as_ref().is_some_and(|batch| {
-            batch
-                .request_ids
-                .iter()
-                .any(|(u, request_id)| *u == uid && request_id == key)
-        });
+        }) || self.key_in_flight(uid, key);
         if in_batch {
             return Err(SubmitError::Unavailable(format!(
                 "a submission with request_id {key:?} is being stored right now; try again"

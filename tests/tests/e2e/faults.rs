@@ -675,7 +675,14 @@ fn fill(dir: &Path) -> PathBuf {
 
 /// `hfctl --json submit quick`: Ok(job id) or Err(output) when refused.
 fn try_submit(daemon: &TestDaemon) -> Result<u64, Output> {
-    let output = daemon.hfctl(&["--json", "submit", "quick"]);
+    try_submit_with(daemon, &[])
+}
+
+/// As [`try_submit`], with more arguments to `hfctl submit quick`.
+fn try_submit_with(daemon: &TestDaemon, more: &[&str]) -> Result<u64, Output> {
+    let mut args = vec!["--json", "submit", "quick"];
+    args.extend_from_slice(more);
+    let output = daemon.hfctl(&args);
     if !output.status.success() {
         return Err(output);
     }
@@ -733,6 +740,7 @@ fn reads_still_work(daemon: &TestDaemon, earlier: &[u64]) {
 
 #[test]
 fn a_full_state_disk_refuses_submissions_and_recovers() {
+    const KEY: &str = "after-the-fill";
     let Some(tmpfs) = Tmpfs::mount("8m") else {
         return;
     };
@@ -779,17 +787,12 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
     // A refused submission leaves no trace of its idempotency key: the same
     // key once there is room makes a real job, not an answer pointing at
     // the job that was never stored.
-    let keyed = daemon.hfctl(&[
-        "--json",
-        "submit",
-        "quick",
-        "--request-id",
-        "after-the-fill",
-    ]);
+    let keyed = try_submit_with(&daemon, &["--request-id", KEY])
+        .expect_err("a keyed submission to a full disk is refused too");
     assert_eq!(
         keyed.status.code(),
         Some(EXIT_UNAVAILABLE),
-        "a keyed submission to a full disk is refused too: {}",
+        "{}",
         shown(&keyed)
     );
     fs::write(daemon.dir().join("go"), "").expect("the go file can be written");
@@ -817,17 +820,8 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
         || try_submit(&daemon).map_err(|output| shown(&output)),
     );
     acknowledged.push(after);
-    let keyed = daemon.hfctl(&[
-        "--json",
-        "submit",
-        "quick",
-        "--request-id",
-        "after-the-fill",
-    ]);
-    assert!(keyed.status.success(), "{}", shown(&keyed));
-    let answer: serde_json::Value =
-        serde_json::from_slice(&keyed.stdout).expect("hfctl --json submit prints JSON");
-    let keyed = answer["job_id"].as_u64().expect("the answer has a job_id");
+    let keyed = try_submit_with(&daemon, &["--request-id", KEY])
+        .unwrap_or_else(|output| panic!("the key is free again: {}", shown(&output)));
     assert!(
         keyed > after,
         "the key refused on the full disk made a new job ({keyed}, after {after})"
