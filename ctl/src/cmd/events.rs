@@ -3,7 +3,7 @@
 //! each, through the `events.subscribe` subscription; `-f` follows them and
 //! reconnects across a daemon restart, resuming after the last id printed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use holdfast_api::Event;
 use holdfast_api::rpc::HoldfastClient;
@@ -12,6 +12,7 @@ use super::Context;
 use crate::daemon::{Daemon, Transport};
 use crate::error::{Error, Outcome};
 use crate::output;
+use crate::watch::is_lost;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,8 +45,10 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         (None, true) => None,
     };
     let mut daemon = ctx.connect_subscribing().await?;
+    // Set once the daemon went away: until when `-f` waits for it.
+    let mut reconnecting: Option<Instant> = None;
     loop {
-        let mut subscription = daemon
+        let subscribed = daemon
             .call(daemon.client.events_subscribe(
                 since,
                 args.chain.clone(),
@@ -54,7 +57,16 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
                 None,
                 Some(args.follow),
             ))
-            .await?;
+            .await;
+        let mut subscription = match (subscribed, reconnecting) {
+            (Ok(subscription), _) => subscription,
+            // The daemon we reached was still stopping: wait for the next.
+            (Err(error), Some(deadline)) if is_lost(&error) && Instant::now() < deadline => {
+                daemon = reconnect(ctx, deadline).await?;
+                continue;
+            }
+            (Err(error), _) => return Err(error),
+        };
         while let Some(item) = subscription.next().await {
             let event = item.map_err(|e| daemon.bad_item(e))?;
             if ctx.json {
@@ -70,10 +82,29 @@ pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
         // The daemon stopped (or closed a subscriber that fell behind):
         // connect again and go on after the last event printed.
         drop(subscription);
-        daemon = Daemon::connect_waiting(|| ctx.socket(), RECONNECT_WAIT, Transport::Subscribing)
-            .await?;
+        let deadline = Instant::now() + RECONNECT_WAIT;
+        reconnecting = Some(deadline);
+        daemon = reconnect(ctx, deadline).await?;
     }
 }
+
+/// Connect again to a daemon that went away, until `deadline`. A daemon
+/// still stopping may take the connection and drop it during the
+/// handshake; that is tried again too, as `hfctl wait` does.
+async fn reconnect(ctx: &Context, deadline: Instant) -> Result<Daemon, Error> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match Daemon::connect_waiting(|| ctx.socket(), left, Transport::Subscribing).await {
+            Err(error) if is_lost(&error) && Instant::now() < deadline => {
+                tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The pause between tries at a daemon that dropped the connection.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// One event as a line for people.
 pub fn line(event: &Event) -> String {
