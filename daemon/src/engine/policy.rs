@@ -126,6 +126,8 @@ impl Engine {
             outcome: "refused".into(),
             detail: Some(reason),
         })));
+        // A watcher that read the job before this commit hears of its end.
+        self.effects.push(super::Effect::Changed(job.id));
         self.durable = true;
     }
 }
