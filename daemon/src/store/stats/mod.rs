@@ -1,13 +1,14 @@
 //! `stats.get`: figures of the jobs created in a window, per chain and per
-//! activity. Whole hours of the window are read from the rollup that
-//! schema version 16's triggers keep (`rollup.rs`); the part of an hour at
-//! the window's start is counted exactly from the jobs themselves
-//! (`exact.rs`). Both add into the same sums, and durations, queue waits
+//! activity. Whole hours of the window are read (`rollup.rs`) from the
+//! rollup that triggers keep (schema version 16, rewritten by 19 in
+//! `triggers.rs`); the part of an hour at the window's start is counted
+//! exactly from the jobs themselves (`exact.rs`). Both add into the same sums, and durations, queue waits
 //! and peak memories are kept to three significant digits (`keep`), so
 //! the answer does not depend on where an hour boundary falls.
 
 mod exact;
 mod rollup;
+pub(super) mod triggers;
 
 use std::collections::BTreeMap;
 
