@@ -201,7 +201,8 @@ impl Engine {
                 }
             }
             Effect::Changed(id) => {
-                let _ = self.changes.send(id);
+                let live = self.jobs.contains_key(&id);
+                let _ = self.changes.send(super::JobChange { job_id: id, live });
             }
             Effect::ScheduleChanged(reply, result) => {
                 let _ = reply.send(result);

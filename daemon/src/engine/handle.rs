@@ -20,13 +20,24 @@ use crate::registry::Registry;
 /// say why jobs wait before they answer without it.
 const WAITING_ANSWER: Duration = Duration::from_millis(100);
 
+/// A change to a job, sent once the commit holding it has landed.
+#[derive(Debug, Clone, Copy)]
+pub struct JobChange {
+    pub job_id: u64,
+    /// The job is still queued or running in the engine, so as committed
+    /// it has not ended either: a job that ends leaves the engine and its
+    /// id never comes back (a retry is a new job). A watcher need not read
+    /// the store to know it goes on. False when it may have ended.
+    pub live: bool,
+}
+
 /// The handle the RPC layer and `main` hold.
 #[derive(Clone)]
 pub struct EngineHandle {
     pub(super) commands: mpsc::Sender<Command>,
     pub registry: watch::Receiver<Arc<Registry>>,
-    /// A job id each time one of its states changed (after the commit).
-    pub changes: broadcast::Sender<u64>,
+    /// A job each time one of its states changed (after the commit).
+    pub changes: broadcast::Sender<JobChange>,
     /// The last event id committed to the outbox (`events.subscribe`).
     pub events: watch::Receiver<u64>,
     /// The last event id committed of a kind a notification rule names.
@@ -45,7 +56,7 @@ pub struct Wiring {
     pub(super) commands_tx: mpsc::Sender<Command>,
     pub(super) commands_rx: mpsc::Receiver<Command>,
     pub(super) registry: watch::Sender<Arc<Registry>>,
-    pub(super) changes: broadcast::Sender<u64>,
+    pub(super) changes: broadcast::Sender<JobChange>,
     pub(super) events: watch::Sender<u64>,
     pub(super) notifier: watch::Sender<u64>,
     pub(super) hub: LogHub,

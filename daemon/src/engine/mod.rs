@@ -34,7 +34,7 @@ mod start;
 mod submit;
 mod waiting;
 
-pub use handle::{EngineHandle, Wiring, wire};
+pub use handle::{EngineHandle, JobChange, Wiring, wire};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -221,7 +221,7 @@ pub struct Engine {
     slurm: Arc<executor::slurm::Client>,
     store: Store,
     registry: watch::Sender<Arc<Registry>>,
-    changes: broadcast::Sender<u64>,
+    changes: broadcast::Sender<JobChange>,
     hub: LogHub,
     commands_tx: mpsc::Sender<Command>,
     exec_tx: mpsc::Sender<ExecEvent>,

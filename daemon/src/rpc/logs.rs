@@ -133,7 +133,7 @@ pub(super) async fn follow(
                 }
                 loop {
                     match changes.recv().await {
-                        Ok(id) if id == job_id => break,
+                        Ok(change) if change.job_id == job_id => break,
                         Ok(_) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                         Err(_) => return Err("the daemon is stopping".into()),

@@ -4,6 +4,8 @@
 //! whole tree after each change would cost more than running it. So a full
 //! snapshot goes out at most every [`MIN_INTERVAL`], while the cheap state
 //! check after every change makes sure the terminal snapshot is sent at once.
+//! The check reads the store only when the engine could not vouch that the
+//! job goes on ([`crate::engine::JobChange::live`]).
 //!
 //! A watcher that does not read is not sent more snapshots than its
 //! connection's queue has room for: while the queue is half full, a due
@@ -70,7 +72,13 @@ pub(super) async fn handle(
             () = sink.closed() => return Ok(()),
         };
         match event {
-            Some(Ok(id)) if id != job_id => continue,
+            Some(Ok(change)) if change.job_id != job_id => continue,
+            // Known to go on: no need to read its state.
+            Some(Ok(change)) if change.live && Instant::now() < due => {
+                unsent = true;
+                continue;
+            }
+            Some(Ok(change)) if change.live => {}
             Some(Ok(_)) | Some(Err(RecvError::Lagged(_))) => {
                 let state = server
                     .store
