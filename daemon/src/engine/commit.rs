@@ -6,7 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Command, Effect, Engine, PendingJob, SubmitError, events, submit};
+use super::{
+    Command, Effect, Engine, PendingJob, ScheduleControlError, SubmitError, events, submit,
+};
 use crate::executor;
 use crate::store::{StoreError, WriteOp};
 
@@ -122,7 +124,7 @@ impl Engine {
         let crate::store::Unwritten { error, ops } = unwritten;
         let Batch {
             durable,
-            mut effects,
+            effects,
             pending_jobs,
             events,
             ..
@@ -137,6 +139,15 @@ impl Engine {
             let _ = pending
                 .reply
                 .send(Err(SubmitError::Unavailable(store_message(&error))));
+        }
+        // Nor does a schedule's answer name a job that was refused: it is
+        // a refusal now, given at once instead of after the next commit.
+        let (named, kept_effects): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|effect| names_refused(effect, &refused_ids));
+        let mut effects = kept_effects;
+        for effect in named {
+            self.carry_out(as_refusal(effect, &error));
         }
         // Every write about a refused job goes (its row, its activities'
         // and items' rows a reprocess carried over, its events, its key),
@@ -238,6 +249,36 @@ pub(super) async fn landed(in_flight: &mut Option<InFlight>) -> crate::store::Wr
     match in_flight {
         Some(batch) => batch.committing.landed().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Whether `effect` is a backfill's or a trigger's answer naming a job
+/// the failed batch refused.
+fn names_refused(effect: &Effect, refused: &HashSet<u64>) -> bool {
+    match effect {
+        Effect::Backfilled(_, Ok(backfill)) => backfill.jobs.iter().any(|id| refused.contains(id)),
+        Effect::ScheduleChanged(_, Ok(view)) => {
+            view.last_job.is_some_and(|id| refused.contains(&id))
+        }
+        _ => false,
+    }
+}
+
+/// The answer [`names_refused`] found, as the refusal it now is. The
+/// fires are not run again.
+fn as_refusal(effect: Effect, error: &StoreError) -> Effect {
+    let message = format!(
+        "{}; the fire's jobs were refused and are not run: fire it again once it can write",
+        store_message(error)
+    );
+    match effect {
+        Effect::Backfilled(reply, _) => {
+            Effect::Backfilled(reply, Err(ScheduleControlError::Unavailable(message)))
+        }
+        Effect::ScheduleChanged(reply, _) => {
+            Effect::ScheduleChanged(reply, Err(ScheduleControlError::Unavailable(message)))
+        }
+        other => other,
     }
 }
 

@@ -577,6 +577,9 @@ pub enum ScheduleControlError {
     Refused(String),
     #[error("the daemon is stopping; try again once it runs")]
     Stopping,
+    /// The jobs the call made could not be committed and were refused.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why one tenant's job of a fire was refused, with per-field reasons.

@@ -137,7 +137,9 @@ fn control_error(e: ScheduleControlError) -> ErrorObjectOwned {
                     message: message.clone(),
                 }],
             ),
-        ScheduleControlError::Stopping => ErrorCode::Unavailable.error(e.to_string()),
+        ScheduleControlError::Stopping | ScheduleControlError::Unavailable(_) => {
+            ErrorCode::Unavailable.error(e.to_string())
+        }
     }
 }
 

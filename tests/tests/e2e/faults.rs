@@ -27,10 +27,10 @@ use crate::support::{activity, shown};
 /// stopped serving.
 const RESPONSIVE: Duration = Duration::from_secs(5);
 /// Exit code of hfctl for UNAVAILABLE.
-const EXIT_UNAVAILABLE: i32 = 11;
+pub(crate) const EXIT_UNAVAILABLE: i32 = 11;
 
 /// One activity that succeeds at once.
-const QUICK: &str = r#"
+pub(crate) const QUICK: &str = r#"
 [process.p.activity.a]
 command = ["true"]
 "#;
@@ -658,7 +658,7 @@ pub(crate) fn daemon_on(tmpfs: &Tmpfs) -> TestDaemon {
 }
 
 /// Fill the file system holding `dir` with one file, until a write fails.
-fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     let mut file = File::create(&path).expect("the filler can be created");
     let block = vec![0xA5u8; 64 * 1024];
@@ -693,7 +693,7 @@ fn try_submit_with(daemon: &TestDaemon, more: &[&str]) -> Result<u64, Output> {
 
 /// Submit until one submission is refused (at most `tries`); returns the
 /// acknowledged ids and the refusal.
-fn submit_until_refused(daemon: &TestDaemon, tries: usize) -> (Vec<u64>, Output) {
+pub(crate) fn submit_until_refused(daemon: &TestDaemon, tries: usize) -> (Vec<u64>, Output) {
     let mut acknowledged = Vec::new();
     for _ in 0..tries {
         match try_submit(daemon) {

@@ -26,6 +26,7 @@ mod failure;
 mod fanout;
 mod fanout_recovery;
 mod faults;
+mod faults_schedules;
 mod flood;
 mod handlers;
 mod host_conventions;
