@@ -3,11 +3,11 @@
 
 use rusqlite_migration::{M, Migrations};
 
-use super::stats::triggers::V19;
+use super::stats::triggers::{V19, V20};
 
 /// Every migration's SQL, oldest first.
-const ALL: [&str; 19] = [
-    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19,
+const ALL: [&str; 20] = [
+    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18, V19, V20,
 ];
 
 /// Every migration, oldest first.

@@ -1,5 +1,6 @@
-//! Schema version 19: the rollup's triggers, rewritten to cost less in
-//! the transaction of every submission and every activity run.
+//! Schema versions 19 and 20: the rollup's triggers, rewritten to cost
+//! less in the transaction of every submission and every activity run
+//! (19), and peak memory added as the number it is taken back as (20).
 //!
 //! Version 16's triggers added each delta through a view whose `INSTEAD
 //! OF` trigger upserted it and then deleted the row if it fell to
@@ -341,5 +342,144 @@ CREATE TRIGGER stats_attempt_delete AFTER DELETE ON attempts BEGIN
                       UNION ALL SELECT 3, CASE WHEN OLD.number = 1 THEN OLD.started_at END
                       UNION ALL SELECT 4, OLD.peak_memory_bytes) v
         WHERE j.id = OLD.job_id AND v.value IS NOT NULL;
+END;
+"#;
+
+/// Version 20: peak memory (kind 4) is added as the number it is taken
+/// back as. Version 19 added the column's raw value where its removal
+/// (through the view) takes `value - 0`; only a value no writer of the
+/// daemon's makes (text, written by hand with `sqlite3`) told them apart,
+/// and then the hand write failed or was bucketed unlike its removal. The
+/// update trigger now adds a new value exactly when its removal takes the
+/// old one back (the column's own values differ). The removal trigger is
+/// created again after it, unchanged, so it still fires first.
+pub(in crate::store) const V20: &str = r#"
+DROP TRIGGER stats_attempt_insert;
+CREATE TRIGGER stats_attempt_insert AFTER INSERT ON attempts BEGIN
+    INSERT INTO stats_activities (hour, chain, tenant, path, activities, runs, succeeded,
+                                  failed, attempts, retries, cpu_us)
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities
+                         WHERE job_id = NEW.job_id AND idx = NEW.idx), ''),
+               0, 0, 0, 0, 1, NEW.number > 1,
+               COALESCE(NEW.user_cpu_us, 0) + COALESCE(NEW.system_cpu_us, 0)
+        FROM jobs j WHERE j.id = NEW.job_id
+    ON CONFLICT DO UPDATE SET activities = activities + excluded.activities,
+        runs = runs + excluded.runs, succeeded = succeeded + excluded.succeeded,
+        failed = failed + excluded.failed, attempts = attempts + excluded.attempts,
+        retries = retries + excluded.retries, cpu_us = cpu_us + excluded.cpu_us;
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+        SELECT hour, chain, tenant, path, 2,
+               v - v % CASE WHEN v < 1000 THEN 1
+                   ELSE CAST(substr('1000000000000000000', 1, length(v) - 2) AS INTEGER) END,
+               1, v
+        FROM (SELECT j.created_at / 3600000 AS hour, j.chain AS chain,
+                     COALESCE(j.tenant, '') AS tenant,
+                     COALESCE((SELECT path FROM activities
+                               WHERE job_id = NEW.job_id AND idx = NEW.idx), '') AS path,
+                     NEW.finished_at - NEW.started_at AS v
+              FROM jobs j WHERE j.id = NEW.job_id)
+        WHERE v IS NOT NULL
+    ON CONFLICT DO UPDATE SET n = n + excluded.n, max_exact = MAX(max_exact, excluded.max_exact);
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+        SELECT hour, chain, tenant, path, 3,
+               v - v % CASE WHEN v < 1000 THEN 1
+                   ELSE CAST(substr('1000000000000000000', 1, length(v) - 2) AS INTEGER) END,
+               1, v
+        FROM (SELECT j.created_at / 3600000 AS hour, j.chain AS chain,
+                     COALESCE(j.tenant, '') AS tenant,
+                     COALESCE((SELECT path FROM activities
+                               WHERE job_id = NEW.job_id AND idx = NEW.idx), '') AS path,
+                     NEW.started_at - j.created_at AS v
+              FROM jobs j WHERE j.id = NEW.job_id AND NEW.number = 1)
+        WHERE v IS NOT NULL
+    ON CONFLICT DO UPDATE SET n = n + excluded.n, max_exact = MAX(max_exact, excluded.max_exact);
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+        SELECT hour, chain, tenant, path, 4,
+               v - v % CASE WHEN v < 1000 THEN 1
+                   ELSE CAST(substr('1000000000000000000', 1, length(v) - 2) AS INTEGER) END,
+               1, v
+        FROM (SELECT j.created_at / 3600000 AS hour, j.chain AS chain,
+                     COALESCE(j.tenant, '') AS tenant,
+                     COALESCE((SELECT path FROM activities
+                               WHERE job_id = NEW.job_id AND idx = NEW.idx), '') AS path,
+                     NEW.peak_memory_bytes - 0 AS v
+              FROM jobs j WHERE j.id = NEW.job_id)
+        WHERE v IS NOT NULL
+    ON CONFLICT DO UPDATE SET n = n + excluded.n, max_exact = MAX(max_exact, excluded.max_exact);
+END;
+
+DROP TRIGGER stats_attempt_update_values;
+CREATE TRIGGER stats_attempt_update_values
+AFTER UPDATE OF number, started_at, finished_at, peak_memory_bytes ON attempts
+WHEN (NEW.finished_at - NEW.started_at IS NOT NULL
+      AND NEW.finished_at - NEW.started_at IS NOT OLD.finished_at - OLD.started_at)
+  OR (NEW.number = 1
+      AND NEW.started_at IS NOT CASE WHEN OLD.number = 1 THEN OLD.started_at END)
+  OR (NEW.peak_memory_bytes IS NOT NULL AND NEW.peak_memory_bytes IS NOT OLD.peak_memory_bytes)
+BEGIN
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+        SELECT hour, chain, tenant, path, 2,
+               v - v % CASE WHEN v < 1000 THEN 1
+                   ELSE CAST(substr('1000000000000000000', 1, length(v) - 2) AS INTEGER) END,
+               1, v
+        FROM (SELECT j.created_at / 3600000 AS hour, j.chain AS chain,
+                     COALESCE(j.tenant, '') AS tenant,
+                     COALESCE((SELECT path FROM activities
+                               WHERE job_id = NEW.job_id AND idx = NEW.idx), '') AS path,
+                     NEW.finished_at - NEW.started_at AS v
+              FROM jobs j WHERE j.id = NEW.job_id)
+        WHERE v IS NOT NULL AND v IS NOT OLD.finished_at - OLD.started_at
+    ON CONFLICT DO UPDATE SET n = n + excluded.n, max_exact = MAX(max_exact, excluded.max_exact);
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+        SELECT hour, chain, tenant, path, 3,
+               v - v % CASE WHEN v < 1000 THEN 1
+                   ELSE CAST(substr('1000000000000000000', 1, length(v) - 2) AS INTEGER) END,
+               1, v
+        FROM (SELECT j.created_at / 3600000 AS hour, j.chain AS chain,
+                     COALESCE(j.tenant, '') AS tenant,
+                     COALESCE((SELECT path FROM activities
+                               WHERE job_id = NEW.job_id AND idx = NEW.idx), '') AS path,
+                     NEW.started_at - j.created_at AS v
+              FROM jobs j WHERE j.id = NEW.job_id AND NEW.number = 1)
+        WHERE v IS NOT NULL
+          AND NEW.started_at IS NOT CASE WHEN OLD.number = 1 THEN OLD.started_at END
+    ON CONFLICT DO UPDATE SET n = n + excluded.n, max_exact = MAX(max_exact, excluded.max_exact);
+    INSERT INTO stats_values (hour, chain, tenant, path, kind, value, n, max_exact)
+        SELECT hour, chain, tenant, path, 4,
+               v - v % CASE WHEN v < 1000 THEN 1
+                   ELSE CAST(substr('1000000000000000000', 1, length(v) - 2) AS INTEGER) END,
+               1, v
+        FROM (SELECT j.created_at / 3600000 AS hour, j.chain AS chain,
+                     COALESCE(j.tenant, '') AS tenant,
+                     COALESCE((SELECT path FROM activities
+                               WHERE job_id = NEW.job_id AND idx = NEW.idx), '') AS path,
+                     NEW.peak_memory_bytes - 0 AS v
+              FROM jobs j WHERE j.id = NEW.job_id)
+        WHERE v IS NOT NULL AND NEW.peak_memory_bytes IS NOT OLD.peak_memory_bytes
+    ON CONFLICT DO UPDATE SET n = n + excluded.n, max_exact = MAX(max_exact, excluded.max_exact);
+END;
+-- The values they replace (a figure corrected), through the view.
+DROP TRIGGER stats_attempt_update_values_removed;
+CREATE TRIGGER stats_attempt_update_values_removed
+AFTER UPDATE OF number, started_at, finished_at, peak_memory_bytes ON attempts
+WHEN (OLD.finished_at - OLD.started_at IS NOT NULL
+      AND OLD.finished_at - OLD.started_at IS NOT NEW.finished_at - NEW.started_at)
+  OR (OLD.number = 1
+      AND OLD.started_at IS NOT CASE WHEN NEW.number = 1 THEN NEW.started_at END)
+  OR (OLD.peak_memory_bytes IS NOT NULL AND OLD.peak_memory_bytes IS NOT NEW.peak_memory_bytes)
+BEGIN
+    INSERT INTO stats_values_delta
+        SELECT j.created_at / 3600000, j.chain, COALESCE(j.tenant, ''),
+               COALESCE((SELECT path FROM activities
+                         WHERE job_id = NEW.job_id AND idx = NEW.idx), ''),
+               c.kind, c.old - CASE c.kind WHEN 3 THEN j.created_at ELSE 0 END, -1
+        FROM jobs j,
+             (SELECT 2 AS kind, OLD.finished_at - OLD.started_at AS old,
+                     NEW.finished_at - NEW.started_at AS new
+              UNION ALL SELECT 3, CASE WHEN OLD.number = 1 THEN OLD.started_at END,
+                               CASE WHEN NEW.number = 1 THEN NEW.started_at END
+              UNION ALL SELECT 4, OLD.peak_memory_bytes, NEW.peak_memory_bytes) c
+        WHERE j.id = NEW.job_id AND c.old IS NOT NULL AND c.old IS NOT c.new;
 END;
 "#;
