@@ -8,17 +8,18 @@ use std::os::fd::AsFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::Layered;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{Registry, reload};
 
 /// Set once the journal layer is installed.
 static TO_JOURNAL: AtomicBool = AtomicBool::new(false);
 
 /// Swaps the journal layer for one that also sends `HF_INSTANCE` (see
 /// [`set_instance`]); set once the journal layer is installed.
-type JournalHandle = reload::Handle<Option<tracing_journald::Layer>, Layered<EnvFilter, Registry>>;
+type JournalHandle = reload::Handle<Option<tracing_journald::Layer>, Layered<Targets, Registry>>;
 static JOURNAL: OnceLock<JournalHandle> = OnceLock::new();
 
 /// The journal layer as the daemon configures it.
@@ -98,6 +99,27 @@ fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool 
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// The log filter: `RUST_LOG` when it is set and parses (comma-separated
+/// `level` and `target=level` directives), otherwise `default` with the
+/// HTTP and JSON-RPC libraries' chatter kept at `warn`. A `RUST_LOG` that
+/// does not parse is reported on stderr, not ignored silently. `Targets`
+/// rather than `EnvFilter`: the daemon needs no span or field directives,
+/// and `EnvFilter` brings a regex engine into the binary for them.
+fn filter(default: &str, rust_log: Option<&str>) -> Targets {
+    if let Some(setting) = rust_log.filter(|s| !s.trim().is_empty()) {
+        match setting.parse::<Targets>() {
+            Ok(targets) => return targets,
+            Err(error) => eprintln!(
+                "holdfastd: RUST_LOG={setting:?} is not a filter of level and target=level \
+                 directives ({error}); using {default}"
+            ),
+        }
+    }
+    format!("{default},hyper=warn,jsonrpsee=warn,soketto=warn")
+        .parse()
+        .unwrap_or_default()
+}
+
 /// Install the global subscriber. `verbosity` counts `-v` flags.
 pub fn init(verbosity: u8) {
     let default = match verbosity {
@@ -105,9 +127,7 @@ pub fn init(verbosity: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default},hyper=warn,jsonrpsee=warn,soketto=warn"))
-    });
+    let filter = filter(default, std::env::var("RUST_LOG").ok().as_deref());
     let setting = std::env::var("HOLDFAST_LOG").ok();
     let journal_stream = std::env::var("JOURNAL_STREAM").ok();
     let wanted = wanted(
@@ -179,6 +199,26 @@ mod tests {
         assert!(colour(true, Some(OsStr::new(""))));
         assert!(!colour(true, Some(OsStr::new("1"))));
         assert!(!colour(false, None));
+    }
+
+    #[test]
+    fn rust_log_sets_the_filter_and_a_bad_one_is_not_taken() {
+        use tracing::Level;
+        use tracing_subscriber::filter::LevelFilter;
+        let quiet = filter("info", None);
+        assert!(quiet.would_enable("holdfastd::engine", &Level::INFO));
+        assert!(!quiet.would_enable("holdfastd::engine", &Level::DEBUG));
+        assert!(!quiet.would_enable("hyper::proto", &Level::INFO));
+        assert!(quiet.would_enable("hyper::proto", &Level::WARN));
+        let set = filter("info", Some("warn,holdfastd::engine=trace"));
+        assert!(set.would_enable("holdfastd::engine::commit", &Level::TRACE));
+        assert!(!set.would_enable("holdfastd::rpc", &Level::INFO));
+        let bad = filter("debug", Some("holdfastd=loud"));
+        assert!(bad.would_enable("holdfastd", &Level::DEBUG));
+        assert_eq!(
+            filter("info", Some(" ")).default_level(),
+            Some(LevelFilter::INFO)
+        );
     }
 
     #[test]
