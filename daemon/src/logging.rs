@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::Layered;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -105,7 +105,7 @@ fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool 
 /// does not parse is reported on stderr, not ignored silently. `Targets`
 /// rather than `EnvFilter`: the daemon needs no span or field directives,
 /// and `EnvFilter` brings a regex engine into the binary for them.
-fn filter(default: &str, rust_log: Option<&str>) -> Targets {
+fn filter(default: LevelFilter, rust_log: Option<&str>) -> Targets {
     if let Some(setting) = rust_log.filter(|s| !s.trim().is_empty()) {
         match setting.parse::<Targets>() {
             Ok(targets) => return targets,
@@ -115,17 +115,17 @@ fn filter(default: &str, rust_log: Option<&str>) -> Targets {
             ),
         }
     }
-    format!("{default},hyper=warn,jsonrpsee=warn,soketto=warn")
-        .parse()
-        .unwrap_or_default()
+    Targets::new()
+        .with_default(default)
+        .with_targets(["hyper", "jsonrpsee", "soketto"].map(|t| (t, LevelFilter::WARN)))
 }
 
 /// Install the global subscriber. `verbosity` counts `-v` flags.
 pub fn init(verbosity: u8) {
     let default = match verbosity {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
     let filter = filter(default, std::env::var("RUST_LOG").ok().as_deref());
     let setting = std::env::var("HOLDFAST_LOG").ok();
@@ -204,19 +204,18 @@ mod tests {
     #[test]
     fn rust_log_sets_the_filter_and_a_bad_one_is_not_taken() {
         use tracing::Level;
-        use tracing_subscriber::filter::LevelFilter;
-        let quiet = filter("info", None);
+        let quiet = filter(LevelFilter::INFO, None);
         assert!(quiet.would_enable("holdfastd::engine", &Level::INFO));
         assert!(!quiet.would_enable("holdfastd::engine", &Level::DEBUG));
         assert!(!quiet.would_enable("hyper::proto", &Level::INFO));
         assert!(quiet.would_enable("hyper::proto", &Level::WARN));
-        let set = filter("info", Some("warn,holdfastd::engine=trace"));
+        let set = filter(LevelFilter::INFO, Some("warn,holdfastd::engine=trace"));
         assert!(set.would_enable("holdfastd::engine::commit", &Level::TRACE));
         assert!(!set.would_enable("holdfastd::rpc", &Level::INFO));
-        let bad = filter("debug", Some("holdfastd=loud"));
+        let bad = filter(LevelFilter::DEBUG, Some("holdfastd=loud"));
         assert!(bad.would_enable("holdfastd", &Level::DEBUG));
         assert_eq!(
-            filter("info", Some(" ")).default_level(),
+            filter(LevelFilter::INFO, Some(" ")).default_level(),
             Some(LevelFilter::INFO)
         );
     }

@@ -7,6 +7,17 @@ use rusqlite::{Connection, params};
 use super::*;
 use crate::store::Store;
 
+/// A new store (migrated, so with every trigger) and a plain connection to
+/// its file, writing as `sqlite3` would; the directory goes when the first
+/// value is dropped.
+fn opened() -> (tempfile::TempDir, Store, Connection) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).expect("open");
+    let conn = Connection::open(&path).expect("connection");
+    (dir, store, conn)
+}
+
 #[test]
 fn kept_values_are_three_significant_digits_rounded_down() {
     for (value, kept) in [
@@ -27,10 +38,7 @@ fn kept_values_are_three_significant_digits_rounded_down() {
 /// `keep` and the trigger's SQL agree.
 #[test]
 fn the_trigger_keeps_values_as_keep_does() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    let _store = Store::open(&path).expect("open");
-    let conn = Connection::open(&path).expect("connection");
+    let (_dir, _store, conn) = opened();
     let mut value: i64 = 1;
     let mut values = vec![0, -1, 999, 1000, 1001, i64::MAX];
     while let Some(next) = value.checked_mul(7) {
@@ -67,10 +75,7 @@ fn the_trigger_keeps_values_as_keep_does() {
 /// starts, and take it back when the job is deleted.
 #[test]
 fn a_counted_queue_wait_is_kept_as_keep_does() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    let _store = Store::open(&path).expect("open");
-    let conn = Connection::open(&path).expect("connection");
+    let (_dir, _store, conn) = opened();
     let mut value: i64 = 1;
     let mut values = vec![0, 999, 1000, 1001, i64::MAX];
     while let Some(next) = value.checked_mul(7) {
@@ -120,10 +125,7 @@ fn a_counted_queue_wait_is_kept_as_keep_does() {
 /// takes a value back is created after the one that adds its new value.
 #[test]
 fn a_value_moved_within_its_bucket_keeps_its_own_maximum() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    let _store = Store::open(&path).expect("open");
-    let conn = Connection::open(&path).expect("connection");
+    let (_dir, _store, conn) = opened();
     conn.execute_batch(
         "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by,
                            created_at, run_id)
@@ -165,10 +167,7 @@ fn a_value_moved_within_its_bucket_keeps_its_own_maximum() {
 /// leaves no row.
 #[test]
 fn a_peak_memory_written_as_text_is_taken_back_as_it_was_counted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    let _store = Store::open(&path).expect("open");
-    let conn = Connection::open(&path).expect("connection");
+    let (_dir, _store, conn) = opened();
     conn.execute_batch(
         "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by,
                            created_at, run_id)
@@ -203,10 +202,7 @@ fn a_peak_memory_written_as_text_is_taken_back_as_it_was_counted() {
 /// `triggers.rs`): no trigger of the rollup compares states that way.
 #[test]
 fn no_rollup_trigger_tests_states_with_an_in_list() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    let _store = Store::open(&path).expect("open");
-    let conn = Connection::open(&path).expect("connection");
+    let (_dir, _store, conn) = opened();
     let mut stmt = conn
         .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'")
         .expect("triggers");
@@ -473,10 +469,7 @@ fn maxima_kept(value: &mut serde_json::Value) {
 
 #[test]
 fn the_rollup_answers_as_the_exact_count() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.db");
-    let store = Store::open(&path).expect("open");
-    let conn = Connection::open(&path).expect("connection");
+    let (_dir, store, conn) = opened();
     let mut rng = Lcg(7);
     let base = 1_800_000_000_000 + 1234;
     write_history(&conn, &mut rng, base, 1, 400);
