@@ -154,10 +154,27 @@ fn debian_package_under_systemd() {
         "",
         "the installed files match the package's md5sums"
     );
-    assert_eq!(
-        ns.ok(&["systemctl", "is-active", "holdfast.service"]),
-        "active\n"
-    );
+    // postinst's start is blocking: a unit not active now failed its first
+    // start (Restart= may already be trying again). Say why.
+    let state = ns.run(&["systemctl", "is-active", "holdfast.service"]);
+    if stdout(&state) != "active\n" {
+        let status = ns.run(&["systemctl", "status", "--no-pager", "holdfast.service"]);
+        let journal = ns.run(&[
+            "journalctl",
+            "-u",
+            "holdfast",
+            "-o",
+            "short-monotonic",
+            "--no-pager",
+        ]);
+        panic!(
+            "holdfast.service is {} after dpkg -i\ndpkg: {installed}\nstatus: {}\njournal: {}{}",
+            stdout(&state).trim(),
+            stdout(&status),
+            stdout(&journal),
+            stderr(&journal)
+        );
+    }
     assert_eq!(
         ns.ok(&["systemctl", "is-enabled", "holdfast.service"]),
         "enabled\n"
