@@ -18,6 +18,17 @@ fn opened() -> (tempfile::TempDir, Store, Connection) {
     (dir, store, conn)
 }
 
+/// Job 1 of chain `k`, created at 0, in `state`.
+fn job_one(conn: &Connection, state: &str) {
+    conn.execute(
+        "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by,
+                           created_at, run_id)
+         VALUES (1, 'k', 'k', 'v', '{}', ?1, 't', 0, 1)",
+        [state],
+    )
+    .expect("job 1");
+}
+
 #[test]
 fn kept_values_are_three_significant_digits_rounded_down() {
     for (value, kept) in [
@@ -83,13 +94,7 @@ fn a_counted_queue_wait_is_kept_as_keep_does() {
         value = next;
     }
     for v in values {
-        conn.execute(
-            "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by,
-                               created_at, run_id)
-             VALUES (1, 'k', 'k', 'v', '{}', 'queued', 't', 0, 1)",
-            [],
-        )
-        .expect("a job");
+        job_one(&conn, "queued");
         conn.execute(
             "UPDATE jobs SET state = 'running', started_at = ?1 WHERE id = 1",
             params![v],
@@ -126,11 +131,9 @@ fn a_counted_queue_wait_is_kept_as_keep_does() {
 #[test]
 fn a_value_moved_within_its_bucket_keeps_its_own_maximum() {
     let (_dir, _store, conn) = opened();
+    job_one(&conn, "queued");
     conn.execute_batch(
-        "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by,
-                           created_at, run_id)
-         VALUES (1, 'k', 'k', 'v', '{}', 'queued', 't', 0, 1);
-         INSERT INTO activities (job_id, idx, path, state) VALUES (1, 0, 'k.a', 'running');
+        "INSERT INTO activities (job_id, idx, path, state) VALUES (1, 0, 'k.a', 'running');
          UPDATE jobs SET state = 'running', started_at = 0 WHERE id = 1;
          INSERT INTO attempts (job_id, idx, number, state, started_at)
          VALUES (1, 0, 1, 'running', 0);
@@ -168,11 +171,9 @@ fn a_value_moved_within_its_bucket_keeps_its_own_maximum() {
 #[test]
 fn a_peak_memory_written_as_text_is_taken_back_as_it_was_counted() {
     let (_dir, _store, conn) = opened();
+    job_one(&conn, "running");
     conn.execute_batch(
-        "INSERT INTO jobs (id, target, chain, version, params, state, submitted_by,
-                           created_at, run_id)
-         VALUES (1, 'k', 'k', 'v', '{}', 'running', 't', 0, 1);
-         INSERT INTO activities (job_id, idx, path, state) VALUES (1, 0, 'k.a', 'running');
+        "INSERT INTO activities (job_id, idx, path, state) VALUES (1, 0, 'k.a', 'running');
          INSERT INTO attempts (job_id, idx, number, state, started_at, peak_memory_bytes)
          VALUES (1, 0, 1, 'running', 0, 'ab');
          INSERT INTO attempts (job_id, idx, number, state, started_at)
