@@ -129,6 +129,7 @@ fn debian_package_under_systemd() {
     let deb = &package.path;
     lintian_clean(deb);
     man_pages_clean(deb);
+    binaries_linked_as_documented(deb);
     let built = began.elapsed();
     let holdfast_user_existed = user_exists("holdfast");
     fs::write(
@@ -811,6 +812,48 @@ fn lintian_clean(deb: &Path) {
         "the package has no md5sums: {}",
         stderr(&md5sums)
     );
+}
+
+/// The package's hfctl is the static build (no program interpreter, so no
+/// dynamic loader at each start) and still position-independent (ASLR);
+/// holdfastd is linked dynamically against the system's libc.
+fn binaries_linked_as_documented(deb: &Path) {
+    let unpacked = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(unpacked.path())
+        .status()
+        .expect("run dpkg-deb");
+    assert!(status.success(), "dpkg-deb -x failed");
+    let hfctl = elf_linking(&unpacked.path().join("usr/bin/hfctl"));
+    assert_eq!(hfctl, (true, false), "hfctl: (PIE, has an interpreter)");
+    let daemon = elf_linking(&unpacked.path().join("usr/bin/holdfastd"));
+    assert_eq!(daemon, (true, true), "holdfastd: (PIE, has an interpreter)");
+}
+
+/// Whether a 64-bit little-endian ELF executable is position-independent
+/// (`ET_DYN`) and whether it names a program interpreter (`PT_INTERP`).
+fn elf_linking(path: &Path) -> (bool, bool) {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    assert!(
+        bytes.len() > 64 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1,
+        "{} is not a 64-bit little-endian ELF file",
+        path.display()
+    );
+    let pie = u16_at(16) == 3;
+    let phoff = usize::try_from(u64::from_le_bytes(
+        bytes[32..40].try_into().expect("eight bytes"),
+    ))
+    .expect("offset");
+    let (size, count) = (usize::from(u16_at(54)), usize::from(u16_at(56)));
+    let interp = (0..count).any(|i| {
+        let at = phoff + i * size;
+        at + 4 <= bytes.len()
+            && u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four")) == 3
+    });
+    (pie, interp)
 }
 
 /// Every man page the package installs passes mandoc's linter at warning
