@@ -68,6 +68,7 @@ mod stats;
 mod stats_rollup;
 mod support;
 mod systemd;
+mod systemd_package;
 mod tenant_params;
 mod users;
 mod watch_view;

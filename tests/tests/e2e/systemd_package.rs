@@ -1,0 +1,211 @@
+//! The Debian package as `systemd.rs` installs it: built by
+//! packaging/build-deb from this run's binaries, then checked before it is
+//! installed (lintian, the man pages' lint, how each binary is linked), and
+//! copied where the inner systemd can see it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use holdfast_tests::{bin_dir, run_with_deadline};
+
+use crate::systemd::{stderr, stdout, target_dir, workspace_root};
+
+/// packaging/build-deb, with the binaries this test run was built with.
+pub(crate) fn build_package() -> PathBuf {
+    let profile = if bin_dir().ends_with("release") {
+        "release"
+    } else {
+        "dev"
+    };
+    let mut cmd = Command::new(workspace_root().join("packaging/build-deb"));
+    cmd.args(["--profile", profile, "--no-build"])
+        .env("CARGO_TARGET_DIR", target_dir())
+        .stdin(Stdio::null());
+    let output = run_with_deadline(cmd, Duration::from_secs(600));
+    assert!(
+        output.status.success(),
+        "packaging/build-deb failed:\n{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let deb = PathBuf::from(stdout(&output).lines().last().unwrap_or_default().trim());
+    let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    assert!(
+        deb.is_file() && name.starts_with("holdfast_") && name.ends_with(".deb"),
+        "build-deb did not print the package's path: {}",
+        stdout(&output)
+    );
+    deb
+}
+
+/// lintian finds no error and no warning in the package (Debian's own
+/// checks: changelog, copyright, dependencies, maintainer scripts). The tags
+/// it prints are shown either way.
+pub(crate) fn lintian_clean(deb: &Path) {
+    let mut cmd = Command::new("lintian");
+    cmd.arg(deb).stdin(Stdio::null());
+    let output = run_with_deadline(cmd, Duration::from_secs(600));
+    let tags = stdout(&output);
+    eprintln!("systemd test: lintian:\n{tags}");
+    let bad: Vec<&str> = tags
+        .lines()
+        .filter(|line| line.starts_with("E: ") || line.starts_with("W: "))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "lintian reports errors or warnings:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        output.status.success(),
+        "lintian failed: {tags}{}",
+        stderr(&output)
+    );
+    // The package carries its own md5sums (for debsums and dpkg --verify).
+    let md5sums = Command::new("dpkg-deb")
+        .args(["--info"])
+        .arg(deb)
+        .arg("md5sums")
+        .output()
+        .expect("run dpkg-deb");
+    assert!(
+        md5sums.status.success() && stdout(&md5sums).contains("  usr/bin/holdfastd\n"),
+        "the package has no md5sums: {}",
+        stderr(&md5sums)
+    );
+}
+
+/// The package's hfctl is the static build (no program interpreter, so no
+/// dynamic loader at each start) and still position-independent (ASLR);
+/// holdfastd is linked dynamically against the system's libc.
+pub(crate) fn binaries_linked_as_documented(deb: &Path) {
+    let unpacked = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(unpacked.path())
+        .status()
+        .expect("run dpkg-deb");
+    assert!(status.success(), "dpkg-deb -x failed");
+    let hfctl = elf_linking(&unpacked.path().join("usr/bin/hfctl"));
+    assert_eq!(hfctl, (true, false), "hfctl: (PIE, has an interpreter)");
+    let daemon = elf_linking(&unpacked.path().join("usr/bin/holdfastd"));
+    assert_eq!(daemon, (true, true), "holdfastd: (PIE, has an interpreter)");
+}
+
+/// Whether a 64-bit little-endian ELF executable is position-independent
+/// (`ET_DYN`) and whether it names a program interpreter (`PT_INTERP`).
+fn elf_linking(path: &Path) -> (bool, bool) {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    assert!(
+        bytes.len() > 64 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1,
+        "{} is not a 64-bit little-endian ELF file",
+        path.display()
+    );
+    let pie = u16_at(16) == 3;
+    let phoff = usize::try_from(u64::from_le_bytes(
+        bytes[32..40].try_into().expect("eight bytes"),
+    ))
+    .expect("offset");
+    let (size, count) = (usize::from(u16_at(54)), usize::from(u16_at(56)));
+    let interp = (0..count).any(|i| {
+        let at = phoff + i * size;
+        at + 4 <= bytes.len()
+            && u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four")) == 3
+    });
+    (pie, interp)
+}
+
+/// Every man page the package installs passes mandoc's linter at warning
+/// level: a `.TH` with a date and the version, no misplaced macros.
+pub(crate) fn man_pages_clean(deb: &Path) {
+    let unpacked = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(unpacked.path())
+        .status()
+        .expect("run dpkg-deb");
+    assert!(status.success(), "dpkg-deb -x failed");
+    let mut pages: Vec<PathBuf> = Vec::new();
+    for section in ["man1", "man8"] {
+        let dir = unpacked.path().join("usr/share/man").join(section);
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            pages.push(entry.expect("entry").path());
+        }
+    }
+    assert!(pages.len() > 10, "too few man pages: {pages:?}");
+    // (This mandoc does not read compressed pages itself.)
+    let status = Command::new("gzip")
+        .arg("-d")
+        .args(&pages)
+        .status()
+        .expect("run gzip");
+    assert!(status.success(), "gzip -d failed");
+    let pages: Vec<PathBuf> = pages.iter().map(|p| p.with_extension("")).collect();
+    let lint = Command::new("mandoc")
+        .args(["-T", "lint", "-W", "warning"])
+        .args(&pages)
+        .output()
+        .expect("run mandoc");
+    let said = format!("{}{}", stdout(&lint), stderr(&lint));
+    assert!(
+        lint.status.success() && said.is_empty(),
+        "mandoc -T lint reports: {said}"
+    );
+    let page = unpacked.path().join("usr/share/man/man1/hfctl.1");
+    let page = fs::read_to_string(&page).expect("hfctl.1");
+    let title = page
+        .lines()
+        .find(|l| l.starts_with(".TH"))
+        .unwrap_or_default();
+    assert!(
+        title.contains(concat!("\"HoldFast ", env!("CARGO_PKG_VERSION"), "\""))
+            && title
+                .split_whitespace()
+                .nth(3)
+                .is_some_and(|d| d.len() == 10),
+        "hfctl.1's .TH has no date and version: {title}"
+    );
+}
+
+/// The package where the inner systemd can see it. Its namespace mounts
+/// fresh /tmp, /var/tmp and /run, so a package built in a checkout under one
+/// of those (a clone in /tmp, say) is copied out first and removed on drop.
+pub(crate) struct VisiblePackage {
+    pub(crate) path: PathBuf,
+    copied: bool,
+}
+
+impl VisiblePackage {
+    pub(crate) fn new(deb: PathBuf) -> VisiblePackage {
+        let hidden = ["/tmp", "/var/tmp", "/run"]
+            .iter()
+            .any(|dir| deb.starts_with(dir));
+        if !hidden {
+            return VisiblePackage {
+                path: deb,
+                copied: false,
+            };
+        }
+        let name = deb.file_name().expect("the package has a file name");
+        let dir = PathBuf::from(format!("/var/cache/holdfast-e2e-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("a staging directory outside /tmp can be made");
+        let path = dir.join(name);
+        fs::copy(&deb, &path).expect("the package can be copied out of /tmp");
+        VisiblePackage { path, copied: true }
+    }
+}
+
+impl Drop for VisiblePackage {
+    fn drop(&mut self) {
+        if self.copied
+            && let Some(dir) = self.path.parent()
+        {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
