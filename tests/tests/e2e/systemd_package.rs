@@ -77,12 +77,8 @@ pub(crate) fn lintian_clean(deb: &Path) {
     );
 }
 
-/// On x86_64 the package's hfctl is the static build (no program
-/// interpreter, so no dynamic loader at each start) and still
-/// position-independent (ASLR); elsewhere packaging/build-hfctl builds it
-/// dynamically linked. holdfastd is linked dynamically against the system's
-/// libc.
-pub(crate) fn binaries_linked_as_documented(deb: &Path) {
+/// The package's files, extracted into a temporary directory.
+fn unpack(deb: &Path) -> tempfile::TempDir {
     let unpacked = tempfile::tempdir().expect("tempdir");
     let status = Command::new("dpkg-deb")
         .arg("-x")
@@ -91,6 +87,16 @@ pub(crate) fn binaries_linked_as_documented(deb: &Path) {
         .status()
         .expect("run dpkg-deb");
     assert!(status.success(), "dpkg-deb -x failed");
+    unpacked
+}
+
+/// On x86_64 the package's hfctl is the static build (no program
+/// interpreter, so no dynamic loader at each start) and still
+/// position-independent (ASLR); elsewhere packaging/build-hfctl builds it
+/// dynamically linked. holdfastd is linked dynamically against the system's
+/// libc.
+pub(crate) fn binaries_linked_as_documented(deb: &Path) {
+    let unpacked = unpack(deb);
     let hfctl = elf_linking(&unpacked.path().join("usr/bin/hfctl"));
     let static_hfctl = cfg!(target_arch = "x86_64");
     assert_eq!(
@@ -133,14 +139,7 @@ fn elf_linking(path: &Path) -> (bool, bool) {
 /// Every man page the package installs passes mandoc's linter at warning
 /// level: a `.TH` with a date and the version, no misplaced macros.
 pub(crate) fn man_pages_clean(deb: &Path) {
-    let unpacked = tempfile::tempdir().expect("tempdir");
-    let status = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(deb)
-        .arg(unpacked.path())
-        .status()
-        .expect("run dpkg-deb");
-    assert!(status.success(), "dpkg-deb -x failed");
+    let unpacked = unpack(deb);
     let mut pages: Vec<PathBuf> = Vec::new();
     for section in ["man1", "man8"] {
         let dir = unpacked.path().join("usr/share/man").join(section);
