@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use crate::systemd_package::{
     VisiblePackage, binaries_linked_as_documented, build_package, lintian_clean, man_pages_clean,
+    unpack,
 };
 
 /// A user in the holdfast group, and one outside it.
@@ -134,8 +135,10 @@ fn debian_package_under_systemd() {
     let package = VisiblePackage::new(build_package());
     let deb = &package.path;
     lintian_clean(deb);
-    man_pages_clean(deb);
-    binaries_linked_as_documented(deb);
+    let extracted = unpack(deb);
+    binaries_linked_as_documented(extracted.path());
+    man_pages_clean(extracted.path());
+    drop(extracted);
     let built = began.elapsed();
     let holdfast_user_existed = user_exists("holdfast");
     fs::write(

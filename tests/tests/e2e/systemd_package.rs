@@ -1,6 +1,7 @@
 //! The Debian package as `systemd.rs` installs it: built by
 //! packaging/build-deb from this run's binaries, then checked before it is
-//! installed (lintian, the man pages' lint, how each binary is linked), and
+//! installed (lintian, the man pages' lint, how each binary is linked, from
+//! one extraction of it), and
 //! copied where the inner systemd can see it.
 
 use std::fs;
@@ -78,7 +79,7 @@ pub(crate) fn lintian_clean(deb: &Path) {
 }
 
 /// The package's files, extracted into a temporary directory.
-fn unpack(deb: &Path) -> tempfile::TempDir {
+pub(crate) fn unpack(deb: &Path) -> tempfile::TempDir {
     let unpacked = tempfile::tempdir().expect("tempdir");
     let status = Command::new("dpkg-deb")
         .arg("-x")
@@ -94,55 +95,54 @@ fn unpack(deb: &Path) -> tempfile::TempDir {
 /// interpreter, so no dynamic loader at each start) and still
 /// position-independent (ASLR); elsewhere packaging/build-hfctl builds it
 /// dynamically linked. holdfastd is linked dynamically against the system's
-/// libc.
-pub(crate) fn binaries_linked_as_documented(deb: &Path) {
-    let unpacked = unpack(deb);
-    let hfctl = elf_linking(&unpacked.path().join("usr/bin/hfctl"));
+/// libc. `root` is the extracted package.
+pub(crate) fn binaries_linked_as_documented(root: &Path) {
+    let hfctl = elf_linking(&root.join("usr/bin/hfctl"));
     let static_hfctl = cfg!(target_arch = "x86_64");
     assert_eq!(
         hfctl,
         (true, !static_hfctl),
         "hfctl: (PIE, has an interpreter)"
     );
-    let daemon = elf_linking(&unpacked.path().join("usr/bin/holdfastd"));
+    let daemon = elf_linking(&root.join("usr/bin/holdfastd"));
     assert_eq!(daemon, (true, true), "holdfastd: (PIE, has an interpreter)");
 }
 
-/// Whether a 64-bit little-endian ELF executable is position-independent
-/// (`ET_DYN`) and whether it names a program interpreter (`PT_INTERP`).
+/// Whether an ELF executable is position-independent (type `DYN`) and
+/// whether it names a program interpreter (an `INTERP` program header), as
+/// binutils' `readelf` reads them (dpkg-dev, which the package build needs,
+/// depends on binutils).
 fn elf_linking(path: &Path) -> (bool, bool) {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let name = path.display();
-    assert!(
-        bytes.len() >= 64 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1,
-        "{name} is not a 64-bit little-endian ELF file"
-    );
-    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-    let pie = u16_at(16) == 3;
-    let phoff = u64::from_le_bytes(bytes[32..40].try_into().expect("eight bytes"));
-    let (size, count) = (usize::from(u16_at(54)), usize::from(u16_at(56)));
-    // Every program header (56 bytes each in ELF64) inside the file.
-    let table = usize::try_from(phoff)
-        .ok()
-        .and_then(|start| Some((start, start.checked_add(size.checked_mul(count)?)?)));
-    let Some((start, end)) =
-        table.filter(|&(_, end)| size == 56 && count > 0 && end <= bytes.len())
-    else {
-        panic!("{name}: no readable program header table ({count} of {size} bytes at {phoff})");
+    let readelf = |what: &str| {
+        let output = Command::new("readelf")
+            .args([what, "-W"])
+            .arg(path)
+            .output()
+            .expect("run readelf");
+        assert!(
+            output.status.success(),
+            "readelf {what} {}: {}",
+            path.display(),
+            stderr(&output)
+        );
+        stdout(&output)
     };
-    let interp = bytes[start..end]
-        .chunks_exact(size)
-        .any(|header| u32::from_le_bytes(header[..4].try_into().expect("four bytes")) == 3);
+    let pie = readelf("-h")
+        .lines()
+        .any(|l| l.trim_start().starts_with("Type:") && l.contains("DYN"));
+    let interp = readelf("-l")
+        .lines()
+        .any(|l| l.trim_start().starts_with("INTERP"));
     (pie, interp)
 }
 
 /// Every man page the package installs passes mandoc's linter at warning
-/// level: a `.TH` with a date and the version, no misplaced macros.
-pub(crate) fn man_pages_clean(deb: &Path) {
-    let unpacked = unpack(deb);
+/// level: a `.TH` with a date and the version, no misplaced macros. `root`
+/// is the extracted package; its pages are decompressed in place.
+pub(crate) fn man_pages_clean(root: &Path) {
     let mut pages: Vec<PathBuf> = Vec::new();
     for section in ["man1", "man8"] {
-        let dir = unpacked.path().join("usr/share/man").join(section);
+        let dir = root.join("usr/share/man").join(section);
         for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             pages.push(entry.expect("entry").path());
         }
@@ -166,7 +166,7 @@ pub(crate) fn man_pages_clean(deb: &Path) {
         lint.status.success() && said.is_empty(),
         "mandoc -T lint reports: {said}"
     );
-    let page = unpacked.path().join("usr/share/man/man1/hfctl.1");
+    let page = root.join("usr/share/man/man1/hfctl.1");
     let page = fs::read_to_string(&page).expect("hfctl.1");
     let title = page
         .lines()
