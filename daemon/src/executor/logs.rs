@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::log_writer::{LogWriter, CHUNK_BYTES};
 use crate::mask::{Masker, StreamMasker};
 use tokio::sync::watch;
 
@@ -192,7 +193,9 @@ impl LogSink {
 }
 
 /// Copy a child's stream into the sink until EOF. Reads never stop, even
-/// past the cap, so a child writing a gigabyte is never stalled. With
+/// past the cap, so a child writing a gigabyte is never stalled by its cap.
+/// The bytes are written by the [`LogWriter`] thread, never on the
+/// runtime's workers; this returns once they are in the file. With
 /// `forward`, complete lines also go to the journal.
 pub async fn copy_stream(
     mut stream: impl AsyncRead + Unpin,
@@ -203,36 +206,85 @@ pub async fn copy_stream(
     // Forwarding only makes sense when the daemon logs to the journal;
     // otherwise the lines would land in its own stderr.
     let mut forward = forward.filter(|_| crate::logging::to_journal());
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut masked = Vec::new();
-    let deliver = |data: &[u8], forward: &mut Option<JournalForward>| {
-        sink.append(data);
-        if let Some(forward) = forward {
-            forward.push(data);
-        }
+    let mut out = Output {
+        sink,
+        writer: LogWriter::get(),
+        queued: false,
     };
+    let mut buf = Vec::with_capacity(CHUNK_BYTES);
     loop {
-        match stream.read(&mut buf).await {
+        buf.clear();
+        let n = match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => match &mut masker {
-                // Secrets are masked before the bytes reach the log, its
-                // followers or the journal.
-                Some(masker) => {
-                    masked.clear();
-                    masker.push(&buf[..n], &mut masked);
-                    deliver(&masked, &mut forward);
-                }
-                None => deliver(&buf[..n], &mut forward),
-            },
+            Ok(n) => n,
+        };
+        let data = match &mut masker {
+            // Secrets are masked before the bytes reach the log, its
+            // followers or the journal.
+            Some(masker) => {
+                let mut masked = Vec::new();
+                masker.push(&buf, &mut masked);
+                masked
+            }
+            // A full read is handed over as it is; a short one is copied,
+            // so the queue does not hold 64 KiB for a line.
+            None if n > CHUNK_BYTES / 4 => {
+                std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES))
+            }
+            None => buf.clone(),
+        };
+        if let Some(forward) = &mut forward {
+            forward.push(&data);
         }
+        out.deliver(data).await;
     }
     if let Some(masker) = &mut masker {
-        masked.clear();
+        let mut masked = Vec::new();
         masker.finish(&mut masked);
-        deliver(&masked, &mut forward);
+        if let Some(forward) = &mut forward {
+            forward.push(&masked);
+        }
+        out.deliver(masked).await;
     }
     if let Some(forward) = forward {
         forward.finish();
+    }
+    out.settle().await;
+}
+
+/// Where one stream's bytes go: the writer thread, or the sink in place
+/// when the thread could not be started.
+struct Output {
+    sink: Arc<LogSink>,
+    writer: Option<&'static LogWriter>,
+    /// Something was handed to the writer, so the end waits for it.
+    queued: bool,
+}
+
+impl Output {
+    async fn deliver(&mut self, data: Vec<u8>) {
+        match self.writer {
+            Some(writer) if !data.is_empty() => {
+                writer.append(&self.sink, data).await;
+                self.queued = true;
+            }
+            Some(_) => {}
+            None => self.sink.append(&data),
+        }
+    }
+
+    async fn settle(self) {
+        if let (true, Some(writer)) = (self.queued, self.writer) {
+            writer.flush().await;
+        }
+    }
+}
+
+/// Wait until every byte handed to the writer so far is in its file: after
+/// readers were stopped before their end, so an attempt's counters are final.
+pub async fn settle() {
+    if let Some(writer) = LogWriter::get() {
+        writer.flush().await;
     }
 }
 

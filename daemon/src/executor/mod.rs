@@ -5,6 +5,7 @@
 
 pub mod control;
 mod exec_size;
+mod log_writer;
 pub mod logs;
 mod report;
 pub mod slurm;
@@ -498,6 +499,8 @@ async fn run_process(
     .await;
     if drained.is_err() {
         readers.abort_all();
+        // What the stopped readers had already handed over is counted.
+        let _ = tokio::time::timeout(Duration::from_secs(5), logs::settle()).await;
         sink.note(
             "output pipes still open 5s after exit (a process left the group); stopped reading",
         );

@@ -205,3 +205,91 @@ echo two
     let job = daemon.wait_done(job_id);
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
 }
+
+/// The daemon's threads now blocked opening a FIFO, by name.
+fn threads_waiting_on_a_fifo(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("wchan"))
+                .is_ok_and(|wchan| wchan.trim() == "wait_for_partner")
+        })
+        .map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            name.trim().to_string()
+        })
+        .collect()
+}
+
+/// A log write that cannot finish (here: its file is a FIFO nobody reads,
+/// as a disk stuck in writeback would hold it) holds up only the log
+/// writer thread. RPCs are answered and other jobs run meanwhile; once the
+/// write goes through, the attempt ends with its bytes counted.
+#[test]
+fn a_stuck_log_write_stalls_only_log_capture() {
+    let chains = [
+        (
+            "quick.toml",
+            "[process.p.activity.a]\ncommand = [\"true\"]\n",
+        ),
+        (
+            "stuck.toml",
+            "[process.p.activity.a]\ncommand = [\"echo\", \"hello\"]\n",
+        ),
+    ];
+    let daemon = TestDaemon::start(&chains);
+    let pid = daemon.pid().expect("the daemon runs");
+    let first = daemon.submit("quick", &[]);
+    assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
+
+    // The next job's log, made a FIFO before the job exists.
+    let next = first + 1;
+    let dir = daemon.state_dir().join("logs").join(next.to_string());
+    std::fs::create_dir_all(&dir).expect("the job's log directory");
+    let fifo = dir.join("stuck.p.a.1.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .expect("mkfifo");
+    let stuck = daemon.submit("stuck", &[]);
+    assert_eq!(stuck, next, "job ids are handed out in order");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let blocked = loop {
+        let blocked = threads_waiting_on_a_fifo(pid);
+        if !blocked.is_empty() {
+            break blocked;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no daemon thread ever opened the log FIFO\n{}",
+            daemon.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        blocked,
+        ["holdfastd-logs"],
+        "only the log writer waits on the stuck file, no runtime worker"
+    );
+
+    // The daemon answers and runs other work while the log is stuck.
+    let info = rpc_call(daemon.socket(), "daemon.info", json!({}));
+    assert!(info["result"]["pid"].is_u64(), "{info}");
+    let other = daemon.submit("quick", &[]);
+    assert_eq!(daemon.wait_done(other).state, JobState::Succeeded);
+    let status = daemon.status(stuck);
+    assert_eq!(
+        status.state,
+        JobState::Running,
+        "the stuck job waits for its log: {status:#?}"
+    );
+
+    // Read the FIFO: the write goes through and the attempt ends.
+    let mut reader = std::fs::File::open(&fifo).expect("open the FIFO for reading");
+    let job = daemon.wait_done(stuck);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(activity(&job, "p.a").attempts[0].log_bytes, 6, "{job:#?}");
+    let mut got = [0u8; 6];
+    std::io::Read::read_exact(&mut reader, &mut got).expect("read the FIFO");
+    assert_eq!(&got, b"hello\n");
+}

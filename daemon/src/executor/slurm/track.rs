@@ -196,6 +196,8 @@ pub(super) async fn watch_to_end(
     .await;
     if drained.is_err() {
         readers.abort_all();
+        // What the stopped readers had already handed over is counted.
+        let _ = tokio::time::timeout(Duration::from_secs(5), logs::settle()).await;
         sink.note("output of the Slurm job still unread 5s after its end; stopped reading");
     }
     let end = outcome(id, final_status, stopped_for);

@@ -1,0 +1,117 @@
+//! The one thread that writes attempt logs. The runtime's workers read the
+//! children's pipes and hand the bytes here, so a write held up by the disk
+//! (writeback throttling, a slow or failing device) stalls only log
+//! capture, never an RPC, a timer or the engine.
+//!
+//! The queue is bounded: when the disk falls behind, the readers wait for
+//! room, stop draining their pipes, and the children block on a full pipe,
+//! the same backpressure `cat > file` would give them. Memory stays within
+//! [`QUEUE_CHUNKS`] chunks of at most [`CHUNK_BYTES`] each.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::logs::LogSink;
+
+/// Largest chunk a reader hands over (one pipe read).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks waiting for the writer, all attempts together: at most 4 MiB.
+const QUEUE_CHUNKS: usize = 64;
+
+enum Work {
+    /// Append these bytes to this attempt's log (within its cap).
+    Append(Arc<LogSink>, Vec<u8>),
+    /// Everything queued before this has been written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle on the log writer thread.
+#[derive(Clone)]
+pub struct LogWriter {
+    queue: mpsc::Sender<Work>,
+}
+
+impl LogWriter {
+    /// The daemon's log writer, started on first use. None if the thread
+    /// cannot be started (out of threads); callers then write in place.
+    pub fn get() -> Option<&'static LogWriter> {
+        static WRITER: OnceLock<Option<LogWriter>> = OnceLock::new();
+        WRITER
+            .get_or_init(|| match LogWriter::start() {
+                Ok(writer) => Some(writer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the log writer thread; attempt logs are written on the runtime's workers");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn start() -> std::io::Result<LogWriter> {
+        let (queue, mut work) = mpsc::channel::<Work>(QUEUE_CHUNKS);
+        std::thread::Builder::new()
+            .name("holdfastd-logs".into())
+            // It copies bytes and calls write(2): a small stack is plenty.
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                while let Some(item) = work.blocking_recv() {
+                    match item {
+                        Work::Append(sink, data) => sink.append(&data),
+                        Work::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        Ok(LogWriter { queue })
+    }
+
+    /// Queue bytes for `sink`, waiting for room when the writer is behind.
+    /// Written in place if the writer is gone (it never exits while the
+    /// daemon runs, so this is a fallback, not a path).
+    pub async fn append(&self, sink: &Arc<LogSink>, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::SendError(Work::Append(sink, data))) =
+            self.queue.send(Work::Append(sink.clone(), data)).await
+        {
+            sink.append(&data);
+        }
+    }
+
+    /// Wait until everything queued so far is in the files, so the
+    /// attempt's counters (`written`, `dropped`, the tail) are final.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Work::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::watch;
+
+    #[tokio::test]
+    async fn bytes_are_in_the_file_after_a_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("job").join("a.log");
+        let (tx, rx) = watch::channel(0);
+        let sink = Arc::new(LogSink::new(path.clone(), 1 << 20, tx));
+        let writer = LogWriter::get().expect("the writer starts");
+        for i in 0..100u32 {
+            writer.append(&sink, format!("line {i}\n").into_bytes()).await;
+        }
+        writer.append(&sink, Vec::new()).await;
+        writer.flush().await;
+        let text = std::fs::read_to_string(&path).expect("the log exists");
+        let expected: String = (0..100u32).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, expected, "every chunk, in order");
+        assert_eq!(sink.written(), expected.len() as u64);
+        assert_eq!(*rx.borrow(), expected.len() as u64, "followers were told");
+    }
+}
