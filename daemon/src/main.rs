@@ -89,7 +89,13 @@ fn main() -> ExitCode {
     // environment, so activities do not inherit it.
     let systemd = systemd::Systemd::from_env();
     logging::init(args.verbose);
+    // The settings come first: they say how many threads the runtime has.
+    let settings = match Settings::load(&overrides(args)) {
+        Ok(settings) => settings,
+        Err(e) => return failed(&anyhow::Error::from(e)),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker_threads)
         .enable_all()
         .thread_name("holdfastd")
         .build()
@@ -100,30 +106,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, systemd)) {
+    match runtime.block_on(run(settings, systemd)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, wherever it goes: the journal gets it as a log
-            // entry, a terminal or file as plain text.
-            if logging::to_journal() {
-                tracing::error!("{e:#}");
-            } else {
-                eprintln!("holdfastd: {e:#}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(&e),
     }
 }
 
-async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
-    // Signals are taken before anything else, so a stop that arrives while
-    // the daemon starts (even right after READY=1) waits for the loop below
-    // and stops it gracefully, instead of killing it with its activities
-    // left running.
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let overrides = Overrides {
+/// Say why the daemon cannot go on, in one line wherever it goes: the
+/// journal gets it as a log entry, a terminal or file as plain text.
+fn failed(e: &anyhow::Error) -> ExitCode {
+    if logging::to_journal() {
+        tracing::error!("{e:#}");
+    } else {
+        eprintln!("holdfastd: {e:#}");
+    }
+    ExitCode::FAILURE
+}
+
+/// What the command line (and its `HOLDFAST_*` variables) sets over the
+/// settings file.
+fn overrides(args: Args) -> Overrides {
+    Overrides {
         config: args.config,
         socket: args.socket,
         state_dir: args.state_dir,
@@ -137,8 +140,17 @@ async fn run(args: Args, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
         } else {
             None
         },
-    };
-    let mut settings = Settings::load(&overrides)?;
+    }
+}
+
+async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::Result<()> {
+    // Signals are taken before anything is started, so a stop that arrives
+    // while the daemon starts (even right after READY=1) waits for the loop below
+    // and stops it gracefully, instead of killing it with its activities
+    // left running.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     // Socket activation: serve the socket holdfast.socket passed, whatever
     // path the settings name.
     let activated = systemd.take_listener()?;

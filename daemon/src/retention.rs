@@ -96,8 +96,11 @@ pub async fn sweep(
         store
             .write(vec![WriteOp::DeleteJobs(ids.clone())], false)
             .await?;
-        for id in &ids {
-            remove_logs(&logs_dir.join(id.to_string()));
+        // Unlinking large logs can take a while: off the runtime's workers.
+        let dirs: Vec<PathBuf> = ids.iter().map(|id| logs_dir.join(id.to_string())).collect();
+        let removed = tokio::task::spawn_blocking(move || dirs.iter().for_each(remove_logs));
+        if let Err(e) = removed.await {
+            tracing::warn!(error = %e, "removing deleted jobs' logs stopped");
         }
         report.jobs += n;
         if n < BATCH {

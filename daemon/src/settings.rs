@@ -40,6 +40,9 @@ pub enum SettingsError {
     NoHome,
 }
 
+/// Most runtime worker threads the settings may ask for.
+const MAX_WORKER_THREADS: usize = 64;
+
 /// The settings file, every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +53,7 @@ struct SettingsFile {
     tenants_dir: Option<PathBuf>,
     connections_dir: Option<PathBuf>,
     max_parallel: Option<usize>,
+    worker_threads: Option<usize>,
     kill_grace: Option<String>,
     log_max_bytes: Option<Size>,
     max_request_bytes: Option<Size>,
@@ -142,6 +146,10 @@ pub struct Settings {
     /// Connection profiles (`connections.d/`).
     pub connections_dir: PathBuf,
     pub max_parallel: usize,
+    /// Threads of the async runtime: they serve the socket and drive the
+    /// engine and the executor. The store's writer, the log writer and the
+    /// blocking pool are threads of their own. Read at start only.
+    pub worker_threads: usize,
     pub kill_grace: Duration,
     pub log_max_bytes: u64,
     pub max_request_bytes: u32,
@@ -273,6 +281,15 @@ impl Settings {
                 message: "max_parallel must be at least 1".into(),
             });
         }
+        // One by default: measured faster for one client and no slower for
+        // 64 (BENCHMARKS.md), since nothing blocks on the workers.
+        let worker_threads = file.worker_threads.unwrap_or(1);
+        if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
+            return Err(SettingsError::Invalid {
+                path: config,
+                message: format!("worker_threads must be from 1 to {MAX_WORKER_THREADS}"),
+            });
+        }
         let cgroup = match &file.cgroup {
             Some(text) => crate::cgroup::CgroupSetting::parse(text).map_err(|message| {
                 SettingsError::Invalid {
@@ -332,6 +349,7 @@ impl Settings {
                 .unwrap_or(defaults.connections_dir),
             config: absolute(config),
             max_parallel,
+            worker_threads,
             kill_grace,
             log_max_bytes: file.log_max_bytes.map_or(64 << 20, Size::bytes),
             max_request_bytes: file
@@ -481,5 +499,32 @@ mod tests {
         })
         .expect_err("must fail");
         assert!(err.to_string().contains("2:1"), "{err}");
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("holdfast.toml");
+        let load = |text: &str| {
+            std::fs::write(&config, text).expect("write");
+            Settings::load(&Overrides {
+                config: Some(config.clone()),
+                mode: Some(Mode::User),
+                ..Overrides::default()
+            })
+        };
+        assert_eq!(load("").expect("load").worker_threads, 1);
+        assert_eq!(
+            load("worker_threads = 4\n").expect("load").worker_threads,
+            4
+        );
+        for bad in ["worker_threads = 0\n", "worker_threads = 65\n"] {
+            let err = load(bad).expect_err("out of range");
+            assert!(
+                err.to_string()
+                    .contains("worker_threads must be from 1 to 64"),
+                "{err}"
+            );
+        }
     }
 }

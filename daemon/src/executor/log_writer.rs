@@ -104,7 +104,9 @@ mod tests {
         let sink = Arc::new(LogSink::new(path.clone(), 1 << 20, tx));
         let writer = LogWriter::get().expect("the writer starts");
         for i in 0..100u32 {
-            writer.append(&sink, format!("line {i}\n").into_bytes()).await;
+            writer
+                .append(&sink, format!("line {i}\n").into_bytes())
+                .await;
         }
         writer.append(&sink, Vec::new()).await;
         writer.flush().await;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::log_writer::{LogWriter, CHUNK_BYTES};
+use super::log_writer::{CHUNK_BYTES, LogWriter};
 use crate::mask::{Masker, StreamMasker};
 use tokio::sync::watch;
 

@@ -248,8 +248,7 @@ fn a_stuck_log_write_stalls_only_log_capture() {
     let dir = daemon.state_dir().join("logs").join(next.to_string());
     std::fs::create_dir_all(&dir).expect("the job's log directory");
     let fifo = dir.join("stuck.p.a.1.log");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .expect("mkfifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     let stuck = daemon.submit("stuck", &[]);
     assert_eq!(stuck, next, "job ids are handed out in order");
 
