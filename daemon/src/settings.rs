@@ -281,8 +281,8 @@ impl Settings {
                 message: "max_parallel must be at least 1".into(),
             });
         }
-        // One by default: measured faster for one client and no slower for
-        // 64 (BENCHMARKS.md), since nothing blocks on the workers.
+        // One by default: with the disk writes on threads of their own, a
+        // second worker only added hand-offs (ARCHITECTURE.md, "Threads").
         let worker_threads = file.worker_threads.unwrap_or(1);
         if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
             return Err(SettingsError::Invalid {

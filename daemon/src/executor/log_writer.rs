@@ -19,9 +19,50 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks waiting for the writer, all attempts together: at most 4 MiB.
 const QUEUE_CHUNKS: usize = 64;
 
+/// Bytes on their way to one attempt's log. The sink counts it as in
+/// flight until it is appended; a chunk dropped unwritten (its reader was
+/// stopped while it waited for room) is counted as dropped, so the
+/// attempt's figures still add up to what was read.
+pub struct Chunk {
+    sink: Arc<LogSink>,
+    data: Vec<u8>,
+    /// Told once the bytes are in the file (a daemon note waits for it).
+    done: Option<oneshot::Sender<()>>,
+    pending: bool,
+}
+
+impl Chunk {
+    fn new(sink: &Arc<LogSink>, data: Vec<u8>, done: Option<oneshot::Sender<()>>) -> Chunk {
+        sink.queued();
+        Chunk {
+            sink: sink.clone(),
+            data,
+            done,
+            pending: true,
+        }
+    }
+
+    fn write(mut self) {
+        self.sink.append(&self.data);
+        self.pending = false;
+        self.sink.unqueued(0);
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.pending {
+            self.sink.unqueued(self.data.len() as u64);
+        }
+    }
+}
+
 enum Work {
-    /// Append these bytes to this attempt's log (within its cap).
-    Append(Arc<LogSink>, Vec<u8>),
+    /// Append these bytes to their attempt's log (within its cap).
+    Append(Chunk),
     /// Everything queued before this has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -57,7 +98,7 @@ impl LogWriter {
             .spawn(move || {
                 while let Some(item) = work.blocking_recv() {
                     match item {
-                        Work::Append(sink, data) => sink.append(&data),
+                        Work::Append(chunk) => chunk.write(),
                         Work::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -71,18 +112,28 @@ impl LogWriter {
     /// Written in place if the writer is gone (it never exits while the
     /// daemon runs, so this is a fallback, not a path).
     pub async fn append(&self, sink: &Arc<LogSink>, data: Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        if let Err(mpsc::error::SendError(Work::Append(sink, data))) =
-            self.queue.send(Work::Append(sink.clone(), data)).await
-        {
-            sink.append(&data);
+        if !data.is_empty() {
+            self.send(Chunk::new(sink, data, None)).await;
         }
     }
 
-    /// Wait until everything queued so far is in the files, so the
-    /// attempt's counters (`written`, `dropped`, the tail) are final.
+    /// Queue bytes for `sink` behind what is queued already, and wait
+    /// until they are in the file.
+    pub async fn write(&self, sink: &Arc<LogSink>, data: Vec<u8>) {
+        let (done, wait) = oneshot::channel();
+        self.send(Chunk::new(sink, data, Some(done))).await;
+        let _ = wait.await;
+    }
+
+    async fn send(&self, chunk: Chunk) {
+        if let Err(mpsc::error::SendError(Work::Append(chunk))) =
+            self.queue.send(Work::Append(chunk)).await
+        {
+            chunk.write();
+        }
+    }
+
+    /// Wait until everything queued so far is in the files.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.queue.send(Work::Flush(done)).await.is_ok() {

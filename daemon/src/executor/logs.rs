@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -75,6 +75,11 @@ pub struct LogSink {
     /// The last [`TAIL_BYTES`] of what was appended (already masked), kept
     /// even past the cap: a failed attempt's `error_tail`.
     tail: Mutex<std::collections::VecDeque<u8>>,
+    /// Chunks handed to the log writer and not yet appended.
+    in_flight: AtomicUsize,
+    /// Tasks of this attempt waiting for the log writer (for room in its
+    /// queue, or for a note to be written).
+    waiting: AtomicUsize,
 }
 
 /// Bytes of output kept for a failed attempt's `error_tail`.
@@ -93,6 +98,8 @@ impl LogSink {
             notify,
             masker: Masker::new([]),
             tail: Mutex::new(std::collections::VecDeque::with_capacity(TAIL_BYTES)),
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -164,10 +171,66 @@ impl LogSink {
 
     /// A note from the daemon itself (a timeout, a malformed control line),
     /// kept within the cap like the child's output: the file never grows
-    /// past `log_max_bytes`, and `written` counts every byte in it.
-    pub fn note(&self, text: &str) {
-        let line = format!("[holdfast] {}\n", self.masker.mask(text));
-        self.append(line.as_bytes());
+    /// past `log_max_bytes`, and `written` counts every byte in it. It goes
+    /// through the log writer, after the output already read, and this
+    /// returns once it is in the file: a slow disk holds up this attempt
+    /// only.
+    pub async fn note(self: &Arc<Self>, text: &str) {
+        let line = self.note_line(text);
+        match LogWriter::get() {
+            Some(writer) => {
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                let _waited = Waiting(self);
+                writer.write(self, line.into_bytes()).await;
+            }
+            None => self.append(line.as_bytes()),
+        }
+    }
+
+    /// The same note written in place, for a caller that cannot wait (the
+    /// Slurm tail refusing a file, once per file): it may come before
+    /// output still queued.
+    pub fn note_now(&self, text: &str) {
+        self.append(self.note_line(text).as_bytes());
+    }
+
+    fn note_line(&self, text: &str) -> String {
+        format!("[holdfast] {}\n", self.masker.mask(text))
+    }
+
+    /// Wait until everything handed to the log writer for this attempt is
+    /// in its file, so its counters and tail are final.
+    pub async fn settle(&self) {
+        if self.in_flight.load(Ordering::Acquire) > 0
+            && let Some(writer) = LogWriter::get()
+        {
+            writer.flush().await;
+        }
+    }
+
+    /// Past its cap with nothing queued: more output is only counted, so
+    /// it need not go through the writer.
+    fn full(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.written.load(Ordering::Acquire) >= self.cap
+    }
+
+    /// Whether a task of this attempt waits for the log writer (the disk
+    /// is behind), rather than for its pipe.
+    pub fn waiting_for_disk(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    pub(super) fn queued(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A chunk left the queue; `lost` bytes of it were never written.
+    pub(super) fn unqueued(&self, lost: u64) {
+        if lost > 0 {
+            self.dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The last lines of the output: at most [`TAIL_LINES`] lines and
@@ -195,8 +258,8 @@ impl LogSink {
 /// Copy a child's stream into the sink until EOF. Reads never stop, even
 /// past the cap, so a child writing a gigabyte is never stalled by its cap.
 /// The bytes are written by the [`LogWriter`] thread, never on the
-/// runtime's workers; this returns once they are in the file. With
-/// `forward`, complete lines also go to the journal.
+/// runtime's workers; [`LogSink::settle`] waits until they are in the file.
+/// With `forward`, complete lines also go to the journal.
 pub async fn copy_stream(
     mut stream: impl AsyncRead + Unpin,
     sink: Arc<LogSink>,
@@ -206,11 +269,7 @@ pub async fn copy_stream(
     // Forwarding only makes sense when the daemon logs to the journal;
     // otherwise the lines would land in its own stderr.
     let mut forward = forward.filter(|_| crate::logging::to_journal());
-    let mut out = Output {
-        sink,
-        writer: LogWriter::get(),
-        queued: false,
-    };
+    let writer = LogWriter::get();
     let mut buf = Vec::with_capacity(CHUNK_BYTES);
     loop {
         buf.clear();
@@ -236,7 +295,7 @@ pub async fn copy_stream(
         if let Some(forward) = &mut forward {
             forward.push(&data);
         }
-        out.deliver(data).await;
+        deliver(&sink, writer, data).await;
     }
     if let Some(masker) = &mut masker {
         let mut masked = Vec::new();
@@ -244,48 +303,62 @@ pub async fn copy_stream(
         if let Some(forward) = &mut forward {
             forward.push(&masked);
         }
-        out.deliver(masked).await;
+        deliver(&sink, writer, masked).await;
     }
     if let Some(forward) = forward {
         forward.finish();
     }
-    out.settle().await;
 }
 
-/// Where one stream's bytes go: the writer thread, or the sink in place
-/// when the thread could not be started.
-struct Output {
-    sink: Arc<LogSink>,
-    writer: Option<&'static LogWriter>,
-    /// Something was handed to the writer, so the end waits for it.
-    queued: bool,
-}
-
-impl Output {
-    async fn deliver(&mut self, data: Vec<u8>) {
-        match self.writer {
-            Some(writer) if !data.is_empty() => {
-                writer.append(&self.sink, data).await;
-                self.queued = true;
-            }
-            Some(_) => {}
-            None => self.sink.append(&data),
-        }
-    }
-
-    async fn settle(self) {
-        if let (true, Some(writer)) = (self.queued, self.writer) {
-            writer.flush().await;
+/// Hand bytes to the writer (in pieces of at most [`CHUNK_BYTES`]: masking
+/// can lengthen a read), or count them in place when the sink is past its
+/// cap or the writer thread could not be started.
+async fn deliver(sink: &Arc<LogSink>, writer: Option<&'static LogWriter>, data: Vec<u8>) {
+    let Some(writer) = writer.filter(|_| !sink.full()) else {
+        sink.append(&data);
+        return;
+    };
+    sink.waiting.fetch_add(1, Ordering::AcqRel);
+    let _waited = Waiting(sink);
+    if data.len() <= CHUNK_BYTES {
+        writer.append(sink, data).await;
+    } else {
+        for piece in data.chunks(CHUNK_BYTES) {
+            writer.append(sink, piece.to_vec()).await;
         }
     }
 }
 
-/// Wait until every byte handed to the writer so far is in its file: after
-/// readers were stopped before their end, so an attempt's counters are final.
-pub async fn settle() {
-    if let Some(writer) = LogWriter::get() {
-        writer.flush().await;
+/// Ends a wait for the log writer, also when the waiting task is stopped.
+struct Waiting<'a>(&'a LogSink);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// How long readers may go on after their attempt ended before they are
+/// stopped: a process that escaped the group could hold a pipe open forever.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Wait for an ended attempt's readers to reach EOF. Time spent waiting
+/// for a disk that is behind does not count: only a pipe held open does.
+/// False if readers were stopped; they have then ended too, so nothing
+/// they read is queued after the caller's [`LogSink::settle`].
+pub async fn drain(readers: &mut tokio::task::JoinSet<()>, sink: &LogSink) -> bool {
+    loop {
+        let all = async { while readers.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_TIME, all).await.is_ok() {
+            return true;
+        }
+        if !sink.waiting_for_disk() {
+            break;
+        }
+    }
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+    false
 }
 
 /// Longest output line forwarded to the journal; longer ones are cut.

@@ -178,17 +178,18 @@ async fn run_simulated(
     kill: oneshot::Receiver<KillReason>,
     hub: &LogHub,
 ) -> AttemptEnd {
-    let sink = LogSink::new(
+    let sink = Arc::new(LogSink::new(
         spec.log_path.clone(),
         spec.log_max_bytes,
         hub.register(spec.key),
-    );
+    ));
     sink.note(&format!(
         "simulated: would run {:?}; ends with exit code {} after {}",
         spec.argv,
         simulate.exit_code,
         humantime::format_duration(simulate.duration)
-    ));
+    ))
+    .await;
     let stopped = tokio::select! {
         () = tokio::time::sleep(simulate.duration) => None,
         reason = kill => reason.ok(),
@@ -325,7 +326,7 @@ async fn run_process(
         Err(e) => return AttemptEnd::spawn_error(e.to_string()),
     };
     if let Err(message) = exec_size::check(&spec.argv, &env) {
-        sink.note(&message);
+        sink.note(&message).await;
         let mut end = AttemptEnd::spawn_error(message);
         end.log_bytes = sink.written();
         return end;
@@ -337,7 +338,7 @@ async fn run_process(
                 Ok(cgroup) => Some(cgroup),
                 Err(e) => {
                     let message = format!("cannot set up the attempt's cgroup: {e}");
-                    sink.note(&message);
+                    sink.note(&message).await;
                     let mut end = AttemptEnd::spawn_error(message);
                     end.log_bytes = sink.written();
                     return end;
@@ -397,7 +398,7 @@ async fn run_process(
     let pid = match spawned {
         Ok(pid) => pid,
         Err((message, transient)) => {
-            sink.note(&message);
+            sink.note(&message).await;
             tracing::debug!(activity = %spec.path, error = %message, "spawn failed");
             if let Some(cgroup) = cgroup {
                 tokio::spawn(cgroup.remove());
@@ -428,7 +429,10 @@ async fn run_process(
             let masker = crate::mask::StreamMasker::new(spec.secrets.iter().cloned());
             readers.spawn(logs::copy_stream(output, sink.clone(), forward, masker));
         }
-        Err(e) => sink.note(&format!("cannot read the output pipe: {e}")),
+        Err(e) => {
+            sink.note(&format!("cannot read the output pipe: {e}"))
+                .await;
+        }
     }
     let gate = control::Gate::new(std::time::Instant::now(), &spec.outputs);
     readers.spawn(read_control(
@@ -468,8 +472,10 @@ async fn run_process(
                 start_report.send().await;
             }
             () = &mut timeout_wait => {
-                sink.note(&format!("timeout after {}; stopping the process group", humantime::format_duration(spec.timeout.unwrap_or_default())));
-                break (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(AttemptState::Timeout));
+                // The note waits for the log writer, the stop does not.
+                let note = format!("timeout after {}; stopping the process group", humantime::format_duration(spec.timeout.unwrap_or_default()));
+                let ((), status) = tokio::join!(sink.note(&note), stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()));
+                break (status, Some(AttemptState::Timeout));
             }
             reason = &mut kill_wait => {
                 let (state, why) = match reason {
@@ -477,8 +483,9 @@ async fn run_process(
                     KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
                     KillReason::Shutdown => (AttemptState::Interrupted, "daemon stopping"),
                 };
-                sink.note(&format!("{why}; stopping the process group"));
-                break (stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()).await, Some(state));
+                let note = format!("{why}; stopping the process group");
+                let ((), status) = tokio::join!(sink.note(&note), stop_group(&mut child, pgid, spec.kill_grace, cgroup.as_ref()));
+                break (status, Some(state));
             }
         }
     };
@@ -493,18 +500,14 @@ async fn run_process(
 
     // Drain the pipes. A process that escaped the group (setsid) could hold
     // them open forever, so the wait is bounded.
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        readers.abort_all();
-        // What the stopped readers had already handed over is counted.
-        let _ = tokio::time::timeout(Duration::from_secs(5), logs::settle()).await;
+    if !logs::drain(&mut readers, &sink).await {
         sink.note(
             "output pipes still open 5s after exit (a process left the group); stopped reading",
-        );
+        )
+        .await;
     }
+    // What the readers handed over is in the file before it is counted.
+    sink.settle().await;
 
     let mut end = match status {
         Ok(status) => {
@@ -617,7 +620,8 @@ async fn read_control(
     let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(r) => r,
         Err(e) => {
-            sink.note(&format!("control channel unavailable: {e}"));
+            sink.note(&format!("control channel unavailable: {e}"))
+                .await;
             return;
         }
     };
@@ -651,7 +655,7 @@ async fn read_control_lines(
             Ok(n) => offset += n as u64,
         }
         if line.len() > control::MAX_LINE {
-            sink.note("control line longer than 256 KiB ignored");
+            sink.note("control line longer than 256 KiB ignored").await;
             // Skip the rest of the overlong line without holding it.
             match skip_line(&mut reader).await {
                 Some(n) => offset += n,
@@ -671,19 +675,20 @@ async fn read_control_lines(
                 sink.note(
                     "checkpoint refused: it holds a secret value, and checkpoints are stored and \
                      shown; keep secrets out of checkpoints (the previous one stays)",
-                );
+                )
+                .await;
                 continue;
             }
             Ok(message) => masker.mask_control(message),
             Err(why) => {
-                sink.note(&format!("ignored control message: {why}"));
+                sink.note(&format!("ignored control message: {why}")).await;
                 continue;
             }
         };
         match gate.admit(&message, std::time::Instant::now()) {
             Ok(()) => {}
             Err(control::Refusal::Note(why)) => {
-                sink.note(&why);
+                sink.note(&why).await;
                 continue;
             }
             Err(control::Refusal::Quiet) => continue,
@@ -711,7 +716,8 @@ async fn read_control_lines(
         sink.note(&format!(
             "{} alerts dropped by the rate limit",
             gate.alerts_dropped_total
-        ));
+        ))
+        .await;
     }
 }
 

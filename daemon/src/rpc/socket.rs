@@ -4,6 +4,7 @@
 //! jsonrpsee (HTTP and WebSocket on the same socket), within the caps of
 //! [`Limits`], after the protocol check of one-shot calls (`protocol`).
 
+use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,15 +120,53 @@ pub fn bind(
     Ok(listener)
 }
 
+/// How long a uid's user name is reused before it is looked up again.
+const NAME_TTL: Duration = Duration::from_secs(60);
+/// Names kept at most; past it the cache starts again empty.
+const NAMES_KEPT: usize = 4096;
+
+/// User names by uid, for the callers' `user`. A lookup can go to LDAP or
+/// SSSD and take seconds when they are unwell, so it runs on the blocking
+/// pool, and a name is reused for [`NAME_TTL`]: the runtime's worker never
+/// waits on NSS, and a client that connects a thousand times looks its
+/// name up once. Access decisions use the uid and groups, not the name.
+#[derive(Default)]
+struct UserNames(HashMap<u32, (String, Instant)>);
+
+impl UserNames {
+    async fn name(&mut self, uid: u32) -> String {
+        let now = Instant::now();
+        if let Some((name, at)) = self.0.get(&uid)
+            && now.duration_since(*at) < NAME_TTL
+        {
+            return name.clone();
+        }
+        let looked_up = tokio::task::spawn_blocking(move || {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(name) = looked_up else {
+            // Not cached: a user added a moment later is named next time.
+            return format!("uid:{uid}");
+        };
+        if self.0.len() >= NAMES_KEPT {
+            self.0.clear();
+        }
+        self.0.insert(uid, (name.clone(), now));
+        name
+    }
+}
+
 /// The caller behind a connection, from SO_PEERCRED.
-fn caller_of(stream: &tokio::net::UnixStream) -> Option<Caller> {
+async fn caller_of(stream: &tokio::net::UnixStream, names: &mut UserNames) -> Option<Caller> {
     let cred = stream.peer_cred().ok()?;
     let uid = cred.uid();
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid:{uid}"));
+    let user = names.name(uid).await;
     Some(Caller {
         uid,
         gid: cred.gid(),
@@ -316,6 +355,7 @@ impl TurningAway {
 pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Future<Output = ()>) {
     let (stop_handle, server_handle) = stop_channel();
     let limits = Arc::new(Limits::new(&server.settings));
+    let mut names = UserNames::default();
     // jsonrpsee's own count (requests in flight and WebSocket connections)
     // never refuses what `limits` let in, administrators' room included.
     let served = limits.connection_cap() + super::limits::ADMIN_ROOM;
@@ -371,7 +411,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             },
             () = &mut stopped => break,
         };
-        let Some(caller) = caller_of(&stream) else {
+        let Some(caller) = caller_of(&stream, &mut names).await else {
             if let Some(unlogged) = refusals.due() {
                 tracing::warn!(unlogged, "connection without peer credentials refused");
             }

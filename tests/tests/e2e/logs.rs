@@ -224,19 +224,24 @@ fn threads_waiting_on_a_fifo(pid: u32) -> Vec<String> {
 
 /// A log write that cannot finish (here: its file is a FIFO nobody reads,
 /// as a disk stuck in writeback would hold it) holds up only the log
-/// writer thread. RPCs are answered and other jobs run meanwhile; once the
-/// write goes through, the attempt ends with its bytes counted.
+/// writer thread. The attempt's timeout still stops it, RPCs are answered
+/// and other jobs run meanwhile; once the write goes through, the output
+/// and the daemon's note are in the log in order and counted.
 #[test]
 fn a_stuck_log_write_stalls_only_log_capture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let killed = dir.path().join("killed");
+    nix::unistd::mkfifo(&killed, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let stuck_chain = format!(
+        "[process.p.activity.a]\ntimeout = \"1s\"\nshell = 'echo hello; trap \"echo killed > {}; exit 1\" TERM; sleep 60 & wait'\n",
+        killed.display()
+    );
     let chains = [
         (
             "quick.toml",
             "[process.p.activity.a]\ncommand = [\"true\"]\n",
         ),
-        (
-            "stuck.toml",
-            "[process.p.activity.a]\ncommand = [\"echo\", \"hello\"]\n",
-        ),
+        ("stuck.toml", stuck_chain.as_str()),
     ];
     let daemon = TestDaemon::start(&chains);
     let pid = daemon.pid().expect("the daemon runs");
@@ -245,10 +250,16 @@ fn a_stuck_log_write_stalls_only_log_capture() {
 
     // The next job's log, made a FIFO before the job exists.
     let next = first + 1;
-    let dir = daemon.state_dir().join("logs").join(next.to_string());
-    std::fs::create_dir_all(&dir).expect("the job's log directory");
-    let fifo = dir.join("stuck.p.a.1.log");
+    let logs = daemon.state_dir().join("logs").join(next.to_string());
+    std::fs::create_dir_all(&logs).expect("the job's log directory");
+    let fifo = logs.join("stuck.p.a.1.log");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // The activity says when its timeout's SIGTERM reached it.
+    let (told, signal) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let text = std::fs::read_to_string(&killed).unwrap_or_default();
+        let _ = told.send(text);
+    });
     let stuck = daemon.submit("stuck", &[]);
     assert_eq!(stuck, next, "job ids are handed out in order");
 
@@ -271,6 +282,12 @@ fn a_stuck_log_write_stalls_only_log_capture() {
         "only the log writer waits on the stuck file, no runtime worker"
     );
 
+    // The timeout stops the activity although its note cannot be written.
+    let said = signal
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the timeout's SIGTERM reached the activity while its log was stuck");
+    assert_eq!(said, "killed\n");
+
     // The daemon answers and runs other work while the log is stuck.
     let info = rpc_call(daemon.socket(), "daemon.info", json!({}));
     assert!(info["result"]["pid"].is_u64(), "{info}");
@@ -282,13 +299,24 @@ fn a_stuck_log_write_stalls_only_log_capture() {
         JobState::Running,
         "the stuck job waits for its log: {status:#?}"
     );
+    assert_eq!(
+        threads_waiting_on_a_fifo(pid),
+        ["holdfastd-logs"],
+        "the timeout's note waits on the log writer, not on a worker"
+    );
 
-    // Read the FIFO: the write goes through and the attempt ends.
+    // Read the FIFO: the writes go through and the attempt ends.
     let mut reader = std::fs::File::open(&fifo).expect("open the FIFO for reading");
     let job = daemon.wait_done(stuck);
-    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
-    assert_eq!(activity(&job, "p.a").attempts[0].log_bytes, 6, "{job:#?}");
-    let mut got = [0u8; 6];
+    let expected = "hello\n[holdfast] timeout after 1s; stopping the process group\n";
+    let attempt = &activity(&job, "p.a").attempts[0];
+    assert_eq!(
+        attempt.state,
+        holdfast_api::AttemptState::Timeout,
+        "{job:#?}"
+    );
+    assert_eq!(attempt.log_bytes, expected.len() as u64, "{job:#?}");
+    let mut got = vec![0u8; expected.len()];
     std::io::Read::read_exact(&mut reader, &mut got).expect("read the FIFO");
-    assert_eq!(&got, b"hello\n");
+    assert_eq!(String::from_utf8_lossy(&got), expected);
 }

@@ -103,7 +103,7 @@ impl ArrayBatch {
         &self,
         spec: &AttemptSpec,
         slurm: &SlurmAttempt,
-        sink: &LogSink,
+        sink: &Arc<LogSink>,
     ) -> Result<u64, AttemptEnd> {
         let Some(task) = slurm.task else {
             return Err(AttemptEnd::spawn_error("not an array task".into()));
@@ -143,7 +143,7 @@ impl ArrayBatch {
         match answer {
             Some(Ok(id)) => Ok(id),
             Some(Err((message, transient))) => {
-                sink.note(&message);
+                sink.note(&message).await;
                 let mut end = AttemptEnd::spawn_error(message);
                 end.transient = transient;
                 Err(end)

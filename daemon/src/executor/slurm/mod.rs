@@ -406,12 +406,14 @@ pub(super) async fn run(
             "submitted to Slurm as job {target} ({}); adopted after a daemon restart, its output \
              so far follows",
             slurm.name
-        ));
+        ))
+        .await;
     } else {
         sink.note(&format!(
             "submitted to Slurm as job {target} ({})",
             slurm.name
-        ));
+        ))
+        .await;
     }
     if slurm.adopt != Some(Some(id)) {
         let _ = events

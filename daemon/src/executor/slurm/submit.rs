@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_workflow::SlurmOptions;
@@ -74,7 +75,7 @@ pub(super) fn caps_and_user(
 pub(super) async fn submit(
     spec: &AttemptSpec,
     slurm: &SlurmAttempt,
-    sink: &LogSink,
+    sink: &Arc<LogSink>,
 ) -> Result<u64, AttemptEnd> {
     if spec.argv.is_empty() {
         return Err(AttemptEnd::spawn_error("empty command".into()));
@@ -88,7 +89,7 @@ pub(super) async fn submit(
                  slurm_spool setting",
                     slurm.dir.display()
                 );
-                sink.note(&message);
+                sink.note(&message).await;
                 return Err(AttemptEnd::spawn_error(message));
             }
         };
@@ -121,12 +122,15 @@ pub(super) async fn submit(
             .env("USER", &identity.name)
             .env("LOGNAME", &identity.name);
     }
-    run_sbatch(command).await.map_err(|(message, transient)| {
-        sink.note(&message);
-        let mut end = AttemptEnd::spawn_error(message);
-        end.transient = transient;
-        end
-    })
+    match run_sbatch(command).await {
+        Ok(id) => Ok(id),
+        Err((message, transient)) => {
+            sink.note(&message).await;
+            let mut end = AttemptEnd::spawn_error(message);
+            end.transient = transient;
+            Err(end)
+        }
+    }
 }
 
 /// Run a prepared `sbatch --parsable`: the job id it answers, or why not
@@ -203,18 +207,19 @@ pub(super) async fn find_by_name(name: &str, array: bool) -> Option<u64> {
 }
 
 /// `scancel` a job, an array (all its tasks) or one task (`ARRAYID_N`).
-pub(super) async fn scancel(id: &str, sink: &LogSink) {
+pub(super) async fn scancel(id: &str, sink: &Arc<LogSink>) {
     match tokio::process::Command::new("scancel")
         .arg(id)
         .output()
         .await
     {
         Ok(out) if out.status.success() => {}
-        Ok(out) => sink.note(&format!(
-            "scancel {id} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => sink.note(&format!("cannot run scancel: {e}")),
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            sink.note(&format!("scancel {id} failed: {}", stderr.trim()))
+                .await;
+        }
+        Err(e) => sink.note(&format!("cannot run scancel: {e}")).await,
     }
 }
 

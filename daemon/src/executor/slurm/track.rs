@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use holdfast_api::AttemptState;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,7 +70,7 @@ pub(super) async fn watch_to_end(
         .map_or_else(|| nix::unistd::geteuid().as_raw(), |identity| identity.uid);
     let refused = |sink: &Arc<LogSink>| -> tail::OnRefused {
         let sink = sink.clone();
-        Box::new(move |why: &str| sink.note(why))
+        Box::new(move |why: &str| sink.note_now(why))
     };
     readers.spawn(logs::copy_stream(
         tail::Tail::new(output, finished.clone(), owner, refused(&sink)),
@@ -155,56 +154,56 @@ pub(super) async fn watch_to_end(
                     KillReason::JobTimeout => (AttemptState::Timeout, "job timeout"),
                     KillReason::Shutdown => {
                         // Slurm runs it on; the next start adopts it.
-                        sink.note(&format!("daemon stopping; Slurm job {id} keeps running"));
+                        sink.note(&format!("daemon stopping; Slurm job {id} keeps running")).await;
                         readers.abort_all();
                         return None;
                     }
                 };
-                sink.note(&format!("{why}; cancelling Slurm job {id}"));
                 stopped_for = Some(state);
                 stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
-                match id {
-                    // The whole job stops: one scancel of the array for
-                    // all its tasks.
-                    SlurmRef::Task { array, .. } if state == AttemptState::Cancelled => {
-                        if slurm.client.cancel_array_once(array) {
-                            scancel(&array.to_string(), &sink).await;
+                let cancel = async {
+                    match id {
+                        // The whole job stops: one scancel of the array for
+                        // all its tasks.
+                        SlurmRef::Task { array, .. } if state == AttemptState::Cancelled => {
+                            if slurm.client.cancel_array_once(array) {
+                                scancel(&array.to_string(), &sink).await;
+                            }
                         }
+                        _ => scancel(&id.to_string(), &sink).await,
                     }
-                    _ => scancel(&id.to_string(), &sink).await,
-                }
+                };
+                // The note waits for the log writer, the cancel does not.
+                let note = format!("{why}; cancelling Slurm job {id}");
+                tokio::join!(sink.note(&note), cancel);
             }
             () = timeout_wait => {
-                sink.note(&format!(
-                    "timeout after {}; cancelling Slurm job {id}",
-                    humantime::format_duration(spec.timeout.unwrap_or_default())
-                ));
                 stopped_for = Some(AttemptState::Timeout);
                 stop_deadline = Some(tokio::time::Instant::now() + CANCEL_WAIT);
-                scancel(&id.to_string(), &sink).await;
+                let note = format!(
+                    "timeout after {}; cancelling Slurm job {id}",
+                    humantime::format_duration(spec.timeout.unwrap_or_default())
+                );
+                let job = id.to_string();
+                tokio::join!(sink.note(&note), scancel(&job, &sink));
             }
             () = give_up => {
-                sink.note(&format!("Slurm did not confirm the end of job {id} within {}s", CANCEL_WAIT.as_secs()));
+                sink.note(&format!("Slurm did not confirm the end of job {id} within {}s", CANCEL_WAIT.as_secs())).await;
                 break None;
             }
         }
     };
     finished.store(true, Ordering::Release);
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        readers.abort_all();
-        // What the stopped readers had already handed over is counted.
-        let _ = tokio::time::timeout(Duration::from_secs(5), logs::settle()).await;
-        sink.note("output of the Slurm job still unread 5s after its end; stopped reading");
+    if !logs::drain(&mut readers, &sink).await {
+        sink.note("output of the Slurm job still unread 5s after its end; stopped reading")
+            .await;
     }
+    sink.settle().await;
     let end = outcome(id, final_status, stopped_for);
     if let Some(error) = &end.error
         && end.state != AttemptState::Succeeded
     {
-        sink.note(error);
+        sink.note(error).await;
     }
     // The spool keeps nothing once the attempt's log has it all.
     let _ = std::fs::remove_dir_all(&slurm.dir);
