@@ -167,4 +167,32 @@ mod tests {
         assert_eq!(sink.written(), expected.len() as u64);
         assert_eq!(*rx.borrow(), expected.len() as u64, "followers were told");
     }
+
+    #[tokio::test]
+    async fn a_note_follows_the_output_already_queued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.log");
+        let (tx, _rx) = watch::channel(0);
+        let sink = Arc::new(LogSink::new(path.clone(), 1 << 20, tx));
+        let writer = LogWriter::get().expect("the writer starts");
+        writer.append(&sink, b"output\n".to_vec()).await;
+        sink.note("timeout after 1s").await;
+        sink.settle().await;
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("the log exists"),
+            "output\n[holdfast] timeout after 1s\n"
+        );
+    }
+
+    #[test]
+    fn a_chunk_dropped_unwritten_is_counted_as_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.log");
+        let (tx, _rx) = watch::channel(0);
+        let sink = Arc::new(LogSink::new(path.clone(), 1 << 20, tx));
+        let chunk = Chunk::new(&sink, b"lost".to_vec(), None);
+        drop(chunk);
+        assert_eq!((sink.written(), sink.dropped()), (0, 4));
+        assert!(!path.exists(), "nothing was written");
+    }
 }
