@@ -117,6 +117,16 @@ impl LogWriter {
         }
     }
 
+    /// Queue bytes for `sink` if there is room now; otherwise they are
+    /// counted as dropped (the chunk is dropped unwritten).
+    pub fn try_append(&self, sink: &Arc<LogSink>, data: Vec<u8>) {
+        if !data.is_empty() {
+            let _ = self
+                .queue
+                .try_send(Work::Append(Chunk::new(sink, data, None)));
+        }
+    }
+
     /// Queue bytes for `sink` behind what is queued already, and wait
     /// until they are in the file.
     pub async fn write(&self, sink: &Arc<LogSink>, data: Vec<u8>) {

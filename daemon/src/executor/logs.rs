@@ -187,11 +187,15 @@ impl LogSink {
         }
     }
 
-    /// The same note written in place, for a caller that cannot wait (the
-    /// Slurm tail refusing a file, once per file): it may come before
-    /// output still queued.
-    pub fn note_now(&self, text: &str) {
-        self.append(self.note_line(text).as_bytes());
+    /// The same note for a caller that cannot wait (the Slurm tail refusing
+    /// a file, once per file): queued if the log writer has room, counted
+    /// as dropped if it has none; never written on the caller's thread.
+    pub fn note_now(self: &Arc<Self>, text: &str) {
+        let line = self.note_line(text).into_bytes();
+        match LogWriter::get() {
+            Some(writer) => writer.try_append(self, line),
+            None => self.append(&line),
+        }
     }
 
     fn note_line(&self, text: &str) -> String {

@@ -183,17 +183,20 @@ async fn run_simulated(
         spec.log_max_bytes,
         hub.register(spec.key),
     ));
-    sink.note(&format!(
+    let note = format!(
         "simulated: would run {:?}; ends with exit code {} after {}",
         spec.argv,
         simulate.exit_code,
         humantime::format_duration(simulate.duration)
-    ))
-    .await;
-    let stopped = tokio::select! {
-        () = tokio::time::sleep(simulate.duration) => None,
-        reason = kill => reason.ok(),
-    };
+    );
+    // The simulated run starts, and can be cancelled, while its note waits
+    // for the log writer.
+    let ((), stopped) = tokio::join!(sink.note(&note), async {
+        tokio::select! {
+            () = tokio::time::sleep(simulate.duration) => None,
+            reason = kill => reason.ok(),
+        }
+    });
     let (state, exit_code, error) = match stopped {
         Some(KillReason::Cancel) => (AttemptState::Cancelled, None, Some("cancelled".to_string())),
         Some(KillReason::JobTimeout) => {

@@ -30,6 +30,7 @@ pub mod socket;
 mod stats;
 mod submit;
 mod tenant;
+mod user_names;
 mod watch;
 mod workflow;
 mod ws_relay;

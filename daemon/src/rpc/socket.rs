@@ -4,7 +4,6 @@
 //! jsonrpsee (HTTP and WebSocket on the same socket), within the caps of
 //! [`Limits`], after the protocol check of one-shot calls (`protocol`).
 
-use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use tokio::net::UnixListener;
 use super::RpcServer;
 use super::limits::Limits;
 use super::named_params::NamedParams;
+use super::user_names::UserNames;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 
@@ -120,53 +120,12 @@ pub fn bind(
     Ok(listener)
 }
 
-/// How long a uid's user name is reused before it is looked up again.
-const NAME_TTL: Duration = Duration::from_secs(60);
-/// Names kept at most; past it the cache starts again empty.
-const NAMES_KEPT: usize = 4096;
-
-/// User names by uid, for the callers' `user`. A lookup can go to LDAP or
-/// SSSD and take seconds when they are unwell, so it runs on the blocking
-/// pool, and a name is reused for [`NAME_TTL`]: the runtime's worker never
-/// waits on NSS, and a client that connects a thousand times looks its
-/// name up once. Access decisions use the uid and groups, not the name.
-#[derive(Default)]
-struct UserNames(HashMap<u32, (String, Instant)>);
-
-impl UserNames {
-    async fn name(&mut self, uid: u32) -> String {
-        let now = Instant::now();
-        if let Some((name, at)) = self.0.get(&uid)
-            && now.duration_since(*at) < NAME_TTL
-        {
-            return name.clone();
-        }
-        let looked_up = tokio::task::spawn_blocking(move || {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(name) = looked_up else {
-            // Not cached: a user added a moment later is named next time.
-            return format!("uid:{uid}");
-        };
-        if self.0.len() >= NAMES_KEPT {
-            self.0.clear();
-        }
-        self.0.insert(uid, (name.clone(), now));
-        name
-    }
-}
-
-/// The caller behind a connection, from SO_PEERCRED.
-async fn caller_of(stream: &tokio::net::UnixStream, names: &mut UserNames) -> Option<Caller> {
+/// The caller behind a connection, from SO_PEERCRED. Its `user` is filled
+/// in for each request, off the accept loop ([`UserNames`]).
+fn caller_of(stream: &tokio::net::UnixStream) -> Option<Caller> {
     let cred = stream.peer_cred().ok()?;
     let uid = cred.uid();
-    let user = names.name(uid).await;
+    let user = String::new();
     Some(Caller {
         uid,
         gid: cred.gid(),
@@ -355,7 +314,7 @@ impl TurningAway {
 pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Future<Output = ()>) {
     let (stop_handle, server_handle) = stop_channel();
     let limits = Arc::new(Limits::new(&server.settings));
-    let mut names = UserNames::default();
+    let names = Arc::new(UserNames::default());
     // jsonrpsee's own count (requests in flight and WebSocket connections)
     // never refuses what `limits` let in, administrators' room included.
     let served = limits.connection_cap() + super::limits::ADMIN_ROOM;
@@ -411,7 +370,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             },
             () = &mut stopped => break,
         };
-        let Some(caller) = caller_of(&stream, &mut names).await else {
+        let Some(caller) = caller_of(&stream) else {
             if let Some(unlogged) = refusals.due() {
                 tracing::warn!(unlogged, "connection without peer credentials refused");
             }
@@ -421,7 +380,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             Ok(permit) => permit,
             Err(refused) => {
                 if let Some(unlogged) = refusals.due() {
-                    tracing::warn!(uid = caller.uid, user = %caller.user, unlogged, "connection refused: {refused}");
+                    tracing::warn!(uid = caller.uid, unlogged, "connection refused: {refused}");
                 }
                 turn_away(stream, refused.to_string(), &mut turning_away);
                 continue;
@@ -439,12 +398,18 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         let engine = engine.clone();
         let stop_ws = stop_handle.clone();
         // jsonrpsee with the caller's extensions.
+        let names = Arc::clone(&names);
         let inner = tower::service_fn(move |mut request: HttpRequest| {
-            request.extensions_mut().insert(caller.clone());
+            let mut caller = caller.clone();
+            let names = Arc::clone(&names);
             request.extensions_mut().insert(Arc::clone(&limits));
             request.extensions_mut().insert(Arc::clone(&permit));
             let mut service = builder.clone().build(methods.clone(), stop.clone());
-            async move { tower::Service::call(&mut service, request).await }
+            async move {
+                caller.user = names.name(caller.uid).await;
+                request.extensions_mut().insert(caller);
+                tower::Service::call(&mut service, request).await
+            }
         });
         let service = tower::service_fn(move |request: HttpRequest<_>| {
             let stop = stop_ws.clone();

@@ -206,14 +206,15 @@ echo two
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
 }
 
-/// The daemon's threads now blocked opening a FIFO, by name.
+/// The daemon's threads now blocked opening a FIFO, by name (the kernel
+/// function they sleep in; `fifo_open` where `wait_for_partner` is inlined).
 fn threads_waiting_on_a_fifo(pid: u32) -> Vec<String> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
     tasks
         .flatten()
         .filter(|task| {
             std::fs::read_to_string(task.path().join("wchan"))
-                .is_ok_and(|wchan| wchan.trim() == "wait_for_partner")
+                .is_ok_and(|wchan| matches!(wchan.trim(), "wait_for_partner" | "fifo_open"))
         })
         .map(|task| {
             let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
@@ -225,8 +226,10 @@ fn threads_waiting_on_a_fifo(pid: u32) -> Vec<String> {
 /// A log write that cannot finish (here: its file is a FIFO nobody reads,
 /// as a disk stuck in writeback would hold it) holds up only the log
 /// writer thread. The attempt's timeout still stops it, RPCs are answered
-/// and other jobs run meanwhile; once the write goes through, the output
-/// and the daemon's note are in the log in order and counted.
+/// and jobs that print nothing run meanwhile (output of other attempts
+/// would queue behind the stuck write, as on a stuck disk); once the write
+/// goes through, the output and the daemon's note are in the log in order
+/// and counted.
 #[test]
 fn a_stuck_log_write_stalls_only_log_capture() {
     let dir = tempfile::tempdir().expect("tempdir");

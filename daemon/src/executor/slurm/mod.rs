@@ -401,6 +401,15 @@ pub(super) async fn run(
         Some(task) => SlurmRef::Task { array: id, task },
         None => SlurmRef::Job(id),
     };
+    // The id is recorded first: the note may wait for the log writer.
+    if slurm.adopt != Some(Some(id)) {
+        let _ = events
+            .send(ExecEvent::SlurmSubmitted {
+                key,
+                slurm_job_id: id,
+            })
+            .await;
+    }
     if slurm.adopt.is_some() {
         sink.note(&format!(
             "submitted to Slurm as job {target} ({}); adopted after a daemon restart, its output \
@@ -414,14 +423,6 @@ pub(super) async fn run(
             slurm.name
         ))
         .await;
-    }
-    if slurm.adopt != Some(Some(id)) {
-        let _ = events
-            .send(ExecEvent::SlurmSubmitted {
-                key,
-                slurm_job_id: id,
-            })
-            .await;
     }
     watch_to_end(
         spec,
