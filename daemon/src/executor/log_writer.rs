@@ -6,7 +6,8 @@
 //! The queue is bounded: when the disk falls behind, the readers wait for
 //! room, stop draining their pipes, and the children block on a full pipe,
 //! the same backpressure `cat > file` would give them. Memory stays within
-//! [`QUEUE_CHUNKS`] chunks of at most [`CHUNK_BYTES`] each.
+//! [`QUEUE_CHUNKS`] chunks of at most [`CHUNK_BYTES`] each, plus the one
+//! chunk each waiting reader holds (at most one per running attempt).
 
 use std::sync::{Arc, OnceLock};
 

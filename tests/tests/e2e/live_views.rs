@@ -17,17 +17,32 @@ use crate::support::shown;
 /// How long a step the daemon takes promptly may take on a loaded machine.
 const STEP: Duration = Duration::from_secs(30);
 
-/// Whether `child` holds a socket: hfctl has connected to the daemon.
+/// Whether `child` holds a connected Unix socket: hfctl has connected to
+/// the daemon. A socket merely created is not enough: killed before its
+/// `connect`, the daemon would be absent for hfctl's first call, which
+/// `hfctl wait` rightly reports as no daemon running.
 fn has_socket(child: &Child) -> Result<(), String> {
     let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_err(|e| e.to_string())?;
-    let sockets = fds
+    let inodes: Vec<String> = fds
         .flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .any(|target| target.to_string_lossy().starts_with("socket:"));
-    if sockets {
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect();
+    // /proc/net/unix: `Num RefCount Protocol Flags Type St Inode Path`;
+    // St 03 is SS_CONNECTED.
+    let table = std::fs::read_to_string("/proc/net/unix").map_err(|e| e.to_string())?;
+    let connected = table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 7 && fields[5] == "03" && inodes.iter().any(|i| i == fields[6])
+    });
+    if connected {
         Ok(())
     } else {
-        Err("no socket open yet".into())
+        Err("no connected socket yet".into())
     }
 }
 
