@@ -48,9 +48,13 @@ impl Drop for Killed {
     }
 }
 
+/// The complete lines the receiver has written so far, parsed. A line
+/// still being written (a digest of a thousand events is written in
+/// several pieces) has no newline yet and is left for the next read.
 pub(crate) fn lines_of(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
