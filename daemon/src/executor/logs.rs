@@ -179,8 +179,7 @@ impl LogSink {
         let line = self.note_line(text);
         match LogWriter::get() {
             Some(writer) => {
-                self.waiting.fetch_add(1, Ordering::AcqRel);
-                let _waited = Waiting(self);
+                let _waiting = Waiting::begin(self);
                 writer.write(self, line.into_bytes()).await;
             }
             None => self.append(line.as_bytes()),
@@ -322,8 +321,7 @@ async fn deliver(sink: &Arc<LogSink>, writer: Option<&'static LogWriter>, data: 
         sink.append(&data);
         return;
     };
-    sink.waiting.fetch_add(1, Ordering::AcqRel);
-    let _waited = Waiting(sink);
+    let _waiting = Waiting::begin(sink);
     if data.len() <= CHUNK_BYTES {
         writer.append(sink, data).await;
     } else {
@@ -333,8 +331,16 @@ async fn deliver(sink: &Arc<LogSink>, writer: Option<&'static LogWriter>, data: 
     }
 }
 
-/// Ends a wait for the log writer, also when the waiting task is stopped.
+/// A task's wait for the log writer, counted in its sink from `begin`
+/// until dropped (also when the waiting task is stopped).
 struct Waiting<'a>(&'a LogSink);
+
+impl<'a> Waiting<'a> {
+    fn begin(sink: &'a LogSink) -> Waiting<'a> {
+        sink.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(sink)
+    }
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
