@@ -9,6 +9,8 @@
 //!   cancel or reprocess their own jobs, at a priority no higher than the
 //!   chain's `max_priority` (0 unless the chain says otherwise).
 
+pub mod groups;
+
 use crate::engine::Caller;
 use crate::settings::Settings;
 
@@ -20,15 +22,11 @@ pub fn is_admin(caller: &Caller) -> bool {
 
 /// True when the caller belongs to the Unix group `group`: its process's
 /// primary or supplementary group (from the peer credentials), or a member
-/// listed in the group database.
+/// listed in the group database (as [`groups`] keeps it).
 pub fn in_group(caller: &Caller, group: &str) -> bool {
-    match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => {
-            let gid = g.gid.as_raw();
-            gid == caller.gid || caller.groups.contains(&gid) || g.mem.contains(&caller.user)
-        }
-        _ => false,
-    }
+    groups::get(group).is_some_and(|g| {
+        g.gid == caller.gid || caller.groups.contains(&g.gid) || g.members.contains(&caller.user)
+    })
 }
 
 /// Admins and members of an operator group.
