@@ -1,184 +1,393 @@
 //! The group database as access decisions see it: each group named in an
-//! `operator_groups`, `allow` or tenant `groups` entry, kept for
-//! [`GROUP_TTL`] once looked up.
+//! `operator_groups`, `allow` or tenant `groups` entry, kept once looked
+//! up and looked up again in the background.
 //!
 //! Access decisions are synchronous and made on a runtime worker or the
 //! engine task, where a look-up that goes to LDAP or SSSD and hangs would
-//! stall every connection, or the engine. So a decision only reads what
-//! is kept here, and the look-ups are made off them: [`refresh`] runs on
-//! each request, before the request is handled, and looks up again on the
-//! blocking pool every group whose entry is due. Only the first decision
-//! ever to name a group (after a start, or a reload that added it) looks
-//! it up in place. A look-up that fails (a directory server down) keeps
-//! the entry known before.
+//! stall every connection, or the engine. So a decision reads what is
+//! kept here, and look-ups are made on the blocking pool, by one detached
+//! task at a time: [`Groups::refresh`] starts one for the groups that are
+//! due and waits for it at most [`REFRESH_WAIT`]. Each request calls it
+//! before it is handled (each HTTP request, and each message of a
+//! WebSocket connection), so decisions see the database as it was at most
+//! [`GROUP_TTL`] ago while it answers. Dropping a request does not stop
+//! the look-up it started; a look-up that hangs holds one blocking thread,
+//! and no other look-up starts until it returns.
 //!
-//! The price is the cache's, as with nscd or SSSD: a member added to or
-//! removed from a group's member list counts as such up to a minute
-//! later here. Membership that comes from the caller's own credentials
-//! (its primary and supplementary groups, SO_PEERCRED and SO_PEERGROUPS)
-//! does not go through this cache and is always current.
+//! Only the first decision that names a group after a start (or after a
+//! reload that added it) looks it up in place, on the thread that decides.
+//! If that look-up fails, the group counts as unknown (no members) until a
+//! background look-up answers, 5 s later at the earliest.
+//!
+//! While the database cannot answer, what it said last is kept, but a
+//! member list not confirmed for [`MEMBERS_MAX_AGE`] no longer counts: a
+//! member removed during an outage loses the group after five minutes at
+//! most. Membership that comes from the caller's own credentials (its
+//! primary and supplementary groups, SO_PEERCRED and SO_PEERGROUPS) is
+//! checked against the group's id and is always current.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 /// How long a found group is used before it is looked up again.
 const GROUP_TTL: Duration = Duration::from_secs(60);
 /// How long "no such group" is believed: a group added a moment ago
 /// counts soon.
 const MISSING_TTL: Duration = Duration::from_secs(5);
+/// How soon a look-up that failed is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// How old a member list may be, unconfirmed, and still count.
+const MEMBERS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long a request waits for the look-ups it needs before it is handled
+/// with what is kept.
+const REFRESH_WAIT: Duration = Duration::from_secs(2);
 /// Groups kept at most; past it the cache starts again empty. Only names
 /// in the configuration are ever asked for, so this is far above need.
 const GROUPS_KEPT: usize = 1024;
 
 /// One group of the database.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Group {
     pub gid: u32,
     /// The user names its database entry lists as members.
     pub members: Vec<String>,
 }
 
+/// A group as a decision may use it.
+#[derive(Debug)]
+pub struct Found {
+    pub group: Arc<Group>,
+    /// False once the member list has gone unconfirmed for
+    /// [`MEMBERS_MAX_AGE`]: then only the caller's credentials count.
+    pub members_current: bool,
+}
+
+/// Looks a group up by name: `Ok(None)` when the database has no such
+/// group, `Err` when it could not answer.
+type LookUp = dyn Fn(&str) -> Result<Option<Group>, nix::Error> + Send + Sync;
+
 /// What is known of one group name.
-#[derive(Clone)]
 struct Known {
-    /// None: the database has no such group.
+    /// The database's last answer; None: no such group, or no answer yet.
     group: Option<Arc<Group>>,
-    /// When it was looked up, or when a look-up of it last started.
-    at: Instant,
+    /// When the database last answered for it.
+    answered: Option<Instant>,
+    /// When a look-up of it last started.
+    tried: Instant,
+    /// Whether that look-up failed.
+    failed: bool,
 }
 
 impl Known {
     fn due(&self, now: Instant) -> bool {
-        let ttl = if self.group.is_some() {
+        let wait = if self.failed {
+            RETRY_AFTER_FAILURE
+        } else if self.group.is_some() {
             GROUP_TTL
         } else {
             MISSING_TTL
         };
-        now.duration_since(self.at) >= ttl
+        now.duration_since(self.tried) >= wait
     }
-}
 
-static KNOWN: LazyLock<Mutex<HashMap<String, Known>>> = LazyLock::new(Mutex::default);
-
-fn known() -> MutexGuard<'static, HashMap<String, Known>> {
-    // Nothing panics while holding the lock; a poisoned map is still a
-    // map of complete entries.
-    KNOWN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn keep(map: &mut HashMap<String, Known>, name: String, group: Option<Group>, at: Instant) {
-    if map.len() >= GROUPS_KEPT && !map.contains_key(&name) {
-        map.clear();
+    fn found(&self, now: Instant) -> Option<Found> {
+        let group = self.group.clone()?;
+        let members_current = self
+            .answered
+            .is_some_and(|at| now.duration_since(at) < MEMBERS_MAX_AGE);
+        Some(Found {
+            group,
+            members_current,
+        })
     }
-    map.insert(
-        name,
-        Known {
-            group: group.map(Arc::new),
-            at,
-        },
-    );
-}
 
-fn look_up(name: &str) -> Result<Option<Group>, nix::Error> {
-    Ok(nix::unistd::Group::from_name(name)?.map(|g| Group {
-        gid: g.gid.as_raw(),
-        members: g.mem,
-    }))
-}
-
-/// The group named `name`, as kept here. Looked up in place only when the
-/// name was never asked for; a failed look-up then counts as no group
-/// (and is not kept, so the next request tries again).
-///
-/// A due entry is still answered from; its look-up is started in the
-/// background, for the calls of a WebSocket connection, which do not
-/// pass through [`refresh`] after the connection's first request.
-pub fn get(name: &str) -> Option<Arc<Group>> {
-    let kept = known()
-        .get(name)
-        .map(|known| (known.group.clone(), known.due(Instant::now())));
-    if let Some((group, due)) = kept {
-        if due && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(refresh());
+    fn record(&mut self, answer: Result<Option<Group>, nix::Error>, now: Instant) {
+        match answer {
+            Ok(group) => {
+                self.group = group.map(Arc::new);
+                self.answered = Some(now);
+                self.failed = false;
+            }
+            Err(_) => self.failed = true,
         }
-        return group;
     }
-    let now = Instant::now();
-    let group = look_up(name).ok()?;
-    let mut map = known();
-    keep(&mut map, name.to_string(), group, now);
-    map.get(name).and_then(|known| known.group.clone())
 }
 
-/// Look up again, on the blocking pool, every kept group that is due.
-/// Called on each request before it is handled, so its decisions see the
-/// database as it was at most [`GROUP_TTL`] ago (plus a look-up's time). An entry being looked up
-/// by another request is not looked up twice: that request goes on with
-/// the entry as it is.
-pub async fn refresh() {
-    let now = Instant::now();
-    let due: Vec<String> = {
-        let mut map = known();
-        map.iter_mut()
+#[derive(Default)]
+struct State {
+    known: HashMap<String, Known>,
+    /// The look-up in flight: its sender is dropped when it has finished.
+    refreshing: Option<watch::Receiver<()>>,
+}
+
+/// The cache, with the function that looks a group up.
+pub struct Groups {
+    state: Mutex<State>,
+    look_up: Box<LookUp>,
+}
+
+/// The daemon's groups, looked up through NSS.
+pub static GROUPS: LazyLock<Groups> = LazyLock::new(|| {
+    Groups::new(Box::new(|name| {
+        Ok(nix::unistd::Group::from_name(name)?.map(|g| Group {
+            gid: g.gid.as_raw(),
+            members: g.mem,
+        }))
+    }))
+});
+
+impl Groups {
+    fn new(look_up: Box<LookUp>) -> Groups {
+        Groups {
+            state: Mutex::default(),
+            look_up,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned map is still a
+        // map of complete entries.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The group named `name` as kept here; None when the database has no
+    /// such group or has not answered for it yet. Looked up in place only
+    /// when the name was never asked for. A due entry is still answered
+    /// from, and its look-up started in the background.
+    pub fn get(&'static self, name: &str) -> Option<Found> {
+        let now = Instant::now();
+        let kept = self
+            .state()
+            .known
+            .get(name)
+            .map(|known| (known.found(now), known.due(now)));
+        if let Some((found, due)) = kept {
+            if due && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(self.refresh());
+            }
+            return found;
+        }
+        let answer = (self.look_up)(name);
+        let mut state = self.state();
+        if state.known.len() >= GROUPS_KEPT {
+            state.known.clear();
+        }
+        let known = state.known.entry(name.to_string()).or_insert(Known {
+            group: None,
+            answered: None,
+            tried: now,
+            failed: false,
+        });
+        known.record(answer, now);
+        known.found(now)
+    }
+
+    /// Start a look-up of the groups that are due, unless one is in
+    /// flight, and wait for the one in flight at most [`REFRESH_WAIT`].
+    pub async fn refresh(&'static self) {
+        let Some(mut done) = self.start_due() else {
+            return;
+        };
+        // Err when the look-up has finished: its sender is gone.
+        let _ = tokio::time::timeout(REFRESH_WAIT, done.changed()).await;
+    }
+
+    fn start_due(&'static self) -> Option<watch::Receiver<()>> {
+        let mut state = self.state();
+        if let Some(in_flight) = &state.refreshing {
+            return Some(in_flight.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let now = Instant::now();
+        let due: Vec<String> = state
+            .known
+            .iter_mut()
             .filter(|(_, known)| known.due(now))
             .map(|(name, known)| {
-                known.at = now;
+                known.tried = now;
                 name.clone()
             })
-            .collect()
-    };
-    if due.is_empty() {
-        return;
-    }
-    let Ok(found) = tokio::task::spawn_blocking(move || {
-        due.into_iter()
-            .map(|name| {
-                let group = look_up(&name);
-                (name, group)
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        let (finished, done) = watch::channel(());
+        state.refreshing = Some(done.clone());
+        // Detached: a request dropped while it waits does not stop it.
+        runtime.spawn(async move {
+            let answers = tokio::task::spawn_blocking(move || {
+                due.into_iter()
+                    .map(|name| {
+                        let answer = (self.look_up)(&name);
+                        (name, answer)
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect::<Vec<_>>()
-    })
-    .await
-    else {
-        return;
-    };
-    let mut map = known();
-    for (name, group) in found {
-        if let Ok(group) = group {
-            keep(&mut map, name, group, Instant::now());
+            .await
+            .unwrap_or_default();
+            let mut state = self.state();
+            let now = Instant::now();
+            for (name, answer) in answers {
+                if let Some(known) = state.known.get_mut(&name) {
+                    known.record(answer, now);
+                }
+            }
+            state.refreshing = None;
+            drop(finished);
+        });
+        Some(done)
+    }
+
+    /// Make every kept entry older by `by`, as if that much time had
+    /// passed since its look-up (for tests).
+    #[cfg(test)]
+    fn age(&self, by: Duration) {
+        for known in self.state().known.values_mut() {
+            known.tried = known.tried.checked_sub(by).expect("uptime");
+            known.answered = known.answered.map(|at| at.checked_sub(by).expect("uptime"));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
     use super::*;
 
+    fn group(members: &[&str]) -> Group {
+        Group {
+            gid: 4242,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn leak(look_up: Box<LookUp>) -> &'static Groups {
+        Box::leak(Box::new(Groups::new(look_up)))
+    }
+
     #[tokio::test]
-    async fn groups_are_looked_up_kept_and_refreshed() {
-        // Group 0 exists on every Linux host; its name varies little, but
-        // read it rather than assume it.
+    async fn the_group_database_is_found_by_name() {
         let Ok(Some(root)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(0)) else {
             return;
         };
-        let found = get(&root.name).expect("group 0 is found by name");
-        assert_eq!(found.gid, 0);
-        assert!(get("no-such-group-here-at-all").is_none());
-        // Due entries are looked up again and stay found.
-        {
-            let mut map = known();
-            let entry = map.get_mut(&root.name).expect("kept");
-            let Some(past) = entry.at.checked_sub(GROUP_TTL) else {
-                return;
-            };
-            entry.at = past;
+        let found = GROUPS.get(&root.name).expect("group 0 is found by name");
+        assert_eq!(found.group.gid, 0);
+        assert!(found.members_current);
+        assert!(GROUPS.get("no-such-group-here-at-all").is_none());
+    }
+
+    /// A request dropped while its look-up runs loses nothing: the look-up
+    /// goes on and its answer is kept.
+    #[tokio::test]
+    async fn a_dropped_request_does_not_lose_its_look_up() {
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups = leak(Box::new(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(Some(group(&["alice"])));
+            }
+            let _ = released.lock().expect("lock").recv();
+            Ok(Some(group(&["bob"])))
+        }));
+        assert_eq!(groups.get("etl").expect("found").group.members, ["alice"]);
+        groups.age(GROUP_TTL);
+        let request = tokio::spawn(groups.refresh());
+        // The look-up has started once the entry is marked as tried.
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
         }
-        refresh().await;
-        let again = known().get(&root.name).cloned().expect("still kept");
-        assert!(!again.due(Instant::now()), "looked up again");
-        assert_eq!(again.group.expect("still a group").gid, 0);
+        request.abort();
+        assert!(request.await.is_err(), "the request was dropped");
+        release.send(()).expect("the look-up waits");
+        // A later request waits for the one in flight, starting no other.
+        groups.refresh().await;
+        assert_eq!(groups.get("etl").expect("found").group.members, ["bob"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A look-up that hangs holds requests for [`REFRESH_WAIT`] at most,
+    /// is never started twice, and decisions go on with what was kept.
+    /// (Real time: tokio does not advance paused time while a blocking
+    /// task runs.)
+    #[tokio::test]
+    async fn a_hung_look_up_is_waited_for_briefly_and_once() {
+        let (_never, hangs) = mpsc::channel::<()>();
+        let hangs = Mutex::new(hangs);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups = leak(Box::new(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(Some(group(&["alice"])));
+            }
+            let _ = hangs.lock().expect("lock").recv();
+            Ok(None)
+        }));
+        groups.get("etl");
+        groups.age(GROUP_TTL);
+        for _ in 0..2 {
+            let started = Instant::now();
+            groups.refresh().await;
+            let waited = started.elapsed();
+            assert!(
+                waited >= REFRESH_WAIT && waited < REFRESH_WAIT + Duration::from_secs(1),
+                "waited its bound, not more: {waited:?}"
+            );
+        }
+        let found = groups.get("etl").expect("kept while the database hangs");
+        assert_eq!(found.group.members, ["alice"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one look-up in flight");
+    }
+
+    /// A failed answer keeps what was known, and a member list left
+    /// unconfirmed for [`MEMBERS_MAX_AGE`] stops counting.
+    #[tokio::test]
+    async fn failures_keep_the_group_but_not_old_members() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups = leak(Box::new(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(Some(group(&["alice"])));
+            }
+            Err(nix::Error::EIO)
+        }));
+        groups.get("etl");
+        groups.age(GROUP_TTL);
+        groups.refresh().await;
+        let found = groups.get("etl").expect("kept after a failure");
+        assert!(found.members_current);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        groups.age(MEMBERS_MAX_AGE);
+        let found = groups.get("etl").expect("the group is still known");
+        assert_eq!(found.group.gid, 4242);
+        assert!(!found.members_current, "five minutes unconfirmed");
+    }
+
+    /// A first look-up that fails counts as no group and is not retried
+    /// in place.
+    #[tokio::test]
+    async fn a_failed_first_look_up_is_retried_in_the_background() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups = leak(Box::new(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(nix::Error::EIO);
+            }
+            Ok(Some(group(&["alice"])))
+        }));
+        assert!(groups.get("etl").is_none());
+        assert!(groups.get("etl").is_none(), "not looked up in place again");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        groups.age(RETRY_AFTER_FAILURE);
+        groups.refresh().await;
+        assert_eq!(groups.get("etl").expect("found").group.members, ["alice"]);
     }
 }

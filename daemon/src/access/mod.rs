@@ -24,8 +24,11 @@ pub fn is_admin(caller: &Caller) -> bool {
 /// primary or supplementary group (from the peer credentials), or a member
 /// listed in the group database (as [`groups`] keeps it).
 pub fn in_group(caller: &Caller, group: &str) -> bool {
-    groups::get(group).is_some_and(|g| {
-        g.gid == caller.gid || caller.groups.contains(&g.gid) || g.members.contains(&caller.user)
+    groups::GROUPS.get(group).is_some_and(|found| {
+        let gid = found.group.gid;
+        gid == caller.gid
+            || caller.groups.contains(&gid)
+            || (found.members_current && found.group.members.contains(&caller.user))
     })
 }
 

@@ -407,7 +407,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             let mut service = builder.clone().build(methods.clone(), stop.clone());
             async move {
                 caller.user = names.name(caller.uid).await;
-                crate::access::groups::refresh().await;
+                crate::access::groups::GROUPS.refresh().await;
                 request.extensions_mut().insert(caller);
                 tower::Service::call(&mut service, request).await
             }

@@ -292,6 +292,8 @@ async fn from_client<C, S>(
             }
             Front::Forward { body, restore } => Outgoing::Forward { body, restore },
         };
+        // Each call decides on groups as fresh as an HTTP request's.
+        crate::access::groups::GROUPS.refresh().await;
         if server.send(message).await.is_err() {
             break;
         }
