@@ -119,8 +119,9 @@ impl Known {
 #[derive(Default)]
 struct State {
     known: HashMap<String, Known>,
-    /// The look-up in flight: its sender is dropped when it has finished.
-    refreshing: Option<watch::Receiver<()>>,
+    /// The look-up in flight, and when it started: its sender is dropped
+    /// when it has finished.
+    refreshing: Option<(watch::Receiver<()>, Instant)>,
 }
 
 /// The cache, with the function that looks a group up.
@@ -167,8 +168,8 @@ impl Groups {
             .get(name)
             .map(|known| (known.found(now), known.due(now)));
         if let Some((found, due)) = kept {
-            if due && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(self.refresh());
+            if due {
+                let _ = self.start_due();
             }
             return found;
         }
@@ -188,19 +189,27 @@ impl Groups {
     }
 
     /// Start a look-up of the groups that are due, unless one is in
-    /// flight, and wait for the one in flight at most [`REFRESH_WAIT`].
+    /// flight, and wait for the one in flight until [`REFRESH_WAIT`] after
+    /// it started: once a look-up that hangs has been waited for that
+    /// long, requests go on at once.
     pub async fn refresh(&'static self) {
-        let Some(mut done) = self.start_due() else {
+        let Some((mut done, started)) = self.start_due() else {
             return;
         };
+        let left = REFRESH_WAIT.saturating_sub(started.elapsed());
         // Err when the look-up has finished: its sender is gone.
-        let _ = tokio::time::timeout(REFRESH_WAIT, done.changed()).await;
+        let _ = tokio::time::timeout(left, done.changed()).await;
     }
 
-    fn start_due(&'static self) -> Option<watch::Receiver<()>> {
+    fn start_due(&'static self) -> Option<(watch::Receiver<()>, Instant)> {
         let mut state = self.state();
-        if let Some(in_flight) = &state.refreshing {
-            return Some(in_flight.clone());
+        if let Some((in_flight, started)) = &state.refreshing {
+            // A task dropped before it ended (its runtime stopped) is
+            // not in flight.
+            if in_flight.has_changed().is_ok() {
+                return Some((in_flight.clone(), *started));
+            }
+            state.refreshing = None;
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let now = Instant::now();
@@ -217,9 +226,10 @@ impl Groups {
             return None;
         }
         let (finished, done) = watch::channel(());
-        state.refreshing = Some(done.clone());
+        state.refreshing = Some((done.clone(), now));
         // Detached: a request dropped while it waits does not stop it.
         runtime.spawn(async move {
+            let names = due.clone();
             let answers = tokio::task::spawn_blocking(move || {
                 due.into_iter()
                     .map(|name| {
@@ -229,7 +239,13 @@ impl Groups {
                     .collect::<Vec<_>>()
             })
             .await
-            .unwrap_or_default();
+            // A look-up that panicked failed, for every name it had.
+            .unwrap_or_else(|_| {
+                names
+                    .into_iter()
+                    .map(|name| (name, Err(nix::Error::EIO)))
+                    .collect()
+            });
             let mut state = self.state();
             let now = Instant::now();
             for (name, answer) in answers {
@@ -240,17 +256,28 @@ impl Groups {
             state.refreshing = None;
             drop(finished);
         });
-        Some(done)
+        Some((done, now))
     }
 
     /// Make every kept entry older by `by`, as if that much time had
-    /// passed since its look-up (for tests).
+    /// passed since its look-up (for tests). False when the monotonic
+    /// clock has not run that long (a machine just booted).
     #[cfg(test)]
-    fn age(&self, by: Duration) {
+    fn age(&self, by: Duration) -> bool {
         for known in self.state().known.values_mut() {
-            known.tried = known.tried.checked_sub(by).expect("uptime");
-            known.answered = known.answered.map(|at| at.checked_sub(by).expect("uptime"));
+            let (Some(tried), answered) = (
+                known.tried.checked_sub(by),
+                known.answered.map(|at| at.checked_sub(by)),
+            ) else {
+                return false;
+            };
+            if answered == Some(None) {
+                return false;
+            }
+            known.tried = tried;
+            known.answered = answered.flatten();
         }
+        true
     }
 }
 
@@ -299,9 +326,11 @@ mod tests {
             Ok(Some(group(&["bob"])))
         }));
         assert_eq!(groups.get("etl").expect("found").group.members, ["alice"]);
-        groups.age(GROUP_TTL);
+        if !groups.age(GROUP_TTL) {
+            return;
+        }
         let request = tokio::spawn(groups.refresh());
-        // The look-up has started once the entry is marked as tried.
+        // Until the look-up has been called.
         while calls.load(Ordering::SeqCst) < 2 {
             tokio::task::yield_now().await;
         }
@@ -314,8 +343,9 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
-    /// A look-up that hangs holds requests for [`REFRESH_WAIT`] at most,
-    /// is never started twice, and decisions go on with what was kept.
+    /// A look-up that hangs holds requests until [`REFRESH_WAIT`] after it
+    /// started, then no longer; it is never started twice, and decisions
+    /// go on with what was kept.
     /// (Real time: tokio does not advance paused time while a blocking
     /// task runs.)
     #[tokio::test]
@@ -332,16 +362,22 @@ mod tests {
             Ok(None)
         }));
         groups.get("etl");
-        groups.age(GROUP_TTL);
-        for _ in 0..2 {
-            let started = Instant::now();
-            groups.refresh().await;
-            let waited = started.elapsed();
-            assert!(
-                waited >= REFRESH_WAIT && waited < REFRESH_WAIT + Duration::from_secs(1),
-                "waited its bound, not more: {waited:?}"
-            );
+        if !groups.age(GROUP_TTL) {
+            return;
         }
+        let started = Instant::now();
+        groups.refresh().await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= REFRESH_WAIT && waited < REFRESH_WAIT + Duration::from_secs(1),
+            "the first request waited its bound, not more: {waited:?}"
+        );
+        let started = Instant::now();
+        groups.refresh().await;
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "later requests go on at once"
+        );
         let found = groups.get("etl").expect("kept while the database hangs");
         assert_eq!(found.group.members, ["alice"]);
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one look-up in flight");
@@ -360,12 +396,20 @@ mod tests {
             Err(nix::Error::EIO)
         }));
         groups.get("etl");
-        groups.age(GROUP_TTL);
+        if !groups.age(GROUP_TTL) {
+            return;
+        }
         groups.refresh().await;
         let found = groups.get("etl").expect("kept after a failure");
         assert!(found.members_current);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
-        groups.age(MEMBERS_MAX_AGE);
+        // Five minutes since the database last answered, though a look-up
+        // was tried (and failed) a moment ago.
+        if !groups.age(MEMBERS_MAX_AGE) {
+            return;
+        }
+        groups.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "tried again");
         let found = groups.get("etl").expect("the group is still known");
         assert_eq!(found.group.gid, 4242);
         assert!(!found.members_current, "five minutes unconfirmed");
@@ -386,7 +430,9 @@ mod tests {
         assert!(groups.get("etl").is_none());
         assert!(groups.get("etl").is_none(), "not looked up in place again");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        groups.age(RETRY_AFTER_FAILURE);
+        if !groups.age(RETRY_AFTER_FAILURE) {
+            return;
+        }
         groups.refresh().await;
         assert_eq!(groups.get("etl").expect("found").group.members, ["alice"]);
     }
