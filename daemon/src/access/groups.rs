@@ -295,8 +295,20 @@ mod tests {
         }
     }
 
-    fn leak(look_up: Box<LookUp>) -> &'static Groups {
-        Box::leak(Box::new(Groups::new(look_up)))
+    /// A cache whose database answers `etl` with member alice the first
+    /// time and with `later()` from then on, and the count of look-ups.
+    fn alice_then(
+        later: impl Fn() -> Result<Option<Group>, nix::Error> + Send + Sync + 'static,
+    ) -> (&'static Groups, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups = Groups::new(Box::new(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(Some(group(&["alice"])));
+            }
+            later()
+        }));
+        (Box::leak(Box::new(groups)), calls)
     }
 
     #[tokio::test]
@@ -316,15 +328,10 @@ mod tests {
     async fn a_dropped_request_does_not_lose_its_look_up() {
         let (release, released) = mpsc::channel::<()>();
         let released = Mutex::new(released);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&calls);
-        let groups = leak(Box::new(move |_| {
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Ok(Some(group(&["alice"])));
-            }
+        let (groups, calls) = alice_then(move || {
             let _ = released.lock().expect("lock").recv();
             Ok(Some(group(&["bob"])))
-        }));
+        });
         assert_eq!(groups.get("etl").expect("found").group.members, ["alice"]);
         if !groups.age(GROUP_TTL) {
             return;
@@ -352,15 +359,10 @@ mod tests {
     async fn a_hung_look_up_is_waited_for_briefly_and_once() {
         let (_never, hangs) = mpsc::channel::<()>();
         let hangs = Mutex::new(hangs);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&calls);
-        let groups = leak(Box::new(move |_| {
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Ok(Some(group(&["alice"])));
-            }
+        let (groups, calls) = alice_then(move || {
             let _ = hangs.lock().expect("lock").recv();
             Ok(None)
-        }));
+        });
         groups.get("etl");
         if !groups.age(GROUP_TTL) {
             return;
@@ -387,14 +389,7 @@ mod tests {
     /// unconfirmed for [`MEMBERS_MAX_AGE`] stops counting.
     #[tokio::test]
     async fn failures_keep_the_group_but_not_old_members() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&calls);
-        let groups = leak(Box::new(move |_| {
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Ok(Some(group(&["alice"])));
-            }
-            Err(nix::Error::EIO)
-        }));
+        let (groups, calls) = alice_then(|| Err(nix::Error::EIO));
         groups.get("etl");
         if !groups.age(GROUP_TTL) {
             return;
@@ -421,12 +416,12 @@ mod tests {
     async fn a_failed_first_look_up_is_retried_in_the_background() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let groups = leak(Box::new(move |_| {
+        let groups: &'static Groups = Box::leak(Box::new(Groups::new(Box::new(move |_| {
             if counted.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(nix::Error::EIO);
             }
             Ok(Some(group(&["alice"])))
-        }));
+        }))));
         assert!(groups.get("etl").is_none());
         assert!(groups.get("etl").is_none(), "not looked up in place again");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
