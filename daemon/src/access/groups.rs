@@ -7,12 +7,13 @@
 //! stall every connection, or the engine. So a decision reads what is
 //! kept here, and look-ups are made on the blocking pool, by one detached
 //! task at a time: [`Groups::refresh`] starts one for the groups that are
-//! due and waits for it at most [`REFRESH_WAIT`]. Each request calls it
-//! before it is handled (each HTTP request, and each message of a
-//! WebSocket connection), so decisions see the database as it was at most
-//! [`GROUP_TTL`] ago while it answers. Dropping a request does not stop
-//! the look-up it started; a look-up that hangs holds one blocking thread,
-//! and no other look-up starts until it returns.
+//! due and waits for it until [`REFRESH_WAIT`] after it started. Each
+//! request calls it before it is handled (each HTTP request, and each
+//! message of a WebSocket connection), so decisions see the database as
+//! it was about [`GROUP_TTL`] ago at most while it answers. Dropping a
+//! request does not stop the look-up it started; a look-up that hangs
+//! holds one blocking thread, and no other look-up starts until it
+//! returns.
 //!
 //! Only the first decision that names a group after a start (or after a
 //! reload that added it) looks it up in place, on the thread that decides.
@@ -24,7 +25,7 @@
 //! member removed during an outage loses the group after five minutes at
 //! most. Membership that comes from the caller's own credentials (its
 //! primary and supplementary groups, SO_PEERCRED and SO_PEERGROUPS) is
-//! checked against the group's id and is always current.
+//! checked against the group's id as the database last gave it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
