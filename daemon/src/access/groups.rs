@@ -33,11 +33,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-/// How long a found group is used before it is looked up again.
-const GROUP_TTL: Duration = Duration::from_secs(60);
-/// How long "no such group" is believed: a group added a moment ago
-/// counts soon.
-const MISSING_TTL: Duration = Duration::from_secs(5);
+use super::{DIRECTORY_MISSING_TTL as MISSING_TTL, DIRECTORY_TTL as GROUP_TTL};
+
 /// How soon a look-up that failed is tried again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// How old a member list may be, unconfirmed, and still count.

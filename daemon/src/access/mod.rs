@@ -10,9 +10,20 @@
 //!   chain's `max_priority` (0 unless the chain says otherwise).
 
 pub mod groups;
+pub mod user_names;
+
+use std::time::Duration;
 
 use crate::engine::Caller;
 use crate::settings::Settings;
+
+/// How long an answer of the user or group database (a name, a group) is
+/// used before it is looked up again, as nscd and SSSD keep them
+/// ([`user_names`], [`groups`]).
+const DIRECTORY_TTL: Duration = Duration::from_secs(60);
+/// How long "no such user" or "no such group" is believed: one added a
+/// moment ago counts soon.
+const DIRECTORY_MISSING_TTL: Duration = Duration::from_secs(5);
 
 /// True for callers that bypass every restriction: root and the daemon's
 /// own user.

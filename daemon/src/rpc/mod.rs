@@ -30,7 +30,6 @@ pub mod socket;
 mod stats;
 mod submit;
 mod tenant;
-mod user_names;
 mod watch;
 mod workflow;
 mod ws_relay;

@@ -18,7 +18,7 @@ use tokio::net::UnixListener;
 use super::RpcServer;
 use super::limits::Limits;
 use super::named_params::NamedParams;
-use super::user_names::UserNames;
+use crate::access::user_names::UserNames;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 

@@ -11,13 +11,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a found name is reused before it is looked up again.
-const NAME_TTL: Duration = Duration::from_secs(60);
-/// How long "no such user" is believed: a user added a moment ago is
-/// named soon.
-const MISSING_TTL: Duration = Duration::from_secs(5);
+use super::{DIRECTORY_MISSING_TTL as MISSING_TTL, DIRECTORY_TTL as NAME_TTL};
+
 /// Names kept at most; past it the cache starts again empty.
 const NAMES_KEPT: usize = 4096;
 
