@@ -25,6 +25,7 @@ mod items;
 mod items_recovery;
 pub mod job;
 mod policy;
+mod queue;
 mod recovery;
 mod request;
 mod run;
@@ -233,7 +234,7 @@ pub struct Engine {
     jobs: HashMap<u64, JobRun>,
     /// Jobs waiting for their chain's `concurrency`, per chain, or per
     /// chain and tenant (`JobRun::concurrency_key`).
-    queued: HashMap<String, BTreeSet<(Reverse<i32>, u64)>>,
+    queued: HashMap<String, queue::Queue>,
     admitted_per_chain: HashMap<String, usize>,
     dirty_chains: HashSet<String>,
     /// Admitted jobs with a ready activity and room under their

@@ -39,7 +39,7 @@ impl Engine {
         }
         for chain in std::mem::take(&mut self.dirty_chains) {
             while let Some(queue) = self.queued.get_mut(&chain) {
-                let Some(&(prio, id)) = queue.first() else {
+                let Some((prio, id)) = queue.first() else {
                     self.queued.remove(&chain);
                     break;
                 };

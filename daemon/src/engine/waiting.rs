@@ -2,60 +2,26 @@
 //! `Job::waiting`, derived from the engine's queues and counters when a
 //! client asks, never stored.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::HashMap;
 
 use holdfast_api::{ActivityState, WaitReason, Waiting};
 
 use super::Engine;
 use crate::store::rfc3339;
 
-/// Jobs ahead in a queue are counted exactly up to this many; a job further
-/// back says "more than 10000 queued ahead". Counting walks the queue on
-/// the engine's thread, so it is bounded like every other turn.
-const AHEAD_COUNTED: usize = 10_000;
-
 impl Engine {
-    /// The wait reason of each of `ids` that has one. Positions in a queue
-    /// come from one walk of each queue the ids are in (not one walk per
-    /// id), stopped once every id is found or at [`AHEAD_COUNTED`]: a
-    /// page of 1,000 queued jobs costs one pass, whatever the queue's size.
+    /// The wait reason of each of `ids` that has one. A queued job's place
+    /// is a binary search in its queue ([`super::queue::Queue::position`]),
+    /// so a page of 1,000 queued jobs costs the same whatever the queue's
+    /// length.
     pub(super) fn waiting_of(&self, ids: &[u64]) -> HashMap<u64, Waiting> {
-        let ahead = self.positions(ids);
         ids.iter()
-            .filter_map(|&id| Some((id, self.waiting(id, &ahead)?)))
+            .filter_map(|&id| Some((id, self.waiting(id)?)))
             .collect()
     }
 
-    /// How many jobs are ahead of each of `ids` not yet admitted, for those
-    /// within the first [`AHEAD_COUNTED`] of their queue.
-    fn positions(&self, ids: &[u64]) -> HashMap<u64, usize> {
-        let mut wanted: HashMap<String, HashSet<u64>> = HashMap::new();
-        for id in ids {
-            if let Some(job) = self.jobs.get(id)
-                && !job.admitted
-                && job.chain.concurrency.is_some()
-            {
-                wanted.entry(job.concurrency_key()).or_default().insert(*id);
-            }
-        }
-        let mut ahead = HashMap::new();
-        for (key, mut ids) in wanted {
-            let Some(queue) = self.queued.get(&key) else {
-                continue;
-            };
-            for (position, (_, id)) in queue.iter().take(AHEAD_COUNTED + 1).enumerate() {
-                if ids.remove(id) {
-                    ahead.insert(*id, position);
-                    if ids.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
-        ahead
-    }
-
-    fn waiting(&self, id: u64, ahead: &HashMap<u64, usize>) -> Option<Waiting> {
+    fn waiting(&self, id: u64) -> Option<Waiting> {
         let job = self.jobs.get(&id)?;
         if job.state.is_terminal() {
             return None;
@@ -73,12 +39,12 @@ impl Engine {
             let limit = job.chain.concurrency?;
             let key = job.concurrency_key();
             let running = self.admitted_per_chain.get(&key).copied().unwrap_or(0);
-            let queued = self.queued.get(&key).map_or(0, |queue| queue.len());
-            let ahead = match ahead.get(&id) {
-                Some(n) => n.to_string(),
-                None if queued <= AHEAD_COUNTED => queued.to_string(),
-                None => format!("more than {AHEAD_COUNTED}"),
-            };
+            let queue = self.queued.get(&key);
+            // Not found in its queue only while being admitted this turn.
+            let ahead = queue
+                .and_then(|q| q.position(&(Reverse(job.priority), id)))
+                .or_else(|| queue.map(|q| q.len()))
+                .unwrap_or(0);
             let whose = match (&job.tenant, key.contains('\u{0}')) {
                 (Some(tenant), true) => format!("chain {} for tenant {tenant}", job.chain.name),
                 _ => format!("chain {}", job.chain.name),
