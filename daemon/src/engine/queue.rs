@@ -64,12 +64,30 @@ impl Queue {
         self.len
     }
 
-    /// How many jobs are ahead of `key`, if it is queued: one step per
-    /// priority ahead of it (most queues have one), then a binary search.
-    pub fn position(&self, (priority, id): &QueueKey) -> Option<usize> {
-        let ahead: usize = self.classes.range(..priority).map(|(_, c)| c.len()).sum();
-        let at = self.classes.get(priority)?.binary_search(id).ok()?;
-        Some(ahead + at)
+    /// How many jobs are ahead of each of `keys` that is queued, as `(id,
+    /// position)`: one pass over the priorities up to the last key's (most
+    /// queues have one) with a binary search per key, however many jobs are
+    /// queued.
+    pub fn positions(&self, mut keys: Vec<QueueKey>) -> Vec<(u64, usize)> {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut keys = keys.into_iter().peekable();
+        let mut found = Vec::new();
+        let mut ahead = 0;
+        for (priority, class) in &self.classes {
+            // A key of a priority that has no jobs here is not queued.
+            while keys.next_if(|(p, _)| p < priority).is_some() {}
+            while let Some((_, id)) = keys.next_if(|(p, _)| p == priority) {
+                if let Ok(at) = class.binary_search(&id) {
+                    found.push((id, ahead + at));
+                }
+            }
+            if keys.peek().is_none() {
+                break;
+            }
+            ahead += class.len();
+        }
+        found
     }
 }
 
@@ -106,10 +124,20 @@ mod tests {
             }
             assert_eq!(queue.len(), model.len());
             assert_eq!(queue.first(), model.first().copied());
-            for (at, key) in model.iter().enumerate().filter(|_| next(8) == 0) {
-                assert_eq!(queue.position(key), Some(at), "{key:?}");
-            }
-            assert_eq!(queue.position(&key), model.iter().position(|k| *k == key));
+            // Some queued keys, some not, in any order.
+            let mut asked: Vec<QueueKey> = model.iter().copied().filter(|_| next(8) == 0).collect();
+            asked.push(key);
+            asked.reverse();
+            let mut expected: Vec<(u64, usize)> = model
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| asked.contains(k))
+                .map(|(at, k)| (k.1, at))
+                .collect();
+            let mut got = queue.positions(asked);
+            expected.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, expected);
         }
         assert!(queue.classes.values().all(|c| !c.is_empty()));
     }

@@ -8,20 +8,43 @@ use std::collections::HashMap;
 use holdfast_api::{ActivityState, WaitReason, Waiting};
 
 use super::Engine;
+use super::queue::QueueKey;
 use crate::store::rfc3339;
 
 impl Engine {
-    /// The wait reason of each of `ids` that has one. A queued job's place
-    /// is a binary search in its queue ([`super::queue::Queue::position`]),
+    /// The wait reason of each of `ids` that has one. Queued jobs' places
+    /// come from one pass per queue ([`super::queue::Queue::positions`]),
     /// so a page of 1,000 queued jobs costs the same whatever the queue's
     /// length.
     pub(super) fn waiting_of(&self, ids: &[u64]) -> HashMap<u64, Waiting> {
+        let ahead = self.positions(ids);
         ids.iter()
-            .filter_map(|&id| Some((id, self.waiting(id)?)))
+            .filter_map(|&id| Some((id, self.waiting(id, &ahead)?)))
             .collect()
     }
 
-    fn waiting(&self, id: u64) -> Option<Waiting> {
+    /// How many jobs are ahead of each of `ids` not yet admitted.
+    fn positions(&self, ids: &[u64]) -> HashMap<u64, usize> {
+        let mut wanted: HashMap<String, Vec<QueueKey>> = HashMap::new();
+        for id in ids {
+            if let Some(job) = self.jobs.get(id)
+                && !job.admitted
+                && job.chain.concurrency.is_some()
+            {
+                wanted
+                    .entry(job.concurrency_key())
+                    .or_default()
+                    .push((Reverse(job.priority), *id));
+            }
+        }
+        wanted
+            .into_iter()
+            .filter_map(|(key, keys)| Some(self.queued.get(&key)?.positions(keys)))
+            .flatten()
+            .collect()
+    }
+
+    fn waiting(&self, id: u64, ahead: &HashMap<u64, usize>) -> Option<Waiting> {
         let job = self.jobs.get(&id)?;
         if job.state.is_terminal() {
             return None;
@@ -39,12 +62,9 @@ impl Engine {
             let limit = job.chain.concurrency?;
             let key = job.concurrency_key();
             let running = self.admitted_per_chain.get(&key).copied().unwrap_or(0);
-            let queue = self.queued.get(&key);
+            let queued = self.queued.get(&key).map_or(0, |queue| queue.len());
             // Not found in its queue only while being admitted this turn.
-            let ahead = queue
-                .and_then(|q| q.position(&(Reverse(job.priority), id)))
-                .or_else(|| queue.map(|q| q.len()))
-                .unwrap_or(0);
+            let ahead = ahead.get(&id).copied().unwrap_or(queued);
             let whose = match (&job.tenant, key.contains('\u{0}')) {
                 (Some(tenant), true) => format!("chain {} for tenant {tenant}", job.chain.name),
                 _ => format!("chain {}", job.chain.name),
