@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 
 use super::Engine;
 use super::job::{JobRun, resolve_target};
-use crate::executor::process_start_time;
+use crate::executor::start_time;
 use crate::store::{self, StoreError, StoredJob, WriteOp};
 
 impl Engine {
@@ -492,7 +492,7 @@ fn group_member(pid: u32, pgid: u32, leader_start: u64, owner: u32) -> bool {
     let field = |n| stat_field(pid, n).and_then(|v| v.parse::<u32>().ok());
     field(5) == Some(pgid)
         && field(6).is_some_and(|sid| sid != pgid)
-        && process_start_time(pid).is_some_and(|started| started >= leader_start)
+        && start_time::of_pid(pid).is_some_and(|started| started >= leader_start)
         && real_uid(pid) == Some(owner)
 }
 
@@ -542,7 +542,7 @@ pub(super) fn kill_leftovers(leftovers: &[Leftover], daemon: &str) {
         .filter_map(|l| match (l.pid, l.pid_start, l.owner) {
             (Some(pid), Some(start), Some(owner))
                 if pid > 1
-                    && process_start_time(pid) == Some(start)
+                    && start_time::of_pid(pid) == Some(start)
                     && real_uid(pid) == Some(owner) =>
             {
                 Some(pid)

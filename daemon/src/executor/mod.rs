@@ -10,6 +10,7 @@ pub mod logs;
 mod report;
 pub mod slurm;
 mod spawn;
+pub mod start_time;
 mod usage;
 
 use std::os::fd::OwnedFd;
@@ -398,8 +399,8 @@ async fn run_process(
             .await
             .unwrap_or_else(|e| Err((format!("cannot start {first:?}: {e}"), false)))
     };
-    let pid = match spawned {
-        Ok(pid) => pid,
+    let (pid, start_time) = match spawned {
+        Ok(spawned) => spawned,
         Err((message, transient)) => {
             sink.note(&message).await;
             tracing::debug!(activity = %spec.path, error = %message, "spawn failed");
@@ -419,7 +420,7 @@ async fn run_process(
     let mut child = spawn::ChildWait::new(pid);
     let started = StartedPid {
         pid: pid.as_raw() as u32,
-        start_time: process_start_time(pid.as_raw() as u32),
+        start_time: start_time.or_else(|| start_time::of_pid(pid.as_raw() as u32)),
     };
     let start_report = report.insert(Arc::new(StartReport::new(key, started, events.clone())));
 
@@ -742,17 +743,6 @@ async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> Optio
             return Some(skipped);
         }
     }
-}
-
-/// The start time of a process in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`), used with the pid to recognise the same process after
-/// a restart even if the pid was reused.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses; fields resume
-    // after the last ')'. Field 3 (state) is the first one after it.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// `SIGTERM` for 15, or the number.

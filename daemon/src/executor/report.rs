@@ -23,7 +23,7 @@ pub const START_REPORT_DELAY: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartedPid {
     pub pid: u32,
-    /// Clock ticks since boot (`process_start_time`).
+    /// Clock ticks since boot (`start_time`).
     pub start_time: Option<u64>,
 }
 

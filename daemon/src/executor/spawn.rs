@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use nix::libc;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -141,26 +142,40 @@ pub fn describe(error: &SpawnError, request: &Request) -> String {
     }
 }
 
+/// The daemon's own environment as `KEY=VALUE` strings, read at the first
+/// start: it no longer changes by then (`main` drops systemd's variables
+/// before any thread starts), and reading and copying it again for every
+/// child cost more than the rest of preparing one.
+static DAEMON_ENVIRONMENT: LazyLock<Vec<(Vec<u8>, CString)>> = LazyLock::new(|| {
+    std::env::vars_os()
+        .filter_map(|(key, value)| {
+            let key = key.as_bytes().to_vec();
+            let mut entry = key.clone();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            Some((key, CString::new(entry).ok()?))
+        })
+        .collect()
+});
+
 /// The daemon's environment with `overrides` applied (later wins), as the
 /// `KEY=VALUE` strings `posix_spawn` takes.
 pub fn environment(overrides: &[(String, String)]) -> io::Result<Vec<CString>> {
-    let mut vars: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+    let overridden = |key: &[u8]| overrides.iter().any(|(k, _)| k.as_bytes() == key);
+    let mut env: Vec<CString> = DAEMON_ENVIRONMENT
+        .iter()
+        .filter(|(key, _)| !overridden(key))
+        .map(|(_, entry)| entry.clone())
         .collect();
-    for (key, value) in overrides {
-        let key = key.as_bytes();
-        match vars.iter_mut().find(|(k, _)| k.as_slice() == key) {
-            Some(slot) => slot.1 = value.as_bytes().to_vec(),
-            None => vars.push((key.to_vec(), value.as_bytes().to_vec())),
+    for (at, (key, value)) in overrides.iter().enumerate() {
+        if overrides[at + 1..].iter().any(|(k, _)| k == key) {
+            continue;
         }
+        let entry = CString::new(format!("{key}={value}"))
+            .map_err(|_| invalid("an environment value contains a NUL byte"))?;
+        env.push(entry);
     }
-    vars.into_iter()
-        .map(|(mut k, v)| {
-            k.push(b'=');
-            k.extend_from_slice(&v);
-            CString::new(k).map_err(|_| invalid("an environment value contains a NUL byte"))
-        })
-        .collect()
+    Ok(env)
 }
 
 /// A fresh environment for `identity`: HOME, USER, LOGNAME, SHELL and a
@@ -270,7 +285,8 @@ const CHILD_STACK: usize = 64 * 1024;
 /// working directory, and `exec` of the first candidate that can be run
 /// (see [`candidates`]). The calling thread waits until the child has called
 /// `exec` (a slow `chdir` or cgroup join included): call it from a blocking
-/// thread, not a runtime worker.
+/// thread, not a runtime worker. Gives the child's pid, and its start time
+/// when the clock tells it without reading `/proc` ([`super::start_time`]).
 ///
 /// Like glibc's `posix_spawn`, this uses `clone(CLONE_VM | CLONE_VFORK)`:
 /// the daemon's page tables are not copied (a `fork` of the multi-threaded
@@ -282,7 +298,7 @@ const CHILD_STACK: usize = 64 * 1024;
 /// `setuid` would try to change the credentials of every thread it knows,
 /// which in a CLONE_VM child are the daemon's.
 #[allow(unsafe_code)]
-pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
+pub fn spawn(request: &Request) -> Result<(Pid, Option<u64>), SpawnError> {
     let first = request
         .argv
         .first()
@@ -386,6 +402,7 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
     // SAFETY: prctl with PR_GET_DUMPABLE takes no pointers.
     let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
     let mut stack = vec![0u8; CHILD_STACK];
+    let window = super::start_time::Window::open();
 
     // SAFETY: the plan, the strings and pointer arrays it points into and
     // the stack all outlive the call, and the daemon's thread is suspended
@@ -430,7 +447,7 @@ pub fn spawn(request: &Request) -> Result<Pid, SpawnError> {
             source: io::Error::from_raw_os_error(error),
         });
     }
-    Ok(Pid::from_raw(pid))
+    Ok((Pid::from_raw(pid), window.start_time()))
 }
 
 /// A close-on-exec copy of `fd` numbered 4 or more.
