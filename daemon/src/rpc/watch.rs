@@ -2,8 +2,12 @@
 //!
 //! A job of thousands of activities changes thousands of times; sending the
 //! whole tree after each change would cost more than running it. So a full
-//! snapshot goes out at most every [`MIN_INTERVAL`], while the cheap state
-//! check after every change makes sure the terminal snapshot is sent at once.
+//! snapshot goes out at most every [`MIN_INTERVAL`], and for a job whose
+//! snapshot is slow to read and write, at most once per [`COST_SHARE`] times
+//! what the last one took (up to [`MAX_INTERVAL`]), so that a watcher costs
+//! a bounded share of the daemon's time whatever the job's size. The cheap
+//! state check after every change makes sure the terminal snapshot is sent
+//! at once.
 //! The check reads the store only when the engine could not vouch that the
 //! job goes on ([`crate::engine::JobChange::live`]).
 //!
@@ -24,6 +28,18 @@ use super::RpcServer;
 use crate::store;
 
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// The time between two snapshots is at least this many times what the
+/// last one took to read and serialise (a 2,000-activity job's takes about
+/// 10 ms on a small host, so it goes out every half second).
+const COST_SHARE: u32 = 50;
+/// However slow a snapshot, one goes out at least this often while the job
+/// changes.
+const MAX_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Time to wait after a snapshot that took `cost` before the next.
+fn interval_after(cost: Duration) -> Duration {
+    (cost * COST_SHARE).clamp(MIN_INTERVAL, MAX_INTERVAL)
+}
 
 /// True while the connection's message queue is at least half full: the
 /// client is not keeping up, so a snapshot that a later one supersedes is
@@ -62,10 +78,11 @@ pub(super) async fn handle(
     }
     sink.send(serde_json::value::to_raw_value(&job)?).await?;
     let mut last_sent = Instant::now();
+    let mut interval = MIN_INTERVAL;
     // A change seen but not yet sent as a snapshot.
     let mut unsent = false;
     loop {
-        let due = last_sent + MIN_INTERVAL;
+        let due = last_sent + interval;
         let event = tokio::select! {
             r = changes.recv() => Some(r),
             () = tokio::time::sleep_until(due), if unsent => None,
@@ -104,11 +121,14 @@ pub(super) async fn handle(
             unsent = true;
             continue;
         }
+        let began = Instant::now();
         let Some(job) = snapshot().await.map_err(|e| e.to_string())? else {
             return Err(format!("job {job_id} was deleted").into());
         };
         let terminal = job.state.is_terminal();
-        sink.send(serde_json::value::to_raw_value(&job)?).await?;
+        let message = serde_json::value::to_raw_value(&job)?;
+        interval = interval_after(began.elapsed());
+        sink.send(message).await?;
         last_sent = Instant::now();
         unsent = false;
         if terminal {
@@ -120,4 +140,19 @@ pub(super) async fn handle(
     };
     sink.send(serde_json::value::to_raw_value(&job)?).await?;
     Err(format!("job {job_id} finished").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_snapshots_are_spaced_out_within_bounds() {
+        assert_eq!(interval_after(Duration::from_micros(300)), MIN_INTERVAL);
+        assert_eq!(
+            interval_after(Duration::from_millis(10)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(interval_after(Duration::from_secs(1)), MAX_INTERVAL);
+    }
 }
