@@ -29,8 +29,8 @@ use crate::store;
 
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// The time between two snapshots is at least this many times what the
-/// last one took to read and serialise (a 2,000-activity job's takes about
-/// 10 ms on a small host, so it goes out every half second).
+/// last one took to read and serialise (a 2,000-activity job's takes 10 to
+/// 20 ms on a small host, so one goes out every 0.5 to 1 s).
 const COST_SHARE: u32 = 50;
 /// However slow a snapshot, one goes out at least this often while the job
 /// changes.
