@@ -7,7 +7,9 @@
 //! ahead of it: with 10,000 jobs queued, the walk took longer than the rest
 //! of the call. Ids are handed out in increasing order, so a new job is
 //! nearly always appended; one whose commit finished after a later one's is
-//! inserted in its place.
+//! inserted in its place. Taking a job out of the middle (a cancel, a
+//! deadline) moves the ids on its shorter side: a few microseconds with
+//! 10,000 queued, against the logarithmic removal of an ordered set.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
@@ -65,10 +67,12 @@ impl Queue {
     }
 
     /// How many jobs are ahead of each of `keys` that is queued, as `(id,
-    /// position)`: one pass over the priorities up to the last key's (most
-    /// queues have one) with a binary search per key, however many jobs are
-    /// queued.
-    pub fn positions(&self, mut keys: Vec<QueueKey>) -> Vec<(u64, usize)> {
+    /// position)`, for those with at most `cap` ahead: one pass over the
+    /// priorities up to the last key's (most queues have one) with a binary
+    /// search per key. The pass stops once `cap` jobs are behind it, so
+    /// even a queue whose every job has a priority of its own costs at most
+    /// `cap` steps.
+    pub fn positions(&self, mut keys: Vec<QueueKey>, cap: usize) -> Vec<(u64, usize)> {
         keys.sort_unstable();
         keys.dedup();
         let mut keys = keys.into_iter().peekable();
@@ -78,14 +82,16 @@ impl Queue {
             // A key of a priority that has no jobs here is not queued.
             while keys.next_if(|(p, _)| p < priority).is_some() {}
             while let Some((_, id)) = keys.next_if(|(p, _)| p == priority) {
-                if let Ok(at) = class.binary_search(&id) {
+                if let Ok(at) = class.binary_search(&id)
+                    && ahead + at <= cap
+                {
                     found.push((id, ahead + at));
                 }
             }
-            if keys.peek().is_none() {
+            ahead += class.len();
+            if keys.peek().is_none() || ahead > cap {
                 break;
             }
-            ahead += class.len();
         }
         found
     }
@@ -134,7 +140,9 @@ mod tests {
                 .filter(|(_, k)| asked.contains(k))
                 .map(|(at, k)| (k.1, at))
                 .collect();
-            let mut got = queue.positions(asked);
+            let cap = next(70) as usize;
+            expected.retain(|&(_, at)| at <= cap);
+            let mut got = queue.positions(asked, cap);
             expected.sort_unstable();
             got.sort_unstable();
             assert_eq!(got, expected);

@@ -11,11 +11,17 @@ use super::Engine;
 use super::queue::QueueKey;
 use crate::store::rfc3339;
 
+/// Jobs ahead in a queue are counted exactly up to this many; a job further
+/// back says "more than 10000 queued ahead". Only a queue with that many
+/// distinct priorities ahead of a job needs the bound: finding a place is
+/// a step per priority ahead, and this keeps the engine's turn short.
+const AHEAD_COUNTED: usize = 10_000;
+
 impl Engine {
     /// The wait reason of each of `ids` that has one. Queued jobs' places
     /// come from one pass per queue ([`super::queue::Queue::positions`]),
-    /// so a page of 1,000 queued jobs costs the same whatever the queue's
-    /// length.
+    /// a binary search per job and a step per priority ahead of it, those
+    /// steps bounded by [`AHEAD_COUNTED`].
     pub(super) fn waiting_of(&self, ids: &[u64]) -> HashMap<u64, Waiting> {
         let ahead = self.positions(ids);
         ids.iter()
@@ -39,7 +45,7 @@ impl Engine {
         }
         wanted
             .into_iter()
-            .filter_map(|(key, keys)| Some(self.queued.get(&key)?.positions(keys)))
+            .filter_map(|(key, keys)| Some(self.queued.get(&key)?.positions(keys, AHEAD_COUNTED)))
             .flatten()
             .collect()
     }
@@ -63,8 +69,12 @@ impl Engine {
             let key = job.concurrency_key();
             let running = self.admitted_per_chain.get(&key).copied().unwrap_or(0);
             let queued = self.queued.get(&key).map_or(0, |queue| queue.len());
-            // Not found in its queue only while being admitted this turn.
-            let ahead = ahead.get(&id).copied().unwrap_or(queued);
+            let ahead = match ahead.get(&id) {
+                Some(n) => n.to_string(),
+                // Not found in its queue while being admitted this turn.
+                None if queued <= AHEAD_COUNTED => queued.to_string(),
+                None => format!("more than {AHEAD_COUNTED}"),
+            };
             let whose = match (&job.tenant, key.contains('\u{0}')) {
                 (Some(tenant), true) => format!("chain {} for tenant {tenant}", job.chain.name),
                 _ => format!("chain {}", job.chain.name),

@@ -77,7 +77,9 @@ mod tests {
     #[test]
     fn a_window_agrees_with_proc() {
         let mut named = 0;
-        for _ in 0..200 {
+        // A window straddles a 10 ms tick only when a start is slow, as on
+        // a loaded machine: try until 50 have named one.
+        for _ in 0..2_000 {
             let window = Window::open();
             let mut child = std::process::Command::new("sleep")
                 .arg("5")
@@ -91,9 +93,11 @@ mod tests {
             if let Some(ticks) = start_time {
                 assert_eq!(Some(ticks), from_proc);
                 named += 1;
+                if named == 50 {
+                    return;
+                }
             }
         }
-        // A window straddles a 10 ms tick only when a start is slow.
-        assert!(named >= 100, "only {named} of 200 windows named a tick");
+        panic!("only {named} of 2,000 windows named a tick");
     }
 }
