@@ -117,6 +117,13 @@ enum Command {
     Backup(cmd::backup::Args),
 }
 
+/// musl's own allocator maps and unmaps memory for nearly every burst of
+/// allocations (clap's command tree, a JSON answer), a system call and
+/// fresh zeroed pages each time; see ctl/Cargo.toml.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // `COMPLETE=bash hfctl ...`: a shell asking for completions.
