@@ -399,7 +399,7 @@ async fn run_process(
             .await
             .unwrap_or_else(|e| Err((format!("cannot start {first:?}: {e}"), false)))
     };
-    let (pid, start_time) = match spawned {
+    let (pid, start_tick) = match spawned {
         Ok(spawned) => spawned,
         Err((message, transient)) => {
             sink.note(&message).await;
@@ -420,7 +420,7 @@ async fn run_process(
     let mut child = spawn::ChildWait::new(pid);
     let started = StartedPid {
         pid: pid.as_raw() as u32,
-        start_time: start_time.or_else(|| start_time::of_pid(pid.as_raw() as u32)),
+        start_time: start_tick.or_else(|| start_time::of_pid(pid.as_raw() as u32)),
     };
     let start_report = report.insert(Arc::new(StartReport::new(key, started, events.clone())));
 

@@ -6,10 +6,9 @@
 //! snapshot takes long to read and serialise, at most once per
 //! [`COST_SHARE`] times that work (up to [`MAX_INTERVAL`]): a watcher spends
 //! about a fiftieth of the time on snapshots while each takes under 100 ms,
-//! and at most one snapshot per 5 s beyond. The cheap
-//! state check after every change makes sure the terminal snapshot is sent
-//! at once.
-//! The check reads the store only when the engine could not vouch that the
+//! and at most one snapshot per 5 s beyond. The cheap state check after
+//! every change makes sure the terminal snapshot is sent at once. The
+//! check reads the store only when the engine could not vouch that the
 //! job goes on ([`crate::engine::JobChange::live`]).
 //!
 //! A watcher that does not read is not sent more snapshots than its
