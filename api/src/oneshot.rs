@@ -84,11 +84,24 @@ pub struct OneShot {
 }
 
 /// What a failed connect to `socket` means for the caller: the socket may
-/// not be opened, or nothing listens on it. Both transports use it.
+/// not be opened, nothing listens on it, or a daemon that accepted the
+/// connection went away before it was ready (killed with the connection
+/// still in its backlog: the connect reports the reset). The last is a
+/// failed handshake, not an absent daemon, so that callers that outlive a
+/// restart (`hfctl wait`) connect again. Both transports use it.
 pub(crate) fn connect_error(socket: &Path, source: std::io::Error) -> ConnectError {
-    if source.kind() == std::io::ErrorKind::PermissionDenied {
+    use std::io::ErrorKind;
+    if source.kind() == ErrorKind::PermissionDenied {
         ConnectError::PermissionDenied {
             path: socket.to_path_buf(),
+        }
+    } else if matches!(
+        source.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+    ) {
+        ConnectError::Handshake {
+            path: socket.to_path_buf(),
+            message: format!("the daemon closed the connection as it was opened ({source})"),
         }
     } else {
         ConnectError::NotRunning {
@@ -449,6 +462,32 @@ impl SubscriptionClientT for OneShot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_reset_as_it_is_opened_is_a_lost_handshake_not_an_absent_daemon() {
+        use std::io::{Error, ErrorKind};
+        let socket = Path::new("/run/holdfast/holdfast.sock");
+        let reset = connect_error(socket, Error::from(ErrorKind::ConnectionReset));
+        assert!(
+            matches!(&reset, ConnectError::Handshake { message, .. } if message.contains("closed the connection")),
+            "{reset:?}"
+        );
+        let refused = connect_error(socket, Error::from(ErrorKind::ConnectionRefused));
+        assert!(
+            matches!(refused, ConnectError::NotRunning { .. }),
+            "{refused:?}"
+        );
+        let absent = connect_error(socket, Error::from(ErrorKind::NotFound));
+        assert!(
+            matches!(absent, ConnectError::NotRunning { .. }),
+            "{absent:?}"
+        );
+        let denied = connect_error(socket, Error::from(ErrorKind::PermissionDenied));
+        assert!(
+            matches!(denied, ConnectError::PermissionDenied { .. }),
+            "{denied:?}"
+        );
+    }
 
     fn answer(status: u16, protocol: Option<u32>, body: &str) -> Answer {
         Answer {
