@@ -470,8 +470,15 @@ async fn submit_throughput() -> Result<()> {
         "[chain]\nconcurrency = 1\n[process.p.activity.a]\ncommand = [\"sleep\", \"3600\"]\n"
             .to_string();
     let daemon = Daemon::new("max_parallel = 2\n", &[("hold.toml", chain)])?;
-    let single_submits = 500;
-    let multi_submits = 2048;
+    // HOLDFAST_BENCH_SCALE multiplies both counts, for a longer (steadier,
+    // or profiled) run.
+    let scale: usize = std::env::var("HOLDFAST_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let single_submits = 500 * scale;
+    let multi_submits = 2048 * scale;
     let mut single = Vec::new();
     let mut multi: [(usize, Vec<f64>); 2] = [(16, Vec::new()), (64, Vec::new())];
     for _ in 0..3 {

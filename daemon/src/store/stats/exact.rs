@@ -1,9 +1,12 @@
 //! The exact part of `stats.get`: counts, retries, CPU and memory by
 //! chain and by activity, and every duration and queue wait, from the
-//! jobs created in a span (`jobs_by_created`, or `jobs_by_chain_created`
-//! with a chain; attempts and activities by their primary keys). Used for
-//! the part of an hour at the start of a window, which the rollup cannot
-//! split, so its cost follows the jobs of at most that hour.
+//! jobs created in a span (found through `jobs_by_created`, or
+//! `jobs_by_chain_created` with a chain, and read from the table by rowid;
+//! attempts and activities by their primary keys). Used for the part of an
+//! hour at the start of a window, which the rollup cannot split, so its
+//! cost follows the jobs of at most that hour. The indexes hold only the
+//! creation time (and chain): a job's changes of state do not rewrite
+//! them (schema version 21).
 
 use rusqlite::{Connection, ToSql};
 
