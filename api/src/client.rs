@@ -21,6 +21,15 @@ pub enum ConnectError {
     /// The socket exists but we may not open it.
     #[error("permission denied on {path}; ask to be added to the socket's group")]
     PermissionDenied { path: PathBuf },
+    /// The connection was taken into the daemon's backlog, then reset
+    /// before it was served: a daemon stopped or killed as the client
+    /// connected. Callers that outlive a restart try again.
+    #[error("the daemon on {path} dropped the connection as it was opened: {source}")]
+    Dropped {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The WebSocket handshake failed.
     #[error("handshake with the daemon on {path} failed: {message}")]
     Handshake { path: PathBuf, message: String },

@@ -84,11 +84,11 @@ pub struct OneShot {
 }
 
 /// What a failed connect to `socket` means for the caller: the socket may
-/// not be opened, nothing listens on it, or a daemon that accepted the
-/// connection went away before it was ready (killed with the connection
-/// still in its backlog: the connect reports the reset). The last is a
-/// failed handshake, not an absent daemon, so that callers that outlive a
-/// restart (`hfctl wait`) connect again. Both transports use it.
+/// not be opened, nothing listens on it, or a daemon went away with the
+/// connection still in its backlog (tokio's connect then reports the
+/// reset). The last is [`ConnectError::Dropped`], not an absent daemon, so
+/// that callers that outlive a restart (`hfctl wait`) connect again. Both
+/// transports use it.
 pub(crate) fn connect_error(socket: &Path, source: std::io::Error) -> ConnectError {
     use std::io::ErrorKind;
     if source.kind() == ErrorKind::PermissionDenied {
@@ -99,9 +99,9 @@ pub(crate) fn connect_error(socket: &Path, source: std::io::Error) -> ConnectErr
         source.kind(),
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
     ) {
-        ConnectError::Handshake {
+        ConnectError::Dropped {
             path: socket.to_path_buf(),
-            message: format!("the daemon closed the connection as it was opened ({source})"),
+            source,
         }
     } else {
         ConnectError::NotRunning {
@@ -464,14 +464,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_connection_reset_as_it_is_opened_is_a_lost_handshake_not_an_absent_daemon() {
+    fn a_connection_reset_as_it_is_opened_is_dropped_not_an_absent_daemon() {
         use std::io::{Error, ErrorKind};
         let socket = Path::new("/run/holdfast/holdfast.sock");
         let reset = connect_error(socket, Error::from(ErrorKind::ConnectionReset));
-        assert!(
-            matches!(&reset, ConnectError::Handshake { message, .. } if message.contains("closed the connection")),
-            "{reset:?}"
-        );
+        assert!(matches!(&reset, ConnectError::Dropped { .. }), "{reset:?}");
         let refused = connect_error(socket, Error::from(ErrorKind::ConnectionRefused));
         assert!(
             matches!(refused, ConnectError::NotRunning { .. }),

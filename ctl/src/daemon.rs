@@ -66,7 +66,8 @@ impl Daemon {
     }
 
     /// Like [`Daemon::connect`] (of `transport`), but while nothing listens
-    /// on the socket (missing file or refused connection), try again until
+    /// on the socket (missing file or refused connection, or a daemon going
+    /// away dropped the connection as it was opened), try again until
     /// `wait` has passed. Scripts that start a daemon use this to wait for
     /// it. `socket` is asked again before every try, so a socket found by
     /// discovery (the user daemon's) is picked up once the daemon creates it.
@@ -80,7 +81,7 @@ impl Daemon {
         loop {
             let socket = socket();
             match Daemon::open(&socket, transport).await {
-                Err(error @ Error::NotRunning { .. }) => {
+                Err(error @ (Error::NotRunning { .. } | Error::Dropped { .. })) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(error);
@@ -161,6 +162,10 @@ fn connect_error(error: ConnectError) -> Error {
         ConnectError::PermissionDenied { path } => Error::SocketPermission {
             access: socket_access(&path),
             socket: path,
+        },
+        ConnectError::Dropped { path, source } => Error::Dropped {
+            socket: path,
+            source,
         },
         ConnectError::Handshake { path, message } => Error::Handshake {
             socket: path,

@@ -77,6 +77,17 @@ pub enum Error {
     #[error("the daemon on {} did not complete the handshake: {message}", socket.display())]
     Handshake { socket: PathBuf, message: String },
 
+    /// The daemon went away with the connection in its backlog (stopping
+    /// or killed as hfctl connected): waits and watches connect again.
+    #[error(
+        "the daemon on {} dropped the connection as it was opened ({source}); it may be restarting",
+        socket.display()
+    )]
+    Dropped {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+
     #[error(
         "this hfctl speaks protocol {ours} but the daemon at {} speaks {theirs}; upgrade the older one",
         socket.display()

@@ -9,7 +9,7 @@
 //! | 0 | success (with `--wait`/`--follow`: the job succeeded, alerts or not) |
 //! | 1 | any other error (a job that could not be cancelled, a workflow file that does not validate, a lost connection, ...) |
 //! | 2 | usage error (bad flags or arguments, `-p` without `=`) |
-//! | 3 | no daemon answers on the socket |
+//! | 3 | no daemon answers on the socket (or one going away dropped the connection as it was opened) |
 //! | 4 | with `--wait`/`--follow`: the job ended `failed` |
 //! | 5 | with `--wait`/`--follow`: the job ended `cancelled` |
 //! | 6 | NOT_FOUND: no such job, chain, activity or log |
@@ -193,7 +193,7 @@ fn error_code(error: &Error) -> u8 {
     match error {
         // A reader that went away (`hfctl logs 7 | head`) is not a failure.
         Error::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-        Error::NotRunning { .. } => 3,
+        Error::NotRunning { .. } | Error::Dropped { .. } => 3,
         Error::NotFound { .. } => 6,
         Error::PermissionDenied { .. } | Error::SocketPermission { .. } => 7,
         Error::InvalidParameters { .. } => 8,

@@ -56,6 +56,7 @@ pub fn is_lost(error: &Error) -> bool {
             | Error::NotRunning { .. }
             | Error::Timeout { .. }
             | Error::Handshake { .. }
+            | Error::Dropped { .. }
     )
 }
 
