@@ -66,8 +66,9 @@ impl Daemon {
     }
 
     /// Like [`Daemon::connect`] (of `transport`), but while nothing listens
-    /// on the socket (missing file or refused connection, or a daemon going
-    /// away dropped the connection as it was opened), try again until
+    /// on the socket (missing file or refused connection) or a daemon going
+    /// away drops the connection (as it is opened, or during the
+    /// WebSocket handshake: [`crate::watch::is_lost`]), try again until
     /// `wait` has passed. Scripts that start a daemon use this to wait for
     /// it. `socket` is asked again before every try, so a socket found by
     /// discovery (the user daemon's) is picked up once the daemon creates it.
@@ -81,7 +82,7 @@ impl Daemon {
         loop {
             let socket = socket();
             match Daemon::open(&socket, transport).await {
-                Err(error @ (Error::NotRunning { .. } | Error::Dropped { .. })) => {
+                Err(error) if crate::watch::is_lost(&error) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(error);
@@ -165,7 +166,7 @@ fn connect_error(error: ConnectError) -> Error {
         },
         ConnectError::Dropped { path, source } => Error::Dropped {
             socket: path,
-            source,
+            cause: source,
         },
         ConnectError::Handshake { path, message } => Error::Handshake {
             socket: path,

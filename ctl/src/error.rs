@@ -80,12 +80,13 @@ pub enum Error {
     /// The daemon went away with the connection in its backlog (stopping
     /// or killed as hfctl connected): waits and watches connect again.
     #[error(
-        "the daemon on {} dropped the connection as it was opened ({source}); it may be restarting",
+        "the daemon on {} dropped the connection as it was opened ({cause}); it may be restarting",
         socket.display()
     )]
     Dropped {
         socket: PathBuf,
-        source: std::io::Error,
+        /// Named so that it is not also printed as the error's source.
+        cause: std::io::Error,
     },
 
     #[error(

@@ -345,6 +345,21 @@ mod tests {
         );
     }
 
+    /// A connection a restarting daemon dropped as it was opened: exit
+    /// code 3 as for no daemon, and its cause said once.
+    #[test]
+    fn a_dropped_connection_is_code_3_and_one_line_naming_its_cause_once() {
+        let dropped = || Error::Dropped {
+            socket: PathBuf::from("/run/holdfast/holdfast.sock"),
+            cause: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        };
+        assert_eq!(error_code(&dropped()), 3);
+        let text = error_text(dropped()).expect("a line");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("it may be restarting"), "{text}");
+        assert_eq!(text.matches("reset").count(), 1, "{text}");
+    }
+
     #[test]
     fn not_running_is_one_clear_line() {
         let error = Error::NotRunning {

@@ -1,7 +1,8 @@
 //! `hfctl info`: the daemon's version, protocol, paths and counts. With
-//! `--wait SECONDS` it waits for a daemon that is still starting.
+//! `--wait SECONDS` it waits for a daemon that is still starting, or
+//! restarting.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use holdfast_api::DaemonInfo;
 
@@ -9,6 +10,7 @@ use super::Context;
 use crate::daemon::{Daemon, Transport};
 use crate::error::{Error, Outcome};
 use crate::output::{self, Palette, Style};
+use crate::watch::is_lost;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,14 +27,23 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The pause before asking again a daemon that dropped the call.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 pub async fn run(ctx: &Context, args: Args) -> Result<Outcome, Error> {
-    let daemon = Daemon::connect_waiting(
-        || ctx.socket(),
-        Duration::from_secs_f64(args.wait),
-        Transport::OneShot,
-    )
-    .await?;
-    let info = daemon.info().await?;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.wait);
+    let info = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let daemon = Daemon::connect_waiting(|| ctx.socket(), left, Transport::OneShot).await?;
+        match daemon.info().await {
+            // A daemon that is going away (a restart) may take the call
+            // and drop it unanswered: ask again while the wait lasts.
+            Err(error) if is_lost(&error) && Instant::now() < deadline => {
+                tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+            }
+            answered => break answered?,
+        }
+    };
     if ctx.json {
         output::print_json(&info)?;
     } else {

@@ -1,5 +1,6 @@
-//! Read queries. Every query is indexed (by primary key, `jobs_by_state` or
-//! `jobs_by_chain`), so its cost does not grow with the job history.
+//! Read queries. Every query is indexed (by primary key, `jobs_by_state`,
+//! `jobs_by_chain`, `jobs_by_tenant` or `jobs_by_created`), so its cost
+//! does not grow with the job history.
 
 use holdfast_api::{
     ActivityRun, ActivityState, Attempt, AttemptState, ItemCounts, Job, JobList, JobState,
