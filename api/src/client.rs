@@ -30,6 +30,12 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// The daemon's listen backlog is full: it runs but takes connections
+    /// more slowly than they come. Worth trying again shortly.
+    #[error(
+        "the daemon on {path} is not taking connections as fast as they come (its backlog is full); try again"
+    )]
+    Busy { path: PathBuf },
     /// The WebSocket handshake failed.
     #[error("handshake with the daemon on {path} failed: {message}")]
     Handshake { path: PathBuf, message: String },

@@ -84,15 +84,20 @@ pub struct OneShot {
 }
 
 /// What a failed connect to `socket` means for the caller: the socket may
-/// not be opened, nothing listens on it, or a daemon went away with the
-/// connection still in its backlog (tokio's connect then reports the
-/// reset). The last is [`ConnectError::Dropped`], not an absent daemon, so
-/// that callers that outlive a restart (`hfctl wait`) connect again. Both
-/// transports use it.
+/// not be opened, nothing listens on it, the daemon's listen backlog is
+/// full (a non-blocking connect then fails with EAGAIN), or a daemon went
+/// away with the connection still in its backlog (tokio's connect then
+/// reports the reset). The last two are [`ConnectError::Busy`] and
+/// [`ConnectError::Dropped`], not an absent daemon, so that callers that
+/// outlive a restart (`hfctl wait`) connect again. Both transports use it.
 pub(crate) fn connect_error(socket: &Path, source: std::io::Error) -> ConnectError {
     use std::io::ErrorKind;
     if source.kind() == ErrorKind::PermissionDenied {
         ConnectError::PermissionDenied {
+            path: socket.to_path_buf(),
+        }
+    } else if source.kind() == ErrorKind::WouldBlock {
+        ConnectError::Busy {
             path: socket.to_path_buf(),
         }
     } else if matches!(
@@ -479,11 +484,49 @@ mod tests {
             matches!(absent, ConnectError::NotRunning { .. }),
             "{absent:?}"
         );
+        let busy = connect_error(socket, Error::from(ErrorKind::WouldBlock));
+        assert!(matches!(busy, ConnectError::Busy { .. }), "{busy:?}");
         let denied = connect_error(socket, Error::from(ErrorKind::PermissionDenied));
         assert!(
             matches!(denied, ConnectError::PermissionDenied { .. }),
             "{denied:?}"
         );
+    }
+
+    /// A listener whose backlog is full (one that never accepts, listening
+    /// with a backlog of 0): connecting fails with EAGAIN, and that is a
+    /// busy daemon, not an absent one.
+    #[tokio::test]
+    async fn a_full_backlog_is_a_busy_daemon_not_an_absent_one() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("busy.sock");
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(
+            listener.as_raw_fd(),
+            &UnixAddr::new(&path).expect("address"),
+        )
+        .expect("bind");
+        listen(&listener, Backlog::new(0).expect("backlog")).expect("listen");
+        let mut queued = Vec::new();
+        let refused = loop {
+            match OneShot::connect(&path).await {
+                Ok(client) => queued.push(client),
+                Err(error) => break error,
+            }
+            assert!(queued.len() < 64, "the backlog never filled");
+        };
+        assert!(!queued.is_empty(), "the first connection is queued");
+        assert!(matches!(refused, ConnectError::Busy { .. }), "{refused:?}");
     }
 
     fn answer(status: u16, protocol: Option<u32>, body: &str) -> Answer {

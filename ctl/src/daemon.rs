@@ -66,9 +66,10 @@ impl Daemon {
     }
 
     /// Like [`Daemon::connect`] (of `transport`), but while nothing listens
-    /// on the socket (missing file or refused connection) or a daemon going
-    /// away drops the connection (as it is opened, or during the
-    /// WebSocket handshake: [`crate::watch::is_lost`]), try again until
+    /// on the socket (missing file or refused connection), its backlog is
+    /// full, or a daemon going away drops the connection (as it is opened,
+    /// or during the WebSocket handshake: [`crate::watch::is_lost`]), try
+    /// again until
     /// `wait` has passed. Scripts that start a daemon use this to wait for
     /// it. `socket` is asked again before every try, so a socket found by
     /// discovery (the user daemon's) is picked up once the daemon creates it.
@@ -164,6 +165,7 @@ fn connect_error(error: ConnectError) -> Error {
             access: socket_access(&path),
             socket: path,
         },
+        ConnectError::Busy { path } => Error::Busy { socket: path },
         ConnectError::Dropped { path, source } => Error::Dropped {
             socket: path,
             cause: source,

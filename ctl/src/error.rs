@@ -77,6 +77,14 @@ pub enum Error {
     #[error("the daemon on {} did not complete the handshake: {message}", socket.display())]
     Handshake { socket: PathBuf, message: String },
 
+    /// The daemon's listen backlog is full: it runs, but more slowly than
+    /// connections come. Waits and watches try again.
+    #[error(
+        "the daemon on {} is not taking connections as fast as they come (its backlog is full); try again",
+        socket.display()
+    )]
+    Busy { socket: PathBuf },
+
     /// The daemon went away with the connection in its backlog (stopping
     /// or killed as hfctl connected): waits and watches connect again.
     #[error(

@@ -17,7 +17,7 @@
 //! | 8 | INVALID_PARAMETERS: one line per bad field follows |
 //! | 9 | the daemon speaks another protocol version |
 //! | 10 | INVALID_STATE: the job's state does not allow the call |
-//! | 11 | UNAVAILABLE: the daemon cannot do this now |
+//! | 11 | UNAVAILABLE: the daemon cannot do this now (or its connection backlog is full) |
 //! | 12 | `hfctl wait --timeout`: a job had not ended in time |
 //!
 //! Errors go to stderr as one line starting `hfctl: ` (INVALID_PARAMETERS
@@ -200,7 +200,7 @@ fn error_code(error: &Error) -> u8 {
         Error::ProtocolMismatch { .. } => 9,
         Error::InvalidState { .. } => 10,
         Error::Usage { .. } => 2,
-        Error::Unavailable { .. } => 11,
+        Error::Unavailable { .. } | Error::Busy { .. } => 11,
         Error::WaitTimedOut { .. } => 12,
         Error::Handshake { .. }
         | Error::Rpc { .. }
@@ -354,6 +354,10 @@ mod tests {
             cause: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         };
         assert_eq!(error_code(&dropped()), 3);
+        let busy = Error::Busy {
+            socket: PathBuf::from("/run/holdfast/holdfast.sock"),
+        };
+        assert_eq!(error_code(&busy), 11);
         let text = error_text(dropped()).expect("a line");
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("it may be restarting"), "{text}");

@@ -48,7 +48,8 @@ pub struct Watcher {
 }
 
 /// Whether `error` says the daemon went away (stopped, restarting, killed)
-/// rather than that it refused the call.
+/// or cannot take the connection for now (its backlog full), rather than
+/// that it refused the call.
 pub fn is_lost(error: &Error) -> bool {
     matches!(
         error,
@@ -57,6 +58,7 @@ pub fn is_lost(error: &Error) -> bool {
             | Error::Timeout { .. }
             | Error::Handshake { .. }
             | Error::Dropped { .. }
+            | Error::Busy { .. }
     )
 }
 
