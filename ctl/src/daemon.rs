@@ -69,9 +69,8 @@ impl Daemon {
     /// on the socket (missing file or refused connection), its backlog is
     /// full, or a daemon going away drops the connection (as it is opened,
     /// or during the WebSocket handshake: [`crate::watch::is_lost`]), try
-    /// again until
-    /// `wait` has passed. Scripts that start a daemon use this to wait for
-    /// it. `socket` is asked again before every try, so a socket found by
+    /// again until `wait` has passed. Scripts that start a daemon use this
+    /// to wait for it. `socket` is asked again before every try, so a socket found by
     /// discovery (the user daemon's) is picked up once the daemon creates it.
     pub async fn connect_waiting(
         socket: impl Fn() -> PathBuf,

@@ -300,6 +300,12 @@ mod tests {
             }),
             7
         );
+        assert_eq!(
+            error_code(&Error::Busy {
+                socket: PathBuf::from("/run/holdfast/holdfast.sock"),
+            }),
+            11
+        );
         assert_eq!(outcome_code(Outcome::JobFailed), 4);
         assert_eq!(outcome_code(Outcome::JobCancelled), 5);
         assert_eq!(
@@ -354,10 +360,6 @@ mod tests {
             cause: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         };
         assert_eq!(error_code(&dropped()), 3);
-        let busy = Error::Busy {
-            socket: PathBuf::from("/run/holdfast/holdfast.sock"),
-        };
-        assert_eq!(error_code(&busy), 11);
         let text = error_text(dropped()).expect("a line");
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("it may be restarting"), "{text}");
