@@ -68,7 +68,7 @@ impl Daemon {
     /// Like [`Daemon::connect`] (of `transport`), but while nothing listens
     /// on the socket (missing file or refused connection), its backlog is
     /// full, or a daemon going away drops the connection (as it is opened,
-    /// or during the WebSocket handshake: [`crate::watch::is_lost`]), try
+    /// or during the WebSocket handshake: [`crate::error::is_lost`]), try
     /// again until `wait` has passed. Scripts that start a daemon use this
     /// to wait for it. `socket` is asked again before every try, so a socket found by
     /// discovery (the user daemon's) is picked up once the daemon creates it.
@@ -82,7 +82,7 @@ impl Daemon {
         loop {
             let socket = socket();
             match Daemon::open(&socket, transport).await {
-                Err(error) if crate::watch::is_lost(&error) => {
+                Err(error) if crate::error::is_lost(&error) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(error);

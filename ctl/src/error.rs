@@ -59,6 +59,21 @@ impl std::fmt::Display for SocketAccess {
     }
 }
 
+/// Whether `error` says the daemon went away (stopped, restarting, killed)
+/// or cannot take the connection for now (its backlog full), rather than
+/// that it refused the call.
+pub fn is_lost(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::ConnectionLost { .. }
+            | Error::NotRunning { .. }
+            | Error::Timeout { .. }
+            | Error::Handshake { .. }
+            | Error::Dropped { .. }
+            | Error::Busy { .. }
+    )
+}
+
 /// Errors of hfctl's commands. Messages are lowercase and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -15,7 +15,7 @@ use jsonrpsee::core::client::SubscriptionCloseReason;
 use tokio::task::JoinSet;
 
 use crate::daemon::Daemon;
-use crate::error::Error;
+use crate::error::{Error, is_lost};
 use crate::output;
 
 /// How long to keep trying to reach a daemon that went away when no
@@ -45,21 +45,6 @@ pub struct Watcher {
     socket: PathBuf,
     daemon: Arc<Daemon>,
     deadline: Option<Instant>,
-}
-
-/// Whether `error` says the daemon went away (stopped, restarting, killed)
-/// or cannot take the connection for now (its backlog full), rather than
-/// that it refused the call.
-pub fn is_lost(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::ConnectionLost { .. }
-            | Error::NotRunning { .. }
-            | Error::Timeout { .. }
-            | Error::Handshake { .. }
-            | Error::Dropped { .. }
-            | Error::Busy { .. }
-    )
 }
 
 impl Watcher {

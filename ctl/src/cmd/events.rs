@@ -10,9 +10,9 @@ use holdfast_api::rpc::HoldfastClient;
 
 use super::Context;
 use crate::daemon::{Daemon, Transport};
+use crate::error::is_lost;
 use crate::error::{Error, Outcome};
 use crate::output;
-use crate::watch::is_lost;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -8,9 +8,9 @@ use holdfast_api::DaemonInfo;
 
 use super::Context;
 use crate::daemon::{Daemon, Transport};
+use crate::error::is_lost;
 use crate::error::{Error, Outcome};
 use crate::output::{self, Palette, Style};
-use crate::watch::is_lost;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

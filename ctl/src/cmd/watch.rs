@@ -22,9 +22,10 @@ use super::Context;
 use super::ps::waiting_text;
 use super::status::progress;
 use crate::daemon::Daemon;
+use crate::error::is_lost;
 use crate::error::{Error, Outcome};
 use crate::output::{self, Palette};
-use crate::watch::{connect_again, is_lost};
+use crate::watch::connect_again;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
