@@ -5,6 +5,7 @@
 //! copied where the inner systemd can see it.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -217,5 +218,82 @@ impl Drop for VisiblePackage {
         {
             let _ = fs::remove_dir_all(dir);
         }
+    }
+}
+
+/// `build-deb --no-build` refuses a binary older than a source cargo
+/// listed for it (its `.d` file), naming the binary, the newer source and
+/// how to rebuild it, and packages nothing. The binaries are stand-ins in
+/// a target directory of their own (the check refuses before anything is
+/// run), beside copies of this build's real `.d` files.
+#[test]
+fn build_deb_refuses_a_stale_binary() {
+    let target = tempfile::tempdir().expect("tempdir");
+    let print_path = Command::new(workspace_root().join("packaging/build-hfctl"))
+        .args(["--profile", "dev", "--print-path"])
+        .env("CARGO_TARGET_DIR", target.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run packaging/build-hfctl");
+    assert!(
+        print_path.status.success(),
+        "build-hfctl --print-path: {}",
+        stderr(&print_path)
+    );
+    let hfctl = PathBuf::from(
+        stdout(&print_path)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim(),
+    );
+    let daemon = target.path().join("debug/holdfastd");
+    for (stand_in, real) in [(&daemon, "holdfastd"), (&hfctl, "hfctl")] {
+        fs::create_dir_all(stand_in.parent().expect("a directory")).expect("mkdir");
+        fs::write(stand_in, "#!/bin/false\n").expect("write a stand-in");
+        fs::set_permissions(stand_in, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dep_info = bin_dir().join(format!("{real}.d"));
+        fs::copy(&dep_info, stand_in.with_extension("d"))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", dep_info.display()));
+    }
+    let age = |path: &Path, when: &str| {
+        let status = Command::new("touch")
+            .args(["-d", when])
+            .arg(path)
+            .status()
+            .expect("run touch");
+        assert!(status.success(), "touch {}", path.display());
+    };
+    let build_deb = || {
+        let mut cmd = Command::new(workspace_root().join("packaging/build-deb"));
+        cmd.args(["--profile", "dev", "--no-build"])
+            .env("CARGO_TARGET_DIR", target.path())
+            .stdin(Stdio::null());
+        run_with_deadline(cmd, Duration::from_secs(120))
+    };
+    for (stale, rebuild) in [
+        (&daemon, "cargo build --locked --profile dev -p holdfastd"),
+        (&hfctl, "packaging/build-hfctl --profile dev"),
+    ] {
+        age(&daemon, "now");
+        age(&hfctl, "now");
+        age(stale, "2001-01-01");
+        let output = build_deb();
+        let said = stderr(&output);
+        assert!(
+            !output.status.success(),
+            "a stale {} was packaged: {said}",
+            stale.display()
+        );
+        assert!(
+            said.contains(&format!("{} is older than ", stale.display()))
+                && said.contains(".rs;")
+                && said.contains(rebuild),
+            "the refusal names the binary, a source and the rebuild: {said}"
+        );
+        assert!(
+            !target.path().join("debian").exists(),
+            "nothing is packaged"
+        );
     }
 }
