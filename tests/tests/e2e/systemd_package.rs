@@ -221,11 +221,128 @@ impl Drop for VisiblePackage {
     }
 }
 
-/// `build-deb --no-build` refuses a binary older than a source cargo
-/// listed for it (its `.d` file), naming the binary, the newer source and
-/// how to rebuild it, and packages nothing. The binaries are stand-ins in
-/// a target directory of their own (the check refuses before anything is
-/// run), beside copies of this build's real `.d` files.
+/// Sets a file's modification time with touch(1) (`when` as `touch -d`
+/// reads it).
+fn set_mtime(path: &Path, when: &str) {
+    let status = Command::new("touch")
+        .args(["-d", when])
+        .arg(path)
+        .status()
+        .expect("run touch");
+    assert!(status.success(), "touch {}", path.display());
+}
+
+/// A stand-in binary at `path` (never run) with the dep-info file cargo
+/// would write beside it, listing `sources`, and the times given.
+fn stand_in(path: &Path, sources: &[&Path], binary_time: &str) {
+    fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+    fs::write(path, "#!/bin/false\n").expect("write a stand-in");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let listed: Vec<String> = sources
+        .iter()
+        .map(|s| s.display().to_string().replace(' ', "\\ "))
+        .collect();
+    let mut dep_info = path.as_os_str().to_owned();
+    dep_info.push(".d");
+    fs::write(
+        &dep_info,
+        format!("{}: {}\n", path.display(), listed.join(" ")),
+    )
+    .expect("write the dep-info file");
+    set_mtime(path, binary_time);
+}
+
+/// packaging/check-fresh BINARY REBUILD, run with the sources dated as
+/// given.
+fn check_fresh(binary: &Path) -> std::process::Output {
+    let mut cmd = Command::new(workspace_root().join("packaging/check-fresh"));
+    cmd.arg(binary)
+        .arg("rebuild-command")
+        .current_dir(workspace_root())
+        .stdin(Stdio::null());
+    run_with_deadline(cmd, Duration::from_secs(60))
+}
+
+/// packaging/check-fresh passes a binary newer than every source its
+/// dep-info file lists, and one without that file; refuses one older than
+/// a source or built from a source that is gone, naming the binary, the
+/// source and the rebuild command; reads paths with spaces; and notes
+/// (without refusing) a lock file newer than the binary.
+#[test]
+fn check_fresh_refuses_a_binary_older_than_its_sources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("src/old.rs");
+    let spaced = dir.path().join("src dir/with space.rs");
+    for source in [&old, &spaced] {
+        fs::create_dir_all(source.parent().expect("a directory")).expect("mkdir");
+        fs::write(source, "// a source\n").expect("write a source");
+        set_mtime(source, "2020-01-01");
+    }
+    let binary = dir.path().join("debug/tool");
+
+    // Built now: newer than the workspace's lock file and manifest too.
+    stand_in(&binary, &[&old, &spaced], "now");
+    let fresh = check_fresh(&binary);
+    assert!(
+        fresh.status.success() && stderr(&fresh).is_empty(),
+        "a fresh binary passes quietly: {}",
+        stderr(&fresh)
+    );
+
+    set_mtime(&spaced, "now + 1 hour");
+    let stale = check_fresh(&binary);
+    let said = stderr(&stale);
+    assert_eq!(
+        stale.status.code(),
+        Some(1),
+        "a stale binary is refused: {said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "{} is older than {}",
+            binary.display(),
+            spaced.display()
+        )) && said.contains("rebuild-command"),
+        "the refusal names the binary, the newer source (with its space) and the rebuild: {said}"
+    );
+
+    let gone = dir.path().join("src/gone.rs");
+    stand_in(&binary, &[&old, &gone], "now");
+    let moved = check_fresh(&binary);
+    let said = stderr(&moved);
+    assert_eq!(
+        moved.status.code(),
+        Some(1),
+        "a missing source is refused: {said}"
+    );
+    assert!(
+        said.contains(&gone.display().to_string()) && said.contains("not there"),
+        "the refusal names the missing source: {said}"
+    );
+
+    // Sources older still than a binary dated before the workspace's lock
+    // file: passed, with a note.
+    set_mtime(&old, "1999-01-01");
+    stand_in(&binary, &[&old], "2000-01-01");
+    let noted = check_fresh(&binary);
+    assert!(
+        noted.status.success() && stderr(&noted).contains("note: Cargo.lock is newer than"),
+        "a newer lock file is noted, not refused: {}",
+        stderr(&noted)
+    );
+
+    fs::remove_file(dir.path().join("debug/tool.d")).expect("remove the dep-info file");
+    let unknown = check_fresh(&binary);
+    assert!(
+        unknown.status.success() && stderr(&unknown).is_empty(),
+        "without a dep-info file nothing can be told: {}",
+        stderr(&unknown)
+    );
+}
+
+/// `build-deb --no-build` runs that check on both binaries and packages
+/// nothing when one is stale. The binaries are stand-ins in a target
+/// directory of their own; the refusal comes before anything is run.
 #[test]
 fn build_deb_refuses_a_stale_binary() {
     let target = tempfile::tempdir().expect("tempdir");
@@ -248,48 +365,29 @@ fn build_deb_refuses_a_stale_binary() {
             .trim(),
     );
     let daemon = target.path().join("debug/holdfastd");
-    for (stand_in, real) in [(&daemon, "holdfastd"), (&hfctl, "hfctl")] {
-        fs::create_dir_all(stand_in.parent().expect("a directory")).expect("mkdir");
-        fs::write(stand_in, "#!/bin/false\n").expect("write a stand-in");
-        fs::set_permissions(stand_in, fs::Permissions::from_mode(0o755)).expect("chmod");
-        let dep_info = bin_dir().join(format!("{real}.d"));
-        fs::copy(&dep_info, stand_in.with_extension("d"))
-            .unwrap_or_else(|e| panic!("copy {}: {e}", dep_info.display()));
-    }
-    let age = |path: &Path, when: &str| {
-        let status = Command::new("touch")
-            .args(["-d", when])
-            .arg(path)
-            .status()
-            .expect("run touch");
-        assert!(status.success(), "touch {}", path.display());
-    };
-    let build_deb = || {
-        let mut cmd = Command::new(workspace_root().join("packaging/build-deb"));
-        cmd.args(["--profile", "dev", "--no-build"])
-            .env("CARGO_TARGET_DIR", target.path())
-            .stdin(Stdio::null());
-        run_with_deadline(cmd, Duration::from_secs(120))
-    };
+    let source = target.path().join("main.rs");
+    fs::write(&source, "// a source\n").expect("write a source");
+    set_mtime(&source, "2020-01-01");
     for (stale, rebuild) in [
         (&daemon, "cargo build --locked --profile dev -p holdfastd"),
         (&hfctl, "packaging/build-hfctl --profile dev"),
     ] {
-        age(&daemon, "now");
-        age(&hfctl, "now");
-        age(stale, "2001-01-01");
-        let output = build_deb();
+        stand_in(&daemon, &[&source], "now");
+        stand_in(&hfctl, &[&source], "now");
+        set_mtime(stale, "2001-01-01");
+        let mut cmd = Command::new(workspace_root().join("packaging/build-deb"));
+        cmd.args(["--profile", "dev", "--no-build"])
+            .env("CARGO_TARGET_DIR", target.path())
+            .stdin(Stdio::null());
+        let output = run_with_deadline(cmd, Duration::from_secs(120));
         let said = stderr(&output);
         assert!(
-            !output.status.success(),
-            "a stale {} was packaged: {said}",
+            !output.status.success()
+                && said.contains(&format!("{} is older than ", stale.display()))
+                && said.contains(rebuild)
+                && said.contains("build-deb: not packaging a stale binary"),
+            "a stale {} is refused, with the rebuild named: {said}",
             stale.display()
-        );
-        assert!(
-            said.contains(&format!("{} is older than ", stale.display()))
-                && said.contains(".rs;")
-                && said.contains(rebuild),
-            "the refusal names the binary, a source and the rebuild: {said}"
         );
         assert!(
             !target.path().join("debian").exists(),
