@@ -232,8 +232,8 @@ fn set_mtime(path: &Path, when: &str) {
     assert!(status.success(), "touch {}", path.display());
 }
 
-/// A stand-in binary at `path` (never run) with the dep-info file cargo
-/// would write beside it, listing `sources`, and the times given.
+/// A stand-in binary at `path` (never run) with a dep-info file beside it
+/// listing `sources`, and the time given.
 fn stand_in(path: &Path, sources: &[&Path], binary_time: &str) {
     fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
     fs::write(path, "#!/bin/false\n").expect("write a stand-in");
@@ -244,11 +244,14 @@ fn stand_in(path: &Path, sources: &[&Path], binary_time: &str) {
         .collect();
     let mut dep_info = path.as_os_str().to_owned();
     dep_info.push(".d");
-    fs::write(
-        &dep_info,
-        format!("{}: {}\n", path.display(), listed.join(" ")),
-    )
-    .expect("write the dep-info file");
+    // As rustc writes them too: each source again as a target of its own,
+    // and a comment.
+    let mut text = format!("{}: {}\n\n", path.display(), listed.join(" "));
+    for source in &listed {
+        text.push_str(&format!("{source}:\n"));
+    }
+    text.push_str("# env-dep:CARGO_PKG_NAME=tool\n");
+    fs::write(&dep_info, text).expect("write the dep-info file");
     set_mtime(path, binary_time);
 }
 
