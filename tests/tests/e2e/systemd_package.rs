@@ -255,8 +255,8 @@ fn stand_in(path: &Path, sources: &[&Path], binary_time: &str) {
     set_mtime(path, binary_time);
 }
 
-/// packaging/check-fresh BINARY REBUILD, run with the sources dated as
-/// given.
+/// packaging/check-fresh BINARY REBUILD from the workspace root, with
+/// `rebuild-command` as REBUILD.
 fn check_fresh(binary: &Path) -> std::process::Output {
     let mut cmd = Command::new(workspace_root().join("packaging/check-fresh"));
     cmd.arg(binary)
