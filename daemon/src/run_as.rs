@@ -30,6 +30,35 @@ pub struct Identity {
     pub home: PathBuf,
 }
 
+/// Who an attempt is to run as, as the engine names it: the executor asks
+/// the user database ([`Request::resolve`]) on a blocking thread just before
+/// the start, because a look-up can wait seconds on LDAP or SSSD and the
+/// engine's turn must not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub user: String,
+    pub group: Option<String>,
+    /// The settings' `run_as_groups`.
+    pub run_as_groups: Vec<String>,
+}
+
+impl Request {
+    /// The request for `activity`, or None when it runs as the daemon's own
+    /// user.
+    pub fn for_activity(activity: &Activity, settings: &Settings) -> Option<Request> {
+        user_for(activity, settings).map(|user| Request {
+            user: user.to_string(),
+            group: activity.group.clone(),
+            run_as_groups: settings.run_as_groups.clone(),
+        })
+    }
+
+    /// [`resolve`] this request: it blocks on the user database.
+    pub fn resolve(&self) -> Result<Identity, RunAsError> {
+        resolve(&self.user, self.group.as_deref(), &self.run_as_groups)
+    }
+}
+
 /// Why an activity cannot run as who it names.
 #[derive(Debug, thiserror::Error)]
 pub enum RunAsError {

@@ -17,6 +17,35 @@ use std::path::{Path, PathBuf};
 use crate::executor::AttemptKey;
 use crate::run_as::Identity;
 
+/// The secret files of one attempt, to be written once its user is known
+/// (by the executor, with the attempt's [`Identity`]). Debug shows the
+/// names only.
+#[derive(Clone)]
+pub struct Pending {
+    pub dir: PathBuf,
+    /// `(name, value)`.
+    pub files: Vec<(String, String)>,
+}
+
+impl Pending {
+    /// [`write`] these files, owned by `identity` when given.
+    pub fn write(&self, identity: Option<&Identity>) -> Result<(), String> {
+        write(&self.dir, &self.files, identity)
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("dir", &self.dir)
+            .field(
+                "files",
+                &self.files.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// Where the secret files of every attempt are.
 pub fn root(socket: &Path) -> PathBuf {
     socket

@@ -105,6 +105,8 @@ pub struct TestDaemon {
     child: Option<Child>,
     /// Extra environment for the daemon (and so for its activities).
     env: Vec<(OsString, OsString)>,
+    /// Start the daemon in a mount namespace of its own.
+    own_mounts: bool,
 }
 
 impl TestDaemon {
@@ -155,7 +157,15 @@ impl TestDaemon {
             notify,
             child: None,
             env: Vec::new(),
+            own_mounts: false,
         }
+    }
+
+    /// Start the daemon launched next in a mount namespace of its own
+    /// (private propagation; needs root), so that a test can mount over a
+    /// file for it alone with `nsenter --target PID --mount`.
+    pub fn in_own_mount_namespace(&mut self) {
+        self.own_mounts = true;
     }
 
     /// Give the daemon started by the next `launch` (and the activities it
@@ -216,6 +226,22 @@ impl TestDaemon {
         );
         cmd.arg("--tenants-dir").arg(self.tenants_dir());
         cmd.arg("--connections-dir").arg(self.connections_dir());
+        if self.own_mounts {
+            // unshare(1) execs the daemon: the child's pid is the daemon's.
+            let mut wrapped = std::process::Command::new("unshare");
+            wrapped
+                .args(["--mount", "--propagation", "private", "--"])
+                .arg(cmd.get_program())
+                .args(cmd.get_args())
+                .stdin(Stdio::null());
+            for (key, value) in cmd.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            cmd = wrapped;
+        }
         let xdg = self.dir().join("xdg");
         cmd.env("NOTIFY_SOCKET", self.dir().join("notify.sock"))
             .env("XDG_CONFIG_HOME", xdg.join("config"))

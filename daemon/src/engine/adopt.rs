@@ -100,6 +100,8 @@ impl Engine {
             log_max_bytes: settings.log_max_bytes,
             simulated: None,
             identity: None,
+            run_as: None,
+            secret_files: None,
             caps: crate::caps::Plan::default(),
             cgroups: None,
             journal: chain.journal,

@@ -153,34 +153,20 @@ impl Engine {
                 return;
             }
         };
-        let identity = match crate::run_as::user_for(activity, &settings) {
-            None => None,
-            Some(user) => match crate::run_as::resolve(
-                user,
-                activity.group.as_deref(),
-                &settings.run_as_groups,
-            ) {
-                Ok(identity) => Some(identity),
-                Err(e @ crate::run_as::RunAsError::OutOfFiles { .. }) => {
-                    self.on_attempt_end(key, AttemptEnd::out_of_files(e.to_string()));
-                    return;
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot run the activity as its user");
-                    self.on_attempt_end(key, AttemptEnd::spawn_error(message));
-                    return;
-                }
-            },
-        };
+        // Who it runs as is asked of the user database by the executor, on
+        // a blocking thread (executor/prepare.rs): never in this turn.
+        let run_as = crate::run_as::Request::for_activity(activity, &settings);
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
-        if let Err(message) = write_secret_files(job, activity, key, &settings, identity.as_ref()) {
-            tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot start the activity");
-            self.on_attempt_end(key, AttemptEnd::spawn_error(message));
-            return;
-        }
+        let secret_files = match secret_files(job, activity, key, &settings) {
+            Ok(files) => files,
+            Err(message) => {
+                tracing::error!(HF_JOB_ID = id, HF_CHAIN = %chain.name, HF_PROCESS = %activity.process, HF_ACTIVITY = %activity.name, HF_ATTEMPT = number, %message, "cannot start the activity");
+                self.on_attempt_end(key, AttemptEnd::spawn_error(message));
+                return;
+            }
+        };
         let registry = self.registry.borrow().clone();
         let connections = match crate::connections::for_attempt(
             &registry,
@@ -266,13 +252,17 @@ impl Engine {
             simulated: job
                 .simulated
                 .then(|| activity.simulate.clone().unwrap_or_default()),
+            // A run-as user with uid 0 is known only once resolved; the
+            // executor then drops what the kernel would not apply to root.
             caps: crate::caps::plan(
                 activity,
                 self.cgroups.as_ref().map(|c| c.controllers()),
-                crate::run_as::identity_is_root(identity.as_ref()),
+                run_as.is_none() && crate::run_as::identity_is_root(None),
             )
             .0,
-            identity,
+            identity: None,
+            run_as,
+            secret_files,
             cgroups: self.cgroups.clone(),
             journal: chain.journal,
             secrets: job
@@ -318,17 +308,17 @@ impl Engine {
     }
 }
 
-/// The files `secret_file("name")` names for this attempt, written before
-/// it starts (removed in `on_attempt_end`).
-fn write_secret_files(
+/// The files `secret_file("name")` names for this attempt, to be written
+/// by the executor before it starts, once its user is known (removed in
+/// `on_attempt_end`).
+fn secret_files(
     job: &JobRun,
     activity: &holdfast_workflow::Activity,
     key: AttemptKey,
     settings: &crate::settings::Settings,
-    identity: Option<&crate::run_as::Identity>,
-) -> Result<(), String> {
+) -> Result<Option<crate::secret_files::Pending>, String> {
     if activity.secret_files.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut files = Vec::with_capacity(activity.secret_files.len());
     for name in &activity.secret_files {
@@ -340,9 +330,8 @@ fn write_secret_files(
         };
         files.push((name.clone(), value_as_env(value)));
     }
-    crate::secret_files::write(
-        &crate::secret_files::attempt_dir(&settings.socket, key),
-        &files,
-        identity,
-    )
+    Ok(Some(crate::secret_files::Pending {
+        dir: crate::secret_files::attempt_dir(&settings.socket, key),
+        files,
+    }))
 }

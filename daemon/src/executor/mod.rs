@@ -7,6 +7,7 @@ pub mod control;
 mod exec_size;
 mod log_writer;
 pub mod logs;
+mod prepare;
 mod report;
 pub mod slurm;
 mod spawn;
@@ -56,8 +57,14 @@ pub struct AttemptSpec {
     /// Set for simulated jobs: nothing is run, the attempt ends as this
     /// stand-in says.
     pub simulated: Option<holdfast_workflow::Simulate>,
-    /// Run as this user instead of the daemon's.
+    /// Run as this user instead of the daemon's: set by [`prepare`] from
+    /// `run_as`.
     pub identity: Option<crate::run_as::Identity>,
+    /// Who the attempt runs as when not the daemon's user, not yet looked
+    /// up.
+    pub run_as: Option<crate::run_as::Request>,
+    /// Secret files to write for the attempt's user before it starts.
+    pub secret_files: Option<crate::secret_files::Pending>,
     /// The caps, split between the attempt's cgroup and rlimits.
     pub caps: crate::caps::Plan,
     /// The daemon's cgroup subtree, when attempts get cgroups.
@@ -149,6 +156,19 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let key = spec.key;
+        let mut spec = spec;
+        let mut kill = kill;
+        if let Err(end) = prepare::prepare(&mut spec, &mut kill).await {
+            slurm::leave_array(&spec).await;
+            let _ = events
+                .send(ExecEvent::Ended {
+                    key,
+                    end,
+                    started: None,
+                })
+                .await;
+            return;
+        }
         let (end, started) = match (spec.simulated.clone(), spec.slurm.is_some()) {
             (Some(simulate), _) => (
                 run_simulated(&spec, simulate, &events, kill, &hub).await,
@@ -199,15 +219,10 @@ async fn run_simulated(
         }
     });
     let (state, exit_code, error) = match stopped {
-        Some(KillReason::Cancel) => (AttemptState::Cancelled, None, Some("cancelled".to_string())),
-        Some(KillReason::JobTimeout) => {
-            (AttemptState::Timeout, None, Some("timed out".to_string()))
+        Some(reason) => {
+            let (state, error) = stopped_as(reason);
+            (state, None, Some(error))
         }
-        Some(KillReason::Shutdown) => (
-            AttemptState::Interrupted,
-            None,
-            Some(crate::store::clean_stop::STOPPED.to_string()),
-        ),
         None if simulate.exit_code == 0 => (AttemptState::Succeeded, Some(0), None),
         None => (
             AttemptState::Failed,
@@ -238,6 +253,19 @@ async fn run_simulated(
             .then(|| sink.tail())
             .flatten(),
         resources: None,
+    }
+}
+
+/// The state and error of an attempt stopped for `reason` without a
+/// process to stop (simulated, or not started yet).
+fn stopped_as(reason: KillReason) -> (AttemptState, String) {
+    match reason {
+        KillReason::Cancel => (AttemptState::Cancelled, "cancelled".to_string()),
+        KillReason::JobTimeout => (AttemptState::Timeout, "timed out".to_string()),
+        KillReason::Shutdown => (
+            AttemptState::Interrupted,
+            crate::store::clean_stop::STOPPED.to_string(),
+        ),
     }
 }
 

@@ -54,6 +54,8 @@ struct Member {
     env: Vec<(String, String)>,
     working_dir: Option<String>,
     dir: PathBuf,
+    /// Who the task runs as (None: the daemon's user).
+    identity: Option<crate::run_as::Identity>,
 }
 
 /// The items submitted as one job array. Made by the engine when it
@@ -116,25 +118,13 @@ impl ArrayBatch {
             env: spec.env.clone(),
             working_dir: spec.working_dir.clone(),
             dir: slurm.dir.clone(),
+            identity: spec.identity.clone(),
         });
         let mut result = self.result.subscribe();
-        {
-            let mut joined = self.joined.lock().await;
-            let leaving = member.is_none();
-            match member {
-                Some(member) => joined.push(member),
-                None => {
-                    self.expected.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-            if !joined.is_empty() && joined.len() >= self.expected.load(Ordering::Acquire) {
-                let members: Vec<Member> = joined.drain(..).collect();
-                let submitted = self.submit(spec, slurm, members).await;
-                self.result.send_replace(Some(submitted));
-            }
-            if leaving {
-                return Err(AttemptEnd::spawn_error("empty command".into()));
-            }
+        let leaving = member.is_none();
+        self.arrive(spec, slurm, member).await;
+        if leaving {
+            return Err(AttemptEnd::spawn_error("empty command".into()));
         }
         let answer = match result.wait_for(Option::is_some).await {
             Ok(answer) => answer.clone(),
@@ -154,8 +144,34 @@ impl ArrayBatch {
         }
     }
 
+    /// An expected attempt that will not join after all (it could not be
+    /// prepared, or was stopped first): the array goes out without it for
+    /// the others, at once if they have all joined.
+    pub(super) async fn leave(&self, spec: &AttemptSpec, slurm: &SlurmAttempt) {
+        self.arrive(spec, slurm, None).await;
+    }
+
+    /// One expected attempt arrives, as `member` or leaving (None); the
+    /// last one in submits the array when any member joined.
+    async fn arrive(&self, spec: &AttemptSpec, slurm: &SlurmAttempt, member: Option<Member>) {
+        let mut joined = self.joined.lock().await;
+        match member {
+            Some(member) => joined.push(member),
+            None => {
+                self.expected.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if !joined.is_empty() && joined.len() >= self.expected.load(Ordering::Acquire) {
+            let members: Vec<Member> = joined.drain(..).collect();
+            let submitted = self.submit(spec, slurm, members).await;
+            self.result.send_replace(Some(submitted));
+        }
+    }
+
     /// Write the array's and each task's script, then one `sbatch
-    /// --array`.
+    /// --array`, as the members' user (the first member's: they are items
+    /// of one activity), not that of the attempt that happens to submit,
+    /// which may be one leaving without a user.
     async fn submit(
         &self,
         spec: &AttemptSpec,
@@ -163,7 +179,7 @@ impl ArrayBatch {
         mut members: Vec<Member>,
     ) -> Result<u64, (String, bool)> {
         members.sort_by_key(|m| m.task);
-        let prepared = self.prepare(spec, &members).map_err(|e| {
+        let prepared = self.prepare(&members).map_err(|e| {
             (
                 format!(
                     "cannot prepare the job array's directory {} on the Slurm spool: {e}; check \
@@ -190,7 +206,8 @@ impl ArrayBatch {
             .arg(format!("--output={}/%a/output", self.dir.display()))
             .arg("--open-mode=append")
             .arg(format!("--chdir={}", self.dir.display()));
-        caps_and_user(&mut command, spec, slurm);
+        let identity = members.first().and_then(|m| m.identity.as_ref());
+        caps_and_user(&mut command, spec, slurm, identity);
         command
             .arg(self.dir.join("job.sh"))
             .current_dir(&self.dir)
@@ -198,7 +215,7 @@ impl ArrayBatch {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(&prepared)
             .stdin(std::process::Stdio::null());
-        if let Some(identity) = &spec.identity {
+        if let Some(identity) = identity {
             command
                 .env("HOME", &identity.home)
                 .env("USER", &identity.name)
@@ -222,11 +239,7 @@ impl ArrayBatch {
     /// The array's directory and script, a directory per task with its
     /// script and control file (the task's user's); the environment every
     /// task shares, passed through `sbatch`.
-    fn prepare(
-        &self,
-        spec: &AttemptSpec,
-        members: &[Member],
-    ) -> std::io::Result<BTreeMap<String, String>> {
+    fn prepare(&self, members: &[Member]) -> std::io::Result<BTreeMap<String, String>> {
         use std::os::unix::fs::PermissionsExt;
         prepare_dir(&self.dir, None, "job.sh", &array_script(&self.dir))?;
         // Each task's user reaches its own directory inside, nothing more.
@@ -270,7 +283,7 @@ impl ArrayBatch {
             }
             let argv: Vec<String> = member.argv.iter().map(|a| quote(a)).collect();
             script.push_str(&format!("exec {}\n", argv.join(" ")));
-            prepare_dir(&member.dir, spec.identity.as_ref(), "task.sh", &script)?;
+            prepare_dir(&member.dir, member.identity.as_ref(), "task.sh", &script)?;
         }
         Ok(shared)
     }

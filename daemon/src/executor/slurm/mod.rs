@@ -342,6 +342,17 @@ pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
     Some(text)
 }
 
+/// An attempt of a job array that ends before it runs (it could not be
+/// prepared, or was stopped first) leaves its array, so the array goes out
+/// for the others; any other attempt has nothing to leave.
+pub(super) async fn leave_array(spec: &AttemptSpec) {
+    if let Some(slurm) = &spec.slurm
+        && let Some(batch) = &slurm.batch
+    {
+        batch.leave(spec, slurm).await;
+    }
+}
+
 /// Run one attempt as a Slurm batch job (or adopt the one an earlier
 /// daemon submitted), to its end. None: the daemon is stopping and the job
 /// is left running in Slurm, for the next start to adopt.

@@ -50,14 +50,13 @@ pub(super) fn sbatch_options(
 /// `hfctl emit` and anything writing to fd 3 work as in a local attempt.
 const SCRIPT: &str = "#!/bin/sh\nexec 3>>\"$HF_CONTROL_FILE\"\nexec \"$@\"\n";
 
-/// Submit the attempt with `sbatch --parsable`: its Slurm job id, or how
-/// the attempt ended without one.
-/// The attempt's caps, Slurm options and user as `sbatch` arguments: the
-/// same for a single job and an array.
+/// The attempt's caps, Slurm options and user (`identity`) as `sbatch`
+/// arguments: the same for a single job and an array.
 pub(super) fn caps_and_user(
     command: &mut tokio::process::Command,
     spec: &AttemptSpec,
     slurm: &SlurmAttempt,
+    identity: Option<&crate::run_as::Identity>,
 ) {
     command.args(sbatch_options(
         &slurm.options,
@@ -65,13 +64,15 @@ pub(super) fn caps_and_user(
         slurm.memory_max,
         slurm.cpus,
     ));
-    if let Some(identity) = &spec.identity {
+    if let Some(identity) = identity {
         command
             .arg(format!("--uid={}", identity.uid))
             .arg(format!("--gid={}", identity.gid));
     }
 }
 
+/// Submit the attempt with `sbatch --parsable`: its Slurm job id, or how
+/// the attempt ended without one.
 pub(super) async fn submit(
     spec: &AttemptSpec,
     slurm: &SlurmAttempt,
@@ -106,7 +107,7 @@ pub(super) async fn submit(
                 .clone()
                 .unwrap_or_else(|| slurm.dir.display().to_string())
         ));
-    caps_and_user(&mut command, spec, slurm);
+    caps_and_user(&mut command, spec, slurm, spec.identity.as_ref());
     command
         .arg(slurm.dir.join("job.sh"))
         .args(&spec.argv)
