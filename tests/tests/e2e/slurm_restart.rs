@@ -339,3 +339,73 @@ fn slurmctld_away_makes_attempts_wait_not_fail() {
     assert_eq!(activity(&job, "p.work").attempts.len(), 1);
     assert_eq!(gated_submissions(slurm_id, job_id).len(), 1);
 }
+
+/// A run-as Slurm job adopted after kill -9: its output file and control
+/// file are the job's user's, and the restarted daemon reads them as that
+/// user's (the output after the restart reaches the log, the output sent
+/// on the control file is recorded). Needs real users
+/// (`HOLDFAST_USERS_TEST`) and the cluster.
+#[test]
+fn kill9_then_restart_adopts_a_run_as_slurm_job_and_reads_its_files() {
+    use std::os::unix::fs::PermissionsExt;
+    if crate::users::accounts_or_skip(
+        "kill9_then_restart_adopts_a_run_as_slurm_job_and_reads_its_files",
+    )
+    .is_none()
+        || !cluster_up()
+    {
+        return;
+    }
+    let _cluster = shared();
+    // The spool and the gate, reachable by the job's user.
+    let spool = tempfile::Builder::new()
+        .prefix("hft-slurm-spool-")
+        .tempdir()
+        .expect("spool");
+    let gate = spool.path().join("gate");
+    std::fs::create_dir(&gate).expect("gate");
+    for (path, mode) in [(spool.path(), 0o711), (gate.as_path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let settings = format!(
+        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
+        spool.path().display()
+    );
+    let chain = format!(
+        r#"
+[process.p.activity.work]
+executor = "slurm"
+user = "hft-runas"
+shell = '''
+echo "before as $(id -un)"
+while [ ! -e {gate}/go ]; do sleep 0.1; done
+echo "after as $(id -un)"
+echo 'output {{"rows": 3}}' >&3
+'''
+"#,
+        gate = gate.display()
+    );
+    let mut daemon = TestDaemon::start_with(&settings, &[("work.toml", &chain)]);
+    let job_id = daemon.submit("work", &[]);
+    eventually(SLURM_WITHIN, "the Slurm job runs", || {
+        let log = daemon.logs(job_id, "p.work", None);
+        if log.contains("before as hft-runas\n") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    daemon.kill9();
+    daemon.restart();
+    let go = gate.join("go");
+    std::fs::write(&go, "").expect("go");
+    std::fs::set_permissions(&go, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let job = daemon.wait_done(job_id);
+    let log = daemon.logs(job_id, "p.work", None);
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{log}");
+    assert!(
+        log.contains("adopted after a daemon restart") && log.contains("after as hft-runas\n"),
+        "the adopted job's output is read: {log:?}"
+    );
+    assert_eq!(job.outputs["p.work"]["rows"], 3, "{job:#?}\n{log}");
+}

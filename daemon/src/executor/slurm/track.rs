@@ -66,8 +66,7 @@ pub(super) async fn watch_to_end(
         .journal
         .then(|| logs::JournalForward::new(key, &spec.path));
     // The files are the job's user's: only theirs are read (`tail`).
-    let owner = (spec.identity.as_ref())
-        .map_or_else(|| nix::unistd::geteuid().as_raw(), |identity| identity.uid);
+    let owner = job_user(&spec, &slurm);
     let refused = |sink: &Arc<LogSink>| -> tail::OnRefused {
         let sink = sink.clone();
         Box::new(move |why: &str| sink.note_now(why))
@@ -282,6 +281,26 @@ fn outcome(
     end.state = state;
     end.error = (!error.is_empty()).then_some(error);
     end
+}
+
+/// The uid a Slurm attempt's files must belong to: its run-as user's, the
+/// daemon's own for an attempt without one. An adopted attempt (after a
+/// restart) carries no resolved user: its user is the owner of its
+/// directory on the spool, which the daemon made and gave that user when
+/// it submitted the job (the job's user cannot hand it on, nor replace it
+/// in the daemon's directory above). No look-up of the user database,
+/// and the uid the job really runs as even if that database changed since.
+fn job_user(spec: &AttemptSpec, slurm: &SlurmAttempt) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let daemons = nix::unistd::geteuid().as_raw();
+    match (&spec.identity, slurm.adopt) {
+        (Some(identity), _) => identity.uid,
+        (None, Some(_)) => std::fs::symlink_metadata(&slurm.dir)
+            .ok()
+            .filter(std::fs::Metadata::is_dir)
+            .map_or(daemons, |meta| meta.uid()),
+        (None, None) => daemons,
+    }
 }
 
 #[cfg(test)]
