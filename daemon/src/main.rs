@@ -106,11 +106,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, systemd)) {
+    let outcome = runtime.block_on(run(settings, systemd));
+    // A blocking task still under way (a look-up in a user database that
+    // hangs) must not keep a stopped daemon from exiting.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(&e),
     }
 }
+
+/// How long a stopped daemon waits for its blocking tasks before it exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Say why the daemon cannot go on, in one line wherever it goes: the
 /// journal gets it as a log entry, a terminal or file as plain text.

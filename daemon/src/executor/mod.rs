@@ -158,8 +158,10 @@ pub fn spawn(
         let key = spec.key;
         let mut spec = spec;
         let mut kill = kill;
-        if let Err(end) = prepare::prepare(&mut spec, &mut kill).await {
-            slurm::leave_array(&spec).await;
+        if let Err(prepare::NotStarted { end, stopped }) =
+            prepare::prepare(&mut spec, &mut kill).await
+        {
+            slurm::leave_array(&spec, stopped).await;
             let _ = events
                 .send(ExecEvent::Ended {
                     key,
@@ -284,6 +286,17 @@ impl AttemptEnd {
             log_error: None,
             error_tail: None,
             resources: None,
+        }
+    }
+
+    /// An attempt asked to stop before it started (while it was prepared,
+    /// or before its job array went out).
+    pub fn stopped_before_start(reason: KillReason) -> AttemptEnd {
+        let (state, error) = stopped_as(reason);
+        AttemptEnd {
+            state,
+            error: Some(error),
+            ..AttemptEnd::spawn_error(String::new())
         }
     }
 

@@ -2,72 +2,120 @@
 //! as, asked of the user database, and its secret files, written for that
 //! user. Both run on a blocking thread. A look-up can wait seconds on LDAP
 //! or SSSD when they are unwell; on the engine's turn it would hold back
-//! every job and every submission, here it holds back only this attempt.
+//! every job and every submission, here it holds back only the attempts
+//! that need a look-up (in system mode, run as root, that is every
+//! attempt: `run_as_default`). At most [`LOOKUPS_AT_ONCE`] look-ups run at
+//! once, so a database that hangs takes that many of the blocking pool's
+//! threads, not one per attempt; the others wait for a turn without a
+//! thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::oneshot;
+use holdfast_api::AttemptState;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{AttemptEnd, AttemptSpec, KillReason};
 use crate::run_as::RunAsError;
 
-/// Resolve `spec.run_as` into `spec.identity` and write `spec.secret_files`;
-/// Err is how the attempt ends without starting. A stop asked for
-/// meanwhile (`kill`) ends it at once: the look-up is left to finish on its
-/// thread, which then removes any secret files it wrote.
+/// Look-ups of the user database under way at once.
+const LOOKUPS_AT_ONCE: usize = 4;
+
+static LOOKUPS: Semaphore = Semaphore::const_new(LOOKUPS_AT_ONCE);
+
+/// An attempt that ends before it starts.
+pub(super) struct NotStarted {
+    pub end: AttemptEnd,
+    /// Asked to stop (a cancel, the job's timeout, the daemon stopping),
+    /// rather than failed.
+    pub stopped: bool,
+}
+
+/// Resolve `spec.run_as` into `spec.identity` and write `spec.secret_files`.
+/// A stop asked for meanwhile (`kill`) ends the attempt at once, and so
+/// does its `timeout`: the look-up is left to finish on its thread, which
+/// then writes no secret files (or removes those it wrote).
 pub(super) async fn prepare(
     spec: &mut AttemptSpec,
     kill: &mut oneshot::Receiver<KillReason>,
-) -> Result<(), AttemptEnd> {
+) -> Result<(), NotStarted> {
     if spec.run_as.is_none() && spec.secret_files.is_none() {
         return Ok(());
     }
     let run_as = spec.run_as.take();
     let secret_files = spec.secret_files.take();
-    let path = spec.path.clone();
-    let key = spec.key;
     let abandoned = Arc::new(AtomicBool::new(false));
     let given_up = abandoned.clone();
     // Err: the message, and whether the cause passes (out of files).
-    let mut task = tokio::task::spawn_blocking(move || {
-        let identity = match run_as.as_ref().map(crate::run_as::Request::resolve) {
-            None => None,
-            Some(Ok(identity)) => Some(identity),
-            Some(Err(e)) => {
-                let transient = matches!(e, RunAsError::OutOfFiles { .. });
-                return Err((e.to_string(), transient));
-            }
+    let work = async move {
+        let permit = match run_as.is_some() {
+            true => LOOKUPS.acquire().await.ok(),
+            false => None,
         };
-        if let Some(files) = &secret_files {
-            files
-                .write(identity.as_ref())
-                .map_err(|message| (message, false))?;
-            // Written after the attempt ended (and the engine removed its
-            // directory): nobody else will remove them.
-            if given_up.load(Ordering::SeqCst) {
-                crate::secret_files::remove(&files.dir);
+        tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            let identity = match run_as.as_ref().map(crate::run_as::Request::resolve) {
+                None => None,
+                Some(Ok(identity)) => Some(identity),
+                Some(Err(e)) => {
+                    let transient = matches!(e, RunAsError::OutOfFiles { .. });
+                    return Err((e.to_string(), transient));
+                }
+            };
+            if let Some(files) = &secret_files
+                && !given_up.load(Ordering::SeqCst)
+            {
+                files
+                    .write(identity.as_ref())
+                    .map_err(|message| (message, false))?;
+                // Written after the attempt ended (and the engine removed
+                // its directory): nobody else will remove them.
+                if given_up.load(Ordering::SeqCst) {
+                    crate::secret_files::remove(&files.dir);
+                }
+            }
+            Ok(identity)
+        })
+        .await
+        .unwrap_or_else(|e| Err((format!("cannot prepare the attempt: {e}"), false)))
+    };
+    tokio::pin!(work);
+    let timeout = async {
+        match spec.timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+    let mut watching_kill = true;
+    let prepared = loop {
+        tokio::select! {
+            prepared = &mut work => break prepared,
+            stop = &mut *kill, if watching_kill => match stop {
+                Ok(reason) => {
+                    abandoned.store(true, Ordering::SeqCst);
+                    return Err(NotStarted {
+                        end: AttemptEnd::stopped_before_start(reason),
+                        stopped: true,
+                    });
+                }
+                // The engine dropped its handle: nobody will ask it to stop.
+                Err(_) => watching_kill = false,
+            },
+            () = &mut timeout => {
+                abandoned.store(true, Ordering::SeqCst);
+                let end = AttemptEnd {
+                    state: AttemptState::Timeout,
+                    error: Some(format!(
+                        "timeout after {} before it started (its user was still being looked up)",
+                        humantime::format_duration(spec.timeout.unwrap_or_default())
+                    )),
+                    ..AttemptEnd::spawn_error(String::new())
+                };
+                return Err(NotStarted { end, stopped: false });
             }
         }
-        Ok(identity)
-    });
-    let joined = tokio::select! {
-        joined = &mut task => joined,
-        stop = &mut *kill => match stop {
-            Ok(reason) => {
-                abandoned.store(true, Ordering::SeqCst);
-                return Err(stopped_before_start(reason));
-            }
-            // The engine dropped its handle: nobody will ask us to stop.
-            Err(_) => task.await,
-        },
     };
-    let prepared = joined
-        .unwrap_or_else(|e| Err((format!("cannot prepare the attempt: {e}"), false)))
-        .map_err(|(message, transient)| match transient {
-            true => AttemptEnd::out_of_files(message),
-            false => AttemptEnd::spawn_error(message),
-        });
     match prepared {
         Ok(identity) => {
             // The kernel does not apply RLIMIT_NPROC to uid 0 (caps.rs): a
@@ -78,19 +126,19 @@ pub(super) async fn prepare(
             spec.identity = identity;
             Ok(())
         }
-        Err(end) => {
-            tracing::debug!(HF_JOB_ID = key.job_id, HF_ACTIVITY = %path, HF_ATTEMPT = key.number, error = end.error.as_deref().unwrap_or(""), "the attempt could not be prepared");
-            Err(end)
+        Err((message, transient)) => {
+            let end = if transient {
+                AttemptEnd::out_of_files(message)
+            } else {
+                // Said here as well as by the engine, whose line for a
+                // fan-out item waiting for its retry is quieter.
+                tracing::error!(HF_JOB_ID = spec.key.job_id, HF_ATTEMPT = spec.key.number, activity = %spec.path, error = %message, "cannot start the activity");
+                AttemptEnd::spawn_error(message)
+            };
+            Err(NotStarted {
+                end,
+                stopped: false,
+            })
         }
-    }
-}
-
-/// How an attempt asked to stop before it started ends.
-fn stopped_before_start(reason: KillReason) -> AttemptEnd {
-    let (state, error) = super::stopped_as(reason);
-    AttemptEnd {
-        state,
-        error: Some(error),
-        ..AttemptEnd::spawn_error(String::new())
     }
 }

@@ -200,10 +200,13 @@ async fn exec(
         .stderr(Stdio::null())
         .kill_on_drop(true);
     if let Some(run_as) = run_as {
-        // Looked up again now, like an activity's user before each spawn.
-        let identity =
-            crate::run_as::resolve(&run_as.user, run_as.group.as_deref(), &run_as.run_as_groups)
-                .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
+        // Looked up again now, like an activity's user before each spawn,
+        // and off the runtime's threads: the user database can hang.
+        let request = run_as.clone();
+        let identity = tokio::task::spawn_blocking(move || request.resolve())
+            .await
+            .map_err(|e| DeliveryError::RunAs(e.to_string()))?
+            .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
         command
             .current_dir("/")
             .env("HOME", &identity.home)

@@ -103,13 +103,9 @@ pub struct WebhookTls {
 }
 
 /// Who a chain rule's `exec` hook runs as: resolved again at each
-/// delivery, like an activity's user before each spawn.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunAs {
-    pub user: String,
-    pub group: Option<String>,
-    pub run_as_groups: Vec<String>,
-}
+/// delivery (on the blocking pool), like an activity's user before each
+/// spawn.
+pub use crate::run_as::Request as RunAs;
 
 /// How a mail leaves: the `[smtp]` server, or the local sendmail program.
 #[derive(Debug, Clone)]

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use holdfast_workflow::Activity;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, oneshot, watch};
 
 use super::submit::{caps_and_user, prepare_dir, run_sbatch};
 use super::{Client, SlurmAttempt};
 use crate::executor::logs::LogSink;
-use crate::executor::{AttemptEnd, AttemptKey, AttemptSpec};
+use crate::executor::{AttemptEnd, AttemptKey, AttemptSpec, KillReason};
 use crate::settings::Settings;
 
 /// The script of every task: it runs its item's own script.
@@ -70,8 +70,16 @@ pub struct ArrayBatch {
     max_parallel: Option<usize>,
     /// Attempts handed to the executor; counted before any joins.
     expected: AtomicUsize,
-    joined: Mutex<Vec<Member>>,
+    joined: Mutex<Joined>,
     result: watch::Sender<Option<Result<u64, (String, bool)>>>,
+}
+
+/// The members in so far, and whether the array was stopped before it
+/// went out (then it never does).
+#[derive(Debug, Default)]
+struct Joined {
+    members: Vec<Member>,
+    stopped: bool,
 }
 
 impl ArrayBatch {
@@ -87,7 +95,7 @@ impl ArrayBatch {
             name,
             max_parallel: activity.max_parallel,
             expected: AtomicUsize::new(0),
-            joined: Mutex::new(Vec::new()),
+            joined: Mutex::new(Joined::default()),
             result: watch::channel(None).0,
         })
     }
@@ -100,12 +108,17 @@ impl ArrayBatch {
 
     /// Join the array with this attempt; once every expected attempt has,
     /// the array is submitted. The array's job id, or how this attempt
-    /// ended without one.
+    /// ended without one. A stop (`kill`) before the array went out ends
+    /// this attempt and keeps the array from ever going out: an array's
+    /// members are stopped together (a cancel, a job timeout, the daemon
+    /// stopping). A stop after it went out is handed on in `kill` to the
+    /// watch of the task, which cancels it.
     pub(super) async fn join(
         &self,
         spec: &AttemptSpec,
         slurm: &SlurmAttempt,
         sink: &Arc<LogSink>,
+        kill: &mut oneshot::Receiver<KillReason>,
     ) -> Result<u64, AttemptEnd> {
         let Some(task) = slurm.task else {
             return Err(AttemptEnd::spawn_error("not an array task".into()));
@@ -122,13 +135,41 @@ impl ArrayBatch {
         });
         let mut result = self.result.subscribe();
         let leaving = member.is_none();
-        self.arrive(spec, slurm, member).await;
+        self.arrive(spec, slurm, member, false).await;
         if leaving {
             return Err(AttemptEnd::spawn_error("empty command".into()));
         }
-        let answer = match result.wait_for(Option::is_some).await {
-            Ok(answer) => answer.clone(),
-            Err(_) => None,
+        let mut watching_kill = true;
+        let answer = loop {
+            // The select only wakes; its branches hold the watch's guard,
+            // so the waiting on the lock comes after it.
+            let stop = tokio::select! {
+                answer = result.wait_for(Option::is_some) => {
+                    let answer: Option<Result<u64, (String, bool)>> = match answer {
+                        Ok(answer) => answer.clone(),
+                        Err(_) => None,
+                    };
+                    break answer;
+                }
+                stop = &mut *kill, if watching_kill => stop,
+            };
+            watching_kill = false;
+            // Err: the engine dropped its handle, nobody will ask this
+            // attempt to stop.
+            let Ok(reason) = stop else {
+                continue;
+            };
+            let mut joined = self.joined.lock().await;
+            let went_out = self.result.borrow().is_some();
+            if !went_out {
+                joined.stopped = true;
+                return Err(AttemptEnd::stopped_before_start(reason));
+            }
+            drop(joined);
+            // It went out meanwhile: the task's watch stops it.
+            let (again, rearmed) = oneshot::channel();
+            let _ = again.send(reason);
+            *kill = rearmed;
         };
         match answer {
             Some(Ok(id)) => Ok(id),
@@ -144,25 +185,37 @@ impl ArrayBatch {
         }
     }
 
-    /// An expected attempt that will not join after all (it could not be
-    /// prepared, or was stopped first): the array goes out without it for
-    /// the others, at once if they have all joined.
-    pub(super) async fn leave(&self, spec: &AttemptSpec, slurm: &SlurmAttempt) {
-        self.arrive(spec, slurm, None).await;
+    /// An expected attempt that will not join after all: the array goes
+    /// out without it for the others, at once if they have all joined;
+    /// never, when it was `stopped` (cancelled, the job timed out, the
+    /// daemon stopping), which stops every member.
+    pub(super) async fn leave(&self, spec: &AttemptSpec, slurm: &SlurmAttempt, stopped: bool) {
+        self.arrive(spec, slurm, None, stopped).await;
     }
 
-    /// One expected attempt arrives, as `member` or leaving (None); the
-    /// last one in submits the array when any member joined.
-    async fn arrive(&self, spec: &AttemptSpec, slurm: &SlurmAttempt, member: Option<Member>) {
+    /// One expected attempt arrives, as `member` or leaving (None), or
+    /// stops the array; the last one in submits the array when any member
+    /// joined and nothing stopped it.
+    async fn arrive(
+        &self,
+        spec: &AttemptSpec,
+        slurm: &SlurmAttempt,
+        member: Option<Member>,
+        stop: bool,
+    ) {
         let mut joined = self.joined.lock().await;
+        joined.stopped |= stop;
         match member {
-            Some(member) => joined.push(member),
+            Some(member) => joined.members.push(member),
             None => {
                 self.expected.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        if !joined.is_empty() && joined.len() >= self.expected.load(Ordering::Acquire) {
-            let members: Vec<Member> = joined.drain(..).collect();
+        if !joined.stopped
+            && !joined.members.is_empty()
+            && joined.members.len() >= self.expected.load(Ordering::Acquire)
+        {
+            let members: Vec<Member> = joined.members.drain(..).collect();
             let submitted = self.submit(spec, slurm, members).await;
             self.result.send_replace(Some(submitted));
         }

@@ -342,14 +342,16 @@ pub fn describe(activity: &Activity, settings: &Settings) -> Option<String> {
     Some(text)
 }
 
-/// An attempt of a job array that ends before it runs (it could not be
-/// prepared, or was stopped first) leaves its array, so the array goes out
-/// for the others; any other attempt has nothing to leave.
-pub(super) async fn leave_array(spec: &AttemptSpec) {
+/// An attempt of a job array that ends before it joins leaves its array:
+/// one that could not be prepared lets the array go out for the others,
+/// one that was `stopped` (its job cancelled or timed out, the daemon
+/// stopping: every member is) keeps it from going out. Any other attempt
+/// has nothing to leave.
+pub(super) async fn leave_array(spec: &AttemptSpec, stopped: bool) {
     if let Some(slurm) = &spec.slurm
         && let Some(batch) = &slurm.batch
     {
-        batch.leave(spec, slurm).await;
+        batch.leave(spec, slurm, stopped).await;
     }
 }
 
@@ -359,7 +361,7 @@ pub(super) async fn leave_array(spec: &AttemptSpec) {
 pub(super) async fn run(
     spec: AttemptSpec,
     events: &mpsc::Sender<ExecEvent>,
-    kill: oneshot::Receiver<KillReason>,
+    mut kill: oneshot::Receiver<KillReason>,
     hub: &LogHub,
 ) -> Option<AttemptEnd> {
     let key = spec.key;
@@ -398,7 +400,7 @@ pub(super) async fn run(
             }
         },
         None => match &slurm.batch {
-            Some(batch) => match batch.join(&spec, &slurm, &sink).await {
+            Some(batch) => match batch.join(&spec, &slurm, &sink, &mut kill).await {
                 Ok(id) => id,
                 Err(end) => return Some(finish(&sink, end)),
             },

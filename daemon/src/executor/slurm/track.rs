@@ -295,10 +295,11 @@ fn job_user(spec: &AttemptSpec, slurm: &SlurmAttempt) -> u32 {
     let daemons = nix::unistd::geteuid().as_raw();
     match (&spec.identity, slurm.adopt) {
         (Some(identity), _) => identity.uid,
+        // No such directory: nobody's files are read.
         (None, Some(_)) => std::fs::symlink_metadata(&slurm.dir)
             .ok()
             .filter(std::fs::Metadata::is_dir)
-            .map_or(daemons, |meta| meta.uid()),
+            .map_or(u32::MAX, |meta| meta.uid()),
         (None, None) => daemons,
     }
 }
