@@ -21,6 +21,37 @@ use crate::support::{activity, shown};
 /// a generous bound for what the tests wait on.
 pub(crate) const SLURM_WITHIN: Duration = Duration::from_secs(30);
 
+/// A Slurm spool that a run-as job's user reaches (0711), with a `gate`
+/// directory in it that such a job can read (0755), and daemon settings
+/// that use the spool and allow `hft-runas`.
+pub(crate) struct RunAsSpool {
+    pub dir: tempfile::TempDir,
+    pub gate: std::path::PathBuf,
+    pub settings: String,
+}
+
+pub(crate) fn run_as_spool() -> RunAsSpool {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("hft-slurm-spool-")
+        .tempdir()
+        .expect("spool");
+    let gate = dir.path().join("gate");
+    std::fs::create_dir(&gate).expect("gate");
+    for (path, mode) in [(dir.path(), 0o711), (gate.as_path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let settings = format!(
+        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
+        dir.path().display()
+    );
+    RunAsSpool {
+        dir,
+        gate,
+        settings,
+    }
+}
+
 /// Outputs flow local → Slurm → local, the Slurm step really ran as a
 /// Slurm job (SLURM_JOB_ID, "submitted to Slurm" in its log), its output
 /// file reached the attempt's log, and progress, checkpoint and output
@@ -289,19 +320,11 @@ fn a_slurm_activity_runs_as_its_user() {
         return;
     }
     let _cluster = shared();
-    let spool = tempfile::Builder::new()
-        .prefix("hft-slurm-spool-")
-        .tempdir()
-        .expect("spool");
-    std::fs::set_permissions(
-        spool.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .expect("chmod");
-    let settings = format!(
-        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
-        spool.path().display()
-    );
+    let RunAsSpool {
+        dir: _spool,
+        settings,
+        ..
+    } = run_as_spool();
     let chain = r#"
 [process.p.activity.who]
 executor = "slurm"
@@ -396,19 +419,11 @@ fn a_slurm_jobs_user_cannot_have_the_daemon_read_a_file_through_a_link() {
         return;
     }
     let _cluster = shared();
-    let spool = tempfile::Builder::new()
-        .prefix("hft-slurm-spool-")
-        .tempdir()
-        .expect("spool");
-    let gate = spool.path().join("gate");
-    std::fs::create_dir(&gate).expect("gate");
-    for (path, mode) in [(spool.path(), 0o711), (gate.as_path(), 0o755)] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-    let settings = format!(
-        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
-        spool.path().display()
-    );
+    let RunAsSpool {
+        dir: spool,
+        gate,
+        settings,
+    } = run_as_spool();
     let chain = format!(
         r#"
 [process.p.activity.work]

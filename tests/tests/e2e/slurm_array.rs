@@ -512,19 +512,11 @@ fn a_slurm_fan_out_runs_its_tasks_as_the_activity_user() {
         return;
     }
     let _cluster = shared();
-    let spool = tempfile::Builder::new()
-        .prefix("hft-slurm-spool-")
-        .tempdir()
-        .expect("spool");
-    std::fs::set_permissions(
-        spool.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .expect("chmod");
-    let settings = format!(
-        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
-        spool.path().display()
-    );
+    let crate::slurm::RunAsSpool {
+        dir: spool,
+        settings,
+        ..
+    } = crate::slurm::run_as_spool();
     let chain = r#"
 [params.names]
 type = "json"

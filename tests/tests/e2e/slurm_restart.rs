@@ -9,7 +9,7 @@ use holdfast_api::{AttemptState, JobState};
 use holdfast_tests::slurm::{alone, cluster_up, job_state, jobs_named, shared, submitted_id};
 use holdfast_tests::{TestDaemon, eventually};
 
-use crate::slurm::SLURM_WITHIN;
+use crate::slurm::{RunAsSpool, SLURM_WITHIN, run_as_spool};
 use crate::support::{activity, shown};
 
 /// A chain whose one Slurm activity prints, then waits for `@DIR@/go`
@@ -358,19 +358,11 @@ fn kill9_then_restart_adopts_a_run_as_slurm_job_and_reads_its_files() {
     }
     let _cluster = shared();
     // The spool and the gate, reachable by the job's user.
-    let spool = tempfile::Builder::new()
-        .prefix("hft-slurm-spool-")
-        .tempdir()
-        .expect("spool");
-    let gate = spool.path().join("gate");
-    std::fs::create_dir(&gate).expect("gate");
-    for (path, mode) in [(spool.path(), 0o711), (gate.as_path(), 0o755)] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-    let settings = format!(
-        "run_as_allowed = [\"hft-runas\"]\nslurm_spool = \"{}/attempts\"\n",
-        spool.path().display()
-    );
+    let RunAsSpool {
+        dir: _spool,
+        gate,
+        settings,
+    } = run_as_spool();
     let chain = format!(
         r#"
 [process.p.activity.work]
