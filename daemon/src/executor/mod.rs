@@ -4,17 +4,19 @@
 //! [`ExecEvent`]s and owns nothing the engine needs to look at.
 
 pub mod control;
+mod control_lines;
+mod end;
 mod exec_size;
 mod log_writer;
 pub mod logs;
 mod prepare;
 mod report;
+mod simulated;
 pub mod slurm;
 mod spawn;
 pub mod start_time;
 mod usage;
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,23 +25,19 @@ use holdfast_api::AttemptState;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 pub use control::ControlMessage;
+use control_lines::{read_control, read_control_lines};
+pub use end::{AttemptEnd, is_out_of_files};
 use logs::LogSink;
 pub use logs::{AttemptKey, LogHub};
 use report::StartReport;
 pub use report::StartedPid;
+use simulated::run_simulated;
 
 /// The fd number activities find the control channel on.
 pub const CONTROL_FD: i32 = 3;
-
-/// Control-line bytes of one attempt that may wait for the engine at once,
-/// in KiB. The reader waits when they are all taken, so a slow engine turn
-/// (a slow disk) holds the activity back instead of queuing its messages
-/// in the daemon's memory.
-const CONTROL_IN_FLIGHT_KIB: u32 = 1024;
 
 /// Everything needed to run one attempt; rendered by the engine.
 #[derive(Debug, Clone)]
@@ -88,27 +86,6 @@ pub enum KillReason {
     JobTimeout,
     /// The daemon is stopping; the attempt will be resumed.
     Shutdown,
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone)]
-pub struct AttemptEnd {
-    pub state: AttemptState,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub error: Option<String>,
-    pub log_bytes: u64,
-    pub log_dropped: u64,
-    /// The attempt could not start for a passing reason (the daemon or the
-    /// system out of file descriptors): the engine requeues the activity
-    /// without using up a retry.
-    pub transient: bool,
-    /// Why the log file could not be created, if it could not.
-    pub log_error: Option<String>,
-    /// For an attempt that did not succeed: the last lines of its output.
-    pub error_tail: Option<String>,
-    /// What the attempt's processes used, when a process ran.
-    pub resources: Option<holdfast_api::ResourceUse>,
 }
 
 /// What an attempt reports to the engine.
@@ -190,134 +167,6 @@ pub fn spawn(
         hub.unregister(key);
         let _ = events.send(ExecEvent::Ended { key, end, started }).await;
     });
-}
-
-/// A simulated attempt: wait `duration` (or until stopped), report the
-/// stand-in's outputs, end with its exit code. The log says what happened.
-async fn run_simulated(
-    spec: &AttemptSpec,
-    simulate: holdfast_workflow::Simulate,
-    events: &mpsc::Sender<ExecEvent>,
-    kill: oneshot::Receiver<KillReason>,
-    hub: &LogHub,
-) -> AttemptEnd {
-    let sink = Arc::new(LogSink::new(
-        spec.log_path.clone(),
-        spec.log_max_bytes,
-        hub.register(spec.key),
-    ));
-    let note = format!(
-        "simulated: would run {:?}; ends with exit code {} after {}",
-        spec.argv,
-        simulate.exit_code,
-        humantime::format_duration(simulate.duration)
-    );
-    // The simulated run starts, and can be cancelled, while its note waits
-    // for the log writer.
-    let ((), stopped) = tokio::join!(sink.note(&note), async {
-        tokio::select! {
-            () = tokio::time::sleep(simulate.duration) => None,
-            reason = kill => reason.ok(),
-        }
-    });
-    let (state, exit_code, error) = match stopped {
-        Some(reason) => {
-            let (state, error) = stopped_as(reason);
-            (state, None, Some(error))
-        }
-        None if simulate.exit_code == 0 => (AttemptState::Succeeded, Some(0), None),
-        None => (
-            AttemptState::Failed,
-            Some(simulate.exit_code),
-            Some(format!("simulated exit code {}", simulate.exit_code)),
-        ),
-    };
-    if stopped.is_none() && !simulate.outputs.is_empty() {
-        let _ = events
-            .send(ExecEvent::Control {
-                key: spec.key,
-                message: ControlMessage::Output(simulate.outputs),
-                offset: 0,
-                held: None,
-            })
-            .await;
-    }
-    AttemptEnd {
-        state,
-        exit_code,
-        signal: None,
-        error,
-        log_bytes: sink.written(),
-        log_dropped: sink.dropped(),
-        transient: false,
-        log_error: sink.create_error(),
-        error_tail: (state != AttemptState::Succeeded)
-            .then(|| sink.tail())
-            .flatten(),
-        resources: None,
-    }
-}
-
-/// The state and error of an attempt stopped for `reason` without a
-/// process to stop (simulated, or not started yet).
-fn stopped_as(reason: KillReason) -> (AttemptState, String) {
-    match reason {
-        KillReason::Cancel => (AttemptState::Cancelled, "cancelled".to_string()),
-        KillReason::JobTimeout => (AttemptState::Timeout, "timed out".to_string()),
-        KillReason::Shutdown => (
-            AttemptState::Interrupted,
-            crate::store::clean_stop::STOPPED.to_string(),
-        ),
-    }
-}
-
-impl AttemptEnd {
-    /// An attempt that never got a process (bad template, unknown user,
-    /// spawn failure).
-    pub fn spawn_error(message: String) -> AttemptEnd {
-        AttemptEnd {
-            state: AttemptState::SpawnError,
-            exit_code: None,
-            signal: None,
-            error: Some(message),
-            log_bytes: 0,
-            log_dropped: 0,
-            transient: false,
-            log_error: None,
-            error_tail: None,
-            resources: None,
-        }
-    }
-
-    /// An attempt asked to stop before it started (while it was prepared,
-    /// or before its job array went out).
-    pub fn stopped_before_start(reason: KillReason) -> AttemptEnd {
-        let (state, error) = stopped_as(reason);
-        AttemptEnd {
-            state,
-            error: Some(error),
-            ..AttemptEnd::spawn_error(String::new())
-        }
-    }
-
-    /// An attempt that could not start because file descriptors ran out:
-    /// it says so, and the activity is tried again shortly.
-    pub fn out_of_files(message: String) -> AttemptEnd {
-        AttemptEnd {
-            transient: true,
-            ..AttemptEnd::spawn_error(format!(
-                "{message} (out of file descriptors; the activity is tried again shortly \
-                 without using up a retry)"
-            ))
-        }
-    }
-}
-
-/// True for an error number saying that the daemon (EMFILE) or the whole
-/// system (ENFILE) has run out of file descriptors: a passing condition,
-/// not a fault of the activity.
-pub fn is_out_of_files(errno: Option<i32>) -> bool {
-    matches!(errno, Some(nix::libc::EMFILE | nix::libc::ENFILE))
 }
 
 /// Run one attempt as a process: its end, and its pid when that was not
@@ -647,141 +496,6 @@ async fn stop_group(
                 cgroup.kill();
             }
             child.wait().await
-        }
-    }
-}
-
-/// Read control lines until EOF; malformed lines become warnings in the log,
-/// and so do messages the attempt's [`control::Gate`] refuses.
-async fn read_control(
-    fd: OwnedFd,
-    key: AttemptKey,
-    gate: control::Gate,
-    events: mpsc::Sender<ExecEvent>,
-    sink: Arc<LogSink>,
-    masker: crate::mask::Masker,
-    start: Arc<StartReport>,
-) {
-    let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-        Ok(r) => r,
-        Err(e) => {
-            sink.note(&format!("control channel unavailable: {e}"))
-                .await;
-            return;
-        }
-    };
-    read_control_lines(receiver, 0, key, gate, events, sink, masker, Some(start)).await;
-}
-
-/// The control channel's lines from any reader (the fd 3 pipe, or the
-/// control file a Slurm job appends to), parsed and bounded the same way.
-#[allow(clippy::too_many_arguments)]
-async fn read_control_lines(
-    input: impl tokio::io::AsyncRead + Unpin,
-    start: u64,
-    key: AttemptKey,
-    mut gate: control::Gate,
-    events: mpsc::Sender<ExecEvent>,
-    sink: Arc<LogSink>,
-    masker: crate::mask::Masker,
-    mut pid_report: Option<Arc<StartReport>>,
-) {
-    let mut reader = BufReader::new(input);
-    let mut line = Vec::new();
-    let budget = Arc::new(tokio::sync::Semaphore::new(CONTROL_IN_FLIGHT_KIB as usize));
-    // Bytes of the input read so far, from `start`: each message carries
-    // the offset after its line.
-    let mut offset = start;
-    loop {
-        line.clear();
-        let mut limited = (&mut reader).take(control::MAX_LINE as u64 + 1);
-        match limited.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => offset += n as u64,
-        }
-        if line.len() > control::MAX_LINE {
-            sink.note("control line longer than 256 KiB ignored").await;
-            // Skip the rest of the overlong line without holding it.
-            match skip_line(&mut reader).await {
-                Some(n) => offset += n,
-                None => break,
-            }
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches('\n');
-        if text.trim().is_empty() {
-            continue;
-        }
-        let message = match control::parse_line(text) {
-            // What an activity reports (alerts, progress text, outputs) is
-            // shown to others: secrets in it are masked like its output.
-            Ok(ControlMessage::Checkpoint(value)) if masker.holds_secret(&value) => {
-                sink.note(
-                    "checkpoint refused: it holds a secret value, and checkpoints are stored and \
-                     shown; keep secrets out of checkpoints (the previous one stays)",
-                )
-                .await;
-                continue;
-            }
-            Ok(message) => masker.mask_control(message),
-            Err(why) => {
-                sink.note(&format!("ignored control message: {why}")).await;
-                continue;
-            }
-        };
-        match gate.admit(&message, std::time::Instant::now()) {
-            Ok(()) => {}
-            Err(control::Refusal::Note(why)) => {
-                sink.note(&why).await;
-                continue;
-            }
-            Err(control::Refusal::Quiet) => continue,
-        }
-        // A line is at most 256 KiB, well within the budget.
-        let kib = (line.len() / 1024 + 1).min(CONTROL_IN_FLIGHT_KIB as usize) as u32;
-        let Ok(held) = budget.clone().acquire_many_owned(kib).await else {
-            break;
-        };
-        // The attempt's pid goes first: what it reports follows its start.
-        if let Some(report) = pid_report.take() {
-            report.send().await;
-        }
-        let event = ExecEvent::Control {
-            key,
-            message,
-            offset,
-            held: Some(held),
-        };
-        if events.send(event).await.is_err() {
-            break;
-        }
-    }
-    if gate.alerts_dropped_total > 0 {
-        sink.note(&format!(
-            "{} alerts dropped by the rate limit",
-            gate.alerts_dropped_total
-        ))
-        .await;
-    }
-}
-
-/// Discard input up to and including the next newline, a buffer at a time.
-/// The bytes discarded, or None at end of input or on an error.
-async fn skip_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> Option<u64> {
-    let mut skipped = 0;
-    loop {
-        let (found, used) = match reader.fill_buf().await {
-            Ok([]) | Err(_) => return None,
-            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
-                Some(at) => (true, at + 1),
-                None => (false, buf.len()),
-            },
-        };
-        reader.consume(used);
-        skipped += used as u64;
-        if found {
-            return Some(skipped);
         }
     }
 }

@@ -292,7 +292,6 @@ fn outcome(
 /// and the uid the job really runs as even if that database changed since.
 fn job_user(spec: &AttemptSpec, slurm: &SlurmAttempt) -> u32 {
     use std::os::unix::fs::MetadataExt;
-    let daemons = nix::unistd::geteuid().as_raw();
     match (&spec.identity, slurm.adopt) {
         (Some(identity), _) => identity.uid,
         // No such directory: nobody's files are read.
@@ -300,7 +299,7 @@ fn job_user(spec: &AttemptSpec, slurm: &SlurmAttempt) -> u32 {
             .ok()
             .filter(std::fs::Metadata::is_dir)
             .map_or(u32::MAX, |meta| meta.uid()),
-        (None, None) => daemons,
+        (None, None) => nix::unistd::geteuid().as_raw(),
     }
 }
 
