@@ -7,7 +7,8 @@
 //! attempt: `run_as_default`). At most [`LOOKUPS_AT_ONCE`] look-ups run at
 //! once, so a database that hangs takes that many of the blocking pool's
 //! threads, not one per attempt; the others wait for a turn without a
-//! thread.
+//! thread. The items of one Slurm job array, which start together as one
+//! user, share one look-up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,25 +47,24 @@ pub(super) async fn prepare(
     let secret_files = spec.secret_files.take();
     let abandoned = Arc::new(AtomicBool::new(false));
     let given_up = abandoned.clone();
+    // The items of one Slurm job array share one look-up: they start
+    // together, as one user.
+    let batch = (spec.slurm.as_ref()).and_then(|slurm| slurm.batch.clone());
     // Err: the message, and whether the cause passes (out of files).
     let work = async move {
-        let permit = match run_as.is_some() {
-            true => LOOKUPS.acquire().await.ok(),
-            false => None,
+        let identity = match (run_as, &batch) {
+            (None, _) => None,
+            (Some(run_as), Some(batch)) => (batch.identity)
+                .get_or_init(|| look_up(run_as))
+                .await
+                .clone()?,
+            (Some(run_as), None) => look_up(run_as).await?,
+        };
+        let Some(files) = secret_files else {
+            return Ok(identity);
         };
         tokio::task::spawn_blocking(move || {
-            let _turn = permit;
-            let identity = match run_as.as_ref().map(crate::run_as::Request::resolve) {
-                None => None,
-                Some(Ok(identity)) => Some(identity),
-                Some(Err(e)) => {
-                    let transient = matches!(e, RunAsError::OutOfFiles { .. });
-                    return Err((e.to_string(), transient));
-                }
-            };
-            if let Some(files) = &secret_files
-                && !given_up.load(Ordering::SeqCst)
-            {
+            if !given_up.load(Ordering::SeqCst) {
                 files
                     .write(identity.as_ref())
                     .map_err(|message| (message, false))?;
@@ -77,7 +77,7 @@ pub(super) async fn prepare(
             Ok(identity)
         })
         .await
-        .unwrap_or_else(|e| Err((format!("cannot prepare the attempt: {e}"), false)))
+        .unwrap_or_else(|e| Err((format!("cannot write the secret files: {e}"), false)))
     };
     tokio::pin!(work);
     let timeout = async {
@@ -141,4 +141,22 @@ pub(super) async fn prepare(
             })
         }
     }
+}
+
+/// The user `run_as` names, looked up on the blocking pool in one of the
+/// [`LOOKUPS_AT_ONCE`] turns. Err: the message, and whether the cause
+/// passes (out of files).
+async fn look_up(
+    run_as: crate::run_as::Request,
+) -> Result<Option<crate::run_as::Identity>, (String, bool)> {
+    let turn = LOOKUPS.acquire().await.ok();
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        run_as.resolve().map(Some).map_err(|e| {
+            let transient = matches!(e, RunAsError::OutOfFiles { .. });
+            (e.to_string(), transient)
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err((format!("cannot look up the user: {e}"), false)))
 }

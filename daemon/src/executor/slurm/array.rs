@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use holdfast_workflow::Activity;
-use tokio::sync::{Mutex, oneshot, watch};
+use tokio::sync::{Mutex, OnceCell, oneshot, watch};
 
 use super::submit::{caps_and_user, prepare_dir, run_sbatch};
 use super::{Client, SlurmAttempt};
@@ -72,6 +72,9 @@ pub struct ArrayBatch {
     expected: AtomicUsize,
     joined: Mutex<Joined>,
     result: watch::Sender<Option<Result<u64, (String, bool)>>>,
+    /// The members' user, looked up once for all of them
+    /// (`executor/prepare.rs`); Err: the message, and whether it passes.
+    pub identity: OnceCell<Result<Option<crate::run_as::Identity>, (String, bool)>>,
 }
 
 /// The members in so far, and whether the array was stopped before it
@@ -97,6 +100,7 @@ impl ArrayBatch {
             expected: AtomicUsize::new(0),
             joined: Mutex::new(Joined::default()),
             result: watch::channel(None).0,
+            identity: OnceCell::new(),
         })
     }
 
