@@ -445,12 +445,7 @@ async fn run_process(
                 exit_code,
                 signal,
                 error,
-                log_bytes: 0,
-                log_dropped: 0,
-                transient: false,
-                log_error: None,
-                error_tail: None,
-                resources: None,
+                ..AttemptEnd::spawn_error(String::new())
             }
         }
         Err(e) => AttemptEnd::spawn_error(format!("cannot wait for the process: {e}")),
