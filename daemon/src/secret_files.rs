@@ -61,7 +61,7 @@ pub fn attempt_dir(socket: &Path, key: AttemptKey) -> PathBuf {
 
 /// Write `files` (`(name, value)`) into `dir`, owned by `identity` when the
 /// activity runs as another user. Any failure removes what was written.
-pub fn write(
+fn write(
     dir: &Path,
     files: &[(String, String)],
     identity: Option<&Identity>,

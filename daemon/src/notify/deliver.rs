@@ -11,7 +11,7 @@ use nix::libc;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::rules::{Rule, RunAs, Target, WebhookTls};
+use super::rules::{Rule, Target, WebhookTls};
 use crate::store::{DueDelivery, Store};
 
 /// Longest one attempt may take.
@@ -187,7 +187,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn exec(
     argv: &[String],
-    run_as: Option<&RunAs>,
+    run_as: Option<&crate::run_as::Request>,
     delivery: &DueDelivery,
 ) -> Result<(), DeliveryError> {
     let mut command = tokio::process::Command::new(&argv[0]);

@@ -79,10 +79,11 @@ pub enum Target {
         tls: Option<WebhookTls>,
     },
     /// Run the argv with the event JSON on stdin, as `run_as` (a chain
-    /// rule's) or else as the daemon's user.
+    /// rule's, looked up again at each delivery) or else as the daemon's
+    /// user.
     Exec {
         argv: Vec<String>,
-        run_as: Option<RunAs>,
+        run_as: Option<crate::run_as::Request>,
     },
     /// A readable text mail through the `[smtp]` server or sendmail, with
     /// the job's HTML execution report attached when `attach_report`.
@@ -101,11 +102,6 @@ pub struct WebhookTls {
     pub config: std::sync::Arc<rustls::ClientConfig>,
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
-
-/// Who a chain rule's `exec` hook runs as: resolved again at each
-/// delivery (on the blocking pool), like an activity's user before each
-/// spawn.
-pub use crate::run_as::Request as RunAs;
 
 /// How a mail leaves: the `[smtp]` server, or the local sendmail program.
 #[derive(Debug, Clone)]
@@ -287,7 +283,7 @@ fn target(
     exec: Option<Vec<String>>,
     mail_to: Option<(Vec<String>, bool)>,
     mail: &MailSettings<'_>,
-    run_as: Option<RunAs>,
+    run_as: Option<crate::run_as::Request>,
 ) -> Result<Target, String> {
     Ok(match (webhook_file, exec, mail_to) {
         (None, None, Some((to, attach_report))) => {
@@ -367,7 +363,7 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
                     errors.push(error(format!("the exec hook would run as {user:?}: {e}")));
                     continue;
                 }
-                Some(RunAs {
+                Some(crate::run_as::Request {
                     user: user.to_string(),
                     group: rule.group.clone(),
                     run_as_groups: settings.run_as_groups.clone(),

@@ -74,7 +74,8 @@ pub struct ArrayBatch {
     result: watch::Sender<Option<Result<u64, (String, bool)>>>,
     /// The members' user, looked up once for all of them
     /// (`executor/prepare.rs`); Err: the message, and whether it passes.
-    pub identity: OnceCell<Result<Option<crate::run_as::Identity>, (String, bool)>>,
+    pub(in crate::executor) identity:
+        OnceCell<Result<Option<crate::run_as::Identity>, (String, bool)>>,
 }
 
 /// The members in so far, and whether the array was stopped before it
