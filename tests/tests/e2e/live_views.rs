@@ -17,11 +17,15 @@ use crate::support::shown;
 /// How long a step the daemon takes promptly may take on a loaded machine.
 const STEP: Duration = Duration::from_secs(30);
 
-/// Whether `child` holds a connected Unix socket: hfctl has connected to
-/// the daemon. A socket merely created is not enough: killed before its
-/// `connect`, the daemon would be absent for hfctl's first call, which
-/// `hfctl wait` rightly reports as no daemon running.
-fn has_socket(child: &Child) -> Result<(), String> {
+/// Whether `child` holds a Unix socket connected to the daemon listening
+/// on `socket`: hfctl has connected to it. A socket merely created is not
+/// enough (killed before its `connect`, the daemon would be absent for
+/// hfctl's first call, which `hfctl wait` rightly reports as no daemon
+/// running), and neither is any connected one: hfctl's runtime holds a
+/// socket pair of its own from the start. So the peer of one of its
+/// sockets must be bound to `socket`, as `ss -x` shows (each line: local
+/// address and inode, peer address and inode).
+fn connected_to(child: &Child, socket: &Path) -> Result<(), String> {
     let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_err(|e| e.to_string())?;
     let inodes: Vec<String> = fds
         .flatten()
@@ -32,17 +36,32 @@ fn has_socket(child: &Child) -> Result<(), String> {
             Some(inode.to_string())
         })
         .collect();
-    // /proc/net/unix: `Num RefCount Protocol Flags Type St Inode Path`;
-    // St 03 is SS_CONNECTED.
-    let table = std::fs::read_to_string("/proc/net/unix").map_err(|e| e.to_string())?;
-    let connected = table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() >= 7 && fields[5] == "03" && inodes.iter().any(|i| i == fields[6])
+    let listed = std::process::Command::new("ss")
+        .args(["-x", "-H", "state", "connected"])
+        .output()
+        .map_err(|e| format!("cannot run ss: {e}"))?;
+    let table = String::from_utf8_lossy(&listed.stdout);
+    // `u_str ESTAB 0 0 LOCAL INODE PEER INODE` (the state column is left
+    // out when one state is asked for; the last four fields are the same).
+    let sockets: Vec<[&str; 4]> = table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let n = fields.len();
+            (n >= 4).then(|| [fields[n - 4], fields[n - 3], fields[n - 2], fields[n - 1]])
+        })
+        .collect();
+    let daemon = socket.to_string_lossy();
+    let connected = sockets.iter().any(|[_, inode, _, peer]| {
+        inodes.iter().any(|i| i == inode)
+            && sockets
+                .iter()
+                .any(|[address, own, _, _]| own == peer && *address == daemon)
     });
     if connected {
         Ok(())
     } else {
-        Err("no connected socket yet".into())
+        Err(format!("no socket connected to {daemon} yet"))
     }
 }
 
@@ -83,7 +102,9 @@ fn wait_and_follow_outlive_a_kill_9_of_the_daemon() {
         job.activities[0].state == ActivityState::Running
     });
     let waiter = daemon.hfctl_spawn(&["wait", &job_id.to_string()]);
-    eventually(STEP, "hfctl wait connected", || has_socket(&waiter));
+    eventually(STEP, "hfctl wait connected", || {
+        connected_to(&waiter, daemon.socket())
+    });
 
     daemon.kill9();
     if let Some(pid) = running.activities[0].attempts[0].pid {
@@ -198,7 +219,7 @@ fn logs_follow_through_retries_and_the_whole_job() {
     let one = daemon.hfctl_spawn(&["logs", &id, "p.flaky", "-f"]);
     let whole = daemon.hfctl_spawn(&["logs", &id, "-f"]);
     eventually(STEP, "followers connected", || {
-        has_socket(&one).and_then(|()| has_socket(&whole))
+        connected_to(&one, daemon.socket()).and_then(|()| connected_to(&whole, daemon.socket()))
     });
     std::fs::write(daemon.dir().join("go"), "").expect("the go file");
 
