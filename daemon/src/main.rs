@@ -333,9 +333,15 @@ async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::R
                     continue;
                 }
                 tracing::info!("SIGHUP: reloading workflows");
-                notifier.reloading();
-                handle.reload().await;
-                notifier.reloaded();
+                // On a task of its own: a reload that waits on the user
+                // database (a chain's `user`) must not keep this loop
+                // from seeing SIGTERM.
+                let (handle, notifier) = (handle.clone(), notifier.clone());
+                tokio::spawn(async move {
+                    notifier.reloading();
+                    handle.reload().await;
+                    notifier.reloaded();
+                });
             }
             () = &mut until_writable, if matches!(phase, Phase::Held(_)) => {
                 phase = match phase {
@@ -348,7 +354,11 @@ async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::R
                             tracing::warn!(%error, dir = %settings.logs_dir().display(), "cannot create the log directory");
                         }
                         let previous = handle.registry.borrow().clone();
-                        wiring.set_registry(registry::load(&settings, Some(&previous)));
+                        let reading = settings.clone();
+                        let registry = run_as::look_up_in_turn(move || registry::load(&reading, Some(&previous)))
+                            .await
+                            .map_err(|e| anyhow::anyhow!("reading the workflows failed: {e}"))?;
+                        wiring.set_registry(registry);
                         let running = start_engine(&settings, &store, wiring, &handle, &notifier)?;
                         notifier.status("state directory writable again: engine started");
                         tracing::info!("engine started: submissions are accepted again");

@@ -20,6 +20,29 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::settings::{Mode, Settings};
 
+/// Look-ups of the user database under way at once, in the whole daemon.
+pub const LOOKUPS_AT_ONCE: usize = 4;
+
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUPS_AT_ONCE);
+
+/// Run `look_up`, which asks the user database (NSS: files, LDAP, SSSD),
+/// on the blocking pool in one of [`LOOKUPS_AT_ONCE`] turns shared by the
+/// whole daemon: an attempt's user, a reload's check of the chains, a
+/// reprocess's check of its pinned chain, `workflow.get`. A database that
+/// hangs holds that many threads; whatever else waits for it waits for a
+/// turn without a thread, and nothing waits on the engine's task or a
+/// runtime worker. Err when `look_up` panicked.
+pub async fn look_up_in_turn<T: Send + 'static>(
+    look_up: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let turn = LOOKUPS.acquire().await.ok();
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        look_up()
+    })
+    .await
+}
+
 /// Who an activity runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -263,6 +286,15 @@ pub fn runs_as_root(activity: &Activity, settings: &Settings) -> bool {
 /// own user) runs with uid 0.
 pub fn identity_is_root(identity: Option<&Identity>) -> bool {
     identity.map_or_else(|| Uid::effective().is_root(), |id| id.uid == 0)
+}
+
+/// Whether [`check_chain`] would ask the user database about `chain`: an
+/// activity runs as a user other than the daemon's own.
+pub fn looks_up_users(chain: &Chain, settings: &Settings) -> bool {
+    chain
+        .activities
+        .iter()
+        .any(|activity| user_for(activity, settings).is_some())
 }
 
 /// Check, when a chain is loaded, that every activity can run as who it

@@ -139,12 +139,15 @@ impl EngineHandle {
         from: Option<String>,
         caller: Caller,
     ) -> Result<u64, SubmitError> {
-        self.ask(|reply| Command::Reprocess {
-            original: Box::new(original),
-            from_start,
-            from,
-            caller,
-            reply,
+        self.ask(|reply| {
+            Command::Reprocess(Box::new(super::submit::ReprocessRequest {
+                original,
+                from_start,
+                from,
+                caller,
+                reply,
+                checked: None,
+            }))
         })
         .await
         .unwrap_or(Err(SubmitError::ShuttingDown))

@@ -27,6 +27,7 @@ pub mod job;
 mod policy;
 mod queue;
 mod recovery;
+mod reload;
 mod request;
 mod run;
 mod schedules;
@@ -116,14 +117,7 @@ pub enum Command {
         reply: oneshot::Sender<Result<u64, SubmitError>>,
     },
     /// Reprocess a finished job (read by the caller from the store).
-    Reprocess {
-        original: Box<crate::store::StoredJob>,
-        from_start: bool,
-        /// Re-run this process and every process after it.
-        from: Option<String>,
-        caller: Caller,
-        reply: oneshot::Sender<Result<u64, SubmitError>>,
-    },
+    Reprocess(Box<submit::ReprocessRequest>),
     Cancel {
         job_ids: Vec<u64>,
         reply: oneshot::Sender<Vec<CancelOutcome>>,
@@ -162,6 +156,11 @@ pub enum Command {
     /// Re-read the workflows directory.
     Reload {
         reply: oneshot::Sender<()>,
+    },
+    /// A registry read on the blocking pool (`reload.rs`); None if the
+    /// read failed.
+    Reloaded {
+        registry: Option<Box<Registry>>,
     },
     /// The scheduler's timer expired: run what is due.
     ScheduleTick,
@@ -259,6 +258,8 @@ pub struct Engine {
     /// retried until it is): a submission writes its chain's definition
     /// only the first time, not the whole source text with every job.
     recorded_versions: HashSet<String>,
+    /// Reloads under way and asked for.
+    reloads: reload::Reloads,
 
     /// The batch being committed now, if any.
     in_flight: Option<commit::InFlight>,
@@ -372,6 +373,7 @@ impl Engine {
             item_dirty: HashSet::new(),
             control_offsets: HashMap::new(),
             recorded_versions: HashSet::new(),
+            reloads: reload::Reloads::default(),
         };
         engine.record_definitions();
         engine.recover()?;
@@ -461,13 +463,7 @@ impl Engine {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Submit { request, reply } => self.submit(request, reply),
-            Command::Reprocess {
-                original,
-                from_start,
-                from,
-                caller,
-                reply,
-            } => self.reprocess(*original, from_start, from, caller, reply),
+            Command::Reprocess(request) => self.reprocess(*request),
             // A job whose first commit is under way is known to whoever
             // read the store (the batch may have committed already): its
             // command waits for that commit instead of calling it unknown.
@@ -506,27 +502,8 @@ impl Engine {
             Command::JobTimeout { job_id } => self.job_timeout(job_id),
             Command::HandlersDue { job_id } => self.handlers_due(job_id),
             Command::Flush => {}
-            Command::Reload { reply } => {
-                let previous = self.registry.borrow().clone();
-                let mut registry = crate::registry::load(&self.settings, Some(&previous));
-                registry.events_before = self.outbox.last_id();
-                tracing::info!(
-                    chains = registry.loaded_count(),
-                    broken = registry.broken_count(),
-                    "workflows reloaded"
-                );
-                self.outbox
-                    .want(crate::notify::rules_of(&self.settings.notify, &registry).iter());
-                self.registry.send_replace(Arc::new(registry));
-                self.record_definitions();
-                // A schedule that comes back (its file moved away and back)
-                // picks up its stored state, pause included.
-                let stored = schedules::load_states(&self.store)
-                    .map_err(|error| tracing::warn!(%error, "cannot read schedule states"))
-                    .ok();
-                self.sync_schedules(stored);
-                let _ = reply.send(());
-            }
+            Command::Reload { reply } => self.reload_asked(reply),
+            Command::Reloaded { registry } => self.reloaded(registry),
             Command::ScheduleTick => self.schedule_tick(),
             Command::Schedules { reply } => {
                 let _ = reply.send(self.schedule_views());

@@ -18,15 +18,16 @@ use crate::store::{self, AuditRow, StoredJob, WriteOp};
 
 impl Engine {
     /// Check that `caller` may still run `chain` (a job's pinned
-    /// definition) for `tenant` under today's settings and files. The error
-    /// says what refuses it.
+    /// definition) for `tenant` under today's settings and files, given
+    /// what [`crate::run_as::check_chain`] found for it. The error says
+    /// what refuses it.
     pub(super) fn may_still_run(
         &self,
         chain: &Chain,
         tenant: Option<&str>,
         caller: &Caller,
+        run_as: Vec<holdfast_api::LoadError>,
     ) -> Result<(), String> {
-        let run_as = crate::run_as::check_chain(chain, &self.settings);
         if !run_as.is_empty() {
             let reasons: Vec<String> = run_as.into_iter().map(|e| e.message).collect();
             return Err(format!(
@@ -73,7 +74,8 @@ impl Engine {
     /// looked up now in the user database).
     pub(super) fn may_resume(&self, job: &StoredJob, chain: &Chain) -> Result<(), String> {
         let submitter = submitter(job.submitter_uid);
-        self.may_still_run(chain, job.tenant.as_deref(), &submitter)
+        let run_as = crate::run_as::check_chain(chain, &self.settings);
+        self.may_still_run(chain, job.tenant.as_deref(), &submitter, run_as)
     }
 
     /// Fail a job that may no longer run instead of resuming it: what a dead

@@ -3,8 +3,10 @@
 //! finished job.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use holdfast_api::ActivityState;
+use holdfast_api::{ActivityState, LoadError};
+use holdfast_workflow::Chain;
 use tokio::sync::oneshot;
 
 use super::job::{JobRun, prepare};
@@ -216,14 +218,15 @@ impl Engine {
     /// again with its last checkpoint. What a handler `undoes` runs again
     /// without its checkpoint; with `from`, that process and everything
     /// after it runs again too. Handlers always start afresh.
-    pub(super) fn reprocess(
-        &mut self,
-        original: StoredJob,
-        from_start: bool,
-        from: Option<String>,
-        caller: Caller,
-        reply: oneshot::Sender<Result<u64, SubmitError>>,
-    ) {
+    pub(super) fn reprocess(&mut self, request: ReprocessRequest) {
+        let ReprocessRequest {
+            original,
+            from_start,
+            from,
+            caller,
+            reply,
+            checked,
+        } = request;
         let refuse = |reply: oneshot::Sender<Result<u64, SubmitError>>, message: String| {
             let _ = reply.send(Err(SubmitError::InvalidState(message)));
         };
@@ -241,27 +244,50 @@ impl Engine {
                 ),
             );
         }
-        let chain = match self.pinned_chain(
-            &original.version,
-            super::recovery::chain_of(&original.target),
-        ) {
-            Ok(Some(chain)) => chain,
-            Ok(None) => {
-                return refuse(
-                    reply,
-                    format!(
-                        "the definition job {} ran with is no longer readable",
-                        original.id
-                    ),
-                );
-            }
-            Err(e) => {
-                let _ = reply.send(Err(SubmitError::Unavailable(e.to_string())));
-                return;
+        let (chain, run_as) = match checked {
+            Some(checked) => (checked.chain, checked.run_as),
+            None => {
+                let chain = match self.pinned_chain(
+                    &original.version,
+                    super::recovery::chain_of(&original.target),
+                ) {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => {
+                        return refuse(
+                            reply,
+                            format!(
+                                "the definition job {} ran with is no longer readable",
+                                original.id
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(SubmitError::Unavailable(e.to_string())));
+                        return;
+                    }
+                };
+                if crate::run_as::looks_up_users(&chain, &self.settings) {
+                    // Who its activities run as is checked against the
+                    // user database off the engine; the request comes back
+                    // with the answer and is checked again from the top.
+                    let request = ReprocessRequest {
+                        original,
+                        from_start,
+                        from,
+                        caller,
+                        reply,
+                        checked: None,
+                    };
+                    return self.check_users_then_reprocess(request, chain);
+                }
+                let run_as = crate::run_as::check_chain(&chain, &self.settings);
+                (chain, run_as)
             }
         };
         // The pinned definition runs only if today's policy still allows it.
-        if let Err(message) = self.may_still_run(&chain, original.tenant.as_deref(), &caller) {
+        if let Err(message) =
+            self.may_still_run(&chain, original.tenant.as_deref(), &caller, run_as)
+        {
             let _ = reply.send(Err(SubmitError::PermissionDenied(message)));
             return;
         }
@@ -402,4 +428,52 @@ impl Engine {
         tracing::info!(HF_JOB_ID = id, HF_CHAIN = %job.chain.name, retry_of = original.id, from_start, user = %caller.user, "job {id} ({}) submitted by {} (reprocess of job {})", job.chain.name, caller.user, original.id);
         self.pending_jobs.push(PendingJob { job, reply });
     }
+
+    /// Check who `chain`'s activities run as (a reprocess's pinned
+    /// definition) in one of the daemon's look-up turns, then hand the
+    /// request back to the engine with the answer.
+    fn check_users_then_reprocess(&mut self, mut request: ReprocessRequest, chain: Arc<Chain>) {
+        let settings = self.settings.clone();
+        let tx = self.commands_tx.clone();
+        tokio::spawn(async move {
+            let checking = chain.clone();
+            let run_as = crate::run_as::look_up_in_turn(move || {
+                crate::run_as::check_chain(&checking, &settings)
+            })
+            .await;
+            match run_as {
+                Ok(run_as) => {
+                    request.checked = Some(UsersChecked { chain, run_as });
+                    let _ = tx.send(super::Command::Reprocess(Box::new(request))).await;
+                }
+                Err(e) => {
+                    let _ = request.reply.send(Err(SubmitError::Unavailable(format!(
+                        "cannot check who the chain runs as: {e}"
+                    ))));
+                }
+            }
+        });
+    }
+}
+
+/// `job.retry`: reprocess a finished job (read by the caller from the
+/// store).
+#[derive(Debug)]
+pub struct ReprocessRequest {
+    pub original: StoredJob,
+    pub from_start: bool,
+    /// Re-run this process and every process after it.
+    pub from: Option<String>,
+    pub caller: Caller,
+    pub reply: oneshot::Sender<Result<u64, SubmitError>>,
+    /// The pinned definition and what checking its users against the user
+    /// database found, once that was done off the engine.
+    pub(super) checked: Option<UsersChecked>,
+}
+
+/// A pinned chain whose users were checked off the engine.
+#[derive(Debug)]
+pub(super) struct UsersChecked {
+    chain: Arc<Chain>,
+    run_as: Vec<LoadError>,
 }

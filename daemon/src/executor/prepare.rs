@@ -4,8 +4,8 @@
 //! or SSSD when they are unwell; on the engine's turn it would hold back
 //! every job and every submission, here it holds back only the attempts
 //! that need a look-up (in system mode, run as root, that is every
-//! attempt: `run_as_default`). At most [`LOOKUPS_AT_ONCE`] look-ups run at
-//! once, so a database that hangs takes that many of the blocking pool's
+//! attempt: `run_as_default`). At most
+//! [`crate::run_as::LOOKUPS_AT_ONCE`] look-ups run at once, so a database that hangs takes that many of the blocking pool's
 //! threads, not one per attempt; the others wait for a turn without a
 //! thread. The items of one Slurm job array, which start together as one
 //! user, share one look-up.
@@ -14,15 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use holdfast_api::AttemptState;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::{AttemptEnd, AttemptSpec, KillReason};
 use crate::run_as::RunAsError;
-
-/// Look-ups of the user database under way at once.
-const LOOKUPS_AT_ONCE: usize = 4;
-
-static LOOKUPS: Semaphore = Semaphore::const_new(LOOKUPS_AT_ONCE);
 
 /// An attempt that ends before it starts.
 pub(super) struct NotStarted {
@@ -144,14 +139,12 @@ pub(super) async fn prepare(
 }
 
 /// The user `run_as` names, looked up on the blocking pool in one of the
-/// [`LOOKUPS_AT_ONCE`] turns. Err: the message, and whether the cause
-/// passes (out of files).
+/// daemon's look-up turns ([`crate::run_as::look_up_in_turn`]). Err: the
+/// message, and whether the cause passes (out of files).
 async fn look_up(
     run_as: crate::run_as::Request,
 ) -> Result<Option<crate::run_as::Identity>, (String, bool)> {
-    let turn = LOOKUPS.acquire().await.ok();
-    tokio::task::spawn_blocking(move || {
-        let _turn = turn;
+    crate::run_as::look_up_in_turn(move || {
         run_as.resolve().map(Some).map_err(|e| {
             let transient = matches!(e, RunAsError::OutOfFiles { .. });
             (e.to_string(), transient)

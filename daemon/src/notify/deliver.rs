@@ -201,9 +201,10 @@ async fn exec(
         .kill_on_drop(true);
     if let Some(run_as) = run_as {
         // Looked up again now, like an activity's user before each spawn,
-        // and off the runtime's threads: the user database can hang.
+        // and off the runtime's threads in one of the daemon's look-up
+        // turns: the user database can hang.
         let request = run_as.clone();
-        let identity = tokio::task::spawn_blocking(move || request.resolve())
+        let identity = crate::run_as::look_up_in_turn(move || request.resolve())
             .await
             .map_err(|e| DeliveryError::RunAs(e.to_string()))?
             .map_err(|e| DeliveryError::RunAs(e.to_string()))?;

@@ -425,7 +425,7 @@ impl HoldfastServer for RpcServer {
     }
 
     async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail> {
-        workflow::get(self, &name)
+        workflow::get(self, name).await
     }
 
     async fn store_backup(

@@ -5,8 +5,12 @@ use holdfast_api::{
 };
 use holdfast_workflow::{Foreach, Program};
 use jsonrpsee::core::RpcResult;
+use jsonrpsee::types::ErrorObjectOwned;
 
 use super::RpcServer;
+use crate::registry::Registry;
+use crate::run_as;
+use crate::settings::Settings;
 
 pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<WorkflowSummary>> {
     let registry = server.engine.registry.borrow().clone();
@@ -29,8 +33,22 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<WorkflowSummary>> {
         .collect())
 }
 
-pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
+/// `workflow.get`. Whether an activity runs as root asks the user
+/// database when it names a user, which can hang: that is done in one of
+/// the daemon's look-up turns, off the runtime's worker.
+pub(super) async fn get(server: &RpcServer, name: String) -> RpcResult<WorkflowDetail> {
     let registry = server.engine.registry.borrow().clone();
+    let settings = server.settings.clone();
+    let looks_up = (registry.chain(&name)).is_some_and(|c| run_as::looks_up_users(c, &settings));
+    if !looks_up {
+        return detail(&registry, &settings, &name);
+    }
+    run_as::look_up_in_turn(move || detail(&registry, &settings, &name))
+        .await
+        .map_err(|_| ErrorObjectOwned::owned::<()>(-32603, "describing the chain failed", None))?
+}
+
+fn detail(registry: &Registry, settings: &Settings, name: &str) -> RpcResult<WorkflowDetail> {
     let entry = registry.entries.get(name);
     let Some(chain) = entry.and_then(|e| e.chain.clone()) else {
         return Err(ErrorCode::NotFound.error(match entry {
@@ -99,12 +117,12 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                             max_retry_delay_seconds: a.max_retry_delay.map(secs),
                             on_failure: a.on_failure.as_str().into(),
                             working_dir: a.working_dir.clone(),
-                            user: crate::run_as::user_for(a, &server.settings).map(str::to_string),
+                            user: run_as::user_for(a, settings).map(str::to_string),
                             group: a.group.clone(),
                             limits: crate::caps::plan(
                                 a,
                                 controllers,
-                                crate::run_as::runs_as_root(a, &server.settings),
+                                run_as::runs_as_root(a, settings),
                             )
                             .1
                             .into_iter()
@@ -123,7 +141,7 @@ pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
                                 Foreach::Tenants => "tenants".to_string(),
                             }),
                             max_parallel: a.max_parallel,
-                            executor: crate::executor::slurm::describe(a, &server.settings),
+                            executor: crate::executor::slurm::describe(a, settings),
                         }
                     })
                     .collect(),

@@ -15,7 +15,7 @@
 //! why and passes, unless `HOLDFAST_USERS_TEST=required`.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -78,19 +78,66 @@ fn cannot_run(test: &str, reason: &str) {
     eprintln!("skipped {test}: {reason}");
 }
 
+/// A daemon with `workflows`, allowed to run as hft-runas, started in a
+/// mount namespace of its own, and its pid; None (the test skipped) when
+/// that cannot be done here.
+fn daemon_of_its_own(test: &str, workflows: &[(&str, &str)]) -> Option<(TestDaemon, u32)> {
+    if Path::new("/var/run/nscd/socket").exists() {
+        cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
+        return None;
+    }
+    let mut daemon = TestDaemon::prepare(
+        Some("run_as_allowed = [\"hft-runas\"]\nmax_parallel = 8\n"),
+        workflows,
+    );
+    daemon.in_own_mount_namespace();
+    if let Err(e) = daemon.try_launch() {
+        cannot_run(test, &format!("no mount namespace of its own: {e}"));
+        return None;
+    }
+    let pid = daemon.pid().expect("the daemon runs");
+    let namespace = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("mnt ns");
+    assert_ne!(
+        namespace(&pid.to_string()),
+        namespace("self"),
+        "the daemon has a mount namespace of its own"
+    );
+    Some((daemon, pid))
+}
+
+/// Cover the daemon's `/etc/passwd` with a FIFO: from now on its look-ups
+/// wait in `open`. Returns the FIFO.
+fn hang_the_user_database(daemon: &TestDaemon, pid: u32) -> PathBuf {
+    let fifo = daemon.dir().join("passwd.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .expect("the FIFO can be made");
+    let fifo_text = fifo.display().to_string();
+    in_namespace(pid, &["mount", "--bind", &fifo_text, "/etc/passwd"]);
+    fifo
+}
+
+/// The real file for later look-ups, and a writer at last for those under
+/// way, which then fail to read the FIFO ("no such user").
+fn bring_the_user_database_back(pid: u32, fifo: &Path) {
+    in_namespace(pid, &["umount", "--lazy", "/etc/passwd"]);
+    drop(
+        fs::OpenOptions::new()
+            .write(true)
+            .open(fifo)
+            .expect("the FIFO can be opened for writing"),
+    );
+}
+
 #[test]
 fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
     let test = "a_hung_user_database_holds_back_only_the_attempts_that_need_it";
     let Some(accounts) = accounts_or_skip(test) else {
         return;
     };
-    if Path::new("/var/run/nscd/socket").exists() {
-        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
-    }
     let target = &accounts.run_as;
     let as_user = "[process.p.activity.a]\nuser = \"hft-runas\"\ncommand = [\"id\", \"-u\"]\n";
-    let mut daemon = TestDaemon::prepare(
-        Some("run_as_allowed = [\"hft-runas\"]\nmax_parallel = 8\n"),
+    let Some((daemon, pid)) = daemon_of_its_own(
+        test,
         &[
             (
                 "as-user.toml",
@@ -105,29 +152,16 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
                 "[process.p.activity.a]\ncommand = [\"true\"]\n",
             ),
         ],
-    );
-    daemon.in_own_mount_namespace();
-    if let Err(e) = daemon.try_launch() {
-        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
-    }
-    let pid = daemon.pid().expect("the daemon runs");
-    let namespace = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("mnt ns");
-    assert_ne!(
-        namespace(&pid.to_string()),
-        namespace("self"),
-        "the daemon has a mount namespace of its own"
-    );
+    ) else {
+        return;
+    };
 
     // A first job: the daemon learns (and keeps, a minute) the name of the
     // test's uid while the database still answers.
     let first = daemon.submit("plain", &[]);
     assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
 
-    let fifo = daemon.dir().join("passwd.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("the FIFO can be made");
-    let fifo_text = fifo.display().to_string();
-    in_namespace(pid, &["mount", "--bind", &fifo_text, "/etc/passwd"]);
+    let fifo = hang_the_user_database(&daemon, pid);
 
     let waiting = daemon.submit("as-user", &[]);
     let cancelled = daemon.submit("as-user", &[]);
@@ -174,13 +208,7 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
     // The database comes back: the real file for later look-ups, and a
     // writer at last for those under way, which then fail to read the
     // FIFO (those attempts fail; their retries run).
-    in_namespace(pid, &["umount", "--lazy", "/etc/passwd"]);
-    drop(
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&fifo)
-            .expect("the FIFO can be opened for writing"),
-    );
+    bring_the_user_database_back(pid, &fifo);
     for job_id in std::iter::once(waiting).chain(more) {
         let done = daemon.wait_done(job_id);
         assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
@@ -190,4 +218,98 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
             "job {job_id} ran as hft-runas once the database answered"
         );
     }
+}
+
+#[test]
+fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_nothing_else() {
+    let test =
+        "a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_nothing_else";
+    let Some(accounts) = accounts_or_skip(test) else {
+        return;
+    };
+    let target = &accounts.run_as;
+    let Some((daemon, pid)) = daemon_of_its_own(
+        test,
+        &[
+            (
+                "as-user.toml",
+                "[process.p.activity.a]\nuser = \"hft-runas\"\ncommand = [\"id\", \"-u\"]\n",
+            ),
+            (
+                "plain.toml",
+                "[process.p.activity.a]\ncommand = [\"true\"]\n",
+            ),
+        ],
+    ) else {
+        return;
+    };
+    // A job to reprocess later, run while the database answers.
+    let original = daemon.submit("as-user", &[]);
+    assert_eq!(daemon.wait_done(original).state, JobState::Succeeded);
+    let original = original.to_string();
+
+    let fifo = hang_the_user_database(&daemon, pid);
+    // Each of these checks who a chain runs as, and so asks the database:
+    // a reload (every chain's user), a reprocess (its pinned chain's) and
+    // a describe (whether an activity runs as root).
+    let reload = daemon.hfctl_spawn(&["reload"]);
+    let retry = daemon.hfctl_spawn(&["retry", "--from-start", &original]);
+    let describe = daemon.hfctl_spawn(&["describe", "as-user"]);
+    eventually(
+        REACH_DEADLINE,
+        "the reload, the retry and the describe wait for the user database",
+        || opening_a_fifo(pid, 3),
+    );
+
+    // Meanwhile the engine and the RPC workers are free.
+    let other = daemon.submit("plain", &[]);
+    assert_eq!(
+        daemon.wait_done(other).state,
+        JobState::Succeeded,
+        "a job without a user runs while a reload, a retry and a describe wait"
+    );
+    let listed = daemon.hfctl(&["workflows"]);
+    assert!(listed.status.success(), "{}", shown(&listed));
+    let described = daemon.hfctl(&["describe", "plain"]);
+    assert!(described.status.success(), "{}", shown(&described));
+    // A second reload asked meanwhile waits for the first.
+    let second_reload = daemon.hfctl_spawn(&["reload"]);
+    assert_eq!(
+        opening_a_fifo(pid, 0),
+        Ok(3),
+        "one reload at a time reads the files"
+    );
+    for (mut child, what) in [(reload, "reload"), (retry, "retry"), (describe, "describe")] {
+        assert!(
+            child.try_wait().expect("hfctl can be waited for").is_none(),
+            "hfctl {what} waits for the user database"
+        );
+        drop(child.kill());
+        let _ = child.wait();
+    }
+
+    // Back: the second reload reads the real file (the first had read the
+    // FIFO and found no such user), and the chain runs as its user again.
+    bring_the_user_database_back(pid, &fifo);
+    let reloaded = holdfast_tests::command::finish_child_output(second_reload, REACH_DEADLINE);
+    assert!(reloaded.status.success(), "{}", shown(&reloaded));
+    let workflows = daemon.hfctl_json(&["workflows"]);
+    let as_user = workflows
+        .as_array()
+        .and_then(|all| all.iter().find(|w| w["name"] == "as-user"))
+        .unwrap_or_else(|| panic!("as-user is listed: {workflows}"));
+    assert_eq!(as_user["status"], "loaded", "{as_user}");
+    let retried = daemon.hfctl(&["--json", "retry", "--from-start", &original]);
+    assert!(retried.status.success(), "{}", shown(&retried));
+    let again: serde_json::Value =
+        serde_json::from_slice(&retried.stdout).expect("retry prints JSON");
+    let again = again["job_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a job id: {again}"));
+    assert_eq!(daemon.wait_done(again).state, JobState::Succeeded);
+    assert_eq!(
+        daemon.logs(again, "p.a", None).trim(),
+        target.uid.to_string(),
+        "the reprocess ran as hft-runas"
+    );
 }
