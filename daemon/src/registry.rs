@@ -24,6 +24,10 @@ pub struct Entry {
     pub chain: Option<Arc<Chain>>,
     /// Errors of the current file, if it is broken.
     pub errors: Vec<LoadError>,
+    /// The file is refused (also) for what the user database answered
+    /// about a user or group it names, which may change without the file
+    /// changing: the engine reads it again every `run_as_recheck`.
+    pub unconfirmed: bool,
     /// The chain's `[notify.NAME]` rules, checked, of the same version as
     /// `chain`.
     pub notify: Arc<Vec<crate::notify::Rule>>,
@@ -61,6 +65,12 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Whether a file is refused for what the user database answered
+    /// ([`Entry::unconfirmed`]).
+    pub fn has_unconfirmed(&self) -> bool {
+        self.entries.values().any(|e| e.unconfirmed)
+    }
+
     /// The submittable chain called `name`.
     pub fn chain(&self, name: &str) -> Option<&Arc<Chain>> {
         self.entries.get(name).and_then(|e| e.chain.as_ref())
@@ -231,8 +241,11 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         // A chain this daemon cannot run as its file asks (run-as users) is
         // refused like an invalid file.
         // So is a notification rule that cannot work here.
+        let mut unconfirmed = false;
         let loaded = load_file(&file).and_then(|chain| {
-            let mut errors = crate::run_as::check_chain(&chain, settings);
+            let run_as = crate::run_as::check_chain(&chain, settings);
+            unconfirmed = run_as.unconfirmed;
+            let mut errors = run_as.errors;
             errors.extend(crate::executor::slurm::check_chain(&chain));
             match crate::notify::rules::for_chain(&chain, settings) {
                 Ok(rules) if errors.is_empty() => Ok((chain, rules)),
@@ -276,6 +289,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                             file,
                             chain: None,
                             errors: vec![error],
+                            unconfirmed: false,
                             notify: Arc::default(),
                         },
                     );
@@ -288,6 +302,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         file,
                         chain: Some(Arc::new(chain)),
                         errors: Vec::new(),
+                        unconfirmed: false,
                         notify: Arc::new(rules),
                     },
                 );
@@ -321,6 +336,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         file,
                         chain: last_good,
                         errors,
+                        unconfirmed,
                         notify,
                     },
                 );

@@ -297,12 +297,23 @@ pub fn looks_up_users(chain: &Chain, settings: &Settings) -> bool {
         .any(|activity| user_for(activity, settings).is_some())
 }
 
+/// What [`check_chain`] found.
+#[derive(Debug, Default)]
+pub struct ChainCheck {
+    pub errors: Vec<LoadError>,
+    /// Some of the errors are the user database's answer (no such user or
+    /// group, a look-up that failed, a group list without the group),
+    /// which can change without the file changing: worth checking again.
+    pub unconfirmed: bool,
+}
+
 /// Check, when a chain is loaded, that every activity can run as who it
 /// names on this daemon. Errors name the file, the position of the `user`
 /// or `group` key at fault (in the activity or in `[defaults]`) and the
 /// activity.
-pub fn check_chain(chain: &Chain, settings: &Settings) -> Vec<LoadError> {
+pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
     let mut errors = Vec::new();
+    let mut unconfirmed = false;
     let error = |activity: &Activity, key: &str, message: String| {
         let at = holdfast_workflow::setting_position(chain, activity, key);
         LoadError {
@@ -345,6 +356,12 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> Vec<LoadError> {
             continue;
         }
         if let Err(e) = resolve(user, activity.group.as_deref(), &settings.run_as_groups) {
+            // Only a NUL in the name, or root's group not listed, is the
+            // file's and the settings' alone.
+            unconfirmed |= !matches!(
+                e,
+                RunAsError::NulInName { .. } | RunAsError::RootGroup { .. }
+            );
             let key = match e {
                 RunAsError::LookUpGroup { .. }
                 | RunAsError::NoSuchGroup { .. }
@@ -355,7 +372,10 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> Vec<LoadError> {
             errors.push(error(activity, key, e.to_string()));
         }
     }
-    errors
+    ChainCheck {
+        errors,
+        unconfirmed,
+    }
 }
 
 #[cfg(test)]

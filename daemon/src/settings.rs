@@ -72,6 +72,7 @@ struct SettingsFile {
     run_as_default: Option<String>,
     #[serde(default)]
     run_as_groups: Vec<String>,
+    run_as_recheck: Option<String>,
     cgroup: Option<String>,
     /// Notification rules, `[notify.NAME]`.
     #[serde(default)]
@@ -179,6 +180,9 @@ pub struct Settings {
     /// Groups a run-as activity may name in `group` besides its user's own
     /// (root's group only if listed).
     pub run_as_groups: Vec<String>,
+    /// How often chains refused because the user database did not confirm
+    /// a user or group they name are checked again (never when zero).
+    pub run_as_recheck: Duration,
     /// Where attempts get their cgroups (see [`crate::cgroup`]).
     pub cgroup: crate::cgroup::CgroupSetting,
     /// Notification rules, checked (see [`crate::notify::rules`]).
@@ -257,6 +261,11 @@ impl Settings {
             "audit_retention",
             &file.audit_retention,
             Duration::from_secs(365 * 86_400),
+        )?;
+        let run_as_recheck = duration(
+            "run_as_recheck",
+            &file.run_as_recheck,
+            Duration::from_secs(60),
         )?;
         let metrics_textfile_interval = duration(
             "metrics_textfile_interval",
@@ -369,6 +378,7 @@ impl Settings {
                 Mode::User => file.run_as_default,
             },
             run_as_groups: file.run_as_groups,
+            run_as_recheck,
             socket_group: match mode {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,

@@ -15,7 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -146,6 +146,13 @@ pub fn lone_account(name: &str) -> Result<Account, String> {
     Ok(ensure_user(name, &[], false))
 }
 
+/// Remove `name` and its group, if they exist (made by [`lone_account`]).
+pub fn remove_lone_account(name: &str) {
+    if lookup(name).is_some() {
+        account_tool("userdel", &[name]);
+    }
+}
+
 /// Add `user` to `group`, or take it out, in the group database.
 pub fn set_membership(user: &str, group: &str, member: bool) {
     if listed_in(group, user) == member {
@@ -233,7 +240,22 @@ fn listed_in(group: &str, user: &str) -> bool {
 
 /// Run an account tool, retrying while another process (another test
 /// binary, an administrator) holds the account files' lock.
+/// Held while this process changes the account database, and by a test
+/// that needs it left alone for a while: `useradd` and friends replace
+/// `/etc/passwd` and `/etc/group` by a rename, which undoes whatever a
+/// test bound over them (`user_database.rs`).
+static ACCOUNT_CHANGES: Mutex<()> = Mutex::new(());
+
+/// Keep this process's tests from changing the account database until the
+/// guard is dropped. Do not make or change accounts while holding it.
+pub fn hold_account_database() -> MutexGuard<'static, ()> {
+    ACCOUNT_CHANGES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn account_tool(name: &str, args: &[&str]) {
+    let _changing = hold_account_database();
     let program = tool(name).unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + LOCK_PATIENCE;
     loop {

@@ -162,6 +162,9 @@ pub enum Command {
     Reloaded {
         registry: Option<Box<Registry>>,
     },
+    /// Chains refused for what the user database answered are due to be
+    /// checked again (`run_as_recheck`).
+    RecheckUsers,
     /// The scheduler's timer expired: run what is due.
     ScheduleTick,
     Schedules {
@@ -420,6 +423,7 @@ impl Engine {
         // From here on commands are answered: the handle stops saying the
         // engine is held back, and callers may send.
         self.held.send_replace(None);
+        self.arm_users_recheck();
         // Writes from recovery, and the first scheduling round.
         let mut more = true;
         loop {
@@ -504,6 +508,7 @@ impl Engine {
             Command::Flush => {}
             Command::Reload { reply } => self.reload_asked(reply),
             Command::Reloaded { registry } => self.reloaded(registry),
+            Command::RecheckUsers => self.recheck_users(),
             Command::ScheduleTick => self.schedule_tick(),
             Command::Schedules { reply } => {
                 let _ = reply.send(self.schedule_views());

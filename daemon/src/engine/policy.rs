@@ -74,7 +74,7 @@ impl Engine {
     /// looked up now in the user database).
     pub(super) fn may_resume(&self, job: &StoredJob, chain: &Chain) -> Result<(), String> {
         let submitter = submitter(job.submitter_uid);
-        let run_as = crate::run_as::check_chain(chain, &self.settings);
+        let run_as = crate::run_as::check_chain(chain, &self.settings).errors;
         self.may_still_run(chain, job.tenant.as_deref(), &submitter, run_as)
     }
 

@@ -9,6 +9,12 @@
 //! starts from the registry the first put in place, so a broken file keeps
 //! its last good version whatever the order of the asks. Every ask is
 //! answered once a registry read after it is in place.
+//!
+//! A chain refused for what the user database answered (no such user:
+//! LDAP or SSSD was down while the daemon started, or the account is made
+//! later) is read again every `run_as_recheck` until none is left, so it
+//! loads once the database confirms its users without anyone touching its
+//! file.
 
 use std::sync::Arc;
 
@@ -24,6 +30,8 @@ pub(super) struct Reloads {
     loading: Option<Vec<oneshot::Sender<()>>>,
     /// Asked while one was being read: answered by the next.
     next: Vec<oneshot::Sender<()>>,
+    /// The timer of the next re-check of refused users, while one is due.
+    recheck: Option<tokio::task::AbortHandle>,
 }
 
 impl Engine {
@@ -63,7 +71,9 @@ impl Engine {
     pub(super) fn reloaded(&mut self, registry: Option<Box<Registry>>) {
         let waiting = self.reloads.loading.take().unwrap_or_default();
         if let Some(registry) = registry {
-            self.put_in_place(*registry);
+            // Nobody waits for a re-check of refused users: it is logged
+            // only for the chains it loads.
+            self.put_in_place(*registry, waiting.is_empty());
         }
         for reply in waiting {
             let _ = reply.send(());
@@ -72,15 +82,62 @@ impl Engine {
             let next = std::mem::take(&mut self.reloads.next);
             self.start_reload(next);
         }
+        self.arm_users_recheck();
     }
 
-    fn put_in_place(&mut self, mut registry: Registry) {
+    /// Have the files read again in `run_as_recheck` while a chain is
+    /// refused for what the user database answered (and no re-check is
+    /// due already).
+    pub(super) fn arm_users_recheck(&mut self) {
+        let every = self.settings.run_as_recheck;
+        if every.is_zero()
+            || self.reloads.recheck.is_some()
+            || !self.registry.borrow().has_unconfirmed()
+        {
+            return;
+        }
+        let tx = self.commands_tx.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(every).await;
+            let _ = tx.send(Command::RecheckUsers).await;
+        });
+        self.reloads.recheck = Some(timer.abort_handle());
+    }
+
+    /// The re-check is due: read the files again, unless a read is under
+    /// way (it re-arms the re-check when it lands).
+    pub(super) fn recheck_users(&mut self) {
+        self.reloads.recheck = None;
+        if self.reloads.loading.is_none() && self.shutting_down.is_none() {
+            self.start_reload(Vec::new());
+        }
+    }
+
+    fn put_in_place(&mut self, mut registry: Registry, recheck: bool) {
         registry.events_before = self.outbox.last_id();
-        tracing::info!(
-            chains = registry.loaded_count(),
-            broken = registry.broken_count(),
-            "workflows reloaded"
-        );
+        let previous = self.registry.borrow().clone();
+        for entry in registry.entries.values() {
+            let was_unconfirmed = previous
+                .entries
+                .values()
+                .any(|e| e.file == entry.file && e.unconfirmed);
+            if was_unconfirmed && entry.errors.is_empty() {
+                tracing::info!(HF_CHAIN = %entry.name, file = %entry.file.display(), "chain loaded: the user database now confirms who it runs as");
+            }
+        }
+        if recheck {
+            tracing::debug!(
+                chains = registry.loaded_count(),
+                broken = registry.broken_count(),
+                "workflows read again to re-check refused users"
+            );
+        } else {
+            tracing::info!(
+                chains = registry.loaded_count(),
+                broken = registry.broken_count(),
+                "workflows reloaded"
+            );
+        }
         self.outbox
             .want(crate::notify::rules_of(&self.settings.notify, &registry).iter());
         self.registry.send_replace(Arc::new(registry));

@@ -280,7 +280,7 @@ impl Engine {
                     };
                     return self.check_users_then_reprocess(request, chain);
                 }
-                let run_as = crate::run_as::check_chain(&chain, &self.settings);
+                let run_as = crate::run_as::check_chain(&chain, &self.settings).errors;
                 (chain, run_as)
             }
         };
@@ -438,7 +438,7 @@ impl Engine {
         tokio::spawn(async move {
             let checking = chain.clone();
             let run_as = crate::run_as::look_up_in_turn(move || {
-                crate::run_as::check_chain(&checking, &settings)
+                crate::run_as::check_chain(&checking, &settings).errors
             })
             .await;
             match run_as {

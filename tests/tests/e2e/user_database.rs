@@ -5,6 +5,9 @@
 //! cancelled at once, one with a `timeout` times out; and the waiting ones
 //! run once the database answers.
 //!
+//! And a chain refused because the database does not know its user yet
+//! loads by itself once the account exists (`run_as_recheck`).
+//!
 //! The database is made to hang for real, for the daemon alone: the daemon
 //! runs in a mount namespace of its own, where `/etc/passwd` is covered by
 //! a FIFO, and glibc's `files` module blocks in `open` until a writer
@@ -17,6 +20,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use holdfast_api::JobState;
@@ -105,25 +109,37 @@ fn daemon_of_its_own(test: &str, workflows: &[(&str, &str)]) -> Option<(TestDaem
     Some((daemon, pid))
 }
 
+/// The daemon's `/etc/passwd` covered by a FIFO.
+struct Hung {
+    fifo: PathBuf,
+    /// Keeps the other tests from replacing `/etc/passwd`, which would
+    /// undo the cover, until the database is back.
+    _unchanged: MutexGuard<'static, ()>,
+}
+
 /// Cover the daemon's `/etc/passwd` with a FIFO: from now on its look-ups
-/// wait in `open`. Returns the FIFO.
-fn hang_the_user_database(daemon: &TestDaemon, pid: u32) -> PathBuf {
+/// wait in `open`.
+fn hang_the_user_database(daemon: &TestDaemon, pid: u32) -> Hung {
+    let unchanged = users::hold_account_database();
     let fifo = daemon.dir().join("passwd.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
         .expect("the FIFO can be made");
     let fifo_text = fifo.display().to_string();
     in_namespace(pid, &["mount", "--bind", &fifo_text, "/etc/passwd"]);
-    fifo
+    Hung {
+        fifo,
+        _unchanged: unchanged,
+    }
 }
 
 /// The real file for later look-ups, and a writer at last for those under
 /// way, which then fail to read the FIFO ("no such user").
-fn bring_the_user_database_back(pid: u32, fifo: &Path) {
+fn bring_the_user_database_back(pid: u32, hung: Hung) {
     in_namespace(pid, &["umount", "--lazy", "/etc/passwd"]);
     drop(
         fs::OpenOptions::new()
             .write(true)
-            .open(fifo)
+            .open(&hung.fifo)
             .expect("the FIFO can be opened for writing"),
     );
 }
@@ -161,7 +177,7 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
     let first = daemon.submit("plain", &[]);
     assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
 
-    let fifo = hang_the_user_database(&daemon, pid);
+    let hung = hang_the_user_database(&daemon, pid);
 
     let waiting = daemon.submit("as-user", &[]);
     let cancelled = daemon.submit("as-user", &[]);
@@ -208,7 +224,7 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
     // The database comes back: the real file for later look-ups, and a
     // writer at last for those under way, which then fail to read the
     // FIFO (those attempts fail; their retries run).
-    bring_the_user_database_back(pid, &fifo);
+    bring_the_user_database_back(pid, hung);
     for job_id in std::iter::once(waiting).chain(more) {
         let done = daemon.wait_done(job_id);
         assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
@@ -248,7 +264,7 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
     assert_eq!(daemon.wait_done(original).state, JobState::Succeeded);
     let original = original.to_string();
 
-    let fifo = hang_the_user_database(&daemon, pid);
+    let hung = hang_the_user_database(&daemon, pid);
     // Each of these checks who a chain runs as, and so asks the database:
     // a reload (every chain's user), a reprocess (its pinned chain's) and
     // a describe (whether an activity runs as root).
@@ -290,7 +306,7 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
 
     // Back: the second reload reads the real file (the first had read the
     // FIFO and found no such user), and the chain runs as its user again.
-    bring_the_user_database_back(pid, &fifo);
+    bring_the_user_database_back(pid, hung);
     let reloaded = holdfast_tests::command::finish_child_output(second_reload, REACH_DEADLINE);
     assert!(reloaded.status.success(), "{}", shown(&reloaded));
     let workflows = daemon.hfctl_json(&["workflows"]);
@@ -312,4 +328,63 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
         target.uid.to_string(),
         "the reprocess ran as hft-runas"
     );
+}
+
+#[test]
+fn a_chain_whose_user_is_made_later_loads_without_a_reload() {
+    let test = "a_chain_whose_user_is_made_later_loads_without_a_reload";
+    const LATE: &str = "hft-late";
+    if accounts_or_skip(test).is_none() {
+        return;
+    }
+    if Path::new("/var/run/nscd/socket").exists() {
+        return cannot_run(test, "nscd would answer from its negative cache");
+    }
+    users::remove_lone_account(LATE);
+    let daemon = TestDaemon::start_with(
+        "run_as_allowed = [\"hft-late\"]\nrun_as_recheck = \"100ms\"\n",
+        &[(
+            "late.toml",
+            "[process.p.activity.a]\nuser = \"hft-late\"\ncommand = [\"id\", \"-un\"]\n",
+        )],
+    );
+    let late = |daemon: &TestDaemon| {
+        let workflows = daemon.hfctl_json(&["workflows"]);
+        workflows
+            .as_array()
+            .and_then(|all| all.iter().find(|w| w["name"] == "late"))
+            .cloned()
+            .unwrap_or_else(|| panic!("late is listed: {workflows}"))
+    };
+    let refused = late(&daemon);
+    assert_eq!(refused["status"], "broken", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"hft-late\" does not exist")),
+        "{refused}"
+    );
+
+    // The account is made; nobody touches the file or reloads.
+    users::lone_account(LATE).expect("hft-late can be made");
+    eventually(
+        REACH_DEADLINE,
+        "the chain loads once its user exists",
+        || match late(&daemon)["status"].as_str() {
+            Some("loaded") => Ok(()),
+            other => Err(format!("status {other:?}")),
+        },
+    );
+    let job = daemon.submit("late", &[]);
+    let done = daemon.wait_done(job);
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    assert_eq!(daemon.logs(job, "p.a", None).trim(), LATE);
+    assert!(
+        daemon
+            .log_tail()
+            .contains("the user database now confirms who it runs as"),
+        "the daemon says why the chain loaded: {}",
+        daemon.log_tail()
+    );
+    users::remove_lone_account(LATE);
 }
