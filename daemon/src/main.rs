@@ -320,6 +320,7 @@ async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::R
     }
     let _heartbeat = systemd.start_heartbeat(handle.clone());
 
+    let sighup_reloads = systemd::SighupReloads::start(handle.clone(), notifier.clone());
     let writable_store = store.clone();
     let until_writable = async move { writable_store.until_writable().await };
     tokio::pin!(until_writable);
@@ -333,31 +334,28 @@ async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::R
                     continue;
                 }
                 tracing::info!("SIGHUP: reloading workflows");
-                // On a task of its own: a reload that waits on the user
-                // database (a chain's `user`) must not keep this loop
-                // from seeing SIGTERM.
-                let (handle, notifier) = (handle.clone(), notifier.clone());
-                tokio::spawn(async move {
-                    notifier.reloading();
-                    handle.reload().await;
-                    notifier.reloaded();
-                });
+                sighup_reloads.ask();
             }
             () = &mut until_writable, if matches!(phase, Phase::Held(_)) => {
+                tracing::info!(state_dir = %settings.state_dir.display(), "the state directory is writable again: starting the engine");
+                if state_lock.is_none() {
+                    state_lock = store::lock::acquire(&settings.state_dir)?;
+                }
+                if let Err(error) = store::private::create_dir(&settings.logs_dir()) {
+                    tracing::warn!(%error, dir = %settings.logs_dir().display(), "cannot create the log directory");
+                }
+                // Read on the blocking pool (it can wait on the user
+                // database), while this loop still sees SIGTERM.
+                let previous = handle.registry.borrow().clone();
+                let reading = settings.clone();
+                let read = run_as::look_up_in_turn(run_as::LookUpFor::Other, move || registry::load(&reading, Some(&previous)));
+                let registry = tokio::select! {
+                    read = read => read.map_err(|e| anyhow::anyhow!("reading the workflows failed: {e}"))?,
+                    _ = terminate.recv() => break,
+                    _ = interrupt.recv() => break,
+                };
                 phase = match phase {
                     Phase::Held(wiring) => {
-                        tracing::info!(state_dir = %settings.state_dir.display(), "the state directory is writable again: starting the engine");
-                        if state_lock.is_none() {
-                            state_lock = store::lock::acquire(&settings.state_dir)?;
-                        }
-                        if let Err(error) = store::private::create_dir(&settings.logs_dir()) {
-                            tracing::warn!(%error, dir = %settings.logs_dir().display(), "cannot create the log directory");
-                        }
-                        let previous = handle.registry.borrow().clone();
-                        let reading = settings.clone();
-                        let registry = run_as::look_up_in_turn(move || registry::load(&reading, Some(&previous)))
-                            .await
-                            .map_err(|e| anyhow::anyhow!("reading the workflows failed: {e}"))?;
                         wiring.set_registry(registry);
                         let running = start_engine(&settings, &store, wiring, &handle, &notifier)?;
                         notifier.status("state directory writable again: engine started");
@@ -371,6 +369,7 @@ async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::R
     }
 
     tracing::info!("stopping");
+    sighup_reloads.stop();
     notifier.stopping();
     let _ = stop_tx.send(());
     if let Phase::Running(running) = phase {

@@ -20,22 +20,45 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::settings::{Mode, Settings};
 
-/// Look-ups of the user database under way at once, in the whole daemon.
+/// Look-ups of the user database under way at once for attempts about to
+/// start.
 pub const LOOKUPS_AT_ONCE: usize = 4;
 
-static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUPS_AT_ONCE);
+/// Look-ups under way at once for everything else (reloads, reprocesses'
+/// checks, `workflow.get`, notification `exec` hooks), in turns of their
+/// own: any client can start some of these, and they never take a turn
+/// from an attempt.
+pub const OTHER_LOOKUPS_AT_ONCE: usize = 2;
+
+static ATTEMPT_LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LOOKUPS_AT_ONCE);
+static OTHER_LOOKUPS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(OTHER_LOOKUPS_AT_ONCE);
+
+/// Whose turns a look-up takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookUpFor {
+    /// An attempt about to start.
+    Attempt,
+    /// Anything else.
+    Other,
+}
 
 /// Run `look_up`, which asks the user database (NSS: files, LDAP, SSSD),
-/// on the blocking pool in one of [`LOOKUPS_AT_ONCE`] turns shared by the
-/// whole daemon: an attempt's user, a reload's check of the chains, a
-/// reprocess's check of its pinned chain, `workflow.get`. A database that
+/// on the blocking pool in one of the turns of `whose` ([`LOOKUPS_AT_ONCE`]
+/// for attempts, [`OTHER_LOOKUPS_AT_ONCE`] for the rest). A database that
 /// hangs holds that many threads; whatever else waits for it waits for a
 /// turn without a thread, and nothing waits on the engine's task or a
-/// runtime worker. Err when `look_up` panicked.
+/// runtime worker. A look-up whose caller went away keeps its turn until
+/// it returns. Err when `look_up` panicked.
 pub async fn look_up_in_turn<T: Send + 'static>(
+    whose: LookUpFor,
     look_up: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
-    let turn = LOOKUPS.acquire().await.ok();
+    let turns = match whose {
+        LookUpFor::Attempt => &ATTEMPT_LOOKUPS,
+        LookUpFor::Other => &OTHER_LOOKUPS,
+    };
+    let turn = turns.acquire().await.ok();
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
         look_up()

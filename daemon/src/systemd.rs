@@ -15,11 +15,12 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::engine::{Counts, EngineHandle};
+use crate::engine::{Counts, EngineHandle, ReloadError};
 
 /// How often `STATUS=` is refreshed when the watchdog asks for nothing faster.
 const STATUS_PERIOD: Duration = Duration::from_secs(5);
@@ -207,6 +208,13 @@ impl Notifier {
         self.send(&[NotifyState::Ready, NotifyState::Status("reloaded")]);
     }
 
+    /// A reload ended without reading the files: ready again, on what was
+    /// loaded before.
+    pub fn reload_failed(&self, why: &str) {
+        let status = format!("reload failed: {why}");
+        self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    }
+
     pub fn stopping(&self) {
         self.send(&[
             NotifyState::Stopping,
@@ -241,6 +249,50 @@ fn remove_from_environment(names: &[&str]) {
         // SAFETY: called from `main` before the runtime (or anything else)
         // starts a thread, so nothing can read the environment concurrently.
         unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// SIGHUP's reloads, told to systemd (`Type=notify-reload`): one task
+/// reads the workflows again once for any number of SIGHUPs that came while
+/// it was busy, with `RELOADING=1` before and `READY=1` after each read, so
+/// the two always pair up; it says nothing more once the daemon stops. It
+/// runs apart from `main`'s loop, which a read that waits on the user
+/// database must not keep from seeing SIGTERM.
+pub struct SighupReloads {
+    asked: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SighupReloads {
+    pub fn start(handle: EngineHandle, notifier: Notifier) -> SighupReloads {
+        let asked = Arc::new(tokio::sync::Notify::new());
+        let signalled = asked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                signalled.notified().await;
+                notifier.reloading();
+                match handle.reload().await {
+                    Ok(()) => notifier.reloaded(),
+                    Err(ReloadError::Stopping) => return,
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: the workflows were not read again");
+                        notifier.reload_failed(&error.to_string());
+                    }
+                }
+            }
+        });
+        SighupReloads { asked, task }
+    }
+
+    /// A SIGHUP: read the workflows again (once more, if a read is under
+    /// way).
+    pub fn ask(&self) {
+        self.asked.notify_one();
+    }
+
+    /// The daemon stops: no more reloads, nor their notifications.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 

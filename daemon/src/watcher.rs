@@ -91,7 +91,9 @@ pub fn start(dirs: &[&Path], engine: EngineHandle) -> Option<Watcher> {
                     Err(_) => break,
                 }
             }
-            engine.reload().await;
+            // A failed read is logged by the engine; the next change
+            // tries again.
+            let _ = engine.reload().await;
         }
     });
     Some(Watcher { _watcher: watcher })

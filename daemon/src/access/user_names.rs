@@ -3,20 +3,35 @@
 //! against, and what the audit and `submitted_by` show.
 //!
 //! A look-up can go to LDAP or SSSD and take seconds when they are unwell,
-//! so it runs on the blocking pool from the connection's own task (never
-//! in the accept loop), and a name is reused for [`NAME_TTL`], as nscd and
-//! SSSD cache it: a client that connects a thousand times looks its name
-//! up once. The price is the cache's: a uid renamed, or deleted and given
-//! to someone else, keeps its old name for up to a minute here.
+//! so it runs on the blocking pool from a task of its own (never in the
+//! accept loop), and a name is reused for [`NAME_TTL`], as nscd and SSSD
+//! cache it: a client that connects a thousand times looks its name up
+//! once. One look-up per uid is under way at a time, and a request waits
+//! for it at most [`NAME_WAIT`]: past that it goes on with the name known
+//! before, or `uid:N` (which matches no `user:NAME`), while the look-up
+//! goes on and its answer is kept for the next request. A database that
+//! hangs therefore holds one thread per uid that connects, not one per
+//! request, and delays requests by seconds, not for ever. The price is the
+//! cache's: a uid renamed, or deleted and given to someone else, keeps its
+//! old name for up to a minute here.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use super::{DIRECTORY_MISSING_TTL as MISSING_TTL, DIRECTORY_TTL as NAME_TTL};
 
 /// Names kept at most; past it the cache starts again empty.
 const NAMES_KEPT: usize = 4096;
+
+/// Look-ups under way at most (one per uid); past it a request goes on
+/// with what is known.
+const LOOKUPS_KEPT: usize = 256;
+
+/// How long a request waits for its caller's name to be looked up.
+const NAME_WAIT: Duration = Duration::from_secs(2);
 
 /// What is known of one uid.
 #[derive(Clone)]
@@ -27,46 +42,110 @@ struct Known {
 }
 
 #[derive(Default)]
-pub struct UserNames(Mutex<HashMap<u32, Known>>);
+struct State {
+    known: HashMap<u32, Known>,
+    /// Look-ups under way, by uid; each ends by dropping its sender.
+    looking: HashMap<u32, watch::Receiver<()>>,
+}
 
-impl UserNames {
-    /// The name of `uid`, or `uid:N` when it has none.
-    pub async fn name(&self, uid: u32) -> String {
-        let now = Instant::now();
-        let cached = self.0.lock().ok().and_then(|map| map.get(&uid).cloned());
-        if let Some(known) = &cached {
-            let ttl = if known.name.is_some() {
-                NAME_TTL
-            } else {
-                MISSING_TTL
-            };
-            if now.duration_since(known.at) < ttl {
-                return shown(uid, known.name.clone());
-            }
-        }
-        let looked_up = tokio::task::spawn_blocking(move || {
+/// How a name is looked up: the user database, or a test's stand-in.
+type LookUp = fn(u32) -> nix::Result<Option<String>>;
+
+pub struct UserNames {
+    state: Mutex<State>,
+    look_up: LookUp,
+}
+
+impl Default for UserNames {
+    fn default() -> UserNames {
+        UserNames::with_look_up(|uid| {
             nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).map(|u| u.map(|u| u.name))
         })
-        .await;
-        let name = match looked_up {
-            Ok(Ok(name)) => name,
-            // The database could not answer (a directory server down): the
-            // name known before, if any, rather than none.
-            Ok(Err(_)) | Err(_) => return shown(uid, cached.and_then(|known| known.name)),
-        };
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= NAMES_KEPT {
-                map.clear();
-            }
-            map.insert(
-                uid,
-                Known {
-                    name: name.clone(),
-                    at: now,
-                },
-            );
+    }
+}
+
+impl UserNames {
+    fn with_look_up(look_up: LookUp) -> UserNames {
+        UserNames {
+            state: Mutex::default(),
+            look_up,
         }
-        shown(uid, name)
+    }
+
+    /// The name of `uid`, or `uid:N` when it has none (or none is known
+    /// yet and the database did not answer within [`NAME_WAIT`]).
+    pub async fn name(self: &Arc<Self>, uid: u32) -> String {
+        let now = Instant::now();
+        let (cached, mut under_way) = {
+            let Ok(mut state) = self.state.lock() else {
+                return shown(uid, None);
+            };
+            let cached = state.known.get(&uid).cloned();
+            if let Some(known) = &cached {
+                let ttl = if known.name.is_some() {
+                    NAME_TTL
+                } else {
+                    MISSING_TTL
+                };
+                if now.duration_since(known.at) < ttl {
+                    return shown(uid, known.name.clone());
+                }
+            }
+            let cached = cached.and_then(|known| known.name);
+            let under_way = match state.looking.get(&uid) {
+                Some(under_way) => under_way.clone(),
+                None if state.looking.len() >= LOOKUPS_KEPT => return shown(uid, cached),
+                None => {
+                    let (done, under_way) = watch::channel(());
+                    state.looking.insert(uid, under_way.clone());
+                    self.start_look_up(uid, done);
+                    under_way
+                }
+            };
+            (cached, under_way)
+        };
+        // Err once the look-up's sender is dropped: it has ended.
+        let _ = tokio::time::timeout(NAME_WAIT, under_way.changed()).await;
+        let answered = self.state.lock().ok().and_then(|state| {
+            state
+                .known
+                .get(&uid)
+                .filter(|known| known.at >= now)
+                .map(|known| known.name.clone())
+        });
+        match answered {
+            Some(name) => shown(uid, name),
+            // Not yet, or the database could not answer (a directory
+            // server down): the name known before, if any, rather than
+            // none.
+            None => shown(uid, cached),
+        }
+    }
+
+    /// Look `uid` up on the blocking pool, detached from the request that
+    /// asked: its answer is kept even if nobody waits for it any more.
+    fn start_look_up(self: &Arc<Self>, uid: u32, done: watch::Sender<()>) {
+        let names = Arc::clone(self);
+        let look_up = self.look_up;
+        tokio::spawn(async move {
+            let looked_up = tokio::task::spawn_blocking(move || look_up(uid)).await;
+            if let Ok(mut state) = names.state.lock() {
+                state.looking.remove(&uid);
+                if let Ok(Ok(name)) = looked_up {
+                    if state.known.len() >= NAMES_KEPT {
+                        state.known.clear();
+                    }
+                    state.known.insert(
+                        uid,
+                        Known {
+                            name,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+            }
+            drop(done);
+        });
     }
 }
 
@@ -77,10 +156,11 @@ fn shown(uid: u32, name: Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn names_are_looked_up_and_kept() {
-        let names = UserNames::default();
+        let names = Arc::new(UserNames::default());
         let uid = nix::unistd::getuid().as_raw();
         let expected = nix::unistd::User::from_uid(nix::unistd::getuid())
             .ok()
@@ -93,5 +173,46 @@ mod tests {
             names.name(u32::MAX - 1).await,
             format!("uid:{}", u32::MAX - 1)
         );
+    }
+
+    static SLOW_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A user database that takes longer than a request waits.
+    fn slow(uid: u32) -> nix::Result<Option<String>> {
+        SLOW_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(NAME_WAIT + Duration::from_secs(3));
+        Ok(Some(format!("user{uid}")))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_database_delays_requests_by_the_wait_only_and_once_per_uid() {
+        let names = Arc::new(UserNames::with_look_up(slow));
+        let started = Instant::now();
+        let asked: Vec<_> = (0..8)
+            .map(|_| {
+                let names = Arc::clone(&names);
+                tokio::spawn(async move { names.name(4242).await })
+            })
+            .collect();
+        for request in asked {
+            assert_eq!(request.await.expect("no panic"), "uid:4242");
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= NAME_WAIT && waited < NAME_WAIT + Duration::from_secs(2),
+            "requests waited {waited:?}"
+        );
+        assert_eq!(
+            SLOW_LOOKUPS.load(Ordering::SeqCst),
+            1,
+            "one look-up for the uid"
+        );
+        // Its answer is kept for the next request.
+        let mut tries = 0;
+        while names.name(4242).await != "user4242" {
+            tries += 1;
+            assert!(tries < 4, "the late answer is kept");
+        }
+        assert_eq!(SLOW_LOOKUPS.load(Ordering::SeqCst), 1);
     }
 }

@@ -225,9 +225,12 @@ impl EngineHandle {
         .unwrap_or(Err(ScheduleControlError::Stopping))
     }
 
-    /// Re-read the workflows directory; resolves once the new registry is in place.
-    pub async fn reload(&self) {
-        let _ = self.ask(|reply| Command::Reload { reply }).await;
+    /// Re-read the workflows directory; resolves once a registry read
+    /// after this call is in place.
+    pub async fn reload(&self) -> Result<(), super::ReloadError> {
+        self.ask(|reply| Command::Reload { reply })
+            .await
+            .unwrap_or(Err(super::ReloadError::Stopping))
     }
 
     /// Ask the engine to stop; resolves once every attempt has ended.

@@ -53,6 +53,7 @@ use crate::settings::Settings;
 use crate::store::{Store, StoreError, WriteOp};
 pub use backfill::Backfill;
 pub use job::JobRun;
+pub use reload::ReloadError;
 pub use schedules::{ScheduleAction, ScheduleControlError, ScheduleView};
 
 /// Who made a request, from the socket's peer credentials.
@@ -155,12 +156,12 @@ pub enum Command {
     Flush,
     /// Re-read the workflows directory.
     Reload {
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), ReloadError>>,
     },
-    /// A registry read on the blocking pool (`reload.rs`); None if the
-    /// read failed.
+    /// A registry read on the blocking pool (`reload.rs`), or why the read
+    /// failed.
     Reloaded {
-        registry: Option<Box<Registry>>,
+        registry: Result<Box<Registry>, String>,
     },
     /// Chains refused for what the user database answered are due to be
     /// checked again (`run_as_recheck`).

@@ -23,13 +23,24 @@ use tokio::sync::oneshot;
 use super::{Command, Engine, schedules};
 use crate::registry::Registry;
 
+/// Why a reload did not put a registry in place.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the daemon is stopping")]
+    Stopping,
+    #[error("reading the workflow files failed ({0}); the chains loaded before stay")]
+    ReadFailed(String),
+}
+
+type Reply = oneshot::Sender<Result<(), ReloadError>>;
+
 /// The reloads under way and asked for.
 #[derive(Default)]
 pub(super) struct Reloads {
     /// A registry is being read now; these asked before it started.
-    loading: Option<Vec<oneshot::Sender<()>>>,
+    loading: Option<Vec<Reply>>,
     /// Asked while one was being read: answered by the next.
-    next: Vec<oneshot::Sender<()>>,
+    next: Vec<Reply>,
     /// The timer of the next re-check of refused users, while one is due.
     recheck: Option<tokio::task::AbortHandle>,
 }
@@ -37,46 +48,55 @@ pub(super) struct Reloads {
 impl Engine {
     /// `hfctl reload`, SIGHUP or the watcher: read the files again, unless
     /// a read is already under way, in which case one more follows it.
-    pub(super) fn reload_asked(&mut self, reply: oneshot::Sender<()>) {
+    pub(super) fn reload_asked(&mut self, reply: Reply) {
         match &mut self.reloads.loading {
-            Some(_) => self.reloads.next.push(reply),
+            Some(_) => {
+                tracing::info!(
+                    "a reload is under way: the workflows are read again once it is in place"
+                );
+                self.reloads.next.push(reply);
+            }
             None => self.start_reload(vec![reply]),
         }
     }
 
-    fn start_reload(&mut self, waiting: Vec<oneshot::Sender<()>>) {
+    fn start_reload(&mut self, waiting: Vec<Reply>) {
         self.reloads.loading = Some(waiting);
         let previous = self.registry.borrow().clone();
         let settings = self.settings.clone();
         let tx = self.commands_tx.clone();
         tokio::spawn(async move {
-            let read = crate::run_as::look_up_in_turn(move || {
+            let read = crate::run_as::look_up_in_turn(crate::run_as::LookUpFor::Other, move || {
                 crate::registry::load(&settings, Some(&previous))
             })
             .await;
             let registry = match read {
-                Ok(registry) => Some(Box::new(registry)),
+                Ok(registry) => Ok(Box::new(registry)),
                 Err(error) => {
                     tracing::error!(%error, "reading the workflows failed; the loaded ones stay");
-                    None
+                    Err(error.to_string())
                 }
             };
             let _ = tx.send(Command::Reloaded { registry }).await;
         });
     }
 
-    /// A registry read by [`Engine::start_reload`] (None if reading it
-    /// failed): put it in place, answer who asked, and start the next read
+    /// A registry read by [`Engine::start_reload`], or why reading it
+    /// failed: put it in place, answer who asked, and start the next read
     /// if more asked meanwhile.
-    pub(super) fn reloaded(&mut self, registry: Option<Box<Registry>>) {
+    pub(super) fn reloaded(&mut self, registry: Result<Box<Registry>, String>) {
         let waiting = self.reloads.loading.take().unwrap_or_default();
-        if let Some(registry) = registry {
-            // Nobody waits for a re-check of refused users: it is logged
-            // only for the chains it loads.
-            self.put_in_place(*registry, waiting.is_empty());
-        }
+        let answer = match registry {
+            Ok(registry) => {
+                // Nobody waits for a re-check of refused users: it is
+                // logged only for the chains it loads.
+                self.put_in_place(*registry, waiting.is_empty());
+                Ok(())
+            }
+            Err(error) => Err(ReloadError::ReadFailed(error)),
+        };
         for reply in waiting {
-            let _ = reply.send(());
+            let _ = reply.send(answer.clone());
         }
         if !self.reloads.next.is_empty() {
             let next = std::mem::take(&mut self.reloads.next);

@@ -437,10 +437,11 @@ impl Engine {
         let tx = self.commands_tx.clone();
         tokio::spawn(async move {
             let checking = chain.clone();
-            let run_as = crate::run_as::look_up_in_turn(move || {
-                crate::run_as::check_chain(&checking, &settings).errors
-            })
-            .await;
+            let run_as =
+                crate::run_as::look_up_in_turn(crate::run_as::LookUpFor::Other, move || {
+                    crate::run_as::check_chain(&checking, &settings).errors
+                })
+                .await;
             match run_as {
                 Ok(run_as) => {
                     request.checked = Some(UsersChecked { chain, run_as });

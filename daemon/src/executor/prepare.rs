@@ -144,7 +144,7 @@ pub(super) async fn prepare(
 async fn look_up(
     run_as: crate::run_as::Request,
 ) -> Result<Option<crate::run_as::Identity>, (String, bool)> {
-    crate::run_as::look_up_in_turn(move || {
+    crate::run_as::look_up_in_turn(crate::run_as::LookUpFor::Attempt, move || {
         run_as.resolve().map(Some).map_err(|e| {
             let transient = matches!(e, RunAsError::OutOfFiles { .. });
             (e.to_string(), transient)

@@ -204,10 +204,12 @@ async fn exec(
         // and off the runtime's threads in one of the daemon's look-up
         // turns: the user database can hang.
         let request = run_as.clone();
-        let identity = crate::run_as::look_up_in_turn(move || request.resolve())
-            .await
-            .map_err(|e| DeliveryError::RunAs(e.to_string()))?
-            .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
+        let identity = crate::run_as::look_up_in_turn(crate::run_as::LookUpFor::Other, move || {
+            request.resolve()
+        })
+        .await
+        .map_err(|e| DeliveryError::RunAs(e.to_string()))?
+        .map_err(|e| DeliveryError::RunAs(e.to_string()))?;
         command
             .current_dir("/")
             .env("HOME", &identity.home)

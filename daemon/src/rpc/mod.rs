@@ -410,7 +410,12 @@ impl HoldfastServer for RpcServer {
                 .await;
             return Err(ErrorCode::PermissionDenied.error(message));
         }
-        self.engine.reload().await;
+        if let Err(error) = self.engine.reload().await {
+            let message = error.to_string();
+            self.audit(&who, "config.reload", None, "failed", Some(message.clone()))
+                .await;
+            return Err(ErrorCode::Unavailable.error(message));
+        }
         let listed = workflow::list(self)?;
         let broken = listed.iter().filter(|w| w.error.is_some()).count();
         self.audit(

@@ -43,9 +43,11 @@ pub(super) async fn get(server: &RpcServer, name: String) -> RpcResult<WorkflowD
     if !looks_up {
         return detail(&registry, &settings, &name);
     }
-    run_as::look_up_in_turn(move || detail(&registry, &settings, &name))
-        .await
-        .map_err(|_| ErrorObjectOwned::owned::<()>(-32603, "describing the chain failed", None))?
+    run_as::look_up_in_turn(run_as::LookUpFor::Other, move || {
+        detail(&registry, &settings, &name)
+    })
+    .await
+    .map_err(|_| ErrorObjectOwned::owned::<()>(-32603, "describing the chain failed", None))?
 }
 
 fn detail(registry: &Registry, settings: &Settings, name: &str) -> RpcResult<WorkflowDetail> {

@@ -32,8 +32,10 @@ use crate::users::accounts_or_skip;
 
 /// How long the daemon gets to reach the FIFO once the run-as jobs are in.
 const REACH_DEADLINE: Duration = Duration::from_secs(30);
-/// The daemon's bound on look-ups at once (executor/prepare.rs).
+/// The daemon's bounds on look-ups at once (run_as.rs): for attempts,
+/// and for everything else.
 const LOOKUPS_AT_ONCE: usize = 4;
+const OTHER_LOOKUPS_AT_ONCE: usize = 2;
 /// Where a thread waits in `open` of a FIFO for a writer, as
 /// `/proc/TID/wchan` names it on the kernels at hand (older ones, or an
 /// inlined partner wait).
@@ -249,7 +251,8 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
         &[
             (
                 "as-user.toml",
-                "[process.p.activity.a]\nuser = \"hft-runas\"\ncommand = [\"id\", \"-u\"]\n",
+                "[process.p.activity.a]\nuser = \"hft-runas\"\ncommand = [\"id\", \"-u\"]\n\
+                 retries = 1\nretry_delay = \"10ms\"\n",
             ),
             (
                 "plain.toml",
@@ -267,14 +270,15 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
     let hung = hang_the_user_database(&daemon, pid);
     // Each of these checks who a chain runs as, and so asks the database:
     // a reload (every chain's user), a reprocess (its pinned chain's) and
-    // a describe (whether an activity runs as root).
+    // a describe (whether an activity runs as root). They share turns of
+    // their own, apart from the attempts'.
     let reload = daemon.hfctl_spawn(&["reload"]);
     let retry = daemon.hfctl_spawn(&["retry", "--from-start", &original]);
     let describe = daemon.hfctl_spawn(&["describe", "as-user"]);
     eventually(
         REACH_DEADLINE,
         "the reload, the retry and the describe wait for the user database",
-        || opening_a_fifo(pid, 3),
+        || opening_a_fifo(pid, OTHER_LOOKUPS_AT_ONCE),
     );
 
     // Meanwhile the engine and the RPC workers are free.
@@ -288,13 +292,27 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
     assert!(listed.status.success(), "{}", shown(&listed));
     let described = daemon.hfctl(&["describe", "plain"]);
     assert!(described.status.success(), "{}", shown(&described));
-    // A second reload asked meanwhile waits for the first.
-    let second_reload = daemon.hfctl_spawn(&["reload"]);
     assert_eq!(
         opening_a_fifo(pid, 0),
-        Ok(3),
-        "one reload at a time reads the files"
+        Ok(OTHER_LOOKUPS_AT_ONCE),
+        "their look-ups at once are bounded"
     );
+    // Those turns taken, an attempt still gets one of its own.
+    let attempt = daemon.submit("as-user", &[]);
+    eventually(
+        REACH_DEADLINE,
+        "the run-as attempt looks up its user beside them",
+        || opening_a_fifo(pid, OTHER_LOOKUPS_AT_ONCE + 1),
+    );
+    // A second reload asked meanwhile waits for the one under way, and
+    // reads the files after it.
+    let second_reload = daemon.hfctl_spawn(&["reload"]);
+    eventually(REACH_DEADLINE, "the second reload is queued", || {
+        let log = fs::read_to_string(daemon.log_path()).map_err(|e| e.to_string())?;
+        log.contains("a reload is under way: the workflows are read again once it is in place")
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
     for (mut child, what) in [(reload, "reload"), (retry, "retry"), (describe, "describe")] {
         assert!(
             child.try_wait().expect("hfctl can be waited for").is_none(),
@@ -328,6 +346,10 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
         target.uid.to_string(),
         "the reprocess ran as hft-runas"
     );
+    // The attempt that looked its user up in the FIFO failed ("no such
+    // user"); its retry ran as the user.
+    let attempt = daemon.wait_done(attempt);
+    assert_eq!(attempt.state, JobState::Succeeded, "{attempt:#?}");
 }
 
 #[test]
