@@ -7,7 +7,7 @@
 //! accept loop), and a name is reused for [`NAME_TTL`], as nscd and SSSD
 //! cache it: a client that connects a thousand times looks its name up
 //! once. One look-up per uid is under way at a time, and a request waits
-//! for it at most [`NAME_WAIT`]: past that it goes on with the name known
+//! for it at most [`NAME_WAIT`] (10 s): past that it goes on with the name known
 //! before, or `uid:N` (which matches no `user:NAME`), while the look-up
 //! goes on and its answer is kept for the next request. A database that
 //! hangs therefore holds one thread per uid that connects, not one per
@@ -30,8 +30,10 @@ const NAMES_KEPT: usize = 4096;
 /// with what is known.
 const LOOKUPS_KEPT: usize = 256;
 
-/// How long a request waits for its caller's name to be looked up.
-const NAME_WAIT: Duration = Duration::from_secs(2);
+/// How long a request waits for its caller's name to be looked up: long
+/// enough for a slow directory server (SSSD's LDAP search timeout is 6 s
+/// by default), short of a client's patience.
+const NAME_WAIT: Duration = Duration::from_secs(10);
 
 /// What is known of one uid.
 #[derive(Clone)]
@@ -54,21 +56,28 @@ type LookUp = fn(u32) -> nix::Result<Option<String>>;
 pub struct UserNames {
     state: Mutex<State>,
     look_up: LookUp,
+    /// [`NAME_WAIT`], shorter in tests.
+    wait: Duration,
 }
 
 impl Default for UserNames {
     fn default() -> UserNames {
-        UserNames::with_look_up(|uid| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).map(|u| u.map(|u| u.name))
-        })
+        UserNames::with_look_up(
+            |uid| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .map(|u| u.map(|u| u.name))
+            },
+            NAME_WAIT,
+        )
     }
 }
 
 impl UserNames {
-    fn with_look_up(look_up: LookUp) -> UserNames {
+    fn with_look_up(look_up: LookUp, wait: Duration) -> UserNames {
         UserNames {
             state: Mutex::default(),
             look_up,
+            wait,
         }
     }
 
@@ -105,7 +114,7 @@ impl UserNames {
             (cached, under_way)
         };
         // Err once the look-up's sender is dropped: it has ended.
-        let _ = tokio::time::timeout(NAME_WAIT, under_way.changed()).await;
+        let _ = tokio::time::timeout(self.wait, under_way.changed()).await;
         let answered = self.state.lock().ok().and_then(|state| {
             state
                 .known
@@ -177,16 +186,19 @@ mod tests {
 
     static SLOW_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
 
+    /// What a request waits here.
+    const WAIT: Duration = Duration::from_millis(300);
+
     /// A user database that takes longer than a request waits.
     fn slow(uid: u32) -> nix::Result<Option<String>> {
         SLOW_LOOKUPS.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(NAME_WAIT + Duration::from_secs(3));
+        std::thread::sleep(WAIT * 4);
         Ok(Some(format!("user{uid}")))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_database_delays_requests_by_the_wait_only_and_once_per_uid() {
-        let names = Arc::new(UserNames::with_look_up(slow));
+        let names = Arc::new(UserNames::with_look_up(slow, WAIT));
         let started = Instant::now();
         let asked: Vec<_> = (0..8)
             .map(|_| {
@@ -199,7 +211,7 @@ mod tests {
         }
         let waited = started.elapsed();
         assert!(
-            waited >= NAME_WAIT && waited < NAME_WAIT + Duration::from_secs(2),
+            waited >= WAIT && waited < WAIT * 3,
             "requests waited {waited:?}"
         );
         assert_eq!(
@@ -211,7 +223,7 @@ mod tests {
         let mut tries = 0;
         while names.name(4242).await != "user4242" {
             tries += 1;
-            assert!(tries < 4, "the late answer is kept");
+            assert!(tries < 8, "the late answer is kept");
         }
         assert_eq!(SLOW_LOOKUPS.load(Ordering::SeqCst), 1);
     }
