@@ -218,51 +218,42 @@ impl Engine {
     /// again with its last checkpoint. What a handler `undoes` runs again
     /// without its checkpoint; with `from`, that process and everything
     /// after it runs again too. Handlers always start afresh.
-    pub(super) fn reprocess(&mut self, request: ReprocessRequest) {
-        let ReprocessRequest {
-            original,
-            from_start,
-            from,
-            caller,
-            reply,
-            checked,
-        } = request;
+    pub(super) fn reprocess(&mut self, mut request: ReprocessRequest) {
         let refuse = |reply: oneshot::Sender<Result<u64, SubmitError>>, message: String| {
             let _ = reply.send(Err(SubmitError::InvalidState(message)));
         };
         if self.shutting_down.is_some() {
-            let _ = reply.send(Err(SubmitError::ShuttingDown));
+            let _ = request.reply.send(Err(SubmitError::ShuttingDown));
             return;
         }
-        if !original.state.is_terminal() {
-            return refuse(
-                reply,
-                format!(
-                    "job {} is still {}; wait for it or cancel it first",
-                    original.id,
-                    original.state.as_str()
-                ),
+        if !request.original.state.is_terminal() {
+            let message = format!(
+                "job {} is still {}; wait for it or cancel it first",
+                request.original.id,
+                request.original.state.as_str()
             );
+            return refuse(request.reply, message);
         }
-        let (chain, run_as) = match checked {
+        let (chain, run_as) = match request.checked.take() {
             Some(checked) => (checked.chain, checked.run_as),
             None => {
+                let original = &request.original;
                 let chain = match self.pinned_chain(
                     &original.version,
                     super::recovery::chain_of(&original.target),
                 ) {
                     Ok(Some(chain)) => chain,
                     Ok(None) => {
-                        return refuse(
-                            reply,
-                            format!(
-                                "the definition job {} ran with is no longer readable",
-                                original.id
-                            ),
+                        let message = format!(
+                            "the definition job {} ran with is no longer readable",
+                            original.id
                         );
+                        return refuse(request.reply, message);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(SubmitError::Unavailable(e.to_string())));
+                        let _ = request
+                            .reply
+                            .send(Err(SubmitError::Unavailable(e.to_string())));
                         return;
                     }
                 };
@@ -270,20 +261,20 @@ impl Engine {
                     // Who its activities run as is checked against the
                     // user database off the engine; the request comes back
                     // with the answer and is checked again from the top.
-                    let request = ReprocessRequest {
-                        original,
-                        from_start,
-                        from,
-                        caller,
-                        reply,
-                        checked: None,
-                    };
                     return self.check_users_then_reprocess(request, chain);
                 }
                 let run_as = crate::run_as::check_chain(&chain, &self.settings).errors;
                 (chain, run_as)
             }
         };
+        let ReprocessRequest {
+            original,
+            from_start,
+            from,
+            caller,
+            reply,
+            checked: _,
+        } = request;
         // The pinned definition runs only if today's policy still allows it.
         if let Err(message) =
             self.may_still_run(&chain, original.tenant.as_deref(), &caller, run_as)

@@ -74,6 +74,17 @@ fn opening_a_fifo(pid: u32, least: usize) -> Result<usize, String> {
     Ok(waiting)
 }
 
+/// A job of the chain `plain` (no user) is submitted, runs and succeeds,
+/// while `meanwhile`.
+fn a_plain_job_runs(daemon: &TestDaemon, meanwhile: &str) {
+    let job = daemon.submit("plain", &[]);
+    assert_eq!(
+        daemon.wait_done(job).state,
+        JobState::Succeeded,
+        "a job without a user runs while {meanwhile}"
+    );
+}
+
 /// Skip (or fail, when required) with `reason`.
 fn cannot_run(test: &str, reason: &str) {
     assert!(
@@ -192,12 +203,7 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
     );
 
     // Meanwhile the engine is free: a job is submitted, run and done.
-    let other = daemon.submit("plain", &[]);
-    assert_eq!(
-        daemon.wait_done(other).state,
-        JobState::Succeeded,
-        "a job without a user runs while the user database hangs"
-    );
+    a_plain_job_runs(&daemon, "the user database hangs");
     // Six attempts wait for their user, four of them in a look-up.
     assert_eq!(
         opening_a_fifo(pid, 0),
@@ -282,12 +288,7 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
     );
 
     // Meanwhile the engine and the RPC workers are free.
-    let other = daemon.submit("plain", &[]);
-    assert_eq!(
-        daemon.wait_done(other).state,
-        JobState::Succeeded,
-        "a job without a user runs while a reload, a retry and a describe wait"
-    );
+    a_plain_job_runs(&daemon, "a reload, a retry and a describe wait");
     let listed = daemon.hfctl(&["workflows"]);
     assert!(listed.status.success(), "{}", shown(&listed));
     let described = daemon.hfctl(&["describe", "plain"]);
