@@ -28,6 +28,10 @@ pub struct Entry {
     /// about a user or group it names, which may change without the file
     /// changing: the engine reads it again every `run_as_recheck`.
     pub unconfirmed: bool,
+    /// Per activity of `chain`: whether it runs with uid 0, as the user
+    /// database answered when that version was loaded (`hfctl describe`
+    /// says so without asking it again).
+    pub runs_as_root: Arc<Vec<bool>>,
     /// The chain's `[notify.NAME]` rules, checked, of the same version as
     /// `chain`.
     pub notify: Arc<Vec<crate::notify::Rule>>,
@@ -241,23 +245,33 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         // A chain this daemon cannot run as its file asks (run-as users) is
         // refused like an invalid file.
         // So is a notification rule that cannot work here.
+        // Refused only for what the user database answered, which the
+        // engine checks again every `run_as_recheck`.
         let mut unconfirmed = false;
         let loaded = load_file(&file).and_then(|chain| {
             let run_as = crate::run_as::check_chain(&chain, settings);
-            unconfirmed = run_as.unconfirmed;
+            let mut from_database = run_as.from_database;
+            let mut permanent = run_as.permanent;
+            let runs_as_root = run_as.runs_as_root;
             let mut errors = run_as.errors;
-            errors.extend(crate::executor::slurm::check_chain(&chain));
-            match crate::notify::rules::for_chain(&chain, settings) {
-                Ok(rules) if errors.is_empty() => Ok((chain, rules)),
+            let slurm = crate::executor::slurm::check_chain(&chain);
+            permanent |= !slurm.is_empty();
+            errors.extend(slurm);
+            let checked = match crate::notify::rules::for_chain(&chain, settings) {
+                Ok(rules) if errors.is_empty() => Ok((chain, rules, runs_as_root)),
                 Ok(_) => Err(errors),
-                Err(more) => {
-                    errors.extend(more);
+                Err(refused) => {
+                    from_database |= refused.unconfirmed;
+                    permanent |= !refused.unconfirmed;
+                    errors.extend(refused.errors);
                     Err(errors)
                 }
-            }
+            };
+            unconfirmed = from_database && !permanent;
+            checked
         });
         match loaded {
-            Ok((chain, rules)) => {
+            Ok((chain, rules, runs_as_root)) => {
                 // A broken file listed under this name (its stem) steps
                 // aside for the valid chain, keyed by its file instead.
                 if let Some(existing) = registry.entries.get(&chain.name)
@@ -281,7 +295,15 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                             existing.file.display()
                         ),
                     };
-                    tracing::error!(file = %file.display(), "{error}");
+                    // Once, not again on every reload while it stays so.
+                    let already = previous.is_some_and(|p| {
+                        p.entries
+                            .values()
+                            .any(|e| e.file == file && e.errors == [error.clone()])
+                    });
+                    if !already {
+                        tracing::error!(file = %file.display(), "{error}");
+                    }
                     registry.entries.insert(
                         format!("{stem} (duplicate)"),
                         Entry {
@@ -290,6 +312,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                             chain: None,
                             errors: vec![error],
                             unconfirmed: false,
+                            runs_as_root: Arc::default(),
                             notify: Arc::default(),
                         },
                     );
@@ -303,6 +326,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         chain: Some(Arc::new(chain)),
                         errors: Vec::new(),
                         unconfirmed: false,
+                        runs_as_root: Arc::new(runs_as_root),
                         notify: Arc::new(rules),
                     },
                 );
@@ -322,6 +346,9 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                     previous.and_then(|p| p.entries.values().find(|e| e.file == file));
                 let last_good = previous_entry.and_then(|e| e.chain.clone());
                 let notify = previous_entry.map(|e| e.notify.clone()).unwrap_or_default();
+                let runs_as_root = previous_entry
+                    .map(|e| e.runs_as_root.clone())
+                    .unwrap_or_default();
                 let name = last_good.as_ref().map(|c| c.name.clone()).unwrap_or(stem);
                 // Never hide a valid chain of the same name from another file.
                 let key = if registry.entries.contains_key(&name) {
@@ -337,6 +364,7 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
                         chain: last_good,
                         errors,
                         unconfirmed,
+                        runs_as_root,
                         notify,
                     },
                 );

@@ -296,15 +296,6 @@ pub fn check_user(user: &str, named: bool, settings: &Settings) -> Result<(), St
     Ok(())
 }
 
-/// True when the activity's processes run with uid 0: as the daemon's own
-/// user while that is root, or as a user whose uid is 0.
-pub fn runs_as_root(activity: &Activity, settings: &Settings) -> bool {
-    match user_for(activity, settings) {
-        None => Uid::effective().is_root(),
-        Some(user) => User::from_name(user).is_ok_and(|u| u.is_some_and(|u| u.uid.is_root())),
-    }
-}
-
 /// True when an activity started with `identity` (`None`: the daemon's
 /// own user) runs with uid 0.
 pub fn identity_is_root(identity: Option<&Identity>) -> bool {
@@ -324,10 +315,34 @@ pub fn looks_up_users(chain: &Chain, settings: &Settings) -> bool {
 #[derive(Debug, Default)]
 pub struct ChainCheck {
     pub errors: Vec<LoadError>,
-    /// Some of the errors are the user database's answer (no such user or
-    /// group, a look-up that failed, a group list without the group),
-    /// which can change without the file changing: worth checking again.
-    pub unconfirmed: bool,
+    /// Some errors are the user database's answer (no such user or group,
+    /// a look-up that failed, a group list without the group), which can
+    /// change without the file changing.
+    pub from_database: bool,
+    /// Some errors are the file's or the settings' alone (a user not in
+    /// `run_as_allowed`, a daemon that cannot switch, `group` without
+    /// `user`, root's group not listed): no answer of the database helps.
+    pub permanent: bool,
+    /// Per activity (as `chain.activities`): whether it runs with uid 0,
+    /// as the database answered now (false where it did not answer).
+    pub runs_as_root: Vec<bool>,
+}
+
+impl ChainCheck {
+    /// Refused only for what the user database answered: worth checking
+    /// again later.
+    pub fn unconfirmed(&self) -> bool {
+        self.from_database && !self.permanent
+    }
+}
+
+/// Whether `error` is the user database's answer rather than the file's or
+/// the settings' (see [`ChainCheck::from_database`]).
+pub fn from_database(error: &RunAsError) -> bool {
+    !matches!(
+        error,
+        RunAsError::NulInName { .. } | RunAsError::RootGroup { .. }
+    )
 }
 
 /// Check, when a chain is loaded, that every activity can run as who it
@@ -335,8 +350,7 @@ pub struct ChainCheck {
 /// or `group` key at fault (in the activity or in `[defaults]`) and the
 /// activity.
 pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
-    let mut errors = Vec::new();
-    let mut unconfirmed = false;
+    let mut check = ChainCheck::default();
     let error = |activity: &Activity, key: &str, message: String| {
         let at = holdfast_workflow::setting_position(chain, activity, key);
         LoadError {
@@ -348,8 +362,10 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
     };
     for activity in &chain.activities {
         let Some(user) = user_for(activity, settings) else {
+            check.runs_as_root.push(Uid::effective().is_root());
             if activity.group.is_some() {
-                errors.push(error(
+                check.permanent = true;
+                check.errors.push(error(
                     activity,
                     "group",
                     "group is set without user; name the user too".into(),
@@ -357,9 +373,11 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
             }
             continue;
         };
+        check.runs_as_root.push(false);
         let named = activity.user.is_some();
         if named && !switching() {
-            errors.push(error(
+            check.permanent = true;
+            check.errors.push(error(
                 activity,
                 "user",
                 format!(
@@ -371,34 +389,38 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
             continue;
         }
         if named && !settings.run_as_allowed.iter().any(|u| u == user) {
-            errors.push(error(
+            check.permanent = true;
+            check.errors.push(error(
                 activity,
                 "user",
                 format!("user {user:?} is not in the daemon's run_as_allowed setting"),
             ));
             continue;
         }
-        if let Err(e) = resolve(user, activity.group.as_deref(), &settings.run_as_groups) {
-            // Only a NUL in the name, or root's group not listed, is the
-            // file's and the settings' alone.
-            unconfirmed |= !matches!(
-                e,
-                RunAsError::NulInName { .. } | RunAsError::RootGroup { .. }
-            );
-            let key = match e {
-                RunAsError::LookUpGroup { .. }
-                | RunAsError::NoSuchGroup { .. }
-                | RunAsError::RootGroup { .. }
-                | RunAsError::NotUsersGroup { .. } => "group",
-                _ => "user",
-            };
-            errors.push(error(activity, key, e.to_string()));
+        match resolve(user, activity.group.as_deref(), &settings.run_as_groups) {
+            Ok(identity) => {
+                if let Some(root) = check.runs_as_root.last_mut() {
+                    *root = identity.uid == 0;
+                }
+            }
+            Err(e) => {
+                if from_database(&e) {
+                    check.from_database = true;
+                } else {
+                    check.permanent = true;
+                }
+                let key = match e {
+                    RunAsError::LookUpGroup { .. }
+                    | RunAsError::NoSuchGroup { .. }
+                    | RunAsError::RootGroup { .. }
+                    | RunAsError::NotUsersGroup { .. } => "group",
+                    _ => "user",
+                };
+                check.errors.push(error(activity, key, e.to_string()));
+            }
         }
     }
-    ChainCheck {
-        errors,
-        unconfirmed,
-    }
+    check
 }
 
 #[cfg(test)]

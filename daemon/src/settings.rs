@@ -267,6 +267,16 @@ impl Settings {
             &file.run_as_recheck,
             Duration::from_secs(60),
         )?;
+        // Each re-check reads every file and asks the user database again.
+        if !run_as_recheck.is_zero() && run_as_recheck < Duration::from_secs(1) {
+            return Err(SettingsError::Invalid {
+                path: config.clone(),
+                message: format!(
+                    "run_as_recheck {:?}: at least \"1s\", or \"0s\" for never",
+                    file.run_as_recheck.as_deref().unwrap_or_default()
+                ),
+            });
+        }
         let metrics_textfile_interval = duration(
             "metrics_textfile_interval",
             &file.metrics_textfile_interval,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::engine::{Counts, EngineHandle, ReloadError};
+use crate::engine::{Counts, EngineHandle};
 
 /// How often `STATUS=` is refreshed when the watchdog asks for nothing faster.
 const STATUS_PERIOD: Duration = Duration::from_secs(5);
@@ -252,7 +252,9 @@ fn remove_from_environment(names: &[&str]) {
     }
 }
 
-/// SIGHUP's reloads, told to systemd (`Type=notify-reload`): one task
+/// SIGHUP's reloads, told to systemd (`RELOADING=1`, then `READY=1`, as
+/// `systemctl status` shows; the unit's own `systemctl reload` goes
+/// through `hfctl reload` instead, which waits for the answer): one task
 /// reads the workflows again once for any number of SIGHUPs that came while
 /// it was busy, with `RELOADING=1` before and `READY=1` after each read, so
 /// the two always pair up; it says nothing more once the daemon stops. It
@@ -271,9 +273,11 @@ impl SighupReloads {
             loop {
                 signalled.notified().await;
                 notifier.reloading();
+                // READY=1 after every RELOADING=1, whatever the answer:
+                // systemd waits for it (`stop` ends this task before
+                // STOPPING=1 goes out).
                 match handle.reload().await {
                     Ok(()) => notifier.reloaded(),
-                    Err(ReloadError::Stopping) => return,
                     Err(error) => {
                         tracing::error!(%error, "SIGHUP: the workflows were not read again");
                         notifier.reload_failed(&error.to_string());

@@ -238,8 +238,6 @@ fn listed_in(group: &str, user: &str) -> bool {
         .is_some_and(|g| g.mem.iter().any(|m| m == user))
 }
 
-/// Run an account tool, retrying while another process (another test
-/// binary, an administrator) holds the account files' lock.
 /// Held while this process changes the account database, and by a test
 /// that needs it left alone for a while: `useradd` and friends replace
 /// `/etc/passwd` and `/etc/group` by a rename, which undoes whatever a
@@ -254,6 +252,8 @@ pub fn hold_account_database() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Run an account tool, retrying while another process (another test
+/// binary, an administrator) holds the account files' lock.
 fn account_tool(name: &str, args: &[&str]) {
     let _changing = hold_account_database();
     let program = tool(name).unwrap_or_else(|e| panic!("{e}"));

@@ -13,10 +13,12 @@
 //! hangs therefore holds one thread per uid that connects, not one per
 //! request, and delays requests by seconds, not for ever. The price is the
 //! cache's: a uid renamed, or deleted and given to someone else, keeps its
-//! old name for up to a minute here.
+//! old name for up to a minute here, and for up to [`STALE_MAX`] (ten
+//! minutes) while the database fails or is late to answer; after that it
+//! is `uid:N`, which matches no `user:NAME` (only a literal `user:uid:N`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -29,6 +31,11 @@ const NAMES_KEPT: usize = 4096;
 /// Look-ups under way at most (one per uid); past it a request goes on
 /// with what is known.
 const LOOKUPS_KEPT: usize = 256;
+
+/// How long a name whose look-up fails or is late is still used, past
+/// [`NAME_TTL`]; after that the caller is `uid:N`, which no `user:NAME`
+/// matches.
+const STALE_MAX: Duration = Duration::from_secs(600);
 
 /// How long a request waits for its caller's name to be looked up: long
 /// enough for a slow directory server (SSSD's LDAP search timeout is 6 s
@@ -86,9 +93,7 @@ impl UserNames {
     pub async fn name(self: &Arc<Self>, uid: u32) -> String {
         let now = Instant::now();
         let (cached, mut under_way) = {
-            let Ok(mut state) = self.state.lock() else {
-                return shown(uid, None);
-            };
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let cached = state.known.get(&uid).cloned();
             if let Some(known) = &cached {
                 let ttl = if known.name.is_some() {
@@ -100,7 +105,12 @@ impl UserNames {
                     return shown(uid, known.name.clone());
                 }
             }
-            let cached = cached.and_then(|known| known.name);
+            // A name older than STALE_MAX is not used in its stead: a uid
+            // renamed, or given to someone else, would otherwise keep
+            // matching `user:OLDNAME` for as long as the database is down.
+            let cached = cached
+                .filter(|known| now.duration_since(known.at) < STALE_MAX)
+                .and_then(|known| known.name);
             let under_way = match state.looking.get(&uid) {
                 Some(under_way) => under_way.clone(),
                 None if state.looking.len() >= LOOKUPS_KEPT => return shown(uid, cached),
@@ -115,13 +125,11 @@ impl UserNames {
         };
         // Err once the look-up's sender is dropped: it has ended.
         let _ = tokio::time::timeout(self.wait, under_way.changed()).await;
-        let answered = self.state.lock().ok().and_then(|state| {
-            state
-                .known
-                .get(&uid)
-                .filter(|known| known.at >= now)
-                .map(|known| known.name.clone())
-        });
+        let answered = (self.state.lock().unwrap_or_else(PoisonError::into_inner))
+            .known
+            .get(&uid)
+            .filter(|known| known.at >= now)
+            .map(|known| known.name.clone());
         match answered {
             Some(name) => shown(uid, name),
             // Not yet, or the database could not answer (a directory
@@ -138,21 +146,21 @@ impl UserNames {
         let look_up = self.look_up;
         tokio::spawn(async move {
             let looked_up = tokio::task::spawn_blocking(move || look_up(uid)).await;
-            if let Ok(mut state) = names.state.lock() {
-                state.looking.remove(&uid);
-                if let Ok(Ok(name)) = looked_up {
-                    if state.known.len() >= NAMES_KEPT {
-                        state.known.clear();
-                    }
-                    state.known.insert(
-                        uid,
-                        Known {
-                            name,
-                            at: Instant::now(),
-                        },
-                    );
+            let mut state = names.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.looking.remove(&uid);
+            if let Ok(Ok(name)) = looked_up {
+                if state.known.len() >= NAMES_KEPT {
+                    state.known.clear();
                 }
+                state.known.insert(
+                    uid,
+                    Known {
+                        name,
+                        at: Instant::now(),
+                    },
+                );
             }
+            drop(state);
             drop(done);
         });
     }

@@ -228,6 +228,9 @@ impl EngineHandle {
     /// Re-read the workflows directory; resolves once a registry read
     /// after this call is in place.
     pub async fn reload(&self) -> Result<(), super::ReloadError> {
+        if self.held.borrow().is_some() {
+            return Err(super::ReloadError::NotStarted);
+        }
         self.ask(|reply| Command::Reload { reply })
             .await
             .unwrap_or(Err(super::ReloadError::Stopping))

@@ -625,6 +625,7 @@ impl Engine {
     }
 
     fn begin_shutdown(&mut self, reply: oneshot::Sender<()>) {
+        self.stop_users_recheck();
         let waiters = self.shutting_down.get_or_insert_with(Vec::new);
         waiters.push(reply);
         tracing::info!(

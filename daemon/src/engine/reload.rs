@@ -28,6 +28,8 @@ use crate::registry::Registry;
 pub enum ReloadError {
     #[error("the daemon is stopping")]
     Stopping,
+    #[error("the engine has not started yet; the workflows are read when it does")]
+    NotStarted,
     #[error("reading the workflow files failed ({0}); the chains loaded before stay")]
     ReadFailed(String),
 }
@@ -111,6 +113,7 @@ impl Engine {
     pub(super) fn arm_users_recheck(&mut self) {
         let every = self.settings.run_as_recheck;
         if every.is_zero()
+            || self.shutting_down.is_some()
             || self.reloads.recheck.is_some()
             || !self.registry.borrow().has_unconfirmed()
         {
@@ -128,24 +131,36 @@ impl Engine {
     /// way (it re-arms the re-check when it lands).
     pub(super) fn recheck_users(&mut self) {
         self.reloads.recheck = None;
-        if self.reloads.loading.is_none() && self.shutting_down.is_none() {
+        if self.reloads.loading.is_none()
+            && self.shutting_down.is_none()
+            && self.registry.borrow().has_unconfirmed()
+        {
             self.start_reload(Vec::new());
+        }
+    }
+
+    /// The daemon stops: no more re-checks.
+    pub(super) fn stop_users_recheck(&mut self) {
+        if let Some(timer) = self.reloads.recheck.take() {
+            timer.abort();
         }
     }
 
     fn put_in_place(&mut self, mut registry: Registry, recheck: bool) {
         registry.events_before = self.outbox.last_id();
-        let previous = self.registry.borrow().clone();
-        for entry in registry.entries.values() {
-            let was_unconfirmed = previous
+        if recheck {
+            let previous = self.registry.borrow().clone();
+            let unconfirmed: std::collections::HashSet<_> = previous
                 .entries
                 .values()
-                .any(|e| e.file == entry.file && e.unconfirmed);
-            if was_unconfirmed && entry.errors.is_empty() {
-                tracing::info!(HF_CHAIN = %entry.name, file = %entry.file.display(), "chain loaded: the user database now confirms who it runs as");
+                .filter(|e| e.unconfirmed)
+                .map(|e| &e.file)
+                .collect();
+            for entry in registry.entries.values() {
+                if entry.errors.is_empty() && unconfirmed.contains(&entry.file) {
+                    tracing::info!(HF_CHAIN = %entry.name, file = %entry.file.display(), "chain loaded: the user database now confirms who it runs as");
+                }
             }
-        }
-        if recheck {
             tracing::debug!(
                 chains = registry.loaded_count(),
                 broken = registry.broken_count(),

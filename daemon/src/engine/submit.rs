@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use holdfast_api::{ActivityState, LoadError};
+use holdfast_api::ActivityState;
 use holdfast_workflow::Chain;
 use tokio::sync::oneshot;
 
@@ -235,7 +235,25 @@ impl Engine {
             return refuse(request.reply, message);
         }
         let (chain, run_as) = match request.checked.take() {
-            Some(checked) => (checked.chain, checked.run_as),
+            // The database did not confirm who it runs as: that is no
+            // refusal, but no go-ahead either.
+            Some(checked) if checked.run_as.unconfirmed() => {
+                let reasons: Vec<String> = checked
+                    .run_as
+                    .errors
+                    .into_iter()
+                    .map(|e| e.message)
+                    .collect();
+                let message = format!(
+                    "the user database did not confirm who chain {} runs as ({}); try again \
+                     once it answers",
+                    checked.chain.name,
+                    reasons.join("; ")
+                );
+                let _ = request.reply.send(Err(SubmitError::Unavailable(message)));
+                return;
+            }
+            Some(checked) => (checked.chain, checked.run_as.errors),
             None => {
                 let original = &request.original;
                 let chain = match self.pinned_chain(
@@ -430,7 +448,7 @@ impl Engine {
             let checking = chain.clone();
             let run_as =
                 crate::run_as::look_up_in_turn(crate::run_as::LookUpFor::Other, move || {
-                    crate::run_as::check_chain(&checking, &settings).errors
+                    crate::run_as::check_chain(&checking, &settings)
                 })
                 .await;
             match run_as {
@@ -467,5 +485,5 @@ pub struct ReprocessRequest {
 #[derive(Debug)]
 pub(super) struct UsersChecked {
     chain: Arc<Chain>,
-    run_as: Vec<LoadError>,
+    run_as: crate::run_as::ChainCheck,
 }

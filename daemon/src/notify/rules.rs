@@ -334,9 +334,11 @@ fn target(
 /// `CHAIN.NAME`, matching only that chain's events, an `exec` hook run as
 /// the chain's activities that name no user are. Errors point at the
 /// rule's table.
-pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<LoadError>> {
+pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Refused> {
     let mut rules = Vec::new();
     let mut errors = Vec::new();
+    let mut from_database = false;
+    let mut permanent = false;
     let mail = MailSettings {
         smtp: settings.smtp.as_ref(),
         sendmail: &settings.sendmail,
@@ -353,13 +355,17 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
             crate::run_as::default_user(rule.user.as_deref(), settings),
         ) {
             (Some(_), Some(user)) => {
-                if let Err(e) = crate::run_as::check_user(user, rule.user.is_some(), settings)
-                    .and_then(|()| {
+                let checked = match crate::run_as::check_user(user, rule.user.is_some(), settings) {
+                    Err(e) => Err((e, false)),
+                    Ok(()) => {
                         crate::run_as::resolve(user, rule.group.as_deref(), &settings.run_as_groups)
                             .map(drop)
-                            .map_err(|e| e.to_string())
-                    })
-                {
+                            .map_err(|e| (e.to_string(), crate::run_as::from_database(&e)))
+                    }
+                };
+                if let Err((e, database)) = checked {
+                    from_database |= database;
+                    permanent |= !database;
                     errors.push(error(format!("the exec hook would run as {user:?}: {e}")));
                     continue;
                 }
@@ -385,6 +391,7 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
         ) {
             Ok(target) => target,
             Err(message) => {
+                permanent = true;
                 errors.push(error(message));
                 continue;
             }
@@ -404,8 +411,20 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Vec<Lo
     if errors.is_empty() {
         Ok(rules)
     } else {
-        Err(errors)
+        Err(Refused {
+            errors,
+            unconfirmed: from_database && !permanent,
+        })
     }
+}
+
+/// Why a chain file's rules were refused.
+#[derive(Debug)]
+pub struct Refused {
+    pub errors: Vec<LoadError>,
+    /// Only for what the user database answered about an `exec` hook's
+    /// user (see [`crate::run_as::ChainCheck::unconfirmed`]).
+    pub unconfirmed: bool,
 }
 
 fn webhook(hook: WebhookFile) -> Result<Target, String> {

@@ -430,7 +430,7 @@ impl HoldfastServer for RpcServer {
     }
 
     async fn workflow_get(&self, name: String) -> RpcResult<WorkflowDetail> {
-        workflow::get(self, name).await
+        workflow::get(self, &name)
     }
 
     async fn store_backup(

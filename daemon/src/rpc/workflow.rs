@@ -5,12 +5,9 @@ use holdfast_api::{
 };
 use holdfast_workflow::{Foreach, Program};
 use jsonrpsee::core::RpcResult;
-use jsonrpsee::types::ErrorObjectOwned;
 
 use super::RpcServer;
-use crate::registry::Registry;
 use crate::run_as;
-use crate::settings::Settings;
 
 pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<WorkflowSummary>> {
     let registry = server.engine.registry.borrow().clone();
@@ -33,24 +30,12 @@ pub(super) fn list(server: &RpcServer) -> RpcResult<Vec<WorkflowSummary>> {
         .collect())
 }
 
-/// `workflow.get`. Whether an activity runs as root asks the user
-/// database when it names a user, which can hang: that is done in one of
-/// the daemon's look-up turns, off the runtime's worker.
-pub(super) async fn get(server: &RpcServer, name: String) -> RpcResult<WorkflowDetail> {
+/// `workflow.get`. Whether an activity runs as root is what the user
+/// database answered when the chain was loaded: a describe never waits on
+/// it.
+pub(super) fn get(server: &RpcServer, name: &str) -> RpcResult<WorkflowDetail> {
     let registry = server.engine.registry.borrow().clone();
-    let settings = server.settings.clone();
-    let looks_up = (registry.chain(&name)).is_some_and(|c| run_as::looks_up_users(c, &settings));
-    if !looks_up {
-        return detail(&registry, &settings, &name);
-    }
-    run_as::look_up_in_turn(run_as::LookUpFor::Other, move || {
-        detail(&registry, &settings, &name)
-    })
-    .await
-    .map_err(|_| ErrorObjectOwned::owned::<()>(-32603, "describing the chain failed", None))?
-}
-
-fn detail(registry: &Registry, settings: &Settings, name: &str) -> RpcResult<WorkflowDetail> {
+    let settings = &server.settings;
     let entry = registry.entries.get(name);
     let Some(chain) = entry.and_then(|e| e.chain.clone()) else {
         return Err(ErrorCode::NotFound.error(match entry {
@@ -58,6 +43,7 @@ fn detail(registry: &Registry, settings: &Settings, name: &str) -> RpcResult<Wor
             None => format!("no chain named {name:?}"),
         }));
     };
+    let runs_as_root = entry.map(|e| e.runs_as_root.clone()).unwrap_or_default();
     let secs = |d: std::time::Duration| d.as_secs_f64();
     let controllers = crate::cgroup::host().cgroups().map(|c| c.controllers());
     Ok(WorkflowDetail {
@@ -124,7 +110,7 @@ fn detail(registry: &Registry, settings: &Settings, name: &str) -> RpcResult<Wor
                             limits: crate::caps::plan(
                                 a,
                                 controllers,
-                                run_as::runs_as_root(a, settings),
+                                runs_as_root.get(i).copied().unwrap_or(false),
                             )
                             .1
                             .into_iter()

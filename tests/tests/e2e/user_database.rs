@@ -85,6 +85,15 @@ fn a_plain_job_runs(daemon: &TestDaemon, meanwhile: &str) {
     );
 }
 
+/// An account of one test, removed when the test ends, passed or not.
+struct RemovedAtEnd(&'static str);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        users::remove_lone_account(self.0);
+    }
+}
+
 /// Skip (or fail, when required) with `reason`.
 fn cannot_run(test: &str, reason: &str) {
     assert!(
@@ -245,9 +254,8 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
 }
 
 #[test]
-fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_nothing_else() {
-    let test =
-        "a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_nothing_else";
+fn a_reload_and_a_retry_that_wait_for_the_user_database_hold_back_nothing_else() {
+    let test = "a_reload_and_a_retry_that_wait_for_the_user_database_hold_back_nothing_else";
     let Some(accounts) = accounts_or_skip(test) else {
         return;
     };
@@ -275,24 +283,28 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
 
     let hung = hang_the_user_database(&daemon, pid);
     // Each of these checks who a chain runs as, and so asks the database:
-    // a reload (every chain's user), a reprocess (its pinned chain's) and
-    // a describe (whether an activity runs as root). They share turns of
-    // their own, apart from the attempts'.
+    // a reload (every chain's user) and a reprocess (its pinned chain's).
+    // They share turns of their own, apart from the attempts'.
     let reload = daemon.hfctl_spawn(&["reload"]);
     let retry = daemon.hfctl_spawn(&["retry", "--from-start", &original]);
-    let describe = daemon.hfctl_spawn(&["describe", "as-user"]);
     eventually(
         REACH_DEADLINE,
-        "the reload, the retry and the describe wait for the user database",
+        "the reload and the retry wait for the user database",
         || opening_a_fifo(pid, OTHER_LOOKUPS_AT_ONCE),
     );
 
     // Meanwhile the engine and the RPC workers are free.
-    a_plain_job_runs(&daemon, "a reload, a retry and a describe wait");
+    a_plain_job_runs(&daemon, "a reload and a retry wait");
     let listed = daemon.hfctl(&["workflows"]);
     assert!(listed.status.success(), "{}", shown(&listed));
-    let described = daemon.hfctl(&["describe", "plain"]);
-    assert!(described.status.success(), "{}", shown(&described));
+    // A describe asks nothing: who runs as root was settled at load.
+    let described = daemon.hfctl(&["describe", "as-user"]);
+    assert!(
+        described.status.success()
+            && String::from_utf8_lossy(&described.stdout).contains("hft-runas"),
+        "{}",
+        shown(&described)
+    );
     assert_eq!(
         opening_a_fifo(pid, 0),
         Ok(OTHER_LOOKUPS_AT_ONCE),
@@ -314,7 +326,7 @@ fn a_reload_a_retry_and_a_describe_that_wait_for_the_user_database_hold_back_not
             .then_some(())
             .ok_or_else(|| "not yet".to_string())
     });
-    for (mut child, what) in [(reload, "reload"), (retry, "retry"), (describe, "describe")] {
+    for (mut child, what) in [(reload, "reload"), (retry, "retry")] {
         assert!(
             child.try_wait().expect("hfctl can be waited for").is_none(),
             "hfctl {what} waits for the user database"
@@ -364,8 +376,9 @@ fn a_chain_whose_user_is_made_later_loads_without_a_reload() {
         return cannot_run(test, "nscd would answer from its negative cache");
     }
     users::remove_lone_account(LATE);
+    let _removed = RemovedAtEnd(LATE);
     let daemon = TestDaemon::start_with(
-        "run_as_allowed = [\"hft-late\"]\nrun_as_recheck = \"100ms\"\n",
+        "run_as_allowed = [\"hft-late\"]\nrun_as_recheck = \"1s\"\n",
         &[(
             "late.toml",
             "[process.p.activity.a]\nuser = \"hft-late\"\ncommand = [\"id\", \"-un\"]\n",
@@ -409,5 +422,72 @@ fn a_chain_whose_user_is_made_later_loads_without_a_reload() {
         "the daemon says why the chain loaded: {}",
         daemon.log_tail()
     );
-    users::remove_lone_account(LATE);
+}
+
+#[test]
+fn a_job_resumed_while_the_database_does_not_know_its_user_is_not_refused() {
+    let test = "a_job_resumed_while_the_database_does_not_know_its_user_is_not_refused";
+    const GONE: &str = "hft-gone";
+    if accounts_or_skip(test).is_none() {
+        return;
+    }
+    if Path::new("/var/run/nscd/socket").exists() {
+        return cannot_run(test, "nscd would answer from its cache");
+    }
+    users::lone_account(GONE).expect("hft-gone can be made");
+    let _removed = RemovedAtEnd(GONE);
+    let mut daemon = TestDaemon::start_with(
+        "run_as_allowed = [\"hft-gone\"]\n",
+        &[(
+            "gone.toml",
+            "[process.p.activity.a]\nuser = \"hft-gone\"\ncommand = [\"sleep\", \"300\"]\n",
+        )],
+    );
+    let job_id = daemon.submit("gone", &[]);
+    let running = daemon.wait_for(job_id, "running with its pid recorded", |job| {
+        job.activities
+            .first()
+            .and_then(|a| a.attempts.first())
+            .is_some_and(|t| t.pid.is_some())
+    });
+    let pid = running.activities[0].attempts[0]
+        .pid
+        .expect("the pid is recorded") as i32;
+
+    // The daemon dies; while it is down the account goes (its process
+    // first: userdel refuses a user with processes).
+    daemon.kill9();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("the leftover can be killed");
+    assert!(holdfast_tests::process::gone_within(pid, REACH_DEADLINE));
+    users::remove_lone_account(GONE);
+    daemon.launch();
+
+    // Not refused by today's policy: resumed, and its next attempt looks
+    // the user up before it starts, and fails there, saying why.
+    let job = daemon.wait_done(job_id);
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let shown_job = daemon.status_value(job_id).to_string();
+    assert!(
+        !shown_job.contains("may no longer run as"),
+        "the job was not refused at resume: {shown_job}"
+    );
+    assert!(
+        shown_job.contains("\\\"hft-gone\\\" does not exist on this host"),
+        "its attempt says the user does not exist: {shown_job}"
+    );
+    assert!(
+        job.activities[0].attempts.len() >= 2,
+        "an attempt was started again: {job:#?}"
+    );
+    assert!(
+        fs::read_to_string(daemon.log_path())
+            .unwrap_or_default()
+            .contains("resuming the job although the user database did not confirm who it runs as"),
+        "the daemon says why it resumed: {}",
+        daemon.log_tail()
+    );
 }
