@@ -35,12 +35,14 @@ pub fn cluster_up() -> bool {
         .unwrap_or_default();
     let up = state
         .lines()
-        // A node whose job is finishing reads `completing` for a moment;
-        // it is as up as an idle one.
+        // A node whose job is finishing reads `completing` for a moment,
+        // and an idle one the backfill scheduler has set aside for a
+        // pending job (another test's, waiting for room) reads `planned`;
+        // both are as up as an idle one.
         .any(|s| {
             matches!(
                 s.trim_end_matches(['*', '~', '#', '+', '$', '@', '%']),
-                "idle" | "mixed" | "allocated" | "completing"
+                "idle" | "mixed" | "allocated" | "completing" | "planned"
             )
         });
     if !up {
