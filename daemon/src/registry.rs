@@ -142,7 +142,10 @@ pub fn load(settings: &Settings, previous: Option<&Registry>) -> Registry {
 /// version and is logged once.
 fn load_connections(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, ConnectionEntry> {
     let mut connections = BTreeMap::new();
-    for file in files_of(dir, "connections") {
+    let Some(files) = files_of(dir, "connections") else {
+        return previous.map(|p| p.connections.clone()).unwrap_or_default();
+    };
+    for file in files {
         let name = file
             .file_stem()
             .and_then(|s| s.to_str())
@@ -174,7 +177,10 @@ fn load_connections(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String,
 }
 
 /// The `*.toml` files of `dir`, sorted; a missing directory has none.
-fn files_of(dir: &Path, what: &str) -> Vec<PathBuf> {
+/// None when the directory is there but cannot be read (out of file
+/// descriptors, an NFS error): then what was loaded from it stays, rather
+/// than every chain, tenant or profile vanishing until the next reload.
+fn files_of(dir: &Path, what: &str) -> Option<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(read) => read
             .filter_map(|e| e.ok())
@@ -185,20 +191,22 @@ fn files_of(dir: &Path, what: &str) -> Vec<PathBuf> {
             })
             .map(|e| e.path())
             .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot read the {what} directory");
-            }
-            Vec::new()
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the {what} directory; what was loaded from it stays");
+            return None;
         }
     };
     files.sort();
-    files
+    Some(files)
 }
 
 fn load_tenants(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, TenantEntry> {
     let mut tenants = BTreeMap::new();
-    for file in files_of(dir, "tenants") {
+    let Some(files) = files_of(dir, "tenants") else {
+        return previous.map(|p| p.tenants.clone()).unwrap_or_default();
+    };
+    for file in files {
         let name = file
             .file_stem()
             .and_then(|s| s.to_str())
@@ -235,7 +243,12 @@ fn load_tenants(dir: &Path, previous: Option<&Registry>) -> BTreeMap<String, Ten
 /// for files that are now broken. A missing directory is an empty registry.
 fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Registry {
     let mut registry = Registry::default();
-    let files = files_of(dir, "workflows");
+    let Some(files) = files_of(dir, "workflows") else {
+        return Registry {
+            entries: previous.map(|p| p.entries.clone()).unwrap_or_default(),
+            ..Registry::default()
+        };
+    };
     for file in files {
         let stem = file
             .file_stem()
@@ -372,4 +385,45 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         }
     }
     registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Mode, Overrides};
+
+    #[test]
+    fn a_directory_that_cannot_be_read_keeps_what_was_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let workflows = dir.path().join("w");
+        std::fs::create_dir(&workflows).expect("workflows dir");
+        std::fs::write(
+            workflows.join("one.toml"),
+            "[process.p.activity.a]\ncommand = [\"true\"]\n",
+        )
+        .expect("a chain file");
+        let settings = Settings::load(&Overrides {
+            config: Some(dir.path().join("absent.toml")),
+            socket: Some(dir.path().join("hf.sock")),
+            state_dir: Some(dir.path().join("state")),
+            workflows_dir: Some(workflows.clone()),
+            tenants_dir: None,
+            connections_dir: None,
+            mode: Some(Mode::User),
+        })
+        .expect("settings");
+        let loaded = load(&settings, None);
+        assert!(loaded.chain("one").is_some(), "the chain loads");
+
+        // The directory is now a file: read_dir fails with ENOTDIR, which
+        // is no "missing directory".
+        std::fs::remove_dir_all(&workflows).expect("remove the dir");
+        std::fs::write(&workflows, "not a directory").expect("a file in its place");
+        let again = load(&settings, Some(&loaded));
+        assert!(again.chain("one").is_some(), "the chain stays loaded");
+
+        // A directory that is really gone has no chains.
+        std::fs::remove_file(&workflows).expect("remove the file");
+        assert!(load(&settings, Some(&again)).chain("one").is_none());
+    }
 }
