@@ -1,9 +1,10 @@
 //! The commit pipeline: a batch of writes handed to the store's writer
 //! thread, the effects, new jobs and events that wait for it, and what
-//! happens when it lands or fails. One batch is in flight at a time; the
-//! loop builds the next one meanwhile.
+//! happens when it lands or fails. Up to [`DEPTH`] batches are in flight,
+//! committed in order, each applied only if the one before it committed;
+//! the loop builds the next one meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{
@@ -12,12 +13,19 @@ use super::{
 use crate::executor;
 use crate::store::{StoreError, WriteOp};
 
-/// The batch handed to the store and not yet committed, with what waits
-/// for its commit. At most one is in flight: while its fsync runs the
-/// engine goes on taking commands and building the next batch, whose
-/// effects wait for that next commit in turn.
+/// How many batches may be handed to the store before the first is
+/// answered. With two, the writer goes from one commit to the next without
+/// waiting for the engine to hear of the first: a second slot's attempt end
+/// is written while the first's commit runs, instead of after it lands.
+pub(super) const DEPTH: usize = 2;
+
+/// A batch handed to the store and not yet committed, with what waits for
+/// its commit. While its fsync runs the engine goes on taking commands and
+/// building the next batch, whose effects wait for that next commit in
+/// turn.
 pub(super) struct InFlight {
     committing: crate::store::Committing,
+    seq: u64,
     batch: Batch,
 }
 
@@ -38,11 +46,16 @@ impl Engine {
     /// once when nothing is in flight. Returns true when the loop should
     /// go round again without waiting (new jobs joined).
     pub(super) fn commit(&mut self) -> bool {
-        if self.in_flight.is_some() {
+        if self.in_flight.len() >= DEPTH {
             return false;
         }
         self.flush_progress();
         if self.ops.is_empty() {
+            // Effects without writes of their own may still rest on writes
+            // in flight (an answer naming a job they store): they wait.
+            if !self.in_flight.is_empty() {
+                return false;
+            }
             self.durable = false;
             let pending_jobs = std::mem::take(&mut self.pending_jobs);
             let effects = std::mem::take(&mut self.effects);
@@ -66,30 +79,76 @@ impl Engine {
             events: self.outbox.seal(),
             request_ids,
         };
-        match self.store.start_write(ops, durable) {
-            Ok(committing) => self.in_flight = Some(InFlight { committing, batch }),
+        self.batch_seq += 1;
+        let seq = self.batch_seq;
+        let link = crate::store::Link {
+            seq,
+            after: self.in_flight.back().map(|f| f.seq),
+        };
+        tracing::trace!(seq, behind = ?link.after, "batch handed to the store");
+        match self.store.start_write(ops, durable, Some(link)) {
+            Ok(committing) => self.in_flight.push_back(InFlight {
+                committing,
+                seq,
+                batch,
+            }),
+            // Refused at once (a read-only store, a writer gone): whatever
+            // is still in flight fails too, and its writes are put back
+            // ahead of these when it is answered.
             Err(unwritten) => self.failed(*unwritten, batch),
         }
         false
     }
 
-    /// The batch in flight was answered. Returns false when it failed.
-    pub(super) fn landed(&mut self, outcome: crate::store::WriteOutcome) -> bool {
-        let Some(InFlight { batch, .. }) = self.in_flight.take() else {
+    /// The oldest batch in flight was answered. Returns false when it
+    /// failed. The batches handed over after a failed one come back
+    /// unapplied (the writer applies none on top of a failure); they are
+    /// taken in here and put back with it, in their order.
+    pub(super) async fn landed(&mut self, outcome: crate::store::WriteOutcome) -> bool {
+        let Some(InFlight { batch, .. }) = self.in_flight.pop_front() else {
             return true;
         };
         match outcome {
             Ok(()) => {
-                self.outbox.committed(batch.events);
-                self.carry_out_batch(batch.pending_jobs, batch.effects);
-                self.take_deferred();
+                self.committed(batch);
                 true
             }
             Err(unwritten) => {
-                self.failed(*unwritten, batch);
+                let crate::store::Unwritten { error, mut ops } = *unwritten;
+                let mut batch = batch;
+                let mut put_back = 0;
+                while let Some(mut later) = self.in_flight.pop_front() {
+                    match later.committing.landed().await {
+                        Err(unwritten) => {
+                            ops.extend(unwritten.ops);
+                            batch.absorb(later.batch);
+                            put_back += 1;
+                        }
+                        // Not expected: the writer sends back what follows
+                        // a failure. A batch that did commit is carried out.
+                        Ok(()) => {
+                            tracing::error!("a batch committed after the one it follows failed");
+                            self.committed(later.batch);
+                        }
+                    }
+                }
+                if put_back > 0 {
+                    tracing::debug!(
+                        batches = put_back,
+                        "batches handed over after the failed one are put back with it"
+                    );
+                }
+                self.failed(crate::store::Unwritten { error, ops }, batch);
                 false
             }
         }
+    }
+
+    /// A batch committed: its events are out, its effects carried out.
+    fn committed(&mut self, batch: Batch) {
+        self.outbox.committed(batch.events);
+        self.carry_out_batch(batch.pending_jobs, batch.effects);
+        self.take_deferred();
     }
 
     /// Take again the commands that waited for a job's first commit.
@@ -129,8 +188,11 @@ impl Engine {
             events,
             ..
         } = batch;
-        tracing::error!(%error, "cannot commit to the store; submissions are refused until it can write again");
         let refused_ids: HashSet<u64> = pending_jobs.iter().map(|p| p.job.id).collect();
+        // The jobs named "submitted" in the log when they were accepted.
+        let mut named: Vec<u64> = refused_ids.iter().copied().collect();
+        named.sort_unstable();
+        tracing::error!(%error, refused_jobs = ?named, "cannot commit to the store; submissions are refused until it can write again");
         let refused: HashSet<String> = pending_jobs
             .iter()
             .map(|p| submit::submitted_detail(p.job.id))
@@ -224,9 +286,9 @@ impl Engine {
         }
     }
 
-    /// Whether the batch in flight carries `uid`'s idempotency key `key`.
+    /// Whether a batch in flight carries `uid`'s idempotency key `key`.
     pub(super) fn key_in_flight(&self, uid: u32, key: &str) -> bool {
-        self.in_flight.as_ref().is_some_and(|in_flight| {
+        self.in_flight.iter().any(|in_flight| {
             in_flight
                 .batch
                 .request_ids
@@ -238,15 +300,28 @@ impl Engine {
     /// Whether job `id` was accepted and waits for its first commit.
     pub(super) fn is_pending(&self, id: u64) -> bool {
         self.pending_jobs.iter().any(|p| p.job.id == id)
-            || self.in_flight.as_ref().is_some_and(|in_flight| {
-                in_flight.batch.pending_jobs.iter().any(|p| p.job.id == id)
-            })
+            || self
+                .in_flight
+                .iter()
+                .any(|in_flight| in_flight.batch.pending_jobs.iter().any(|p| p.job.id == id))
     }
 }
 
-/// The answer to the batch in flight; never resolves when there is none.
-pub(super) async fn landed(in_flight: &mut Option<InFlight>) -> crate::store::WriteOutcome {
-    match in_flight {
+impl Batch {
+    /// Take in the batch that followed this one, as one batch that failed.
+    fn absorb(&mut self, later: Batch) {
+        self.durable |= later.durable;
+        self.effects.extend(later.effects);
+        self.pending_jobs.extend(later.pending_jobs);
+        self.events = self.events.then(later.events);
+        self.request_ids.extend(later.request_ids);
+    }
+}
+
+/// The answer to the oldest batch in flight; never resolves when there is
+/// none.
+pub(super) async fn landed(in_flight: &mut VecDeque<InFlight>) -> crate::store::WriteOutcome {
+    match in_flight.front_mut() {
         Some(batch) => batch.committing.landed().await,
         None => std::future::pending().await,
     }

@@ -325,6 +325,16 @@ pub struct Sealed {
     wanted: Option<u64>,
 }
 
+impl Sealed {
+    /// This batch's and a later one's, as one.
+    pub fn then(self, later: Sealed) -> Sealed {
+        Sealed {
+            events: later.events.or(self.events),
+            wanted: later.wanted.or(self.wanted),
+        }
+    }
+}
+
 impl super::Engine {
     /// The event of an attempt's end that moved its activity to `state`.
     pub(super) fn emit_attempt_end(

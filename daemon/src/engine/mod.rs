@@ -265,8 +265,11 @@ pub struct Engine {
     /// Reloads under way and asked for.
     reloads: reload::Reloads,
 
-    /// The batch being committed now, if any.
-    in_flight: Option<commit::InFlight>,
+    /// The batches handed to the store and not yet answered, oldest first
+    /// (at most `commit::DEPTH`).
+    in_flight: std::collections::VecDeque<commit::InFlight>,
+    /// The number of the last batch handed to the store (`store::Link`).
+    batch_seq: u64,
     /// Commands about jobs whose first commit is under way, taken again
     /// once it lands.
     deferred: Vec<Command>,
@@ -367,7 +370,8 @@ impl Engine {
             outbox,
             ops: Vec::new(),
             durable: false,
-            in_flight: None,
+            in_flight: std::collections::VecDeque::with_capacity(commit::DEPTH),
+            batch_seq: 0,
             deferred: Vec::new(),
             effects: Vec::new(),
             pending_jobs: Vec::new(),
@@ -431,8 +435,8 @@ impl Engine {
             if !more {
                 tokio::select! {
                     biased;
-                    outcome = commit::landed(&mut self.in_flight), if self.in_flight.is_some() => {
-                        if !self.landed(outcome) {
+                    outcome = commit::landed(&mut self.in_flight), if !self.in_flight.is_empty() => {
+                        if !self.landed(outcome).await {
                             // Failed: tried again on the next command (a
                             // flush is due in a second), not at once.
                             continue;
@@ -647,7 +651,7 @@ impl Engine {
     }
 
     fn shutdown_complete(&mut self) -> bool {
-        if self.running > 0 || !self.ops.is_empty() || self.in_flight.is_some() {
+        if self.running > 0 || !self.ops.is_empty() || !self.in_flight.is_empty() {
             return false;
         }
         match self.shutting_down.take() {

@@ -59,6 +59,8 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("not written: the batch it builds on could not be committed")]
+    AfterFailure,
     #[error(
         "{path} is missing, but {jobs} jobs keep secret parameters sealed with it; restore it \
          (it is not part of hfctl backup: keep it beside your backups), or move the database \
@@ -94,7 +96,7 @@ impl StoreError {
     /// read-only, I/O error), as opposed to a bug.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::WriterGone | StoreError::ReadOnly { .. } => true,
+            StoreError::WriterGone | StoreError::AfterFailure | StoreError::ReadOnly { .. } => true,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DiskFull
@@ -112,7 +114,23 @@ impl StoreError {
 struct WriteRequest {
     ops: Vec<WriteOp>,
     durable: bool,
+    link: Option<Link>,
     reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// A batch's place in a sequence of batches each built on the one before
+/// it (the engine's: it hands over the next batch while one commits). The
+/// writer applies a batch only if the one it follows was committed: after
+/// a failure, every later batch of the sequence that was already handed
+/// over comes back unapplied ([`StoreError::AfterFailure`]), so none is
+/// committed on top of writes that were not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// This batch's number in the sequence.
+    pub seq: u64,
+    /// The batch it follows, when that one was not answered yet as it was
+    /// built.
+    pub after: Option<u64>,
 }
 
 /// How a batch of writes went: committed, or the error with the writes
@@ -300,18 +318,20 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut committing = self.start_write(ops, durable).map_err(|u| u.error)?;
+        let mut committing = self.start_write(ops, durable, None).map_err(|u| u.error)?;
         committing.landed().await.map_err(|u| u.error)
     }
 
     /// Hand `ops` to the writer thread for one transaction and return at
     /// once: the caller goes on with other work while the commit (and its
     /// fsync) runs, and awaits the answer when it needs it. Refused at
-    /// once, with the writes handed back, on a read-only store.
+    /// once, with the writes handed back, on a read-only store. With a
+    /// `link`, the batch is applied only if the one it follows committed.
     pub fn start_write(
         &self,
         ops: Vec<WriteOp>,
         durable: bool,
+        link: Option<Link>,
     ) -> Result<Committing, Box<Unwritten>> {
         let Some(writer) = self.access().writer.clone() else {
             let error = StoreError::ReadOnly {
@@ -324,6 +344,7 @@ impl Store {
             .send(Request::Write(WriteRequest {
                 ops,
                 durable,
+                link,
                 reply,
             }))
             .map_err(|refused| match refused.0 {
@@ -568,11 +589,14 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 
 /// The writer thread: take every request waiting, apply them in one
 /// transaction, answer all. A failed batch is retried request by request so
-/// one bad request cannot fail the others.
+/// one bad request cannot fail the others; a request linked to one that
+/// failed (or was itself sent back) is sent back unapplied.
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>) {
     let mut synchronous_full = None;
     // A checkpoint asked for while a batch was gathered runs after it.
     let mut checkpoint: Option<oneshot::Sender<Result<(), StoreError>>> = None;
+    // The last linked batch that was not committed.
+    let mut broken: Option<u64> = None;
     loop {
         if let Some(reply) = checkpoint.take() {
             let _ = reply.send(truncate_wal(&conn));
@@ -596,6 +620,21 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
+        let batch: Vec<WriteRequest> = batch
+            .into_iter()
+            .filter_map(|req| {
+                if follows_a_failure(req.link, &mut broken) {
+                    let _ = req
+                        .reply
+                        .send(Err(unwritten(StoreError::AfterFailure, req.ops)));
+                    return None;
+                }
+                Some(req)
+            })
+            .collect();
+        if batch.is_empty() {
+            continue;
+        }
         let durable = batch.iter().any(|r| r.durable);
         if synchronous_full != Some(durable) {
             let mode = if durable { "FULL" } else { "NORMAL" };
@@ -610,18 +649,41 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>) {
                     let _ = req.reply.send(Ok(()));
                 }
             }
-            Err(_) if batch.len() > 1 => {
-                for WriteRequest { ops, reply, .. } in batch {
-                    let result = apply(&mut conn, ops.iter());
-                    let _ = reply.send(result.map_err(|e| unwritten(e, ops)));
-                }
-            }
             Err(e) => {
-                for WriteRequest { ops, reply, .. } in batch {
-                    let _ = reply.send(Err(unwritten(clone_error(&e), ops)));
+                let alone = batch.len() == 1;
+                for req in batch {
+                    if follows_a_failure(req.link, &mut broken) {
+                        let _ = req
+                            .reply
+                            .send(Err(unwritten(StoreError::AfterFailure, req.ops)));
+                        continue;
+                    }
+                    let result = if alone {
+                        Err(clone_error(&e))
+                    } else {
+                        apply(&mut conn, req.ops.iter())
+                    };
+                    if result.is_err()
+                        && let Some(link) = req.link
+                    {
+                        broken = Some(link.seq);
+                    }
+                    let _ = req.reply.send(result.map_err(|e| unwritten(e, req.ops)));
                 }
             }
         }
+    }
+}
+
+/// Whether a request linked by `link` follows a batch that was not committed; if so it
+/// is not committed either, and the next one linked to it is sent back too.
+fn follows_a_failure(link: Option<Link>, broken: &mut Option<u64>) -> bool {
+    match link {
+        Some(link) if link.after.is_some() && link.after == *broken => {
+            *broken = Some(link.seq);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -686,6 +748,83 @@ mod tests {
             outcome: "ok".into(),
             detail: None,
         }))
+    }
+
+    fn event_row(id: u64) -> WriteOp {
+        WriteOp::Event(Box::new(EventRow {
+            id,
+            kind: "job.submitted".into(),
+            at: 1,
+            job_id: None,
+            chain: None,
+            tenant: None,
+            payload: "{}".into(),
+        }))
+    }
+
+    fn audit_count(store: &Store) -> i64 {
+        store
+            .read_now(|conn| {
+                Ok(conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?)
+            })
+            .expect("read")
+    }
+
+    /// A linked batch whose predecessor failed comes back unapplied, with
+    /// its writes, and so does the one linked to it; an unlinked batch and
+    /// a new sequence are written. Whether the writer takes the batches in
+    /// one transaction or one by one, the outcome is the same.
+    #[tokio::test]
+    async fn batches_linked_to_a_failed_one_come_back_unapplied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        store.write(vec![event_row(1)], true).await.expect("first");
+        for round in 0..20u64 {
+            let base = round * 10;
+            let link = |seq, after| Some(Link { seq, after });
+            // The event id is taken: this batch fails.
+            let mut failing = store
+                .start_write(vec![event_row(1)], true, link(base + 1, None))
+                .expect("handed over");
+            let mut second = store
+                .start_write(vec![audit_row()], true, link(base + 2, Some(base + 1)))
+                .expect("handed over");
+            let mut third = store
+                .start_write(
+                    vec![audit_row(), audit_row()],
+                    false,
+                    link(base + 3, Some(base + 2)),
+                )
+                .expect("handed over");
+            let mut unlinked = store
+                .start_write(vec![audit_row()], true, None)
+                .expect("handed over");
+            let failed = failing.landed().await.expect_err("a taken event id");
+            assert!(
+                !matches!(failed.error, StoreError::AfterFailure),
+                "the first failure is its own: {}",
+                failed.error
+            );
+            assert_eq!(failed.ops.len(), 1);
+            let second = second.landed().await.expect_err("follows a failure");
+            assert!(matches!(second.error, StoreError::AfterFailure));
+            assert_eq!(second.ops.len(), 1, "its writes come back");
+            let third = third.landed().await.expect_err("follows one sent back");
+            assert!(matches!(third.error, StoreError::AfterFailure));
+            assert_eq!(third.ops.len(), 2);
+            unlinked.landed().await.expect("not linked: written");
+            // A new sequence, once the failure was heard of, is written.
+            let mut fresh = store
+                .start_write(vec![audit_row()], true, link(base + 4, None))
+                .expect("handed over");
+            let mut after_fresh = store
+                .start_write(vec![audit_row()], true, link(base + 5, Some(base + 4)))
+                .expect("handed over");
+            fresh.landed().await.expect("a new sequence");
+            after_fresh.landed().await.expect("follows one written");
+        }
+        // Each round wrote the unlinked row and the new sequence's two.
+        assert_eq!(audit_count(&store), 20 * 3);
     }
 
     /// `read_from_now` reads what was committed when it was called, not

@@ -727,6 +727,61 @@ fn all_present_and_done(daemon: &TestDaemon, ids: &[u64]) {
     }
 }
 
+/// `clients` connections each submitting `each` jobs of `quick` at once;
+/// the ids acknowledged. Every refusal must be UNAVAILABLE.
+fn submit_together(daemon: &TestDaemon, clients: usize, each: usize) -> Vec<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let client = std::sync::Arc::new(
+                holdfast_api::client::connect(daemon.socket())
+                    .await
+                    .expect("a client connects"),
+            );
+            for _ in 0..each {
+                let client = client.clone();
+                calls.spawn(async move {
+                    client
+                        .job_submit("quick".into(), None, None, None, None, None, None, None)
+                        .await
+                });
+            }
+        }
+        let mut acknowledged = Vec::new();
+        while let Some(answer) = calls.join_next().await {
+            match answer.expect("a call task") {
+                Ok(submitted) => acknowledged.push(submitted.job_id),
+                Err(error) => {
+                    let text = error.to_string();
+                    assert!(
+                        text.contains(&holdfast_api::ErrorCode::Unavailable.code().to_string())
+                            && text.contains("cannot be written"),
+                        "a refusal on a full disk is UNAVAILABLE: {text}"
+                    );
+                }
+            }
+        }
+        acknowledged
+    })
+}
+
+/// The ids of every job the daemon lists, in order.
+fn listed_ids(daemon: &TestDaemon) -> Vec<u64> {
+    let listed = daemon.hfctl_json(&["list", "--limit", "1000"]);
+    let mut ids: Vec<u64> = listed["jobs"]
+        .as_array()
+        .expect("list has jobs")
+        .iter()
+        .filter_map(|j| j["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// Reads of earlier jobs answer while nothing can be written.
 fn reads_still_work(daemon: &TestDaemon, earlier: &[u64]) {
     for &id in earlier {
@@ -784,7 +839,13 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
         shown(&refused)
     );
     reads_still_work(&daemon, &acknowledged);
-    // A refused submission leaves no trace of its idempotency key: the same
+    // Many submissions at once, over kept-alive connections: the engine
+    // hands the store a batch while another commits, and a batch built on
+    // one that failed must come back unapplied with it. Each submission is
+    // acknowledged (it fit in pages the database owns) or refused, and
+    // none refused is stored later (checked at the end).
+    acknowledged.extend(submit_together(&daemon, 8, 16));
+    // A refused submission leaves no trace of its idempotency key    // A refused submission leaves no trace of its idempotency key: the same
     // key once there is room makes a real job, not an answer pointing at
     // the job that was never stored.
     let keyed = try_submit_with(&daemon, &["--request-id", KEY])
@@ -836,6 +897,12 @@ fn a_full_state_disk_refuses_submissions_and_recovers() {
     let attempt = &activity(&waiter, "p.wait").attempts[0];
     assert_eq!(attempt.state, AttemptState::Succeeded, "{attempt:#?}");
     assert_eq!(attempt.exit_code, Some(0), "{attempt:#?}");
+    // The store holds the acknowledged jobs and the waiter, nothing else:
+    // no refused submission was written after all.
+    let mut expected = acknowledged.clone();
+    expected.push(running);
+    expected.sort_unstable();
+    assert_eq!(listed_ids(&daemon), expected);
     drop(daemon);
 }
 

@@ -12,6 +12,7 @@ mod chaos;
 mod cli;
 mod cli_conventions;
 mod cli_output;
+mod commit_pipeline;
 mod config;
 mod conformance;
 mod connections;
