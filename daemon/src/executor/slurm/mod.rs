@@ -202,6 +202,24 @@ pub fn available() -> bool {
     find_in_path("sbatch").is_some()
 }
 
+/// Whether `sbatch` is on the daemon's PATH, looked up at most once per
+/// [`PING_FRESH`]: `daemon.info` asks on every call, and a look-up is a
+/// `stat` of each PATH directory.
+fn sbatch_seen_lately() -> bool {
+    static SEEN: std::sync::Mutex<Option<(std::time::Instant, bool)>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *seen {
+        Some((at, found)) if at.elapsed() < PING_FRESH => found,
+        _ => {
+            let found = find_in_path("sbatch").is_some();
+            *seen = Some((std::time::Instant::now(), found));
+            found
+        }
+    }
+}
+
 fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -278,7 +296,9 @@ pub fn refresh_ping() {
 /// most [`PING_FRESH`] old or being asked again), and how the poller's
 /// last query went. Never waits for a Slurm command.
 pub fn describe_health(health: Health) -> Option<String> {
-    find_in_path("sbatch")?;
+    if !sbatch_seen_lately() {
+        return None;
+    }
     let last = PING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
