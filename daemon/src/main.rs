@@ -25,6 +25,7 @@ mod secrets;
 mod settings;
 mod store;
 mod systemd;
+mod user_database;
 mod watcher;
 
 use std::os::unix::fs::PermissionsExt;

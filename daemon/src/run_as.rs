@@ -149,6 +149,50 @@ pub enum RunAsError {
     /// descriptors: this says nothing about the account, and passes.
     #[error("cannot look up user {user:?}: the daemon is out of file descriptors")]
     OutOfFiles { user: String },
+    /// A check at load or at a resume did not get an answer in time (LDAP
+    /// or SSSD hanging): this says nothing about the account either.
+    #[error(
+        "cannot look up user {user:?}: the user database did not answer within {}",
+        humantime::format_duration(*waited)
+    )]
+    NoAnswer {
+        user: String,
+        waited: std::time::Duration,
+    },
+    #[error(
+        "cannot look up user {user:?}: the user database has not answered earlier look-ups \
+         (it is not asked again until one returns)"
+    )]
+    NotAsked { user: String },
+}
+
+/// [`resolve`] through [`crate::user_database::ask_within`]: for the checks at load and at a
+/// resume, which must not wait long on a hung database.
+pub fn resolve_within(
+    user: &str,
+    group: Option<&str>,
+    run_as_groups: &[String],
+    wait: std::time::Duration,
+) -> Result<Identity, RunAsError> {
+    let asked = (
+        user.to_string(),
+        group.map(str::to_string),
+        run_as_groups.to_vec(),
+    );
+    let answer = crate::user_database::ask_within(wait, move || {
+        let (user, group, groups) = asked;
+        resolve(&user, group.as_deref(), &groups)
+    });
+    match answer {
+        Ok(result) => result,
+        Err(crate::user_database::Unanswered::GaveUp(waited)) => Err(RunAsError::NoAnswer {
+            user: user.to_string(),
+            waited,
+        }),
+        Err(crate::user_database::Unanswered::NotAsked) => Err(RunAsError::NotAsked {
+            user: user.to_string(),
+        }),
+    }
 }
 
 /// True when this process cannot open a file right now for lack of file
@@ -397,7 +441,12 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
             ));
             continue;
         }
-        match resolve(user, activity.group.as_deref(), &settings.run_as_groups) {
+        match resolve_within(
+            user,
+            activity.group.as_deref(),
+            &settings.run_as_groups,
+            settings.user_database_wait,
+        ) {
             Ok(identity) => {
                 if let Some(root) = check.runs_as_root.last_mut() {
                     *root = identity.uid == 0;

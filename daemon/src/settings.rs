@@ -73,6 +73,7 @@ struct SettingsFile {
     #[serde(default)]
     run_as_groups: Vec<String>,
     run_as_recheck: Option<String>,
+    user_database_wait: Option<String>,
     cgroup: Option<String>,
     /// Notification rules, `[notify.NAME]`.
     #[serde(default)]
@@ -183,6 +184,9 @@ pub struct Settings {
     /// How often chains refused because the user database did not confirm
     /// a user or group they name are checked again (never when zero).
     pub run_as_recheck: Duration,
+    /// How long a check of who a chain runs as (at load, at a resume)
+    /// waits for the user database before calling the user unconfirmed.
+    pub user_database_wait: Duration,
     /// Where attempts get their cgroups (see [`crate::cgroup`]).
     pub cgroup: crate::cgroup::CgroupSetting,
     /// Notification rules, checked (see [`crate::notify::rules`]).
@@ -274,6 +278,20 @@ impl Settings {
                 message: format!(
                     "run_as_recheck {:?}: at least \"1s\", or \"0s\" for never",
                     file.run_as_recheck.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        let user_database_wait = duration(
+            "user_database_wait",
+            &file.user_database_wait,
+            crate::user_database::CHECK_WAIT,
+        )?;
+        if user_database_wait < Duration::from_millis(100) {
+            return Err(SettingsError::Invalid {
+                path: config.clone(),
+                message: format!(
+                    "user_database_wait {:?}: at least \"100ms\"",
+                    file.user_database_wait.as_deref().unwrap_or_default()
                 ),
             });
         }
@@ -389,6 +407,7 @@ impl Settings {
             },
             run_as_groups: file.run_as_groups,
             run_as_recheck,
+            user_database_wait,
             socket_group: match mode {
                 Mode::System => Some(file.socket_group.unwrap_or_else(|| "holdfast".into())),
                 Mode::User => file.socket_group,

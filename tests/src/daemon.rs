@@ -107,6 +107,8 @@ pub struct TestDaemon {
     env: Vec<(OsString, OsString)>,
     /// Start the daemon in a mount namespace of its own.
     own_mounts: bool,
+    /// Bind mounts made in the daemon's mount namespace before it starts.
+    binds: Vec<(PathBuf, PathBuf)>,
 }
 
 impl TestDaemon {
@@ -158,6 +160,7 @@ impl TestDaemon {
             child: None,
             env: Vec::new(),
             own_mounts: false,
+            binds: Vec::new(),
         }
     }
 
@@ -166,6 +169,16 @@ impl TestDaemon {
     /// file for it alone with `nsenter --target PID --mount`.
     pub fn in_own_mount_namespace(&mut self) {
         self.own_mounts = true;
+    }
+
+    /// Start the daemon launched next in a mount namespace of its own with
+    /// `source` bound over `target` before it starts (needs root): for
+    /// instance a FIFO over `/etc/passwd`, so that it starts on a user
+    /// database that hangs.
+    pub fn bind_before_start(&mut self, source: &Path, target: &Path) {
+        self.own_mounts = true;
+        self.binds
+            .push((source.to_path_buf(), target.to_path_buf()));
     }
 
     /// Give the daemon started by the next `launch` (and the activities it
@@ -229,8 +242,25 @@ impl TestDaemon {
         if self.own_mounts {
             // unshare(1) execs the daemon: the child's pid is the daemon's.
             let mut wrapped = std::process::Command::new("unshare");
+            wrapped.args(["--mount", "--propagation", "private", "--"]);
+            if !self.binds.is_empty() {
+                // sh makes the mounts in the new namespace and execs the
+                // daemon, which keeps the pid.
+                let mut script = String::new();
+                for i in 0..self.binds.len() {
+                    script.push_str(&format!(
+                        "mount --bind \"${}\" \"${}\" && ",
+                        2 * i + 1,
+                        2 * i + 2
+                    ));
+                }
+                script.push_str(&format!("shift {} && exec \"$@\"", 2 * self.binds.len()));
+                wrapped.args(["sh", "-c", &script, "sh"]);
+                for (source, target) in &self.binds {
+                    wrapped.arg(source).arg(target);
+                }
+            }
             wrapped
-                .args(["--mount", "--propagation", "private", "--"])
                 .arg(cmd.get_program())
                 .args(cmd.get_args())
                 .stdin(Stdio::null());

@@ -7,8 +7,8 @@
 //! accept loop), and a name is reused for [`NAME_TTL`], as nscd and SSSD
 //! cache it: a client that connects a thousand times looks its name up
 //! once. One look-up per uid is under way at a time, and a request waits
-//! for it at most [`NAME_WAIT`] (10 s): past that it goes on with the name known
-//! before, or `uid:N` (which matches no `user:NAME`), while the look-up
+//! for it at most until [`NAME_WAIT`] (10 s) after it began: past that it
+//! goes on with the name known before, or `uid:N` (which matches no `user:NAME`), while the look-up
 //! goes on and its answer is kept for the next request. A database that
 //! hangs therefore holds one thread per uid that connects, not one per
 //! request, and delays requests by seconds, not for ever. The price is the
@@ -53,8 +53,9 @@ struct Known {
 #[derive(Default)]
 struct State {
     known: HashMap<u32, Known>,
-    /// Look-ups under way, by uid; each ends by dropping its sender.
-    looking: HashMap<u32, watch::Receiver<()>>,
+    /// Look-ups under way, by uid, and when each began; each ends by
+    /// dropping its sender.
+    looking: HashMap<u32, (watch::Receiver<()>, Instant)>,
 }
 
 /// How a name is looked up: the user database, or a test's stand-in.
@@ -89,10 +90,12 @@ impl UserNames {
     }
 
     /// The name of `uid`, or `uid:N` when it has none (or none is known
-    /// yet and the database did not answer within [`NAME_WAIT`]).
+    /// yet and the database did not answer within [`NAME_WAIT`] of the
+    /// look-up's start: later requests do not wait again for the same
+    /// hung look-up).
     pub async fn name(self: &Arc<Self>, uid: u32) -> String {
         let now = Instant::now();
-        let (cached, mut under_way) = {
+        let (cached, mut under_way, wait) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let cached = state.known.get(&uid).cloned();
             if let Some(known) = &cached {
@@ -111,20 +114,22 @@ impl UserNames {
             let cached = cached
                 .filter(|known| now.duration_since(known.at) < STALE_MAX)
                 .and_then(|known| known.name);
-            let under_way = match state.looking.get(&uid) {
+            let (under_way, began) = match state.looking.get(&uid) {
                 Some(under_way) => under_way.clone(),
                 None if state.looking.len() >= LOOKUPS_KEPT => return shown(uid, cached),
                 None => {
                     let (done, under_way) = watch::channel(());
-                    state.looking.insert(uid, under_way.clone());
+                    state.looking.insert(uid, (under_way.clone(), now));
                     self.start_look_up(uid, done);
-                    under_way
+                    (under_way, now)
                 }
             };
-            (cached, under_way)
+            // Waited for since it began: a look-up that has hung for
+            // longer than the wait holds back no request any more.
+            (cached, under_way, self.wait.saturating_sub(now - began))
         };
         // Err once the look-up's sender is dropped: it has ended.
-        let _ = tokio::time::timeout(self.wait, under_way.changed()).await;
+        let _ = tokio::time::timeout(wait, under_way.changed()).await;
         let answered = (self.state.lock().unwrap_or_else(PoisonError::into_inner))
             .known
             .get(&uid)
@@ -227,11 +232,20 @@ mod tests {
             1,
             "one look-up for the uid"
         );
+        // A request while that look-up still hangs, past the wait, does
+        // not wait for it again.
+        let again = Instant::now();
+        assert_eq!(names.name(4242).await, "uid:4242");
+        assert!(
+            again.elapsed() < WAIT / 2,
+            "a late request waited {:?}",
+            again.elapsed()
+        );
         // Its answer is kept for the next request.
-        let mut tries = 0;
+        let deadline = Instant::now() + WAIT * 20;
         while names.name(4242).await != "user4242" {
-            tries += 1;
-            assert!(tries < 8, "the late answer is kept");
+            assert!(Instant::now() < deadline, "the late answer is kept");
+            tokio::time::sleep(WAIT / 10).await;
         }
         assert_eq!(SLOW_LOOKUPS.load(Ordering::SeqCst), 1);
     }

@@ -21,11 +21,14 @@ impl Engine {
     /// definition) for `tenant` under today's settings and files, given
     /// what [`crate::run_as::check_chain`] found for it. The error says
     /// what refuses it.
+    /// A `caller` of None is a submitter the user database did not
+    /// confirm (a resume while it is down): what depends on who they are
+    /// (`allow`, the tenant's `groups`) is not checked.
     pub(super) fn may_still_run(
         &self,
         chain: &Chain,
         tenant: Option<&str>,
-        caller: &Caller,
+        caller: Option<&Caller>,
         run_as: Vec<holdfast_api::LoadError>,
     ) -> Result<(), String> {
         if !run_as.is_empty() {
@@ -40,8 +43,9 @@ impl Engine {
         // The stricter of the two: the pinned `allow` and, while the chain
         // is loaded, its current one.
         let current = registry.chain(&chain.name);
-        for allow in std::iter::once(&chain.allow).chain(current.map(|c| &c.allow)) {
-            if !crate::access::may_submit_chain(caller, allow) {
+        let allows = std::iter::once(&chain.allow).chain(current.map(|c| &c.allow));
+        for allow in allows.filter(|_| caller.is_some()) {
+            if caller.is_some_and(|caller| !crate::access::may_submit_chain(caller, allow)) {
                 return Err(format!(
                     "chain {} may now be submitted only by {}",
                     chain.name,
@@ -59,7 +63,7 @@ impl Engine {
                     chain.name
                 ));
             }
-            if !crate::access::may_submit_for(caller, &t.groups) {
+            if caller.is_some_and(|caller| !crate::access::may_submit_for(caller, &t.groups)) {
                 return Err(format!(
                     "submitting for tenant {name} is now limited to members of {}",
                     t.groups.join(", ")
@@ -73,12 +77,24 @@ impl Engine {
     /// submitter (there is no peer credential at resume: their groups are
     /// looked up now in the user database).
     ///
-    /// A user database that does not confirm who the chain runs as (LDAP
-    /// down while the daemon starts) refuses nothing: the job was allowed
-    /// when it was submitted, and each attempt looks its user up again
-    /// before it starts, so killing it now would lose work for an outage.
-    pub(super) fn may_resume(&self, job: &StoredJob, chain: &Chain) -> Result<(), String> {
-        let submitter = submitter(job.submitter_uid);
+    /// A user database that does not confirm who the chain runs as or who
+    /// submitted the job (LDAP down or hanging while the daemon starts; it
+    /// is waited for at most `user_database_wait`) refuses nothing: the
+    /// job was allowed when it was submitted, and each attempt looks its
+    /// user up again before it starts, so killing it now would lose work
+    /// for an outage.
+    pub(super) fn may_resume(&self, job: &StoredJob, chain: &Chain) -> Result<(), ResumeRefused> {
+        let uid = job.submitter_uid;
+        let submitter = match crate::user_database::ask_within(
+            self.settings.user_database_wait,
+            move || submitter(uid),
+        ) {
+            Ok(Some(caller)) => Some(caller),
+            Ok(None) | Err(_) => {
+                tracing::warn!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, uid = ?uid, "resuming the job although the user database did not confirm who submitted it; its allow and tenant groups are not checked again");
+                None
+            }
+        };
         let check = crate::run_as::check_chain(chain, &self.settings);
         let run_as = if check.unconfirmed() {
             let reasons: Vec<String> = check.errors.into_iter().map(|e| e.message).collect();
@@ -87,14 +103,17 @@ impl Engine {
         } else {
             check.errors
         };
-        self.may_still_run(chain, job.tenant.as_deref(), &submitter, run_as)
+        self.may_still_run(chain, job.tenant.as_deref(), submitter.as_ref(), run_as)
+            .map_err(|reason| ResumeRefused { reason, submitter })
     }
 
     /// Fail a job that may no longer run instead of resuming it: what a dead
     /// daemon left running is killed and marked interrupted, nothing is
     /// started, every unfinished activity is skipped, and the refusal is
     /// audited.
-    pub(super) fn refuse_resume(&mut self, job: &StoredJob, chain: &Chain, reason: &str) {
+    pub(super) fn refuse_resume(&mut self, job: &StoredJob, chain: &Chain, refused: ResumeRefused) {
+        let ResumeRefused { reason, submitter } = refused;
+        let reason = reason.as_str();
         tracing::error!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, %reason, "job not resumed: today's policy refuses it");
         let now = store::now_ms();
         for activity in &job.activities {
@@ -129,11 +148,10 @@ impl Engine {
             reason: Some(reason.clone()),
             alerts: job.alerts,
         });
-        let submitter = submitter(job.submitter_uid);
         self.ops.push(WriteOp::Audit(Box::new(AuditRow {
             at: now,
-            uid: Some(submitter.uid),
-            user: Some(submitter.user),
+            uid: Some(job.submitter_uid.unwrap_or(u32::MAX)),
+            user: submitter.map(|s| s.user),
             pid: None,
             method: "job.resume",
             target: Some(format!("job {}", job.id)),
@@ -146,32 +164,37 @@ impl Engine {
     }
 }
 
+/// Why a job is not resumed, and who submitted it as the user database
+/// answered (None when it did not confirm them).
+pub(super) struct ResumeRefused {
+    pub reason: String,
+    submitter: Option<Caller>,
+}
+
 /// A job's submitter as today's user database has them: name, primary
-/// group and supplementary groups. A uid no longer in the database keeps
-/// only its number (it matches no `user:` or `group:` entry); a job without
-/// a recorded uid (made before uids were recorded) counts as nobody's.
-fn submitter(uid: Option<u32>) -> Caller {
-    let uid = uid.unwrap_or(u32::MAX);
-    let account = User::from_uid(Uid::from_raw(uid)).ok().flatten();
-    let (user, gid, groups) = match account {
-        Some(account) => {
-            let groups = CString::new(account.name.clone())
-                .ok()
-                .and_then(|name| nix::unistd::getgrouplist(&name, account.gid).ok())
-                .unwrap_or_default();
-            (
-                account.name,
-                account.gid.as_raw(),
-                groups.into_iter().map(Gid::as_raw).collect(),
-            )
-        }
-        None => (format!("uid:{uid}"), u32::MAX, Vec::new()),
+/// group and supplementary groups; None when the database does not know
+/// the uid (which a database that is down may answer too). A job without a
+/// recorded uid (made before uids were recorded) counts as nobody's.
+fn submitter(uid: Option<u32>) -> Option<Caller> {
+    let Some(uid) = uid else {
+        return Some(Caller {
+            uid: u32::MAX,
+            gid: u32::MAX,
+            groups: Vec::new(),
+            pid: None,
+            user: format!("uid:{}", u32::MAX),
+        });
     };
-    Caller {
+    let account = User::from_uid(Uid::from_raw(uid)).ok().flatten()?;
+    let groups = CString::new(account.name.clone())
+        .ok()
+        .and_then(|name| nix::unistd::getgrouplist(&name, account.gid).ok())
+        .unwrap_or_default();
+    Some(Caller {
         uid,
-        gid,
-        groups,
+        gid: account.gid.as_raw(),
+        groups: groups.into_iter().map(Gid::as_raw).collect(),
         pid: None,
-        user,
-    }
+        user: account.name,
+    })
 }

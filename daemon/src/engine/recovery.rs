@@ -51,8 +51,8 @@ impl Engine {
                 });
                 continue;
             };
-            if let Err(reason) = self.may_resume(&job, &chain) {
-                self.refuse_resume(&job, &chain, &reason);
+            if let Err(refused) = self.may_resume(&job, &chain) {
+                self.refuse_resume(&job, &chain, refused);
                 continue;
             }
             let (params, secret) = match self.stored_params(&job) {
@@ -386,12 +386,21 @@ impl Engine {
         activity: &holdfast_workflow::Activity,
         attempt: &store::StoredAttempt,
     ) -> Leftover {
+        // A user the database does not confirm in time leaves the owner
+        // unknown: the pid is not trusted, as for a user since removed.
         let owner = match crate::run_as::user_for(activity, &self.settings) {
             None => Some(nix::unistd::Uid::effective().as_raw()),
-            Some(user) => nix::unistd::User::from_name(user)
+            Some(user) => {
+                let user = user.to_string();
+                crate::user_database::ask_within(self.settings.user_database_wait, move || {
+                    nix::unistd::User::from_name(&user)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.uid.as_raw())
+                })
                 .ok()
                 .flatten()
-                .map(|u| u.uid.as_raw()),
+            }
         };
         let number = attempt.number;
         let started_at = self

@@ -295,7 +295,7 @@ impl Engine {
         } = request;
         // The pinned definition runs only if today's policy still allows it.
         if let Err(message) =
-            self.may_still_run(&chain, original.tenant.as_deref(), &caller, run_as)
+            self.may_still_run(&chain, original.tenant.as_deref(), Some(&caller), run_as)
         {
             let _ = reply.send(Err(SubmitError::PermissionDenied(message)));
             return;

@@ -357,11 +357,14 @@ pub fn for_chain(chain: &Chain, settings: &Settings) -> Result<Vec<Rule>, Refuse
             (Some(_), Some(user)) => {
                 let checked = match crate::run_as::check_user(user, rule.user.is_some(), settings) {
                     Err(e) => Err((e, false)),
-                    Ok(()) => {
-                        crate::run_as::resolve(user, rule.group.as_deref(), &settings.run_as_groups)
-                            .map(drop)
-                            .map_err(|e| (e.to_string(), crate::run_as::from_database(&e)))
-                    }
+                    Ok(()) => crate::run_as::resolve_within(
+                        user,
+                        rule.group.as_deref(),
+                        &settings.run_as_groups,
+                        settings.user_database_wait,
+                    )
+                    .map(drop)
+                    .map_err(|e| (e.to_string(), crate::run_as::from_database(&e))),
                 };
                 if let Err((e, database)) = checked {
                     from_database |= database;

@@ -73,6 +73,7 @@ mod systemd;
 mod systemd_package;
 mod tenant_params;
 mod user_database;
+mod user_database_start;
 mod users;
 mod watch_view;
 mod ws_relay_hostile;

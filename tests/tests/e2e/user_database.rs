@@ -31,7 +31,7 @@ use crate::support::shown;
 use crate::users::accounts_or_skip;
 
 /// How long the daemon gets to reach the FIFO once the run-as jobs are in.
-const REACH_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const REACH_DEADLINE: Duration = Duration::from_secs(30);
 /// The daemon's bounds on look-ups at once (run_as.rs): for attempts,
 /// and for everything else.
 const LOOKUPS_AT_ONCE: usize = 4;
@@ -42,7 +42,7 @@ const OTHER_LOOKUPS_AT_ONCE: usize = 2;
 const FIFO_OPEN_WAITS: [&str; 3] = ["wait_for_partner", "fifo_open", "pipe_wait"];
 
 /// Run `args` inside the daemon's mount namespace; it must succeed.
-fn in_namespace(pid: u32, args: &[&str]) {
+pub(crate) fn in_namespace(pid: u32, args: &[&str]) {
     let output = Command::new("nsenter")
         .arg(format!("--target={pid}"))
         .arg("--mount")
@@ -59,7 +59,7 @@ fn in_namespace(pid: u32, args: &[&str]) {
 
 /// How many of the daemon's threads wait in `open` of a FIFO for its
 /// writer; Err says how many when fewer than `least`.
-fn opening_a_fifo(pid: u32, least: usize) -> Result<usize, String> {
+pub(crate) fn opening_a_fifo(pid: u32, least: usize) -> Result<usize, String> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
     let waiting = tasks
         .flatten()
@@ -76,7 +76,7 @@ fn opening_a_fifo(pid: u32, least: usize) -> Result<usize, String> {
 
 /// A job of the chain `plain` (no user) is submitted, runs and succeeds,
 /// while `meanwhile`.
-fn a_plain_job_runs(daemon: &TestDaemon, meanwhile: &str) {
+pub(crate) fn a_plain_job_runs(daemon: &TestDaemon, meanwhile: &str) {
     let job = daemon.submit("plain", &[]);
     assert_eq!(
         daemon.wait_done(job).state,
@@ -86,7 +86,7 @@ fn a_plain_job_runs(daemon: &TestDaemon, meanwhile: &str) {
 }
 
 /// An account of one test, removed when the test ends, passed or not.
-struct RemovedAtEnd(&'static str);
+pub(crate) struct RemovedAtEnd(&'static str);
 
 impl Drop for RemovedAtEnd {
     fn drop(&mut self) {
@@ -95,7 +95,7 @@ impl Drop for RemovedAtEnd {
 }
 
 /// Skip (or fail, when required) with `reason`.
-fn cannot_run(test: &str, reason: &str) {
+pub(crate) fn cannot_run(test: &str, reason: &str) {
     assert!(
         !users::required(),
         "{test} cannot run here ({}=required): {reason}",
@@ -112,8 +112,11 @@ fn daemon_of_its_own(test: &str, workflows: &[(&str, &str)]) -> Option<(TestDaem
         cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
         return None;
     }
+    // Checks of who a chain runs as wait long here (the default is five
+    // seconds), so a reload and a retry are seen waiting for the database;
+    // `user_database_start.rs` has the bound at work.
     let mut daemon = TestDaemon::prepare(
-        Some("run_as_allowed = [\"hft-runas\"]\nmax_parallel = 8\n"),
+        Some("run_as_allowed = [\"hft-runas\"]\nmax_parallel = 8\nuser_database_wait = \"120s\"\n"),
         workflows,
     );
     daemon.in_own_mount_namespace();
@@ -132,11 +135,11 @@ fn daemon_of_its_own(test: &str, workflows: &[(&str, &str)]) -> Option<(TestDaem
 }
 
 /// The daemon's `/etc/passwd` covered by a FIFO.
-struct Hung {
-    fifo: PathBuf,
+pub(crate) struct Hung {
+    pub(crate) fifo: PathBuf,
     /// Keeps the other tests from replacing `/etc/passwd`, which would
     /// undo the cover, until the database is back.
-    _unchanged: MutexGuard<'static, ()>,
+    pub(crate) _unchanged: MutexGuard<'static, ()>,
 }
 
 /// Cover the daemon's `/etc/passwd` with a FIFO: from now on its look-ups
@@ -156,7 +159,7 @@ fn hang_the_user_database(daemon: &TestDaemon, pid: u32) -> Hung {
 
 /// The real file for later look-ups, and a writer at last for those under
 /// way, which then fail to read the FIFO ("no such user").
-fn bring_the_user_database_back(pid: u32, hung: Hung) {
+pub(crate) fn bring_the_user_database_back(pid: u32, hung: Hung) {
     in_namespace(pid, &["umount", "--lazy", "/etc/passwd"]);
     drop(
         fs::OpenOptions::new()

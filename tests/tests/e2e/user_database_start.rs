@@ -1,0 +1,155 @@
+//! A daemon that starts while the user database hangs (LDAP or SSSD not
+//! answering at boot) is ready all the same: every check of who a chain
+//! runs as, who submitted a job being resumed and who owns a dead
+//! daemon's leftovers waits at most `user_database_wait`, two look-ups
+//! given up on stop it from asking more, the run-as chain is refused until
+//! the database confirms its user (then loads by itself), and the job
+//! that was running when the daemon died is resumed, not refused, and
+//! runs as its user once the database is back.
+//!
+//! As in `user_database.rs`, the database hangs for real, for the daemon
+//! alone: it starts in a mount namespace of its own with a FIFO bound over
+//! `/etc/passwd` before it runs. Needs root, the run-as account and no
+//! nscd; otherwise the test says why and passes, unless
+//! `HOLDFAST_USERS_TEST=required`.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use holdfast_api::JobState;
+use holdfast_tests::{TestDaemon, eventually, users};
+
+use crate::user_database::{
+    Hung, REACH_DEADLINE, a_plain_job_runs, bring_the_user_database_back, cannot_run,
+    opening_a_fifo,
+};
+use crate::users::accounts_or_skip;
+
+/// The status and error of chain `name` as `hfctl workflows` lists it.
+fn chain_status(daemon: &TestDaemon, name: &str) -> (String, String) {
+    let workflows = daemon.hfctl_json(&["workflows"]);
+    let chain = workflows
+        .as_array()
+        .and_then(|all| all.iter().find(|w| w["name"] == name))
+        .unwrap_or_else(|| panic!("{name} is listed: {workflows}"));
+    (
+        chain["status"].as_str().unwrap_or_default().to_string(),
+        chain["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[test]
+fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
+    let test = "a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs";
+    let Some(accounts) = accounts_or_skip(test) else {
+        return;
+    };
+    if Path::new("/var/run/nscd/socket").exists() {
+        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
+    }
+    let mut daemon = TestDaemon::prepare(
+        Some(
+            "run_as_allowed = [\"hft-runas\"]\nmax_parallel = 8\n\
+             user_database_wait = \"1s\"\nrun_as_recheck = \"1s\"\n",
+        ),
+        &[
+            (
+                "as-user.toml",
+                // The first attempt runs until the daemon dies; the later
+                // ones say who they run as.
+                "[process.p.activity.a]\nuser = \"hft-runas\"\n\
+                 command = [\"sh\", \"-c\", \"[ \\\"$HF_ATTEMPT\\\" = 1 ] && exec sleep 300; id -u\"]\n\
+                 retries = 1\nretry_delay = \"10ms\"\n",
+            ),
+            (
+                "plain.toml",
+                "[process.p.activity.a]\ncommand = [\"true\"]\n",
+            ),
+        ],
+    );
+    daemon.launch();
+    let job_id = daemon.submit("as-user", &[]);
+    let running = daemon.wait_for(job_id, "running with its pid recorded", |job| {
+        job.activities
+            .first()
+            .and_then(|a| a.attempts.first())
+            .is_some_and(|t| t.pid.is_some())
+    });
+    let pid = running.activities[0].attempts[0]
+        .pid
+        .expect("the pid is recorded") as i32;
+    daemon.kill9();
+    // Its process goes too: with the database hung, the next daemon does
+    // not learn the uid that would let it trust the recorded pid.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(holdfast_tests::process::gone_within(pid, REACH_DEADLINE));
+
+    // The next start's /etc/passwd is a FIFO: every look-up there waits.
+    let unchanged = users::hold_account_database();
+    let fifo = daemon.dir().join("passwd.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .expect("the FIFO can be made");
+    daemon.bind_before_start(&fifo, Path::new("/etc/passwd"));
+    let began = Instant::now();
+    if let Err(e) = daemon.try_launch() {
+        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
+    }
+    let took = began.elapsed();
+    let daemon_pid = daemon.pid().expect("the daemon runs");
+    let hung = Hung {
+        fifo,
+        _unchanged: unchanged,
+    };
+    eprintln!("ready {took:?} after the start, on a hung user database");
+    assert!(
+        took < Duration::from_secs(20),
+        "READY=1 waited at most two user_database_waits, not for the database: {took:?}"
+    );
+    assert!(
+        opening_a_fifo(daemon_pid, 1).is_ok(),
+        "the daemon did meet the hung database"
+    );
+
+    // It works: a plain job runs; the run-as chain is refused for now,
+    // saying the database did not answer; the resumed job is not refused.
+    a_plain_job_runs(&daemon, "the user database hangs since the start");
+    let (status, error) = chain_status(&daemon, "as-user");
+    assert_eq!(status, "broken", "{error}");
+    assert!(
+        error.contains("did not answer within") || error.contains("has not answered"),
+        "{error}"
+    );
+    let resumed = daemon.status(job_id);
+    assert_eq!(resumed.state, JobState::Running, "{resumed:#?}");
+    let log = fs::read_to_string(daemon.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("resuming the job although the user database did not confirm"),
+        "the daemon says why it resumed: {}",
+        daemon.log_tail()
+    );
+
+    // Back: the chain loads by itself, and the job runs as its user.
+    bring_the_user_database_back(daemon_pid, hung);
+    eventually(
+        REACH_DEADLINE,
+        "the run-as chain loads",
+        || match chain_status(&daemon, "as-user") {
+            (status, _) if status == "loaded" => Ok(()),
+            (status, error) => Err(format!("{status}: {error}")),
+        },
+    );
+    let done = daemon.wait_done(job_id);
+    assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+    assert_eq!(
+        daemon.logs(job_id, "p.a", None).trim(),
+        accounts.run_as.uid.to_string(),
+        "the resumed job ran as hft-runas"
+    );
+}
