@@ -262,7 +262,8 @@ fn load_dir(dir: &Path, previous: Option<&Registry>, settings: &Settings) -> Reg
         // engine checks again every `run_as_recheck`.
         let mut unconfirmed = false;
         let loaded = load_file(&file).and_then(|chain| {
-            let run_as = crate::run_as::check_chain(&chain, settings);
+            let run_as =
+                crate::run_as::check_chain(&chain, settings, Some(settings.user_database_wait));
             let mut from_database = run_as.from_database;
             let mut permanent = run_as.permanent;
             let runs_as_root = run_as.runs_as_root;

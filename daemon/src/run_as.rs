@@ -393,7 +393,14 @@ pub fn from_database(error: &RunAsError) -> bool {
 /// names on this daemon. Errors name the file, the position of the `user`
 /// or `group` key at fault (in the activity or in `[defaults]`) and the
 /// activity.
-pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
+/// With a `wait`, each look-up waits at most that long
+/// ([`resolve_within`]: at load and at a resume); without, as long as the
+/// database takes (a reprocess's check, in turns of its own).
+pub fn check_chain(
+    chain: &Chain,
+    settings: &Settings,
+    wait: Option<std::time::Duration>,
+) -> ChainCheck {
     let mut check = ChainCheck::default();
     let error = |activity: &Activity, key: &str, message: String| {
         let at = holdfast_workflow::setting_position(chain, activity, key);
@@ -441,12 +448,16 @@ pub fn check_chain(chain: &Chain, settings: &Settings) -> ChainCheck {
             ));
             continue;
         }
-        match resolve_within(
-            user,
-            activity.group.as_deref(),
-            &settings.run_as_groups,
-            settings.user_database_wait,
-        ) {
+        let resolved = match wait {
+            Some(wait) => resolve_within(
+                user,
+                activity.group.as_deref(),
+                &settings.run_as_groups,
+                wait,
+            ),
+            None => resolve(user, activity.group.as_deref(), &settings.run_as_groups),
+        };
+        match resolved {
             Ok(identity) => {
                 if let Some(root) = check.runs_as_root.last_mut() {
                     *root = identity.uid == 0;

@@ -181,6 +181,16 @@ impl Engine {
     /// unrecorded.
     fn failed(&mut self, unwritten: crate::store::Unwritten, batch: Batch) {
         let crate::store::Unwritten { error, ops } = unwritten;
+        if matches!(error, StoreError::WriterGone) {
+            // The writer thread died (a bug) and took the writes it held:
+            // nothing can be recorded any more, and the effects kept here
+            // would start processes that were never recorded. A restart
+            // recovers from what was committed, as after a crash.
+            tracing::error!(
+                "the store's writer thread has stopped; exiting so that the service manager starts the daemon again"
+            );
+            std::process::exit(75);
+        }
         let Batch {
             durable,
             effects,

@@ -84,18 +84,31 @@ impl Engine {
     /// user up again before it starts, so killing it now would lose work
     /// for an outage.
     pub(super) fn may_resume(&self, job: &StoredJob, chain: &Chain) -> Result<(), ResumeRefused> {
+        // Who submitted it, and the groups its `allow` and tenant name,
+        // asked together within the bound: a database that does not answer
+        // in time leaves the submitter unconfirmed. One that answers "no
+        // such uid" confirms a submitter without a name or groups, whom
+        // the checks below judge as such.
         let uid = job.submitter_uid;
-        let submitter = match crate::user_database::ask_within(
-            self.settings.user_database_wait,
-            move || submitter(uid),
-        ) {
-            Ok(Some(caller)) => Some(caller),
-            Ok(None) | Err(_) => {
-                tracing::warn!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, uid = ?uid, "resuming the job although the user database did not confirm who submitted it; its allow and tenant groups are not checked again");
+        let groups = self.groups_named(chain, job.tenant.as_deref());
+        let asked = crate::user_database::ask_within(self.settings.user_database_wait, move || {
+            for group in &groups {
+                let _ = crate::access::groups::GROUPS.get(group);
+            }
+            submitter(uid)
+        });
+        let submitter = match asked {
+            Ok(Ok(caller)) => Some(caller),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, uid = ?uid, "resuming the job although the user database did not confirm who submitted it (no answer in time, or a failed look-up); its allow and tenant groups are not checked again");
                 None
             }
         };
-        let check = crate::run_as::check_chain(chain, &self.settings);
+        let check = crate::run_as::check_chain(
+            chain,
+            &self.settings,
+            Some(self.settings.user_database_wait),
+        );
         let run_as = if check.unconfirmed() {
             let reasons: Vec<String> = check.errors.into_iter().map(|e| e.message).collect();
             tracing::warn!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, reasons = %reasons.join("; "), "resuming the job although the user database did not confirm who it runs as");
@@ -105,6 +118,25 @@ impl Engine {
         };
         self.may_still_run(chain, job.tenant.as_deref(), submitter.as_ref(), run_as)
             .map_err(|reason| ResumeRefused { reason, submitter })
+    }
+
+    /// The groups `chain`'s `allow` (pinned and current) and `tenant`'s
+    /// `groups` name: what [`Engine::may_still_run`] asks the group
+    /// database about.
+    fn groups_named(&self, chain: &Chain, tenant: Option<&str>) -> Vec<String> {
+        let registry = self.registry.borrow();
+        let current = registry.chain(&chain.name).map(|c| c.allow.clone());
+        let mut named: Vec<String> = std::iter::once(chain.allow.clone())
+            .chain(current)
+            .flatten()
+            .filter_map(|entry| entry.strip_prefix("group:").map(str::to_string))
+            .collect();
+        if let Some(t) = tenant.and_then(|name| registry.tenant(name)) {
+            named.extend(t.groups.iter().cloned());
+        }
+        named.sort();
+        named.dedup();
+        named
     }
 
     /// Fail a job that may no longer run instead of resuming it: what a dead
@@ -172,29 +204,30 @@ pub(super) struct ResumeRefused {
 }
 
 /// A job's submitter as today's user database has them: name, primary
-/// group and supplementary groups; None when the database does not know
-/// the uid (which a database that is down may answer too). A job without a
-/// recorded uid (made before uids were recorded) counts as nobody's.
-fn submitter(uid: Option<u32>) -> Option<Caller> {
-    let Some(uid) = uid else {
-        return Some(Caller {
-            uid: u32::MAX,
-            gid: u32::MAX,
-            groups: Vec::new(),
-            pid: None,
-            user: format!("uid:{}", u32::MAX),
-        });
+/// group and supplementary groups. A uid no longer in the database keeps
+/// only its number (it matches no `user:` or `group:` entry); a job without
+/// a recorded uid (made before uids were recorded) counts as nobody's. Err
+/// when the database failed to answer (an error, not "no such uid").
+fn submitter(uid: Option<u32>) -> nix::Result<Caller> {
+    let uid = uid.unwrap_or(u32::MAX);
+    let account = User::from_uid(Uid::from_raw(uid))?;
+    let (user, gid, groups) = match account {
+        Some(account) => {
+            let name = CString::new(account.name.clone()).map_err(|_| nix::Error::EINVAL)?;
+            let groups = nix::unistd::getgrouplist(&name, account.gid)?;
+            (
+                account.name,
+                account.gid.as_raw(),
+                groups.into_iter().map(Gid::as_raw).collect(),
+            )
+        }
+        None => (format!("uid:{uid}"), u32::MAX, Vec::new()),
     };
-    let account = User::from_uid(Uid::from_raw(uid)).ok().flatten()?;
-    let groups = CString::new(account.name.clone())
-        .ok()
-        .and_then(|name| nix::unistd::getgrouplist(&name, account.gid).ok())
-        .unwrap_or_default();
-    Some(Caller {
+    Ok(Caller {
         uid,
-        gid: account.gid.as_raw(),
-        groups: groups.into_iter().map(Gid::as_raw).collect(),
+        gid,
+        groups,
         pid: None,
-        user: account.name,
+        user,
     })
 }

@@ -386,8 +386,11 @@ impl Engine {
         activity: &holdfast_workflow::Activity,
         attempt: &store::StoredAttempt,
     ) -> Leftover {
-        // A user the database does not confirm in time leaves the owner
-        // unknown: the pid is not trusted, as for a user since removed.
+        // A user the database does not confirm in time is taken from the
+        // recorded process itself when it still runs with the recorded
+        // start time (the same process, not a pid reused since); else the
+        // owner is unknown and the pid not trusted, as for a user since
+        // removed.
         let owner = match crate::run_as::user_for(activity, &self.settings) {
             None => Some(nix::unistd::Uid::effective().as_raw()),
             Some(user) => {
@@ -398,8 +401,12 @@ impl Engine {
                         .flatten()
                         .map(|u| u.uid.as_raw())
                 })
-                .ok()
-                .flatten()
+                .unwrap_or_else(|_| match (attempt.pid, attempt.pid_start) {
+                    (Some(pid), Some(start)) if start_time::of_pid(pid) == Some(start) => {
+                        real_uid(pid)
+                    }
+                    _ => None,
+                })
             }
         };
         let number = attempt.number;

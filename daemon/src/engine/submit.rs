@@ -281,7 +281,7 @@ impl Engine {
                     // with the answer and is checked again from the top.
                     return self.check_users_then_reprocess(request, chain);
                 }
-                let run_as = crate::run_as::check_chain(&chain, &self.settings).errors;
+                let run_as = crate::run_as::check_chain(&chain, &self.settings, None).errors;
                 (chain, run_as)
             }
         };
@@ -448,7 +448,7 @@ impl Engine {
             let checking = chain.clone();
             let run_as =
                 crate::run_as::look_up_in_turn(crate::run_as::LookUpFor::Other, move || {
-                    crate::run_as::check_chain(&checking, &settings)
+                    crate::run_as::check_chain(&checking, &settings, None)
                 })
                 .await;
             match run_as {

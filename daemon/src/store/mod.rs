@@ -651,6 +651,14 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Request>) {
             }
             Err(e) => {
                 let alone = batch.len() == 1;
+                // The engine's linked batches first: one sent back behind a
+                // failure is answered at once, not after every other
+                // caller's write has waited out its own busy timeout (the
+                // engine waits for that answer). Other callers' writes do
+                // not depend on the engine's, nor on each other's order.
+                let (mut batch, unlinked): (Vec<WriteRequest>, Vec<WriteRequest>) =
+                    batch.into_iter().partition(|req| req.link.is_some());
+                batch.extend(unlinked);
                 for req in batch {
                     if follows_a_failure(req.link, &mut broken) {
                         let _ = req

@@ -157,7 +157,10 @@ fn debian_package_under_systemd() {
     let ns = host.systemd.as_ref().expect("booted").clone_handle();
 
     // Install: the user and group appear, the service is enabled and running.
+    // The package's postinst makes the holdfast user and group.
+    let changing = holdfast_tests::users::hold_account_database();
     let installed = ns.ok(&["dpkg", "-i", deb.to_str().expect("utf-8 path")]);
+    drop(changing);
     assert!(!installed.contains("policy-rc.d"), "{installed}");
     assert_eq!(
         ns.ok(&["dpkg", "--verify", "holdfast"]),
@@ -597,7 +600,9 @@ fn debian_package_under_systemd() {
     let mut edited = fs::read_to_string(conffile).expect("the conffile");
     edited.push_str("\n# kept across upgrades (edited by the administrator)\n");
     fs::write(conffile, &edited).expect("edit the conffile");
+    let changing = holdfast_tests::users::hold_account_database();
     ns.ok(&["dpkg", "-i", deb.to_str().expect("utf-8 path")]);
+    drop(changing);
     assert_eq!(
         fs::read_to_string(conffile).expect("the conffile"),
         edited,
@@ -657,7 +662,9 @@ fn debian_package_under_systemd() {
     assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
 
     // Purge: the service and socket stop and nothing of the package stays.
+    let changing = holdfast_tests::users::hold_account_database();
     ns.ok(&["dpkg", "--purge", "holdfast"]);
+    drop(changing);
     assert!(!package_installed(Some(&ns)));
     for unit in ["holdfast.service", "holdfast.socket"] {
         let state = ns.run(&["systemctl", "is-active", unit]);
@@ -979,6 +986,9 @@ fn user_exists(name: &str) -> bool {
 
 fn useradd(name: &str, in_group: bool) {
     userdel(name);
+    // Not while another test covers /etc/passwd for its daemon: replacing
+    // the file would undo that cover.
+    let _changing = holdfast_tests::users::hold_account_database();
     let mut cmd = Command::new("useradd");
     cmd.args([
         "--system",
@@ -1003,6 +1013,7 @@ fn useradd(name: &str, in_group: bool) {
 
 fn userdel(name: &str) {
     if user_exists(name) {
+        let _changing = holdfast_tests::users::hold_account_database();
         let _ = Command::new("userdel").arg(name).output();
     }
 }
