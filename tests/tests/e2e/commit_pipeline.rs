@@ -10,7 +10,7 @@ use std::time::Duration;
 use holdfast_api::JobState;
 use holdfast_tests::{TestDaemon, eventually};
 
-use crate::faults::QUICK;
+use crate::faults::{QUICK, listed_ids};
 use crate::support::shown;
 
 /// hfctl's exit code for UNAVAILABLE.
@@ -40,18 +40,6 @@ fn writer_waits_for_the_lock(pid: u32) -> Result<(), String> {
 fn log_since(daemon: &TestDaemon, from: usize) -> String {
     let log = fs::read(daemon.log_path()).unwrap_or_default();
     String::from_utf8_lossy(&log[from.min(log.len())..]).into_owned()
-}
-
-fn listed_ids(daemon: &TestDaemon) -> Vec<u64> {
-    let listed = daemon.hfctl_json(&["list", "--limit", "100"]);
-    let mut ids: Vec<u64> = listed["jobs"]
-        .as_array()
-        .expect("list has jobs")
-        .iter()
-        .filter_map(|j| j["id"].as_u64())
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// Another connection holds SQLite's write lock, so the writer's commit

@@ -770,7 +770,7 @@ fn submit_together(daemon: &TestDaemon, clients: usize, each: usize) -> Vec<u64>
 }
 
 /// The ids of every job the daemon lists, in order.
-fn listed_ids(daemon: &TestDaemon) -> Vec<u64> {
+pub(crate) fn listed_ids(daemon: &TestDaemon) -> Vec<u64> {
     let listed = daemon.hfctl_json(&["list", "--limit", "1000"]);
     let mut ids: Vec<u64> = listed["jobs"]
         .as_array()

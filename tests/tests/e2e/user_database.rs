@@ -85,6 +85,19 @@ pub(crate) fn a_plain_job_runs(daemon: &TestDaemon, meanwhile: &str) {
     );
 }
 
+/// The pid of job `job_id`'s first attempt, once it runs and is recorded.
+pub(crate) fn first_attempt_pid(daemon: &TestDaemon, job_id: u64) -> i32 {
+    let running = daemon.wait_for(job_id, "running with its pid recorded", |job| {
+        job.activities
+            .first()
+            .and_then(|a| a.attempts.first())
+            .is_some_and(|t| t.pid.is_some())
+    });
+    running.activities[0].attempts[0]
+        .pid
+        .expect("the pid is recorded") as i32
+}
+
 /// An account of one test, removed when the test ends, passed or not.
 pub(crate) struct RemovedAtEnd(&'static str);
 
@@ -447,15 +460,7 @@ fn a_job_resumed_while_the_database_does_not_know_its_user_is_not_refused() {
         )],
     );
     let job_id = daemon.submit("gone", &[]);
-    let running = daemon.wait_for(job_id, "running with its pid recorded", |job| {
-        job.activities
-            .first()
-            .and_then(|a| a.attempts.first())
-            .is_some_and(|t| t.pid.is_some())
-    });
-    let pid = running.activities[0].attempts[0]
-        .pid
-        .expect("the pid is recorded") as i32;
+    let pid = first_attempt_pid(&daemon, job_id);
 
     // The daemon dies; while it is down the account goes (its process
     // first: userdel refuses a user with processes).

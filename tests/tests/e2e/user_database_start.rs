@@ -3,9 +3,10 @@
 //! runs as, who submitted a job being resumed and who owns a dead
 //! daemon's leftovers waits at most `user_database_wait`, two look-ups
 //! given up on stop it from asking more, the run-as chain is refused until
-//! the database confirms its user (then loads by itself), and the job
-//! that was running when the daemon died is resumed, not refused, and
-//! runs as its user once the database is back.
+//! the database confirms its user (then loads by itself), the process the
+//! dead daemon left is killed all the same, and the job that was running
+//! when the daemon died is resumed, not refused, and runs as its user once
+//! the database is back.
 //!
 //! As in `user_database.rs`, the database hangs for real, for the daemon
 //! alone: it starts in a mount namespace of its own with a FIFO bound over
@@ -22,7 +23,7 @@ use holdfast_tests::{TestDaemon, eventually, users};
 
 use crate::user_database::{
     Hung, REACH_DEADLINE, a_plain_job_runs, bring_the_user_database_back, cannot_run,
-    opening_a_fifo,
+    first_attempt_pid, opening_a_fifo,
 };
 use crate::users::accounts_or_skip;
 
@@ -73,23 +74,8 @@ fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
     );
     daemon.launch();
     let job_id = daemon.submit("as-user", &[]);
-    let running = daemon.wait_for(job_id, "running with its pid recorded", |job| {
-        job.activities
-            .first()
-            .and_then(|a| a.attempts.first())
-            .is_some_and(|t| t.pid.is_some())
-    });
-    let pid = running.activities[0].attempts[0]
-        .pid
-        .expect("the pid is recorded") as i32;
+    let pid = first_attempt_pid(&daemon, job_id);
     daemon.kill9();
-    // Its process goes too: with the database hung, the next daemon does
-    // not learn the uid that would let it trust the recorded pid.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    assert!(holdfast_tests::process::gone_within(pid, REACH_DEADLINE));
 
     // The next start's /etc/passwd is a FIFO: every look-up there waits.
     let unchanged = users::hold_account_database();
@@ -115,6 +101,13 @@ fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
     assert!(
         opening_a_fifo(daemon_pid, 1).is_ok(),
         "the daemon did meet the hung database"
+    );
+    // What the dead daemon left running is killed though the database
+    // did not say who hft-runas is: the recorded process itself, still
+    // running with its recorded start time, does.
+    assert!(
+        holdfast_tests::process::gone_within(pid, REACH_DEADLINE),
+        "the leftover {pid} was killed at the restart"
     );
 
     // It works: a plain job runs; the run-as chain is refused for now,
