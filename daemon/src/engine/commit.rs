@@ -124,11 +124,16 @@ impl Engine {
                             batch.absorb(later.batch);
                             put_back += 1;
                         }
-                        // Not expected: the writer sends back what follows
-                        // a failure. A batch that did commit is carried out.
+                        // Cannot happen: the writer sends back what follows
+                        // a failure. Were it to, the store would hold writes
+                        // built on ones it lacks, and this batch's events
+                        // would be published past the failed one's: a
+                        // restart recovers from what was committed instead.
                         Ok(()) => {
-                            tracing::error!("a batch committed after the one it follows failed");
-                            self.committed(later.batch);
+                            tracing::error!(
+                                "a batch committed after the one it follows failed; exiting so that the service manager starts the daemon again"
+                            );
+                            std::process::exit(70);
                         }
                     }
                 }
