@@ -21,6 +21,7 @@ impl Engine {
     /// definition) for `tenant` under today's settings and files, given
     /// what [`crate::run_as::check_chain`] found for it. The error says
     /// what refuses it.
+    ///
     /// A `caller` of None is a submitter the user database did not
     /// confirm (a resume while it is down): what depends on who they are
     /// (`allow`, the tenant's `groups`) is not checked.
@@ -44,14 +45,16 @@ impl Engine {
         // is loaded, its current one.
         let current = registry.chain(&chain.name);
         let allows = std::iter::once(&chain.allow).chain(current.map(|c| &c.allow));
-        for allow in allows.filter(|_| caller.is_some()) {
-            if caller.is_some_and(|caller| !crate::access::may_submit_chain(caller, allow)) {
-                return Err(format!(
-                    "chain {} may now be submitted only by {}",
-                    chain.name,
-                    allow.join(", ")
-                ));
-            }
+        if let Some(caller) = caller
+            && let Some(allow) = allows
+                .into_iter()
+                .find(|allow| !crate::access::may_submit_chain(caller, allow))
+        {
+            return Err(format!(
+                "chain {} may now be submitted only by {}",
+                chain.name,
+                allow.join(", ")
+            ));
         }
         if let Some(name) = tenant {
             let Some(t) = registry.tenant(name) else {
