@@ -143,15 +143,59 @@ fn prepare_entry(
     Ok(serde_json::to_string(&object).unwrap_or_default())
 }
 
+/// The two members of a single request the rules look at, borrowed from
+/// the message. A message that names either twice fails to read as this
+/// and takes the full path (which keeps the last, as jsonrpsee does).
+#[derive(serde::Deserialize)]
+struct Members<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// A member that is there, `null` included (serde's `Option` would read
+/// `null` as absent, and a request with `"id": null` is no notification).
+fn present<'de: 'a, 'a, D>(member: D) -> Result<Option<&'a RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue as serde::Deserialize>::deserialize(member).map(Some)
+}
+
+/// Whether a single request object is one the rules leave as it is: an id
+/// jsonrpsee holds (`null`, a `u64`, a string not written like a token)
+/// and `params` absent, an object or an array. What almost every client
+/// sends, so it is told without building the message's members; anything
+/// else takes `prepare_entry`, which decides the same for these.
+fn plain_request(text: &str) -> bool {
+    let Ok(members) = serde_json::from_str::<Members<'_>>(text) else {
+        return false;
+    };
+    let id_held = members.id.is_some_and(|id| match first_char(id) {
+        b'n' => true,
+        b'-' | b'0'..=b'9' => id.get().parse::<u64>().is_ok(),
+        b'"' => {
+            serde_json::from_str::<String>(id.get()).is_ok_and(|id| !id.starts_with(TOKEN_PREFIX))
+        }
+        _ => false,
+    });
+    id_held
+        && members
+            .params
+            .is_none_or(|params| matches!(first_char(params), b'{' | b'['))
+}
+
 /// Apply the envelope rules to one incoming message (an HTTP body or a
 /// WebSocket text frame).
 pub fn prepare(message: &[u8]) -> Front {
-    let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(message) else {
+    let Ok(raw) = serde_json::from_slice::<&RawValue>(message) else {
         return Front::Unchanged;
     };
     let mut restore = Restore::default();
-    match first_char(&raw) {
-        b'{' => match prepare_entry(&raw, &mut restore, false) {
+    match first_char(raw) {
+        b'{' if plain_request(raw.get()) => Front::Unchanged,
+        b'{' => match prepare_entry(raw, &mut restore, false) {
             Err(answer) => Front::Answer(answer),
             Ok(_) if restore.ids.is_empty() => Front::Unchanged,
             Ok(body) => Front::Forward { body, restore },
@@ -190,6 +234,7 @@ pub fn answer_token(answer: &[u8]) -> Option<String> {
     let token_of = |object: &Object| {
         object
             .get("id")
+            .filter(|id| first_char(id) == b'"')
             .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
             .filter(|id| id.starts_with(TOKEN_PREFIX))
     };
@@ -262,15 +307,18 @@ where
         Err(e) => return Err(e),
     };
     let (body, restore) = match prepare(&body) {
-        Front::Unchanged => (body.to_vec(), None),
+        Front::Unchanged => (body, None),
         Front::Answer(answer) => return Ok(response::ok_response(answer)),
-        Front::Forward { body, restore } => (body.into_bytes(), Some(restore)),
+        Front::Forward { body, restore } => (body.into_bytes().into(), Some(restore)),
     };
     parts
         .headers
         .insert(http::header::CONTENT_LENGTH, body.len().into());
     let answer = service
-        .call(HttpRequest::from_parts(parts, HttpBody::from(body)))
+        .call(HttpRequest::from_parts(
+            parts,
+            HttpBody::new(http_body_util::Full::new(body)),
+        ))
         .await?;
     let Some(restore) = restore else {
         return Ok(answer);
@@ -356,6 +404,73 @@ mod tests {
         let answer = answered(r#"{"jsonrpc":"2.0","id":3,"method":"m","params":5}"#);
         assert_eq!(answer["error"]["code"], -32600, "{answer}");
         assert_eq!(answer["id"], 3, "{answer}");
+    }
+
+    /// The quick test for a plain request decides as the full rules do,
+    /// for every kind of id and `params`, and for a member named twice.
+    #[test]
+    fn the_quick_path_decides_as_the_full_rules() {
+        let token_like = serde_json::to_string(&format!("{TOKEN_PREFIX}7")).expect("json");
+        let ids = [
+            None,
+            Some("null".to_string()),
+            Some("0".into()),
+            Some("18446744073709551615".into()),
+            Some("18446744073709551616".into()),
+            Some("-1".into()),
+            Some("1.5".into()),
+            Some("1e3".into()),
+            Some(r#""abc""#.into()),
+            Some(r#""\u0001holdfast-front-1""#.into()),
+            Some(token_like),
+            Some("true".into()),
+            Some("[1]".into()),
+            Some("{}".into()),
+        ];
+        let params = [
+            None,
+            Some("{}"),
+            Some("[]"),
+            Some("null"),
+            Some("5"),
+            Some(r#""x""#),
+        ];
+        let mut plain = 0;
+        for id in &ids {
+            for param in &params {
+                let mut message = String::from(r#"{"jsonrpc":"2.0","method":"m""#);
+                if let Some(id) = id {
+                    message.push_str(&format!(r#","id":{id}"#));
+                }
+                if let Some(param) = param {
+                    message.push_str(&format!(r#","params":{param}"#));
+                }
+                // The second names the id twice: the quick test leaves it
+                // to the full rules (which keep the last).
+                for (message, once) in [
+                    (format!("{message}}}"), true),
+                    (format!(r#"{message},"id":2}}"#), id.is_none()),
+                ] {
+                    let raw: Box<RawValue> = serde_json::from_str(&message).expect("json");
+                    let mut restore = Restore::default();
+                    let full =
+                        prepare_entry(&raw, &mut restore, false).is_ok() && restore.ids.is_empty();
+                    if once {
+                        assert_eq!(plain_request(&message), full, "{message}");
+                    } else {
+                        assert!(!plain_request(&message), "{message}");
+                    }
+                    assert_eq!(
+                        matches!(prepare(message.as_bytes()), Front::Unchanged),
+                        full,
+                        "{message}"
+                    );
+                    plain += usize::from(full);
+                }
+            }
+        }
+        // Not every case fell back: the quick path was taken.
+        assert!(plain >= 10, "{plain} plain requests");
     }
 
     #[test]

@@ -333,9 +333,16 @@ async fn from_server<S>(
         if in_flight.available_permits() < MAX_IN_FLIGHT && is_answer(&data) {
             in_flight.add_permits(1);
         }
-        let restore = envelope::answer_token(&data).and_then(|t| lock(&pending).take(&t));
+        // Only an answer to a forwarded message carries a token, and none
+        // is owed while nothing is pending: most answers are not read for one.
+        let owed = !lock(&pending).restores.is_empty();
+        let restore = owed
+            .then(|| envelope::answer_token(&data))
+            .flatten()
+            .and_then(|t| lock(&pending).take(&t));
         let answer = match restore {
-            None => String::from_utf8_lossy(&data).into_owned(),
+            None => String::from_utf8(data)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             Some(restore) => match restore.restore(&data) {
                 Some(answer) => answer,
                 // Only notifications: nothing to send.

@@ -718,8 +718,13 @@ fn apply<'a>(
 ) -> Result<(), StoreError> {
     let began = std::time::Instant::now();
     let tx = conn.transaction()?;
+    let mut highest_new_job = None;
     for op in ops {
         op.apply(&tx)?;
+        highest_new_job = highest_new_job.max(op.new_job_id());
+    }
+    if let Some(id) = highest_new_job {
+        raise_high_water(&tx, id)?;
     }
     tx.commit()?;
     crate::metrics::global().store_commit(began.elapsed());
@@ -768,6 +773,64 @@ mod tests {
             tenant: None,
             payload: "{}".into(),
         }))
+    }
+
+    fn insert_job(id: u64) -> WriteOp {
+        WriteOp::InsertJob(Box::new(NewJob {
+            id,
+            target: "c".into(),
+            chain: "c".into(),
+            version: "v1".into(),
+            params: "{}".into(),
+            tenant: None,
+            priority: 0,
+            submitted_by: "root".into(),
+            submitter_uid: Some(0),
+            submitter_gid: Some(0),
+            submitter_pid: None,
+            retry_of: None,
+            run_id: id,
+            until: None,
+            simulated: false,
+            created_at: 1,
+            scheduled_at: None,
+            scheduled_zone: None,
+            secrets: None,
+            activities: vec![(0, "c.p.a".into())],
+        }))
+    }
+
+    /// The high-water mark is raised once per transaction, to the highest
+    /// id it created whatever the order of its jobs, never lowered, and
+    /// outlives the jobs themselves.
+    #[tokio::test]
+    async fn a_batch_raises_the_job_id_high_water_mark_to_its_highest_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        let definition = WriteOp::Definition {
+            version: "v1".into(),
+            chain: "c".into(),
+            file: "c.toml".into(),
+            source: String::new(),
+            loaded_at: 1,
+        };
+        let max = |store: &Store| store.read_now(max_job_id).expect("read");
+        store
+            .write(
+                vec![definition, insert_job(5), insert_job(9), insert_job(7)],
+                true,
+            )
+            .await
+            .expect("batch");
+        assert_eq!(max(&store), 9);
+        store.write(vec![insert_job(3)], true).await.expect("lower");
+        assert_eq!(max(&store), 9);
+        Connection::open(dir.path().join("t.db"))
+            .and_then(|conn| conn.execute_batch("DELETE FROM activities; DELETE FROM jobs"))
+            .expect("delete");
+        assert_eq!(max(&store), 9, "the mark outlives the jobs");
+        store.write(vec![audit_row()], true).await.expect("no job");
+        assert_eq!(max(&store), 9);
     }
 
     fn audit_count(store: &Store) -> i64 {

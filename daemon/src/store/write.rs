@@ -382,6 +382,14 @@ impl WriteOp {
         }
     }
 
+    /// The id of the job this op creates, if it creates one.
+    pub(super) fn new_job_id(&self) -> Option<u64> {
+        match self {
+            WriteOp::InsertJob(job) => Some(job.id),
+            _ => None,
+        }
+    }
+
     pub(super) fn apply(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         match self {
             WriteOp::Definition {
@@ -435,12 +443,8 @@ impl WriteOp {
                     tx.prepare_cached("INSERT INTO job_secrets (job_id, sealed) VALUES (?1, ?2)")?
                         .execute(params![job.id as i64, sealed])?;
                 }
-                // In the submission's own transaction: the id is never
-                // given out again, even once retention deleted the job.
-                tx.prepare_cached(
-                    "UPDATE job_id_high_water SET last_id = MAX(last_id, ?1) WHERE singleton = 1",
-                )?
-                .execute(params![job.id as i64])?;
+                // The job id high-water mark is raised once per
+                // transaction, by `raise_high_water`.
             }
             WriteOp::JobState {
                 id,
@@ -864,4 +868,16 @@ impl WriteOp {
         }
         Ok(())
     }
+}
+
+/// Raise the job id high-water mark to `id`, in the transaction that
+/// creates the job: the id is never given out again, even once retention
+/// deleted the job. Once per transaction, for its highest new id (a batch
+/// of 64 submissions updated the one row 64 times).
+pub(super) fn raise_high_water(tx: &Transaction<'_>, id: u64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE job_id_high_water SET last_id = MAX(last_id, ?1) WHERE singleton = 1",
+    )?
+    .execute(params![id as i64])?;
+    Ok(())
 }

@@ -479,24 +479,31 @@ async fn submit_throughput() -> Result<()> {
         .max(1);
     let single_submits = 500 * scale;
     let multi_submits = 2048 * scale;
-    let mut single = Vec::new();
-    let mut multi: [(usize, Vec<f64>); 2] = [(16, Vec::new()), (64, Vec::new())];
+    let pid = daemon.child.as_ref().context("daemon runs")?.id();
+    // Per phase: submissions a second, and the daemon's CPU a submission
+    // (every thread's time on a CPU, from the scheduler's own count): the
+    // second is steadier than the first on a busy machine, and shows what
+    // a submission costs the daemon however many clients share it.
+    let mut single = Phase::default();
+    let mut multi: [(usize, Phase); 2] = [(16, Phase::default()), (64, Phase::default())];
     for _ in 0..3 {
         let client = daemon.client().await?;
+        let cpu = daemon_cpu_ns(pid)?;
         let started = Instant::now();
         for _ in 0..single_submits {
             client
                 .job_submit("hold".into(), None, None, None, None, None, None, None)
                 .await?;
         }
-        single.push(single_submits as f64 / secs(started.elapsed()));
+        single.record(single_submits, started.elapsed(), daemon_cpu_ns(pid)? - cpu);
 
-        for (n, rates) in multi.iter_mut() {
+        for (n, phase) in multi.iter_mut() {
             let mut clients = Vec::new();
             for _ in 0..*n {
                 clients.push(daemon.client().await?);
             }
             let each = multi_submits / *n;
+            let cpu = daemon_cpu_ns(pid)?;
             let started = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             for client in clients {
@@ -512,17 +519,63 @@ async fn submit_throughput() -> Result<()> {
             while let Some(r) = tasks.join_next().await {
                 r??;
             }
-            rates.push((*n * each) as f64 / secs(started.elapsed()));
+            phase.record(*n * each, started.elapsed(), daemon_cpu_ns(pid)? - cpu);
         }
     }
-    let s = median(single.clone());
-    println!("throughput: 1 client:   median {s:.0} submits/s {single:.0?}");
-    for (n, rates) in multi {
-        let m = median(rates.clone());
-        println!("throughput: {n} clients: median {m:.0} submits/s {rates:.0?}");
+    let s = median(single.rates.clone());
+    println!(
+        "throughput: 1 client:   median {s:.0} submits/s {:.0?}, daemon CPU {:.1} µs a submission {:.1?}",
+        single.rates,
+        median(single.cpu_us.clone()),
+        single.cpu_us
+    );
+    for (n, phase) in multi {
+        let m = median(phase.rates.clone());
+        println!(
+            "throughput: {n} clients: median {m:.0} submits/s {:.0?}, daemon CPU {:.1} µs a submission {:.1?}",
+            phase.rates,
+            median(phase.cpu_us.clone()),
+            phase.cpu_us
+        );
         println!("throughput: ratio {n}/1 {:.2}", m / s);
     }
     Ok(())
+}
+
+/// One phase of the throughput scenario, run by run.
+#[derive(Default)]
+struct Phase {
+    /// Submissions a second.
+    rates: Vec<f64>,
+    /// The daemon's CPU time a submission, µs.
+    cpu_us: Vec<f64>,
+}
+
+impl Phase {
+    fn record(&mut self, submissions: usize, took: Duration, cpu_ns: u64) {
+        self.rates.push(submissions as f64 / secs(took));
+        self.cpu_us
+            .push(cpu_ns as f64 / 1_000.0 / submissions as f64);
+    }
+}
+
+/// The CPU time of every thread of process `pid` so far, in ns: the first
+/// field of each thread's `/proc/PID/task/TID/schedstat` (the scheduler's
+/// own count, not ticks). A thread that ended since is not counted, so
+/// differences are taken while the daemon's threads all live.
+fn daemon_cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .context("the first field of /proc/PID/task/TID/schedstat")?;
+    }
+    Ok(total)
 }
 
 /// (c) `hfctl status JOB` latency with 100,000 jobs in history, and the time
