@@ -232,6 +232,7 @@ async fn run(mut settings: Settings, mut systemd: systemd::Systemd) -> anyhow::R
             &settings.socket,
             socket_mode,
             settings.socket_group.as_deref(),
+            (settings.user_database_wait, settings.run_as_recheck),
             private && !shared,
         )?,
     };

@@ -27,6 +27,7 @@ mod retry;
 mod schedule;
 mod since;
 pub mod socket;
+mod socket_group;
 mod stats;
 mod submit;
 mod tenant;

@@ -71,8 +71,11 @@ pub fn create_dir(path: &Path, private_dir: bool) -> Result<(), SocketError> {
     Ok(())
 }
 
-/// Bind the socket at `path`. `mode` is applied to the socket file; in user
-/// mode the directory is made private to the user as well. The caller has
+/// Bind the socket at `path`. `mode` is applied to the socket file once
+/// `group` (if any) is given it; `group_wait` is how long the user
+/// database is waited for, and how often it is asked again once that
+/// passed (`user_database_wait`, `run_as_recheck`). In user mode the
+/// directory is made private to the user as well. The caller has
 /// set the umask to 0077 (see `store::private::restrict_umask`), so the
 /// socket is created 0700 or tighter and is never reachable by anyone the
 /// configured mode and group do not let in, not even until its `chmod`.
@@ -80,6 +83,7 @@ pub fn bind(
     path: &Path,
     mode: u32,
     group: Option<&str>,
+    group_wait: (Duration, Duration),
     private_dir: bool,
 ) -> Result<UnixListener, SocketError> {
     create_dir(path, private_dir)?;
@@ -103,20 +107,12 @@ pub fn bind(
     }
     let listener = UnixListener::bind(path).map_err(io(path))?;
     // The group first, then the mode: never open to whatever group the file
-    // happened to get, not even for a moment.
-    let mut mode = mode;
-    if let Some(group) = group {
-        let given = match nix::unistd::Group::from_name(group) {
-            Ok(Some(g)) => nix::unistd::chown(path, None, Some(g.gid))
-                .map_err(|e| format!("cannot give the socket to group {group}: {e}")),
-            _ => Err(format!("socket group {group} does not exist")),
-        };
-        if let Err(why) = given {
-            mode = 0o600;
-            tracing::warn!(socket = %path.display(), "{why}; only the daemon's user can connect");
-        }
+    // happened to get, not even for a moment (`socket_group`).
+    match group {
+        Some(group) => super::socket_group::share(path, mode, group, group_wait.0, group_wait.1),
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    .map_err(io(path))?;
     Ok(listener)
 }
 

@@ -150,6 +150,8 @@ fn daemon_of_its_own(test: &str, workflows: &[(&str, &str)]) -> Option<(TestDaem
 /// The daemon's `/etc/passwd` covered by a FIFO.
 pub(crate) struct Hung {
     pub(crate) fifo: PathBuf,
+    /// The file the FIFO covers (`/etc/passwd`, `/etc/group`).
+    pub(crate) covers: &'static str,
     /// Keeps the other tests from replacing `/etc/passwd`, which would
     /// undo the cover, until the database is back.
     pub(crate) _unchanged: MutexGuard<'static, ()>,
@@ -166,14 +168,16 @@ fn hang_the_user_database(daemon: &TestDaemon, pid: u32) -> Hung {
     in_namespace(pid, &["mount", "--bind", &fifo_text, "/etc/passwd"]);
     Hung {
         fifo,
+        covers: "/etc/passwd",
         _unchanged: unchanged,
     }
 }
 
 /// The real file for later look-ups, and a writer at last for those under
-/// way, which then fail to read the FIFO ("no such user").
+/// way, which then fail to read the FIFO ("no such user", "no such
+/// group").
 pub(crate) fn bring_the_user_database_back(pid: u32, hung: Hung) {
-    in_namespace(pid, &["umount", "--lazy", "/etc/passwd"]);
+    in_namespace(pid, &["umount", "--lazy", hung.covers]);
     drop(
         fs::OpenOptions::new()
             .write(true)

@@ -91,6 +91,7 @@ fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
     let daemon_pid = daemon.pid().expect("the daemon runs");
     let hung = Hung {
         fifo,
+        covers: "/etc/passwd",
         _unchanged: unchanged,
     };
     eprintln!("ready {took:?} after the start, on a hung user database");
@@ -144,5 +145,96 @@ fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
         daemon.logs(job_id, "p.a", None).trim(),
         accounts.run_as.uid.to_string(),
         "the resumed job ran as hft-runas"
+    );
+}
+
+/// A daemon whose `socket_group` the user database does not name at the
+/// start (LDAP not answering at boot) is ready all the same, its socket
+/// open to its own user only meanwhile; once the database answers, the
+/// socket is given to the group and opened to it, and a member connects.
+#[test]
+fn a_socket_group_named_late_gets_the_socket_once_the_database_answers() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let test = "a_socket_group_named_late_gets_the_socket_once_the_database_answers";
+    let Some(accounts) = accounts_or_skip(test) else {
+        return;
+    };
+    if Path::new("/var/run/nscd/socket").exists() {
+        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
+    }
+    let mut daemon = TestDaemon::prepare(
+        Some(
+            "socket_group = \"hft-sock\"\nuser_database_wait = \"1s\"\n\
+             run_as_recheck = \"1s\"\n",
+        ),
+        &[(
+            "plain.toml",
+            "[process.p.activity.a]\ncommand = [\"true\"]\n",
+        )],
+    );
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711))
+        .expect("the fixture directory can be opened to other users");
+    // The start's /etc/group is a FIFO: the look-up of the group waits.
+    let unchanged = users::hold_account_database();
+    let fifo = daemon.dir().join("group.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .expect("the FIFO can be made");
+    daemon.bind_before_start(&fifo, Path::new("/etc/group"));
+    let began = Instant::now();
+    if let Err(e) = daemon.try_launch() {
+        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
+    }
+    let took = began.elapsed();
+    let daemon_pid = daemon.pid().expect("the daemon runs");
+    eprintln!("ready {took:?} after the start, with its socket group unnamed");
+    assert!(
+        took < Duration::from_secs(20),
+        "READY=1 did not wait for the database: {took:?}"
+    );
+    assert!(
+        opening_a_fifo(daemon_pid, 1).is_ok(),
+        "the daemon's look-up of the group waits on the hung database"
+    );
+    let socket = daemon.socket().to_path_buf();
+    let mode = |socket: &Path| fs::metadata(socket).expect("the socket exists").mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600, "owner-only until the group is known");
+    let member = accounts.member.hfctl(&socket, &["info"]);
+    assert!(
+        !member.status.success(),
+        "a member of hft-sock cannot connect yet: {}",
+        crate::support::shown(&member)
+    );
+    a_plain_job_runs(&daemon, "the socket group is not named yet");
+
+    // The database is back: the hung look-up ends without an answer (as
+    // one on a dropped LDAP connection does), the next one finds the group.
+    bring_the_user_database_back(
+        daemon_pid,
+        Hung {
+            fifo,
+            covers: "/etc/group",
+            _unchanged: unchanged,
+        },
+    );
+    let gid = users::group_id("hft-sock");
+    eventually(REACH_DEADLINE, "the socket is shared with hft-sock", || {
+        let meta = fs::metadata(&socket).map_err(|e| e.to_string())?;
+        match (meta.gid(), meta.mode() & 0o777) {
+            (g, 0o660) if g == gid => Ok(()),
+            (g, m) => Err(format!("gid {g}, mode {m:o}")),
+        }
+    });
+    let member = accounts.member.hfctl(&socket, &["info"]);
+    assert!(
+        member.status.success(),
+        "a member of hft-sock connects now: {}",
+        crate::support::shown(&member)
+    );
+    let log = fs::read_to_string(daemon.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("did not name socket group hft-sock in time")
+            && log.contains("the socket is shared with it now"),
+        "the daemon says what happened: {}",
+        daemon.log_tail()
     );
 }
