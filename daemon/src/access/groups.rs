@@ -15,10 +15,16 @@
 //! holds one blocking thread, and no other look-up starts until it
 //! returns.
 //!
-//! Only the first decision that names a group after a start (or after a
-//! reload that added it) looks it up in place, on the thread that decides.
-//! If that look-up fails, the group counts as unknown (no members) until a
-//! background look-up answers, 5 s later at the earliest.
+//! The first decision that names a group after a start (or after a
+//! reload that added it) looks it up on a thread of its own and waits for
+//! it at most [`FIRST_WAIT`], on the thread that decides; decisions that
+//! need the same group meanwhile wait for that look-up, not another. A
+//! database that hangs holds that thread (the engine, or a runtime worker)
+//! this long once per group name, not for as long as it hangs; the answer,
+//! when it comes, is kept. Until then, and after a first look-up that
+//! failed, the group counts as unknown (no members): a decision it would
+//! have allowed is refused, never the reverse. A failed one is tried again
+//! in the background, 5 s later at the earliest.
 //!
 //! While the database cannot answer, what it said last is kept, but a
 //! member list not confirmed for [`MEMBERS_MAX_AGE`] no longer counts: a
@@ -28,7 +34,7 @@
 //! checked against the group's id as the database last gave it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -42,6 +48,8 @@ const MEMBERS_MAX_AGE: Duration = Duration::from_secs(300);
 /// How long a request waits for the look-ups it needs before it is handled
 /// with what is kept.
 const REFRESH_WAIT: Duration = Duration::from_secs(2);
+/// How long a decision waits for the first look-up of a group name.
+const FIRST_WAIT: Duration = Duration::from_secs(2);
 /// Groups kept at most; past it the cache starts again empty. Only names
 /// in the configuration are ever asked for, so this is far above need.
 const GROUPS_KEPT: usize = 1024;
@@ -77,10 +85,17 @@ struct Known {
     tried: Instant,
     /// Whether that look-up failed.
     failed: bool,
+    /// When the first look-up of the name started, while it has not
+    /// answered: decisions wait for it until [`FIRST_WAIT`] after that,
+    /// and no other look-up of the name starts meanwhile.
+    first: Option<Instant>,
 }
 
 impl Known {
     fn due(&self, now: Instant) -> bool {
+        if self.first.is_some() {
+            return false;
+        }
         let wait = if self.failed {
             RETRY_AFTER_FAILURE
         } else if self.group.is_some() {
@@ -103,6 +118,7 @@ impl Known {
     }
 
     fn record(&mut self, answer: Result<Option<Group>, nix::Error>, now: Instant) {
+        self.first = None;
         match answer {
             Ok(group) => {
                 self.group = group.map(Arc::new);
@@ -125,6 +141,8 @@ struct State {
 /// The cache, with the function that looks a group up.
 pub struct Groups {
     state: Mutex<State>,
+    /// Told when a first look-up has answered.
+    first_answered: Condvar,
     look_up: Box<LookUp>,
 }
 
@@ -142,6 +160,7 @@ impl Groups {
     fn new(look_up: Box<LookUp>) -> Groups {
         Groups {
             state: Mutex::default(),
+            first_answered: Condvar::new(),
             look_up,
         }
     }
@@ -155,35 +174,84 @@ impl Groups {
     }
 
     /// The group named `name` as kept here; None when the database has no
-    /// such group or has not answered for it yet. Looked up in place only
-    /// when the name was never asked for. A due entry is still answered
-    /// from, and its look-up started in the background.
+    /// such group or has not answered for it yet. A name never asked for
+    /// is looked up on a thread of its own, waited for at most
+    /// [`FIRST_WAIT`] after that look-up started (by this decision or one
+    /// before it). A due entry is still answered from, and its look-up
+    /// started in the background.
     pub fn get(&'static self, name: &str) -> Option<Found> {
         let now = Instant::now();
-        let kept = self
-            .state()
-            .known
-            .get(name)
-            .map(|known| (known.found(now), known.due(now)));
-        if let Some((found, due)) = kept {
-            if due {
-                let _ = self.start_due();
-            }
-            return found;
-        }
-        let answer = (self.look_up)(name);
         let mut state = self.state();
-        if state.known.len() >= GROUPS_KEPT {
-            state.known.clear();
+        let first = match state.known.get(name) {
+            Some(Known {
+                first: Some(began), ..
+            }) => *began,
+            Some(known) => {
+                let (found, due) = (known.found(now), known.due(now));
+                drop(state);
+                if due {
+                    let _ = self.start_due();
+                }
+                return found;
+            }
+            None => {
+                if state.known.len() >= GROUPS_KEPT {
+                    state.known.clear();
+                }
+                state.known.insert(
+                    name.to_string(),
+                    Known {
+                        group: None,
+                        answered: None,
+                        tried: now,
+                        failed: false,
+                        first: Some(now),
+                    },
+                );
+                if !self.look_up_first(name) {
+                    // No thread: it counts as a failed look-up.
+                    if let Some(known) = state.known.get_mut(name) {
+                        known.record(Err(nix::Error::EAGAIN), now);
+                    }
+                    return None;
+                }
+                now
+            }
+        };
+        let left = (first + FIRST_WAIT).saturating_duration_since(now);
+        let (state, _) = self
+            .first_answered
+            .wait_timeout_while(state, left, |state| {
+                state.known.get(name).is_some_and(|k| k.first.is_some())
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.known.get(name).and_then(|k| k.found(Instant::now()))
+    }
+
+    /// Start the first look-up of `name` on a thread of its own, which
+    /// keeps the answer however late it comes. False when no thread can
+    /// be started.
+    fn look_up_first(&'static self, name: &str) -> bool {
+        let name = name.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("group-lookup".into())
+            .spawn(move || {
+                // A look-up that panicked failed (and is tried again).
+                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (self.look_up)(&name)
+                }))
+                .unwrap_or(Err(nix::Error::EIO));
+                let mut state = self.state();
+                if let Some(known) = state.known.get_mut(&name) {
+                    known.record(answer, Instant::now());
+                }
+                drop(state);
+                self.first_answered.notify_all();
+            });
+        if let Err(e) = &spawned {
+            tracing::warn!(error = %e, "cannot start a thread to look up a group");
         }
-        let known = state.known.entry(name.to_string()).or_insert(Known {
-            group: None,
-            answered: None,
-            tried: now,
-            failed: false,
-        });
-        known.record(answer, now);
-        known.found(now)
+        spawned.is_ok()
     }
 
     /// Start a look-up of the groups that are due, unless one is in
@@ -406,6 +474,80 @@ mod tests {
         let found = groups.get("etl").expect("the group is still known");
         assert_eq!(found.group.gid, 4242);
         assert!(!found.members_current, "five minutes unconfirmed");
+    }
+
+    /// A first look-up that hangs holds the decisions that need its group
+    /// until [`FIRST_WAIT`] after it started, no longer, and never starts
+    /// twice; they go on without the group (refused where it would have
+    /// let them in), and its answer is kept when it comes.
+    #[test]
+    fn a_hung_first_look_up_is_waited_for_briefly_and_kept_when_it_answers() {
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups: &'static Groups = Box::leak(Box::new(Groups::new(Box::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.lock().expect("lock").recv();
+            Ok(Some(group(&["alice"])))
+        }))));
+        let started = Instant::now();
+        let first = std::thread::spawn(move || groups.get("etl").is_none());
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let meanwhile = std::thread::spawn(move || groups.get("etl").is_none());
+        assert!(first.join().expect("first decision"), "no group yet");
+        assert!(meanwhile.join().expect("second decision"), "no group yet");
+        let waited = started.elapsed();
+        assert!(
+            waited >= FIRST_WAIT && waited < FIRST_WAIT + Duration::from_secs(1),
+            "the decisions waited the bound, not more: {waited:?}"
+        );
+        let later = Instant::now();
+        assert!(groups.get("etl").is_none());
+        assert!(
+            later.elapsed() < Duration::from_millis(500),
+            "a later decision goes on at once"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one look-up, not one each");
+        release.send(()).expect("the look-up waits");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            if let Some(found) = groups.get("etl") {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "the late answer is kept");
+            std::thread::yield_now();
+        };
+        assert_eq!(found.group.members, ["alice"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Decisions that need the same group at once share its first look-up
+    /// and all get its answer.
+    #[test]
+    fn decisions_at_once_share_the_first_look_up() {
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups: &'static Groups = Box::leak(Box::new(Groups::new(Box::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.lock().expect("lock").recv();
+            Ok(Some(group(&["alice"])))
+        }))));
+        let deciding: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || groups.get("etl").map(|f| f.group.gid)))
+            .collect();
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        release.send(()).expect("the look-up waits");
+        for decision in deciding {
+            assert_eq!(decision.join().expect("decided"), Some(4242));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     /// A first look-up that fails counts as no group and is not retried

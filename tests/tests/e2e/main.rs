@@ -29,6 +29,7 @@ mod fanout_recovery;
 mod faults;
 mod faults_schedules;
 mod flood;
+mod group_database;
 mod handlers;
 mod host_conventions;
 mod hostile;

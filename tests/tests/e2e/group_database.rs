@@ -1,0 +1,108 @@
+//! A group database that hangs (LDAP or SSSD not answering) holds back a
+//! decision that names a group for a moment, once per group, not for as
+//! long as it hangs: the submission that needs the group is refused (the
+//! group is unknown, so it cannot let anyone in), every other request
+//! goes on, and once the database answers again the group counts.
+//!
+//! As in `user_database.rs`, the database hangs for the daemon alone: a
+//! FIFO is bound over `/etc/group` in its own mount namespace. Needs root,
+//! the test accounts and no nscd; otherwise the test says why and passes,
+//! unless `HOLDFAST_USERS_TEST=required`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use holdfast_tests::{TestDaemon, eventually, users};
+
+use crate::support::shown;
+use crate::user_database::{
+    Hung, REACH_DEADLINE, a_plain_job_runs, bring_the_user_database_back, cannot_run, in_namespace,
+    opening_a_fifo,
+};
+use crate::users::{accounts_or_skip, denied};
+
+/// Open to members of hft-etl only.
+const GUARDED: &str = "[chain]\nallow = [\"group:hft-etl\"]\n\
+                       [process.p.activity.a]\ncommand = [\"true\"]\n";
+
+#[test]
+fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_else() {
+    let test = "a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_else";
+    let Some(accounts) = accounts_or_skip(test) else {
+        return;
+    };
+    if Path::new("/var/run/nscd/socket").exists() {
+        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
+    }
+    let mut daemon = TestDaemon::prepare(
+        Some("socket_group = \"hft-sock\"\n"),
+        &[
+            ("guarded.toml", GUARDED),
+            (
+                "plain.toml",
+                "[process.p.activity.a]\ncommand = [\"true\"]\n",
+            ),
+        ],
+    );
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711))
+        .expect("the fixture directory can be opened to other users");
+    daemon.in_own_mount_namespace();
+    if let Err(e) = daemon.try_launch() {
+        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
+    }
+    let pid = daemon.pid().expect("the daemon runs");
+    let socket = daemon.socket().to_path_buf();
+
+    // From now on the daemon's group look-ups wait in `open`.
+    let unchanged = users::hold_account_database();
+    let fifo = daemon.dir().join("group.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .expect("the FIFO can be made");
+    in_namespace(
+        pid,
+        &["mount", "--bind", &fifo.display().to_string(), "/etc/group"],
+    );
+    let hung = Hung {
+        fifo,
+        covers: "/etc/group",
+        _unchanged: unchanged,
+    };
+
+    let began = Instant::now();
+    let refused = accounts.etl_member.hfctl(&socket, &["submit", "guarded"]);
+    let took = began.elapsed();
+    let line = denied(&refused, "a submission the unknown group would allow");
+    eprintln!("refused after {took:?}: {line}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the decision waited for the group a moment, not for the database: {took:?}"
+    );
+    assert!(
+        opening_a_fifo(pid, 1).is_ok(),
+        "the daemon did meet the hung database"
+    );
+    let began = Instant::now();
+    let again = accounts.etl_member.hfctl(&socket, &["submit", "guarded"]);
+    denied(&again, "the next submission while the database hangs");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "the next decision does not wait again: {:?}",
+        began.elapsed()
+    );
+    a_plain_job_runs(&daemon, "the group database hangs");
+    let info = accounts.member.hfctl(&socket, &["info"]);
+    assert!(info.status.success(), "a member reads: {}", shown(&info));
+
+    // Back: the group counts again, from a look-up in the background.
+    bring_the_user_database_back(pid, hung);
+    eventually(REACH_DEADLINE, "a member of hft-etl may submit", || {
+        let output = accounts.etl_member.hfctl(&socket, &["submit", "guarded"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(shown(&output))
+        }
+    });
+}
