@@ -219,13 +219,32 @@ impl Groups {
             }
         };
         let left = (first + FIRST_WAIT).saturating_duration_since(now);
-        let (state, _) = self
+        let (mut state, _) = self
             .first_answered
             .wait_timeout_while(state, left, |state| {
                 state.known.get(name).is_some_and(|k| k.first.is_some())
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.known.get(name).and_then(|k| k.found(Instant::now()))
+        let known = state.known.get_mut(name)?;
+        if known.first.is_some() {
+            // Not answered in time: from now on it counts as a failed
+            // look-up, tried again in the background (one at a time) while
+            // the first may still answer late.
+            known.first = None;
+            known.failed = true;
+        }
+        known.found(Instant::now())
+    }
+
+    /// Whether the database has answered for `name` (that it has no such
+    /// group counts): false while it has only failed or not answered yet,
+    /// when a decision that needs the group cannot be told apart from one
+    /// made without it.
+    pub fn answered(&self, name: &str) -> bool {
+        self.state()
+            .known
+            .get(name)
+            .is_some_and(|known| known.answered.is_some())
     }
 
     /// Start the first look-up of `name` on a thread of its own, which
@@ -320,6 +339,9 @@ impl Groups {
                 }
             }
             state.refreshing = None;
+            drop(state);
+            // A decision may wait for a first answer this gave.
+            self.first_answered.notify_all();
             drop(finished);
         });
         Some((done, now))

@@ -94,16 +94,20 @@ impl Engine {
         // the checks below judge as such.
         let uid = job.submitter_uid;
         let groups = self.groups_named(chain, job.tenant.as_deref());
+        // A group the database has not answered for (a first look-up
+        // waited for only briefly, or failed) leaves the submitter
+        // unconfirmed too: judged without it, a member would be refused.
         let asked = crate::user_database::ask_within(self.settings.user_database_wait, move || {
-            for group in &groups {
+            let groups_answered = groups.iter().all(|group| {
                 let _ = crate::access::groups::GROUPS.get(group);
-            }
-            submitter(uid)
+                crate::access::groups::GROUPS.answered(group)
+            });
+            (groups_answered, submitter(uid))
         });
         let submitter = match asked {
-            Ok(Ok(caller)) => Some(caller),
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, uid = ?uid, "resuming the job although the user database did not confirm who submitted it (no answer in time, or a failed look-up); its allow and tenant groups are not checked again");
+            Ok((true, Ok(caller))) => Some(caller),
+            Ok(_) | Err(_) => {
+                tracing::warn!(HF_JOB_ID = job.id, HF_CHAIN = %chain.name, uid = ?uid, "resuming the job although the user database did not confirm who submitted it or the groups its allow and tenant name (no answer in time, or a failed look-up); its allow and tenant groups are not checked again");
                 None
             }
         };

@@ -28,13 +28,19 @@ pub fn share(
     wait: Duration,
     recheck: Duration,
 ) -> std::io::Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // The socket just bound, held by a descriptor: an answer applies to
+    // it alone, not to whatever the path names by then (a socket bound
+    // there by another daemon after this one stopped, a symlink put in its
+    // place).
+    let socket = Socket::open(path)?;
+    socket.chmod(0o600)?;
     // Set once the start goes on without the answer; read by the look-up
     // under the same lock, so exactly one of the two applies it.
     let gave_up = Arc::new(Mutex::new(false));
     let (answer, answered) = mpsc::sync_channel(1);
     let late = Late {
         path: path.to_path_buf(),
+        socket: socket.try_clone()?,
         group: group.to_string(),
         mode,
     };
@@ -51,10 +57,19 @@ pub fn share(
                 }
                 drop(gave_up);
                 let mut found = found;
+                let mut asked = 1u64;
                 while !matches!(found, Ok(Some(_))) {
-                    tracing::debug!(socket = %late.path.display(), "socket group {} not named yet; asking again in {}", late.group, humantime::format_duration(recheck));
+                    if recheck.is_zero() {
+                        // run_as_recheck = "0s": nothing is asked again.
+                        late.apply(found, true);
+                        return;
+                    }
+                    if asked == 1 {
+                        tracing::warn!(socket = %late.path.display(), "the user database answered late without socket group {}; asking again every {}", late.group, humantime::format_duration(recheck));
+                    }
                     std::thread::sleep(recheck);
                     found = Group::from_name(&late.group);
+                    asked += 1;
                 }
                 late.apply(found, true);
             })
@@ -65,6 +80,7 @@ pub fn share(
     }
     let here = Late {
         path: path.to_path_buf(),
+        socket,
         group: group.to_string(),
         mode,
     };
@@ -95,11 +111,61 @@ pub fn share(
     Ok(())
 }
 
-/// What to do with the answer: the socket, its group and its mode.
+/// What to do with the answer: the socket (its path, for the log, and
+/// the file itself), its group and its mode.
 struct Late {
     path: PathBuf,
+    socket: Socket,
     group: String,
     mode: u32,
+}
+
+/// The bound socket file, by an `O_PATH` descriptor taken right after the
+/// bind (without following a symlink): changes go to that file whatever
+/// its path names later.
+struct Socket(std::os::fd::OwnedFd);
+
+impl Socket {
+    fn open(path: &Path) -> std::io::Result<Socket> {
+        use nix::fcntl::{OFlag, open};
+        let fd = open(
+            path,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let stat = nix::sys::stat::fstat(&fd)?;
+        if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+            return Err(std::io::Error::other(format!(
+                "{} is not the socket just bound",
+                path.display()
+            )));
+        }
+        Ok(Socket(fd))
+    }
+
+    fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(Socket(self.0.try_clone()?))
+    }
+
+    /// chmod has no `AT_EMPTY_PATH` before Linux 6.6: the descriptor's own
+    /// link in /proc names the same file.
+    fn chmod(&self, mode: u32) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        std::fs::set_permissions(
+            format!("/proc/self/fd/{}", self.0.as_raw_fd()),
+            std::fs::Permissions::from_mode(mode),
+        )
+    }
+
+    fn chgrp(&self, gid: nix::unistd::Gid) -> nix::Result<()> {
+        nix::unistd::fchownat(
+            &self.0,
+            "",
+            None,
+            Some(gid),
+            nix::fcntl::AtFlags::AT_EMPTY_PATH,
+        )
+    }
 }
 
 impl Late {
@@ -108,16 +174,11 @@ impl Late {
     /// the file 0600.
     fn apply(&self, found: nix::Result<Option<Group>>, late: bool) {
         let (path, group) = (&self.path, &self.group);
-        let given = match found {
-            Ok(Some(g)) => nix::unistd::chown(path, None, Some(g.gid))
-                .map_err(|e| format!("cannot give the socket to group {group}: {e}")),
+        let opened = match found {
+            Ok(Some(g)) => self.give(g.gid),
             Ok(None) => Err(format!("socket group {group} does not exist")),
             Err(e) => Err(format!("socket group {group} could not be looked up: {e}")),
         };
-        let opened = given.and_then(|()| {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.mode))
-                .map_err(|e| format!("cannot set the socket's mode: {e}"))
-        });
         match opened {
             Err(why) => {
                 tracing::warn!(socket = %path.display(), "{why}; only the daemon's user can connect");
@@ -127,6 +188,19 @@ impl Late {
             }
             Ok(()) => {}
         }
+    }
+}
+
+impl Late {
+    /// Give the bound socket to `gid`, then open it to the mode.
+    fn give(&self, gid: nix::unistd::Gid) -> Result<(), String> {
+        let group = &self.group;
+        self.socket
+            .chgrp(gid)
+            .map_err(|e| format!("cannot give the socket to group {group}: {e}"))?;
+        self.socket
+            .chmod(self.mode)
+            .map_err(|e| format!("cannot set the socket's mode: {e}"))
     }
 }
 
@@ -146,11 +220,17 @@ mod tests {
             .expect("the test's group has a name")
     }
 
-    #[test]
-    fn a_named_group_gets_the_socket_then_the_mode() {
+    /// A socket bound at a fresh path in a temporary directory.
+    fn bound() -> (tempfile::TempDir, PathBuf, std::os::unix::net::UnixListener) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s");
-        std::fs::write(&path, b"").expect("file");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bound");
+        (dir, path, listener)
+    }
+
+    #[test]
+    fn a_named_group_gets_the_socket_then_the_mode() {
+        let (_dir, path, _listener) = bound();
         let group = own_group();
         share(&path, 0o660, &group.name, WAIT, WAIT).expect("shared");
         let meta = std::fs::metadata(&path).expect("meta");
@@ -160,12 +240,44 @@ mod tests {
 
     #[test]
     fn an_unknown_group_leaves_the_socket_to_its_owner() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("s");
-        std::fs::write(&path, b"").expect("file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("mode");
+        let (_dir, path, _listener) = bound();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("mode");
         share(&path, 0o660, "hf-no-such-group-4711", WAIT, WAIT).expect("kept");
         let meta = std::fs::metadata(&path).expect("meta");
         assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+
+    /// An answer applies to the socket that was bound, not to what its
+    /// path names later: another socket bound there, or a symlink.
+    #[test]
+    fn a_late_answer_leaves_alone_what_replaced_the_socket() {
+        let (dir, path, listener) = bound();
+        let late = Late {
+            path: path.clone(),
+            socket: Socket::open(&path).expect("the socket"),
+            group: own_group().name,
+            mode: 0o666,
+        };
+        drop(listener);
+        std::fs::remove_file(&path).expect("removed");
+        let _other = std::os::unix::net::UnixListener::bind(&path).expect("another bound");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").mode() & 0o777;
+        late.give(own_group().gid)
+            .expect("the removed socket is changed");
+        assert_eq!(mode(&path), 0o600, "the other socket is untouched");
+
+        let target = dir.path().join("secret");
+        std::fs::write(&target, b"").expect("file");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        std::fs::remove_file(&path).expect("removed");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        late.give(own_group().gid)
+            .expect("the removed socket is changed");
+        assert_eq!(mode(&target), 0o600, "the symlink's target is untouched");
+        assert!(
+            Socket::open(&path).is_err(),
+            "a symlink is not taken for the socket"
+        );
     }
 }

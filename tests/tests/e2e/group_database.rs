@@ -4,6 +4,9 @@
 //! group is unknown, so it cannot let anyone in), every other request
 //! goes on, and once the database answers again the group counts.
 //!
+//! A job resumed after a restart on a hung group database is resumed, not
+//! refused for want of the group its chain's `allow` names.
+//!
 //! As in `user_database.rs`, the database hangs for the daemon alone: a
 //! FIFO is bound over `/etc/group` in its own mount namespace. Needs root,
 //! the test accounts and no nscd; otherwise the test says why and passes,
@@ -14,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use holdfast_api::JobState;
 use holdfast_tests::{TestDaemon, eventually, users};
 
 use crate::support::shown;
@@ -105,4 +109,56 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
             Err(shown(&output))
         }
     });
+}
+
+#[test]
+fn a_job_resumed_while_the_group_database_hangs_is_not_refused() {
+    let test = "a_job_resumed_while_the_group_database_hangs_is_not_refused";
+    let Some(accounts) = accounts_or_skip(test) else {
+        return;
+    };
+    if Path::new("/var/run/nscd/socket").exists() {
+        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
+    }
+    let mut daemon = TestDaemon::prepare(
+        Some("socket_group = \"hft-sock\"\nuser_database_wait = \"5s\"\n"),
+        &[(
+            "guarded.toml",
+            "[chain]\nallow = [\"group:hft-etl\"]\n\
+             [process.p.activity.a]\ncommand = [\"sleep\", \"300\"]\n",
+        )],
+    );
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711))
+        .expect("the fixture directory can be opened to other users");
+    daemon.launch();
+    let job_id = accounts.etl_member.submit(daemon.socket(), "guarded", &[]);
+    daemon.wait_for(job_id, "running", |job| job.state == JobState::Running);
+    daemon.kill9();
+
+    // The next start's /etc/group is a FIFO; its /etc/passwd answers.
+    let unchanged = users::hold_account_database();
+    let fifo = daemon.dir().join("group.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .expect("the FIFO can be made");
+    daemon.bind_before_start(&fifo, Path::new("/etc/group"));
+    if let Err(e) = daemon.try_launch() {
+        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
+    }
+    let pid = daemon.pid().expect("the daemon runs");
+    let hung = Hung {
+        fifo,
+        covers: "/etc/group",
+        _unchanged: unchanged,
+    };
+    let resumed = daemon.status(job_id);
+    assert_eq!(resumed.state, JobState::Running, "{resumed:#?}");
+    let log = fs::read_to_string(daemon.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("resuming the job although the user database did not confirm who submitted it or the groups"),
+        "the daemon says why it resumed: {}",
+        daemon.log_tail()
+    );
+    bring_the_user_database_back(pid, hung);
+    let cancelled = daemon.hfctl(&["cancel", &job_id.to_string()]);
+    assert!(cancelled.status.success(), "{}", shown(&cancelled));
 }
