@@ -498,21 +498,28 @@ mod tests {
         assert!(!found.members_current, "five minutes unconfirmed");
     }
 
+    /// A cache whose every look-up waits until the sender is sent to,
+    /// then answers `etl` with member alice, and the count of look-ups.
+    fn answering_when_released() -> (&'static Groups, Arc<AtomicUsize>, mpsc::Sender<()>) {
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let groups = Groups::new(Box::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.lock().expect("lock").recv();
+            Ok(Some(group(&["alice"])))
+        }));
+        (Box::leak(Box::new(groups)), calls, release)
+    }
+
     /// A first look-up that hangs holds the decisions that need its group
     /// until [`FIRST_WAIT`] after it started, no longer, and never starts
     /// twice; they go on without the group (refused where it would have
     /// let them in), and its answer is kept when it comes.
     #[test]
     fn a_hung_first_look_up_is_waited_for_briefly_and_kept_when_it_answers() {
-        let (release, released) = mpsc::channel::<()>();
-        let released = Mutex::new(released);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&calls);
-        let groups: &'static Groups = Box::leak(Box::new(Groups::new(Box::new(move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let _ = released.lock().expect("lock").recv();
-            Ok(Some(group(&["alice"])))
-        }))));
+        let (groups, calls, release) = answering_when_released();
         let started = Instant::now();
         let first = std::thread::spawn(move || groups.get("etl").is_none());
         while calls.load(Ordering::SeqCst) == 0 {
@@ -550,15 +557,7 @@ mod tests {
     /// and all get its answer.
     #[test]
     fn decisions_at_once_share_the_first_look_up() {
-        let (release, released) = mpsc::channel::<()>();
-        let released = Mutex::new(released);
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&calls);
-        let groups: &'static Groups = Box::leak(Box::new(Groups::new(Box::new(move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let _ = released.lock().expect("lock").recv();
-            Ok(Some(group(&["alice"])))
-        }))));
+        let (groups, calls, release) = answering_when_released();
         let deciding: Vec<_> = (0..4)
             .map(|_| std::thread::spawn(move || groups.get("etl").map(|f| f.group.gid)))
             .collect();

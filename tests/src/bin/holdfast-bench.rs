@@ -522,21 +522,9 @@ async fn submit_throughput() -> Result<()> {
             phase.record(*n * each, started.elapsed(), daemon_cpu_ns(pid)? - cpu);
         }
     }
-    let s = median(single.rates.clone());
-    println!(
-        "throughput: 1 client:   median {s:.0} submits/s {:.0?}, daemon CPU {:.1} µs a submission {:.1?}",
-        single.rates,
-        median(single.cpu_us.clone()),
-        single.cpu_us
-    );
+    let s = single.print("1 client:  ");
     for (n, phase) in multi {
-        let m = median(phase.rates.clone());
-        println!(
-            "throughput: {n} clients: median {m:.0} submits/s {:.0?}, daemon CPU {:.1} µs a submission {:.1?}",
-            phase.rates,
-            median(phase.cpu_us.clone()),
-            phase.cpu_us
-        );
+        let m = phase.print(&format!("{n} clients:"));
         println!("throughput: ratio {n}/1 {:.2}", m / s);
     }
     Ok(())
@@ -552,6 +540,18 @@ struct Phase {
 }
 
 impl Phase {
+    /// Print the phase's line; returns its median rate.
+    fn print(&self, label: &str) -> f64 {
+        let rate = median(self.rates.clone());
+        println!(
+            "throughput: {label} median {rate:.0} submits/s {:.0?}, daemon CPU {:.1} µs a submission {:.1?}",
+            self.rates,
+            median(self.cpu_us.clone()),
+            self.cpu_us
+        );
+        rate
+    }
+
     fn record(&mut self, submissions: usize, took: Duration, cpu_ns: u64) {
         self.rates.push(submissions as f64 / secs(took));
         self.cpu_us

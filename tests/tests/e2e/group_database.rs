@@ -14,18 +14,17 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use holdfast_api::JobState;
-use holdfast_tests::{TestDaemon, eventually, users};
+use holdfast_tests::{TestDaemon, eventually};
 
 use crate::support::shown;
 use crate::user_database::{
-    Hung, REACH_DEADLINE, a_plain_job_runs, bring_the_user_database_back, cannot_run, in_namespace,
-    opening_a_fifo,
+    REACH_DEADLINE, a_plain_job_runs, accounts_to_hang, bring_the_user_database_back, cannot_run,
+    hang, opening_a_fifo, start_on_hung,
 };
-use crate::users::{accounts_or_skip, denied};
+use crate::users::denied;
 
 /// Open to members of hft-etl only.
 const GUARDED: &str = "[chain]\nallow = [\"group:hft-etl\"]\n\
@@ -34,12 +33,9 @@ const GUARDED: &str = "[chain]\nallow = [\"group:hft-etl\"]\n\
 #[test]
 fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_else() {
     let test = "a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_else";
-    let Some(accounts) = accounts_or_skip(test) else {
+    let Some(accounts) = accounts_to_hang(test) else {
         return;
     };
-    if Path::new("/var/run/nscd/socket").exists() {
-        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
-    }
     let mut daemon = TestDaemon::prepare(
         Some("socket_group = \"hft-sock\"\n"),
         &[
@@ -60,19 +56,7 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
     let socket = daemon.socket().to_path_buf();
 
     // From now on the daemon's group look-ups wait in `open`.
-    let unchanged = users::hold_account_database();
-    let fifo = daemon.dir().join("group.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("the FIFO can be made");
-    in_namespace(
-        pid,
-        &["mount", "--bind", &fifo.display().to_string(), "/etc/group"],
-    );
-    let hung = Hung {
-        fifo,
-        covers: "/etc/group",
-        _unchanged: unchanged,
-    };
+    let hung = hang(&daemon, pid, "/etc/group");
 
     let began = Instant::now();
     let refused = accounts.etl_member.hfctl(&socket, &["submit", "guarded"]);
@@ -114,12 +98,9 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
 #[test]
 fn a_job_resumed_while_the_group_database_hangs_is_not_refused() {
     let test = "a_job_resumed_while_the_group_database_hangs_is_not_refused";
-    let Some(accounts) = accounts_or_skip(test) else {
+    let Some(accounts) = accounts_to_hang(test) else {
         return;
     };
-    if Path::new("/var/run/nscd/socket").exists() {
-        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
-    }
     let mut daemon = TestDaemon::prepare(
         Some("socket_group = \"hft-sock\"\nuser_database_wait = \"5s\"\n"),
         &[(
@@ -136,19 +117,8 @@ fn a_job_resumed_while_the_group_database_hangs_is_not_refused() {
     daemon.kill9();
 
     // The next start's /etc/group is a FIFO; its /etc/passwd answers.
-    let unchanged = users::hold_account_database();
-    let fifo = daemon.dir().join("group.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("the FIFO can be made");
-    daemon.bind_before_start(&fifo, Path::new("/etc/group"));
-    if let Err(e) = daemon.try_launch() {
-        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
-    }
-    let pid = daemon.pid().expect("the daemon runs");
-    let hung = Hung {
-        fifo,
-        covers: "/etc/group",
-        _unchanged: unchanged,
+    let Some((hung, pid)) = start_on_hung(&mut daemon, "/etc/group", test) else {
+        return;
     };
     let resumed = daemon.status(job_id);
     assert_eq!(resumed.state, JobState::Running, "{resumed:#?}");

@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::MutexGuard;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use holdfast_api::JobState;
 use holdfast_tests::users;
@@ -147,7 +147,7 @@ fn daemon_of_its_own(test: &str, workflows: &[(&str, &str)]) -> Option<(TestDaem
     Some((daemon, pid))
 }
 
-/// The daemon's `/etc/passwd` covered by a FIFO.
+/// A file of the daemon's user database covered by a FIFO.
 pub(crate) struct Hung {
     pub(crate) fifo: PathBuf,
     /// The file the FIFO covers (`/etc/passwd`, `/etc/group`).
@@ -157,20 +157,70 @@ pub(crate) struct Hung {
     pub(crate) _unchanged: MutexGuard<'static, ()>,
 }
 
-/// Cover the daemon's `/etc/passwd` with a FIFO: from now on its look-ups
-/// wait in `open`.
-fn hang_the_user_database(daemon: &TestDaemon, pid: u32) -> Hung {
+/// The test accounts, when a user database can be made to hang for one
+/// daemon here (root, the accounts, no nscd); None, the test skipped (or
+/// failed, when required), otherwise.
+pub(crate) fn accounts_to_hang(test: &str) -> Option<&'static users::Accounts> {
+    let accounts = accounts_or_skip(test)?;
+    if Path::new("/var/run/nscd/socket").exists() {
+        cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
+        return None;
+    }
+    Some(accounts)
+}
+
+/// A FIFO in `daemon`'s directory to cover `covers` (`/etc/passwd`,
+/// `/etc/group`) with, the account files left alone while it does.
+pub(crate) fn fifo_for(daemon: &TestDaemon, covers: &'static str) -> Hung {
     let unchanged = users::hold_account_database();
-    let fifo = daemon.dir().join("passwd.fifo");
+    let name = covers.rsplit('/').next().unwrap_or(covers);
+    let fifo = daemon.dir().join(format!("{name}.fifo"));
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
         .expect("the FIFO can be made");
-    let fifo_text = fifo.display().to_string();
-    in_namespace(pid, &["mount", "--bind", &fifo_text, "/etc/passwd"]);
     Hung {
         fifo,
-        covers: "/etc/passwd",
+        covers,
         _unchanged: unchanged,
     }
+}
+
+/// Start `daemon` with its `covers` a FIFO from the start on, and check it
+/// was ready within 20 s all the same, having met the hung database: the
+/// cover and the daemon's pid. None (the test skipped, or failed when
+/// required) when the daemon cannot have a mount namespace here.
+pub(crate) fn start_on_hung(
+    daemon: &mut TestDaemon,
+    covers: &'static str,
+    test: &str,
+) -> Option<(Hung, u32)> {
+    let hung = fifo_for(daemon, covers);
+    daemon.bind_before_start(&hung.fifo, Path::new(covers));
+    let began = Instant::now();
+    if let Err(e) = daemon.try_launch() {
+        cannot_run(test, &format!("no mount namespace of its own: {e}"));
+        return None;
+    }
+    let took = began.elapsed();
+    let pid = daemon.pid().expect("the daemon runs");
+    eprintln!("ready {took:?} after the start, with {covers} hung");
+    assert!(
+        took < Duration::from_secs(20),
+        "READY=1 did not wait for the database: {took:?}"
+    );
+    assert!(
+        opening_a_fifo(pid, 1).is_ok(),
+        "the daemon met the hung database"
+    );
+    Some((hung, pid))
+}
+
+/// Cover the running daemon's `covers` with a FIFO: from now on its
+/// look-ups there wait in `open`.
+pub(crate) fn hang(daemon: &TestDaemon, pid: u32, covers: &'static str) -> Hung {
+    let hung = fifo_for(daemon, covers);
+    let fifo_text = hung.fifo.display().to_string();
+    in_namespace(pid, &["mount", "--bind", &fifo_text, covers]);
+    hung
 }
 
 /// The real file for later look-ups, and a writer at last for those under
@@ -219,7 +269,7 @@ fn a_hung_user_database_holds_back_only_the_attempts_that_need_it() {
     let first = daemon.submit("plain", &[]);
     assert_eq!(daemon.wait_done(first).state, JobState::Succeeded);
 
-    let hung = hang_the_user_database(&daemon, pid);
+    let hung = hang(&daemon, pid, "/etc/passwd");
 
     let waiting = daemon.submit("as-user", &[]);
     let cancelled = daemon.submit("as-user", &[]);
@@ -301,7 +351,7 @@ fn a_reload_and_a_retry_that_wait_for_the_user_database_hold_back_nothing_else()
     assert_eq!(daemon.wait_done(original).state, JobState::Succeeded);
     let original = original.to_string();
 
-    let hung = hang_the_user_database(&daemon, pid);
+    let hung = hang(&daemon, pid, "/etc/passwd");
     // Each of these checks who a chain runs as, and so asks the database:
     // a reload (every chain's user) and a reprocess (its pinned chain's).
     // They share turns of their own, apart from the attempts'.

@@ -16,16 +16,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use holdfast_api::JobState;
 use holdfast_tests::{TestDaemon, eventually, users};
 
 use crate::user_database::{
-    Hung, REACH_DEADLINE, a_plain_job_runs, bring_the_user_database_back, cannot_run,
-    first_attempt_pid, opening_a_fifo,
+    REACH_DEADLINE, a_plain_job_runs, accounts_to_hang, bring_the_user_database_back,
+    first_attempt_pid, start_on_hung,
 };
-use crate::users::accounts_or_skip;
 
 /// The status and error of chain `name` as `hfctl workflows` lists it.
 fn chain_status(daemon: &TestDaemon, name: &str) -> (String, String) {
@@ -46,12 +44,9 @@ fn chain_status(daemon: &TestDaemon, name: &str) -> (String, String) {
 #[test]
 fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
     let test = "a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs";
-    let Some(accounts) = accounts_or_skip(test) else {
+    let Some(accounts) = accounts_to_hang(test) else {
         return;
     };
-    if Path::new("/var/run/nscd/socket").exists() {
-        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
-    }
     let mut daemon = TestDaemon::prepare(
         Some(
             "run_as_allowed = [\"hft-runas\"]\nmax_parallel = 8\n\
@@ -78,31 +73,10 @@ fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
     daemon.kill9();
 
     // The next start's /etc/passwd is a FIFO: every look-up there waits.
-    let unchanged = users::hold_account_database();
-    let fifo = daemon.dir().join("passwd.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("the FIFO can be made");
-    daemon.bind_before_start(&fifo, Path::new("/etc/passwd"));
-    let began = Instant::now();
-    if let Err(e) = daemon.try_launch() {
-        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
-    }
-    let took = began.elapsed();
-    let daemon_pid = daemon.pid().expect("the daemon runs");
-    let hung = Hung {
-        fifo,
-        covers: "/etc/passwd",
-        _unchanged: unchanged,
+    // READY=1 waits at most two user_database_waits, not for the database.
+    let Some((hung, daemon_pid)) = start_on_hung(&mut daemon, "/etc/passwd", test) else {
+        return;
     };
-    eprintln!("ready {took:?} after the start, on a hung user database");
-    assert!(
-        took < Duration::from_secs(20),
-        "READY=1 waited at most two user_database_waits, not for the database: {took:?}"
-    );
-    assert!(
-        opening_a_fifo(daemon_pid, 1).is_ok(),
-        "the daemon did meet the hung database"
-    );
     // What the dead daemon left running is killed though the database
     // did not say who hft-runas is: the recorded process itself, still
     // running with its recorded start time, does.
@@ -156,12 +130,9 @@ fn a_daemon_started_on_a_hung_user_database_is_ready_and_resumes_its_jobs() {
 fn a_socket_group_named_late_gets_the_socket_once_the_database_answers() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let test = "a_socket_group_named_late_gets_the_socket_once_the_database_answers";
-    let Some(accounts) = accounts_or_skip(test) else {
+    let Some(accounts) = accounts_to_hang(test) else {
         return;
     };
-    if Path::new("/var/run/nscd/socket").exists() {
-        return cannot_run(test, "nscd answers look-ups: glibc never reads the FIFO");
-    }
     let mut daemon = TestDaemon::prepare(
         Some(
             "socket_group = \"hft-sock\"\nuser_database_wait = \"1s\"\n\
@@ -175,26 +146,9 @@ fn a_socket_group_named_late_gets_the_socket_once_the_database_answers() {
     fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711))
         .expect("the fixture directory can be opened to other users");
     // The start's /etc/group is a FIFO: the look-up of the group waits.
-    let unchanged = users::hold_account_database();
-    let fifo = daemon.dir().join("group.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("the FIFO can be made");
-    daemon.bind_before_start(&fifo, Path::new("/etc/group"));
-    let began = Instant::now();
-    if let Err(e) = daemon.try_launch() {
-        return cannot_run(test, &format!("no mount namespace of its own: {e}"));
-    }
-    let took = began.elapsed();
-    let daemon_pid = daemon.pid().expect("the daemon runs");
-    eprintln!("ready {took:?} after the start, with its socket group unnamed");
-    assert!(
-        took < Duration::from_secs(20),
-        "READY=1 did not wait for the database: {took:?}"
-    );
-    assert!(
-        opening_a_fifo(daemon_pid, 1).is_ok(),
-        "the daemon's look-up of the group waits on the hung database"
-    );
+    let Some((hung, daemon_pid)) = start_on_hung(&mut daemon, "/etc/group", test) else {
+        return;
+    };
     let socket = daemon.socket().to_path_buf();
     let mode = |socket: &Path| fs::metadata(socket).expect("the socket exists").mode() & 0o777;
     assert_eq!(mode(&socket), 0o600, "owner-only until the group is known");
@@ -208,14 +162,7 @@ fn a_socket_group_named_late_gets_the_socket_once_the_database_answers() {
 
     // The database is back: the hung look-up ends without an answer (as
     // one on a dropped LDAP connection does), the next one finds the group.
-    bring_the_user_database_back(
-        daemon_pid,
-        Hung {
-            fifo,
-            covers: "/etc/group",
-            _unchanged: unchanged,
-        },
-    );
+    bring_the_user_database_back(daemon_pid, hung);
     let gid = users::group_id("hft-sock");
     eventually(REACH_DEADLINE, "the socket is shared with hft-sock", || {
         let meta = fs::metadata(&socket).map_err(|e| e.to_string())?;
