@@ -24,7 +24,9 @@
 //! when it comes, is kept. Until then, and after a first look-up that
 //! failed, the group counts as unknown (no members): a decision it would
 //! have allowed is refused, never the reverse. A failed one is tried again
-//! in the background, 5 s later at the earliest.
+//! in the background, 5 s later at the earliest; one that has not returned
+//! is not repeated (it would hang too, and hold up the refresh of every
+//! other group), so a group whose look-up never returns stays unknown.
 //!
 //! While the database cannot answer, what it said last is kept, but a
 //! member list not confirmed for [`MEMBERS_MAX_AGE`] no longer counts: a
@@ -219,32 +221,30 @@ impl Groups {
             }
         };
         let left = (first + FIRST_WAIT).saturating_duration_since(now);
-        let (mut state, _) = self
+        // Past the wait, a first look-up still running is not waited for
+        // again, nor repeated: a second look-up of a name whose first hangs
+        // would hang too, and hold up the refresh of every other group
+        // with it. Its answer, when it comes, is the newest there is.
+        let (state, _) = self
             .first_answered
             .wait_timeout_while(state, left, |state| {
                 state.known.get(name).is_some_and(|k| k.first.is_some())
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let known = state.known.get_mut(name)?;
-        if known.first.is_some() {
-            // Not answered in time: from now on it counts as a failed
-            // look-up, tried again in the background (one at a time) while
-            // the first may still answer late.
-            known.first = None;
-            known.failed = true;
-        }
-        known.found(Instant::now())
+        state.known.get(name).and_then(|k| k.found(Instant::now()))
     }
 
-    /// Whether the database has answered for `name` (that it has no such
-    /// group counts): false while it has only failed or not answered yet,
-    /// when a decision that needs the group cannot be told apart from one
-    /// made without it.
+    /// Whether the database has answered for `name` within
+    /// [`MEMBERS_MAX_AGE`] (that it has no such group counts): false while
+    /// it has only failed or not answered yet, or not lately, when a
+    /// decision that needs the group cannot be told apart from one made
+    /// without it.
     pub fn answered(&self, name: &str) -> bool {
-        self.state()
-            .known
-            .get(name)
-            .is_some_and(|known| known.answered.is_some())
+        self.state().known.get(name).is_some_and(|known| {
+            known
+                .answered
+                .is_some_and(|at| at.elapsed() < MEMBERS_MAX_AGE)
+        })
     }
 
     /// Start the first look-up of `name` on a thread of its own, which
@@ -339,9 +339,6 @@ impl Groups {
                 }
             }
             state.refreshing = None;
-            drop(state);
-            // A decision may wait for a first answer this gave.
-            self.first_answered.notify_all();
             drop(finished);
         });
         Some((done, now))

@@ -32,8 +32,8 @@ pub fn share(
     // it alone, not to whatever the path names by then (a socket bound
     // there by another daemon after this one stopped, a symlink put in its
     // place).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let socket = Socket::open(path)?;
-    socket.chmod(0o600)?;
     // Set once the start goes on without the answer; read by the look-up
     // under the same lock, so exactly one of the two applies it.
     let gave_up = Arc::new(Mutex::new(false));
@@ -123,7 +123,12 @@ struct Late {
 /// The bound socket file, by an `O_PATH` descriptor taken right after the
 /// bind (without following a symlink): changes go to that file whatever
 /// its path names later.
-struct Socket(std::os::fd::OwnedFd);
+struct Socket {
+    fd: std::os::fd::OwnedFd,
+    /// The path it was bound at: chmod goes through it where `/proc` is
+    /// missing, once it names the same file.
+    path: PathBuf,
+}
 
 impl Socket {
     fn open(path: &Path) -> std::io::Result<Socket> {
@@ -140,26 +145,46 @@ impl Socket {
                 path.display()
             )));
         }
-        Ok(Socket(fd))
+        Ok(Socket {
+            fd,
+            path: path.to_path_buf(),
+        })
     }
 
     fn try_clone(&self) -> std::io::Result<Socket> {
-        Ok(Socket(self.0.try_clone()?))
+        Ok(Socket {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
     }
 
     /// chmod has no `AT_EMPTY_PATH` before Linux 6.6: the descriptor's own
-    /// link in /proc names the same file.
+    /// link in /proc names the same file. Without /proc (a chroot), the
+    /// path, if it still names the file held: no other file can have its
+    /// device and inode while the descriptor keeps it.
     fn chmod(&self, mode: u32) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        std::fs::set_permissions(
-            format!("/proc/self/fd/{}", self.0.as_raw_fd()),
-            std::fs::Permissions::from_mode(mode),
-        )
+        use std::os::unix::fs::MetadataExt;
+        let permissions = std::fs::Permissions::from_mode(mode);
+        let by_proc = format!("/proc/thread-self/fd/{}", self.fd.as_raw_fd());
+        match std::fs::set_permissions(&by_proc, permissions.clone()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let held = nix::sys::stat::fstat(&self.fd)?;
+                let named = std::fs::symlink_metadata(&self.path)?;
+                if (named.dev(), named.ino()) != (held.st_dev, held.st_ino) {
+                    return Err(std::io::Error::other(
+                        "the path no longer names the socket bound",
+                    ));
+                }
+                std::fs::set_permissions(&self.path, permissions)
+            }
+            done => done,
+        }
     }
 
     fn chgrp(&self, gid: nix::unistd::Gid) -> nix::Result<()> {
         nix::unistd::fchownat(
-            &self.0,
+            &self.fd,
             "",
             None,
             Some(gid),
@@ -189,9 +214,7 @@ impl Late {
             Ok(()) => {}
         }
     }
-}
 
-impl Late {
     /// Give the bound socket to `gid`, then open it to the mode.
     fn give(&self, gid: nix::unistd::Gid) -> Result<(), String> {
         let group = &self.group;
