@@ -81,6 +81,21 @@ fn first_char(raw: &RawValue) -> u8 {
     raw.get().bytes().next().unwrap_or(b'n')
 }
 
+/// Whether jsonrpsee holds `id` as written: `null`, a `u64`, a string not
+/// written like one of our tokens (which would take the answer of the
+/// message that token was given to, so it gets a token too). None when
+/// it is no valid id at all (not a string, a number or null).
+fn id_held(id: &RawValue) -> Option<bool> {
+    match first_char(id) {
+        b'n' => Some(true),
+        b'-' | b'0'..=b'9' => Some(id.get().parse::<u64>().is_ok()),
+        b'"' => Some(
+            serde_json::from_str::<String>(id.get()).is_ok_and(|id| !id.starts_with(TOKEN_PREFIX)),
+        ),
+        _ => None,
+    }
+}
+
 /// One entry (a single message or a member of a batch): the answer decided
 /// here, or the entry to forward.
 /// With `always_token` (a batch member) the entry gets a token whatever its
@@ -93,17 +108,10 @@ fn prepare_entry(
     let Ok(mut object) = serde_json::from_str::<Object>(raw.get()) else {
         return Err(invalid_request(None, "a request is a JSON object"));
     };
-    let id = object.get("id").map(|id| (first_char(id), id.get()));
-    let valid_id = match id {
+    let valid_id = match object.get("id").map(|id| id_held(id)) {
         None => None,
-        // A string id written like one of our tokens would take the answer
-        // of the message that token was given to: it gets a token too.
-        Some((b'"', text)) => {
-            Some(serde_json::from_str::<String>(text).is_ok_and(|id| !id.starts_with(TOKEN_PREFIX)))
-        }
-        Some((b'n', _)) => Some(true),
-        Some((b'-' | b'0'..=b'9', text)) => Some(text.parse::<u64>().is_ok()),
-        Some(_) => {
+        Some(Some(held)) => Some(held),
+        Some(None) => {
             return Err(invalid_request(
                 None,
                 "the id is a string, a number or null",
@@ -172,15 +180,7 @@ fn plain_request(text: &str) -> bool {
     let Ok(members) = serde_json::from_str::<Members<'_>>(text) else {
         return false;
     };
-    let id_held = members.id.is_some_and(|id| match first_char(id) {
-        b'n' => true,
-        b'-' | b'0'..=b'9' => id.get().parse::<u64>().is_ok(),
-        b'"' => {
-            serde_json::from_str::<String>(id.get()).is_ok_and(|id| !id.starts_with(TOKEN_PREFIX))
-        }
-        _ => false,
-    });
-    id_held
+    members.id.and_then(id_held) == Some(true)
         && members
             .params
             .is_none_or(|params| matches!(first_char(params), b'{' | b'['))
