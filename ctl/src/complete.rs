@@ -25,7 +25,7 @@ const JOBS: u32 = 50;
 
 /// Answer a completion request and exit, if this run is one.
 pub fn if_requested() {
-    clap_complete::CompleteEnv::with_factory(<crate::Cli as clap::CommandFactory>::command)
+    clap_complete::CompleteEnv::with_factory(<crate::Whole as clap::CommandFactory>::command)
         .completer("hfctl")
         .complete();
 }

@@ -101,7 +101,7 @@ pub fn run(dir: &Path) -> ExitCode {
 }
 
 fn generate(dir: &Path) -> std::io::Result<()> {
-    let command = crate::Cli::command();
+    let command = crate::Whole::command();
     let man_dir = dir.join("man");
     std::fs::create_dir_all(&man_dir)?;
     // One page per visible command (hfctl-submit.1, ...), then hfctl.1 again

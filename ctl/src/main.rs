@@ -44,10 +44,13 @@ mod watch;
 use cmd::Context;
 use error::{Error, Outcome};
 
+// Generic over its command enum: `Command` when hfctl runs, `WholeCommand`
+// for what walks the whole tree (docs, completions). (Not a doc comment:
+// clap would show it in `--help`.)
 /// Submit, watch and inspect HoldFast jobs.
 #[derive(Debug, Parser)]
 #[command(name = "hfctl", version, about, max_term_width = 100)]
-struct Cli {
+struct Cli<C: Subcommand> {
     /// The daemon's socket [default: the user daemon's if it exists, else
     /// /run/holdfast/holdfast.sock].
     #[arg(long, global = true, env = "HOLDFAST_SOCKET", value_name = "PATH")]
@@ -56,11 +59,38 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
-    command: Command,
+    command: C,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
+/// The command line hfctl parses when it runs.
+type Parsed = Cli<Command>;
+/// The whole command tree, every command's arguments built at once: what
+/// the man pages and shell completions are made from.
+pub(crate) type Whole = Cli<WholeCommand>;
+
+/// The commands, declared once and derived twice. [`Command`] defers each
+/// command's arguments until it is the one parsed (or its help is shown):
+/// building all of them cost about 70 µs of every hfctl start
+/// (BENCHMARKS.md). [`WholeCommand`] builds them at once, because clap's
+/// `help` subcommand copies the tree as built when its parent is, so with
+/// deferred arguments completing `hfctl help schedule p` would offer
+/// nothing.
+macro_rules! commands {
+    ($($(#[$doc:meta])* $name:ident($args:ty),)+) => {
+        #[derive(Debug, Subcommand)]
+        #[command(defer = true)]
+        enum Command {
+            $($(#[$doc])* $name($args),)+
+        }
+
+        #[derive(Debug, Subcommand)]
+        enum WholeCommand {
+            $($(#[$doc])* $name($args),)+
+        }
+    };
+}
+
+commands! {
     /// Queue a job for a chain, process or activity.
     Submit(cmd::submit::Args),
     /// Recent jobs, or one job as a chain/process/activity tree.
@@ -131,7 +161,7 @@ async fn main() -> ExitCode {
     if let Some(dir) = docs::requested() {
         return docs::run(&dir);
     }
-    let cli = Cli::parse();
+    let cli = Parsed::parse();
     let ctx = Context {
         socket: cli.socket,
         json: cli.json,
@@ -241,12 +271,13 @@ mod tests {
 
     #[test]
     fn command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
+        Parsed::command().debug_assert();
+        Whole::command().debug_assert();
     }
 
     #[test]
     fn param_without_equals_is_a_usage_error() {
-        let error = Cli::try_parse_from(["hfctl", "submit", "etl", "-p", "date"])
+        let error = Parsed::try_parse_from(["hfctl", "submit", "etl", "-p", "date"])
             .expect_err("a parameter without '=' must be refused");
         assert_eq!(error.kind(), ErrorKind::ValueValidation);
         assert_eq!(error.exit_code(), 2);
@@ -254,7 +285,7 @@ mod tests {
 
     #[test]
     fn params_keep_equals_signs_in_values() {
-        let cli = Cli::try_parse_from([
+        let cli = Parsed::try_parse_from([
             "hfctl",
             "--json",
             "submit",
