@@ -120,6 +120,27 @@ impl Registry {
             .collect()
     }
 
+    /// Every Unix group this configuration names: chains' and connection
+    /// profiles' `allow` entries (`group:NAME`) and tenants' `groups`.
+    pub fn group_names(&self) -> impl Iterator<Item = &str> {
+        let chains = self
+            .entries
+            .values()
+            .filter_map(|e| e.chain.as_ref())
+            .flat_map(|c| group_entries(&c.allow));
+        let connections = self
+            .connections
+            .values()
+            .filter_map(|e| e.connection.as_ref())
+            .flat_map(|c| group_entries(&c.allow));
+        let tenants = self
+            .tenants
+            .values()
+            .filter_map(|e| e.tenant.as_ref())
+            .flat_map(|t| t.groups.iter().map(String::as_str));
+        chains.chain(connections).chain(tenants)
+    }
+
     /// Tenants that may run `chain`, by name.
     pub fn tenants_for(&self, chain: &str) -> Vec<String> {
         self.tenants
@@ -130,11 +151,27 @@ impl Registry {
     }
 }
 
+/// The groups of an `allow` list's `group:NAME` entries.
+fn group_entries(allow: &[String]) -> impl Iterator<Item = &str> {
+    allow
+        .iter()
+        .filter_map(|entry| entry.strip_prefix("group:"))
+}
+
 /// Load chains from `workflows_dir` and tenants from `tenants_dir`.
 pub fn load(settings: &Settings, previous: Option<&Registry>) -> Registry {
     let mut registry = load_dir(&settings.workflows_dir, previous, settings);
     registry.tenants = load_tenants(&settings.tenants_dir, previous);
     registry.connections = load_connections(&settings.connections_dir, previous);
+    // The groups access decisions will need, asked for now rather than by
+    // the first decision (which would wait for a database that hangs).
+    crate::access::groups::GROUPS.look_up_ahead(
+        settings
+            .operator_groups
+            .iter()
+            .map(String::as_str)
+            .chain(registry.group_names()),
+    );
     registry
 }
 

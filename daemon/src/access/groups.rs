@@ -15,18 +15,22 @@
 //! holds one blocking thread, and no other look-up starts until it
 //! returns.
 //!
-//! The first decision that names a group after a start (or after a
-//! reload that added it) looks it up on a thread of its own and waits for
-//! it at most [`FIRST_WAIT`], on the thread that decides; decisions that
-//! need the same group meanwhile wait for that look-up, not another. A
-//! database that hangs holds that thread (the engine, or a runtime worker)
-//! this long once per group name, not for as long as it hangs; the answer,
-//! when it comes, is kept. Until then, and after a first look-up that
-//! failed, the group counts as unknown (no members): a decision it would
-//! have allowed is refused, never the reverse. A failed one is tried again
-//! in the background, 5 s later at the earliest; one that has not returned
-//! is not repeated (it would hang too, and hold up the refresh of every
-//! other group), so a group whose look-up never returns stays unknown.
+//! Each group the configuration names is looked up, on a thread of its
+//! own, as soon as the configuration is read (at start and at every
+//! reload), and nothing waits for it there. A decision that needs a group
+//! whose first look-up has not answered waits for it until [`FIRST_WAIT`]
+//! after that look-up started; a group no look-up was started for yet is
+//! looked up the same way by the first decision that names it. So a
+//! database that hangs holds the deciding thread (the engine, or a runtime
+//! worker) at most that long once per group name, and not at all for a
+//! configured group decided on [`FIRST_WAIT`] after the configuration was
+//! read; the answer, when it comes, is kept. Until then, and after a first
+//! look-up that failed, the group counts as unknown (no members): a
+//! decision it would have allowed is refused, never the reverse. A failed
+//! one is tried again in the background, 5 s later at the earliest; one
+//! that has not returned is not repeated (it would hang too, and hold up
+//! the refresh of every other group), so a group whose look-up never
+//! returns stays unknown.
 //!
 //! While the database cannot answer, what it said last is kept, but a
 //! member list not confirmed for [`MEMBERS_MAX_AGE`] no longer counts: a
@@ -52,6 +56,9 @@ const MEMBERS_MAX_AGE: Duration = Duration::from_secs(300);
 const REFRESH_WAIT: Duration = Duration::from_secs(2);
 /// How long a decision waits for the first look-up of a group name.
 const FIRST_WAIT: Duration = Duration::from_secs(2);
+/// Group names [`Groups::look_up_ahead`] starts look-ups for at most, per
+/// configuration read: each is a thread while it runs.
+const AHEAD_MAX: usize = 64;
 /// Groups kept at most; past it the cache starts again empty. Only names
 /// in the configuration are ever asked for, so this is far above need.
 const GROUPS_KEPT: usize = 1024;
@@ -232,6 +239,42 @@ impl Groups {
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.known.get(name).and_then(|k| k.found(Instant::now()))
+    }
+
+    /// Start the first look-up of each of `names` not asked for yet, each
+    /// on a thread of its own, and return at once: called when the
+    /// configuration is read, so that a decision made [`FIRST_WAIT`] or
+    /// more later finds the group answered, or does not wait for a
+    /// database that hangs. At most [`AHEAD_MAX`] names a call; the rest
+    /// are looked up by the first decision that needs them.
+    pub fn look_up_ahead<'a>(&'static self, names: impl IntoIterator<Item = &'a str>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let mut started = 0;
+        for name in names {
+            if started == AHEAD_MAX || state.known.len() >= GROUPS_KEPT {
+                break;
+            }
+            if state.known.contains_key(name) {
+                continue;
+            }
+            state.known.insert(
+                name.to_string(),
+                Known {
+                    group: None,
+                    answered: None,
+                    tried: now,
+                    failed: false,
+                    first: Some(now),
+                },
+            );
+            started += 1;
+            if !self.look_up_first(name)
+                && let Some(known) = state.known.get_mut(name)
+            {
+                known.record(Err(nix::Error::EAGAIN), now);
+            }
+        }
     }
 
     /// Whether the database has answered for `name` within
@@ -566,6 +609,34 @@ mod tests {
             assert_eq!(decision.join().expect("decided"), Some(4242));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Names looked up ahead are asked for at once, each once, without
+    /// waiting for a database that hangs; a decision that needs one then
+    /// shares that look-up rather than starting its own, and gets its
+    /// answer.
+    #[test]
+    fn names_looked_up_ahead_are_asked_for_once_without_waiting() {
+        let (groups, calls, release) = answering_when_released();
+        let started = Instant::now();
+        groups.look_up_ahead(["etl", "ops", "etl"]);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "looking up ahead does not wait for the database"
+        );
+        while calls.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        let deciding = std::thread::spawn(move || groups.get("etl").map(|f| f.group.gid));
+        release.send(()).expect("a look-up waits");
+        release.send(()).expect("the other look-up waits");
+        assert_eq!(deciding.join().expect("decided"), Some(4242));
+        groups.look_up_ahead(["etl", "ops"]);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one look-up per name, none for names already asked for"
+        );
     }
 
     /// A first look-up that fails counts as no group and is not retried

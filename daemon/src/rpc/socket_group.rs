@@ -5,9 +5,10 @@
 //! `user_database_wait`. Until the answer comes the file is 0600: only the
 //! daemon's user can connect, never whatever group the file happened to
 //! get. An answer that comes late still gives the file its group, then its
-//! mode, from that thread; a late answer without the group (a database
-//! that failed rather than answered, as a hang often ends) is asked again
-//! every `run_as_recheck` until the group is named.
+//! mode, from that thread. An answer without the group, in time or late
+//! (a database that failed, as a hang often ends, or one that says "no
+//! such group" because SSSD or LDAP is not reachable yet at boot), is
+//! asked again every `run_as_recheck` until the group is named.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use nix::unistd::Group;
 
 /// Make the socket at `path` owner-only, then give it to `group` and open
 /// it to `mode` once the user database has named the group: here if it
-/// answers within `wait`, later from the look-up's thread otherwise
-/// (asking again every `recheck` while it does not name it).
+/// answers within `wait`, later from the look-up's thread otherwise; an
+/// answer without the group is asked again every `recheck`, from that
+/// thread, until one names it.
 pub fn share(
     path: &Path,
     mode: u32,
@@ -50,28 +52,21 @@ pub fn share(
             .name("socket-group".into())
             .spawn(move || {
                 let found = Group::from_name(&late.group);
+                let named = matches!(found, Ok(Some(_)));
                 let gave_up = gave_up.lock().unwrap_or_else(PoisonError::into_inner);
-                if !*gave_up {
+                let found = if *gave_up {
+                    found
+                } else {
+                    // The start applies this answer; without the group,
+                    // the next is asked for here after `recheck`.
                     let _ = answer.send(found);
-                    return;
-                }
-                drop(gave_up);
-                let mut found = found;
-                let mut asked = 1u64;
-                while !matches!(found, Ok(Some(_))) {
-                    if recheck.is_zero() {
-                        // run_as_recheck = "0s": nothing is asked again.
-                        late.apply(found, true);
+                    if named || recheck.is_zero() {
                         return;
                     }
-                    if asked == 1 {
-                        tracing::warn!(socket = %late.path.display(), "the user database answered late without socket group {}; asking again every {}", late.group, humantime::format_duration(recheck));
-                    }
-                    std::thread::sleep(recheck);
-                    found = Group::from_name(&late.group);
-                    asked += 1;
-                }
-                late.apply(found, true);
+                    Ok(None)
+                };
+                drop(gave_up);
+                ask_until_named(&late, found, recheck);
             })
     };
     if let Err(e) = asked {
@@ -109,6 +104,29 @@ pub fn share(
         }
     }
     Ok(())
+}
+
+/// Apply `found` if it names the group; otherwise ask again every
+/// `recheck` (never with `"0s"`) until the database names it, and apply
+/// that. A database that answers "no such group" at boot (SSSD or LDAP
+/// not reachable yet, NSS falling through to the files) is asked again
+/// like one that failed.
+fn ask_until_named(late: &Late, mut found: nix::Result<Option<Group>>, recheck: Duration) {
+    let mut asked = 1u64;
+    while !matches!(found, Ok(Some(_))) {
+        if recheck.is_zero() {
+            // run_as_recheck = "0s": nothing is asked again.
+            late.apply(found, true);
+            return;
+        }
+        if asked == 1 {
+            tracing::warn!(socket = %late.path.display(), "the user database did not name socket group {}; asking again every {}", late.group, humantime::format_duration(recheck));
+        }
+        std::thread::sleep(recheck);
+        found = Group::from_name(&late.group);
+        asked += 1;
+    }
+    late.apply(found, true);
 }
 
 /// What to do with the answer: the socket (its path, for the log, and

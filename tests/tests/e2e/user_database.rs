@@ -99,7 +99,7 @@ pub(crate) fn first_attempt_pid(daemon: &TestDaemon, job_id: u64) -> i32 {
 }
 
 /// An account of one test, removed when the test ends, passed or not.
-pub(crate) struct RemovedAtEnd(&'static str);
+pub(crate) struct RemovedAtEnd(pub(crate) &'static str);
 
 impl Drop for RemovedAtEnd {
     fn drop(&mut self) {

@@ -185,3 +185,61 @@ fn a_socket_group_named_late_gets_the_socket_once_the_database_answers() {
         daemon.log_tail()
     );
 }
+
+/// A `socket_group` the user database answers "no such group" for at the
+/// start, in time (SSSD or LDAP not reachable yet at boot, NSS falling
+/// through to the files), is asked for again every `run_as_recheck`, like
+/// one answered late: once the group exists the socket is given to it,
+/// with no restart.
+#[test]
+fn a_socket_group_missing_at_the_start_gets_the_socket_once_it_exists() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "a_socket_group_missing_at_the_start_gets_the_socket_once_it_exists";
+    const LATE: &str = "hft-sock-late";
+    if crate::users::accounts_or_skip(test).is_none() {
+        return;
+    }
+    if Path::new("/var/run/nscd/socket").exists() {
+        return crate::user_database::cannot_run(test, "nscd would answer from its negative cache");
+    }
+    users::remove_lone_account(LATE);
+    let _removed = crate::user_database::RemovedAtEnd(LATE);
+    let daemon = TestDaemon::start_with(
+        "socket_group = \"hft-sock-late\"\nrun_as_recheck = \"1s\"\n",
+        &[(
+            "plain.toml",
+            "[process.p.activity.a]\ncommand = [\"true\"]\n",
+        )],
+    );
+    let socket = daemon.socket().to_path_buf();
+    let meta = fs::metadata(&socket).expect("the socket exists");
+    assert_eq!(
+        meta.mode() & 0o777,
+        0o600,
+        "owner-only while the group is missing"
+    );
+    a_plain_job_runs(&daemon, "the socket group does not exist");
+
+    // The group is made; nobody restarts the daemon.
+    users::lone_account(LATE).expect("hft-sock-late can be made");
+    let gid = users::group_id(LATE);
+    eventually(
+        REACH_DEADLINE,
+        "the socket is shared with hft-sock-late",
+        || {
+            let meta = fs::metadata(&socket).map_err(|e| e.to_string())?;
+            match (meta.gid(), meta.mode() & 0o777) {
+                (g, 0o660) if g == gid => Ok(()),
+                (g, m) => Err(format!("gid {g}, mode {m:o}")),
+            }
+        },
+    );
+    let log = fs::read_to_string(daemon.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("socket group hft-sock-late does not exist")
+            && log.contains("asking again every 1s")
+            && log.contains("the socket is shared with it now"),
+        "the daemon says what happened: {}",
+        daemon.log_tail()
+    );
+}
