@@ -275,6 +275,35 @@ mod tests {
         Whole::command().debug_assert();
     }
 
+    /// Every command's help as hfctl shows it (arguments deferred) and as
+    /// the man pages and completions are made from it (built whole) is
+    /// the same: clap applies a deferred command's arguments after the
+    /// variant's attributes, so an `about` on an arguments struct would
+    /// make them differ.
+    #[test]
+    fn deferred_and_whole_commands_show_the_same_help() {
+        fn walk(command: &mut clap::Command, path: String, helps: &mut Vec<(String, String)>) {
+            helps.push((path.clone(), command.render_long_help().to_string()));
+            for sub in command.get_subcommands_mut() {
+                // clap's own `help` copies the tree as built when its
+                // parent is: the one place the two may differ.
+                if sub.get_name() != "help" {
+                    let path = format!("{path} {}", sub.get_name());
+                    walk(sub, path, helps);
+                }
+            }
+        }
+        let helps = |mut command: clap::Command| {
+            command.build();
+            let mut helps = Vec::new();
+            walk(&mut command, "hfctl".into(), &mut helps);
+            helps
+        };
+        let (deferred, whole) = (helps(Parsed::command()), helps(Whole::command()));
+        assert!(deferred.len() > 29, "every command is walked");
+        assert_eq!(deferred, whole);
+    }
+
     #[test]
     fn param_without_equals_is_a_usage_error() {
         let error = Parsed::try_parse_from(["hfctl", "submit", "etl", "-p", "date"])

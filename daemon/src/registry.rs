@@ -430,6 +430,48 @@ mod tests {
     use super::*;
     use crate::settings::{Mode, Overrides};
 
+    /// The groups access decisions will need: chains' and connection
+    /// profiles' `group:` entries and tenants' `groups`, not `user:` ones.
+    #[test]
+    fn the_groups_a_configuration_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (workflows, tenants, connections) = (
+            dir.path().join("w"),
+            dir.path().join("t"),
+            dir.path().join("c"),
+        );
+        for d in [&workflows, &tenants, &connections] {
+            std::fs::create_dir(d).expect("dir");
+        }
+        std::fs::write(
+            workflows.join("one.toml"),
+            "[chain]\nallow = [\"group:g-chain\", \"user:bob\"]\n\
+             [process.p.activity.a]\ncommand = [\"true\"]\n",
+        )
+        .expect("a chain file");
+        std::fs::write(tenants.join("acme.toml"), "groups = [\"g-tenant\"]\n")
+            .expect("a tenant file");
+        std::fs::write(
+            connections.join("erp.toml"),
+            "[connection]\nkind = \"postgres\"\nallow = [\"group:g-conn\"]\n",
+        )
+        .expect("a connection file");
+        let settings = Settings::load(&Overrides {
+            config: Some(dir.path().join("absent.toml")),
+            socket: Some(dir.path().join("hf.sock")),
+            state_dir: Some(dir.path().join("state")),
+            workflows_dir: Some(workflows),
+            tenants_dir: Some(tenants),
+            connections_dir: Some(connections),
+            mode: Some(Mode::User),
+        })
+        .expect("settings");
+        let loaded = load(&settings, None);
+        let mut names: Vec<&str> = loaded.group_names().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["g-chain", "g-conn", "g-tenant"]);
+    }
+
     #[test]
     fn a_directory_that_cannot_be_read_keeps_what_was_loaded() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -17,7 +17,8 @@
 //!
 //! Each group the configuration names is looked up, on a thread of its
 //! own, as soon as the configuration is read (at start and at every
-//! reload), and nothing waits for it there. A decision that needs a group
+//! reload; up to [`AHEAD_MAX`] new names a read, while fewer than
+//! [`GROUPS_KEPT`] are kept), and nothing waits for it there. A decision that needs a group
 //! whose first look-up has not answered waits for it until [`FIRST_WAIT`]
 //! after that look-up started; a group no look-up was started for yet is
 //! looked up the same way by the first decision that names it. So a
@@ -249,10 +250,10 @@ impl Groups {
     /// are looked up by the first decision that needs them.
     pub fn look_up_ahead<'a>(&'static self, names: impl IntoIterator<Item = &'a str>) {
         let now = Instant::now();
+        let mut asking = Vec::new();
         let mut state = self.state();
-        let mut started = 0;
         for name in names {
-            if started == AHEAD_MAX || state.known.len() >= GROUPS_KEPT {
+            if asking.len() == AHEAD_MAX || state.known.len() >= GROUPS_KEPT {
                 break;
             }
             if state.known.contains_key(name) {
@@ -268,13 +269,59 @@ impl Groups {
                     first: Some(now),
                 },
             );
-            started += 1;
-            if !self.look_up_first(name)
-                && let Some(known) = state.known.get_mut(name)
-            {
-                known.record(Err(nix::Error::EAGAIN), now);
+            asking.push(name.to_string());
+        }
+        // The threads start after the lock is let go: decisions do not
+        // wait for them to be made.
+        drop(state);
+        for name in asking {
+            if !self.look_up_first(&name) {
+                if let Some(known) = self.state().known.get_mut(&name) {
+                    known.record(Err(nix::Error::EAGAIN), now);
+                }
+                self.first_answered.notify_all();
             }
         }
+    }
+
+    /// Whether the database answers for `name` now: from what is kept if
+    /// it answered within [`GROUP_TTL`], else from a look-up made here, on
+    /// the calling thread (the first one, if it is in flight, waited for
+    /// as [`Groups::get`] does). For a check made outside a request, where
+    /// no refresh has run (a job resumed at start, when the configuration
+    /// may have been read, and its groups asked for, long before: a
+    /// daemon held on a read-only state directory). The caller bounds the
+    /// wait (`user_database::ask_within`).
+    pub fn confirm(&'static self, name: &str) -> bool {
+        let now = Instant::now();
+        let fresh = match self.state().known.get(name) {
+            Some(known) if known.first.is_some() => None,
+            Some(known) => Some(
+                !known.failed
+                    && known
+                        .answered
+                        .is_some_and(|at| now.duration_since(at) < GROUP_TTL),
+            ),
+            None => None,
+        };
+        match fresh {
+            Some(true) => return true,
+            // Never asked, or asked first and not answered yet.
+            None => {
+                let _ = self.get(name);
+            }
+            Some(false) => {
+                let answer =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.look_up)(name)))
+                        .unwrap_or(Err(nix::Error::EIO));
+                let mut state = self.state();
+                if let Some(known) = state.known.get_mut(name) {
+                    known.tried = Instant::now();
+                    known.record(answer, Instant::now());
+                }
+            }
+        }
+        self.answered(name)
     }
 
     /// Whether the database has answered for `name` within
@@ -637,6 +684,28 @@ mod tests {
             2,
             "one look-up per name, none for names already asked for"
         );
+    }
+
+    /// A check outside a request asks again for a group whose answer is
+    /// older than [`GROUP_TTL`], on its own thread, and not for one
+    /// answered lately.
+    #[test]
+    fn confirming_asks_again_for_an_old_answer_only() {
+        let (groups, calls) = alice_then(|| Ok(Some(group(&["bob"]))));
+        assert!(groups.confirm("etl"), "asked and answered");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(groups.confirm("etl"), "answered lately");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "not asked again");
+        if !groups.age(GROUP_TTL) {
+            return;
+        }
+        assert!(groups.confirm("etl"));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "an old answer is asked again"
+        );
+        assert_eq!(groups.get("etl").expect("found").group.members, ["bob"]);
     }
 
     /// A first look-up that fails counts as no group and is not retried

@@ -98,10 +98,9 @@ impl Engine {
         // waited for only briefly, or failed) leaves the submitter
         // unconfirmed too: judged without it, a member would be refused.
         let asked = crate::user_database::ask_within(self.settings.user_database_wait, move || {
-            let groups_answered = groups.iter().all(|group| {
-                let _ = crate::access::groups::GROUPS.get(group);
-                crate::access::groups::GROUPS.answered(group)
-            });
+            let groups_answered = groups
+                .iter()
+                .all(|group| crate::access::groups::GROUPS.confirm(group));
             (groups_answered, submitter(uid))
         });
         let submitter = match asked {

@@ -24,10 +24,32 @@ use holdfast_tests::{TestDaemon, eventually};
 
 use crate::support::shown;
 use crate::user_database::{
-    REACH_DEADLINE, a_plain_job_runs, accounts_to_hang, bring_the_user_database_back, cannot_run,
-    hang, opening_a_fifo, start_on_hung,
+    FIFO_OPEN_WAITS, REACH_DEADLINE, a_plain_job_runs, accounts_to_hang,
+    bring_the_user_database_back, cannot_run, hang, start_on_hung,
 };
 use crate::users::denied;
+
+/// The daemon's first look-ups of groups (threads named `group-lookup`):
+/// how many run, and how many of them wait to open a FIFO.
+fn group_lookups(pid: u32) -> (usize, usize) {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let looking: Vec<_> = tasks
+        .flatten()
+        .filter(|task| {
+            fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "group-lookup")
+        })
+        .collect();
+    let waiting = looking
+        .iter()
+        .filter(|task| {
+            fs::read_to_string(task.path().join("wchan"))
+                .is_ok_and(|w| FIFO_OPEN_WAITS.contains(&w.trim()))
+        })
+        .count();
+    (looking.len(), waiting)
+}
 
 /// Open to members of hft-etl only.
 const GUARDED: &str = "[chain]\nallow = [\"group:hft-etl\"]\n\
@@ -57,12 +79,21 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
     }
     let pid = daemon.pid().expect("the daemon runs");
     let socket = daemon.socket().to_path_buf();
+    // hft-etl, named by guarded.toml, is asked for at start, before any
+    // decision needs it.
+    eventually(
+        REACH_DEADLINE,
+        "the start's group look-ups end",
+        || match group_lookups(pid) {
+            (0, _) => Ok(()),
+            (n, _) => Err(format!("{n} look-ups run")),
+        },
+    );
 
     // From now on the daemon's group look-ups wait in `open`.
     let hung = hang(&daemon, pid, "/etc/group");
 
-    // hft-etl, named by guarded.toml, was asked for at start, before any
-    // decision needed it; that answer counts while the database hangs.
+    // The answer given at start counts while the database hangs.
     let began = Instant::now();
     let kept = accounts.etl_member.hfctl(&socket, &["submit", "guarded"]);
     assert!(
@@ -78,7 +109,6 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
 
     // A chain naming a group nothing has asked for yet, read while the
     // database hangs: the reload asks for it, no decision needed.
-    let asking = opening_a_fifo(pid, 1).unwrap_or(0);
     daemon.write_workflow(
         "newly.toml",
         "[chain]\nallow = [\"group:hft-sock\"]\n[process.p.activity.a]\ncommand = [\"true\"]\n",
@@ -88,7 +118,10 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
     eventually(
         REACH_DEADLINE,
         "the reload asks for hft-sock by itself",
-        || opening_a_fifo(pid, asking + 1).map(|_| ()),
+        || match group_lookups(pid) {
+            (1, 1) => Ok(()),
+            (n, w) => Err(format!("{n} look-ups run, {w} wait on the FIFO")),
+        },
     );
 
     let began = Instant::now();
@@ -112,7 +145,8 @@ fn a_hung_group_database_refuses_what_needs_the_group_and_holds_back_nothing_els
     let info = accounts.member.hfctl(&socket, &["info"]);
     assert!(info.status.success(), "a member reads: {}", shown(&info));
 
-    // Back: the group counts again, from the look-up that was waiting.
+    // Back: the look-up that waited reads the end of the FIFO ("no such
+    // group"), and the group counts once a later refresh finds it.
     bring_the_user_database_back(pid, hung);
     eventually(REACH_DEADLINE, "a member of hft-sock may submit", || {
         let output = accounts.etl_member.hfctl(&socket, &["submit", "newly"]);

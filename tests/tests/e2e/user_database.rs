@@ -39,7 +39,7 @@ const OTHER_LOOKUPS_AT_ONCE: usize = 2;
 /// Where a thread waits in `open` of a FIFO for a writer, as
 /// `/proc/TID/wchan` names it on the kernels at hand (older ones, or an
 /// inlined partner wait).
-const FIFO_OPEN_WAITS: [&str; 3] = ["wait_for_partner", "fifo_open", "pipe_wait"];
+pub(crate) const FIFO_OPEN_WAITS: [&str; 3] = ["wait_for_partner", "fifo_open", "pipe_wait"];
 
 /// Run `args` inside the daemon's mount namespace; it must succeed.
 pub(crate) fn in_namespace(pid: u32, args: &[&str]) {

@@ -234,12 +234,16 @@ fn a_socket_group_missing_at_the_start_gets_the_socket_once_it_exists() {
             }
         },
     );
-    let log = fs::read_to_string(daemon.log_path()).unwrap_or_default();
-    assert!(
-        log.contains("socket group hft-sock-late does not exist")
+    // The line is written after the mode is set.
+    eventually(REACH_DEADLINE, "the daemon says what happened", || {
+        let log = fs::read_to_string(daemon.log_path()).unwrap_or_default();
+        if log.contains("socket group hft-sock-late does not exist")
             && log.contains("asking again every 1s")
-            && log.contains("the socket is shared with it now"),
-        "the daemon says what happened: {}",
-        daemon.log_tail()
-    );
+            && log.contains("the socket is shared with it now")
+        {
+            Ok(())
+        } else {
+            Err(daemon.log_tail())
+        }
+    });
 }
