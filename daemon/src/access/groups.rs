@@ -18,7 +18,8 @@
 //! Each group the configuration names is looked up, on a thread of its
 //! own, as soon as the configuration is read (at start and at every
 //! reload; up to [`AHEAD_MAX`] new names a read, while fewer than
-//! [`GROUPS_KEPT`] are kept), and nothing waits for it there. A decision that needs a group
+//! [`GROUPS_KEPT`] are kept), and nothing waits for it there; names it
+//! no longer has are forgotten then, so only what it names is refreshed. A decision that needs a group
 //! whose first look-up has not answered waits for it until [`FIRST_WAIT`]
 //! after that look-up started; a group no look-up was started for yet is
 //! looked up the same way by the first decision that names it. So a
@@ -247,11 +248,20 @@ impl Groups {
     /// configuration is read, so that a decision made [`FIRST_WAIT`] or
     /// more later finds the group answered, or does not wait for a
     /// database that hangs. At most [`AHEAD_MAX`] names a call; the rest
-    /// are looked up by the first decision that needs them.
+    /// are looked up by the first decision that needs them. Names kept
+    /// that `names` no longer has are forgotten.
     pub fn look_up_ahead<'a>(&'static self, names: impl IntoIterator<Item = &'a str>) {
         let now = Instant::now();
+        let names: std::collections::HashSet<&str> = names.into_iter().collect();
         let mut asking = Vec::new();
         let mut state = self.state();
+        // Names the configuration no longer has are not refreshed any
+        // more (a decision that needs one again, a resume of a job whose
+        // chain version named it, looks it up first again); one whose
+        // first look-up runs stays until it answers.
+        state
+            .known
+            .retain(|name, known| names.contains(name.as_str()) || known.first.is_some());
         for name in names {
             if asking.len() == AHEAD_MAX || state.known.len() >= GROUPS_KEPT {
                 break;
@@ -684,6 +694,23 @@ mod tests {
             2,
             "one look-up per name, none for names already asked for"
         );
+    }
+
+    /// A configuration read again forgets the groups it no longer names,
+    /// so they are not refreshed for nothing.
+    #[test]
+    fn groups_no_longer_named_are_forgotten() {
+        let (groups, calls) = alice_then(|| Ok(Some(group(&["bob"]))));
+        groups.look_up_ahead(["etl", "ops"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(groups.answered("etl") && groups.answered("ops")) {
+            assert!(Instant::now() < deadline, "both answered");
+            std::thread::yield_now();
+        }
+        groups.look_up_ahead(["etl"]);
+        assert!(groups.answered("etl"), "still named: kept");
+        assert!(!groups.answered("ops"), "no longer named: forgotten");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     /// A check outside a request asks again for a group whose answer is
