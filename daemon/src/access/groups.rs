@@ -18,21 +18,21 @@
 //! Each group the configuration names is looked up, on a thread of its
 //! own, as soon as the configuration is read (at start and at every
 //! reload; up to [`AHEAD_MAX`] new names a read, while fewer than
-//! [`GROUPS_KEPT`] are kept), and nothing waits for it there; names it
-//! no longer has are forgotten then, so only what it names is refreshed. A decision that needs a group
-//! whose first look-up has not answered waits for it until [`FIRST_WAIT`]
-//! after that look-up started; a group no look-up was started for yet is
-//! looked up the same way by the first decision that names it. So a
-//! database that hangs holds the deciding thread (the engine, or a runtime
-//! worker) at most that long once per group name, and not at all for a
-//! configured group decided on [`FIRST_WAIT`] after the configuration was
-//! read; the answer, when it comes, is kept. Until then, and after a first
-//! look-up that failed, the group counts as unknown (no members): a
-//! decision it would have allowed is refused, never the reverse. A failed
-//! one is tried again in the background, 5 s later at the earliest; one
-//! that has not returned is not repeated (it would hang too, and hold up
-//! the refresh of every other group), so a group whose look-up never
-//! returns stays unknown.
+//! [`GROUPS_KEPT`] are kept), and nothing waits for it there; names it no
+//! longer has are forgotten then, so only what it names is refreshed. A
+//! decision that needs a group whose first look-up has not answered waits
+//! for it until [`FIRST_WAIT`] after that look-up started; a group no
+//! look-up was started for yet is looked up the same way by the first
+//! decision that names it. So a database that hangs holds the deciding
+//! thread (the engine, or a runtime worker) at most that long once per
+//! group name, and not at all for a configured group decided on
+//! [`FIRST_WAIT`] after the configuration was read; the answer, when it
+//! comes, is kept. Until then, and after a first look-up that failed, the
+//! group counts as unknown (no members): a decision it would have allowed
+//! is refused, never the reverse. A failed one is tried again in the
+//! background, 5 s later at the earliest; one that has not returned is
+//! not repeated (it would hang too, and hold up the refresh of every other
+//! group), so a group whose look-up never returns stays unknown.
 //!
 //! While the database cannot answer, what it said last is kept, but a
 //! member list not confirmed for [`MEMBERS_MAX_AGE`] no longer counts: a
@@ -103,6 +103,17 @@ struct Known {
 }
 
 impl Known {
+    /// A name whose first look-up starts at `now`.
+    fn first_asked(now: Instant) -> Known {
+        Known {
+            group: None,
+            answered: None,
+            tried: now,
+            failed: false,
+            first: Some(now),
+        }
+    }
+
     fn due(&self, now: Instant) -> bool {
         if self.first.is_some() {
             return false;
@@ -209,16 +220,9 @@ impl Groups {
                 if state.known.len() >= GROUPS_KEPT {
                     state.known.clear();
                 }
-                state.known.insert(
-                    name.to_string(),
-                    Known {
-                        group: None,
-                        answered: None,
-                        tried: now,
-                        failed: false,
-                        first: Some(now),
-                    },
-                );
+                state
+                    .known
+                    .insert(name.to_string(), Known::first_asked(now));
                 if !self.look_up_first(name) {
                     // No thread: it counts as a failed look-up.
                     if let Some(known) = state.known.get_mut(name) {
@@ -269,16 +273,9 @@ impl Groups {
             if state.known.contains_key(name) {
                 continue;
             }
-            state.known.insert(
-                name.to_string(),
-                Known {
-                    group: None,
-                    answered: None,
-                    tried: now,
-                    failed: false,
-                    first: Some(now),
-                },
-            );
+            state
+                .known
+                .insert(name.to_string(), Known::first_asked(now));
             asking.push(name.to_string());
         }
         // The threads start after the lock is let go: decisions do not
