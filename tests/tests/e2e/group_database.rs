@@ -24,8 +24,8 @@ use holdfast_tests::{TestDaemon, eventually};
 
 use crate::support::shown;
 use crate::user_database::{
-    FIFO_OPEN_WAITS, REACH_DEADLINE, a_plain_job_runs, accounts_to_hang,
-    bring_the_user_database_back, cannot_run, hang, start_on_hung,
+    REACH_DEADLINE, a_plain_job_runs, accounts_to_hang, bring_the_user_database_back, cannot_run,
+    hang, opens_a_fifo, start_on_hung,
 };
 use crate::users::denied;
 
@@ -43,10 +43,7 @@ fn group_lookups(pid: u32) -> (usize, usize) {
         .collect();
     let waiting = looking
         .iter()
-        .filter(|task| {
-            fs::read_to_string(task.path().join("wchan"))
-                .is_ok_and(|w| FIFO_OPEN_WAITS.contains(&w.trim()))
-        })
+        .filter(|task| opens_a_fifo(&task.path()))
         .count();
     (looking.len(), waiting)
 }

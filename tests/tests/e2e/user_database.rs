@@ -39,7 +39,7 @@ const OTHER_LOOKUPS_AT_ONCE: usize = 2;
 /// Where a thread waits in `open` of a FIFO for a writer, as
 /// `/proc/TID/wchan` names it on the kernels at hand (older ones, or an
 /// inlined partner wait).
-pub(crate) const FIFO_OPEN_WAITS: [&str; 3] = ["wait_for_partner", "fifo_open", "pipe_wait"];
+const FIFO_OPEN_WAITS: [&str; 3] = ["wait_for_partner", "fifo_open", "pipe_wait"];
 
 /// Run `args` inside the daemon's mount namespace; it must succeed.
 pub(crate) fn in_namespace(pid: u32, args: &[&str]) {
@@ -57,16 +57,19 @@ pub(crate) fn in_namespace(pid: u32, args: &[&str]) {
     );
 }
 
+/// Whether the thread at `task` (`/proc/PID/task/TID`) waits in `open` of
+/// a FIFO for its writer.
+pub(crate) fn opens_a_fifo(task: &Path) -> bool {
+    fs::read_to_string(task.join("wchan")).is_ok_and(|w| FIFO_OPEN_WAITS.contains(&w.trim()))
+}
+
 /// How many of the daemon's threads wait in `open` of a FIFO for its
 /// writer; Err says how many when fewer than `least`.
 pub(crate) fn opening_a_fifo(pid: u32, least: usize) -> Result<usize, String> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
     let waiting = tasks
         .flatten()
-        .filter(|task| {
-            fs::read_to_string(task.path().join("wchan"))
-                .is_ok_and(|w| FIFO_OPEN_WAITS.contains(&w.trim()))
-        })
+        .filter(|task| opens_a_fifo(&task.path()))
         .count();
     if waiting < least {
         return Err(format!("{waiting} threads wait to open a FIFO"));
