@@ -48,6 +48,30 @@ impl Drop for Killed {
     }
 }
 
+/// Set to `required` where the SMTP server the mail tests run (Python's
+/// aiosmtpd) must be present, as CI does.
+const SMTP_REQUIRED_ENV: &str = "HOLDFAST_MAIL_TEST";
+
+/// True when Python's aiosmtpd can be imported, which the mail tests'
+/// SMTP servers are made of. Without it a test skips, saying so, unless
+/// HOLDFAST_MAIL_TEST=required, where it fails.
+pub(crate) fn smtp_server_available(test: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var(SMTP_REQUIRED_ENV).as_deref() != Ok("required"),
+            "{SMTP_REQUIRED_ENV}=required, but python3 cannot import aiosmtpd"
+        );
+        eprintln!("{test}: skipped, python3 cannot import aiosmtpd (pip install aiosmtpd)");
+    }
+    found
+}
+
 /// The complete lines the receiver has written so far, parsed. A line
 /// still being written (a digest of a thousand events is written in
 /// several pieces) has no newline yet and is left for the next read.
