@@ -95,12 +95,18 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return failed(&anyhow::Error::from(e)),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.worker_threads)
-        .enable_all()
-        .thread_name("holdfastd")
-        .build()
-    {
+    // One worker is the current-thread scheduler on this thread: the same
+    // single thread for every task, without the multi-thread scheduler's
+    // queues and a main thread of its own (less CPU a request, measured in
+    // BENCHMARKS.md).
+    let mut builder = if settings.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(settings.worker_threads);
+        b
+    };
+    let runtime = match builder.enable_all().thread_name("holdfastd").build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("holdfastd: cannot start the runtime: {e}");
