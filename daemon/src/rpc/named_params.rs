@@ -64,6 +64,17 @@ fn refusal(method: &str, unknown: &[String]) -> ErrorObjectOwned {
     )
 }
 
+/// The -32602 answer to `request` when it names parameters its method does
+/// not take: what this layer answers, for a call made without it (a
+/// WebSocket call `ws_relay` makes itself).
+pub fn refuse(request: &Request<'_>) -> Option<MethodResponse> {
+    let unknown = unknown_names(request)?;
+    Some(MethodResponse::error(
+        request.id.clone(),
+        refusal(&request.method, &unknown),
+    ))
+}
+
 /// The subscription methods and their unsubscribe methods.
 const SUBSCRIPTIONS: [&str; 8] = [
     "job.follow_logs",

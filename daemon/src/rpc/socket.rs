@@ -22,6 +22,10 @@ use crate::access::user_names::UserNames;
 use crate::engine::Caller;
 use holdfast_api::rpc::HoldfastServer;
 
+/// The largest answer jsonrpsee sends; a bigger one is answered with an
+/// error instead.
+pub(super) const MAX_RESPONSE_BYTES: u32 = 64 << 20;
+
 /// Longest time one HTTP request (or WebSocket upgrade) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -316,7 +320,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
     let served = limits.connection_cap() + super::limits::ADMIN_ROOM;
     let config = ServerConfig::builder()
         .max_request_body_size(server.settings.max_request_bytes)
-        .max_response_body_size(64 << 20)
+        .max_response_body_size(MAX_RESPONSE_BYTES)
         .max_connections(u32::try_from(served).unwrap_or(u32::MAX))
         .max_subscriptions_per_connection(256)
         .set_message_buffer_capacity(MESSAGE_BUFFER)
@@ -393,6 +397,15 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         let permit = Arc::new(permit);
         let engine = engine.clone();
         let stop_ws = stop_handle.clone();
+        // What a WebSocket connection's own calls see (`ws_relay::Direct`),
+        // as the calls it relays do through `inner`.
+        let connection = (
+            caller.clone(),
+            Arc::clone(&names),
+            Arc::clone(&limits),
+            Arc::clone(&permit),
+            jsonrpsee::Methods::from(methods.clone()),
+        );
         // jsonrpsee with the caller's extensions.
         let names = Arc::clone(&names);
         let inner = tower::service_fn(move |mut request: HttpRequest| {
@@ -431,7 +444,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             let inner = inner.clone();
             // WebSocket messages too, through a relay (`ws_relay`).
             let upgrade = jsonrpsee::server::ws::is_upgrade_request(&request)
-                .then(|| stop.clone().shutdown());
+                .then(|| (stop.clone().shutdown(), connection.clone()));
             // A request whose body never completes would hold one of the
             // connection permits forever; every call (and a WebSocket
             // upgrade) answers well within this.
@@ -442,8 +455,14 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                 if let Some((engine, format)) = metrics {
                     return Ok(metrics_response(&engine, format).await);
                 }
-                if let Some(stopped) = upgrade {
-                    return super::ws_relay::upgrade(request, inner, max_bytes, stopped);
+                if let Some((stopped, (mut caller, names, limits, permit, methods))) = upgrade {
+                    caller.user = names.name(caller.uid).await;
+                    let mut extensions = jsonrpsee::Extensions::new();
+                    extensions.insert(caller);
+                    extensions.insert(limits);
+                    extensions.insert(permit);
+                    let direct = super::ws_relay::Direct::new(methods, extensions);
+                    return super::ws_relay::upgrade(request, inner, max_bytes, direct, stopped);
                 }
                 let call = super::envelope::serve_http(inner, request, max_bytes);
                 match tokio::time::timeout(REQUEST_TIMEOUT, call).await {

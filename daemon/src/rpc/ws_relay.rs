@@ -10,6 +10,17 @@
 //! gets its original ids back (or is dropped: notifications), everything
 //! else (answers to plain requests, subscription notifications) passes as it
 //! is.
+//!
+//! Only what needs jsonrpsee's connection takes that pipe: subscriptions
+//! and their ends, batches, messages the envelope rules rewrite or answer,
+//! anything that is not one well-formed call of a known method. One plain
+//! call of any other method (`job.submit`, `job.get`: most of the traffic)
+//! is made here (`Direct`), as jsonrpsee's own WebSocket loop makes it: the
+//! same method callback, the same extensions (the caller), the same
+//! parameter-name check (`named_params::refuse`), the same response cap. It
+//! skips a second WebSocket framing, the pipe and jsonrpsee's connection
+//! tasks, which cost the daemon about 15% of its CPU a submission at 64
+//! clients (BENCHMARKS.md, "calls made without the relay's pipe").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use futures_util::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use hyper_util::rt::TokioIo;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+use jsonrpsee::types::{Params, Request};
+use jsonrpsee::{ConnectionId, Extensions, MethodCallback, MethodResponse, Methods};
 use soketto::connection::Error as WsError;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -48,8 +61,103 @@ const MAX_FRAME: usize = 64 << 20;
 /// in a task of its own that holds the answer until the client reads it,
 /// so without this bound a client that writes requests and never reads
 /// made the daemon hold every answer (55-byte `rpc.discover` requests: 500
-/// MB for 2 MB written).
+/// MB for 2 MB written). The calls made here ([`Direct`]) have a bound of
+/// their own, the same.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// The connection id the calls made here are given. Only subscriptions
+/// use one, and those go through jsonrpsee's connection.
+const DIRECT_CONNECTION: ConnectionId = ConnectionId(usize::MAX);
+
+/// Plain calls of one connection, made without the pipe to jsonrpsee.
+pub struct Direct {
+    methods: Methods,
+    /// What every call of the connection sees: its caller, the limits and
+    /// the connection's slot, as `inner` gives them to jsonrpsee.
+    extensions: Extensions,
+    /// One permit per call made here and not answered yet.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Direct {
+    pub fn new(methods: Methods, extensions: Extensions) -> Self {
+        Self {
+            methods,
+            extensions,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Make `message` here if it is one call of a method that answers once
+    /// (not a subscription, not its end), queueing its answer on
+    /// `outgoing`: `Ok(true)`. `Ok(false)` leaves it to the pipe, which
+    /// answers everything else as before. An async method runs in a task of
+    /// its own, after waiting while [`MAX_IN_FLIGHT`] are unanswered. Err
+    /// once the client is gone.
+    async fn take(&mut self, message: &[u8], outgoing: &mpsc::Sender<String>) -> Result<bool, ()> {
+        let Ok(mut request) = serde_json::from_slice::<Request<'_>>(message) else {
+            return Ok(false);
+        };
+        let callback = match self.methods.method(&request.method) {
+            Some(callback @ (MethodCallback::Sync(_) | MethodCallback::Async(_))) => {
+                callback.clone()
+            }
+            _ => return Ok(false),
+        };
+        // Each call decides on groups as fresh as an HTTP request's.
+        crate::access::groups::GROUPS.refresh().await;
+        request.extensions = self.extensions.clone();
+        if let Some(refused) = super::named_params::refuse(&request) {
+            return outgoing
+                .send(answer_text(refused))
+                .await
+                .map(|()| true)
+                .map_err(|_| ());
+        }
+        let Request {
+            id,
+            params,
+            extensions,
+            ..
+        } = request;
+        let params = Params::new(params.as_ref().map(|p| p.get()));
+        let max = super::socket::MAX_RESPONSE_BYTES as usize;
+        match callback {
+            MethodCallback::Sync(callback) => {
+                let answer = answer_text(callback(id, params, max, extensions));
+                outgoing.send(answer).await.map_err(|_| ())?;
+            }
+            MethodCallback::Async(callback) => {
+                let permit = Arc::clone(&self.in_flight)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ())?;
+                let call = callback(
+                    id.into_owned(),
+                    params.into_owned(),
+                    DIRECT_CONNECTION,
+                    max,
+                    extensions,
+                );
+                let outgoing = outgoing.clone();
+                tokio::spawn(async move {
+                    let answer = answer_text(call.await);
+                    let _ = outgoing.send(answer).await;
+                    drop(permit);
+                });
+            }
+            MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The text of one call's answer.
+fn answer_text(answer: MethodResponse) -> String {
+    Box::<str>::from(answer.into_json()).into_string()
+}
 
 /// Forwarded messages whose answers may still be owed on one connection.
 /// jsonrpsee answers a few of them without their id (a batch whose answers
@@ -103,6 +211,7 @@ pub fn upgrade<S>(
     request: HttpRequest,
     inner: S,
     max_bytes: u32,
+    direct: Direct,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<HttpResponse, BoxError>
 where
@@ -171,7 +280,10 @@ where
         let mut builder = to_server.into_builder();
         builder.set_max_message_size(MAX_FRAME);
         let (server_tx, server_rx) = builder.finish();
-        relay(client_tx, client_rx, server_tx, server_rx, max_bytes).await;
+        relay(
+            client_tx, client_rx, server_tx, server_rx, max_bytes, direct,
+        )
+        .await;
     });
     Ok(response.map(|()| HttpBody::default()))
 }
@@ -183,6 +295,7 @@ async fn relay<C, S>(
     server_tx: soketto::Sender<S>,
     server_rx: soketto::Receiver<S>,
     max_bytes: u32,
+    direct: Direct,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -196,7 +309,7 @@ async fn relay<C, S>(
         in_flight: Arc::clone(&in_flight),
     };
     tokio::select! {
-        () = from_client(client_rx, to_server, outgoing.clone(), max_bytes) => {}
+        () = from_client(client_rx, to_server, outgoing.clone(), max_bytes, direct) => {}
         () = from_server(server_rx, outgoing, pending, in_flight) => {}
         () = to_client(client_tx, queued) => {}
     }
@@ -246,6 +359,7 @@ async fn from_client<C, S>(
     mut server: ToServer<S>,
     outgoing: mpsc::Sender<String>,
     max_bytes: u32,
+    mut direct: Direct,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -280,9 +394,13 @@ async fn from_client<C, S>(
         }
         let message = match envelope::prepare(&data) {
             Front::Unchanged if binary => Outgoing::Binary(data),
-            Front::Unchanged => match String::from_utf8(data) {
-                Ok(text) => Outgoing::Text(text),
-                Err(_) => break,
+            Front::Unchanged => match direct.take(&data, &outgoing).await {
+                Ok(true) => continue,
+                Ok(false) => match String::from_utf8(data) {
+                    Ok(text) => Outgoing::Text(text),
+                    Err(_) => break,
+                },
+                Err(()) => break,
             },
             Front::Answer(answer) => {
                 if outgoing.send(answer).await.is_err() {

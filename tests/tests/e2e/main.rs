@@ -77,4 +77,5 @@ mod user_database;
 mod user_database_start;
 mod users;
 mod watch_view;
+mod ws_calls;
 mod ws_relay_hostile;
