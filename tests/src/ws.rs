@@ -105,12 +105,27 @@ impl RawWs {
     /// panics when none comes within the read timeout or the connection
     /// closes.
     pub fn recv(&mut self) -> String {
+        self.next_message()
+            .unwrap_or_else(|| panic!("the daemon closed the WebSocket"))
+    }
+
+    /// Every message the daemon sends until it closes the connection (a
+    /// close frame or the end of the stream); panics when the read timeout
+    /// passes first.
+    pub fn recv_until_closed(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.next_message()).collect()
+    }
+
+    /// The next text message, or None once the daemon closed.
+    fn next_message(&mut self) -> Option<String> {
         let mut message = Vec::new();
         loop {
             let mut head = [0u8; 2];
-            self.stream
-                .read_exact(&mut head)
-                .expect("the daemon sends a frame");
+            match self.stream.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) => panic!("the daemon sends no frame: {e}"),
+            }
             let fin = head[0] & 0x80 != 0;
             let opcode = head[0] & 0x0f;
             let len = match head[1] & 0x7f {
@@ -131,12 +146,12 @@ impl RawWs {
                 .read_exact(&mut payload)
                 .expect("the frame's payload");
             match opcode {
-                0x8 => panic!("the daemon closed the WebSocket"),
+                0x8 => return None,
                 0x9 | 0xa => continue,
                 _ => message.extend_from_slice(&payload),
             }
             if fin {
-                return String::from_utf8(message).expect("a text message");
+                return Some(String::from_utf8(message).expect("a text message"));
             }
         }
     }

@@ -325,6 +325,9 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
         .max_subscriptions_per_connection(256)
         .set_message_buffer_capacity(MESSAGE_BUFFER)
         .build();
+    // An RPC middleware layer added here must be applied in
+    // `ws_relay::Direct` too, which calls methods itself (only
+    // `NamedParams` is, through `named_params::refuse`).
     let builder = Server::builder()
         .set_config(config)
         .set_rpc_middleware(RpcServiceBuilder::new().layer_fn(NamedParams::new))
@@ -415,9 +418,16 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
             request.extensions_mut().insert(Arc::clone(&permit));
             let mut service = builder.clone().build(methods.clone(), stop.clone());
             async move {
-                caller.user = names.name(caller.uid).await;
+                // A WebSocket connection's relayed side carries the caller
+                // named once at its upgrade (`ws_relay`), so that its
+                // relayed calls and those the relay makes itself name the
+                // same user; anything else is named here. Extensions never
+                // come from the wire.
+                if request.extensions().get::<Caller>().is_none() {
+                    caller.user = names.name(caller.uid).await;
+                    request.extensions_mut().insert(caller);
+                }
                 crate::access::groups::GROUPS.refresh().await;
-                request.extensions_mut().insert(caller);
                 tower::Service::call(&mut service, request).await
             }
         });

@@ -61,8 +61,8 @@ const MAX_FRAME: usize = 64 << 20;
 /// in a task of its own that holds the answer until the client reads it,
 /// so without this bound a client that writes requests and never reads
 /// made the daemon hold every answer (55-byte `rpc.discover` requests: 500
-/// MB for 2 MB written). The calls made here ([`Direct`]) have a bound of
-/// their own, the same.
+/// MB for 2 MB written). The calls the relay makes itself ([`Direct`])
+/// count against the same bound.
 const MAX_IN_FLIGHT: usize = 64;
 
 /// The connection id the calls made here are given. Only subscriptions
@@ -75,7 +75,8 @@ pub struct Direct {
     /// What every call of the connection sees: its caller, the limits and
     /// the connection's slot, as `inner` gives them to jsonrpsee.
     extensions: Extensions,
-    /// One permit per call made here and not answered yet.
+    /// One permit per call made here and per message sent on to jsonrpsee
+    /// that is not answered yet: one bound for both ways.
     in_flight: Arc<Semaphore>,
 }
 
@@ -95,6 +96,11 @@ impl Direct {
     /// its own, after waiting while [`MAX_IN_FLIGHT`] are unanswered. Err
     /// once the client is gone.
     async fn take(&mut self, message: &[u8], outgoing: &mpsc::Sender<String>) -> Result<bool, ()> {
+        // jsonrpsee looks for the opening brace within the first 128 bytes
+        // only, and answers a parse error past them: so does the pipe.
+        if message.iter().take(128).find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Ok(false);
+        }
         let Ok(mut request) = serde_json::from_slice::<Request<'_>>(message) else {
             return Ok(false);
         };
@@ -140,9 +146,16 @@ impl Direct {
                     extensions,
                 );
                 let outgoing = outgoing.clone();
+                // As jsonrpsee's loop does, a call stops once nobody is left
+                // to answer: the client's writer (the queue's receiver) ended.
                 tokio::spawn(async move {
-                    let answer = answer_text(call.await);
-                    let _ = outgoing.send(answer).await;
+                    let answer = tokio::select! {
+                        answer = call => Some(answer_text(answer)),
+                        () = outgoing.closed() => None,
+                    };
+                    if let Some(answer) = answer {
+                        let _ = outgoing.send(answer).await;
+                    }
                     drop(permit);
                 });
             }
@@ -235,12 +248,17 @@ where
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+    // The relayed side gets the caller the relay's own calls have (named
+    // once, at the upgrade); `inner` names only a request without one.
+    let caller = direct.extensions.get::<crate::engine::Caller>().cloned();
     let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let mut inner = inner.clone();
+        let mut request = request.map(HttpBody::new);
+        if let Some(caller) = &caller {
+            request.extensions_mut().insert(caller.clone());
+        }
         let call: ServiceFuture =
-            Box::pin(
-                async move { tower::Service::call(&mut inner, request.map(HttpBody::new)).await },
-            );
+            Box::pin(async move { tower::Service::call(&mut inner, request).await });
         call
     });
     let serve = jsonrpsee::server::serve_with_graceful_shutdown(theirs, service, stopped);
@@ -301,18 +319,43 @@ async fn relay<C, S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let pending = Arc::new(Mutex::new(Pending::default()));
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let in_flight = Arc::clone(&direct.in_flight);
     let (outgoing, queued) = mpsc::channel::<String>(OUTGOING);
     let to_server = ToServer {
         tx: server_tx,
         pending: Arc::clone(&pending),
         in_flight: Arc::clone(&in_flight),
     };
+    let readers = async move {
+        tokio::select! {
+            ended = from_client(client_rx, to_server, outgoing.clone(), max_bytes, direct) => ended,
+            () = from_server(server_rx, outgoing, pending, in_flight) => Ended::Server,
+        }
+    };
+    let writer = to_client(client_tx, queued);
+    tokio::pin!(writer);
     tokio::select! {
-        () = from_client(client_rx, to_server, outgoing.clone(), max_bytes, direct) => {}
-        () = from_server(server_rx, outgoing, pending, in_flight) => {}
-        () = to_client(client_tx, queued) => {}
+        () = &mut writer => {}
+        ended = readers => {
+            if let Ended::Server = ended {
+                // jsonrpsee's side closed: the daemon is stopping. Nothing
+                // more is read from the client; the calls the relay made
+                // itself finish and their answers go out, as jsonrpsee lets
+                // its own finish, and the writer ends once the last of them
+                // has dropped its sender. A client that is gone ends it at
+                // once (and so the calls, through `outgoing.closed`).
+                writer.await;
+            }
+        }
     }
+}
+
+/// Why the relay stopped reading.
+enum Ended {
+    /// The client closed, broke the protocol, or its writer ended.
+    Client,
+    /// jsonrpsee's side of the pipe closed.
+    Server,
 }
 
 /// The relay's side of the pipe to jsonrpsee: what it sends, the answers
@@ -360,7 +403,8 @@ async fn from_client<C, S>(
     outgoing: mpsc::Sender<String>,
     max_bytes: u32,
     mut direct: Direct,
-) where
+) -> Ended
+where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -368,27 +412,27 @@ async fn from_client<C, S>(
         r#"{{"jsonrpc":"2.0","error":{{"code":{},"message":"Request is too big"}},"id":null}}"#,
         jsonrpsee::types::error::OVERSIZED_REQUEST_CODE
     );
-    loop {
+    let ended = loop {
         let mut data = Vec::new();
         let binary = match client_rx.receive(&mut data).await {
             Ok(soketto::Incoming::Data(kind)) => kind.is_binary(),
             Ok(soketto::Incoming::Pong(_)) => continue,
-            Ok(soketto::Incoming::Closed(_)) | Err(WsError::Closed) => break,
+            Ok(soketto::Incoming::Closed(_)) | Err(WsError::Closed) => break Ended::Client,
             Err(WsError::MessageTooLarge { .. }) => {
                 if outgoing.send(too_big.clone()).await.is_err() {
-                    break;
+                    break Ended::Client;
                 }
                 continue;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket client read failed");
-                break;
+                break Ended::Client;
             }
         };
         if data.len() > max_bytes as usize {
             // As jsonrpsee would answer it, without holding its tokens.
             if outgoing.send(too_big.clone()).await.is_err() {
-                break;
+                break Ended::Client;
             }
             continue;
         }
@@ -398,13 +442,13 @@ async fn from_client<C, S>(
                 Ok(true) => continue,
                 Ok(false) => match String::from_utf8(data) {
                     Ok(text) => Outgoing::Text(text),
-                    Err(_) => break,
+                    Err(_) => break Ended::Client,
                 },
-                Err(()) => break,
+                Err(()) => break Ended::Client,
             },
             Front::Answer(answer) => {
                 if outgoing.send(answer).await.is_err() {
-                    break;
+                    break Ended::Client;
                 }
                 continue;
             }
@@ -413,10 +457,11 @@ async fn from_client<C, S>(
         // Each call decides on groups as fresh as an HTTP request's.
         crate::access::groups::GROUPS.refresh().await;
         if server.send(message).await.is_err() {
-            break;
+            break Ended::Server;
         }
-    }
+    };
     let _ = server.tx.close().await;
+    ended
 }
 
 /// Whether a frame from jsonrpsee answers a message (rather than being a

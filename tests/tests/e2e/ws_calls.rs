@@ -116,6 +116,18 @@ fn plain_calls_subscriptions_and_rewritten_ids_share_one_connection() {
         let answered = call(&mut ws, id.clone(), "daemon.info", json!({}), &mut notes);
         assert!(answered["result"].is_object(), "{answered}");
     }
+    // jsonrpsee looks for the request within its first 128 bytes; past
+    // them HTTP and WebSocket both answer a parse error.
+    let padded = format!(
+        "{}{}",
+        " ".repeat(200),
+        json!({"jsonrpc": "2.0", "id": 12, "method": "daemon.info"})
+    );
+    let padded_http = rpc_raw(daemon.socket(), &padded);
+    ws.send(&padded);
+    let padded_ws = answer(&mut ws, &Value::Null, &mut notes);
+    assert_eq!(padded_ws["error"]["code"], -32700, "{padded_ws}");
+    assert_eq!(padded_ws["error"], padded_http["error"]);
     let listed = call(&mut ws, json!(11), "job.list", json!({}), &mut notes);
     assert_eq!(
         listed["result"]["jobs"].as_array().map(Vec::len),
@@ -138,4 +150,55 @@ fn plain_calls_subscriptions_and_rewritten_ids_share_one_connection() {
         );
         notes.push(message);
     }
+}
+
+/// A stop answers the calls under way before it closes a connection:
+/// 64 submissions written at once, then SIGTERM. Every job the stopped
+/// daemon made was answered, and every answer names a job it made (a
+/// client that got no answer would submit again). Before the relay
+/// waited for the calls it makes itself, a stop answered none of them
+/// while their jobs were made.
+#[test]
+fn a_stop_answers_every_submission_it_carried_out() {
+    const SUBMISSIONS: u64 = 64;
+    let mut daemon = TestDaemon::start(&[("slow.toml", SLOW)]);
+    let mut ws = RawWs::connect(daemon.socket());
+    // One answered first: the connection is relayed before the burst.
+    let mut notes = Vec::new();
+    call(&mut ws, json!(0), "daemon.info", json!({}), &mut notes);
+    for n in 1..=SUBMISSIONS {
+        let request = json!({"jsonrpc": "2.0", "id": n, "method": "job.submit",
+                             "params": {"target": "slow"}});
+        ws.send(&request.to_string());
+    }
+    // The stop comes once the first of them is answered, with the rest
+    // under way.
+    let first: Value = serde_json::from_str(&ws.recv()).expect("JSON");
+    let status = daemon.stop();
+    assert!(status.success(), "the daemon stopped cleanly: {status}");
+    let mut answered = std::collections::BTreeSet::new();
+    answered.extend(first["result"]["job_id"].as_u64());
+    for message in ws.recv_until_closed() {
+        let message: Value = serde_json::from_str(&message).expect("JSON");
+        if let Some(job) = message["result"]["job_id"].as_u64() {
+            answered.insert(job);
+        }
+    }
+    daemon.restart();
+    let listed = rpc_raw(
+        daemon.socket(),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "job.list", "params": {"limit": 1000}})
+            .to_string(),
+    );
+    let made: std::collections::BTreeSet<u64> = listed["result"]["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a job list: {listed}"))
+        .iter()
+        .filter_map(|job| job["id"].as_u64())
+        .collect();
+    assert!(
+        made.len() > 1,
+        "the stop came with submissions under way: {made:?}"
+    );
+    assert_eq!(answered, made, "answered jobs against jobs made");
 }
