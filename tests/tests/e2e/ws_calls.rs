@@ -6,7 +6,7 @@
 //! the ids as sent, on one connection mixing all of them.
 
 use holdfast_tests::TestDaemon;
-use holdfast_tests::http::rpc_raw;
+use holdfast_tests::http::{rpc_call, rpc_raw};
 use holdfast_tests::ws::RawWs;
 use serde_json::{Value, json};
 
@@ -53,11 +53,7 @@ fn plain_calls_subscriptions_and_rewritten_ids_share_one_connection() {
     let job_id = submitted["result"]["job_id"]
         .as_u64()
         .unwrap_or_else(|| panic!("a job id: {submitted}"));
-    let over_http = rpc_raw(
-        daemon.socket(),
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "job.get", "params": {"job_id": job_id}})
-            .to_string(),
-    );
+    let over_http = rpc_call(daemon.socket(), "job.get", json!({"job_id": job_id}));
     let got = call(
         &mut ws,
         json!("get"),
@@ -94,10 +90,7 @@ fn plain_calls_subscriptions_and_rewritten_ids_share_one_connection() {
     // nothing is submitted; HTTP answers the same.
     let typo = json!({"target": "slow", "prority": 5});
     let refused = call(&mut ws, json!(8), "job.submit", typo.clone(), &mut notes);
-    let refused_http = rpc_raw(
-        daemon.socket(),
-        &json!({"jsonrpc": "2.0", "id": 8, "method": "job.submit", "params": typo}).to_string(),
-    );
+    let refused_http = rpc_call(daemon.socket(), "job.submit", typo);
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
     assert_eq!(refused["error"], refused_http["error"]);
     // An unknown method and a method given the wrong kind of params.
@@ -185,11 +178,7 @@ fn a_stop_answers_every_submission_it_carried_out() {
         }
     }
     daemon.restart();
-    let listed = rpc_raw(
-        daemon.socket(),
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "job.list", "params": {"limit": 1000}})
-            .to_string(),
-    );
+    let listed = rpc_call(daemon.socket(), "job.list", json!({"limit": 1000}));
     let made: std::collections::BTreeSet<u64> = listed["result"]["jobs"]
         .as_array()
         .unwrap_or_else(|| panic!("a job list: {listed}"))
