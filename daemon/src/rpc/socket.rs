@@ -467,11 +467,7 @@ pub async fn serve(listener: UnixListener, server: RpcServer, stopped: impl Futu
                 }
                 if let Some((stopped, (mut caller, names, limits, permit, methods))) = upgrade {
                     caller.user = names.name(caller.uid).await;
-                    let mut extensions = jsonrpsee::Extensions::new();
-                    extensions.insert(caller);
-                    extensions.insert(limits);
-                    extensions.insert(permit);
-                    let direct = super::ws_relay::Direct::new(methods, extensions);
+                    let direct = super::ws_relay::Direct::new(methods, caller, limits, permit);
                     return super::ws_relay::upgrade(request, inner, max_bytes, direct, stopped);
                 }
                 let call = super::envelope::serve_http(inner, request, max_bytes);

@@ -81,7 +81,19 @@ pub struct Direct {
 }
 
 impl Direct {
-    pub fn new(methods: Methods, extensions: Extensions) -> Self {
+    /// The calls of a connection from `caller` (named), holding `permit`
+    /// of `limits`: every call it makes carries the three, as the calls
+    /// `inner` passes to jsonrpsee do.
+    pub fn new(
+        methods: Methods,
+        caller: crate::engine::Caller,
+        limits: Arc<super::limits::Limits>,
+        permit: Arc<super::limits::Permit>,
+    ) -> Self {
+        let mut extensions = Extensions::new();
+        extensions.insert(caller);
+        extensions.insert(limits);
+        extensions.insert(permit);
         Self {
             methods,
             extensions,
