@@ -318,9 +318,7 @@ impl Groups {
                 let _ = self.get(name);
             }
             Some(false) => {
-                let answer =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.look_up)(name)))
-                        .unwrap_or(Err(nix::Error::EIO));
+                let answer = self.ask(name);
                 let mut state = self.state();
                 if let Some(known) = state.known.get_mut(name) {
                     known.tried = Instant::now();
@@ -344,6 +342,13 @@ impl Groups {
         })
     }
 
+    /// Ask the database about `name`, on the calling thread; a look-up
+    /// that panicked failed (and is tried again, as any failure).
+    fn ask(&self, name: &str) -> Result<Option<Group>, nix::Error> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.look_up)(name)))
+            .unwrap_or(Err(nix::Error::EIO))
+    }
+
     /// Start the first look-up of `name` on a thread of its own, which
     /// keeps the answer however late it comes. False when no thread can
     /// be started.
@@ -352,11 +357,7 @@ impl Groups {
         let spawned = std::thread::Builder::new()
             .name("group-lookup".into())
             .spawn(move || {
-                // A look-up that panicked failed (and is tried again).
-                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (self.look_up)(&name)
-                }))
-                .unwrap_or(Err(nix::Error::EIO));
+                let answer = self.ask(&name);
                 let mut state = self.state();
                 if let Some(known) = state.known.get_mut(&name) {
                     known.record(answer, Instant::now());
@@ -415,13 +416,14 @@ impl Groups {
             let answers = tokio::task::spawn_blocking(move || {
                 due.into_iter()
                     .map(|name| {
-                        let answer = (self.look_up)(&name);
+                        let answer = self.ask(&name);
                         (name, answer)
                     })
                     .collect::<Vec<_>>()
             })
             .await
-            // A look-up that panicked failed, for every name it had.
+            // A task cancelled (the runtime stopping) failed for every
+            // name it had.
             .unwrap_or_else(|_| {
                 names
                     .into_iter()
